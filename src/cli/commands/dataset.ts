@@ -1,0 +1,30 @@
+// `hyperbagel dataset`: export shards for the Python training recipes.
+import { parseArgs, flag, intFlag, UsageError } from '../args.ts';
+import { SPLITS, writeDataset, type Split } from '../../world/index.ts';
+
+export const HELP = `Usage: hyperbagel dataset --split ${SPLITS.join('|')} --count N --out DIR [--offset K] [--min-objects A] [--max-objects B]
+
+Writes DIR/images.npy and DIR/edited.npy (uint8 [N,64,64,3]), DIR/records.jsonl (scene, caption,
+prompts, questions, edit per sample) and DIR/meta.json (split, count, vocabulary).
+  --offset K        start at sample K of the split (for continuing an export)
+  --min-objects A   fewest objects per scene (default 1)
+  --max-objects B   most objects per scene (default 4), e.g. 1 for a curriculum's first stage
+Train, val and test never contain the held-out combinations (docs/world.md); heldout always does.`;
+
+export async function run(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, { values: ['split', 'count', 'out', 'offset', 'min-objects', 'max-objects'] });
+  if (args.flags.has('help')) { console.log(HELP); return 0; }
+  const split = flag(args, 'split') as Split | undefined;
+  if (!split || !SPLITS.includes(split)) throw new UsageError(`--split must be one of ${SPLITS.join(', ')}`);
+  const out = flag(args, 'out');
+  if (!out) throw new UsageError('--out DIR is required');
+  const count = intFlag(args, 'count', -1, 1, 10_000_000);
+  if (count < 0) throw new UsageError('--count N is required');
+  const minObjects = intFlag(args, 'min-objects', 1, 1, 4);
+  const maxObjects = intFlag(args, 'max-objects', 4, 1, 4);
+  if (minObjects > maxObjects) throw new UsageError('--min-objects must not exceed --max-objects');
+  const t0 = Date.now();
+  writeDataset(out, { split, count, offset: intFlag(args, 'offset', 0, 0), minObjects, maxObjects }, (n) => process.stderr.write(`\r${n}/${count}`));
+  process.stderr.write(`\rwrote ${count} ${split} samples to ${out} in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
+  return 0;
+}

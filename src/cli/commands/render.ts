@@ -1,0 +1,34 @@
+// `hyperbagel render`: caption (or a seeded random scene) → 64×64 PNG.
+import { parseArgs, flag, intFlag, UsageError } from '../args.ts';
+import { writePng } from '../image-file.ts';
+import { parseCaption, renderScene, sceneFor, sceneToCaption, SPLITS, type Split } from '../../world/index.ts';
+
+export const HELP = `Usage: hyperbagel render (--caption "TEXT" | --seed N [--split SPLIT]) --out FILE.png
+
+Renders a Shapes-world scene to a 64×64 PNG.
+  --caption TEXT   canonical caption, e.g. "a large red circle at the top left on a white background"
+  --seed N         render random scene number N of --split instead (default split: test)
+  --split SPLIT    ${SPLITS.join('|')}
+  --out FILE       output PNG path (required; nothing is written on error)
+Prints the canonical caption of what was rendered.`;
+
+export async function run(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, { values: ['caption', 'seed', 'split', 'out'] });
+  if (args.flags.has('help')) { console.log(HELP); return 0; }
+  const out = flag(args, 'out');
+  if (!out) throw new UsageError('--out FILE is required');
+  const caption = flag(args, 'caption') ?? (args.positionals.length ? args.positionals.join(' ') : undefined);
+  let scene;
+  if (caption !== undefined) {
+    scene = parseCaption(caption);
+  } else if (flag(args, 'seed') !== undefined) {
+    const split = (flag(args, 'split') ?? 'test') as Split;
+    if (!SPLITS.includes(split)) throw new UsageError(`--split must be one of ${SPLITS.join(', ')}`);
+    scene = sceneFor(split, intFlag(args, 'seed', 0, 0));
+  } else {
+    throw new UsageError('give --caption "TEXT" or --seed N');
+  }
+  await writePng(out, renderScene(scene));
+  console.log(sceneToCaption(scene));
+  return 0;
+}

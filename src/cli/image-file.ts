@@ -1,0 +1,32 @@
+// PNG/JPEG files ↔ RgbImage, with errors that name what is wrong with the file.
+import { readFileSync, writeFileSync } from 'node:fs';
+import sharp, { type OutputInfo } from 'sharp';
+import type { RgbImage } from '../engine/types.ts';
+import { WorldError } from '../world/errors.ts';
+
+/** Reads an image file as RGB; `expectSize` rejects other dimensions. */
+export async function readRgbFile(path: string, expectSize?: number): Promise<RgbImage> {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
+  } catch (err) {
+    throw new WorldError('BAD_IMAGE', `cannot read image file "${path}": ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  let raw: { data: Buffer; info: OutputInfo };
+  try {
+    raw = await sharp(bytes, { limitInputPixels: 4096 * 4096 }).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+  } catch (err) {
+    throw new WorldError('BAD_IMAGE', `"${path}" is not a readable image (${(err as Error).message})`);
+  }
+  const { width, height, channels } = raw.info;
+  if (channels !== 3) throw new WorldError('BAD_IMAGE', `"${path}" has ${channels} channels after conversion, expected RGB`);
+  if (expectSize !== undefined && (width !== expectSize || height !== expectSize)) {
+    throw new WorldError('BAD_IMAGE', `"${path}" is ${width}×${height}, expected ${expectSize}×${expectSize}`);
+  }
+  return { width, height, data: new Uint8Array(raw.data.buffer, raw.data.byteOffset, raw.data.length) };
+}
+
+export async function writePng(path: string, img: RgbImage): Promise<void> {
+  const png = await sharp(Buffer.from(img.data.buffer, img.data.byteOffset, img.data.length), { raw: { width: img.width, height: img.height, channels: 3 } }).png().toBuffer();
+  writeFileSync(path, png);
+}

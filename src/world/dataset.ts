@@ -1,0 +1,76 @@
+// Dataset export for the Python recipes: images.npy / edited.npy (uint8 [N,64,64,3]), records.jsonl, meta.json.
+import { closeSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { Rng } from './rng.ts';
+import { sampleScene } from './sampler.ts';
+import { sceneToCaption } from './caption.ts';
+import { paraphrases } from './prompts.ts';
+import { questionsForScene, type QA } from './questions.ts';
+import { applyEdit, EDIT_KINDS, editInstruction, randomEdit, type EditKind } from './edits.ts';
+import { hasHeldoutCombination, type Split } from './splits.ts';
+import { renderScene, IMAGE_SIZE } from './render.ts';
+import { encodeNpyHeader } from './npy.ts';
+import type { Scene } from './scene.ts';
+import { VOCABULARY } from './vocabulary.ts';
+
+export interface DatasetRecord {
+  index: number;
+  scene: Scene;
+  caption: string;
+  prompts: string[];
+  qa: QA[];
+  edit: { kind: EditKind; instruction: string; scene: Scene; caption: string };
+}
+
+export interface DatasetOptions {
+  split: Split;
+  count: number;
+  minObjects?: number;
+  maxObjects?: number;
+  /** first index; lets a second export continue a split without repeating scenes */
+  offset?: number;
+}
+
+/** Sample number `index` of a split: scene, language and one edit, all from its own seed. */
+export function datasetRecord(split: Split, index: number, opts: Pick<DatasetOptions, 'minObjects' | 'maxObjects'> = {}): DatasetRecord {
+  const rng = new Rng(`dataset:${split}:${index}`);
+  for (;;) {
+    const scene = sampleScene(rng, { split, minObjects: opts.minObjects, maxObjects: opts.maxObjects });
+    for (const kind of rng.shuffle(EDIT_KINDS)) {
+      const edit = randomEdit(scene, kind, rng);
+      if (!edit) continue;
+      const edited = applyEdit(scene, edit);
+      // Training data must never show a held-out combination, not even as an edit's result.
+      if (split !== 'heldout' && hasHeldoutCombination(edited)) continue;
+      return {
+        index,
+        scene,
+        caption: sceneToCaption(scene),
+        prompts: paraphrases(scene, rng),
+        qa: questionsForScene(scene, rng),
+        edit: { kind, instruction: editInstruction(edit), scene: edited, caption: sceneToCaption(edited) },
+      };
+    }
+  }
+}
+
+/** Writes synchronously: a shard export is a batch job with nothing else on the event loop. */
+export function writeDataset(dir: string, opts: DatasetOptions, onProgress?: (done: number) => void): void {
+  mkdirSync(dir, { recursive: true });
+  const shape = [opts.count, IMAGE_SIZE, IMAGE_SIZE, 3];
+  const images = openSync(join(dir, 'images.npy'), 'w');
+  const edited = openSync(join(dir, 'edited.npy'), 'w');
+  const records = openSync(join(dir, 'records.jsonl'), 'w');
+  writeSync(images, encodeNpyHeader(shape));
+  writeSync(edited, encodeNpyHeader(shape));
+  const offset = opts.offset ?? 0;
+  for (let i = 0; i < opts.count; i++) {
+    const rec = datasetRecord(opts.split, offset + i, opts);
+    writeSync(images, renderScene(rec.scene).data);
+    writeSync(edited, renderScene(rec.edit.scene).data);
+    writeSync(records, JSON.stringify(rec) + '\n');
+    if (onProgress && (i + 1) % 1000 === 0) onProgress(i + 1);
+  }
+  for (const fd of [images, edited, records]) closeSync(fd);
+  writeFileSync(join(dir, 'meta.json'), JSON.stringify({ split: opts.split, count: opts.count, offset, image_shape: [IMAGE_SIZE, IMAGE_SIZE, 3], vocabulary: VOCABULARY }, null, 2) + '\n');
+}

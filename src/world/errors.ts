@@ -1,0 +1,14 @@
+// Typed errors for the world's language and images; `code` is stable, `message` names the problem.
+
+export type WorldErrorCode = 'UNKNOWN_WORDS' | 'PARSE_ERROR' | 'INVALID_SCENE' | 'INVALID_EDIT' | 'BAD_IMAGE';
+
+export class WorldError extends Error {
+  constructor(
+    readonly code: WorldErrorCode,
+    message: string,
+    readonly details?: Record<string, unknown>,
+  ) {
+    super(message);
+    this.name = 'WorldError';
+  }
+}
