@@ -1,0 +1,294 @@
+"""Miniature BAGEL: Qwen2-style Mixture-of-Transformer decoder, conv-stem ViT, conv VAE.
+
+Every decoder layer has two experts (understanding: text + ViT tokens; generation: VAE latent tokens),
+each with its own norms, QKV/O projections, QK-norm and SwiGLU MLP. Attention is one shared
+self-attention over the whole sequence. Training routes tokens by type; the exported graphs each hold
+one expert (decoder.onnx = understanding, denoiser.onnx = generation) and share the KV cache.
+"""
+import math
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import ModelConfig
+
+NEG = -1e9
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, eps=1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def rope_cos_sin(position_ids, head_dim, theta):
+    inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    ang = position_ids.to(torch.float32).unsqueeze(-1) * inv  # [B,T,Dh/2]
+    ang = torch.cat([ang, ang], dim=-1)
+    return ang.cos().unsqueeze(1), ang.sin().unsqueeze(1)  # [B,1,T,Dh]
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat([-x[..., h:], x[..., :h]], dim=-1)
+
+
+def apply_rope(x, cos, sin):
+    return x * cos + rotate_half(x) * sin
+
+
+def sincos_2d(grid, dim):
+    """Fixed 2-D sin-cos position embedding [grid*grid, dim] (row-major)."""
+    assert dim % 4 == 0
+    q = dim // 4
+    omega = 1.0 / (10000 ** (torch.arange(q, dtype=torch.float64) / q))
+    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij")
+    y = ys.reshape(-1, 1) * omega
+    x = xs.reshape(-1, 1) * omega
+    return torch.cat([y.sin(), y.cos(), x.sin(), x.cos()], dim=1).to(torch.float32)
+
+
+class Expert(nn.Module):
+    """One expert of a MoT layer: Qwen2 attention projections (+QK-norm) and SwiGLU MLP."""
+
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        D, H, Dh = c.hidden, c.heads, c.head_dim
+        self.H, self.Dh = H, Dh
+        self.input_norm = RMSNorm(D, c.rms_eps)
+        self.q_proj = nn.Linear(D, H * Dh)
+        self.k_proj = nn.Linear(D, H * Dh)
+        self.v_proj = nn.Linear(D, H * Dh)
+        self.o_proj = nn.Linear(H * Dh, D, bias=False)
+        self.q_norm = RMSNorm(Dh, c.rms_eps)
+        self.k_norm = RMSNorm(Dh, c.rms_eps)
+        self.post_norm = RMSNorm(D, c.rms_eps)
+        self.gate = nn.Linear(D, c.ffn, bias=False)
+        self.up = nn.Linear(D, c.ffn, bias=False)
+        self.down = nn.Linear(c.ffn, D, bias=False)
+
+    def qkv(self, x):
+        """x [...,D] -> q,k,v [..., H, Dh] (q,k normalised)."""
+        h = self.input_norm(x)
+        shp = x.shape[:-1] + (self.H, self.Dh)
+        q = self.q_norm(self.q_proj(h).reshape(shp))
+        k = self.k_norm(self.k_proj(h).reshape(shp))
+        v = self.v_proj(h).reshape(shp)
+        return q, k, v
+
+    def out(self, a, x):
+        """a: attention output [..., H*Dh]; x: residual stream."""
+        x = x + self.o_proj(a)
+        h = self.post_norm(x)
+        return x + self.down(F.silu(self.gate(h)) * self.up(h))
+
+
+class MoTLayer(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.und = Expert(c)
+        self.gen = Expert(c)
+
+
+def attention(q, k, v, mask):
+    """q [B,H,T,Dh], k/v [B,H,S,Dh], mask additive [B,1,T,S]."""
+    s = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1])) + mask
+    return torch.matmul(torch.softmax(s, dim=-1), v)
+
+
+class ViTBlock(nn.Module):
+    """Pre-LN transformer block (bidirectional), written out for a clean ONNX export."""
+
+    def __init__(self, w, heads):
+        super().__init__()
+        self.heads = heads
+        self.ln1 = nn.LayerNorm(w)
+        self.qkv = nn.Linear(w, 3 * w)
+        self.proj = nn.Linear(w, w)
+        self.ln2 = nn.LayerNorm(w)
+        self.fc1 = nn.Linear(w, 4 * w)
+        self.fc2 = nn.Linear(4 * w, w)
+
+    def forward(self, x):
+        B, N, W = x.shape
+        q, k, v = self.qkv(self.ln1(x)).reshape(B, N, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
+        s = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(W // self.heads))
+        a = torch.matmul(torch.softmax(s, dim=-1), v).transpose(1, 2).reshape(B, N, W)
+        x = x + self.proj(a)
+        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+
+
+class VisionEncoder(nn.Module):
+    """Conv stem (64 -> 4x4 tokens) + small pre-LN ViT + MLP connector + fixed 2-D sin-cos pos emb."""
+
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        chans = list(c.vit_stem)
+        layers = [nn.Conv2d(3, chans[0], 3, 1, 1), nn.GELU()]
+        cin = chans[0]
+        for ch in chans:
+            layers += [nn.Conv2d(cin, ch, 3, 2, 1), nn.GELU()]
+            cin = ch
+        self.stem = nn.Sequential(*layers)
+        self.proj = nn.Linear(cin, c.vit_width)
+        g = c.vit_grid
+        self.register_buffer("vit_pos", sincos_2d(g, c.vit_width), persistent=False)
+        self.blocks = nn.ModuleList([ViTBlock(c.vit_width, c.vit_heads) for _ in range(c.vit_layers)])
+        self.norm = nn.LayerNorm(c.vit_width)
+        self.conn1 = nn.Linear(c.vit_width, c.hidden)
+        self.conn2 = nn.Linear(c.hidden, c.hidden)
+        self.register_buffer("llm_pos", sincos_2d(g, c.hidden), persistent=False)
+
+    def forward(self, pixels):
+        f = self.stem(pixels)  # [B,C,g,g]
+        t = self.proj(f.flatten(2).transpose(1, 2)) + self.vit_pos
+        for b in self.blocks:
+            t = b(t)
+        t = self.norm(t)
+        return self.conn2(F.gelu(self.conn1(t), approximate="tanh")) + self.llm_pos
+
+
+class TimestepEmbedder(nn.Module):
+    def __init__(self, D, freq_dim=128):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, D), nn.SiLU(), nn.Linear(D, D))
+
+    def forward(self, t):  # t [B] in [0,1]
+        half = self.freq_dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+        a = (t.to(torch.float32) * 1000.0).unsqueeze(-1) * freqs
+        return self.mlp(torch.cat([a.cos(), a.sin()], dim=-1))
+
+
+class Unified(nn.Module):
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.c = c
+        D = c.hidden
+        self.embed = nn.Embedding(c.vocab, D)
+        self.vision = VisionEncoder(c)
+        self.layers = nn.ModuleList([MoTLayer(c) for _ in range(c.layers)])
+        self.norm = RMSNorm(D, c.rms_eps)
+        self.norm_gen = RMSNorm(D, c.rms_eps)
+        self.lm_head = nn.Linear(D, c.vocab, bias=False)
+        self.vae2llm = nn.Linear(c.latent_token_dim, D)
+        self.llm2vae = nn.Linear(D, c.latent_token_dim)
+        self.time_embed = TimestepEmbedder(D)
+        self.register_buffer("latent_pos", sincos_2d(c.latent_grid, D), persistent=False)
+        self.apply(self._init)
+        nn.init.zeros_(self.llm2vae.weight)
+        nn.init.zeros_(self.llm2vae.bias)
+
+    @staticmethod
+    def _init(m):
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+
+    # ---- input embeddings ----
+    def latent_in(self, tokens, t):
+        """tokens [B,N,tokdim] (N = full latent grid), t [B] -> [B,N,D]."""
+        return self.vae2llm(tokens) + self.time_embed(t).unsqueeze(1) + self.latent_pos
+
+    # ---- single-expert forward with KV cache (used by the exported graphs) ----
+    def expert_forward(self, which, x, position_ids, mask, past):
+        c = self.c
+        cos, sin = rope_cos_sin(position_ids, c.head_dim, c.rope_theta)
+        presents, hiddens = [], []
+        B, T, _ = x.shape
+        for i, layer in enumerate(self.layers):
+            e = layer.und if which == "und" else layer.gen
+            q, k, v = e.qkv(x)  # [B,T,H,Dh]
+            q = apply_rope(q.transpose(1, 2), cos, sin)
+            k = apply_rope(k.transpose(1, 2), cos, sin)
+            v = v.transpose(1, 2)
+            k = torch.cat([past[i][0], k], dim=2)
+            v = torch.cat([past[i][1], v], dim=2)
+            presents.append((k, v))
+            a = attention(q, k, v, mask).transpose(1, 2).reshape(B, T, c.heads * c.head_dim)
+            x = e.out(a, x)
+            hiddens.append(x)
+        return x, presents, hiddens
+
+    # ---- packed training forward: routes tokens to experts, one shared attention ----
+    def train_forward(self, x, gen_mask, position_ids, mask):
+        """x [B,T,D] input embeddings; gen_mask [B,T] bool (VAE latent tokens); mask additive [B,1,T,T].
+        Returns final hidden [B,T,D] (und tokens through norm, gen tokens through norm_gen applied by caller)."""
+        c = self.c
+        B, T, D = x.shape
+        cos, sin = rope_cos_sin(position_ids, c.head_dim, c.rope_theta)
+        flat = gen_mask.reshape(-1)
+        gen_idx = flat.nonzero().squeeze(1)
+        und_idx = (~flat).nonzero().squeeze(1)
+        HD = c.heads * c.head_dim
+        xf = x.reshape(B * T, D)
+        for layer in self.layers:
+            def qkv_of(e, inp):
+                q, k, v = e.qkv(inp)
+                return torch.cat([q.reshape(-1, HD), k.reshape(-1, HD), v.reshape(-1, HD)], dim=1)
+            qkv = xf.new_zeros(B * T, 3 * HD)
+            qkv = qkv.index_copy(0, und_idx, qkv_of(layer.und, xf.index_select(0, und_idx)))
+            if gen_idx.numel():
+                qkv = qkv.index_copy(0, gen_idx, qkv_of(layer.gen, xf.index_select(0, gen_idx)))
+            qkv = qkv.reshape(B, T, 3, c.heads, c.head_dim)
+            q = apply_rope(qkv[:, :, 0].transpose(1, 2), cos, sin)
+            k = apply_rope(qkv[:, :, 1].transpose(1, 2), cos, sin)
+            v = qkv[:, :, 2].transpose(1, 2)
+            a = attention(q, k, v, mask).transpose(1, 2).reshape(B * T, HD)
+            nx = xf.new_zeros(B * T, D)
+            nx = nx.index_copy(0, und_idx, layer.und.out(a.index_select(0, und_idx), xf.index_select(0, und_idx)))
+            if gen_idx.numel():
+                nx = nx.index_copy(0, gen_idx, layer.gen.out(a.index_select(0, gen_idx), xf.index_select(0, gen_idx)))
+            xf = nx
+        return xf.reshape(B, T, D)
+
+
+# ---------------- VAE ----------------
+class VAE(nn.Module):
+    """Small conv VAE: G x G x 3 -> (G/4) x (G/4) x C (for vae_channels of length 3)."""
+
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        ch = list(c.vae_channels)
+        C = c.latent_channels
+        enc = [nn.Conv2d(3, ch[0], 3, 1, 1), nn.SiLU()]
+        for i in range(1, len(ch)):
+            enc += [nn.Conv2d(ch[i - 1], ch[i], 3, 2, 1), nn.SiLU(), nn.Conv2d(ch[i], ch[i], 3, 1, 1), nn.SiLU()]
+        enc += [nn.Conv2d(ch[-1], 2 * C, 1)]
+        self.enc = nn.Sequential(*enc)
+        dec = [nn.Conv2d(C, ch[-1], 3, 1, 1), nn.SiLU(), nn.Conv2d(ch[-1], ch[-1], 3, 1, 1), nn.SiLU()]
+        for i in range(len(ch) - 1, 0, -1):
+            dec += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch[i], ch[i - 1], 3, 1, 1), nn.SiLU(),
+                    nn.Conv2d(ch[i - 1], ch[i - 1], 3, 1, 1), nn.SiLU()]
+        dec += [nn.Conv2d(ch[0], 3, 3, 1, 1)]
+        self.dec = nn.Sequential(*dec)
+        self.C = C
+
+    def encode(self, x):
+        h = self.enc(x)
+        return h[:, : self.C], h[:, self.C:].clamp(-10, 10)
+
+    def decode(self, z):
+        return self.dec(z)
+
+
+# ---------------- patchify helpers ----------------
+def patchify(lat, p):
+    """[B,C,h,w] -> [B,(h/p)*(w/p), C*p*p] row-major tokens, each [C,p,p] channel-major."""
+    B, C, h, w = lat.shape
+    x = lat.reshape(B, C, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(B, (h // p) * (w // p), C * p * p)
+
+
+def unpatchify(tok, C, h, w, p):
+    B = tok.shape[0]
+    x = tok.reshape(B, h // p, w // p, C, p, p).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(B, C, h, w)

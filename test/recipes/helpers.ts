@@ -1,0 +1,53 @@
+// Shared helpers for the recipe tests: load parity JSON, build ORT tensors, compare.
+import * as fs from 'node:fs';
+import * as ort from 'onnxruntime-node';
+
+export interface JsonTensor { dtype: 'float32' | 'int64'; dims: number[]; data: number[] }
+export interface ParityCase { graph: string; inputs: Record<string, JsonTensor>; outputs: Record<string, JsonTensor> }
+
+export function readJson<T>(path: string): T {
+  return JSON.parse(fs.readFileSync(path, 'utf8')) as T;
+}
+
+export function toOrt(t: JsonTensor): ort.Tensor {
+  if (t.dtype === 'int64') return new ort.Tensor('int64', BigInt64Array.from(t.data.map((v) => BigInt(v))), t.dims);
+  return new ort.Tensor('float32', Float32Array.from(t.data), t.dims);
+}
+
+export function floatData(t: ort.Tensor): Float32Array {
+  if (t.type !== 'float32') throw new Error(`expected float32, got ${t.type}`);
+  return t.data as Float32Array;
+}
+
+/** Max |a - b|; throws on a shape mismatch. */
+export function maxAbsDiff(got: ort.Tensor, want: JsonTensor): number {
+  if (got.dims.join(',') !== want.dims.join(',')) throw new Error(`dims ${got.dims.join('x')} != ${want.dims.join('x')}`);
+  const g = floatData(got);
+  let m = 0;
+  for (let i = 0; i < want.data.length; i++) {
+    const d = Math.abs(g[i]! - want.data[i]!);
+    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
+  }
+  return m;
+}
+
+export async function openSession(path: string): Promise<ort.InferenceSession> {
+  return ort.InferenceSession.create(path, { graphOptimizationLevel: 'all', intraOpNumThreads: 1, interOpNumThreads: 1 });
+}
+
+export interface GraphSpec { file: string; inputs: Record<string, { dtype: string; shape: (string | number)[] }>; outputs: Record<string, { dtype: string; shape: (string | number)[] }> }
+export interface Manifest {
+  format: string;
+  name: string;
+  tokenizer: string;
+  special_tokens: Record<string, number>;
+  decoder: { layers: number; heads: number; head_dim: number; hidden: number; vocab: number; max_positions: number };
+  vision: { image_size: number; tokens: number };
+  latent: { image_size: number; channels: number; height: number; width: number; patch: number; scale: number };
+  preview: { latent_rgb_factors: number[][]; latent_rgb_bias: number[] };
+  sampler_defaults: { steps: number; shift: number; cfg_text_scale: number; cfg_image_scale: number; cfg_interval: [number, number] };
+  graphs: Record<string, GraphSpec>;
+}
+
+export const GRAPH_NAMES = ['vision', 'embed', 'decoder', 'denoiser', 'vae_encoder', 'vae_decoder'] as const;
+export const SPECIAL_TOKENS = ['pad', 'bos', 'eos', 'unk', 'im_start', 'im_end', 'vision_start', 'vision_end', 'gen_start', 'gen_end'];
