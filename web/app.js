@@ -1,0 +1,624 @@
+// @ts-check
+// The hyperbagel web demo: a streaming chat (subscription `understand`) and progressive image generation
+// and editing (mutations `generateImage` / `editImage` with `@stream` previews and a `@defer`red final),
+// tied together by one server-side session. Everything goes over graphql-ws at /graphql.
+import { GraphQLWsClient, GraphQLRequestError } from './gql-ws.js';
+import { IncrementalResult } from './incremental.js';
+
+// ---------------------------------------------------------------- operations
+
+const UNDERSTAND = /* GraphQL */ `
+subscription Understand($input: UnderstandInput!) {
+  understand(input: $input) {
+    text tokenIds acceptedTokens draftedTokens steps done finishReason fullText
+    usage { promptTokens completionTokens totalTokens }
+    timings { queueMs timeToFirstTokenMs totalMs tokensPerSecond }
+    speculation { mode drafts draftedTokens acceptedTokens meanAcceptedLength acceptanceRate }
+  }
+}`;
+
+const FRAME_FIELDS = 'stage nfe step elapsedMs seed image { mimeType width height byteLength base64 sha256 }';
+
+const GENERATE = /* GraphQL */ `
+mutation Generate($input: GenerateImageInput!) {
+  generateImage(input: $input) {
+    id status mode seed
+    previews @stream(initialCount: 0) { ${FRAME_FIELDS} }
+    ... @defer(label: "final") { result { ${FRAME_FIELDS} } }
+  }
+}`;
+
+const EDIT = /* GraphQL */ `
+mutation Edit($input: EditImageInput!) {
+  editImage(input: $input) {
+    id status mode seed
+    previews @stream(initialCount: 0) { ${FRAME_FIELDS} }
+    ... @defer(label: "final") { result { ${FRAME_FIELDS} } }
+  }
+}`;
+
+const CANCEL_JOB = 'mutation CancelJob($id: ID!) { cancelJob(id: $id) }';
+const JOB_STATUS = 'query JobStatus($id: ID!) { job(id: $id) { id status } }';
+const CREATE_SESSION = 'mutation CreateSession { createSession }';
+const MODELS = 'query Models { models { name description capabilities { understand generate edit draft sixStep oneStep } imageSize { width height } } }';
+
+/** What each server error code means for someone at the page. */
+const ERROR_HINTS = /** @type {Record<string, string>} */ ({
+  BUSY: 'The server is busy: every job slot is taken and the queue is full. Try again in a moment.',
+  UNKNOWN_WORDS: 'The model only knows the Shapes-world vocabulary.',
+  INVALID_INPUT: 'The request was not valid.',
+  PARSE_ERROR: 'That is not a caption the Shapes world understands.',
+  BAD_IMAGE: 'The image could not be decoded.',
+  IMAGE_TOO_LARGE: 'The image is larger than the server accepts.',
+  PROMPT_TOO_LONG: 'The prompt is longer than the server accepts.',
+  SESSION_NOT_FOUND: 'The session expired; a new one was started.',
+  SESSION_BUSY: 'This session is busy with another request.',
+  SESSION_FULL: 'The session’s context is full; start a new session.',
+  UNAUTHENTICATED: 'Add ?apiKey=… to the page address.',
+});
+
+// ---------------------------------------------------------------- DOM helpers
+
+/**
+ * @template {HTMLElement} T
+ * @param {string} id
+ * @param {new (...args: any[]) => T} type
+ * @returns {T}
+ */
+function $(id, type) {
+  const node = document.getElementById(id);
+  if (!(node instanceof type)) throw new Error(`#${id} missing`);
+  return node;
+}
+
+const ui = {
+  conn: $('conn', HTMLElement),
+  model: $('model', HTMLElement),
+  sessionId: $('session-id', HTMLElement),
+  newSession: $('new-session', HTMLButtonElement),
+  error: $('error', HTMLElement),
+  errorCode: $('error-code', HTMLElement),
+  errorMessage: $('error-message', HTMLElement),
+  errorClose: $('error-close', HTMLButtonElement),
+  dropzone: $('dropzone', HTMLElement),
+  image: $('current-image', HTMLImageElement),
+  dropHint: $('drop-hint', HTMLElement),
+  imageLabel: $('image-label', HTMLElement),
+  fileInput: $('file-input', HTMLInputElement),
+  randomScene: $('random-scene', HTMLButtonElement),
+  clearImage: $('clear-image', HTMLButtonElement),
+  renderForm: $('render-form', HTMLFormElement),
+  caption: $('caption-input', HTMLInputElement),
+  genForm: $('gen-form', HTMLFormElement),
+  genPrompt: $('gen-prompt', HTMLTextAreaElement),
+  genGenerate: $('gen-generate', HTMLButtonElement),
+  genEdit: $('gen-edit', HTMLButtonElement),
+  genStop: $('gen-stop', HTMLButtonElement),
+  genMode: $('gen-mode', HTMLSelectElement),
+  genIntermediate: $('gen-intermediate', HTMLInputElement),
+  genSeed: $('gen-seed', HTMLInputElement),
+  genStatus: $('gen-status', HTMLElement),
+  frames: $('frames', HTMLOListElement),
+  messages: $('messages', HTMLOListElement),
+  chatForm: $('chat-form', HTMLFormElement),
+  chatInput: $('chat-input', HTMLInputElement),
+  chatSend: $('chat-send', HTMLButtonElement),
+  chatStop: $('chat-stop', HTMLButtonElement),
+  chatMax: $('chat-max', HTMLInputElement),
+  chatTemp: $('chat-temp', HTMLInputElement),
+  chatAttach: $('chat-attach', HTMLInputElement),
+  stSteps: $('st-steps', HTMLElement),
+  stTokens: $('st-tokens', HTMLElement),
+  stMal: $('st-mal', HTMLElement),
+  stRate: $('st-rate', HTMLElement),
+  stTps: $('st-tps', HTMLElement),
+  stTtft: $('st-ttft', HTMLElement),
+  chart: $('steps-chart', HTMLElement),
+};
+
+/**
+ * @param {string} tag
+ * @param {string} [className]
+ * @param {string} [text]
+ */
+function h(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+// ---------------------------------------------------------------- state
+
+const params = new URLSearchParams(location.search);
+const apiKey = params.get('apiKey') ?? undefined;
+
+const client = new GraphQLWsClient(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/graphql`, {
+  connectionParams: () => (apiKey ? { apiKey, authorization: `Bearer ${apiKey}` } : undefined),
+  onStatus: (status, detail) => {
+    ui.conn.dataset.state = status;
+    ui.conn.textContent = status === 'closed' ? `disconnected${detail ? `: ${detail}` : ''}` : status;
+  },
+});
+
+/**
+ * The image the page is working on. `inSession` is true once the server-side session holds it
+ * (it was sent with a question, or the server produced it for this session), so it is not sent twice.
+ * @type {{ dataUrl: string, label: string, inSession: boolean } | null}
+ */
+let current = null;
+/** @type {string | null} */
+let sessionId = null;
+/** @type {Promise<string | null> | null} */
+let sessionPromise = null;
+/** @type {(() => void) | null} */
+let stopChat = null;
+/** @type {(() => void) | null} */
+let stopGeneration = null;
+
+// ---------------------------------------------------------------- errors
+
+/**
+ * Shows an error in the banner. `code` is the server's `extensions.code` (or a local one).
+ * @param {string} code
+ * @param {string} message
+ */
+function showError(code, message) {
+  ui.errorCode.textContent = code;
+  const hint = ERROR_HINTS[code];
+  ui.errorMessage.textContent = hint && !message.includes(hint) ? `${message} — ${hint}` : message;
+  ui.error.dataset.code = code;
+  ui.error.hidden = false;
+}
+
+function clearError() {
+  ui.error.hidden = true;
+  delete ui.error.dataset.code;
+}
+
+/**
+ * @param {unknown} err
+ * @returns {{ code: string, message: string }}
+ */
+function describeError(err) {
+  if (err instanceof GraphQLRequestError) return { code: err.code, message: err.message };
+  if (err instanceof Error) return { code: 'ERROR', message: err.message };
+  return { code: 'ERROR', message: String(err) };
+}
+
+/**
+ * @param {{ message: string, extensions?: Record<string, unknown> }[]} errors
+ * @returns {{ code: string, message: string }}
+ */
+function firstError(errors) {
+  const withCode = errors.find((e) => typeof e.extensions?.code === 'string') ?? errors[0];
+  const code = typeof withCode?.extensions?.code === 'string' ? withCode.extensions.code : 'ERROR';
+  let message = errors.map((e) => e.message).join('; ') || 'request failed';
+  const words = withCode?.extensions?.unknownWords;
+  if (Array.isArray(words) && words.length && !words.every((w) => message.includes(String(w)))) {
+    message += ` (unknown: ${words.join(', ')})`;
+  }
+  return { code, message };
+}
+
+// ---------------------------------------------------------------- session and model
+
+/** @returns {Promise<string | null>} */
+function ensureSession() {
+  if (sessionId) return Promise.resolve(sessionId);
+  if (sessionPromise) return sessionPromise;
+  ui.sessionId.textContent = '…';
+  sessionPromise = client.request({ query: CREATE_SESSION }).then(
+    (r) => {
+      sessionId = String(r.data?.createSession ?? '') || null;
+      ui.sessionId.textContent = sessionId ?? 'none';
+      if (current) current.inSession = false;
+      return sessionId;
+    },
+    (err) => {
+      const e = describeError(err);
+      showError(e.code, `could not create a session: ${e.message}`);
+      ui.sessionId.textContent = 'none';
+      return null;
+    },
+  ).finally(() => { sessionPromise = null; });
+  return sessionPromise;
+}
+
+function resetSession() {
+  sessionId = null;
+  if (current) current.inSession = false;
+  ui.messages.replaceChildren();
+  return ensureSession();
+}
+
+/** @type {{ draft: boolean } | null} */
+let capabilities = null;
+
+async function loadModel() {
+  try {
+    const r = await client.request({ query: MODELS });
+    const m = r.data?.models?.[0];
+    if (!m) { ui.model.textContent = 'model: none'; return; }
+    capabilities = m.capabilities;
+    ui.model.textContent = `model: ${m.name} · ${m.imageSize.width}×${m.imageSize.height}${m.capabilities.draft ? ' · draft' : ' · no draft model'}`;
+    ui.model.title = m.description;
+  } catch (err) {
+    const e = describeError(err);
+    ui.model.textContent = `model: unavailable (${e.code})`;
+  }
+}
+
+// ---------------------------------------------------------------- the current image
+
+/**
+ * @param {string} dataUrl
+ * @param {string} label
+ * @param {boolean} inSession
+ */
+function setImage(dataUrl, label, inSession) {
+  current = { dataUrl, label, inSession };
+  ui.image.src = dataUrl;
+  ui.image.hidden = false;
+  ui.image.alt = label;
+  ui.dropHint.hidden = true;
+  ui.imageLabel.textContent = label;
+}
+
+function clearImage() {
+  current = null;
+  ui.image.removeAttribute('src');
+  ui.image.hidden = true;
+  ui.dropHint.hidden = false;
+  ui.imageLabel.textContent = 'no image';
+}
+
+/** @param {Blob} blob @returns {Promise<string>} */
+function blobToDataUrl(blob) {
+  return new Promise((resolveUrl, rejectUrl) => {
+    const reader = new FileReader();
+    reader.onload = () => resolveUrl(String(reader.result));
+    reader.onerror = () => rejectUrl(reader.error ?? new Error('could not read the file'));
+    reader.readAsDataURL(blob);
+  });
+}
+
+/** @param {File} file */
+async function attachFile(file) {
+  clearError();
+  if (!file.type.startsWith('image/')) {
+    showError('INVALID_INPUT', `"${file.name}" is not an image (${file.type || 'unknown type'})`);
+    return;
+  }
+  setImage(await blobToDataUrl(file), `uploaded: ${file.name} (${Math.ceil(file.size / 1024)} KiB)`, false);
+}
+
+/** @param {URLSearchParams} query */
+async function renderScene(query) {
+  clearError();
+  let res;
+  try {
+    res = await fetch(`/demo/api/render?${query}`);
+  } catch (err) {
+    showError('NETWORK', describeError(err).message);
+    return;
+  }
+  if (!res.ok) {
+    /** @type {any} */
+    const body = await res.json().catch(() => null);
+    showError(body?.error?.code ?? `HTTP_${res.status}`, body?.error?.message ?? res.statusText);
+    return;
+  }
+  const caption = res.headers.get('X-Caption') ?? '';
+  setImage(await blobToDataUrl(await res.blob()), `rendered: ${caption}`, false);
+  if (caption) ui.caption.value = caption;
+}
+
+// ---------------------------------------------------------------- chat
+
+function selectedSpeculation() {
+  const checked = document.querySelector('input[name="spec"]:checked');
+  return checked instanceof HTMLInputElement ? checked.value : 'OFF';
+}
+
+/** @param {HTMLElement} node @param {string} text */
+function setStat(node, text) { node.textContent = text; }
+
+function resetStats() {
+  for (const n of [ui.stSteps, ui.stTokens, ui.stMal, ui.stRate, ui.stTps, ui.stTtft]) n.textContent = '…';
+  ui.chart.replaceChildren();
+}
+
+/**
+ * @param {'user'|'assistant'} role
+ * @param {string} text
+ */
+function addMessage(role, text) {
+  const li = h('li', `msg ${role}`);
+  const body = h('div', 'body', text);
+  const meta = h('div', 'meta');
+  li.append(body, meta);
+  ui.messages.append(li);
+  li.scrollIntoView({ block: 'end' });
+  return { li, body, meta };
+}
+
+async function ask() {
+  const prompt = ui.chatInput.value.trim();
+  if (!prompt || stopChat) return;
+  clearError();
+  const sid = await ensureSession();
+  /** @type {Record<string, unknown>} */
+  const input = {
+    prompt,
+    maxTokens: Number(ui.chatMax.value) || 48,
+    temperature: Number(ui.chatTemp.value) || 0,
+    speculation: { mode: selectedSpeculation() },
+  };
+  if (sid) input.sessionId = sid;
+  const image = current;
+  const sendImage = image && ui.chatAttach.checked && !image.inSession;
+  if (sendImage) input.image = { dataUrl: image.dataUrl };
+
+  const user = addMessage('user', prompt);
+  if (sendImage) user.meta.textContent = `with image · ${image.label}`;
+  const bot = addMessage('assistant', '');
+  bot.li.dataset.state = 'streaming';
+  bot.li.dataset.chunks = '0';
+  bot.body.classList.add('cursor');
+  resetStats();
+
+  const started = performance.now();
+  let chunks = 0, tokens = 0, steps = 0, accepted = 0, drafted = 0;
+  /** @type {number | null} */
+  let firstAt = null;
+
+  /** @param {string} state @param {string} metaText */
+  const finish = (state, metaText) => {
+    bot.li.dataset.state = state;
+    bot.body.classList.remove('cursor');
+    bot.meta.textContent = metaText;
+    stopChat = null;
+    ui.chatSend.disabled = false;
+    ui.chatStop.disabled = true;
+  };
+
+  ui.chatSend.disabled = true;
+  ui.chatStop.disabled = false;
+  const unsubscribe = client.subscribe({ query: UNDERSTAND, variables: { input } }, {
+    next: (payload) => {
+      if (payload.errors?.length) {
+        const e = firstError(payload.errors);
+        showError(e.code, e.message);
+        unsubscribe();
+        finish('error', `error: ${e.code}`);
+        return;
+      }
+      const ev = payload.data?.understand;
+      if (!ev) return;
+      if (sendImage && image) image.inSession = true;
+      const n = Array.isArray(ev.tokenIds) ? ev.tokenIds.length : 0;
+      const s = Math.max(1, ev.steps ?? 1);
+      if (ev.text || n > 0) {
+        chunks++;
+        firstAt ??= performance.now();
+        bot.body.textContent += ev.text ?? '';
+        bot.li.dataset.chunks = String(chunks);
+        tokens += n;
+        steps += s;
+        accepted += ev.acceptedTokens ?? 0;
+        drafted += ev.draftedTokens ?? 0;
+        const bar = h('span', 'bar');
+        const perStep = n / s;
+        const maxPerStep = (ev.draftedTokens ?? 0) / s + 1;
+        bar.style.setProperty('--h', String(Math.min(1, perStep / 8)));
+        bar.style.setProperty('--g', String(Math.min(1, maxPerStep / 8)));
+        bar.title = `${n} token${n === 1 ? '' : 's'} in ${s} step${s === 1 ? '' : 's'} (${ev.acceptedTokens} of ${ev.draftedTokens} drafted accepted)`;
+        ui.chart.append(bar);
+        const seconds = (performance.now() - started) / 1000;
+        setStat(ui.stSteps, String(steps));
+        setStat(ui.stTokens, String(tokens));
+        setStat(ui.stMal, (tokens / steps).toFixed(2));
+        setStat(ui.stRate, drafted ? `${((accepted / drafted) * 100).toFixed(0)}%` : 'no drafts');
+        setStat(ui.stTps, seconds > 0 ? (tokens / seconds).toFixed(1) : '…');
+        setStat(ui.stTtft, `${(firstAt - started).toFixed(0)} ms`);
+      }
+      if (ev.done) {
+        const sp = ev.speculation;
+        const t = ev.timings;
+        if (sp) {
+          setStat(ui.stMal, Number(sp.meanAcceptedLength).toFixed(2));
+          setStat(ui.stRate, sp.drafts ? `${(Number(sp.acceptanceRate) * 100).toFixed(0)}%` : 'no drafts');
+        }
+        if (t) {
+          setStat(ui.stTps, Number(t.tokensPerSecond).toFixed(1));
+          setStat(ui.stTtft, `${Number(t.timeToFirstTokenMs).toFixed(0)} ms`);
+        }
+        if (ev.usage) setStat(ui.stTokens, String(ev.usage.completionTokens));
+        finish('done', `${String(ev.finishReason ?? '').toLowerCase()} · ${chunks} chunk${chunks === 1 ? '' : 's'} · ${sp?.mode ?? ''} · ${t ? `${Number(t.totalMs).toFixed(0)} ms` : ''}`);
+      }
+    },
+    error: (errors) => {
+      const e = firstError(errors);
+      showError(e.code, e.message);
+      if (e.code === 'SESSION_NOT_FOUND') { sessionId = null; if (current) current.inSession = false; }
+      finish('error', `error: ${e.code}`);
+    },
+    complete: () => {
+      if (bot.li.dataset.state === 'streaming') finish('done', `${chunks} chunk${chunks === 1 ? '' : 's'}`);
+    },
+  });
+  stopChat = () => {
+    unsubscribe();
+    finish('cancelled', `stopped after ${chunks} chunk${chunks === 1 ? '' : 's'}`);
+  };
+}
+
+// ---------------------------------------------------------------- generate and edit
+
+/** @param {any} frame */
+function frameDataUrl(frame) {
+  return `data:${frame.image.mimeType};base64,${frame.image.base64}`;
+}
+
+/** @param {any} frame */
+function frameLabel(frame) {
+  return `${String(frame.stage).toLowerCase()} · ${frame.nfe} NFE · ${Number(frame.elapsedMs).toFixed(0)} ms`;
+}
+
+/** @param {any} frame */
+function addFrame(frame) {
+  const li = h('li', `frame ${String(frame.stage).toLowerCase()}`);
+  li.dataset.stage = String(frame.stage);
+  li.dataset.nfe = String(frame.nfe);
+  const img = /** @type {HTMLImageElement} */ (h('img'));
+  img.src = frameDataUrl(frame);
+  img.alt = frameLabel(frame);
+  li.append(img, h('span', 'cap', frameLabel(frame)));
+  ui.frames.append(li);
+}
+
+/** @param {'generate'|'edit'} action */
+async function runJob(action) {
+  if (stopGeneration) return;
+  const text = ui.genPrompt.value.trim();
+  if (!text) return;
+  clearError();
+  const sid = await ensureSession();
+  /** @type {Record<string, unknown>} */
+  const input = { mode: ui.genMode.value };
+  if (ui.genIntermediate.checked) input.intermediatePreviews = true;
+  if (ui.genSeed.value !== '') input.seed = Number(ui.genSeed.value);
+  if (sid) input.sessionId = sid;
+  const source = current;
+  if (action === 'generate') {
+    input.prompt = text;
+  } else {
+    input.instruction = text;
+    // With a session the server uses the session's latest image; send ours only if it has not got it.
+    if (source && (!sid || !source.inSession)) input.image = { dataUrl: source.dataUrl };
+  }
+
+  ui.frames.replaceChildren();
+  ui.genStatus.dataset.state = 'running';
+  ui.genStatus.textContent = `${action === 'generate' ? 'generating' : 'editing'}…`;
+  ui.genGenerate.disabled = ui.genEdit.disabled = true;
+  ui.genStop.disabled = false;
+
+  const started = performance.now();
+  const result = new IncrementalResult();
+  const field = action === 'generate' ? 'generateImage' : 'editImage';
+  /** @type {string | null} */
+  let jobId = null;
+  let shownPreviews = 0;
+  let gotFinal = false;
+
+  /** @param {string} state @param {string} text */
+  const finish = (state, text) => {
+    ui.genStatus.dataset.state = state;
+    ui.genStatus.textContent = text;
+    ui.genGenerate.disabled = ui.genEdit.disabled = false;
+    ui.genStop.disabled = true;
+    stopGeneration = null;
+  };
+
+  const unsubscribe = client.subscribe({ query: action === 'generate' ? GENERATE : EDIT, variables: { input } }, {
+    next: (payload) => {
+      result.apply(payload);
+      const job = result.data?.[field];
+      if (result.errors.length && !job) {
+        const e = firstError(result.errors);
+        showError(e.code, e.message);
+        unsubscribe();
+        finish('error', `failed: ${e.code}`);
+        return;
+      }
+      if (!job) return;
+      jobId ??= job.id ?? null;
+      const previews = Array.isArray(job.previews) ? job.previews : [];
+      for (; shownPreviews < previews.length; shownPreviews++) {
+        const frame = previews[shownPreviews];
+        if (!frame) continue;
+        addFrame(frame);
+        // A preview never replaces a final that is already on screen.
+        if (!gotFinal) setImage(frameDataUrl(frame), frameLabel(frame), Boolean(sid));
+      }
+      if (job.result && !gotFinal) {
+        gotFinal = true;
+        addFrame(job.result);
+        setImage(frameDataUrl(job.result), frameLabel(job.result), Boolean(sid));
+      }
+      if (result.errors.length) {
+        const e = firstError(result.errors);
+        showError(e.code, e.message);
+      }
+      ui.genStatus.textContent = `job ${jobId ?? '…'} · ${shownPreviews} preview${shownPreviews === 1 ? '' : 's'}${gotFinal ? ' · final' : ''}`;
+    },
+    error: (errors) => {
+      const e = firstError(errors);
+      showError(e.code, e.message);
+      finish('error', `failed: ${e.code}`);
+    },
+    complete: () => {
+      if (!stopGeneration) return;
+      const ms = (performance.now() - started).toFixed(0);
+      if (gotFinal) finish('done', `job ${jobId} done in ${ms} ms · ${shownPreviews} preview${shownPreviews === 1 ? '' : 's'} then final`);
+      else if (result.errors.length) finish('error', `failed: ${firstError(result.errors).code}`);
+      else finish('error', `job ${jobId ?? '?'} ended without a final image`);
+    },
+  });
+  stopGeneration = () => {
+    unsubscribe();
+    const id = jobId;
+    finish('cancelled', `cancelled${id ? ` job ${id}` : ''}`);
+    if (!id) return;
+    // Stopping the @stream already cancels on the server; cancelJob makes it explicit, then we report
+    // what the server says the job's status is.
+    client.request({ query: CANCEL_JOB, variables: { id } })
+      .catch(() => undefined)
+      .then(() => client.request({ query: JOB_STATUS, variables: { id } }))
+      .then((r) => {
+        const status = r.data?.job?.status;
+        if (status && ui.genStatus.dataset.state === 'cancelled') {
+          ui.genStatus.textContent = `cancelled job ${id} · server status ${status}`;
+          ui.genStatus.dataset.serverStatus = status;
+        }
+      })
+      .catch(() => undefined);
+  };
+}
+
+// ---------------------------------------------------------------- wiring
+
+ui.errorClose.addEventListener('click', clearError);
+ui.newSession.addEventListener('click', () => { void resetSession(); });
+ui.fileInput.addEventListener('change', () => {
+  const file = ui.fileInput.files?.[0];
+  if (file) void attachFile(file);
+  ui.fileInput.value = '';
+});
+ui.dropzone.addEventListener('dragover', (ev) => { ev.preventDefault(); ui.dropzone.classList.add('over'); });
+ui.dropzone.addEventListener('dragleave', () => ui.dropzone.classList.remove('over'));
+ui.dropzone.addEventListener('drop', (ev) => {
+  ev.preventDefault();
+  ui.dropzone.classList.remove('over');
+  const file = ev.dataTransfer?.files?.[0];
+  if (file) void attachFile(file);
+});
+ui.randomScene.addEventListener('click', () => {
+  void renderScene(new URLSearchParams({ seed: String(Math.floor(Math.random() * 100000)) }));
+});
+ui.clearImage.addEventListener('click', clearImage);
+ui.renderForm.addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  void renderScene(new URLSearchParams({ caption: ui.caption.value }));
+});
+ui.chatForm.addEventListener('submit', (ev) => { ev.preventDefault(); void ask(); });
+ui.chatStop.addEventListener('click', () => stopChat?.());
+ui.genForm.addEventListener('submit', (ev) => { ev.preventDefault(); void runJob('generate'); });
+ui.genEdit.addEventListener('click', () => { void runJob('edit'); });
+ui.genStop.addEventListener('click', () => stopGeneration?.());
+
+document.body.dataset.ready = 'true';
+void loadModel();
+void ensureSession();
