@@ -1,0 +1,127 @@
+// Main-thread side of a model worker: request/response over postMessage with transfer lists, a
+// bounded queue, crash detection and restart. When the worker dies every in-flight request fails
+// with EngineError('WORKER_CRASHED') and a fresh worker is started and re-initialised; sequences
+// (KV caches) of the dead worker are gone, which `generation` lets callers detect.
+import { Worker } from 'node:worker_threads';
+import { EngineError, type EngineErrorCode } from '../engine/types.ts';
+import type { InitResult, WorkerReply, WorkerRequest, WorkerStats } from './protocol.ts';
+
+type InitRequest = Extract<WorkerRequest, { op: 'init' }>;
+
+interface Pending {
+  resolve: (v: unknown) => void;
+  reject: (e: Error) => void;
+  generation: number;
+}
+
+export interface WorkerClientOptions {
+  /** most requests waiting in or for the worker; more gives EngineError('BUSY') */
+  maxPending: number;
+  /** restart after a crash (default true) */
+  restart: boolean;
+}
+
+const BOOT = new URL('./boot.mjs', import.meta.url);
+const ENTRY = new URL('./worker.ts', import.meta.url).href;
+
+export class WorkerClient {
+  private worker: Worker | null = null;
+  private nextId = 1;
+  private pending = new Map<number, Pending>();
+  private ready: Promise<InitResult> | null = null;
+  private closed = false;
+  /** incremented on every (re)start */
+  generation = 0;
+  crashes = 0;
+  initResult: InitResult | null = null;
+  private opts: WorkerClientOptions;
+
+  constructor(
+    private init: InitRequest,
+    opts: Partial<WorkerClientOptions> = {},
+  ) {
+    this.opts = { maxPending: 256, restart: true, ...opts };
+  }
+
+  start(): Promise<InitResult> {
+    if (this.closed) return Promise.reject(new EngineError('INTERNAL', 'engine is closed'));
+    this.generation++;
+    const gen = this.generation;
+    const w = new Worker(BOOT, { workerData: { entry: ENTRY } });
+    this.worker = w;
+    w.on('message', (reply: WorkerReply) => {
+      const p = this.pending.get(reply.id);
+      if (!p) return;
+      this.pending.delete(reply.id);
+      if (reply.ok) p.resolve(reply.result);
+      else p.reject(new EngineError(reply.error.code as EngineErrorCode, reply.error.message, reply.error.details));
+    });
+    const onDeath = (why: string) => {
+      if (this.worker !== w) return;
+      this.worker = null;
+      this.crashes++;
+      const err = new EngineError('WORKER_CRASHED', `model worker crashed (${why}); in-flight requests were aborted`);
+      for (const [id, p] of this.pending) if (p.generation === gen) {
+        this.pending.delete(id);
+        p.reject(err);
+      }
+      this.ready = null;
+      if (!this.closed && this.opts.restart) this.ready = this.start();
+      this.ready?.catch(() => {});
+    };
+    w.on('error', (e) => onDeath(e.message));
+    w.on('exit', (code) => {
+      if (!this.closed) onDeath(`exit code ${code}`);
+    });
+    const ready = this.post<InitResult>(this.init, [], gen).then((r) => {
+      this.initResult = r;
+      return r;
+    });
+    this.ready = ready;
+    return ready;
+  }
+
+  private post<T>(msg: WorkerRequest, transfer: ArrayBuffer[], gen: number): Promise<T> {
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, generation: gen });
+      this.worker!.postMessage({ ...msg, id }, transfer);
+    });
+  }
+
+  /** Waits for the worker to be ready (after a restart too). */
+  async whenReady(): Promise<InitResult> {
+    if (!this.ready) throw new EngineError('WORKER_CRASHED', 'model worker is not running');
+    return this.ready;
+  }
+
+  /**
+   * Send one request. `expectGeneration`, when given, fails the call with WORKER_CRASHED if the
+   * worker was restarted since (its KV caches are gone).
+   */
+  async call<T>(msg: WorkerRequest, transfer: ArrayBuffer[] = [], expectGeneration?: number): Promise<T> {
+    if (this.closed) throw new EngineError('INTERNAL', 'engine is closed');
+    if (this.pending.size >= this.opts.maxPending) throw new EngineError('BUSY', `model worker queue is full (${this.opts.maxPending} requests)`);
+    await this.whenReady();
+    if (expectGeneration !== undefined && expectGeneration !== this.generation)
+      throw new EngineError('WORKER_CRASHED', 'model worker was restarted; this request lost its state');
+    return this.post<T>(msg, transfer, this.generation);
+  }
+
+  stats(): Promise<WorkerStats> {
+    return this.call<WorkerStats>({ op: 'stats' });
+  }
+
+  get queued(): number {
+    return this.pending.size;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const w = this.worker;
+    this.worker = null;
+    for (const p of this.pending.values()) p.reject(new EngineError('CANCELLED', 'engine closed'));
+    this.pending.clear();
+    if (w) await w.terminate();
+  }
+}

@@ -1,0 +1,169 @@
+// Pack loading: read and validate manifest.json (errors name the file and the field), check that
+// every listed graph file exists. Graph I/O names are checked against the real sessions in the worker.
+import fs from 'node:fs';
+import path from 'node:path';
+import { EngineError } from '../engine/types.ts';
+
+export interface TensorSpec {
+  dtype: string;
+  shape: Array<string | number>;
+}
+export interface GraphSpec {
+  file: string;
+  inputs: Record<string, TensorSpec>;
+  outputs: Record<string, TensorSpec>;
+}
+
+export type GraphName =
+  | 'vision'
+  | 'embed'
+  | 'decoder'
+  | 'denoiser'
+  | 'vae_encoder'
+  | 'vae_decoder'
+  | 'draft'
+  | 'denoise_6nfe'
+  | 'denoise_1nfe';
+
+export interface Manifest {
+  format: string;
+  name: string;
+  description: string;
+  tokenizer: string;
+  special_tokens: {
+    pad: number;
+    bos: number;
+    eos: number;
+    unk: number;
+    im_start: number;
+    im_end: number;
+    vision_start: number;
+    vision_end: number;
+    gen_start: number;
+    gen_end: number;
+  };
+  decoder: { layers: number; heads: number; head_dim: number; hidden: number; vocab: number; max_positions: number };
+  vision: { image_size: number; tokens: number };
+  latent: { image_size: number; channels: number; height: number; width: number; patch: number; scale: number; resize?: string };
+  preview: { latent_rgb_factors: number[][]; latent_rgb_bias: number[] };
+  sampler_defaults: {
+    steps: number;
+    shift: number;
+    cfg_text_scale: number;
+    cfg_image_scale: number;
+    cfg_interval: [number, number];
+    cfg_renorm_min: number;
+    cfg_renorm_type: 'global' | 'channel' | 'text_channel';
+  };
+  graphs: Partial<Record<GraphName, GraphSpec>>;
+}
+
+export interface LoadedPack {
+  dir: string;
+  manifest: Manifest;
+  /** absolute paths of the graphs present */
+  files: Partial<Record<GraphName, string>>;
+  tokenizerJson: unknown;
+}
+
+const REQUIRED_GRAPHS: GraphName[] = ['embed', 'decoder'];
+const KNOWN_GRAPHS: GraphName[] = ['vision', 'embed', 'decoder', 'denoiser', 'vae_encoder', 'vae_decoder', 'draft', 'denoise_6nfe', 'denoise_1nfe'];
+
+function fail(file: string, msg: string, field?: string): never {
+  throw new EngineError('MODEL_LOAD_FAILED', `${file}${field ? ` (field "${field}")` : ''}: ${msg}`, { file, field });
+}
+
+function need(obj: unknown, field: string, kind: 'number' | 'string' | 'object' | 'array', file: string): unknown {
+  const parts = field.split('.');
+  let cur: unknown = obj;
+  for (const p of parts) {
+    if (cur === null || typeof cur !== 'object' || !(p in (cur as Record<string, unknown>))) fail(file, 'missing field', field);
+    cur = (cur as Record<string, unknown>)[p];
+  }
+  const ok =
+    kind === 'array' ? Array.isArray(cur) : kind === 'object' ? cur !== null && typeof cur === 'object' && !Array.isArray(cur) : typeof cur === kind;
+  if (!ok || (kind === 'number' && !Number.isFinite(cur as number))) fail(file, `expected ${kind}, got ${JSON.stringify(cur)}`, field);
+  return cur;
+}
+
+export function validateManifest(m: unknown, file = 'manifest.json'): Manifest {
+  if (need(m, 'format', 'string', file) !== 'hyperbagel-pack/1') fail(file, `unsupported format ${JSON.stringify((m as Manifest).format)}`, 'format');
+  need(m, 'name', 'string', file);
+  need(m, 'tokenizer', 'string', file);
+  for (const k of ['pad', 'bos', 'eos', 'unk', 'im_start', 'im_end', 'vision_start', 'vision_end', 'gen_start', 'gen_end'])
+    need(m, `special_tokens.${k}`, 'number', file);
+  for (const k of ['layers', 'heads', 'head_dim', 'hidden', 'vocab', 'max_positions']) {
+    const v = need(m, `decoder.${k}`, 'number', file) as number;
+    if (!(Number.isInteger(v) && v > 0)) fail(file, `expected a positive integer, got ${v}`, `decoder.${k}`);
+  }
+  need(m, 'graphs', 'object', file);
+  const mm = m as Manifest;
+  for (const g of REQUIRED_GRAPHS) if (!mm.graphs[g]) fail(file, `graph "${g}" is required`, `graphs.${g}`);
+  for (const [g, spec] of Object.entries(mm.graphs)) {
+    if (!KNOWN_GRAPHS.includes(g as GraphName)) continue;
+    need(m, `graphs.${g}.file`, 'string', file);
+    need(m, `graphs.${g}.inputs`, 'object', file);
+    need(m, `graphs.${g}.outputs`, 'object', file);
+    for (const [io, specs] of [['inputs', spec.inputs], ['outputs', spec.outputs]] as const) {
+      for (const [name, t] of Object.entries(specs)) {
+        const f = `graphs.${g}.${io}.${name}`;
+        need(m, `graphs.${g}.${io}`, 'object', file);
+        if (!t || typeof t !== 'object' || typeof t.dtype !== 'string' || !Array.isArray(t.shape))
+          fail(file, 'expected {dtype, shape}', f);
+      }
+    }
+  }
+  const g = mm.graphs;
+  if (g.vision) for (const k of ['image_size', 'tokens']) need(m, `vision.${k}`, 'number', file);
+  if (g.denoiser || g.vae_decoder || g.vae_encoder) {
+    for (const k of ['image_size', 'channels', 'height', 'width', 'patch', 'scale']) need(m, `latent.${k}`, 'number', file);
+    for (const k of ['steps', 'shift', 'cfg_text_scale', 'cfg_image_scale', 'cfg_renorm_min']) need(m, `sampler_defaults.${k}`, 'number', file);
+    const iv = need(m, 'sampler_defaults.cfg_interval', 'array', file) as unknown[];
+    if (iv.length !== 2 || !iv.every((x) => typeof x === 'number')) fail(file, 'expected [lo, hi]', 'sampler_defaults.cfg_interval');
+    const rt = need(m, 'sampler_defaults.cfg_renorm_type', 'string', file);
+    if (!['global', 'channel', 'text_channel'].includes(rt as string)) fail(file, `unknown renorm type ${rt}`, 'sampler_defaults.cfg_renorm_type');
+    const f = need(m, 'preview.latent_rgb_factors', 'array', file) as unknown[];
+    if (f.length !== mm.latent.channels || !f.every((r) => Array.isArray(r) && r.length === 3))
+      fail(file, `expected ${mm.latent.channels} rows of 3 numbers`, 'preview.latent_rgb_factors');
+    need(m, 'preview.latent_rgb_bias', 'array', file);
+  }
+  return mm;
+}
+
+export function loadPack(dir: string): LoadedPack {
+  const mf = path.join(dir, 'manifest.json');
+  let raw: string;
+  try {
+    raw = fs.readFileSync(mf, 'utf8');
+  } catch (e) {
+    fail(mf, `cannot read: ${(e as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(raw);
+  } catch (e) {
+    fail(mf, `invalid JSON: ${(e as Error).message}`);
+  }
+  const manifest = validateManifest(json, mf);
+  const files: Partial<Record<GraphName, string>> = {};
+  for (const [g, spec] of Object.entries(manifest.graphs) as Array<[GraphName, GraphSpec]>) {
+    if (!KNOWN_GRAPHS.includes(g)) continue;
+    const p = path.join(dir, spec.file);
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(p);
+    } catch {
+      fail(p, `model file for graph "${g}" is missing`, `graphs.${g}.file`);
+    }
+    if (!st.isFile() || st.size === 0) fail(p, `model file for graph "${g}" is empty or not a file`, `graphs.${g}.file`);
+    files[g] = p;
+  }
+  const tp = path.join(dir, manifest.tokenizer);
+  let tokenizerJson: unknown;
+  try {
+    tokenizerJson = JSON.parse(fs.readFileSync(tp, 'utf8'));
+  } catch (e) {
+    fail(tp, `cannot load tokenizer: ${(e as Error).message}`, 'tokenizer');
+  }
+  return { dir, manifest, files, tokenizerJson };
+}

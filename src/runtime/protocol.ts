@@ -1,0 +1,70 @@
+// Messages between the engine (main thread) and a model worker. Typed arrays travel in transfer lists.
+import type { GraphName, Manifest } from './manifest.ts';
+
+export interface SessionTuning {
+  /** intra-op threads per session (keep intra × workers ≤ cores) */
+  intraOpThreads: number;
+  interOpThreads: number;
+  /** spin-wait between ops (faster, burns idle CPU); default false on shared hosts */
+  allowSpinning: boolean;
+}
+
+export type Segment = { kind: 'ids'; ids: Int32Array } | { kind: 'embeds'; data: Float32Array; count: number };
+
+export type WorkerRequest =
+  | { op: 'init'; files: Partial<Record<GraphName, string>>; manifest: Manifest; tuning: SessionTuning }
+  | { op: 'open'; seq: number; capacity: number }
+  | { op: 'close'; seq: number }
+  | { op: 'vision'; pixels: Float32Array; batch: number }
+  | {
+      op: 'decode';
+      seq: number;
+      segments: Segment[];
+      positions: Int32Array;
+      /** T×T local mask over the new tokens, 1 = attend; the whole past is always visible */
+      mask: Uint8Array;
+      /** which logits rows to return */
+      rows: 'all' | 'last';
+      /** applied before the forward: keep [0,keepFrom) + keepFrom+keep[i] */
+      compact?: { keepFrom: number; keep: Int32Array };
+    }
+  | { op: 'compact'; seq: number; keepFrom: number; keep: Int32Array }
+  | {
+      op: 'denoise';
+      graph: 'denoiser' | 'denoise_6nfe' | 'denoise_1nfe';
+      /** one context sequence per CFG branch; the latent block is run against each */
+      seqs: number[];
+      /** position id of the latent block, per sequence */
+      positions: number[];
+      latent: Float32Array;
+      t: number;
+      /** write the block into the (single) sequence's KV (source image at t = 0) */
+      append: boolean;
+      cfgText?: number;
+      cfgImage?: number;
+    }
+  | { op: 'vae_encode'; pixels: Float32Array }
+  | { op: 'vae_decode'; latent: Float32Array }
+  | { op: 'stats' }
+  | { op: '__crash' }
+  | { op: '__sleep'; ms: number };
+
+export interface WorkerStats {
+  modelCalls: number;
+  decodeCalls: number;
+  openSequences: number;
+  kvAllocations: number;
+  embedTable: boolean;
+}
+
+export interface InitResult {
+  inputNames: Record<string, string[]>;
+  outputNames: Record<string, string[]>;
+  embedTable: boolean;
+}
+
+export type WorkerMessage = WorkerRequest & { id: number };
+
+export type WorkerReply =
+  | { id: number; ok: true; result: unknown }
+  | { id: number; ok: false; error: { code: string; message: string; details?: Record<string, unknown> } };

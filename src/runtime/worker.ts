@@ -1,0 +1,280 @@
+// Model worker: owns the onnxruntime sessions and KV caches of one pack. run() is synchronous inside
+// onnxruntime-node, so it lives here, off the main thread.
+import { parentPort } from 'node:worker_threads';
+import ort from 'onnxruntime-node';
+import { KvCache } from './kv-cache.ts';
+import type { GraphName, Manifest } from './manifest.ts';
+import type { InitResult, Segment, SessionTuning, WorkerMessage, WorkerReply, WorkerStats } from './protocol.ts';
+
+const port = parentPort;
+if (!port) throw new Error('worker.ts must run in a worker thread');
+
+class CodedError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly details?: Record<string, unknown>,
+  ) {
+    super(message);
+  }
+}
+
+let manifest: Manifest;
+const sessions: Partial<Record<GraphName, ort.InferenceSession>> = {};
+const seqs = new Map<number, KvCache>();
+let embedTable: Float32Array | null = null;
+const stats: WorkerStats = { modelCalls: 0, decodeCalls: 0, openSequences: 0, kvAllocations: 0, embedTable: false };
+
+function sess(g: GraphName): ort.InferenceSession {
+  const s = sessions[g];
+  if (!s) throw new CodedError('INVALID_INPUT', `this pack has no ${g} graph`);
+  return s;
+}
+
+async function run(g: GraphName, feeds: Record<string, ort.Tensor>, fetches?: Record<string, ort.Tensor> | string[]) {
+  stats.modelCalls++;
+  const s = sess(g);
+  return fetches ? s.run(feeds, fetches as never) : s.run(feeds);
+}
+
+function i64(a: ArrayLike<number>): BigInt64Array {
+  const out = new BigInt64Array(a.length);
+  for (let i = 0; i < a.length; i++) out[i] = BigInt(a[i]!);
+  return out;
+}
+
+async function init(files: Partial<Record<GraphName, string>>, m: Manifest, tuning: SessionTuning): Promise<InitResult> {
+  manifest = m;
+  const opts: ort.InferenceSession.SessionOptions = {
+    graphOptimizationLevel: 'all',
+    intraOpNumThreads: tuning.intraOpThreads,
+    interOpNumThreads: tuning.interOpThreads,
+    executionMode: 'sequential',
+    extra: { session: { 'intra_op.allow_spinning': tuning.allowSpinning ? '1' : '0' } },
+  };
+  const inputNames: Record<string, string[]> = {};
+  const outputNames: Record<string, string[]> = {};
+  for (const [g, file] of Object.entries(files) as Array<[GraphName, string]>) {
+    let s: ort.InferenceSession;
+    try {
+      s = await ort.InferenceSession.create(file, opts);
+    } catch (e) {
+      throw new CodedError('MODEL_LOAD_FAILED', `${file}: cannot load graph "${g}": ${(e as Error).message}`, { file, graph: g });
+    }
+    const spec = m.graphs[g]!;
+    for (const name of Object.keys(spec.inputs))
+      if (!s.inputNames.includes(name))
+        throw new CodedError('MODEL_LOAD_FAILED', `${file}: graph "${g}" has no input "${name}" (manifest graphs.${g}.inputs)`, { file, graph: g, field: name });
+    for (const name of Object.keys(spec.outputs))
+      if (!s.outputNames.includes(name))
+        throw new CodedError('MODEL_LOAD_FAILED', `${file}: graph "${g}" has no output "${name}" (manifest graphs.${g}.outputs)`, { file, graph: g, field: name });
+    sessions[g] = s;
+    inputNames[g] = [...s.inputNames];
+    outputNames[g] = [...s.outputNames];
+  }
+  await buildEmbedTable();
+  return { inputNames, outputNames, embedTable: embedTable !== null };
+}
+
+/**
+ * embed.onnx is a per-token lookup in every pack seen so far; tabulate it once (one run over the
+ * whole vocabulary) and check it against a direct run, so decoding needs one graph call per step.
+ */
+async function buildEmbedTable(): Promise<void> {
+  const V = manifest.decoder.vocab;
+  const D = manifest.decoder.hidden;
+  const ids = Array.from({ length: V }, (_, i) => i);
+  const all = (await run('embed', { input_ids: new ort.Tensor('int64', i64(ids), [1, V]) }))['inputs_embeds']!.data as Float32Array;
+  const probe = [1, 6, 7, V - 1, 3, 1, 0];
+  const direct = (await run('embed', { input_ids: new ort.Tensor('int64', i64(probe), [1, probe.length]) }))['inputs_embeds']!.data as Float32Array;
+  for (let t = 0; t < probe.length; t++)
+    for (let d = 0; d < D; d++) if (Math.abs(direct[t * D + d]! - all[probe[t]! * D + d]!) > 1e-6) return; // not a lookup: keep calling the graph
+  embedTable = Float32Array.from(all);
+  stats.embedTable = true;
+}
+
+async function embedIds(ids: Int32Array): Promise<Float32Array> {
+  const D = manifest.decoder.hidden;
+  const V = manifest.decoder.vocab;
+  for (const id of ids) if (id < 0 || id >= V) throw new CodedError('INVALID_INPUT', `token id ${id} out of range`);
+  if (embedTable) {
+    const out = new Float32Array(ids.length * D);
+    for (let t = 0; t < ids.length; t++) out.set(embedTable.subarray(ids[t]! * D, ids[t]! * D + D), t * D);
+    return out;
+  }
+  const r = await run('embed', { input_ids: new ort.Tensor('int64', i64(ids), [1, ids.length]) });
+  return r['inputs_embeds']!.data as Float32Array;
+}
+
+function seqOf(id: number): KvCache {
+  const c = seqs.get(id);
+  if (!c) throw new CodedError('INTERNAL', `unknown sequence ${id}`);
+  return c;
+}
+
+function pastFeeds(cache: KvCache): Record<string, ort.Tensor> {
+  const { layers, heads, head_dim } = manifest.decoder;
+  const feeds: Record<string, ort.Tensor> = {};
+  for (let l = 0; l < layers; l++) {
+    feeds[`past_key_values.${l}.key`] = new ort.Tensor('float32', cache.past(2 * l), [1, heads, cache.length, head_dim]);
+    feeds[`past_key_values.${l}.value`] = new ort.Tensor('float32', cache.past(2 * l + 1), [1, heads, cache.length, head_dim]);
+  }
+  return feeds;
+}
+
+function presentFetches(cache: KvCache, T: number): Record<string, ort.Tensor> {
+  const { layers, heads, head_dim } = manifest.decoder;
+  const targets = cache.presentTargets(T);
+  const f: Record<string, ort.Tensor> = {};
+  for (let l = 0; l < layers; l++) {
+    f[`present.${l}.key`] = new ort.Tensor('float32', targets[2 * l]!, [1, heads, cache.length + T, head_dim]);
+    f[`present.${l}.value`] = new ort.Tensor('float32', targets[2 * l + 1]!, [1, heads, cache.length + T, head_dim]);
+  }
+  return f;
+}
+
+function additiveMask(P: number, T: number, local: Uint8Array): Float32Array {
+  const m = new Float32Array(T * (P + T));
+  for (let i = 0; i < T; i++) for (let j = 0; j < T; j++) if (!local[i * T + j]) m[i * (P + T) + P + j] = -1e9;
+  return m;
+}
+
+async function decode(msg: Extract<WorkerMessage, { op: 'decode' }>): Promise<{ logits: Float32Array; rows: number }> {
+  const cache = seqOf(msg.seq);
+  if (msg.compact) cache.compact(msg.compact.keepFrom, msg.compact.keep);
+  const D = manifest.decoder.hidden;
+  const V = manifest.decoder.vocab;
+  const T = msg.positions.length;
+  if (msg.mask.length !== T * T) throw new CodedError('INTERNAL', `mask has ${msg.mask.length} entries, expected ${T * T}`);
+  if (cache.length + T > manifest.decoder.max_positions * 4) throw new CodedError('PROMPT_TOO_LONG', 'sequence exceeds the KV limit');
+  const embeds = new Float32Array(T * D);
+  let off = 0;
+  for (const s of msg.segments as Segment[]) {
+    const e = s.kind === 'ids' ? await embedIds(s.ids) : s.data;
+    const n = s.kind === 'ids' ? s.ids.length : s.count;
+    embeds.set(e.subarray(0, n * D), off * D);
+    off += n;
+  }
+  if (off !== T) throw new CodedError('INTERNAL', `segments give ${off} tokens, positions ${T}`);
+  const P = cache.length;
+  const feeds: Record<string, ort.Tensor> = {
+    inputs_embeds: new ort.Tensor('float32', embeds, [1, T, D]),
+    position_ids: new ort.Tensor('int64', i64(msg.positions), [1, T]),
+    attention_mask: new ort.Tensor('float32', additiveMask(P, T, msg.mask), [1, 1, T, P + T]),
+    ...pastFeeds(cache),
+  };
+  const logitsOut = new Float32Array(T * V);
+  const fetches = { logits: new ort.Tensor('float32', logitsOut, [1, T, V]), ...presentFetches(cache, T) };
+  stats.decodeCalls++;
+  await run('decoder', feeds, fetches);
+  cache.commit(T);
+  if (msg.rows === 'last') return { logits: logitsOut.slice((T - 1) * V), rows: 1 };
+  return { logits: logitsOut, rows: T };
+}
+
+async function denoise(msg: Extract<WorkerMessage, { op: 'denoise' }>): Promise<Float32Array> {
+  const { latent: L } = manifest;
+  const N = (L.height / L.patch) * (L.width / L.patch);
+  const C = L.channels * L.patch * L.patch;
+  if (msg.latent.length !== N * C) throw new CodedError('INTERNAL', `latent has ${msg.latent.length} values, expected ${N * C}`);
+  const out = new Float32Array(msg.seqs.length * N * C);
+  for (let b = 0; b < msg.seqs.length; b++) {
+    const cache = seqOf(msg.seqs[b]!);
+    const P = cache.length;
+    const feeds: Record<string, ort.Tensor> = {
+      latent_tokens: new ort.Tensor('float32', msg.latent, [1, N, C]),
+      timestep: new ort.Tensor('float32', Float32Array.of(msg.t), [1]),
+      position_ids: new ort.Tensor('int64', i64(new Array(N).fill(msg.positions[b]!)), [1, N]),
+      attention_mask: new ort.Tensor('float32', new Float32Array(N * (P + N)), [1, 1, N, P + N]),
+      ...pastFeeds(cache),
+    };
+    if (msg.graph !== 'denoiser') {
+      feeds['cfg_text_scale'] = new ort.Tensor('float32', Float32Array.of(msg.cfgText ?? 1), [1]);
+      feeds['cfg_image_scale'] = new ort.Tensor('float32', Float32Array.of(msg.cfgImage ?? 1), [1]);
+    }
+    const vel = new Float32Array(N * C);
+    const fetches: Record<string, ort.Tensor> = { velocity: new ort.Tensor('float32', vel, [1, N, C]) };
+    if (msg.append) Object.assign(fetches, presentFetches(cache, N));
+    await run(msg.graph, feeds, fetches);
+    if (msg.append) cache.commit(N);
+    out.set(vel, b * N * C);
+  }
+  return out;
+}
+
+async function handle(msg: WorkerMessage): Promise<{ result: unknown; transfer?: ArrayBuffer[] }> {
+  switch (msg.op) {
+    case 'init':
+      return { result: await init(msg.files, msg.manifest, msg.tuning) };
+    case 'open': {
+      const { layers, heads, head_dim } = manifest.decoder;
+      seqs.set(msg.seq, new KvCache({ layers, heads, headDim: head_dim }, msg.capacity));
+      stats.openSequences = seqs.size;
+      return { result: null };
+    }
+    case 'close':
+      seqs.delete(msg.seq);
+      stats.openSequences = seqs.size;
+      return { result: null };
+    case 'vision': {
+      const S = manifest.vision.image_size;
+      const r = await run('vision', { pixels: new ort.Tensor('float32', msg.pixels, [msg.batch, 3, S, S]) });
+      const e = (r['image_embeds']!.data as Float32Array).slice();
+      return { result: e, transfer: [e.buffer as ArrayBuffer] };
+    }
+    case 'decode': {
+      const r = await decode(msg);
+      return { result: r, transfer: [r.logits.buffer as ArrayBuffer] };
+    }
+    case 'compact':
+      seqOf(msg.seq).compact(msg.keepFrom, msg.keep);
+      return { result: null };
+    case 'denoise': {
+      const v = await denoise(msg);
+      return { result: v, transfer: [v.buffer as ArrayBuffer] };
+    }
+    case 'vae_encode': {
+      const G = manifest.latent.image_size;
+      const r = await run('vae_encoder', { pixels: new ort.Tensor('float32', msg.pixels, [1, 3, G, G]) });
+      const z = (r['latent']!.data as Float32Array).slice();
+      return { result: z, transfer: [z.buffer as ArrayBuffer] };
+    }
+    case 'vae_decode': {
+      const { channels, height, width } = manifest.latent;
+      const r = await run('vae_decoder', { latent: new ort.Tensor('float32', msg.latent, [1, channels, height, width]) });
+      const px = (r['pixels']!.data as Float32Array).slice();
+      return { result: px, transfer: [px.buffer as ArrayBuffer] };
+    }
+    case 'stats': {
+      let alloc = 0;
+      for (const c of seqs.values()) alloc += c.allocations;
+      return { result: { ...stats, kvAllocations: alloc } };
+    }
+    case '__crash':
+      process.exit(3);
+    // falls through (unreachable)
+    case '__sleep': {
+      const until = Date.now() + msg.ms;
+      while (Date.now() < until);
+      return { result: null };
+    }
+  }
+}
+
+// Requests are handled strictly one at a time (sessions are not re-entrant; order is FIFO).
+let chain: Promise<void> = Promise.resolve();
+port.on('message', (msg: WorkerMessage) => {
+  chain = chain.then(async () => {
+    let reply: WorkerReply;
+    let transfer: ArrayBuffer[] = [];
+    try {
+      const r = await handle(msg);
+      reply = { id: msg.id, ok: true, result: r.result };
+      transfer = r.transfer ?? [];
+    } catch (e) {
+      const err = e as CodedError;
+      reply = { id: msg.id, ok: false, error: { code: err.code ?? 'INTERNAL', message: err.message ?? String(e), details: err.details } };
+    }
+    port.postMessage(reply, transfer);
+  });
+});
