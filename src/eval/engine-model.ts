@@ -1,0 +1,68 @@
+// Adapter: the real engine (src/engine, Engine in types.ts) as an EvalModel for the harness.
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Engine, GenerationMode, RgbImage } from '../engine/types.ts';
+import { EngineError } from '../engine/types.ts';
+import type { EvalModel } from './model.ts';
+
+export const DEFAULT_PACK = 'models/shapes-mot';
+/** Used when the pack's manifest names no caption prompt; the recipes train with this one. */
+export const DEFAULT_CAPTION_PROMPT = 'describe the image';
+export const EVAL_MAX_TOKENS = 64;
+
+/** The caption prompt a pack was trained with (manifest.prompts.caption). */
+export function captionPrompt(packDir: string): string {
+  try {
+    const m = JSON.parse(readFileSync(join(packDir, 'manifest.json'), 'utf8')) as { prompts?: { caption?: unknown } };
+    if (typeof m.prompts?.caption === 'string') return m.prompts.caption;
+  } catch { /* fall through: the engine reports a bad pack itself */ }
+  return DEFAULT_CAPTION_PROMPT;
+}
+
+/** Wraps an engine; greedy decoding for understanding, `mode` for generation and editing. */
+export function engineModel(engine: Engine, opts: { mode: GenerationMode; captionPrompt?: string }): EvalModel {
+  const understand = async (image: RgbImage, prompt: string): Promise<string> => {
+    let text: string | undefined;
+    for await (const ev of engine.understand({ prompt, image, temperature: 0, maxTokens: EVAL_MAX_TOKENS })) {
+      if (ev.kind === 'done') text = ev.text;
+    }
+    if (text === undefined) throw new EngineError('INTERNAL', 'understand() ended without a summary');
+    return text;
+  };
+  const lastFrame = async (req: Parameters<Engine['generate']>[0]): Promise<RgbImage> => {
+    let final: RgbImage | undefined;
+    for await (const frame of engine.generate(req)) if (frame.stage === 'final') final = frame.rgb;
+    if (!final) throw new EngineError('INTERNAL', 'generate() ended without a final frame');
+    return final;
+  };
+  return {
+    caption: (image) => understand(image, opts.captionPrompt ?? DEFAULT_CAPTION_PROMPT),
+    answer: (image, question) => understand(image, question),
+    generate: (prompt, seed) => lastFrame({ prompt, mode: opts.mode, seed }),
+    edit: (image, instruction, seed) => lastFrame({ prompt: instruction, sourceImage: image, mode: opts.mode, seed }),
+  };
+}
+
+type CreateEngine = (opts: { pack: string }) => Engine | Promise<Engine>;
+
+/**
+ * Loads the engine module (src/engine/index.ts) and opens the pack. The module is imported by a
+ * computed path so this file type-checks while the engine is being written; a missing createEngine
+ * is a clear error, not a crash.
+ */
+export async function openEngine(packDir: string): Promise<Engine> {
+  if (!existsSync(join(packDir, 'manifest.json'))) {
+    throw new EngineError('MODEL_LOAD_FAILED', `no model pack at "${packDir}" (expected ${join(packDir, 'manifest.json')}); pass --pack DIR`);
+  }
+  const path = '../engine/index.ts';
+  let mod: { createEngine?: CreateEngine };
+  try {
+    mod = (await import(path)) as { createEngine?: CreateEngine };
+  } catch (err) {
+    throw new EngineError('MODEL_LOAD_FAILED', `the engine is not available (cannot import src/engine/index.ts: ${(err as Error).message})`);
+  }
+  if (typeof mod.createEngine !== 'function') {
+    throw new EngineError('MODEL_LOAD_FAILED', 'the engine is not available: src/engine/index.ts exports no createEngine()');
+  }
+  return await mod.createEngine({ pack: packDir });
+}

@@ -1,0 +1,13 @@
+// The abstract model the evaluation harness scores: anything that can caption, answer, generate and edit.
+import type { RgbImage } from '../engine/types.ts';
+
+export interface EvalModel {
+  /** a caption of the image (scored by exact match with the canonical caption) */
+  caption(image: RgbImage): Promise<string>;
+  /** the answer to a question about the image */
+  answer(image: RgbImage, question: string): Promise<string>;
+  /** text → image */
+  generate(prompt: string, seed: number): Promise<RgbImage>;
+  /** (image, instruction) → edited image */
+  edit(image: RgbImage, instruction: string, seed: number): Promise<RgbImage>;
+}

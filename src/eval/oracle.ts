@@ -1,0 +1,75 @@
+// Reference models built from the world itself, for testing the scorers: an oracle that must score 1.0
+// and trivially wrong models that must score low.
+import type { RgbImage } from '../engine/types.ts';
+import { WorldError } from '../world/errors.ts';
+import { sceneToCaption } from '../world/caption.ts';
+import { applyEdit, parseInstruction } from '../world/edits.ts';
+import { renderScene } from '../world/render.ts';
+import type { Scene } from '../world/scene.ts';
+import { CELLS, NUMBER_WORDS, normalizeText, PLURAL, SHAPES, type Shape } from '../world/vocabulary.ts';
+import { detectScene } from './detector.ts';
+import type { EvalModel } from './model.ts';
+import { loadT2iSuite, EVAL_SPLITS } from './suites.ts';
+
+/** Answers any question of the templates in world/questions.ts from a scene. */
+export function answerQuestion(scene: Scene, question: string): string {
+  const q = normalizeText(question);
+  const objs = scene.objects;
+  let m: RegExpMatchArray | null;
+  if (q === 'what color is the background') return scene.background;
+  if (q === 'how many objects are there') return NUMBER_WORDS[objs.length]!;
+  if ((m = q.match(/^how many (\w+) are there$/))) {
+    const shape = SHAPES.find((s) => PLURAL[s] === m![1]);
+    if (shape) return NUMBER_WORDS[objs.filter((o) => o.shape === shape).length]!;
+  }
+  if ((m = q.match(/^what color is the (\w+)$/))) { const o = objs.find((p) => p.shape === m![1]); if (o) return o.color; }
+  if ((m = q.match(/^where is the (\w+) (\w+)$/))) { const o = objs.find((p) => p.color === m![1] && p.shape === m![2]); if (o) return o.cell; }
+  if ((m = q.match(/^what size is the (\w+) (\w+)$/))) { const o = objs.find((p) => p.color === m![1] && p.shape === m![2]); if (o) return o.size; }
+  if ((m = q.match(/^what shape is at the (.+)$/)) && (CELLS as readonly string[]).includes(m[1]!)) { const o = objs.find((p) => p.cell === m![1]); if (o) return o.shape; }
+  if ((m = q.match(/^is there a (\w+) (\w+)$/))) return objs.some((p) => p.color === m![1] && p.shape === (m![2] as Shape)) ? 'yes' : 'no';
+  throw new WorldError('PARSE_ERROR', `no answer for "${question}" in this scene`);
+}
+
+/**
+ * The oracle: sees through the detector (which is exact on clean renders) and renders ground truth.
+ * generate() renders the reference scene the suites store for the prompt.
+ */
+export function oracleModel(): EvalModel {
+  const refs = new Map<string, Scene>();
+  for (const split of EVAL_SPLITS) for (const it of loadT2iSuite(split).items) refs.set(it.prompt, it.reference);
+  return {
+    caption: async (img) => sceneToCaption(detectScene(img)),
+    answer: async (img, q) => answerQuestion(detectScene(img), q),
+    generate: async (prompt) => {
+      const s = refs.get(prompt);
+      if (!s) throw new WorldError('PARSE_ERROR', `oracle has no reference scene for "${prompt}"`);
+      return renderScene(s);
+    },
+    edit: async (img, instruction) => renderScene(applyEdit(detectScene(img), parseInstruction(instruction))),
+  };
+}
+
+/** Wraps a model so every image it produces is post-processed (e.g. degraded). */
+export function mapImages(model: EvalModel, f: (img: RgbImage, seed: number) => RgbImage): EvalModel {
+  return {
+    caption: (img) => model.caption(img),
+    answer: (img, q) => model.answer(img, q),
+    generate: async (p, seed) => f(await model.generate(p, seed), seed),
+    edit: async (img, ins, seed) => f(await model.edit(img, ins, seed), seed),
+  };
+}
+
+/** Trivially wrong: a fixed caption, always "yes", a blank canvas for every prompt, the source unchanged for every edit. */
+export function constantModel(): EvalModel {
+  return {
+    caption: async () => 'a large red circle at the center on a white background',
+    answer: async () => 'yes',
+    generate: async () => renderBlank(),
+    edit: async (img) => ({ width: img.width, height: img.height, data: img.data.slice() }),
+  };
+}
+
+function renderBlank(): RgbImage {
+  const data = new Uint8Array(64 * 64 * 3).fill(245);
+  return { width: 64, height: 64, data };
+}
