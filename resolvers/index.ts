@@ -1,0 +1,410 @@
+// Resolvers: map schema.graphql <-> the Engine. No model logic here: validation of client input
+// against server limits, enum/shape mapping, and wiring to the gateway's scheduler, sessions and
+// job log. Typed by src/gateway/schema-types.ts (generated from the schema).
+import { GraphQLScalarType, Kind, type GraphQLResolveInfo, type SelectionSetNode } from 'graphql/index.js'; // the CJS entry yoga uses: one graphql instance under tsx and vitest
+import type {
+  FinishReason as EngineFinishReason,
+  GenerateRequest,
+  GenerationMode as EngineGenerationMode,
+  RgbImage,
+  SpeculationMode as EngineSpeculationMode,
+  UnderstandRequest,
+  UnderstandSummary,
+} from '../src/engine/types.ts';
+import { GatewayError, toGatewayError } from '../src/gateway/errors.ts';
+import { IMAGE_EXT, imageFromInput } from '../src/gateway/images.ts';
+import { iterateJob, type FrameRecord, type ImageJobRecord, type JobEvent } from '../src/gateway/jobs.ts';
+import type { GatewayContext, GatewayRuntime } from '../src/gateway/runtime.ts';
+import type {
+  FinishReason,
+  GenerationMode,
+  ImageEvent,
+  ImageFrame,
+  ImageJob,
+  Model,
+  Resolvers,
+  SpeculationInput,
+  SpeculationMode,
+  UnderstandEvent,
+  UnderstandInput,
+} from '../src/gateway/schema-types.ts';
+import { coalescingStream, type MergedChunk } from '../src/gateway/understand-stream.ts';
+
+const FINISH: Record<EngineFinishReason, FinishReason> = { eos: 'EOS', stop: 'STOP', length: 'LENGTH', cancelled: 'CANCELLED', error: 'ERROR' };
+const SPEC_OUT: Record<EngineSpeculationMode, SpeculationMode> = { auto: 'AUTO', off: 'OFF', chain: 'CHAIN', tree: 'TREE', ngram: 'NGRAM' };
+const SPEC_IN: Record<SpeculationMode, EngineSpeculationMode> = { AUTO: 'auto', OFF: 'off', CHAIN: 'chain', TREE: 'tree', NGRAM: 'ngram' };
+const MODE_IN: Record<GenerationMode, EngineGenerationMode> = { PROGRESSIVE: 'progressive', ONE_STEP: '1nfe', SIX_STEP: '6nfe', BASELINE: 'baseline' };
+
+const MAX_SEED = 2 ** 31 - 1;
+
+function range(v: number | null | undefined, name: string, min: number, max: number, opts: { exclusiveMin?: boolean; integer?: boolean } = {}): number | undefined {
+  if (v === null || v === undefined) return undefined;
+  const low = opts.exclusiveMin ? v <= min : v < min;
+  if (!Number.isFinite(v) || low || v > max)
+    throw new GatewayError('OUT_OF_RANGE', `${name} must be in ${opts.exclusiveMin ? '(' : '['}${min}, ${max}]`, { argument: name, min, max });
+  return v;
+}
+
+function text(v: string, name: string, maxChars: number): string {
+  if (v.length > maxChars) throw new GatewayError('PROMPT_TOO_LONG', `${name} has ${v.length} characters; the limit is ${maxChars}`, { length: v.length, limit: maxChars });
+  return v;
+}
+
+/** Does the field's selection (fragments included) ask for any of `names`? */
+function selects(info: GraphQLResolveInfo, names: string[]): boolean {
+  const seen = new Set<string>();
+  const visit = (set: SelectionSetNode | undefined): boolean => {
+    if (!set) return false;
+    for (const sel of set.selections) {
+      if (sel.kind === Kind.FIELD && names.includes(sel.name.value)) return true;
+      if (sel.kind === Kind.INLINE_FRAGMENT && visit(sel.selectionSet)) return true;
+      if (sel.kind === Kind.FRAGMENT_SPREAD && !seen.has(sel.name.value)) {
+        seen.add(sel.name.value);
+        if (visit(info.fragments[sel.name.value]?.selectionSet)) return true;
+      }
+    }
+    return false;
+  };
+  return info.fieldNodes.some((n) => visit(n.selectionSet));
+}
+
+const UploadScalar = new GraphQLScalarType({
+  name: 'Upload',
+  description: 'A multipart file upload',
+  parseValue: (v) => v,
+  parseLiteral: () => {
+    throw new GatewayError('INVALID_INPUT', 'Upload values must be sent as multipart files, not inline');
+  },
+  serialize: () => {
+    throw new GatewayError('INTERNAL', 'Upload cannot be returned');
+  },
+});
+
+export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
+  const L = rt.limits;
+
+  function speculation(s: SpeculationInput | null | undefined): UnderstandRequest['speculation'] {
+    if (!s) return undefined;
+    return {
+      mode: SPEC_IN[s.mode ?? 'AUTO'],
+      chainLength: range(s.chainLength, 'speculation.chainLength', 1, 64),
+      treeBudget: range(s.treeBudget, 'speculation.treeBudget', 1, 256),
+      treeTopK: range(s.treeTopK, 'speculation.treeTopK', 1, 32),
+      treeDepth: range(s.treeDepth, 'speculation.treeDepth', 1, 64),
+    };
+  }
+
+  function understandRequest(input: UnderstandInput): UnderstandRequest {
+    const stop = input.stop ?? undefined;
+    if (stop && stop.length > L.maxStopSequences) throw new GatewayError('OUT_OF_RANGE', `At most ${L.maxStopSequences} stop sequences`);
+    for (const s of stop ?? []) if (s.length === 0 || s.length > L.maxStopChars) throw new GatewayError('OUT_OF_RANGE', `Stop sequences must have 1 to ${L.maxStopChars} characters`);
+    return {
+      prompt: text(input.prompt, 'prompt', L.maxPromptChars),
+      maxTokens: range(input.maxTokens, 'maxTokens', 1, L.maxNewTokens),
+      temperature: range(input.temperature, 'temperature', 0, 10),
+      topP: range(input.topP, 'topP', 0, 1, { exclusiveMin: true }),
+      topK: range(input.topK, 'topK', 0, 1_000_000),
+      seed: range(input.seed, 'seed', 0, MAX_SEED),
+      stop: stop ? [...stop] : undefined,
+      speculation: speculation(input.speculation),
+    };
+  }
+
+  function imageOut(rec: FrameRecord): ImageFrame['image'] {
+    const img = rec.frame.image;
+    return {
+      mimeType: img.mimeType,
+      width: img.width,
+      height: img.height,
+      byteLength: img.bytes.byteLength,
+      sha256: img.sha256,
+      base64: () => (rec.base64 ??= Buffer.from(img.bytes.buffer, img.bytes.byteOffset, img.bytes.byteLength).toString('base64')),
+      url: (_args: unknown, ctx: GatewayContext) => {
+        if (!rec.token || !rt.images.get(rec.token)) rec.token = rt.images.put(img.bytes, img.mimeType, img.sha256);
+        return `${ctx.baseUrl}/images/${rec.token}.${IMAGE_EXT[img.mimeType] ?? 'bin'}`;
+      },
+    };
+  }
+
+  function frameOut(rec: FrameRecord): ImageFrame {
+    const f = rec.frame;
+    return { stage: f.stage === 'preview' ? 'PREVIEW' : 'FINAL', nfe: f.nfe, step: f.step, elapsedMs: f.elapsedMs, seed: f.seed, image: imageOut(rec) };
+  }
+
+  function eventOut(job: ImageJobRecord, ev: JobEvent): ImageEvent {
+    return { jobId: job.id, seq: ev.seq, status: ev.status, done: ev.done, frame: ev.frame ? frameOut(ev.frame) : null, error: ev.error ?? null };
+  }
+
+  const onDropped = (n: number) => rt.metrics.droppedPreviews.inc({}, n);
+
+  function jobOut(job: ImageJobRecord): ImageJob {
+    return {
+      id: job.id,
+      status: () => job.status,
+      mode: job.mode,
+      seed: job.seed,
+      previews: (_args: unknown, ctx: GatewayContext) =>
+        iterateJob(job, 0, {
+          filter: (ev) => ev.frame?.frame.stage === 'preview',
+          isEnd: (j) => j.terminal || !!j.finalFrame,
+          map: (ev) => frameOut(ev.frame!),
+          signal: ctx.signal,
+          onDropped,
+        }),
+      result: async (_args: unknown, ctx: GatewayContext) => frameOut(await job.result(ctx.signal)),
+    };
+  }
+
+  interface ImageJobInput {
+    seed?: number | null;
+    mode?: GenerationMode | null;
+    steps?: number | null;
+    cfgTextScale?: number | null;
+    cfgImageScale?: number | null;
+    cfgInterval?: ReadonlyArray<number> | null;
+    timestepShift?: number | null;
+    intermediatePreviews?: boolean | null;
+    sessionId?: string | null;
+  }
+
+  async function startImageJob(
+    field: 'generateImage' | 'editImage',
+    prompt: string,
+    input: ImageJobInput,
+    sourceImage: Promise<RgbImage | undefined>,
+    ctx: GatewayContext,
+    info: GraphQLResolveInfo,
+  ): Promise<ImageJob> {
+    rt.metrics.operations.inc({ field });
+    rt.engine; // throws UNAVAILABLE before any work when the model is not loaded
+    const mode = input.mode ?? 'PROGRESSIVE';
+    if (mode !== 'BASELINE') {
+      for (const k of ['steps', 'cfgTextScale', 'cfgImageScale', 'cfgInterval'] as const)
+        if (input[k] !== null && input[k] !== undefined) throw new GatewayError('INVALID_INPUT', `${k} applies to mode BASELINE only`);
+    }
+    const interval = input.cfgInterval ?? undefined;
+    if (interval && (interval.length !== 2 || interval.some((x) => x < 0 || x > 1) || interval[0]! > interval[1]!))
+      throw new GatewayError('OUT_OF_RANGE', 'cfgInterval must be [start, end] with 0 <= start <= end <= 1');
+    const seed = range(input.seed, 'seed', 0, MAX_SEED) ?? Math.floor(Math.random() * MAX_SEED);
+    const req: GenerateRequest = {
+      prompt: text(prompt, field === 'editImage' ? 'instruction' : 'prompt', L.maxPromptChars),
+      mode: MODE_IN[mode],
+      seed,
+      steps: range(input.steps, 'steps', 1, 250),
+      cfgTextScale: range(input.cfgTextScale, 'cfgTextScale', 0, 50),
+      cfgImageScale: range(input.cfgImageScale, 'cfgImageScale', 0, 50),
+      cfgInterval: interval ? [interval[0]!, interval[1]!] : undefined,
+      timestepShift: range(input.timestepShift, 'timestepShift', 0, 100),
+      intermediatePreviews: input.intermediatePreviews ?? undefined,
+    };
+    let image = await sourceImage;
+    let lock: ReturnType<GatewayRuntime['sessions']['lock']> | undefined;
+    if (input.sessionId != null) {
+      lock = rt.sessions.lock(input.sessionId);
+      req.session = lock.entry.handle;
+      if (field === 'editImage' && !image) image = lock.entry.lastImage;
+    }
+    if (field === 'editImage') {
+      if (!image) {
+        lock?.unlock();
+        throw new GatewayError('INVALID_INPUT', 'editImage needs image, or a sessionId whose session already holds an image');
+      }
+      req.sourceImage = image;
+    }
+    const attached = selects(info, ['previews', 'result']);
+    let job: ImageJobRecord;
+    try {
+      job = rt.jobs.start(req, mode, seed, attached, {
+        onSuccess: (j) => {
+          if (lock && j.finalFrame) lock.entry.lastImage = j.finalFrame.frame.rgb;
+        },
+        onEnd: () => lock?.unlock(),
+      });
+    } catch (e) {
+      lock?.unlock();
+      if (e instanceof GatewayError && e.code === 'BUSY') rt.metrics.busy.inc();
+      throw e;
+    }
+    if (attached) {
+      const release = job.watch();
+      const closeStream = rt.openStream('image_mutation');
+      const onAbort = () => release();
+      ctx.signal.addEventListener('abort', onAbort, { once: true });
+      if (ctx.signal.aborted) release();
+      void job.finished.then(() => {
+        ctx.signal.removeEventListener('abort', onAbort);
+        closeStream();
+      });
+    }
+    return jobOut(job);
+  }
+
+  function modelOut(): Model {
+    const info = rt.engine.info;
+    return {
+      name: info.name,
+      description: info.description,
+      capabilities: { ...info.capabilities },
+      imageSize: { ...info.imageSize },
+      vocabularySize: info.vocabularySize,
+    };
+  }
+
+  function summaryOut(s: UnderstandSummary, receivedAt: number, firstChunkAt: number | undefined, waitedMs: number): UnderstandEvent {
+    const now = performance.now();
+    return {
+      text: '',
+      tokenIds: [],
+      acceptedTokens: 0,
+      draftedTokens: 0,
+      steps: 0,
+      done: true,
+      finishReason: FINISH[s.finishReason],
+      fullText: s.text,
+      usage: { ...s.usage },
+      timings: {
+        queueMs: waitedMs + s.timings.queueMs,
+        timeToFirstTokenMs: firstChunkAt !== undefined ? firstChunkAt - receivedAt : now - receivedAt,
+        totalMs: now - receivedAt,
+        tokensPerSecond: s.timings.tokensPerSecond,
+      },
+      speculation: {
+        mode: SPEC_OUT[s.speculation.mode],
+        drafts: s.speculation.drafts,
+        draftedTokens: s.speculation.draftedTokens,
+        acceptedTokens: s.speculation.acceptedTokens,
+        meanAcceptedLength: s.speculation.meanAcceptedLength,
+        acceptanceRate: s.speculation.acceptanceRate,
+        acceptancePerPosition: [...s.speculation.acceptancePerPosition],
+      },
+    };
+  }
+
+  const chunkOut = (c: MergedChunk): UnderstandEvent => ({
+    text: c.text,
+    tokenIds: c.tokenIds,
+    acceptedTokens: c.acceptedTokens,
+    draftedTokens: c.draftedTokens,
+    steps: c.steps,
+    done: false,
+  });
+
+  return {
+    Upload: UploadScalar,
+    Query: {
+      models: () => [modelOut()],
+      health: () => ({
+        status: rt.state,
+        ready: rt.ready,
+        uptimeSeconds: (Date.now() - rt.startedAt) / 1000,
+        activeStreams: rt.activeStreamCount,
+        runningJobs: rt.scheduler.runningCount,
+        queuedJobs: rt.scheduler.queuedCount,
+        sessions: rt.sessions.size,
+      }),
+      job: (_p, { id }) => {
+        const job = rt.jobs.find(id);
+        return job ? jobOut(job) : null;
+      },
+    },
+    Mutation: {
+      generateImage: (_p, { input }, ctx, info) => startImageJob('generateImage', input.prompt, input, Promise.resolve(undefined), ctx, info),
+      editImage: (_p, { input }, ctx, info) =>
+        startImageJob('editImage', input.instruction, input, input.image ? imageFromInput(input.image, L) : Promise.resolve(undefined), ctx, info),
+      cancelJob: (_p, { id }) => {
+        rt.metrics.operations.inc({ field: 'cancelJob' });
+        return rt.jobs.cancel(id);
+      },
+      createSession: () => {
+        rt.metrics.operations.inc({ field: 'createSession' });
+        rt.engine;
+        return rt.sessions.create().id;
+      },
+      closeSession: (_p, { id }) => rt.sessions.close(id),
+    },
+    Subscription: {
+      understand: {
+        subscribe: async (_p, { input }, ctx) => {
+          rt.metrics.operations.inc({ field: 'understand' });
+          const receivedAt = performance.now();
+          const engine = rt.engine;
+          const req = understandRequest(input);
+          const image = input.image ? await imageFromInput(input.image, L) : undefined;
+          if (image) req.image = image;
+          const lock = input.sessionId != null ? rt.sessions.lock(input.sessionId) : undefined;
+          if (lock) req.session = lock.entry.handle;
+          let slot;
+          try {
+            slot = await rt.scheduler.acquire(ctx.signal);
+          } catch (e) {
+            lock?.unlock();
+            if (e instanceof GatewayError && e.code === 'BUSY') rt.metrics.busy.inc();
+            throw e;
+          }
+          rt.metrics.queueWait.observe(slot.waitedMs / 1000);
+          const controller = new AbortController();
+          const closeStream = rt.openStream('understand');
+          let usageTokens = 0;
+          const end = (info: { cancelled: boolean; error?: unknown }) => {
+            slot.release();
+            closeStream();
+            if (lock) {
+              lock.entry.tokens += usageTokens;
+              if (image && !info.cancelled && !info.error) lock.entry.lastImage = image;
+              lock.unlock();
+            }
+            if (info.cancelled) rt.metrics.cancellations.inc({ reason: 'client_gone', operation: 'understand' });
+            if (info.error !== undefined) rt.metrics.errors.inc({ code: toGatewayError(info.error).code });
+          };
+          let source;
+          try {
+            source = engine.understand(req, controller.signal);
+          } catch (e) {
+            end({ cancelled: false, error: e });
+            throw toGatewayError(e);
+          }
+          return coalescingStream(
+            source,
+            controller,
+            {
+              chunk: (c) => ({ understand: chunkOut(c) }),
+              summary: (s, firstChunkAt) => {
+                usageTokens = s.usage.totalTokens;
+                if (firstChunkAt !== undefined) rt.metrics.ttft.observe((firstChunkAt - receivedAt) / 1000);
+                rt.metrics.tokensPerSecond.observe(s.timings.tokensPerSecond);
+                return { understand: summaryOut(s, receivedAt, firstChunkAt, slot.waitedMs) };
+              },
+              onEngineChunk: (c) => {
+                rt.metrics.acceptanceLength.observe(c.acceptedTokens);
+                rt.metrics.tokens.inc({}, c.tokenIds.length);
+              },
+              onCoalesced: () => rt.metrics.coalescedChunks.inc(),
+              onEnd: end,
+            },
+            ctx.signal,
+          );
+        },
+      },
+      imageJob: {
+        subscribe: (_p, { id, after }, ctx) => {
+          rt.metrics.operations.inc({ field: 'imageJob' });
+          const job = rt.jobs.get(id);
+          const start = range(after, 'after', 0, MAX_SEED) ?? 0;
+          const release = job.watch();
+          const closeStream = rt.openStream('image_job');
+          return iterateJob(job, start, {
+            filter: () => true,
+            isEnd: (j, cursor) => j.terminal && cursor >= j.events.length,
+            map: (ev) => ({ imageJob: eventOut(job, ev) }),
+            signal: ctx.signal,
+            onDropped,
+            onClose: () => {
+              release();
+              closeStream();
+            },
+          });
+        },
+      },
+    },
+  };
+}

@@ -1,0 +1,82 @@
+// Typed errors. Every error a client sees carries `extensions.code` (an ErrorCode from the schema);
+// anything unexpected is masked to INTERNAL with no internals leaked.
+import { GraphQLError } from 'graphql/index.js'; // the CJS entry yoga uses: one graphql instance under tsx and vitest
+import { EngineError, type EngineErrorCode } from '../engine/types.ts';
+import type { ErrorCode } from './schema-types.ts';
+
+export class GatewayError extends GraphQLError {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    details?: Record<string, unknown>,
+  ) {
+    super(message, { extensions: { code, ...(details ?? {}) } });
+    this.name = 'GatewayError';
+  }
+}
+
+const ENGINE_CODES: Record<EngineErrorCode, ErrorCode> = {
+  INVALID_INPUT: 'INVALID_INPUT',
+  UNKNOWN_WORDS: 'UNKNOWN_WORDS',
+  PROMPT_TOO_LONG: 'PROMPT_TOO_LONG',
+  BAD_IMAGE: 'BAD_IMAGE',
+  OUT_OF_RANGE: 'OUT_OF_RANGE',
+  BUSY: 'BUSY',
+  CANCELLED: 'CANCELLED',
+  MODEL_LOAD_FAILED: 'MODEL_LOAD_FAILED',
+  WORKER_CRASHED: 'WORKER_CRASHED',
+  INTERNAL: 'INTERNAL',
+};
+
+/** Engine codes whose message describes the client's input and may be shown as is. */
+const CLIENT_FACING = new Set<EngineErrorCode>(['INVALID_INPUT', 'UNKNOWN_WORDS', 'PROMPT_TOO_LONG', 'BAD_IMAGE', 'OUT_OF_RANGE', 'BUSY', 'CANCELLED']);
+const SAFE_MESSAGES: Partial<Record<ErrorCode, string>> = {
+  MODEL_LOAD_FAILED: 'The model failed to load',
+  WORKER_CRASHED: 'The inference worker crashed; retry the request',
+  INTERNAL: 'Internal server error',
+};
+
+function isEngineError(err: unknown): err is EngineError {
+  return err instanceof EngineError || (err instanceof Error && err.name === 'EngineError' && typeof (err as { code?: unknown }).code === 'string' && (err as unknown as { code: string }).code in ENGINE_CODES);
+}
+
+/** Maps any thrown value to a client-safe GatewayError. */
+export function toGatewayError(err: unknown): GatewayError {
+  if (err instanceof GatewayError) return err;
+  if (err instanceof GraphQLError) {
+    const inner = err.originalError;
+    if (inner && inner !== err) return toGatewayError(inner);
+    return new GatewayError('INVALID_INPUT', err.message);
+  }
+  if (isEngineError(err)) {
+    const code = ENGINE_CODES[err.code];
+    if (CLIENT_FACING.has(err.code)) {
+      const details: Record<string, unknown> = {};
+      // only plain scalar details are forwarded
+      for (const [k, v] of Object.entries(err.details ?? {})) if (['string', 'number', 'boolean'].includes(typeof v)) details[k] = v;
+      return new GatewayError(code, err.message, details);
+    }
+    return new GatewayError(code, SAFE_MESSAGES[code] ?? 'Internal server error');
+  }
+  return new GatewayError('INTERNAL', 'Internal server error');
+}
+
+/** yoga `maskedErrors.maskError`: keep typed errors, map engine errors, mask the rest. */
+export function maskError(error: unknown): Error {
+  if (error instanceof GraphQLError) {
+    const orig = error.originalError;
+    if (!orig || orig === error) {
+      // Errors from parsing/validation/variable coercion: keep the message, type them.
+      if (error instanceof GatewayError) return error;
+      const code = (error.extensions?.code as string | undefined) ?? 'INVALID_INPUT';
+      return new GraphQLError(error.message, { nodes: error.nodes, source: error.source, positions: error.positions, path: error.path, extensions: { ...error.extensions, code } });
+    }
+    const mapped = toGatewayError(orig);
+    return new GraphQLError(mapped.message, { nodes: error.nodes, source: error.source, positions: error.positions, path: error.path, extensions: mapped.extensions });
+  }
+  return toGatewayError(error);
+}
+
+export function cancelledError(): GatewayError {
+  return new GatewayError('CANCELLED', 'The operation was cancelled');
+}

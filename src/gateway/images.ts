@@ -1,0 +1,156 @@
+// Image input decoding (base64 / data URL / multipart upload) with byte and pixel limits, and the
+// bounded in-memory store behind `Image.url`.
+import { randomBytes } from 'node:crypto';
+import sharp, { type Metadata } from 'sharp';
+import type { RgbImage } from '../engine/types.ts';
+import { GatewayError } from './errors.ts';
+import type { ImageInput } from './schema-types.ts';
+
+/** Decoded inputs are scaled down to fit this side (aspect kept) so a huge-but-allowed image cannot balloon memory. */
+export const MAX_DECODED_SIDE = 1024;
+
+const BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
+const DATA_URL_RE = /^data:(image\/[a-z0-9.+-]+)?(;[a-z0-9=.-]+)*;base64,/i;
+
+export interface ImageLimits {
+  maxImageBytes: number;
+  maxImagePixels: number;
+}
+
+interface UploadLike {
+  size: number;
+  type?: string;
+  arrayBuffer(): Promise<ArrayBuffer>;
+}
+function isUpload(v: unknown): v is UploadLike {
+  return !!v && typeof v === 'object' && typeof (v as UploadLike).arrayBuffer === 'function' && typeof (v as UploadLike).size === 'number';
+}
+
+function tooLarge(bytes: number, limit: number): GatewayError {
+  return new GatewayError('IMAGE_TOO_LARGE', `The image is ${bytes} bytes; the limit is ${limit}`, { bytes, limit });
+}
+
+function decodeBase64(b64: string, limits: ImageLimits, what: string): Buffer {
+  const s = b64.trim();
+  const estimated = Math.floor((s.length * 3) / 4);
+  if (estimated > limits.maxImageBytes) throw tooLarge(estimated, limits.maxImageBytes);
+  if (s.length === 0 || s.length % 4 === 1 || !BASE64_RE.test(s)) throw new GatewayError('BAD_IMAGE', `${what} is not valid base64`);
+  return Buffer.from(s, 'base64');
+}
+
+/** Returns the encoded bytes of exactly one of the input's variants. */
+export async function readImageInput(input: ImageInput, limits: ImageLimits): Promise<Buffer> {
+  const given = (['base64', 'dataUrl', 'upload'] as const).filter((k) => input[k] !== undefined && input[k] !== null);
+  if (given.length !== 1) throw new GatewayError('INVALID_INPUT', 'ImageInput needs exactly one of base64, dataUrl or upload');
+  if (input.base64 != null) return decodeBase64(input.base64, limits, 'image.base64');
+  if (input.dataUrl != null) {
+    const m = DATA_URL_RE.exec(input.dataUrl);
+    if (!m) throw new GatewayError('BAD_IMAGE', 'image.dataUrl must be a data:image/...;base64,... URL');
+    return decodeBase64(input.dataUrl.slice(m[0].length), limits, 'image.dataUrl');
+  }
+  const up = input.upload;
+  if (!isUpload(up)) throw new GatewayError('INVALID_INPUT', 'image.upload must be a multipart file upload');
+  if (up.size > limits.maxImageBytes) throw tooLarge(up.size, limits.maxImageBytes);
+  return Buffer.from(await up.arrayBuffer());
+}
+
+/** Decodes to RGB (alpha flattened on white), enforcing the pixel limit before the full decode. */
+export async function decodeImage(bytes: Buffer, limits: ImageLimits): Promise<RgbImage> {
+  if (bytes.byteLength > limits.maxImageBytes) throw tooLarge(bytes.byteLength, limits.maxImageBytes);
+  let meta: Metadata;
+  try {
+    meta = await sharp(bytes, { limitInputPixels: false }).metadata();
+  } catch {
+    throw new GatewayError('BAD_IMAGE', 'The image could not be decoded (corrupt or unsupported format)');
+  }
+  if (!meta.width || !meta.height || !['png', 'jpeg', 'webp', 'gif'].includes(meta.format ?? ''))
+    throw new GatewayError('BAD_IMAGE', 'Unsupported image format; use PNG, JPEG or WebP');
+  const pixels = meta.width * meta.height;
+  if (pixels > limits.maxImagePixels)
+    throw new GatewayError('IMAGE_TOO_LARGE', `The image has ${pixels} pixels; the limit is ${limits.maxImagePixels}`, {
+      width: meta.width,
+      height: meta.height,
+      limit: limits.maxImagePixels,
+    });
+  try {
+    const { data, info } = await sharp(bytes, { limitInputPixels: limits.maxImagePixels, failOn: 'error' })
+      .flatten({ background: '#ffffff' })
+      .toColourspace('srgb')
+      .resize({ width: MAX_DECODED_SIDE, height: MAX_DECODED_SIDE, fit: 'inside', withoutEnlargement: true })
+      .removeAlpha()
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    if (info.channels !== 3) throw new Error(`unexpected channel count ${info.channels}`);
+    return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+  } catch {
+    throw new GatewayError('BAD_IMAGE', 'The image could not be decoded (corrupt or truncated data)');
+  }
+}
+
+export async function imageFromInput(input: ImageInput, limits: ImageLimits): Promise<RgbImage> {
+  return decodeImage(await readImageInput(input, limits), limits);
+}
+
+interface StoredImage {
+  bytes: Uint8Array;
+  mimeType: string;
+  sha256: string;
+  expiresAt: number;
+}
+
+/** Bounded LRU of encoded images, addressed by unguessable tokens. */
+export class ImageStore {
+  private readonly items = new Map<string, StoredImage>();
+  private total = 0;
+
+  constructor(
+    private readonly maxBytes: number,
+    private readonly ttlMs: number,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  get bytes(): number {
+    return this.total;
+  }
+  get count(): number {
+    return this.items.size;
+  }
+
+  put(bytes: Uint8Array, mimeType: string, sha256: string): string {
+    const token = randomBytes(16).toString('hex');
+    this.items.set(token, { bytes, mimeType, sha256, expiresAt: this.now() + this.ttlMs });
+    this.total += bytes.byteLength;
+    this.evict();
+    return token;
+  }
+
+  get(token: string): StoredImage | undefined {
+    const it = this.items.get(token);
+    if (!it) return undefined;
+    if (it.expiresAt < this.now()) {
+      this.delete(token);
+      return undefined;
+    }
+    // refresh LRU position
+    this.items.delete(token);
+    this.items.set(token, it);
+    return it;
+  }
+
+  private delete(token: string): void {
+    const it = this.items.get(token);
+    if (!it) return;
+    this.items.delete(token);
+    this.total -= it.bytes.byteLength;
+  }
+
+  private evict(): void {
+    const now = this.now();
+    for (const [token, it] of this.items) {
+      if (this.total <= this.maxBytes && it.expiresAt >= now) break;
+      this.delete(token);
+    }
+  }
+}
+
+export const IMAGE_EXT: Record<string, string> = { 'image/png': 'png', 'image/jpeg': 'jpg', 'image/webp': 'webp' };

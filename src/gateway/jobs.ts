@@ -1,0 +1,337 @@
+// Image jobs: run engine.generate under the scheduler, keep an append-only event log (for
+// `imageJob(id, after)` resume and for @stream/@defer), and cancel on request or when the last
+// watcher leaves.
+//
+// Ownership: a job created by a mutation that selects `previews` or `result` is *attached*: it is
+// cancelled as soon as no operation watches it (client disconnect, stopped @stream, completed
+// subscription). A mutation that selects neither creates a *detached* job that runs to completion
+// for later `imageJob` subscribers (resume after reconnect); it is cancelled by `cancelJob`, or
+// when nobody has watched it for `unwatchedJobTimeoutMs`.
+import { randomUUID } from 'node:crypto';
+import type { Engine, GenerateRequest, ImageFrame as EngineFrame } from '../engine/types.ts';
+import { GatewayError, cancelledError, toGatewayError } from './errors.ts';
+import type { GatewayMetrics } from './metrics.ts';
+import type { Scheduler } from './scheduler.ts';
+import type { ErrorCode, GenerationMode, JobStatus } from './schema-types.ts';
+
+export interface FrameRecord {
+  readonly frame: EngineFrame;
+  /** image-store token, set when a client first asks for `url` */
+  token?: string;
+  base64?: string;
+}
+
+export interface JobEvent {
+  readonly seq: number;
+  readonly status: JobStatus;
+  readonly frame?: FrameRecord;
+  readonly done: boolean;
+  readonly error?: { code: ErrorCode; message: string };
+}
+
+const TERMINAL: ReadonlySet<JobStatus> = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED']);
+
+export class ImageJobRecord {
+  readonly id = randomUUID();
+  readonly createdAt = Date.now();
+  status: JobStatus = 'QUEUED';
+  readonly events: JobEvent[] = [];
+  readonly controller = new AbortController();
+  finalFrame?: FrameRecord;
+  error?: GatewayError;
+  finishedAt?: number;
+  private watchers = 0;
+  private readonly listeners = new Set<() => void>();
+  private unwatchedTimer?: NodeJS.Timeout;
+  /** resolves at the terminal state; never rejects */
+  readonly finished: Promise<void>;
+  private resolveFinished!: () => void;
+
+  constructor(
+    readonly mode: GenerationMode,
+    readonly seed: number,
+    readonly attached: boolean,
+    private readonly unwatchedTimeoutMs: number,
+    private readonly onUnwatchedCancel: (job: ImageJobRecord, reason: string) => void,
+  ) {
+    this.finished = new Promise((r) => (this.resolveFinished = r));
+    if (!attached) this.armUnwatchedTimer();
+  }
+
+  get terminal(): boolean {
+    return TERMINAL.has(this.status);
+  }
+
+  push(ev: Omit<JobEvent, 'seq'>): void {
+    this.events.push({ ...ev, seq: this.events.length + 1 });
+    this.status = ev.status;
+    if (ev.done) {
+      this.finishedAt = Date.now();
+      clearTimeout(this.unwatchedTimer);
+      this.resolveFinished();
+    }
+    for (const l of [...this.listeners]) l();
+  }
+
+  onChange(fn: () => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  /** Registers a watcher; the returned function releases it (idempotent). */
+  watch(): () => void {
+    this.watchers++;
+    clearTimeout(this.unwatchedTimer);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.watchers--;
+      if (this.watchers > 0 || this.terminal) return;
+      if (this.attached) this.onUnwatchedCancel(this, 'client_gone');
+      else this.armUnwatchedTimer();
+    };
+  }
+
+  private armUnwatchedTimer(): void {
+    clearTimeout(this.unwatchedTimer);
+    this.unwatchedTimer = setTimeout(() => {
+      if (this.watchers === 0 && !this.terminal) this.onUnwatchedCancel(this, 'unwatched_timeout');
+    }, this.unwatchedTimeoutMs);
+    this.unwatchedTimer.unref();
+  }
+
+  /** The final frame, or the job's typed error. */
+  async result(signal?: AbortSignal): Promise<FrameRecord> {
+    await waitFor(this, () => this.terminal || !!this.finalFrame, signal);
+    if (this.finalFrame) return this.finalFrame;
+    throw this.error ?? cancelledError();
+  }
+}
+
+/** Waits until `ready()` holds, the signal aborts (throws CANCELLED) or the job changes state. */
+function waitFor(job: ImageJobRecord, ready: () => boolean, signal?: AbortSignal): Promise<void> {
+  if (ready()) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const done = () => {
+      off();
+      signal?.removeEventListener('abort', onAbort);
+    };
+    const onAbort = () => {
+      done();
+      reject(cancelledError());
+    };
+    const off = job.onChange(() => {
+      if (ready()) {
+        done();
+        resolve();
+      }
+    });
+    if (signal?.aborted) return onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+const isPreview = (ev: JobEvent | undefined) => ev?.frame?.frame.stage === 'preview';
+
+/**
+ * Picks what a consumer at `cursor` (count of events already consumed) gets next. A preview is
+ * skipped (counted as dropped) when a newer preview is already waiting behind it; finals,
+ * status changes and the terminal event are never skipped.
+ */
+export function pickNext(events: readonly JobEvent[], cursor: number, filter: (ev: JobEvent) => boolean): { index: number; dropped: number } | undefined {
+  let dropped = 0;
+  for (let i = cursor; i < events.length; i++) {
+    const ev = events[i]!;
+    if (!filter(ev)) continue;
+    if (isPreview(ev)) {
+      let newer = false;
+      for (let j = i + 1; j < events.length; j++) if (isPreview(events[j]) && filter(events[j]!)) newer = true;
+      if (newer) {
+        dropped++;
+        continue;
+      }
+    }
+    return { index: i, dropped };
+  }
+  return undefined;
+}
+
+/**
+ * A pull-based iterator over a job's log. `filter` selects events; iteration ends when `isEnd`
+ * holds for the consumed prefix (or on abort / return()).
+ */
+export function iterateJob<T>(
+  job: ImageJobRecord,
+  after: number,
+  opts: {
+    filter: (ev: JobEvent) => boolean;
+    isEnd: (job: ImageJobRecord, cursor: number) => boolean;
+    map: (ev: JobEvent) => T;
+    signal?: AbortSignal;
+    onDropped?: (n: number) => void;
+    onClose?: () => void;
+  },
+): AsyncIterableIterator<T> {
+  let cursor = Math.max(0, Math.min(after, job.events.length));
+  let closed = false;
+  let wake: (() => void) | undefined;
+  const off = job.onChange(() => wake?.());
+  const onAbort = () => close();
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    off();
+    opts.signal?.removeEventListener('abort', onAbort);
+    wake?.();
+    opts.onClose?.();
+  };
+  if (opts.signal?.aborted) close();
+  const it: AsyncIterableIterator<T> = {
+    async next(): Promise<IteratorResult<T>> {
+      for (;;) {
+        if (closed) return { value: undefined, done: true };
+        const pick = pickNext(job.events, cursor, opts.filter);
+        if (pick) {
+          if (pick.dropped) opts.onDropped?.(pick.dropped);
+          cursor = pick.index + 1;
+          return { value: opts.map(job.events[pick.index]!), done: false };
+        }
+        if (opts.isEnd(job, cursor)) {
+          close();
+          return { value: undefined, done: true };
+        }
+        await new Promise<void>((r) => (wake = r));
+        wake = undefined;
+      }
+    },
+    async return(): Promise<IteratorResult<T>> {
+      close();
+      return { value: undefined, done: true };
+    },
+    [Symbol.asyncIterator]() {
+      return it;
+    },
+  };
+  return it;
+}
+
+export interface JobManagerOptions {
+  engine: () => Engine;
+  scheduler: Scheduler;
+  metrics: GatewayMetrics;
+  jobRetentionMs: number;
+  maxRetainedJobs: number;
+  unwatchedJobTimeoutMs: number;
+}
+
+export class JobManager {
+  private readonly jobs = new Map<string, ImageJobRecord>();
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(private readonly o: JobManagerOptions) {
+    this.timer = setInterval(() => this.sweep(), Math.max(1000, Math.min(30_000, o.jobRetentionMs / 4)));
+    this.timer.unref();
+  }
+
+  get size(): number {
+    return this.jobs.size;
+  }
+
+  /** Creates and starts a job; throws BUSY when the scheduler's queue is full. */
+  start(req: GenerateRequest, mode: GenerationMode, seed: number, attached: boolean, hooks: { onSuccess?: (job: ImageJobRecord) => void; onEnd?: () => void } = {}): ImageJobRecord {
+    this.o.scheduler.checkCapacity();
+    this.sweep();
+    const job = new ImageJobRecord(mode, seed, attached, this.o.unwatchedJobTimeoutMs, (j, reason) => this.cancelRecord(j, reason));
+    this.jobs.set(job.id, job);
+    void this.run(job, req, hooks);
+    return job;
+  }
+
+  get(id: string): ImageJobRecord {
+    const job = this.jobs.get(id);
+    if (!job) throw new GatewayError('JOB_NOT_FOUND', `No job ${JSON.stringify(id).slice(0, 80)} (it may have expired)`);
+    return job;
+  }
+
+  find(id: string): ImageJobRecord | undefined {
+    return this.jobs.get(id);
+  }
+
+  cancel(id: string): boolean {
+    const job = this.get(id);
+    return this.cancelRecord(job, 'cancel_job');
+  }
+
+  private cancelRecord(job: ImageJobRecord, reason: string): boolean {
+    if (job.terminal || job.controller.signal.aborted) return false;
+    this.o.metrics.cancellations.inc({ reason, operation: 'image_job' });
+    job.controller.abort(cancelledError());
+    return true;
+  }
+
+  private async run(job: ImageJobRecord, req: GenerateRequest, hooks: { onSuccess?: (job: ImageJobRecord) => void; onEnd?: () => void }): Promise<void> {
+    const signal = job.controller.signal;
+    const { metrics } = this.o;
+    let slot: { release(): void; waitedMs: number } | undefined;
+    let failure: unknown;
+    let start = 0;
+    try {
+      slot = await this.o.scheduler.acquire(signal);
+      metrics.queueWait.observe(slot.waitedMs / 1000);
+      start = performance.now();
+      job.push({ status: 'RUNNING', done: false });
+      let sawPreview = false;
+      for await (const frame of this.o.engine().generate(req, signal)) {
+        if (signal.aborted) break;
+        const rec: FrameRecord = { frame };
+        if (frame.stage === 'preview' && !sawPreview) {
+          sawPreview = true;
+          metrics.previewLatency.observe((performance.now() - start) / 1000);
+        }
+        if (frame.stage === 'final') job.finalFrame = rec;
+        job.push({ status: 'RUNNING', frame: rec, done: false });
+      }
+    } catch (e) {
+      failure = e;
+    } finally {
+      slot?.release();
+      if (start) metrics.jobDuration.observe((performance.now() - start) / 1000);
+    }
+    if (signal.aborted) {
+      job.error = cancelledError();
+      job.push({ status: 'CANCELLED', done: true, error: { code: 'CANCELLED', message: job.error.message } });
+    } else if (failure !== undefined || !job.finalFrame) {
+      job.error = failure !== undefined ? toGatewayError(failure) : new GatewayError('INTERNAL', 'The engine produced no final frame');
+      metrics.errors.inc({ code: job.error.code });
+      job.push({ status: 'FAILED', done: true, error: { code: job.error.code, message: job.error.message } });
+    } else {
+      hooks.onSuccess?.(job);
+      job.push({ status: 'SUCCEEDED', done: true });
+    }
+    hooks.onEnd?.();
+  }
+
+  sweep(): void {
+    const now = Date.now();
+    for (const [id, job] of this.jobs) if (job.finishedAt !== undefined && now - job.finishedAt > this.o.jobRetentionMs) this.jobs.delete(id);
+    if (this.jobs.size >= this.o.maxRetainedJobs) {
+      const finished = [...this.jobs.values()].filter((j) => j.terminal).sort((a, b) => a.finishedAt! - b.finishedAt!);
+      for (const j of finished) {
+        if (this.jobs.size < this.o.maxRetainedJobs) break;
+        this.jobs.delete(j.id);
+      }
+    }
+  }
+
+  /** Cancels everything (shutdown). */
+  cancelAll(): void {
+    for (const job of this.jobs.values()) this.cancelRecord(job, 'shutdown');
+  }
+
+  dispose(): void {
+    clearInterval(this.timer);
+    this.cancelAll();
+  }
+}

@@ -1,0 +1,158 @@
+// Limits, all on by default. Query-shape limits are graphql-js validation rules so they run for
+// HTTP and graphql-ws alike (both go through yoga's envelop pipeline).
+import {
+  GraphQLError,
+  Kind,
+  getNamedType,
+  isCompositeType,
+  isListType,
+  isNonNullType,
+  type ASTVisitor,
+  type FieldNode,
+  type FragmentDefinitionNode,
+  type GraphQLOutputType,
+  type GraphQLType,
+  type SelectionSetNode,
+  type ValidationContext,
+  type ValidationRule,
+} from 'graphql/index.js'; // the CJS entry yoga uses: one graphql instance under tsx and vitest
+
+export interface GatewayLimits {
+  /** Max selection depth (introspection fields are not counted). */
+  maxDepth: number;
+  maxAliases: number;
+  /** Max lexical tokens in a document (enforced by the parser). */
+  maxTokens: number;
+  maxDirectives: number;
+  /** Estimated cost: objects 2, scalars 1, x1.5 per nesting level, lists x10. */
+  maxCost: number;
+  /** Max characters in a prompt or edit instruction. */
+  maxPromptChars: number;
+  /** Max `maxTokens` an understand request may ask for. */
+  maxNewTokens: number;
+  maxStopSequences: number;
+  maxStopChars: number;
+  /** Max encoded image size in bytes. */
+  maxImageBytes: number;
+  /** Max decoded image size in pixels. */
+  maxImagePixels: number;
+  /** Max HTTP body / WebSocket message size in bytes. */
+  maxBodyBytes: number;
+  /** Jobs (understand streams + image jobs) running in the engine at once. */
+  maxConcurrentJobs: number;
+  /** Jobs waiting for a slot; beyond this a request fails with BUSY. */
+  maxQueuedJobs: number;
+  /** Concurrent operations per graphql-ws connection. */
+  maxSubscriptionsPerSocket: number;
+  maxSessions: number;
+  /** Idle time after which a session expires. */
+  sessionTtlMs: number;
+  /** Tokens a session's context may accumulate (bounds its KV cache). */
+  maxSessionTokens: number;
+  /** How long finished image jobs stay available for `imageJob`/`job`. */
+  jobRetentionMs: number;
+  maxRetainedJobs: number;
+  /** A job no client watches is cancelled after this long. */
+  unwatchedJobTimeoutMs: number;
+  /** Bytes of encoded images kept for `Image.url`. */
+  imageStoreBytes: number;
+  imageStoreTtlMs: number;
+}
+
+export const DEFAULT_LIMITS: GatewayLimits = {
+  maxDepth: 6,
+  maxAliases: 15,
+  maxTokens: 1000,
+  maxDirectives: 50,
+  maxCost: 5000,
+  maxPromptChars: 4000,
+  maxNewTokens: 1024,
+  maxStopSequences: 8,
+  maxStopChars: 64,
+  maxImageBytes: 20 * 1024 * 1024,
+  maxImagePixels: 25_000_000,
+  maxBodyBytes: 32 * 1024 * 1024,
+  maxConcurrentJobs: 4,
+  maxQueuedJobs: 32,
+  maxSubscriptionsPerSocket: 16,
+  maxSessions: 64,
+  sessionTtlMs: 15 * 60_000,
+  maxSessionTokens: 8192,
+  jobRetentionMs: 5 * 60_000,
+  maxRetainedJobs: 256,
+  unwatchedJobTimeoutMs: 60_000,
+  imageStoreBytes: 64 * 1024 * 1024,
+  imageStoreTtlMs: 10 * 60_000,
+};
+
+const tooComplex = (message: string, node?: FieldNode) =>
+  new GraphQLError(message, { nodes: node ? [node] : undefined, extensions: { code: 'QUERY_TOO_COMPLEX' } });
+
+function isIntrospection(node: FieldNode): boolean {
+  return node.name.value.startsWith('__');
+}
+
+/** Walks each operation once with fragment expansion (cycle-safe), measuring depth, aliases, directives and cost. */
+export function queryShapeRule(limits: Pick<GatewayLimits, 'maxDepth' | 'maxAliases' | 'maxDirectives' | 'maxCost'>): ValidationRule {
+  return (context: ValidationContext): ASTVisitor => {
+    const fragments = new Map<string, FragmentDefinitionNode>();
+    for (const def of context.getDocument().definitions) if (def.kind === Kind.FRAGMENT_DEFINITION) fragments.set(def.name.value, def);
+    const schema = context.getSchema();
+    return {
+      OperationDefinition(op) {
+        let aliases = 0;
+        let directives = op.directives?.length ?? 0;
+        let maxDepth = 0;
+        let cost = 0;
+        let reported = false;
+        let visits = 0;
+        const report = (msg: string, node?: FieldNode) => {
+          if (!reported) context.reportError(tooComplex(msg, node));
+          reported = true;
+        };
+        const rootType =
+          op.operation === 'query' ? schema.getQueryType() : op.operation === 'mutation' ? schema.getMutationType() : schema.getSubscriptionType();
+        const walk = (set: SelectionSetNode, parent: GraphQLType | null | undefined, depth: number, factor: number, seen: Set<string>) => {
+          for (const sel of set.selections) {
+            if (reported) return;
+            if (++visits > 20_000) return report('Query is too complex');
+            directives += sel.directives?.length ?? 0;
+            if (sel.kind === Kind.FIELD) {
+              if (isIntrospection(sel)) continue;
+              if (sel.alias) aliases++;
+              const named = parent ? getNamedType(parent) : undefined;
+              const fieldDef = named && 'getFields' in named ? (named.getFields() as Record<string, { type: GraphQLOutputType }>)[sel.name.value] : undefined;
+              const type = fieldDef?.type;
+              const d = depth + 1;
+              if (d > maxDepth) maxDepth = d;
+              const composite = type ? isCompositeType(getNamedType(type)) : !!sel.selectionSet;
+              cost += (composite ? 2 : 1) * factor;
+              if (maxDepth > limits.maxDepth) return report(`Query depth exceeds the limit of ${limits.maxDepth}`, sel);
+              if (aliases > limits.maxAliases) return report(`Query uses more than ${limits.maxAliases} aliases`, sel);
+              if (cost > limits.maxCost) return report(`Query cost exceeds the limit of ${limits.maxCost}`, sel);
+              if (sel.selectionSet) {
+                let listy = false;
+                let t = type;
+                while (t && isNonNullType(t)) t = t.ofType;
+                if (t && isListType(t)) listy = true;
+                walk(sel.selectionSet, type, d, factor * 1.5 * (listy ? 10 : 1), seen);
+              }
+            } else if (sel.kind === Kind.INLINE_FRAGMENT) {
+              const cond = sel.typeCondition ? schema.getType(sel.typeCondition.name.value) : parent;
+              walk(sel.selectionSet, cond, depth, factor, seen);
+            } else {
+              const name = sel.name.value;
+              const frag = fragments.get(name);
+              if (!frag || seen.has(name)) continue; // unknown/cyclic fragments are reported by standard rules
+              const next = new Set(seen);
+              next.add(name);
+              walk(frag.selectionSet, schema.getType(frag.typeCondition.name.value), depth, factor, next);
+            }
+            if (directives > limits.maxDirectives) return report(`Query uses more than ${limits.maxDirectives} directives`);
+          }
+        };
+        walk(op.selectionSet, rootType, 0, 1, new Set());
+      },
+    };
+  };
+}

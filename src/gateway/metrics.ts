@@ -1,0 +1,132 @@
+// A small Prometheus text-format registry (no extra dependency). Covers HTTP and graphql-ws alike,
+// since everything is recorded by the gateway's own code rather than HTTP middleware.
+
+type Labels = Record<string, string>;
+const labelKey = (l: Labels) =>
+  Object.keys(l)
+    .sort()
+    .map((k) => `${k}="${String(l[k]).replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`)
+    .join(',');
+
+export class Counter {
+  private readonly values = new Map<string, number>();
+  constructor(
+    readonly name: string,
+    readonly help: string,
+  ) {}
+  inc(labels: Labels = {}, by = 1): void {
+    const k = labelKey(labels);
+    this.values.set(k, (this.values.get(k) ?? 0) + by);
+  }
+  get(labels: Labels = {}): number {
+    return this.values.get(labelKey(labels)) ?? 0;
+  }
+  render(): string {
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`];
+    if (this.values.size === 0) lines.push(`${this.name} 0`);
+    for (const [k, v] of this.values) lines.push(`${this.name}${k ? `{${k}}` : ''} ${v}`);
+    return lines.join('\n');
+  }
+}
+
+export class Gauge {
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    private readonly read: () => number | Array<[Labels, number]>,
+  ) {}
+  render(): string {
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`];
+    const v = this.read();
+    if (typeof v === 'number') lines.push(`${this.name} ${v}`);
+    else for (const [l, n] of v) lines.push(`${this.name}{${labelKey(l)}} ${n}`);
+    return lines.join('\n');
+  }
+}
+
+export class Histogram {
+  private readonly counts: number[];
+  private sum = 0;
+  private count = 0;
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly buckets: number[],
+  ) {
+    this.counts = buckets.map(() => 0);
+  }
+  observe(v: number): void {
+    if (!Number.isFinite(v)) return;
+    this.sum += v;
+    this.count++;
+    for (let i = 0; i < this.buckets.length; i++) if (v <= this.buckets[i]!) this.counts[i]!++;
+  }
+  get observations(): number {
+    return this.count;
+  }
+  render(): string {
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`];
+    this.buckets.forEach((b, i) => lines.push(`${this.name}_bucket{le="${b}"} ${this.counts[i]}`));
+    lines.push(`${this.name}_bucket{le="+Inf"} ${this.count}`, `${this.name}_sum ${this.sum}`, `${this.name}_count ${this.count}`);
+    return lines.join('\n');
+  }
+}
+
+export interface MetricsSources {
+  activeStreams: () => Array<[Labels, number]>;
+  queueDepth: () => number;
+  runningJobs: () => number;
+  wsConnections: () => number;
+  sessions: () => number;
+  imageStoreBytes: () => number;
+  retainedJobs: () => number;
+}
+
+export class GatewayMetrics {
+  readonly operations = new Counter('hyperbagel_gateway_operations_total', 'GraphQL operations started, by root field');
+  readonly errors = new Counter('hyperbagel_gateway_errors_total', 'Errors returned to clients, by code');
+  readonly cancellations = new Counter('hyperbagel_gateway_cancellations_total', 'Model work cancelled, by reason');
+  readonly busy = new Counter('hyperbagel_gateway_busy_rejections_total', 'Requests rejected with BUSY');
+  readonly droppedPreviews = new Counter('hyperbagel_gateway_dropped_previews_total', 'Preview frames superseded before a slow client took them');
+  readonly coalescedChunks = new Counter('hyperbagel_gateway_coalesced_chunks_total', 'Token chunks merged into a previous event because the client was slow');
+  readonly tokens = new Counter('hyperbagel_gateway_generated_tokens_total', 'Tokens streamed to clients');
+  readonly ttft = new Histogram('hyperbagel_gateway_ttft_seconds', 'Time to first token (gateway receipt to first chunk)', [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]);
+  readonly tokensPerSecond = new Histogram('hyperbagel_gateway_tokens_per_second', 'Decode throughput per understand request', [1, 5, 10, 25, 50, 100, 250, 500, 1000]);
+  readonly acceptanceLength = new Histogram('hyperbagel_gateway_acceptance_length', 'Tokens accepted per verification step', [0, 1, 2, 3, 4, 5, 6, 8, 12, 16]);
+  readonly previewLatency = new Histogram('hyperbagel_gateway_preview_latency_seconds', 'Image job start to first preview frame', [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]);
+  readonly jobDuration = new Histogram('hyperbagel_gateway_image_job_seconds', 'Image job start to terminal state', [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]);
+  readonly queueWait = new Histogram('hyperbagel_gateway_queue_wait_seconds', 'Time spent waiting for a job slot', [0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30]);
+  private readonly gauges: Gauge[];
+
+  constructor(src: MetricsSources) {
+    this.gauges = [
+      new Gauge('hyperbagel_gateway_active_streams', 'Open streaming operations, by kind', src.activeStreams),
+      new Gauge('hyperbagel_gateway_queue_depth', 'Jobs waiting for a slot', src.queueDepth),
+      new Gauge('hyperbagel_gateway_running_jobs', 'Jobs holding a slot', src.runningJobs),
+      new Gauge('hyperbagel_gateway_ws_connections', 'Open graphql-ws connections', src.wsConnections),
+      new Gauge('hyperbagel_gateway_sessions', 'Live sessions', src.sessions),
+      new Gauge('hyperbagel_gateway_image_store_bytes', 'Bytes held for Image.url', src.imageStoreBytes),
+      new Gauge('hyperbagel_gateway_retained_jobs', 'Image jobs held for resume', src.retainedJobs),
+    ];
+  }
+
+  render(): string {
+    const all = [
+      ...this.gauges,
+      this.operations,
+      this.errors,
+      this.cancellations,
+      this.busy,
+      this.droppedPreviews,
+      this.coalescedChunks,
+      this.tokens,
+      this.ttft,
+      this.tokensPerSecond,
+      this.acceptanceLength,
+      this.previewLatency,
+      this.jobDuration,
+      this.queueWait,
+    ];
+    return all.map((m) => m.render()).join('\n') + '\n';
+  }
+}

@@ -1,0 +1,103 @@
+// Shared gateway state handed to resolvers and transports.
+import type { Engine } from '../engine/types.ts';
+import { GatewayError } from './errors.ts';
+import { ImageStore } from './images.ts';
+import { JobManager } from './jobs.ts';
+import { DEFAULT_LIMITS, type GatewayLimits } from './limits.ts';
+import { GatewayMetrics } from './metrics.ts';
+import { Scheduler } from './scheduler.ts';
+import { SessionStore } from './sessions.ts';
+
+/** Per-operation GraphQL context (HTTP and graphql-ws). */
+export interface GatewayContext {
+  /** Aborted when the client stops this operation or disconnects. */
+  signal: AbortSignal;
+  /** e.g. http://127.0.0.1:4000, for absolute image URLs */
+  baseUrl: string;
+}
+
+export type EngineState = 'loading' | 'ok' | 'failed' | 'shutting-down';
+export type StreamKind = 'understand' | 'image_job' | 'image_mutation';
+
+export class GatewayRuntime {
+  readonly limits: GatewayLimits;
+  readonly scheduler: Scheduler;
+  readonly sessions: SessionStore;
+  readonly jobs: JobManager;
+  readonly images: ImageStore;
+  readonly metrics: GatewayMetrics;
+  readonly startedAt = Date.now();
+  state: EngineState = 'loading';
+  wsConnections = 0;
+  private engineRef?: Engine;
+  private readonly active = new Map<StreamKind, number>();
+
+  constructor(limits: Partial<GatewayLimits> = {}) {
+    this.limits = { ...DEFAULT_LIMITS, ...limits };
+    const L = this.limits;
+    this.scheduler = new Scheduler(L.maxConcurrentJobs, L.maxQueuedJobs);
+    this.images = new ImageStore(L.imageStoreBytes, L.imageStoreTtlMs);
+    this.metrics = new GatewayMetrics({
+      activeStreams: () => (['understand', 'image_job', 'image_mutation'] as const).map((k) => [{ kind: k }, this.active.get(k) ?? 0]),
+      queueDepth: () => this.scheduler.queuedCount,
+      runningJobs: () => this.scheduler.runningCount,
+      wsConnections: () => this.wsConnections,
+      sessions: () => this.sessions.size,
+      imageStoreBytes: () => this.images.bytes,
+      retainedJobs: () => this.jobs.size,
+    });
+    this.sessions = new SessionStore(() => this.engine, L);
+    this.jobs = new JobManager({
+      engine: () => this.engine,
+      scheduler: this.scheduler,
+      metrics: this.metrics,
+      jobRetentionMs: L.jobRetentionMs,
+      maxRetainedJobs: L.maxRetainedJobs,
+      unwatchedJobTimeoutMs: L.unwatchedJobTimeoutMs,
+    });
+  }
+
+  setEngine(engine: Engine): void {
+    this.engineRef = engine;
+    this.state = 'ok';
+  }
+
+  get ready(): boolean {
+    return this.state === 'ok' && !!this.engineRef;
+  }
+
+  /** The engine, or UNAVAILABLE while loading / after a failed load / during shutdown. */
+  get engine(): Engine {
+    if (this.state === 'ok' && this.engineRef) return this.engineRef;
+    if (this.state === 'failed') throw new GatewayError('MODEL_LOAD_FAILED', 'The model failed to load');
+    throw new GatewayError('UNAVAILABLE', this.state === 'loading' ? 'The model is still loading; retry shortly' : 'The server is shutting down');
+  }
+
+  get activeStreamCount(): number {
+    let n = 0;
+    for (const v of this.active.values()) n += v;
+    return n;
+  }
+
+  /** Counts an open stream; the returned function closes it (idempotent). */
+  openStream(kind: StreamKind): () => void {
+    this.active.set(kind, (this.active.get(kind) ?? 0) + 1);
+    let open = true;
+    return () => {
+      if (!open) return;
+      open = false;
+      this.active.set(kind, (this.active.get(kind) ?? 1) - 1);
+    };
+  }
+
+  dispose(): void {
+    this.state = 'shutting-down';
+    this.jobs.dispose();
+    this.scheduler.drain(new GatewayError('UNAVAILABLE', 'The server is shutting down'));
+    try {
+      this.sessions.dispose();
+    } catch {
+      // engine may be gone
+    }
+  }
+}

@@ -1,0 +1,383 @@
+// The gateway server: graphql-yoga on Node's http server, graphql-ws on the same port and path
+// (/graphql), SSE and multipart incremental delivery from yoga, plus /health, /ready, /metrics and
+// /images/<token>. Both transports run the same envelop pipeline (limits, masking, defer/stream).
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { useDeferStream } from '@graphql-yoga/plugin-defer-stream';
+import { GraphQLError, NoSchemaIntrospectionCustomRule, parse, type ExecutionArgs } from 'graphql/index.js'; // the CJS entry yoga uses: one graphql instance under tsx and vitest
+import { createSchema, createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
+import { useServer } from 'graphql-ws/use/ws';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { createResolvers } from '../../resolvers/index.ts';
+import type { Engine } from '../engine/types.ts';
+import { handleDemoRequest } from '../web/serve.ts';
+import { readSchemaSdl } from './codegen.ts';
+import { GatewayError, maskError } from './errors.ts';
+import { queryShapeRule, type GatewayLimits } from './limits.ts';
+import { GatewayRuntime, type GatewayContext } from './runtime.ts';
+
+export interface ServerOptions {
+  /** 0 picks a free port. Default: PORT or 4000. */
+  port?: number;
+  /** Default 127.0.0.1. */
+  host?: string;
+  /** Use this engine (tests, benchmarks). Otherwise the pack at `packDir` is loaded. */
+  engine?: Engine;
+  packDir?: string;
+  engineOptions?: Record<string, unknown>;
+  /** When non-empty, every request needs one of these keys. */
+  apiKeys?: string[];
+  limits?: Partial<GatewayLimits>;
+  /** GraphiQL and introspection. Default: NODE_ENV !== 'production'. */
+  dev?: boolean;
+  /** Base of absolute image URLs; default http://<Host header>. */
+  publicUrl?: string;
+  /** Resolve only once the engine is loaded (default true). With false, /ready says 503 until then. */
+  waitForEngine?: boolean;
+  /** Close the engine on close() (default: true when the server loaded it). */
+  closeEngine?: boolean;
+  /** Serve the web demo at / (default true). */
+  webDemo?: boolean;
+  log?: (msg: string) => void;
+}
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  runtime: GatewayRuntime;
+  close(): Promise<void>;
+}
+
+type EngineFactory = (packDir: string, options?: Record<string, unknown>) => Promise<Engine>;
+
+async function loadEngineFactory(): Promise<EngineFactory> {
+  // Resolved at run time: the engine module is built alongside the gateway.
+  const path = '../engine/index.ts';
+  const mod = (await import(path)) as { createEngine?: EngineFactory };
+  if (typeof mod.createEngine !== 'function') throw new Error('src/engine/index.ts does not export createEngine');
+  return mod.createEngine;
+}
+
+export function extractApiKey(value: unknown): string | undefined {
+  if (typeof value !== 'string') return undefined;
+  const v = value.trim();
+  const m = /^Bearer\s+(.+)$/i.exec(v);
+  return (m ? m[1]! : v) || undefined;
+}
+
+/** Constant-time-ish membership check. */
+function keyAllowed(keys: readonly string[], key: string | undefined): boolean {
+  if (!key) return false;
+  let ok = false;
+  for (const k of keys) {
+    if (k.length !== key.length) continue;
+    let diff = 0;
+    for (let i = 0; i < k.length; i++) diff |= k.charCodeAt(i) ^ key.charCodeAt(i);
+    if (diff === 0) ok = true;
+  }
+  return ok;
+}
+
+function describeError(e: unknown): string {
+  const inner = e instanceof GraphQLError && e.originalError ? e.originalError : e;
+  return inner instanceof Error ? (inner.stack ?? inner.message) : String(inner);
+}
+
+interface WsOp {
+  controller: AbortController;
+}
+
+export async function startServer(options: ServerOptions = {}): Promise<RunningServer> {
+  const log = options.log ?? ((m: string) => console.error(m));
+  const dev = options.dev ?? process.env.NODE_ENV !== 'production';
+  const apiKeys = (options.apiKeys ?? []).filter((k) => k.length > 0);
+  const authOn = apiKeys.length > 0;
+  const rt = new GatewayRuntime(options.limits);
+  const L = rt.limits;
+
+  const schema = createSchema<GatewayContext>({
+    typeDefs: readSchemaSdl(),
+    // The generated Resolvers type is stricter than graphql-tools' IResolvers; the shapes match at run time.
+    resolvers: createResolvers(rt) as unknown as Record<string, never>,
+  });
+
+  const limitsPlugin: Plugin = {
+    onParse({ setParseFn }) {
+      setParseFn((source, opts) => {
+        try {
+          return parse(source, { ...opts, maxTokens: L.maxTokens });
+        } catch (e) {
+          if (e instanceof GraphQLError && /token limit/i.test(e.message))
+            throw new GraphQLError(`Query exceeds the limit of ${L.maxTokens} tokens`, { extensions: { code: 'QUERY_TOO_COMPLEX' } });
+          throw e;
+        }
+      });
+    },
+    onValidate({ addValidationRule }) {
+      addValidationRule(queryShapeRule(L));
+      if (!dev) addValidationRule(NoSchemaIntrospectionCustomRule);
+    },
+  };
+
+  const authPlugin: Plugin = {
+    onRequest({ request, endResponse, fetchAPI }) {
+      if (!authOn) return;
+      if (keyAllowed(apiKeys, extractApiKey(request.headers.get('authorization')))) return;
+      // GraphiQL's page itself is public; its requests still need the key.
+      if (request.method === 'GET' && (request.headers.get('accept') ?? '').includes('text/html')) return;
+      endResponse(
+        new fetchAPI.Response(JSON.stringify({ errors: [{ message: 'Missing or invalid API key', extensions: { code: 'UNAUTHENTICATED' } }] }), {
+          status: 401,
+          headers: { 'content-type': 'application/json', 'www-authenticate': 'Bearer' },
+        }),
+      );
+    },
+  };
+
+  // multipart/form-data is a CORS "simple" content type: require a header a cross-site form cannot send.
+  const csrfPlugin: Plugin = {
+    onRequest({ request, endResponse, fetchAPI }) {
+      const ct = request.headers.get('content-type') ?? '';
+      if (request.method === 'POST' && /multipart\/form-data|application\/x-www-form-urlencoded|text\/plain/i.test(ct)) {
+        if (!request.headers.get('graphql-require-preflight') && !request.headers.get('apollo-require-preflight') && !request.headers.get('authorization')) {
+          endResponse(
+            new fetchAPI.Response(
+              JSON.stringify({ errors: [{ message: 'Uploads need a "GraphQL-Require-Preflight: 1" header', extensions: { code: 'INVALID_INPUT' } }] }),
+              { status: 400, headers: { 'content-type': 'application/json' } },
+            ),
+          );
+        }
+      }
+    },
+  };
+
+  const errorCountPlugin: Plugin = {
+    onExecute() {
+      return {
+        onExecuteDone({ result }) {
+          const count = (r: unknown) => {
+            const errs = (r as { errors?: readonly GraphQLError[] }).errors;
+            for (const e of errs ?? []) rt.metrics.errors.inc({ code: String(maskError(e) instanceof GraphQLError ? ((maskError(e) as GraphQLError).extensions?.code ?? 'INTERNAL') : 'INTERNAL') });
+          };
+          if (result && typeof result === 'object' && !(Symbol.asyncIterator in result)) count(result);
+        },
+      };
+    },
+  };
+
+  const yoga: YogaServerInstance<Record<string, unknown>, GatewayContext> = createYoga<Record<string, unknown>, GatewayContext>({
+    schema: schema as never,
+    graphqlEndpoint: '/graphql',
+    graphiql: dev ? { subscriptionsProtocol: 'WS', title: 'hyperbagel' } : false,
+    landingPage: false,
+    batching: false,
+    maskedErrors: {
+      maskError: (error) => {
+        const masked = maskError(error);
+        // internals stay in the server log, never in the response
+        if ((masked as GraphQLError).extensions?.code === 'INTERNAL') log(`hyperbagel: internal error: ${describeError(error)}`);
+        return masked;
+      },
+    },
+    maxRequestBodySize: L.maxBodyBytes,
+    multipart: true,
+    logging: false,
+    context: (initial): GatewayContext => {
+      const init = initial as unknown as { request?: Request; opSignal?: AbortSignal; baseUrl?: string };
+      const host = init.request?.headers.get('host');
+      return {
+        signal: init.opSignal ?? init.request?.signal ?? new AbortController().signal,
+        baseUrl: init.baseUrl ?? options.publicUrl ?? (host ? `http://${host}` : ''),
+      };
+    },
+    plugins: [authPlugin, csrfPlugin, limitsPlugin, useDeferStream(), errorCountPlugin],
+  });
+
+  const sendJson = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
+    res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers });
+    res.end(JSON.stringify(body));
+  };
+
+  const handler = (req: IncomingMessage, res: ServerResponse) => {
+    const path = (req.url ?? '/').split('?')[0]!;
+    if (path === '/health') return sendJson(res, 200, { status: 'ok', engine: rt.state });
+    if (path === '/ready') return sendJson(res, rt.ready ? 200 : 503, { ready: rt.ready, engine: rt.state });
+    if (path === '/metrics') {
+      if (authOn && !keyAllowed(apiKeys, extractApiKey(req.headers.authorization))) return sendJson(res, 401, { error: 'Missing or invalid API key' });
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'cache-control': 'no-store' });
+      return res.end(rt.metrics.render());
+    }
+    if (path.startsWith('/images/')) {
+      // Capability URLs (unguessable tokens): usable from <img> without the API key.
+      const token = path.slice('/images/'.length).split('.')[0]!;
+      const img = /^[0-9a-f]{32}$/.test(token) ? rt.images.get(token) : undefined;
+      if (!img) return sendJson(res, 404, { error: 'image not found or expired' });
+      res.writeHead(200, { 'content-type': img.mimeType, 'content-length': String(img.bytes.byteLength), 'cache-control': 'private, max-age=600', etag: `"${img.sha256}"`, 'x-content-type-options': 'nosniff' });
+      return res.end(Buffer.from(img.bytes.buffer, img.bytes.byteOffset, img.bytes.byteLength));
+    }
+    if (options.webDemo !== false && path !== '/graphql' && handleDemoRequest(req, res)) return;
+    if (path === '/graphql' && (req.headers.accept ?? '').includes('text/event-stream')) res.setHeader('X-Accel-Buffering', 'no');
+    return yoga(req, res);
+  };
+
+  const server: Server = createServer(handler);
+  const sockets = new Set<Socket>();
+  server.on('connection', (s) => {
+    sockets.add(s);
+    s.once('close', () => sockets.delete(s));
+  });
+
+  // ---------------------------------------------------------------- graphql-ws
+  const wss = new WebSocketServer({ server, path: '/graphql', maxPayload: L.maxBodyBytes });
+  const wsOps = new WeakMap<WebSocket, Map<string, WsOp>>();
+  const opsOf = (socket: WebSocket) => {
+    let m = wsOps.get(socket);
+    if (!m) wsOps.set(socket, (m = new Map()));
+    return m;
+  };
+  type WsExtra = { socket: WebSocket; request: IncomingMessage };
+  type Roots = { execute: (args: ExecutionArgs) => unknown; subscribe: (args: ExecutionArgs) => unknown };
+
+  wss.on('connection', (socket: WebSocket) => {
+    rt.wsConnections++;
+    // graphql-ws only returns() a streaming operation on `complete`; a still-running single-result
+    // operation would keep going. Abort the operation's signal ourselves on `complete` or close.
+    socket.on('message', (data) => {
+      const s = String(data);
+      if (!s.includes('"complete"')) return;
+      try {
+        const msg = JSON.parse(s) as { type?: string; id?: string };
+        if (msg.type === 'complete' && typeof msg.id === 'string') {
+          const op = wsOps.get(socket)?.get(msg.id);
+          if (op) {
+            rt.metrics.cancellations.inc({ reason: 'ws_complete', operation: 'any' });
+            op.controller.abort();
+          }
+        }
+      } catch {
+        // graphql-ws closes the socket for invalid messages
+      }
+    });
+    socket.once('close', () => {
+      rt.wsConnections--;
+      const ops = wsOps.get(socket);
+      if (ops) for (const op of ops.values()) op.controller.abort();
+      wsOps.delete(socket);
+    });
+  });
+
+  const wsServer = useServer<Record<string, unknown> | undefined, WsExtra>(
+    {
+      connectionInitWaitTimeout: 3000,
+      onConnect: (ctx) => {
+        if (!authOn) return true;
+        const p = ctx.connectionParams ?? {};
+        const fromPayload = extractApiKey(p.authorization) ?? extractApiKey(p.Authorization) ?? extractApiKey(p.apiKey);
+        const fromHeader = extractApiKey(ctx.extra.request.headers.authorization);
+        return keyAllowed(apiKeys, fromPayload) || keyAllowed(apiKeys, fromHeader); // false -> close 4403 Forbidden
+      },
+      execute: (args) => (args.rootValue as Roots).execute(args) as never,
+      subscribe: (args) => (args.rootValue as Roots).subscribe(args) as never,
+      onSubscribe: async (ctx, id, params) => {
+        const socket = ctx.extra.socket;
+        const ops = opsOf(socket);
+        if (ops.size >= L.maxSubscriptionsPerSocket)
+          return [new GatewayError('TOO_MANY_SUBSCRIPTIONS', `At most ${L.maxSubscriptionsPerSocket} concurrent operations per connection`)];
+        const controller = new AbortController();
+        const host = ctx.extra.request.headers.host;
+        const { schema: s, execute, subscribe, contextFactory, parse: yParse, validate } = yoga.getEnveloped({
+          ...ctx,
+          req: ctx.extra.request,
+          socket,
+          params,
+          opSignal: controller.signal,
+          baseUrl: options.publicUrl ?? (host ? `http://${host}` : ''),
+        });
+        let document;
+        try {
+          document = yParse(params.query);
+        } catch (e) {
+          return [maskError(e) as GraphQLError];
+        }
+        const errors = validate(s, document);
+        if (errors.length) return errors.map((e: GraphQLError) => maskError(e) as GraphQLError);
+        ops.set(id, { controller });
+        const args: ExecutionArgs = {
+          schema: s,
+          operationName: params.operationName,
+          document,
+          variableValues: params.variables,
+          contextValue: await contextFactory(),
+          rootValue: { execute, subscribe } satisfies Roots,
+        };
+        return args;
+      },
+      onComplete: (ctx, id) => {
+        wsOps.get(ctx.extra.socket)?.delete(id);
+      },
+      onError: (ctx, id) => {
+        wsOps.get(ctx.extra.socket)?.delete(id);
+      },
+    },
+    wss,
+  );
+
+  // ---------------------------------------------------------------- engine + listen
+  let ownEngine = false;
+  const engineReady = (async () => {
+    if (options.engine) return rt.setEngine(options.engine);
+    const packDir = options.packDir ?? 'models/shapes-mot';
+    try {
+      const createEngine = await loadEngineFactory();
+      const engine = await createEngine(packDir, options.engineOptions);
+      ownEngine = true;
+      if (rt.state === 'shutting-down') return void (await engine.close());
+      rt.setEngine(engine);
+      log(`hyperbagel: engine ready (${engine.info.name}, pack ${packDir})`);
+    } catch (e) {
+      rt.state = 'failed';
+      log(`hyperbagel: engine failed to load from ${packDir}: ${e instanceof Error ? e.message : String(e)}`);
+      throw e;
+    }
+  })();
+  engineReady.catch(() => undefined);
+
+  const port = options.port ?? (process.env.PORT ? Number(process.env.PORT) : 4000);
+  const host = options.host ?? '127.0.0.1';
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const addr = server.address() as AddressInfo;
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${addr.port}/graphql`;
+
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      rt.dispose();
+      await Promise.resolve(wsServer.dispose()).catch(() => undefined);
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+      if (ownEngine || options.closeEngine) {
+        try {
+          const engine = (rt as unknown as { engineRef?: Engine }).engineRef;
+          await engine?.close();
+        } catch {
+          // already closed
+        }
+      }
+    })());
+
+  if (options.waitForEngine !== false) {
+    try {
+      await engineReady;
+    } catch (e) {
+      await close();
+      throw e;
+    }
+  }
+  return { url, port: addr.port, runtime: rt, close };
+}

@@ -1,0 +1,176 @@
+// A small in-test engine implementing the Engine interface, for gateway-only concerns (transport,
+// cancellation, backpressure, limits). Model behaviour is exercised against the real engine on
+// test/fixtures/tiny-pack in real-engine.test.ts.
+import { createHash } from 'node:crypto';
+import sharp from 'sharp';
+import {
+  EngineError,
+  type Engine,
+  type GenerateRequest,
+  type ImageFrame,
+  type SessionHandle,
+  type UnderstandEvent,
+  type UnderstandRequest,
+} from '../../src/engine/types.ts';
+
+export interface FakeEngineOptions {
+  stepMs?: number;
+  tokens?: number;
+  /** ms per denoiser evaluation */
+  nfeMs?: number;
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    if (signal?.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+
+async function png(width: number, height: number, value: number) {
+  const data = Buffer.alloc(width * height * 3, value);
+  const bytes = new Uint8Array(await sharp(data, { raw: { width, height, channels: 3 } }).png().toBuffer());
+  return { bytes, rgb: { width, height, data: new Uint8Array(data) }, sha256: createHash('sha256').update(bytes).digest('hex') };
+}
+
+export class FakeEngine implements Engine {
+  readonly info = {
+    name: 'fake',
+    description: 'in-test engine',
+    capabilities: { understand: true, generate: true, edit: true, draft: true, sixStep: true, oneStep: true },
+    imageSize: { width: 8, height: 8 },
+    vocabularySize: 100,
+  };
+  readonly stats = {
+    understandStarted: 0,
+    understandFinished: 0,
+    understandAborted: 0,
+    generateStarted: 0,
+    generateFinished: 0,
+    generateAborted: 0,
+    /** model steps run (understand verification steps + denoiser evaluations) */
+    steps: 0,
+    active: 0,
+    sessionsCreated: 0,
+    sessionsClosed: 0,
+  };
+  readonly requests: { understand: UnderstandRequest[]; generate: GenerateRequest[] } = { understand: [], generate: [] };
+  stepMs: number;
+  tokens: number;
+  nfeMs: number;
+  private nextSession = 0;
+  readonly liveSessions = new Set<string>();
+
+  constructor(o: FakeEngineOptions = {}) {
+    this.stepMs = o.stepMs ?? 5;
+    this.tokens = o.tokens ?? 6;
+    this.nfeMs = o.nfeMs ?? 10;
+  }
+
+  async *understand(req: UnderstandRequest, signal?: AbortSignal): AsyncGenerator<UnderstandEvent> {
+    this.requests.understand.push(req);
+    this.stats.understandStarted++;
+    this.stats.active++;
+    try {
+      if (req.prompt.includes('unknownword')) throw new EngineError('UNKNOWN_WORDS', 'unknown word: unknownword', { word: 'unknownword' });
+      const n = Math.min(req.maxTokens ?? this.tokens, 10_000);
+      let text = '';
+      for (let i = 0; i < n; i++) {
+        await sleep(this.stepMs, signal);
+        if (signal?.aborted) {
+          this.stats.understandAborted++;
+          return;
+        }
+        this.stats.steps++;
+        if (req.prompt.includes('explode') && i === 1) throw new Error('secret internal stack detail /opt/model');
+        const t = `w${i} `;
+        text += t;
+        yield { kind: 'chunk', text: t, tokenIds: [i], acceptedTokens: 2, draftedTokens: 3 };
+        if (signal?.aborted) {
+          this.stats.understandAborted++;
+          return;
+        }
+      }
+      this.stats.understandFinished++;
+      yield {
+        kind: 'done',
+        finishReason: 'length',
+        text,
+        usage: { promptTokens: 3, completionTokens: n, totalTokens: n + 3 },
+        timings: { queueMs: 0, timeToFirstTokenMs: this.stepMs, totalMs: n * this.stepMs, tokensPerSecond: 1000 / this.stepMs },
+        speculation: {
+          mode: req.speculation?.mode ?? 'auto',
+          drafts: n,
+          draftedTokens: 3 * n,
+          acceptedTokens: 2 * n,
+          meanAcceptedLength: 2,
+          acceptanceRate: 2 / 3,
+          acceptancePerPosition: [0.9, 0.6, 0.3],
+        },
+      };
+    } finally {
+      this.stats.active--;
+    }
+  }
+
+  async *generate(req: GenerateRequest, signal?: AbortSignal): AsyncGenerator<ImageFrame> {
+    this.requests.generate.push(req);
+    this.stats.generateStarted++;
+    this.stats.active++;
+    const t0 = performance.now();
+    try {
+      if (req.prompt.includes('explode')) throw new Error('secret internal stack detail /opt/model');
+      const plan: Array<{ stage: 'preview' | 'final'; nfe: number }> =
+        req.mode === '1nfe'
+          ? [{ stage: 'final', nfe: 1 }]
+          : req.mode === '6nfe'
+            ? [{ stage: 'final', nfe: 6 }]
+            : req.mode === 'baseline'
+              ? [{ stage: 'final', nfe: req.steps ?? 10 }]
+              : req.intermediatePreviews
+                ? [1, 2, 3, 4, 5].map((n) => ({ stage: 'preview' as const, nfe: n })).concat([{ stage: 'final', nfe: 6 } as never])
+                : [{ stage: 'preview', nfe: 1 }, { stage: 'final', nfe: 6 }];
+      let spent = 0;
+      for (const [step, p] of plan.entries()) {
+        for (; spent < p.nfe; spent++) {
+          await sleep(this.nfeMs, signal);
+          if (signal?.aborted) {
+            this.stats.generateAborted++;
+            return;
+          }
+          this.stats.steps++;
+        }
+        const img = await png(8, 8, p.stage === 'final' ? 200 : 50);
+        yield {
+          stage: p.stage,
+          nfe: p.nfe,
+          step,
+          elapsedMs: performance.now() - t0,
+          seed: req.seed ?? 0,
+          image: { mimeType: 'image/png', width: 8, height: 8, bytes: img.bytes, sha256: img.sha256 },
+          rgb: img.rgb,
+        };
+      }
+      this.stats.generateFinished++;
+    } finally {
+      this.stats.active--;
+    }
+  }
+
+  createSession(): SessionHandle {
+    const id = `s${this.nextSession++}`;
+    this.stats.sessionsCreated++;
+    this.liveSessions.add(id);
+    return { id };
+  }
+  closeSession(s: SessionHandle): void {
+    this.stats.sessionsClosed++;
+    this.liveSessions.delete(s.id);
+  }
+  async close(): Promise<void> {}
+}
