@@ -11,6 +11,8 @@ interface Command {
 const COMMANDS: Record<string, Command> = {
   render: { summary: 'render a Shapes-world caption to a PNG', load: () => import('./commands/render.ts') },
   dataset: { summary: 'export training shards for the Python recipes', load: () => import('./commands/dataset.ts') },
+  detect: { summary: 'recover the scene in an image with the analytic detector', load: () => import('./commands/detect.ts') },
+  eval: { summary: 'the independent evaluator: detector accuracy, model scores on the fixed suites', load: () => import('./commands/eval.ts') },
 };
 
 /** Registers a subcommand; lets modules owned by other layers plug into the one CLI. */

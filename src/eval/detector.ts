@@ -152,6 +152,7 @@ export interface CellFit {
 
 /** Minimum share of a template's own energy its fit must gain over "background only" to count as an object. */
 const MIN_GAIN = 0.35;
+const COLOR_CANDIDATES = 3;
 
 function fitCell(img: RgbImage, B: readonly number[], cell: Cell, box: CellBox, templates: Template[]): CellFit {
   const w = box.x1 - box.x0 + 1, h = box.y1 - box.y0 + 1;
@@ -165,9 +166,25 @@ function fitCell(img: RgbImage, B: readonly number[], cell: Cell, box: CellBox, 
   }
   // Joint least-squares fit over colour × shape × size × blur: SSE = Σ|d − t·e|² = nullSse − Σ(2t·(d·e) − t²·ee),
   // so maximising gain = Σ(2t·(d·e) − t²·ee) minimises the error.
+  // To save time, only the COLOR_CANDIDATES colours whose free per-pixel fit (t ∈ [0,1] chosen for
+  // each pixel) leaves the least residual go on to the template fit.
   const proj = new Float32Array(n);
-  let best: { tpl: Template; color: ObjectColor } | undefined, bestGain = -Infinity, bestRel = -Infinity;
+  const free: Array<{ color: ObjectColor; res: number }> = [];
   for (const color of COLORS) {
+    const C = OBJECT_COLORS[color];
+    const e0 = C[0] - B[0]!, e1 = C[1] - B[1]!, e2 = C[2] - B[2]!;
+    const ee = e0 * e0 + e1 * e1 + e2 * e2;
+    let res = 0;
+    for (let p = 0; p < n; p++) {
+      const j = p * 3;
+      const t = Math.min(1, Math.max(0, (d[j]! * e0 + d[j + 1]! * e1 + d[j + 2]! * e2) / ee));
+      res += (d[j]! - t * e0) ** 2 + (d[j + 1]! - t * e1) ** 2 + (d[j + 2]! - t * e2) ** 2;
+    }
+    free.push({ color, res });
+  }
+  free.sort((a, b) => a.res - b.res);
+  let best: { tpl: Template; color: ObjectColor } | undefined, bestGain = -Infinity, bestRel = -Infinity;
+  for (const { color } of free.slice(0, COLOR_CANDIDATES)) {
     const C = OBJECT_COLORS[color];
     const e0 = C[0] - B[0]!, e1 = C[1] - B[1]!, e2 = C[2] - B[2]!;
     const ee = e0 * e0 + e1 * e1 + e2 * e2;

@@ -1,0 +1,128 @@
+// `hyperbagel eval`: the independent evaluator: detector accuracy, and model scores on the fixed suites.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs, flag, intFlag, UsageError } from '../args.ts';
+import type { Engine, GenerationMode } from '../../engine/types.ts';
+import { DETECTOR_CONDITIONS, evaluateDetector } from '../../eval/detector-eval.ts';
+import { buildAllSuites, SUITE_DIR, suiteFileText, writeSuites } from '../../eval/suites.ts';
+import { evaluateGEdit, evaluateGenEval, evaluateUnderstanding, type RunOptions } from '../../eval/run.ts';
+import { captionPrompt, DEFAULT_PACK, engineModel, openEngine } from '../../eval/engine-model.ts';
+import { constantModel, oracleModel } from '../../eval/oracle.ts';
+import type { EvalModel } from '../../eval/model.ts';
+
+const MODES: GenerationMode[] = ['baseline', '6nfe', '1nfe', 'progressive'];
+const MODELS = ['engine', 'oracle', 'constant'] as const;
+const TARGETS = ['detector', 'understand', 'geneval', 'gedit', 'suites'] as const;
+
+export const HELP = `Usage: hyperbagel eval <${TARGETS.join('|')}> [options]
+
+  detector    exact-scene accuracy of the analytic detector on random renders (all splits), clean and
+              under noise, blur and down/up-sampling. --count N images per condition (default 2000).
+  understand  caption exact match and VQA accuracy on the fixed suites (test and held-out split):
+              {caption_exact, vqa, heldout_caption_exact, heldout_vqa}
+  geneval     GenEval-style text-to-image scores: {overall, categories: {single_object, two_objects,
+              counting, colors, position, color_attr}, heldout: {overall, categories}}
+  gedit       GEdit-style editing scores: {overall, categories: {instruction, preserved, quality},
+              by_kind, heldout: {…}}
+  suites      check that the committed suites (src/eval/suites/*.json) equal a regeneration from
+              their fixed seeds (exit 1 if not); --write regenerates them
+
+Options:
+  --json          print one JSON object (and nothing else) on stdout
+  --pack DIR      model pack to evaluate (default ${DEFAULT_PACK})
+  --mode MODE     generation mode for geneval/gedit: ${MODES.join('|')} (default baseline)
+  --limit N       at most N items per category/kind/split (default: the whole suite)
+  --count N       detector: images per condition (default 2000)
+  --model M       ${MODELS.join('|')} (default engine). oracle renders the ground truth and must score 1.0;
+                  constant is trivially wrong; both check the evaluator itself and need no pack.
+  --write         suites: regenerate the files instead of checking them
+Definitions: docs/world.md ("Evaluation").`;
+
+function printResult(json: boolean, result: object, human: () => string): void {
+  console.log(json ? JSON.stringify(result) : human());
+}
+
+const pct = (x: number | undefined) => (x === undefined ? '   -  ' : `${(x * 100).toFixed(1).padStart(5)}%`);
+
+export async function run(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, { values: ['pack', 'mode', 'limit', 'count', 'model'], booleans: ['json', 'write'] });
+  if (args.flags.has('help')) { console.log(HELP); return 0; }
+  const [target, ...extra] = args.positionals;
+  if (!target) throw new UsageError(`say what to evaluate: ${TARGETS.join(', ')}`);
+  if (!(TARGETS as readonly string[]).includes(target)) throw new UsageError(`unknown evaluation "${target}"; expected one of ${TARGETS.join(', ')}`);
+  if (extra.length) throw new UsageError(`unexpected argument "${extra[0]}"`);
+  const json = args.flags.has('json');
+
+  if (target === 'suites') {
+    if (args.flags.has('write')) {
+      const files = writeSuites();
+      printResult(json, { written: files }, () => `wrote ${files.length} suites:\n${files.map((f) => `  ${f}`).join('\n')}`);
+      return 0;
+    }
+    const stale: string[] = [];
+    for (const [name, suite] of Object.entries(buildAllSuites())) {
+      let committed = '';
+      try { committed = readFileSync(join(SUITE_DIR, `${name}.json`), 'utf8'); } catch { /* missing counts as stale */ }
+      if (committed !== suiteFileText(suite)) stale.push(name);
+    }
+    printResult(json, { ok: stale.length === 0, stale }, () => (stale.length ? `suites differ from their regeneration: ${stale.join(', ')} (run: hyperbagel eval suites --write)` : 'all suites equal their regeneration'));
+    return stale.length ? 1 : 0;
+  }
+
+  if (target === 'detector') {
+    const count = intFlag(args, 'count', 2000, 1, 1_000_000);
+    const report = evaluateDetector(count);
+    printResult(json, report, () => [
+      `detector: exact-scene accuracy on ${count} random renders per condition (${report.seconds.toFixed(1)} s)`,
+      ...DETECTOR_CONDITIONS.map((c) => `  ${c.name.padEnd(20)} ${pct(report.accuracy[c.name])}   objects ${pct(report.object_recall[c.name])}   ${c.description}`),
+    ].join('\n'));
+    return 0;
+  }
+
+  const mode = (flag(args, 'mode') ?? 'baseline') as GenerationMode;
+  if (!MODES.includes(mode)) throw new UsageError(`--mode must be one of ${MODES.join(', ')}`);
+  const which = (flag(args, 'model') ?? 'engine') as (typeof MODELS)[number];
+  if (!MODELS.includes(which)) throw new UsageError(`--model must be one of ${MODELS.join(', ')}`);
+  const limit = flag(args, 'limit') === undefined ? undefined : intFlag(args, 'limit', 0, 1);
+  const pack = flag(args, 'pack') ?? DEFAULT_PACK;
+
+  let engine: Engine | undefined;
+  let model: EvalModel;
+  if (which === 'engine') {
+    engine = await openEngine(pack);
+    model = engineModel(engine, { mode, captionPrompt: captionPrompt(pack) });
+  } else {
+    model = which === 'oracle' ? oracleModel() : constantModel();
+  }
+  const opts: RunOptions = {
+    limit,
+    onProgress: process.stderr.isTTY ? (what, done, total) => process.stderr.write(`\r${what}: ${done}/${total}${done === total ? '\n' : ''}`) : undefined,
+  };
+  const about = { model: which === 'engine' ? pack : which, ...(target === 'understand' ? {} : { mode }) };
+  try {
+    if (target === 'understand') {
+      const r = await evaluateUnderstanding(model, opts);
+      printResult(json, { ...r, ...about }, () => [
+        `understanding (${about.model}): caption exact ${pct(r.caption_exact)}, VQA ${pct(r.vqa)} on ${r.counts.images} test images / ${r.counts.questions} questions`,
+        `  held-out: caption exact ${pct(r.heldout_caption_exact)}, VQA ${pct(r.heldout_vqa)} on ${r.counts.heldout_images} images / ${r.counts.heldout_questions} questions`,
+      ].join('\n'));
+    } else if (target === 'geneval') {
+      const r = await evaluateGenEval(model, opts);
+      printResult(json, { ...r, ...about }, () => [
+        `GenEval-style (${about.model}, mode ${mode}): overall ${pct(r.overall)}   held-out overall ${pct(r.heldout.overall)}`,
+        ...Object.entries(r.categories).map(([c, v]) => `  ${c.padEnd(14)} ${pct(v)}   held-out ${pct(r.heldout.categories[c as keyof typeof r.categories])}   (n=${r.counts[c as keyof typeof r.counts]})`),
+      ].join('\n'));
+    } else {
+      const r = await evaluateGEdit(model, opts);
+      printResult(json, { ...r, ...about }, () => [
+        `GEdit-style (${about.model}, mode ${mode}): overall ${pct(r.overall)}   held-out overall ${pct(r.heldout.overall)}   (n=${r.count}, held-out n=${r.heldout.count})`,
+        ...Object.entries(r.categories).map(([c, v]) => `  ${c.padEnd(12)} ${pct(v)}   held-out ${pct(r.heldout.categories[c as keyof typeof r.categories])}`),
+        '  by kind:',
+        ...Object.entries(r.by_kind).map(([k, v]) => `    ${k.padEnd(10)} overall ${pct(v!.overall)}  instruction ${pct(v!.instruction)}  preserved ${pct(v!.preserved)}  quality ${pct(v!.quality)}`),
+      ].join('\n'));
+    }
+  } finally {
+    await engine?.close();
+  }
+  return 0;
+}
