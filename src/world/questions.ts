@@ -2,6 +2,7 @@
 import type { Rng } from './rng.ts';
 import type { Scene } from './scene.ts';
 import { COLORS, NUMBER_WORDS, PLURAL, SHAPES } from './vocabulary.ts';
+import { HELDOUT_COLOR_SHAPE } from './splits.ts';
 
 export const QUESTION_KINDS = ['color_of', 'count_all', 'count_shape', 'where', 'exists', 'shape_at', 'background', 'size_of'] as const;
 export type QuestionKind = (typeof QUESTION_KINDS)[number];
@@ -31,6 +32,8 @@ export function questionsForScene(scene: Scene, rng: Rng): QA[] {
   for (let i = 0; i < 20; i++) {
     const color = rng.pick(COLORS);
     const s = rng.pick(SHAPES);
+    // Never name a held-out colour×shape pair: training text must not mention it either (docs/world.md).
+    if (HELDOUT_COLOR_SHAPE.some((h) => h.color === color && h.shape === s)) continue;
     if (!objs.some((o) => o.color === color && o.shape === s)) {
       qa.push({ kind: 'exists', question: `is there a ${color} ${s}`, answer: 'no' });
       break;
