@@ -128,8 +128,8 @@ class VisionEncoder(nn.Module):
     def __init__(self, c: ModelConfig):
         super().__init__()
         chans = list(c.vit_stem)
-        layers = [nn.Conv2d(3, chans[0], 3, 1, 1), nn.GELU()]
-        cin = chans[0]
+        layers = []
+        cin = 3
         for ch in chans:
             layers += [nn.Conv2d(cin, ch, 3, 2, 1), nn.GELU()]
             cin = ch
@@ -226,28 +226,32 @@ class Unified(nn.Module):
         B, T, D = x.shape
         cos, sin = rope_cos_sin(position_ids, c.head_dim, c.rope_theta)
         flat = gen_mask.reshape(-1)
-        gen_idx = flat.nonzero().squeeze(1)
-        und_idx = (~flat).nonzero().squeeze(1)
+        # sort the token stream (understanding tokens first) so each expert works on a contiguous slice
+        perm = torch.cat([(~flat).nonzero().squeeze(1), flat.nonzero().squeeze(1)])
+        inv = torch.empty_like(perm)
+        inv[perm] = torch.arange(perm.numel())
+        nu = int((~flat).sum())
         HD = c.heads * c.head_dim
-        xf = x.reshape(B * T, D)
+        xs = x.reshape(B * T, D).index_select(0, perm)
+
+        def qkv_of(e, inp):
+            q, k, v = e.qkv(inp)
+            return torch.cat([q.reshape(-1, HD), k.reshape(-1, HD), v.reshape(-1, HD)], dim=1)
+
         for layer in self.layers:
-            def qkv_of(e, inp):
-                q, k, v = e.qkv(inp)
-                return torch.cat([q.reshape(-1, HD), k.reshape(-1, HD), v.reshape(-1, HD)], dim=1)
-            qkv = xf.new_zeros(B * T, 3 * HD)
-            qkv = qkv.index_copy(0, und_idx, qkv_of(layer.und, xf.index_select(0, und_idx)))
-            if gen_idx.numel():
-                qkv = qkv.index_copy(0, gen_idx, qkv_of(layer.gen, xf.index_select(0, gen_idx)))
-            qkv = qkv.reshape(B, T, 3, c.heads, c.head_dim)
+            parts = [qkv_of(layer.und, xs[:nu])]
+            if nu < xs.shape[0]:
+                parts.append(qkv_of(layer.gen, xs[nu:]))
+            qkv = torch.cat(parts, 0).index_select(0, inv).reshape(B, T, 3, c.heads, c.head_dim)
             q = apply_rope(qkv[:, :, 0].transpose(1, 2), cos, sin)
             k = apply_rope(qkv[:, :, 1].transpose(1, 2), cos, sin)
             v = qkv[:, :, 2].transpose(1, 2)
-            a = attention(q, k, v, mask).transpose(1, 2).reshape(B * T, HD)
-            nx = xf.new_zeros(B * T, D)
-            nx = nx.index_copy(0, und_idx, layer.und.out(a.index_select(0, und_idx), xf.index_select(0, und_idx)))
-            if gen_idx.numel():
-                nx = nx.index_copy(0, gen_idx, layer.gen.out(a.index_select(0, gen_idx), xf.index_select(0, gen_idx)))
-            xf = nx
+            a = attention(q, k, v, mask).transpose(1, 2).reshape(B * T, HD).index_select(0, perm)
+            parts = [layer.und.out(a[:nu], xs[:nu])]
+            if nu < xs.shape[0]:
+                parts.append(layer.gen.out(a[nu:], xs[nu:]))
+            xs = torch.cat(parts, 0)
+        xf = xs.index_select(0, inv)
         return xf.reshape(B, T, D)
 
 

@@ -1,0 +1,213 @@
+"""Shapes-world datasets (from `npx hyperbagel dataset`) and BAGEL-style packed training sequences."""
+import json
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .model import NEG
+
+CAPTION_PROMPT = "describe the image"
+
+# token kinds
+TEXT, VIT, CLEAN, NOISY = 0, 1, 2, 3
+
+
+class ShapesData:
+    """One dataset folder: images.npy / edited.npy (uint8 [N,64,64,3]), records.jsonl, meta.json."""
+
+    def __init__(self, folder, tok=None, limit=None):
+        self.folder = folder
+        self.meta = json.load(open(os.path.join(folder, "meta.json")))
+        self.images = np.load(os.path.join(folder, "images.npy"), mmap_mode="r")
+        self.edited = np.load(os.path.join(folder, "edited.npy"), mmap_mode="r")
+        self.records = []
+        with open(os.path.join(folder, "records.jsonl")) as f:
+            for line in f:
+                if line.strip():
+                    self.records.append(json.loads(line))
+                    if limit and len(self.records) >= limit:
+                        break
+        self.n = len(self.records)
+        self.images = np.ascontiguousarray(self.images[: self.n])
+        self.edited = np.ascontiguousarray(self.edited[: self.n])
+        self.tok = tok
+        if tok is not None:
+            self.encode(tok)
+        self.latents = None  # [N,C,h,w] float32 (scaled), set by attach_latents
+        self.edited_latents = None
+
+    def encode(self, tok):
+        self.tok = tok
+        e = tok.encode
+        self.cap_ids = [e(r["caption"]) for r in self.records]
+        self.prompt_ids = [[e(p) for p in (r.get("prompts") or [r["caption"]])] for r in self.records]
+        self.qa_ids = [[(e(q["question"]), e(q["answer"])) for q in r.get("qa", [])] for r in self.records]
+        self.edit_ids = [e(r["edit"]["instruction"]) for r in self.records]
+
+    def attach_latents(self, vae, scale, cache_path=None, batch=256):
+        if cache_path and os.path.exists(cache_path):
+            d = np.load(cache_path)
+            if d["latents"].shape[0] == self.n:
+                self.latents, self.edited_latents = d["latents"], d["edited"]
+                return
+        outs = []
+        vae.eval()
+        with torch.no_grad():
+            for arr in (self.images, self.edited):
+                lat = []
+                for i in range(0, self.n, batch):
+                    px = to_pixels(arr[i:i + batch], 32 if vae_size(vae) == 32 else 64)
+                    lat.append((vae.encode(px)[0] * scale).numpy())
+                outs.append(np.concatenate(lat))
+        self.latents, self.edited_latents = outs
+        if cache_path:
+            np.savez(cache_path, latents=self.latents, edited=self.edited_latents)
+
+
+def vae_size(vae):
+    return getattr(vae, "image_size", 32)
+
+
+def to_pixels(u8, size=64):
+    """uint8 [B,64,64,3] -> float [B,3,size,size] in [-1,1]; box-average downsampling."""
+    x = torch.from_numpy(np.asarray(u8, dtype=np.float32)).permute(0, 3, 1, 2) / 127.5 - 1.0
+    if x.shape[-1] != size:
+        x = F.avg_pool2d(x, x.shape[-1] // size)
+    return x
+
+
+# ---------------- sequence building ----------------
+class Seq:
+    """A packed training sequence: per token kind, text id, position id, block id, label."""
+
+    def __init__(self):
+        self.kind, self.ids, self.pos, self.blk, self.labels = [], [], [], [], []
+        self.vit = []  # (dataset, index) per ViT block, in order
+        self.clean = []  # latent [C,h,w] arrays per clean block
+        self.noisy = []  # latent x0 per noisy block
+        self.next_pos = 0
+        self.next_blk = 0
+
+    def text(self, ids, label_next=False):
+        for t in ids:
+            self.kind.append(TEXT)
+            self.ids.append(t)
+            self.pos.append(self.next_pos)
+            self.blk.append(-1)
+            self.labels.append(-100)
+            self.next_pos += 1
+
+    def block(self, kind, n):
+        for _ in range(n):
+            self.kind.append(kind)
+            self.ids.append(0)
+            self.pos.append(self.next_pos)
+            self.blk.append(self.next_blk)
+            self.labels.append(-100)
+        self.next_pos += 1
+        self.next_blk += 1
+
+    def answer(self, start_id, ids, eos):
+        """`start_id` then answer ids; every one of them predicts the next (the last predicts eos)."""
+        seq = [start_id] + ids
+        tgt = ids + [eos]
+        for t, y in zip(seq, tgt):
+            self.text([t])
+            self.labels[-1] = y
+
+    def __len__(self):
+        return len(self.kind)
+
+
+def understanding_seq(tok, ds, i, rng, nv, caption_prob=0.35):
+    s = Seq()
+    s.text([tok.bos, tok.vision_start])
+    s.block(VIT, nv)
+    s.vit.append((ds, i))
+    s.text([tok.vision_end])
+    if rng.random() < caption_prob or not ds.qa_ids[i]:
+        q, a = tok.encode(CAPTION_PROMPT), ds.cap_ids[i]
+    else:
+        q, a = ds.qa_ids[i][rng.randrange(len(ds.qa_ids[i]))]
+    s.text(q)
+    s.answer(tok.im_start, a, tok.eos)
+    return s
+
+
+def t2i_seq(tok, ds, i, rng, n, p_drop_text=0.1):
+    s = Seq()
+    s.text([tok.bos])
+    if rng.random() >= p_drop_text:
+        ps = ds.prompt_ids[i]
+        s.text(ps[rng.randrange(len(ps))])
+    s.text([tok.gen_start])
+    s.block(NOISY, n)
+    s.noisy.append(ds.latents[i])
+    return s
+
+
+def edit_seq(tok, ds, i, rng, nv, n, p_drop_text=0.1, p_drop_img=0.1):
+    s = Seq()
+    s.text([tok.bos])
+    if rng.random() >= p_drop_img:
+        s.text([tok.vision_start])
+        s.block(VIT, nv)
+        s.vit.append((ds, i))
+        s.text([tok.vision_end, tok.gen_start])
+        s.block(CLEAN, n)
+        s.clean.append(ds.latents[i])
+        s.text([tok.gen_end])
+    if rng.random() >= p_drop_text:
+        s.text(ds.edit_ids[i])
+    s.text([tok.gen_start])
+    s.block(NOISY, n)
+    s.noisy.append(ds.edited_latents[i])
+    return s
+
+
+def edit_target_pixels(ds, i):
+    return ds.edited[i]
+
+
+def collate(seqs):
+    """-> dict of tensors for Unified training."""
+    B = len(seqs)
+    T = max(len(s) for s in seqs)
+    ids = torch.zeros(B, T, dtype=torch.long)
+    kind = torch.full((B, T), -1, dtype=torch.long)
+    pos = torch.zeros(B, T, dtype=torch.long)
+    blk = torch.full((B, T), -1, dtype=torch.long)
+    labels = torch.full((B, T), -100, dtype=torch.long)
+    for b, s in enumerate(seqs):
+        L = len(s)
+        ids[b, :L] = torch.tensor(s.ids)
+        kind[b, :L] = torch.tensor(s.kind)
+        pos[b, :L] = torch.tensor(s.pos)
+        blk[b, :L] = torch.tensor(s.blk)
+        labels[b, :L] = torch.tensor(s.labels)
+        if L < T:
+            pos[b, L:] = s.next_pos
+    valid = kind >= 0
+    ar = torch.arange(T)
+    causal = ar.view(1, T, 1) >= ar.view(1, 1, T)
+    same_blk = (blk.unsqueeze(2) == blk.unsqueeze(1)) & (blk.unsqueeze(2) >= 0)
+    noisy_key = (kind == NOISY).unsqueeze(1)
+    allowed = valid.unsqueeze(1) & (causal | same_blk) & ~(noisy_key & ~same_blk)
+    allowed = allowed | torch.eye(T, dtype=torch.bool).unsqueeze(0)
+    mask = torch.zeros(B, 1, T, T).masked_fill(~allowed.unsqueeze(1), NEG)
+    vit_src = [v for s in seqs for v in s.vit]
+    clean = [c for s in seqs for c in s.clean]
+    noisy = [c for s in seqs for c in s.noisy]
+    flat_kind = kind.reshape(-1)
+    return {
+        "ids": ids, "kind": kind, "pos": pos, "mask": mask, "labels": labels,
+        "gen_mask": (kind == CLEAN) | (kind == NOISY),
+        "vit_idx": (flat_kind == VIT).nonzero().squeeze(1),
+        "clean_idx": (flat_kind == CLEAN).nonzero().squeeze(1),
+        "noisy_idx": (flat_kind == NOISY).nonzero().squeeze(1),
+        "vit_pixels": to_pixels(np.stack([ds.images[i] for ds, i in vit_src]), 64) if vit_src else None,
+        "clean_lat": torch.from_numpy(np.stack(clean)).float() if clean else None,
+        "noisy_lat": torch.from_numpy(np.stack(noisy)).float() if noisy else None,
+    }

@@ -1,0 +1,66 @@
+"""Training utilities: threads, seeding, atomic checkpoints, CSV loss logs, EMA."""
+import copy
+import csv
+import os
+import random
+import time
+
+import numpy as np
+import torch
+
+
+def setup_threads():
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "2")
+    torch.set_num_threads(1)
+
+
+def seed_all(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def save_ckpt(path, obj):
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_ckpt(path):
+    return torch.load(path, map_location="cpu") if os.path.exists(path) else None
+
+
+class CsvLog:
+    def __init__(self, path, fields):
+        self.path, self.fields = path, fields
+        new = not os.path.exists(path)
+        self.f = open(path, "a", newline="")
+        self.w = csv.DictWriter(self.f, fieldnames=fields)
+        if new:
+            self.w.writeheader()
+
+    def write(self, row):
+        self.w.writerow({k: row.get(k, "") for k in self.fields})
+        self.f.flush()
+
+
+class EMA:
+    def __init__(self, model, decay):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model, step):
+        d = min(self.decay, (1 + step) / (10 + step))
+        for e, p in zip(self.model.parameters(), model.parameters()):
+            e.mul_(d).add_(p.detach(), alpha=1 - d)
+
+
+class Timer:
+    def __init__(self):
+        self.t0 = time.time()
+
+    def __call__(self):
+        return time.time() - self.t0

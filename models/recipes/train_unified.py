@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Stage 2: train the unified MoT model jointly on captioning + VQA (CE) and text-to-image + editing
+(flow-matching MSE), with a 1 -> 2 -> 4 object curriculum, condition dropout and EMA weights.
+The VAE from stage 1 is frozen; latents are precomputed once per dataset (cached under RUN/).
+
+  OPENBLAS_NUM_THREADS=2 /usr/bin/python3 models/recipes/train_unified.py \
+      --data data/train1,data/train2,data/train --vae runs/vae/vae.ckpt --run runs/unified --steps 20000
+Resumes from RUN/unified.ckpt. Writes RUN/loss.csv.
+"""
+import argparse
+import os
+import random
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hyperbagel.utils import setup_threads, seed_all, save_ckpt, load_ckpt, CsvLog, EMA, Timer  # noqa: E402
+
+setup_threads()
+import json  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from hyperbagel.config import DEFAULT, TINY, ModelConfig  # noqa: E402
+from hyperbagel.model import Unified, VAE  # noqa: E402
+from hyperbagel.tokenizer import WordTokenizer  # noqa: E402
+from hyperbagel.data import ShapesData, understanding_seq, t2i_seq, edit_seq, collate  # noqa: E402
+from hyperbagel.losses import joint_loss  # noqa: E402
+
+
+def curriculum(step, n_sets, boundaries):
+    """Mixture weights over the data sets (ordered from fewest to most objects)."""
+    if n_sets == 1:
+        return [1.0]
+    if n_sets == 2:
+        return [0.7, 0.3] if step < boundaries[0] else [0.2, 0.8]
+    if step < boundaries[0]:
+        return [0.7, 0.3, 0.0]
+    if step < boundaries[1]:
+        return [0.25, 0.45, 0.3]
+    return [0.1, 0.25, 0.65]
+
+
+def load_vae(path):
+    ck = torch.load(path, map_location="cpu")
+    c = ModelConfig.from_dict(ck["config"])
+    vae = VAE(c)
+    vae.load_state_dict(ck["ema"])
+    vae.eval()
+    for p in vae.parameters():
+        p.requires_grad_(False)
+    vae.image_size = c.gen_image_size
+    return vae, float(ck["scale"]), c
+
+
+def build_model(args_tiny, vocab, vae_cfg, overrides=None):
+    c = ModelConfig.from_dict((TINY if args_tiny else DEFAULT).to_dict())
+    # the VAE geometry comes from the VAE checkpoint
+    for k in ("gen_image_size", "vae_channels", "latent_channels"):
+        setattr(c, k, getattr(vae_cfg, k))
+    for k, v in (overrides or {}).items():
+        setattr(c, k, v)
+    c.vocab = vocab
+    return c
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="data/train1,data/train2,data/train")
+    ap.add_argument("--vae", default="runs/vae/vae.ckpt")
+    ap.add_argument("--run", default="runs/unified")
+    ap.add_argument("--steps", type=int, default=20000)
+    ap.add_argument("--und", type=int, default=12, help="understanding samples per step")
+    ap.add_argument("--t2i", type=int, default=10, help="text-to-image samples per step")
+    ap.add_argument("--edit", type=int, default=10, help="editing samples per step")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=int, default=300)
+    ap.add_argument("--cooldown-from", type=int, default=0, help="linear lr decay to 10%% from this step to --steps (0 = constant)")
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--curriculum", default="1500,4000")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ckpt-every", type=int, default=200)
+    ap.add_argument("--log-every", type=int, default=25)
+    ap.add_argument("--tiny", action="store_true", help="TINY config (smoke test)")
+    ap.add_argument("--hidden", type=int, default=None)
+    ap.add_argument("--layers", type=int, default=None)
+    a = ap.parse_args()
+    os.makedirs(a.run, exist_ok=True)
+    seed_all(a.seed)
+    ckpt_path = os.path.join(a.run, "unified.ckpt")
+    ck = load_ckpt(ckpt_path)
+
+    dirs = [d for d in a.data.split(",") if d]
+    tok_path = os.path.join(a.run, "tokenizer.json")
+    if os.path.exists(tok_path):
+        tok = WordTokenizer.load(tok_path)
+    else:
+        tok = WordTokenizer(json.load(open(os.path.join(dirs[0], "meta.json")))["vocabulary"])
+        tok.save(tok_path)
+    vae, scale, vcfg = load_vae(a.vae)
+    if ck:
+        c = ModelConfig.from_dict(ck["config"])
+    else:
+        ov = {k: v for k, v in (("hidden", a.hidden), ("layers", a.layers)) if v}
+        c = build_model(a.tiny, len(tok), vcfg, ov)
+    sets = []
+    timer = Timer()
+    for i, d in enumerate(dirs):
+        ds = ShapesData(d, tok, limit=a.limit)
+        ds.attach_latents(vae, scale, os.path.join(a.run, f"latents_{os.path.basename(d.rstrip('/'))}_{ds.n}.npz"))
+        sets.append(ds)
+        print(f"data {d}: {ds.n} records, latents {ds.latents.shape} ({timer():.0f}s)", flush=True)
+
+    model = Unified(c)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    ema = EMA(model, a.ema)
+    step = 0
+    if ck:
+        model.load_state_dict(ck["model"])
+        ema.model.load_state_dict(ck["ema"])
+        opt.load_state_dict(ck["opt"])
+        step = ck["step"]
+        torch.set_rng_state(ck["rng"])
+        print(f"resumed from {ckpt_path} at step {step}", flush=True)
+    nparams = sum(p.numel() for p in model.parameters())
+    print(f"unified params {nparams / 1e6:.2f}M, config {c.to_dict()}", flush=True)
+    rng = random.Random(a.seed * 1000003 + step)
+    bounds = [int(x) for x in a.curriculum.split(",")]
+    nv, n = c.vit_grid ** 2, c.latent_grid ** 2
+    log = CsvLog(os.path.join(a.run, "loss.csv"), ["step", "loss", "ce", "mse", "tok_acc", "lr", "sec_per_step", "elapsed"])
+    t_last, acc = timer(), []
+
+    def save():
+        save_ckpt(ckpt_path, {"model": model.state_dict(), "ema": ema.model.state_dict(), "opt": opt.state_dict(),
+                              "step": step, "rng": torch.get_rng_state(), "config": c.to_dict(),
+                              "vae": os.path.abspath(a.vae), "scale": scale})
+
+    while step < a.steps:
+        w = curriculum(step, len(sets), bounds)
+
+        def pick():
+            ds = rng.choices(sets, weights=w)[0]
+            return ds, rng.randrange(ds.n)
+        seqs = []
+        for _ in range(a.und):
+            ds, i = pick()
+            seqs.append(understanding_seq(tok, ds, i, rng, nv))
+        for _ in range(a.t2i):
+            ds, i = pick()
+            seqs.append(t2i_seq(tok, ds, i, rng, n))
+        for _ in range(a.edit):
+            ds, i = pick()
+            seqs.append(edit_seq(tok, ds, i, rng, nv, n))
+        b = collate(seqs)
+        lr = a.lr * min(1.0, (step + 1) / a.warmup)
+        if a.cooldown_from and step >= a.cooldown_from:
+            lr *= 1.0 - 0.9 * (step - a.cooldown_from) / max(1, a.steps - a.cooldown_from)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        model.train()
+        loss, out = joint_loss(model, b)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        ema.update(model, step)
+        acc.append(out)
+        if step % a.log_every == 0 or step == a.steps:
+            el = timer()
+            sps = (el - t_last) / len(acc)
+            t_last = el
+            m = {k: float(np.mean([o[k] for o in acc if k in o])) for k in ("loss", "ce", "mse", "tok_acc")}
+            acc = []
+            log.write({"step": step, **{k: f"{v:.4f}" for k, v in m.items()}, "lr": f"{lr:.2e}",
+                       "sec_per_step": f"{sps:.3f}", "elapsed": f"{el:.0f}"})
+            print(f"step {step} loss {m['loss']:.4f} ce {m['ce']:.4f} mse {m['mse']:.4f} acc {m['tok_acc']:.3f} "
+                  f"lr {lr:.1e} {sps:.3f}s/step", flush=True)
+        if step % a.ckpt_every == 0:
+            save()
+    save()
+    print(f"done at step {step}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
