@@ -344,12 +344,11 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
           rt.metrics.queueWait.observe(slot.waitedMs / 1000);
           const controller = new AbortController();
           const closeStream = rt.openStream('understand');
-          let usageTokens = 0;
-          const end = (info: { cancelled: boolean; error?: unknown }) => {
+          const end = (info: { cancelled: boolean; error?: unknown; summary?: UnderstandSummary }) => {
             slot.release();
             closeStream();
             if (lock) {
-              lock.entry.tokens += usageTokens;
+              lock.entry.tokens += info.summary?.usage.totalTokens ?? 0;
               if (image && !info.cancelled && !info.error) lock.entry.lastImage = image;
               lock.unlock();
             }
@@ -369,7 +368,6 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
             {
               chunk: (c) => ({ understand: chunkOut(c) }),
               summary: (s, firstChunkAt) => {
-                usageTokens = s.usage.totalTokens;
                 if (firstChunkAt !== undefined) rt.metrics.ttft.observe((firstChunkAt - receivedAt) / 1000);
                 rt.metrics.tokensPerSecond.observe(s.timings.tokensPerSecond);
                 return { understand: summaryOut(s, receivedAt, firstChunkAt, slot.waitedMs) };

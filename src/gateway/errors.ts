@@ -68,7 +68,9 @@ export function maskError(error: unknown): Error {
     if (!orig || orig === error) {
       // Errors from parsing/validation/variable coercion: keep the message, type them.
       if (error instanceof GatewayError) return error;
-      const code = (error.extensions?.code as string | undefined) ?? 'INVALID_INPUT';
+      let code = (error.extensions?.code as string | undefined) ?? 'INVALID_INPUT';
+      // yoga re-wraps parser errors as GRAPHQL_PARSE_FAILED; keep the token limit's own code
+      if (/^Query exceeds the limit of \d+ tokens/.test(error.message)) code = 'QUERY_TOO_COMPLEX';
       return new GraphQLError(error.message, { nodes: error.nodes, source: error.source, positions: error.positions, path: error.path, extensions: { ...error.extensions, code } });
     }
     const mapped = toGatewayError(orig);

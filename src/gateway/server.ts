@@ -4,7 +4,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { useDeferStream } from '@graphql-yoga/plugin-defer-stream';
-import { GraphQLError, NoSchemaIntrospectionCustomRule, parse, type ExecutionArgs } from 'graphql/index.js'; // the CJS entry yoga uses: one graphql instance under tsx and vitest
+import { GraphQLError, Lexer, NoSchemaIntrospectionCustomRule, Source, TokenKind, type ExecutionArgs } from 'graphql/index.js'; // the CJS entry yoga uses: one graphql instance under tsx and vitest
 import { createSchema, createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -102,16 +102,19 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   });
 
   const limitsPlugin: Plugin = {
-    onParse({ setParseFn }) {
-      setParseFn((source, opts) => {
-        try {
-          return parse(source, { ...opts, maxTokens: L.maxTokens });
-        } catch (e) {
-          if (e instanceof GraphQLError && /token limit/i.test(e.message))
-            throw new GraphQLError(`Query exceeds the limit of ${L.maxTokens} tokens`, { extensions: { code: 'QUERY_TOO_COMPLEX' } });
-          throw e;
+    onParse({ params }) {
+      // Count lexical tokens before parsing (yoga's parser cache supplies its own parse function).
+      const source = typeof params.source === 'string' ? params.source : params.source.body;
+      const lexer = new Lexer(new Source(source));
+      let n = 0;
+      try {
+        while (lexer.advance().kind !== TokenKind.EOF) {
+          if (++n > L.maxTokens) throw new GraphQLError(`Query exceeds the limit of ${L.maxTokens} tokens`, { extensions: { code: 'QUERY_TOO_COMPLEX' } });
         }
-      });
+      } catch (e) {
+        if (n > L.maxTokens) throw e;
+        // syntax errors are reported by the parser itself
+      }
     },
     onValidate({ addValidationRule }) {
       addValidationRule(queryShapeRule(L));

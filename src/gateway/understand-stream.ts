@@ -22,7 +22,7 @@ export interface StreamHooks<T> {
   onEngineChunk?: (c: UnderstandChunk) => void;
   onCoalesced?: () => void;
   /** called exactly once when the engine is done or abandoned; `cancelled` when the client left */
-  onEnd: (info: { cancelled: boolean; error?: unknown }) => void;
+  onEnd: (info: { cancelled: boolean; error?: unknown; summary?: UnderstandSummary }) => void;
 }
 
 /**
@@ -85,7 +85,7 @@ export function coalescingStream<T>(
       error = e;
     } finally {
       ended = true;
-      hooks.onEnd({ cancelled: controller.signal.aborted, error: controller.signal.aborted ? undefined : error });
+      hooks.onEnd({ cancelled: controller.signal.aborted, error: controller.signal.aborted ? undefined : error, summary });
       notify();
     }
   })();

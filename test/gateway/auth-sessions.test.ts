@@ -1,0 +1,154 @@
+import sharp from 'sharp';
+import WebSocket from 'ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { RunningServer } from '../../src/gateway/server.ts';
+import { FakeEngine } from './fake-engine.ts';
+import { gqlPost, start, waitFor, wsClient, wsRun, wsUrl } from './helpers.ts';
+
+describe('auth', () => {
+  let server: RunningServer;
+  beforeAll(async () => {
+    server = await start({ engine: new FakeEngine(), apiKeys: ['k-one', 'k-two'] });
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+  const Q = { query: '{ health { status } }' };
+
+  it('HTTP: 401 without a key, ok with a Bearer key', async () => {
+    const none = await gqlPost(server, Q);
+    expect(none.status).toBe(401);
+    expect(none.json.errors[0].extensions.code).toBe('UNAUTHENTICATED');
+    expect((await gqlPost(server, Q, { authorization: 'Bearer wrong' })).status).toBe(401);
+    const ok = await gqlPost(server, Q, { authorization: 'Bearer k-two' });
+    expect(ok.json.data.health.status).toBe('ok');
+    const base = server.url.replace('/graphql', '');
+    expect((await fetch(`${base}/metrics`)).status).toBe(401);
+    expect((await fetch(`${base}/metrics`, { headers: { authorization: 'Bearer k-one' } })).status).toBe(200);
+    expect((await fetch(`${base}/health`)).status).toBe(200);
+  });
+
+  it('graphql-ws: closes with 4403 without a key; accepts it in connection_init or the upgrade header', async () => {
+    let closed: number | undefined;
+    const bad = wsClient(server, { authorization: 'Bearer nope' }, (c) => (closed = c));
+    await wsRun(bad, Q.query).catch(() => undefined);
+    expect(closed).toBe(4403);
+    await bad.dispose();
+    closed = undefined;
+    const none = wsClient(server, undefined, (c) => (closed = c));
+    await wsRun(none, Q.query).catch(() => undefined);
+    expect(closed).toBe(4403);
+    await none.dispose();
+
+    const good = wsClient(server, { authorization: 'Bearer k-one' });
+    const out = await wsRun(good, Q.query);
+    expect((out[0]!.data as any).health.status).toBe('ok');
+    await good.dispose();
+
+    const ws = new WebSocket(wsUrl(server), 'graphql-transport-ws', { headers: { authorization: 'Bearer k-two' } });
+    await new Promise((r) => ws.once('open', r));
+    ws.send(JSON.stringify({ type: 'connection_init' }));
+    const ack = JSON.parse(String(await new Promise((r) => ws.once('message', r))));
+    expect(ack.type).toBe('connection_ack');
+    ws.close();
+  });
+
+  it('is off by default', async () => {
+    const open = await start({ engine: new FakeEngine() });
+    try {
+      expect((await gqlPost(open, Q)).json.data.health.status).toBe('ok');
+      const c = wsClient(open);
+      expect((await wsRun(c, Q.query))[0]!.data).toEqual({ health: { status: 'ok' } });
+      await c.dispose();
+    } finally {
+      await open.close();
+    }
+  });
+});
+
+describe('sessions', () => {
+  let engine: FakeEngine;
+  let server: RunningServer;
+  beforeAll(async () => {
+    engine = new FakeEngine({ stepMs: 2, tokens: 3, nfeMs: 2 });
+    server = await start({ engine, limits: { maxSessions: 2, maxSessionTokens: 20 } });
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+  const create = async () => (await gqlPost(server, { query: 'mutation { createSession }' })).json.data.createSession as string;
+  const U = `subscription U($input: UnderstandInput!) { understand(input: $input) { done fullText } }`;
+
+  it('shares one context across understand, generate and edit', async () => {
+    const id = await create();
+    const png = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#0000ff' } }).png().toBuffer();
+    const client = wsClient(server);
+    try {
+      const out = await wsRun(client, U, { input: { prompt: 'describe this image', sessionId: id, image: { base64: png.toString('base64') } } });
+      expect((out.at(-1)!.data as any).understand.done).toBe(true);
+      const handle = engine.requests.understand.at(-1)!.session!;
+      expect(handle).toBeTruthy();
+      // "now make the circle green": no image needed, the session holds it
+      const r = await gqlPost(server, { query: `mutation($s: ID!) { editImage(input: { instruction: "now make the circle green", sessionId: $s, mode: ONE_STEP }) { result { nfe } } }`, variables: { s: id } });
+      expect(r.json.errors).toBeUndefined();
+      const req = engine.requests.generate.at(-1)!;
+      expect(req.session).toBe(handle);
+      expect([...req.sourceImage!.data.slice(0, 3)]).toEqual([0, 0, 255]);
+      // the edit's result becomes the session's image
+      await gqlPost(server, { query: `mutation($s: ID!) { editImage(input: { instruction: "again", sessionId: $s, mode: ONE_STEP }) { id } }`, variables: { s: id } });
+      await waitFor(() => engine.stats.active === 0, 'edit to finish');
+      expect([...engine.requests.generate.at(-1)!.sourceImage!.data.slice(0, 3)]).toEqual([200, 200, 200]);
+    } finally {
+      await client.dispose();
+    }
+  });
+
+  it('rejects unknown sessions, concurrent use and full contexts with typed errors', async () => {
+    const client = wsClient(server);
+    const codeOf = (p: Promise<unknown[]>) =>
+      p.then(
+        (out: any) => out.at(-1)?.errors?.[0]?.extensions?.code,
+        (e) => e.errors?.[0]?.extensions?.code,
+      );
+    try {
+      expect(await codeOf(wsRun(client, U, { input: { prompt: 'x', sessionId: 'nope' } }))).toBe('SESSION_NOT_FOUND');
+      const id = await create();
+      engine.stepMs = 50;
+      const first = wsRun(client, U, { input: { prompt: 'x', sessionId: id, maxTokens: 5 } });
+      await waitFor(() => engine.stats.active === 1, 'first to run');
+      expect(await codeOf(wsRun(client, U, { input: { prompt: 'y', sessionId: id } }))).toBe('SESSION_BUSY');
+      await first;
+      engine.stepMs = 2;
+      await wsRun(client, U, { input: { prompt: 'x', sessionId: id, maxTokens: 10 } });
+      // 8 + 13 tokens > 20
+      expect(await codeOf(wsRun(client, U, { input: { prompt: 'x', sessionId: id } }))).toBe('SESSION_FULL');
+    } finally {
+      await client.dispose();
+    }
+  });
+
+  it('is bounded in count (LRU eviction closes the engine session) and expires', async () => {
+    const before = engine.stats.sessionsClosed;
+    const a = await create();
+    const b = await create();
+    const c = await create();
+    expect(server.runtime.sessions.size).toBe(2);
+    expect(engine.stats.sessionsClosed).toBeGreaterThan(before);
+    expect(engine.liveSessions.size).toBe(2);
+    const use = (id: string) => gqlPost(server, { query: `mutation($s: ID!) { generateImage(input: { prompt: "x", sessionId: $s, mode: ONE_STEP }) { id } }`, variables: { s: id } });
+    expect((await use(a)).json.errors[0].extensions.code).toBe('SESSION_NOT_FOUND');
+    expect((await use(b)).json.errors).toBeUndefined();
+    await waitFor(() => engine.stats.active === 0, 'job end');
+    expect((await gqlPost(server, { query: `mutation($s: ID!) { closeSession(id: $s) }`, variables: { s: c } })).json.data.closeSession).toBe(true);
+
+    const short = await start({ engine, limits: { sessionTtlMs: 30 } });
+    try {
+      const id = (await gqlPost(short, { query: 'mutation { createSession }' })).json.data.createSession;
+      await new Promise((r) => setTimeout(r, 80));
+      const r = await gqlPost(short, { query: `mutation($s: ID!) { generateImage(input: { prompt: "x", sessionId: $s }) { id } }`, variables: { s: id } });
+      expect(r.json.errors[0].extensions.code).toBe('SESSION_NOT_FOUND');
+    } finally {
+      await short.close();
+    }
+  });
+});

@@ -1,0 +1,106 @@
+// Backpressure mechanics at the unit level: token chunks coalesce while the consumer is not pulling,
+// previews keep only the latest, finals and terminal events are never dropped.
+import { describe, expect, it } from 'vitest';
+import type { UnderstandChunk, UnderstandSummary } from '../../src/engine/types.ts';
+import { ImageJobRecord, iterateJob, pickNext, type JobEvent } from '../../src/gateway/jobs.ts';
+import { coalescingStream } from '../../src/gateway/understand-stream.ts';
+
+const chunk = (i: number): UnderstandChunk => ({ kind: 'chunk', text: `t${i} `, tokenIds: [i], acceptedTokens: 1, draftedTokens: 2 });
+const summary: UnderstandSummary = {
+  kind: 'done',
+  finishReason: 'eos',
+  text: 'all',
+  usage: { promptTokens: 1, completionTokens: 5, totalTokens: 6 },
+  timings: { queueMs: 0, timeToFirstTokenMs: 1, totalMs: 2, tokensPerSecond: 3 },
+  speculation: { mode: 'chain', drafts: 5, draftedTokens: 10, acceptedTokens: 5, meanAcceptedLength: 1, acceptanceRate: 0.5, acceptancePerPosition: [] },
+};
+
+/** An engine stream fed by hand. */
+function manualSource() {
+  const queue: Array<UnderstandChunk | UnderstandSummary | null> = [];
+  let wake: (() => void) | undefined;
+  return {
+    push(ev: UnderstandChunk | UnderstandSummary | null) {
+      queue.push(ev);
+      wake?.();
+    },
+    async *[Symbol.asyncIterator]() {
+      for (;;) {
+        while (!queue.length) await new Promise<void>((r) => (wake = r));
+        const ev = queue.shift()!;
+        if (ev === null) return;
+        yield ev;
+      }
+    },
+  };
+}
+
+const tick = () => new Promise((r) => setTimeout(r, 5));
+
+describe('coalescing understand stream', () => {
+  it('yields one event per step for a fast consumer and merges while it is slow, losing nothing', async () => {
+    const src = manualSource();
+    let coalesced = 0;
+    let ended: unknown;
+    const it = coalescingStream(src, new AbortController(), {
+      chunk: (c) => c,
+      summary: (s) => s,
+      onCoalesced: () => coalesced++,
+      onEnd: (i) => (ended = i),
+    });
+    src.push(chunk(0));
+    expect(await it.next()).toMatchObject({ value: { text: 't0 ', steps: 1 } });
+    // slow consumer: four steps arrive before the next pull
+    for (let i = 1; i <= 4; i++) src.push(chunk(i));
+    await tick();
+    const merged = (await it.next()).value as { text: string; tokenIds: number[]; steps: number; acceptedTokens: number; draftedTokens: number };
+    expect(merged).toEqual({ text: 't1 t2 t3 t4 ', tokenIds: [1, 2, 3, 4], steps: 4, acceptedTokens: 4, draftedTokens: 8 });
+    expect(coalesced).toBe(3);
+    src.push(summary);
+    src.push(null);
+    expect((await it.next()).value).toBe(summary);
+    expect((await it.next()).done).toBe(true);
+    expect(ended).toMatchObject({ cancelled: false });
+  });
+
+  it('return() aborts the engine and ends a pending next()', async () => {
+    const src = manualSource();
+    const ctrl = new AbortController();
+    const it = coalescingStream(src, ctrl, { chunk: (c) => c, summary: (s) => s, onEnd: () => {} });
+    const pending = it.next();
+    await it.return!();
+    expect((await pending).done).toBe(true);
+    expect(ctrl.signal.aborted).toBe(true);
+  });
+});
+
+function fakeFrame(stage: 'preview' | 'final', nfe: number) {
+  return { frame: { stage, nfe, step: nfe, elapsedMs: 0, seed: 0, image: { mimeType: 'image/png' as const, width: 1, height: 1, bytes: new Uint8Array(1), sha256: '' }, rgb: { width: 1, height: 1, data: new Uint8Array(3) } } };
+}
+
+describe('preview sliding', () => {
+  it('pickNext skips previews superseded by a newer preview, never finals or the terminal event', () => {
+    const ev = (seq: number, stage?: 'preview' | 'final', done = false): JobEvent => ({ seq, status: done ? 'SUCCEEDED' : 'RUNNING', frame: stage ? fakeFrame(stage, seq) : undefined, done });
+    const log = [ev(1), ev(2, 'preview'), ev(3, 'preview'), ev(4, 'preview'), ev(5, 'final'), ev(6, undefined, true)];
+    const all = () => true;
+    expect(pickNext(log, 0, all)).toEqual({ index: 0, dropped: 0 });
+    expect(pickNext(log, 1, all)).toEqual({ index: 3, dropped: 2 });
+    expect(pickNext(log, 4, all)).toEqual({ index: 4, dropped: 0 });
+    expect(pickNext(log, 5, all)).toEqual({ index: 5, dropped: 0 });
+    expect(pickNext(log, 6, all)).toBeUndefined();
+  });
+
+  it('a slow imageJob consumer gets the latest preview, the final and the terminal event', async () => {
+    const job = new ImageJobRecord('PROGRESSIVE', 1, false, 60_000, () => {});
+    let dropped = 0;
+    const it = iterateJob(job, 0, { filter: () => true, isEnd: (j, c) => j.terminal && c >= j.events.length, map: (e) => e, onDropped: (n) => (dropped += n) });
+    job.push({ status: 'RUNNING', done: false });
+    for (let n = 1; n <= 5; n++) job.push({ status: 'RUNNING', frame: fakeFrame('preview', n), done: false });
+    job.push({ status: 'RUNNING', frame: fakeFrame('final', 6), done: false });
+    job.push({ status: 'SUCCEEDED', done: true });
+    const got: JobEvent[] = [];
+    for await (const e of it) got.push(e);
+    expect(got.map((e) => e.frame?.frame.nfe ?? e.status)).toEqual(['RUNNING', 5, 6, 'SUCCEEDED']);
+    expect(dropped).toBe(4);
+  });
+});

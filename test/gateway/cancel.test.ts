@@ -1,0 +1,162 @@
+// Cancellation on every path stops model work within one model step: the engine's step counter
+// grows by at most one after the client's cancel, and the engine sees its signal aborted.
+import WebSocket from 'ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { RunningServer } from '../../src/gateway/server.ts';
+import { FakeEngine } from './fake-engine.ts';
+import { gqlPost, httpStream, start, waitFor, wsClient, wsRun, wsUrl } from './helpers.ts';
+
+const UNDERSTAND = `subscription U($input: UnderstandInput!) { understand(input: $input) { text done } }`;
+const GENERATE = `mutation G($input: GenerateImageInput!) { generateImage(input: $input) {
+  id previews @stream(initialCount: 0) { nfe } ... @defer { result { nfe } } } }`;
+
+let engine: FakeEngine;
+let server: RunningServer;
+beforeAll(async () => {
+  // long model steps: a cancel that took more than one step to arrive would be visible
+  engine = new FakeEngine({ stepMs: 150, tokens: 1000, nfeMs: 150 });
+  server = await start({ engine });
+});
+afterAll(async () => {
+  await server?.close();
+});
+
+async function expectStoppedWithinOneStep(stepsAtCancel: number) {
+  await waitFor(() => engine.stats.active === 0, 'the engine to stop');
+  expect(engine.stats.steps - stepsAtCancel).toBeLessThanOrEqual(1);
+  await waitFor(() => server.runtime.scheduler.runningCount === 0, 'the slot to be released');
+}
+
+const jobStatus = async (id: string) => (await gqlPost(server, { query: `query($id: ID!) { job(id: $id) { status } }`, variables: { id } })).json.data.job.status;
+
+describe('cancellation', () => {
+  it('a client completing an understand subscription (graphql-ws)', async () => {
+    const client = wsClient(server);
+    const aborted = engine.stats.understandAborted;
+    let steps = 0;
+    try {
+      const out = await wsRun(client, UNDERSTAND, { input: { prompt: 'long' } }, (_p, all) => {
+        if (all.length === 2) {
+          steps = engine.stats.steps;
+          return 'stop';
+        }
+      });
+      expect(out).toHaveLength(2);
+      await expectStoppedWithinOneStep(steps);
+      expect(engine.stats.understandAborted).toBe(aborted + 1);
+    } finally {
+      await client.dispose();
+    }
+  });
+
+  it('an SSE client going away', async () => {
+    const aborted = engine.stats.understandAborted;
+    let steps = 0;
+    const r = await httpStream(server, 'text/event-stream', { query: UNDERSTAND, variables: { input: { prompt: 'long' } } }, {
+      stopWhen: (p) => {
+        if (p.length >= 1) steps = engine.stats.steps;
+        return p.length >= 1;
+      },
+    });
+    expect(r.aborted).toBe(true);
+    await expectStoppedWithinOneStep(steps);
+    expect(engine.stats.understandAborted).toBe(aborted + 1);
+  });
+
+  it('a client stopping an @stream mutation (graphql-ws)', async () => {
+    const client = wsClient(server);
+    const aborted = engine.stats.generateAborted;
+    let steps = 0;
+    try {
+      const out = await wsRun(client, GENERATE, { input: { prompt: 'x', intermediatePreviews: true } }, (_p, all) => {
+        // stop after the first streamed preview
+        if (all.some((p) => p.incremental?.some((i) => i.items))) {
+          steps = engine.stats.steps;
+          return 'stop';
+        }
+      });
+      const id = (out[0]!.data!.generateImage as { id: string }).id;
+      await expectStoppedWithinOneStep(steps);
+      expect(engine.stats.generateAborted).toBe(aborted + 1);
+      await waitFor(() => server.runtime.jobs.get(id).terminal, 'job end');
+      expect(await jobStatus(id)).toBe('CANCELLED');
+    } finally {
+      await client.dispose();
+    }
+  });
+
+  it('an HTTP client aborting a multipart @stream mutation', async () => {
+    const aborted = engine.stats.generateAborted;
+    let steps = 0;
+    const r = await httpStream(server, 'multipart/mixed', { query: GENERATE, variables: { input: { prompt: 'x', intermediatePreviews: true } } }, {
+      stopWhen: (p) => {
+        if (p.length >= 1) steps = engine.stats.steps;
+        return p.length >= 1;
+      },
+    });
+    const id = (r.payloads[0]!.data!.generateImage as { id: string }).id;
+    await expectStoppedWithinOneStep(steps);
+    expect(engine.stats.generateAborted).toBe(aborted + 1);
+    expect(await jobStatus(id)).toBe('CANCELLED');
+  });
+
+  it('completing a single-result (non-incremental) mutation over graphql-ws', async () => {
+    const client = wsClient(server);
+    const aborted = engine.stats.generateAborted;
+    try {
+      let steps = 0;
+      const unsub = client.subscribe({ query: `mutation { generateImage(input: { prompt: "x" }) { id result { nfe } } }` }, { next: () => {}, error: () => {}, complete: () => {} });
+      await waitFor(() => engine.stats.steps > 0 && engine.stats.active === 1, 'the job to start');
+      steps = engine.stats.steps;
+      unsub();
+      await expectStoppedWithinOneStep(steps);
+      expect(engine.stats.generateAborted).toBe(aborted + 1);
+    } finally {
+      await client.dispose();
+    }
+  });
+
+  it('a graphql-ws client disconnecting (understand and image job at once)', async () => {
+    const ua = engine.stats.understandAborted;
+    const ga = engine.stats.generateAborted;
+    const ws = new WebSocket(wsUrl(server), 'graphql-transport-ws');
+    await new Promise((r) => ws.once('open', r));
+    ws.send(JSON.stringify({ type: 'connection_init' }));
+    await new Promise((r) => ws.once('message', r));
+    ws.send(JSON.stringify({ id: '1', type: 'subscribe', payload: { query: UNDERSTAND, variables: { input: { prompt: 'long' } } } }));
+    ws.send(JSON.stringify({ id: '2', type: 'subscribe', payload: { query: GENERATE, variables: { input: { prompt: 'x' } } } }));
+    await waitFor(() => engine.stats.active === 2 && engine.stats.steps > 0, 'both to run');
+    const steps = engine.stats.steps;
+    ws.terminate();
+    await waitFor(() => engine.stats.active === 0, 'the engine to stop');
+    // two runs in flight: each may finish the step it was in
+    expect(engine.stats.steps - steps).toBeLessThanOrEqual(2);
+    expect(engine.stats.understandAborted).toBe(ua + 1);
+    expect(engine.stats.generateAborted).toBe(ga + 1);
+    await waitFor(() => server.runtime.activeStreamCount === 0, 'streams to close');
+  });
+
+  it('cancelJob, seen by an imageJob subscriber', async () => {
+    const aborted = engine.stats.generateAborted;
+    const r = await gqlPost(server, { query: `mutation { generateImage(input: { prompt: "x" }) { id } }` });
+    const id = r.json.data.generateImage.id as string;
+    const client = wsClient(server);
+    try {
+      const events = wsRun(client, `subscription($id: ID!) { imageJob(id: $id) { seq status done error { code } } }`, { id });
+      await waitFor(() => engine.stats.active === 1 && engine.stats.steps > 0, 'the job to run');
+      const steps = engine.stats.steps;
+      const c = await gqlPost(server, { query: `mutation($id: ID!) { cancelJob(id: $id) }`, variables: { id } });
+      expect(c.json.data.cancelJob).toBe(true);
+      await expectStoppedWithinOneStep(steps);
+      expect(engine.stats.generateAborted).toBe(aborted + 1);
+      const last = (await events).at(-1)!.data!.imageJob;
+      expect(last).toMatchObject({ status: 'CANCELLED', done: true, error: { code: 'CANCELLED' } });
+      // a second cancel is a no-op; an unknown id is typed
+      expect((await gqlPost(server, { query: `mutation($id: ID!) { cancelJob(id: $id) }`, variables: { id } })).json.data.cancelJob).toBe(false);
+      const unknown = await gqlPost(server, { query: `mutation { cancelJob(id: "nope") }` });
+      expect(unknown.json.errors[0].extensions.code).toBe('JOB_NOT_FOUND');
+    } finally {
+      await client.dispose();
+    }
+  });
+});

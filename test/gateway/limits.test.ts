@@ -1,0 +1,199 @@
+// Malformed inputs and limits: bad base64, corrupt and huge images, unknown fields, deep, aliased,
+// oversized and batched queries, range checks, BUSY and per-socket caps.
+import { randomBytes } from 'node:crypto';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { RunningServer } from '../../src/gateway/server.ts';
+import { FakeEngine } from './fake-engine.ts';
+import { gqlPost, start, waitFor, wsClient, wsRun } from './helpers.ts';
+
+let engine: FakeEngine;
+let server: RunningServer;
+let png: Buffer;
+beforeAll(async () => {
+  engine = new FakeEngine({ stepMs: 2, tokens: 3, nfeMs: 2 });
+  server = await start({ engine, limits: { maxImageBytes: 4096, maxImagePixels: 64 * 64, maxPromptChars: 100 } });
+  png = await sharp({ create: { width: 16, height: 12, channels: 3, background: '#ff0000' } }).png().toBuffer();
+});
+afterAll(async () => {
+  await server?.close();
+});
+
+const EDIT = `mutation E($input: EditImageInput!) { editImage(input: $input) { id result { nfe } } }`;
+const code = (r: { json: any }) => r.json.errors?.[0]?.extensions?.code;
+const edit = (image: Record<string, unknown>) => gqlPost(server, { query: EDIT, variables: { input: { instruction: 'make it blue', mode: 'ONE_STEP', image } } });
+
+describe('image inputs', () => {
+  it('accepts base64 and data URLs and hands RGB to the engine', async () => {
+    const a = await edit({ base64: png.toString('base64') });
+    expect(a.json.errors).toBeUndefined();
+    const src = engine.requests.generate.at(-1)!.sourceImage!;
+    expect([src.width, src.height, src.data.length]).toEqual([16, 12, 16 * 12 * 3]);
+    expect([...src.data.slice(0, 3)]).toEqual([255, 0, 0]);
+    const b = await edit({ dataUrl: `data:image/png;base64,${png.toString('base64')}` });
+    expect(b.json.errors).toBeUndefined();
+  });
+
+  it('accepts a multipart upload over HTTP (with the CSRF header)', async () => {
+    const form = () => {
+      const f = new FormData();
+      f.set('operations', JSON.stringify({ query: EDIT, variables: { input: { instruction: 'blue', mode: 'ONE_STEP', image: { upload: null } } } }));
+      f.set('map', JSON.stringify({ 0: ['variables.input.image.upload'] }));
+      f.set('0', new Blob([png], { type: 'image/png' }), 'a.png');
+      return f;
+    };
+    const ok = await fetch(server.url, { method: 'POST', body: form(), headers: { 'graphql-require-preflight': '1' } });
+    const j = (await ok.json()) as any;
+    expect(j.errors).toBeUndefined();
+    expect(j.data.editImage.result.nfe).toBe(1);
+    expect(engine.requests.generate.at(-1)!.sourceImage!.width).toBe(16);
+    const csrf = await fetch(server.url, { method: 'POST', body: form() });
+    expect(csrf.status).toBe(400);
+  });
+
+  it('rejects bad base64, corrupt and oversized images with typed errors', async () => {
+    expect(code(await edit({ base64: 'not base64!!' }))).toBe('BAD_IMAGE');
+    expect(code(await edit({ dataUrl: 'data:text/plain,hello' }))).toBe('BAD_IMAGE');
+    expect(code(await edit({ base64: Buffer.from('definitely not an image').toString('base64') }))).toBe('BAD_IMAGE');
+    expect(code(await edit({ base64: png.subarray(0, png.length - 20).toString('base64') }))).toBe('BAD_IMAGE');
+    const big = await sharp({ create: { width: 100, height: 100, channels: 3, background: '#00ff00' } }).png().toBuffer();
+    const r = await edit({ base64: big.toString('base64') });
+    expect(code(r)).toBe('IMAGE_TOO_LARGE');
+    const noisy = await sharp(randomBytes(60 * 60 * 3), { raw: { width: 60, height: 60, channels: 3 } }).png().toBuffer();
+    expect(noisy.length).toBeGreaterThan(4096);
+    expect(code(await edit({ base64: noisy.toString('base64') }))).toBe('IMAGE_TOO_LARGE');
+    expect(code(await edit({ base64: png.toString('base64'), dataUrl: 'data:image/png;base64,AA==' }))).toBe('INVALID_INPUT');
+    expect(engine.requests.generate.length).toBeGreaterThan(0);
+  });
+});
+
+describe('query limits', () => {
+  it('rejects unknown fields, in the query and in variables', async () => {
+    const a = await gqlPost(server, { query: `mutation { generateImage(input: { prompt: "x", bogus: 1 }) { id } }` });
+    expect(a.json.errors?.length).toBeGreaterThan(0);
+    expect(a.json.data).toBeUndefined();
+    const b = await gqlPost(server, { query: `mutation G($input: GenerateImageInput!) { generateImage(input: $input) { id } }`, variables: { input: { prompt: 'x', bogus: 1 } } });
+    expect(b.json.errors?.length).toBeGreaterThan(0);
+    expect(JSON.stringify(b.json.errors)).toContain('bogus');
+    const c = await gqlPost(server, { query: `{ health { nope } }` });
+    expect(c.json.errors?.length).toBeGreaterThan(0);
+  });
+
+  it('rejects too many aliases, tokens and repeated fields', async () => {
+    const aliases = Array.from({ length: 16 }, (_, i) => `a${i}: health { status }`).join(' ');
+    expect(code(await gqlPost(server, { query: `{ ${aliases} }` }))).toBe('QUERY_TOO_COMPLEX');
+    const repeated = `{ health { ${'status '.repeat(2000)} } }`;
+    expect(code(await gqlPost(server, { query: repeated }))).toBe('QUERY_TOO_COMPLEX');
+    // within limits is fine
+    expect((await gqlPost(server, { query: `{ a: health { status } b: health { status } }` })).json.data.a.status).toBe('ok');
+  });
+
+  it('rejects deep queries, fragments included', async () => {
+    const s = await start({ engine, limits: { maxDepth: 3 } });
+    try {
+      const deep = `subscription { imageJob(id: "x") { frame { image { url } } } }`;
+      const r = await gqlPost(s, { query: deep });
+      expect(code(r)).toBe('QUERY_TOO_COMPLEX');
+      const viaFragment = `query { job(id: "x") { ...F } } fragment F on ImageJob { result { image { url } } }`;
+      expect(code(await gqlPost(s, { query: viaFragment }))).toBe('QUERY_TOO_COMPLEX');
+      const client = wsClient(s);
+      try {
+        const err = await wsRun(client, deep).then(
+          () => undefined,
+          (e) => e.errors,
+        );
+        expect(err?.[0]?.extensions?.code).toBe('QUERY_TOO_COMPLEX');
+      } finally {
+        await client.dispose();
+      }
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('has batching off', async () => {
+    const r = await gqlPost(server, [{ query: '{ health { status } }' }, { query: '{ health { status } }' }]);
+    expect(r.status).toBeGreaterThanOrEqual(400);
+  });
+
+  it('checks prompt length and numeric ranges', async () => {
+    const U = `subscription U($input: UnderstandInput!) { understand(input: $input) { done } }`;
+    const client = wsClient(server);
+    try {
+      const run = (input: Record<string, unknown>) =>
+        wsRun(client, U, { input }).then(
+          (out) => out.at(-1)!.errors?.[0]?.extensions?.code,
+          (e) => e.errors?.[0]?.extensions?.code,
+        );
+      expect(await run({ prompt: 'x'.repeat(101) })).toBe('PROMPT_TOO_LONG');
+      expect(await run({ prompt: 'x', maxTokens: 100_000 })).toBe('OUT_OF_RANGE');
+      expect(await run({ prompt: 'x', topP: 0 })).toBe('OUT_OF_RANGE');
+      expect(await run({ prompt: 'x', stop: ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i'] })).toBe('OUT_OF_RANGE');
+      expect(await run({ prompt: 'x', speculation: { mode: 'BOGUS' } })).toBeTruthy();
+      expect(await run({ prompt: 'x' })).toBeUndefined();
+    } finally {
+      await client.dispose();
+    }
+    const g = await gqlPost(server, { query: `mutation { generateImage(input: { prompt: "x", cfgTextScale: 3 }) { id } }` });
+    expect(code(g)).toBe('INVALID_INPUT');
+  });
+});
+
+describe('capacity', () => {
+  it('queues up to the limit, then answers BUSY', async () => {
+    const slow = new FakeEngine({ stepMs: 100, tokens: 1000 });
+    const s = await start({ engine: slow, limits: { maxConcurrentJobs: 1, maxQueuedJobs: 1 } });
+    const client = wsClient(s);
+    try {
+      const U = `subscription { understand(input: { prompt: "x" }) { text } }`;
+      const first = client.subscribe({ query: U }, { next: () => {}, error: () => {}, complete: () => {} });
+      await waitFor(() => s.runtime.scheduler.runningCount === 1, 'first to run');
+      const second = client.subscribe({ query: U }, { next: () => {}, error: () => {}, complete: () => {} });
+      await waitFor(() => s.runtime.scheduler.queuedCount === 1, 'second to queue');
+      const third = await wsRun(client, U).then(
+        (out) => out.at(-1)!.errors?.[0],
+        (e) => e.errors?.[0],
+      );
+      expect(third.extensions.code).toBe('BUSY');
+      expect(third.message).toMatch(/busy/i);
+      const gen = await gqlPost(s, { query: `mutation { generateImage(input: { prompt: "x" }) { id } }` });
+      expect(code(gen)).toBe('BUSY');
+      // leaving the queue frees its place
+      second();
+      await waitFor(() => s.runtime.scheduler.queuedCount === 0, 'second to leave the queue');
+      first();
+      await waitFor(() => s.runtime.scheduler.runningCount === 0 && slow.stats.active === 0, 'first to stop');
+      const m = await (await fetch(s.url.replace('/graphql', '/metrics'))).text();
+      expect(m).toMatch(/hyperbagel_gateway_busy_rejections_total [1-9]/);
+    } finally {
+      await client.dispose();
+      await s.close();
+    }
+  });
+
+  it('caps concurrent operations per graphql-ws connection', async () => {
+    const slow = new FakeEngine({ stepMs: 100, tokens: 1000 });
+    const s = await start({ engine: slow, limits: { maxSubscriptionsPerSocket: 2 } });
+    const client = wsClient(s);
+    try {
+      const U = `subscription { understand(input: { prompt: "x" }) { text } }`;
+      const subs = [0, 1].map(() => client.subscribe({ query: U }, { next: () => {}, error: () => {}, complete: () => {} }));
+      await waitFor(() => slow.stats.active === 2, 'two streams');
+      const err = await wsRun(client, U).then(
+        () => undefined,
+        (e) => e.errors,
+      );
+      expect(err?.[0]?.extensions?.code).toBe('TOO_MANY_SUBSCRIPTIONS');
+      subs[0]!();
+      await waitFor(() => slow.stats.active === 1, 'one to stop');
+      // a freed place can be used again
+      const again = client.subscribe({ query: U }, { next: () => {}, error: () => {}, complete: () => {} });
+      await waitFor(() => slow.stats.active === 2, 'a new stream');
+      again();
+      subs[1]!();
+    } finally {
+      await client.dispose();
+      await s.close();
+    }
+  });
+});
