@@ -1,0 +1,140 @@
+// The scorers and harness, checked with models built from the world: the oracle must score 1.0, the
+// trivially wrong model must score low, and degraded images must lose exactly what they should.
+import { describe, expect, it } from 'vitest';
+import { COLORS, parseCaption, renderScene } from '../../src/world/index.ts';
+import { detectScene } from '../../src/eval/detector.ts';
+import { answerQuestion, constantModel, mapImages, oracleModel } from '../../src/eval/oracle.ts';
+import { evaluateGEdit, evaluateGenEval, evaluateUnderstanding } from '../../src/eval/run.ts';
+import { judgeEditScenes } from '../../src/eval/score-edit.ts';
+import { cleanColorFraction } from '../../src/eval/quality.ts';
+import { judgeT2i, aggregateT2i } from '../../src/eval/score-t2i.ts';
+import { answerCorrect, captionExact } from '../../src/eval/score-understand.ts';
+import { addGaussianNoise } from '../../src/eval/degrade.ts';
+import { loadUnderstandSuite } from '../../src/eval/suites.ts';
+
+const LIMIT = { limit: 12 };
+
+describe('oracle scores 1.0', () => {
+  it('understanding', async () => {
+    const r = await evaluateUnderstanding(oracleModel(), { limit: 30 });
+    expect(r).toMatchObject({ caption_exact: 1, vqa: 1, heldout_caption_exact: 1, heldout_vqa: 1 });
+    expect(r.counts.questions).toBe(90);
+  });
+  it('GenEval (all categories, both splits)', async () => {
+    const r = await evaluateGenEval(oracleModel(), LIMIT);
+    expect(r.overall).toBe(1);
+    expect(Object.keys(r.categories).sort()).toEqual(['color_attr', 'colors', 'counting', 'position', 'single_object', 'two_objects']);
+    expect(Object.values(r.categories).every((v) => v === 1)).toBe(true);
+    expect(r.heldout.overall).toBe(1);
+    expect(Object.keys(r.heldout.categories).sort()).toEqual(['color_attr', 'colors']);
+  });
+  it('GEdit (every kind, both splits)', async () => {
+    const r = await evaluateGEdit(oracleModel(), { limit: 8 });
+    expect(r.overall).toBe(1);
+    expect(r.categories).toEqual({ instruction: 1, preserved: 1, quality: 1 });
+    expect(Object.keys(r.by_kind).sort()).toEqual(['add', 'background', 'move', 'recolor', 'remove', 'resize']);
+    expect(r.heldout.overall).toBe(1);
+  });
+});
+
+describe('a trivially wrong model scores low', () => {
+  it('understanding: constant caption and "yes"', async () => {
+    const r = await evaluateUnderstanding(constantModel(), { limit: 30 });
+    expect(r.caption_exact).toBe(0);
+    expect(r.vqa).toBeLessThan(0.2);
+  });
+  it('GenEval: a blank canvas satisfies nothing', async () => {
+    const r = await evaluateGenEval(constantModel(), LIMIT);
+    expect(r.overall).toBe(0);
+    expect(r.heldout.overall).toBe(0);
+  });
+  it('GEdit: returning the source unchanged satisfies no instruction and scores 0 overall', async () => {
+    const r = await evaluateGEdit(constantModel(), { limit: 8 });
+    expect(r.categories.instruction).toBe(0);
+    expect(r.categories.quality).toBe(1);
+    expect(r.categories.preserved).toBeGreaterThan(0.5);
+    expect(r.categories.preserved).toBeLessThan(1);
+    expect(r.overall).toBe(0);
+  });
+  it('a model that gets every colour wrong fails colors/color_attr but not single_object/position', async () => {
+    // right shapes and places, every colour replaced by the next one in the palette
+    const swap = mapImages(oracleModel(), (img) => {
+      const s = detectScene(img);
+      return renderScene({ ...s, objects: s.objects.map((o) => ({ ...o, color: COLORS[(COLORS.indexOf(o.color) + 1) % COLORS.length]! })) });
+    });
+    const r = await evaluateGenEval(swap, { limit: 10 });
+    expect(r.categories.single_object).toBe(1);
+    expect(r.categories.position).toBe(1);
+    expect(r.categories.colors).toBe(0);
+    expect(r.categories.color_attr).toBe(0);
+    expect(r.heldout.overall).toBe(0);
+  });
+});
+
+describe('noisy oracle: content kept, quality lost', () => {
+  it('σ=20 noise keeps instruction/preserved at 1 and drops quality below 0.8', async () => {
+    const r = await evaluateGEdit(mapImages(oracleModel(), (img, seed) => addGaussianNoise(img, 20, seed)), { limit: 4 });
+    expect(r.categories.instruction).toBe(1);
+    expect(r.categories.preserved).toBe(1);
+    expect(r.categories.quality).toBeLessThan(0.8);
+    expect(r.overall).toBeLessThan(0.95);
+  });
+});
+
+describe('edit judgement, scene level', () => {
+  const src = parseCaption('a large red circle at the top left and a small blue star at the center on a gray background');
+  const exp = parseCaption('a large green circle at the top left and a small blue star at the center on a gray background');
+  it('exact result: instruction 1, preserved 1', () => expect(judgeEditScenes('recolor', src, exp, exp)).toEqual({ instruction: 1, preserved: 1 }));
+  it('wrong new colour: instruction 0', () => expect(judgeEditScenes('recolor', src, exp, parseCaption('a large pink circle at the top left and a small blue star at the center on a gray background')).instruction).toBe(0));
+  it('an extra object counts against preservation (2 of 3 items), not against the instruction', () => {
+    const extra = { background: src.background, objects: [...exp.objects, { ...src.objects[0]!, cell: 'bottom' as const }] };
+    expect(judgeEditScenes('recolor', src, exp, extra)).toEqual({ instruction: 1, preserved: 2 / 3 });
+  });
+  it('untouched object lost: preserved 1/2 (star lost, background kept)', () => {
+    expect(judgeEditScenes('recolor', src, exp, parseCaption('a large green circle at the top left on a gray background'))).toEqual({ instruction: 1, preserved: 0.5 });
+  });
+  it('background changed by an object edit: preserved < 1', () => {
+    expect(judgeEditScenes('recolor', src, exp, { ...exp, background: 'white' }).preserved).toBe(0.5);
+  });
+  it('background edit is judged on the background', () => {
+    const bexp = { ...src, background: 'beige' as const };
+    expect(judgeEditScenes('background', src, bexp, bexp)).toEqual({ instruction: 1, preserved: 1 });
+    expect(judgeEditScenes('background', src, bexp, src).instruction).toBe(0);
+  });
+});
+
+describe('t2i judgement', () => {
+  it('counts must be exact and categories average into overall', () => {
+    const three = renderScene(parseCaption('a small red star at the top and a small blue star at the left and a large green star at the right on a white background'));
+    const js = [
+      judgeT2i({ category: 'counting', shape: 'star', count: 3 }, three),
+      judgeT2i({ category: 'counting', shape: 'star', count: 2 }, three),
+      judgeT2i({ category: 'position', a: 'star', relation: 'left of', b: 'star' }, three),
+    ];
+    expect(js.map((j) => j.correct)).toEqual([true, false, true]);
+    const agg = aggregateT2i(js);
+    expect(agg.categories).toEqual({ counting: 0.5, position: 1 });
+    expect(agg.overall).toBe(0.75);
+  });
+});
+
+describe('understanding judgement', () => {
+  it('normalises case, punctuation and spacing, nothing else', () => {
+    expect(captionExact('A large red circle at the top.  ', 'a large red circle at the top')).toBe(true);
+    expect(captionExact('a large red circle at the top left', 'a large red circle at the top')).toBe(false);
+    expect(answerCorrect('Yes!', 'yes')).toBe(true);
+    expect(answerCorrect('yes it is', 'yes')).toBe(false);
+  });
+  it('the world answerer agrees with every committed question', () => {
+    for (const split of ['test', 'heldout'] as const) for (const it of loadUnderstandSuite(split).items) for (const q of it.questions) expect(answerQuestion(it.scene, q.question)).toBe(q.answer);
+  });
+});
+
+describe('quality proxy', () => {
+  it('is 1 for clean renders and falls with noise', () => {
+    const img = renderScene(parseCaption('a large red circle at the top left and a small blue star at the center on a gray background'));
+    expect(cleanColorFraction(img)).toBe(1);
+    expect(cleanColorFraction(addGaussianNoise(img, 10, 1))).toBeGreaterThan(cleanColorFraction(addGaussianNoise(img, 30, 1)));
+    expect(cleanColorFraction(addGaussianNoise(img, 30, 1))).toBeLessThan(0.5);
+  });
+});
