@@ -48,14 +48,9 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-type EngineFactory = (packDir: string, options?: Record<string, unknown>) => Promise<Engine>;
-
-async function loadEngineFactory(): Promise<EngineFactory> {
-  // Resolved at run time: the engine module is built alongside the gateway.
-  const path = '../engine/index.ts';
-  const mod = (await import(path)) as { createEngine?: EngineFactory };
-  if (typeof mod.createEngine !== 'function') throw new Error('src/engine/index.ts does not export createEngine');
-  return mod.createEngine;
+/** Loaded lazily so servers given an engine (tests, benchmarks) never load the model runtime. */
+async function loadEngineFactory(): Promise<(packDir: string, options?: Record<string, unknown>) => Promise<Engine>> {
+  return (await import('../engine/index.ts')).createEngine;
 }
 
 export function extractApiKey(value: unknown): string | undefined {

@@ -1,0 +1,74 @@
+// `hyperbagel serve`: the GraphQL gateway (HTTP + SSE + graphql-ws on one port, path /graphql).
+import { existsSync } from 'node:fs';
+import { flag, intFlag, parseArgs, UsageError } from '../args.ts';
+import { startServer } from '../../gateway/server.ts';
+
+export const DEFAULT_PACK = 'models/shapes-mot';
+export const FALLBACK_PACK = 'test/fixtures/tiny-pack';
+
+export const HELP = `Usage: hyperbagel serve [--port N] [--host ADDR] [--pack DIR] [--api-key KEY ...]
+
+Serves the GraphQL gateway at http://HOST:PORT/graphql: queries and mutations over HTTP,
+subscriptions over SSE and graphql-ws (same path), @stream/@defer as multipart/mixed or SSE.
+Also /health, /ready (503 until the model is loaded), /metrics (Prometheus) and the web demo at /.
+  --port N          listen port (default: $PORT, else 4000; 0 picks a free one)
+  --host ADDR       listen address (default 127.0.0.1; 0.0.0.0 to expose)
+  --pack DIR        model pack (default ${DEFAULT_PACK}; falls back to ${FALLBACK_PACK},
+                    a random-weight test pack, with a warning when the default is missing)
+  --api-key KEY     require this API key (repeatable; also $HYPERBAGEL_API_KEYS, comma-separated).
+                    Clients send "Authorization: Bearer KEY" over HTTP, or {"authorization":"Bearer KEY"}
+                    in the graphql-ws connection_init payload; others get 401 / close code 4403.
+                    Without keys, auth is off (local use).
+  --max-concurrent N  jobs running at once (default 4); --max-queue N  jobs waiting (default 32)
+  --public-url URL  base for absolute image URLs (default: the request's Host)
+  --production      no GraphiQL, no introspection (default when NODE_ENV=production)`;
+
+export async function run(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, { values: ['port', 'host', 'pack', 'api-key', 'max-concurrent', 'max-queue', 'public-url'], booleans: ['production'] });
+  if (args.flags.has('help')) {
+    console.log(HELP);
+    return 0;
+  }
+  if (args.positionals.length) throw new UsageError(`unexpected argument "${args.positionals[0]}"`);
+  const envPort = process.env.PORT;
+  if (envPort !== undefined && !/^\d+$/.test(envPort)) throw new UsageError(`PORT must be an integer, got "${envPort}"`);
+  const port = intFlag(args, 'port', envPort !== undefined ? Number(envPort) : 4000, 0, 65535);
+  let pack = flag(args, 'pack');
+  if (pack === undefined) {
+    pack = DEFAULT_PACK;
+    if (!existsSync(pack)) {
+      console.error(`hyperbagel serve: WARNING: the default pack ${DEFAULT_PACK} does not exist yet; serving the random-weight test pack ${FALLBACK_PACK} (outputs are meaningless). Pass --pack DIR to choose.`);
+      pack = FALLBACK_PACK;
+    }
+  }
+  if (!existsSync(pack)) throw new UsageError(`--pack ${pack}: no such directory`);
+  const apiKeys = [...(args.flags.get('api-key') ?? []), ...(process.env.HYPERBAGEL_API_KEYS ?? '').split(',').map((k) => k.trim())].filter(Boolean);
+  const production = args.flags.has('production') || process.env.NODE_ENV === 'production';
+
+  const server = await startServer({
+    port,
+    host: flag(args, 'host') ?? '127.0.0.1',
+    packDir: pack,
+    apiKeys,
+    dev: !production,
+    publicUrl: flag(args, 'public-url'),
+    limits: {
+      maxConcurrentJobs: intFlag(args, 'max-concurrent', 4, 1, 1024),
+      maxQueuedJobs: intFlag(args, 'max-queue', 32, 0, 100_000),
+    },
+    // listen at once; /ready reports 503 until the model is loaded
+    waitForEngine: false,
+  });
+  console.error(`hyperbagel serve: listening on ${server.url} (pack ${pack}; auth ${apiKeys.length ? `on, ${apiKeys.length} key(s)` : 'off'}${production ? '' : '; GraphiQL at ' + server.url})`);
+
+  await new Promise<void>((resolve) => {
+    const stop = (sig: string) => {
+      console.error(`hyperbagel serve: ${sig}, shutting down`);
+      resolve();
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
+  await server.close();
+  return 0;
+}
