@@ -44,7 +44,7 @@ const MODELS = 'query Models { models { name description capabilities { understa
 
 /** What each server error code means for someone at the page. */
 const ERROR_HINTS = /** @type {Record<string, string>} */ ({
-  BUSY: 'The server is busy: every job slot is taken and the queue is full. Try again in a moment.',
+  BUSY: 'Every job slot is taken and the queue is full; try again in a moment.',
   UNKNOWN_WORDS: 'The model only knows the Shapes-world vocabulary.',
   INVALID_INPUT: 'The request was not valid.',
   PARSE_ERROR: 'That is not a caption the Shapes world understands.',
@@ -142,9 +142,14 @@ const client = new GraphQLWsClient(`${location.protocol === 'https:' ? 'wss' : '
 });
 
 /**
- * The image the page is working on. `inSession` is true once the server-side session holds it
- * (it was sent with a question, or the server produced it for this session), so it is not sent twice.
- * @type {{ dataUrl: string, label: string, inSession: boolean } | null}
+ * The image the page is working on.
+ * - `chatHasIt`: the session's conversation already holds it (it was sent with a question), so the
+ *   next question does not send it again. Images the server generated are sent with the next question:
+ *   the conversation is text + the images the client attached.
+ * - `sessionLatest`: it is the session's latest image (sent with a question, or produced by a job
+ *   in this session), so an edit may leave `image` out and let the server use it.
+ * @typedef {{ dataUrl: string, label: string, chatHasIt: boolean, sessionLatest: boolean }} CurrentImage
+ * @type {CurrentImage | null}
  */
 let current = null;
 /** @type {string | null} */
@@ -169,6 +174,19 @@ function showError(code, message) {
   ui.errorMessage.textContent = hint && !message.includes(hint) ? `${message} — ${hint}` : message;
   ui.error.dataset.code = code;
   ui.error.hidden = false;
+}
+
+/**
+ * Shows a server error; a session the server no longer knows is dropped so the next call makes one.
+ * @param {{ code: string, message: string }} e
+ */
+function serverError(e) {
+  showError(e.code, e.message);
+  if (e.code === 'SESSION_NOT_FOUND') {
+    sessionId = null;
+    ui.sessionId.textContent = 'expired';
+    forgetSessionImage();
+  }
 }
 
 function clearError() {
@@ -212,7 +230,7 @@ function ensureSession() {
     (r) => {
       sessionId = String(r.data?.createSession ?? '') || null;
       ui.sessionId.textContent = sessionId ?? 'none';
-      if (current) current.inSession = false;
+      forgetSessionImage();
       return sessionId;
     },
     (err) => {
@@ -225,9 +243,13 @@ function ensureSession() {
   return sessionPromise;
 }
 
+function forgetSessionImage() {
+  if (current) current.chatHasIt = current.sessionLatest = false;
+}
+
 function resetSession() {
   sessionId = null;
-  if (current) current.inSession = false;
+  forgetSessionImage();
   ui.messages.replaceChildren();
   return ensureSession();
 }
@@ -254,10 +276,10 @@ async function loadModel() {
 /**
  * @param {string} dataUrl
  * @param {string} label
- * @param {boolean} inSession
+ * @param {boolean} sessionLatest  the server produced it for the current session
  */
-function setImage(dataUrl, label, inSession) {
-  current = { dataUrl, label, inSession };
+function setImage(dataUrl, label, sessionLatest) {
+  current = { dataUrl, label, chatHasIt: false, sessionLatest };
   ui.image.src = dataUrl;
   ui.image.hidden = false;
   ui.image.alt = label;
@@ -357,7 +379,7 @@ async function ask() {
   };
   if (sid) input.sessionId = sid;
   const image = current;
-  const sendImage = image && ui.chatAttach.checked && !image.inSession;
+  const sendImage = image && ui.chatAttach.checked && !(sid && image.chatHasIt);
   if (sendImage) input.image = { dataUrl: image.dataUrl };
 
   const user = addMessage('user', prompt);
@@ -389,14 +411,14 @@ async function ask() {
     next: (payload) => {
       if (payload.errors?.length) {
         const e = firstError(payload.errors);
-        showError(e.code, e.message);
+        serverError(e);
         unsubscribe();
         finish('error', `error: ${e.code}`);
         return;
       }
       const ev = payload.data?.understand;
       if (!ev) return;
-      if (sendImage && image) image.inSession = true;
+      if (sendImage && image && sid) image.chatHasIt = image.sessionLatest = true;
       const n = Array.isArray(ev.tokenIds) ? ev.tokenIds.length : 0;
       const s = Math.max(1, ev.steps ?? 1);
       if (ev.text || n > 0) {
@@ -440,8 +462,7 @@ async function ask() {
     },
     error: (errors) => {
       const e = firstError(errors);
-      showError(e.code, e.message);
-      if (e.code === 'SESSION_NOT_FOUND') { sessionId = null; if (current) current.inSession = false; }
+      serverError(e);
       finish('error', `error: ${e.code}`);
     },
     complete: () => {
@@ -496,7 +517,7 @@ async function runJob(action) {
   } else {
     input.instruction = text;
     // With a session the server uses the session's latest image; send ours only if it has not got it.
-    if (source && (!sid || !source.inSession)) input.image = { dataUrl: source.dataUrl };
+    if (source && (!sid || !source.sessionLatest)) input.image = { dataUrl: source.dataUrl };
   }
 
   ui.frames.replaceChildren();
@@ -528,7 +549,7 @@ async function runJob(action) {
       const job = result.data?.[field];
       if (result.errors.length && !job) {
         const e = firstError(result.errors);
-        showError(e.code, e.message);
+        serverError(e);
         unsubscribe();
         finish('error', `failed: ${e.code}`);
         return;
@@ -548,15 +569,12 @@ async function runJob(action) {
         addFrame(job.result);
         setImage(frameDataUrl(job.result), frameLabel(job.result), Boolean(sid));
       }
-      if (result.errors.length) {
-        const e = firstError(result.errors);
-        showError(e.code, e.message);
-      }
+      if (result.errors.length) serverError(firstError(result.errors));
       ui.genStatus.textContent = `job ${jobId ?? '…'} · ${shownPreviews} preview${shownPreviews === 1 ? '' : 's'}${gotFinal ? ' · final' : ''}`;
     },
     error: (errors) => {
       const e = firstError(errors);
-      showError(e.code, e.message);
+      serverError(e);
       finish('error', `failed: ${e.code}`);
     },
     complete: () => {

@@ -1,0 +1,371 @@
+// The web demo in a real browser (Debian's Chromium via playwright-core) against the real gateway
+// (startServer, which serves the page at /) and the real engine on the random-weight tiny pack.
+//
+// The tiny pack answers in microseconds, far faster than a person (or a test) can press Stop, so the
+// engine is wrapped in `paced()`: every event the real engine produces is held for a few tens of
+// milliseconds before it is handed to the gateway. The wrapper also records whether the gateway aborted
+// the engine's signal, which is how the cancellation tests see that Stop reached the model.
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium, type BrowserContext, type Page, type WebSocket as PwWebSocket } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Engine, GenerateRequest, ImageFrame, UnderstandEvent, UnderstandRequest } from '../../src/engine/types.ts';
+import { startServer, type RunningServer } from '../../src/gateway/server.ts';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const CHROMIUM = '/usr/bin/chromium';
+const ARTIFACTS = join(ROOT, 'test-artifacts', 'web');
+const haveChromium = existsSync(CHROMIUM);
+if (!haveChromium && !process.env.CI) {
+  console.warn(`test/web/demo.browser.test.ts: SKIPPED, ${CHROMIUM} is missing (apt-get install -y chromium). CI installs it and runs these tests.`);
+}
+const suite = haveChromium || process.env.CI ? describe : describe.skip;
+
+/** What the paced wrapper saw of each call. */
+interface CallLog {
+  kind: 'understand' | 'generate';
+  prompt: string;
+  hadImage: boolean;
+  events: number;
+  aborted: boolean;
+  ended: boolean;
+}
+
+/** Holds each event of the real engine for `delayMs` (abortable) and logs the calls. */
+function paced(inner: Engine, delayMs: { chunk: number; frame: number }): Engine & { calls: CallLog[] } {
+  const calls: CallLog[] = [];
+  const wait = (ms: number, signal?: AbortSignal) =>
+    new Promise<void>((resolve) => {
+      if (signal?.aborted) return resolve();
+      const t = setTimeout(done, ms);
+      function done() {
+        clearTimeout(t);
+        signal?.removeEventListener('abort', done);
+        resolve();
+      }
+      signal?.addEventListener('abort', done, { once: true });
+    });
+  async function* pace<T>(log: CallLog, source: AsyncIterable<T>, ms: number, signal?: AbortSignal): AsyncGenerator<T> {
+    signal?.addEventListener('abort', () => { log.aborted = true; }, { once: true });
+    try {
+      for await (const ev of source) {
+        await wait(ms, signal);
+        log.events++;
+        yield ev;
+      }
+    } finally {
+      log.ended = true;
+    }
+  }
+  return {
+    calls,
+    get info() { return inner.info; },
+    understand(req: UnderstandRequest, signal?: AbortSignal): AsyncIterable<UnderstandEvent> {
+      const log: CallLog = { kind: 'understand', prompt: req.prompt, hadImage: !!req.image, events: 0, aborted: false, ended: false };
+      calls.push(log);
+      return pace(log, inner.understand(req, signal), delayMs.chunk, signal);
+    },
+    generate(req: GenerateRequest, signal?: AbortSignal): AsyncIterable<ImageFrame> {
+      const log: CallLog = { kind: 'generate', prompt: req.prompt, hadImage: !!req.sourceImage, events: 0, aborted: false, ended: false };
+      calls.push(log);
+      return pace(log, inner.generate(req, signal), delayMs.frame, signal);
+    },
+    createSession: () => inner.createSession(),
+    closeSession: (s) => inner.closeSession(s),
+    close: () => inner.close(),
+  };
+}
+
+async function realEngine(): Promise<Engine> {
+  const mod = (await import('../../src/engine/index.ts')) as { createEngine: (packDir: string, options?: Record<string, unknown>) => Promise<Engine> };
+  return mod.createEngine(join(ROOT, 'test', 'fixtures', 'tiny-pack'));
+}
+
+/** graphql-ws traffic seen by the browser, parsed. */
+interface WsLog {
+  sent: any[];
+  received: any[];
+}
+
+function recordWs(page: Page): WsLog {
+  const log: WsLog = { sent: [], received: [] };
+  page.on('websocket', (ws: PwWebSocket) => {
+    if (!ws.url().endsWith('/graphql')) return;
+    ws.on('framesent', (f) => { try { log.sent.push(JSON.parse(String(f.payload))); } catch { /* not JSON */ } });
+    ws.on('framereceived', (f) => { try { log.received.push(JSON.parse(String(f.payload))); } catch { /* not JSON */ } });
+  });
+  return log;
+}
+
+/** The `subscribe` message of the last operation whose query contains `needle`, and the messages for its id. */
+function operation(log: WsLog, needle: string): { subscribe: any; messages: any[] } {
+  const subscribe = [...log.sent].reverse().find((m) => m.type === 'subscribe' && String(m.payload?.query).includes(needle));
+  if (!subscribe) throw new Error(`no operation containing "${needle}" was sent`);
+  return { subscribe, messages: log.received.filter((m) => m.id === subscribe.id) };
+}
+
+suite('web demo in Chromium', () => {
+  let server: RunningServer;
+  let engine: ReturnType<typeof paced>;
+  let context: BrowserContext;
+  let page: Page;
+  let ws: WsLog;
+  let userDataDir: string;
+  const pageErrors: string[] = [];
+
+  const dismissError = async () => {
+    if (await page.isVisible('#error')) await page.click('#error-close');
+    expect(await page.isVisible('#error')).toBe(false);
+  };
+  const shot = (name: string) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
+
+  beforeAll(async () => {
+    mkdirSync(ARTIFACTS, { recursive: true });
+    engine = paced(await realEngine(), { chunk: 60, frame: 400 });
+    // One running job at a time and no queue, so a second job while one runs is BUSY.
+    server = await startServer({ port: 0, engine, closeEngine: true, limits: { maxConcurrentJobs: 1, maxQueuedJobs: 0 }, log: () => {} });
+    userDataDir = mkdtempSync(join(tmpdir(), 'hyperbagel-chromium-'));
+    context = await chromium.launchPersistentContext(userDataDir, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      viewport: { width: 1280, height: 900 },
+    });
+    page = context.pages()[0] ?? (await context.newPage());
+    page.on('pageerror', (e) => pageErrors.push(e.message));
+    ws = recordWs(page);
+    // Records, with timestamps, every frame added to the page and every change of the main image's
+    // label, so the order in which things appeared on screen can be checked afterwards.
+    await page.addInitScript(() => {
+      const w = window as unknown as { __seen: { t: number; what: string }[] };
+      w.__seen = [];
+      const start = () => {
+        new MutationObserver((records) => {
+          for (const r of records) {
+            for (const n of r.addedNodes) {
+              if (n instanceof HTMLElement && n.classList.contains('frame')) w.__seen.push({ t: performance.now(), what: `frame:${n.dataset.stage}:${n.dataset.nfe}` });
+            }
+            if (r.target instanceof HTMLElement && r.target.id === 'image-label') w.__seen.push({ t: performance.now(), what: `label:${r.target.textContent}` });
+            if (r.target.parentElement?.id === 'image-label') w.__seen.push({ t: performance.now(), what: `label:${r.target.parentElement.textContent}` });
+          }
+        }).observe(document.body, { subtree: true, childList: true, characterData: true });
+      };
+      if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);
+      else start();
+    });
+    await page.goto(server.url.replace(/\/graphql$/, '/'));
+    await page.waitForSelector('body[data-ready="true"]');
+    await page.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
+  }, 120_000);
+
+  afterAll(async () => {
+    await context?.close();
+    await server?.close();
+    if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
+  });
+
+  it('loads, connects and shows the model and a session', async () => {
+    expect(await page.textContent('#conn')).toBe('connected');
+    expect(await page.textContent('#model')).toContain(engine.info.name);
+    await shot('01-loaded');
+    expect(pageErrors).toEqual([]);
+  });
+
+  it('renders a caption, attaches it, and streams the answer in more than one chunk with live stats', async () => {
+    await page.fill('#caption-input', 'a large red square at the top left and a small blue circle at the center on a white background');
+    await page.click('#render-form button[type=submit]');
+    await page.waitForSelector('#current-image:not([hidden])');
+    expect(await page.textContent('#image-label')).toContain('rendered: a large red square at the top left');
+
+    await page.check('input[name="spec"][value="OFF"]');
+    await page.fill('#chat-input', 'what is in this picture?');
+    await page.fill('#chat-max', '24');
+    const before = engine.calls.length;
+    await page.click('#chat-send');
+    // While it streams, the bubble grows: catch it part-way.
+    await page.waitForFunction(() => Number(document.querySelector('.msg.assistant:last-child')?.getAttribute('data-chunks')) >= 2);
+    await shot('02-chat-streaming');
+    await page.waitForSelector('.msg.assistant:last-child:not([data-state="streaming"])', { timeout: 30_000 });
+    await shot('03-chat-done');
+    expect(await page.getAttribute('.msg.assistant:last-child', 'data-state')).toBe('done');
+
+    const op = operation(ws, 'understand(');
+    expect(op.subscribe.payload.variables.input).toMatchObject({ prompt: 'what is in this picture?', maxTokens: 24, speculation: { mode: 'OFF' } });
+    expect(op.subscribe.payload.variables.input.sessionId).toMatch(/\w{8}/);
+    expect(op.subscribe.payload.variables.input.image.dataUrl).toMatch(/^data:image\/png;base64,/);
+    expect(engine.calls[before]).toMatchObject({ kind: 'understand', hadImage: true });
+
+    // More than one `next` carried text, and the page shows exactly the text the server said it generated.
+    const nexts = op.messages.filter((m) => m.type === 'next').map((m) => m.payload.data.understand);
+    const textChunks = nexts.filter((e) => !e.done && e.text.length > 0);
+    expect(textChunks.length).toBeGreaterThan(1);
+    const last = nexts[nexts.length - 1];
+    expect(last.done).toBe(true);
+    expect(await page.textContent('.msg.assistant:last-child .body')).toBe(nexts.map((e) => e.text).join(''));
+    expect(Number(await page.getAttribute('.msg.assistant:last-child', 'data-chunks'))).toBe(nexts.filter((e) => !e.done && (e.text.length || e.tokenIds.length)).length);
+    // Stats come from the server's final event.
+    expect(await page.textContent('#st-tokens')).toBe(String(last.usage.completionTokens));
+    expect(await page.textContent('#st-mal')).toBe(Number(last.speculation.meanAcceptedLength).toFixed(2));
+    expect(await page.textContent('#st-tps')).toBe(Number(last.timings.tokensPerSecond).toFixed(1));
+    expect(await page.locator('#steps-chart .bar').count()).toBe(textChunks.length);
+  });
+
+  it('shows the 1-NFE preview before the 6-NFE final replaces it, each labelled', async () => {
+    await page.selectOption('#gen-mode', 'PROGRESSIVE');
+    await page.fill('#gen-prompt', 'a large green circle at the center on a black background');
+    await page.evaluate(() => { (window as unknown as { __seen: unknown[] }).__seen.length = 0; });
+    await page.click('#gen-generate');
+    await page.waitForSelector('.frame[data-stage="PREVIEW"]', { timeout: 30_000 });
+    // The final is at least one paced frame (400 ms) away: the preview is on screen alone.
+    expect(await page.locator('.frame[data-stage="FINAL"]').count()).toBe(0);
+    expect(await page.textContent('#image-label')).toMatch(/^preview · 1 NFE · \d+ ms$/);
+    await shot('04-preview');
+    await page.waitForSelector('#gen-status[data-state="done"]', { timeout: 30_000 });
+    expect(await page.textContent('#image-label')).toMatch(/^final · 6 NFE · \d+ ms$/);
+    await shot('05-final');
+
+    const seen = await page.evaluate(() => (window as unknown as { __seen: { t: number; what: string }[] }).__seen);
+    const previewAt = seen.find((s) => s.what === 'frame:PREVIEW:1')?.t;
+    const finalAt = seen.find((s) => s.what === 'frame:FINAL:6')?.t;
+    expect(previewAt).toBeDefined();
+    expect(finalAt).toBeDefined();
+    expect(finalAt! - previewAt!).toBeGreaterThan(100);
+
+    // Over the wire: @stream delivered the preview in an earlier message than the @defer'red final.
+    const op = operation(ws, 'generateImage(');
+    const msgs = op.messages.filter((m) => m.type === 'next').map((m) => JSON.stringify(m.payload));
+    const previewMsg = msgs.findIndex((m) => m.includes('"stage":"PREVIEW"'));
+    const finalMsg = msgs.findIndex((m) => m.includes('"stage":"FINAL"'));
+    expect(previewMsg).toBeGreaterThanOrEqual(0);
+    expect(finalMsg).toBeGreaterThan(previewMsg);
+    expect(op.messages[op.messages.length - 1].type).toBe('complete');
+  });
+
+  it('continues the session: an edit without re-sending the image, then a question about the result', async () => {
+    await page.fill('#gen-prompt', 'make the circle blue');
+    const before = engine.calls.length;
+    await page.click('#gen-edit');
+    await page.waitForSelector('#gen-status[data-state="done"]', { timeout: 30_000 });
+    const edit = operation(ws, 'editImage(');
+    const input = edit.subscribe.payload.variables.input;
+    expect(input.instruction).toBe('make the circle blue');
+    // The generated image is already the session's latest: the server supplies it.
+    expect(input.image).toBeUndefined();
+    expect(engine.calls[before]).toMatchObject({ kind: 'generate', prompt: 'make the circle blue', hadImage: true });
+
+    await page.fill('#chat-input', 'what color is the circle now?');
+    await page.click('#chat-send');
+    await page.waitForSelector('.msg.assistant:last-child:not([data-state="streaming"])', { timeout: 30_000 });
+    const ask = operation(ws, 'understand(');
+    expect(ask.subscribe.payload.variables.input.sessionId).toBe(input.sessionId);
+    expect(ask.subscribe.payload.variables.input.image.dataUrl).toMatch(/^data:image\/png;base64,/);
+    expect(await page.getAttribute('.msg.assistant:last-child', 'data-state')).toBe('done');
+    await shot('06-session');
+  });
+
+  it('Stop cancels a streaming answer on the server and in the engine', async () => {
+    await page.check('input[name="spec"][value="CHAIN"]');
+    await page.fill('#chat-max', '200');
+    await page.fill('#chat-input', 'describe this image');
+    const before = engine.calls.length;
+    await page.click('#chat-send');
+    await page.waitForFunction(() => Number(document.querySelector('.msg.assistant:last-child')?.getAttribute('data-chunks')) >= 1);
+    await page.click('#chat-stop');
+    expect(await page.getAttribute('.msg.assistant:last-child', 'data-state')).toBe('cancelled');
+    const call = engine.calls[before]!;
+    await expect.poll(() => call.aborted && call.ended, { timeout: 5_000 }).toBe(true);
+    await expect.poll(() => server.runtime.activeStreamCount, { timeout: 5_000 }).toBe(0);
+    const textAtStop = await page.textContent('.msg.assistant:last-child .body');
+    await page.waitForTimeout(300);
+    expect(await page.textContent('.msg.assistant:last-child .body')).toBe(textAtStop);
+    expect(await page.textContent('.msg.assistant:last-child .meta')).toMatch(/^stopped after \d+ chunks?$/);
+    const op = operation(ws, 'understand(');
+    expect(ws.sent.some((m) => m.type === 'complete' && m.id === op.subscribe.id)).toBe(true);
+    expect(op.messages.some((m) => m.type === 'next' && m.payload.data?.understand?.done)).toBe(false);
+    await shot('07-chat-stopped');
+  });
+
+  it('Stop cancels an image job: no final, and the server reports the job CANCELLED', async () => {
+    await page.fill('#gen-prompt', 'a small red star at the bottom right on a gray background');
+    const before = engine.calls.length;
+    await page.click('#gen-generate');
+    await page.waitForSelector('.frame[data-stage="PREVIEW"]', { timeout: 30_000 });
+    await page.click('#gen-stop');
+    await page.waitForSelector('#gen-status[data-server-status]', { timeout: 10_000 });
+    expect(await page.getAttribute('#gen-status', 'data-server-status')).toBe('CANCELLED');
+    expect(await page.textContent('#gen-status')).toMatch(/^cancelled job \S+ · server status CANCELLED$/);
+    const call = engine.calls[before]!;
+    await expect.poll(() => call.aborted && call.ended, { timeout: 5_000 }).toBe(true);
+    await page.waitForTimeout(600);
+    expect(await page.locator('.frame[data-stage="FINAL"]').count()).toBe(0);
+    expect(await page.textContent('#image-label')).toMatch(/^preview · 1 NFE/);
+    await shot('08-image-stopped');
+  });
+
+  it('shows invalid input clearly: unknown words from the server and from the caption renderer', async () => {
+    await dismissError();
+    await page.fill('#gen-prompt', 'a large red squircle at the center on a white background');
+    await page.click('#gen-generate');
+    await page.waitForSelector('#error:not([hidden])', { timeout: 30_000 });
+    expect(await page.getAttribute('#error', 'data-code')).toBe('UNKNOWN_WORDS');
+    expect(await page.textContent('#error-message')).toContain('squircle');
+    expect(await page.textContent('#gen-status')).toBe('failed: UNKNOWN_WORDS');
+    await shot('09-unknown-words');
+
+    await dismissError();
+    await page.fill('#caption-input', 'a large red blob at the top on a white background');
+    await page.click('#render-form button[type=submit]');
+    await page.waitForSelector('#error:not([hidden])');
+    expect(await page.getAttribute('#error', 'data-code')).toBe('UNKNOWN_WORDS');
+    expect(await page.textContent('#error-message')).toContain('"blob"');
+
+    await dismissError();
+    await page.fill('#chat-max', '5000');
+    await page.fill('#chat-input', 'what is in this picture?');
+    await page.click('#chat-send');
+    await page.waitForSelector('#error:not([hidden])', { timeout: 30_000 });
+    expect(await page.getAttribute('#error', 'data-code')).toBe('OUT_OF_RANGE');
+    expect(await page.getAttribute('.msg.assistant:last-child', 'data-state')).toBe('error');
+    await shot('10-out-of-range');
+    await page.fill('#chat-max', '24');
+  });
+
+  it('shows SESSION_BUSY, and BUSY when another client holds every job slot', async () => {
+    await dismissError();
+    await page.fill('#chat-max', '200');
+    await page.fill('#chat-input', 'describe this image');
+    await page.click('#chat-send');
+    await page.waitForFunction(() => Number(document.querySelector('.msg.assistant:last-child')?.getAttribute('data-chunks')) >= 1);
+    // Same session, while it answers: the session is locked.
+    await page.fill('#gen-prompt', 'a large red circle at the top left on a white background');
+    await page.click('#gen-generate');
+    await page.waitForSelector('#error:not([hidden])', { timeout: 30_000 });
+    expect(await page.getAttribute('#error', 'data-code')).toBe('SESSION_BUSY');
+    await page.click('#chat-stop');
+    await expect.poll(() => server.runtime.activeStreamCount, { timeout: 5_000 }).toBe(0);
+
+    // Another visitor's answer takes the only job slot (the server runs 1 job, queues none).
+    const other = await context.newPage();
+    try {
+      await other.goto(page.url());
+      await other.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
+      await other.fill('#chat-max', '200');
+      await other.click('#chat-send');
+      await other.waitForFunction(() => Number(document.querySelector('.msg.assistant:last-child')?.getAttribute('data-chunks')) >= 1);
+      await dismissError();
+      await page.click('#gen-generate');
+      await page.waitForSelector('#error:not([hidden])', { timeout: 30_000 });
+      expect(await page.getAttribute('#error', 'data-code')).toBe('BUSY');
+      expect(await page.textContent('#error-message')).toContain('try again in a moment');
+      expect(await page.textContent('#gen-status')).toBe('failed: BUSY');
+      await shot('11-busy');
+      await other.click('#chat-stop');
+    } finally {
+      await other.close();
+    }
+    await expect.poll(() => server.runtime.activeStreamCount, { timeout: 5_000 }).toBe(0);
+    expect(pageErrors).toEqual([]);
+  });
+});
