@@ -24,7 +24,7 @@ export class PackTokenizer {
     const enc = this.tok.encode(text, { add_special_tokens: false });
     const ids: number[] = [];
     const unknown: string[] = [];
-    enc.tokens.forEach((t, i) => {
+    enc.tokens.forEach((t: string, i: number) => {
       const id = enc.ids[i];
       if (id === undefined || id === null || id === this.unkId) {
         if (PUNCT.test(t)) return;
@@ -43,6 +43,7 @@ export class PackTokenizer {
   }
 
   decode(ids: number[]): string {
-    return this.tok.decode(ids.filter((i) => !this.specialIds.has(i)), { skip_special_tokens: true });
+    const words = ids.filter((i) => !this.specialIds.has(i));
+    return words.length ? this.tok.decode(words, { skip_special_tokens: true }) : '';
   }
 }

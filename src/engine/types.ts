@@ -65,7 +65,11 @@ export interface UnderstandSummary {
     acceptanceRate: number;
     /** acceptance rate at draft position i (0-based) */
     acceptancePerPosition: number[];
+    /** what produced the drafts: 'ngram' (prompt lookup), 'draft-model', or 'none' (plain decoding) */
+    proposer?: string;
   };
+  /** the seed used (given or drawn), so a sampled answer can be reproduced */
+  seed?: number;
 }
 
 export type UnderstandEvent = UnderstandChunk | UnderstandSummary;
@@ -110,6 +114,8 @@ export interface ImageFrame {
   image: EncodedImage;
   /** the decoded pixels, for callers that want them (CLI, evaluator) */
   rgb: RgbImage;
+  /** which sampler produced it, e.g. 'euler-6 (base denoiser)' or 'distilled-6nfe' */
+  sampler?: string;
 }
 
 /** Opaque handle to a server-side conversation context (KV cache). */

@@ -85,7 +85,18 @@ export class WorkerClient {
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, generation: gen });
-      this.worker!.postMessage({ ...msg, id }, transfer);
+      for (const b of transfer)
+        if (b.byteLength === 0 && (b as ArrayBuffer & { detached?: boolean }).detached) {
+          this.pending.delete(id);
+          reject(new EngineError('INTERNAL', `request ${msg.op}: a transferred buffer is already detached`));
+          return;
+        }
+      try {
+        this.worker!.postMessage({ ...msg, id }, transfer);
+      } catch (e) {
+        this.pending.delete(id);
+        reject(new EngineError('INTERNAL', `request ${msg.op} could not be sent: ${(e as Error).message}`));
+      }
     });
   }
 

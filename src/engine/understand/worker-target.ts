@@ -34,7 +34,8 @@ export class WorkerSequence implements TargetSequence {
   /** Prefill/extend with mixed segments (ids and precomputed embeddings). */
   async extend(segments: Segment[], positions: Int32Array, mask: Uint8Array, rows: 'all' | 'last'): Promise<Float32Array> {
     const transfer: ArrayBuffer[] = [positions.buffer as ArrayBuffer, mask.buffer as ArrayBuffer];
-    for (const s of segments) transfer.push((s.kind === 'ids' ? s.ids.buffer : s.data.buffer) as ArrayBuffer);
+    // ids are fresh per call; embeddings may be shared by several contexts, so they are copied
+    for (const s of segments) if (s.kind === 'ids') transfer.push(s.ids.buffer as ArrayBuffer);
     const compact = this.pending ?? undefined;
     if (compact) transfer.push(compact.keep.buffer as ArrayBuffer);
     this.pending = null;
@@ -80,4 +81,11 @@ export class WorkerSequence implements TargetSequence {
 
 function uniq(a: ArrayBuffer[]): ArrayBuffer[] {
   return [...new Set(a)];
+}
+
+/** Drop everything after the first `len` cached tokens (applies a deferred compaction first). */
+export async function truncateSequence(seq: WorkerSequence, len: number): Promise<void> {
+  await seq.flush();
+  if (len < seq.length) seq.compact({ keepFrom: len, keep: new Int32Array(0) });
+  await seq.flush();
 }

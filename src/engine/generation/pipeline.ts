@@ -1,0 +1,268 @@
+// Generation and editing: shared prefill of the CFG contexts (one KV per context, reused by every
+// sampler of the request), samplers behind one step() interface, progressive frames, decoding and
+// encoding.
+import { layout, type EngineCtx, type Part } from '../context.ts';
+import { encodeImage } from '../image/codec.ts';
+import { chwToRgb, latentToRgb, requireSize, rgbToChw } from '../image/pixels.ts';
+import { Rng, randomSeed } from '../rng.ts';
+import { EngineError, type GenerateRequest, type GenerationMode, type ImageFrame, type RgbImage } from '../types.ts';
+import * as V from '../validate.ts';
+import { WorkerSequence } from '../understand/worker-target.ts';
+import { cfgActive, combineCfg, EulerFlowScheduler, patchify, unpatchify, type CfgParams } from './scheduler.ts';
+
+const MODES: GenerationMode[] = ['progressive', '1nfe', '6nfe', 'baseline'];
+
+type DenoiseGraph = 'denoiser' | 'denoise_6nfe' | 'denoise_1nfe';
+
+export interface SamplerPlan {
+  name: string;
+  graph: DenoiseGraph;
+  scheduler: EulerFlowScheduler;
+  /** CFG combined in the engine (base denoiser) */
+  cfg: CfgParams;
+  /** guidance is inside the graph (distilled): one evaluation per step, scales passed as inputs */
+  distilled: boolean;
+}
+
+export interface ValidatedGenerate {
+  words: number[];
+  mode: GenerationMode;
+  seed: number;
+  edit: boolean;
+  steps: number;
+  cfg: CfgParams;
+  shift: number;
+  intermediatePreviews: boolean;
+}
+
+export function validateGenerate(ctx: EngineCtx, req: GenerateRequest): ValidatedGenerate {
+  if (!req || typeof req !== 'object') throw new EngineError('INVALID_INPUT', 'request must be an object');
+  const m = ctx.manifest;
+  if (!m.graphs.denoiser || !m.graphs.vae_decoder) throw new EngineError('INVALID_INPUT', 'this model pack cannot generate images');
+  const words = ctx.tokenizer.encodeWords(V.prompt(req.prompt));
+  if (!words.length) throw new EngineError('INVALID_INPUT', 'prompt has no words');
+  if (words.length > ctx.opts.maxPromptWords)
+    throw new EngineError('PROMPT_TOO_LONG', `prompt has ${words.length} words, limit ${ctx.opts.maxPromptWords}`, { words: words.length, limit: ctx.opts.maxPromptWords });
+  const mode = req.mode ?? 'progressive';
+  if (!MODES.includes(mode)) throw new EngineError('OUT_OF_RANGE', `mode must be one of ${MODES.join(', ')}`, { param: 'mode' });
+  const edit = req.sourceImage !== undefined && req.sourceImage !== null;
+  if (edit) {
+    if (!m.graphs.vision || !m.graphs.vae_encoder) throw new EngineError('INVALID_INPUT', 'this model pack cannot edit images');
+    requireSize(req.sourceImage!, m.vision.image_size, 'sourceImage');
+  }
+  const d = m.sampler_defaults;
+  const seed = V.opt(req.seed, (v) => V.num('seed', v, 0, Number.MAX_SAFE_INTEGER, { integer: true }), randomSeed());
+  const steps = V.opt(req.steps, (v) => V.num('steps', v, 1, 250, { integer: true }), d.steps);
+  const textScale = V.opt(req.cfgTextScale, (v) => V.num('cfgTextScale', v, 0, 20), d.cfg_text_scale);
+  const imageScale = V.opt(req.cfgImageScale, (v) => V.num('cfgImageScale', v, 0, 20), d.cfg_image_scale);
+  const shift = V.opt(req.timestepShift, (v) => V.num('timestepShift', v, 0, 20, { loExclusive: true }), d.shift);
+  let interval: [number, number];
+  if (req.cfgInterval != null) {
+    const iv = req.cfgInterval;
+    if (!Array.isArray(iv) || iv.length !== 2) throw new EngineError('OUT_OF_RANGE', 'cfgInterval must be [lo, hi]', { param: 'cfgInterval' });
+    const lo = V.num('cfgInterval[0]', iv[0], 0, 1);
+    const hi = V.num('cfgInterval[1]', iv[1], 0, 1);
+    if (lo >= hi) throw new EngineError('OUT_OF_RANGE', 'cfgInterval must have lo < hi', { param: 'cfgInterval' });
+    interval = [lo, hi];
+  } else {
+    // Hyper-Bagel's baselines: text-to-image = GenEval settings (CFG over the whole trajectory,
+    // 100 NFE at 50 steps); editing = GEdit settings (the pack's interval, 132 NFE at 50 steps).
+    interval = edit ? [d.cfg_interval[0], d.cfg_interval[1]] : [0, 1];
+  }
+  return {
+    words,
+    mode,
+    seed,
+    edit,
+    steps,
+    shift,
+    intermediatePreviews: !!req.intermediatePreviews,
+    cfg: { textScale, imageScale: edit ? imageScale : 1, interval, renormType: d.cfg_renorm_type, renormMin: d.cfg_renorm_min },
+  };
+}
+
+export function planSamplers(ctx: EngineCtx, v: ValidatedGenerate): { preview?: SamplerPlan; main: SamplerPlan } {
+  const g = ctx.manifest.graphs;
+  const few = (n: 1 | 6): SamplerPlan => {
+    const graph: DenoiseGraph = n === 6 ? 'denoise_6nfe' : 'denoise_1nfe';
+    const distilled = !!g[graph];
+    return {
+      name: distilled ? `distilled-${n}nfe` : `euler-${n} (base denoiser + CFG; no ${graph}.onnx in pack)`,
+      graph: distilled ? graph : 'denoiser',
+      scheduler: new EulerFlowScheduler(n, v.shift),
+      cfg: v.cfg,
+      distilled,
+    };
+  };
+  const baseline: SamplerPlan = { name: `euler-${v.steps} baseline`, graph: 'denoiser', scheduler: new EulerFlowScheduler(v.steps, v.shift), cfg: v.cfg, distilled: false };
+  switch (v.mode) {
+    case 'baseline':
+      return { main: baseline };
+    case '1nfe':
+      return { main: few(1) };
+    case '6nfe':
+      return { main: few(6) };
+    case 'progressive':
+      return { preview: few(1), main: few(6) };
+  }
+}
+
+interface Ctx {
+  seq: WorkerSequence;
+  latentPos: number;
+}
+
+type Piece = Part | { kind: 'vae'; tokens: Float32Array };
+
+/** Prefill one context: decoder for text/ViT runs, denoiser at t = 0 for a clean VAE block. */
+async function buildContext(ectx: EngineCtx, pieces: Piece[], signal?: AbortSignal): Promise<Ctx> {
+  const seq = await WorkerSequence.open(ectx.client, ectx.manifest.decoder.vocab, 64);
+  try {
+    let pos = 0;
+    let run: Part[] = [];
+    const flush = async () => {
+      if (!run.length) return;
+      const lay = layout(run, pos);
+      run = [];
+      if (!lay.positions.length) return;
+      throwIfAborted(signal);
+      await seq.extend(lay.segments, lay.positions, lay.mask, 'last');
+      pos = lay.nextPos;
+    };
+    for (const p of pieces) {
+      if (p.kind !== 'vae') {
+        run.push(p);
+        continue;
+      }
+      await flush();
+      throwIfAborted(signal);
+      await ectx.client.call({ op: 'denoise', graph: 'denoiser', seqs: [seq.id], positions: [pos], latent: p.tokens, t: 0, append: true });
+      pos += 1;
+    }
+    await flush();
+    return { seq, latentPos: pos };
+  } catch (e) {
+    await seq.close();
+    throw e;
+  }
+}
+
+function throwIfAborted(signal?: AbortSignal) {
+  if (signal?.aborted) throw new EngineError('CANCELLED', 'request cancelled');
+}
+
+export async function* runGenerate(ctx: EngineCtx, req: GenerateRequest, signal?: AbortSignal): AsyncGenerator<ImageFrame, void, void> {
+  const t0 = performance.now();
+  const v = validateGenerate(ctx, req);
+  const plans = planSamplers(ctx, v);
+  const release = await ctx.limiter.acquire(signal);
+  const m = ctx.manifest;
+  const sp = m.special_tokens;
+  const L = m.latent;
+  const display = m.vision.image_size;
+  const tokenDim = L.channels * L.patch * L.patch;
+  const contexts: Ctx[] = [];
+  try {
+    // ---- shared prefill
+    const needCfg = [plans.preview, plans.main].some((p) => p && !p.distilled && (p.cfg.textScale > 1 || p.cfg.imageScale > 1));
+    let cond: Ctx;
+    let textUncond: Ctx | null = null;
+    let imageUncond: Ctx | null = null;
+    if (v.edit) {
+      const src = req.sourceImage as RgbImage;
+      throwIfAborted(signal);
+      const vit = await ctx.client.call<Float32Array>({ op: 'vision', pixels: rgbToChw(src, m.vision.image_size), batch: 1 });
+      throwIfAborted(signal);
+      const z = await ctx.client.call<Float32Array>({ op: 'vae_encode', pixels: rgbToChw(src, L.image_size) });
+      const vae = patchify(z, L.channels, L.height, L.width, L.patch);
+      const img = (): Piece[] => [
+        { kind: 'ids', ids: [sp.bos, sp.vision_start] },
+        { kind: 'image', embeds: vit, count: m.vision.tokens },
+        { kind: 'ids', ids: [sp.vision_end, sp.gen_start] },
+        { kind: 'vae', tokens: vae },
+      ];
+      cond = await buildContext(ctx, [...img(), { kind: 'ids', ids: [sp.gen_end, ...v.words, sp.gen_start] }], signal);
+      contexts.push(cond);
+      if (needCfg && v.cfg.textScale > 1) {
+        textUncond = await buildContext(ctx, [...img(), { kind: 'ids', ids: [sp.gen_end, sp.gen_start] }], signal);
+        contexts.push(textUncond);
+      }
+      if (needCfg && v.cfg.imageScale > 1) {
+        imageUncond = await buildContext(ctx, [{ kind: 'ids', ids: [sp.bos, ...v.words, sp.gen_start] }], signal);
+        contexts.push(imageUncond);
+      }
+    } else {
+      cond = await buildContext(ctx, [{ kind: 'ids', ids: [sp.bos, ...v.words, sp.gen_start] }], signal);
+      contexts.push(cond);
+      if (needCfg && v.cfg.textScale > 1) {
+        textUncond = await buildContext(ctx, [{ kind: 'ids', ids: [sp.bos, sp.gen_start] }], signal);
+        contexts.push(textUncond);
+      }
+    }
+    // ---- noise (the same for every sampler of the request: seeds make images reproducible)
+    const rng = new Rng(v.seed);
+    const noise = patchify(rng.fillNormal(new Float32Array(L.channels * L.height * L.width)), L.channels, L.height, L.width, L.patch);
+
+    const frame = async (stage: ImageFrame['stage'], nfe: number, step: number, tokens: Float32Array, how: 'vae' | 'factors', plan: SamplerPlan): Promise<ImageFrame> => {
+      const latent = unpatchify(tokens, L.channels, L.height, L.width, L.patch);
+      let rgb: RgbImage;
+      if (how === 'vae') {
+        throwIfAborted(signal);
+        const px = await ctx.client.call<Float32Array>({ op: 'vae_decode', latent });
+        rgb = chwToRgb(px, L.image_size, display);
+      } else rgb = latentToRgb(latent, L.channels, L.height, L.width, m.preview.latent_rgb_factors, m.preview.latent_rgb_bias, display);
+      const image = await encodeImage(rgb, stage === 'final' ? 'png' : how === 'vae' ? 'jpeg' : 'webp');
+      return { stage, nfe, step, elapsedMs: performance.now() - t0, seed: v.seed, image, rgb, sampler: plan.name };
+    };
+
+    /** Runs one sampler from the shared noise; yields intermediate x0 previews if asked. */
+    async function* sample(plan: SamplerPlan, previews: boolean): AsyncGenerator<ImageFrame, { x: Float32Array; nfe: number }, void> {
+      let x = noise;
+      let nfe = 0;
+      const s = plan.scheduler;
+      for (let i = 0; i < s.steps; i++) {
+        throwIfAborted(signal);
+        const t = s.timesteps[i]!;
+        let vel: Float32Array;
+        if (plan.distilled) {
+          vel = await ctx.client.call<Float32Array>({
+            op: 'denoise', graph: plan.graph, seqs: [cond.seq.id], positions: [cond.latentPos], latent: x, t, append: false,
+            cfgText: plan.cfg.textScale, cfgImage: plan.cfg.imageScale,
+          });
+          nfe += 1;
+        } else {
+          const on = cfgActive(t, plan.cfg.interval);
+          const use = [cond, ...(on && textUncond ? [textUncond] : []), ...(on && imageUncond ? [imageUncond] : [])];
+          const out = await ctx.client.call<Float32Array>({
+            op: 'denoise', graph: 'denoiser', seqs: use.map((c) => c.seq.id), positions: use.map((c) => c.latentPos), latent: x, t, append: false,
+          });
+          nfe += use.length;
+          const n = x.length;
+          const part = (c: Ctx | null) => (c && use.includes(c) ? out.subarray(use.indexOf(c) * n, (use.indexOf(c) + 1) * n) : null);
+          vel = on ? combineCfg(out.subarray(0, n), part(textUncond), part(imageUncond), plan.cfg, tokenDim) : out.subarray(0, n);
+        }
+        const r = s.step(vel, i, x);
+        x = r.prev;
+        if (previews && i < s.steps - 1) yield await frame('preview', nfe, i + 1, r.x0, 'factors', plan);
+      }
+      return { x, nfe };
+    }
+
+    if (plans.preview) {
+      const it = sample(plans.preview, false);
+      let r = await it.next();
+      while (!r.done) r = await it.next();
+      yield await frame('preview', r.value.nfe, plans.preview.scheduler.steps, r.value.x, 'vae', plans.preview);
+    }
+    const it = sample(plans.main, v.intermediatePreviews);
+    let r = await it.next();
+    while (!r.done) {
+      yield r.value;
+      r = await it.next();
+    }
+    yield await frame('final', r.value.nfe, plans.main.scheduler.steps, r.value.x, 'vae', plans.main);
+  } finally {
+    await Promise.all(contexts.map((c) => c.seq.close()));
+    release();
+  }
+}

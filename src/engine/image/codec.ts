@@ -1,0 +1,68 @@
+// Encoding (sharp): JPEG/WebP for previews, PNG for finals; decoding of user uploads with format,
+// corruption and pixel-limit checks → EngineError('BAD_IMAGE').
+import { createHash } from 'node:crypto';
+import sharp, { type Metadata } from 'sharp';
+import { EngineError, type EncodedImage, type RgbImage } from '../types.ts';
+
+export type ImageFormat = 'png' | 'jpeg' | 'webp';
+
+export async function encodeImage(img: RgbImage, format: ImageFormat): Promise<EncodedImage> {
+  const s = sharp(Buffer.from(img.data.buffer, img.data.byteOffset, img.data.length), {
+    raw: { width: img.width, height: img.height, channels: 3 },
+  });
+  const buf =
+    format === 'png'
+      ? await s.png({ compressionLevel: 1 }).toBuffer()
+      : format === 'jpeg'
+        ? await s.jpeg({ quality: 80 }).toBuffer()
+        : await s.webp({ quality: 80, effort: 0 }).toBuffer();
+  const bytes = new Uint8Array(buf.buffer, buf.byteOffset, buf.length);
+  return {
+    mimeType: format === 'png' ? 'image/png' : format === 'jpeg' ? 'image/jpeg' : 'image/webp',
+    width: img.width,
+    height: img.height,
+    bytes,
+    sha256: createHash('sha256').update(bytes).digest('hex'),
+  };
+}
+
+export interface DecodeLimits {
+  /** exact width = height required (the world's image size); omit to accept any size */
+  size?: number;
+  /** refuse inputs with more pixels than this before decoding them fully */
+  maxPixels: number;
+  formats: ImageFormat[];
+}
+
+export const DEFAULT_DECODE_LIMITS: DecodeLimits = { maxPixels: 4096 * 4096, formats: ['png', 'jpeg', 'webp'] };
+
+/** Decode uploaded image bytes to RGB, with typed errors for every way it can be wrong. */
+export async function decodeImageBytes(bytes: Uint8Array, limits: Partial<DecodeLimits> = {}): Promise<RgbImage> {
+  const lim = { ...DEFAULT_DECODE_LIMITS, ...limits };
+  if (!(bytes instanceof Uint8Array) || bytes.length === 0) throw new EngineError('BAD_IMAGE', 'image is empty');
+  let meta: Metadata;
+  try {
+    meta = await sharp(bytes, { limitInputPixels: lim.maxPixels }).metadata();
+  } catch (e) {
+    throw new EngineError('BAD_IMAGE', `image cannot be read: ${(e as Error).message}`);
+  }
+  const fmt = meta.format as string | undefined;
+  if (!fmt || !lim.formats.includes(fmt as ImageFormat))
+    throw new EngineError('BAD_IMAGE', `unsupported image format ${fmt ?? 'unknown'} (accepted: ${lim.formats.join(', ')})`, { format: fmt });
+  const w = meta.width ?? 0;
+  const h = meta.height ?? 0;
+  if (w * h > lim.maxPixels) throw new EngineError('BAD_IMAGE', `image has ${w * h} pixels, limit ${lim.maxPixels}`);
+  if (lim.size !== undefined && (w !== lim.size || h !== lim.size))
+    throw new EngineError('BAD_IMAGE', `image must be ${lim.size}×${lim.size} pixels, got ${w}×${h}`, { expected: [lim.size, lim.size], got: [w, h] });
+  try {
+    const { data, info } = await sharp(bytes, { limitInputPixels: lim.maxPixels, failOn: 'error' })
+      .removeAlpha()
+      .toColourspace('srgb')
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    if (info.channels !== 3) throw new Error(`decoded ${info.channels} channels`);
+    return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
+  } catch (e) {
+    throw new EngineError('BAD_IMAGE', `image is corrupt: ${(e as Error).message}`);
+  }
+}

@@ -1,0 +1,187 @@
+// createEngine(packDir, options): loads and validates a model pack, starts its model worker, measures
+// the verification cost curve for speculative sizing, and exposes the Engine interface.
+import os from 'node:os';
+import { WorkerClient } from '../runtime/client.ts';
+import { loadPack } from '../runtime/manifest.ts';
+import type { WorkerStats } from '../runtime/protocol.ts';
+import type { EngineCtx, EngineOptions } from './context.ts';
+import { runGenerate } from './generation/pipeline.ts';
+import { Limiter } from './limiter.ts';
+import { AcceptanceStats } from './speculative/metrics.ts';
+import { CostCurve } from './speculative/sizing.ts';
+import { PackTokenizer } from './tokenizer.ts';
+import {
+  EngineError,
+  type Engine,
+  type GenerateRequest,
+  type ImageFrame,
+  type ModelInfo,
+  type SessionHandle,
+  type UnderstandEvent,
+  type UnderstandRequest,
+} from './types.ts';
+import { causalMask } from './understand/target.ts';
+import { runUnderstand, type ConversationState } from './understand/pipeline.ts';
+import { WorkerSequence } from './understand/worker-target.ts';
+
+export type { EngineOptions } from './context.ts';
+export { EngineError } from './types.ts';
+
+/** The Engine plus introspection the CLI, benchmarks and tests use. */
+export interface LocalEngine extends Engine {
+  /** measured verification cost curve (ms per forward of T tokens), null if not calibrated */
+  readonly costCurve: Array<[number, number]> | null;
+  workerStats(): Promise<WorkerStats & { restarts: number }>;
+  /** test hook: make the model worker process exit (as a native crash would) */
+  crashWorkerForTest(): Promise<void>;
+  /** re-measure the cost curve now */
+  calibrate(): Promise<Array<[number, number]>>;
+}
+
+function intOpt(o: Record<string, unknown>, k: string, d: number): number {
+  const v = o[k];
+  if (v === undefined) return d;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new EngineError('OUT_OF_RANGE', `engine option ${k} must be a non-negative integer`);
+  return v;
+}
+
+export async function createEngine(packDir: string, options: EngineOptions | Record<string, unknown> = {}): Promise<LocalEngine> {
+  const o = options as Record<string, unknown>;
+  const pack = loadPack(packDir);
+  const m = pack.manifest;
+  const sp = m.special_tokens;
+  const tokenizer = new PackTokenizer(pack.tokenizerJson, sp.unk, Object.values(sp));
+  const cores = Math.max(1, os.availableParallelism?.() ?? os.cpus().length);
+  const opts: EngineCtx['opts'] = {
+    intraOpThreads: intOpt(o, 'intraOpThreads', Math.min(2, cores)),
+    interOpThreads: intOpt(o, 'interOpThreads', 1),
+    allowSpinning: o['allowSpinning'] === true,
+    maxConcurrent: intOpt(o, 'maxConcurrent', 4),
+    maxQueue: intOpt(o, 'maxQueue', 32),
+    calibrate: o['calibrate'] !== false,
+    defaultMaxTokens: intOpt(o, 'defaultMaxTokens', Math.min(64, m.decoder.max_positions)),
+    maxChainLength: intOpt(o, 'maxChainLength', 8),
+    maxPromptWords: intOpt(o, 'maxPromptWords', Math.floor(m.decoder.max_positions / 2)),
+  };
+  const client = new WorkerClient(
+    { op: 'init', files: pack.files, manifest: m, tuning: { intraOpThreads: opts.intraOpThreads, interOpThreads: opts.interOpThreads, allowSpinning: opts.allowSpinning } },
+    { maxPending: opts.maxQueue * 8 + 64 },
+  );
+  try {
+    await client.start();
+  } catch (e) {
+    await client.close();
+    throw e instanceof EngineError ? e : new EngineError('MODEL_LOAD_FAILED', `${packDir}: ${(e as Error).message}`);
+  }
+  const ctx: EngineCtx = {
+    pack,
+    manifest: m,
+    client,
+    tokenizer,
+    stats: new AcceptanceStats(0.5),
+    curve: null,
+    limiter: new Limiter(opts.maxConcurrent, opts.maxQueue),
+    opts,
+  };
+
+  async function calibrate(): Promise<Array<[number, number]>> {
+    // Verification cost vs token count at a typical past length (EAGLE's total_token = -1 idea).
+    const seq = await WorkerSequence.open(client, m.decoder.vocab, 128);
+    try {
+      const P = Math.min(48, Math.floor(m.decoder.max_positions / 3));
+      const ids = Int32Array.from({ length: P }, (_, i) => 10 + (i % Math.max(1, m.decoder.vocab - 10)));
+      await seq.forward(ids, Int32Array.from({ length: P }, (_, i) => i), causalMask(P), 'last');
+      const points: Array<[number, number]> = [];
+      for (let w = 0; w < 8; w++) {
+        await seq.forward(ids.subarray(0, 4), Int32Array.from({ length: 4 }, (_, i) => P + i), causalMask(4), 'all');
+        seq.compact({ keepFrom: P, keep: new Int32Array(0) });
+      }
+      for (const T of [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]) {
+        const times: number[] = [];
+        for (let rep = 0; rep < 7; rep++) {
+          const t0 = performance.now();
+          await seq.forward(ids.subarray(0, T), Int32Array.from({ length: T }, (_, i) => P + i), causalMask(T), T === 1 ? 'last' : 'all');
+          times.push(performance.now() - t0);
+          seq.compact({ keepFrom: P, keep: new Int32Array(0) });
+        }
+        times.sort((a, b) => a - b);
+        points.push([T, times[Math.floor(times.length / 2)]!]);
+      }
+      // monotone envelope: verifying more tokens never costs less
+      for (let i = 1; i < points.length; i++) points[i]![1] = Math.max(points[i]![1], points[i - 1]![1]);
+      ctx.curve = new CostCurve(points);
+      return points;
+    } finally {
+      await seq.close();
+    }
+  }
+
+  if (Array.isArray(o['costCurve'])) ctx.curve = new CostCurve(o['costCurve'] as Array<[number, number]>);
+  else if (opts.calibrate) await calibrate();
+
+  const conversations = new Map<string, ConversationState>();
+  let nextSession = 1;
+  let closed = false;
+  const g = m.graphs;
+  const info: ModelInfo = {
+    name: m.name,
+    description: m.description ?? '',
+    capabilities: {
+      understand: true,
+      generate: !!(g.denoiser && g.vae_decoder),
+      edit: !!(g.denoiser && g.vae_decoder && g.vae_encoder && g.vision),
+      draft: !!g.draft,
+      sixStep: !!g.denoise_6nfe,
+      oneStep: !!g.denoise_1nfe,
+    },
+    imageSize: { width: m.vision?.image_size ?? 64, height: m.vision?.image_size ?? 64 },
+    vocabularySize: m.decoder.vocab,
+  };
+
+  const engine: LocalEngine = {
+    info,
+    get costCurve() {
+      return ctx.curve ? ctx.curve.points.map(([t, c]) => [t, c] as [number, number]) : null;
+    },
+    understand(req: UnderstandRequest, signal?: AbortSignal): AsyncIterable<UnderstandEvent> {
+      if (closed) throw new EngineError('INTERNAL', 'engine is closed');
+      let conv: ConversationState | null = null;
+      if (req?.session) {
+        conv = conversations.get(req.session.id) ?? null;
+        if (!conv) throw new EngineError('INVALID_INPUT', `unknown or closed session ${req.session.id}`);
+      }
+      return runUnderstand(ctx, req, signal, conv);
+    },
+    generate(req: GenerateRequest, signal?: AbortSignal): AsyncIterable<ImageFrame> {
+      if (closed) throw new EngineError('INTERNAL', 'engine is closed');
+      return runGenerate(ctx, req, signal);
+    },
+    createSession(): SessionHandle {
+      const id = `s${nextSession++}`;
+      conversations.set(id, { seq: null, nextPos: 0, history: [], pending: [], busy: false });
+      return { id };
+    },
+    closeSession(session: SessionHandle): void {
+      const c = conversations.get(session?.id);
+      if (!c) return;
+      conversations.delete(session.id);
+      void c.seq?.close();
+    },
+    async close(): Promise<void> {
+      if (closed) return;
+      closed = true;
+      conversations.clear();
+      await client.close();
+    },
+    async workerStats() {
+      const s = await client.stats();
+      return { ...s, restarts: client.crashes };
+    },
+    async crashWorkerForTest() {
+      await client.whenReady();
+      void client.call({ op: '__crash' }).catch(() => {});
+    },
+    calibrate,
+  };
+  return engine;
+}

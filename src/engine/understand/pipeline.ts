@@ -1,0 +1,226 @@
+// Understanding requests: validation, prefill (vision + text), decoding (plain or speculative),
+// streaming chunks with text deltas and stop conditions, final summary.
+import { Rng, randomSeed } from '../rng.ts';
+import { layout, type EngineCtx, type Part } from '../context.ts';
+import { requireSize, rgbToChw } from '../image/pixels.ts';
+import { SpecMetrics } from '../speculative/metrics.ts';
+import { ngramProposer, type Proposer } from '../speculative/proposer.ts';
+import {
+  EngineError,
+  type FinishReason,
+  type SpeculationMode,
+  type UnderstandEvent,
+  type UnderstandRequest,
+  type UnderstandSummary,
+} from '../types.ts';
+import * as V from '../validate.ts';
+import { decodeSteps } from './decode.ts';
+import { IncrementalDetokenizer } from './detok.ts';
+import { cutTokens, StopStringFilter } from './stop.ts';
+import type { SamplingParams } from './logits.ts';
+import { truncateSequence, WorkerSequence } from './worker-target.ts';
+
+const MODES: SpeculationMode[] = ['auto', 'off', 'chain', 'tree', 'ngram'];
+
+export interface ConversationState {
+  seq: WorkerSequence | null;
+  nextPos: number;
+  history: number[];
+  /** chosen tokens not yet in the KV cache (the last answer's final token) */
+  pending: number[];
+  busy: boolean;
+}
+
+export interface ValidatedUnderstand {
+  words: number[];
+  maxTokens: number;
+  sampling: SamplingParams;
+  seed: number;
+  stop: string[];
+  mode: SpeculationMode;
+  chainLength?: number;
+  treeBudget?: number;
+  treeTopK?: number;
+  treeDepth?: number;
+}
+
+export function validateUnderstand(ctx: EngineCtx, req: UnderstandRequest): ValidatedUnderstand {
+  if (!req || typeof req !== 'object') throw new EngineError('INVALID_INPUT', 'request must be an object');
+  const text = V.prompt(req.prompt);
+  const words = ctx.tokenizer.encodeWords(text);
+  if (!words.length) throw new EngineError('INVALID_INPUT', 'prompt has no words');
+  if (words.length > ctx.opts.maxPromptWords)
+    throw new EngineError('PROMPT_TOO_LONG', `prompt has ${words.length} words, limit ${ctx.opts.maxPromptWords}`, {
+      words: words.length,
+      limit: ctx.opts.maxPromptWords,
+    });
+  const maxPos = ctx.manifest.decoder.max_positions;
+  const maxTokens = V.opt(req.maxTokens, (v) => V.num('maxTokens', v, 1, maxPos, { integer: true }), ctx.opts.defaultMaxTokens);
+  const temperature = V.opt(req.temperature, (v) => V.num('temperature', v, 0, 10), 0);
+  const topP = V.opt(req.topP, (v) => V.num('topP', v, 0, 1, { loExclusive: true }), 1);
+  const topK = V.opt(req.topK, (v) => V.num('topK', v, 0, ctx.manifest.decoder.vocab, { integer: true }), 0);
+  const seed = V.opt(req.seed, (v) => V.num('seed', v, 0, Number.MAX_SAFE_INTEGER, { integer: true }), randomSeed());
+  const stop = req.stop ?? [];
+  if (!Array.isArray(stop) || stop.length > 8 || !stop.every((s) => typeof s === 'string' && s.length > 0 && s.length <= 64))
+    throw new EngineError('OUT_OF_RANGE', 'stop must be at most 8 non-empty strings of at most 64 characters', { param: 'stop' });
+  const spec = req.speculation ?? { mode: 'auto' as const };
+  if (!MODES.includes(spec.mode)) throw new EngineError('OUT_OF_RANGE', `speculation.mode must be one of ${MODES.join(', ')}`, { param: 'speculation.mode' });
+  const v: ValidatedUnderstand = { words, maxTokens, sampling: { temperature, topK, topP }, seed, stop, mode: spec.mode };
+  if (spec.chainLength != null) v.chainLength = V.num('speculation.chainLength', spec.chainLength, 1, 16, { integer: true });
+  if (spec.treeBudget != null) v.treeBudget = V.num('speculation.treeBudget', spec.treeBudget, 1, 64, { integer: true });
+  if (spec.treeTopK != null) v.treeTopK = V.num('speculation.treeTopK', spec.treeTopK, 1, 10, { integer: true });
+  if (spec.treeDepth != null) v.treeDepth = V.num('speculation.treeDepth', spec.treeDepth, 1, 10, { integer: true });
+  if (req.image !== undefined && req.image !== null) {
+    if (!ctx.manifest.graphs.vision) throw new EngineError('INVALID_INPUT', 'this model pack cannot read images (no vision graph)');
+    requireSize(req.image, ctx.manifest.vision.image_size);
+  }
+  return v;
+}
+
+/** The proposer for a request; null = plain decoding. No pack has draft.onnx yet: n-gram everywhere. */
+export function makeProposer(ctx: EngineCtx, v: ValidatedUnderstand): Proposer | null {
+  if (v.mode === 'off') return null;
+  return ngramProposer({
+    mode: v.mode,
+    chainLength: v.chainLength,
+    treeBudget: v.treeBudget,
+    treeTopK: v.treeTopK,
+    treeDepth: v.treeDepth,
+    maxChainLength: ctx.opts.maxChainLength,
+    curve: ctx.curve ?? undefined,
+    stats: ctx.stats,
+  });
+}
+
+export async function* runUnderstand(
+  ctx: EngineCtx,
+  req: UnderstandRequest,
+  signal: AbortSignal | undefined,
+  conversation: ConversationState | null,
+): AsyncGenerator<UnderstandEvent, void, void> {
+  const t0 = performance.now();
+  const v = validateUnderstand(ctx, req);
+  if (conversation?.busy) throw new EngineError('BUSY', 'this session is already answering a request');
+  const release = await ctx.limiter.acquire(signal);
+  const queueMs = performance.now() - t0;
+  const sp = ctx.manifest.special_tokens;
+  let seq: WorkerSequence | null = null;
+  if (conversation) conversation.busy = true;
+  try {
+    // ---- prefill
+    let startPos = 0;
+    let history: number[] = [];
+    if (conversation?.seq && conversation.seq.length > 0) {
+      seq = conversation.seq;
+      startPos = conversation.nextPos;
+      history = conversation.history;
+    } else {
+      seq = await WorkerSequence.open(ctx.client, ctx.manifest.decoder.vocab, 64);
+      if (conversation) conversation.seq = seq;
+    }
+    await seq.flush();
+    const kvStart = seq.length;
+    const parts: Part[] = [];
+    const lead = conversation?.seq && startPos > 0 ? [...conversation.pending] : [sp.bos];
+    if (req.image) {
+      if (signal?.aborted) throw new EngineError('CANCELLED', 'request cancelled');
+      const S = ctx.manifest.vision.image_size;
+      const embeds = await ctx.client.call<Float32Array>({ op: 'vision', pixels: rgbToChw(req.image, S), batch: 1 });
+      parts.push({ kind: 'ids', ids: [...lead, sp.vision_start] }, { kind: 'image', embeds, count: ctx.manifest.vision.tokens }, { kind: 'ids', ids: [sp.vision_end, ...v.words, sp.im_start] });
+    } else parts.push({ kind: 'ids', ids: [...lead, ...v.words, sp.im_start] });
+    const lay = layout(parts, startPos);
+    const promptTokens = lay.positions.length;
+    const maxPos = ctx.manifest.decoder.max_positions;
+    if (lay.nextPos >= maxPos)
+      throw new EngineError('PROMPT_TOO_LONG', `prompt needs ${lay.nextPos} positions, the model has ${maxPos}`, { positions: lay.nextPos, limit: maxPos });
+    const maxTokens = Math.min(v.maxTokens, maxPos - lay.nextPos);
+    if (signal?.aborted) throw new EngineError('CANCELLED', 'request cancelled');
+    const lastLogits = await seq.extend(lay.segments, lay.positions, lay.mask, 'last');
+    const context = [...history, ...lay.ids];
+    // ---- decode
+    const rng = new Rng(v.seed);
+    const proposer = makeProposer(ctx, v);
+    const metrics = new SpecMetrics();
+    const detok = new IncrementalDetokenizer((ids) => ctx.tokenizer.decode(ids));
+    const stopper = new StopStringFilter(v.stop);
+    let text = '';
+    let generated: number[] = [];
+    let finish: FinishReason = 'length';
+    let tFirst = 0;
+    let chosenTotal = 0; // tokens chosen by the loop (incl. any past a cut); all but the last are cached
+    let cancelled = false;
+    const steps = decodeSteps(seq, lastLogits, lay.nextPos, context, { sampling: v.sampling, rng, proposer, signal });
+    try {
+      for await (const step of steps) {
+        metrics.record(step.drafted, step.depth, step.accepted);
+        chosenTotal += step.tokens.length;
+        const cut = cutTokens(step.tokens, sp.eos, generated.length, maxTokens);
+        const kept = step.tokens.slice(0, cut.keep);
+        generated = generated.concat(kept);
+        let delta = detok.push(kept);
+        if (cut.finish) delta += detok.flush();
+        const st = stopper.push(delta);
+        let out = st.text;
+        if (!st.stopped && cut.finish) out += stopper.flush();
+        text += out;
+        if (!tFirst) tFirst = performance.now();
+        yield { kind: 'chunk', text: out, tokenIds: kept, acceptedTokens: step.accepted, draftedTokens: step.drafted };
+        if (st.stopped) {
+          finish = 'stop';
+          break;
+        }
+        if (cut.finish) {
+          finish = cut.finish;
+          break;
+        }
+      }
+    } catch (e) {
+      if (e instanceof EngineError && e.code === 'CANCELLED') cancelled = true;
+      else throw e;
+    } finally {
+      await steps.return();
+    }
+    if (cancelled) finish = 'cancelled';
+    const tEnd = performance.now();
+    if (conversation && seq) {
+      // keep prompt + answer (+ EOS) in the conversation's KV; drop drafted tokens past the cut
+      const desired = finish === 'eos' ? [...generated, sp.eos] : generated;
+      const cached = Math.min(Math.max(0, chosenTotal - 1), desired.length);
+      await truncateSequence(seq, kvStart + promptTokens + cached);
+      conversation.history = [...context, ...desired.slice(0, cached)];
+      conversation.nextPos = lay.nextPos + cached;
+      conversation.pending = desired.slice(cached);
+    }
+    const n = generated.length;
+    const decodeMs = tFirst ? tEnd - tFirst : 0;
+    const summary: UnderstandSummary = {
+      kind: 'done',
+      finishReason: finish,
+      text,
+      usage: { promptTokens, completionTokens: n, totalTokens: promptTokens + n },
+      timings: {
+        queueMs,
+        timeToFirstTokenMs: tFirst ? tFirst - t0 : 0,
+        totalMs: tEnd - t0,
+        tokensPerSecond: n > 1 && decodeMs > 0 ? ((n - 1) * 1000) / decodeMs : n > 0 ? (n * 1000) / (tEnd - t0) : 0,
+      },
+      speculation: {
+        mode: v.mode,
+        proposer: proposer ? proposer.source : 'none',
+        drafts: metrics.drafts,
+        draftedTokens: metrics.draftedTokens,
+        acceptedTokens: metrics.acceptedTokens,
+        meanAcceptedLength: metrics.meanAcceptedLength,
+        acceptanceRate: metrics.acceptanceRate,
+        acceptancePerPosition: metrics.acceptancePerPosition,
+      },
+      seed: v.seed,
+    };
+    yield summary;
+  } finally {
+    if (conversation) conversation.busy = false;
+    if (seq && !conversation) await seq.close();
+    release();
+  }
+}
+
