@@ -53,7 +53,10 @@ export function toGatewayError(err: unknown): GatewayError {
     if (CLIENT_FACING.has(err.code)) {
       const details: Record<string, unknown> = {};
       // only plain scalar details are forwarded
-      for (const [k, v] of Object.entries(err.details ?? {})) if (['string', 'number', 'boolean'].includes(typeof v)) details[k] = v;
+      for (const [k, v] of Object.entries(err.details ?? {})) {
+        if (['string', 'number', 'boolean'].includes(typeof v)) details[k] = v;
+        else if (Array.isArray(v) && v.length <= 64 && v.every((x) => typeof x === 'string' || typeof x === 'number')) details[k] = v;
+      }
       return new GatewayError(code, err.message, details);
     }
     return new GatewayError(code, SAFE_MESSAGES[code] ?? 'Internal server error');

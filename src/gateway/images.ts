@@ -81,7 +81,8 @@ export async function decodeImage(bytes: Buffer, limits: ImageLimits): Promise<R
       .raw()
       .toBuffer({ resolveWithObject: true });
     if (info.channels !== 3) throw new Error(`unexpected channel count ${info.channels}`);
-    return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+    // a fresh, exactly-sized buffer (not a view into a pooled one): the engine may transfer it to a worker
+    return { width: info.width, height: info.height, data: new Uint8Array(data) };
   } catch {
     throw new GatewayError('BAD_IMAGE', 'The image could not be decoded (corrupt or truncated data)');
   }

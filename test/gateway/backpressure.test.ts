@@ -42,7 +42,7 @@ describe('coalescing understand stream', () => {
     const src = manualSource();
     let coalesced = 0;
     let ended: unknown;
-    const it = coalescingStream(src, new AbortController(), {
+    const it = coalescingStream<unknown>(src, new AbortController(), {
       chunk: (c) => c,
       summary: (s) => s,
       onCoalesced: () => coalesced++,
@@ -66,7 +66,7 @@ describe('coalescing understand stream', () => {
   it('return() aborts the engine and ends a pending next()', async () => {
     const src = manualSource();
     const ctrl = new AbortController();
-    const it = coalescingStream(src, ctrl, { chunk: (c) => c, summary: (s) => s, onEnd: () => {} });
+    const it = coalescingStream<unknown>(src, ctrl, { chunk: (c) => c, summary: (s) => s, onEnd: () => {} });
     const pending = it.next();
     await it.return!();
     expect((await pending).done).toBe(true);

@@ -39,7 +39,7 @@ describe('image inputs', () => {
       const f = new FormData();
       f.set('operations', JSON.stringify({ query: EDIT, variables: { input: { instruction: 'blue', mode: 'ONE_STEP', image: { upload: null } } } }));
       f.set('map', JSON.stringify({ 0: ['variables.input.image.upload'] }));
-      f.set('0', new Blob([png], { type: 'image/png' }), 'a.png');
+      f.set('0', new Blob([new Uint8Array(png)], { type: 'image/png' }), 'a.png');
       return f;
     };
     const ok = await fetch(server.url, { method: 'POST', body: form(), headers: { 'graphql-require-preflight': '1' } });

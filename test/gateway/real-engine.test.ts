@@ -1,0 +1,178 @@
+// End to end on the real engine (test/fixtures/tiny-pack, random weights: outputs are meaningless,
+// shapes and protocol are not), through real graphql-ws and HTTP clients.
+import { createHash } from 'node:crypto';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { LocalEngine } from '../../src/engine/index.ts';
+import type { RunningServer } from '../../src/gateway/server.ts';
+import { gqlPost, httpStream, mergeIncremental, start, waitFor, wsClient, wsRun } from './helpers.ts';
+
+const PACK = 'test/fixtures/tiny-pack';
+const UNDERSTAND = `subscription U($input: UnderstandInput!) { understand(input: $input) {
+  text tokenIds acceptedTokens draftedTokens steps done finishReason fullText
+  usage { promptTokens completionTokens totalTokens } timings { queueMs timeToFirstTokenMs tokensPerSecond }
+  speculation { mode drafts meanAcceptedLength acceptanceRate } } }`;
+const FRAME = 'stage nfe step seed elapsedMs image { mimeType width height byteLength base64 url sha256 }';
+const jobQuery = (field: 'generateImage' | 'editImage', type: string) => `mutation M($input: ${type}!) { ${field}(input: $input) {
+  id seed mode previews @stream(initialCount: 0) { ${FRAME} } ... @defer { result { ${FRAME} } } } }`;
+
+let server: RunningServer;
+let scene: Buffer;
+beforeAll(async () => {
+  server = await start({ packDir: PACK });
+  // a red circle-ish 64x64 test image
+  const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"><rect width="64" height="64" fill="white"/><circle cx="32" cy="32" r="14" fill="red"/></svg>`;
+  scene = await sharp(Buffer.from(svg)).png().toBuffer();
+}, 120_000);
+afterAll(async () => {
+  await server?.close();
+});
+
+async function checkImage(frame: Record<string, any>) {
+  const img = frame.image;
+  const bytes = Buffer.from(img.base64, 'base64');
+  expect(bytes.byteLength).toBe(img.byteLength);
+  expect(createHash('sha256').update(bytes).digest('hex')).toBe(img.sha256);
+  const meta = await sharp(bytes).metadata();
+  expect([meta.width, meta.height]).toEqual([img.width, img.height]);
+  expect(img.mimeType).toBe(`image/${meta.format}`);
+  const served = await fetch(img.url);
+  expect(served.status).toBe(200);
+  expect(Buffer.from(await served.arrayBuffer()).equals(bytes)).toBe(true);
+}
+
+describe('real engine on the tiny pack', () => {
+  it('reports the model', async () => {
+    const r = await gqlPost(server, { query: '{ models { name imageSize { width height } vocabularySize capabilities { understand generate edit } } health { ready } }' });
+    expect(r.json.data.models[0]).toMatchObject({ name: 'tiny-pack', imageSize: { width: 64, height: 64 }, capabilities: { understand: true, generate: true, edit: true } });
+    expect(r.json.data.health.ready).toBe(true);
+  });
+
+  it('streams understanding with an image over graphql-ws; deltas add up to the full text', async () => {
+    const client = wsClient(server);
+    try {
+      const out = await wsRun(client, UNDERSTAND, {
+        input: { prompt: 'describe the image', image: { base64: scene.toString('base64') }, maxTokens: 12, temperature: 0, speculation: { mode: 'CHAIN', chainLength: 3 } },
+      });
+      expect(out.every((p) => !p.errors)).toBe(true);
+      const events = out.map((p) => p.data!.understand as Record<string, any>);
+      const last = events.at(-1)!;
+      expect(last.done).toBe(true);
+      expect(['EOS', 'STOP', 'LENGTH']).toContain(last.finishReason);
+      const chunks = events.slice(0, -1);
+      expect(chunks.map((c) => c.text).join('')).toBe(last.fullText);
+      expect(chunks.flatMap((c) => c.tokenIds).length).toBe(last.usage.completionTokens);
+      expect(last.usage.completionTokens).toBeLessThanOrEqual(12);
+      expect(last.usage.totalTokens).toBe(last.usage.promptTokens + last.usage.completionTokens);
+      expect(last.timings.timeToFirstTokenMs).toBeGreaterThanOrEqual(0);
+      expect(last.speculation.mode).toBe('CHAIN');
+    } finally {
+      await client.dispose();
+    }
+  });
+
+  it('streams understanding over SSE', async () => {
+    const r = await httpStream(server, 'text/event-stream', { query: UNDERSTAND, variables: { input: { prompt: 'what is in the picture', maxTokens: 6 } } });
+    const events = r.payloads.map((p) => p.data!.understand as Record<string, any>);
+    expect(events.at(-1)!.done).toBe(true);
+    expect(events.slice(0, -1).map((e) => e.text).join('')).toBe(events.at(-1)!.fullText);
+  });
+
+  it('types engine input errors (unknown words)', async () => {
+    const client = wsClient(server);
+    try {
+      const err = await wsRun(client, UNDERSTAND, { input: { prompt: 'describe the zebra', maxTokens: 4 } }).then(
+        (out) => out.at(-1)!.errors,
+        (e) => e.errors,
+      );
+      expect(err?.[0]?.extensions?.code).toBe('UNKNOWN_WORDS');
+      expect(err?.[0]?.message).toContain('zebra');
+    } finally {
+      await client.dispose();
+    }
+  });
+
+  it('generateImage: 1-NFE preview streamed first, final deferred last (graphql-ws and multipart)', async () => {
+    const client = wsClient(server);
+    try {
+      const out = await wsRun(client, jobQuery('generateImage', 'GenerateImageInput'), { input: { prompt: 'a red circle', seed: 11 } });
+      const previewAt = out.findIndex((p) => p.incremental?.some((i) => i.items));
+      const finalAt = out.findIndex((p) => p.incremental?.some((i) => i.data?.result));
+      expect(previewAt).toBeGreaterThan(0);
+      expect(finalAt).toBe(out.length - 1);
+      const job = mergeIncremental(out).generateImage;
+      expect(job.seed).toBe(11);
+      expect(job.previews.length).toBeGreaterThanOrEqual(1);
+      expect(job.previews[0].stage).toBe('PREVIEW');
+      expect(job.result.stage).toBe('FINAL');
+      expect(job.result.nfe).toBeGreaterThan(job.previews[0].nfe);
+      await checkImage(job.previews[0]);
+      await checkImage(job.result);
+    } finally {
+      await client.dispose();
+    }
+    const r = await httpStream(server, 'multipart/mixed', { query: jobQuery('generateImage', 'GenerateImageInput'), variables: { input: { prompt: 'a red circle', seed: 11 } } });
+    const job2 = mergeIncremental(r.payloads).generateImage;
+    expect(job2.result.stage).toBe('FINAL');
+    // same seed, same image
+    await checkImage(job2.result);
+  });
+
+  it('editImage from a base64 image and a session conversation (describe, then edit without resending)', async () => {
+    const client = wsClient(server);
+    try {
+      const direct = await wsRun(client, jobQuery('editImage', 'EditImageInput'), { input: { instruction: 'make the circle green', image: { base64: scene.toString('base64') }, seed: 3 } });
+      const job = mergeIncremental(direct).editImage;
+      expect(job.result.stage).toBe('FINAL');
+      await checkImage(job.result);
+
+      const sid = (await gqlPost(server, { query: 'mutation { createSession }' })).json.data.createSession;
+      const described = await wsRun(client, UNDERSTAND, { input: { prompt: 'describe this image', image: { base64: scene.toString('base64') }, sessionId: sid, maxTokens: 6 } });
+      expect((described.at(-1)!.data!.understand as any).done).toBe(true);
+      const edited = await wsRun(client, jobQuery('editImage', 'EditImageInput'), { input: { instruction: 'now make the circle green', sessionId: sid, seed: 4 } });
+      expect(edited.every((p) => !p.errors && !p.incremental?.some((i) => i.errors))).toBe(true);
+      expect(mergeIncremental(edited).editImage.result.stage).toBe('FINAL');
+      // and the conversation continues
+      const again = await wsRun(client, UNDERSTAND, { input: { prompt: 'what is in the image', sessionId: sid, maxTokens: 4 } });
+      expect((again.at(-1)!.data!.understand as any).done).toBe(true);
+      expect((await gqlPost(server, { query: 'mutation($s: ID!) { closeSession(id: $s) }', variables: { s: sid } })).json.data.closeSession).toBe(true);
+    } finally {
+      await client.dispose();
+    }
+  });
+
+  it('rejects a corrupt image before it reaches the engine', async () => {
+    const bad = Buffer.concat([scene.subarray(0, 40), Buffer.alloc(40)]);
+    const r = await gqlPost(server, { query: `mutation($i: EditImageInput!) { editImage(input: $i) { id } }`, variables: { i: { instruction: 'make it blue', image: { base64: bad.toString('base64') } } } });
+    expect(r.json.errors[0].extensions.code).toBe('BAD_IMAGE');
+  });
+
+  it('stops model work when a client stops a stream, and keeps serving', async () => {
+    const engine = (server.runtime as unknown as { engine: LocalEngine }).engine;
+    const client = wsClient(server);
+    try {
+      // a full run's model calls, for scale
+      const c0 = (await engine.workerStats()).modelCalls;
+      const full = await wsRun(client, UNDERSTAND, { input: { prompt: 'describe the image', maxTokens: 40, temperature: 0, speculation: { mode: 'OFF' }, stop: [] } });
+      const fullCalls = (await engine.workerStats()).modelCalls - c0;
+      const fullTokens = (full.at(-1)!.data!.understand as any).usage.completionTokens as number;
+      // now stop after the first event
+      const c1 = (await engine.workerStats()).modelCalls;
+      await wsRun(client, UNDERSTAND, { input: { prompt: 'describe the image', maxTokens: 40, temperature: 0, speculation: { mode: 'OFF' } } }, () => 'stop');
+      await waitFor(() => server.runtime.scheduler.runningCount === 0, 'the slot to be released');
+      await new Promise((r) => setTimeout(r, 200));
+      const cancelledCalls = (await engine.workerStats()).modelCalls - c1;
+      if (fullTokens > 6) expect(cancelledCalls).toBeLessThan(fullCalls);
+      // the engine still serves
+      const after = await wsRun(client, UNDERSTAND, { input: { prompt: 'describe the image', maxTokens: 3 } });
+      expect((after.at(-1)!.data!.understand as any).done).toBe(true);
+      // and an image job cancelled with cancelJob ends CANCELLED (or finished first on this tiny model)
+      const id = (await gqlPost(server, { query: 'mutation { generateImage(input: { prompt: "a red circle", mode: BASELINE, steps: 30 }) { id } }' })).json.data.generateImage.id;
+      await gqlPost(server, { query: 'mutation($id: ID!) { cancelJob(id: $id) }', variables: { id } });
+      const events = await wsRun(client, 'subscription($id: ID!) { imageJob(id: $id) { status done } }', { id });
+      expect(['CANCELLED', 'SUCCEEDED']).toContain((events.at(-1)!.data!.imageJob as any).status);
+    } finally {
+      await client.dispose();
+    }
+  });
+});
