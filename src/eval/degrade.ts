@@ -46,3 +46,14 @@ export const gaussianBlur3 = (img: RgbImage) => blur3(img, [0.25, 0.5, 0.25]);
 export function downUp(img: RgbImage, low = 32): RgbImage {
   return resampleRgb(resampleRgb(img, low), img.width);
 }
+
+/** Moves the whole image by (dx, dy) pixels, replicating edge pixels: objects drawn off the grid. */
+export function shiftImage(img: RgbImage, dx: number, dy: number): RgbImage {
+  const { width: w, height: h, data } = img;
+  const out = new Uint8Array(data.length);
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
+    const sx = Math.min(w - 1, Math.max(0, x - dx)), sy = Math.min(h - 1, Math.max(0, y - dy));
+    out.set(data.subarray((sy * w + sx) * 3, (sy * w + sx) * 3 + 3), (y * w + x) * 3);
+  }
+  return { width: w, height: h, data: out };
+}

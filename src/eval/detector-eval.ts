@@ -6,7 +6,7 @@ import { renderScene } from '../world/render.ts';
 import { scenesEqual } from '../world/scene.ts';
 import { SPLITS } from '../world/splits.ts';
 import { detectScene, resampleRgb } from './detector.ts';
-import { addGaussianNoise, boxBlur3, downUp, gaussianBlur3 } from './degrade.ts';
+import { addGaussianNoise, boxBlur3, downUp, gaussianBlur3, shiftImage } from './degrade.ts';
 
 export interface DetectorCondition {
   name: string;
@@ -24,6 +24,8 @@ export const DETECTOR_CONDITIONS: DetectorCondition[] = [
   { name: 'down_up_32', description: '64→32 (area) →64 (bilinear)', apply: (s) => downUp(renderScene(s), 32) },
   { name: 'down_up_16', description: '64→16 (area) →64 (bilinear)', apply: (s) => downUp(renderScene(s), 16) },
   { name: 'render_32_upscaled', description: 'rendered at 32×32, given to the detector at 32×32 (it upscales)', apply: (s) => renderScene(s, 32) },
+  { name: 'shift_1px_diagonal', description: 'whole image moved 1 px right and 1 px down (objects off the grid)', apply: (s) => shiftImage(renderScene(s), 1, 1) },
+  { name: 'shift_2px_diagonal', description: 'whole image moved 2 px left and 2 px up', apply: (s) => shiftImage(renderScene(s), -2, -2) },
   { name: 'blur_noise_down_up', description: '3×3 Gaussian blur, then σ=20 noise, then 64→32→64', apply: (s, i) => downUp(addGaussianNoise(gaussianBlur3(renderScene(s)), 20, `bnd:${i}`), 32) },
 ];
 

@@ -6,7 +6,9 @@
 //   1. fit jointly, by least squares, the object colour C and a template t for each shape×size: the
 //      renderer's coverage mask (sharp, and blurred by one and by two 3×3 box passes, to tolerate soft
 //      images), keeping the combination of least error;
-//   2. call an object only when that template explains a real share of its own energy better than
+//   2. refit every template moved (≤ 2 px per axis) so its centroid meets the observed one, for objects
+//      drawn slightly off the grid;
+//   3. call an object only when that template explains a real share of its own energy better than
 //      "background only" does.
 import type { RgbImage } from '../engine/types.ts';
 import { canonicalScene, type Scene, type SceneObject } from '../world/scene.ts';
@@ -73,7 +75,7 @@ export function detectBackground(img: RgbImage): BackgroundColor {
 }
 
 interface CellBox { x0: number; y0: number; x1: number; y1: number } // inclusive
-interface Template { shape: Shape; size: Size; variants: Float32Array[]; energy: number }
+interface Template { shape: Shape; size: Size; variants: Float32Array[]; energy: number; cx: number; cy: number }
 
 const S = IMAGE_SIZE;
 
@@ -117,9 +119,10 @@ function templatesByCell(): Map<Cell, { box: CellBox; templates: Template[] }> {
         for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) sharp[y * w + x] = cov[(box.y0 + y) * S + box.x0 + x]! / 16;
         const b1 = boxBlur(sharp, w, h);
         const b2 = boxBlur(b1, w, h);
-        let energy = 0;
+        let energy = 0, sw = 0, sx = 0, sy = 0;
         for (const v of sharp) energy += v * v;
-        templates.push({ shape, size, variants: [sharp, b1, b2], energy });
+        for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) if (sharp[y * w + x]! > 0.5) { sw++; sx += x; sy += y; }
+        templates.push({ shape, size, variants: [sharp, b1, b2], energy, cx: sx / sw, cy: sy / sw });
       }
     }
     templateCache.set(cell, { box, templates });
@@ -153,6 +156,9 @@ export interface CellFit {
 /** Minimum share of a template's own energy its fit must gain over "background only" to count as an object. */
 const MIN_GAIN = 0.35;
 const COLOR_CANDIDATES = 3;
+/** Largest off-grid displacement (pixels, per axis) the shifted template fit allows. */
+const MAX_SHIFT = 2;
+const SHIFT_MARGIN = 0.1;
 
 function fitCell(img: RgbImage, B: readonly number[], cell: Cell, box: CellBox, templates: Template[]): CellFit {
   const w = box.x1 - box.x0 + 1, h = box.y1 - box.y0 + 1;
@@ -184,16 +190,49 @@ function fitCell(img: RgbImage, B: readonly number[], cell: Cell, box: CellBox, 
   }
   free.sort((a, b) => a.res - b.res);
   let best: { tpl: Template; color: ObjectColor } | undefined, bestGain = -Infinity, bestRel = -Infinity;
+  let bestEe = 1;
+  const bestProj = new Float32Array(n);
   for (const { color } of free.slice(0, COLOR_CANDIDATES)) {
     const C = OBJECT_COLORS[color];
     const e0 = C[0] - B[0]!, e1 = C[1] - B[1]!, e2 = C[2] - B[2]!;
     const ee = e0 * e0 + e1 * e1 + e2 * e2;
     for (let p = 0; p < n; p++) proj[p] = d[p * 3]! * e0 + d[p * 3 + 1]! * e1 + d[p * 3 + 2]! * e2;
+    let improved = false;
     for (const tpl of templates) {
       for (const t of tpl.variants) {
         let gain = 0, tt = 0;
         for (let p = 0; p < n; p++) { const v = t[p]!; if (v === 0) continue; gain += 2 * v * proj[p]! - v * v * ee; tt += v * v; }
-        if (gain > bestGain) { bestGain = gain; best = { tpl, color }; bestRel = gain / (tt * ee); }
+        if (gain > bestGain) { bestGain = gain; best = { tpl, color }; bestRel = gain / (tt * ee); improved = true; }
+      }
+    }
+    if (improved) { bestProj.set(proj); bestEe = ee; }
+  }
+  // Generated images may place an object a pixel or two off the grid. With the best colour, try each
+  // template once more, moved so that its centroid lands on the observed object's centroid.
+  if (best) {
+    let sw = 0, sx = 0, sy = 0;
+    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
+      if (bestProj[y * w + x]! / bestEe > 0.5) { sw++; sx += x; sy += y; }
+    }
+    if (sw >= 3) {
+      const shiftBase = bestGain;
+      const ox = sx / sw, oy = sy / sw;
+      for (const tpl of templates) {
+        const dx = Math.max(-MAX_SHIFT, Math.min(MAX_SHIFT, Math.round(ox - tpl.cx)));
+        const dy = Math.max(-MAX_SHIFT, Math.min(MAX_SHIFT, Math.round(oy - tpl.cy)));
+        if (dx === 0 && dy === 0) continue;
+        for (const t of tpl.variants) {
+          let gain = 0, tt = 0;
+          for (let y = Math.max(0, dy); y < Math.min(h, h + dy); y++) {
+            for (let x = Math.max(0, dx); x < Math.min(w, w + dx); x++) {
+              const v = t[(y - dy) * w + (x - dx)]!;
+              if (v === 0) continue;
+              gain += 2 * v * bestProj[y * w + x]! - v * v * bestEe; tt += v * v;
+            }
+          }
+          // a moved template must beat the on-grid fit clearly (SHIFT_MARGIN of its own energy), so blur is not read as displacement
+          if (gain - SHIFT_MARGIN * tt * bestEe > shiftBase && gain > bestGain) { bestGain = gain; best = { tpl, color: best.color }; bestRel = gain / (tt * bestEe); }
+        }
       }
     }
   }

@@ -11,8 +11,8 @@ describe('detector', () => {
     expect(r.accuracy.clean).toBe(1);
   });
 
-  it('stays ≥ 98% exact under noise σ=20, 3×3 blur and 64→32→64 resampling (100 scenes each)', () => {
-    const names = ['noise_sigma20', 'gaussian_blur_3x3', 'box_blur_3x3', 'down_up_32', 'render_32_upscaled'];
+  it('stays ≥ 98% exact under noise σ=20, 3×3 blur and 64→32→64 resampling and a 1 px displacement (100 scenes each)', () => {
+    const names = ['noise_sigma20', 'gaussian_blur_3x3', 'box_blur_3x3', 'down_up_32', 'render_32_upscaled', 'shift_1px_diagonal'];
     const r = evaluateDetector(100, DETECTOR_CONDITIONS.filter((c) => names.includes(c.name)));
     for (const n of names) expect(r.accuracy[n], n).toBeGreaterThanOrEqual(0.98);
   });
