@@ -43,26 +43,22 @@ export function engineModel(engine: Engine, opts: { mode: GenerationMode; captio
   };
 }
 
-type CreateEngine = (opts: { pack: string }) => Engine | Promise<Engine>;
-
 /**
- * Loads the engine module (src/engine/index.ts) and opens the pack. The module is imported by a
- * computed path so this file type-checks while the engine is being written; a missing createEngine
- * is a clear error, not a crash.
+ * Opens the pack with the engine (src/engine/index.ts createEngine). The engine module is imported
+ * lazily, so the evaluator's other commands never load onnxruntime.
  */
 export async function openEngine(packDir: string): Promise<Engine> {
   if (!existsSync(join(packDir, 'manifest.json'))) {
     throw new EngineError('MODEL_LOAD_FAILED', `no model pack at "${packDir}" (expected ${join(packDir, 'manifest.json')}); pass --pack DIR`);
   }
-  const path = '../engine/index.ts';
-  let mod: { createEngine?: CreateEngine };
+  let mod: { createEngine?: unknown };
   try {
-    mod = (await import(path)) as { createEngine?: CreateEngine };
+    mod = await import('../engine/index.ts');
   } catch (err) {
     throw new EngineError('MODEL_LOAD_FAILED', `the engine is not available (cannot import src/engine/index.ts: ${(err as Error).message})`);
   }
   if (typeof mod.createEngine !== 'function') {
     throw new EngineError('MODEL_LOAD_FAILED', 'the engine is not available: src/engine/index.ts exports no createEngine()');
   }
-  return await mod.createEngine({ pack: packDir });
+  return await (mod.createEngine as (dir: string) => Promise<Engine>)(packDir);
 }

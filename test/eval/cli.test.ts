@@ -1,0 +1,57 @@
+// `hyperbagel eval`: JSON output, clear errors, and the adapter to the real engine (tiny random pack).
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const ROOT = join(import.meta.dirname, '../..');
+function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [join(ROOT, 'bin/hyperbagel.js'), ...args], { cwd: ROOT, timeout: 90_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
+    });
+  });
+}
+
+describe('hyperbagel eval', () => {
+  it('suites: the committed suites equal their regeneration', async () => {
+    const r = await cli('eval', 'suites', '--json');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ ok: true, stale: [] });
+  });
+
+  it('geneval --model oracle --json prints one JSON object scoring 1', async () => {
+    const r = await cli('eval', 'geneval', '--model', 'oracle', '--limit', '1', '--json');
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    const j = JSON.parse(lines[0]!);
+    expect(j.overall).toBe(1);
+    expect(Object.keys(j.categories)).toHaveLength(6);
+    expect(j.heldout.overall).toBe(1);
+  });
+
+  it('bad targets, modes and packs are clear errors with non-zero exit', async () => {
+    const a = await cli('eval', 'bogus');
+    expect(a.code).toBe(2);
+    expect(a.stderr).toMatch(/unknown evaluation "bogus"/);
+    const b = await cli('eval', 'geneval', '--mode', '2nfe', '--model', 'oracle');
+    expect(b.code).toBe(2);
+    expect(b.stderr).toMatch(/--mode must be one of/);
+    const c = await cli('eval', 'understand', '--pack', join(ROOT, 'test/fixtures/no-such-pack'), '--json');
+    expect(c.code).toBe(1);
+    expect(c.stderr).toMatch(/MODEL_LOAD_FAILED.*no model pack/);
+    expect(c.stdout).toBe('');
+  });
+
+  it('runs the real engine on the tiny random pack (understand, geneval, gedit keys)', async () => {
+    const pack = join(ROOT, 'test/fixtures/tiny-pack');
+    const u = await cli('eval', 'understand', '--pack', pack, '--limit', '1', '--json');
+    expect(u.code, u.stderr).toBe(0);
+    expect(Object.keys(JSON.parse(u.stdout))).toEqual(expect.arrayContaining(['caption_exact', 'vqa', 'heldout_caption_exact', 'heldout_vqa']));
+    const g = await cli('eval', 'gedit', '--pack', pack, '--limit', '1', '--mode', '1nfe', '--json');
+    expect(g.code, g.stderr).toBe(0);
+    const j = JSON.parse(g.stdout);
+    expect(Object.keys(j.categories)).toEqual(['instruction', 'preserved', 'quality']);
+    expect(j.count).toBe(6);
+  });
+});
