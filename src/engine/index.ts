@@ -36,6 +36,10 @@ export interface LocalEngine extends Engine {
   crashWorkerForTest(): Promise<void>;
   /** re-measure the cost curve now */
   calibrate(): Promise<Array<[number, number]>>;
+  /** the model worker (benchmarks and tests drive decode loops directly) */
+  readonly workerClient: WorkerClient;
+  /** running acceptance statistics used by auto sizing */
+  readonly acceptance: AcceptanceStats;
 }
 
 function intOpt(o: Record<string, unknown>, k: string, d: number): number {
@@ -143,18 +147,23 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
     get costCurve() {
       return ctx.curve ? ctx.curve.points.map(([t, c]) => [t, c] as [number, number]) : null;
     },
+    // Errors (bad input, busy, crashes) surface when the stream is iterated, never synchronously.
     understand(req: UnderstandRequest, signal?: AbortSignal): AsyncIterable<UnderstandEvent> {
-      if (closed) throw new EngineError('INTERNAL', 'engine is closed');
-      let conv: ConversationState | null = null;
-      if (req?.session) {
-        conv = conversations.get(req.session.id) ?? null;
-        if (!conv) throw new EngineError('INVALID_INPUT', `unknown or closed session ${req.session.id}`);
-      }
-      return runUnderstand(ctx, req, signal, conv);
+      return (async function* () {
+        if (closed) throw new EngineError('INTERNAL', 'engine is closed');
+        let conv: ConversationState | null = null;
+        if (req?.session) {
+          conv = conversations.get(req.session.id) ?? null;
+          if (!conv) throw new EngineError('INVALID_INPUT', `unknown or closed session ${req.session.id}`);
+        }
+        yield* runUnderstand(ctx, req, signal, conv);
+      })();
     },
     generate(req: GenerateRequest, signal?: AbortSignal): AsyncIterable<ImageFrame> {
-      if (closed) throw new EngineError('INTERNAL', 'engine is closed');
-      return runGenerate(ctx, req, signal);
+      return (async function* () {
+        if (closed) throw new EngineError('INTERNAL', 'engine is closed');
+        yield* runGenerate(ctx, req, signal);
+      })();
     },
     createSession(): SessionHandle {
       const id = `s${nextSession++}`;
@@ -182,6 +191,8 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
       void client.call({ op: '__crash' }).catch(() => {});
     },
     calibrate,
+    workerClient: client,
+    acceptance: ctx.stats,
   };
   return engine;
 }

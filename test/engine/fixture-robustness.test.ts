@@ -1,0 +1,212 @@
+// Cancellation, worker crashes, bad input and broken packs on the fixture pack.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { createEngine, type LocalEngine } from '../../src/engine/index.ts';
+import { decodeImageBytes } from '../../src/engine/image/codec.ts';
+import type { UnderstandSummary } from '../../src/engine/types.ts';
+import { collect, engineError, FIXTURE } from './fixture-helpers.ts';
+
+let engine: LocalEngine;
+beforeAll(async () => {
+  engine = await createEngine(FIXTURE, { calibrate: false, intraOpThreads: 1 });
+});
+afterAll(async () => {
+  await engine?.close();
+});
+
+const img64 = () => ({ width: 64, height: 64, data: new Uint8Array(64 * 64 * 3).fill(90) });
+
+describe('cancellation', () => {
+  test('understand: aborting stops model work within one step and ends with finishReason cancelled', async () => {
+    const ac = new AbortController();
+    const it = engine.understand({ prompt: 'describe the image', maxTokens: 200, temperature: 1, seed: 1, speculation: { mode: 'off' } }, ac.signal)[Symbol.asyncIterator]();
+    await it.next();
+    await it.next();
+    const before = (await engine.workerStats()).decodeCalls;
+    ac.abort();
+    const rest: unknown[] = [];
+    for (let r = await it.next(); !r.done; r = await it.next()) rest.push(r.value);
+    const after = (await engine.workerStats()).decodeCalls;
+    expect(after - before).toBeLessThanOrEqual(1);
+    const last = rest[rest.length - 1] as UnderstandSummary;
+    expect(last.kind).toBe('done');
+    expect(last.finishReason).toBe('cancelled');
+  });
+
+  test('understand: an abort during the model call stops before the next one', async () => {
+    const ac = new AbortController();
+    const evs: string[] = [];
+    const before = (await engine.workerStats()).decodeCalls;
+    setTimeout(() => ac.abort(), 0); // fires while the worker is busy
+    for await (const ev of engine.understand({ prompt: 'describe the image', maxTokens: 200, temperature: 1, seed: 2, speculation: { mode: 'tree' } }, ac.signal)) evs.push(ev.kind);
+    const after = (await engine.workerStats()).decodeCalls;
+    expect(after - before).toBeLessThanOrEqual(3); // prefill + at most one step in flight when the abort fired
+    expect(evs[evs.length - 1]).toBe('done');
+  });
+
+  test('generate: aborting after the first frame stops the sampler', async () => {
+    const ac = new AbortController();
+    const it = engine.generate({ prompt: 'a red circle', mode: 'baseline', steps: 50, seed: 1, intermediatePreviews: true }, ac.signal)[Symbol.asyncIterator]();
+    const first = await it.next();
+    expect(first.value?.stage).toBe('preview');
+    const before = (await engine.workerStats()).modelCalls;
+    ac.abort();
+    const err = await it.next().then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect((err as { code?: string })?.code).toBe('CANCELLED');
+    const after = (await engine.workerStats()).modelCalls;
+    expect(after - before).toBeLessThanOrEqual(1);
+  });
+
+  test('an already-aborted signal never reaches the model', async () => {
+    const ac = new AbortController();
+    ac.abort();
+    const before = (await engine.workerStats()).modelCalls;
+    const err = await engineError(() => engine.understand({ prompt: 'describe the image' }, ac.signal));
+    expect(err.code).toBe('CANCELLED');
+    expect((await engine.workerStats()).modelCalls).toBe(before);
+  });
+});
+
+describe('worker crash', () => {
+  test('in-flight requests fail with WORKER_CRASHED; the worker restarts and serves again', async () => {
+    const e = await createEngine(FIXTURE, { calibrate: false, intraOpThreads: 1 });
+    try {
+      const it = e.understand({ prompt: 'describe the image', maxTokens: 200, temperature: 1, seed: 3, speculation: { mode: 'off' } })[Symbol.asyncIterator]();
+      await it.next();
+      await e.crashWorkerForTest();
+      const err = await (async () => {
+        try {
+          for (let r = await it.next(); !r.done; r = await it.next());
+        } catch (x) {
+          return x as { code?: string; message: string };
+        }
+        return null;
+      })();
+      expect(err?.code).toBe('WORKER_CRASHED');
+      expect(err?.message).toMatch(/crashed/);
+      const evs = await collect(e.understand({ prompt: 'describe the image', maxTokens: 5 }));
+      expect(evs[evs.length - 1]!.kind).toBe('done');
+      const frames = await collect(e.generate({ prompt: 'a red circle', mode: '1nfe', seed: 1 }));
+      expect(frames.length).toBe(1);
+      expect((await e.workerStats()).restarts).toBe(1);
+    } finally {
+      await e.close();
+    }
+  });
+});
+
+describe('bad input gives typed errors', () => {
+  test('prompts', async () => {
+    expect((await engineError(() => engine.understand({ prompt: '' }))).code).toBe('INVALID_INPUT');
+    expect((await engineError(() => engine.understand({ prompt: '   ' }))).code).toBe('INVALID_INPUT');
+    const unk = await engineError(() => engine.understand({ prompt: 'describe the zorblax and the quux' }));
+    expect(unk.code).toBe('UNKNOWN_WORDS');
+    expect(unk.details?.['words']).toEqual(['zorblax', 'quux']);
+    expect(unk.message).toMatch(/zorblax, quux/);
+    const long = await engineError(() => engine.understand({ prompt: Array(300).fill('red').join(' ') }));
+    expect(long.code).toBe('PROMPT_TOO_LONG');
+    expect((await engineError(() => engine.generate({ prompt: 'a glorp' }))).code).toBe('UNKNOWN_WORDS');
+    expect((await engineError(() => engine.generate({ prompt: '' }))).code).toBe('INVALID_INPUT');
+  });
+
+  test('out-of-range parameters name the parameter', async () => {
+    const cases: Array<[Record<string, unknown>, string]> = [
+      [{ temperature: -1 }, 'temperature'],
+      [{ temperature: Number.NaN }, 'temperature'],
+      [{ topP: 0 }, 'topP'],
+      [{ topP: 1.5 }, 'topP'],
+      [{ topK: -2 }, 'topK'],
+      [{ maxTokens: 0 }, 'maxTokens'],
+      [{ maxTokens: 2.5 }, 'maxTokens'],
+      [{ seed: -1 }, 'seed'],
+      [{ speculation: { mode: 'warp' } }, 'speculation.mode'],
+      [{ speculation: { mode: 'chain', chainLength: 99 } }, 'speculation.chainLength'],
+      [{ speculation: { mode: 'tree', treeBudget: 0 } }, 'speculation.treeBudget'],
+    ];
+    for (const [extra, param] of cases) {
+      const err = await engineError(() => engine.understand({ prompt: 'describe the image', ...extra } as never));
+      expect(err.code, param).toBe('OUT_OF_RANGE');
+      expect(err.details?.['param']).toBe(param);
+    }
+    const gen: Array<[Record<string, unknown>, string]> = [
+      [{ steps: 0 }, 'steps'],
+      [{ cfgTextScale: -1 }, 'cfgTextScale'],
+      [{ cfgInterval: [0.8, 0.2] }, 'cfgInterval'],
+      [{ timestepShift: 0 }, 'timestepShift'],
+      [{ mode: 'fast' }, 'mode'],
+    ];
+    for (const [extra, param] of gen) {
+      const err = await engineError(() => engine.generate({ prompt: 'a red circle', ...extra } as never));
+      expect(err.code, param).toBe('OUT_OF_RANGE');
+      expect(err.details?.['param']).toBe(param);
+    }
+  });
+
+  test('images: wrong size, wrong data, corrupt bytes, wrong format, pixel limits', async () => {
+    const small = { width: 32, height: 32, data: new Uint8Array(32 * 32 * 3) };
+    expect((await engineError(() => engine.understand({ prompt: 'describe the image', image: small }))).code).toBe('BAD_IMAGE');
+    expect((await engineError(() => engine.generate({ prompt: 'make it red', sourceImage: small }))).code).toBe('BAD_IMAGE');
+    const short = { width: 64, height: 64, data: new Uint8Array(100) };
+    expect((await engineError(() => engine.understand({ prompt: 'describe the image', image: short }))).code).toBe('BAD_IMAGE');
+    const png = await sharp(Buffer.from(img64().data), { raw: { width: 64, height: 64, channels: 3 } }).png().toBuffer();
+    const ok = await decodeImageBytes(new Uint8Array(png), { size: 64 });
+    expect(ok.width).toBe(64);
+    expect(ok.data.length).toBe(64 * 64 * 3);
+    const bad = async (b: Uint8Array, lim = {}) => (await engineError(() => decodeImageBytes(b, lim))).code;
+    expect(await bad(new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8]))).toBe('BAD_IMAGE');
+    expect(await bad(new Uint8Array(0))).toBe('BAD_IMAGE');
+    expect(await bad(new Uint8Array(png.subarray(0, png.length - 40)))).toBe('BAD_IMAGE'); // truncated
+    const gif = await sharp(Buffer.from(img64().data), { raw: { width: 64, height: 64, channels: 3 } }).gif().toBuffer();
+    const g = await engineError(() => decodeImageBytes(new Uint8Array(gif)));
+    expect(g.code).toBe('BAD_IMAGE');
+    expect(g.message).toMatch(/format gif/);
+    expect(await bad(new Uint8Array(png), { size: 32 })).toBe('BAD_IMAGE');
+    expect(await bad(new Uint8Array(png), { maxPixels: 1000 })).toBe('BAD_IMAGE');
+  });
+});
+
+describe('broken packs fail at load with the file named', () => {
+  function copyPack(): string {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hb-pack-'));
+    for (const f of fs.readdirSync(FIXTURE)) if (f !== 'parity') fs.copyFileSync(path.join(FIXTURE, f), path.join(dir, f));
+    return dir;
+  }
+  test('missing model file', async () => {
+    const dir = copyPack();
+    fs.rmSync(path.join(dir, 'vision.onnx'));
+    const err = await engineError(() => createEngine(dir, { calibrate: false }));
+    expect(err.code).toBe('MODEL_LOAD_FAILED');
+    expect(err.message).toContain('vision.onnx');
+  });
+  test('corrupt model file', async () => {
+    const dir = copyPack();
+    fs.writeFileSync(path.join(dir, 'decoder.onnx'), 'this is not an onnx model');
+    const err = await engineError(() => createEngine(dir, { calibrate: false }));
+    expect(err.code).toBe('MODEL_LOAD_FAILED');
+    expect(err.message).toContain('decoder.onnx');
+  });
+  test('manifest errors name the field; graph I/O checked against the real graph', async () => {
+    const dir = copyPack();
+    const mf = path.join(dir, 'manifest.json');
+    const m = JSON.parse(fs.readFileSync(mf, 'utf8'));
+    delete m.decoder.vocab;
+    fs.writeFileSync(mf, JSON.stringify(m));
+    let err = await engineError(() => createEngine(dir, { calibrate: false }));
+    expect(err.code).toBe('MODEL_LOAD_FAILED');
+    expect(err.message).toContain('decoder.vocab');
+    m.decoder.vocab = 81;
+    m.graphs.embed.inputs.token_ids = m.graphs.embed.inputs.input_ids;
+    fs.writeFileSync(mf, JSON.stringify(m));
+    err = await engineError(() => createEngine(dir, { calibrate: false }));
+    expect(err.message).toMatch(/embed\.onnx.*token_ids/);
+    fs.writeFileSync(mf, '{ not json');
+    err = await engineError(() => createEngine(dir, { calibrate: false }));
+    expect(err.message).toMatch(/manifest\.json.*invalid JSON/);
+  });
+});

@@ -1,0 +1,212 @@
+// Understanding on the random-weight fixture pack through the real worker and onnxruntime.
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { createEngine, type LocalEngine } from '../../src/engine/index.ts';
+import { Rng } from '../../src/engine/rng.ts';
+import { decodeSteps } from '../../src/engine/understand/decode.ts';
+import { causalMask } from '../../src/engine/understand/target.ts';
+import { WorkerSequence } from '../../src/engine/understand/worker-target.ts';
+import { processLogits, type SamplingParams } from '../../src/engine/understand/logits.ts';
+import { AcceptanceStats } from '../../src/engine/speculative/metrics.ts';
+import { ngramProposer, TreeProposer, type Proposer, type ProposerConfig } from '../../src/engine/speculative/proposer.ts';
+import type { Candidate } from '../../src/engine/speculative/tree.ts';
+import type { UnderstandSummary } from '../../src/engine/types.ts';
+import { WorkerClient } from '../../src/runtime/client.ts';
+import { chiSquare } from './spec-helpers.ts';
+import { collect, FIXTURE } from './fixture-helpers.ts';
+
+let engine: LocalEngine;
+let client: WorkerClient;
+const V = 81;
+
+beforeAll(async () => {
+  engine = await createEngine(FIXTURE, { calibrate: false, intraOpThreads: 1 });
+  client = engine.workerClient;
+});
+afterAll(async () => {
+  await engine?.close();
+});
+
+function cfg(mode: ProposerConfig['mode'], extra: Partial<ProposerConfig> = {}): ProposerConfig {
+  return { mode, maxChainLength: 8, stats: new AcceptanceStats(), ...extra };
+}
+
+/** Drafts random trees over a small token pool (so some drafts are right): exercises tree masks hard. */
+function poolExpander(seed: number, pool: number[]) {
+  return {
+    expand(paths: number[][], k: number): Candidate[][] {
+      return paths.map((p) => {
+        const r = new Rng(seed * 31 + p.reduce((h, t) => h * 97 + t + 1, 3));
+        const picks = [...pool].sort(() => r.uniform() - 0.5).slice(0, k);
+        return picks.map((token, i) => ({ token, logprob: Math.log(0.9 / (i + 1)) }));
+      });
+    },
+  };
+}
+
+async function promptSeq(ids: number[]): Promise<{ seq: WorkerSequence; last: Float32Array }> {
+  const seq = await WorkerSequence.open(client, V);
+  const last = await seq.forward(Int32Array.from(ids), Int32Array.from(ids.map((_, i) => i)), causalMask(ids.length), 'last');
+  return { seq, last };
+}
+
+async function decode(ids: number[], n: number, sampling: SamplingParams, seed: number, proposer: Proposer | null) {
+  const { seq, last } = await promptSeq(ids);
+  const out: number[] = [];
+  let steps = 0;
+  try {
+    for await (const s of decodeSteps(seq, last, ids.length, ids, { sampling, rng: new Rng(seed), proposer })) {
+      out.push(...s.tokens);
+      steps++;
+      if (out.length >= n) break;
+    }
+  } finally {
+    await seq.close();
+  }
+  return { tokens: out.slice(0, n), steps };
+}
+
+describe('fixture: worker KV cache', () => {
+  test('incremental decoding reproduces a one-shot prefill (KV, positions, masks through the worker)', async () => {
+    const ids = [1, 30, 66, 35, 4, 21, 25, 14, 56, 62];
+    const full = await promptSeq(ids);
+    const all = await (async () => {
+      const s = await WorkerSequence.open(client, V);
+      const l = await s.forward(Int32Array.from(ids), Int32Array.from(ids.map((_, i) => i)), causalMask(ids.length), 'all');
+      await s.close();
+      return l;
+    })();
+    const inc = await promptSeq(ids.slice(0, 4));
+    let last = inc.last;
+    for (let i = 4; i < ids.length; i++) {
+      for (let v = 0; v < V; v++) expect(Math.abs(last[v]! - all[(i - 1) * V + v]!)).toBeLessThan(1e-4);
+      last = await inc.seq.forward(Int32Array.of(ids[i]!), Int32Array.of(i), Uint8Array.of(1), 'last');
+    }
+    for (let v = 0; v < V; v++) expect(Math.abs(last[v]! - full.last[v]!)).toBeLessThan(1e-4);
+    await full.seq.close();
+    await inc.seq.close();
+  });
+});
+
+describe('fixture: speculation is lossless', () => {
+  test('greedy output identical with and without speculation over many prompts (all proposers)', async () => {
+    const r = new Rng(2024);
+    let fewerSteps = 0;
+    let runs = 0;
+    for (let i = 0; i < 24; i++) {
+      const ids = [1, ...Array.from({ length: 2 + Math.floor(r.uniform() * 8) }, () => 10 + Math.floor(r.uniform() * 71)), 4];
+      const g = { temperature: 0, topK: 0, topP: 1 };
+      const plain = await decode(ids, 32, g, 0, null);
+      const pool = [...new Set(plain.tokens)].slice(0, 6);
+      const proposers: Proposer[] = [
+        ngramProposer(cfg('ngram', { chainLength: 4 })),
+        ngramProposer(cfg('tree', { treeBudget: 12, treeTopK: 3, treeDepth: 4 })),
+        new TreeProposer('pool', poolExpander(i, pool), cfg('chain', { chainLength: 3 })),
+        new TreeProposer('pool', poolExpander(i, pool), cfg('tree', { treeBudget: 16, treeTopK: 4, treeDepth: 4 })),
+      ];
+      for (const p of proposers) {
+        const spec = await decode(ids, 32, g, 0, p);
+        expect(spec.tokens, `prompt ${ids.join(' ')} proposer ${p.source}`).toEqual(plain.tokens);
+        runs++;
+        if (spec.steps < plain.steps) fewerSteps++;
+      }
+    }
+    expect(fewerSteps).toBeGreaterThan(runs / 3); // drafts were really accepted
+  }, 60000);
+
+  test('sampled first-token distributions match the exact target with and without speculation (chi-square)', async () => {
+    const sampling = { temperature: 1, topK: 3, topP: 1 };
+    const ids = [1, 30, 66, 35, 4];
+    // exact joint of the first two tokens
+    const exact = new Map<string, number>();
+    const base = await promptSeq(ids);
+    const p1 = processLogits(base.last, 0, V, sampling);
+    for (let a = 0; a < V; a++) {
+      if (!p1[a]) continue;
+      const s = await promptSeq([...ids, a]);
+      const p2 = processLogits(s.last, 0, V, sampling);
+      for (let b = 0; b < V; b++) if (p2[b]) exact.set(`${a},${b}`, p1[a]! * p2[b]!);
+      await s.seq.close();
+    }
+    await base.seq.close();
+    const pool = [...new Set([...exact.keys()].flatMap((k) => k.split(',').map(Number)))];
+    const N = 1200;
+    const counts = { plain: new Map<string, number>(), tree: new Map<string, number>() };
+    // one sequence per variant, truncated back to the prompt between runs
+    for (const name of ['plain', 'tree'] as const) {
+      const { seq, last } = await promptSeq(ids);
+      for (let s = 0; s < N; s++) {
+        const prop = name === 'tree' ? new TreeProposer('pool', poolExpander(s % 7, pool), cfg('tree', { treeBudget: 6, treeTopK: 3, treeDepth: 2 })) : null;
+        const out: number[] = [];
+        for await (const st of decodeSteps(seq, last, ids.length, ids, { sampling, rng: new Rng(50000 + s), proposer: prop })) {
+          out.push(...st.tokens);
+          if (out.length >= 2) break;
+        }
+        const k = out.slice(0, 2).join(',');
+        counts[name].set(k, (counts[name].get(k) ?? 0) + 1);
+        await seq.flush();
+        seq.compact({ keepFrom: ids.length, keep: new Int32Array(0) });
+      }
+      await seq.close();
+    }
+    for (const name of ['plain', 'tree'] as const) {
+      const { stat, df } = chiSquare(counts[name], exact, N);
+      expect(df).toBe(8);
+      expect(stat, `${name} chi2 ${stat.toFixed(2)}`).toBeLessThan(26.12); // 99.9th percentile, df 8
+    }
+  }, 90000);
+
+  test('engine: same text with every speculation mode (greedy), summaries report speculation', async () => {
+    const prompts = ['describe the image', 'what is in the picture', 'how many objects are there', 'where is the red circle', 'is there a blue square', 'what colour is the background'];
+    for (const prompt of prompts) {
+      const texts: Record<string, string> = {};
+      for (const mode of ['off', 'ngram', 'chain', 'tree', 'auto'] as const) {
+        const evs = await collect(engine.understand({ prompt, maxTokens: 24, speculation: { mode } }));
+        const s = evs[evs.length - 1] as UnderstandSummary;
+        expect(s.kind).toBe('done');
+        const chunks = evs.filter((e) => e.kind === 'chunk');
+        expect(chunks.map((c) => (c.kind === 'chunk' ? c.text : '')).join('')).toBe(s.text);
+        expect(s.usage.completionTokens).toBe(chunks.reduce((n, c) => n + (c.kind === 'chunk' ? c.tokenIds.length : 0), 0));
+        expect(s.speculation.mode).toBe(mode);
+        expect(s.speculation.proposer).toBe(mode === 'off' ? 'none' : 'ngram');
+        texts[mode] = s.text;
+      }
+      expect(new Set(Object.values(texts)).size, JSON.stringify(texts)).toBe(1);
+    }
+  }, 60000);
+
+  test('stop strings and max tokens apply inside a chunk', async () => {
+    const all = await collect(engine.understand({ prompt: 'describe the image', maxTokens: 12, temperature: 1, seed: 7, speculation: { mode: 'off' } }));
+    const s = all[all.length - 1] as UnderstandSummary;
+    expect(s.usage.completionTokens).toBeLessThanOrEqual(12);
+    const words = s.text.trim().split(/\s+/);
+    if (words.length >= 3) {
+      const stop = words[2]!;
+      const again = await collect(engine.understand({ prompt: 'describe the image', maxTokens: 12, temperature: 1, seed: 7, stop: [stop], speculation: { mode: 'off' } }));
+      const s2 = again[again.length - 1] as UnderstandSummary;
+      expect(s2.finishReason).toBe('stop');
+      expect(s2.text).toBe(s.text.slice(0, s.text.indexOf(stop)));
+    }
+    const one = await collect(engine.understand({ prompt: 'describe the image', maxTokens: 1, temperature: 1, seed: 9 }));
+    const s3 = one[one.length - 1] as UnderstandSummary;
+    expect(s3.usage.completionTokens).toBeLessThanOrEqual(1);
+    if (s3.usage.completionTokens === 1) expect(s3.finishReason).toBe('length');
+    // seeded sampling is reproducible
+    const a = await collect(engine.understand({ prompt: 'what is in the picture', maxTokens: 10, temperature: 1.2, seed: 5, speculation: { mode: 'tree' } }));
+    const b = await collect(engine.understand({ prompt: 'what is in the picture', maxTokens: 10, temperature: 1.2, seed: 5, speculation: { mode: 'tree' } }));
+    expect((a[a.length - 1] as UnderstandSummary).text).toBe((b[b.length - 1] as UnderstandSummary).text);
+  });
+
+  test('with an image; sessions continue a conversation', async () => {
+    const img = { width: 64, height: 64, data: new Uint8Array(64 * 64 * 3).map((_, i) => (i * 7) % 256) };
+    const evs = await collect(engine.understand({ prompt: 'describe the image', image: img, maxTokens: 8 }));
+    const s = evs[evs.length - 1] as UnderstandSummary;
+    expect(s.usage.promptTokens).toBe(1 + 1 + 16 + 1 + 3 + 1);
+    const session = engine.createSession();
+    const t1 = await collect(engine.understand({ prompt: 'describe the image', image: img, maxTokens: 6, session }));
+    const t2 = await collect(engine.understand({ prompt: 'what colour is it', maxTokens: 6, session }));
+    expect(t1[t1.length - 1]!.kind).toBe('done');
+    expect(t2[t2.length - 1]!.kind).toBe('done');
+    engine.closeSession(session);
+    await expect(collect(engine.understand({ prompt: 'what', session }))).rejects.toThrow(/session/);
+  });
+});
