@@ -1,0 +1,221 @@
+// `hyperbagel bench gateway`: the latency the gateway adds per understanding event, and the
+// gateway's event-loop lag, at N concurrent understanding streams over graphql-ws (or SSE).
+//
+// The gateway runs here, on a synthetic engine that emits one chunk per model step and stamps each
+// chunk's text with the wall-clock time (performance.timeOrigin + now(), sub-ms) at the engine
+// boundary, i.e. the instant the chunk is handed to the gateway. The clients run in a worker
+// thread (own event loop, same clock) and compute, per token, client receipt time minus engine
+// boundary time. That is everything between the engine and the client: GraphQL execution,
+// coalescing, JSON, the socket and the client's own parse, so it is an upper bound of what the
+// gateway adds. Coalesced events carry several stamps; each token's latency is counted.
+// Event-loop lag is sampled on the gateway's thread with monitorEventLoopDelay.
+import { createRequire } from 'node:module';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import type { Engine, GenerateRequest, ImageFrame, SessionHandle, UnderstandEvent, UnderstandRequest } from '../src/engine/types.ts';
+import { startServer } from '../src/gateway/server.ts';
+
+export const HELP = `Usage: hyperbagel bench gateway [--streams N] [--tokens N] [--step-ms MS] [--transport ws|sse] [--json]
+
+Measures the latency the gateway adds per understanding event (engine boundary -> client) and the
+gateway's event-loop lag, at N concurrent understanding streams on a synthetic engine.
+  --streams N      concurrent streams (default 200)
+  --tokens N       chunks per stream (default 50)
+  --step-ms MS     synthetic model step time (default 20)
+  --transport T    ws (graphql-ws, default) or sse
+  --json           print only the JSON result
+Prints one JSON object: {streams, added_latency_p50_ms, added_latency_p99_ms, event_loop_lag_p99_ms, ...}.`;
+
+const now = () => performance.timeOrigin + performance.now();
+
+/** Emits `tokens` chunks, one per step, each stamped with the engine-boundary time. */
+class StampingEngine implements Engine {
+  readonly info = {
+    name: 'bench-synthetic',
+    description: 'synthetic engine for gateway benchmarks',
+    capabilities: { understand: true, generate: false, edit: false, draft: false, sixStep: false, oneStep: false },
+    imageSize: { width: 64, height: 64 },
+    vocabularySize: 1,
+  };
+  private started = 0;
+  private release!: () => void;
+  /** resolves once every stream has been subscribed (the connection storm is over) */
+  readonly allStarted = new Promise<void>((r) => (this.release = r));
+  constructor(
+    private readonly tokens: number,
+    private readonly stepMs: number,
+    private readonly streams: number,
+  ) {}
+  async *understand(req: UnderstandRequest, signal?: AbortSignal): AsyncGenerator<UnderstandEvent> {
+    const n = req.maxTokens ?? this.tokens;
+    if (++this.started === this.streams) this.release();
+    await this.allStarted;
+    // random phase so streams do not all step on the same tick
+    await new Promise((r) => setTimeout(r, Math.random() * this.stepMs));
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) {
+      const due = t0 + (i + 1) * this.stepMs;
+      await new Promise((r) => setTimeout(r, Math.max(0, due - performance.now())));
+      if (signal?.aborted) return;
+      yield { kind: 'chunk', text: `${now().toFixed(3)}|`, tokenIds: [i], acceptedTokens: 1, draftedTokens: 1 };
+    }
+    yield {
+      kind: 'done',
+      finishReason: 'length',
+      text: '',
+      usage: { promptTokens: 1, completionTokens: n, totalTokens: n + 1 },
+      timings: { queueMs: 0, timeToFirstTokenMs: this.stepMs, totalMs: n * this.stepMs, tokensPerSecond: 1000 / this.stepMs },
+      speculation: { mode: 'off', drafts: 0, draftedTokens: 0, acceptedTokens: 0, meanAcceptedLength: 1, acceptanceRate: 0, acceptancePerPosition: [] },
+    };
+  }
+  // eslint-disable-next-line require-yield
+  async *generate(_req: GenerateRequest): AsyncGenerator<ImageFrame> {
+    throw new Error('not used');
+  }
+  createSession(): SessionHandle {
+    return { id: 'x' };
+  }
+  closeSession(): void {}
+  async close(): Promise<void> {}
+}
+
+// The clients: plain CommonJS run with eval so the worker needs no TypeScript loader.
+const CLIENT_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const WebSocket = require(workerData.wsPath);
+const { url, streams, transport, query } = workerData;
+const now = () => performance.timeOrigin + performance.now();
+const latencies = [];
+let events = 0, done = 0, errors = 0;
+function record(text) {
+  const t = now();
+  for (const s of text.split('|')) if (s) latencies.push(t - Number(s));
+}
+function finish() { if (++done === streams) parentPort.postMessage({ latencies, events, errors }); }
+function wsStream() {
+  const ws = new WebSocket(url.replace(/^http/, 'ws'), 'graphql-transport-ws');
+  ws.on('open', () => ws.send(JSON.stringify({ type: 'connection_init' })));
+  ws.on('message', (raw) => {
+    const m = JSON.parse(String(raw));
+    if (m.type === 'connection_ack') ws.send(JSON.stringify({ id: '1', type: 'subscribe', payload: { query } }));
+    else if (m.type === 'next') { events++; const u = m.payload.data && m.payload.data.understand; if (u) record(u.text); else errors++; }
+    else if (m.type === 'error') { errors++; ws.close(); }
+    else if (m.type === 'complete') ws.close();
+  });
+  ws.on('close', finish);
+  ws.on('error', () => { errors++; });
+}
+async function sseStream() {
+  try {
+    const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'text/event-stream' }, body: JSON.stringify({ query }) });
+    const dec = new TextDecoder();
+    let buf = '';
+    for await (const chunk of res.body) {
+      buf += dec.decode(chunk, { stream: true });
+      let i;
+      while ((i = buf.indexOf('\\n\\n')) >= 0) {
+        const block = buf.slice(0, i); buf = buf.slice(i + 2);
+        const data = block.split('\\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5)).join('');
+        if (block.includes('event: next') && data) { events++; const p = JSON.parse(data); if (p.data && p.data.understand) record(p.data.understand.text); else errors++; }
+      }
+    }
+  } catch { errors++; }
+  finish();
+}
+for (let i = 0; i < streams; i++) transport === 'sse' ? sseStream() : wsStream();
+`;
+
+function percentile(sorted: number[], p: number): number {
+  if (!sorted.length) return NaN;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i]!;
+}
+
+function intArg(argv: string[], name: string, fallback: number): number {
+  const i = argv.findIndex((a) => a === `--${name}` || a.startsWith(`--${name}=`));
+  if (i < 0) return fallback;
+  const raw = argv[i]!.includes('=') ? argv[i]!.split('=')[1] : argv[i + 1];
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name} must be a positive integer, got "${raw}"`);
+  return n;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    console.log(HELP);
+    return 0;
+  }
+  const streams = intArg(argv, 'streams', 200);
+  const tokens = intArg(argv, 'tokens', 50);
+  const stepMs = intArg(argv, 'step-ms', 20);
+  const ti = argv.indexOf('--transport');
+  const transport = ti >= 0 ? argv[ti + 1] : 'ws';
+  if (transport !== 'ws' && transport !== 'sse') throw new Error('--transport must be ws or sse');
+  const json = argv.includes('--json');
+
+  const engine = new StampingEngine(tokens, stepMs, streams);
+  const server = await startServer({
+    engine,
+    port: 0,
+    webDemo: false,
+    log: () => {},
+    limits: { maxConcurrentJobs: streams, maxQueuedJobs: streams, maxSubscriptionsPerSocket: 4 },
+  });
+  const lag = monitorEventLoopDelay({ resolution: 1 });
+  try {
+    const query = `subscription { understand(input: { prompt: "bench", maxTokens: ${tokens} }) { text done } }`;
+    const wsPath = createRequire(import.meta.url).resolve('ws');
+    const tStart = performance.now();
+    let setupMs = 0;
+    let t0 = 0;
+    // measure the steady state: from the moment every stream is subscribed
+    void engine.allStarted.then(() => {
+      t0 = performance.now();
+      setupMs = t0 - tStart;
+      lag.enable();
+    });
+    const result = await new Promise<{ latencies: number[]; events: number; errors: number }>((resolve, reject) => {
+      const w = new Worker(CLIENT_SOURCE, { eval: true, workerData: { url: server.url, streams, transport, query, wsPath } });
+      w.once('message', (m) => {
+        resolve(m);
+        void w.terminate();
+      });
+      w.once('error', reject);
+    });
+    lag.disable();
+    const wallMs = performance.now() - t0;
+    const sorted = Float64Array.from(result.latencies).sort();
+    const arr = Array.from(sorted);
+    const out = {
+      streams,
+      transport,
+      tokens_per_stream: tokens,
+      step_ms: stepMs,
+      added_latency_p50_ms: round(percentile(arr, 50)),
+      added_latency_p99_ms: round(percentile(arr, 99)),
+      added_latency_max_ms: round(arr.at(-1) ?? NaN),
+      event_loop_lag_p99_ms: round(lag.percentile(99) / 1e6),
+      tokens_measured: arr.length,
+      tokens_expected: streams * tokens,
+      events: result.events,
+      errors: result.errors,
+      setup_s: round(setupMs / 1000),
+      wall_s: round(wallMs / 1000),
+    };
+    console.log(JSON.stringify(out));
+    if (!json)
+      console.error(
+        `gateway bench: ${streams} ${transport} streams, p50 ${out.added_latency_p50_ms} ms, p99 ${out.added_latency_p99_ms} ms added per event; event-loop lag p99 ${out.event_loop_lag_p99_ms} ms (goal: p99 <= 2 ms, lag <= 10 ms)`,
+      );
+    return result.errors === 0 && arr.length === streams * tokens ? 0 : 1;
+  } finally {
+    await server.close();
+  }
+}
+
+const round = (x: number) => Math.round(x * 1000) / 1000;
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  process.exitCode = await run(process.argv.slice(2));
+}
