@@ -25,7 +25,7 @@ describe('flow-matching sampler units', () => {
     const x0 = Float32Array.from([0.5, -0.25]);
     const eps = Float32Array.from([1, 2]);
     // exact velocity of a straight path: x_t = (1-t)x0 + t·eps, v = eps - x0 → Euler is exact
-    let x = Float32Array.from(eps);
+    let x: Float32Array = Float32Array.from(eps);
     for (let i = 0; i < 4; i++) {
       const v = Float32Array.from([eps[0]! - x0[0]!, eps[1]! - x0[1]!]);
       const r = s.step(v, i, x);

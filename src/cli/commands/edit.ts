@@ -1,0 +1,12 @@
+// `hyperbagel edit`: source image + instruction → edited image.
+import { runGenerateCommand } from '../../engine/cli-generate.ts';
+
+export const HELP = `Usage: hyperbagel edit --image FILE "instruction" --out FILE.png [options]
+
+Edits a 64×64 image (PNG/JPEG/WebP) following the instruction; writes the final frame as PNG.
+Options as for \`hyperbagel generate\` (--mode progressive|6nfe|1nfe|baseline, --seed, --steps,
+--cfg-text, --cfg-image, --shift, --previews DIR, --pack DIR, --threads N, --quiet).`;
+
+export function run(argv: string[]): Promise<number> {
+  return runGenerateCommand(argv, true, HELP);
+}

@@ -1,0 +1,20 @@
+// `hyperbagel generate`: prompt → image.
+import { runGenerateCommand } from '../../engine/cli-generate.ts';
+
+export const HELP = `Usage: hyperbagel generate "prompt" --out FILE.png [options]
+
+Generates a 64×64 image; writes the final frame as PNG and prints its path. One JSON line per
+frame (stage, NFE count, elapsed ms, seed, sampler) goes to stderr.
+  --mode MODE        progressive|6nfe|1nfe|baseline (default progressive: 1-NFE preview, then 6 steps)
+  --seed N           makes the image reproducible
+  --steps N          baseline steps (default from the pack: 50)
+  --cfg-text S       text guidance scale;  --cfg-image S  image guidance scale (editing)
+  --shift S          timestep shift
+  --previews DIR     also write preview frames (JPEG/WebP) there, with 6-step intermediate x0 previews
+  --pack DIR         model pack (default models/shapes-mot, or $HYPERBAGEL_PACK)
+  --threads N        onnxruntime intra-op threads (default 2)
+  --quiet            no per-frame lines on stderr`;
+
+export function run(argv: string[]): Promise<number> {
+  return runGenerateCommand(argv, false, HELP);
+}
