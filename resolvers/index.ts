@@ -380,6 +380,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
               onEnd: end,
             },
             ctx.signal,
+            L.engineStallTimeoutMs,
           );
         },
       },

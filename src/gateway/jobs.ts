@@ -10,6 +10,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Engine, GenerateRequest, ImageFrame as EngineFrame } from '../engine/types.ts';
 import { GatewayError, cancelledError, toGatewayError } from './errors.ts';
+import { guarded } from './guard.ts';
 import type { GatewayMetrics } from './metrics.ts';
 import type { Scheduler } from './scheduler.ts';
 import type { ErrorCode, GenerationMode, JobStatus } from './schema-types.ts';
@@ -224,6 +225,7 @@ export interface JobManagerOptions {
   jobRetentionMs: number;
   maxRetainedJobs: number;
   unwatchedJobTimeoutMs: number;
+  engineStallTimeoutMs: number;
 }
 
 export class JobManager {
@@ -283,7 +285,7 @@ export class JobManager {
       start = performance.now();
       job.push({ status: 'RUNNING', done: false });
       let sawPreview = false;
-      for await (const frame of this.o.engine().generate(req, signal)) {
+      for await (const frame of guarded(this.o.engine().generate(req, signal), signal, this.o.engineStallTimeoutMs)) {
         if (signal.aborted) break;
         const rec: FrameRecord = { frame };
         if (frame.stage === 'preview' && !sawPreview) {
@@ -294,12 +296,15 @@ export class JobManager {
         job.push({ status: 'RUNNING', frame: rec, done: false });
       }
     } catch (e) {
-      failure = e;
+      if (!signal.aborted) {
+        failure = e;
+        job.controller.abort(); // tell the engine to stop whatever it is doing (e.g. after a stall)
+      }
     } finally {
       slot?.release();
       if (start) metrics.jobDuration.observe((performance.now() - start) / 1000);
     }
-    if (signal.aborted) {
+    if (signal.aborted && failure === undefined) {
       job.error = cancelledError();
       job.push({ status: 'CANCELLED', done: true, error: { code: 'CANCELLED', message: job.error.message } });
     } else if (failure !== undefined || !job.finalFrame) {

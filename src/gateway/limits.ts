@@ -57,6 +57,8 @@ export interface GatewayLimits {
   /** Bytes of encoded images kept for `Image.url`. */
   imageStoreBytes: number;
   imageStoreTtlMs: number;
+  /** An engine stream silent for this long is abandoned with an INTERNAL error (never a hang). */
+  engineStallTimeoutMs: number;
 }
 
 export const DEFAULT_LIMITS: GatewayLimits = {
@@ -83,6 +85,7 @@ export const DEFAULT_LIMITS: GatewayLimits = {
   unwatchedJobTimeoutMs: 60_000,
   imageStoreBytes: 64 * 1024 * 1024,
   imageStoreTtlMs: 10 * 60_000,
+  engineStallTimeoutMs: 120_000,
 };
 
 const tooComplex = (message: string, node?: FieldNode) =>

@@ -54,6 +54,7 @@ export class GatewayRuntime {
       jobRetentionMs: L.jobRetentionMs,
       maxRetainedJobs: L.maxRetainedJobs,
       unwatchedJobTimeoutMs: L.unwatchedJobTimeoutMs,
+      engineStallTimeoutMs: L.engineStallTimeoutMs,
     });
   }
 

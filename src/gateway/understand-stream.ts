@@ -5,6 +5,7 @@
 // by the request's maxTokens.
 import type { UnderstandChunk, UnderstandSummary } from '../engine/types.ts';
 import { toGatewayError } from './errors.ts';
+import { guarded } from './guard.ts';
 
 export interface MergedChunk {
   text: string;
@@ -34,6 +35,7 @@ export function coalescingStream<T>(
   controller: AbortController,
   hooks: StreamHooks<T>,
   signal?: AbortSignal,
+  stallMs = Infinity,
 ): AsyncIterableIterator<T> {
   let pending: MergedChunk | undefined;
   let summary: UnderstandSummary | undefined;
@@ -61,7 +63,7 @@ export function coalescingStream<T>(
 
   void (async () => {
     try {
-      for await (const ev of source) {
+      for await (const ev of guarded(source, controller.signal, stallMs)) {
         if (controller.signal.aborted) break;
         if (ev.kind === 'chunk') {
           firstChunkAt ??= performance.now();
@@ -82,10 +84,14 @@ export function coalescingStream<T>(
         notify();
       }
     } catch (e) {
-      error = e;
+      // after a client cancel, whatever the engine throws is moot
+      if (!controller.signal.aborted) {
+        error = e;
+        controller.abort(); // tell the engine to stop (e.g. after a stall)
+      }
     } finally {
       ended = true;
-      hooks.onEnd({ cancelled: controller.signal.aborted, error: controller.signal.aborted ? undefined : error, summary });
+      hooks.onEnd({ cancelled: controller.signal.aborted && error === undefined, error, summary });
       notify();
     }
   })();

@@ -174,3 +174,13 @@ export class FakeEngine implements Engine {
   }
   async close(): Promise<void> {}
 }
+
+/** An engine whose streams never produce anything and ignore their signal (a wedged worker). */
+export class HungEngine extends FakeEngine {
+  override async *understand(): AsyncGenerator<never> {
+    await new Promise(() => {});
+  }
+  override async *generate(): AsyncGenerator<never> {
+    await new Promise(() => {});
+  }
+}

@@ -1,0 +1,48 @@
+// Guards the gateway against an engine stream that stops responding: iteration ends at once when
+// the client's signal aborts (the slot is released even if the engine ignores the signal), and a
+// stream that produces nothing for `stallMs` fails with a typed error instead of hanging.
+import { GatewayError } from './errors.ts';
+
+export class EngineStallError extends GatewayError {
+  constructor(ms: number) {
+    super('INTERNAL', `The engine produced nothing for ${Math.round(ms / 1000)} s; the request was abandoned`);
+  }
+}
+
+export async function* guarded<T>(source: AsyncIterable<T>, signal: AbortSignal, stallMs: number): AsyncGenerator<T> {
+  const it = source[Symbol.asyncIterator]();
+  let finished = false;
+  let last = performance.now();
+  let settle!: (v: 'aborted' | 'stalled') => void;
+  const stop = new Promise<'aborted' | 'stalled'>((r) => (settle = r));
+  const onAbort = () => settle('aborted');
+  signal.addEventListener('abort', onAbort, { once: true });
+  let timer: NodeJS.Timeout | undefined;
+  const arm = (ms: number) => {
+    timer = setTimeout(() => {
+      const idle = performance.now() - last;
+      if (idle >= stallMs) settle('stalled');
+      else arm(stallMs - idle);
+    }, ms);
+    timer.unref();
+  };
+  if (Number.isFinite(stallMs) && stallMs > 0) arm(stallMs);
+  try {
+    for (;;) {
+      if (signal.aborted) return;
+      const r = await Promise.race([it.next(), stop]);
+      if (r === 'aborted') return;
+      if (r === 'stalled') throw new EngineStallError(stallMs);
+      last = performance.now();
+      if (r.done) {
+        finished = true;
+        return;
+      }
+      yield r.value;
+    }
+  } finally {
+    clearTimeout(timer);
+    signal.removeEventListener('abort', onAbort);
+    if (!finished) void Promise.resolve(it.return?.()).catch(() => undefined);
+  }
+}
