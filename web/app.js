@@ -343,6 +343,10 @@ function selectedSpeculation() {
   return checked instanceof HTMLInputElement ? checked.value : 'OFF';
 }
 
+function scrollChat() {
+  ui.messages.scrollTop = ui.messages.scrollHeight;
+}
+
 /** @param {HTMLElement} node @param {string} text */
 function setStat(node, text) { node.textContent = text; }
 
@@ -361,7 +365,7 @@ function addMessage(role, text) {
   const meta = h('div', 'meta');
   li.append(body, meta);
   ui.messages.append(li);
-  li.scrollIntoView({ block: 'end' });
+  scrollChat();
   return { li, body, meta };
 }
 
@@ -400,6 +404,7 @@ async function ask() {
     bot.li.dataset.state = state;
     bot.body.classList.remove('cursor');
     bot.meta.textContent = metaText;
+    scrollChat();
     stopChat = null;
     ui.chatSend.disabled = false;
     ui.chatStop.disabled = true;
@@ -426,6 +431,7 @@ async function ask() {
         firstAt ??= performance.now();
         bot.body.textContent += ev.text ?? '';
         bot.li.dataset.chunks = String(chunks);
+        scrollChat();
         tokens += n;
         steps += s;
         accepted += ev.acceptedTokens ?? 0;

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type BrowserContext, type Page, type WebSocket as PwWebSocket } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Engine, GenerateRequest, ImageFrame, UnderstandEvent, UnderstandRequest } from '../../src/engine/types.ts';
 import { startServer, type RunningServer } from '../../src/gateway/server.ts';
 
@@ -99,6 +99,21 @@ function recordWs(page: Page): WsLog {
   return log;
 }
 
+/**
+ * Waits until the browser's WebSocket log (CDP events, which may trail the DOM) holds the end of the
+ * last operation whose query contains `needle`.
+ */
+async function settled(log: WsLog, needle: string): Promise<{ subscribe: any; messages: any[] }> {
+  await expect.poll(() => {
+    try {
+      return operation(log, needle).messages.some((m) => m.type === 'complete' || m.type === 'error');
+    } catch {
+      return false;
+    }
+  }, { timeout: 5_000 }).toBe(true);
+  return operation(log, needle);
+}
+
 /** The `subscribe` message of the last operation whose query contains `needle`, and the messages for its id. */
 function operation(log: WsLog, needle: string): { subscribe: any; messages: any[] } {
   const subscribe = [...log.sent].reverse().find((m) => m.type === 'subscribe' && String(m.payload?.query).includes(needle));
@@ -160,6 +175,10 @@ suite('web demo in Chromium', () => {
     await page.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
   }, 120_000);
 
+  afterEach(async (ctx) => {
+    if (ctx.task.result?.state === 'fail' && page) await shot(`FAILED-${ctx.task.name.replace(/\W+/g, '-').slice(0, 60)}`).catch(() => undefined);
+  });
+
   afterAll(async () => {
     await context?.close();
     await server?.close();
@@ -191,7 +210,7 @@ suite('web demo in Chromium', () => {
     await shot('03-chat-done');
     expect(await page.getAttribute('.msg.assistant:last-child', 'data-state')).toBe('done');
 
-    const op = operation(ws, 'understand(');
+    const op = await settled(ws, 'understand(');
     expect(op.subscribe.payload.variables.input).toMatchObject({ prompt: 'what is in this picture?', maxTokens: 24, speculation: { mode: 'OFF' } });
     expect(op.subscribe.payload.variables.input.sessionId).toMatch(/\w{8}/);
     expect(op.subscribe.payload.variables.input.image.dataUrl).toMatch(/^data:image\/png;base64,/);
@@ -204,15 +223,17 @@ suite('web demo in Chromium', () => {
     const last = nexts[nexts.length - 1];
     expect(last.done).toBe(true);
     expect(await page.textContent('.msg.assistant:last-child .body')).toBe(nexts.map((e) => e.text).join(''));
-    expect(Number(await page.getAttribute('.msg.assistant:last-child', 'data-chunks'))).toBe(nexts.filter((e) => !e.done && (e.text.length || e.tokenIds.length)).length);
+    const tokenEvents = nexts.filter((e) => !e.done && (e.text.length || e.tokenIds.length)).length;
+    expect(Number(await page.getAttribute('.msg.assistant:last-child', 'data-chunks'))).toBe(tokenEvents);
     // Stats come from the server's final event.
     expect(await page.textContent('#st-tokens')).toBe(String(last.usage.completionTokens));
     expect(await page.textContent('#st-mal')).toBe(Number(last.speculation.meanAcceptedLength).toFixed(2));
     expect(await page.textContent('#st-tps')).toBe(Number(last.timings.tokensPerSecond).toFixed(1));
-    expect(await page.locator('#steps-chart .bar').count()).toBe(textChunks.length);
+    // One bar per verification-step event.
+    expect(await page.locator('#steps-chart .bar').count()).toBe(tokenEvents);
   });
 
-  it('shows the 1-NFE preview before the 6-NFE final replaces it, each labelled', async () => {
+  it('shows the fast preview before the final replaces it, each labelled with its NFE count and ms', async () => {
     await page.selectOption('#gen-mode', 'PROGRESSIVE');
     await page.fill('#gen-prompt', 'a large green circle at the center on a black background');
     await page.evaluate(() => { (window as unknown as { __seen: unknown[] }).__seen.length = 0; });
@@ -220,27 +241,38 @@ suite('web demo in Chromium', () => {
     await page.waitForSelector('.frame[data-stage="PREVIEW"]', { timeout: 30_000 });
     // The final is at least one paced frame (400 ms) away: the preview is on screen alone.
     expect(await page.locator('.frame[data-stage="FINAL"]').count()).toBe(0);
-    expect(await page.textContent('#image-label')).toMatch(/^preview · 1 NFE · \d+ ms$/);
+    const previewLabel = await page.textContent('#image-label');
     await shot('04-preview');
     await page.waitForSelector('#gen-status[data-state="done"]', { timeout: 30_000 });
-    expect(await page.textContent('#image-label')).toMatch(/^final · 6 NFE · \d+ ms$/);
+    const finalLabel = await page.textContent('#image-label');
     await shot('05-final');
 
+    // Over the wire: @stream delivered the preview in an earlier message than the @defer'red final.
+    const op = await settled(ws, 'generateImage(');
+    const nexts = op.messages.filter((m) => m.type === 'next').map((m) => m.payload);
+    const previewMsg = nexts.findIndex((p) => p.incremental?.some((i: any) => i.items?.[0]?.stage === 'PREVIEW'));
+    const finalMsg = nexts.findIndex((p) => p.incremental?.some((i: any) => i.data?.result?.stage === 'FINAL'));
+    expect(previewMsg).toBeGreaterThan(0);
+    expect(finalMsg).toBeGreaterThan(previewMsg);
+    expect(op.messages[op.messages.length - 1].type).toBe('complete');
+    const preview = nexts[previewMsg].incremental.find((i: any) => i.items).items[0];
+    const final = nexts[finalMsg].incremental.find((i: any) => i.data).data.result;
+    // The shapes-mot pack's distilled samplers give 1 and 6 NFE; the tiny fixture pack has no distilled
+    // graphs and runs the base denoiser with CFG, so only the order is fixed here.
+    expect(preview.nfe).toBeLessThan(final.nfe);
+    expect(previewLabel).toBe(`preview · ${preview.nfe} NFE · ${Number(preview.elapsedMs).toFixed(0)} ms`);
+    expect(finalLabel).toBe(`final · ${final.nfe} NFE · ${Number(final.elapsedMs).toFixed(0)} ms`);
+
     const seen = await page.evaluate(() => (window as unknown as { __seen: { t: number; what: string }[] }).__seen);
-    const previewAt = seen.find((s) => s.what === 'frame:PREVIEW:1')?.t;
-    const finalAt = seen.find((s) => s.what === 'frame:FINAL:6')?.t;
+    const previewAt = seen.find((e) => e.what === `frame:PREVIEW:${preview.nfe}`)?.t;
+    const finalAt = seen.find((e) => e.what === `frame:FINAL:${final.nfe}`)?.t;
     expect(previewAt).toBeDefined();
     expect(finalAt).toBeDefined();
     expect(finalAt! - previewAt!).toBeGreaterThan(100);
-
-    // Over the wire: @stream delivered the preview in an earlier message than the @defer'red final.
-    const op = operation(ws, 'generateImage(');
-    const msgs = op.messages.filter((m) => m.type === 'next').map((m) => JSON.stringify(m.payload));
-    const previewMsg = msgs.findIndex((m) => m.includes('"stage":"PREVIEW"'));
-    const finalMsg = msgs.findIndex((m) => m.includes('"stage":"FINAL"'));
-    expect(previewMsg).toBeGreaterThanOrEqual(0);
-    expect(finalMsg).toBeGreaterThan(previewMsg);
-    expect(op.messages[op.messages.length - 1].type).toBe('complete');
+    expect(seen.filter((e) => e.what.startsWith('label:')).map((e) => e.what.replace(/ · \d+ ms$/, ''))).toEqual([
+      `label:preview · ${preview.nfe} NFE`,
+      `label:final · ${final.nfe} NFE`,
+    ]);
   });
 
   it('continues the session: an edit without re-sending the image, then a question about the result', async () => {
@@ -248,7 +280,7 @@ suite('web demo in Chromium', () => {
     const before = engine.calls.length;
     await page.click('#gen-edit');
     await page.waitForSelector('#gen-status[data-state="done"]', { timeout: 30_000 });
-    const edit = operation(ws, 'editImage(');
+    const edit = await settled(ws, 'editImage(');
     const input = edit.subscribe.payload.variables.input;
     expect(input.instruction).toBe('make the circle blue');
     // The generated image is already the session's latest: the server supplies it.
@@ -258,7 +290,7 @@ suite('web demo in Chromium', () => {
     await page.fill('#chat-input', 'what color is the circle now?');
     await page.click('#chat-send');
     await page.waitForSelector('.msg.assistant:last-child:not([data-state="streaming"])', { timeout: 30_000 });
-    const ask = operation(ws, 'understand(');
+    const ask = await settled(ws, 'understand(');
     expect(ask.subscribe.payload.variables.input.sessionId).toBe(input.sessionId);
     expect(ask.subscribe.payload.variables.input.image.dataUrl).toMatch(/^data:image\/png;base64,/);
     expect(await page.getAttribute('.msg.assistant:last-child', 'data-state')).toBe('done');
@@ -300,7 +332,7 @@ suite('web demo in Chromium', () => {
     await expect.poll(() => call.aborted && call.ended, { timeout: 5_000 }).toBe(true);
     await page.waitForTimeout(600);
     expect(await page.locator('.frame[data-stage="FINAL"]').count()).toBe(0);
-    expect(await page.textContent('#image-label')).toMatch(/^preview · 1 NFE/);
+    expect(await page.textContent('#image-label')).toMatch(/^preview · \d+ NFE/);
     await shot('08-image-stopped');
   });
 
