@@ -36,6 +36,7 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--kl", type=float, default=1e-4)
+    ap.add_argument("--obj-weight", type=float, default=9.0, help="extra loss weight on object pixels")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N records")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ckpt-every", type=int, default=250)
@@ -83,7 +84,11 @@ def main():
         mu, logvar = vae.encode(x)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         rec = vae.decode(z)
-        l_rec = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
+        # objects cover a small share of the pixels: weight them up (pixels far from the border's median colour)
+        border = torch.cat([x[:, :, 0, :], x[:, :, -1, :], x[:, :, :, 0], x[:, :, :, -1]], dim=2)
+        bgc = border.median(dim=2).values[:, :, None, None]
+        w = 1.0 + a.obj_weight * ((x - bgc).abs().amax(1, keepdim=True) > 0.1).float()
+        l_rec = (w * ((rec - x) ** 2 + 0.5 * (rec - x).abs())).mean()
         l_kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).mean()
         loss = l_rec + a.kl * l_kl
         opt.zero_grad(set_to_none=True)
