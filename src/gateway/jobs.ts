@@ -104,7 +104,8 @@ export class ImageJobRecord {
 
   /** The final frame, or the job's typed error. */
   async result(signal?: AbortSignal): Promise<FrameRecord> {
-    await waitFor(this, () => this.terminal || !!this.finalFrame, signal);
+    // wait for the terminal state (not just the final frame): by then the slot and the session are free
+    await waitFor(this, () => this.terminal, signal);
     if (this.finalFrame) return this.finalFrame;
     throw this.error ?? cancelledError();
   }
@@ -304,18 +305,22 @@ export class JobManager {
       slot?.release();
       if (start) metrics.jobDuration.observe((performance.now() - start) / 1000);
     }
-    if (signal.aborted && failure === undefined) {
+    // session bookkeeping and unlock happen before the terminal event, so a client that sees the
+    // job end can use the session again at once
+    const cancelled = signal.aborted && failure === undefined;
+    const succeeded = !cancelled && failure === undefined && !!job.finalFrame;
+    if (succeeded) hooks.onSuccess?.(job);
+    hooks.onEnd?.();
+    if (cancelled) {
       job.error = cancelledError();
       job.push({ status: 'CANCELLED', done: true, error: { code: 'CANCELLED', message: job.error.message } });
-    } else if (failure !== undefined || !job.finalFrame) {
+    } else if (!succeeded) {
       job.error = failure !== undefined ? toGatewayError(failure) : new GatewayError('INTERNAL', 'The engine produced no final frame');
       metrics.errors.inc({ code: job.error.code });
       job.push({ status: 'FAILED', done: true, error: { code: job.error.code, message: job.error.message } });
     } else {
-      hooks.onSuccess?.(job);
       job.push({ status: 'SUCCEEDED', done: true });
     }
-    hooks.onEnd?.();
   }
 
   sweep(): void {

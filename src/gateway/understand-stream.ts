@@ -105,7 +105,9 @@ export function coalescingStream<T>(
           pending = undefined;
           return { value: hooks.chunk(c), done: false };
         }
-        if (summary && !summaryDelivered) {
+        // the summary goes out once the engine stream has ended and onEnd has released the slot and
+        // session, so a client may send its next request on the same session right away
+        if (summary && !summaryDelivered && ended) {
           summaryDelivered = true;
           return { value: hooks.summary(summary, firstChunkAt), done: false };
         }

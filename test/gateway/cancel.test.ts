@@ -100,19 +100,23 @@ describe('cancellation', () => {
     expect(await jobStatus(id)).toBe('CANCELLED');
   });
 
-  it('completing a single-result (non-incremental) mutation over graphql-ws', async () => {
-    const client = wsClient(server);
+  it('completing a single-result (non-incremental) mutation over graphql-ws, socket kept open', async () => {
+    // graphql-ws itself only stops streaming operations; the gateway aborts pending single results too
     const aborted = engine.stats.generateAborted;
+    const ws = new WebSocket(wsUrl(server), 'graphql-transport-ws');
     try {
-      let steps = 0;
-      const unsub = client.subscribe({ query: `mutation { generateImage(input: { prompt: "x" }) { id result { nfe } } }` }, { next: () => {}, error: () => {}, complete: () => {} });
+      await new Promise((r) => ws.once('open', r));
+      ws.send(JSON.stringify({ type: 'connection_init' }));
+      await new Promise((r) => ws.once('message', r));
+      ws.send(JSON.stringify({ id: 'm1', type: 'subscribe', payload: { query: `mutation { generateImage(input: { prompt: "x" }) { id result { nfe } } }` } }));
       await waitFor(() => engine.stats.steps > 0 && engine.stats.active === 1, 'the job to start');
-      steps = engine.stats.steps;
-      unsub();
+      const steps = engine.stats.steps;
+      ws.send(JSON.stringify({ id: 'm1', type: 'complete' }));
       await expectStoppedWithinOneStep(steps);
       expect(engine.stats.generateAborted).toBe(aborted + 1);
+      expect(ws.readyState).toBe(WebSocket.OPEN);
     } finally {
-      await client.dispose();
+      ws.close();
     }
   });
 

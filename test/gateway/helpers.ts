@@ -14,6 +14,8 @@ export function wsClient(s: RunningServer, connectionParams?: Record<string, unk
     webSocketImpl: WebSocket,
     retryAttempts: 0,
     lazy: true,
+    // keep the socket open after an operation completes, so "complete" is tested apart from "disconnect"
+    lazyCloseTimeout: 30_000,
     connectionParams,
     on: onClose ? { closed: (e) => onClose((e as { code: number }).code) } : undefined,
   });

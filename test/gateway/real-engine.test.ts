@@ -128,6 +128,7 @@ describe('real engine on the tiny pack', () => {
 
       const sid = (await gqlPost(server, { query: 'mutation { createSession }' })).json.data.createSession;
       const described = await wsRun(client, UNDERSTAND, { input: { prompt: 'describe this image', image: { base64: scene.toString('base64') }, sessionId: sid, maxTokens: 6 } });
+      expect(described.at(-1)!.errors, JSON.stringify(described.at(-1))).toBeUndefined();
       expect((described.at(-1)!.data!.understand as any).done).toBe(true);
       const edited = await wsRun(client, jobQuery('editImage', 'EditImageInput'), { input: { instruction: 'now make the circle green', sessionId: sid, seed: 4 } });
       expect(edited.every((p) => !p.errors && !p.incremental?.some((i) => i.errors))).toBe(true);
