@@ -13,6 +13,11 @@ const COMMANDS: Record<string, Command> = {
   dataset: { summary: 'export training shards for the Python recipes', load: () => import('./commands/dataset.ts') },
   detect: { summary: 'recover the scene in an image with the analytic detector', load: () => import('./commands/detect.ts') },
   eval: { summary: 'the independent evaluator: detector accuracy, model scores on the fixed suites', load: () => import('./commands/eval.ts') },
+  serve: { summary: 'serve the GraphQL gateway (default pack models/shapes-mot)', load: () => import('./commands/serve.ts') },
+  understand: { summary: 'answer a prompt about an image, streaming the text', load: () => import('./commands/understand.ts') },
+  generate: { summary: 'generate an image from a prompt', load: () => import('./commands/generate.ts') },
+  edit: { summary: 'edit an image with an instruction', load: () => import('./commands/edit.ts') },
+  bench: { summary: 'benchmarks: understand, generate, gateway', load: () => import('./commands/bench.ts') },
 };
 
 /** Registers a subcommand; lets modules owned by other layers plug into the one CLI. */
