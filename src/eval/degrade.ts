@@ -1,4 +1,5 @@
 // Image degradations the detector is measured under: what generated images typically look like.
+import sharp from 'sharp';
 import type { RgbImage } from '../engine/types.ts';
 import { Rng } from '../world/rng.ts';
 import { resampleRgb } from './detector.ts';
@@ -56,4 +57,11 @@ export function shiftImage(img: RgbImage, dx: number, dy: number): RgbImage {
     out.set(data.subarray((sy * w + sx) * 3, (sy * w + sx) * 3 + 3), (y * w + x) * 3);
   }
   return { width: w, height: h, data: out };
+}
+
+/** Encodes as JPEG at `quality` and decodes again: the artefacts of a lossy image transport. */
+export async function jpegRoundTrip(img: RgbImage, quality: number): Promise<RgbImage> {
+  const jpg = await sharp(Buffer.from(img.data.buffer, img.data.byteOffset, img.data.length), { raw: { width: img.width, height: img.height, channels: 3 } }).jpeg({ quality }).toBuffer();
+  const { data, info } = await sharp(jpg).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+  return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
 }

@@ -6,12 +6,12 @@ import { renderScene } from '../world/render.ts';
 import { scenesEqual } from '../world/scene.ts';
 import { SPLITS } from '../world/splits.ts';
 import { detectScene, resampleRgb } from './detector.ts';
-import { addGaussianNoise, boxBlur3, downUp, gaussianBlur3, shiftImage } from './degrade.ts';
+import { addGaussianNoise, boxBlur3, downUp, gaussianBlur3, jpegRoundTrip, shiftImage } from './degrade.ts';
 
 export interface DetectorCondition {
   name: string;
   description: string;
-  apply(scene: Parameters<typeof renderScene>[0], index: number): RgbImage;
+  apply(scene: Parameters<typeof renderScene>[0], index: number): RgbImage | Promise<RgbImage>;
 }
 
 export const DETECTOR_CONDITIONS: DetectorCondition[] = [
@@ -26,6 +26,8 @@ export const DETECTOR_CONDITIONS: DetectorCondition[] = [
   { name: 'render_32_upscaled', description: 'rendered at 32×32, given to the detector at 32×32 (it upscales)', apply: (s) => renderScene(s, 32) },
   { name: 'shift_1px_diagonal', description: 'whole image moved 1 px right and 1 px down (objects off the grid)', apply: (s) => shiftImage(renderScene(s), 1, 1) },
   { name: 'shift_2px_diagonal', description: 'whole image moved 2 px left and 2 px up', apply: (s) => shiftImage(renderScene(s), -2, -2) },
+  { name: 'jpeg_q75', description: 'JPEG round trip at quality 75 (sharp/libjpeg, 4:2:0 chroma)', apply: (s) => jpegRoundTrip(renderScene(s), 75) },
+  { name: 'jpeg_q50', description: 'JPEG round trip at quality 50', apply: (s) => jpegRoundTrip(renderScene(s), 50) },
   { name: 'blur_noise_down_up', description: '3×3 Gaussian blur, then σ=20 noise, then 64→32→64', apply: (s, i) => downUp(addGaussianNoise(gaussianBlur3(renderScene(s)), 20, `bnd:${i}`), 32) },
 ];
 
@@ -43,7 +45,7 @@ export function benchmarkScene(i: number) {
   return sampleScene(new Rng(`detector-benchmark:${i}`), { split: SPLITS[i % SPLITS.length]! });
 }
 
-export function evaluateDetector(count = 2000, conditions = DETECTOR_CONDITIONS): DetectorReport {
+export async function evaluateDetector(count = 2000, conditions = DETECTOR_CONDITIONS): Promise<DetectorReport> {
   const t0 = Date.now();
   const accuracy: Record<string, number> = {};
   const recall: Record<string, number> = {};
@@ -51,7 +53,7 @@ export function evaluateDetector(count = 2000, conditions = DETECTOR_CONDITIONS)
     let exact = 0, found = 0, total = 0;
     for (let i = 0; i < count; i++) {
       const scene = benchmarkScene(i);
-      const detected = detectScene(resampleRgb(cond.apply(scene, i)));
+      const detected = detectScene(resampleRgb(await cond.apply(scene, i)));
       if (scenesEqual(detected, scene)) exact++;
       for (const o of scene.objects) {
         total++;

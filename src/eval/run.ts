@@ -1,6 +1,8 @@
 // The model-facing evaluation harness: runs an EvalModel over the committed suites and scores it with
 // the independent detector. Returns the JSON objects `hyperbagel eval …` prints.
 import { renderScene } from '../world/render.ts';
+import { sceneToCaption } from '../world/caption.ts';
+import type { Scene } from '../world/scene.ts';
 import type { EvalModel } from './model.ts';
 import { aggregateT2i, judgeT2i, type T2iJudgement, type T2iScores } from './score-t2i.ts';
 import { aggregateEdits, judgeEdit, type EditJudgement, type EditScores } from './score-edit.ts';
@@ -12,7 +14,12 @@ export interface RunOptions {
   limit?: number;
   /** called after every item, for progress output */
   onProgress?: (what: string, done: number, total: number) => void;
+  /** called with a record of every judged item (suite, id, what was asked, what came back, the verdict) */
+  onItem?: (record: Record<string, unknown>) => void;
 }
+
+/** A detected scene as text: its caption, or what was found when no caption describes it. */
+const sceneText = (s: Scene) => (s.objects.length ? sceneToCaption(s) : `nothing on a ${s.background} background`);
 
 export interface UnderstandResult {
   caption_exact: number;
@@ -27,11 +34,18 @@ async function understandSplit(model: EvalModel, split: EvalSplit, opts: RunOpti
   let captions = 0, answers = 0, questions = 0;
   for (const [n, it] of items.entries()) {
     const img = renderScene(it.scene);
-    if (captionExact(await model.caption(img), it.caption)) captions++;
+    const caption = await model.caption(img);
+    const captionOk = captionExact(caption, it.caption);
+    if (captionOk) captions++;
+    const qs = [];
     for (const q of it.questions) {
       questions++;
-      if (answerCorrect(await model.answer(img, q.question), q.answer)) answers++;
+      const answer = await model.answer(img, q.question);
+      const ok = answerCorrect(answer, q.answer);
+      if (ok) answers++;
+      qs.push({ question: q.question, expected: q.answer, answer, correct: ok });
     }
+    opts.onItem?.({ suite: `understand-${split}`, id: it.id, expected: it.caption, caption, correct: captionOk, questions: qs });
     opts.onProgress?.(`understand ${split}`, n + 1, items.length);
   }
   return { caption: items.length ? captions / items.length : 0, vqa: questions ? answers / questions : 0, images: items.length, questions };
@@ -56,7 +70,9 @@ async function t2iSplit(model: EvalModel, split: EvalSplit, opts: RunOptions): P
   const items = limitPerGroup(loadT2iSuite(split).items, (it) => it.category, opts.limit);
   const out: T2iJudgement[] = [];
   for (const [n, it] of items.entries()) {
-    out.push(judgeT2i(it.spec, await model.generate(it.prompt, it.seed)));
+    const j = judgeT2i(it.spec, await model.generate(it.prompt, it.seed));
+    out.push(j);
+    opts.onItem?.({ suite: `t2i-${split}`, id: it.id, category: it.category, prompt: it.prompt, seed: it.seed, correct: j.correct, detected: sceneText(j.detected) });
     opts.onProgress?.(`geneval ${split}`, n + 1, items.length);
   }
   return out;
@@ -78,7 +94,9 @@ async function editSplit(model: EvalModel, split: EvalSplit, opts: RunOptions): 
   const out: EditJudgement[] = [];
   for (const [n, it] of items.entries()) {
     const edited = await model.edit(renderScene(it.source), it.instruction, it.seed);
-    out.push(judgeEdit(it.kind, it.source, it.expected, edited));
+    const j = judgeEdit(it.kind, it.source, it.expected, edited);
+    out.push(j);
+    opts.onItem?.({ suite: `edit-${split}`, id: it.id, kind: it.kind, instruction: it.instruction, seed: it.seed, source: sceneToCaption(it.source), expected: sceneToCaption(it.expected), detected: sceneText(j.detected), instruction_ok: j.instruction, preserved: j.preserved, quality: j.quality, overall: j.overall });
     opts.onProgress?.(`gedit ${split}`, n + 1, items.length);
   }
   return out;

@@ -1,5 +1,7 @@
 // `hyperbagel eval`: JSON output, clear errors, and the adapter to the real engine (tiny random pack).
 import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
@@ -19,8 +21,9 @@ describe('hyperbagel eval', () => {
     expect(JSON.parse(r.stdout)).toEqual({ ok: true, stale: [] });
   });
 
-  it('geneval --model oracle --json prints one JSON object scoring 1', async () => {
-    const r = await cli('eval', 'geneval', '--model', 'oracle', '--limit', '1', '--json');
+  it('geneval --model oracle --json prints one JSON object scoring 1; --details writes one line per image', async () => {
+    const details = join(mkdtempSync(join(tmpdir(), 'hb-eval-')), 'd.jsonl');
+    const r = await cli('eval', 'geneval', '--model', 'oracle', '--limit', '1', '--json', '--details', details);
     expect(r.code, r.stderr).toBe(0);
     const lines = r.stdout.trim().split('\n');
     expect(lines).toHaveLength(1);
@@ -28,6 +31,9 @@ describe('hyperbagel eval', () => {
     expect(j.overall).toBe(1);
     expect(Object.keys(j.categories)).toHaveLength(6);
     expect(j.heldout.overall).toBe(1);
+    const recs = readFileSync(details, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(recs).toHaveLength(8); // 6 test categories + 2 held-out categories, 1 each
+    expect(recs.every((x) => x.correct === true && typeof x.prompt === 'string')).toBe(true);
   });
 
   it('bad targets, modes and packs are clear errors with non-zero exit', async () => {

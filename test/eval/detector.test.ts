@@ -6,14 +6,14 @@ import { benchmarkScene, DETECTOR_CONDITIONS, evaluateDetector } from '../../src
 import { addGaussianNoise, gaussianBlur3 } from '../../src/eval/degrade.ts';
 
 describe('detector', () => {
-  it('recovers every clean render exactly (400 benchmark scenes, all splits)', () => {
-    const r = evaluateDetector(400, DETECTOR_CONDITIONS.filter((c) => c.name === 'clean'));
+  it('recovers every clean render exactly (400 benchmark scenes, all splits)', async () => {
+    const r = await evaluateDetector(400, DETECTOR_CONDITIONS.filter((c) => c.name === 'clean'));
     expect(r.accuracy.clean).toBe(1);
   });
 
-  it('stays ≥ 98% exact under noise σ=20, 3×3 blur and 64→32→64 resampling and a 1 px displacement (100 scenes each)', () => {
-    const names = ['noise_sigma20', 'gaussian_blur_3x3', 'box_blur_3x3', 'down_up_32', 'render_32_upscaled', 'shift_1px_diagonal'];
-    const r = evaluateDetector(100, DETECTOR_CONDITIONS.filter((c) => names.includes(c.name)));
+  it('stays ≥ 98% exact under noise σ=20, 3×3 blur and 64→32→64 resampling a 1 px displacement and JPEG q75 (100 scenes each)', async () => {
+    const names = ['noise_sigma20', 'gaussian_blur_3x3', 'box_blur_3x3', 'down_up_32', 'render_32_upscaled', 'shift_1px_diagonal', 'jpeg_q75'];
+    const r = await evaluateDetector(100, DETECTOR_CONDITIONS.filter((c) => names.includes(c.name)));
     for (const n of names) expect(r.accuracy[n], n).toBeGreaterThanOrEqual(0.98);
   });
 

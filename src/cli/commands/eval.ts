@@ -1,5 +1,5 @@
 // `hyperbagel eval`: the independent evaluator: detector accuracy, and model scores on the fixed suites.
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs, flag, intFlag, UsageError } from '../args.ts';
 import type { Engine, GenerationMode } from '../../engine/types.ts';
@@ -35,6 +35,7 @@ Options:
   --count N       detector: images per condition (default 2000)
   --model M       ${MODELS.join('|')} (default engine). oracle renders the ground truth and must score 1.0;
                   constant is trivially wrong; both check the evaluator itself and need no pack.
+  --details FILE  also write one JSON line per judged item (prompt/instruction/question, output, verdict)
   --write         suites: regenerate the files instead of checking them
 Definitions: docs/world.md ("Evaluation").`;
 
@@ -45,7 +46,7 @@ function printResult(json: boolean, result: object, human: () => string): void {
 const pct = (x: number | undefined) => (x === undefined ? '   -  ' : `${(x * 100).toFixed(1).padStart(5)}%`);
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ['pack', 'mode', 'limit', 'count', 'model'], booleans: ['json', 'write'] });
+  const args = parseArgs(argv, { values: ['pack', 'mode', 'limit', 'count', 'model', 'details'], booleans: ['json', 'write'] });
   if (args.flags.has('help')) { console.log(HELP); return 0; }
   const [target, ...extra] = args.positionals;
   if (!target) throw new UsageError(`say what to evaluate: ${TARGETS.join(', ')}`);
@@ -71,7 +72,7 @@ export async function run(argv: string[]): Promise<number> {
 
   if (target === 'detector') {
     const count = intFlag(args, 'count', 2000, 1, 1_000_000);
-    const report = evaluateDetector(count);
+    const report = await evaluateDetector(count);
     printResult(json, report, () => [
       `detector: exact-scene accuracy on ${count} random renders per condition (${report.seconds.toFixed(1)} s)`,
       ...DETECTOR_CONDITIONS.map((c) => `  ${c.name.padEnd(20)} ${pct(report.accuracy[c.name])}   objects ${pct(report.object_recall[c.name])}   ${c.description}`),
@@ -94,8 +95,11 @@ export async function run(argv: string[]): Promise<number> {
   } else {
     model = which === 'oracle' ? oracleModel() : constantModel();
   }
+  const detailsPath = flag(args, 'details');
+  const details: string[] = [];
   const opts: RunOptions = {
     limit,
+    onItem: detailsPath ? (rec) => details.push(JSON.stringify(rec)) : undefined,
     onProgress: process.stderr.isTTY ? (what, done, total) => process.stderr.write(`\r${what}: ${done}/${total}${done === total ? '\n' : ''}`) : undefined,
   };
   const about = { model: which === 'engine' ? pack : which, ...(target === 'understand' ? {} : { mode }) };
@@ -124,5 +128,6 @@ export async function run(argv: string[]): Promise<number> {
   } finally {
     await engine?.close();
   }
+  if (detailsPath) writeFileSync(detailsPath, details.map((l) => l + '\n').join(''));
   return 0;
 }
