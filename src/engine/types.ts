@@ -116,6 +116,21 @@ export interface ImageFrame {
   rgb: RgbImage;
   /** which sampler produced it, e.g. 'euler-6 (base denoiser)' or 'distilled-6nfe' */
   sampler?: string;
+  /** where the time went up to this frame (ms), for benchmarks */
+  timings?: FrameTimings;
+}
+
+export interface FrameTimings {
+  /** context prefill (decoder over text/ViT tokens, denoiser over the source VAE block) */
+  prefillMs: number;
+  /** ViT encoder + VAE encoder of the source image (editing) */
+  encodeSourceMs: number;
+  /** denoiser loops */
+  samplingMs: number;
+  /** VAE decoder / latent preview decode */
+  decodeMs: number;
+  /** sharp encoding */
+  imageEncodeMs: number;
 }
 
 /** Opaque handle to a server-side conversation context (KV cache). */

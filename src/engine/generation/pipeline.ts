@@ -5,7 +5,7 @@ import { layout, type EngineCtx, type Part } from '../context.ts';
 import { encodeImage } from '../image/codec.ts';
 import { chwToRgb, latentToRgb, requireSize, rgbToChw } from '../image/pixels.ts';
 import { Rng, randomSeed } from '../rng.ts';
-import { EngineError, type GenerateRequest, type GenerationMode, type ImageFrame, type RgbImage } from '../types.ts';
+import { EngineError, type FrameTimings, type GenerateRequest, type GenerationMode, type ImageFrame, type RgbImage } from '../types.ts';
 import * as V from '../validate.ts';
 import { WorkerSequence } from '../understand/worker-target.ts';
 import { cfgActive, combineCfg, EulerFlowScheduler, patchify, unpatchify, type CfgParams } from './scheduler.ts';
@@ -162,6 +162,15 @@ export async function* runGenerate(ctx: EngineCtx, req: GenerateRequest, signal?
   const display = m.vision.image_size;
   const tokenDim = L.channels * L.patch * L.patch;
   const contexts: Ctx[] = [];
+  const tm: FrameTimings = { prefillMs: 0, encodeSourceMs: 0, samplingMs: 0, decodeMs: 0, imageEncodeMs: 0 };
+  const timed = async <T>(k: keyof FrameTimings, f: () => Promise<T>): Promise<T> => {
+    const a = performance.now();
+    try {
+      return await f();
+    } finally {
+      tm[k] += performance.now() - a;
+    }
+  };
   try {
     // ---- shared prefill
     const needCfg = [plans.preview, plans.main].some((p) => p && !p.distilled && (p.cfg.textScale > 1 || p.cfg.imageScale > 1));
@@ -171,9 +180,9 @@ export async function* runGenerate(ctx: EngineCtx, req: GenerateRequest, signal?
     if (v.edit) {
       const src = req.sourceImage as RgbImage;
       throwIfAborted(signal);
-      const vit = await ctx.client.call<Float32Array>({ op: 'vision', pixels: rgbToChw(src, m.vision.image_size), batch: 1 });
+      const vit = await timed('encodeSourceMs', () => ctx.client.call<Float32Array>({ op: 'vision', pixels: rgbToChw(src, m.vision.image_size), batch: 1 }));
       throwIfAborted(signal);
-      const z = await ctx.client.call<Float32Array>({ op: 'vae_encode', pixels: rgbToChw(src, L.image_size) });
+      const z = await timed('encodeSourceMs', () => ctx.client.call<Float32Array>({ op: 'vae_encode', pixels: rgbToChw(src, L.image_size) }));
       const vae = patchify(z, L.channels, L.height, L.width, L.patch);
       const img = (): Piece[] => [
         { kind: 'ids', ids: [sp.bos, sp.vision_start] },
@@ -181,21 +190,21 @@ export async function* runGenerate(ctx: EngineCtx, req: GenerateRequest, signal?
         { kind: 'ids', ids: [sp.vision_end, sp.gen_start] },
         { kind: 'vae', tokens: vae },
       ];
-      cond = await buildContext(ctx, [...img(), { kind: 'ids', ids: [sp.gen_end, ...v.words, sp.gen_start] }], signal);
+      cond = await timed('prefillMs', () => buildContext(ctx, [...img(), { kind: 'ids', ids: [sp.gen_end, ...v.words, sp.gen_start] }], signal));
       contexts.push(cond);
       if (needCfg && v.cfg.textScale > 1) {
-        textUncond = await buildContext(ctx, [...img(), { kind: 'ids', ids: [sp.gen_end, sp.gen_start] }], signal);
+        textUncond = await timed('prefillMs', () => buildContext(ctx, [...img(), { kind: 'ids', ids: [sp.gen_end, sp.gen_start] }], signal));
         contexts.push(textUncond);
       }
       if (needCfg && v.cfg.imageScale > 1) {
-        imageUncond = await buildContext(ctx, [{ kind: 'ids', ids: [sp.bos, ...v.words, sp.gen_start] }], signal);
+        imageUncond = await timed('prefillMs', () => buildContext(ctx, [{ kind: 'ids', ids: [sp.bos, ...v.words, sp.gen_start] }], signal));
         contexts.push(imageUncond);
       }
     } else {
-      cond = await buildContext(ctx, [{ kind: 'ids', ids: [sp.bos, ...v.words, sp.gen_start] }], signal);
+      cond = await timed('prefillMs', () => buildContext(ctx, [{ kind: 'ids', ids: [sp.bos, ...v.words, sp.gen_start] }], signal));
       contexts.push(cond);
       if (needCfg && v.cfg.textScale > 1) {
-        textUncond = await buildContext(ctx, [{ kind: 'ids', ids: [sp.bos, sp.gen_start] }], signal);
+        textUncond = await timed('prefillMs', () => buildContext(ctx, [{ kind: 'ids', ids: [sp.bos, sp.gen_start] }], signal));
         contexts.push(textUncond);
       }
     }
@@ -206,13 +215,15 @@ export async function* runGenerate(ctx: EngineCtx, req: GenerateRequest, signal?
     const frame = async (stage: ImageFrame['stage'], nfe: number, step: number, tokens: Float32Array, how: 'vae' | 'factors', plan: SamplerPlan): Promise<ImageFrame> => {
       const latent = unpatchify(tokens, L.channels, L.height, L.width, L.patch);
       let rgb: RgbImage;
+      const d0 = performance.now();
       if (how === 'vae') {
         throwIfAborted(signal);
         const px = await ctx.client.call<Float32Array>({ op: 'vae_decode', latent });
         rgb = chwToRgb(px, L.image_size, display);
       } else rgb = latentToRgb(latent, L.channels, L.height, L.width, m.preview.latent_rgb_factors, m.preview.latent_rgb_bias, display);
-      const image = await encodeImage(rgb, stage === 'final' ? 'png' : how === 'vae' ? 'jpeg' : 'webp');
-      return { stage, nfe, step, elapsedMs: performance.now() - t0, seed: v.seed, image, rgb, sampler: plan.name };
+      tm.decodeMs += performance.now() - d0;
+      const image = await timed('imageEncodeMs', () => encodeImage(rgb, stage === 'final' ? 'png' : how === 'vae' ? 'jpeg' : 'webp'));
+      return { stage, nfe, step, elapsedMs: performance.now() - t0, seed: v.seed, image, rgb, sampler: plan.name, timings: { ...tm } };
     };
 
     /** Runs one sampler from the shared noise; yields intermediate x0 previews if asked. */
@@ -222,6 +233,7 @@ export async function* runGenerate(ctx: EngineCtx, req: GenerateRequest, signal?
       const s = plan.scheduler;
       for (let i = 0; i < s.steps; i++) {
         throwIfAborted(signal);
+        const st0 = performance.now();
         const t = s.timesteps[i]!;
         let vel: Float32Array;
         if (plan.distilled) {
@@ -243,6 +255,7 @@ export async function* runGenerate(ctx: EngineCtx, req: GenerateRequest, signal?
         }
         const r = s.step(vel, i, x);
         x = r.prev;
+        tm.samplingMs += performance.now() - st0;
         if (previews && i < s.steps - 1) yield await frame('preview', nfe, i + 1, r.x0, 'factors', plan);
       }
       return { x, nfe };

@@ -217,6 +217,19 @@ export async function* runUnderstand(
       seed: v.seed,
     };
     yield summary;
+  } catch (e) {
+    // cancelled during prefill (after admission): end the stream like a cancelled decode would
+    if (!(e instanceof EngineError && e.code === 'CANCELLED')) throw e;
+    const total = performance.now() - t0;
+    yield {
+      kind: 'done',
+      finishReason: 'cancelled',
+      text: '',
+      usage: { promptTokens: 0, completionTokens: 0, totalTokens: 0 },
+      timings: { queueMs, timeToFirstTokenMs: 0, totalMs: total, tokensPerSecond: 0 },
+      speculation: { mode: v.mode, proposer: 'none', drafts: 0, draftedTokens: 0, acceptedTokens: 0, meanAcceptedLength: 0, acceptanceRate: 0, acceptancePerPosition: [] },
+      seed: v.seed,
+    };
   } finally {
     if (conversation) conversation.busy = false;
     if (seq && !conversation) await seq.close();

@@ -1,0 +1,104 @@
+// `hyperbagel bench generate [--json]`: end-to-end generation/editing latency, baseline (100 / 132
+// NFE) vs the 6-NFE path, the 1-NFE preview latency, and where the fixed costs go.
+import fs from 'node:fs';
+import path from 'node:path';
+import { flag, intFlag, parseArgs } from '../src/cli/args.ts';
+import { DEFAULT_PACK, FIXTURE_PACK, resolvePack } from '../src/engine/cli-support.ts';
+import { createEngine, type LocalEngine } from '../src/engine/index.ts';
+import type { FrameTimings, GenerateRequest, ImageFrame } from '../src/engine/types.ts';
+import { parseCaption, renderScene } from '../src/world/index.ts';
+
+export const HELP = `Usage: hyperbagel bench generate [--json] [--pack DIR] [--runs N] [--threads N]
+
+Times, end to end (request → encoded final image), text-to-image and editing with the baseline
+sampler (50 steps with CFG: 100 / 132 NFE) and with the 6-NFE path, plus the progressive 1-NFE
+preview. Prints t2i_speedup_6nfe, edit_speedup_6nfe, preview_ms, final_ms, the sampling-loop-only
+ratios, the fixed costs (prefill, source encode, VAE decode, image encode) and NFE counts.`;
+
+interface Run {
+  ms: number;
+  final: ImageFrame;
+  first: ImageFrame;
+}
+
+async function once(engine: LocalEngine, req: GenerateRequest): Promise<Run> {
+  const t0 = performance.now();
+  let first: ImageFrame | null = null;
+  let final: ImageFrame | null = null;
+  for await (const f of engine.generate(req)) {
+    if (!first) first = f;
+    final = f;
+  }
+  return { ms: performance.now() - t0, first: first!, final: final! };
+}
+
+function median(xs: number[]): number {
+  const s = xs.slice().sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
+async function timeMany(engine: LocalEngine, req: GenerateRequest, runs: number) {
+  await once(engine, req); // warm-up
+  const rs: Run[] = [];
+  for (let i = 0; i < runs; i++) rs.push(await once(engine, { ...req, seed: 1000 + i }));
+  const t = (k: keyof FrameTimings) => +median(rs.map((r) => r.final.timings?.[k] ?? 0)).toFixed(3);
+  return {
+    ms: median(rs.map((r) => r.ms)),
+    firstMs: median(rs.map((r) => r.first.elapsedMs)),
+    nfe: rs[0]!.final.nfe,
+    sampler: rs[0]!.final.sampler,
+    timings: { prefillMs: t('prefillMs'), encodeSourceMs: t('encodeSourceMs'), samplingMs: t('samplingMs'), decodeMs: t('decodeMs'), imageEncodeMs: t('imageEncodeMs') },
+  };
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, { values: ['pack', 'runs', 'threads'], booleans: ['json'] });
+  if (args.flags.has('help')) {
+    console.log(HELP);
+    return 0;
+  }
+  const packFlag = flag(args, 'pack') ?? (fs.existsSync(path.join(DEFAULT_PACK, 'manifest.json')) ? undefined : FIXTURE_PACK);
+  const pack = resolvePack(packFlag);
+  const runs = intFlag(args, 'runs', 5, 1, 100);
+  const engine = await createEngine(pack, { intraOpThreads: intFlag(args, 'threads', 2, 1, 64), calibrate: false, maxConcurrent: 1 });
+  try {
+    const prompt = 'a large red circle at the top left on a white background';
+    const src = renderScene(parseCaption(prompt), engine.info.imageSize.width);
+    const instruction = 'make the circle blue';
+    const t2iBase = await timeMany(engine, { prompt, mode: 'baseline', steps: 50 }, Math.max(1, Math.ceil(runs / 2)));
+    const t2i6 = await timeMany(engine, { prompt, mode: '6nfe' }, runs);
+    const editBase = await timeMany(engine, { prompt: instruction, sourceImage: src, mode: 'baseline', steps: 50 }, Math.max(1, Math.ceil(runs / 2)));
+    const edit6 = await timeMany(engine, { prompt: instruction, sourceImage: src, mode: '6nfe' }, runs);
+    const prog = await timeMany(engine, { prompt, mode: 'progressive' }, runs);
+    const r = (a: number, b: number) => +(a / b).toFixed(3);
+    const result = {
+      pack: engine.info.name,
+      pack_dir: pack,
+      distilled_graphs: { sixStep: engine.info.capabilities.sixStep, oneStep: engine.info.capabilities.oneStep },
+      t2i_speedup_6nfe: r(t2iBase.ms, t2i6.ms),
+      edit_speedup_6nfe: r(editBase.ms, edit6.ms),
+      preview_ms: +prog.firstMs.toFixed(2),
+      final_ms: +prog.ms.toFixed(2),
+      t2i_sampling_speedup: r(t2iBase.timings.samplingMs, t2i6.timings.samplingMs),
+      edit_sampling_speedup: r(editBase.timings.samplingMs, edit6.timings.samplingMs),
+      t2i_ms: { baseline: +t2iBase.ms.toFixed(2), six: +t2i6.ms.toFixed(2) },
+      edit_ms: { baseline: +editBase.ms.toFixed(2), six: +edit6.ms.toFixed(2) },
+      fixed_ms: {
+        t2i: { prefill: t2i6.timings.prefillMs, vae_decode: t2i6.timings.decodeMs, image_encode: t2i6.timings.imageEncodeMs },
+        edit: { prefill: edit6.timings.prefillMs, source_encode: edit6.timings.encodeSourceMs, vae_decode: edit6.timings.decodeMs, image_encode: edit6.timings.imageEncodeMs },
+      },
+      sampling_ms: { t2i_baseline: t2iBase.timings.samplingMs, t2i_6nfe: t2i6.timings.samplingMs, edit_baseline: editBase.timings.samplingMs, edit_6nfe: edit6.timings.samplingMs },
+      nfe: { t2i_baseline: t2iBase.nfe, t2i_6nfe: t2i6.nfe, edit_baseline: editBase.nfe, edit_6nfe: edit6.nfe, preview: 0 },
+      samplers: { six: t2i6.sampler, baseline: t2iBase.sampler },
+      runs,
+      pytorch_reference: null,
+    };
+    const first = await once(engine, { prompt, mode: 'progressive', seed: 1 });
+    result.nfe.preview = first.first.nfe;
+    if (args.flags.has('json')) console.log(JSON.stringify(result));
+    else console.log(JSON.stringify(result, null, 2));
+    return 0;
+  } finally {
+    await engine.close();
+  }
+}

@@ -1,0 +1,143 @@
+// `hyperbagel bench understand [--json]`: plain vs chain vs tree speculative decoding, measured in one
+// run on one pack (default models/shapes-mot; falls back to the fixture pack if it is not built).
+// Greedy, so the outputs of every mode must be identical (`lossless`).
+import { flag, intFlag, parseArgs } from '../src/cli/args.ts';
+import { DEFAULT_PACK, FIXTURE_PACK, resolvePack } from '../src/engine/cli-support.ts';
+import { createEngine } from '../src/engine/index.ts';
+import { EngineError, type RgbImage, type SpeculationMode, type UnderstandRequest, type UnderstandSummary } from '../src/engine/types.ts';
+import { parseCaption, renderScene } from '../src/world/index.ts';
+import fs from 'node:fs';
+import path from 'node:path';
+
+export const HELP = `Usage: hyperbagel bench understand [--json] [--pack DIR] [--max-tokens N] [--rounds R] [--threads N]
+
+Times greedy answers over a fixed prompt set with speculation off, chain, tree and auto (interleaved
+per prompt), and prints plain_tps, chain_tps, tree_tps, auto_tps, speedup (best speculative ÷ plain),
+tau (mean accepted length of the best mode) and lossless (all modes gave identical answers).`;
+
+const CAPTIONS = [
+  'a large red circle at the top left on a white background',
+  'a small blue square at the center on a black background',
+  'a large green triangle at the bottom right on a gray background',
+  'a small yellow star at the top right on a white background',
+];
+const QUESTIONS = [
+  'describe the image',
+  'what colour is the background',
+  'how many objects are there',
+  'what is in the picture',
+  'where is the circle',
+  'is there a red square',
+];
+
+interface ModeStats {
+  tokens: number;
+  ms: number;
+  decodeTokens: number;
+  decodeMs: number;
+  drafts: number;
+  accepted: number;
+  outputs: string[];
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, { values: ['pack', 'max-tokens', 'rounds', 'threads'], booleans: ['json'] });
+  if (args.flags.has('help')) {
+    console.log(HELP);
+    return 0;
+  }
+  const packFlag = flag(args, 'pack') ?? (fs.existsSync(path.join(DEFAULT_PACK, 'manifest.json')) ? undefined : FIXTURE_PACK);
+  const pack = resolvePack(packFlag);
+  const maxTokens = intFlag(args, 'max-tokens', 64, 1, 1024);
+  const rounds = intFlag(args, 'rounds', 3, 1, 50);
+  const engine = await createEngine(pack, { intraOpThreads: intFlag(args, 'threads', 2, 1, 64), calibrate: true, maxConcurrent: 1 });
+  const modes: SpeculationMode[] = ['off', 'chain', 'tree', 'auto'];
+  const stats: Record<string, ModeStats> = Object.fromEntries(modes.map((m) => [m, { tokens: 0, ms: 0, decodeTokens: 0, decodeMs: 0, drafts: 0, accepted: 0, outputs: [] }]));
+  let lossless = true;
+  let proposer = '';
+  const size = engine.info.imageSize.width;
+  const images: Array<RgbImage | undefined> = [undefined];
+  for (const c of CAPTIONS) {
+    try {
+      const img = renderScene(parseCaption(c), size);
+      images.push(img);
+    } catch {
+      /* caption outside this world version: skip */
+    }
+  }
+  try {
+    const requests: UnderstandRequest[] = [];
+    for (const image of images)
+      for (const q of QUESTIONS) {
+        const r: UnderstandRequest = { prompt: q, maxTokens, temperature: 0 };
+        if (image) r.image = image;
+        try {
+          for await (const _ of engine.understand({ ...r, maxTokens: 1, speculation: { mode: 'off' } }));
+          requests.push(r);
+        } catch (e) {
+          if (!(e instanceof EngineError && e.code === 'UNKNOWN_WORDS')) throw e;
+        }
+      }
+    for (let round = 0; round < rounds; round++) {
+      for (const [i, r] of requests.entries()) {
+        const out: Record<string, string> = {};
+        // rotate the order so no mode always runs first (warm caches, JIT)
+        const order = modes.map((_, k) => modes[(k + i + round) % modes.length]!);
+        for (const mode of order) {
+          let summary: UnderstandSummary | null = null;
+          const ids: number[] = [];
+          const t0 = performance.now();
+          for await (const ev of engine.understand({ ...r, speculation: { mode } })) {
+            if (ev.kind === 'chunk') ids.push(...ev.tokenIds);
+            else summary = ev;
+          }
+          const ms = performance.now() - t0;
+          const s = summary!;
+          if (round > 0 || rounds === 1) {
+            const st = stats[mode]!;
+            st.tokens += s.usage.completionTokens;
+            st.ms += ms;
+            st.decodeTokens += Math.max(0, s.usage.completionTokens - 1);
+            st.decodeMs += s.timings.totalMs - s.timings.timeToFirstTokenMs;
+            st.drafts += s.speculation.drafts;
+            st.accepted += s.speculation.acceptedTokens;
+          }
+          if (mode !== 'off' && s.speculation.proposer) proposer = s.speculation.proposer;
+          out[mode] = ids.join(' ');
+          if (round === 0) stats[mode]!.outputs[i] = out[mode]!;
+        }
+        if (new Set(Object.values(out)).size !== 1) lossless = false;
+      }
+    }
+    const tps = (m: string) => (stats[m]!.tokens * 1000) / stats[m]!.ms;
+    const dtps = (m: string) => (stats[m]!.decodeMs > 0 ? (stats[m]!.decodeTokens * 1000) / stats[m]!.decodeMs : 0);
+    const tau = (m: string) => (stats[m]!.drafts ? 1 + stats[m]!.accepted / stats[m]!.drafts : 1);
+    const best = ['chain', 'tree', 'auto'].reduce((a, b) => (tps(b) > tps(a) ? b : a));
+    const result = {
+      pack: engine.info.name,
+      pack_dir: pack,
+      proposer: proposer === 'ngram' ? 'ngram (prompt lookup; no draft.onnx in pack)' : proposer,
+      requests: requests.length,
+      rounds,
+      max_tokens: maxTokens,
+      plain_tps: +tps('off').toFixed(1),
+      chain_tps: +tps('chain').toFixed(1),
+      tree_tps: +tps('tree').toFixed(1),
+      auto_tps: +tps('auto').toFixed(1),
+      speedup: +(tps(best) / tps('off')).toFixed(3),
+      best_mode: best,
+      tau: +tau(best).toFixed(3),
+      tau_chain: +tau('chain').toFixed(3),
+      tau_tree: +tau('tree').toFixed(3),
+      decode_only_tps: { plain: +dtps('off').toFixed(1), chain: +dtps('chain').toFixed(1), tree: +dtps('tree').toFixed(1), auto: +dtps('auto').toFixed(1) },
+      lossless,
+      completion_tokens: stats['off']!.tokens,
+      cost_curve_ms: engine.costCurve?.map(([t, c]) => [t, +c.toFixed(3)]),
+    };
+    if (args.flags.has('json')) console.log(JSON.stringify(result));
+    else console.log(JSON.stringify(result, null, 2));
+    return 0;
+  } finally {
+    await engine.close();
+  }
+}

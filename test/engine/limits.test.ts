@@ -1,0 +1,56 @@
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { createEngine, type LocalEngine } from '../../src/engine/index.ts';
+import { Limiter } from '../../src/engine/limiter.ts';
+import { collect, engineError, FIXTURE } from './fixture-helpers.ts';
+
+describe('bounded admission', () => {
+  test('limiter: runs N, queues M, refuses the rest with BUSY; queued waits are abortable', async () => {
+    const l = new Limiter(1, 1);
+    const r1 = await l.acquire();
+    const p2 = l.acquire();
+    expect((await engineError(() => l.acquire())).code).toBe('BUSY');
+    r1();
+    const r2 = await p2;
+    const ac = new AbortController();
+    const p3 = l.acquire(ac.signal);
+    ac.abort();
+    expect((await engineError(() => p3)).code).toBe('CANCELLED');
+    r2();
+    expect(l.running).toBe(0);
+  });
+});
+
+let engine: LocalEngine;
+beforeAll(async () => {
+  engine = await createEngine(FIXTURE, { intraOpThreads: 1, maxConcurrent: 1, maxQueue: 1 });
+});
+afterAll(async () => {
+  await engine?.close();
+});
+
+describe('engine limits and start-up calibration', () => {
+  test('verification cost curve is measured at start-up and non-decreasing', () => {
+    const c = engine.costCurve!;
+    expect(c.length).toBeGreaterThan(4);
+    expect(c[0]![0]).toBe(1);
+    for (let i = 1; i < c.length; i++) {
+      expect(c[i]![0]).toBeGreaterThan(c[i - 1]![0]);
+      expect(c[i]![1]).toBeGreaterThanOrEqual(c[i - 1]![1]);
+    }
+    expect(c[0]![1]).toBeGreaterThan(0);
+  });
+
+  test('a full engine answers BUSY', async () => {
+    const a = engine.understand({ prompt: 'describe the image', maxTokens: 30 })[Symbol.asyncIterator]();
+    await a.next(); // running
+    const b = engine.understand({ prompt: 'describe the image', maxTokens: 3 })[Symbol.asyncIterator]();
+    const bFirst = b.next(); // queued
+    const c = await engineError(() => engine.understand({ prompt: 'describe the image' }));
+    expect(c.code).toBe('BUSY');
+    for (let r = await a.next(); !r.done; r = await a.next());
+    const rb = await bFirst;
+    expect(rb.done).toBe(false);
+    for (let r = await b.next(); !r.done; r = await b.next());
+    expect((await collect(engine.understand({ prompt: 'describe the image', maxTokens: 2 }))).at(-1)!.kind).toBe('done');
+  });
+});
