@@ -48,8 +48,8 @@ const ERROR_HINTS = /** @type {Record<string, string>} */ ({
   UNKNOWN_WORDS: 'The model only knows the Shapes-world vocabulary.',
   INVALID_INPUT: 'The request was not valid.',
   PARSE_ERROR: 'That is not a caption the Shapes world understands.',
-  BAD_IMAGE: 'The image could not be decoded.',
-  IMAGE_TOO_LARGE: 'The image is larger than the server accepts.',
+  BAD_IMAGE: 'Try a PNG, JPEG or WebP file.',
+  IMAGE_TOO_LARGE: 'Try a smaller image.',
   PROMPT_TOO_LONG: 'The prompt is longer than the server accepts.',
   SESSION_NOT_FOUND: 'The session expired; a new one was started.',
   SESSION_BUSY: 'This session is busy with another request.',
@@ -273,6 +273,8 @@ async function loadModel() {
 
 // ---------------------------------------------------------------- the current image
 
+const DROP_HINT = ui.dropHint.textContent ?? '';
+
 /**
  * @param {string} dataUrl
  * @param {string} label
@@ -287,11 +289,24 @@ function setImage(dataUrl, label, sessionLatest) {
   ui.imageLabel.textContent = label;
 }
 
+/**
+ * The server could not use an image this page sent: drop it, so the next request does not send it again.
+ * @param {CurrentImage | null} sent  the image the failed request carried
+ * @param {string} code
+ */
+function refuseImage(sent, code) {
+  if (!sent || current !== sent || (code !== 'BAD_IMAGE' && code !== 'IMAGE_TOO_LARGE')) return;
+  const label = sent.label;
+  clearImage();
+  ui.imageLabel.textContent = `refused by the server (${code}): ${label}`;
+}
+
 function clearImage() {
   current = null;
   ui.image.removeAttribute('src');
   ui.image.hidden = true;
   ui.dropHint.hidden = false;
+  ui.dropHint.textContent = DROP_HINT;
   ui.imageLabel.textContent = 'no image';
 }
 
@@ -417,6 +432,7 @@ async function ask() {
       if (payload.errors?.length) {
         const e = firstError(payload.errors);
         serverError(e);
+        if (sendImage) refuseImage(image, e.code);
         unsubscribe();
         finish('error', `error: ${e.code}`);
         return;
@@ -469,6 +485,7 @@ async function ask() {
     error: (errors) => {
       const e = firstError(errors);
       serverError(e);
+      if (sendImage) refuseImage(image, e.code);
       finish('error', `error: ${e.code}`);
     },
     complete: () => {
@@ -556,6 +573,7 @@ async function runJob(action) {
       if (result.errors.length && !job) {
         const e = firstError(result.errors);
         serverError(e);
+        if (input.image) refuseImage(source, e.code);
         unsubscribe();
         finish('error', `failed: ${e.code}`);
         return;
@@ -581,6 +599,7 @@ async function runJob(action) {
     error: (errors) => {
       const e = firstError(errors);
       serverError(e);
+      if (input.image) refuseImage(source, e.code);
       finish('error', `failed: ${e.code}`);
     },
     complete: () => {
@@ -615,6 +634,13 @@ async function runJob(action) {
 // ---------------------------------------------------------------- wiring
 
 ui.errorClose.addEventListener('click', clearError);
+ui.image.addEventListener('error', () => {
+  if (!ui.image.getAttribute('src')) return;
+  ui.image.hidden = true;
+  ui.dropHint.hidden = false;
+  ui.dropHint.textContent = 'The browser cannot display this file';
+});
+ui.image.addEventListener('load', () => { ui.dropHint.textContent = DROP_HINT; });
 ui.newSession.addEventListener('click', () => { void resetSession(); });
 ui.fileInput.addEventListener('change', () => {
   const file = ui.fileInput.files?.[0];
