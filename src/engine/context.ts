@@ -26,6 +26,8 @@ export interface EngineOptions {
   defaultMaxTokens?: number;
   /** upper bound for chain length in auto sizing (default 8) */
   maxChainLength?: number;
+  /** run the CFG contexts of a step as one batched denoiser call (default true) */
+  batchCfg?: boolean;
 }
 
 export interface EngineCtx {

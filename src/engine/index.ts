@@ -65,6 +65,7 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
     calibrate: o['calibrate'] !== false,
     defaultMaxTokens: intOpt(o, 'defaultMaxTokens', Math.min(64, m.decoder.max_positions)),
     maxChainLength: intOpt(o, 'maxChainLength', 8),
+    batchCfg: o['batchCfg'] !== false,
     maxPromptWords: intOpt(o, 'maxPromptWords', Math.floor(m.decoder.max_positions / 2)),
   };
   const client = new WorkerClient(

@@ -40,6 +40,8 @@ export type WorkerRequest =
       t: number;
       /** write the block into the (single) sequence's KV (source image at t = 0) */
       append: boolean;
+      /** run the contexts as one batch (padded past, masked) instead of one call each */
+      batch?: boolean;
       cfgText?: number;
       cfgImage?: number;
     }

@@ -172,13 +172,70 @@ async function decode(msg: Extract<WorkerMessage, { op: 'decode' }>): Promise<{ 
   return { logits: logitsOut, rows: T };
 }
 
+/**
+ * CFG contexts batched into one denoiser run: their KV caches padded to the longest one (padding
+ * masked out) and stacked along the batch axis. Contexts do not change while a request samples, so
+ * the stacked past is built once and reused at every step (dropped when a context is closed).
+ */
+const batchPast = new Map<string, { seqIds: number[]; P: number; past: Record<string, ort.Tensor>; mask: Float32Array }>();
+
+function batchedContexts(ids: number[], N: number) {
+  const lens = ids.map((id) => seqOf(id).length);
+  const key = ids.map((id, i) => `${id}:${lens[i]}`).join(',') + `/${N}`;
+  const hit = batchPast.get(key);
+  if (hit) return hit;
+  const { layers, heads: H, head_dim: Dh } = manifest.decoder;
+  const B = ids.length;
+  const P = Math.max(...lens);
+  const past: Record<string, ort.Tensor> = {};
+  for (let l = 0; l < layers; l++)
+    for (const [j, kv] of [[2 * l, 'key'], [2 * l + 1, 'value']] as const) {
+      const buf = new Float32Array(B * H * P * Dh);
+      ids.forEach((id, b) => {
+        const src = seqOf(id).past(j);
+        const len = lens[b]!;
+        for (let h = 0; h < H; h++) buf.set(src.subarray(h * len * Dh, (h + 1) * len * Dh), (b * H + h) * P * Dh);
+      });
+      past[`past_key_values.${l}.${kv}`] = new ort.Tensor('float32', buf, [B, H, P, Dh]);
+    }
+  const mask = new Float32Array(B * N * (P + N));
+  ids.forEach((_, b) => {
+    for (let i = 0; i < N; i++) for (let j = lens[b]!; j < P; j++) mask[(b * N + i) * (P + N) + j] = -1e9;
+  });
+  const e = { seqIds: ids.slice(), P, past, mask };
+  batchPast.set(key, e);
+  return e;
+}
+
+function dropBatches(seqId: number): void {
+  for (const [k, e] of batchPast) if (e.seqIds.includes(seqId)) batchPast.delete(k);
+}
+
 async function denoise(msg: Extract<WorkerMessage, { op: 'denoise' }>): Promise<Float32Array> {
   const { latent: L } = manifest;
   const N = (L.height / L.patch) * (L.width / L.patch);
   const C = L.channels * L.patch * L.patch;
   if (msg.latent.length !== N * C) throw new CodedError('INTERNAL', `latent has ${msg.latent.length} values, expected ${N * C}`);
-  const out = new Float32Array(msg.seqs.length * N * C);
-  for (let b = 0; b < msg.seqs.length; b++) {
+  const B = msg.seqs.length;
+  if (B > 1 && !msg.append && msg.batch) {
+    const ctx = batchedContexts(msg.seqs, N);
+    const lat = new Float32Array(B * N * C);
+    for (let b = 0; b < B; b++) lat.set(msg.latent, b * N * C);
+    const pos: number[] = [];
+    for (let b = 0; b < B; b++) for (let i = 0; i < N; i++) pos.push(msg.positions[b]!);
+    const feeds: Record<string, ort.Tensor> = {
+      latent_tokens: new ort.Tensor('float32', lat, [B, N, C]),
+      timestep: new ort.Tensor('float32', new Float32Array(B).fill(msg.t), [B]),
+      position_ids: new ort.Tensor('int64', i64(pos), [B, N]),
+      attention_mask: new ort.Tensor('float32', ctx.mask, [B, 1, N, ctx.P + N]),
+      ...ctx.past,
+    };
+    const vel = new Float32Array(B * N * C);
+    await run(msg.graph, feeds, { velocity: new ort.Tensor('float32', vel, [B, N, C]) });
+    return vel;
+  }
+  const out = new Float32Array(B * N * C);
+  for (let b = 0; b < B; b++) {
     const cache = seqOf(msg.seqs[b]!);
     const P = cache.length;
     const feeds: Record<string, ort.Tensor> = {
@@ -196,7 +253,10 @@ async function denoise(msg: Extract<WorkerMessage, { op: 'denoise' }>): Promise<
     const fetches: Record<string, ort.Tensor> = { velocity: new ort.Tensor('float32', vel, [1, N, C]) };
     if (msg.append) Object.assign(fetches, presentFetches(cache, N));
     await run(msg.graph, feeds, fetches);
-    if (msg.append) cache.commit(N);
+    if (msg.append) {
+      cache.commit(N);
+      dropBatches(msg.seqs[b]!);
+    }
     out.set(vel, b * N * C);
   }
   return out;
@@ -214,6 +274,7 @@ async function handle(msg: WorkerMessage): Promise<{ result: unknown; transfer?:
     }
     case 'close':
       seqs.delete(msg.seq);
+      dropBatches(msg.seq);
       stats.openSequences = seqs.size;
       return { result: null };
     case 'vision': {

@@ -247,6 +247,7 @@ export async function* runGenerate(ctx: EngineCtx, req: GenerateRequest, signal?
           const use = [cond, ...(on && textUncond ? [textUncond] : []), ...(on && imageUncond ? [imageUncond] : [])];
           const out = await ctx.client.call<Float32Array>({
             op: 'denoise', graph: 'denoiser', seqs: use.map((c) => c.seq.id), positions: use.map((c) => c.latentPos), latent: x, t, append: false,
+            batch: ctx.opts.batchCfg,
           });
           nfe += use.length;
           const n = x.length;
