@@ -471,7 +471,8 @@ async function ask() {
         const sp = ev.speculation;
         const t = ev.timings;
         if (sp) {
-          setStat(ui.stMal, Number(sp.meanAcceptedLength).toFixed(2));
+          // Without drafts every step yields exactly one token.
+          setStat(ui.stMal, sp.drafts ? Number(sp.meanAcceptedLength).toFixed(2) : '1.00 (no drafts)');
           setStat(ui.stRate, sp.drafts ? `${(Number(sp.acceptanceRate) * 100).toFixed(0)}%` : 'no drafts');
         }
         if (t) {

@@ -174,6 +174,8 @@ suite('web demo in Chromium', () => {
   const shot = (name: string) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
 
   beforeAll(async () => {
+    // Screenshots of this run only.
+    rmSync(ARTIFACTS, { recursive: true, force: true });
     mkdirSync(ARTIFACTS, { recursive: true });
     engine = controlled(await realEngine(), 40);
     // One running job at a time and no queue, so a second job while one runs is BUSY.
@@ -267,7 +269,8 @@ suite('web demo in Chromium', () => {
     expect(Number(await page.getAttribute('.msg.assistant:last-child', 'data-chunks'))).toBe(tokenEvents);
     // Stats come from the server's final event.
     expect(await page.textContent('#st-tokens')).toBe(String(last.usage.completionTokens));
-    expect(await page.textContent('#st-mal')).toBe(Number(last.speculation.meanAcceptedLength).toFixed(2));
+    expect(last.speculation.drafts).toBe(0);
+    expect(await page.textContent('#st-mal')).toBe('1.00 (no drafts)');
     expect(await page.textContent('#st-tps')).toBe(Number(last.timings.tokensPerSecond).toFixed(1));
     // One bar per verification-step event.
     expect(await page.locator('#steps-chart .bar').count()).toBe(tokenEvents);
@@ -344,6 +347,7 @@ suite('web demo in Chromium', () => {
     expect(ask.subscribe.payload.variables.input.speculation).toEqual({ mode: 'TREE' });
     const done = ask.messages.find((m) => m.type === 'next' && m.payload.data.understand.done)?.payload.data.understand;
     expect(done?.speculation.mode).toBe('TREE');
+    expect(await page.textContent('#st-mal')).toBe(done.speculation.drafts ? Number(done.speculation.meanAcceptedLength).toFixed(2) : '1.00 (no drafts)');
     expect(await page.getAttribute('.msg.assistant:last-child', 'data-state')).toBe('done');
     await shot('06-session');
   });
