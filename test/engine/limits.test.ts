@@ -54,3 +54,21 @@ describe('engine limits and start-up calibration', () => {
     expect((await collect(engine.understand({ prompt: 'describe the image', maxTokens: 2 }))).at(-1)!.kind).toBe('done');
   });
 });
+
+describe('auto speculation follows the cost curve', () => {
+  test('steep verification cost turns speculation off; flat cost turns it on; same answer', async () => {
+    const steep = await createEngine(FIXTURE, { intraOpThreads: 1, costCurve: [[1, 1], [2, 2.5], [8, 10], [32, 40]] });
+    const flat = await createEngine(FIXTURE, { intraOpThreads: 1, costCurve: [[1, 1], [2, 1.01], [8, 1.05], [32, 1.2]] });
+    try {
+      const a = (await collect(steep.understand({ prompt: 'describe the image', maxTokens: 40, speculation: { mode: 'auto' } }))).at(-1)!;
+      const b = (await collect(flat.understand({ prompt: 'describe the image', maxTokens: 40, speculation: { mode: 'auto' } }))).at(-1)!;
+      if (a.kind !== 'done' || b.kind !== 'done') throw new Error('no summary');
+      expect(a.speculation.drafts).toBe(0);
+      expect(b.speculation.drafts).toBeGreaterThan(0);
+      expect(a.text).toBe(b.text);
+    } finally {
+      await steep.close();
+      await flat.close();
+    }
+  });
+});
