@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Train the speculative draft with training-time test (unrolled draft steps feeding back the draft's own
+features) against the frozen target. Seeded, resumable (RUN/draft.ckpt), CSV loss (RUN/loss.csv).
+
+  OPENBLAS_NUM_THREADS=2 /usr/bin/python3 models/recipes/accel/train_draft.py --target runs/unified/unified.ckpt \
+      --train runs/draft/data_train.jsonl --run runs/draft/full --variant full --steps 3000
+Variants: full | eagle3 | noinit | noce."""
+import argparse
+import json
+import os
+import random
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from accel.common import target_from_args, torch  # noqa: E402
+from accel.draft import Draft, DraftConfig, draft_loss  # noqa: E402
+from hyperbagel.data import Seq, VIT, collate, ShapesData  # noqa: E402
+from hyperbagel.losses import embed_batch  # noqa: E402
+from hyperbagel.utils import seed_all, save_ckpt, load_ckpt, CsvLog, Timer  # noqa: E402
+
+
+class DraftData:
+    def __init__(self, path, tok, limit=None):
+        self.rows = [json.loads(x) for x in open(path) if x.strip()]
+        if limit:
+            self.rows = self.rows[:limit]
+        self.sets = {}
+        for r in self.rows:
+            if r["data"] not in self.sets:
+                n = max(rr["index"] for rr in self.rows if rr["data"] == r["data"]) + 1
+                self.sets[r["data"]] = ShapesData(r["data"], tok, limit=n)
+        self.tok = tok
+
+    def seq(self, k, nv):
+        r, tok = self.rows[k], self.tok
+        s = Seq()
+        s.text([tok.bos, tok.vision_start])
+        s.block(VIT, nv)
+        s.vit.append((self.sets[r["data"]], r["index"]))
+        s.text([tok.vision_end])
+        s.text(r["q"])
+        s.answer(tok.im_start, r["a"], tok.eos)
+        return s
+
+
+@torch.no_grad()
+def target_pass(m, b):
+    """Target input embeddings, all layers' hidden states and logits for a collated understanding batch."""
+    x, _, _, _ = embed_batch(m, b)
+    L = m.c.layers
+    B, T, D = x.shape
+    empty = [(torch.zeros(B, m.c.heads, 0, m.c.head_dim),) * 2 for _ in range(L)]
+    out, _, hid = m.expert_forward("und", x, b["pos"], b["mask"], empty)
+    return x, torch.stack(hid, 2), m.lm_head(m.norm(out))
+
+
+def draft_inputs(m, b):
+    x, hs, tl = target_pass(m, b)
+    emb = torch.nn.functional.pad(x, (0, 0, 0, 1))[:, 1:]  # row j: input embedding of token j+1
+    tl_next = torch.nn.functional.pad(tl, (0, 0, 0, 1))[:, 1:]  # target distribution at row j+1
+    lab = torch.nn.functional.pad(b["labels"], (0, 1), value=-100)[:, 1:]
+    return emb, hs, tl_next, lab != -100
+
+
+def build_draft(m, variant, ttt):
+    return Draft(m, DraftConfig.of(variant, ttt_steps=ttt))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--target", default=None)
+    ap.add_argument("--data", default=None, help="(smoke) dataset folder for a random target's vocabulary")
+    ap.add_argument("--train", required=True)
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--variant", default="full", choices=["full", "eagle3", "noinit", "noce"])
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--ttt", type=int, default=4, help="unrolled draft steps")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ckpt-every", type=int, default=200)
+    ap.add_argument("--log-every", type=int, default=25)
+    a = ap.parse_args()
+    os.makedirs(a.run, exist_ok=True)
+    seed_all(a.seed)
+    m, tok, _, _ = target_from_args(a)
+    data = DraftData(a.train, tok, a.limit)
+    ck = load_ckpt(os.path.join(a.run, "draft.ckpt"))
+    d = build_draft(m, ck["variant"] if ck else a.variant, ck["dc"]["ttt_steps"] if ck else a.ttt)
+    params = [p for p in d.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    step = 0
+    if ck:
+        d.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        step = ck["step"]
+        torch.set_rng_state(ck["rng"])
+        print(f"resumed from {a.run}/draft.ckpt at step {step}", flush=True)
+    print(f"draft {d.dc.variant}: {sum(p.numel() for p in d.parameters()) / 1e6:.3f}M params, "
+          f"{len(data.rows)} sequences", flush=True)
+    rng = random.Random(a.seed * 1000003 + step)
+    nv = m.c.vit_grid ** 2
+    log = CsvLog(os.path.join(a.run, "loss.csv"), ["step", "loss"] + [f"{k}{s}" for s in range(d.dc.ttt_steps)
+                                                                       for k in ("kl", "acc")] + ["lr", "elapsed"])
+    timer = Timer()
+
+    def save():
+        save_ckpt(os.path.join(a.run, "draft.ckpt"), {"model": d.state_dict(), "opt": opt.state_dict(), "step": step,
+                                                      "rng": torch.get_rng_state(), "variant": d.dc.variant,
+                                                      "dc": d.dc.to_dict(), "config": m.c.to_dict(),
+                                                      "target": os.path.abspath(a.target) if a.target else None})
+    acc = []
+    while step < a.steps:
+        b = collate([data.seq(rng.randrange(len(data.rows)), nv) for _ in range(a.batch)])
+        emb, hs, tl, valid = draft_inputs(m, b)
+        lr = a.lr * min(1.0, (step + 1) / a.warmup)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        d.train()
+        outs = d.ttt(emb, hs, b["pos"], b["mask"], d.dc.ttt_steps)
+        loss, logs = draft_loss(outs, tl, valid, d.dc)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        logs["loss"] = float(loss)
+        acc.append(logs)
+        if step % a.log_every == 0 or step == a.steps:
+            row = {k: sum(o.get(k, 0.0) for o in acc) / len(acc) for k in acc[0]}
+            acc = []
+            log.write({"step": step, **{k: f"{v:.4f}" for k, v in row.items()}, "lr": f"{lr:.2e}",
+                       "elapsed": f"{timer():.0f}"})
+            print(f"step {step} loss {row['loss']:.4f} kl0 {row.get('kl0', 0):.4f} acc0 {row.get('acc0', 0):.3f} "
+                  f"acc{d.dc.ttt_steps - 1} {row.get(f'acc{d.dc.ttt_steps - 1}', 0):.3f}", flush=True)
+        if step % a.ckpt_every == 0:
+            save()
+    save()
+    print(f"done at step {step}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
