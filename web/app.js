@@ -384,11 +384,16 @@ function addMessage(role, text) {
   return { li, body, meta };
 }
 
+let chatStarting = false;
+let jobStarting = false;
+
 async function ask() {
   const prompt = ui.chatInput.value.trim();
-  if (!prompt || stopChat) return;
+  if (!prompt || stopChat || chatStarting) return;
   clearError();
-  const sid = await ensureSession();
+  chatStarting = true;
+  ui.chatSend.disabled = true;
+  const sid = await ensureSession().finally(() => { chatStarting = false; });
   /** @type {Record<string, unknown>} */
   const input = {
     prompt,
@@ -525,11 +530,12 @@ function addFrame(frame) {
 
 /** @param {'generate'|'edit'} action */
 async function runJob(action) {
-  if (stopGeneration) return;
   const text = ui.genPrompt.value.trim();
-  if (!text) return;
+  if (!text || stopGeneration || jobStarting) return;
   clearError();
-  const sid = await ensureSession();
+  jobStarting = true;
+  ui.genGenerate.disabled = ui.genEdit.disabled = true;
+  const sid = await ensureSession().finally(() => { jobStarting = false; });
   /** @type {Record<string, unknown>} */
   const input = { mode: ui.genMode.value };
   if (ui.genIntermediate.checked) input.intermediatePreviews = true;
@@ -606,7 +612,8 @@ async function runJob(action) {
     complete: () => {
       if (!stopGeneration) return;
       const ms = (performance.now() - started).toFixed(0);
-      if (gotFinal) finish('done', `job ${jobId} done in ${ms} ms · ${shownPreviews} preview${shownPreviews === 1 ? '' : 's'} then final`);
+      const previewsText = shownPreviews ? `${shownPreviews} preview${shownPreviews === 1 ? '' : 's'} then final` : 'final only';
+      if (gotFinal) finish('done', `job ${jobId} done in ${ms} ms · ${previewsText}`);
       else if (result.errors.length) finish('error', `failed: ${firstError(result.errors).code}`);
       else finish('error', `job ${jobId ?? '?'} ended without a final image`);
     },
