@@ -27,6 +27,8 @@ export type WorkerRequest =
       rows: 'all' | 'last';
       /** applied before the forward: keep [0,keepFrom) + keepFrom+keep[i] */
       compact?: { keepFrom: number; keep: Int32Array };
+      /** also return the last layer's hidden state of every new token, [T, D] (draft features) */
+      features?: boolean;
     }
   | { op: 'compact'; seq: number; keepFrom: number; keep: Int32Array }
   | {

@@ -139,7 +139,7 @@ function additiveMask(P: number, T: number, local: Uint8Array): Float32Array {
   return m;
 }
 
-async function decode(msg: Extract<WorkerMessage, { op: 'decode' }>): Promise<{ logits: Float32Array; rows: number }> {
+async function decode(msg: Extract<WorkerMessage, { op: 'decode' }>): Promise<{ logits: Float32Array; rows: number; features?: Float32Array }> {
   const cache = seqOf(msg.seq);
   if (msg.compact) cache.compact(msg.compact.keepFrom, msg.compact.keep);
   const D = manifest.decoder.hidden;
@@ -164,12 +164,23 @@ async function decode(msg: Extract<WorkerMessage, { op: 'decode' }>): Promise<{ 
     ...pastFeeds(cache),
   };
   const logitsOut = new Float32Array(T * V);
-  const fetches = { logits: new ort.Tensor('float32', logitsOut, [1, T, V]), ...presentFetches(cache, T) };
+  const fetches: Record<string, ort.Tensor> = { logits: new ort.Tensor('float32', logitsOut, [1, T, V]), ...presentFetches(cache, T) };
+  const Lyr = manifest.decoder.layers;
+  let hidden: Float32Array | null = null;
+  if (msg.features) {
+    hidden = new Float32Array(T * Lyr * D);
+    fetches['hidden_states'] = new ort.Tensor('float32', hidden, [1, T, Lyr, D]);
+  }
   stats.decodeCalls++;
   await run('decoder', feeds, fetches);
   cache.commit(T);
-  if (msg.rows === 'last') return { logits: logitsOut.slice((T - 1) * V), rows: 1 };
-  return { logits: logitsOut, rows: T };
+  let features: Float32Array | undefined;
+  if (hidden) {
+    features = new Float32Array(T * D);
+    for (let t = 0; t < T; t++) features.set(hidden.subarray((t * Lyr + Lyr - 1) * D, (t * Lyr + Lyr) * D), t * D);
+  }
+  if (msg.rows === 'last') return { logits: logitsOut.slice((T - 1) * V), rows: 1, features };
+  return { logits: logitsOut, rows: T, features };
 }
 
 /**
@@ -285,7 +296,7 @@ async function handle(msg: WorkerMessage): Promise<{ result: unknown; transfer?:
     }
     case 'decode': {
       const r = await decode(msg);
-      return { result: r, transfer: [r.logits.buffer as ArrayBuffer] };
+      return { result: r, transfer: [r.logits.buffer as ArrayBuffer, ...(r.features ? [r.features.buffer as ArrayBuffer] : [])] };
     }
     case 'compact':
       seqOf(msg.seq).compact(msg.keepFrom, msg.keep);

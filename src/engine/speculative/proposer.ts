@@ -2,6 +2,7 @@
 // n-gram drafter and (later) a draft model implement Expander; the proposer chooses the shape
 // (chain = top-1 tree) and, when sizing is on, the size from the hardware cost curve.
 import type { SpeculationMode } from '../types.ts';
+import type { CommitPairs, EagleDrafter } from './eagle.ts';
 import { AcceptanceStats } from './metrics.ts';
 import { NgramExpander } from './ngram.ts';
 import { chooseChainLength, chooseTreeSize, type CostCurve } from './sizing.ts';
@@ -10,6 +11,10 @@ import { buildDynamicTree, rootOnly, type DraftTree, type Expander } from './tre
 export interface Proposer {
   /** 'ngram' or 'draft-model' */
   readonly source: string;
+  /** the proposer consumes target features (EAGLE): the loop must run the target with features */
+  readonly needsFeatures?: boolean;
+  /** feed (token, previous target feature) pairs of newly committed tokens (EAGLE catch-up) */
+  commit?(pairs: CommitPairs): Promise<void>;
   propose(committed: number[]): Promise<DraftTree>;
   /** feedback after verification: tree depth drafted and tokens accepted */
   observe(depth: number, accepted: number): void;
@@ -66,4 +71,21 @@ export class TreeProposer implements Proposer {
 
 export function ngramProposer(cfg: ProposerConfig): Proposer {
   return new TreeProposer('ngram', new NgramExpander(), cfg);
+}
+
+/** Model drafting (EAGLE chain or EAGLE-2 dynamic tree) over a DraftModel. */
+export class DraftModelProposer extends TreeProposer {
+  readonly needsFeatures = true;
+  constructor(
+    private drafter: EagleDrafter,
+    cfg: ProposerConfig,
+  ) {
+    super('draft-model', drafter, cfg);
+  }
+  commit(pairs: CommitPairs): Promise<void> {
+    return this.drafter.commit(pairs);
+  }
+  embedIds(ids: number[]): Float32Array {
+    return this.drafter.embedIds(ids);
+  }
 }

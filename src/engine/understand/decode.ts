@@ -26,6 +26,11 @@ export interface DecodeOptions {
   signal?: AbortSignal;
   /** called before every model call; throws to stop (cancellation) */
   checkpoint?: () => void;
+  /**
+   * For feature-consuming proposers (EAGLE): the prompt's rows as cached in the target — input
+   * embeddings [n, D], target features [n, F], positions. Pairs (t_{p+1}, f_p) are fed to the draft.
+   */
+  prompt?: { embeds: Float32Array; features: Float32Array; positions: Int32Array };
 }
 
 export function throwIfAborted(signal?: AbortSignal): void {
@@ -52,6 +57,23 @@ export async function* decodeSteps(
   const committed = [...context, root];
   yield { tokens: [root], drafted: 0, accepted: 0, depth: 0 };
   let pos = nextPos;
+  const eagle = o.proposer?.needsFeatures ? o.proposer : null;
+  if (eagle) {
+    const pr = o.prompt;
+    if (!pr) throw new Error('a feature-consuming proposer needs the prompt rows');
+    const n = pr.positions.length;
+    const D = pr.embeds.length / n;
+    const F = pr.features.length / n;
+    // pairs (t_1, f_0) … (t_{n-1}, f_{n-2}) from the prompt, then (root, f_{n-1})
+    const embeds = new Float32Array(n * D);
+    embeds.set(pr.embeds.subarray(D));
+    const rootEmb = await embedOne(eagle, root);
+    embeds.set(rootEmb, (n - 1) * D);
+    const positions = new Int32Array(n);
+    positions.set(pr.positions.subarray(1));
+    positions[n - 1] = pos;
+    await eagle.commit!({ embeds, features: pr.features.subarray(0, n * F), positions });
+  }
   for (;;) {
     throwIfAborted(o.signal);
     o.checkpoint?.();
@@ -59,7 +81,8 @@ export async function* decodeSteps(
     throwIfAborted(o.signal);
     const N = tree.tokens.length;
     const base = seq.length;
-    const logits = await seq.forward(tree.tokens, treePositions(tree, pos), treeMask(tree), N === 1 ? 'last' : 'all');
+    const logits = await seq.forward(tree.tokens, treePositions(tree, pos), treeMask(tree), N === 1 && !eagle ? 'last' : 'all', !!eagle);
+    const feats = eagle ? seq.lastFeatures : null;
     const res = verifyTree(tree, (node) => processLogits(logits, node * V, V, o.sampling), greedy, o.rng);
     const accepted = res.acceptedNodes.length;
     if (N > 1) {
@@ -70,9 +93,25 @@ export async function* decodeSteps(
     for (let i = 1; i < N; i++) depth = Math.max(depth, tree.depths[i]!);
     o.proposer?.observe(depth, accepted);
     const tokens = [...res.acceptedTokens, res.nextToken];
+    if (eagle) {
+      // pairs (a_1, f_root), (a_2, f_a1), …, (next, f_am): features of root + accepted nodes
+      if (!feats) throw new Error('target returned no features');
+      const F = seq.featureDim;
+      const rows = [0, ...res.acceptedNodes];
+      const features = new Float32Array(rows.length * F);
+      rows.forEach((r, i) => features.set(feats.subarray(r * F, (r + 1) * F), i * F));
+      const positions = Int32Array.from(tokens.map((_, i) => pos + 1 + i));
+      await eagle.commit!({ ids: tokens, features, positions });
+    }
     pos += 1 + accepted;
     committed.push(...tokens);
     root = res.nextToken;
     yield { tokens, drafted: N - 1, accepted, depth };
   }
+}
+
+async function embedOne(p: Proposer, token: number): Promise<Float32Array> {
+  const q = p as unknown as { embedIds?: (ids: number[]) => Float32Array };
+  if (!q.embedIds) throw new Error('feature-consuming proposer without embedIds');
+  return q.embedIds([token]);
 }

@@ -1,6 +1,6 @@
 // What the decode loop needs from the target model: one sequence (KV cache) it can extend by a
 // block of tokens with an arbitrary local mask, getting logits back, and compact after verification.
-// The worker-backed implementation lives in ../runtime-target.ts; tests also use a pure-JS model.
+// The worker-backed implementation lives in ./worker-target.ts; tests also use a pure-JS model.
 
 export interface Compaction {
   keepFrom: number;
@@ -16,7 +16,13 @@ export interface TargetSequence {
    * and return logits [T, V] ('all') or [1, V] ('last'). A compaction requested before is applied
    * first (it may travel with this call).
    */
-  forward(tokens: Int32Array, positions: Int32Array, mask: Uint8Array, rows: 'all' | 'last'): Promise<Float32Array>;
+  forward(tokens: Int32Array, positions: Int32Array, mask: Uint8Array, rows: 'all' | 'last', wantFeatures?: boolean): Promise<Float32Array>;
+  /**
+   * After a forward with `wantFeatures`: the target features of every new token, [T, F] (the last
+   * decoder layer's hidden state, what an EAGLE draft consumes).
+   */
+  readonly lastFeatures: Float32Array | null;
+  readonly featureDim: number;
   /** Keep [0, keepFrom) and keepFrom + keep[i]; may be deferred to the next forward. */
   compact(c: Compaction): void;
 }

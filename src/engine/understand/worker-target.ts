@@ -10,19 +10,21 @@ export class WorkerSequence implements TargetSequence {
   readonly id = nextSeqId++;
   private len = 0;
   private pending: Compaction | null = null;
+  lastFeatures: Float32Array | null = null;
   private generation: number;
   private closed = false;
 
   private constructor(
     private client: WorkerClient,
     readonly vocab: number,
+    readonly featureDim: number,
   ) {
     this.generation = client.generation;
   }
 
-  static async open(client: WorkerClient, vocab: number, capacity = 64): Promise<WorkerSequence> {
+  static async open(client: WorkerClient, vocab: number, capacity = 64, featureDim = 0): Promise<WorkerSequence> {
     await client.whenReady();
-    const s = new WorkerSequence(client, vocab);
+    const s = new WorkerSequence(client, vocab, featureDim);
     await client.call({ op: 'open', seq: s.id, capacity }, [], s.generation);
     return s;
   }
@@ -32,7 +34,7 @@ export class WorkerSequence implements TargetSequence {
   }
 
   /** Prefill/extend with mixed segments (ids and precomputed embeddings). */
-  async extend(segments: Segment[], positions: Int32Array, mask: Uint8Array, rows: 'all' | 'last'): Promise<Float32Array> {
+  async extend(segments: Segment[], positions: Int32Array, mask: Uint8Array, rows: 'all' | 'last', wantFeatures = false): Promise<Float32Array> {
     const transfer: ArrayBuffer[] = [positions.buffer as ArrayBuffer, mask.buffer as ArrayBuffer];
     // ids are fresh per call; embeddings may be shared by several contexts, so they are copied
     for (const s of segments) if (s.kind === 'ids') transfer.push(s.ids.buffer as ArrayBuffer);
@@ -40,17 +42,18 @@ export class WorkerSequence implements TargetSequence {
     if (compact) transfer.push(compact.keep.buffer as ArrayBuffer);
     this.pending = null;
     const T = positions.length;
-    const r = await this.client.call<{ logits: Float32Array }>(
-      { op: 'decode', seq: this.id, segments, positions, mask, rows, compact },
+    const r = await this.client.call<{ logits: Float32Array; features?: Float32Array }>(
+      { op: 'decode', seq: this.id, segments, positions, mask, rows, compact, features: wantFeatures },
       uniq(transfer),
       this.generation,
     );
     this.len += T;
+    this.lastFeatures = r.features ?? null;
     return r.logits;
   }
 
-  forward(tokens: Int32Array, positions: Int32Array, mask: Uint8Array, rows: 'all' | 'last'): Promise<Float32Array> {
-    return this.extend([{ kind: 'ids', ids: Int32Array.from(tokens) }], Int32Array.from(positions), Uint8Array.from(mask), rows);
+  forward(tokens: Int32Array, positions: Int32Array, mask: Uint8Array, rows: 'all' | 'last', wantFeatures = false): Promise<Float32Array> {
+    return this.extend([{ kind: 'ids', ids: Int32Array.from(tokens) }], Int32Array.from(positions), Uint8Array.from(mask), rows, wantFeatures);
   }
 
   compact(c: Compaction): void {
