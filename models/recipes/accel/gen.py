@@ -1,0 +1,136 @@
+"""Distilled generation expert (6-NFE / 1-NFE), its discriminators and the learned reward model."""
+import copy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from hyperbagel.model import TimestepEmbedder
+
+
+class Student(nn.Module):
+    """A copy of the target's generation path plus text-scale and image-scale embedders, built exactly like
+    the timestep embedder and added where it is added (the noisy latent tokens' input). Last Linear of both
+    zero-initialised, so the student starts as the teacher's conditional model. Understanding weights are
+    carried (frozen) only so the module can reuse Unified's forward; the exported graph holds the
+    generation expert only."""
+
+    def __init__(self, target):
+        super().__init__()
+        self.m = copy.deepcopy(target)
+        D = target.c.hidden
+        self.text_scale_embed = TimestepEmbedder(D)
+        self.image_scale_embed = TimestepEmbedder(D)
+        for e in (self.text_scale_embed, self.image_scale_embed):
+            nn.init.zeros_(e.mlp[2].weight)
+            nn.init.zeros_(e.mlp[2].bias)
+        for n, p in self.named_parameters():
+            p.requires_grad_(is_gen_param(n))
+
+    @property
+    def c(self):
+        return self.m.c
+
+    def latent_in(self, tokens, t, st=None, si=None):
+        x = self.m.latent_in(tokens, t)
+        B = tokens.shape[0]
+        st = torch.ones(B) if st is None else st
+        si = torch.ones(B) if si is None else si
+        return x + (self.text_scale_embed((st - 1.0) / 4.0) + self.image_scale_embed((si - 1.0) / 1.5)).unsqueeze(1)
+
+    def expert_forward(self, *a):
+        return self.m.expert_forward(*a)
+
+    def llm2vae(self, h):
+        return self.m.llm2vae(h)
+
+    def norm_gen(self, h):
+        return self.m.norm_gen(h)
+
+
+def is_gen_param(name):
+    return (".gen." in name or "norm_gen" in name or "vae2llm" in name or "llm2vae" in name or "time_embed" in name
+            or "scale_embed" in name)
+
+
+class LatentDisc(nn.Module):
+    """Multi-head latent discriminator: a trainable copy of the teacher's generation path (backbone, conditioned
+    on the prompt through the context KV) with one head per layer on that layer's token features (DMDX-style
+    heads at several depths); each head gives a logit per sample (mean over tokens)."""
+
+    def __init__(self, target):
+        super().__init__()
+        self.m = copy.deepcopy(target)
+        for n, p in self.m.named_parameters():
+            p.requires_grad_(is_gen_param(n))
+        D = target.c.hidden
+        self.heads = nn.ModuleList([nn.Sequential(nn.Linear(D, D // 2), nn.SiLU(), nn.Linear(D // 2, 1))
+                                    for _ in range(target.c.layers)])
+
+    def forward(self, x, t, ctx):
+        pos, mask, past = ctx.noisy_args()
+        h = self.m.latent_in(x, t)
+        _, _, hid = self.m.expert_forward("gen", h, pos, mask, past)
+        return torch.stack([hd(hh).mean(dim=(1, 2)) for hd, hh in zip(self.heads, hid)], 1)  # [B, heads]
+
+
+class ConvEnc(nn.Module):
+    def __init__(self, out=128):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1), nn.SiLU(), nn.Conv2d(32, 64, 3, 2, 1), nn.SiLU(),
+                                 nn.Conv2d(64, 128, 3, 2, 1), nn.SiLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                                 nn.Linear(512, out))
+
+    def forward(self, px):
+        return self.net(px)
+
+
+class BowText(nn.Module):
+    def __init__(self, vocab, out=128):
+        super().__init__()
+        self.emb = nn.EmbeddingBag(vocab, out, mode="mean")
+
+    def forward(self, prompts):
+        flat = torch.tensor([t for p in prompts for t in p] or [0])
+        offs = torch.tensor([0] + [len(p) for p in prompts[:-1]]).cumsum(0)
+        return self.emb(flat, offs)
+
+
+class PixelDisc(nn.Module):
+    """Pixel-space projection discriminator on VAE-decoded images, conditioned on a bag-of-words prompt."""
+
+    def __init__(self, vocab, W=128):
+        super().__init__()
+        self.enc, self.txt, self.out = ConvEnc(W), BowText(vocab, W), nn.Linear(W, 1)
+
+    def forward(self, px, prompts):
+        f = F.silu(self.enc(px))
+        return (self.out(f).squeeze(1) + (f * self.txt(prompts)).sum(1) / f.shape[1] ** 0.5).unsqueeze(1)
+
+
+class Reward(nn.Module):
+    """Small learned image-prompt scorer (plays HPSv3's role; never the evaluator's detector): CLIP-style
+    cosine between a conv image embedding and a bag-of-words prompt embedding, times a learned temperature."""
+
+    def __init__(self, vocab, W=128):
+        super().__init__()
+        self.enc, self.txt = ConvEnc(W), BowText(vocab, W)
+        self.logit_scale = nn.Parameter(torch.tensor(2.3))
+
+    def pair_logits(self, px, prompts):
+        a = F.normalize(self.enc(px), dim=1)
+        b = F.normalize(self.txt(prompts), dim=1)
+        return self.logit_scale.exp() * a @ b.t()
+
+    def forward(self, px, prompts):
+        a = F.normalize(self.enc(px), dim=1)
+        b = F.normalize(self.txt(prompts), dim=1)
+        return self.logit_scale.exp() * (a * b).sum(1)
+
+
+def hinge_d(real, fake):
+    return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+
+
+def hinge_g(fake):
+    return -fake.mean()

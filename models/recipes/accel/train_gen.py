@@ -1,0 +1,265 @@
+#!/usr/bin/env python3
+"""Distillation of the generation expert, one stage per command (seeded, resumable from RUN/ckpt.pt, CSV loss
+RUN/loss.csv). The context is always prefilled by the ORIGINAL model (Hyper-Bagel's deployment); only the
+generation path of the student is trained.
+
+  6-NFE:  --stage cfg   (CFG distillation: text/image-scale embedders, scales ~U[1,5] / U[1,2.5])
+          --stage tscd  --init RUN_cfg/ckpt.pt   (3-segment TSCD, adversarial only, multi-head latent disc.)
+          --stage dmdo  --init RUN_tscd/ckpt.pt  (DMD over the student's own 6-step Euler ODE; fake on x_T - x_0)
+  1-NFE:  --stage adp   --init RUN_dmdo/ckpt.pt  (adversarial pre-training on 6-NFE ODE pairs, latent + pixel D)
+          --stage refl  --init RUN_adp/ckpt.pt --teacher6 RUN_dmdo/ckpt.pt --reward RUN_reward/reward.pt
+
+  OPENBLAS_NUM_THREADS=2 /usr/bin/python3 models/recipes/accel/train_gen.py --stage cfg \
+      --target runs/unified/unified.ckpt --data data/train --run runs/gen/cfg --steps 2000"""
+import argparse
+import os
+import random
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from accel.common import target_from_args, load_sets, GenBatch, teacher_cfg, gen_velocity, grid, shifted, torch  # noqa: E402
+from accel.gen import Student, LatentDisc, PixelDisc, Reward, hinge_d, hinge_g  # noqa: E402
+from hyperbagel.model import unpatchify  # noqa: E402
+from hyperbagel.utils import seed_all, save_ckpt, load_ckpt, CsvLog, Timer  # noqa: E402
+
+F = torch.nn.functional
+STAGES = ["cfg", "tscd", "dmdo", "adp", "refl"]
+
+
+def load_student(m, path):
+    s = Student(m)
+    if path:
+        s.load_state_dict(torch.load(path, map_location="cpu")["student"])
+    return s
+
+
+def v_student(s, x, t, gb, st, si, ctx=None):
+    return gen_velocity(s, x, t, ctx or gb.full, (st, si))
+
+
+def euler(s, xT, gb, st, si, nfe, shift=3.0):
+    """The distilled sampler: nfe Euler steps on grid(nfe, shift). Returns the list of states (nfe+1)."""
+    ts = grid(nfe, shift)
+    xs = [xT]
+    x = xT
+    B = xT.shape[0]
+    for i in range(nfe):
+        t, u = float(ts[i]), float(ts[i + 1])
+        x = x + (u - t) * v_student(s, x, torch.full((B,), t), gb, st, si)
+        xs.append(x)
+    return xs, ts
+
+
+def teacher_euler(m, x, t, end, gb, st, si, n):
+    """Teacher CFG Euler solve from per-sample t to per-sample end with n uniform sub-steps."""
+    for j in range(n):
+        a = t + (end - t) * j / n
+        b = t + (end - t) * (j + 1) / n
+        x = x + (b - a).view(-1, 1, 1) * teacher_cfg(m, x, a, gb, st, si)
+    return x
+
+
+def decode(vae, scale, c, x):
+    return vae.decode(unpatchify(x, c.latent_channels, c.latent_size, c.latent_size, c.latent_patch) / scale)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--stage", required=True, choices=STAGES)
+    ap.add_argument("--target", default=None)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--init", default=None, help="previous stage's ckpt.pt (student)")
+    ap.add_argument("--teacher6", default=None, help="refl/adp: the 6-NFE student ckpt (default: --init)")
+    ap.add_argument("--reward", default=None, help="refl: reward.pt from train_reward.py")
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--t2i", type=int, default=6)
+    ap.add_argument("--edit", type=int, default=6)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--d-lr", type=float, default=2e-4)
+    ap.add_argument("--teacher-steps", type=int, default=4, help="tscd: teacher Euler sub-steps to the segment end")
+    ap.add_argument("--mse-weight", type=float, default=1.0, help="adp/refl: regression to the 6-NFE output")
+    ap.add_argument("--alpha", type=float, default=None, help="refl hinge threshold (default: the reward ckpt's)")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ckpt-every", type=int, default=100)
+    ap.add_argument("--log-every", type=int, default=10)
+    a = ap.parse_args()
+    os.makedirs(a.run, exist_ok=True)
+    seed_all(a.seed)
+    m, tok, vae, scale = target_from_args(a)
+    c = m.c
+    sets = load_sets(a.data, tok, vae, scale, cache_dir=a.run, limit=a.limit)
+    ckpt_path = os.path.join(a.run, "ckpt.pt")
+    ck = load_ckpt(ckpt_path)
+    stu = load_student(m, a.init)
+    mods = {"student": stu}
+    if a.stage in ("tscd", "adp"):
+        mods["disc"] = LatentDisc(m)
+    if a.stage == "adp":
+        mods["pdisc"] = PixelDisc(c.vocab)
+    if a.stage == "dmdo":
+        mods["fake"] = load_student(m, a.init)
+    frozen_mods = {}
+    if a.stage in ("adp", "refl"):
+        t6 = load_student(m, a.teacher6 or a.init).eval()
+        for p in t6.parameters():
+            p.requires_grad_(False)
+        frozen_mods["t6"] = t6
+    alpha = a.alpha
+    if a.stage == "refl":
+        rk = torch.load(a.reward, map_location="cpu")
+        rew = Reward(c.vocab)
+        rew.load_state_dict(rk["model"])
+        for p in rew.parameters():
+            p.requires_grad_(False)
+        frozen_mods["reward"] = rew.eval()
+        alpha = rk["alpha"] if alpha is None else alpha
+    opts = {k: torch.optim.AdamW([p for p in v.parameters() if p.requires_grad],
+                                 lr=a.lr if k in ("student", "fake") else a.d_lr, betas=(0.9, 0.99) if k != "student"
+                                 else (0.9, 0.95), weight_decay=0.0) for k, v in mods.items()}
+    step = 0
+    if ck:
+        for k in mods:
+            mods[k].load_state_dict(ck[k])
+            opts[k].load_state_dict(ck["opt_" + k])
+        step = ck["step"]
+        torch.set_rng_state(ck["rng"])
+        print(f"resumed from {ckpt_path} at step {step}", flush=True)
+    n_tr = sum(p.numel() for p in stu.parameters() if p.requires_grad)
+    print(f"stage {a.stage}: student trainable {n_tr / 1e6:.3f}M", flush=True)
+    rng = random.Random(a.seed * 1000003 + step)
+    gen = torch.Generator().manual_seed(a.seed * 7919 + step)
+    fields = ["step", "loss", "g", "d", "fake", "mse", "reward", "elapsed"]
+    log = CsvLog(os.path.join(a.run, "loss.csv"), fields)
+    timer = Timer()
+    g6 = grid(6)
+
+    def save():
+        obj = {k: v.state_dict() for k, v in mods.items()}
+        obj.update({"opt_" + k: v.state_dict() for k, v in opts.items()})
+        obj.update({"step": step, "rng": torch.get_rng_state(), "stage": a.stage, "config": c.to_dict(),
+                    "init": a.init, "nfe": 1 if a.stage in ("adp", "refl") else 6})
+        save_ckpt(ckpt_path, obj)
+
+    def gstep(loss):
+        opts["student"].zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in stu.parameters() if p.requires_grad], 1.0)
+        opts["student"].step()
+
+    def dstep(key, loss):
+        opts[key].zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in mods[key].parameters() if p.requires_grad], 1.0)
+        opts[key].step()
+
+    acc = []
+    while step < a.steps:
+        gb = GenBatch(m, tok, sets, rng, a.t2i, a.edit)
+        B = gb.B
+        st, si = gb.sample_scales(gen)
+        x0 = gb.x0
+        eps = torch.randn(x0.shape, generator=gen)
+        out = {}
+        for v in mods.values():
+            v.train()
+        if a.stage == "cfg":
+            t = shifted(torch.sigmoid(torch.randn(B, generator=gen)), 3.0)
+            xt = (1 - t.view(-1, 1, 1)) * x0 + t.view(-1, 1, 1) * eps
+            tgt = teacher_cfg(m, xt, t, gb, st, si)
+            loss = F.mse_loss(v_student(stu, xt, t, gb, st, si), tgt)
+            gstep(loss)
+            out["mse"] = float(loss)
+        elif a.stage == "tscd":
+            k = torch.randint(0, 3, (B,), generator=gen)
+            start, end = g6[2 * k], g6[2 * k + 2]
+            t = end + torch.rand(B, generator=gen) * (start - end)
+            xt = (1 - t.view(-1, 1, 1)) * x0 + t.view(-1, 1, 1) * eps
+            real = teacher_euler(m, xt, t, end, gb, st, si, a.teacher_steps)
+            fake = xt + (end - t).view(-1, 1, 1) * v_student(stu, xt, t, gb, st, si)
+            D = mods["disc"]
+            ld = hinge_d(D(real, end, gb.full), D(fake.detach(), end, gb.full))
+            dstep("disc", ld)
+            lg = hinge_g(D(fake, end, gb.full))
+            gstep(lg)
+            loss = lg
+            out.update(g=float(lg), d=float(ld), mse=float(F.mse_loss(fake.detach(), real)))
+        elif a.stage == "dmdo":
+            fk = mods["fake"]
+            with torch.no_grad():
+                xs, ts = euler(stu, eps, gb, st, si, 6)
+            xT, xe = xs[0], xs[-1]
+            # fake model: flow matching on the student's own (x_T, x_0) couplings, target x_T - x_0
+            tf = shifted(torch.rand(B, generator=gen), 3.0)
+            xtf = (1 - tf.view(-1, 1, 1)) * xe + tf.view(-1, 1, 1) * xT
+            lf = F.mse_loss(v_student(fk, xtf, tf, gb, st, si), xT - xe)
+            dstep("fake", lf)
+            # generator: re-run a stored trajectory state with gradients -> x0_hat, DMD gradient at t'
+            k = torch.randint(0, 6, (B,), generator=gen)
+            xk = torch.stack([xs[int(k[b])][b] for b in range(B)])
+            tk = ts[k]
+            x0h = xk - tk.view(-1, 1, 1) * v_student(stu, xk, tk, gb, st, si)
+            tp = shifted(0.02 + 0.96 * torch.rand(B, generator=gen), 3.0).view(-1, 1, 1)
+            xtp = ((1 - tp) * x0h + tp * xT).detach()
+            with torch.no_grad():
+                x0r = xtp - tp * teacher_cfg(m, xtp, tp.view(-1), gb, st, si)
+                x0f = xtp - tp * v_student(fk, xtp, tp.view(-1), gb, st, si)
+                w = 1.0 / (x0h - x0r).abs().mean(dim=(1, 2), keepdim=True).clamp_min(1e-3)
+                grad = (x0f - x0r) * w
+            lg = 0.5 * F.mse_loss(x0h, (x0h - grad).detach())
+            gstep(lg)
+            loss = lg
+            out.update(g=float(lg), fake=float(lf))
+        elif a.stage == "adp":
+            t6 = frozen_mods["t6"]
+            with torch.no_grad():
+                xs, _ = euler(t6, eps, gb, st, si, 6)
+            xT, xe = xs[0], xs[-1]
+            t = torch.where(torch.rand(B, generator=gen) < 0.5, torch.ones(B),
+                            shifted(torch.rand(B, generator=gen), 3.0))
+            xt = (1 - t.view(-1, 1, 1)) * xe + t.view(-1, 1, 1) * xT
+            x0h = xt - t.view(-1, 1, 1) * v_student(stu, xt, t, gb, st, si)
+            td = 0.6 * torch.rand(B, generator=gen)
+            nz = torch.randn(x0.shape, generator=gen)
+            ren = lambda x: (1 - td.view(-1, 1, 1)) * x + td.view(-1, 1, 1) * nz  # noqa: E731
+            D, P = mods["disc"], mods["pdisc"]
+            with torch.no_grad():
+                preal = decode(vae, scale, c, xe)
+            ld = hinge_d(D(ren(xe), td, gb.full), D(ren(x0h.detach()), td, gb.full))
+            dstep("disc", ld)
+            lp = hinge_d(P(preal, gb.prompts), P(decode(vae, scale, c, x0h.detach()), gb.prompts))
+            dstep("pdisc", lp)
+            mse = F.mse_loss(x0h, xe)
+            lg = hinge_g(D(ren(x0h), td, gb.full)) + hinge_g(P(decode(vae, scale, c, x0h), gb.prompts)) \
+                + a.mse_weight * mse
+            gstep(lg)
+            loss = lg
+            out.update(g=float(lg), d=float(ld + lp), mse=float(mse))
+        elif a.stage == "refl":
+            t6, rew = frozen_mods["t6"], frozen_mods["reward"]
+            with torch.no_grad():
+                xs, _ = euler(t6, eps, gb, st, si, 6)
+            x0h = eps - v_student(stu, eps, torch.ones(B), gb, st, si)
+            r = rew(decode(vae, scale, c, x0h).clamp(-1, 1), gb.prompts)
+            mse = F.mse_loss(x0h, xs[-1])
+            loss = F.relu(alpha - r).mean() + a.mse_weight * mse
+            gstep(loss)
+            out.update(reward=float(r.mean()), mse=float(mse))
+        step += 1
+        out["loss"] = float(loss)
+        acc.append(out)
+        if step % a.log_every == 0 or step == a.steps:
+            row = {k: sum(o[k] for o in acc if k in o) / max(1, sum(1 for o in acc if k in o))
+                   for k in fields[1:-1] if any(k in o for o in acc)}
+            acc = []
+            log.write({"step": step, **{k: f"{v:.5f}" for k, v in row.items()}, "elapsed": f"{timer():.0f}"})
+            print(f"step {step} " + " ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True)
+        if step % a.ckpt_every == 0:
+            save()
+    save()
+    print(f"done at step {step}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
