@@ -256,6 +256,8 @@ function resetSession() {
 
 /** @type {{ draft: boolean } | null} */
 let capabilities = null;
+/** @type {{ width: number, height: number } | null} */
+let imageSize = null;
 
 async function loadModel() {
   try {
@@ -263,6 +265,7 @@ async function loadModel() {
     const m = r.data?.models?.[0];
     if (!m) { ui.model.textContent = 'model: none'; return; }
     capabilities = m.capabilities;
+    imageSize = m.imageSize;
     ui.model.textContent = `model: ${m.name} · ${m.imageSize.width}×${m.imageSize.height}${m.capabilities.draft ? ' · draft' : ' · no draft model'}`;
     ui.model.title = m.description;
   } catch (err) {
@@ -327,7 +330,44 @@ async function attachFile(file) {
     showError('INVALID_INPUT', `"${file.name}" is not an image (${file.type || 'unknown type'})`);
     return;
   }
-  setImage(await blobToDataUrl(file), `uploaded: ${file.name} (${Math.ceil(file.size / 1024)} KiB)`, false);
+  const original = await blobToDataUrl(file);
+  const fitted = await fitToModel(original);
+  if (fitted) {
+    setImage(fitted.dataUrl, `uploaded: ${file.name} (${fitted.from} → ${fitted.to})`, false);
+  } else {
+    // The browser cannot decode it either: send it as is and let the server say what is wrong.
+    setImage(original, `uploaded: ${file.name} (${Math.ceil(file.size / 1024)} KiB)`, false);
+  }
+}
+
+/**
+ * The model reads images of one size (models.imageSize, 64×64 for the Shapes packs). A reference client
+ * adapts what the user gives it: centre-crop to a square, then scale to that size, as PNG. Returns null
+ * when the browser cannot decode the image; images already at the model's size come back unchanged.
+ * @param {string} dataUrl
+ * @returns {Promise<{ dataUrl: string, from: string, to: string } | null>}
+ */
+async function fitToModel(dataUrl) {
+  const img = new Image();
+  img.src = dataUrl;
+  try {
+    await img.decode();
+  } catch {
+    return null;
+  }
+  const w = img.naturalWidth, h = img.naturalHeight;
+  const size = imageSize ?? { width: 64, height: 64 };
+  const from = `${w}×${h}`, to = `${size.width}×${size.height}`;
+  if (w === size.width && h === size.height) return { dataUrl, from, to };
+  const canvas = document.createElement('canvas');
+  canvas.width = size.width;
+  canvas.height = size.height;
+  const g = canvas.getContext('2d');
+  if (!g) return null;
+  const side = Math.min(w, h);
+  g.imageSmoothingQuality = 'high';
+  g.drawImage(img, (w - side) / 2, (h - side) / 2, side, side, 0, 0, size.width, size.height);
+  return { dataUrl: canvas.toDataURL('image/png'), from, to };
 }
 
 /** @param {URLSearchParams} query */
@@ -662,6 +702,14 @@ ui.dropzone.addEventListener('drop', (ev) => {
   ui.dropzone.classList.remove('over');
   const file = ev.dataTransfer?.files?.[0];
   if (file) void attachFile(file);
+});
+ui.dropzone.addEventListener('keydown', (ev) => {
+  if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); ui.fileInput.click(); }
+});
+// Pasting an image anywhere on the page attaches it, as in chat apps.
+document.addEventListener('paste', (ev) => {
+  const file = [...(ev.clipboardData?.files ?? [])].find((f) => f.type.startsWith('image/'));
+  if (file) { ev.preventDefault(); void attachFile(file); }
 });
 ui.randomScene.addEventListener('click', () => {
   void renderScene(new URLSearchParams({ seed: String(Math.floor(Math.random() * 100000)) }));

@@ -355,9 +355,11 @@ suite('web demo in Chromium', () => {
   it('attaches an image by upload and by drag-and-drop; a corrupt one is refused with BAD_IMAGE', async () => {
     await page.click('#new-session');
     await page.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? '') && document.querySelectorAll('.msg').length === 0);
-    const png = await sharp({ create: { width: 64, height: 64, channels: 3, background: { r: 40, g: 170, b: 60 } } }).png().toBuffer();
+    // A 160×96 photo-like upload: the page centre-crops and scales it to the model's 64×64 input.
+    const png = await sharp({ create: { width: 160, height: 96, channels: 3, background: { r: 40, g: 170, b: 60 } } }).png().toBuffer();
     await page.setInputFiles('#file-input', { name: 'green.png', mimeType: 'image/png', buffer: png });
     await page.waitForFunction(() => document.getElementById('image-label')?.textContent?.startsWith('uploaded: green.png'));
+    expect(await page.textContent('#image-label')).toBe('uploaded: green.png (160×96 → 64×64)');
     await page.check('input[name="spec"][value="OFF"]');
     await page.fill('#chat-max', '6');
     await page.fill('#chat-input', 'what color is the square?');
@@ -366,7 +368,11 @@ suite('web demo in Chromium', () => {
     await page.waitForSelector('.msg.assistant:last-child:not([data-state="streaming"])', { timeout: 30_000 });
     expect(await page.getAttribute('.msg.assistant:last-child', 'data-state')).toBe('done');
     const sent = (await settled(ws, 'understand(')).subscribe.payload.variables.input;
-    expect(sent.image).toEqual({ dataUrl: `data:image/png;base64,${png.toString('base64')}` });
+    const [, b64] = /^data:image\/png;base64,(.+)$/.exec(sent.image.dataUrl) ?? [];
+    const { data, info } = await sharp(Buffer.from(b64!, 'base64')).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+    expect([info.width, info.height]).toEqual([64, 64]);
+    expect([...data.subarray(0, 3)]).toEqual([40, 170, 60]);
+    expect([...data.subarray(data.length - 3)]).toEqual([40, 170, 60]);
     expect(engine.calls[before]).toMatchObject({ kind: 'understand', hadImage: true });
 
     // Drop a file that claims to be a PNG but is not one.
