@@ -114,6 +114,7 @@ const ui = {
   stTps: $('st-tps', HTMLElement),
   stTtft: $('st-ttft', HTMLElement),
   chart: $('steps-chart', HTMLElement),
+  compare: $('spec-compare', HTMLTableElement),
 };
 
 /**
@@ -402,6 +403,24 @@ function scrollChat() {
   ui.messages.scrollTop = ui.messages.scrollHeight;
 }
 
+/**
+ * Keeps the last finished answer of each speculation mode side by side, so OFF / CHAIN / TREE can be
+ * compared.
+ * @param {string} mode
+ * @param {string[]} cells
+ */
+function recordComparison(mode, cells) {
+  const body = ui.compare.tBodies[0];
+  if (!body) return;
+  let row = /** @type {HTMLTableRowElement | null} */ (body.querySelector(`tr[data-mode="${CSS.escape(mode)}"]`));
+  if (!row) {
+    row = body.insertRow();
+    row.dataset.mode = mode;
+  }
+  row.replaceChildren(...[mode, ...cells].map((c) => h('td', undefined, c)));
+  ui.compare.hidden = false;
+}
+
 /** @param {HTMLElement} node @param {string} text */
 function setStat(node, text) { node.textContent = text; }
 
@@ -525,6 +544,15 @@ async function ask() {
           setStat(ui.stTtft, `${Number(t.timeToFirstTokenMs).toFixed(0)} ms`);
         }
         if (ev.usage) setStat(ui.stTokens, String(ev.usage.completionTokens));
+        if (sp && t && ev.usage) {
+          recordComparison(String(sp.mode), [
+            String(ev.usage.completionTokens),
+            String(steps),
+            sp.drafts ? Number(sp.meanAcceptedLength).toFixed(2) : '1.00',
+            sp.drafts ? `${(Number(sp.acceptanceRate) * 100).toFixed(0)}%` : '–',
+            Number(t.tokensPerSecond).toFixed(1),
+          ]);
+        }
         finish('done', `${String(ev.finishReason ?? '').toLowerCase()} · ${chunks} chunk${chunks === 1 ? '' : 's'} · ${sp?.mode ?? ''} · ${t ? `${Number(t.totalMs).toFixed(0)} ms` : ''}`);
       }
     },

@@ -348,6 +348,12 @@ suite('web demo in Chromium', () => {
     const done = ask.messages.find((m) => m.type === 'next' && m.payload.data.understand.done)?.payload.data.understand;
     expect(done?.speculation.mode).toBe('TREE');
     expect(await page.textContent('#st-mal')).toBe(done.speculation.drafts ? Number(done.speculation.meanAcceptedLength).toFixed(2) : '1.00 (no drafts)');
+    // OFF (first answer) and TREE side by side, each with the server's numbers.
+    const rows = await page.$$eval('#spec-compare tbody tr', (trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent)));
+    expect(rows.map((r) => r[0])).toEqual(['OFF', 'TREE']);
+    const tree = rows[1]!;
+    expect(tree[1]).toBe(String(done.usage.completionTokens));
+    expect(tree[5]).toBe(Number(done.timings.tokensPerSecond).toFixed(1));
     expect(await page.getAttribute('.msg.assistant:last-child', 'data-state')).toBe('done');
     await shot('06-session');
   });
