@@ -65,3 +65,10 @@ export async function jpegRoundTrip(img: RgbImage, quality: number): Promise<Rgb
   const { data, info } = await sharp(jpg).removeAlpha().raw().toBuffer({ resolveWithObject: true });
   return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
 }
+
+/** Applies `f(value, channel)` to every byte, rounding and clipping: colour casts, contrast, gamma. */
+export function mapValues(img: RgbImage, f: (v: number, channel: number) => number): RgbImage {
+  const out = new Uint8Array(img.data.length);
+  for (let i = 0; i < out.length; i++) out[i] = clamp(f(img.data[i]!, i % 3));
+  return { width: img.width, height: img.height, data: out };
+}

@@ -6,7 +6,7 @@ import { renderScene } from '../world/render.ts';
 import { scenesEqual } from '../world/scene.ts';
 import { SPLITS } from '../world/splits.ts';
 import { detectScene, resampleRgb } from './detector.ts';
-import { addGaussianNoise, boxBlur3, downUp, gaussianBlur3, jpegRoundTrip, shiftImage } from './degrade.ts';
+import { addGaussianNoise, boxBlur3, downUp, gaussianBlur3, jpegRoundTrip, mapValues, shiftImage } from './degrade.ts';
 
 export interface DetectorCondition {
   name: string;
@@ -28,6 +28,9 @@ export const DETECTOR_CONDITIONS: DetectorCondition[] = [
   { name: 'shift_2px_diagonal', description: 'whole image moved 2 px left and 2 px up', apply: (s) => shiftImage(renderScene(s), -2, -2) },
   { name: 'jpeg_q75', description: 'JPEG round trip at quality 75 (sharp/libjpeg, 4:2:0 chroma)', apply: (s) => jpegRoundTrip(renderScene(s), 75) },
   { name: 'jpeg_q50', description: 'JPEG round trip at quality 50', apply: (s) => jpegRoundTrip(renderScene(s), 50) },
+  { name: 'contrast_85', description: 'contrast reduced to 85% around mid-gray (washed-out colours)', apply: (s) => mapValues(renderScene(s), (v) => 128 + (v - 128) * 0.85) },
+  { name: 'gamma_1.3', description: 'gamma 1.3 (darker mid-tones)', apply: (s) => mapValues(renderScene(s), (v) => 255 * Math.pow(v / 255, 1.3)) },
+  { name: 'red_cast_15', description: 'colour cast: +15 on the red channel', apply: (s) => mapValues(renderScene(s), (v, k) => (k === 0 ? v + 15 : v)) },
   { name: 'blur_noise_down_up', description: '3×3 Gaussian blur, then σ=20 noise, then 64→32→64', apply: (s, i) => downUp(addGaussianNoise(gaussianBlur3(renderScene(s)), 20, `bnd:${i}`), 32) },
 ];
 

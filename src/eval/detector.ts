@@ -130,7 +130,7 @@ function templatesByCell(): Map<Cell, { box: CellBox; templates: Template[] }> {
   return templateCache;
 }
 
-/** Median of each channel over pixels nearest to `bg` among the background palette: the observed background. */
+/** Median of each channel over pixels within RGB distance 40 of the `bg` palette colour: the observed background. */
 function observedBackground(img: RgbImage, bg: BackgroundColor): [number, number, number] {
   const ref = BACKGROUND_COLORS[bg];
   const hist = [new Uint32Array(256), new Uint32Array(256), new Uint32Array(256)];
