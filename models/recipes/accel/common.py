@@ -73,7 +73,7 @@ def save_target(path, model, tok, vae, scale):
     os.makedirs(run, exist_ok=True)
     tok.save(os.path.join(run, "tokenizer.json"))
     vpath = os.path.join(run, "vae.ckpt")
-    torch.save({"config": vae_cfg_dict(model.c), "ema": vae.state_dict(), "scale": scale}, vpath)
+    torch.save({"config": vae_cfg_dict(model.c), "ema": vae.state_dict(), "scale": scale, "step": 0}, vpath)
     torch.save({"model": model.state_dict(), "ema": model.state_dict(), "config": model.c.to_dict(), "step": 0,
                 "vae": vpath, "scale": scale}, path)
 

@@ -50,6 +50,7 @@ def main():
     ap.add_argument("--count", type=int, default=3000, help="images (each gives 2 prompts)")
     ap.add_argument("--offset", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-new", type=int, default=40)
     a = ap.parse_args()
     m, tok, _, _ = target_from_args(a)
     ds = load_sets(a.data.split(",")[0], tok, None, 1.0, limit=a.offset + a.count)[0]
@@ -64,7 +65,7 @@ def main():
         for k, (i, q) in enumerate(rows):
             if k < done:
                 continue
-            ans = regenerate(m, tok, to_pixels(ds.images[i:i + 1], 64), q)
+            ans = regenerate(m, tok, to_pixels(ds.images[i:i + 1], 64), q, a.max_new)
             f.write(json.dumps({"data": os.path.abspath(a.data), "index": i, "q": q, "a": ans}) + "\n")
             if (k + 1) % 200 == 0:
                 f.flush()

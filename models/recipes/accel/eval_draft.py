@@ -174,13 +174,14 @@ def main():
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--steps", type=int, default=10, help="extrapolation steps K")
     ap.add_argument("--out", default=None, help="also write the JSON here")
+    ap.add_argument("--max-new", type=int, default=40)
     a = ap.parse_args()
     m, tok, _, _ = target_from_args(a)
     data = DraftData(a.test, tok)
     rows = {}
     for run in a.drafts.split(","):
         d = load_draft(m, run)
-        r = evaluate(m, tok, d, data, a.steps, a.limit)
+        r = evaluate(m, tok, d, data, a.steps, a.limit, a.max_new)
         r["variant"] = d.dc.variant
         r["run"] = run
         rows[d.dc.variant] = r

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Smoke test of every acceleration stage on tiny synthetic data from a RANDOM-INIT TINY target (< 2 min on
+2 cores): draft data regeneration -> train_draft (full, then resume; eagle3/noinit/noce a few steps) ->
+TTT-vs-KV-cache consistency -> eval_draft (chain, K=10, lossless check) -> reward -> cfg (then resume) -> tscd
+-> dmdo -> adp -> refl -> export_pack (base graphs) + export_accel (draft / 6-NFE / 1-NFE) with parity into --out.
+Writes OUT/accel_smoke.json with the measured numbers.
+
+  /usr/bin/python3 models/recipes/accel/smoke_test.py --out /tmp/accel-smoke"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RECIPES = os.path.dirname(HERE)
+sys.path.insert(0, RECIPES)
+
+
+def run(args, expect=None):
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=os.environ.get("OPENBLAS_NUM_THREADS", "2"))
+    t = time.time()
+    p = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.stderr.write(p.stdout + p.stderr)
+        raise SystemExit(f"failed: {' '.join(args)}")
+    lines = [ln for ln in p.stdout.splitlines() if ln.strip()]
+    print(f"[{time.time() - t:5.1f}s] {os.path.basename(args[0])} {args[2] if args[1] == '--stage' else ''}: "
+          f"{lines[-1] if lines else ''}", flush=True)
+    if expect:
+        assert expect in p.stdout, f"{args[0]}: expected '{expect}' in output"
+    return p.stdout
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True, help="pack output folder")
+    ap.add_argument("--work", default=None, help="scratch folder (default: OUT-work)")
+    a = ap.parse_args()
+    out = os.path.abspath(a.out)
+    work = a.work or out.rstrip("/") + "-work"
+    os.makedirs(work, exist_ok=True)
+    t0 = time.time()
+    from accel.common import random_target, save_target, torch
+    from accel.draft import Draft, DraftConfig, check_ttt
+    from hyperbagel import synth
+    data, val = os.path.join(work, "data"), os.path.join(work, "val")
+    synth.write(data, 40, seed=0)
+    synth.write(val, 8, seed=1)
+    # one shared vocabulary: the train set's (val words are a subset of the synthetic grammar)
+    words = sorted(set(json.load(open(os.path.join(data, "meta.json")))["vocabulary"]) |
+                   set(json.load(open(os.path.join(val, "meta.json")))["vocabulary"]))
+    m, tok, vae, scale = random_target(words, seed=0)
+    T = os.path.join(work, "target", "unified.ckpt")
+    save_target(T, m, tok, vae, scale)
+    res = {}
+    P = lambda f: os.path.join(HERE, f)  # noqa: E731
+    W = lambda f: os.path.join(work, f)  # noqa: E731
+    # ---- draft ----
+    run([P("draft_data.py"), "--target", T, "--data", data, "--out", W("draft_train.jsonl"), "--count", "40",
+         "--max-new", "16"])
+    run([P("draft_data.py"), "--target", T, "--data", val, "--out", W("draft_test.jsonl"), "--count", "8",
+         "--max-new", "16"])
+    dcommon = [P("train_draft.py"), "--target", T, "--train", W("draft_train.jsonl"), "--batch", "8",
+               "--log-every", "5", "--ckpt-every", "10", "--ttt", "3"]
+    run(dcommon + ["--run", W("draft_full"), "--variant", "full", "--steps", "10"])
+    run(dcommon + ["--run", W("draft_full"), "--variant", "full", "--steps", "20"], expect="resumed from")
+    for v in ("eagle3", "noinit", "noce"):
+        run(dcommon + ["--run", W(f"draft_{v}"), "--variant", v, "--steps", "10"])
+    for v in ("full", "eagle3"):
+        d = Draft(m, DraftConfig.of(v))
+        with torch.no_grad():
+            for p in d.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+        diff = check_ttt(d)
+        print(f"draft {v}: training-time-test unroll vs KV-cache inference path max |diff| {diff:.2e}", flush=True)
+        assert diff < 1e-4, diff
+        res[f"ttt_consistency_{v}"] = diff
+    o = run([P("eval_draft.py"), "--target", T, "--test", W("draft_test.jsonl"), "--limit", "4", "--max-new", "16", "--out",
+             W("draft_eval.json"), "--drafts", ",".join(W(f"draft_{v}") for v in ("eagle3", "full", "noinit", "noce"))])
+    ev = json.load(open(W("draft_eval.json")))
+    assert all(r["lossless"] for r in ev["ablation"]), "speculative output differs from plain greedy"
+    res["draft_eval"] = ev
+    # ---- generation ----
+    run([P("train_reward.py"), "--target", T, "--data", data, "--run", W("reward"), "--steps", "20", "--batch", "16",
+         "--log-every", "10", "--ckpt-every", "10"])
+    g = [P("train_gen.py"), "--target", T, "--data", data, "--t2i", "2", "--edit", "2", "--log-every", "2",
+         "--ckpt-every", "2"]
+    run(g + ["--stage", "cfg", "--run", W("g_cfg"), "--steps", "3"])
+    run(g + ["--stage", "cfg", "--run", W("g_cfg"), "--steps", "6"], expect="resumed from")
+    run(g + ["--stage", "tscd", "--run", W("g_tscd"), "--init", W("g_cfg/ckpt.pt"), "--steps", "3",
+             "--teacher-steps", "2"])
+    run(g + ["--stage", "dmdo", "--run", W("g_dmdo"), "--init", W("g_tscd/ckpt.pt"), "--steps", "3"])
+    run(g + ["--stage", "adp", "--run", W("g_adp"), "--init", W("g_dmdo/ckpt.pt"), "--steps", "3"])
+    run(g + ["--stage", "refl", "--run", W("g_refl"), "--init", W("g_adp/ckpt.pt"), "--teacher6",
+             W("g_dmdo/ckpt.pt"), "--reward", W("reward/reward.pt"), "--steps", "3"])
+    import csv
+    for st in ("cfg", "tscd", "dmdo", "adp", "refl"):
+        rows = list(csv.DictReader(open(W(f"g_{st}/loss.csv"))))
+        res[f"gen_{st}_last"] = rows[-1]
+    # ---- export ----
+    run([os.path.join(RECIPES, "export_pack.py"), "--ckpt", T, "--data", data, "--out", out, "--name",
+         "accel-smoke", "--parity"])
+    run([P("export_accel.py"), "--target", T, "--pack", out, "--draft", W("draft_full"), "--six",
+         W("g_dmdo/ckpt.pt"), "--one", W("g_refl/ckpt.pt"), "--parity"])
+    man = json.load(open(os.path.join(out, "manifest.json")))
+    for k in ("draft", "denoise_6nfe", "denoise_1nfe"):
+        assert os.path.exists(os.path.join(out, man["graphs"][k]["file"])), k
+    res["seconds"] = round(time.time() - t0, 1)
+    json.dump(res, open(os.path.join(out, "accel_smoke.json"), "w"), indent=2)
+    print(f"accel smoke test OK in {time.time() - t0:.1f}s: {out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
