@@ -36,7 +36,11 @@ export interface EngineCtx {
   client: WorkerClient;
   tokenizer: PackTokenizer;
   stats: AcceptanceStats;
+  /** running acceptance of the draft model (separate from the n-gram drafter's) */
+  draftStats: AcceptanceStats;
   curve: CostCurve | null;
+  /** the target's input embedding table [V, D] on the main thread (for the draft's inputs) */
+  embedTable: Float32Array | null;
   limiter: Limiter;
   opts: Required<Omit<EngineOptions, 'costCurve' | 'maxPromptWords'>> & { maxPromptWords: number };
 }

@@ -84,7 +84,9 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
     client,
     tokenizer,
     stats: new AcceptanceStats(0.5),
+    draftStats: new AcceptanceStats(0.6),
     curve: null,
+    embedTable: null,
     limiter: new Limiter(opts.maxConcurrent, opts.maxQueue),
     opts,
   };
@@ -121,6 +123,7 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
     }
   }
 
+  if (m.graphs.draft) ctx.embedTable = await client.call<Float32Array>({ op: 'embed_table' });
   if (Array.isArray(o['costCurve'])) ctx.curve = new CostCurve(o['costCurve'] as Array<[number, number]>);
   else if (opts.calibrate) await calibrate();
 

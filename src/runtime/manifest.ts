@@ -56,6 +56,8 @@ export interface Manifest {
     cfg_renorm_type: 'global' | 'channel' | 'text_channel';
   };
   graphs: Partial<Record<GraphName, GraphSpec>>;
+  /** EAGLE-style draft (with graphs.draft): its own KV cache shape */
+  draft?: { layers: number; heads: number; head_dim: number };
 }
 
 export interface LoadedPack {
@@ -114,6 +116,11 @@ export function validateManifest(m: unknown, file = 'manifest.json'): Manifest {
     }
   }
   const g = mm.graphs;
+  if (g.draft)
+    for (const k of ['layers', 'heads', 'head_dim']) {
+      const v = need(m, `draft.${k}`, 'number', file) as number;
+      if (!(Number.isInteger(v) && v > 0)) fail(file, `expected a positive integer, got ${v}`, `draft.${k}`);
+    }
   if (g.vision) for (const k of ['image_size', 'tokens']) need(m, `vision.${k}`, 'number', file);
   if (g.denoiser || g.vae_decoder || g.vae_encoder) {
     for (const k of ['image_size', 'channels', 'height', 'width', 'patch', 'scale']) need(m, `latent.${k}`, 'number', file);

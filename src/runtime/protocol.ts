@@ -13,7 +13,7 @@ export type Segment = { kind: 'ids'; ids: Int32Array } | { kind: 'embeds'; data:
 
 export type WorkerRequest =
   | { op: 'init'; files: Partial<Record<GraphName, string>>; manifest: Manifest; tuning: SessionTuning }
-  | { op: 'open'; seq: number; capacity: number }
+  | { op: 'open'; seq: number; capacity: number; kind?: 'target' | 'draft' }
   | { op: 'close'; seq: number }
   | { op: 'vision'; pixels: Float32Array; batch: number }
   | {
@@ -31,6 +31,19 @@ export type WorkerRequest =
       features?: boolean;
     }
   | { op: 'compact'; seq: number; keepFrom: number; keep: Int32Array }
+  | {
+      op: 'draft';
+      seq: number;
+      embeds: Float32Array;
+      features: Float32Array;
+      positions: Int32Array;
+      /** T×T local mask */
+      mask: Uint8Array;
+      /** visibility of cached entries from `from` on (T × (P − from)); earlier entries always visible */
+      past?: { from: number; mask: Uint8Array };
+      compact?: { keepFrom: number; keep: Int32Array };
+    }
+  | { op: 'embed_table' }
   | {
       op: 'denoise';
       graph: 'denoiser' | 'denoise_6nfe' | 'denoise_1nfe';

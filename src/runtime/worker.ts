@@ -113,7 +113,7 @@ function seqOf(id: number): KvCache {
 }
 
 function pastFeeds(cache: KvCache): Record<string, ort.Tensor> {
-  const { layers, heads, head_dim } = manifest.decoder;
+  const { layers, heads, headDim: head_dim } = cache.shape;
   const feeds: Record<string, ort.Tensor> = {};
   for (let l = 0; l < layers; l++) {
     feeds[`past_key_values.${l}.key`] = new ort.Tensor('float32', cache.past(2 * l), [1, heads, cache.length, head_dim]);
@@ -123,7 +123,7 @@ function pastFeeds(cache: KvCache): Record<string, ort.Tensor> {
 }
 
 function presentFetches(cache: KvCache, T: number): Record<string, ort.Tensor> {
-  const { layers, heads, head_dim } = manifest.decoder;
+  const { layers, heads, headDim: head_dim } = cache.shape;
   const targets = cache.presentTargets(T);
   const f: Record<string, ort.Tensor> = {};
   for (let l = 0; l < layers; l++) {
@@ -222,6 +222,38 @@ function dropBatches(seqId: number): void {
   for (const [k, e] of batchPast) if (e.seqIds.includes(seqId)) batchPast.delete(k);
 }
 
+async function draftForward(msg: Extract<WorkerMessage, { op: 'draft' }>): Promise<{ logits: Float32Array; hidden: Float32Array }> {
+  const cache = seqOf(msg.seq);
+  if (msg.compact) cache.compact(msg.compact.keepFrom, msg.compact.keep);
+  const D = manifest.decoder.hidden;
+  const V = manifest.decoder.vocab;
+  const T = msg.positions.length;
+  const P = cache.length;
+  const m = additiveMask(P, T, msg.mask);
+  if (msg.past) {
+    const from = msg.past.from;
+    const n = P - from;
+    if (msg.past.mask.length !== T * n) throw new CodedError('INTERNAL', `draft past mask has ${msg.past.mask.length} entries, expected ${T * n}`);
+    for (let i = 0; i < T; i++) for (let j = 0; j < n; j++) if (!msg.past.mask[i * n + j]) m[i * (P + T) + from + j] = -1e9;
+  }
+  const feeds: Record<string, ort.Tensor> = {
+    inputs_embeds: new ort.Tensor('float32', msg.embeds, [1, T, D]),
+    features: new ort.Tensor('float32', msg.features, [1, T, D]),
+    position_ids: new ort.Tensor('int64', i64(msg.positions), [1, T]),
+    attention_mask: new ort.Tensor('float32', m, [1, 1, T, P + T]),
+    ...pastFeeds(cache),
+  };
+  const logits = new Float32Array(T * V);
+  const hidden = new Float32Array(T * D);
+  await run('draft', feeds, {
+    logits: new ort.Tensor('float32', logits, [1, T, V]),
+    hidden_out: new ort.Tensor('float32', hidden, [1, T, D]),
+    ...presentFetches(cache, T),
+  });
+  cache.commit(T);
+  return { logits, hidden };
+}
+
 async function denoise(msg: Extract<WorkerMessage, { op: 'denoise' }>): Promise<Float32Array> {
   const { latent: L } = manifest;
   const N = (L.height / L.patch) * (L.width / L.patch);
@@ -278,7 +310,8 @@ async function handle(msg: WorkerMessage): Promise<{ result: unknown; transfer?:
     case 'init':
       return { result: await init(msg.files, msg.manifest, msg.tuning) };
     case 'open': {
-      const { layers, heads, head_dim } = manifest.decoder;
+      if (msg.kind === 'draft' && !manifest.draft) throw new CodedError('INVALID_INPUT', 'this pack has no draft model');
+      const { layers, heads, head_dim } = msg.kind === 'draft' ? manifest.draft! : manifest.decoder;
       seqs.set(msg.seq, new KvCache({ layers, heads, headDim: head_dim }, msg.capacity));
       stats.openSequences = seqs.size;
       return { result: null };
@@ -301,6 +334,15 @@ async function handle(msg: WorkerMessage): Promise<{ result: unknown; transfer?:
     case 'compact':
       seqOf(msg.seq).compact(msg.keepFrom, msg.keep);
       return { result: null };
+    case 'draft': {
+      const r = await draftForward(msg);
+      return { result: r, transfer: [r.logits.buffer as ArrayBuffer, r.hidden.buffer as ArrayBuffer] };
+    }
+    case 'embed_table': {
+      const V = manifest.decoder.vocab;
+      const t = embedTable ? embedTable.slice() : await embedIds(Int32Array.from({ length: V }, (_, i) => i));
+      return { result: t, transfer: [t.buffer as ArrayBuffer] };
+    }
     case 'denoise': {
       const v = await denoise(msg);
       return { result: v, transfer: [v.buffer as ArrayBuffer] };
@@ -345,7 +387,9 @@ port.on('message', (msg: WorkerMessage) => {
       transfer = r.transfer ?? [];
     } catch (e) {
       const err = e as CodedError;
-      reply = { id: msg.id, ok: false, error: { code: err.code ?? 'INTERNAL', message: err.message ?? String(e), details: err.details } };
+      const code = err.code ?? 'INTERNAL';
+      const message = code === 'INTERNAL' || !err.code ? `${msg.op}: ${err.message ?? String(e)}` : err.message;
+      reply = { id: msg.id, ok: false, error: { code, message, details: err.details } };
     }
     port.postMessage(reply, transfer);
   });

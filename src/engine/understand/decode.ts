@@ -96,7 +96,7 @@ export async function* decodeSteps(
     if (eagle) {
       // pairs (a_1, f_root), (a_2, f_a1), …, (next, f_am): features of root + accepted nodes
       if (!feats) throw new Error('target returned no features');
-      const F = seq.featureDim;
+      const F = feats.length / N;
       const rows = [0, ...res.acceptedNodes];
       const features = new Float32Array(rows.length * F);
       rows.forEach((r, i) => features.set(feats.subarray(r * F, (r + 1) * F), i * F));

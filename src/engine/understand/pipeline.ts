@@ -4,7 +4,10 @@ import { Rng, randomSeed } from '../rng.ts';
 import { layout, type EngineCtx, type Part } from '../context.ts';
 import { requireSize, rgbToChw } from '../image/pixels.ts';
 import { SpecMetrics } from '../speculative/metrics.ts';
-import { ngramProposer, type Proposer } from '../speculative/proposer.ts';
+import { DraftModelProposer, ngramProposer, type Proposer, type ProposerConfig } from '../speculative/proposer.ts';
+import { EagleDrafter } from '../speculative/eagle.ts';
+import { WorkerDraftModel } from '../speculative/worker-draft.ts';
+import type { Segment } from '../../runtime/protocol.ts';
 import {
   EngineError,
   type FinishReason,
@@ -77,10 +80,15 @@ export function validateUnderstand(ctx: EngineCtx, req: UnderstandRequest): Vali
   return v;
 }
 
-/** The proposer for a request; null = plain decoding. No pack has draft.onnx yet: n-gram everywhere. */
-export function makeProposer(ctx: EngineCtx, v: ValidatedUnderstand): Proposer | null {
-  if (v.mode === 'off') return null;
-  return ngramProposer({
+/**
+ * The proposer for a request; null = plain decoding. With a draft graph in the pack, chain/tree/auto
+ * use EAGLE model drafting (auto = EAGLE-2 tree sized from the cost curve); otherwise, and for
+ * `ngram` or continuation turns of a session (whose earlier target features are not kept), the
+ * n-gram (prompt lookup) drafter builds the chains/trees.
+ */
+export async function makeProposer(ctx: EngineCtx, v: ValidatedUnderstand, allowDraft: boolean): Promise<{ proposer: Proposer | null; draft: WorkerDraftModel | null }> {
+  if (v.mode === 'off') return { proposer: null, draft: null };
+  const cfg: ProposerConfig = {
     mode: v.mode,
     chainLength: v.chainLength,
     treeBudget: v.treeBudget,
@@ -89,7 +97,36 @@ export function makeProposer(ctx: EngineCtx, v: ValidatedUnderstand): Proposer |
     maxChainLength: ctx.opts.maxChainLength,
     curve: ctx.curve ?? undefined,
     stats: ctx.stats,
-  });
+  };
+  if (allowDraft && v.mode !== 'ngram' && ctx.manifest.graphs.draft && ctx.embedTable) {
+    const D = ctx.manifest.decoder.hidden;
+    const table = ctx.embedTable;
+    const embed = (ids: number[]) => {
+      const out = new Float32Array(ids.length * D);
+      ids.forEach((id, i) => out.set(table.subarray(id * D, id * D + D), i * D));
+      return out;
+    };
+    const draft = await WorkerDraftModel.open(ctx.client, ctx.manifest.decoder.vocab, D);
+    const mode = v.mode === 'auto' ? 'tree' : v.mode;
+    return { proposer: new DraftModelProposer(new EagleDrafter(draft, embed), { ...cfg, stats: ctx.draftStats, mode }), draft };
+  }
+  return { proposer: ngramProposer(cfg), draft: null };
+}
+
+/** Input embeddings of a prefill's rows (text from the shared table, image blocks as given). */
+function promptEmbeds(ctx: EngineCtx, segments: Segment[], T: number): Float32Array {
+  const D = ctx.manifest.decoder.hidden;
+  const out = new Float32Array(T * D);
+  let off = 0;
+  for (const s of segments) {
+    if (s.kind === 'ids') {
+      for (const id of s.ids) out.set(ctx.embedTable!.subarray(id * D, id * D + D), off++ * D);
+    } else {
+      out.set(s.data.subarray(0, s.count * D), off * D);
+      off += s.count;
+    }
+  }
+  return out;
 }
 
 export async function* runUnderstand(
@@ -105,6 +142,8 @@ export async function* runUnderstand(
   const queueMs = performance.now() - t0;
   const sp = ctx.manifest.special_tokens;
   let seq: WorkerSequence | null = null;
+  let proposer: Proposer | null = null;
+  let draft: WorkerDraftModel | null = null;
   if (conversation) conversation.busy = true;
   try {
     // ---- prefill
@@ -115,7 +154,7 @@ export async function* runUnderstand(
       startPos = conversation.nextPos;
       history = conversation.history;
     } else {
-      seq = await WorkerSequence.open(ctx.client, ctx.manifest.decoder.vocab, 64);
+      seq = await WorkerSequence.open(ctx.client, ctx.manifest.decoder.vocab, 64, ctx.manifest.decoder.hidden);
       if (conversation) conversation.seq = seq;
     }
     await seq.flush();
@@ -135,11 +174,16 @@ export async function* runUnderstand(
       throw new EngineError('PROMPT_TOO_LONG', `prompt needs ${lay.nextPos} positions, the model has ${maxPos}`, { positions: lay.nextPos, limit: maxPos });
     const maxTokens = Math.min(v.maxTokens, maxPos - lay.nextPos);
     if (signal?.aborted) throw new EngineError('CANCELLED', 'request cancelled');
-    const lastLogits = await seq.extend(lay.segments, lay.positions, lay.mask, 'last');
+    const made = await makeProposer(ctx, v, startPos === 0);
+    proposer = made.proposer;
+    draft = made.draft;
+    const pEmbeds = proposer?.needsFeatures ? promptEmbeds(ctx, lay.segments, promptTokens) : null;
+    const pPositions = Int32Array.from(lay.positions);
+    const lastLogits = await seq.extend(lay.segments, lay.positions, lay.mask, 'last', !!proposer?.needsFeatures);
+    const pFeatures = seq.lastFeatures;
     const context = [...history, ...lay.ids];
     // ---- decode
     const rng = new Rng(v.seed);
-    const proposer = makeProposer(ctx, v);
     const metrics = new SpecMetrics();
     const detok = new IncrementalDetokenizer((ids) => ctx.tokenizer.decode(ids));
     const stopper = new StopStringFilter(v.stop);
@@ -149,7 +193,13 @@ export async function* runUnderstand(
     let tFirst = 0;
     let chosenTotal = 0; // tokens chosen by the loop (incl. any past a cut); all but the last are cached
     let cancelled = false;
-    const steps = decodeSteps(seq, lastLogits, lay.nextPos, context, { sampling: v.sampling, rng, proposer, signal });
+    const steps = decodeSteps(seq, lastLogits, lay.nextPos, context, {
+      sampling: v.sampling,
+      rng,
+      proposer,
+      signal,
+      prompt: pEmbeds && pFeatures ? { embeds: pEmbeds, features: pFeatures, positions: pPositions } : undefined,
+    });
     try {
       for await (const step of steps) {
         metrics.record(step.drafted, step.depth, step.accepted);
@@ -233,6 +283,7 @@ export async function* runUnderstand(
   } finally {
     if (conversation) conversation.busy = false;
     if (seq && !conversation) await seq.close();
+    await draft?.close();
     release();
   }
 }

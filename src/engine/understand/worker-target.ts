@@ -8,6 +8,11 @@ let nextSeqId = 1;
 
 export class WorkerSequence implements TargetSequence {
   readonly id = nextSeqId++;
+
+  /** ids are shared by every kind of worker-side cache (target sequences, draft caches) */
+  static allocateId(): number {
+    return nextSeqId++;
+  }
   private len = 0;
   private pending: Compaction | null = null;
   lastFeatures: Float32Array | null = null;

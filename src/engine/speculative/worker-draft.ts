@@ -1,0 +1,69 @@
+// DraftModel backed by draft.onnx in the model worker (its own KV cache there). Truncations are
+// deferred and travel with the next forward.
+import type { WorkerClient } from '../../runtime/client.ts';
+import { WorkerSequence } from '../understand/worker-target.ts';
+import type { DraftForward, DraftModel } from './eagle.ts';
+
+export class WorkerDraftModel implements DraftModel {
+  private len = 0;
+  private pendingTruncate: number | null = null;
+  private constructor(
+    private client: WorkerClient,
+    readonly id: number,
+    readonly vocab: number,
+    readonly featureDim: number,
+    private generation: number,
+  ) {}
+
+  get hiddenDim(): number {
+    return this.featureDim;
+  }
+
+  static async open(client: WorkerClient, vocab: number, hidden: number, capacity = 128): Promise<WorkerDraftModel> {
+    await client.whenReady();
+    const id = WorkerSequence.allocateId();
+    const gen = client.generation;
+    await client.call({ op: 'open', seq: id, capacity, kind: 'draft' }, [], gen);
+    return new WorkerDraftModel(client, id, vocab, hidden, gen);
+  }
+
+  get length(): number {
+    return this.len;
+  }
+
+  truncate(n: number): void {
+    if (n >= this.len) return;
+    this.pendingTruncate = Math.min(n, this.pendingTruncate ?? n);
+    this.len = n;
+  }
+
+  async forward(embeds: Float32Array, features: Float32Array, positions: Int32Array, mask: Uint8Array, past?: { from: number; mask: Uint8Array }): Promise<DraftForward> {
+    const compact = this.pendingTruncate !== null ? { keepFrom: this.pendingTruncate, keep: new Int32Array(0) } : undefined;
+    this.pendingTruncate = null;
+    const r = await this.client.call<DraftForward>(
+      {
+        op: 'draft',
+        seq: this.id,
+        embeds: Float32Array.from(embeds),
+        features: Float32Array.from(features),
+        positions: Int32Array.from(positions),
+        mask: Uint8Array.from(mask),
+        past: past ? { from: past.from, mask: Uint8Array.from(past.mask) } : undefined,
+        compact,
+      },
+      [],
+      this.generation,
+    );
+    this.len += positions.length;
+    return r;
+  }
+
+  async close(): Promise<void> {
+    if (this.client.generation !== this.generation) return;
+    try {
+      await this.client.call({ op: 'close', seq: this.id }, [], this.generation);
+    } catch {
+      /* worker gone */
+    }
+  }
+}
