@@ -38,7 +38,7 @@ function median(xs: number[]): number {
 }
 
 async function timeMany(engine: LocalEngine, req: GenerateRequest, runs: number) {
-  await once(engine, req); // warm-up
+  for (let w = 0; w < 3; w++) await once(engine, { ...req, seed: 900 + w }); // warm-up
   const rs: Run[] = [];
   for (let i = 0; i < runs; i++) rs.push(await once(engine, { ...req, seed: 1000 + i }));
   const t = (k: keyof FrameTimings) => +median(rs.map((r) => r.final.timings?.[k] ?? 0)).toFixed(3);

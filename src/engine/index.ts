@@ -32,7 +32,7 @@ export interface LocalEngine extends Engine {
   /** measured verification cost curve (ms per forward of T tokens), null if not calibrated */
   readonly costCurve: Array<[number, number]> | null;
   workerStats(): Promise<WorkerStats & { restarts: number }>;
-  /** test hook: make the model worker process exit (as a native crash would) */
+  /** test hook: make the model worker exit (as a native crash would); resolves once noticed */
   crashWorkerForTest(): Promise<void>;
   /** re-measure the cost curve now */
   calibrate(): Promise<Array<[number, number]>>;
@@ -192,7 +192,10 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
     },
     async crashWorkerForTest() {
       await client.whenReady();
+      const gen = client.generation;
       void client.call({ op: '__crash' }).catch(() => {});
+      // return once the crash has been noticed (in-flight calls failed) and a new worker is starting
+      while (client.generation === gen) await new Promise((r) => setTimeout(r, 2));
     },
     calibrate,
     workerClient: client,

@@ -115,7 +115,7 @@ export class WorkerClient {
     if (this.pending.size >= this.opts.maxPending) throw new EngineError('BUSY', `model worker queue is full (${this.opts.maxPending} requests)`);
     await this.whenReady();
     if (expectGeneration !== undefined && expectGeneration !== this.generation)
-      throw new EngineError('WORKER_CRASHED', 'model worker was restarted; this request lost its state');
+      throw new EngineError('WORKER_CRASHED', 'model worker crashed and was restarted; this request lost its state');
     return this.post<T>(msg, transfer, this.generation);
   }
 

@@ -106,7 +106,39 @@ describe('worker crash', () => {
       const frames = await collect(e.generate({ prompt: 'a red circle', mode: '1nfe', seed: 1 }));
       expect(frames.length).toBe(1);
       expect((await e.workerStats()).restarts).toBe(1);
+      // a session whose context died with the worker says so once, then starts afresh
+      const session = e.createSession();
+      await collect(e.understand({ prompt: 'describe the image', maxTokens: 3, session }));
+      await e.crashWorkerForTest();
+      const lost = await engineError(() => e.understand({ prompt: 'what colour is it', maxTokens: 3, session }));
+      expect(lost.code).toBe('WORKER_CRASHED');
+      expect(lost.message).toMatch(/session/);
+      const again = await collect(e.understand({ prompt: 'what colour is it', maxTokens: 3, session }));
+      expect(again.at(-1)!.kind).toBe('done');
+      expect((await e.workerStats()).restarts).toBe(2);
     } finally {
+      await e.close();
+    }
+  });
+});
+
+describe('worker crash during a model call', () => {
+  test('the call in flight is rejected with WORKER_CRASHED', async () => {
+    const e = await createEngine(FIXTURE, { calibrate: false, intraOpThreads: 1 });
+    const client = e.workerClient;
+    const orig = client.call.bind(client);
+    let decodes = 0;
+    client.call = ((msg: { op: string }, tr?: ArrayBuffer[], gen?: number) => {
+      // the worker dies while this decode is queued/in flight
+      if (msg.op === 'decode' && ++decodes === 3) void orig({ op: '__crash' }).catch(() => {});
+      return orig(msg as never, tr, gen);
+    }) as typeof client.call;
+    try {
+      const err = await engineError(() => e.understand({ prompt: 'describe the image', maxTokens: 200, temperature: 1, seed: 4, speculation: { mode: 'off' } }));
+      expect(err.code).toBe('WORKER_CRASHED');
+      expect(err.message).toMatch(/in-flight requests were aborted/);
+    } finally {
+      client.call = orig;
       await e.close();
     }
   });

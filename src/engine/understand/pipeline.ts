@@ -149,6 +149,12 @@ export async function* runUnderstand(
     // ---- prefill
     let startPos = 0;
     let history: number[] = [];
+    if (conversation?.seq && !conversation.seq.alive) {
+      // the worker crashed since the last turn: the conversation's KV cache is gone. Say so once,
+      // and start the conversation afresh on the next request.
+      Object.assign(conversation, { seq: null, nextPos: 0, history: [], pending: [] });
+      throw new EngineError('WORKER_CRASHED', 'the session lost its context in a model worker crash; the next request starts a new conversation');
+    }
     if (conversation?.seq && conversation.seq.length > 0) {
       seq = conversation.seq;
       startPos = conversation.nextPos;

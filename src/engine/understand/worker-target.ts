@@ -38,6 +38,11 @@ export class WorkerSequence implements TargetSequence {
     return this.len;
   }
 
+  /** false once the worker that held this sequence has died */
+  get alive(): boolean {
+    return this.client.generation === this.generation;
+  }
+
   /** Prefill/extend with mixed segments (ids and precomputed embeddings). */
   async extend(segments: Segment[], positions: Int32Array, mask: Uint8Array, rows: 'all' | 'last', wantFeatures = false): Promise<Float32Array> {
     const transfer: ArrayBuffer[] = [positions.buffer as ArrayBuffer, mask.buffer as ArrayBuffer];
