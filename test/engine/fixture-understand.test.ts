@@ -186,6 +186,10 @@ describe('fixture: speculation is lossless', () => {
       expect(s2.finishReason).toBe('stop');
       expect(s2.text).toBe(s.text.slice(0, s.text.indexOf(stop)));
     }
+    // no drafting beyond the answer budget: with 2 tokens allowed, at most depth-1 drafts
+    const two = await collect(engine.understand({ prompt: 'describe the image', maxTokens: 2, speculation: { mode: 'tree', treeDepth: 5, treeBudget: 20 } }));
+    const st = two.at(-1) as UnderstandSummary;
+    expect(st.speculation.acceptancePerPosition.length).toBeLessThanOrEqual(1);
     const one = await collect(engine.understand({ prompt: 'describe the image', maxTokens: 1, temperature: 1, seed: 9 }));
     const s3 = one[one.length - 1] as UnderstandSummary;
     expect(s3.usage.completionTokens).toBeLessThanOrEqual(1);

@@ -8,6 +8,7 @@ import {
   chainTree,
   childrenOf,
   pathTo,
+  pruneDepth,
   retrievePaths,
   treeMask,
   treePositions,
@@ -102,6 +103,18 @@ describe('draft tree construction (EAGLE-2)', () => {
     });
     checkTree(t);
     expect(t.tokens.length).toBe(6);
+  });
+
+  test('pruning by depth keeps a connected tree', async () => {
+    for (let s = 0; s < 50; s++) {
+      const t = await buildDynamicTree(1, randomExpander(s, 30), { topK: 3, depth: 5, budget: 30 });
+      for (const d of [0, 1, 2, 4]) {
+        const p = pruneDepth(t, d);
+        checkTree(p);
+        expect(Math.max(...p.depths)).toBeLessThanOrEqual(d);
+        expect(p.tokens.length).toBe(Array.from(t.depths).filter((x) => x <= d).length);
+      }
+    }
   });
 
   test('chains', () => {

@@ -223,3 +223,19 @@ export function retrievePaths(t: DraftTree): number[][] {
   for (let i = 0; i < t.tokens.length; i++) if (ch[i]!.length === 0) out.push(pathTo(t, i));
   return out;
 }
+
+/** The subtree of nodes with depth ≤ maxDepth (connected: parents are shallower). */
+export function pruneDepth(t: DraftTree, maxDepth: number): DraftTree {
+  let deepest = 0;
+  for (const d of t.depths) deepest = Math.max(deepest, d);
+  if (deepest <= maxDepth) return t;
+  const keep: number[] = [];
+  for (let i = 0; i < t.tokens.length; i++) if (t.depths[i]! <= maxDepth) keep.push(i);
+  const idx = new Map(keep.map((old, i) => [old, i]));
+  return {
+    tokens: Int32Array.from(keep.map((i) => t.tokens[i]!)),
+    parents: Int32Array.from(keep.map((i) => (i === 0 ? -1 : idx.get(t.parents[i]!)!))),
+    depths: Int32Array.from(keep.map((i) => t.depths[i]!)),
+    scores: Float64Array.from(keep.map((i) => t.scores[i]!)),
+  };
+}

@@ -6,7 +6,7 @@ import type { Rng } from '../rng.ts';
 import { EngineError } from '../types.ts';
 import { verifyTree } from '../speculative/rejection.ts';
 import type { Proposer } from '../speculative/proposer.ts';
-import { rootOnly, treeMask, treePositions, type DraftTree } from '../speculative/tree.ts';
+import { pruneDepth, rootOnly, treeMask, treePositions, type DraftTree } from '../speculative/tree.ts';
 import { isGreedy, pickToken, processLogits, type SamplingParams } from './logits.ts';
 import type { TargetSequence } from './target.ts';
 
@@ -31,6 +31,11 @@ export interface DecodeOptions {
    * embeddings [n, D], target features [n, F], positions. Pairs (t_{p+1}, f_p) are fed to the draft.
    */
   prompt?: { embeds: Float32Array; features: Float32Array; positions: Int32Array };
+  /**
+   * Deepest draft worth verifying at the next step (e.g. tokens still allowed − 1, or positions
+   * left in the model); deeper drafted nodes are pruned before verification.
+   */
+  maxDraftDepth?: () => number;
 }
 
 export function throwIfAborted(signal?: AbortSignal): void {
@@ -77,7 +82,8 @@ export async function* decodeSteps(
   for (;;) {
     throwIfAborted(o.signal);
     o.checkpoint?.();
-    const tree: DraftTree = o.proposer ? await o.proposer.propose(committed) : rootOnly(root);
+    let tree: DraftTree = o.proposer ? await o.proposer.propose(committed) : rootOnly(root);
+    if (o.maxDraftDepth) tree = pruneDepth(tree, Math.max(0, o.maxDraftDepth()));
     throwIfAborted(o.signal);
     const N = tree.tokens.length;
     const base = seq.length;

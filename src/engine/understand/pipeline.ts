@@ -205,6 +205,8 @@ export async function* runUnderstand(
       proposer,
       signal,
       prompt: pEmbeds && pFeatures ? { embeds: pEmbeds, features: pFeatures, positions: pPositions } : undefined,
+      // no drafting past the answer budget or the model's last position
+      maxDraftDepth: () => Math.min(maxTokens - generated.length - 1, maxPos - 1 - (lay.nextPos + generated.length)),
     });
     try {
       for await (const step of steps) {
