@@ -91,10 +91,13 @@ def spec_decode(m, d, x_prompt, pos_prompt, mask_prompt, eos, K=10, max_new=40):
         a = 0
         while a < K and drafts[a] == tgt[a]:
             a += 1
+            if drafts[a - 1] == eos:  # nothing after <eos> counts
+                break
         for k in range(min(K, a + 1)):
             comp[k] += 1
             accd[k] += int(k < a)
-        acc_lens.append(a + 1)
+        eos_in = a > 0 and drafts[a - 1] == eos
+        acc_lens.append(a if eos_in else a + 1)  # tokens committed by this target forward
         new = tgt[a]
         accepted = drafts[:a]
         stop = False
