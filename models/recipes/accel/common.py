@@ -230,11 +230,13 @@ def grid(nfe, shift=3.0):
 
 
 class GenBatch:
-    """One batch of generation conditions (t2i + edit) with full / text-uncond / image-uncond contexts."""
+    """One batch of generation conditions (t2i + edit) with full / text-uncond / image-uncond contexts.
+    `desc`: a caption of the image each condition asks for (t2i: the scene's caption; edit: the edited scene's
+    caption), used to condition the pixel discriminator and to query the reward model."""
 
     def __init__(self, m, tok, sets, rng, n_t2i, n_edit):
         c = m.c
-        items, x0 = [], []
+        items, x0, self.desc = [], [], []
         for j in range(n_t2i + n_edit):
             ds = rng.choice(sets)
             i = rng.randrange(ds.n)
@@ -242,11 +244,13 @@ class GenBatch:
                 ps = ds.prompt_ids[i]
                 items.append({"prompt_ids": ps[rng.randrange(len(ps))], "src_pixels64": None, "src_tokens": None})
                 x0.append(ds.latents[i])
+                self.desc.append(ds.cap_ids[i])
             else:
                 items.append({"prompt_ids": ds.edit_ids[i], "src_pixels64": to_pixels(ds.images[i:i + 1], 64)[0],
                               "src_tokens": patchify(torch.from_numpy(np.asarray(ds.latents[i:i + 1])).float(),
                                                      c.latent_patch)[0]})
                 x0.append(ds.edited_latents[i])
+                self.desc.append(tok.encode(ds.records[i]["edit"]["caption"]))
         self.is_edit = torch.tensor([it["src_pixels64"] is not None for it in items])
         self.prompts = [it["prompt_ids"] for it in items]
         self.x0 = patchify(torch.from_numpy(np.stack(x0)).float(), c.latent_patch)

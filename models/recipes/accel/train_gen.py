@@ -228,10 +228,10 @@ def main():
                 preal = decode(vae, scale, c, xe)
             ld = hinge_d(D(ren(xe), td, gb.full), D(ren(x0h.detach()), td, gb.full))
             dstep("disc", ld)
-            lp = hinge_d(P(preal, gb.prompts), P(decode(vae, scale, c, x0h.detach()), gb.prompts))
+            lp = hinge_d(P(preal, gb.desc), P(decode(vae, scale, c, x0h.detach()), gb.desc))
             dstep("pdisc", lp)
             mse = F.mse_loss(x0h, xe)
-            lg = hinge_g(D(ren(x0h), td, gb.full)) + hinge_g(P(decode(vae, scale, c, x0h), gb.prompts)) \
+            lg = hinge_g(D(ren(x0h), td, gb.full)) + hinge_g(P(decode(vae, scale, c, x0h), gb.desc)) \
                 + a.mse_weight * mse
             gstep(lg)
             loss = lg
@@ -241,7 +241,7 @@ def main():
             with torch.no_grad():
                 xs, _ = euler(t6, eps, gb, st, si, 6)
             x0h = eps - v_student(stu, eps, torch.ones(B), gb, st, si)
-            r = rew(decode(vae, scale, c, x0h).clamp(-1, 1), gb.prompts)
+            r = rew(decode(vae, scale, c, x0h).clamp(-1, 1), gb.desc)
             mse = F.mse_loss(x0h, xs[-1])
             loss = F.relu(alpha - r).mean() + a.mse_weight * mse
             gstep(loss)
