@@ -56,8 +56,15 @@ export interface Manifest {
     cfg_renorm_type: 'global' | 'channel' | 'text_channel';
   };
   graphs: Partial<Record<GraphName, GraphSpec>>;
-  /** EAGLE-style draft (with graphs.draft): its own KV cache shape */
-  draft?: { layers: number; heads: number; head_dim: number };
+  /** EAGLE-style draft (with graphs.draft): its own KV cache shape (docs/model-pack.md "Draft rows") */
+  draft?: { layers: number; heads: number; head_dim: number; hidden?: number; chain_steps?: number };
+  /** distilled samplers: timestep grids, default and trained guidance scales */
+  distilled?: Partial<
+    Record<
+      'denoise_6nfe' | 'denoise_1nfe',
+      { timesteps?: number[]; cfg_text_scale?: number; cfg_image_scale?: number; cfg_text_range?: [number, number]; cfg_image_range?: [number, number] }
+    >
+  >;
 }
 
 export interface LoadedPack {
@@ -121,6 +128,12 @@ export function validateManifest(m: unknown, file = 'manifest.json'): Manifest {
       const v = need(m, `draft.${k}`, 'number', file) as number;
       if (!(Number.isInteger(v) && v > 0)) fail(file, `expected a positive integer, got ${v}`, `draft.${k}`);
     }
+  for (const k of ['denoise_6nfe', 'denoise_1nfe'] as const) {
+    const ts = mm.distilled?.[k]?.timesteps;
+    if (ts === undefined) continue;
+    if (!Array.isArray(ts) || ts.length < 2 || !ts.every((t, i) => typeof t === 'number' && t >= 0 && t <= 1 && (i === 0 || t < ts[i - 1]!)))
+      fail(file, 'expected ≥ 2 decreasing timesteps in [0, 1]', `distilled.${k}.timesteps`);
+  }
   if (g.vision) for (const k of ['image_size', 'tokens']) need(m, `vision.${k}`, 'number', file);
   if (g.denoiser || g.vae_decoder || g.vae_encoder) {
     for (const k of ['image_size', 'channels', 'height', 'width', 'patch', 'scale']) need(m, `latent.${k}`, 'number', file);

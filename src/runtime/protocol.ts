@@ -27,7 +27,7 @@ export type WorkerRequest =
       rows: 'all' | 'last';
       /** applied before the forward: keep [0,keepFrom) + keepFrom+keep[i] */
       compact?: { keepFrom: number; keep: Int32Array };
-      /** also return the last layer's hidden state of every new token, [T, D] (draft features) */
+      /** also return every layer's hidden state of the new tokens, [T, L, D] (the draft's input) */
       features?: boolean;
     }
   | { op: 'compact'; seq: number; keepFrom: number; keep: Int32Array }
@@ -35,7 +35,10 @@ export type WorkerRequest =
       op: 'draft';
       seq: number;
       embeds: Float32Array;
-      features: Float32Array;
+      /** target hidden states of all layers [T, L·D] (feature_select 0) … */
+      hidden?: Float32Array;
+      /** … or the draft's previous features [T, D] (feature_select 1) */
+      prev?: Float32Array;
       positions: Int32Array;
       /** T×T local mask */
       mask: Uint8Array;

@@ -174,11 +174,7 @@ async function decode(msg: Extract<WorkerMessage, { op: 'decode' }>): Promise<{ 
   stats.decodeCalls++;
   await run('decoder', feeds, fetches);
   cache.commit(T);
-  let features: Float32Array | undefined;
-  if (hidden) {
-    features = new Float32Array(T * D);
-    for (let t = 0; t < T; t++) features.set(hidden.subarray((t * Lyr + Lyr - 1) * D, (t * Lyr + Lyr) * D), t * D);
-  }
+  const features = hidden ?? undefined; // [T, L, D]: every layer, what draft.onnx reads
   if (msg.rows === 'last') return { logits: logitsOut.slice((T - 1) * V), rows: 1, features };
   return { logits: logitsOut, rows: T, features };
 }
@@ -222,10 +218,11 @@ function dropBatches(seqId: number): void {
   for (const [k, e] of batchPast) if (e.seqIds.includes(seqId)) batchPast.delete(k);
 }
 
-async function draftForward(msg: Extract<WorkerMessage, { op: 'draft' }>): Promise<{ logits: Float32Array; hidden: Float32Array }> {
+async function draftForward(msg: Extract<WorkerMessage, { op: 'draft' }>): Promise<{ logits: Float32Array; features: Float32Array }> {
   const cache = seqOf(msg.seq);
   if (msg.compact) cache.compact(msg.compact.keepFrom, msg.compact.keep);
   const D = manifest.decoder.hidden;
+  const L = manifest.decoder.layers;
   const V = manifest.decoder.vocab;
   const T = msg.positions.length;
   const P = cache.length;
@@ -236,22 +233,26 @@ async function draftForward(msg: Extract<WorkerMessage, { op: 'draft' }>): Promi
     if (msg.past.mask.length !== T * n) throw new CodedError('INTERNAL', `draft past mask has ${msg.past.mask.length} entries, expected ${T * n}`);
     for (let i = 0; i < T; i++) for (let j = 0; j < n; j++) if (!msg.past.mask[i * n + j]) m[i * (P + T) + from + j] = -1e9;
   }
+  // feature_select 0: target hidden states; 1: the draft's own previous features (the other is zeros)
+  const useTarget = !!msg.hidden;
   const feeds: Record<string, ort.Tensor> = {
     inputs_embeds: new ort.Tensor('float32', msg.embeds, [1, T, D]),
-    features: new ort.Tensor('float32', msg.features, [1, T, D]),
+    hidden_states: new ort.Tensor('float32', msg.hidden ?? new Float32Array(T * L * D), [1, T, L, D]),
+    prev_features: new ort.Tensor('float32', msg.prev ?? new Float32Array(T * D), [1, T, D]),
+    feature_select: new ort.Tensor('float32', new Float32Array(T).fill(useTarget ? 0 : 1), [1, T]),
     position_ids: new ort.Tensor('int64', i64(msg.positions), [1, T]),
     attention_mask: new ort.Tensor('float32', m, [1, 1, T, P + T]),
     ...pastFeeds(cache),
   };
   const logits = new Float32Array(T * V);
-  const hidden = new Float32Array(T * D);
+  const features = new Float32Array(T * D);
   await run('draft', feeds, {
     logits: new ort.Tensor('float32', logits, [1, T, V]),
-    hidden_out: new ort.Tensor('float32', hidden, [1, T, D]),
+    features: new ort.Tensor('float32', features, [1, T, D]),
     ...presentFetches(cache, T),
   });
   cache.commit(T);
-  return { logits, hidden };
+  return { logits, features };
 }
 
 async function denoise(msg: Extract<WorkerMessage, { op: 'denoise' }>): Promise<Float32Array> {
@@ -336,7 +337,7 @@ async function handle(msg: WorkerMessage): Promise<{ result: unknown; transfer?:
       return { result: null };
     case 'draft': {
       const r = await draftForward(msg);
-      return { result: r, transfer: [r.logits.buffer as ArrayBuffer, r.hidden.buffer as ArrayBuffer] };
+      return { result: r, transfer: [r.logits.buffer as ArrayBuffer, r.features.buffer as ArrayBuffer] };
     }
     case 'embed_table': {
       const V = manifest.decoder.vocab;

@@ -33,12 +33,12 @@ async function runEagle(prompt: number[], n: number, sampling: SamplingParams, s
     sampling,
     rng: new Rng(seed),
     proposer,
-    prompt: { embeds: draft.embed(prompt), features: feats, positions: pos },
+    prompt: { embeds: draft.embed(prompt), features: feats, positions: pos, mask: causalMask(prompt.length) },
   })) {
     steps++;
     accepted += s.accepted;
     out.push(...s.tokens);
-    // invariant: after each step the draft's committed prefix has one entry per committed token
+    // invariant: after each step the draft holds one committed row per target-cached token
     const committedSoFar = prompt.length - 1 + out.length;
     const stable = drafter.stableLength;
     checks.push(() => expect(stable).toBe(committedSoFar));
@@ -89,7 +89,7 @@ describe('EAGLE drafting (pure units on the toy target)', () => {
     const drafter = new EagleDrafter(draft, draft.embed);
     const prompt = [11, 22, 33, 11, 22];
     const feats = new Float32Array(prompt.length * 8).map((_, i) => Math.sin(i));
-    await drafter.commit({ ids: prompt.slice(1), features: feats.subarray(0, 4 * 8), positions: Int32Array.of(1, 2, 3, 4) });
+    await drafter.commit({ ids: prompt.slice(1), hidden: feats.subarray(0, 4 * 8), positions: Int32Array.of(0, 1, 2, 3), rootPos: 4 });
     expect(drafter.stableLength).toBe(4);
     // expand three levels by hand: root, its children, grandchildren
     const l1 = await drafter.expand([[]], 3);
@@ -98,12 +98,15 @@ describe('EAGLE drafting (pure units on the toy target)', () => {
     const p2 = p1.flatMap((p, i) => l2[i]!.slice(0, 2).map((c) => [...p, c.token]));
     await drafter.expand(p2, 3);
     expect(draft.length).toBe(4 + p1.length + p2.length);
-    // level-1 nodes (slots 4..6) see the stable prefix 0..3 and themselves
+    // level-1 nodes (slots 4..6) see the stable prefix 0..3 and themselves; they are run as row n
+    // (the root's row, position 4), level-2 nodes as row n+1 (position 5)
     for (let i = 0; i < p1.length; i++) expect(draft.visibility[4 + i]).toEqual([0, 1, 2, 3, 4 + i]);
+    expect(draft.entries.slice(4, 7).map((e) => e.pos)).toEqual([4, 4, 4]);
+    expect(new Set(draft.entries.slice(7).map((e) => e.pos))).toEqual(new Set([5]));
     // level-2 node j (slot 7 + j) sees the prefix, its parent (slot 4 + floor(j/2)) and itself
     for (let j = 0; j < p2.length; j++) expect(draft.visibility[7 + j]).toEqual([0, 1, 2, 3, 4 + Math.floor(j / 2), 7 + j]);
     // the next commit drops the tree entries before adding the new pairs
-    await drafter.commit({ ids: [p1[0]![0]!], features: new Float32Array(8), positions: Int32Array.of(5) });
+    await drafter.commit({ ids: [p1[0]![0]!], hidden: new Float32Array(8), positions: Int32Array.of(4), rootPos: 5 });
     expect(drafter.stableLength).toBe(5);
     expect(draft.length).toBe(5);
   });

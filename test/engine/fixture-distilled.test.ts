@@ -1,31 +1,16 @@
-// The distilled-sampler hooks (denoise_6nfe.onnx / denoise_1nfe.onnx: guidance inside the graph,
-// one evaluation per step) with random-weight stand-ins made by fixtures/distilled/make_distilled.py.
+// The distilled samplers (denoise_6nfe.onnx / denoise_1nfe.onnx: guidance inside the graph, one
+// evaluation per step, the manifest's timestep grid) on test/fixtures/tiny-pack-accel.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { createEngine, type LocalEngine } from '../../src/engine/index.ts';
-import { collect, FIXTURE } from './fixture-helpers.ts';
+import { collect, engineError, FIXTURE } from './fixture-helpers.ts';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ACCEL = path.join(path.dirname(FIXTURE), 'tiny-pack-accel');
 let engine: LocalEngine;
 
 beforeAll(async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hb-distilled-pack-'));
-  for (const f of fs.readdirSync(FIXTURE)) if (f !== 'parity') fs.copyFileSync(path.join(FIXTURE, f), path.join(dir, f));
-  const m = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8'));
-  for (const g of ['denoise_6nfe', 'denoise_1nfe']) {
-    fs.copyFileSync(path.join(HERE, 'fixtures/distilled', `${g}.onnx`), path.join(dir, `${g}.onnx`));
-    const base = m.graphs.denoiser;
-    m.graphs[g] = {
-      file: `${g}.onnx`,
-      inputs: { ...base.inputs, cfg_text_scale: { dtype: 'float32', shape: ['batch'] }, cfg_image_scale: { dtype: 'float32', shape: ['batch'] } },
-      outputs: base.outputs,
-    };
-  }
-  fs.writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify(m));
-  engine = await createEngine(dir, { calibrate: false, intraOpThreads: 1 });
+  engine = await createEngine(ACCEL, { calibrate: false, intraOpThreads: 1 });
 });
 afterAll(async () => {
   await engine?.close();
@@ -48,17 +33,44 @@ test('progressive with distilled graphs: 1 evaluation for the preview, 6 for the
   ]);
   expect(frames[0]!.sampler).toBe('distilled-1nfe');
   expect(frames[6]!.sampler).toBe('distilled-6nfe');
-  // one context prefill (no CFG contexts) + 7 denoiser calls + 2 VAE decodes
+  // one context prefill (no CFG contexts) + 7 distilled calls + 2 VAE decodes
   expect(after.modelCalls - before.modelCalls).toBe(1 + 7 + 2);
-  // the guidance scales reach the graph
+});
+
+test('guidance scales reach the graph and are checked against the trained range', async () => {
   const a = await collect(engine.generate({ prompt: 'a red circle', mode: '6nfe', seed: 3, cfgTextScale: 2 }));
-  const b = await collect(engine.generate({ prompt: 'a red circle', mode: '6nfe', seed: 3, cfgTextScale: 6 }));
+  const b = await collect(engine.generate({ prompt: 'a red circle', mode: '6nfe', seed: 3, cfgTextScale: 5 }));
   expect(a[0]!.image.sha256).not.toBe(b[0]!.image.sha256);
-  // editing: 6 evaluations too; the baseline still uses the base denoiser with CFG
+  const err = await engineError(() => engine.generate({ prompt: 'a red circle', mode: '6nfe', cfgTextScale: 9 }));
+  expect(err.code).toBe('OUT_OF_RANGE');
+  expect(err.details?.['param']).toBe('cfgTextScale');
+  // the baseline is not limited to the distilled range
+  const base = await collect(engine.generate({ prompt: 'a red circle', mode: 'baseline', steps: 4, cfgTextScale: 9, seed: 1 }));
+  expect(base[0]!.sampler).toBe('euler-4 baseline');
+});
+
+test('editing: 6 distilled evaluations; the baseline still uses the base denoiser with CFG', async () => {
   const src = { width: 64, height: 64, data: new Uint8Array(64 * 64 * 3).fill(40) };
   const e = await collect(engine.generate({ prompt: 'make the circle blue', sourceImage: src, mode: '6nfe', seed: 1 }));
   expect(e[0]!.nfe).toBe(6);
   const base = await collect(engine.generate({ prompt: 'make the circle blue', sourceImage: src, mode: 'baseline', steps: 10, seed: 1 }));
-  expect(base[0]!.sampler).toBe('euler-10 baseline');
   expect(base[0]!.nfe).toBeGreaterThan(10);
+});
+
+test('the distilled samplers step on the manifest\'s timestep grids', async () => {
+  const m = JSON.parse(fs.readFileSync(path.join(ACCEL, 'manifest.json'), 'utf8'));
+  const client = engine.workerClient;
+  const orig = client.call.bind(client);
+  const seen: Array<[string, number]> = [];
+  client.call = ((msg: { op: string; graph?: string; t?: number; append?: boolean }, tr?: ArrayBuffer[], gen?: number) => {
+    if (msg.op === 'denoise' && !msg.append) seen.push([msg.graph!, msg.t!]);
+    return orig(msg as never, tr, gen);
+  }) as typeof client.call;
+  try {
+    await collect(engine.generate({ prompt: 'a red circle', mode: 'progressive', seed: 2 }));
+  } finally {
+    client.call = orig;
+  }
+  const grid6: number[] = m.distilled.denoise_6nfe.timesteps;
+  expect(seen).toEqual([['denoise_1nfe', 1], ...grid6.slice(0, 6).map((t) => ['denoise_6nfe', t])]);
 });

@@ -1,7 +1,7 @@
 // A pure-JS EAGLE-style draft (DraftModel) for the toy target: predicts the next feature from
 // (token embedding, previous feature) plus a little attention over the entries it may see. Records
 // what every entry could see, so tests can check the tree visibility rules.
-import type { DraftForward, DraftModel } from '../../src/engine/speculative/eagle.ts';
+import type { DraftForward, DraftModel, DraftRows } from '../../src/engine/speculative/eagle.ts';
 import type { ToyModel } from './toy-lm.ts';
 
 interface Entry {
@@ -22,9 +22,6 @@ export class ToyDraft implements DraftModel {
   get featureDim() {
     return this.target.dim;
   }
-  get hiddenDim() {
-    return this.target.dim;
-  }
   get length() {
     return this.entries.length;
   }
@@ -34,7 +31,9 @@ export class ToyDraft implements DraftModel {
     ids.forEach((id, i) => out.set(this.target.emb.subarray(id * D, id * D + D), i * D));
     return out;
   };
-  async forward(embeds: Float32Array, features: Float32Array, positions: Int32Array, mask: Uint8Array, past?: { from: number; mask: Uint8Array }): Promise<DraftForward> {
+  async forward(rows: DraftRows): Promise<DraftForward> {
+    const { embeds, positions, mask, past } = rows;
+    const features = rows.hidden ?? rows.prev!;
     this.forwards++;
     const T = positions.length;
     const D = this.target.dim;
@@ -53,9 +52,11 @@ export class ToyDraft implements DraftModel {
       for (let j = 0; j < T; j++) if (mask[i * T + j]) vis.push(base + j);
       this.visibility[base + i] = vis;
       const e = fresh[i]!;
-      const w = 1 / (1 + 0.3 * e.pos) + 0.05 * ((e.pos * 7) % 5);
+      // row i predicts the feature of row i+1 (the embedded token's row, at position pos + 1)
+      const p1 = e.pos + 1;
+      const w = 1 / (1 + 0.3 * p1) + 0.05 * ((p1 * 7) % 5);
       const h = new Float64Array(D);
-      for (let d = 0; d < D; d++) h[d] = e.feat[d]! * 1.5 + w * e.emb[d]! * (1 + 0.1 * Math.sin(e.pos + d));
+      for (let d = 0; d < D; d++) h[d] = e.feat[d]! * 1.5 + w * e.emb[d]! * (1 + 0.1 * Math.sin(p1 + d));
       for (const s of vis) {
         const f = s < base ? this.entries[s]!.feat : fresh[s - base]!.feat;
         for (let d = 0; d < D; d++) h[d]! += this.mix * f[d]!;
@@ -71,7 +72,7 @@ export class ToyDraft implements DraftModel {
       }
     }
     this.entries.push(...fresh);
-    return { logits, hidden };
+    return { logits, features: hidden };
   }
   truncate(n: number): void {
     this.entries.length = Math.min(n, this.entries.length);

@@ -86,10 +86,13 @@ export function planSamplers(ctx: EngineCtx, v: ValidatedGenerate): { preview?: 
   const few = (n: 1 | 6): SamplerPlan => {
     const graph: DenoiseGraph = n === 6 ? 'denoise_6nfe' : 'denoise_1nfe';
     const distilled = !!g[graph];
+    // distilled graphs come with their own timestep grid (manifest.distilled.<graph>.timesteps)
+    const grid = distilled ? ctx.manifest.distilled?.[graph]?.timesteps : undefined;
+    if (distilled) checkDistilledScales(ctx, graph, v);
     return {
       name: distilled ? `distilled-${n}nfe` : `euler-${n} (base denoiser + CFG; no ${graph}.onnx in pack)`,
       graph: distilled ? graph : 'denoiser',
-      scheduler: new EulerFlowScheduler(n, v.shift),
+      scheduler: grid ? new EulerFlowScheduler(grid.length - 1, v.shift, grid) : new EulerFlowScheduler(n, v.shift),
       cfg: v.cfg,
       distilled,
     };
@@ -105,6 +108,22 @@ export function planSamplers(ctx: EngineCtx, v: ValidatedGenerate): { preview?: 
     case 'progressive':
       return { preview: few(1), main: few(6) };
   }
+}
+
+/** Guidance scales a distilled graph was trained on (manifest.distilled.<graph>.cfg_*_range). */
+function checkDistilledScales(ctx: EngineCtx, graph: 'denoise_6nfe' | 'denoise_1nfe', v: ValidatedGenerate): void {
+  const d = ctx.manifest.distilled?.[graph];
+  if (!d) return;
+  const check = (name: string, value: number, range?: [number, number]) => {
+    if (range && (value < range[0] || value > range[1]))
+      throw new EngineError('OUT_OF_RANGE', `${name} must be in [${range[0]}, ${range[1]}] for the ${graph} sampler (its training range), got ${value}`, {
+        param: name,
+        min: range[0],
+        max: range[1],
+      });
+  };
+  check('cfgTextScale', v.cfg.textScale, d.cfg_text_range);
+  if (v.edit) check('cfgImageScale', v.cfg.imageScale, d.cfg_image_range);
 }
 
 interface Ctx {

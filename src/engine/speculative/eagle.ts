@@ -1,64 +1,76 @@
-// EAGLE-style model drafting (feature-level autoregression, EAGLE-1/2) as an Expander.
+// EAGLE-style model drafting as an Expander, following docs/model-pack.md "Draft rows":
+// draft row i stands for target row i: input = (target input embedding of row i+1, target
+// hidden_states of row i [L layers]) — or, for draft steps, the draft's own `features` of the previous
+// row — at the target position of row i; it predicts the token of row i+2.
 //
-// Draft input at committed position p: (embedding of token t_{p+1}, target feature f_p) at the
-// position id of t_{p+1}; output: predicted feature f̂_{p+1} and logits for t_{p+2}. Committed pairs
-// live in the draft's KV ("stable" prefix, always built from *target* features). Each round:
-//   1. commit(): feed the pairs of the tokens committed since the last round (catch-up); the last
-//      output is the draft's distribution for the root's children.
-//   2. expand(): per tree level, run all frontier nodes in one draft forward (query length = k);
-//      a node's input is (embedding of its token, its parent's draft hidden); it sees the stable
-//      prefix and its own ancestors among the temporary tree entries, nothing else.
-//   3. The temporary entries are dropped at the next commit (draft-side rollback is a truncate).
+// Each round:
+//   1. commit(): crop the draft cache to its committed rows, then feed the newly committed rows with
+//      their target hidden states (catch-up). The last row's output is the distribution of the root's
+//      children (the root = the token just chosen by the target, not yet verified-cached).
+//   2. expand(): per tree level, all frontier nodes go through the draft in one call (query length k).
+//      A node at depth d (target row n+d) is run as draft row n+d−1: input embedding of its token, the
+//      parent's draft features, the target position of row n+d−1; it sees the committed rows and its
+//      own ancestors among the temporary tree rows, nothing else.
+//   3. The temporary rows are cropped at the next commit (draft-side rollback is a truncate).
 import type { Candidate, Expander } from './tree.ts';
 
 export interface DraftForward {
   logits: Float32Array; // [T, V]
-  hidden: Float32Array; // [T, F]
+  features: Float32Array; // [T, D]
 }
 
-/** The draft network with its own KV cache (worker-backed for draft.onnx, pure JS in tests). */
+export interface DraftRows {
+  /** input embeddings (of the next row's token), [T, D] */
+  embeds: Float32Array;
+  /** target hidden states of all layers, [T, L·D] (feature_select 0) … */
+  hidden?: Float32Array;
+  /** … or the draft's own features of the previous row, [T, D] (feature_select 1) */
+  prev?: Float32Array;
+  positions: Int32Array;
+  /** T×T local mask among the new rows (1 = attend) */
+  mask: Uint8Array;
+  /** visibility of cached rows from `from` on (T × (length − from)); earlier rows always visible */
+  past?: { from: number; mask: Uint8Array };
+}
+
+/** The draft network with its own KV cache (worker-backed draft.onnx, or pure JS in tests). */
 export interface DraftModel {
   readonly vocab: number;
+  /** D: width of `features` */
   readonly featureDim: number;
-  readonly hiddenDim: number;
-  /** entries in the draft's KV cache */
+  /** rows in the draft's KV cache */
   readonly length: number;
-  /**
-   * Append T entries. `pastMask` (T × (length − pastFrom), 1 = attend) restricts which cached
-   * entries from `pastFrom` on are visible; entries before `pastFrom` are always visible. `mask` is
-   * the T×T local mask among the new entries.
-   */
-  forward(
-    embeds: Float32Array,
-    features: Float32Array,
-    positions: Int32Array,
-    mask: Uint8Array,
-    past?: { from: number; mask: Uint8Array },
-  ): Promise<DraftForward>;
-  /** keep the first n entries */
+  forward(rows: DraftRows): Promise<DraftForward>;
+  /** keep the first n rows */
   truncate(n: number): void;
 }
 
 interface Node {
-  /** draft hidden of this node's forward: the feature its children are run with */
-  hidden: Float32Array;
-  /** draft logits of this node's forward: distribution of its children */
+  features: Float32Array;
   logits: Float32Array;
-  /** KV slot of this node's entry (−1 for the root, whose entry is part of the stable prefix) */
-  slot: number;
-  /** ancestor slots (temporary entries) incl. own */
+  /** temporary rows of this node and its ancestors (root: none, it is committed) */
   slots: number[];
 }
 
-export interface CommitPairs {
-  /** the newly committed tokens t_{p+1} (embedded with the shared table) … */
+export interface CommitRows {
+  /** tokens whose embeddings are the inputs (row i+1's token for row i) … */
   ids?: number[];
-  /** … or their embeddings directly, [n, D] (prompt image blocks) */
+  /** … or the embeddings themselves, [n, D] (prompt image blocks) */
   embeds?: Float32Array;
-  /** target features f_p of the tokens before them, [n, F] */
-  features: Float32Array;
-  /** position ids of the newly committed tokens */
+  /** target hidden states (all layers) of the committed rows, [n, L·D] */
+  hidden: Float32Array;
+  /** target positions of the committed rows */
   positions: Int32Array;
+  /** n×n mask among them (the target's: causal, bidirectional inside image blocks); default causal */
+  mask?: Uint8Array;
+  /** target position of the root (the token just chosen, next row) */
+  rootPos: number;
+}
+
+export function causal(n: number): Uint8Array {
+  const m = new Uint8Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) m[i * n + j] = 1;
+  return m;
 }
 
 export class EagleDrafter implements Expander {
@@ -72,71 +84,68 @@ export class EagleDrafter implements Expander {
     private embed: (ids: number[]) => Float32Array,
   ) {}
 
-  /** Feed newly committed pairs (catch-up). The last pair's output predicts the root's children. */
-  async commit(p: CommitPairs): Promise<void> {
-    const n = p.positions.length;
-    if (!n) throw new Error('commit: no pairs');
-    this.draft.truncate(this.stable); // drop last round's tree entries
-    const mask = new Uint8Array(n * n);
-    for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) mask[i * n + j] = 1;
-    const embeds = p.embeds ?? this.embed(p.ids ?? []);
-    const out = await this.draft.forward(embeds, p.features, p.positions, mask);
-    this.forwards++;
-    this.stable += n;
-    this.rootPos = p.positions[n - 1]!;
-    const V = this.draft.vocab;
-    const F = this.draft.hiddenDim;
-    this.nodes.clear();
-    this.nodes.set('', {
-      hidden: out.hidden.slice((n - 1) * F, n * F),
-      logits: out.logits.slice((n - 1) * V, n * V),
-      slot: -1,
-      slots: [],
-    });
-  }
-
   embedIds(ids: number[]): Float32Array {
     return this.embed(ids);
   }
 
-  /** entries of the draft KV that are committed (for tests) */
+  /** committed rows in the draft cache */
   get stableLength(): number {
     return this.stable;
   }
 
+  async commit(c: CommitRows): Promise<void> {
+    const n = c.positions.length;
+    if (!n) throw new Error('commit: no rows');
+    this.draft.truncate(this.stable);
+    const out = await this.draft.forward({
+      embeds: c.embeds ?? this.embed(c.ids ?? []),
+      hidden: c.hidden,
+      positions: c.positions,
+      mask: c.mask ?? causal(n),
+    });
+    this.forwards++;
+    this.stable += n;
+    this.rootPos = c.rootPos;
+    const V = this.draft.vocab;
+    const D = this.draft.featureDim;
+    this.nodes.clear();
+    this.nodes.set('', { features: out.features.slice((n - 1) * D, n * D), logits: out.logits.slice((n - 1) * V, n * V), slots: [] });
+  }
+
   async expand(paths: number[][], k: number): Promise<Candidate[][]> {
     const V = this.draft.vocab;
-    const F = this.draft.hiddenDim;
-    // run the nodes not yet run (one batched draft forward per level)
+    const D = this.draft.featureDim;
     const todo = paths.filter((p) => !this.nodes.has(p.join(',')));
     if (todo.length) {
       const T = todo.length;
-      const tokens = todo.map((p) => p[p.length - 1]!);
       const parents = todo.map((p) => {
         const parent = this.nodes.get(p.slice(0, -1).join(','));
         if (!parent) throw new Error(`draft tree: parent of [${p.join(',')}] was never run`);
         return parent;
       });
-      const features = new Float32Array(T * F);
-      parents.forEach((par, i) => features.set(par.hidden, i * F));
-      const positions = Int32Array.from(todo.map((p) => this.rootPos + p.length));
+      const prev = new Float32Array(T * D);
+      parents.forEach((par, i) => prev.set(par.features, i * D));
+      const base = this.draft.length;
+      const temp = base - this.stable;
+      const pastMask = new Uint8Array(T * temp);
+      parents.forEach((par, i) => {
+        for (const s of par.slots) pastMask[i * temp + (s - this.stable)] = 1;
+      });
       const local = new Uint8Array(T * T);
       for (let i = 0; i < T; i++) local[i * T + i] = 1;
-      const base = this.draft.length;
-      const tempCount = base - this.stable;
-      const pastMask = new Uint8Array(T * tempCount);
-      parents.forEach((par, i) => {
-        for (const s of par.slots) pastMask[i * tempCount + (s - this.stable)] = 1;
+      const out = await this.draft.forward({
+        embeds: this.embed(todo.map((p) => p[p.length - 1]!)),
+        prev,
+        positions: Int32Array.from(todo.map((p) => this.rootPos + p.length - 1)),
+        mask: local,
+        past: { from: this.stable, mask: pastMask },
       });
-      const out = await this.draft.forward(this.embed(tokens), features, positions, local, { from: this.stable, mask: pastMask });
       this.forwards++;
       todo.forEach((p, i) => {
-        const slot = base + i;
         this.nodes.set(p.join(','), {
-          hidden: out.hidden.slice(i * F, (i + 1) * F),
+          features: out.features.slice(i * D, (i + 1) * D),
           logits: out.logits.slice(i * V, (i + 1) * V),
-          slot,
-          slots: [...parents[i]!.slots, slot],
+          slots: [...parents[i]!.slots, base + i],
         });
       });
     }

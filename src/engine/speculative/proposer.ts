@@ -2,7 +2,7 @@
 // n-gram drafter and (later) a draft model implement Expander; the proposer chooses the shape
 // (chain = top-1 tree) and, when sizing is on, the size from the hardware cost curve.
 import type { SpeculationMode } from '../types.ts';
-import type { CommitPairs, EagleDrafter } from './eagle.ts';
+import type { CommitRows, EagleDrafter } from './eagle.ts';
 import { AcceptanceStats } from './metrics.ts';
 import { NgramExpander } from './ngram.ts';
 import { chooseChainLength, chooseTreeSize, type CostCurve } from './sizing.ts';
@@ -13,8 +13,8 @@ export interface Proposer {
   readonly source: string;
   /** the proposer consumes target features (EAGLE): the loop must run the target with features */
   readonly needsFeatures?: boolean;
-  /** feed (token, previous target feature) pairs of newly committed tokens (EAGLE catch-up) */
-  commit?(pairs: CommitPairs): Promise<void>;
+  /** feed newly committed rows with their target hidden states to the draft (EAGLE catch-up) */
+  commit?(rows: CommitRows): Promise<void>;
   propose(committed: number[]): Promise<DraftTree>;
   /** feedback after verification: tree depth drafted and tokens accepted */
   observe(depth: number, accepted: number): void;
@@ -82,8 +82,8 @@ export class DraftModelProposer extends TreeProposer {
   ) {
     super('draft-model', drafter, cfg);
   }
-  commit(pairs: CommitPairs): Promise<void> {
-    return this.drafter.commit(pairs);
+  commit(rows: CommitRows): Promise<void> {
+    return this.drafter.commit(rows);
   }
   embedIds(ids: number[]): Float32Array {
     return this.drafter.embedIds(ids);

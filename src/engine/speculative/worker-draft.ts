@@ -1,8 +1,8 @@
-// DraftModel backed by draft.onnx in the model worker (its own KV cache there). Truncations are
-// deferred and travel with the next forward.
+// DraftModel backed by draft.onnx in the model worker (its own KV cache there). Crops are deferred
+// and travel with the next forward.
 import type { WorkerClient } from '../../runtime/client.ts';
 import { WorkerSequence } from '../understand/worker-target.ts';
-import type { DraftForward, DraftModel } from './eagle.ts';
+import type { DraftForward, DraftModel, DraftRows } from './eagle.ts';
 
 export class WorkerDraftModel implements DraftModel {
   private len = 0;
@@ -14,10 +14,6 @@ export class WorkerDraftModel implements DraftModel {
     readonly featureDim: number,
     private generation: number,
   ) {}
-
-  get hiddenDim(): number {
-    return this.featureDim;
-  }
 
   static async open(client: WorkerClient, vocab: number, hidden: number, capacity = 128): Promise<WorkerDraftModel> {
     await client.whenReady();
@@ -37,25 +33,26 @@ export class WorkerDraftModel implements DraftModel {
     this.len = n;
   }
 
-  async forward(embeds: Float32Array, features: Float32Array, positions: Int32Array, mask: Uint8Array, past?: { from: number; mask: Uint8Array }): Promise<DraftForward> {
+  async forward(r: DraftRows): Promise<DraftForward> {
     const compact = this.pendingTruncate !== null ? { keepFrom: this.pendingTruncate, keep: new Int32Array(0) } : undefined;
     this.pendingTruncate = null;
-    const r = await this.client.call<DraftForward>(
+    const out = await this.client.call<DraftForward>(
       {
         op: 'draft',
         seq: this.id,
-        embeds: Float32Array.from(embeds),
-        features: Float32Array.from(features),
-        positions: Int32Array.from(positions),
-        mask: Uint8Array.from(mask),
-        past: past ? { from: past.from, mask: Uint8Array.from(past.mask) } : undefined,
+        embeds: Float32Array.from(r.embeds),
+        hidden: r.hidden ? Float32Array.from(r.hidden) : undefined,
+        prev: r.prev ? Float32Array.from(r.prev) : undefined,
+        positions: Int32Array.from(r.positions),
+        mask: Uint8Array.from(r.mask),
+        past: r.past ? { from: r.past.from, mask: Uint8Array.from(r.past.mask) } : undefined,
         compact,
       },
       [],
       this.generation,
     );
-    this.len += positions.length;
-    return r;
+    this.len += r.positions.length;
+    return out;
   }
 
   async close(): Promise<void> {

@@ -28,9 +28,9 @@ export interface DecodeOptions {
   checkpoint?: () => void;
   /**
    * For feature-consuming proposers (EAGLE): the prompt's rows as cached in the target — input
-   * embeddings [n, D], target features [n, F], positions. Pairs (t_{p+1}, f_p) are fed to the draft.
+   * embeddings [n, D], target hidden states of all layers [n, L·D], positions, n×n mask.
    */
-  prompt?: { embeds: Float32Array; features: Float32Array; positions: Int32Array };
+  prompt?: { embeds: Float32Array; features: Float32Array; positions: Int32Array; mask: Uint8Array };
   /**
    * Deepest draft worth verifying at the next step (e.g. tokens still allowed − 1, or positions
    * left in the model); deeper drafted nodes are pruned before verification.
@@ -64,20 +64,16 @@ export async function* decodeSteps(
   let pos = nextPos;
   const eagle = o.proposer?.needsFeatures ? o.proposer : null;
   if (eagle) {
+    // draft catch-up on the prompt: row i = (embedding of row i+1 — the root's for the last row,
+    // target hidden states of row i) at row i's position, with the prompt's own mask
     const pr = o.prompt;
     if (!pr) throw new Error('a feature-consuming proposer needs the prompt rows');
     const n = pr.positions.length;
     const D = pr.embeds.length / n;
-    const F = pr.features.length / n;
-    // pairs (t_1, f_0) … (t_{n-1}, f_{n-2}) from the prompt, then (root, f_{n-1})
     const embeds = new Float32Array(n * D);
     embeds.set(pr.embeds.subarray(D));
-    const rootEmb = await embedOne(eagle, root);
-    embeds.set(rootEmb, (n - 1) * D);
-    const positions = new Int32Array(n);
-    positions.set(pr.positions.subarray(1));
-    positions[n - 1] = pos;
-    await eagle.commit!({ embeds, features: pr.features.subarray(0, n * F), positions });
+    embeds.set(await embedOne(eagle, root), (n - 1) * D);
+    await eagle.commit!({ embeds, hidden: pr.features, positions: pr.positions, mask: pr.mask, rootPos: pos });
   }
   for (;;) {
     throwIfAborted(o.signal);
@@ -100,14 +96,15 @@ export async function* decodeSteps(
     o.proposer?.observe(depth, accepted);
     const tokens = [...res.acceptedTokens, res.nextToken];
     if (eagle) {
-      // pairs (a_1, f_root), (a_2, f_a1), …, (next, f_am): features of root + accepted nodes
+      // catch-up on the newly committed rows (root + accepted path) with their verify hidden states;
+      // inputs are the embeddings of the following tokens (a_1 … a_m, next)
       if (!feats) throw new Error('target returned no features');
       const F = feats.length / N;
       const rows = [0, ...res.acceptedNodes];
-      const features = new Float32Array(rows.length * F);
-      rows.forEach((r, i) => features.set(feats.subarray(r * F, (r + 1) * F), i * F));
-      const positions = Int32Array.from(tokens.map((_, i) => pos + 1 + i));
-      await eagle.commit!({ ids: tokens, features, positions });
+      const hidden = new Float32Array(rows.length * F);
+      rows.forEach((r, i) => hidden.set(feats.subarray(r * F, (r + 1) * F), i * F));
+      const positions = Int32Array.from(rows.map((_, i) => pos + i));
+      await eagle.commit!({ ids: tokens, hidden, positions, rootPos: pos + rows.length });
     }
     pos += 1 + accepted;
     committed.push(...tokens);

@@ -160,7 +160,7 @@ export async function* runUnderstand(
       startPos = conversation.nextPos;
       history = conversation.history;
     } else {
-      seq = await WorkerSequence.open(ctx.client, ctx.manifest.decoder.vocab, 64, ctx.manifest.decoder.hidden);
+      seq = await WorkerSequence.open(ctx.client, ctx.manifest.decoder.vocab, 64, ctx.manifest.decoder.hidden * ctx.manifest.decoder.layers);
       if (conversation) conversation.seq = seq;
     }
     await seq.flush();
@@ -185,6 +185,7 @@ export async function* runUnderstand(
     draft = made.draft;
     const pEmbeds = proposer?.needsFeatures ? promptEmbeds(ctx, lay.segments, promptTokens) : null;
     const pPositions = Int32Array.from(lay.positions);
+    const pMask = Uint8Array.from(lay.mask);
     const lastLogits = await seq.extend(lay.segments, lay.positions, lay.mask, 'last', !!proposer?.needsFeatures);
     const pFeatures = seq.lastFeatures;
     const context = [...history, ...lay.ids];
@@ -204,7 +205,7 @@ export async function* runUnderstand(
       rng,
       proposer,
       signal,
-      prompt: pEmbeds && pFeatures ? { embeds: pEmbeds, features: pFeatures, positions: pPositions } : undefined,
+      prompt: pEmbeds && pFeatures ? { embeds: pEmbeds, features: pFeatures, positions: pPositions, mask: pMask } : undefined,
       // no drafting past the answer budget or the model's last position
       maxDraftDepth: () => Math.min(maxTokens - generated.length - 1, maxPos - 1 - (lay.nextPos + generated.length)),
     });
