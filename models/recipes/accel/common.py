@@ -236,7 +236,7 @@ class GenBatch:
 
     def __init__(self, m, tok, sets, rng, n_t2i, n_edit):
         c = m.c
-        items, x0, self.desc = [], [], []
+        items, x0, self.desc, self.scenes = [], [], [], []
         for j in range(n_t2i + n_edit):
             ds = rng.choice(sets)
             i = rng.randrange(ds.n)
@@ -245,12 +245,14 @@ class GenBatch:
                 items.append({"prompt_ids": ps[rng.randrange(len(ps))], "src_pixels64": None, "src_tokens": None})
                 x0.append(ds.latents[i])
                 self.desc.append(ds.cap_ids[i])
+                self.scenes.append(ds.records[i]["scene"])
             else:
                 items.append({"prompt_ids": ds.edit_ids[i], "src_pixels64": to_pixels(ds.images[i:i + 1], 64)[0],
                               "src_tokens": patchify(torch.from_numpy(np.asarray(ds.latents[i:i + 1])).float(),
                                                      c.latent_patch)[0]})
                 x0.append(ds.edited_latents[i])
                 self.desc.append(tok.encode(ds.records[i]["edit"]["caption"]))
+                self.scenes.append(ds.records[i]["edit"]["scene"])
         self.is_edit = torch.tensor([it["src_pixels64"] is not None for it in items])
         self.prompts = [it["prompt_ids"] for it in items]
         self.x0 = patchify(torch.from_numpy(np.stack(x0)).float(), c.latent_patch)

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Monitoring for the stage table (PyTorch; NOT the project's evaluator, which is `npx hyperbagel eval
+geneval|gedit --mode 6nfe|1nfe`): on seeded val conditions (t2i + edit), compares the baseline sampler
+(original model, 50 steps, shift 3, dual CFG 4.0/1.5 with interval [0.4,1] and global renorm, 2-3 contexts)
+with distilled students (their own grid, one context) from the same noise. Prints JSON per model: latent MSE
+to the baseline's output, NFE, and the crude analytic scene reader's match rates (background / objects
+present / exact) against the requested scene.
+
+  OPENBLAS_NUM_THREADS=2 /usr/bin/python3 models/recipes/accel/eval_gen.py --target runs/unified/unified.ckpt \
+      --data data/val --students 6nfe-cfg=runs/gen/cfg/ckpt.pt,6nfe-tscd=runs/gen/tscd/ckpt.pt,6nfe=runs/gen/dmdo/ckpt.pt,1nfe=runs/gen/refl/ckpt.pt"""
+import argparse
+import json
+import os
+import random
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from accel.common import target_from_args, load_sets, GenBatch, teacher_cfg, gen_velocity, shifted, torch  # noqa: E402
+from accel.train_gen import euler, decode, load_student  # noqa: E402
+from hyperbagel.sample import scene_match  # noqa: E402
+
+
+@torch.no_grad()
+def baseline(m, xT, gb, st, si, steps=50, interval=(0.4, 1.0)):
+    ts = shifted(torch.linspace(1, 0, steps), 3.0)
+    x = xT
+    B = x.shape[0]
+    for i in range(steps - 1):
+        t, u = float(ts[i]), float(ts[i + 1])
+        tt = torch.full((B,), t)
+        v = teacher_cfg(m, x, tt, gb, st, si) if interval[0] < t <= interval[1] else gen_velocity(m, x, tt, gb.full)
+        x = x + (u - t) * v
+    return x
+
+
+def rates(vae, scale, c, x, scenes):
+    px = decode(vae, scale, c, x).clamp(-1, 1)
+    r = [scene_match(px[b], scenes[b]) for b in range(len(scenes))]
+    return {k: sum(int(z[i]) for z in r) / len(r) for i, k in enumerate(("background", "present", "exact"))}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--target", default=None)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--students", default="", help="name=ckpt.pt,... (nfe from the ckpt's stage)")
+    ap.add_argument("--t2i", type=int, default=16)
+    ap.add_argument("--edit", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    m, tok, vae, scale = target_from_args(a)
+    c = m.c
+    sets = load_sets(a.data, tok, vae, scale)
+    gb = GenBatch(m, tok, sets, random.Random(a.seed), a.t2i, a.edit)
+    g = torch.Generator().manual_seed(a.seed)
+    xT = torch.randn(gb.x0.shape, generator=g)
+    st = torch.full((gb.B,), 4.0)
+    si = torch.where(gb.is_edit, torch.full((gb.B,), 1.5), torch.ones(gb.B))
+    ref = baseline(m, xT, gb, st, si)
+    res = {"baseline": {"steps": 50, **rates(vae, scale, c, ref, gb.scenes)}}
+    res["data_vae_recon"] = rates(vae, scale, c, gb.x0, gb.scenes)
+    for spec in [s for s in a.students.split(",") if s]:
+        name, path = spec.split("=")
+        ck = torch.load(path, map_location="cpu")
+        s = load_student(m, path).eval()
+        nfe = ck.get("nfe", 6)
+        with torch.no_grad():
+            x = euler(s, xT, gb, st, si, nfe)[0][-1]
+        res[name] = {"stage": ck.get("stage"), "steps": ck.get("step"), "nfe": nfe,
+                     "latent_mse_to_baseline": float(((x - ref) ** 2).mean()), **rates(vae, scale, c, x, gb.scenes)}
+    if a.out:
+        json.dump(res, open(a.out, "w"), indent=2)
+    print(json.dumps(res), flush=True)
+
+
+if __name__ == "__main__":
+    main()
