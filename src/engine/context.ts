@@ -4,7 +4,7 @@ import type { LoadedPack, Manifest } from '../runtime/manifest.ts';
 import type { Segment } from '../runtime/protocol.ts';
 import type { Limiter } from './limiter.ts';
 import type { AcceptanceStats } from './speculative/metrics.ts';
-import type { CostCurve } from './speculative/sizing.ts';
+import type { CostCurve, DraftCost } from './speculative/sizing.ts';
 import type { PackTokenizer } from './tokenizer.ts';
 
 export interface EngineOptions {
@@ -20,6 +20,8 @@ export interface EngineOptions {
   calibrate?: boolean;
   /** use this cost curve (ms per forward of T tokens) instead of measuring */
   costCurve?: Array<[number, number]>;
+  /** use these draft costs (ms) instead of measuring */
+  draftCost?: DraftCost;
   /** longest accepted prompt in words (default: what fits the decoder's positions) */
   maxPromptWords?: number;
   /** default and maximum answer length */
@@ -41,8 +43,12 @@ export interface EngineCtx {
   curve: CostCurve | null;
   /** the target's input embedding table [V, D] on the main thread (for the draft's inputs) */
   embedTable: Float32Array | null;
+  /** measured draft costs (ms): one draft step, and the catch-up forward per verification */
+  draftCost: DraftCost | null;
+  /** auto-mode requests seen (exploration schedule) */
+  autoRequests?: number;
   limiter: Limiter;
-  opts: Required<Omit<EngineOptions, 'costCurve' | 'maxPromptWords'>> & { maxPromptWords: number };
+  opts: Required<Omit<EngineOptions, 'costCurve' | 'draftCost' | 'maxPromptWords'>> & { maxPromptWords: number };
 }
 
 /** A piece of a context: text token ids, an image block of embeddings (ViT), or a VAE latent block. */

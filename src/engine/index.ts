@@ -22,6 +22,8 @@ import {
 } from './types.ts';
 import { causalMask } from './understand/target.ts';
 import { runUnderstand, type ConversationState } from './understand/pipeline.ts';
+import { WorkerDraftModel } from './speculative/worker-draft.ts';
+import type { DraftCost } from './speculative/sizing.ts';
 import { WorkerSequence } from './understand/worker-target.ts';
 
 export type { EngineOptions } from './context.ts';
@@ -40,6 +42,8 @@ export interface LocalEngine extends Engine {
   readonly workerClient: WorkerClient;
   /** running acceptance statistics used by auto sizing */
   readonly acceptance: AcceptanceStats;
+  /** measured draft-model costs (null without a draft graph or calibration) */
+  readonly draftCost: DraftCost | null;
 }
 
 function intOpt(o: Record<string, unknown>, k: string, d: number): number {
@@ -87,6 +91,7 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
     draftStats: new AcceptanceStats(0.6),
     curve: null,
     embedTable: null,
+    draftCost: null,
     limiter: new Limiter(opts.maxConcurrent, opts.maxQueue),
     opts,
   };
@@ -117,13 +122,45 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
       // monotone envelope: verifying more tokens never costs less
       for (let i = 1; i < points.length; i++) points[i]![1] = Math.max(points[i]![1], points[i - 1]![1]);
       ctx.curve = new CostCurve(points);
+      if (m.graphs.draft) ctx.draftCost = await measureDraft(P);
       return points;
     } finally {
       await seq.close();
     }
   }
 
+  /** Draft costs: one draft step (T = 1, own features) and a catch-up of 2 committed rows. */
+  async function measureDraft(P: number): Promise<DraftCost> {
+    const D = m.decoder.hidden;
+    const L = m.decoder.layers;
+    const draft = await WorkerDraftModel.open(client, m.decoder.vocab, D);
+    try {
+      const row = (T: number, hidden: boolean, pos: number) => ({
+        embeds: new Float32Array(T * D),
+        ...(hidden ? { hidden: new Float32Array(T * L * D) } : { prev: new Float32Array(T * D) }),
+        positions: Int32Array.from({ length: T }, (_, i) => pos + i),
+        mask: causalMask(T),
+      });
+      await draft.forward(row(P, true, 0));
+      const time = async (T: number, hidden: boolean) => {
+        const ts: number[] = [];
+        for (let rep = 0; rep < 9; rep++) {
+          const t0 = performance.now();
+          await draft.forward(row(T, hidden, P));
+          ts.push(performance.now() - t0);
+          draft.truncate(P);
+        }
+        return ts.sort((a, b) => a - b)[4]!;
+      };
+      await time(1, false); // warm-up
+      return { perToken: await time(1, false), fixed: await time(2, true) };
+    } finally {
+      await draft.close();
+    }
+  }
+
   if (m.graphs.draft) ctx.embedTable = await client.call<Float32Array>({ op: 'embed_table' });
+  if (o['draftCost'] && typeof o['draftCost'] === 'object') ctx.draftCost = o['draftCost'] as DraftCost;
   if (Array.isArray(o['costCurve'])) ctx.curve = new CostCurve(o['costCurve'] as Array<[number, number]>);
   else if (opts.calibrate) await calibrate();
 
@@ -200,6 +237,9 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
     calibrate,
     workerClient: client,
     acceptance: ctx.stats,
+    get draftCost() {
+      return ctx.draftCost;
+    },
   };
   return engine;
 }

@@ -81,7 +81,10 @@ describe('draft.onnx through the worker', () => {
         for (const mode of ['off', 'chain', 'tree', 'auto'] as const) {
           const evs = await collect(engine.understand({ prompt, image, maxTokens: 24, speculation: { mode } }));
           const s = evs.at(-1) as UnderstandSummary;
-          expect(s.speculation.proposer).toBe(mode === 'off' ? 'none' : 'draft-model');
+          // auto may leave the (random, never accepted) draft for the n-gram drafter once its
+          // running acceptance shows it does not pay
+          if (mode === 'auto') expect(['draft-model', 'ngram']).toContain(s.speculation.proposer);
+          else expect(s.speculation.proposer).toBe(mode === 'off' ? 'none' : 'draft-model');
           drafted += s.speculation.draftedTokens;
           texts.push(s.text);
         }
@@ -149,6 +152,38 @@ describe('draft.onnx through the worker', () => {
     expect(df).toBe(8);
     expect(stat).toBeLessThan(26.12);
   }, 90000);
+
+  test('auto: the draft model is used only when its measured cost and acceptance pay off', async () => {
+    const flat: Array<[number, number]> = [[1, 1], [2, 1.02], [8, 1.1], [32, 1.4]];
+    const dear = await createEngine(ACCEL, { intraOpThreads: 1, costCurve: flat, draftCost: { perToken: 5, fixed: 5 } });
+    const cheap = await createEngine(ACCEL, { intraOpThreads: 1, costCurve: flat, draftCost: { perToken: 0.01, fixed: 0.01 } });
+    try {
+      const sources = async (e: LocalEngine) => {
+        const out: string[] = [];
+        for (let i = 0; i < 6; i++) {
+          const s = (await collect(e.understand({ prompt: 'describe the image', maxTokens: 6, speculation: { mode: 'auto' } }))).at(-1) as UnderstandSummary;
+          out.push(s.speculation.proposer!);
+        }
+        return out;
+      };
+      expect(new Set(await sources(dear))).toEqual(new Set(['ngram']));
+      expect((await sources(cheap))[0]).toBe('draft-model');
+      expect(dear.costCurve).toEqual(flat);
+    } finally {
+      await dear.close();
+      await cheap.close();
+    }
+  });
+
+  test('start-up calibration measures the draft too', async () => {
+    const e = await createEngine(ACCEL, { intraOpThreads: 1 });
+    try {
+      expect(e.draftCost!.perToken).toBeGreaterThan(0);
+      expect(e.draftCost!.fixed).toBeGreaterThan(0);
+    } finally {
+      await e.close();
+    }
+  });
 
   test('a manifest with a draft graph but no draft section names the field', async () => {
     const bad = fs.mkdtempSync(path.join(os.tmpdir(), 'hb-draft-bad-'));

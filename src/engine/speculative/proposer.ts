@@ -5,7 +5,7 @@ import type { SpeculationMode } from '../types.ts';
 import type { CommitRows, EagleDrafter } from './eagle.ts';
 import { AcceptanceStats } from './metrics.ts';
 import { NgramExpander } from './ngram.ts';
-import { chooseChainLength, chooseTreeSize, type CostCurve } from './sizing.ts';
+import { chooseChainLength, chooseTreeSize, type CostCurve, type DraftCost } from './sizing.ts';
 import { buildDynamicTree, rootOnly, type DraftTree, type Expander } from './tree.ts';
 
 export interface Proposer {
@@ -31,6 +31,8 @@ export interface ProposerConfig {
   curve?: CostCurve;
   /** shared running statistics (per engine) */
   stats: AcceptanceStats;
+  /** measured cost of drafting (model drafts); n-gram drafting is treated as free */
+  draftCost?: DraftCost;
 }
 
 /** Builds chains or dynamic trees from an Expander (n-gram lookup or draft model). */
@@ -49,7 +51,7 @@ export class TreeProposer implements Proposer {
     if (!useTree) {
       let K = c.chainLength ?? 0;
       if (!c.chainLength) {
-        K = c.curve ? chooseChainLength(c.curve, c.stats, c.maxChainLength).size : Math.min(4, c.maxChainLength);
+        K = c.curve ? chooseChainLength(c.curve, c.stats, c.maxChainLength, c.draftCost).size : Math.min(4, c.maxChainLength);
         if (c.mode !== 'auto') K = Math.max(1, K); // explicit chain/ngram modes always draft
       }
       if (K <= 0) return rootOnly(root);

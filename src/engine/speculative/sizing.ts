@@ -33,16 +33,24 @@ export interface SizingChoice {
   plainTokensPerMs: number;
 }
 
+/** Cost of drafting a chain of K tokens (ms): none for K = 0. */
+export interface DraftCost {
+  /** per drafted token after the first (one draft step each) */
+  perToken: number;
+  /** per verification step when drafting at all (model drafts: the catch-up forward) */
+  fixed: number;
+}
+
 /**
- * Best chain length in [0, maxK]: maximises E[tokens](K) / (verify(K+1) + draftCostPerToken·K).
- * K = 0 means plain decoding.
+ * Best chain length in [0, maxK]: maximises E[tokens](K) / (verify(K+1) + draft(K)), with
+ * draft(K) = fixed + perToken·(K − 1) for K ≥ 1. K = 0 means plain decoding.
  */
-export function chooseChainLength(curve: CostCurve, stats: AcceptanceStats, maxK: number, draftCostPerToken = 0): SizingChoice {
+export function chooseChainLength(curve: CostCurve, stats: AcceptanceStats, maxK: number, draft: DraftCost = { perToken: 0, fixed: 0 }): SizingChoice {
   const plain = 1 / curve.cost(1);
   let best = 0;
   let bestRate = plain;
   for (let K = 1; K <= maxK; K++) {
-    const rate = stats.expectedTokens(K) / (curve.cost(K + 1) + draftCostPerToken * K);
+    const rate = stats.expectedTokens(K) / (curve.cost(K + 1) + draft.fixed + draft.perToken * (K - 1));
     if (rate > bestRate * 1.0001) {
       best = K;
       bestRate = rate;

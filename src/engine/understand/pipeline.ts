@@ -6,6 +6,7 @@ import { requireSize, rgbToChw } from '../image/pixels.ts';
 import { SpecMetrics } from '../speculative/metrics.ts';
 import { DraftModelProposer, ngramProposer, type Proposer, type ProposerConfig } from '../speculative/proposer.ts';
 import { EagleDrafter } from '../speculative/eagle.ts';
+import { chooseChainLength } from '../speculative/sizing.ts';
 import { WorkerDraftModel } from '../speculative/worker-draft.ts';
 import type { Segment } from '../../runtime/protocol.ts';
 import {
@@ -98,7 +99,7 @@ export async function makeProposer(ctx: EngineCtx, v: ValidatedUnderstand, allow
     curve: ctx.curve ?? undefined,
     stats: ctx.stats,
   };
-  if (allowDraft && v.mode !== 'ngram' && ctx.manifest.graphs.draft && ctx.embedTable) {
+  if (allowDraft && v.mode !== 'ngram' && ctx.manifest.graphs.draft && ctx.embedTable && (v.mode !== 'auto' || draftPays(ctx))) {
     const D = ctx.manifest.decoder.hidden;
     const table = ctx.embedTable;
     const embed = (ids: number[]) => {
@@ -107,10 +108,22 @@ export async function makeProposer(ctx: EngineCtx, v: ValidatedUnderstand, allow
       return out;
     };
     const draft = await WorkerDraftModel.open(ctx.client, ctx.manifest.decoder.vocab, D);
-    const mode = v.mode === 'auto' ? 'tree' : v.mode;
-    return { proposer: new DraftModelProposer(new EagleDrafter(draft, embed), { ...cfg, stats: ctx.draftStats, mode }), draft };
+    // auto: chains sized from the cost curves and the draft's running acceptance
+    return { proposer: new DraftModelProposer(new EagleDrafter(draft, embed), { ...cfg, stats: ctx.draftStats, draftCost: ctx.draftCost ?? undefined }), draft };
   }
   return { proposer: ngramProposer(cfg), draft: null };
+}
+
+/**
+ * auto mode: use the draft model only when its expected tokens/ms (running acceptance, measured draft
+ * and verification costs) beats plain decoding; every 16th request drafts anyway so the acceptance
+ * statistics stay current (a draft that got better is noticed).
+ */
+function draftPays(ctx: EngineCtx): boolean {
+  ctx.autoRequests = (ctx.autoRequests ?? 0) + 1;
+  if (ctx.autoRequests % 16 === 0) return true;
+  if (!ctx.curve) return true;
+  return chooseChainLength(ctx.curve, ctx.draftStats, ctx.opts.maxChainLength, ctx.draftCost ?? undefined).size > 0;
 }
 
 /** Input embeddings of a prefill's rows (text from the shared table, image blocks as given). */
