@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from accel.common import target_from_args, torch  # noqa: E402
 from accel.draft import Draft, DraftConfig  # noqa: E402
 from accel.train_draft import DraftData  # noqa: E402
-from hyperbagel.data import VIT, collate  # noqa: E402
+from hyperbagel.data import VIT, CAPTION_PROMPT, collate  # noqa: E402
 from hyperbagel.losses import embed_batch  # noqa: E402
 from hyperbagel.model import NEG  # noqa: E402
 
@@ -148,6 +148,9 @@ def plain_greedy(m, x_prompt, pos_prompt, mask_prompt, eos, max_new=40):
 def evaluate(m, tok, d, data, K=10, limit=None, max_new=40):
     nv = m.c.vit_grid ** 2
     lens, comp, accd, lossless = [], [0] * K, [0] * K, 0
+    cap_q = tok.encode(CAPTION_PROMPT)
+    by_kind = {"caption": [], "vqa": []}
+    ceil_tok, ceil_rounds = 0, 0
     N = min(len(data.rows), limit or len(data.rows))
     for k in range(N):
         s = data.seq(k, nv)
@@ -160,12 +163,19 @@ def evaluate(m, tok, d, data, K=10, limit=None, max_new=40):
         ref = plain_greedy(m, xp, pp, mp, tok.eos, max_new)
         lossless += int(toks == ref)
         lens += al
+        by_kind["caption" if data.rows[k]["q"] == cap_q else "vqa"] += al
+        # ceiling: after the prefill's first token, len(answer) tokens (rest + <eos>) at <= K+1 per round
+        na = len(ref)
+        ceil_tok += na
+        ceil_rounds += -(-na // (K + 1))
         comp = [x + y for x, y in zip(comp, c1)]
         accd = [x + y for x, y in zip(accd, a1)]
     return {"tau_chain": sum(lens) / max(1, len(lens)),
             "acceptance_10": sum(accd) / max(1, sum(comp)),
             "alpha_by_depth": [round(a / c, 4) if c else None for a, c in zip(accd, comp)],
-            "rounds": len(lens), "prompts": N, "lossless": lossless == N}
+            "rounds": len(lens), "prompts": N, "lossless": lossless == N,
+            "tau_by_kind": {k: (round(sum(v) / len(v), 4) if v else None) for k, v in by_kind.items()},
+            "tau_ceiling": round(ceil_tok / max(1, ceil_rounds), 4)}
 
 
 def main():
