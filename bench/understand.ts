@@ -54,7 +54,7 @@ export async function run(argv: string[]): Promise<number> {
   const modes: SpeculationMode[] = ['off', 'chain', 'tree', 'auto'];
   const stats: Record<string, ModeStats> = Object.fromEntries(modes.map((m) => [m, { tokens: 0, ms: 0, decodeTokens: 0, decodeMs: 0, drafts: 0, accepted: 0, outputs: [] }]));
   let lossless = true;
-  let proposer = '';
+  const proposers: Record<string, Set<string>> = { chain: new Set(), tree: new Set(), auto: new Set() };
   const size = engine.info.imageSize.width;
   const images: Array<RgbImage | undefined> = [undefined];
   for (const c of CAPTIONS) {
@@ -102,7 +102,7 @@ export async function run(argv: string[]): Promise<number> {
             st.drafts += s.speculation.drafts;
             st.accepted += s.speculation.acceptedTokens;
           }
-          if (mode !== 'off' && s.speculation.proposer) proposer = s.speculation.proposer;
+          if (mode !== 'off' && s.speculation.proposer) proposers[mode]!.add(s.speculation.proposer);
           out[mode] = ids.join(' ');
           if (round === 0) stats[mode]!.outputs[i] = out[mode]!;
         }
@@ -116,7 +116,9 @@ export async function run(argv: string[]): Promise<number> {
     const result = {
       pack: engine.info.name,
       pack_dir: pack,
-      proposer: proposer === 'ngram' ? 'ngram (prompt lookup; no draft.onnx in pack)' : proposer,
+      // what drafted in each mode ('ngram' = prompt lookup, 'draft-model' = draft.onnx; auto may mix)
+      proposer: Object.fromEntries(Object.entries(proposers).map(([k, v]) => [k, [...v].sort().join('+') || 'none'])),
+      draft_graph: engine.info.capabilities.draft,
       requests: requests.length,
       rounds,
       max_tokens: maxTokens,
