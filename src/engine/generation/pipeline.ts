@@ -199,9 +199,11 @@ export async function* runGenerate(ctx: EngineCtx, req: GenerateRequest, signal?
     if (v.edit) {
       const src = req.sourceImage as RgbImage;
       throwIfAborted(signal);
-      const vit = await timed('encodeSourceMs', () => ctx.client.call<Float32Array>({ op: 'vision', pixels: rgbToChw(src, m.vision.image_size), batch: 1 }));
+      const px64 = rgbToChw(src, m.vision.image_size);
+      const vit = await timed('encodeSourceMs', () => ctx.client.call<Float32Array>({ op: 'vision', pixels: px64, batch: 1 }, [px64.buffer as ArrayBuffer]));
       throwIfAborted(signal);
-      const z = await timed('encodeSourceMs', () => ctx.client.call<Float32Array>({ op: 'vae_encode', pixels: rgbToChw(src, L.image_size) }));
+      const pxG = rgbToChw(src, L.image_size);
+      const z = await timed('encodeSourceMs', () => ctx.client.call<Float32Array>({ op: 'vae_encode', pixels: pxG }, [pxG.buffer as ArrayBuffer]));
       const vae = patchify(z, L.channels, L.height, L.width, L.patch);
       const img = (): Piece[] => [
         { kind: 'ids', ids: [sp.bos, sp.vision_start] },
@@ -237,7 +239,7 @@ export async function* runGenerate(ctx: EngineCtx, req: GenerateRequest, signal?
       const d0 = performance.now();
       if (how === 'vae') {
         throwIfAborted(signal);
-        const px = await ctx.client.call<Float32Array>({ op: 'vae_decode', latent });
+        const px = await ctx.client.call<Float32Array>({ op: 'vae_decode', latent }, [latent.buffer as ArrayBuffer]);
         rgb = chwToRgb(px, L.image_size, display);
       } else rgb = latentToRgb(latent, L.channels, L.height, L.width, m.preview.latent_rgb_factors, m.preview.latent_rgb_bias, display);
       tm.decodeMs += performance.now() - d0;

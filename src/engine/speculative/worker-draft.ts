@@ -36,21 +36,22 @@ export class WorkerDraftModel implements DraftModel {
   async forward(r: DraftRows): Promise<DraftForward> {
     const compact = this.pendingTruncate !== null ? { keepFrom: this.pendingTruncate, keep: new Int32Array(0) } : undefined;
     this.pendingTruncate = null;
-    const out = await this.client.call<DraftForward>(
-      {
-        op: 'draft',
-        seq: this.id,
-        embeds: Float32Array.from(r.embeds),
-        hidden: r.hidden ? Float32Array.from(r.hidden) : undefined,
-        prev: r.prev ? Float32Array.from(r.prev) : undefined,
-        positions: Int32Array.from(r.positions),
-        mask: Uint8Array.from(r.mask),
-        past: r.past ? { from: r.past.from, mask: Uint8Array.from(r.past.mask) } : undefined,
-        compact,
-      },
-      [],
-      this.generation,
-    );
+    // fresh copies, transferred (the caller keeps its arrays)
+    const msg = {
+      op: 'draft' as const,
+      seq: this.id,
+      embeds: Float32Array.from(r.embeds),
+      hidden: r.hidden ? Float32Array.from(r.hidden) : undefined,
+      prev: r.prev ? Float32Array.from(r.prev) : undefined,
+      positions: Int32Array.from(r.positions),
+      mask: Uint8Array.from(r.mask),
+      past: r.past ? { from: r.past.from, mask: Uint8Array.from(r.past.mask) } : undefined,
+      compact,
+    };
+    const transfer = [msg.embeds, msg.hidden, msg.prev, msg.positions, msg.mask, msg.past?.mask, compact?.keep]
+      .filter((a): a is NonNullable<typeof a> => !!a)
+      .map((a) => a.buffer as ArrayBuffer);
+    const out = await this.client.call<DraftForward>(msg, transfer, this.generation);
     this.len += r.positions.length;
     return out;
   }

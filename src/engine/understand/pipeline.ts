@@ -183,7 +183,8 @@ export async function* runUnderstand(
     if (req.image) {
       if (signal?.aborted) throw new EngineError('CANCELLED', 'request cancelled');
       const S = ctx.manifest.vision.image_size;
-      const embeds = await ctx.client.call<Float32Array>({ op: 'vision', pixels: rgbToChw(req.image, S), batch: 1 });
+      const pixels = rgbToChw(req.image, S);
+      const embeds = await ctx.client.call<Float32Array>({ op: 'vision', pixels, batch: 1 }, [pixels.buffer as ArrayBuffer]);
       parts.push({ kind: 'ids', ids: [...lead, sp.vision_start] }, { kind: 'image', embeds, count: ctx.manifest.vision.tokens }, { kind: 'ids', ids: [sp.vision_end, ...v.words, sp.im_start] });
     } else parts.push({ kind: 'ids', ids: [...lead, ...v.words, sp.im_start] });
     const lay = layout(parts, startPos);
