@@ -6,6 +6,7 @@ import type { Rng } from '../rng.ts';
 import { EngineError } from '../types.ts';
 import { verifyTree } from '../speculative/rejection.ts';
 import type { Proposer } from '../speculative/proposer.ts';
+import type { CommitRows } from '../speculative/eagle.ts';
 import { pruneDepth, rootOnly, treeMask, treePositions, type DraftTree } from '../speculative/tree.ts';
 import { isGreedy, pickToken, processLogits, type SamplingParams } from './logits.ts';
 import type { TargetSequence } from './target.ts';
@@ -63,6 +64,9 @@ export async function* decodeSteps(
   yield { tokens: [root], drafted: 0, accepted: 0, depth: 0 };
   let pos = nextPos;
   const eagle = o.proposer?.needsFeatures ? o.proposer : null;
+  // draft catch-ups run lazily at the start of the next step (none is wasted after the last step,
+  // and cancellation is checked before them like before every other model call)
+  let pendingCommit: CommitRows | null = null;
   if (eagle) {
     // draft catch-up on the prompt: row i = (embedding of row i+1 — the root's for the last row,
     // target hidden states of row i) at row i's position, with the prompt's own mask
@@ -73,11 +77,16 @@ export async function* decodeSteps(
     const embeds = new Float32Array(n * D);
     embeds.set(pr.embeds.subarray(D));
     embeds.set(await embedOne(eagle, root), (n - 1) * D);
-    await eagle.commit!({ embeds, hidden: pr.features, positions: pr.positions, mask: pr.mask, rootPos: pos });
+    pendingCommit = { embeds, hidden: pr.features, positions: pr.positions, mask: pr.mask, rootPos: pos };
   }
   for (;;) {
     throwIfAborted(o.signal);
     o.checkpoint?.();
+    if (eagle && pendingCommit) {
+      await eagle.commit!(pendingCommit);
+      pendingCommit = null;
+      throwIfAborted(o.signal);
+    }
     let tree: DraftTree = o.proposer ? await o.proposer.propose(committed) : rootOnly(root);
     if (o.maxDraftDepth) tree = pruneDepth(tree, Math.max(0, o.maxDraftDepth()));
     throwIfAborted(o.signal);
@@ -104,7 +113,7 @@ export async function* decodeSteps(
       const hidden = new Float32Array(rows.length * F);
       rows.forEach((r, i) => hidden.set(feats.subarray(r * F, (r + 1) * F), i * F));
       const positions = Int32Array.from(rows.map((_, i) => pos + i));
-      await eagle.commit!({ ids: tokens, hidden, positions, rootPos: pos + rows.length });
+      pendingCommit = { ids: tokens, hidden, positions, rootPos: pos + rows.length };
     }
     pos += 1 + accepted;
     committed.push(...tokens);
