@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import * as ort from 'onnxruntime-node';
 import { maxAbsDiff, openSession, readJson, toOrt, type Manifest, type ParityCase } from '../recipes/helpers.ts';
+import { chainDecode } from './chain.ts';
 
 const PACK = path.resolve(import.meta.dirname, '../fixtures/tiny-pack-accel');
 const BASE = path.resolve(import.meta.dirname, '../fixtures/tiny-pack');
@@ -145,5 +146,14 @@ describe('tiny-pack-accel parity (PyTorch vs onnxruntime-node, max |diff| <= 1e-
     expect(o1['present.0.key']!.dims).toEqual([1, d.heads, T + 1, d.head_dim]);
     expect(Array.from(o1.logits!.data as Float32Array).every(Number.isFinite)).toBe(true);
     await Promise.all([embed.release(), dec.release(), draft.release()]);
+  });
+
+  it('chain speculative decoding on ORT (prefill -> draft steps -> verify -> catch-up) equals plain greedy', async () => {
+    const st = manifest.special_tokens;
+    for (const prompt of [[st.bos!, st.im_start!], [st.bos!, 20, 21, 22, st.im_start!]]) {
+      const r = await chainDecode(PACK, manifest, prompt, 10, 24);
+      expect(r.tokens).toEqual(r.greedy);
+      expect(r.acceptLengths.length).toBeGreaterThan(0);
+    }
   });
 });

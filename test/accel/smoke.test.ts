@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type * as ort from 'onnxruntime-node';
 import { GRAPH_NAMES, maxAbsDiff, openSession, readJson, toOrt, type Manifest, type ParityCase } from '../recipes/helpers.ts';
+import { chainDecode, type DraftManifest } from './chain.ts';
 
 const PY = '/usr/bin/python3';
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -78,5 +79,15 @@ describe.skipIf(!hasTorch && !mustRun)('acceleration recipes smoke test (python 
     }
     expect(r.ttt_consistency_full).toBeLessThan(1e-4);
     expect(r.ttt_consistency_eagle3).toBeLessThan(1e-4);
+  });
+
+  it('the exported smoke-trained draft decodes losslessly in an ORT chain loop', async () => {
+    const tj = readJson<{ model: { vocab: Record<string, number> } }>(path.join(pack, 'tokenizer.json'));
+    const st = manifest.special_tokens;
+    const words = ['describe', 'the', 'image'].map((w) => tj.model.vocab[w]!);
+    const r = await chainDecode(pack, manifest as DraftManifest, [st.bos!, ...words, st.im_start!], 10, 16);
+    expect(r.tokens).toEqual(r.greedy);
+    const tau = r.acceptLengths.reduce((a, b) => a + b, 0) / r.acceptLengths.length;
+    console.info(`[accel smoke] ORT chain: ${r.tokens.length} tokens in ${r.acceptLengths.length} verify rounds (mean ${tau.toFixed(2)})`);
   });
 });
