@@ -134,3 +134,18 @@ def hinge_d(real, fake):
 
 def hinge_g(fake):
     return -fake.mean()
+
+
+@torch.no_grad()
+def check_student_init(m, tok, sets, seed=0):
+    """A fresh Student (zero-init scale embedders) must reproduce the teacher's conditional velocity at any
+    scales: max |diff| over a small t2i + edit batch."""
+    import random
+    from .common import GenBatch, gen_velocity
+    gb = GenBatch(m, tok, sets, random.Random(seed), 2, 2)
+    s = Student(m).eval()
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(gb.x0.shape, generator=g)
+    t = torch.rand(gb.B, generator=g)
+    st, si = gb.sample_scales(g)
+    return float((gen_velocity(s, x, t, gb.full, (st, si)) - gen_velocity(m, x, t, gb.full)).abs().max())

@@ -83,6 +83,12 @@ def main():
     assert all(r["lossless"] for r in ev["ablation"]), "speculative output differs from plain greedy"
     res["draft_eval"] = ev
     # ---- generation ----
+    from accel.common import load_sets
+    from accel.gen import check_student_init
+    diff = check_student_init(m, tok, load_sets(data, tok, vae, scale))
+    print(f"fresh 6-NFE student vs teacher conditional velocity: max |diff| {diff:.2e}", flush=True)
+    assert diff < 1e-5, diff
+    res["student_init_vs_teacher"] = diff
     run([P("train_reward.py"), "--target", T, "--data", data, "--run", W("reward"), "--steps", "20", "--batch", "16",
          "--log-every", "10", "--ckpt-every", "10"])
     g = [P("train_gen.py"), "--target", T, "--data", data, "--t2i", "2", "--edit", "2", "--log-every", "2",
