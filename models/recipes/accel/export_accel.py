@@ -132,7 +132,7 @@ def export_into(pack, c, draft=None, six=None, one=None, parity=False, provenanc
         s.eval()
         _export(DistilledGraph(s), _den_dummy(c), os.path.join(pack, sp[key]["file"]), sp[key])
         written[key] = sp[key]
-        dist[key] = {"nfe": nfe, "shift": 3.0, "timesteps": [round(float(t), 6) for t in grid(nfe, 3.0)],
+        dist[key] = {"nfe": nfe, "shift": 3.0, "timesteps": [float(t) for t in grid(nfe, 3.0)],
                      "cfg_text_scale": 4.0, "cfg_image_scale": 1.5, "cfg_text_range": [1.0, 5.0],
                      "cfg_image_range": [1.0, 2.5], "contexts": 1}
     if dist:
