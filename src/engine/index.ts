@@ -1,5 +1,16 @@
 // createEngine(packDir, options): loads and validates a model pack, starts its model worker, measures
-// the verification cost curve for speculative sizing, and exposes the Engine interface.
+// the verification (and draft) cost curves for speculative sizing, and exposes the Engine interface.
+//
+//   const engine = await createEngine('models/shapes-mot', { intraOpThreads: 2 });
+//   for await (const ev of engine.understand({ prompt, image, speculation: { mode: 'auto' } }, signal))
+//     ev.kind === 'chunk' ? send(ev.text) : finish(ev);            // one chunk per verification step
+//   for await (const frame of engine.generate({ prompt, sourceImage, mode: 'progressive' }, signal))
+//     send(frame.stage, frame.nfe, frame.image);                  // preview(s) … final (PNG)
+//   await engine.close();
+//
+// Errors are EngineError with a `code` (types.ts); they surface while iterating, never synchronously.
+// Aborting `signal` stops model work before the next model call: an understanding stream then ends with
+// a summary whose finishReason is 'cancelled'; a generation stream rejects with CANCELLED.
 import os from 'node:os';
 import { WorkerClient } from '../runtime/client.ts';
 import { loadPack } from '../runtime/manifest.ts';
