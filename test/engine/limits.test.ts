@@ -72,3 +72,30 @@ describe('auto speculation follows the cost curve', () => {
     }
   });
 });
+
+describe('concurrent requests share one worker without cross-talk', () => {
+  test('interleaved understand/generate give the same results as run one by one', async () => {
+    const e = await createEngine(FIXTURE, { intraOpThreads: 1, maxConcurrent: 8, costCurve: [[1, 1], [2, 1.05], [8, 1.2], [32, 2]] });
+    try {
+      const img = { width: 64, height: 64, data: new Uint8Array(64 * 64 * 3).map((_, i) => (i * 11) % 256) };
+      const jobs = [
+        () => e.understand({ prompt: 'describe the image', maxTokens: 20, speculation: { mode: 'tree' } }),
+        () => e.understand({ prompt: 'what is in the picture', image: img, maxTokens: 20, speculation: { mode: 'chain' } }),
+        () => e.understand({ prompt: 'how many objects are there', maxTokens: 20, temperature: 1, seed: 3, speculation: { mode: 'ngram', chainLength: 3 } }),
+        () => e.understand({ prompt: 'where is the red circle', maxTokens: 20, speculation: { mode: 'off' } }),
+        () => e.generate({ prompt: 'a red circle', mode: 'baseline', steps: 6, seed: 5 }),
+        () => e.generate({ prompt: 'make the circle blue', sourceImage: img, mode: '6nfe', seed: 6 }),
+      ];
+      const key = (evs: unknown[]) => {
+        const last = evs.at(-1) as { kind?: string; text?: string; image?: { sha256: string } };
+        return last.kind === 'done' ? last.text : last.image!.sha256;
+      };
+      const alone: string[] = [];
+      for (const j of jobs) alone.push(key(await collect(j() as AsyncIterable<unknown>)) as string);
+      const together = await Promise.all(jobs.map(async (j) => key(await collect(j() as AsyncIterable<unknown>)) as string));
+      expect(together).toEqual(alone);
+    } finally {
+      await e.close();
+    }
+  });
+});
