@@ -33,6 +33,8 @@ export class WorkerClient {
   /** incremented on every (re)start */
   generation = 0;
   crashes = 0;
+  private deaths: number[] = [];
+  private gaveUp = false;
   initResult: InitResult | null = null;
   private opts: WorkerClientOptions;
 
@@ -66,7 +68,11 @@ export class WorkerClient {
         p.reject(err);
       }
       this.ready = null;
-      if (!this.closed && this.opts.restart) this.ready = this.start();
+      // restart, unless the worker keeps dying (e.g. a model that crashes at load): then give up
+      const now = Date.now();
+      this.deaths = this.deaths.filter((t) => now - t < 60_000).concat(now);
+      if (!this.closed && this.opts.restart && this.deaths.length <= 5) this.ready = this.start();
+      else this.gaveUp = true;
       this.ready?.catch(() => {});
     };
     w.on('error', (e) => onDeath(e.message));
@@ -102,7 +108,8 @@ export class WorkerClient {
 
   /** Waits for the worker to be ready (after a restart too). */
   async whenReady(): Promise<InitResult> {
-    if (!this.ready) throw new EngineError('WORKER_CRASHED', 'model worker is not running');
+    if (!this.ready)
+      throw new EngineError('WORKER_CRASHED', this.gaveUp ? 'model worker crashed repeatedly (more than 5 times in a minute); not restarting it' : 'model worker is not running');
     return this.ready;
   }
 
