@@ -214,3 +214,23 @@ describe('fixture: speculation is lossless', () => {
     await expect(collect(engine.understand({ prompt: 'what', session }))).rejects.toThrow(/session/);
   });
 });
+
+describe('fixture: sessions', () => {
+  test('a second turn answers exactly as a one-shot decode over the whole conversation', async () => {
+    for (const [maxTokens, mode] of [[5, 'tree'], [40, 'off'], [7, 'chain']] as const) {
+      const session = engine.createSession();
+      const t1 = (await collect(engine.understand({ prompt: 'describe the image', maxTokens, session, speculation: { mode } }))).at(-1) as UnderstandSummary;
+      const ids1 = (await collect(engine.understand({ prompt: 'describe the image', maxTokens, speculation: { mode: 'off' } }))).flatMap((e) =>
+        e.kind === 'chunk' ? e.tokenIds : [],
+      );
+      const t2 = await collect(engine.understand({ prompt: 'what colour is it', maxTokens: 12, session, speculation: { mode } }));
+      engine.closeSession(session);
+      const answer2 = t2.flatMap((e) => (e.kind === 'chunk' ? e.tokenIds : []));
+      // one-shot: <bos> turn-1 words <im_start> answer-1 [<eos>] turn-2 words <im_start>
+      const conv = [1, 30, 66, 35, 4, ...ids1, ...(t1.finishReason === 'eos' ? [2] : []), 75, 28, 37, 38, 4]; // what colour is it
+      const ref = await decode(conv, 12, { temperature: 0, topK: 0, topP: 1 }, 0, null);
+      const cut = ref.tokens.indexOf(2);
+      expect(answer2, `${maxTokens} ${mode} ${t1.finishReason} ids1=${ids1.join(' ')}`).toEqual(cut >= 0 ? ref.tokens.slice(0, cut) : ref.tokens);
+    }
+  }, 30000);
+});
