@@ -87,6 +87,24 @@ describe('fixture: worker KV cache', () => {
   });
 });
 
+describe('fixture: KV growth', () => {
+  test('a long sequence decoded token by token (KV capacity doubling 16 → 256) matches a one-shot prefill', async () => {
+    const r = new Rng(8);
+    const ids = [1, ...Array.from({ length: 179 }, () => 10 + Math.floor(r.uniform() * 71))];
+    const one = await WorkerSequence.open(client, V, 256);
+    const all = await one.forward(Int32Array.from(ids), Int32Array.from(ids.map((_, i) => i)), causalMask(ids.length), 'all');
+    await one.close();
+    const inc = await WorkerSequence.open(client, V, 16);
+    let maxd = 0;
+    for (let i = 0; i < ids.length; i++) {
+      const l = await inc.forward(Int32Array.of(ids[i]!), Int32Array.of(i), Uint8Array.of(1), 'last');
+      for (let v = 0; v < V; v++) maxd = Math.max(maxd, Math.abs(l[v]! - all[i * V + v]!));
+    }
+    await inc.close();
+    expect(maxd).toBeLessThan(1e-4);
+  });
+});
+
 describe('fixture: speculation is lossless', () => {
   test('greedy output identical with and without speculation over many prompts (all proposers)', async () => {
     const r = new Rng(2024);
