@@ -8,11 +8,12 @@ import { buildAllSuites, SUITE_DIR, suiteFileText, writeSuites } from '../../eva
 import { evaluateGEdit, evaluateGenEval, evaluateUnderstanding, type RunOptions } from '../../eval/run.ts';
 import { captionPrompt, DEFAULT_PACK, engineModel, openEngine } from '../../eval/engine-model.ts';
 import { constantModel, oracleModel } from '../../eval/oracle.ts';
+import { evaluateDraft } from '../../eval/draft-eval.ts';
 import type { EvalModel } from '../../eval/model.ts';
 
 const MODES: GenerationMode[] = ['baseline', '6nfe', '1nfe', 'progressive'];
 const MODELS = ['engine', 'oracle', 'constant'] as const;
-const TARGETS = ['detector', 'understand', 'geneval', 'gedit', 'suites'] as const;
+const TARGETS = ['detector', 'understand', 'geneval', 'gedit', 'draft', 'suites'] as const;
 
 export const HELP = `Usage: hyperbagel eval <${TARGETS.join('|')}> [options]
 
@@ -24,6 +25,9 @@ export const HELP = `Usage: hyperbagel eval <${TARGETS.join('|')}> [options]
               counting, colors, position, color_attr}, heldout: {overall, categories}}
   gedit       GEdit-style editing scores: {overall, categories: {instruction, preserved, quality},
               by_kind, heldout: {…}}
+  draft       speculative draft quality, Hyper-Bagel Table 1 style: {tau_chain, acceptance_10, lossless,
+              proposer, ablation: [{variant, tau_chain, acceptance_10}]} (10-step chains, greedy, test split).
+              --variant NAME=PACKDIR (repeatable) adds an ablation row for another pack's draft.
   suites      check that the committed suites (src/eval/suites/*.json) equal a regeneration from
               their fixed seeds (exit 1 if not); --write regenerates them
 
@@ -36,8 +40,19 @@ Options:
   --model M       ${MODELS.join('|')} (default engine). oracle renders the ground truth and must score 1.0;
                   constant is trivially wrong; both check the evaluator itself and need no pack.
   --details FILE  also write one JSON line per judged item (prompt/instruction/question, output, verdict)
+  --variant N=DIR draft: an ablation row (e.g. plain=runs/packs/plain)
   --write         suites: regenerate the files instead of checking them
 Definitions: docs/world.md ("Evaluation").`;
+
+/** The draft variant a pack ships (manifest.draft.variant), if it has a draft model. */
+function draftVariant(packDir: string): string | undefined {
+  try {
+    const m = JSON.parse(readFileSync(join(packDir, 'manifest.json'), 'utf8')) as { draft?: { variant?: unknown } };
+    return typeof m.draft?.variant === 'string' ? m.draft.variant : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 function printResult(json: boolean, result: object, human: () => string): void {
   console.log(json ? JSON.stringify(result) : human());
@@ -46,7 +61,7 @@ function printResult(json: boolean, result: object, human: () => string): void {
 const pct = (x: number | undefined) => (x === undefined ? '   -  ' : `${(x * 100).toFixed(1).padStart(5)}%`);
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ['pack', 'mode', 'limit', 'count', 'model', 'details'], booleans: ['json', 'write'] });
+  const args = parseArgs(argv, { values: ['pack', 'mode', 'limit', 'count', 'model', 'details', 'variant'], booleans: ['json', 'write'] });
   if (args.flags.has('help')) { console.log(HELP); return 0; }
   const [target, ...extra] = args.positionals;
   if (!target) throw new UsageError(`say what to evaluate: ${TARGETS.join(', ')}`);
@@ -76,6 +91,32 @@ export async function run(argv: string[]): Promise<number> {
     printResult(json, report, () => [
       `detector: exact-scene accuracy on ${count} random renders per condition (${report.seconds.toFixed(1)} s)`,
       ...DETECTOR_CONDITIONS.map((c) => `  ${c.name.padEnd(20)} ${pct(report.accuracy[c.name])}   objects ${pct(report.object_recall[c.name])}   ${c.description}`),
+    ].join('\n'));
+    return 0;
+  }
+
+  if (target === 'draft') {
+    const pack = flag(args, 'pack') ?? DEFAULT_PACK;
+    const limit = flag(args, 'limit') === undefined ? 50 : intFlag(args, 'limit', 0, 1);
+    const variants = (args.flags.get('variant') ?? []).map((v) => {
+      const eq = v.indexOf('=');
+      if (eq <= 0 || eq === v.length - 1) throw new UsageError(`--variant must be NAME=PACKDIR, got "${v}"`);
+      return { name: v.slice(0, eq), dir: v.slice(eq + 1) };
+    });
+    const score = async (dir: string) => {
+      const engine = await openEngine(dir);
+      try { return await evaluateDraft(engine, { captionPrompt: captionPrompt(dir), limit }); } finally { await engine.close(); }
+    };
+    const main = await score(pack);
+    const ablation = [{ variant: draftVariant(pack) ?? `no draft model (${main.proposer})`, tau_chain: main.tau_chain, acceptance_10: main.acceptance_10 }];
+    for (const v of variants) {
+      const r = await score(v.dir);
+      ablation.push({ variant: v.name, tau_chain: r.tau_chain, acceptance_10: r.acceptance_10 });
+    }
+    const result = { ...main, ablation, model: pack };
+    printResult(json, result, () => [
+      `draft (${pack}, proposer ${main.proposer}): tau ${main.tau_chain.toFixed(3)}, 10-alpha ${main.acceptance_10.toFixed(3)}, lossless ${main.lossless} over ${main.prompts} prompts`,
+      ...ablation.map((a) => `  ${a.variant.padEnd(16)} tau ${a.tau_chain.toFixed(3)}   10-alpha ${a.acceptance_10.toFixed(3)}`),
     ].join('\n'));
     return 0;
   }
