@@ -86,6 +86,8 @@ def main():
                         steps=a.steps, cfg_text=4.0, cfg_img=1.5, interval=(0.4, 1.0), seed=i)
         ed.append(scene_match(eimg, r["edit"]["scene"]))
         samples.append((img.numpy(), eimg.numpy()))
+    if not t2i:
+        return
     t2i, ed = np.array(t2i, dtype=float), np.array(ed, dtype=float)
     res2 = {"t2i_background": t2i[:, 0].mean(), "t2i_colors_in_cells": t2i[:, 1].mean(), "t2i_exact_colors": t2i[:, 2].mean(),
             "edit_background": ed[:, 0].mean(), "edit_colors_in_cells": ed[:, 1].mean(), "edit_exact_colors": ed[:, 2].mean(),
