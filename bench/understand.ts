@@ -89,7 +89,10 @@ export async function run(argv: string[]): Promise<number> {
           const t0 = performance.now();
           for await (const ev of engine.understand({ ...r, speculation: { mode } })) {
             if (ev.kind === 'chunk') ids.push(...ev.tokenIds);
-            else summary = ev;
+            else {
+              summary = ev;
+              ids.push(...(ev.trailing?.tokenIds ?? [])); // textless steps after the last chunk
+            }
           }
           const ms = performance.now() - t0;
           const s = summary!;

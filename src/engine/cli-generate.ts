@@ -37,7 +37,7 @@ export async function runGenerateCommand(argv: string[], edit: boolean, help: st
       timestepShift: numberFlag(flag(args, 'shift'), 'shift'),
       intermediatePreviews: !!previews,
     };
-    if (image) req.sourceImage = await readImageFile(image, engine.info.imageSize.width);
+    if (image) req.sourceImage = await readImageFile(image);
     if (previews) fs.mkdirSync(previews, { recursive: true });
     let n = 0;
     for await (const f of engine.generate(req)) {
@@ -46,7 +46,9 @@ export async function runGenerateCommand(argv: string[], edit: boolean, help: st
       else if (previews) fs.writeFileSync(path.join(previews, `preview-${String(n).padStart(2, '0')}-nfe${f.nfe}.${ext}`), f.image.bytes);
       n++;
       if (!args.flags.has('quiet'))
-        process.stderr.write(JSON.stringify({ stage: f.stage, nfe: f.nfe, step: f.step, elapsedMs: +f.elapsedMs.toFixed(2), seed: f.seed, sampler: f.sampler, sha256: f.image.sha256 }) + '\n');
+        process.stderr.write(
+            JSON.stringify({ stage: f.stage, nfe: f.nfe, step: f.step, elapsedMs: +f.elapsedMs.toFixed(2), seed: f.seed, sampler: f.sampler, sha256: f.image.sha256, ...(f.sourceImage ? { sourceImage: f.sourceImage } : {}) }) + '\n',
+          );
     }
     console.log(out);
     return 0;

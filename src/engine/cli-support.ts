@@ -21,7 +21,8 @@ export function resolvePack(flagValue: string | undefined): string {
   return p;
 }
 
-export async function readImageFile(file: string, size: number): Promise<RgbImage> {
+/** Reads an image file of any reasonable size (the engine centre-crops and resizes it to the model's). */
+export async function readImageFile(file: string): Promise<RgbImage> {
   let bytes: Buffer;
   try {
     bytes = fs.readFileSync(file);
@@ -29,7 +30,7 @@ export async function readImageFile(file: string, size: number): Promise<RgbImag
     throw new EngineError('BAD_IMAGE', `cannot read image file "${file}": ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
   try {
-    return await decodeImageBytes(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length), { size });
+    return await decodeImageBytes(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length));
   } catch (e) {
     if (e instanceof EngineError) throw new EngineError(e.code, `${file}: ${e.message}`, e.details);
     throw e;

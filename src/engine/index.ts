@@ -28,11 +28,12 @@ import {
   type ImageFrame,
   type ModelInfo,
   type SessionHandle,
+  type SessionInfo,
   type UnderstandEvent,
   type UnderstandRequest,
 } from './types.ts';
 import { causalMask } from './understand/target.ts';
-import { runUnderstand, type ConversationState } from './understand/pipeline.ts';
+import { newConversation, runUnderstand, type ConversationState } from './understand/pipeline.ts';
 import { WorkerDraftModel } from './speculative/worker-draft.ts';
 import type { DraftCost } from './speculative/sizing.ts';
 import { WorkerSequence } from './understand/worker-target.ts';
@@ -42,6 +43,7 @@ export { EngineError } from './types.ts';
 
 /** The Engine plus introspection the CLI, benchmarks and tests use. */
 export interface LocalEngine extends Engine {
+  sessionInfo(session: SessionHandle): SessionInfo;
   /** measured verification cost curve (ms per forward of T tokens), null if not calibrated */
   readonly costCurve: Array<[number, number]> | null;
   workerStats(): Promise<WorkerStats & { restarts: number }>;
@@ -194,6 +196,21 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
     vocabularySize: m.decoder.vocab,
   };
 
+  const session = (handle: SessionHandle | undefined): ConversationState | null => {
+    if (!handle) return null;
+    const conv = conversations.get(handle?.id);
+    if (!conv) throw new EngineError('INVALID_INPUT', `unknown or closed session ${handle?.id}`);
+    return conv;
+  };
+  // KV memory per cached row (K and V of every layer, float32) and the worker's allocation rule:
+  // two ping-pong buffers per tensor whose capacity starts at 64 rows and doubles (kv-cache.ts)
+  const kvRowBytes = 2 * m.decoder.layers * m.decoder.heads * m.decoder.head_dim * 4;
+  const kvBytes = (peakRows: number) => {
+    let cap = 64;
+    while (cap < peakRows) cap *= 2;
+    return 2 * cap * kvRowBytes;
+  };
+
   const engine: LocalEngine = {
     info,
     get costCurve() {
@@ -203,24 +220,26 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
     understand(req: UnderstandRequest, signal?: AbortSignal): AsyncIterable<UnderstandEvent> {
       return (async function* () {
         if (closed) throw new EngineError('INTERNAL', 'engine is closed');
-        let conv: ConversationState | null = null;
-        if (req?.session) {
-          conv = conversations.get(req.session.id) ?? null;
-          if (!conv) throw new EngineError('INVALID_INPUT', `unknown or closed session ${req.session.id}`);
-        }
-        yield* runUnderstand(ctx, req, signal, conv);
+        yield* runUnderstand(ctx, req, signal, session(req?.session));
       })();
     },
     generate(req: GenerateRequest, signal?: AbortSignal): AsyncIterable<ImageFrame> {
       return (async function* () {
         if (closed) throw new EngineError('INTERNAL', 'engine is closed');
-        yield* runGenerate(ctx, req, signal);
+        yield* runGenerate(ctx, req, signal, session(req?.session));
       })();
     },
     createSession(): SessionHandle {
       const id = `s${nextSession++}`;
-      conversations.set(id, { seq: null, nextPos: 0, history: [], pending: [], busy: false });
+      conversations.set(id, newConversation());
       return { id };
+    },
+    sessionInfo(handle: SessionHandle): SessionInfo {
+      const c = session(handle)!;
+      const seq = c.seq && c.seq.alive ? c.seq : null;
+      const tokens = seq ? seq.length : 0;
+      const bytes = (seq ? kvBytes(seq.peakLength) : 0) + (c.image?.data.byteLength ?? 0);
+      return { tokens, bytes, hasImage: !!c.image };
     },
     closeSession(session: SessionHandle): void {
       const c = conversations.get(session?.id);

@@ -23,8 +23,39 @@ export interface SpeculationOptions {
   treeDepth?: number;
 }
 
+/**
+ * How an input image was brought to the model's vision size (`ModelInfo.imageSize`, 64×64 for the
+ * shapes world). Any RGB image of at least 8 pixels a side and at most `MAX_IMAGE_PIXELS` pixels is
+ * accepted: a non-square one is centre-cropped to a square, then resized (sharp, lanczos3) to the
+ * vision size. Images outside those limits, or with malformed pixel data, are BAD_IMAGE.
+ */
+export interface InputImageInfo {
+  /** size of the image as given (for `source: 'session'`, the remembered image) */
+  originalWidth: number;
+  originalHeight: number;
+  /** size the model saw */
+  width: number;
+  height: number;
+  /** true when the pixels were changed to fit (crop and/or resize); false for an exact-size image */
+  resized: boolean;
+  /** true when a non-square image was centre-cropped */
+  cropped: boolean;
+  /** 'request': the request's own image; 'session': the session's latest image (see SessionHandle) */
+  source: 'request' | 'session';
+}
+
+/** Largest accepted input image, in pixels (width × height). */
+export const MAX_IMAGE_PIXELS = 4096 * 4096;
+/** Smallest accepted side of an input image, in pixels. */
+export const MIN_IMAGE_SIDE = 8;
+
 export interface UnderstandRequest {
   prompt: string;
+  /**
+   * Optional image of any reasonable size (see InputImageInfo). Without one, a request carrying a
+   * session uses the session's latest image when the conversation has not seen it yet (e.g. an image
+   * just generated or edited in the session); see SessionHandle.
+   */
   image?: RgbImage;
   maxTokens?: number;
   /** 0 = greedy */
@@ -40,14 +71,32 @@ export interface UnderstandRequest {
 
 export type FinishReason = 'eos' | 'stop' | 'length' | 'cancelled' | 'error';
 
-/** One event per verification step. */
+/**
+ * One event per verification step that produced text. A chunk's `text` is never empty: a step whose
+ * tokens render to nothing (special tokens such as `<|im_start|>`, bytes held back until a character
+ * completes, text held back while it may start a stop string, the EOS step) is folded into the next
+ * chunk: its token ids come first in `tokenIds`, its accepted/drafted counts are added, and `steps`
+ * counts the verification steps the chunk covers. Steps still folded when the stream ends are
+ * reported in `UnderstandSummary.trailing`, so chunks' `tokenIds` followed by `trailing.tokenIds`
+ * are exactly the answer's tokens, and the chunks' plus trailing `steps` are every verification step.
+ */
 export interface UnderstandChunk {
   kind: 'chunk';
-  /** text delta, never splitting a character */
+  /** text delta, never splitting a character; never empty */
   text: string;
   tokenIds: number[];
   acceptedTokens: number;
   draftedTokens: number;
+  /** verification steps this chunk covers (1, or more when textless steps were folded into it) */
+  steps?: number;
+}
+
+/** Verification steps after the last chunk that produced no text (see UnderstandChunk). */
+export interface TrailingSteps {
+  tokenIds: number[];
+  acceptedTokens: number;
+  draftedTokens: number;
+  steps: number;
 }
 
 export interface UnderstandSummary {
@@ -61,6 +110,11 @@ export interface UnderstandSummary {
     drafts: number;
     draftedTokens: number;
     acceptedTokens: number;
+    /**
+     * Mean tokens committed per verification step that carried drafts: 1 + acceptedTokens / drafts
+     * (the bonus token included; vLLM / llama.cpp / EAGLE "tau" convention). 1.0 when nothing was
+     * drafted (plain decoding commits one token per step).
+     */
     meanAcceptedLength: number;
     acceptanceRate: number;
     /** acceptance rate at draft position i (0-based) */
@@ -70,6 +124,10 @@ export interface UnderstandSummary {
   };
   /** the seed used (given or drawn), so a sampled answer can be reproduced */
   seed?: number;
+  /** textless verification steps after the last chunk (the EOS step, trailing special tokens) */
+  trailing?: TrailingSteps;
+  /** the image fed to the model in this turn, if any, and whether it was cropped/resized */
+  inputImage?: InputImageInfo;
 }
 
 export type UnderstandEvent = UnderstandChunk | UnderstandSummary;
@@ -78,8 +136,14 @@ export type GenerationMode = 'progressive' | '1nfe' | '6nfe' | 'baseline';
 
 export interface GenerateRequest {
   prompt: string;
-  /** present for edits */
+  /** present for edits; any reasonable size (see InputImageInfo) */
   sourceImage?: RgbImage;
+  /**
+   * An edit of the session's latest image: with `session` and no `sourceImage`, edit the session's
+   * latest image (INVALID_INPUT if it has none). Ignored when `sourceImage` is given (that is an edit
+   * anyway). Without `edit` and `sourceImage` the request is text-to-image.
+   */
+  edit?: boolean;
   mode?: GenerationMode;
   seed?: number;
   /** baseline only */
@@ -90,6 +154,7 @@ export interface GenerateRequest {
   timestepShift?: number;
   /** progressive: also stream the 6-NFE intermediate x0 predictions */
   intermediatePreviews?: boolean;
+  /** the final frame becomes the session's latest image (see SessionHandle) */
   session?: SessionHandle;
 }
 
@@ -118,6 +183,8 @@ export interface ImageFrame {
   sampler?: string;
   /** where the time went up to this frame (ms), for benchmarks */
   timings?: FrameTimings;
+  /** edits: the source image as the model saw it (cropped/resized to the vision size or not) */
+  sourceImage?: InputImageInfo;
 }
 
 export interface FrameTimings {
@@ -133,9 +200,34 @@ export interface FrameTimings {
   imageEncodeMs: number;
 }
 
-/** Opaque handle to a server-side conversation context (KV cache). */
+/**
+ * Opaque handle to a server-side conversation context. A session holds:
+ *  - the conversation's KV cache (understanding turns): each understand call carrying the session
+ *    appends its prompt (and image, if one is fed) after the previous turns and answers with the whole
+ *    conversation in context. One request at a time per session (BUSY otherwise).
+ *  - the session's latest image: the last image fed to an understand turn, or the last final frame of
+ *    a generate/edit call carrying the session (at the vision size).
+ * Using the latest image:
+ *  - understand without `image`: if the latest image is not yet in the conversation (it came from a
+ *    generate/edit, or the context was lost in a worker crash), it is fed to the model in this turn
+ *    (reported as `inputImage.source = 'session'`); if the conversation has already seen it, nothing
+ *    is re-fed (the KV cache still holds it).
+ *  - generate with `edit: true` and no `sourceImage`: edits the latest image.
+ * Generation and editing condition on their own prompt (and source image) only; they do not read or
+ * extend the conversation's text, they only hand their final image to the session.
+ */
 export interface SessionHandle {
   readonly id: string;
+}
+
+/** What a session holds, for bounding session memory (Engine.sessionInfo). */
+export interface SessionInfo {
+  /** rows in the conversation's KV cache (prompt, image and answer tokens of all turns) */
+  tokens: number;
+  /** memory held: the KV cache buffers as allocated in the worker, plus the remembered image */
+  bytes: number;
+  /** whether the session has a latest image */
+  hasImage: boolean;
 }
 
 export interface ModelInfo {
@@ -176,5 +268,11 @@ export interface Engine {
   generate(req: GenerateRequest, signal?: AbortSignal): AsyncIterable<ImageFrame>;
   createSession(): SessionHandle;
   closeSession(session: SessionHandle): void;
+  /**
+   * What the session holds (tokens, bytes, image) so callers can bound session memory; throws
+   * EngineError INVALID_INPUT for an unknown or closed session. Optional for other Engine
+   * implementations (test doubles); the local engine has it.
+   */
+  sessionInfo?(session: SessionHandle): SessionInfo;
   close(): Promise<void>;
 }

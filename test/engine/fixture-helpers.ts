@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { EngineError } from '../../src/engine/types.ts';
+import { EngineError, type UnderstandEvent } from '../../src/engine/types.ts';
 
 export const FIXTURE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/tiny-pack');
 
@@ -21,4 +21,9 @@ export async function engineError(f: () => unknown): Promise<EngineError> {
     throw e;
   }
   throw new Error('expected an EngineError, nothing was thrown');
+}
+
+/** The answer's token ids: every chunk's, then the summary's trailing textless steps'. */
+export function answerIds(evs: UnderstandEvent[]): number[] {
+  return evs.flatMap((e) => (e.kind === 'chunk' ? e.tokenIds : (e.trailing?.tokenIds ?? [])));
 }

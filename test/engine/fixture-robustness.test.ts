@@ -191,10 +191,16 @@ describe('bad input gives typed errors', () => {
     }
   });
 
-  test('images: wrong size, wrong data, corrupt bytes, wrong format, pixel limits', async () => {
-    const small = { width: 32, height: 32, data: new Uint8Array(32 * 32 * 3) };
-    expect((await engineError(() => engine.understand({ prompt: 'describe the image', image: small }))).code).toBe('BAD_IMAGE');
-    expect((await engineError(() => engine.generate({ prompt: 'make it red', sourceImage: small }))).code).toBe('BAD_IMAGE');
+  test('images: too small, too large, wrong data, corrupt bytes, wrong format, pixel limits', async () => {
+    // other sizes are resized (fixture-sessions-images.test.ts); out-of-limit ones are typed errors
+    const tiny = { width: 4, height: 4, data: new Uint8Array(4 * 4 * 3) };
+    expect((await engineError(() => engine.understand({ prompt: 'describe the image', image: tiny }))).code).toBe('BAD_IMAGE');
+    expect((await engineError(() => engine.generate({ prompt: 'make it red', sourceImage: tiny }))).code).toBe('BAD_IMAGE');
+    const huge = { width: 5000, height: 4000, data: new Uint8Array(3) }; // refused on its size alone
+    const e = await engineError(() => engine.understand({ prompt: 'describe the image', image: huge }));
+    expect(e.code).toBe('BAD_IMAGE');
+    expect(e.message).toMatch(/limit/);
+    expect((await engineError(() => engine.generate({ prompt: 'make it red', sourceImage: huge }))).code).toBe('BAD_IMAGE');
     const short = { width: 64, height: 64, data: new Uint8Array(100) };
     expect((await engineError(() => engine.understand({ prompt: 'describe the image', image: short }))).code).toBe('BAD_IMAGE');
     const png = await sharp(Buffer.from(img64().data), { raw: { width: 64, height: 64, channels: 3 } }).png().toBuffer();

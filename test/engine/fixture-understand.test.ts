@@ -12,7 +12,7 @@ import type { Candidate } from '../../src/engine/speculative/tree.ts';
 import type { UnderstandSummary } from '../../src/engine/types.ts';
 import { WorkerClient } from '../../src/runtime/client.ts';
 import { chiSquare } from './spec-helpers.ts';
-import { collect, FIXTURE } from './fixture-helpers.ts';
+import { answerIds, collect, FIXTURE } from './fixture-helpers.ts';
 
 let engine: LocalEngine;
 let client: WorkerClient;
@@ -183,7 +183,8 @@ describe('fixture: speculation is lossless', () => {
         expect(s.kind).toBe('done');
         const chunks = evs.filter((e) => e.kind === 'chunk');
         expect(chunks.map((c) => (c.kind === 'chunk' ? c.text : '')).join('')).toBe(s.text);
-        expect(s.usage.completionTokens).toBe(chunks.reduce((n, c) => n + (c.kind === 'chunk' ? c.tokenIds.length : 0), 0));
+        expect(s.usage.completionTokens).toBe(chunks.reduce((n, c) => n + (c.kind === 'chunk' ? c.tokenIds.length : 0), 0) + (s.trailing?.tokenIds.length ?? 0));
+        expect(chunks.every((c) => c.kind === 'chunk' && c.text.length > 0)).toBe(true);
         expect(s.speculation.mode).toBe(mode);
         expect(s.speculation.proposer).toBe(mode === 'off' ? 'none' : 'ngram');
         texts[mode] = s.text;
@@ -238,12 +239,10 @@ describe('fixture: sessions', () => {
     for (const [maxTokens, mode] of [[5, 'tree'], [40, 'off'], [7, 'chain']] as const) {
       const session = engine.createSession();
       const t1 = (await collect(engine.understand({ prompt: 'describe the image', maxTokens, session, speculation: { mode } }))).at(-1) as UnderstandSummary;
-      const ids1 = (await collect(engine.understand({ prompt: 'describe the image', maxTokens, speculation: { mode: 'off' } }))).flatMap((e) =>
-        e.kind === 'chunk' ? e.tokenIds : [],
-      );
+      const ids1 = answerIds(await collect(engine.understand({ prompt: 'describe the image', maxTokens, speculation: { mode: 'off' } })));
       const t2 = await collect(engine.understand({ prompt: 'what colour is it', maxTokens: 12, session, speculation: { mode } }));
       engine.closeSession(session);
-      const answer2 = t2.flatMap((e) => (e.kind === 'chunk' ? e.tokenIds : []));
+      const answer2 = answerIds(t2);
       // one-shot: <bos> turn-1 words <im_start> answer-1 [<eos>] turn-2 words <im_start>
       const conv = [1, 30, 66, 35, 4, ...ids1, ...(t1.finishReason === 'eos' ? [2] : []), 75, 28, 37, 38, 4]; // what colour is it
       const ref = await decode(conv, 12, { temperature: 0, topK: 0, topP: 1 }, 0, null);

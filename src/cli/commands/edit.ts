@@ -3,7 +3,9 @@ import { runGenerateCommand } from '../../engine/cli-generate.ts';
 
 export const HELP = `Usage: hyperbagel edit --image FILE "instruction" --out FILE.png [options]
 
-Edits a 64×64 image (PNG/JPEG/WebP) following the instruction; writes the final frame as PNG.
+Edits an image (PNG/JPEG/WebP, any size up to 4096×4096 pixels: centre-cropped to a square and
+resized to the model's 64×64, reported as sourceImage on stderr) following the instruction; writes
+the final frame as PNG.
 Options as for \`hyperbagel generate\` (--mode progressive|6nfe|1nfe|baseline, --seed, --steps,
 --cfg-text, --cfg-image, --shift, --previews DIR, --pack DIR, --threads N, --quiet).`;
 

@@ -8,7 +8,8 @@ export const HELP = `Usage: hyperbagel understand [--image FILE] [options] "prom
 
 Answers a question about an image (or about nothing); streams only the answer text to stdout and
 prints a JSON summary (usage, timings, speculation statistics) to stderr.
-  --image FILE          PNG/JPEG/WebP, exactly the world's image size (64×64)
+  --image FILE          PNG/JPEG/WebP of any size up to 4096×4096 pixels; centre-cropped to a square
+                        and resized to the model's image size (64×64), reported as inputImage
   --speculation MODE    auto|off|chain|tree|ngram (default auto)
   --chain-length K      drafted tokens per step in chain/ngram mode (default: sized from the hardware)
   --tree-budget N       drafted nodes per step in tree mode (default: sized from the hardware)
@@ -48,7 +49,7 @@ export async function run(argv: string[]): Promise<number> {
       speculation: { mode, chainLength: numberFlag(flag(args, 'chain-length'), 'chain-length'), treeBudget: numberFlag(flag(args, 'tree-budget'), 'tree-budget') },
     };
     const image = flag(args, 'image');
-    if (image) req.image = await readImageFile(image, engine.info.imageSize.width);
+    if (image) req.image = await readImageFile(image);
     const ac = new AbortController();
     const onSig = () => ac.abort();
     process.once('SIGINT', onSig);
@@ -57,7 +58,7 @@ export async function run(argv: string[]): Promise<number> {
         if (ev.kind === 'chunk') process.stdout.write(ev.text);
         else {
           process.stdout.write('\n');
-          if (!args.flags.has('quiet')) process.stderr.write(JSON.stringify({ finishReason: ev.finishReason, usage: ev.usage, timings: ev.timings, speculation: ev.speculation, seed: ev.seed }) + '\n');
+          if (!args.flags.has('quiet')) process.stderr.write(JSON.stringify({ finishReason: ev.finishReason, usage: ev.usage, timings: ev.timings, speculation: ev.speculation, seed: ev.seed, ...(ev.inputImage ? { inputImage: ev.inputImage } : {}) }) + '\n');
           return ev.finishReason === 'error' ? 1 : 0;
         }
       }

@@ -3,9 +3,11 @@
 // encoding.
 import { layout, type EngineCtx, type Part } from '../context.ts';
 import { encodeImage } from '../image/codec.ts';
-import { chwToRgb, latentToRgb, requireSize, rgbToChw } from '../image/pixels.ts';
+import { checkInputImage, fitImage } from '../image/codec.ts';
+import { chwToRgb, latentToRgb, rgbToChw } from '../image/pixels.ts';
 import { Rng, randomSeed } from '../rng.ts';
-import { EngineError, type FrameTimings, type GenerateRequest, type GenerationMode, type ImageFrame, type RgbImage } from '../types.ts';
+import { EngineError, type FrameTimings, type GenerateRequest, type GenerationMode, type ImageFrame, type InputImageInfo, type RgbImage } from '../types.ts';
+import type { ConversationState } from '../understand/pipeline.ts';
 import * as V from '../validate.ts';
 import { WorkerSequence } from '../understand/worker-target.ts';
 import { cfgActive, combineCfg, EulerFlowScheduler, patchify, unpatchify, type CfgParams } from './scheduler.ts';
@@ -29,13 +31,15 @@ export interface ValidatedGenerate {
   mode: GenerationMode;
   seed: number;
   edit: boolean;
+  /** edits: the image to edit as given (request) or remembered (session), before fitting */
+  source?: { image: RgbImage; from: InputImageInfo['source']; info?: InputImageInfo };
   steps: number;
   cfg: CfgParams;
   shift: number;
   intermediatePreviews: boolean;
 }
 
-export function validateGenerate(ctx: EngineCtx, req: GenerateRequest): ValidatedGenerate {
+export function validateGenerate(ctx: EngineCtx, req: GenerateRequest, conversation: ConversationState | null = null): ValidatedGenerate {
   if (!req || typeof req !== 'object') throw new EngineError('INVALID_INPUT', 'request must be an object');
   const m = ctx.manifest;
   if (!m.graphs.denoiser || !m.graphs.vae_decoder) throw new EngineError('INVALID_INPUT', 'this model pack cannot generate images');
@@ -45,10 +49,18 @@ export function validateGenerate(ctx: EngineCtx, req: GenerateRequest): Validate
     throw new EngineError('PROMPT_TOO_LONG', `prompt has ${words.length} words, limit ${ctx.opts.maxPromptWords}`, { words: words.length, limit: ctx.opts.maxPromptWords });
   const mode = req.mode ?? 'progressive';
   if (!MODES.includes(mode)) throw new EngineError('OUT_OF_RANGE', `mode must be one of ${MODES.join(', ')}`, { param: 'mode' });
-  const edit = req.sourceImage !== undefined && req.sourceImage !== null;
-  if (edit) {
+  if (req.edit !== undefined && req.edit !== null && typeof req.edit !== 'boolean') throw new EngineError('INVALID_INPUT', 'edit must be a boolean', { param: 'edit' });
+  let source: ValidatedGenerate['source'];
+  if (req.sourceImage !== undefined && req.sourceImage !== null) source = { image: req.sourceImage, from: 'request' };
+  else if (req.edit) {
+    if (!req.session) throw new EngineError('INVALID_INPUT', 'an edit needs sourceImage, or a session whose latest image to edit', { param: 'sourceImage' });
+    if (!conversation?.image) throw new EngineError('INVALID_INPUT', 'this session has no image to edit yet; give sourceImage', { param: 'sourceImage' });
+    source = { image: conversation.image, from: 'session', ...(conversation.imageInfo ? { info: conversation.imageInfo } : {}) };
+  }
+  const edit = !!source;
+  if (source) {
     if (!m.graphs.vision || !m.graphs.vae_encoder) throw new EngineError('INVALID_INPUT', 'this model pack cannot edit images');
-    requireSize(req.sourceImage!, m.vision.image_size, 'sourceImage');
+    checkInputImage(source.image, 'sourceImage');
   }
   const d = m.sampler_defaults;
   const seed = V.opt(req.seed, (v) => V.num('seed', v, 0, Number.MAX_SAFE_INTEGER, { integer: true }), randomSeed());
@@ -74,6 +86,7 @@ export function validateGenerate(ctx: EngineCtx, req: GenerateRequest): Validate
     mode,
     seed,
     edit,
+    ...(source ? { source } : {}),
     steps,
     shift,
     intermediatePreviews: !!req.intermediatePreviews,
@@ -170,11 +183,28 @@ function throwIfAborted(signal?: AbortSignal) {
   if (signal?.aborted) throw new EngineError('CANCELLED', 'request cancelled');
 }
 
-export async function* runGenerate(ctx: EngineCtx, req: GenerateRequest, signal?: AbortSignal): AsyncGenerator<ImageFrame, void, void> {
+/**
+ * @param conversation the session's state when the request carries a session: an edit without
+ *   sourceImage reads its latest image, and the final frame becomes its latest image
+ */
+export async function* runGenerate(
+  ctx: EngineCtx,
+  req: GenerateRequest,
+  signal?: AbortSignal,
+  conversation: ConversationState | null = null,
+): AsyncGenerator<ImageFrame, void, void> {
   const t0 = performance.now();
-  const v = validateGenerate(ctx, req);
+  const v = validateGenerate(ctx, req, conversation);
   const plans = planSamplers(ctx, v);
-  const release = await ctx.limiter.acquire(signal);
+  if (conversation?.busy) throw new EngineError('BUSY', 'this session is already answering a request');
+  if (conversation) conversation.busy = true;
+  let release: () => void;
+  try {
+    release = await ctx.limiter.acquire(signal);
+  } catch (e) {
+    if (conversation) conversation.busy = false;
+    throw e;
+  }
   const m = ctx.manifest;
   const sp = m.special_tokens;
   const L = m.latent;
@@ -190,6 +220,7 @@ export async function* runGenerate(ctx: EngineCtx, req: GenerateRequest, signal?
       tm[k] += performance.now() - a;
     }
   };
+  let sourceInfo: InputImageInfo | undefined;
   try {
     // ---- shared prefill
     const needCfg = [plans.preview, plans.main].some((p) => p && !p.distilled && (p.cfg.textScale > 1 || p.cfg.imageScale > 1));
@@ -197,7 +228,10 @@ export async function* runGenerate(ctx: EngineCtx, req: GenerateRequest, signal?
     let textUncond: Ctx | null = null;
     let imageUncond: Ctx | null = null;
     if (v.edit) {
-      const src = req.sourceImage as RgbImage;
+      const fit = await fitImage(v.source!.image, m.vision.image_size, v.source!.from);
+      const src = fit.image;
+      // a remembered image reports how it was fitted when it came into the session
+      sourceInfo = v.source!.info ? { ...v.source!.info, source: v.source!.from } : fit.info;
       throwIfAborted(signal);
       const px64 = rgbToChw(src, m.vision.image_size);
       const vit = await timed('encodeSourceMs', () => ctx.client.call<Float32Array>({ op: 'vision', pixels: px64, batch: 1 }, [px64.buffer as ArrayBuffer]));
@@ -244,7 +278,9 @@ export async function* runGenerate(ctx: EngineCtx, req: GenerateRequest, signal?
       } else rgb = latentToRgb(latent, L.channels, L.height, L.width, m.preview.latent_rgb_factors, m.preview.latent_rgb_bias, display);
       tm.decodeMs += performance.now() - d0;
       const image = await timed('imageEncodeMs', () => encodeImage(rgb, stage === 'final' ? 'png' : how === 'vae' ? 'jpeg' : 'webp'));
-      return { stage, nfe, step, elapsedMs: performance.now() - t0, seed: v.seed, image, rgb, sampler: plan.name, timings: { ...tm } };
+      const f: ImageFrame = { stage, nfe, step, elapsedMs: performance.now() - t0, seed: v.seed, image, rgb, sampler: plan.name, timings: { ...tm } };
+      if (sourceInfo) f.sourceImage = sourceInfo;
+      return f;
     };
 
     /** Runs one sampler from the shared noise; yields intermediate x0 previews if asked. */
@@ -295,9 +331,21 @@ export async function* runGenerate(ctx: EngineCtx, req: GenerateRequest, signal?
       yield r.value;
       r = await it.next();
     }
-    yield await frame('final', r.value.nfe, plans.main.scheduler.steps, r.value.x, 'vae', plans.main);
+    const final = await frame('final', r.value.nfe, plans.main.scheduler.steps, r.value.x, 'vae', plans.main);
+    if (conversation) {
+      // the final is the session's latest image; the conversation has not seen it yet (the next
+      // understand turn feeds it). The session is free once this is recorded.
+      // (a copy: the caller owns the frame's pixels and may transfer them)
+      const kept = await fitImage(final.rgb, m.vision.image_size);
+      conversation.image = kept.image === final.rgb ? { ...final.rgb, data: final.rgb.data.slice() } : kept.image;
+      conversation.imageInfo = { originalWidth: final.rgb.width, originalHeight: final.rgb.height, width: display, height: display, resized: final.rgb.width !== display, cropped: false, source: 'session' };
+      conversation.imageInContext = false;
+      conversation.busy = false;
+    }
+    yield final;
   } finally {
+    if (conversation) conversation.busy = false;
     await Promise.all(contexts.map((c) => c.seq.close()));
-    release();
+    release!();
   }
 }

@@ -2,7 +2,8 @@
 // corruption and pixel-limit checks → EngineError('BAD_IMAGE').
 import { createHash } from 'node:crypto';
 import sharp, { type Metadata } from 'sharp';
-import { EngineError, type EncodedImage, type RgbImage } from '../types.ts';
+import { EngineError, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, type EncodedImage, type InputImageInfo, type RgbImage } from '../types.ts';
+import { validateRgb } from './pixels.ts';
 
 export type ImageFormat = 'png' | 'jpeg' | 'webp';
 
@@ -64,5 +65,51 @@ export async function decodeImageBytes(bytes: Uint8Array, limits: Partial<Decode
     return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
   } catch (e) {
     throw new EngineError('BAD_IMAGE', `image is corrupt: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Synchronous checks of an input RgbImage (shape, data length, size limits) → BAD_IMAGE. Any size in
+ * [MIN_IMAGE_SIDE, …] a side with at most MAX_IMAGE_PIXELS pixels passes; fitImage() then brings it
+ * to the model's size.
+ */
+export function checkInputImage(img: RgbImage, what = 'image'): void {
+  const { width: w, height: h } = img ?? {};
+  // the pixel limit first: an oversized image is refused before its data is looked at
+  if (Number.isInteger(w) && Number.isInteger(h) && w * h > MAX_IMAGE_PIXELS)
+    throw new EngineError('BAD_IMAGE', `${what}: ${w}×${h} is ${w * h} pixels, limit ${MAX_IMAGE_PIXELS}`, { got: [w, h], maxPixels: MAX_IMAGE_PIXELS });
+  validateRgb(img, what);
+  if (w < MIN_IMAGE_SIDE || h < MIN_IMAGE_SIDE)
+    throw new EngineError('BAD_IMAGE', `${what}: ${w}×${h} is too small (at least ${MIN_IMAGE_SIDE} pixels a side)`, { got: [w, h], minSide: MIN_IMAGE_SIDE });
+}
+
+/**
+ * An input image at size×size: returned as is when it already is; otherwise centre-cropped to a
+ * square and resized with sharp (lanczos3; `fit: cover`). Call checkInputImage first.
+ */
+export async function fitImage(img: RgbImage, size: number, source: InputImageInfo['source'] = 'request'): Promise<{ image: RgbImage; info: InputImageInfo }> {
+  const info: InputImageInfo = {
+    originalWidth: img.width,
+    originalHeight: img.height,
+    width: size,
+    height: size,
+    resized: false,
+    cropped: img.width !== img.height,
+    source,
+  };
+  if (img.width === size && img.height === size) return { image: img, info };
+  try {
+    const { data, info: out } = await sharp(Buffer.from(img.data.buffer, img.data.byteOffset, img.data.length), {
+      raw: { width: img.width, height: img.height, channels: 3 },
+      limitInputPixels: MAX_IMAGE_PIXELS,
+    })
+      .resize(size, size, { fit: 'cover', position: 'centre', kernel: 'lanczos3' })
+      .removeAlpha()
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    if (out.channels !== 3 || out.width !== size || out.height !== size) throw new Error(`resized to ${out.width}×${out.height}×${out.channels}`);
+    return { image: { width: size, height: size, data: new Uint8Array(data) }, info: { ...info, resized: true } };
+  } catch (e) {
+    throw new EngineError('BAD_IMAGE', `image cannot be resized to ${size}×${size}: ${(e as Error).message}`);
   }
 }

@@ -11,7 +11,7 @@ export function validateRgb(img: RgbImage, what = 'image'): void {
     throw new EngineError('BAD_IMAGE', `${what}: expected ${width * height * 3} bytes of RGB data, got ${data?.length ?? 'none'}`);
 }
 
-/** Require the world's image size exactly (the pack's vision.image_size). */
+/** Require the world's image size exactly (the pack's vision.image_size); inputs go through fitImage instead. */
 export function requireSize(img: RgbImage, size: number, what = 'image'): void {
   validateRgb(img, what);
   if (img.width !== size || img.height !== size)

@@ -1,5 +1,5 @@
 // Speculation statistics with vLLM/SGLang definitions: mean acceptance length = 1 + accepted/drafts
-// (bonus token included), acceptance rate = accepted/drafted, per-position acceptance = accepted at
+// (bonus token included; 1.0 when nothing was drafted), acceptance rate = accepted/drafted, per-position acceptance = accepted at
 // draft depth i / steps that drafted depth i.
 
 export class SpecMetrics {
@@ -22,7 +22,7 @@ export class SpecMetrics {
   }
 
   get meanAcceptedLength(): number {
-    return this.drafts ? 1 + this.acceptedTokens / this.drafts : 0;
+    return this.drafts ? 1 + this.acceptedTokens / this.drafts : 1; // plain decoding: one token per step
   }
 
   get acceptanceRate(): number {

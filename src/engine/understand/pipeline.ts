@@ -2,7 +2,8 @@
 // streaming chunks with text deltas and stop conditions, final summary.
 import { Rng, randomSeed } from '../rng.ts';
 import { layout, type EngineCtx, type Part } from '../context.ts';
-import { requireSize, rgbToChw } from '../image/pixels.ts';
+import { rgbToChw } from '../image/pixels.ts';
+import { checkInputImage, fitImage } from '../image/codec.ts';
 import { SpecMetrics } from '../speculative/metrics.ts';
 import { DraftModelProposer, ngramProposer, type Proposer, type ProposerConfig } from '../speculative/proposer.ts';
 import { EagleDrafter } from '../speculative/eagle.ts';
@@ -12,7 +13,10 @@ import type { Segment } from '../../runtime/protocol.ts';
 import {
   EngineError,
   type FinishReason,
+  type InputImageInfo,
+  type RgbImage,
   type SpeculationMode,
+  type TrailingSteps,
   type UnderstandEvent,
   type UnderstandRequest,
   type UnderstandSummary,
@@ -33,6 +37,16 @@ export interface ConversationState {
   /** chosen tokens not yet in the KV cache (the last answer's final token) */
   pending: number[];
   busy: boolean;
+  /** the session's latest image (last understood input, or last generated/edited final), vision size */
+  image: RgbImage | null;
+  /** whether `image` is already in this conversation's KV cache */
+  imageInContext: boolean;
+  /** how `image` was brought to the vision size when it came in */
+  imageInfo: InputImageInfo | null;
+}
+
+export function newConversation(): ConversationState {
+  return { seq: null, nextPos: 0, history: [], pending: [], busy: false, image: null, imageInContext: false, imageInfo: null };
 }
 
 export interface ValidatedUnderstand {
@@ -76,7 +90,7 @@ export function validateUnderstand(ctx: EngineCtx, req: UnderstandRequest): Vali
   if (spec.treeDepth != null) v.treeDepth = V.num('speculation.treeDepth', spec.treeDepth, 1, 10, { integer: true });
   if (req.image !== undefined && req.image !== null) {
     if (!ctx.manifest.graphs.vision) throw new EngineError('INVALID_INPUT', 'this model pack cannot read images (no vision graph)');
-    requireSize(req.image, ctx.manifest.vision.image_size);
+    checkInputImage(req.image);
   }
   return v;
 }
@@ -151,13 +165,19 @@ export async function* runUnderstand(
   const t0 = performance.now();
   const v = validateUnderstand(ctx, req);
   if (conversation?.busy) throw new EngineError('BUSY', 'this session is already answering a request');
-  const release = await ctx.limiter.acquire(signal);
+  if (conversation) conversation.busy = true;
+  let release: () => void;
+  try {
+    release = await ctx.limiter.acquire(signal);
+  } catch (e) {
+    if (conversation) conversation.busy = false;
+    throw e;
+  }
   const queueMs = performance.now() - t0;
   const sp = ctx.manifest.special_tokens;
   let seq: WorkerSequence | null = null;
   let proposer: Proposer | null = null;
   let draft: WorkerDraftModel | null = null;
-  if (conversation) conversation.busy = true;
   try {
     // ---- prefill
     let startPos = 0;
@@ -165,7 +185,8 @@ export async function* runUnderstand(
     if (conversation?.seq && !conversation.seq.alive) {
       // the worker crashed since the last turn: the conversation's KV cache is gone. Say so once,
       // and start the conversation afresh on the next request.
-      Object.assign(conversation, { seq: null, nextPos: 0, history: [], pending: [] });
+      // (the latest image survives on this side and is fed again by the next turn that needs it)
+      Object.assign(conversation, { seq: null, nextPos: 0, history: [], pending: [], imageInContext: false });
       throw new EngineError('WORKER_CRASHED', 'the session lost its context in a model worker crash; the next request starts a new conversation');
     }
     if (conversation?.seq && conversation.seq.length > 0) {
@@ -180,10 +201,22 @@ export async function* runUnderstand(
     const kvStart = seq.length;
     const parts: Part[] = [];
     const lead = conversation?.seq && startPos > 0 ? [...conversation.pending] : [sp.bos];
+    // the image of this turn: the request's own (cropped/resized to the vision size), else the
+    // session's latest image when the conversation has not seen it yet
+    let image: RgbImage | null = null;
+    let inputImage: InputImageInfo | undefined;
     if (req.image) {
+      const fit = await fitImage(req.image, ctx.manifest.vision.image_size, 'request');
+      image = fit.image;
+      inputImage = fit.info;
+    } else if (conversation?.image && !conversation.imageInContext && ctx.manifest.graphs.vision) {
+      image = conversation.image;
+      inputImage = { ...(conversation.imageInfo ?? { originalWidth: image.width, originalHeight: image.height, width: image.width, height: image.height, resized: false, cropped: false }), source: 'session' };
+    }
+    if (image) {
       if (signal?.aborted) throw new EngineError('CANCELLED', 'request cancelled');
       const S = ctx.manifest.vision.image_size;
-      const pixels = rgbToChw(req.image, S);
+      const pixels = rgbToChw(image, S);
       const embeds = await ctx.client.call<Float32Array>({ op: 'vision', pixels, batch: 1 }, [pixels.buffer as ArrayBuffer]);
       parts.push({ kind: 'ids', ids: [...lead, sp.vision_start] }, { kind: 'image', embeds, count: ctx.manifest.vision.tokens }, { kind: 'ids', ids: [sp.vision_end, ...v.words, sp.im_start] });
     } else parts.push({ kind: 'ids', ids: [...lead, ...v.words, sp.im_start] });
@@ -201,6 +234,14 @@ export async function* runUnderstand(
     const pPositions = Int32Array.from(lay.positions);
     const pMask = Uint8Array.from(lay.mask);
     const lastLogits = await seq.extend(lay.segments, lay.positions, lay.mask, 'last', !!proposer?.needsFeatures);
+    if (conversation && image && inputImage) {
+      // the image is in the conversation's KV cache now: it is the session's latest image
+      if (inputImage.source === 'request') {
+        conversation.image = image;
+        conversation.imageInfo = inputImage;
+      }
+      conversation.imageInContext = true;
+    }
     const pFeatures = seq.lastFeatures;
     const context = [...history, ...lay.ids];
     // ---- decode
@@ -214,6 +255,8 @@ export async function* runUnderstand(
     let tFirst = 0;
     let chosenTotal = 0; // tokens chosen by the loop (incl. any past a cut); all but the last are cached
     let cancelled = false;
+    // textless steps waiting to be folded into the next chunk (see UnderstandChunk)
+    let carry: TrailingSteps | null = null;
     const steps = decodeSteps(seq, lastLogits, lay.nextPos, context, {
       sampling: v.sampling,
       rng,
@@ -237,7 +280,15 @@ export async function* runUnderstand(
         if (!st.stopped && cut.finish) out += stopper.flush();
         text += out;
         if (!tFirst) tFirst = performance.now();
-        yield { kind: 'chunk', text: out, tokenIds: kept, acceptedTokens: step.accepted, draftedTokens: step.drafted };
+        const c: TrailingSteps = carry ?? { tokenIds: [], acceptedTokens: 0, draftedTokens: 0, steps: 0 };
+        c.tokenIds.push(...kept);
+        c.acceptedTokens += step.accepted;
+        c.draftedTokens += step.drafted;
+        c.steps += 1;
+        if (out.length > 0) {
+          carry = null;
+          yield { kind: 'chunk', text: out, tokenIds: c.tokenIds, acceptedTokens: c.acceptedTokens, draftedTokens: c.draftedTokens, steps: c.steps };
+        } else carry = c;
         if (st.stopped) {
           finish = 'stop';
           break;
@@ -289,6 +340,11 @@ export async function* runUnderstand(
       },
       seed: v.seed,
     };
+    if (carry) summary.trailing = carry;
+    if (inputImage) summary.inputImage = inputImage;
+    // the session is free as soon as its state is updated: a caller that sees the summary may send
+    // the next turn at once
+    if (conversation) conversation.busy = false;
     yield summary;
   } catch (e) {
     // cancelled during prefill (after admission): end the stream like a cancelled decode would
@@ -300,14 +356,14 @@ export async function* runUnderstand(
       text: '',
       usage: { promptTokens: 0, completionTokens: 0, totalTokens: 0 },
       timings: { queueMs, timeToFirstTokenMs: 0, totalMs: total, tokensPerSecond: 0 },
-      speculation: { mode: v.mode, proposer: 'none', drafts: 0, draftedTokens: 0, acceptedTokens: 0, meanAcceptedLength: 0, acceptanceRate: 0, acceptancePerPosition: [] },
+      speculation: { mode: v.mode, proposer: 'none', drafts: 0, draftedTokens: 0, acceptedTokens: 0, meanAcceptedLength: 1, acceptanceRate: 0, acceptancePerPosition: [] },
       seed: v.seed,
     };
   } finally {
     if (conversation) conversation.busy = false;
     if (seq && !conversation) await seq.close();
     await draft?.close();
-    release();
+    release!();
   }
 }
 

@@ -14,6 +14,7 @@ export class WorkerSequence implements TargetSequence {
     return nextSeqId++;
   }
   private len = 0;
+  private peak = 0;
   private pending: Compaction | null = null;
   lastFeatures: Float32Array | null = null;
   private generation: number;
@@ -38,6 +39,11 @@ export class WorkerSequence implements TargetSequence {
     return this.len;
   }
 
+  /** most rows this sequence ever held (incl. verified draft trees): the worker's KV capacity follows it */
+  get peakLength(): number {
+    return this.peak;
+  }
+
   /** false once the worker that held this sequence has died */
   get alive(): boolean {
     return this.client.generation === this.generation;
@@ -58,6 +64,7 @@ export class WorkerSequence implements TargetSequence {
       this.generation,
     );
     this.len += T;
+    this.peak = Math.max(this.peak, this.len);
     this.lastFeatures = r.features ?? null;
     return r.logits;
   }

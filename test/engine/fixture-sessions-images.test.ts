@@ -1,0 +1,198 @@
+// Sessions across understand / generate / edit (the session's latest image), images of other sizes
+// (centre-crop + resize), and chunks that never carry empty text. Fixture pack, real worker.
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { createEngine, type LocalEngine } from '../../src/engine/index.ts';
+import { fitImage } from '../../src/engine/image/codec.ts';
+import type { ImageFrame, RgbImage, UnderstandChunk, UnderstandEvent, UnderstandSummary } from '../../src/engine/types.ts';
+import { answerIds, collect, engineError, FIXTURE } from './fixture-helpers.ts';
+
+let engine: LocalEngine;
+beforeAll(async () => {
+  engine = await createEngine(FIXTURE, { calibrate: false, intraOpThreads: 1 });
+});
+afterAll(async () => {
+  await engine?.close();
+});
+
+const summary = (evs: UnderstandEvent[]) => evs.at(-1) as UnderstandSummary;
+const finalOf = (frames: ImageFrame[]) => frames.find((f) => f.stage === 'final')!;
+const pattern = (w: number, h: number, f: (x: number, y: number, c: number) => number): RgbImage => {
+  const data = new Uint8Array(w * h * 3);
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) for (let c = 0; c < 3; c++) data[(y * w + x) * 3 + c] = f(x, y, c);
+  return { width: w, height: h, data };
+};
+const greedy = { maxTokens: 8, speculation: { mode: 'off' as const } };
+
+describe('images of other sizes', () => {
+  test('fitImage: exact size untouched; non-square centre-cropped; larger/smaller resized', async () => {
+    const exact = pattern(64, 64, (x, y, c) => (x + y + c) % 256);
+    const e = await fitImage(exact, 64);
+    expect(e.image).toBe(exact);
+    expect(e.info).toMatchObject({ resized: false, cropped: false, width: 64, height: 64 });
+    // 160×64: a 64-wide centre block of 200, sides of 10 → the crop keeps only the centre
+    const wide = pattern(160, 64, (x) => (x >= 48 && x < 112 ? 200 : 10));
+    const w = await fitImage(wide, 64);
+    expect(w.info).toMatchObject({ originalWidth: 160, originalHeight: 64, resized: true, cropped: true });
+    expect(w.image.width).toBe(64);
+    expect(w.image.data.length).toBe(64 * 64 * 3);
+    expect(Math.min(...w.image.data)).toBeGreaterThanOrEqual(195);
+    const up = await fitImage(pattern(16, 16, () => 77), 64);
+    expect(up.info).toMatchObject({ resized: true, cropped: false });
+    expect(new Set(up.image.data)).toEqual(new Set([77]));
+  });
+
+  test('understand accepts any reasonable size and reports the resize; a uniform photo answers like its 64×64 version', async () => {
+    const ref = summary(await collect(engine.understand({ prompt: 'describe the image', image: pattern(64, 64, () => 120), ...greedy })));
+    expect(ref.inputImage).toMatchObject({ resized: false, source: 'request' });
+    const big = summary(await collect(engine.understand({ prompt: 'describe the image', image: pattern(300, 200, () => 120), ...greedy })));
+    expect(big.inputImage).toMatchObject({ originalWidth: 300, originalHeight: 200, width: 64, height: 64, resized: true, cropped: true, source: 'request' });
+    expect(big.usage.promptTokens).toBe(ref.usage.promptTokens); // 16 vision tokens either way
+    expect(big.text).toBe(ref.text);
+    const small = summary(await collect(engine.understand({ prompt: 'describe the image', image: pattern(32, 32, () => 120), ...greedy })));
+    expect(small.inputImage).toMatchObject({ resized: true, cropped: false });
+    expect(small.text).toBe(ref.text);
+  });
+
+  test('edit accepts any reasonable size; the frame reports the resize and equals the edit of the fitted image', async () => {
+    const photo = pattern(200, 150, (x, y, c) => (x * 3 + y * 5 + c * 40) % 256);
+    const a = finalOf(await collect(engine.generate({ prompt: 'make the circle blue', sourceImage: photo, mode: '1nfe', seed: 3 })));
+    expect(a.sourceImage).toMatchObject({ originalWidth: 200, originalHeight: 150, resized: true, cropped: true, source: 'request' });
+    const fitted = (await fitImage(photo, 64)).image;
+    const b = finalOf(await collect(engine.generate({ prompt: 'make the circle blue', sourceImage: fitted, mode: '1nfe', seed: 3 })));
+    expect(b.sourceImage).toMatchObject({ resized: false });
+    expect(a.image.sha256).toBe(b.image.sha256);
+    // text-to-image frames have no sourceImage
+    expect(finalOf(await collect(engine.generate({ prompt: 'a red circle', mode: '1nfe', seed: 3 }))).sourceImage).toBeUndefined();
+  });
+});
+
+describe('sessions: the latest image across understand, generate and edit', () => {
+  test('a generated final becomes the latest image: the next understand turn sees it, the one after does not re-feed it', async () => {
+    const session = engine.createSession();
+    expect(engine.sessionInfo(session)).toEqual({ tokens: 0, bytes: 0, hasImage: false });
+    const gen = finalOf(await collect(engine.generate({ prompt: 'a red circle', mode: '1nfe', seed: 9, session })));
+    const info = engine.sessionInfo(session);
+    expect(info.hasImage).toBe(true);
+    expect(info.tokens).toBe(0);
+    expect(info.bytes).toBe(64 * 64 * 3);
+    // turn 1: no image given → the generated image is fed (like passing it explicitly, one-shot)
+    const t1 = await collect(engine.understand({ prompt: 'describe the image', session, ...greedy }));
+    const s1 = summary(t1);
+    expect(s1.inputImage).toMatchObject({ source: 'session', width: 64, height: 64 });
+    const oneShot = summary(await collect(engine.understand({ prompt: 'describe the image', image: gen.rgb, ...greedy })));
+    expect(s1.usage.promptTokens).toBe(oneShot.usage.promptTokens);
+    expect(s1.text).toBe(oneShot.text);
+    const afterT1 = engine.sessionInfo(session);
+    expect(afterT1.tokens).toBeGreaterThanOrEqual(s1.usage.promptTokens);
+    expect(afterT1.bytes).toBeGreaterThan(64 * 64 * 3);
+    // turn 2: the conversation holds the image already: nothing re-fed
+    const s2 = summary(await collect(engine.understand({ prompt: 'what colour is it', session, ...greedy })));
+    expect(s2.inputImage).toBeUndefined();
+    expect(s2.usage.promptTokens).toBeLessThan(10);
+    expect(engine.sessionInfo(session).tokens).toBeGreaterThan(afterT1.tokens);
+    engine.closeSession(session);
+    expect((await engineError(() => engine.sessionInfo(session))).code).toBe('INVALID_INPUT');
+    expect((await engineError(() => engine.generate({ prompt: 'a red circle', session }))).code).toBe('INVALID_INPUT');
+  });
+
+  test('edit without sourceImage edits the latest image (understood, then edited), and its final becomes the latest', async () => {
+    const photo = pattern(96, 80, (x, y, c) => (x * 7 + y * 3 + c * 50) % 256);
+    const session = engine.createSession();
+    // no image yet: a typed error
+    const none = await engineError(() => engine.generate({ prompt: 'make the circle green', edit: true, session }));
+    expect(none.code).toBe('INVALID_INPUT');
+    expect(none.message).toMatch(/no image/);
+    expect((await engineError(() => engine.generate({ prompt: 'make the circle green', edit: true }))).code).toBe('INVALID_INPUT');
+    // "describe this image" → "now make the circle green"
+    await collect(engine.understand({ prompt: 'describe the image', image: photo, session, ...greedy }));
+    expect(engine.sessionInfo(session).hasImage).toBe(true);
+    const e1 = finalOf(await collect(engine.generate({ prompt: 'make the circle green', edit: true, session, mode: '1nfe', seed: 2 })));
+    expect(e1.sourceImage).toMatchObject({ source: 'session', originalWidth: 96, originalHeight: 80, resized: true, cropped: true });
+    const fitted = (await fitImage(photo, 64)).image;
+    const ref1 = finalOf(await collect(engine.generate({ prompt: 'make the circle green', sourceImage: fitted, mode: '1nfe', seed: 2 })));
+    expect(e1.image.sha256).toBe(ref1.image.sha256);
+    // the edit's final is the latest image now: a second edit starts from it
+    const e2 = finalOf(await collect(engine.generate({ prompt: 'make the square red', edit: true, session, mode: '1nfe', seed: 5 })));
+    const ref2 = finalOf(await collect(engine.generate({ prompt: 'make the square red', sourceImage: e1.rgb, mode: '1nfe', seed: 5 })));
+    expect(e2.image.sha256).toBe(ref2.image.sha256);
+    // and the next understand turn is about the edited image (fed, since the conversation has not seen it)
+    const s = summary(await collect(engine.understand({ prompt: 'what colour is it', session, ...greedy })));
+    expect(s.inputImage?.source).toBe('session');
+    // an explicit sourceImage wins over the session's
+    const e3 = finalOf(await collect(engine.generate({ prompt: 'make the square red', sourceImage: fitted, session, mode: '1nfe', seed: 5 })));
+    expect(e3.sourceImage?.source).toBe('request');
+    engine.closeSession(session);
+  });
+
+  test('one request at a time per session; the session is free as soon as the final frame / summary is out', async () => {
+    const session = engine.createSession();
+    const a = engine.generate({ prompt: 'a red circle', mode: '1nfe', seed: 1, session })[Symbol.asyncIterator]();
+    const first = a.next(); // starts the request
+    const busy = await engineError(() => engine.understand({ prompt: 'describe the image', session, maxTokens: 2 }));
+    expect(busy.code).toBe('BUSY');
+    let r = await first;
+    while (!r.done && r.value.stage !== 'final') r = await a.next();
+    // final received, generator not finished: the session already takes the next request
+    const next = await collect(engine.understand({ prompt: 'describe the image', session, ...greedy }));
+    expect(summary(next).inputImage?.source).toBe('session');
+    expect((await a.next()).done).toBe(true);
+    // same for understanding: summary received, next turn at once
+    const u = engine.understand({ prompt: 'what colour is it', session, maxTokens: 3 })[Symbol.asyncIterator]();
+    let ev = await u.next();
+    while (!ev.done && ev.value.kind !== 'done') ev = await u.next();
+    const edit = await collect(engine.generate({ prompt: 'make the circle green', edit: true, session, mode: '1nfe', seed: 1 }));
+    expect(finalOf(edit).sourceImage?.source).toBe('session');
+    await u.next();
+    engine.closeSession(session);
+  });
+});
+
+describe('chunks never carry empty text', () => {
+  test('textless steps (special tokens, EOS) fold into the next chunk or the summary; counts add up', async () => {
+    const special = new Set([0, 1, 3, 4, 5, 6, 7, 8, 9]); // render to "" (EOS ends the answer)
+    let folded = 0;
+    let specialSeen = 0;
+    for (let seed = 0; seed < 24; seed++) {
+      const mode = (['off', 'ngram', 'tree'] as const)[seed % 3]!;
+      const evs = await collect(engine.understand({ prompt: 'describe the image', maxTokens: 24, temperature: 1.5, seed, speculation: { mode } }));
+      const s = summary(evs);
+      const chunks = evs.filter((e): e is UnderstandChunk => e.kind === 'chunk');
+      for (const c of chunks) {
+        expect(c.text.length, JSON.stringify(c)).toBeGreaterThan(0);
+        expect(c.steps).toBeGreaterThanOrEqual(1);
+        if (c.steps! > 1) folded++;
+      }
+      const ids = answerIds(evs);
+      expect(ids.length).toBe(s.usage.completionTokens);
+      specialSeen += ids.filter((t) => special.has(t)).length;
+      expect(chunks.map((c) => c.text).join('')).toBe(s.text);
+      // every verification step is in exactly one chunk or the trailing record
+      const steps = chunks.reduce((n, c) => n + c.steps!, 0) + (s.trailing?.steps ?? 0);
+      const accepted = chunks.reduce((n, c) => n + c.acceptedTokens, 0) + (s.trailing?.acceptedTokens ?? 0);
+      const drafted = chunks.reduce((n, c) => n + c.draftedTokens, 0) + (s.trailing?.draftedTokens ?? 0);
+      expect(accepted).toBe(s.speculation.acceptedTokens);
+      expect(drafted).toBe(s.speculation.draftedTokens);
+      expect(steps).toBeGreaterThanOrEqual(s.speculation.drafts);
+    }
+    // the random fixture samples special tokens often: the folding above was exercised
+    expect(specialSeen).toBeGreaterThan(0);
+    expect(folded).toBeGreaterThan(0);
+  }, 30000);
+
+  test('meanAcceptedLength = 1 + accepted/drafts, 1.0 when nothing was drafted', async () => {
+    const off = summary(await collect(engine.understand({ prompt: 'describe the image', maxTokens: 6, speculation: { mode: 'off' } })));
+    expect(off.speculation.drafts).toBe(0);
+    expect(off.speculation.meanAcceptedLength).toBe(1);
+    const ac = new AbortController();
+    const evs: UnderstandEvent[] = [];
+    for await (const ev of engine.understand({ prompt: 'describe the image', maxTokens: 40, speculation: { mode: 'off' } }, ac.signal)) {
+      evs.push(ev);
+      ac.abort();
+    }
+    const cancelled = summary(evs);
+    expect(cancelled.finishReason).toBe('cancelled');
+    expect(cancelled.speculation.meanAcceptedLength).toBe(1);
+    const ng = summary(await collect(engine.understand({ prompt: 'describe the image', maxTokens: 24, speculation: { mode: 'ngram', chainLength: 3 } })));
+    if (ng.speculation.drafts) expect(ng.speculation.meanAcceptedLength).toBeCloseTo(1 + ng.speculation.acceptedTokens / ng.speculation.drafts, 12);
+  });
+});
