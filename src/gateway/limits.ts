@@ -59,6 +59,14 @@ export interface GatewayLimits {
   imageStoreTtlMs: number;
   /** An engine stream silent for this long is abandoned with an INTERNAL error (never a hang). */
   engineStallTimeoutMs: number;
+  /** Sustained GraphQL operations per second per API key (per client IP when auth is off); 0 = off. */
+  rateLimitPerSecond: number;
+  /** Operations a client may start in a burst before `rateLimitPerSecond` applies. */
+  rateLimitBurst: number;
+  /** A graphql-ws socket whose send buffer stays above this many bytes ... */
+  maxSocketBufferedBytes: number;
+  /** ... for this long is closed with code 4008 ("slow consumer"). */
+  slowSocketGraceMs: number;
 }
 
 export const DEFAULT_LIMITS: GatewayLimits = {
@@ -86,6 +94,10 @@ export const DEFAULT_LIMITS: GatewayLimits = {
   imageStoreBytes: 64 * 1024 * 1024,
   imageStoreTtlMs: 10 * 60_000,
   engineStallTimeoutMs: 120_000,
+  rateLimitPerSecond: 50,
+  rateLimitBurst: 200,
+  maxSocketBufferedBytes: 8 * 1024 * 1024,
+  slowSocketGraceMs: 10_000,
 };
 
 const tooComplex = (message: string, node?: FieldNode) =>

@@ -13,6 +13,8 @@ import type { Engine } from '../engine/types.ts';
 import { handleDemoRequest } from '../web/serve.ts';
 import { readSchemaSdl } from './codegen.ts';
 import { GatewayError, maskError } from './errors.ts';
+import { OriginPolicy } from './origin.ts';
+import { RateLimiter, rateLimitedError } from './rate-limit.ts';
 import { queryShapeRule, type GatewayLimits } from './limits.ts';
 import { GatewayRuntime, type GatewayContext } from './runtime.ts';
 
@@ -27,6 +29,12 @@ export interface ServerOptions {
   engineOptions?: Record<string, unknown>;
   /** When non-empty, every request needs one of these keys. */
   apiKeys?: string[];
+  /**
+   * Browser origins (e.g. "https://app.example.com") allowed besides the server's own; "*" allows
+   * any. Requests and WebSocket upgrades from other origins get HTTP 403; clients that send no
+   * Origin (non-browser) are always accepted.
+   */
+  allowedOrigins?: string[];
   limits?: Partial<GatewayLimits>;
   /** GraphiQL and introspection. Default: NODE_ENV !== 'production'. */
   dev?: boolean;
@@ -40,6 +48,11 @@ export interface ServerOptions {
   webDemo?: boolean;
   log?: (msg: string) => void;
 }
+
+/** Close code for a graphql-ws socket whose client stopped reading (send buffer over the bound too long). */
+export const SLOW_CONSUMER_CLOSE_CODE = 4008;
+/** After the slow-consumer close frame, the socket is destroyed this long later if the client never reads it. */
+const SLOW_CONSUMER_TERMINATE_MS = 5000;
 
 export interface RunningServer {
   url: string;
@@ -89,6 +102,11 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const authOn = apiKeys.length > 0;
   const rt = new GatewayRuntime(options.limits);
   const L = rt.limits;
+  const origins = new OriginPolicy(options.allowedOrigins ?? [], options.publicUrl);
+  const limiter = new RateLimiter({ ratePerSecond: L.rateLimitPerSecond, burst: L.rateLimitBurst });
+  /** The rate-limit identity: a valid API key when auth is on, else the client's IP address. */
+  const rateClient = (key: string | undefined, req: IncomingMessage) =>
+    authOn && key && keyAllowed(apiKeys, key) ? `key:${key}` : `ip:${req.socket.remoteAddress ?? 'unknown'}`;
 
   const schema = createSchema<GatewayContext>({
     typeDefs: readSchemaSdl(),
@@ -178,6 +196,13 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       },
     },
     maxRequestBodySize: L.maxBodyBytes,
+    // yoga's default CORS reflects any Origin (with credentials). Here: CORS headers only for
+    // origins the policy allows (others never reach yoga: 403 in the handler below).
+    cors: (request) => {
+      const origin = request.headers.get('origin');
+      if (!origins.needsCors(origin, request.headers.get('host'))) return false as never;
+      return { origin: [origin!], credentials: false, exposedHeaders: ['Retry-After'] };
+    },
     multipart: true,
     logging: false,
     context: (initial): GatewayContext => {
@@ -214,6 +239,22 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       return res.end(Buffer.from(img.bytes.buffer, img.bytes.byteOffset, img.bytes.byteLength));
     }
     if (options.webDemo !== false && path !== '/graphql' && handleDemoRequest(req, res)) return;
+    if (path === '/graphql') {
+      if (!origins.allows(req.headers.origin, req.headers.host)) {
+        rt.metrics.originRejected.inc({ transport: 'http' });
+        return sendJson(res, 403, { errors: [{ message: 'This Origin is not allowed (see --allow-origin)', extensions: { code: 'FORBIDDEN' } }] });
+      }
+      // every operation counts; CORS preflights and the GraphiQL page do not
+      const isPage = req.method === 'GET' && (req.headers.accept ?? '').includes('text/html');
+      if (limiter.enabled && req.method !== 'OPTIONS' && !isPage) {
+        const wait = limiter.take(rateClient(extractApiKey(req.headers.authorization), req));
+        if (wait > 0) {
+          rt.metrics.rateLimited.inc({ transport: 'http' });
+          const err = rateLimitedError(wait);
+          return sendJson(res, 429, { errors: [{ message: err.message, extensions: err.extensions }] }, { 'retry-after': String(err.extensions.retryAfterSeconds) });
+        }
+      }
+    }
     if (path === '/graphql' && (req.headers.accept ?? '').includes('text/event-stream')) res.setHeader('X-Accel-Buffering', 'no');
     return yoga(req, res);
   };
@@ -226,7 +267,17 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   });
 
   // ---------------------------------------------------------------- graphql-ws
-  const wss = new WebSocketServer({ server, path: '/graphql', maxPayload: L.maxBodyBytes });
+  const wss = new WebSocketServer({
+    server,
+    path: '/graphql',
+    maxPayload: L.maxBodyBytes,
+    // Cross-site WebSocket hijacking: browsers always send Origin on a WebSocket handshake.
+    verifyClient: (info: { origin?: string; req: IncomingMessage }, done: (ok: boolean, code?: number, message?: string) => void) => {
+      if (origins.allows(info.req.headers.origin, info.req.headers.host)) return done(true);
+      rt.metrics.originRejected.inc({ transport: 'ws' });
+      done(false, 403, 'Origin not allowed');
+    },
+  });
   const wsOps = new WeakMap<WebSocket, Map<string, WsOp>>();
   const opsOf = (socket: WebSocket) => {
     let m = wsOps.get(socket);
@@ -235,6 +286,44 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   };
   type WsExtra = { socket: WebSocket; request: IncomingMessage };
   type Roots = { execute: (args: ExecutionArgs) => unknown; subscribe: (args: ExecutionArgs) => unknown };
+
+  const abortSocketOps = (socket: WebSocket) => {
+    const ops = wsOps.get(socket);
+    if (ops) for (const op of ops.values()) op.controller.abort();
+  };
+
+  // Slow consumers: graphql-ws waits for each write per operation, but a client that stops reading
+  // still pins up to one (possibly large) message per operation plus the socket. A send buffer above
+  // the bound for longer than the grace period closes the socket with SLOW_CONSUMER_CLOSE_CODE,
+  // aborting its operations; if the client never reads the close frame, the socket is destroyed.
+  const overSince = new WeakMap<WebSocket, number>();
+  const closeSlow = (socket: WebSocket) => {
+    rt.metrics.slowSocketCloses.inc();
+    abortSocketOps(socket);
+    const mib = Math.round((L.maxSocketBufferedBytes / 1048576) * 10) / 10;
+    socket.close(SLOW_CONSUMER_CLOSE_CODE, `Slow consumer: over ${mib} MiB unread for ${Math.round(L.slowSocketGraceMs / 100) / 10} s`);
+    setTimeout(() => socket.terminate(), SLOW_CONSUMER_TERMINATE_MS).unref();
+  };
+  const slowTimer =
+    L.maxSocketBufferedBytes > 0 && Number.isFinite(L.maxSocketBufferedBytes)
+      ? setInterval(
+          () => {
+            const now = performance.now();
+            for (const socket of wss.clients) {
+              if (socket.readyState !== socket.OPEN) continue;
+              if (socket.bufferedAmount <= L.maxSocketBufferedBytes) {
+                overSince.delete(socket);
+                continue;
+              }
+              const since = overSince.get(socket);
+              if (since === undefined) overSince.set(socket, now);
+              else if (now - since >= L.slowSocketGraceMs) closeSlow(socket);
+            }
+          },
+          Math.max(20, Math.min(1000, Math.floor(L.slowSocketGraceMs / 4))),
+        )
+      : undefined;
+  slowTimer?.unref();
 
   wss.on('connection', (socket: WebSocket) => {
     rt.wsConnections++;
@@ -258,21 +347,25 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     });
     socket.once('close', () => {
       rt.wsConnections--;
-      const ops = wsOps.get(socket);
-      if (ops) for (const op of ops.values()) op.controller.abort();
+      abortSocketOps(socket);
       wsOps.delete(socket);
     });
   });
+
+  /** The API key a graphql-ws client presented: connection_init payload first, then the upgrade header. */
+  const wsKey = (ctx: { connectionParams?: Record<string, unknown> | undefined; extra: WsExtra }): string | undefined => {
+    const p = ctx.connectionParams ?? {};
+    const fromPayload = extractApiKey(p.authorization) ?? extractApiKey(p.Authorization) ?? extractApiKey(p.apiKey);
+    if (fromPayload && keyAllowed(apiKeys, fromPayload)) return fromPayload;
+    return extractApiKey(ctx.extra.request.headers.authorization) ?? fromPayload;
+  };
 
   const wsServer = useServer<Record<string, unknown> | undefined, WsExtra>(
     {
       connectionInitWaitTimeout: 3000,
       onConnect: (ctx) => {
         if (!authOn) return true;
-        const p = ctx.connectionParams ?? {};
-        const fromPayload = extractApiKey(p.authorization) ?? extractApiKey(p.Authorization) ?? extractApiKey(p.apiKey);
-        const fromHeader = extractApiKey(ctx.extra.request.headers.authorization);
-        return keyAllowed(apiKeys, fromPayload) || keyAllowed(apiKeys, fromHeader); // false -> close 4403 Forbidden
+        return keyAllowed(apiKeys, wsKey(ctx)); // false -> close 4403 Forbidden
       },
       execute: (args) => (args.rootValue as Roots).execute(args) as never,
       subscribe: (args) => (args.rootValue as Roots).subscribe(args) as never,
@@ -281,6 +374,13 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
         const ops = opsOf(socket);
         if (ops.size >= L.maxSubscriptionsPerSocket)
           return [new GatewayError('TOO_MANY_SUBSCRIPTIONS', `At most ${L.maxSubscriptionsPerSocket} concurrent operations per connection`)];
+        if (limiter.enabled) {
+          const wait = limiter.take(rateClient(wsKey(ctx), ctx.extra.request));
+          if (wait > 0) {
+            rt.metrics.rateLimited.inc({ transport: 'ws' });
+            return [rateLimitedError(wait)];
+          }
+        }
         const controller = new AbortController();
         const host = ctx.extra.request.headers.host;
         const { schema: s, execute, subscribe, contextFactory, parse: yParse, validate } = yoga.getEnveloped({
@@ -356,6 +456,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const close = () =>
     (closing ??= (async () => {
       rt.dispose();
+      if (slowTimer) clearInterval(slowTimer);
       await Promise.resolve(wsServer.dispose()).catch(() => undefined);
       for (const s of sockets) s.destroy();
       await new Promise<void>((r) => server.close(() => r()));

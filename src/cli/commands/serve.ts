@@ -1,12 +1,13 @@
 // `hyperbagel serve`: the GraphQL gateway (HTTP + SSE + graphql-ws on one port, path /graphql).
 import { existsSync } from 'node:fs';
 import { flag, intFlag, parseArgs, UsageError } from '../args.ts';
+import { parseAllowedOrigins } from '../../gateway/origin.ts';
 import { startServer } from '../../gateway/server.ts';
 
 export const DEFAULT_PACK = 'models/shapes-mot';
 export const FALLBACK_PACK = 'test/fixtures/tiny-pack';
 
-export const HELP = `Usage: hyperbagel serve [--port N] [--host ADDR] [--pack DIR] [--api-key KEY ...]
+export const HELP = `Usage: hyperbagel serve [--port N] [--host ADDR] [--pack DIR] [--api-key KEY ...] [--allow-origin ORIGIN ...]
 
 Serves the GraphQL gateway at http://HOST:PORT/graphql: queries and mutations over HTTP,
 subscriptions over SSE and graphql-ws (same path), @stream/@defer as multipart/mixed or SSE.
@@ -19,12 +20,19 @@ Also /health, /ready (503 until the model is loaded), /metrics (Prometheus) and 
                     Clients send "Authorization: Bearer KEY" over HTTP, or {"authorization":"Bearer KEY"}
                     in the graphql-ws connection_init payload; others get 401 / close code 4403.
                     Without keys, auth is off (local use).
+  --allow-origin ORIGIN  let browser pages from ORIGIN (e.g. https://app.example.com) use the API
+                    (repeatable; also $HYPERBAGEL_ALLOWED_ORIGINS, comma-separated; "*" = any).
+                    By default only same-origin pages and non-browser clients (no Origin header)
+                    are accepted; other Origins get HTTP 403 on /graphql and on the WebSocket upgrade.
+  --rate-limit N    operations per second per API key, or per client IP when auth is off
+                    (default 50; 0 turns it off); --rate-burst N  burst allowance (default 200).
+                    Over the limit: RATE_LIMITED with extensions.retryAfterMs (HTTP 429 + Retry-After).
   --max-concurrent N  jobs running at once (default 4); --max-queue N  jobs waiting (default 32)
   --public-url URL  base for absolute image URLs (default: the request's Host)
   --production      no GraphiQL, no introspection (default when NODE_ENV=production)`;
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ['port', 'host', 'pack', 'api-key', 'max-concurrent', 'max-queue', 'public-url'], booleans: ['production'] });
+  const args = parseArgs(argv, { values: ['port', 'host', 'pack', 'api-key', 'allow-origin', 'rate-limit', 'rate-burst', 'max-concurrent', 'max-queue', 'public-url'], booleans: ['production'] });
   if (args.flags.has('help')) {
     console.log(HELP);
     return 0;
@@ -44,22 +52,26 @@ export async function run(argv: string[]): Promise<number> {
   if (!existsSync(pack)) throw new UsageError(`--pack ${pack}: no such directory`);
   const apiKeys = [...(args.flags.get('api-key') ?? []), ...(process.env.HYPERBAGEL_API_KEYS ?? '').split(',').map((k) => k.trim())].filter(Boolean);
   const production = args.flags.has('production') || process.env.NODE_ENV === 'production';
+  const allowedOrigins = allowedOriginsFrom(args.flags.get('allow-origin'), process.env.HYPERBAGEL_ALLOWED_ORIGINS);
 
   const server = await startServer({
     port,
     host: flag(args, 'host') ?? '127.0.0.1',
     packDir: pack,
     apiKeys,
+    allowedOrigins,
     dev: !production,
     publicUrl: flag(args, 'public-url'),
     limits: {
       maxConcurrentJobs: intFlag(args, 'max-concurrent', 4, 1, 1024),
       maxQueuedJobs: intFlag(args, 'max-queue', 32, 0, 100_000),
+      rateLimitPerSecond: intFlag(args, 'rate-limit', 50, 0, 1_000_000),
+      rateLimitBurst: intFlag(args, 'rate-burst', 200, 1, 1_000_000),
     },
     // listen at once; /ready reports 503 until the model is loaded
     waitForEngine: false,
   });
-  console.error(`hyperbagel serve: listening on ${server.url} (pack ${pack}; auth ${apiKeys.length ? `on, ${apiKeys.length} key(s)` : 'off'}${production ? '' : '; GraphiQL at ' + server.url})`);
+  console.error(`hyperbagel serve: listening on ${server.url} (pack ${pack}; auth ${apiKeys.length ? `on, ${apiKeys.length} key(s)` : 'off'}; origins: same-origin${allowedOrigins.length ? ` + ${allowedOrigins.join(' ')}` : ''}${production ? '' : '; GraphiQL at ' + server.url})`);
 
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
@@ -71,4 +83,13 @@ export async function run(argv: string[]): Promise<number> {
   });
   await server.close();
   return 0;
+}
+
+/** --allow-origin values (repeatable, comma-separated) plus $HYPERBAGEL_ALLOWED_ORIGINS; a malformed entry is a usage error. */
+export function allowedOriginsFrom(flags: readonly string[] | undefined, env: string | undefined): string[] {
+  try {
+    return parseAllowedOrigins(flags, env);
+  } catch (e) {
+    throw new UsageError(`--allow-origin / HYPERBAGEL_ALLOWED_ORIGINS: ${e instanceof Error ? e.message : String(e)}`);
+  }
 }

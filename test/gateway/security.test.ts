@@ -1,0 +1,234 @@
+// Origin policy (cross-site WebSocket hijacking, CORS), per-client rate limiting and slow-socket
+// protection.
+import WebSocket from 'ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { UnderstandEvent, UnderstandRequest } from '../../src/engine/types.ts';
+import { allowedOriginsFrom } from '../../src/cli/commands/serve.ts';
+import { DEFAULT_LIMITS } from '../../src/gateway/limits.ts';
+import { OriginPolicy } from '../../src/gateway/origin.ts';
+import { RateLimiter } from '../../src/gateway/rate-limit.ts';
+import { SLOW_CONSUMER_CLOSE_CODE, type RunningServer } from '../../src/gateway/server.ts';
+import { FakeEngine } from './fake-engine.ts';
+import { gqlPost, start, waitFor, wsClient, wsRun, wsUrl } from './helpers.ts';
+
+const Q = { query: '{ health { status } }' };
+const EVIL = 'http://evil.example';
+
+/** Resolves with 101 when the WebSocket handshake succeeds, else the HTTP status the server answered. */
+function handshake(s: RunningServer, origin?: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(wsUrl(s), 'graphql-transport-ws', origin ? { origin } : {});
+    ws.once('open', () => {
+      ws.close();
+      resolve(101);
+    });
+    ws.once('unexpected-response', (req, res) => {
+      resolve(res.statusCode ?? 0);
+      req.destroy();
+    });
+    ws.once('error', (e) => (e.message.includes('Unexpected server response') ? undefined : reject(e)));
+  });
+}
+
+function post(s: RunningServer, headers: Record<string, string>, method = 'POST') {
+  return fetch(s.url, { method, headers: { 'content-type': 'application/json', accept: 'application/json', ...headers }, body: method === 'POST' ? JSON.stringify(Q) : undefined });
+}
+
+describe('Origin policy', () => {
+  let server: RunningServer;
+  let same: string;
+  beforeAll(async () => {
+    server = await start({ engine: new FakeEngine() });
+    same = new URL(server.url).origin;
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('WebSocket: accepts no Origin and the same origin, refuses other origins with HTTP 403', async () => {
+    expect(await handshake(server)).toBe(101);
+    expect(await handshake(server, same)).toBe(101);
+    expect(await handshake(server, EVIL)).toBe(403);
+    expect(await handshake(server, 'null')).toBe(403);
+    expect(await handshake(server, `http://127.0.0.1:${server.port + 1}`)).toBe(403); // another port is another origin
+    expect(server.runtime.metrics.originRejected.get({ transport: 'ws' })).toBe(3);
+  });
+
+  it('HTTP: same rule; no CORS grant to other origins (yoga alone reflects any Origin)', async () => {
+    const ok = await post(server, { origin: same });
+    expect(ok.status).toBe(200);
+    expect(ok.headers.get('access-control-allow-origin')).toBeNull(); // same origin needs no CORS
+    expect((await post(server, {})).status).toBe(200);
+    const bad = await post(server, { origin: EVIL });
+    expect(bad.status).toBe(403);
+    expect(bad.headers.get('access-control-allow-origin')).toBeNull();
+    expect(((await bad.json()) as any).errors[0].extensions.code).toBe('FORBIDDEN');
+    const preflight = await post(server, { origin: EVIL, 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' }, 'OPTIONS');
+    expect(preflight.status).toBe(403);
+    expect(preflight.headers.get('access-control-allow-origin')).toBeNull();
+  });
+
+  it('allowedOrigins lets a listed origin in over both transports, with CORS headers; "*" allows any', async () => {
+    const s = await start({ engine: new FakeEngine(), allowedOrigins: ['https://App.Example:443/'] });
+    try {
+      expect(await handshake(s, 'https://app.example')).toBe(101);
+      expect(await handshake(s, EVIL)).toBe(403);
+      const pre = await post(s, { origin: 'https://app.example', 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type,authorization' }, 'OPTIONS');
+      expect(pre.status).toBe(204);
+      expect(pre.headers.get('access-control-allow-origin')).toBe('https://app.example');
+      expect(pre.headers.get('access-control-allow-headers')).toContain('authorization');
+      const r = await post(s, { origin: 'https://app.example' });
+      expect(r.status).toBe(200);
+      expect(r.headers.get('access-control-allow-origin')).toBe('https://app.example');
+      expect(r.headers.get('access-control-allow-credentials')).toBeNull();
+      expect((await post(s, { origin: EVIL })).status).toBe(403);
+    } finally {
+      await s.close();
+    }
+    const any = await start({ engine: new FakeEngine(), allowedOrigins: ['*'] });
+    try {
+      expect(await handshake(any, EVIL)).toBe(101);
+      expect((await post(any, { origin: EVIL })).status).toBe(200);
+    } finally {
+      await any.close();
+    }
+  });
+
+  it('publicUrl counts as the server origin; the CLI merges --allow-origin and HYPERBAGEL_ALLOWED_ORIGINS', () => {
+    const p = new OriginPolicy([], 'https://api.example.com/base');
+    expect(p.allows('https://api.example.com', 'internal:4000')).toBe(true);
+    expect(p.allows('https://other.example.com', 'internal:4000')).toBe(false);
+    expect(p.allows('http://localhost', 'localhost:80')).toBe(true); // default port
+    expect(p.allows(undefined, 'x')).toBe(true);
+    expect(allowedOriginsFrom(['https://a.example', 'http://b.example:8080,https://a.example/'], ' https://c.example ,')).toEqual([
+      'https://a.example',
+      'http://b.example:8080',
+      'https://c.example',
+    ]);
+    expect(() => allowedOriginsFrom(['not an origin'], undefined)).toThrow(/allow-origin/);
+    expect(() => allowedOriginsFrom(undefined, 'ftp://x.example')).toThrow(/allow-origin/);
+  });
+});
+
+describe('rate limiting', () => {
+  it('token bucket: burst, refill, retry-after, bounded client map', () => {
+    let t = 0;
+    const rl = new RateLimiter({ ratePerSecond: 2, burst: 3, maxClients: 4 }, () => t);
+    expect([rl.take('a'), rl.take('a'), rl.take('a')]).toEqual([0, 0, 0]);
+    expect(rl.take('a')).toBe(500);
+    t = 250;
+    expect(rl.take('a')).toBe(250);
+    t = 500;
+    expect(rl.take('a')).toBe(0);
+    expect(rl.take('b')).toBe(0); // separate bucket
+    for (let i = 0; i < 20; i++) rl.take(`c${i}`);
+    expect(rl.size).toBeLessThanOrEqual(4);
+    expect(new RateLimiter({ ratePerSecond: 0, burst: 5 }).take('x')).toBe(0);
+  });
+
+  it('is on by default with generous limits', () => {
+    expect(DEFAULT_LIMITS.rateLimitPerSecond).toBeGreaterThanOrEqual(10);
+    expect(DEFAULT_LIMITS.rateLimitBurst).toBeGreaterThanOrEqual(100);
+  });
+
+  it('per client IP when auth is off: HTTP 429 + Retry-After, graphql-ws error, both typed RATE_LIMITED', async () => {
+    const s = await start({ engine: new FakeEngine(), limits: { rateLimitPerSecond: 0.5, rateLimitBurst: 3 } });
+    try {
+      for (let i = 0; i < 3; i++) expect((await gqlPost(s, Q)).status).toBe(200);
+      const r = await fetch(s.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(Q) });
+      expect(r.status).toBe(429);
+      expect(r.headers.get('retry-after')).toBe('2');
+      const body = (await r.json()) as any;
+      expect(body.errors[0].extensions).toMatchObject({ code: 'RATE_LIMITED', retryAfterSeconds: 2 });
+      expect(body.errors[0].extensions.retryAfterMs).toBeGreaterThan(1000);
+      const c = wsClient(s);
+      const err = await wsRun(c, Q.query).then(
+        () => undefined,
+        (e) => e.errors?.[0],
+      );
+      await c.dispose();
+      expect(err?.extensions?.code).toBe('RATE_LIMITED');
+      expect(err?.extensions?.retryAfterMs).toBeGreaterThan(0);
+      expect(s.runtime.metrics.rateLimited.get({ transport: 'http' })).toBe(1);
+      expect(s.runtime.metrics.rateLimited.get({ transport: 'ws' })).toBe(1);
+      expect(s.runtime.metrics.render()).toContain('hyperbagel_gateway_rate_limited_total{transport="ws"} 1');
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('per API key when auth is on (one key exhausted does not limit another)', async () => {
+    const s = await start({ engine: new FakeEngine(), apiKeys: ['k-a', 'k-b'], limits: { rateLimitPerSecond: 0.1, rateLimitBurst: 2 } });
+    try {
+      const a = { authorization: 'Bearer k-a' };
+      expect((await gqlPost(s, Q, a)).status).toBe(200);
+      expect((await gqlPost(s, Q, a)).status).toBe(200);
+      expect((await gqlPost(s, Q, a)).json.errors[0].extensions.code).toBe('RATE_LIMITED');
+      expect((await gqlPost(s, Q, { authorization: 'Bearer k-b' })).status).toBe(200);
+      // over graphql-ws the key comes from connection_init and shares the HTTP bucket
+      const c = wsClient(s, { authorization: 'Bearer k-a' });
+      const err = await wsRun(c, Q.query).then(
+        () => undefined,
+        (e) => e.errors?.[0],
+      );
+      await c.dispose();
+      expect(err?.extensions?.code).toBe('RATE_LIMITED');
+      const cb = wsClient(s, { authorization: 'Bearer k-b' });
+      expect((await wsRun(cb, Q.query))[0]!.data).toEqual({ health: { status: 'ok' } });
+      await cb.dispose();
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+/**
+ * Streams 256 KiB text chunks every 10 ms until aborted. graphql-ws waits for each write, so a stuck
+ * client holds about one message per operation in the send buffer: the bound is set below that.
+ */
+class FloodEngine extends FakeEngine {
+  aborted = false;
+  private readonly big = 'x'.repeat(256 * 1024);
+  override async *understand(req: UnderstandRequest, signal?: AbortSignal): AsyncGenerator<UnderstandEvent> {
+    if (!req.prompt.includes('flood')) return yield* super.understand(req, signal);
+    for (let i = 0; i < 1000; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+      if (signal?.aborted) {
+        this.aborted = true;
+        return;
+      }
+      yield { kind: 'chunk', text: this.big, tokenIds: [i], acceptedTokens: 1, draftedTokens: 1 };
+    }
+  }
+}
+
+describe('slow socket protection', () => {
+  it('closes a socket whose client stopped reading with 4008 and stops its model work; readers are unaffected', async () => {
+    const engine = new FloodEngine({ stepMs: 1, tokens: 20 });
+    const s = await start({ engine, limits: { maxSocketBufferedBytes: 128 * 1024, slowSocketGraceMs: 200, maxNewTokens: 1000 } });
+    const reader = wsClient(s);
+    try {
+      const normal = wsRun(reader, 'subscription { understand(input: { prompt: "hi", maxTokens: 20 }) { text done } }');
+      const ws = new WebSocket(wsUrl(s), 'graphql-transport-ws');
+      await new Promise((r) => ws.once('open', r));
+      ws.send(JSON.stringify({ type: 'connection_init' }));
+      await new Promise((r) => ws.once('message', r)); // connection_ack
+      const closed = new Promise<{ code: number; reason: string }>((r) => ws.once('close', (code, reason) => r({ code, reason: String(reason) })));
+      ws.send(JSON.stringify({ id: '1', type: 'subscribe', payload: { query: 'subscription { understand(input: { prompt: "flood", maxTokens: 1000 }) { text } }' } }));
+      // the client stops reading: the kernel buffers fill, then the server's send buffer grows
+      (ws as unknown as { _socket: { pause(): void; resume(): void } })._socket.pause();
+      await waitFor(() => s.runtime.metrics.slowSocketCloses.get() === 1, 'the slow socket to be closed', 20_000);
+      await waitFor(() => engine.aborted, 'the model work to stop');
+      (ws as unknown as { _socket: { resume(): void } })._socket.resume();
+      const { code, reason } = await closed;
+      expect(code).toBe(SLOW_CONSUMER_CLOSE_CODE);
+      expect(reason).toMatch(/Slow consumer/);
+      const events = await normal;
+      expect((events.at(-1)!.data as any).understand.done).toBe(true);
+      expect(s.runtime.metrics.slowSocketCloses.get()).toBe(1);
+    } finally {
+      await reader.dispose();
+      await s.close();
+    }
+  }, 30_000);
+});
