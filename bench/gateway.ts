@@ -160,7 +160,7 @@ export async function run(argv: string[]): Promise<number> {
     port: 0,
     webDemo: false,
     log: () => {},
-    limits: { maxConcurrentJobs: streams, maxQueuedJobs: streams, maxSubscriptionsPerSocket: 4 },
+    limits: { maxConcurrentJobs: streams, maxQueuedJobs: streams, maxSubscriptionsPerSocket: 4, rateLimitPerSecond: 0 }, // one client IP opens every stream
   });
   const lag = monitorEventLoopDelay({ resolution: 1 });
   try {
@@ -169,10 +169,15 @@ export async function run(argv: string[]): Promise<number> {
     const tStart = performance.now();
     let setupMs = 0;
     let t0 = 0;
+    // CPU cost is less sensitive to other load on the machine than latency percentiles
+    let elu0 = performance.eventLoopUtilization();
+    let cpu0 = process.cpuUsage();
     // measure the steady state: from the moment every stream is subscribed
     void engine.allStarted.then(() => {
       t0 = performance.now();
       setupMs = t0 - tStart;
+      elu0 = performance.eventLoopUtilization();
+      cpu0 = process.cpuUsage();
       lag.enable();
     });
     const result = await new Promise<{ latencies: number[]; events: number; errors: number }>((resolve, reject) => {
@@ -185,6 +190,8 @@ export async function run(argv: string[]): Promise<number> {
     });
     lag.disable();
     const wallMs = performance.now() - t0;
+    const elu = performance.eventLoopUtilization(elu0);
+    const cpu = process.cpuUsage(cpu0);
     const sorted = Float64Array.from(result.latencies).sort();
     const arr = Array.from(sorted);
     const out = {
@@ -196,6 +203,10 @@ export async function run(argv: string[]): Promise<number> {
       added_latency_p99_ms: round(percentile(arr, 99)),
       added_latency_max_ms: round(arr.at(-1) ?? NaN),
       event_loop_lag_p99_ms: round(lag.percentile(99) / 1e6),
+      // steady state: share of wall time the gateway's event loop was busy, and CPU per delivered
+      // event of the whole process (gateway thread + the client worker, which is the same code before/after)
+      gateway_loop_utilization: round(elu.utilization),
+      process_cpu_us_per_event: round((cpu.user + cpu.system) / Math.max(1, result.events)),
       tokens_measured: arr.length,
       tokens_expected: streams * tokens,
       events: result.events,
