@@ -10,7 +10,7 @@
 // gateway adds. Coalesced events carry several stamps; each token's latency is counted.
 // Event-loop lag is sampled on the gateway's thread with monitorEventLoopDelay.
 import { createRequire } from 'node:module';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance as nodePerformance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { Engine, GenerateRequest, ImageFrame, SessionHandle, UnderstandEvent, UnderstandRequest } from '../src/engine/types.ts';
@@ -170,13 +170,13 @@ export async function run(argv: string[]): Promise<number> {
     let setupMs = 0;
     let t0 = 0;
     // CPU cost is less sensitive to other load on the machine than latency percentiles
-    let elu0 = performance.eventLoopUtilization();
+    let elu0 = nodePerformance.eventLoopUtilization();
     let cpu0 = process.cpuUsage();
     // measure the steady state: from the moment every stream is subscribed
     void engine.allStarted.then(() => {
       t0 = performance.now();
       setupMs = t0 - tStart;
-      elu0 = performance.eventLoopUtilization();
+      elu0 = nodePerformance.eventLoopUtilization();
       cpu0 = process.cpuUsage();
       lag.enable();
     });
@@ -190,7 +190,7 @@ export async function run(argv: string[]): Promise<number> {
     });
     lag.disable();
     const wallMs = performance.now() - t0;
-    const elu = performance.eventLoopUtilization(elu0);
+    const elu = nodePerformance.eventLoopUtilization(elu0);
     const cpu = process.cpuUsage(cpu0);
     const sorted = Float64Array.from(result.latencies).sort();
     const arr = Array.from(sorted);
