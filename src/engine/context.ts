@@ -40,6 +40,8 @@ export interface EngineCtx {
   stats: AcceptanceStats;
   /** running acceptance of the draft model (separate from the n-gram drafter's) */
   draftStats: AcceptanceStats;
+  /** running acceptance of the draft model's tree steps (auto chooses chain vs tree from both) */
+  draftTreeStats: AcceptanceStats;
   curve: CostCurve | null;
   /** the target's input embedding table [V, D] on the main thread (for the draft's inputs) */
   embedTable: Float32Array | null;

@@ -8,6 +8,21 @@
 //     send(frame.stage, frame.nfe, frame.image);                  // preview(s) … final (PNG)
 //   await engine.close();
 //
+// Chunks never carry empty text: textless steps (special tokens, the EOS step) fold into the next chunk
+// (`steps` > 1) or, at the end, into `summary.trailing`.
+//
+// Images of any size (≥ 8 px a side, ≤ MAX_IMAGE_PIXELS) are centre-cropped to a square and resized to
+// the pack's vision size with sharp; `summary.inputImage` / `frame.sourceImage` say whether they were.
+//
+// Sessions (types.ts SessionHandle): understand turns share one KV-cached conversation; the session
+// also remembers its latest image (last understood input, or last generate/edit final):
+//   const s = engine.createSession();
+//   engine.understand({ prompt: 'describe this image', image, session: s });
+//   engine.generate({ prompt: 'now make the circle green', edit: true, session: s }); // edits `image`
+//   engine.understand({ prompt: 'what colour is the circle', session: s });          // sees the edit
+//   engine.sessionInfo(s);  // { tokens, bytes, hasImage }: bound session memory with it
+//   engine.closeSession(s);
+//
 // Errors are EngineError with a `code` (types.ts); they surface while iterating, never synchronously.
 // Aborting `signal` stops model work before the next model call: an understanding stream then ends with
 // a summary whose finishReason is 'cancelled'; a generation stream rejects with CANCELLED.
@@ -102,6 +117,7 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
     tokenizer,
     stats: new AcceptanceStats(0.5),
     draftStats: new AcceptanceStats(0.6),
+    draftTreeStats: new AcceptanceStats(0.6),
     curve: null,
     embedTable: null,
     draftCost: null,

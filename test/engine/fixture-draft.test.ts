@@ -175,6 +175,26 @@ describe('draft.onnx through the worker', () => {
     }
   });
 
+  test('auto: flat verification cost and a cheap draft → EAGLE-2 trees (draft cost included in sizing), lossless', async () => {
+    const flat: Array<[number, number]> = [[1, 1], [2, 1.01], [8, 1.05], [32, 1.2]];
+    const e = await createEngine(ACCEL, { intraOpThreads: 1, costCurve: flat, draftCost: { perToken: 0.02, fixed: 0.05 } });
+    try {
+      let branched = 0;
+      for (const prompt of ['describe the image', 'what is in the picture', 'where is the red circle']) {
+        const off = (await collect(e.understand({ prompt, maxTokens: 16, speculation: { mode: 'off' } }))).at(-1) as UnderstandSummary;
+        const auto = (await collect(e.understand({ prompt, maxTokens: 16, speculation: { mode: 'auto' } }))).at(-1) as UnderstandSummary;
+        expect(auto.text).toBe(off.text);
+        expect(auto.speculation.proposer).toBe('draft-model');
+        // more drafted nodes per step than the deepest position: some step verified a branching tree
+        const sp = auto.speculation;
+        if (sp.drafts && sp.draftedTokens / sp.drafts > sp.acceptancePerPosition.length) branched++;
+      }
+      expect(branched).toBeGreaterThan(0);
+    } finally {
+      await e.close();
+    }
+  });
+
   test('start-up calibration measures the draft too', async () => {
     const e = await createEngine(ACCEL, { intraOpThreads: 1 });
     try {

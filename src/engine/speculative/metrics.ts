@@ -40,6 +40,8 @@ export class SpecMetrics {
  */
 export class AcceptanceStats {
   private alpha: number[];
+  /** verification steps recorded (steps that drafted something) */
+  observations = 0;
   constructor(
     private prior = 0.5,
     private decay = 0.05,
@@ -55,6 +57,7 @@ export class AcceptanceStats {
 
   /** Record a step that drafted a chain/tree of depth `depth` and accepted `accepted` tokens. */
   update(depth: number, accepted: number): void {
+    if (depth > 0) this.observations++;
     for (let i = 0; i < Math.min(depth, this.alpha.length); i++) {
       if (i > accepted) break; // depth i was never tried (its parent was rejected)
       const hit = i < accepted ? 1 : 0;

@@ -5,7 +5,7 @@ import type { SpeculationMode } from '../types.ts';
 import type { CommitRows, EagleDrafter } from './eagle.ts';
 import { AcceptanceStats } from './metrics.ts';
 import { NgramExpander } from './ngram.ts';
-import { chooseChainLength, chooseTreeSize, type CostCurve, type DraftCost } from './sizing.ts';
+import { chooseChainLength, chooseShape, chooseTreeSize, treeDraftCost, type CostCurve, type DraftCost } from './sizing.ts';
 import { buildDynamicTree, rootOnly, type DraftTree, type Expander } from './tree.ts';
 
 export interface Proposer {
@@ -29,8 +29,14 @@ export interface ProposerConfig {
   maxChainLength: number;
   /** measured verification cost; when absent, sizes are the configured/default ones */
   curve?: CostCurve;
-  /** shared running statistics (per engine) */
+  /** shared running statistics (per engine) of chain steps (and of tree steps without treeStats) */
   stats: AcceptanceStats;
+  /**
+   * running statistics of tree steps (per engine). When given, tree steps update these instead of
+   * `stats`, and `auto` chooses per step between plain, chain and tree (chooseShape); without it
+   * `auto` only sizes chains.
+   */
+  treeStats?: AcceptanceStats;
   /** measured cost of drafting (model drafts); n-gram drafting is treated as free */
   draftCost?: DraftCost;
 }
@@ -43,10 +49,26 @@ export class TreeProposer implements Proposer {
     private cfg: ProposerConfig,
   ) {}
 
+  /** shape of the last proposal (which statistics its verification updates) */
+  lastShape: 'none' | 'chain' | 'tree' = 'none';
+
   async propose(committed: number[]): Promise<DraftTree> {
     const root = committed[committed.length - 1]!;
     this.expander.setContext?.(committed);
     const c = this.cfg;
+    const topK = c.treeTopK ?? 4;
+    const depth = c.treeDepth ?? 5;
+    const budget = c.treeBudget ?? 24;
+    // auto with tree statistics (model drafting): plain, chain or tree, whichever pays (chooseShape)
+    if (c.mode === 'auto' && c.treeStats && c.curve && !c.chainLength) {
+      const s = chooseShape(c.curve, c.stats, c.treeStats, c.maxChainLength, c.draftCost, { topK, depth, budget });
+      if (s.kind === 'plain') {
+        this.lastShape = 'none';
+        return rootOnly(root);
+      }
+      if (s.kind === 'tree') return this.tree(root, s.topK, s.depth, s.budget, true);
+      return this.chain(root, s.size);
+    }
     const useTree = c.mode === 'tree';
     if (!useTree) {
       let K = c.chainLength ?? 0;
@@ -54,20 +76,40 @@ export class TreeProposer implements Proposer {
         K = c.curve ? chooseChainLength(c.curve, c.stats, c.maxChainLength, c.draftCost).size : Math.min(4, c.maxChainLength);
         if (c.mode !== 'auto') K = Math.max(1, K); // explicit chain/ngram modes always draft
       }
-      if (K <= 0) return rootOnly(root);
-      this.expander.setLogPrior?.(Math.log(Math.max(1e-3, c.stats.at(0))));
-      return buildDynamicTree(root, this.expander, { topK: 1, depth: K, budget: K });
+      if (K <= 0) {
+        this.lastShape = 'none';
+        return rootOnly(root);
+      }
+      return this.chain(root, K);
     }
-    const topK = c.treeTopK ?? 4;
-    const depth = c.treeDepth ?? 5;
-    const budget = c.treeBudget ?? 24;
-    this.expander.setLogPrior?.(Math.log(Math.max(1e-3, c.stats.at(0))));
-    const choose = !c.treeBudget && c.curve ? (scores: number[]) => chooseTreeSize(c.curve!, scores) : undefined;
+    return this.tree(root, topK, depth, budget, !c.treeBudget);
+  }
+
+  private chain(root: number, K: number): Promise<DraftTree> {
+    this.lastShape = 'chain';
+    this.expander.setLogPrior?.(Math.log(Math.max(1e-3, this.cfg.stats.at(0))));
+    return buildDynamicTree(root, this.expander, { topK: 1, depth: K, budget: K });
+  }
+
+  /**
+   * EAGLE-2 dynamic tree; with `size`, the kept node count is chosen from the candidates' scores
+   * (chooseTreeSize) with the tree's draft cost included (it is paid whatever is kept, so it dilutes
+   * the cost of verifying more nodes).
+   */
+  private tree(root: number, topK: number, depth: number, budget: number, size: boolean): Promise<DraftTree> {
+    const c = this.cfg;
+    this.lastShape = 'tree';
+    const stats = c.treeStats && c.treeStats.observations > 0 ? c.treeStats : c.stats;
+    this.expander.setLogPrior?.(Math.log(Math.max(1e-3, stats.at(0))));
+    const fixed = c.draftCost && c.curve ? treeDraftCost(c.draftCost, c.curve, depth, topK) : 0;
+    const choose = size && c.curve ? (scores: number[]) => chooseTreeSize(c.curve!, scores, fixed) : undefined;
     return buildDynamicTree(root, this.expander, { topK, depth, budget }, choose);
   }
 
   observe(depth: number, accepted: number): void {
-    if (depth > 0) this.cfg.stats.update(depth, accepted);
+    if (depth <= 0) return;
+    if (this.lastShape === 'tree' && this.cfg.treeStats) this.cfg.treeStats.update(depth, accepted);
+    else this.cfg.stats.update(depth, accepted);
   }
 }
 

@@ -78,3 +78,73 @@ export function chooseTreeSize(curve: CostCurve, sortedScores: number[], fixedCo
   }
   return best;
 }
+
+/**
+ * Draft cost of an EAGLE-2 tree of `depth` levels expanding `topK` nodes per level (ms): the catch-up
+ * (`fixed`) yields the root's children (level 1); every further level is one draft forward over up to
+ * topK rows. Only the one-row draft step is measured, so a k-row level is priced as perToken scaled by
+ * the target's own cost growth cost(k)/cost(1) (same hardware, same kind of decoder layer).
+ */
+export function treeDraftCost(draft: DraftCost, curve: CostCurve, depth: number, topK: number): number {
+  if (depth <= 0) return 0;
+  return draft.fixed + (depth - 1) * draft.perToken * (curve.cost(Math.max(1, topK)) / curve.cost(1));
+}
+
+/** Nodes (root excluded) an auto tree of `depth` levels verifies: up to topK per level, within budget. */
+export function treeNodes(depth: number, topK: number, budget: number): number {
+  return Math.min(budget, topK * depth);
+}
+
+/** Tree steps recorded before the measured tree acceptance replaces the prior (see treeAcceptance). */
+export const TREE_PRIOR_STEPS = 8;
+
+/**
+ * Conditional acceptance of tree level i (some node at depth i accepted, given depth i−1 was): the
+ * measured tree statistics once TREE_PRIOR_STEPS tree steps were seen, else an optimistic prior from
+ * the chain statistics — two independent tries at α instead of one: 1 − (1 − α)² (for topK ≥ 2).
+ * The prior lets `auto` try trees where they might pay; the measurements then keep or drop them.
+ */
+export function treeAcceptance(i: number, chain: AcceptanceStats, tree: AcceptanceStats | undefined, topK: number): number {
+  const a = chain.at(i);
+  if (tree && tree.observations >= TREE_PRIOR_STEPS) return Math.max(tree.at(i), a);
+  return topK >= 2 ? 1 - (1 - a) * (1 - a) : a;
+}
+
+export type ShapeChoice =
+  | { kind: 'plain'; expectedTokensPerMs: number; plainTokensPerMs: number }
+  | { kind: 'chain'; size: number; expectedTokensPerMs: number; plainTokensPerMs: number }
+  | { kind: 'tree'; depth: number; topK: number; budget: number; expectedTokensPerMs: number; plainTokensPerMs: number };
+
+/**
+ * `auto` with a draft model: the best of plain decoding, a chain (chooseChainLength, draft cost
+ * included) and an EAGLE-2 tree of depth d ≤ tree.depth, whose expected rate is
+ *   E_tree(d) / (verify(nodes(d) + 1) + treeDraftCost(d)),  E_tree(d) = 1 + Σ_{i<d} Π_{j≤i} β_j
+ * with β from treeAcceptance. Trees win where verifying more tokens is nearly free (flat cost curve,
+ * GPUs) and drafting is cheap; chains or plain decoding where verification cost grows with tokens.
+ */
+export function chooseShape(
+  curve: CostCurve,
+  chainStats: AcceptanceStats,
+  treeStats: AcceptanceStats | undefined,
+  maxK: number,
+  draft: DraftCost = { perToken: 0, fixed: 0 },
+  tree: { topK: number; depth: number; budget: number } = { topK: 4, depth: 5, budget: 24 },
+): ShapeChoice {
+  const chain = chooseChainLength(curve, chainStats, maxK, draft);
+  let best: ShapeChoice =
+    chain.size > 0
+      ? { kind: 'chain', size: chain.size, expectedTokensPerMs: chain.expectedTokensPerMs, plainTokensPerMs: chain.plainTokensPerMs }
+      : { kind: 'plain', expectedTokensPerMs: chain.plainTokensPerMs, plainTokensPerMs: chain.plainTokensPerMs };
+  if (tree.topK < 2) return best; // a top-1 tree is a chain
+  let expected = 1;
+  let prod = 1;
+  for (let d = 1; d <= tree.depth; d++) {
+    prod *= treeAcceptance(d - 1, chainStats, treeStats, tree.topK);
+    expected += prod;
+    const nodes = treeNodes(d, tree.topK, tree.budget);
+    const rate = expected / (curve.cost(nodes + 1) + treeDraftCost(draft, curve, d, tree.topK));
+    if (rate > best.expectedTokensPerMs * 1.0001)
+      best = { kind: 'tree', depth: d, topK: tree.topK, budget: nodes, expectedTokensPerMs: rate, plainTokensPerMs: chain.plainTokensPerMs };
+  }
+  return best;
+}

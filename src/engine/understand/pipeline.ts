@@ -7,7 +7,7 @@ import { checkInputImage, fitImage } from '../image/codec.ts';
 import { SpecMetrics } from '../speculative/metrics.ts';
 import { DraftModelProposer, ngramProposer, type Proposer, type ProposerConfig } from '../speculative/proposer.ts';
 import { EagleDrafter } from '../speculative/eagle.ts';
-import { chooseChainLength } from '../speculative/sizing.ts';
+import { chooseShape } from '../speculative/sizing.ts';
 import { WorkerDraftModel } from '../speculative/worker-draft.ts';
 import type { Segment } from '../../runtime/protocol.ts';
 import {
@@ -97,7 +97,8 @@ export function validateUnderstand(ctx: EngineCtx, req: UnderstandRequest): Vali
 
 /**
  * The proposer for a request; null = plain decoding. With a draft graph in the pack, chain/tree/auto
- * use EAGLE model drafting (auto = EAGLE-2 tree sized from the cost curve); otherwise, and for
+ * use EAGLE model drafting (auto = plain, chain or EAGLE-2 tree per step, sized from the cost curves
+ * with the draft cost included); otherwise, and for
  * `ngram` or continuation turns of a session (whose earlier target features are not kept), the
  * n-gram (prompt lookup) drafter builds the chains/trees.
  */
@@ -113,7 +114,7 @@ export async function makeProposer(ctx: EngineCtx, v: ValidatedUnderstand, allow
     curve: ctx.curve ?? undefined,
     stats: ctx.stats,
   };
-  if (allowDraft && v.mode !== 'ngram' && ctx.manifest.graphs.draft && ctx.embedTable && (v.mode !== 'auto' || draftPays(ctx))) {
+  if (allowDraft && v.mode !== 'ngram' && ctx.manifest.graphs.draft && ctx.embedTable && (v.mode !== 'auto' || draftPays(ctx, v))) {
     const D = ctx.manifest.decoder.hidden;
     const table = ctx.embedTable;
     const embed = (ids: number[]) => {
@@ -122,22 +123,27 @@ export async function makeProposer(ctx: EngineCtx, v: ValidatedUnderstand, allow
       return out;
     };
     const draft = await WorkerDraftModel.open(ctx.client, ctx.manifest.decoder.vocab, D);
-    // auto: chains sized from the cost curves and the draft's running acceptance
-    return { proposer: new DraftModelProposer(new EagleDrafter(draft, embed), { ...cfg, stats: ctx.draftStats, draftCost: ctx.draftCost ?? undefined }), draft };
+    // auto: per step, plain / chain / tree, whichever the cost curves (draft cost included) and the
+    // draft's running chain and tree acceptance say is fastest (sizing.ts chooseShape)
+    return {
+      proposer: new DraftModelProposer(new EagleDrafter(draft, embed), { ...cfg, stats: ctx.draftStats, treeStats: ctx.draftTreeStats, draftCost: ctx.draftCost ?? undefined }),
+      draft,
+    };
   }
   return { proposer: ngramProposer(cfg), draft: null };
 }
 
 /**
- * auto mode: use the draft model only when its expected tokens/ms (running acceptance, measured draft
- * and verification costs) beats plain decoding; every 16th request drafts anyway so the acceptance
- * statistics stay current (a draft that got better is noticed).
+ * auto mode: use the draft model only when its expected tokens/ms (best of chain and tree; running
+ * acceptance, measured draft and verification costs) beats plain decoding; every 16th request drafts
+ * anyway so the acceptance statistics stay current (a draft that got better is noticed).
  */
-function draftPays(ctx: EngineCtx): boolean {
+function draftPays(ctx: EngineCtx, v: ValidatedUnderstand): boolean {
   ctx.autoRequests = (ctx.autoRequests ?? 0) + 1;
   if (ctx.autoRequests % 16 === 0) return true;
   if (!ctx.curve) return true;
-  return chooseChainLength(ctx.curve, ctx.draftStats, ctx.opts.maxChainLength, ctx.draftCost ?? undefined).size > 0;
+  const tree = { topK: v.treeTopK ?? 4, depth: v.treeDepth ?? 5, budget: v.treeBudget ?? 24 };
+  return chooseShape(ctx.curve, ctx.draftStats, ctx.draftTreeStats, ctx.opts.maxChainLength, ctx.draftCost ?? undefined, tree).kind !== 'plain';
 }
 
 /** Input embeddings of a prefill's rows (text from the shared table, image blocks as given). */
