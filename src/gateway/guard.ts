@@ -13,15 +13,21 @@ export async function* guarded<T>(source: AsyncIterable<T>, signal: AbortSignal,
   const it = source[Symbol.asyncIterator]();
   let finished = false;
   let last = performance.now();
-  let settle!: (v: 'aborted' | 'stalled') => void;
-  const stop = new Promise<'aborted' | 'stalled'>((r) => (settle = r));
-  const onAbort = () => settle('aborted');
+  // A stop reason, and the resolver of the current wait. (Not Promise.race against one long-lived
+  // promise: that adds a reaction to it per event which is only freed when the stream ends.)
+  let stopped: 'aborted' | 'stalled' | undefined;
+  let interrupt: ((v: 'aborted' | 'stalled') => void) | undefined;
+  const stop = (why: 'aborted' | 'stalled') => {
+    stopped ??= why;
+    interrupt?.(stopped);
+  };
+  const onAbort = () => stop('aborted');
   signal.addEventListener('abort', onAbort, { once: true });
   let timer: NodeJS.Timeout | undefined;
   const arm = (ms: number) => {
     timer = setTimeout(() => {
       const idle = performance.now() - last;
-      if (idle >= stallMs) settle('stalled');
+      if (idle >= stallMs) stop('stalled');
       else arm(stallMs - idle);
     }, ms);
     timer.unref();
@@ -30,7 +36,12 @@ export async function* guarded<T>(source: AsyncIterable<T>, signal: AbortSignal,
   try {
     for (;;) {
       if (signal.aborted) return;
-      const r = await Promise.race([it.next(), stop]);
+      const r = await new Promise<IteratorResult<T> | 'aborted' | 'stalled'>((resolve, reject) => {
+        if (stopped) return resolve(stopped);
+        interrupt = resolve;
+        it.next().then(resolve, reject);
+      });
+      interrupt = undefined;
       if (r === 'aborted') return;
       if (r === 'stalled') throw new EngineStallError(stallMs);
       last = performance.now();

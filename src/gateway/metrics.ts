@@ -2,8 +2,15 @@
 // since everything is recorded by the gateway's own code rather than HTTP middleware.
 
 type Labels = Record<string, string>;
+const hasKeys = (l: Labels) => {
+  for (const _ in l) return true;
+  return false;
+};
+// hot path: counters bumped per token (no labels) skip the sort/escape/join
 const labelKey = (l: Labels) =>
-  Object.keys(l)
+  !hasKeys(l)
+    ? ''
+    : Object.keys(l)
     .sort()
     .map((k) => `${k}="${String(l[k]).replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`)
     .join(',');

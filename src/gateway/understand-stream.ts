@@ -3,9 +3,16 @@
 // up while the client is slow are coalesced into one event (text and token ids concatenated,
 // counts summed, `steps` > 1); the terminal summary is never dropped. Memory per stream is bounded
 // by the request's maxTokens.
+//
+// This is the gateway's per-token hot path, so it is written with plain promise callbacks rather
+// than async generators (each async-generator layer costs several microtask hops and allocations
+// per event): one engine `next()` reaction per chunk in, one resolved promise per event out. It also
+// does the stall/abort guarding itself (see guard.ts for the generic version): when the client
+// leaves, the stream ends at once and the slot is released even if the engine ignores the signal;
+// an engine silent for `stallMs` fails the stream with a typed error.
 import type { UnderstandChunk, UnderstandSummary } from '../engine/types.ts';
 import { toGatewayError } from './errors.ts';
-import { guarded } from './guard.ts';
+import { EngineStallError } from './guard.ts';
 
 export interface MergedChunk {
   text: string;
@@ -26,6 +33,11 @@ export interface StreamHooks<T> {
   onEnd: (info: { cancelled: boolean; error?: unknown; summary?: UnderstandSummary }) => void;
 }
 
+interface Waiter<T> {
+  resolve: (r: IteratorResult<T>) => void;
+  reject: (e: unknown) => void;
+}
+
 /**
  * @param source the engine's event stream, already bound to `controller.signal`
  * @param controller aborted when the client goes away (return() or `signal`)
@@ -38,91 +50,167 @@ export function coalescingStream<T>(
   stallMs = Infinity,
 ): AsyncIterableIterator<T> {
   let pending: MergedChunk | undefined;
+  /** pending.tokenIds is a copy we may append to (the first chunk's array is borrowed) */
+  let pendingOwned = false;
   let summary: UnderstandSummary | undefined;
   let summaryDelivered = false;
   let error: unknown;
   let ended = false;
   let closed = false;
+  let aborted = false;
+  let engineDone = false;
   let firstChunkAt: number | undefined;
-  let wake: (() => void) | undefined;
-  const notify = () => {
-    const w = wake;
-    wake = undefined;
-    w?.();
+  let lastEventAt = performance.now();
+  let timer: NodeJS.Timeout | undefined;
+  const waiters: Array<Waiter<T>> = [];
+  const DONE: IteratorResult<T> = { value: undefined, done: true };
+
+  const engine = source[Symbol.asyncIterator]();
+
+  /** The next result if one is ready; throws the stream's error once; undefined when nothing is ready. */
+  const take = (): IteratorResult<T> | undefined => {
+    if (closed) return DONE;
+    if (pending) {
+      const c = pending;
+      pending = undefined;
+      return { value: hooks.chunk(c), done: false };
+    }
+    // the summary goes out once the engine stream has ended and onEnd has released the slot and
+    // session, so a client may send its next request on the same session right away
+    if (summary && !summaryDelivered && ended) {
+      summaryDelivered = true;
+      return { value: hooks.summary(summary, firstChunkAt), done: false };
+    }
+    if (ended) {
+      closed = true;
+      if (error !== undefined) throw toGatewayError(error);
+      if (!summaryDelivered) throw toGatewayError(new Error('engine stream ended without a summary'));
+      return DONE;
+    }
+    return undefined;
   };
 
-  const close = () => {
+  const notify = () => {
+    while (waiters.length) {
+      let r: IteratorResult<T> | undefined;
+      try {
+        r = take();
+      } catch (e) {
+        waiters.shift()!.reject(e);
+        continue;
+      }
+      if (!r) return;
+      waiters.shift()!.resolve(r);
+    }
+  };
+
+  const finish = () => {
+    if (ended) return;
+    ended = true;
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', close);
+    if (!engineDone) void Promise.resolve(engine.return?.()).catch(() => undefined);
+    hooks.onEnd({ cancelled: aborted && error === undefined, error, summary });
+    notify();
+  };
+
+  const onAbort = () => {
+    aborted = true;
+    finish(); // stop at once, even if the engine ignores the signal
+  };
+  controller.signal.addEventListener('abort', onAbort, { once: true });
+
+  const fail = (e: unknown) => {
+    // after a client cancel, whatever the engine throws is moot
+    if (aborted || ended) return;
+    error = e;
+    controller.abort(); // tell the engine to stop (e.g. after a stall); ends the stream via onAbort
+    finish();
+  };
+
+  const onEngine = (r: IteratorResult<UnderstandChunk | UnderstandSummary>) => {
+    if (ended) return;
+    lastEventAt = performance.now();
+    if (r.done) {
+      engineDone = true;
+      controller.signal.removeEventListener('abort', onAbort);
+      return finish();
+    }
+    const ev = r.value;
+    if (ev.kind === 'chunk') {
+      firstChunkAt ??= lastEventAt;
+      hooks.onEngineChunk?.(ev);
+      if (pending) {
+        pending.text += ev.text;
+        if (!pendingOwned) {
+          pending.tokenIds = pending.tokenIds.slice();
+          pendingOwned = true;
+        }
+        for (const t of ev.tokenIds) pending.tokenIds.push(t);
+        pending.acceptedTokens += ev.acceptedTokens;
+        pending.draftedTokens += ev.draftedTokens;
+        pending.steps++;
+        hooks.onCoalesced?.();
+      } else {
+        pending = { text: ev.text, tokenIds: ev.tokenIds, acceptedTokens: ev.acceptedTokens, draftedTokens: ev.draftedTokens, steps: 1 };
+        pendingOwned = false;
+      }
+    } else {
+      summary = ev;
+    }
+    notify();
+    pull();
+  };
+
+  const pull = () => {
+    if (ended) return;
+    let p: Promise<IteratorResult<UnderstandChunk | UnderstandSummary>>;
+    try {
+      p = engine.next();
+    } catch (e) {
+      return fail(e);
+    }
+    p.then(onEngine, fail);
+  };
+
+  const arm = (ms: number) => {
+    timer = setTimeout(() => {
+      const idle = performance.now() - lastEventAt;
+      if (idle >= stallMs) fail(new EngineStallError(stallMs));
+      else arm(stallMs - idle);
+    }, ms);
+    timer.unref();
+  };
+
+  function close() {
     if (closed) return;
     closed = true;
     if (!ended) controller.abort();
     signal?.removeEventListener('abort', close);
     notify();
-  };
+  }
+
+  if (controller.signal.aborted) onAbort();
   if (signal?.aborted) close();
   else signal?.addEventListener('abort', close, { once: true });
-
-  void (async () => {
-    try {
-      for await (const ev of guarded(source, controller.signal, stallMs)) {
-        if (controller.signal.aborted) break;
-        if (ev.kind === 'chunk') {
-          firstChunkAt ??= performance.now();
-          hooks.onEngineChunk?.(ev);
-          if (pending) {
-            pending.text += ev.text;
-            for (const t of ev.tokenIds) pending.tokenIds.push(t);
-            pending.acceptedTokens += ev.acceptedTokens;
-            pending.draftedTokens += ev.draftedTokens;
-            pending.steps++;
-            hooks.onCoalesced?.();
-          } else {
-            pending = { text: ev.text, tokenIds: [...ev.tokenIds], acceptedTokens: ev.acceptedTokens, draftedTokens: ev.draftedTokens, steps: 1 };
-          }
-        } else {
-          summary = ev;
-        }
-        notify();
-      }
-    } catch (e) {
-      // after a client cancel, whatever the engine throws is moot
-      if (!controller.signal.aborted) {
-        error = e;
-        controller.abort(); // tell the engine to stop (e.g. after a stall)
-      }
-    } finally {
-      ended = true;
-      hooks.onEnd({ cancelled: controller.signal.aborted && error === undefined, error, summary });
-      notify();
-    }
-  })();
+  if (!ended) {
+    if (Number.isFinite(stallMs) && stallMs > 0) arm(stallMs);
+    pull();
+  }
 
   const it: AsyncIterableIterator<T> = {
-    async next(): Promise<IteratorResult<T>> {
-      for (;;) {
-        if (closed) return { value: undefined, done: true };
-        if (pending) {
-          const c = pending;
-          pending = undefined;
-          return { value: hooks.chunk(c), done: false };
-        }
-        // the summary goes out once the engine stream has ended and onEnd has released the slot and
-        // session, so a client may send its next request on the same session right away
-        if (summary && !summaryDelivered && ended) {
-          summaryDelivered = true;
-          return { value: hooks.summary(summary, firstChunkAt), done: false };
-        }
-        if (ended) {
-          closed = true;
-          if (error !== undefined) throw toGatewayError(error);
-          if (!summaryDelivered) throw toGatewayError(new Error('engine stream ended without a summary'));
-          return { value: undefined, done: true };
-        }
-        await new Promise<void>((r) => (wake = r));
+    next(): Promise<IteratorResult<T>> {
+      try {
+        const r = waiters.length ? undefined : take();
+        if (r) return Promise.resolve(r);
+      } catch (e) {
+        return Promise.reject(e);
       }
+      return new Promise<IteratorResult<T>>((resolve, reject) => waiters.push({ resolve, reject }));
     },
-    async return(): Promise<IteratorResult<T>> {
+    return(): Promise<IteratorResult<T>> {
       close();
-      return { value: undefined, done: true };
+      return Promise.resolve(DONE);
     },
     [Symbol.asyncIterator]() {
       return it;
