@@ -4,6 +4,7 @@
 import { flag, intFlag, parseArgs } from '../src/cli/args.ts';
 import { DEFAULT_PACK, FIXTURE_PACK, resolvePack } from '../src/engine/cli-support.ts';
 import { createEngine } from '../src/engine/index.ts';
+import { chooseShape, CostCurve } from '../src/engine/speculative/sizing.ts';
 import { EngineError, type RgbImage, type SpeculationMode, type UnderstandRequest, type UnderstandSummary } from '../src/engine/types.ts';
 import { parseCaption, renderScene } from '../src/world/index.ts';
 import fs from 'node:fs';
@@ -138,6 +139,12 @@ export async function run(argv: string[]): Promise<number> {
       lossless,
       completion_tokens: stats['off']!.tokens,
       cost_curve_ms: engine.costCurve?.map(([t, c]) => [t, +c.toFixed(3)]),
+      draft_cost_ms: engine.draftCost,
+      // what auto would pick for the next step with the draft model (plain/chain/tree; draft cost included)
+      auto_draft_shape:
+        engine.info.capabilities.draft && engine.costCurve
+          ? chooseShape(new CostCurve(engine.costCurve), engine.draftAcceptance.chain, engine.draftAcceptance.tree, 8, engine.draftCost ?? undefined)
+          : null,
     };
     if (args.flags.has('json')) console.log(JSON.stringify(result));
     else console.log(JSON.stringify(result, null, 2));

@@ -70,6 +70,8 @@ export interface LocalEngine extends Engine {
   readonly workerClient: WorkerClient;
   /** running acceptance statistics used by auto sizing */
   readonly acceptance: AcceptanceStats;
+  /** running acceptance of the draft model: chain steps and tree steps (auto's chain/tree choice) */
+  readonly draftAcceptance: { chain: AcceptanceStats; tree: AcceptanceStats };
   /** measured draft-model costs (null without a draft graph or calibration) */
   readonly draftCost: DraftCost | null;
 }
@@ -283,6 +285,7 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
     calibrate,
     workerClient: client,
     acceptance: ctx.stats,
+    draftAcceptance: { chain: ctx.draftStats, tree: ctx.draftTreeStats },
     get draftCost() {
       return ctx.draftCost;
     },

@@ -124,6 +124,22 @@ describe('sessions: the latest image across understand, generate and edit', () =
     engine.closeSession(session);
   });
 
+  test('after a worker crash the session says so once, then re-feeds its latest image to the new context', async () => {
+    const e = await createEngine(FIXTURE, { calibrate: false, intraOpThreads: 1 });
+    try {
+      const session = e.createSession();
+      await collect(e.understand({ prompt: 'describe the image', image: pattern(80, 80, (x, y) => (x * y) % 256), session, ...greedy }));
+      expect(e.sessionInfo(session).tokens).toBeGreaterThan(16);
+      await e.crashWorkerForTest();
+      expect(e.sessionInfo(session)).toMatchObject({ tokens: 0, hasImage: true });
+      expect((await engineError(() => e.understand({ prompt: 'what colour is it', session, maxTokens: 2 }))).code).toBe('WORKER_CRASHED');
+      const s = summary(await collect(e.understand({ prompt: 'what colour is it', session, ...greedy })));
+      expect(s.inputImage).toMatchObject({ source: 'session', originalWidth: 80, resized: true });
+    } finally {
+      await e.close();
+    }
+  });
+
   test('one request at a time per session; the session is free as soon as the final frame / summary is out', async () => {
     const session = engine.createSession();
     const a = engine.generate({ prompt: 'a red circle', mode: '1nfe', seed: 1, session })[Symbol.asyncIterator]();
