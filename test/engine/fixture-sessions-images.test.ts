@@ -148,10 +148,15 @@ describe('sessions: the latest image across understand, generate and edit', () =
     expect(busy.code).toBe('BUSY');
     let r = await first;
     while (!r.done && r.value.stage !== 'final') r = await a.next();
-    // final received, generator not finished: the session already takes the next request
-    const next = await collect(engine.understand({ prompt: 'describe the image', session, ...greedy }));
-    expect(summary(next).inputImage?.source).toBe('session');
+    // final received, generator not finished: the session already takes the next request …
+    const b = engine.understand({ prompt: 'describe the image', session, ...greedy })[Symbol.asyncIterator]();
+    const bFirst = b.next();
+    // … and the first request finishing afterwards does not free the session under the second
     expect((await a.next()).done).toBe(true);
+    expect((await engineError(() => engine.understand({ prompt: 'what colour is it', session, maxTokens: 2 }))).code).toBe('BUSY');
+    const next: UnderstandEvent[] = [];
+    for (let r = await bFirst; !r.done; r = await b.next()) next.push(r.value);
+    expect(summary(next).inputImage?.source).toBe('session');
     // same for understanding: summary received, next turn at once
     const u = engine.understand({ prompt: 'what colour is it', session, maxTokens: 3 })[Symbol.asyncIterator]();
     let ev = await u.next();

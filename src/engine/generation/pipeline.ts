@@ -197,12 +197,19 @@ export async function* runGenerate(
   const v = validateGenerate(ctx, req, conversation);
   const plans = planSamplers(ctx, v);
   if (conversation?.busy) throw new EngineError('BUSY', 'this session is already answering a request');
+  // the session is ours until freeSession() (once the final is recorded; never after a next request
+  // may have taken it)
+  let holding = !!conversation;
+  const freeSession = () => {
+    if (conversation && holding) conversation.busy = false;
+    holding = false;
+  };
   if (conversation) conversation.busy = true;
   let release: () => void;
   try {
     release = await ctx.limiter.acquire(signal);
   } catch (e) {
-    if (conversation) conversation.busy = false;
+    freeSession();
     throw e;
   }
   const m = ctx.manifest;
@@ -340,11 +347,11 @@ export async function* runGenerate(
       conversation.image = kept.image === final.rgb ? { ...final.rgb, data: final.rgb.data.slice() } : kept.image;
       conversation.imageInfo = { originalWidth: final.rgb.width, originalHeight: final.rgb.height, width: display, height: display, resized: final.rgb.width !== display, cropped: false, source: 'session' };
       conversation.imageInContext = false;
-      conversation.busy = false;
+      freeSession();
     }
     yield final;
   } finally {
-    if (conversation) conversation.busy = false;
+    freeSession();
     await Promise.all(contexts.map((c) => c.seq.close()));
     release!();
   }

@@ -171,12 +171,19 @@ export async function* runUnderstand(
   const t0 = performance.now();
   const v = validateUnderstand(ctx, req);
   if (conversation?.busy) throw new EngineError('BUSY', 'this session is already answering a request');
+  // the session is ours until freeSession(): called once its state is final (before the summary, so
+  // the caller may send the next turn at once) — never later, when a next request may hold it
+  let holding = !!conversation;
+  const freeSession = () => {
+    if (conversation && holding) conversation.busy = false;
+    holding = false;
+  };
   if (conversation) conversation.busy = true;
   let release: () => void;
   try {
     release = await ctx.limiter.acquire(signal);
   } catch (e) {
-    if (conversation) conversation.busy = false;
+    freeSession();
     throw e;
   }
   const queueMs = performance.now() - t0;
@@ -350,12 +357,13 @@ export async function* runUnderstand(
     if (inputImage) summary.inputImage = inputImage;
     // the session is free as soon as its state is updated: a caller that sees the summary may send
     // the next turn at once
-    if (conversation) conversation.busy = false;
+    freeSession();
     yield summary;
   } catch (e) {
     // cancelled during prefill (after admission): end the stream like a cancelled decode would
     if (!(e instanceof EngineError && e.code === 'CANCELLED')) throw e;
     const total = performance.now() - t0;
+    freeSession();
     yield {
       kind: 'done',
       finishReason: 'cancelled',
@@ -366,7 +374,7 @@ export async function* runUnderstand(
       seed: v.seed,
     };
   } finally {
-    if (conversation) conversation.busy = false;
+    freeSession();
     if (seq && !conversation) await seq.close();
     await draft?.close();
     release!();
