@@ -4,7 +4,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { useDeferStream } from '@graphql-yoga/plugin-defer-stream';
-import { GraphQLError, Lexer, NoSchemaIntrospectionCustomRule, Source, TokenKind, type ExecutionArgs } from 'graphql/index.js'; // the CJS entry yoga uses: one graphql instance under tsx and vitest
+import { GraphQLError, Kind, Lexer, NoSchemaIntrospectionCustomRule, Source, TokenKind, subscribe as graphqlSubscribe, type DocumentNode, type ExecutionArgs, type SelectionSetNode } from 'graphql/index.js'; // the CJS entry yoga uses: one graphql instance under tsx and vitest
 import { createSchema, createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -91,6 +91,24 @@ function describeError(e: unknown): string {
   return inner instanceof Error ? (inner.stack ?? inner.message) : String(inner);
 }
 
+/** Does the document use @defer or @stream anywhere (operations and fragments)? */
+const incrementalCache = new WeakMap<DocumentNode, boolean>();
+function usesIncrementalDelivery(doc: DocumentNode): boolean {
+  let v = incrementalCache.get(doc);
+  if (v !== undefined) return v;
+  const visit = (set: SelectionSetNode | undefined): boolean => {
+    if (!set) return false;
+    for (const sel of set.selections) {
+      if (sel.directives?.some((d) => d.name.value === 'defer' || d.name.value === 'stream')) return true;
+      if (sel.kind !== Kind.FRAGMENT_SPREAD && visit(sel.selectionSet)) return true;
+    }
+    return false;
+  };
+  v = doc.definitions.some((d) => (d.kind === Kind.OPERATION_DEFINITION || d.kind === Kind.FRAGMENT_DEFINITION) && visit(d.selectionSet));
+  incrementalCache.set(doc, v);
+  return v;
+}
+
 interface WsOp {
   controller: AbortController;
 }
@@ -167,6 +185,16 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     },
   };
 
+  // Per-event hot path: @graphql-tools/executor runs every subscription event through
+  // flattenAsyncIterable + ensureAsyncIterable (several promises and async-iterator hops per event,
+  // there for @defer/@stream in events). Subscriptions that use neither directive take graphql-js's
+  // own subscribe, which maps each event with one execute(); envelop's hooks (masking) still apply.
+  const subscribeFastPath: Plugin = {
+    onSubscribe({ args, setSubscribeFn }) {
+      if (!usesIncrementalDelivery(args.document)) setSubscribeFn(graphqlSubscribe as never);
+    },
+  };
+
   const errorCountPlugin: Plugin = {
     onExecute() {
       return {
@@ -213,7 +241,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
         baseUrl: init.baseUrl ?? options.publicUrl ?? (host ? `http://${host}` : ''),
       };
     },
-    plugins: [authPlugin, csrfPlugin, limitsPlugin, useDeferStream(), errorCountPlugin],
+    plugins: [authPlugin, csrfPlugin, limitsPlugin, useDeferStream(), subscribeFastPath, errorCountPlugin],
   });
 
   const sendJson = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
