@@ -93,7 +93,7 @@ function describeError(e: unknown): string {
 
 /** Does the document use @defer or @stream anywhere (operations and fragments)? */
 const incrementalCache = new WeakMap<DocumentNode, boolean>();
-function usesIncrementalDelivery(doc: DocumentNode): boolean {
+export function usesIncrementalDelivery(doc: DocumentNode): boolean {
   let v = incrementalCache.get(doc);
   if (v !== undefined) return v;
   const visit = (set: SelectionSetNode | undefined): boolean => {

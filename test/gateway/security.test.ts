@@ -232,3 +232,26 @@ describe('slow socket protection', () => {
     }
   }, 30_000);
 });
+
+describe('subscription fast path', () => {
+  it('only subscriptions free of @defer/@stream skip the incremental executor', async () => {
+    const { parse } = await import('graphql/index.js');
+    const { usesIncrementalDelivery } = await import('../../src/gateway/server.ts');
+    expect(usesIncrementalDelivery(parse('subscription { understand(input: { prompt: "x" }) { text done } }'))).toBe(false);
+    expect(usesIncrementalDelivery(parse('subscription { understand(input: { prompt: "x" }) { tokenIds @stream } }'))).toBe(true);
+    expect(usesIncrementalDelivery(parse('subscription { understand(input: { prompt: "x" }) { ...F } } fragment F on UnderstandEvent { ... @defer { text } }'))).toBe(true);
+  });
+
+  it('a subscription using @stream in its events still works (incremental executor)', async () => {
+    const s = await start({ engine: new FakeEngine({ stepMs: 1, tokens: 3 }) });
+    const c = wsClient(s);
+    try {
+      const out = await wsRun(c, 'subscription { understand(input: { prompt: "x", maxTokens: 3 }) { done tokenIds @stream(initialCount: 1) } }');
+      expect(out.some((p) => p.errors)).toBe(false);
+      expect(out.some((p) => (p.data as any)?.understand?.done === true)).toBe(true);
+    } finally {
+      await c.dispose();
+      await s.close();
+    }
+  });
+});
