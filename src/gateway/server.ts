@@ -279,7 +279,11 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
         if (wait > 0) {
           rt.metrics.rateLimited.inc({ transport: 'http' });
           const err = rateLimitedError(wait);
-          return sendJson(res, 429, { errors: [{ message: err.message, extensions: err.extensions }] }, { 'retry-after': String(err.extensions.retryAfterSeconds) });
+          const headers: Record<string, string> = { 'retry-after': String(err.extensions.retryAfterSeconds) };
+          // an allowed cross-origin page must be able to read the 429 (yoga's CORS headers are not applied here)
+          if (origins.needsCors(req.headers.origin, req.headers.host))
+            Object.assign(headers, { 'access-control-allow-origin': req.headers.origin!, 'access-control-expose-headers': 'Retry-After', vary: 'Origin' });
+          return sendJson(res, 429, { errors: [{ message: err.message, extensions: err.extensions }] }, headers);
         }
       }
     }

@@ -85,6 +85,17 @@ describe('Origin policy', () => {
     } finally {
       await s.close();
     }
+    // a rate-limited answer is readable by an allowed cross-origin page
+    const tight = await start({ engine: new FakeEngine(), allowedOrigins: ['https://app.example'], limits: { rateLimitPerSecond: 0.1, rateLimitBurst: 1 } });
+    try {
+      expect((await post(tight, { origin: 'https://app.example' })).status).toBe(200);
+      const limited = await post(tight, { origin: 'https://app.example' });
+      expect(limited.status).toBe(429);
+      expect(limited.headers.get('access-control-allow-origin')).toBe('https://app.example');
+      expect(limited.headers.get('access-control-expose-headers')).toContain('Retry-After');
+    } finally {
+      await tight.close();
+    }
     const any = await start({ engine: new FakeEngine(), allowedOrigins: ['*'] });
     try {
       expect(await handshake(any, EVIL)).toBe(101);
