@@ -6,13 +6,14 @@ import type {
   FinishReason as EngineFinishReason,
   GenerateRequest,
   GenerationMode as EngineGenerationMode,
+  InputImageInfo as EngineInputImageInfo,
   RgbImage,
   SpeculationMode as EngineSpeculationMode,
   UnderstandRequest,
   UnderstandSummary,
 } from '../src/engine/types.ts';
 import { GatewayError, toGatewayError } from '../src/gateway/errors.ts';
-import { IMAGE_EXT, imageFromInput } from '../src/gateway/images.ts';
+import { IMAGE_EXT, imageFromInput, sentSizeOf } from '../src/gateway/images.ts';
 import { iterateJob, type FrameRecord, type ImageJobRecord, type JobEvent } from '../src/gateway/jobs.ts';
 import type { GatewayContext, GatewayRuntime } from '../src/gateway/runtime.ts';
 import type {
@@ -21,6 +22,7 @@ import type {
   ImageEvent,
   ImageFrame,
   ImageJob,
+  InputImageInfo,
   Model,
   Resolvers,
   SpeculationInput,
@@ -43,6 +45,26 @@ function range(v: number | null | undefined, name: string, min: number, max: num
   if (!Number.isFinite(v) || low || v > max)
     throw new GatewayError('OUT_OF_RANGE', `${name} must be in ${opts.exclusiveMin ? '(' : '['}${min}, ${max}]`, { argument: name, min, max });
   return v;
+}
+
+/**
+ * The engine's report of how an input image was fitted to the model. For the request's own image the
+ * original size is the one the client sent (the gateway's decode may have scaled it down first).
+ */
+function inputImageOut(i: EngineInputImageInfo | undefined, sent: { width: number; height: number } | undefined): InputImageInfo | null {
+  if (!i) return null;
+  const own = i.source === 'request' && sent;
+  const originalWidth = own ? sent.width : i.originalWidth;
+  const originalHeight = own ? sent.height : i.originalHeight;
+  return {
+    originalWidth,
+    originalHeight,
+    width: i.width,
+    height: i.height,
+    resized: i.resized || originalWidth !== i.width || originalHeight !== i.height,
+    cropped: i.cropped,
+    source: i.source === 'session' ? 'SESSION' : 'REQUEST',
+  };
 }
 
 function text(v: string, name: string, maxChars: number): string {
@@ -126,13 +148,21 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
     };
   }
 
-  function frameOut(rec: FrameRecord): ImageFrame {
+  function frameOut(rec: FrameRecord, job: ImageJobRecord): ImageFrame {
     const f = rec.frame;
-    return { stage: f.stage === 'preview' ? 'PREVIEW' : 'FINAL', nfe: f.nfe, step: f.step, elapsedMs: f.elapsedMs, seed: f.seed, image: imageOut(rec) };
+    return {
+      stage: f.stage === 'preview' ? 'PREVIEW' : 'FINAL',
+      nfe: f.nfe,
+      step: f.step,
+      elapsedMs: f.elapsedMs,
+      seed: f.seed,
+      image: imageOut(rec),
+      sourceImage: () => inputImageOut(f.sourceImage, job.sentSize),
+    };
   }
 
   function eventOut(job: ImageJobRecord, ev: JobEvent): ImageEvent {
-    return { jobId: job.id, seq: ev.seq, status: ev.status, done: ev.done, frame: ev.frame ? frameOut(ev.frame) : null, error: ev.error ?? null };
+    return { jobId: job.id, seq: ev.seq, status: ev.status, done: ev.done, frame: ev.frame ? frameOut(ev.frame, job) : null, error: ev.error ?? null };
   }
 
   const onDropped = (n: number) => rt.metrics.droppedPreviews.inc({}, n);
@@ -147,11 +177,11 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
         iterateJob(job, 0, {
           filter: (ev) => ev.frame?.frame.stage === 'preview',
           isEnd: (j) => j.terminal || !!j.finalFrame,
-          map: (ev) => frameOut(ev.frame!),
+          map: (ev) => frameOut(ev.frame!, job),
           signal: ctx.signal,
           onDropped,
         }),
-      result: async (_args: unknown, ctx: GatewayContext) => frameOut(await job.result(ctx.signal)),
+      result: async (_args: unknown, ctx: GatewayContext) => frameOut(await job.result(ctx.signal), job),
     };
   }
 
@@ -197,29 +227,29 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
       timestepShift: range(input.timestepShift, 'timestepShift', 0, 100),
       intermediatePreviews: input.intermediatePreviews ?? undefined,
     };
-    let image = await sourceImage;
+    const image = await sourceImage;
+    if (field === 'editImage') {
+      if (image) req.sourceImage = image;
+      else if (input.sessionId == null) throw new GatewayError('INVALID_INPUT', 'editImage needs image, or a sessionId whose session already holds an image');
+    }
     let lock: ReturnType<GatewayRuntime['sessions']['lock']> | undefined;
     if (input.sessionId != null) {
       lock = rt.sessions.lock(input.sessionId);
+      // the session's latest image (last understood, or last final generated/edited) is the engine's:
+      // an edit without an image edits it, and every final frame here becomes it
       req.session = lock.entry.handle;
-      if (field === 'editImage' && !image) image = lock.entry.lastImage;
-    }
-    if (field === 'editImage') {
-      if (!image) {
-        lock?.unlock();
-        throw new GatewayError('INVALID_INPUT', 'editImage needs image, or a sessionId whose session already holds an image');
+      if (field === 'editImage' && !image) {
+        if (lock.info && !lock.info.hasImage) {
+          lock.unlock();
+          throw new GatewayError('INVALID_INPUT', 'editImage needs image, or a sessionId whose session already holds an image');
+        }
+        req.edit = true;
       }
-      req.sourceImage = image;
     }
     const attached = selects(info, ['previews', 'result']);
     let job: ImageJobRecord;
     try {
-      job = rt.jobs.start(req, mode, seed, attached, {
-        onSuccess: (j) => {
-          if (lock && j.finalFrame) lock.entry.lastImage = j.finalFrame.frame.rgb;
-        },
-        onEnd: () => lock?.unlock(),
-      });
+      job = rt.jobs.start(req, mode, seed, attached, { onEnd: () => lock?.unlock() });
     } catch (e) {
       lock?.unlock();
       if (e instanceof GatewayError && e.code === 'BUSY') rt.metrics.busy.inc();
@@ -236,6 +266,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
         closeStream();
       });
     }
+    job.sentSize = sentSizeOf(image);
     return jobOut(job);
   }
 
@@ -250,14 +281,17 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
     };
   }
 
-  function summaryOut(s: UnderstandSummary, receivedAt: number, firstChunkAt: number | undefined, waitedMs: number): UnderstandEvent {
+  function summaryOut(s: UnderstandSummary, receivedAt: number, firstChunkAt: number | undefined, waitedMs: number, sent: RgbImage | undefined): UnderstandEvent {
     const now = performance.now();
+    // the textless steps after the last chunk (the EOS step, trailing special tokens) ride on the
+    // last event, so all events' tokenIds are the whole answer and the per-step stats add up
+    const t = s.trailing;
     return {
       text: '',
-      tokenIds: [],
-      acceptedTokens: 0,
-      draftedTokens: 0,
-      steps: 0,
+      tokenIds: t ? t.tokenIds : [],
+      acceptedTokens: t?.acceptedTokens ?? 0,
+      draftedTokens: t?.draftedTokens ?? 0,
+      steps: t?.steps ?? 0,
       done: true,
       finishReason: FINISH[s.finishReason],
       fullText: s.text,
@@ -277,6 +311,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
         acceptanceRate: s.speculation.acceptanceRate,
         acceptancePerPosition: [...s.speculation.acceptancePerPosition],
       },
+      inputImage: inputImageOut(s.inputImage, sentSizeOf(sent)),
     };
   }
 
@@ -348,8 +383,8 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
             slot.release();
             closeStream();
             if (lock) {
+              // a fallback count for engines without sessionInfo (the store prefers the engine's)
               lock.entry.tokens += info.summary?.usage.totalTokens ?? 0;
-              if (image && !info.cancelled && !info.error) lock.entry.lastImage = image;
               lock.unlock();
             }
             if (info.cancelled) rt.metrics.cancellations.inc({ reason: 'client_gone', operation: 'understand' });
@@ -370,7 +405,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
               summary: (s, firstChunkAt) => {
                 if (firstChunkAt !== undefined) rt.metrics.ttft.observe((firstChunkAt - receivedAt) / 1000);
                 rt.metrics.tokensPerSecond.observe(s.timings.tokensPerSecond);
-                return { understand: summaryOut(s, receivedAt, firstChunkAt, slot.waitedMs) };
+                return { understand: summaryOut(s, receivedAt, firstChunkAt, slot.waitedMs, image) };
               },
               onEngineChunk: (c) => {
                 rt.metrics.acceptanceLength.observe(c.acceptedTokens);

@@ -54,7 +54,16 @@ export async function readImageInput(input: ImageInput, limits: ImageLimits): Pr
   return Buffer.from(await up.arrayBuffer());
 }
 
-/** Decodes to RGB (alpha flattened on white), enforcing the pixel limit before the full decode. */
+/** The size of the image as the client sent it, before the decode fit it within MAX_DECODED_SIDE. */
+const sentSizes = new WeakMap<RgbImage, { width: number; height: number }>();
+export function sentSizeOf(image: RgbImage | undefined): { width: number; height: number } | undefined {
+  return image ? sentSizes.get(image) : undefined;
+}
+
+/**
+ * Decodes to RGB (alpha flattened on white), enforcing the pixel limit before the full decode. Any
+ * size within the limits is fine: the engine centre-crops and resizes to the model's vision size.
+ */
 export async function decodeImage(bytes: Buffer, limits: ImageLimits): Promise<RgbImage> {
   if (bytes.byteLength > limits.maxImageBytes) throw tooLarge(bytes.byteLength, limits.maxImageBytes);
   let meta: Metadata;
@@ -82,7 +91,9 @@ export async function decodeImage(bytes: Buffer, limits: ImageLimits): Promise<R
       .toBuffer({ resolveWithObject: true });
     if (info.channels !== 3) throw new Error(`unexpected channel count ${info.channels}`);
     // a fresh, exactly-sized buffer (not a view into a pooled one): the engine may transfer it to a worker
-    return { width: info.width, height: info.height, data: new Uint8Array(data) };
+    const rgb: RgbImage = { width: info.width, height: info.height, data: new Uint8Array(data) };
+    sentSizes.set(rgb, { width: meta.width, height: meta.height });
+    return rgb;
   } catch {
     throw new GatewayError('BAD_IMAGE', 'The image could not be decoded (corrupt or truncated data)');
   }

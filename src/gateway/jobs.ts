@@ -39,6 +39,8 @@ export class ImageJobRecord {
   readonly events: JobEvent[] = [];
   readonly controller = new AbortController();
   finalFrame?: FrameRecord;
+  /** edits: the size of the source image as the client sent it (before the gateway's decode fit it) */
+  sentSize?: { width: number; height: number };
   error?: GatewayError;
   finishedAt?: number;
   private watchers = 0;

@@ -47,8 +47,12 @@ export interface GatewayLimits {
   maxSessions: number;
   /** Idle time after which a session expires. */
   sessionTtlMs: number;
-  /** Tokens a session's context may accumulate (bounds its KV cache). */
+  /** Tokens a session's context may accumulate (the engine's count when it reports one). */
   maxSessionTokens: number;
+  /** Bytes one session may hold (KV cache as allocated + its latest image, from Engine.sessionInfo); beyond it SESSION_FULL. */
+  maxSessionBytes: number;
+  /** Bytes all sessions together may hold; beyond it least recently used idle sessions are evicted. */
+  maxTotalSessionBytes: number;
   /** How long finished image jobs stay available for `imageJob`/`job`. */
   jobRetentionMs: number;
   maxRetainedJobs: number;
@@ -88,6 +92,8 @@ export const DEFAULT_LIMITS: GatewayLimits = {
   maxSessions: 64,
   sessionTtlMs: 15 * 60_000,
   maxSessionTokens: 8192,
+  maxSessionBytes: 256 * 1024 * 1024,
+  maxTotalSessionBytes: 2 * 1024 * 1024 * 1024,
   jobRetentionMs: 5 * 60_000,
   maxRetainedJobs: 256,
   unwatchedJobTimeoutMs: 60_000,

@@ -85,6 +85,8 @@ export interface MetricsSources {
   runningJobs: () => number;
   wsConnections: () => number;
   sessions: () => number;
+  /** bytes all sessions hold, as the engine reports them (KV cache + latest image) */
+  sessionBytes?: () => number;
   imageStoreBytes: () => number;
   retainedJobs: () => number;
 }
@@ -115,6 +117,7 @@ export class GatewayMetrics {
       new Gauge('hyperbagel_gateway_running_jobs', 'Jobs holding a slot', src.runningJobs),
       new Gauge('hyperbagel_gateway_ws_connections', 'Open graphql-ws connections', src.wsConnections),
       new Gauge('hyperbagel_gateway_sessions', 'Live sessions', src.sessions),
+      new Gauge('hyperbagel_gateway_session_bytes', 'Bytes held by live sessions (engine KV cache + latest images)', src.sessionBytes ?? (() => 0)),
       new Gauge('hyperbagel_gateway_image_store_bytes', 'Bytes held for Image.url', src.imageStoreBytes),
       new Gauge('hyperbagel_gateway_retained_jobs', 'Image jobs held for resume', src.retainedJobs),
     ];

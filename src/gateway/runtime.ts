@@ -43,6 +43,7 @@ export class GatewayRuntime {
       runningJobs: () => this.scheduler.runningCount,
       wsConnections: () => this.wsConnections,
       sessions: () => this.sessions.size,
+      sessionBytes: () => this.sessions.bytes,
       imageStoreBytes: () => this.images.bytes,
       retainedJobs: () => this.jobs.size,
     });

@@ -22,6 +22,9 @@ export const FrameStageValues = ['PREVIEW', 'FINAL'] as const;
 export type GenerationMode = 'PROGRESSIVE' | 'ONE_STEP' | 'SIX_STEP' | 'BASELINE';
 export const GenerationModeValues = ['PROGRESSIVE', 'ONE_STEP', 'SIX_STEP', 'BASELINE'] as const;
 
+export type ImageSource = 'REQUEST' | 'SESSION';
+export const ImageSourceValues = ['REQUEST', 'SESSION'] as const;
+
 export type JobStatus = 'QUEUED' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED';
 export const JobStatusValues = ['QUEUED', 'RUNNING', 'SUCCEEDED', 'FAILED', 'CANCELLED'] as const;
 
@@ -29,7 +32,7 @@ export type SpeculationMode = 'AUTO' | 'OFF' | 'CHAIN' | 'TREE' | 'NGRAM';
 export const SpeculationModeValues = ['AUTO', 'OFF', 'CHAIN', 'TREE', 'NGRAM'] as const;
 
 export interface EditImageInput {
-  /** The source image. May be left out with a sessionId: the session's latest image is used. */
+  /** The source image. May be left out with a sessionId: the session's latest image (the last image understood, or the last final image generated or edited, in the session) is used. */
   image?: ImageInput | null;
   instruction: string;
   seed?: number | null;
@@ -63,7 +66,9 @@ export interface GenerateImageInput {
 }
 
 /** An input image. Exactly one of `base64`, `dataUrl` or `upload` must be set.
- * PNG, JPEG and WebP are accepted, within the server's byte and pixel limits. */
+ * PNG, JPEG and WebP of any size are accepted, within the server's byte and pixel limits (and at
+ * least 8 pixels a side); the model centre-crops a non-square image and resizes it to its vision size
+ * (`models.imageSize`). `inputImage` / `sourceImage` report what was done. */
 export interface ImageInput {
   /** Raw image bytes, standard base64. */
   base64?: string | null;
@@ -152,6 +157,8 @@ export interface ImageFrame {
   elapsedMs: Field<number>;
   seed: Field<number>;
   image: Field<Image>;
+  /** Edits: the source image (the request's, or the session's latest) and how it was fitted to the model. */
+  sourceImage?: Field<InputImageInfo | null>;
 }
 
 export interface ImageJob {
@@ -168,6 +175,21 @@ export interface ImageJob {
 export interface ImageSize {
   width: Field<number>;
   height: Field<number>;
+}
+
+/** How an input image was brought to the model's vision size. */
+export interface InputImageInfo {
+  /** Size of the image as sent (for SESSION, of the remembered image). */
+  originalWidth: Field<number>;
+  originalHeight: Field<number>;
+  /** Size the model saw. */
+  width: Field<number>;
+  height: Field<number>;
+  /** True when the pixels were changed to fit (crop and/or resize). */
+  resized: Field<boolean>;
+  /** True when a non-square image was centre-cropped. */
+  cropped: Field<boolean>;
+  source: Field<ImageSource>;
 }
 
 export interface JobError {
@@ -204,15 +226,19 @@ export interface Timings {
   tokensPerSecond: Field<number>;
 }
 
-/** One event per verification step. While the client's connection is slow, consecutive steps are
- * coalesced into one event (`steps` > 1); nothing is dropped. The last event has `done: true`. */
+/** One event per verification step that produced text (steps that render no text, such as special
+ * tokens, are folded into the next event). While the client's connection is slow, consecutive events
+ * are coalesced into one (`steps` > 1); nothing is dropped. The last event has `done: true` and
+ * carries the steps after the last text (e.g. the EOS step) with empty `text`, so the `tokenIds` of
+ * all events concatenated are the whole answer, and `steps`, `acceptedTokens` and `draftedTokens`
+ * summed over all events cover every verification step. */
 export interface UnderstandEvent {
   /** Text delta. */
   text: Field<string>;
   tokenIds: Field<ListOf<number>>;
   acceptedTokens: Field<number>;
   draftedTokens: Field<number>;
-  /** Verification steps this event covers (1 unless coalesced). */
+  /** Verification steps this event covers (1 unless textless steps were folded in or events coalesced; may be 0 on the last event). */
   steps: Field<number>;
   done: Field<boolean>;
   /** Set on the last event. */
@@ -222,6 +248,8 @@ export interface UnderstandEvent {
   usage?: Field<Usage | null>;
   timings?: Field<Timings | null>;
   speculation?: Field<SpeculationStats | null>;
+  /** Set on the last event when an image was fed to the model in this turn (the request's, or the session's latest). */
+  inputImage?: Field<InputImageInfo | null>;
 }
 
 export interface Usage {

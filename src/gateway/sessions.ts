@@ -1,31 +1,41 @@
 // Server-side conversation contexts. Bounded in count (LRU eviction of idle sessions), in memory
-// (each session's accumulated tokens are capped, which bounds its KV cache; one remembered image),
-// and in time (idle expiry). One request at a time per session.
+// (per session and in total, in bytes as the engine reports them via `Engine.sessionInfo`: the KV
+// cache buffers plus the session's latest image; and in tokens, which bounds the context length),
+// and in time (idle expiry). One request at a time per session. The session's latest image (for
+// edits without an image, and understand turns about a just-generated image) is the engine's
+// bookkeeping: the gateway only passes the session handle along.
 import { randomUUID } from 'node:crypto';
-import type { Engine, RgbImage, SessionHandle } from '../engine/types.ts';
+import { EngineError, type Engine, type SessionHandle, type SessionInfo } from '../engine/types.ts';
 import { GatewayError } from './errors.ts';
 
 export interface SessionEntry {
   readonly id: string;
   readonly handle: SessionHandle;
   lastUsed: number;
+  /** Tokens counted by the gateway from usage (a fallback for engines without sessionInfo). */
   tokens: number;
   busy: boolean;
-  /** The latest image seen or produced in this session, for edits without an explicit image. */
-  lastImage?: RgbImage;
 }
 
 export interface SessionLimits {
   maxSessions: number;
   sessionTtlMs: number;
   maxSessionTokens: number;
+  /** Bytes one session may hold (engine-reported KV cache + latest image) before it is full. */
+  maxSessionBytes: number;
+  /** Bytes all sessions together may hold; beyond it the least recently used idle sessions are evicted. */
+  maxTotalSessionBytes: number;
 }
+
+const notFound = (id: string) => new GatewayError('SESSION_NOT_FOUND', `No session ${JSON.stringify(id).slice(0, 80)} (it may have expired)`);
 
 export class SessionStore {
   private readonly sessions = new Map<string, SessionEntry>();
   private readonly timer: NodeJS.Timeout;
   evictions = 0;
   expirations = 0;
+  /** sessions evicted to keep the total bytes under maxTotalSessionBytes */
+  memoryEvictions = 0;
 
   constructor(
     private readonly engine: () => Engine,
@@ -40,10 +50,45 @@ export class SessionStore {
     return this.sessions.size;
   }
 
-  /** Bytes held by remembered images (the KV cache itself lives in the engine, bounded via tokens). */
-  get imageBytes(): number {
+  /**
+   * What the engine reports the session holds; undefined when the engine cannot say (no
+   * sessionInfo, or not loaded). Throws SESSION_NOT_FOUND (and forgets the entry) when the engine
+   * no longer knows the session.
+   */
+  info(entry: SessionEntry): SessionInfo | undefined {
+    let engine: Engine;
+    try {
+      engine = this.engine();
+    } catch {
+      return undefined;
+    }
+    if (!engine.sessionInfo) return undefined;
+    try {
+      return engine.sessionInfo(entry.handle);
+    } catch (e) {
+      if (e instanceof EngineError && e.code === 'INVALID_INPUT') {
+        this.sessions.delete(entry.id);
+        throw notFound(entry.id);
+      }
+      throw e;
+    }
+  }
+
+  /** Tokens in the session's context: the engine's count when it reports one, else the gateway's. */
+  tokensOf(entry: SessionEntry, info = this.info(entry)): number {
+    return info ? info.tokens : entry.tokens;
+  }
+
+  /** Bytes held by all sessions, as the engine reports them (0 for engines without sessionInfo). */
+  get bytes(): number {
     let n = 0;
-    for (const s of this.sessions.values()) n += s.lastImage?.data.byteLength ?? 0;
+    for (const s of [...this.sessions.values()]) {
+      try {
+        n += this.info(s)?.bytes ?? 0;
+      } catch {
+        // a session the engine forgot holds nothing
+      }
+    }
     return n;
   }
 
@@ -51,8 +96,7 @@ export class SessionStore {
     this.sweep();
     if (this.sessions.size >= this.limits.maxSessions) {
       // evict the least recently used idle session
-      let victim: SessionEntry | undefined;
-      for (const s of this.sessions.values()) if (!s.busy && (!victim || s.lastUsed < victim.lastUsed)) victim = s;
+      const victim = this.lruIdle();
       if (!victim) throw new GatewayError('BUSY', `All ${this.limits.maxSessions} sessions are in use; retry later`);
       this.close(victim.id);
       this.evictions++;
@@ -67,29 +111,74 @@ export class SessionStore {
     const s = this.sessions.get(id);
     if (!s || this.expired(s)) {
       if (s) this.expire(s);
-      throw new GatewayError('SESSION_NOT_FOUND', `No session ${JSON.stringify(id).slice(0, 80)} (it may have expired)`);
+      throw notFound(id);
     }
     return s;
   }
 
   /** Marks the session busy for one request; call the returned function when done. */
-  lock(id: string): { entry: SessionEntry; unlock: () => void } {
+  lock(id: string): { entry: SessionEntry; info?: SessionInfo; unlock: () => void } {
     const entry = this.get(id);
     if (entry.busy) throw new GatewayError('SESSION_BUSY', 'Another request is using this session; wait for it to finish');
-    if (entry.tokens >= this.limits.maxSessionTokens)
-      throw new GatewayError('SESSION_FULL', `The session holds ${entry.tokens} tokens (limit ${this.limits.maxSessionTokens}); create a new session`);
+    const info = this.info(entry);
+    const tokens = this.tokensOf(entry, info);
+    if (tokens >= this.limits.maxSessionTokens)
+      throw new GatewayError('SESSION_FULL', `The session holds ${tokens} tokens (limit ${this.limits.maxSessionTokens}); create a new session`, {
+        tokens,
+        limit: this.limits.maxSessionTokens,
+      });
+    if (info && info.bytes >= this.limits.maxSessionBytes)
+      throw new GatewayError('SESSION_FULL', `The session holds ${info.bytes} bytes (limit ${this.limits.maxSessionBytes}); create a new session`, {
+        bytes: info.bytes,
+        limit: this.limits.maxSessionBytes,
+      });
     entry.busy = true;
     entry.lastUsed = this.now();
     let done = false;
     return {
       entry,
+      info,
       unlock: () => {
         if (done) return;
         done = true;
         entry.busy = false;
         entry.lastUsed = this.now();
+        this.enforceTotalBytes(entry);
       },
     };
+  }
+
+  /**
+   * Evicts least recently used idle sessions (never `keep`) while all sessions together hold more
+   * than maxTotalSessionBytes. Run after each request, when a session may have grown.
+   */
+  enforceTotalBytes(keep?: SessionEntry): void {
+    if (!Number.isFinite(this.limits.maxTotalSessionBytes)) return;
+    const sizes = new Map<SessionEntry, number>();
+    let total = 0;
+    for (const s of [...this.sessions.values()]) {
+      let b = 0;
+      try {
+        b = this.info(s)?.bytes ?? 0;
+      } catch {
+        continue;
+      }
+      sizes.set(s, b);
+      total += b;
+    }
+    while (total > this.limits.maxTotalSessionBytes) {
+      const victim = this.lruIdle(keep);
+      if (!victim) return;
+      total -= sizes.get(victim) ?? 0;
+      this.close(victim.id);
+      this.memoryEvictions++;
+    }
+  }
+
+  private lruIdle(keep?: SessionEntry): SessionEntry | undefined {
+    let victim: SessionEntry | undefined;
+    for (const s of this.sessions.values()) if (s !== keep && !s.busy && (!victim || s.lastUsed < victim.lastUsed)) victim = s;
+    return victim;
   }
 
   close(id: string): boolean {

@@ -1,7 +1,7 @@
 // The understand subscription's source stream. The engine is drained eagerly into a tiny buffer;
 // the transport pulls (graphql-ws awaits each socket write, SSE pulls on demand). Chunks that pile
 // up while the client is slow are coalesced into one event (text and token ids concatenated,
-// counts summed, `steps` > 1); the terminal summary is never dropped. Memory per stream is bounded
+// counts and engine `steps` summed); the terminal summary is never dropped. Memory per stream is bounded
 // by the request's maxTokens.
 //
 // This is the gateway's per-token hot path, so it is written with plain promise callbacks rather
@@ -149,10 +149,10 @@ export function coalescingStream<T>(
         for (const t of ev.tokenIds) pending.tokenIds.push(t);
         pending.acceptedTokens += ev.acceptedTokens;
         pending.draftedTokens += ev.draftedTokens;
-        pending.steps++;
+        pending.steps += ev.steps ?? 1;
         hooks.onCoalesced?.();
       } else {
-        pending = { text: ev.text, tokenIds: ev.tokenIds, acceptedTokens: ev.acceptedTokens, draftedTokens: ev.draftedTokens, steps: 1 };
+        pending = { text: ev.text, tokenIds: ev.tokenIds, acceptedTokens: ev.acceptedTokens, draftedTokens: ev.draftedTokens, steps: ev.steps ?? 1 };
         pendingOwned = false;
       }
     } else {

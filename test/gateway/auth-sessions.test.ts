@@ -93,11 +93,70 @@ describe('sessions', () => {
       expect(r.json.errors).toBeUndefined();
       const req = engine.requests.generate.at(-1)!;
       expect(req.session).toBe(handle);
-      expect([...req.sourceImage!.data.slice(0, 3)]).toEqual([0, 0, 255]);
+      // the engine keeps the session's latest image: the gateway asks it to edit that one
+      expect(req.edit).toBe(true);
+      expect(req.sourceImage).toBeUndefined();
+      expect([...engine.editedImages.at(-1)!.data.slice(0, 3)]).toEqual([0, 0, 255]);
       // the edit's result becomes the session's image
       await gqlPost(server, { query: `mutation($s: ID!) { editImage(input: { instruction: "again", sessionId: $s, mode: ONE_STEP }) { id } }`, variables: { s: id } });
       await waitFor(() => engine.stats.active === 0, 'edit to finish');
-      expect([...engine.requests.generate.at(-1)!.sourceImage!.data.slice(0, 3)]).toEqual([200, 200, 200]);
+      expect(engine.requests.generate.at(-1)!.edit).toBe(true);
+      expect([...engine.editedImages.at(-1)!.data.slice(0, 3)]).toEqual([200, 200, 200]);
+      // and an understand turn without an image is about it
+      const asked = await wsRun(client, `subscription U($input: UnderstandInput!) { understand(input: $input) { done inputImage { source width originalWidth } } }`, {
+        input: { prompt: 'what colour is the circle now?', sessionId: id },
+      });
+      expect(engine.requests.understand.at(-1)!.image).toBeUndefined();
+      expect(engine.requests.understand.at(-1)!.session).toBe(handle);
+      expect((asked.at(-1)!.data as any).understand).toEqual({ done: true, inputImage: { source: 'SESSION', width: 8, originalWidth: 8 } });
+    } finally {
+      await client.dispose();
+    }
+  });
+
+  it('an edit without an image needs a session holding one; the source image is reported', async () => {
+    const id = await create();
+    const client = wsClient(server);
+    try {
+      const edit = (vars: Record<string, unknown>) =>
+        gqlPost(server, {
+          query: `mutation($i: EditImageInput!) { editImage(input: $i) { result { stage sourceImage { source originalWidth originalHeight width height resized cropped } } } }`,
+          variables: { i: { instruction: 'make it green', mode: 'ONE_STEP', ...vars } },
+        });
+      const calls = engine.requests.generate.length;
+      expect((await edit({})).json.errors[0].extensions.code).toBe('INVALID_INPUT');
+      // the session has no image yet (the engine's sessionInfo says so): rejected before any work
+      expect((await edit({ sessionId: id })).json.errors[0].extensions.code).toBe('INVALID_INPUT');
+      expect(engine.requests.generate.length).toBe(calls);
+      // and the session is not left locked
+      // a non-square image of any size is sent on to the engine as decoded (it centre-crops and resizes)
+      const wide = await sharp({ create: { width: 40, height: 20, channels: 3, background: '#ff0000' } }).png().toBuffer();
+      const r = await edit({ sessionId: id, image: { base64: wide.toString('base64') } });
+      expect(r.json.errors).toBeUndefined();
+      expect([engine.requests.generate.at(-1)!.sourceImage!.width, engine.requests.generate.at(-1)!.sourceImage!.height]).toEqual([40, 20]);
+      expect(r.json.data.editImage.result.sourceImage).toEqual({ source: 'REQUEST', originalWidth: 40, originalHeight: 20, width: 8, height: 8, resized: true, cropped: true });
+      // now the session holds the edit's result: an edit without an image works
+      const again = await edit({ sessionId: id });
+      expect(again.json.errors).toBeUndefined();
+      expect(again.json.data.editImage.result.sourceImage).toMatchObject({ source: 'SESSION', originalWidth: 8, resized: false, cropped: false });
+    } finally {
+      await client.dispose();
+      await gqlPost(server, { query: `mutation($s: ID!) { closeSession(id: $s) }`, variables: { s: id } });
+    }
+  });
+
+  it('a generated image becomes the session image the next understand turn is about', async () => {
+    const id = await create();
+    const client = wsClient(server);
+    try {
+      const g = await gqlPost(server, { query: `mutation($s: ID!) { generateImage(input: { prompt: "a red circle", sessionId: $s, mode: ONE_STEP }) { result { stage sourceImage { source } } } }`, variables: { s: id } });
+      expect(g.json.data.generateImage.result).toEqual({ stage: 'FINAL', sourceImage: null });
+      const q = `subscription U($input: UnderstandInput!) { understand(input: $input) { done inputImage { source } } }`;
+      const first = await wsRun(client, q, { input: { prompt: 'describe it', sessionId: id } });
+      expect((first.at(-1)!.data as any).understand.inputImage).toEqual({ source: 'SESSION' });
+      // already in the conversation: not fed again
+      const second = await wsRun(client, q, { input: { prompt: 'and now', sessionId: id } });
+      expect((second.at(-1)!.data as any).understand.inputImage).toBeNull();
     } finally {
       await client.dispose();
     }

@@ -63,6 +63,24 @@ describe('coalescing understand stream', () => {
     expect(ended).toMatchObject({ cancelled: false });
   });
 
+  it('counts the engine steps a chunk covers (textless steps folded in) when merging', async () => {
+    const src = manualSource();
+    const it = coalescingStream<unknown>(src, new AbortController(), { chunk: (c) => c, summary: (s) => s, onEnd: () => {} });
+    // a single folded chunk keeps its steps
+    src.push({ ...chunk(0), tokenIds: [7, 0], steps: 2 });
+    expect(await it.next()).toMatchObject({ value: { tokenIds: [7, 0], steps: 2 } });
+    // merged while the consumer is slow: 3 + 1 + 2 steps
+    src.push({ ...chunk(1), steps: 3 });
+    src.push(chunk(2));
+    src.push({ ...chunk(3), steps: 2 });
+    await tick();
+    expect((await it.next()).value).toMatchObject({ text: 't1 t2 t3 ', tokenIds: [1, 2, 3], steps: 6 });
+    src.push(summary);
+    src.push(null);
+    expect((await it.next()).value).toBe(summary);
+    expect((await it.next()).done).toBe(true);
+  });
+
   it('return() aborts the engine and ends a pending next()', async () => {
     const src = manualSource();
     const ctrl = new AbortController();

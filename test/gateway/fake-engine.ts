@@ -8,7 +8,10 @@ import {
   type Engine,
   type GenerateRequest,
   type ImageFrame,
+  type InputImageInfo,
+  type RgbImage,
   type SessionHandle,
+  type SessionInfo,
   type UnderstandEvent,
   type UnderstandRequest,
 } from '../../src/engine/types.ts';
@@ -65,6 +68,16 @@ export class FakeEngine implements Engine {
   nfeMs: number;
   private nextSession = 0;
   readonly liveSessions = new Set<string>();
+  /** per session: context tokens, the latest image, and whether the conversation has seen it (like the local engine) */
+  readonly sessionState = new Map<string, { tokens: number; image?: RgbImage; seen: boolean }>();
+  /** bytes a session's context holds per token (sessionInfo) */
+  bytesPerToken = 1000;
+  /** fold a textless step into the first chunk (steps: 2) and end with a textless trailing step */
+  textlessSteps = false;
+  /** leave sessionInfo out, like an Engine implementation without it */
+  set withoutSessionInfo(v: boolean) {
+    (this as { sessionInfo?: unknown }).sessionInfo = v ? undefined : FakeEngine.prototype.sessionInfo;
+  }
 
   constructor(o: FakeEngineOptions = {}) {
     this.stepMs = o.stepMs ?? 5;
@@ -78,7 +91,16 @@ export class FakeEngine implements Engine {
     this.stats.active++;
     try {
       if (req.prompt.includes('unknownword')) throw new EngineError('UNKNOWN_WORDS', 'unknown word: unknownword', { word: 'unknownword' });
+      const state = req.session ? this.state(req.session) : undefined;
+      let inputImage: InputImageInfo | undefined;
+      if (req.image) inputImage = this.fit(req.image, 'request');
+      else if (state?.image && !state.seen) inputImage = this.fit(state.image, 'session');
+      if (state) {
+        if (req.image) state.image = req.image;
+        if (state.image) state.seen = true;
+      }
       const n = Math.min(req.maxTokens ?? this.tokens, 10_000);
+      const folded = this.textlessSteps;
       let text = '';
       for (let i = 0; i < n; i++) {
         await sleep(this.stepMs, signal);
@@ -90,13 +112,15 @@ export class FakeEngine implements Engine {
         if (req.prompt.includes('explode') && i === 1) throw new Error('secret internal stack detail /opt/model');
         const t = `w${i} `;
         text += t;
-        yield { kind: 'chunk', text: t, tokenIds: [i], acceptedTokens: 2, draftedTokens: 3 };
+        if (folded && i === 0) yield { kind: 'chunk', text: t, tokenIds: [90, i], acceptedTokens: 3, draftedTokens: 5, steps: 2 };
+        else yield { kind: 'chunk', text: t, tokenIds: [i], acceptedTokens: 2, draftedTokens: 3 };
         if (signal?.aborted) {
           this.stats.understandAborted++;
           return;
         }
       }
       this.stats.understandFinished++;
+      if (state) state.tokens += n + 3;
       yield {
         kind: 'done',
         finishReason: 'length',
@@ -112,6 +136,8 @@ export class FakeEngine implements Engine {
           acceptanceRate: 2 / 3,
           acceptancePerPosition: [0.9, 0.6, 0.3],
         },
+        trailing: folded ? { tokenIds: [91, 92], acceptedTokens: 1, draftedTokens: 1, steps: 1 } : undefined,
+        inputImage,
       };
     } finally {
       this.stats.active--;
@@ -125,6 +151,14 @@ export class FakeEngine implements Engine {
     const t0 = performance.now();
     try {
       if (req.prompt.includes('explode')) throw new Error('secret internal stack detail /opt/model');
+      const state = req.session ? this.state(req.session) : undefined;
+      let sourceImage: InputImageInfo | undefined;
+      if (req.sourceImage) sourceImage = this.fit(req.sourceImage, 'request');
+      else if (req.edit) {
+        if (!state?.image) throw new EngineError('INVALID_INPUT', 'edit: true needs a session with a latest image');
+        sourceImage = this.fit(state.image, 'session');
+      }
+      this.editedImages.push(req.sourceImage ?? (req.edit ? state?.image : undefined));
       const plan: Array<{ stage: 'preview' | 'final'; nfe: number }> =
         req.mode === '1nfe'
           ? [{ stage: 'final', nfe: 1 }]
@@ -154,7 +188,12 @@ export class FakeEngine implements Engine {
           seed: req.seed ?? 0,
           image: { mimeType: 'image/png', width: 8, height: 8, bytes: img.bytes, sha256: img.sha256 },
           rgb: img.rgb,
+          sourceImage,
         };
+        if (p.stage === 'final' && state) {
+          state.image = img.rgb;
+          state.seen = false;
+        }
       }
       this.stats.generateFinished++;
     } finally {
@@ -162,15 +201,36 @@ export class FakeEngine implements Engine {
     }
   }
 
+  /** the image each generate call worked from (its sourceImage, or the session's for edit: true) */
+  readonly editedImages: Array<RgbImage | undefined> = [];
+
+  private state(s: SessionHandle) {
+    const st = this.sessionState.get(s.id);
+    if (!st) throw new EngineError('INVALID_INPUT', `unknown or closed session ${s.id}`);
+    return st;
+  }
+
+  private fit(img: RgbImage, source: 'request' | 'session'): InputImageInfo {
+    const { width: w, height: h } = this.info.imageSize;
+    const side = Math.min(img.width, img.height);
+    return { originalWidth: img.width, originalHeight: img.height, width: w, height: h, resized: side !== w || img.width !== img.height, cropped: img.width !== img.height, source };
+  }
+
   createSession(): SessionHandle {
     const id = `s${this.nextSession++}`;
     this.stats.sessionsCreated++;
     this.liveSessions.add(id);
+    this.sessionState.set(id, { tokens: 0, seen: false });
     return { id };
   }
   closeSession(s: SessionHandle): void {
     this.stats.sessionsClosed++;
     this.liveSessions.delete(s.id);
+    this.sessionState.delete(s.id);
+  }
+  sessionInfo?(s: SessionHandle): SessionInfo {
+    const st = this.state(s);
+    return { tokens: st.tokens, bytes: st.tokens * this.bytesPerToken + (st.image?.data.byteLength ?? 0), hasImage: !!st.image };
   }
   async close(): Promise<void> {}
 }

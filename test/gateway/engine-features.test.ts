@@ -1,0 +1,104 @@
+// The gateway's use of newer engine features, on the in-test engine: session memory bounded in bytes
+// via Engine.sessionInfo, folded/trailing textless steps (the last event carries
+// UnderstandSummary.trailing, so events' tokenIds and per-step stats add up).
+import { afterEach, describe, expect, it } from 'vitest';
+import type { RunningServer } from '../../src/gateway/server.ts';
+import { FakeEngine } from './fake-engine.ts';
+import { gqlPost, start, wsClient, wsRun } from './helpers.ts';
+
+let server: RunningServer | undefined;
+afterEach(async () => {
+  await server?.close();
+  server = undefined;
+});
+
+const U = `subscription U($input: UnderstandInput!) { understand(input: $input) { text tokenIds acceptedTokens draftedTokens steps done fullText
+  usage { completionTokens } speculation { drafts draftedTokens acceptedTokens } } }`;
+const codeOf = (p: Promise<unknown[]>) =>
+  p.then(
+    (out: any) => out.at(-1)?.errors?.[0]?.extensions?.code,
+    (e) => e.errors?.[0]?.extensions?.code,
+  );
+
+describe('session memory in bytes (Engine.sessionInfo)', () => {
+  it('a session past maxSessionBytes is full; past maxTotalSessionBytes the least recently used idle session is evicted', async () => {
+    const engine = new FakeEngine({ stepMs: 1, tokens: 3 });
+    engine.bytesPerToken = 1000; // one understand turn of 3 tokens: 6 context tokens, 6000 bytes
+    server = await start({ engine, limits: { maxSessionBytes: 10_000, maxTotalSessionBytes: 15_000, maxSessionTokens: 1_000_000 } });
+    const s = server;
+    const create = async () => (await gqlPost(s, { query: 'mutation { createSession }' })).json.data.createSession as string;
+    const client = wsClient(s);
+    try {
+      const a = await create();
+      await wsRun(client, U, { input: { prompt: 'x', sessionId: a } });
+      await wsRun(client, U, { input: { prompt: 'x', sessionId: a } }); // 12000 bytes now
+      expect(await codeOf(wsRun(client, U, { input: { prompt: 'x', sessionId: a } }))).toBe('SESSION_FULL');
+      expect(s.runtime.sessions.bytes).toBe(12_000);
+      const metrics = await (await fetch(s.url.replace(/\/graphql$/, '/metrics'))).text();
+      expect(metrics).toMatch(/hyperbagel_gateway_session_bytes 12000/);
+      // b's turn brings the total to 18000 > 15000: a (idle, least recently used) goes
+      const b = await create();
+      await wsRun(client, U, { input: { prompt: 'x', sessionId: b } });
+      expect(s.runtime.sessions.memoryEvictions).toBe(1);
+      expect(s.runtime.sessions.size).toBe(1);
+      expect(engine.liveSessions.size).toBe(1);
+      expect(await codeOf(wsRun(client, U, { input: { prompt: 'x', sessionId: a } }))).toBe('SESSION_NOT_FOUND');
+      expect(await codeOf(wsRun(client, U, { input: { prompt: 'x', sessionId: b } }))).toBeUndefined();
+    } finally {
+      await client.dispose();
+    }
+  });
+
+  it('a session the engine no longer knows is SESSION_NOT_FOUND', async () => {
+    const engine = new FakeEngine({ stepMs: 1, tokens: 2 });
+    server = await start({ engine });
+    const id = (await gqlPost(server, { query: 'mutation { createSession }' })).json.data.createSession as string;
+    engine.sessionState.clear(); // e.g. dropped inside the engine
+    const client = wsClient(server);
+    try {
+      expect(await codeOf(wsRun(client, U, { input: { prompt: 'x', sessionId: id } }))).toBe('SESSION_NOT_FOUND');
+      expect(server.runtime.sessions.size).toBe(0);
+    } finally {
+      await client.dispose();
+    }
+  });
+
+  it('without sessionInfo, the gateway counts tokens itself', async () => {
+    const engine = new FakeEngine({ stepMs: 1, tokens: 3 });
+    engine.withoutSessionInfo = true;
+    server = await start({ engine, limits: { maxSessionTokens: 10 } });
+    const id = (await gqlPost(server, { query: 'mutation { createSession }' })).json.data.createSession as string;
+    const client = wsClient(server);
+    try {
+      await wsRun(client, U, { input: { prompt: 'x', sessionId: id } });
+      await wsRun(client, U, { input: { prompt: 'x', sessionId: id } }); // 12 tokens >= 10
+      expect(await codeOf(wsRun(client, U, { input: { prompt: 'x', sessionId: id } }))).toBe('SESSION_FULL');
+    } finally {
+      await client.dispose();
+    }
+  });
+});
+
+describe('textless steps', () => {
+  it('folded steps count in `steps`; the last event carries the trailing steps, so everything adds up', async () => {
+    const engine = new FakeEngine({ stepMs: 1, tokens: 4 });
+    engine.textlessSteps = true;
+    server = await start({ engine });
+    const client = wsClient(server);
+    try {
+      const out = await wsRun(client, U, { input: { prompt: 'x' } });
+      expect(out.every((p) => !p.errors)).toBe(true);
+      const events = out.map((p) => (p.data as any).understand);
+      const last = events.at(-1);
+      expect(last).toMatchObject({ done: true, text: '', tokenIds: [91, 92], acceptedTokens: 1, draftedTokens: 1, steps: 1 });
+      // the engine's chunks: [90, 0] (2 steps), [1], [2], [3]; then trailing [91, 92] (1 step)
+      expect(events.flatMap((e: any) => e.tokenIds)).toEqual([90, 0, 1, 2, 3, 91, 92]);
+      expect(events.reduce((n: number, e: any) => n + e.steps, 0)).toBe(6);
+      expect(events.reduce((n: number, e: any) => n + e.acceptedTokens, 0)).toBe(3 + 2 * 3 + 1);
+      expect(events.reduce((n: number, e: any) => n + e.draftedTokens, 0)).toBe(5 + 3 * 3 + 1);
+      expect(events.map((e: any) => e.text).join('')).toBe(last.fullText);
+    } finally {
+      await client.dispose();
+    }
+  });
+});
