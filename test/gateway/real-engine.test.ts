@@ -11,7 +11,8 @@ const PACK = 'test/fixtures/tiny-pack';
 const UNDERSTAND = `subscription U($input: UnderstandInput!) { understand(input: $input) {
   text tokenIds acceptedTokens draftedTokens steps done finishReason fullText
   usage { promptTokens completionTokens totalTokens } timings { queueMs timeToFirstTokenMs tokensPerSecond }
-  speculation { mode drafts meanAcceptedLength acceptanceRate } } }`;
+  speculation { mode drafts draftedTokens acceptedTokens meanAcceptedLength acceptanceRate }
+  inputImage { source originalWidth originalHeight width height resized cropped } } }`;
 const FRAME = 'stage nfe step seed elapsedMs image { mimeType width height byteLength base64 url sha256 }';
 const jobQuery = (field: 'generateImage' | 'editImage', type: string) => `mutation M($input: ${type}!) { ${field}(input: $input) {
   id seed mode previews @stream(initialCount: 0) { ${FRAME} } ... @defer { result { ${FRAME} } } } }`;
@@ -61,7 +62,11 @@ describe('real engine on the tiny pack', () => {
       expect(['EOS', 'STOP', 'LENGTH']).toContain(last.finishReason);
       const chunks = events.slice(0, -1);
       expect(chunks.map((c) => c.text).join('')).toBe(last.fullText);
-      expect(chunks.flatMap((c) => c.tokenIds).length).toBe(last.usage.completionTokens);
+      expect(last.text).toBe('');
+      // the last event carries the textless trailing steps (e.g. EOS): all events' tokenIds are the answer
+      expect(events.flatMap((c) => c.tokenIds).length).toBe(last.usage.completionTokens);
+      expect(events.reduce((n, c) => n + c.acceptedTokens, 0)).toBe(last.speculation.acceptedTokens);
+      expect(events.reduce((n, c) => n + c.draftedTokens, 0)).toBe(last.speculation.draftedTokens);
       expect(last.usage.completionTokens).toBeLessThanOrEqual(12);
       expect(last.usage.totalTokens).toBe(last.usage.promptTokens + last.usage.completionTokens);
       expect(last.timings.timeToFirstTokenMs).toBeGreaterThanOrEqual(0);
@@ -137,6 +142,58 @@ describe('real engine on the tiny pack', () => {
       const again = await wsRun(client, UNDERSTAND, { input: { prompt: 'what is in the image', sessionId: sid, maxTokens: 4 } });
       expect((again.at(-1)!.data!.understand as any).done).toBe(true);
       expect((await gqlPost(server, { query: 'mutation($s: ID!) { closeSession(id: $s) }', variables: { s: sid } })).json.data.closeSession).toBe(true);
+    } finally {
+      await client.dispose();
+    }
+  });
+
+  it('one conversation through the gateway: describe this image, now make the circle green, what colour is the circle now? (the engine keeps the session image)', async () => {
+    const client = wsClient(server);
+    try {
+      const sid = (await gqlPost(server, { query: 'mutation { createSession }' })).json.data.createSession;
+      // a non-square photo-sized image: the engine centre-crops and resizes it
+      const wide = await sharp(scene).resize(160, 96, { fit: 'fill' }).png().toBuffer();
+      const described = await wsRun(client, UNDERSTAND, { input: { prompt: 'describe this image', image: { base64: wide.toString('base64') }, sessionId: sid, maxTokens: 6 } });
+      expect(described.every((p) => !p.errors), JSON.stringify(described.at(-1))).toBe(true);
+      const d = described.at(-1)!.data!.understand as any;
+      expect(d.done).toBe(true);
+      expect(d.inputImage).toEqual({ source: 'REQUEST', originalWidth: 160, originalHeight: 96, width: 64, height: 64, resized: true, cropped: true });
+
+      const edited = await wsRun(client, jobQuery('editImage', 'EditImageInput').replace('result { ', 'result { sourceImage { source width height } '), {
+        input: { instruction: 'now make the circle green', sessionId: sid, seed: 4 },
+      });
+      expect(edited.every((p) => !p.errors && !p.incremental?.some((i) => i.errors)), JSON.stringify(edited.at(-1))).toBe(true);
+      const job = mergeIncremental(edited).editImage;
+      expect(job.result.stage).toBe('FINAL');
+      expect(job.result.sourceImage).toEqual({ source: 'SESSION', width: 64, height: 64 });
+      await checkImage(job.result);
+
+      const asked = await wsRun(client, UNDERSTAND, { input: { prompt: 'what colour is the circle now?', sessionId: sid, maxTokens: 6 } });
+      expect(asked.every((p) => !p.errors), JSON.stringify(asked.at(-1))).toBe(true);
+      const a = asked.at(-1)!.data!.understand as any;
+      expect(a.done).toBe(true);
+      // no image sent: the engine fed the session's latest image (the edit's result) in this turn
+      expect(a.inputImage).toMatchObject({ source: 'SESSION', width: 64, height: 64 });
+      expect(a.usage.promptTokens).toBeGreaterThan(d.usage.promptTokens);
+      expect((await gqlPost(server, { query: 'mutation($s: ID!) { closeSession(id: $s) }', variables: { s: sid } })).json.data.closeSession).toBe(true);
+    } finally {
+      await client.dispose();
+    }
+  });
+
+  it('bounds session memory with the engine sessionInfo', async () => {
+    const engine = (server.runtime as unknown as { engine: LocalEngine }).engine;
+    const client = wsClient(server);
+    try {
+      const sid = (await gqlPost(server, { query: 'mutation { createSession }' })).json.data.createSession;
+      const entry = server.runtime.sessions.get(sid);
+      await wsRun(client, UNDERSTAND, { input: { prompt: 'describe this image', image: { base64: scene.toString('base64') }, sessionId: sid, maxTokens: 4 } });
+      const info = engine.sessionInfo(entry.handle);
+      expect(info.hasImage).toBe(true);
+      expect(info.tokens).toBeGreaterThan(0);
+      expect(info.bytes).toBeGreaterThan(64 * 64 * 3);
+      expect(server.runtime.sessions.bytes).toBeGreaterThanOrEqual(info.bytes);
+      await gqlPost(server, { query: 'mutation($s: ID!) { closeSession(id: $s) }', variables: { s: sid } });
     } finally {
       await client.dispose();
     }
