@@ -62,7 +62,8 @@ function inputImageOut(i: EngineInputImageInfo | undefined, sent: { width: numbe
     width: i.width,
     height: i.height,
     resized: i.resized || originalWidth !== i.width || originalHeight !== i.height,
-    cropped: i.cropped,
+    // a large non-square image is already centre-cropped by the gateway's decode (images.ts)
+    cropped: i.cropped || (!!own && sent.width !== sent.height),
     source: i.source === 'session' ? 'SESSION' : 'REQUEST',
   };
 }

@@ -1,12 +1,12 @@
 // Image input decoding (base64 / data URL / multipart upload) with byte and pixel limits, and the
 // bounded in-memory store behind `Image.url`.
 import { randomBytes } from 'node:crypto';
-import sharp, { type Metadata } from 'sharp';
+import sharp, { type Metadata, type ResizeOptions } from 'sharp';
 import type { RgbImage } from '../engine/types.ts';
 import { GatewayError } from './errors.ts';
 import type { ImageInput } from './schema-types.ts';
 
-/** Decoded inputs are scaled down to fit this side (aspect kept) so a huge-but-allowed image cannot balloon memory. */
+/** Decoded inputs larger than this are centre-cropped to a square and scaled down to this side, so a huge-but-allowed image cannot balloon memory. */
 export const MAX_DECODED_SIDE = 1024;
 
 const BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
@@ -54,6 +54,18 @@ export async function readImageInput(input: ImageInput, limits: ImageLimits): Pr
   return Buffer.from(await up.arrayBuffer());
 }
 
+/**
+ * How the decode fits an image: unchanged when both sides are within MAX_DECODED_SIDE (the engine
+ * centre-crops and resizes any size itself); a larger one is centre-cropped to a square first, as
+ * the engine would, then scaled to at most MAX_DECODED_SIDE, so memory stays bounded and a long thin
+ * image keeps its short side rather than being scaled below the engine's minimum side.
+ */
+function decodedFit(width: number, height: number): ResizeOptions | undefined {
+  if (width <= MAX_DECODED_SIDE && height <= MAX_DECODED_SIDE) return undefined;
+  const side = Math.min(MAX_DECODED_SIDE, width, height);
+  return { width: side, height: side, fit: 'cover', position: 'centre' };
+}
+
 /** The size of the image as the client sent it, before the decode fit it within MAX_DECODED_SIDE. */
 const sentSizes = new WeakMap<RgbImage, { width: number; height: number }>();
 export function sentSizeOf(image: RgbImage | undefined): { width: number; height: number } | undefined {
@@ -82,10 +94,10 @@ export async function decodeImage(bytes: Buffer, limits: ImageLimits): Promise<R
       limit: limits.maxImagePixels,
     });
   try {
-    const { data, info } = await sharp(bytes, { limitInputPixels: limits.maxImagePixels, failOn: 'error' })
-      .flatten({ background: '#ffffff' })
-      .toColourspace('srgb')
-      .resize({ width: MAX_DECODED_SIDE, height: MAX_DECODED_SIDE, fit: 'inside', withoutEnlargement: true })
+    let pipeline = sharp(bytes, { limitInputPixels: limits.maxImagePixels, failOn: 'error' }).flatten({ background: '#ffffff' }).toColourspace('srgb');
+    const fit = decodedFit(meta.width, meta.height);
+    if (fit) pipeline = pipeline.resize(fit);
+    const { data, info } = await pipeline
       .removeAlpha()
       .raw()
       .toBuffer({ resolveWithObject: true });

@@ -1,6 +1,7 @@
 // The gateway's use of newer engine features, on the in-test engine: session memory bounded in bytes
-// via Engine.sessionInfo, folded/trailing textless steps (the last event carries
+// via Engine.sessionInfo, input images of any size (the engine centre-crops and resizes), folded/trailing textless steps (the last event carries
 // UnderstandSummary.trailing, so events' tokenIds and per-step stats add up).
+import sharp from 'sharp';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../src/gateway/server.ts';
 import { FakeEngine } from './fake-engine.ts';
@@ -97,6 +98,32 @@ describe('textless steps', () => {
       expect(events.reduce((n: number, e: any) => n + e.acceptedTokens, 0)).toBe(3 + 2 * 3 + 1);
       expect(events.reduce((n: number, e: any) => n + e.draftedTokens, 0)).toBe(5 + 3 * 3 + 1);
       expect(events.map((e: any) => e.text).join('')).toBe(last.fullText);
+    } finally {
+      await client.dispose();
+    }
+  });
+});
+
+describe('input images of any size', () => {
+  it('are passed on as decoded (large ones centre-cropped and scaled to MAX_DECODED_SIDE first) and reported as sent', async () => {
+    const engine = new FakeEngine({ stepMs: 1, tokens: 1 });
+    server = await start({ engine });
+    const client = wsClient(server);
+    const q = `subscription U($input: UnderstandInput!) { understand(input: $input) { done inputImage { source originalWidth originalHeight width height resized cropped } } }`;
+    const send = async (width: number, height: number) => {
+      const png = await sharp({ create: { width, height, channels: 3, background: '#336699' } }).png().toBuffer();
+      const out = await wsRun(client, q, { input: { prompt: 'x', image: { base64: png.toString('base64') } } });
+      expect(out.every((p) => !p.errors), JSON.stringify(out.at(-1))).toBe(true);
+      const img = engine.requests.understand.at(-1)!.image!;
+      return { sent: [img.width, img.height], reported: (out.at(-1)!.data as any).understand.inputImage };
+    };
+    try {
+      expect(await send(8, 8)).toEqual({ sent: [8, 8], reported: { source: 'REQUEST', originalWidth: 8, originalHeight: 8, width: 8, height: 8, resized: false, cropped: false } });
+      expect(await send(30, 20)).toEqual({ sent: [30, 20], reported: { source: 'REQUEST', originalWidth: 30, originalHeight: 20, width: 8, height: 8, resized: true, cropped: true } });
+      // larger than 1024 a side: square-cropped by the gateway, still reported as sent
+      expect(await send(1600, 1200)).toEqual({ sent: [1024, 1024], reported: { source: 'REQUEST', originalWidth: 1600, originalHeight: 1200, width: 8, height: 8, resized: true, cropped: true } });
+      // a long thin image keeps its short side (not scaled below the engine's minimum side)
+      expect((await send(3000, 12)).sent).toEqual([12, 12]);
     } finally {
       await client.dispose();
     }
