@@ -90,7 +90,7 @@ function controlled(inner: Engine, chunkDelayMs: number) {
       return pass(log, inner.understand(req, signal), signal);
     },
     generate(req: GenerateRequest, signal?: AbortSignal): AsyncIterable<ImageFrame> {
-      const log: CallLog = { kind: 'generate', prompt: req.prompt, hadImage: !!req.sourceImage, events: 0, held: false, aborted: false, ended: false };
+      const log: CallLog = { kind: 'generate', prompt: req.prompt, hadImage: !!req.sourceImage || !!req.edit, events: 0, held: false, aborted: false, ended: false };
       calls.push(log);
       return pass(log, inner.generate(req, signal), signal);
     },
@@ -266,7 +266,7 @@ suite('web demo in Chromium', () => {
     expect(last.speculation.mode).toBe('OFF');
     expect(await page.textContent('.msg.assistant:last-child .meta')).toContain('OFF');
     expect(await page.textContent('.msg.assistant:last-child .body')).toBe(nexts.map((e) => e.text).join(''));
-    const tokenEvents = nexts.filter((e) => !e.done && (e.text.length || e.tokenIds.length)).length;
+    const tokenEvents = nexts.filter((e) => e.text.length || e.tokenIds.length).length; // the done event may carry the trailing (e.g. EOS) step
     expect(Number(await page.getAttribute('.msg.assistant:last-child', 'data-chunks'))).toBe(tokenEvents);
     // Stats come from the server's final event.
     expect(await page.textContent('#st-tokens')).toBe(String(last.usage.completionTokens));
