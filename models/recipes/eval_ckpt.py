@@ -68,7 +68,7 @@ def main():
             k = per_kind.setdefault(q["kind"], [0, 0])
             k[0] += ok
             k[1] += 1
-    nu = min(a.n_und, ds.n)
+    nu = max(1, min(a.n_und, ds.n))
     res = {"step": ck["step"], "caption_exact": cap_ok / nu, "vqa": qa_ok / max(1, qa_n),
            "vqa_by_kind": {k: round(v[0] / v[1], 3) for k, v in per_kind.items()}}
     print(json.dumps(res), flush=True)

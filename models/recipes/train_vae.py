@@ -42,6 +42,9 @@ def main():
     ap.add_argument("--ckpt-every", type=int, default=250)
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--tiny", action="store_true", help="TINY config (smoke test)")
+    ap.add_argument("--init", default=None, help="start from this VAE checkpoint's EMA weights (new run)")
+    ap.add_argument("--decoder-only", action="store_true",
+                    help="freeze the encoder (keeps the latent space, so a unified model trained on it stays valid)")
     a = ap.parse_args()
     os.makedirs(a.run, exist_ok=True)
     seed_all(a.seed)
@@ -52,7 +55,15 @@ def main():
     allpx = np.concatenate([ds.images, ds.edited])
     print(f"VAE: {len(allpx)} images at {G}x{G}, latent {c.latent_channels}x{c.latent_size}x{c.latent_size}", flush=True)
     vae = VAE(c)
-    opt = torch.optim.AdamW(vae.parameters(), lr=a.lr, weight_decay=0.0)
+    if a.init:
+        ick = torch.load(a.init, map_location="cpu")
+        c = ModelConfig.from_dict(ick["config"])
+        vae = VAE(c)
+        vae.load_state_dict(ick["ema"])
+    if a.decoder_only:
+        for p in vae.enc.parameters():
+            p.requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=a.lr, weight_decay=0.0)
     ema = EMA(vae, 0.999)
     ckpt_path = os.path.join(a.run, "vae.ckpt")
     step = 0
