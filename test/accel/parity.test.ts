@@ -4,12 +4,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import * as ort from 'onnxruntime-node';
-import { maxAbsDiff, openSession, readJson, toOrt, type Manifest, type ParityCase } from '../recipes/helpers.ts';
+import { expectParity, openSession, readJson, runParityCase, type Manifest, type ParityCase } from '../recipes/helpers.ts';
 import { chainDecode } from './chain.ts';
 
 const PACK = path.resolve(import.meta.dirname, '../fixtures/tiny-pack-accel');
 const BASE = path.resolve(import.meta.dirname, '../fixtures/tiny-pack');
-const TOL = 1e-4;
 const ACCEL_GRAPHS = ['draft', 'denoise_6nfe', 'denoise_1nfe'] as const;
 
 interface AccelManifest extends Manifest {
@@ -18,22 +17,7 @@ interface AccelManifest extends Manifest {
 }
 const manifest = readJson<AccelManifest>(path.join(PACK, 'manifest.json'));
 
-async function runCase(file: string, override?: Record<string, ort.Tensor>): Promise<{ c: ParityCase; out: Record<string, ort.Tensor> }> {
-  const c = readJson<ParityCase>(path.join(PACK, 'parity', file));
-  const sess = await openSession(path.join(PACK, manifest.graphs[c.graph]!.file));
-  const feeds: Record<string, ort.Tensor> = {};
-  for (const [name, t] of Object.entries(c.inputs)) feeds[name] = override?.[name] ?? toOrt(t);
-  const out = await sess.run(feeds);
-  await sess.release();
-  return { c, out };
-}
-
-function expectParity(c: ParityCase, out: Record<string, ort.Tensor>, file: string): void {
-  for (const [name, want] of Object.entries(c.outputs)) {
-    expect(out[name], `${file}: missing output ${name}`).toBeDefined();
-    expect(maxAbsDiff(out[name]!, want), `${file} ${name} max |diff|`).toBeLessThanOrEqual(TOL);
-  }
-}
+const runCase = (file: string, override?: Record<string, ort.Tensor>) => runParityCase(PACK, manifest, file, override);
 
 describe('tiny-pack-accel manifest', () => {
   it('keeps every tiny-pack graph byte-identical and lists the acceleration graphs with matching I/O', async () => {

@@ -1,6 +1,8 @@
 // Shared helpers for the recipe tests: load parity JSON, build ORT tensors, compare.
 import * as fs from 'node:fs';
+import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
+import { expect } from 'vitest';
 
 export interface JsonTensor { dtype: 'float32' | 'int64'; dims: number[]; data: number[] }
 export interface ParityCase { graph: string; inputs: Record<string, JsonTensor>; outputs: Record<string, JsonTensor> }
@@ -51,3 +53,22 @@ export interface Manifest {
 
 export const GRAPH_NAMES = ['vision', 'embed', 'decoder', 'denoiser', 'vae_encoder', 'vae_decoder'] as const;
 export const SPECIAL_TOKENS = ['pad', 'bos', 'eos', 'unk', 'im_start', 'im_end', 'vision_start', 'vision_end', 'gen_start', 'gen_end'];
+
+/** Runs one parity case of `pack` (parity/FILE) in onnxruntime-node; `override` replaces chosen inputs. */
+export async function runParityCase(pack: string, manifest: Manifest, file: string, override?: Record<string, ort.Tensor>): Promise<{ c: ParityCase; out: Record<string, ort.Tensor> }> {
+  const c = readJson<ParityCase>(join(pack, 'parity', file));
+  const sess = await openSession(join(pack, manifest.graphs[c.graph]!.file));
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const [name, t] of Object.entries(c.inputs)) feeds[name] = override?.[name] ?? toOrt(t);
+  const out = await sess.run(feeds);
+  await sess.release();
+  return { c, out };
+}
+
+/** Every reference output is present and within `tol` (max |diff|) of PyTorch's. */
+export function expectParity(c: ParityCase, out: Record<string, ort.Tensor>, label: string = c.graph, tol = 1e-4): void {
+  for (const [name, want] of Object.entries(c.outputs)) {
+    expect(out[name], `${label}: missing output ${name}`).toBeDefined();
+    expect(maxAbsDiff(out[name]!, want), `${label} ${name} max |diff|`).toBeLessThanOrEqual(tol);
+  }
+}

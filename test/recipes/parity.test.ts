@@ -5,30 +5,12 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Tokenizer } from '@huggingface/tokenizers';
 import type * as ort from 'onnxruntime-node';
-import { GRAPH_NAMES, SPECIAL_TOKENS, maxAbsDiff, openSession, readJson, toOrt, type Manifest, type ParityCase } from './helpers.ts';
+import { GRAPH_NAMES, SPECIAL_TOKENS, expectParity, openSession, readJson, runParityCase, type Manifest, type ParityCase } from './helpers.ts';
 
 const PACK = path.resolve(import.meta.dirname, '../fixtures/tiny-pack');
-const TOL = 1e-4;
 const manifest = readJson<Manifest>(path.join(PACK, 'manifest.json'));
 
-async function runCase(file: string, override?: Record<string, ort.Tensor>): Promise<{ c: ParityCase; out: Record<string, ort.Tensor> }> {
-  const c = readJson<ParityCase>(path.join(PACK, 'parity', file));
-  const sess = await openSession(path.join(PACK, manifest.graphs[c.graph]!.file));
-  const feeds: Record<string, ort.Tensor> = {};
-  for (const [name, t] of Object.entries(c.inputs)) feeds[name] = override?.[name] ?? toOrt(t);
-  const out = await sess.run(feeds);
-  await sess.release();
-  return { c, out };
-}
-
-function expectParity(c: ParityCase, out: Record<string, ort.Tensor>): void {
-  for (const [name, want] of Object.entries(c.outputs)) {
-    const got = out[name];
-    expect(got, `${c.graph}: missing output ${name}`).toBeDefined();
-    const d = maxAbsDiff(got!, want);
-    expect(d, `${c.graph}.${name} max |diff|`).toBeLessThanOrEqual(TOL);
-  }
-}
+const runCase = (file: string, override?: Record<string, ort.Tensor>) => runParityCase(PACK, manifest, file, override);
 
 describe('tiny-pack manifest', () => {
   it('lists every graph with inputs and outputs that match the ONNX files', async () => {
