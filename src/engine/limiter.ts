@@ -18,19 +18,24 @@ export class Limiter {
     }
     if (this.waiters.length >= this.maxQueue) throw new EngineError('BUSY', `engine queue is full (${this.maxQueue} waiting)`);
     await new Promise<void>((resolve, reject) => {
-      const w = { resolve, reject };
-      this.waiters.push(w);
-      signal?.addEventListener(
-        'abort',
-        () => {
-          const i = this.waiters.indexOf(w);
-          if (i >= 0) {
-            this.waiters.splice(i, 1);
-            reject(new EngineError('CANCELLED', 'request cancelled while queued'));
-          }
+      // The listener goes away once the slot is granted: a long-lived signal shared by many requests
+      // (one per socket, say) must not collect one listener per request.
+      const onAbort = () => {
+        const i = this.waiters.indexOf(w);
+        if (i >= 0) {
+          this.waiters.splice(i, 1);
+          reject(new EngineError('CANCELLED', 'request cancelled while queued'));
+        }
+      };
+      const w = {
+        resolve: () => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve();
         },
-        { once: true },
-      );
+        reject,
+      };
+      this.waiters.push(w);
+      signal?.addEventListener('abort', onAbort, { once: true });
     });
     return this.releaser();
   }

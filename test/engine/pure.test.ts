@@ -200,3 +200,31 @@ describe('KV cache', () => {
     expect(c.row(0, 1, 2)[0]).toBe(102);
   });
 });
+
+describe('Limiter', () => {
+  test('removes its abort listener once a queued request gets its slot', async () => {
+    const { Limiter } = await import('../../src/engine/limiter.ts');
+    const limiter = new Limiter(1, 4);
+    const ac = new AbortController();
+    let listeners = 0;
+    const add = ac.signal.addEventListener.bind(ac.signal);
+    const remove = ac.signal.removeEventListener.bind(ac.signal);
+    ac.signal.addEventListener = ((...a: Parameters<AbortSignal['addEventListener']>) => { listeners++; add(...a); }) as AbortSignal['addEventListener'];
+    ac.signal.removeEventListener = ((...a: Parameters<AbortSignal['removeEventListener']>) => { listeners--; remove(...a); }) as AbortSignal['removeEventListener'];
+    for (let i = 0; i < 20; i++) {
+      const first = await limiter.acquire(ac.signal);
+      const queued = limiter.acquire(ac.signal);
+      first();
+      (await queued)();
+    }
+    expect(listeners).toBe(0);
+    // A queued request is still cancellable.
+    const held = await limiter.acquire();
+    const ac2 = new AbortController();
+    const waiting = limiter.acquire(ac2.signal);
+    ac2.abort();
+    await expect(waiting).rejects.toMatchObject({ code: 'CANCELLED' });
+    held();
+    expect(limiter.running).toBe(0);
+  });
+});
