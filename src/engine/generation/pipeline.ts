@@ -1,6 +1,7 @@
 // Generation and editing: shared prefill of the CFG contexts (one KV per context, reused by every
 // sampler of the request), samplers behind one step() interface, progressive frames, decoding and
 // encoding.
+import { admit } from '../admission.ts';
 import { layout, type EngineCtx, type Part } from '../context.ts';
 import { encodeImage } from '../image/codec.ts';
 import { checkInputImage, fitImage } from '../image/codec.ts';
@@ -196,22 +197,9 @@ export async function* runGenerate(
   const t0 = performance.now();
   const v = validateGenerate(ctx, req, conversation);
   const plans = planSamplers(ctx, v);
-  if (conversation?.busy) throw new EngineError('BUSY', 'this session is already answering a request');
-  // the session is ours until freeSession() (once the final is recorded; never after a next request
-  // may have taken it)
-  let holding = !!conversation;
-  const freeSession = () => {
-    if (conversation && holding) conversation.busy = false;
-    holding = false;
-  };
-  if (conversation) conversation.busy = true;
-  let release: () => void;
-  try {
-    release = await ctx.limiter.acquire(signal);
-  } catch (e) {
-    freeSession();
-    throw e;
-  }
+  // the session is ours until freeSession(): called once its state is final (before the last event, so
+  // the caller may send the next turn at once), never later, when a next request may hold it
+  const { release, freeSession } = await admit(ctx, conversation, signal);
   const m = ctx.manifest;
   const sp = m.special_tokens;
   const L = m.latent;

@@ -1,6 +1,7 @@
 // Understanding requests: validation, prefill (vision + text), decoding (plain or speculative),
 // streaming chunks with text deltas and stop conditions, final summary.
 import { Rng, randomSeed } from '../rng.ts';
+import { admit } from '../admission.ts';
 import { layout, type EngineCtx, type Part } from '../context.ts';
 import { rgbToChw } from '../image/pixels.ts';
 import { checkInputImage, fitImage } from '../image/codec.ts';
@@ -170,22 +171,9 @@ export async function* runUnderstand(
 ): AsyncGenerator<UnderstandEvent, void, void> {
   const t0 = performance.now();
   const v = validateUnderstand(ctx, req);
-  if (conversation?.busy) throw new EngineError('BUSY', 'this session is already answering a request');
-  // the session is ours until freeSession(): called once its state is final (before the summary, so
-  // the caller may send the next turn at once) — never later, when a next request may hold it
-  let holding = !!conversation;
-  const freeSession = () => {
-    if (conversation && holding) conversation.busy = false;
-    holding = false;
-  };
-  if (conversation) conversation.busy = true;
-  let release: () => void;
-  try {
-    release = await ctx.limiter.acquire(signal);
-  } catch (e) {
-    freeSession();
-    throw e;
-  }
+  // the session is ours until freeSession(): called once its state is final (before the last event, so
+  // the caller may send the next turn at once), never later, when a next request may hold it
+  const { release, freeSession } = await admit(ctx, conversation, signal);
   const queueMs = performance.now() - t0;
   const sp = ctx.manifest.special_tokens;
   let seq: WorkerSequence | null = null;
