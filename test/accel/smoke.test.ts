@@ -1,27 +1,20 @@
 // Runs the Python acceleration smoke test (random-init TINY target -> draft data, train_draft + resume and the
 // ablation variants, TTT consistency, chain eval, reward, cfg + resume, tscd, dmdo, adp, refl -> export) and loads
 // the exported pack in onnxruntime-node: every graph's I/O, parity of every reference, the numbers it measured.
-import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type * as ort from 'onnxruntime-node';
-import { GRAPH_NAMES, maxAbsDiff, openSession, readJson, toOrt, type Manifest, type ParityCase } from '../recipes/helpers.ts';
+import { GRAPH_NAMES, recipeSmokeEnabled, runRecipeScript, maxAbsDiff, openSession, readJson, toOrt, type Manifest, type ParityCase } from '../recipes/helpers.ts';
 import { chainDecode, type DraftManifest } from './chain.ts';
 
-const PY = '/usr/bin/python3';
-const ROOT = path.resolve(import.meta.dirname, '../..');
-const hasTorch = spawnSync(PY, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
-const mustRun = Boolean(process.env.CI);
-if (!hasTorch && !mustRun) {
-  console.warn(`[accel smoke] SKIPPED: ${PY} cannot import torch (run models/recipes/setup.sh); CI always runs it.`);
-}
+const enabled = recipeSmokeEnabled('accel smoke');
 
 interface EvalRow { variant: string; tau_chain: number; acceptance_10: number; lossless: boolean }
 interface SmokeResult { draft_eval: { tau_chain: number; acceptance_10: number; ablation: EvalRow[] }; ttt_consistency_full: number; ttt_consistency_eagle3: number; seconds: number }
 
-describe.skipIf(!hasTorch && !mustRun)('acceleration recipes smoke test (python train + export, then onnxruntime-node)', () => {
+describe.skipIf(!enabled)('acceleration recipes smoke test (python train + export, then onnxruntime-node)', () => {
   let dir = '';
   let pack = '';
   let manifest: Manifest;
@@ -29,12 +22,7 @@ describe.skipIf(!hasTorch && !mustRun)('acceleration recipes smoke test (python 
   beforeAll(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hb-accel-smoke-'));
     pack = path.join(dir, 'pack');
-    execFileSync(PY, [path.join(ROOT, 'models/recipes/accel/smoke_test.py'), '--out', pack], {
-      cwd: ROOT,
-      env: { ...process.env, OPENBLAS_NUM_THREADS: '2' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-      timeout: 290_000,
-    });
+    runRecipeScript('models/recipes/accel/smoke_test.py', pack, 290_000);
     manifest = readJson<Manifest>(path.join(pack, 'manifest.json'));
   }, 300_000);
 

@@ -1,4 +1,5 @@
 // Shared helpers for the recipe tests: load parity JSON, build ORT tensors, compare.
+import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -71,4 +72,28 @@ export function expectParity(c: ParityCase, out: Record<string, ort.Tensor>, lab
     expect(out[name], `${label}: missing output ${name}`).toBeDefined();
     expect(maxAbsDiff(out[name]!, want), `${label} ${name} max |diff|`).toBeLessThanOrEqual(tol);
   }
+}
+
+/** Debian's interpreter: the one that sees python3-torch (the `python3` first on PATH may not). */
+export const PYTHON = '/usr/bin/python3';
+export const REPO_ROOT = join(import.meta.dirname, '../..');
+
+/** Whether a recipe smoke test runs: where torch imports, and always in CI (which installs it). */
+export function recipeSmokeEnabled(label: string): boolean {
+  const hasTorch = spawnSync(PYTHON, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
+  if (!hasTorch && !process.env.CI) {
+    console.warn(`[${label}] SKIPPED: ${PYTHON} cannot import torch (run models/recipes/setup.sh); CI always runs it.`);
+    return false;
+  }
+  return true;
+}
+
+/** Runs a recipe script (path relative to the repo) with `--out outDir`, on 2 OpenBLAS threads. */
+export function runRecipeScript(script: string, outDir: string, timeoutMs: number): void {
+  execFileSync(PYTHON, [join(REPO_ROOT, script), '--out', outDir], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, OPENBLAS_NUM_THREADS: '2' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    timeout: timeoutMs,
+  });
 }

@@ -1,22 +1,15 @@
 // Runs the Python recipe smoke test (tiny data -> VAE -> unified -> export) and loads the exported pack in
 // onnxruntime-node: parity against the PyTorch references, plus a prefill + KV-cache decode + denoise chain.
-import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as ort from 'onnxruntime-node';
-import { GRAPH_NAMES, maxAbsDiff, openSession, readJson, toOrt, type Manifest, type ParityCase } from './helpers.ts';
+import { GRAPH_NAMES, recipeSmokeEnabled, runRecipeScript, maxAbsDiff, openSession, readJson, toOrt, type Manifest, type ParityCase } from './helpers.ts';
 
-const PY = '/usr/bin/python3';
-const ROOT = path.resolve(import.meta.dirname, '../..');
-const hasTorch = spawnSync(PY, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
-const mustRun = Boolean(process.env.CI);
-if (!hasTorch && !mustRun) {
-  console.warn(`[recipes smoke] SKIPPED: ${PY} cannot import torch (run models/recipes/setup.sh); CI always runs it.`);
-}
+const enabled = recipeSmokeEnabled('recipes smoke');
 
-describe.skipIf(!hasTorch && !mustRun)('recipes smoke test (python train + export, then onnxruntime-node)', () => {
+describe.skipIf(!enabled)('recipes smoke test (python train + export, then onnxruntime-node)', () => {
   let dir = '';
   let pack = '';
   let manifest: Manifest;
@@ -24,12 +17,7 @@ describe.skipIf(!hasTorch && !mustRun)('recipes smoke test (python train + expor
   beforeAll(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hb-smoke-'));
     pack = path.join(dir, 'pack');
-    execFileSync(PY, [path.join(ROOT, 'models/recipes/smoke_test.py'), '--out', pack], {
-      cwd: ROOT,
-      env: { ...process.env, OPENBLAS_NUM_THREADS: '2' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-      timeout: 170_000,
-    });
+    runRecipeScript('models/recipes/smoke_test.py', pack, 170_000);
     manifest = readJson<Manifest>(path.join(pack, 'manifest.json'));
   }, 180_000);
 
