@@ -13,7 +13,7 @@ import type { Engine } from '../engine/types.ts';
 import { handleDemoRequest } from '../web/serve.ts';
 import { readSchemaSdl } from './codegen.ts';
 import { GatewayError, maskError } from './errors.ts';
-import { OriginPolicy } from './origin.ts';
+import { HostPolicy, OriginPolicy } from './origin.ts';
 import { RateLimiter, rateLimitedError } from './rate-limit.ts';
 import { queryShapeRule, type GatewayLimits } from './limits.ts';
 import { GatewayRuntime, type GatewayContext } from './runtime.ts';
@@ -35,6 +35,13 @@ export interface ServerOptions {
    * Origin (non-browser) are always accepted.
    */
   allowedOrigins?: string[];
+  /**
+   * Host header values accepted besides localhost, 127.0.0.1, [::1], the bound address and the
+   * publicUrl host (those on the server's port): "name" (any port) or "name:port"; "*" turns the
+   * check off. Other Host headers get HTTP 403 (DNS rebinding). /health and /ready are exempt.
+   * Binding 0.0.0.0 / :: with none configured logs a warning and accepts any Host.
+   */
+  allowedHosts?: string[];
   limits?: Partial<GatewayLimits>;
   /** GraphiQL and introspection. Default: NODE_ENV !== 'production'. */
   dev?: boolean;
@@ -121,6 +128,10 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const rt = new GatewayRuntime(options.limits);
   const L = rt.limits;
   const origins = new OriginPolicy(options.allowedOrigins ?? [], options.publicUrl);
+  const bindHost = options.host ?? '127.0.0.1';
+  const hosts = new HostPolicy(options.allowedHosts, bindHost, options.publicUrl);
+  const hostRejection = (host: string | undefined) =>
+    `Host header "${host ?? ''}" is not allowed (DNS rebinding protection); allow it with --allow-host / HYPERBAGEL_ALLOWED_HOSTS`;
   const limiter = new RateLimiter({ ratePerSecond: L.rateLimitPerSecond, burst: L.rateLimitBurst });
   /** The rate-limit identity: a valid API key when auth is on, else the client's IP address. */
   const rateClient = (key: string | undefined, req: IncomingMessage) =>
@@ -253,6 +264,14 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     const path = (req.url ?? '/').split('?')[0]!;
     if (path === '/health') return sendJson(res, 200, { status: 'ok', engine: rt.state });
     if (path === '/ready') return sendJson(res, rt.ready ? 200 : 503, { ready: rt.ready, engine: rt.state });
+    if (!hosts.allows(req.headers.host)) {
+      rt.metrics.originRejected.inc({ transport: 'http' });
+      return sendJson(res, 403, { errors: [{ message: hostRejection(req.headers.host), extensions: { code: 'FORBIDDEN' } }] });
+    }
+    if ((path === '/metrics' || path.startsWith('/images/')) && !origins.allows(req.headers.origin, req.headers.host)) {
+      rt.metrics.originRejected.inc({ transport: 'http' });
+      return sendJson(res, 403, { errors: [{ message: 'This Origin is not allowed (see --allow-origin)', extensions: { code: 'FORBIDDEN' } }] });
+    }
     if (path === '/metrics') {
       if (authOn && !keyAllowed(apiKeys, extractApiKey(req.headers.authorization))) return sendJson(res, 401, { error: 'Missing or invalid API key' });
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'cache-control': 'no-store' });
@@ -262,8 +281,11 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       // Capability URLs (unguessable tokens): usable from <img> without the API key.
       const token = path.slice('/images/'.length).split('.')[0]!;
       const img = /^[0-9a-f]{32}$/.test(token) ? rt.images.get(token) : undefined;
-      if (!img) return sendJson(res, 404, { error: 'image not found or expired' });
-      res.writeHead(200, { 'content-type': img.mimeType, 'content-length': String(img.bytes.byteLength), 'cache-control': 'private, max-age=600', etag: `"${img.sha256}"`, 'x-content-type-options': 'nosniff' });
+      // an allowed cross-origin page may fetch() the bytes
+      const cors: Record<string, string> = origins.needsCors(req.headers.origin, req.headers.host) ? { 'access-control-allow-origin': req.headers.origin!, vary: 'Origin' } : {};
+      if (!img) return sendJson(res, 404, { error: 'image not found or expired' }, cors);
+      res.writeHead(200, {
+        ...cors, 'content-type': img.mimeType, 'content-length': String(img.bytes.byteLength), 'cache-control': 'private, max-age=600', etag: `"${img.sha256}"`, 'x-content-type-options': 'nosniff' });
       return res.end(Buffer.from(img.bytes.buffer, img.bytes.byteOffset, img.bytes.byteLength));
     }
     if (options.webDemo !== false && path !== '/graphql' && handleDemoRequest(req, res)) return;
@@ -305,6 +327,10 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     maxPayload: L.maxBodyBytes,
     // Cross-site WebSocket hijacking: browsers always send Origin on a WebSocket handshake.
     verifyClient: (info: { origin?: string; req: IncomingMessage }, done: (ok: boolean, code?: number, message?: string) => void) => {
+      if (!hosts.allows(info.req.headers.host)) {
+        rt.metrics.originRejected.inc({ transport: 'ws' });
+        return done(false, 403, 'Host not allowed');
+      }
       if (origins.allows(info.req.headers.origin, info.req.headers.host)) return done(true);
       rt.metrics.originRejected.inc({ transport: 'ws' });
       done(false, 403, 'Origin not allowed');
@@ -473,7 +499,9 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   engineReady.catch(() => undefined);
 
   const port = options.port ?? (process.env.PORT ? Number(process.env.PORT) : 4000);
-  const host = options.host ?? '127.0.0.1';
+  const host = bindHost;
+  if (hosts.openBecauseWildcardBind)
+    log(`hyperbagel: WARNING: listening on ${host} with no allowed hosts configured: any Host header is accepted, so DNS rebinding is not stopped. Name this server's hostnames with --allow-host / HYPERBAGEL_ALLOWED_HOSTS (or "*" to silence this).`);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {
@@ -482,6 +510,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     });
   });
   const addr = server.address() as AddressInfo;
+  hosts.port = addr.port;
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${addr.port}/graphql`;
 
   let closing: Promise<void> | undefined;

@@ -1,7 +1,7 @@
 // `hyperbagel serve`: the GraphQL gateway (HTTP + SSE + graphql-ws on one port, path /graphql).
 import { existsSync } from 'node:fs';
 import { flag, intFlag, parseArgs, UsageError } from '../args.ts';
-import { parseAllowedOrigins } from '../../gateway/origin.ts';
+import { parseAllowedHosts, parseAllowedOrigins } from '../../gateway/origin.ts';
 import { startServer } from '../../gateway/server.ts';
 
 export const DEFAULT_PACK = 'models/shapes-mot';
@@ -23,7 +23,14 @@ Also /health, /ready (503 until the model is loaded), /metrics (Prometheus) and 
   --allow-origin ORIGIN  let browser pages from ORIGIN (e.g. https://app.example.com) use the API
                     (repeatable; also $HYPERBAGEL_ALLOWED_ORIGINS, comma-separated; "*" = any).
                     By default only same-origin pages and non-browser clients (no Origin header)
-                    are accepted; other Origins get HTTP 403 on /graphql and on the WebSocket upgrade.
+                    are accepted; other Origins get HTTP 403 on /graphql, the WebSocket upgrade,
+                    /metrics and /images/.
+  --allow-host HOST  accept this Host header (e.g. api.example.com, or api.example.com:8080 for one
+                    port) besides localhost, 127.0.0.1, [::1], the --host address and the
+                    --public-url host on the server's port (repeatable; also $HYPERBAGEL_ALLOWED_HOSTS,
+                    comma-separated; "*" = any). Other Hosts get HTTP 403 (DNS rebinding protection);
+                    /health and /ready are exempt. With --host 0.0.0.0 and no allowed hosts, any Host
+                    is accepted and a warning is printed: name your hostnames to turn the check on.
   --rate-limit N    operations per second per API key, or per client IP when auth is off
                     (default 50; 0 turns it off); --rate-burst N  burst allowance (default 200).
                     Over the limit: RATE_LIMITED with extensions.retryAfterMs (HTTP 429 + Retry-After).
@@ -32,7 +39,7 @@ Also /health, /ready (503 until the model is loaded), /metrics (Prometheus) and 
   --production      no GraphiQL, no introspection (default when NODE_ENV=production)`;
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ['port', 'host', 'pack', 'api-key', 'allow-origin', 'rate-limit', 'rate-burst', 'max-concurrent', 'max-queue', 'public-url'], booleans: ['production'] });
+  const args = parseArgs(argv, { values: ['port', 'host', 'pack', 'api-key', 'allow-origin', 'allow-host', 'rate-limit', 'rate-burst', 'max-concurrent', 'max-queue', 'public-url'], booleans: ['production'] });
   if (args.flags.has('help')) {
     console.log(HELP);
     return 0;
@@ -53,6 +60,7 @@ export async function run(argv: string[]): Promise<number> {
   const apiKeys = [...(args.flags.get('api-key') ?? []), ...(process.env.HYPERBAGEL_API_KEYS ?? '').split(',').map((k) => k.trim())].filter(Boolean);
   const production = args.flags.has('production') || process.env.NODE_ENV === 'production';
   const allowedOrigins = allowedOriginsFrom(args.flags.get('allow-origin'), process.env.HYPERBAGEL_ALLOWED_ORIGINS);
+  const allowedHosts = allowedHostsFrom(args.flags.get('allow-host'), process.env.HYPERBAGEL_ALLOWED_HOSTS);
 
   const server = await startServer({
     port,
@@ -60,6 +68,7 @@ export async function run(argv: string[]): Promise<number> {
     packDir: pack,
     apiKeys,
     allowedOrigins,
+    allowedHosts,
     dev: !production,
     publicUrl: flag(args, 'public-url'),
     limits: {
@@ -91,5 +100,14 @@ export function allowedOriginsFrom(flags: readonly string[] | undefined, env: st
     return parseAllowedOrigins(flags, env);
   } catch (e) {
     throw new UsageError(`--allow-origin / HYPERBAGEL_ALLOWED_ORIGINS: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
+/** --allow-host values (repeatable, comma-separated) plus $HYPERBAGEL_ALLOWED_HOSTS; a malformed entry is a usage error. */
+export function allowedHostsFrom(flags: readonly string[] | undefined, env: string | undefined): string[] {
+  try {
+    return parseAllowedHosts(flags, env);
+  } catch (e) {
+    throw new UsageError(`--allow-host / HYPERBAGEL_ALLOWED_HOSTS: ${e instanceof Error ? e.message : String(e)}`);
   }
 }
