@@ -3,7 +3,6 @@
 // and editing (mutations `generateImage` / `editImage` with `@stream` previews and a `@defer`red final),
 // tied together by one server-side session. Everything goes over graphql-ws at /graphql.
 import { GraphQLWsClient, GraphQLRequestError } from './gql-ws.js';
-import { IncrementalResult } from './incremental.js';
 
 // ---------------------------------------------------------------- operations
 
@@ -19,23 +18,27 @@ subscription Understand($input: UnderstandInput!) {
 
 const FRAME_FIELDS = 'stage nfe step elapsedMs seed image { mimeType width height byteLength base64 sha256 }';
 
+// The mutations start a *detached* job (they select neither `previews` nor `result`), so the job keeps
+// running if the socket drops; its frames come from `imageJob(id, after)`, which can be resumed after a
+// reconnect from the last event seen.
 const GENERATE = /* GraphQL */ `
 mutation Generate($input: GenerateImageInput!) {
-  generateImage(input: $input) {
-    id status mode seed
-    previews @stream(initialCount: 0) { ${FRAME_FIELDS} }
-    ... @defer(label: "final") { result { ${FRAME_FIELDS} } }
-  }
+  generateImage(input: $input) { id status mode seed }
 }`;
 
 const EDIT = /* GraphQL */ `
 mutation Edit($input: EditImageInput!) {
-  editImage(input: $input) {
-    id status mode seed
-    previews @stream(initialCount: 0) { ${FRAME_FIELDS} }
-    ... @defer(label: "final") { result { ${FRAME_FIELDS} } }
-  }
+  editImage(input: $input) { id status mode seed }
 }`;
+
+const IMAGE_JOB = /* GraphQL */ `
+subscription ImageJob($id: ID!, $after: Int) {
+  imageJob(id: $id, after: $after) { seq status done error { code message } frame { ${FRAME_FIELDS} } }
+}`;
+
+/** Reconnect attempts for a running image job after the socket drops, and the first delay (doubled each time). */
+const RESUME_ATTEMPTS = 5;
+const RESUME_BASE_DELAY_MS = 250;
 
 const CANCEL_JOB = 'mutation CancelJob($id: ID!) { cancelJob(id: $id) }';
 const JOB_STATUS = 'query JobStatus($id: ID!) { job(id: $id) { id status } }';
@@ -558,6 +561,12 @@ async function ask() {
     },
     error: (errors) => {
       const e = firstError(errors);
+      if (e.code === 'CONNECTION_CLOSED') {
+        // The socket dropped mid-answer: keep what arrived and say plainly that it is incomplete.
+        showError(e.code, `connection lost while answering: ${e.message}`);
+        finish('connection-lost', `connection lost after ${chunks} chunk${chunks === 1 ? '' : 's'} · answer incomplete`);
+        return;
+      }
       serverError(e);
       if (sendImage) refuseImage(image, e.code);
       finish('error', `error: ${e.code}`);
@@ -625,12 +634,18 @@ async function runJob(action) {
   ui.genStop.disabled = false;
 
   const started = performance.now();
-  const result = new IncrementalResult();
-  const field = action === 'generate' ? 'generateImage' : 'editImage';
   /** @type {string | null} */
   let jobId = null;
   let shownPreviews = 0;
   let gotFinal = false;
+  /** seq of the last event received: where a resumed `imageJob` picks up */
+  let lastSeq = 0;
+  let attempt = 0;
+  let stopped = false;
+  /** @type {(() => void) | null} */
+  let unsubscribe = null;
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  let retryTimer;
 
   /** @param {string} state @param {string} text */
   const finish = (state, text) => {
@@ -640,59 +655,86 @@ async function runJob(action) {
     ui.genStop.disabled = true;
     stopGeneration = null;
   };
+  const progress = () => {
+    ui.genStatus.dataset.state = 'running';
+    ui.genStatus.textContent = `job ${jobId ?? '…'} · ${shownPreviews} preview${shownPreviews === 1 ? '' : 's'}${gotFinal ? ' · final' : ''}`;
+  };
 
-  const unsubscribe = client.subscribe({ query: action === 'generate' ? GENERATE : EDIT, variables: { input } }, {
-    next: (payload) => {
-      result.apply(payload);
-      const job = result.data?.[field];
-      if (result.errors.length && !job) {
-        const e = firstError(result.errors);
+  /** @param {any} frame */
+  const showFrame = (frame) => {
+    addFrame(frame);
+    if (frame.stage === 'FINAL') {
+      gotFinal = true;
+      setImage(frameDataUrl(frame), frameLabel(frame), Boolean(sid));
+    } else {
+      shownPreviews++;
+      // A preview never replaces a final that is already on screen.
+      if (!gotFinal) setImage(frameDataUrl(frame), frameLabel(frame), Boolean(sid));
+    }
+  };
+
+  /** @param {string} id */
+  const watch = (id) => {
+    unsubscribe = client.subscribe({ query: IMAGE_JOB, variables: { id, after: lastSeq } }, {
+      next: (payload) => {
+        const ev = payload.data?.imageJob;
+        if (!ev) {
+          if (payload.errors?.length) {
+            const e = firstError(payload.errors);
+            serverError(e);
+            unsubscribe?.();
+            finish('error', `failed: ${e.code}`);
+          }
+          return;
+        }
+        attempt = 0;
+        if (typeof ev.seq === 'number') {
+          if (ev.seq <= lastSeq) return; // already shown before a reconnect
+          lastSeq = ev.seq;
+        }
+        if (ev.frame) showFrame(ev.frame);
+        if (!ev.done) { progress(); return; }
+        const ms = (performance.now() - started).toFixed(0);
+        const previewsText = shownPreviews ? `${shownPreviews} preview${shownPreviews === 1 ? '' : 's'} then final` : 'final only';
+        if (ev.status === 'SUCCEEDED' && gotFinal) finish('done', `job ${id} done in ${ms} ms · ${previewsText}`);
+        else if (ev.error) {
+          serverError({ code: ev.error.code, message: ev.error.message });
+          if (input.image) refuseImage(source, ev.error.code);
+          finish('error', `failed: ${ev.error.code}`);
+        } else if (ev.status === 'CANCELLED') finish('cancelled', `cancelled job ${id} · server status CANCELLED`);
+        else finish('error', `job ${id} ended without a final image`);
+      },
+      error: (errors) => {
+        const e = firstError(errors);
+        if ((e.code === 'CONNECTION_CLOSED' || e.code === 'CONNECTION_FAILED') && !stopped && attempt < RESUME_ATTEMPTS) {
+          // The socket dropped while the job runs on the server: reconnect and resume after the last event.
+          attempt++;
+          const delay = RESUME_BASE_DELAY_MS * 2 ** (attempt - 1);
+          ui.genStatus.dataset.state = 'reconnecting';
+          ui.genStatus.textContent = `connection lost · reconnecting in ${delay} ms (attempt ${attempt}/${RESUME_ATTEMPTS}) · job ${id} · ${lastSeq} event${lastSeq === 1 ? '' : 's'} received`;
+          retryTimer = setTimeout(() => { if (!stopped) watch(id); }, delay);
+          return;
+        }
         serverError(e);
-        if (input.image) refuseImage(source, e.code);
-        unsubscribe();
-        finish('error', `failed: ${e.code}`);
-        return;
-      }
-      if (!job) return;
-      jobId ??= job.id ?? null;
-      const previews = Array.isArray(job.previews) ? job.previews : [];
-      for (; shownPreviews < previews.length; shownPreviews++) {
-        const frame = previews[shownPreviews];
-        if (!frame) continue;
-        addFrame(frame);
-        // A preview never replaces a final that is already on screen.
-        if (!gotFinal) setImage(frameDataUrl(frame), frameLabel(frame), Boolean(sid));
-      }
-      if (job.result && !gotFinal) {
-        gotFinal = true;
-        addFrame(job.result);
-        setImage(frameDataUrl(job.result), frameLabel(job.result), Boolean(sid));
-      }
-      if (result.errors.length) serverError(firstError(result.errors));
-      ui.genStatus.textContent = `job ${jobId ?? '…'} · ${shownPreviews} preview${shownPreviews === 1 ? '' : 's'}${gotFinal ? ' · final' : ''}`;
-    },
-    error: (errors) => {
-      const e = firstError(errors);
-      serverError(e);
-      if (input.image) refuseImage(source, e.code);
-      finish('error', `failed: ${e.code}`);
-    },
-    complete: () => {
-      if (!stopGeneration) return;
-      const ms = (performance.now() - started).toFixed(0);
-      const previewsText = shownPreviews ? `${shownPreviews} preview${shownPreviews === 1 ? '' : 's'} then final` : 'final only';
-      if (gotFinal) finish('done', `job ${jobId} done in ${ms} ms · ${previewsText}`);
-      else if (result.errors.length) finish('error', `failed: ${firstError(result.errors).code}`);
-      else finish('error', `job ${jobId ?? '?'} ended without a final image`);
-    },
-  });
+        finish('error', e.code === 'CONNECTION_CLOSED' || e.code === 'CONNECTION_FAILED'
+          ? `connection lost: gave up on job ${id} after ${attempt} reconnect attempt${attempt === 1 ? '' : 's'}`
+          : `failed: ${e.code}`);
+      },
+      complete: () => {
+        if (stopGeneration && ui.genStatus.dataset.state === 'running') finish('error', `job ${id} ended without a final image`);
+      },
+    });
+  };
+
   stopGeneration = () => {
-    unsubscribe();
+    stopped = true;
+    clearTimeout(retryTimer);
+    unsubscribe?.();
     const id = jobId;
     finish('cancelled', `cancelled${id ? ` job ${id}` : ''}`);
     if (!id) return;
-    // Stopping the @stream already cancels on the server; cancelJob makes it explicit, then we report
-    // what the server says the job's status is.
+    // The job is detached, so stopping the subscription alone does not end it: cancelJob does, then we
+    // report what the server says the job's status is.
     client.request({ query: CANCEL_JOB, variables: { id } })
       .catch(() => undefined)
       .then(() => client.request({ query: JOB_STATUS, variables: { id } }))
@@ -705,6 +747,27 @@ async function runJob(action) {
       })
       .catch(() => undefined);
   };
+
+  const field = action === 'generate' ? 'generateImage' : 'editImage';
+  try {
+    const r = await client.request({ query: action === 'generate' ? GENERATE : EDIT, variables: { input } });
+    jobId = String(r.data?.[field]?.id ?? '') || null;
+  } catch (err) {
+    if (stopped) return;
+    const e = err instanceof GraphQLRequestError ? firstError(err.errors) : describeError(err);
+    serverError(e);
+    if (input.image) refuseImage(source, e.code);
+    finish('error', `failed: ${e.code}`);
+    return;
+  }
+  if (!jobId) { if (!stopped) finish('error', 'the server returned no job id'); return; }
+  if (stopped) {
+    // Stop was pressed before the job id arrived: cancel it now.
+    void client.request({ query: CANCEL_JOB, variables: { id: jobId } }).catch(() => undefined);
+    return;
+  }
+  progress();
+  watch(jobId);
 }
 
 // ---------------------------------------------------------------- wiring

@@ -298,18 +298,19 @@ suite('web demo in Chromium', () => {
     const finalLabel = await page.textContent('#image-label');
     await shot('05-final');
 
-    // Over the wire: @stream delivered the preview in an earlier message than the @defer'red final.
-    const op = await settled(ws, 'generateImage(');
-    const nexts = op.messages.filter((m) => m.type === 'next').map((m) => m.payload);
-    const previewMsg = nexts.findIndex((p) => p.incremental?.some((i: any) => i.items?.[0]?.stage === 'PREVIEW'));
-    const finalMsg = nexts.findIndex((p) => p.incremental?.some((i: any) => i.data?.result?.stage === 'FINAL'));
-    expect(previewMsg).toBeGreaterThan(0);
+    // Over the wire: the mutation starts the job, and `imageJob` delivers the preview in an earlier event
+    // than the final.
+    const op = await settled(ws, 'imageJob(');
+    expect(op.subscribe.payload.variables.after).toBe(0);
+    const events = op.messages.filter((m) => m.type === 'next').map((m) => m.payload.data.imageJob);
+    const previewMsg = events.findIndex((e) => e.frame?.stage === 'PREVIEW');
+    const finalMsg = events.findIndex((e) => e.frame?.stage === 'FINAL');
+    expect(previewMsg).toBeGreaterThanOrEqual(0);
     expect(finalMsg).toBeGreaterThan(previewMsg);
+    expect(events[events.length - 1]).toMatchObject({ done: true, status: 'SUCCEEDED' });
     expect(op.messages[op.messages.length - 1].type).toBe('complete');
-    const preview = nexts[previewMsg].incremental.find((i: any) => i.items).items[0];
-    const final = nexts[finalMsg].incremental.find((i: any) => i.data).data.result;
-    // The shapes-mot pack's distilled samplers give 1 and 6 NFE; the tiny fixture pack has no distilled
-    // graphs and runs the base denoiser with CFG, so only the order is fixed here.
+    const preview = events[previewMsg].frame;
+    const final = events[finalMsg].frame;
     expect(preview.nfe).toBeLessThan(final.nfe);
     expect(previewLabel).toBe(`preview · ${preview.nfe} NFE · ${Number(preview.elapsedMs).toFixed(0)} ms`);
     expect(finalLabel).toBe(`final · ${final.nfe} NFE · ${Number(final.elapsedMs).toFixed(0)} ms`);
@@ -451,6 +452,57 @@ suite('web demo in Chromium', () => {
     expect(await page.locator('.frame[data-stage="FINAL"]').count()).toBe(0);
     expect(await page.textContent('#image-label')).toMatch(/^preview · \d+ NFE/);
     await shot('09-image-stopped');
+  });
+
+  it('resumes an image job after the socket drops mid-job: imageJob(id, after) brings the final', async () => {
+    // A second page whose WebSocket goes through Playwright, so the test can cut it like a network drop.
+    const other = await context.newPage();
+    const routes: { page: { close: (o?: { code?: number; reason?: string }) => Promise<void> } }[] = [];
+    const sent: any[] = [];
+    await other.routeWebSocket(/\/graphql$/, (route) => {
+      const server = route.connectToServer();
+      route.onMessage((m) => {
+        try { sent.push(JSON.parse(String(m))); } catch { /* not JSON */ }
+        server.send(m);
+      });
+      routes.push({ page: route });
+    });
+    const release = engine.hold('generate', (ev) => 'stage' in ev && ev.stage === 'final');
+    try {
+      await other.goto(page.url());
+      await other.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
+      await other.fill('#gen-prompt', 'a small yellow triangle at the top on a black background');
+      const before = engine.calls.length;
+      await other.click('#gen-generate');
+      await other.waitForSelector('.frame[data-stage="PREVIEW"]', { timeout: 30_000 });
+      await expect.poll(() => engine.calls[before]?.held, { timeout: 30_000 }).toBe(true);
+      // The final is held in the engine; drop the connection (closing one side closes the other).
+      expect(routes.length).toBe(1);
+      await routes[0]!.page.close({ code: 1012, reason: 'test: connection dropped' });
+      await other.waitForSelector('#gen-status[data-state="reconnecting"]', { timeout: 10_000 });
+      expect(await other.textContent('#gen-status')).toMatch(/^connection lost · reconnecting in \d+ ms \(attempt 1\/5\)/);
+      await other.screenshot({ path: join(ARTIFACTS, '09b-reconnecting.png'), fullPage: true });
+      // The page comes back on a new socket and resumes after the events it already has.
+      await expect.poll(() => sent.filter((m) => m.type === 'subscribe' && String(m.payload?.query).includes('imageJob(')).length, { timeout: 10_000 }).toBe(2);
+      release();
+      await other.waitForSelector('#gen-status[data-state="done"]', { timeout: 30_000 });
+      const subs = sent.filter((m) => m.type === 'subscribe' && String(m.payload?.query).includes('imageJob('));
+      expect(subs[0].payload.variables.after).toBe(0);
+      expect(subs[1].payload.variables.after).toBeGreaterThanOrEqual(1);
+      expect(subs[1].payload.variables.id).toBe(subs[0].payload.variables.id);
+      expect(routes.length).toBe(2);
+      expect(await other.locator('.frame[data-stage="FINAL"]').count()).toBe(1);
+      expect(await other.locator('.frame[data-stage="PREVIEW"]').count()).toBe(1);
+      expect(await other.textContent('#image-label')).toMatch(/^final · \d+ NFE/);
+      expect(await other.textContent('#conn')).toBe('connected');
+      // One engine call: the job was resumed, not started again.
+      expect(engine.calls.length).toBe(before + 1);
+      expect(engine.calls[before]).toMatchObject({ aborted: false, ended: true });
+      await other.screenshot({ path: join(ARTIFACTS, '09c-resumed.png'), fullPage: true });
+    } finally {
+      release();
+      await other.close();
+    }
   });
 
   it('shows invalid input clearly: unknown words from the server and from the caption renderer', async () => {
