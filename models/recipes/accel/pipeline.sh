@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The acceleration pipeline on one finished target, as two one-core lanes that run side by side:
+#   lane draft: draft data (train + test) -> the four draft variants -> Table-1 eval
+#   lane gen:   CFG distillation -> TSCD -> DMDO (6-NFE) -> reward model -> ADP -> ReFL (1-NFE)
+# Every stage is resumable (re-running the script skips finished stages and resumes unfinished ones),
+# so the script itself can be re-run after an interruption.
+#
+#   nohup models/recipes/accel/pipeline.sh runs/unified/unified.ckpt runs/accel > runs/accel.log 2>&1 &
+#
+# Step counts come from the environment (defaults below); both lanes log to OUT/<lane>.log.
+set -euo pipefail
+T=${1:?target checkpoint}; OUT=${2:-runs/accel}
+A=$(dirname "$0")
+PY="env OPENBLAS_NUM_THREADS=1 /usr/bin/python3"
+DRAFT_IMAGES=${DRAFT_IMAGES:-8000}; DRAFT_TEST_IMAGES=${DRAFT_TEST_IMAGES:-500}
+DRAFT_STEPS=${DRAFT_STEPS:-2000}; DRAFT_VARIANTS=${DRAFT_VARIANTS:-full eagle3 noinit noce}
+CFG_STEPS=${CFG_STEPS:-2500}; TSCD_STEPS=${TSCD_STEPS:-1500}; DMDO_STEPS=${DMDO_STEPS:-1500}
+REWARD_STEPS=${REWARD_STEPS:-800}; ADP_STEPS=${ADP_STEPS:-800}; REFL_STEPS=${REFL_STEPS:-300}
+# the generation stages load this many training scenes (loading all 40k costs ~80 s per stage)
+GEN_LIMIT=${GEN_LIMIT:-10000}
+mkdir -p "$OUT/draft" "$OUT/gen"
+
+# Runs a stage unless its marker says it finished with at least this many steps.
+stage() { local name=$1; shift; local mark="$OUT/.done-$name"
+  if [ -f "$mark" ]; then echo "[$(date -u +%T)] skip $name (done)"; return; fi
+  echo "[$(date -u +%T)] start $name"; "$@"; touch "$mark"; echo "[$(date -u +%T)] done $name"; }
+
+lane_draft() {
+  stage data-train $PY "$A/draft_data.py" --target "$T" --data data/train --out "$OUT/draft/data_train.jsonl" --count "$DRAFT_IMAGES"
+  stage data-test $PY "$A/draft_data.py" --target "$T" --data data/val --out "$OUT/draft/data_test.jsonl" --count "$DRAFT_TEST_IMAGES"
+  local runs=()
+  for v in $DRAFT_VARIANTS; do
+    stage "draft-$v" $PY "$A/train_draft.py" --target "$T" --train "$OUT/draft/data_train.jsonl" --run "$OUT/draft/$v" \
+      --variant "$v" --steps "$DRAFT_STEPS"
+    runs+=("$OUT/draft/$v")
+  done
+  stage draft-eval $PY "$A/eval_draft.py" --target "$T" --test "$OUT/draft/data_test.jsonl" \
+    --drafts "$(IFS=,; echo "${runs[*]}")" --out "$OUT/draft/eval.json"
+}
+
+lane_gen() {
+  local G=$OUT/gen
+  stage cfg $PY "$A/train_gen.py" --stage cfg --target "$T" --data data/train --limit "$GEN_LIMIT" --run "$G/cfg" --steps "$CFG_STEPS"
+  stage tscd $PY "$A/train_gen.py" --stage tscd --target "$T" --data data/train --limit "$GEN_LIMIT" --run "$G/tscd" --init "$G/cfg/ckpt.pt" --steps "$TSCD_STEPS"
+  stage dmdo $PY "$A/train_gen.py" --stage dmdo --target "$T" --data data/train --limit "$GEN_LIMIT" --run "$G/dmdo" --init "$G/tscd/ckpt.pt" --steps "$DMDO_STEPS"
+  stage reward $PY "$A/train_reward.py" --target "$T" --data data/train --limit "$GEN_LIMIT" --run "$G/reward" --steps "$REWARD_STEPS"
+  stage adp $PY "$A/train_gen.py" --stage adp --target "$T" --data data/train --limit "$GEN_LIMIT" --run "$G/adp" --init "$G/dmdo/ckpt.pt" --steps "$ADP_STEPS"
+  stage refl $PY "$A/train_gen.py" --stage refl --target "$T" --data data/train --limit "$GEN_LIMIT" --run "$G/refl" --init "$G/adp/ckpt.pt" \
+    --teacher6 "$G/dmdo/ckpt.pt" --reward "$G/reward/reward.pt" --steps "$REFL_STEPS"
+}
+
+lane_draft > "$OUT/draft.log" 2>&1 & d=$!
+lane_gen > "$OUT/gen.log" 2>&1 & g=$!
+rc=0; wait $d || rc=1; wait $g || rc=1
+echo "[$(date -u +%T)] pipeline finished (rc $rc); export with export_accel.py --draft $OUT/draft/full --six $OUT/gen/dmdo/ckpt.pt --one $OUT/gen/refl/ckpt.pt"
+exit $rc

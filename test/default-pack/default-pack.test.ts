@@ -1,0 +1,90 @@
+// The embedded default pack (models/shapes-mot), through the real engine: the pack loads and fits the
+// size budget, speculation is lossless on the trained weights over many prompts, every generation mode
+// that the pack offers runs, and a smoke-sized evaluation stays above floors that a random-weight
+// pack cannot reach (a regression guard for the committed release, not the quality bars: those are
+// measured by `npx hyperbagel eval …`, see docs/results.md).
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { DEFAULT_PACK } from '../../src/engine/cli-support.ts';
+import { createEngine, type LocalEngine } from '../../src/engine/index.ts';
+import type { ImageFrame, SpeculationOptions, UnderstandEvent } from '../../src/engine/types.ts';
+import { captionPrompt, engineModel } from '../../src/eval/engine-model.ts';
+import { evaluateGEdit, evaluateGenEval, evaluateUnderstanding } from '../../src/eval/run.ts';
+import { loadUnderstandSuite } from '../../src/eval/suites.ts';
+import { renderScene } from '../../src/world/render.ts';
+
+// HYPERBAGEL_TEST_PACK lets a candidate release run these tests before it replaces the default.
+const PACK = process.env['HYPERBAGEL_TEST_PACK'] ?? DEFAULT_PACK;
+const present = fs.existsSync(path.join(PACK, 'manifest.json'));
+
+async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of it) out.push(x);
+  return out;
+}
+const ids = (evs: UnderstandEvent[]) => evs.flatMap((e) => (e.kind === 'chunk' ? e.tokenIds : (e.trailing?.tokenIds ?? [])));
+
+describe.runIf(present)('default pack', () => {
+  let engine: LocalEngine;
+  beforeAll(async () => {
+    engine = await createEngine(PACK, { calibrate: false, intraOpThreads: 1 });
+  }, 60_000);
+  afterAll(async () => {
+    await engine?.close();
+  });
+
+  test('fits the 40 MB budget and names every graph file it ships', () => {
+    const files = fs.readdirSync(PACK);
+    const bytes = files.reduce((n, f) => n + fs.statSync(path.join(PACK, f)).size, 0);
+    expect(bytes).toBeLessThanOrEqual(40 * 1024 * 1024);
+    const manifest = JSON.parse(fs.readFileSync(path.join(PACK, 'manifest.json'), 'utf8')) as { graphs: Record<string, { file: string }> };
+    for (const g of Object.values(manifest.graphs)) expect(files).toContain(g.file);
+    for (const f of files.filter((f) => f.endsWith('.onnx'))) expect(Object.values(manifest.graphs).map((g) => g.file)).toContain(f);
+  });
+
+  test('greedy answers are identical with speculation off, chain and tree, over many prompts', async () => {
+    const items = loadUnderstandSuite('test').items.slice(0, 12);
+    const modes: SpeculationOptions[] = [{ mode: 'off' }, { mode: 'chain', chainLength: 4 }, { mode: 'tree', treeBudget: 8, treeTopK: 2, treeDepth: 4 }];
+    let compared = 0;
+    for (const it of items) {
+      const image = renderScene(it.scene);
+      for (const prompt of [captionPrompt(PACK), it.questions[0]!.question]) {
+        const runs = [];
+        for (const speculation of modes) runs.push(ids(await collect(engine.understand({ prompt, image, temperature: 0, maxTokens: 48, speculation }))));
+        expect(runs[0]!.length).toBeGreaterThan(0);
+        expect(runs[1]).toEqual(runs[0]);
+        expect(runs[2]).toEqual(runs[0]);
+        compared++;
+      }
+    }
+    expect(compared).toBe(24);
+  }, 300_000);
+
+  test('every generation mode the pack offers returns a final image; progressive previews first', async () => {
+    const modes = ['baseline', '6nfe', '1nfe', 'progressive'] as const;
+    for (const mode of modes) {
+      const frames: ImageFrame[] = await collect(engine.generate({ prompt: 'a red circle', mode, seed: 3 }));
+      const final = frames.at(-1)!;
+      expect(final.stage).toBe('final');
+      expect(final.rgb.width).toBe(engine.info.imageSize.width);
+      if (mode === 'progressive') {
+        expect(frames[0]!.stage).toBe('preview');
+        expect(frames[0]!.nfe).toBeLessThan(final.nfe);
+      }
+    }
+  }, 300_000);
+
+  // Floors well above what random weights score (0 everywhere) and below what the release scores
+  // (docs/results.md): they catch a broken export, a wrong tokenizer or a sampler regression.
+  test('smoke evaluation: understanding, text-to-image and editing stay above their floors', async () => {
+    const model = engineModel(engine, { mode: 'baseline', captionPrompt: captionPrompt(PACK) });
+    const u = await evaluateUnderstanding(model, { limit: 10 });
+    expect(u.vqa).toBeGreaterThanOrEqual(0.5);
+    expect(u.heldout_vqa).toBeGreaterThanOrEqual(0.4);
+    const g = await evaluateGenEval(model, { limit: 2 });
+    expect(g.categories['colors']).toBeGreaterThan(0);
+    const e = await evaluateGEdit(model, { limit: 2 });
+    expect(e.overall).toBeGreaterThanOrEqual(0.2);
+  }, 600_000);
+});
