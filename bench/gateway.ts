@@ -9,6 +9,7 @@
 // coalescing, JSON, the socket and the client's own parse, so it is an upper bound of what the
 // gateway adds. Coalesced events carry several stamps; each token's latency is counted.
 // Event-loop lag is sampled on the gateway's thread with monitorEventLoopDelay.
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { monitorEventLoopDelay, performance as nodePerformance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -28,6 +29,15 @@ gateway's event-loop lag, at N concurrent understanding streams on a synthetic e
 Prints one JSON object: {streams, added_latency_p50_ms, added_latency_p99_ms, event_loop_lag_p99_ms, ...}.`;
 
 const now = () => performance.timeOrigin + performance.now();
+
+/** CPU time of the calling thread in ns (Linux schedstat), or undefined where unavailable. */
+function threadCpuNs(): number | undefined {
+  try {
+    return Number(readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]);
+  } catch {
+    return undefined;
+  }
+}
 
 /** Emits `tokens` chunks, one per step, each stamped with the engine-boundary time. */
 class StampingEngine implements Engine {
@@ -172,12 +182,14 @@ export async function run(argv: string[]): Promise<number> {
     // CPU cost is less sensitive to other load on the machine than latency percentiles
     let elu0 = nodePerformance.eventLoopUtilization();
     let cpu0 = process.cpuUsage();
+    let thread0 = threadCpuNs();
     // measure the steady state: from the moment every stream is subscribed
     void engine.allStarted.then(() => {
       t0 = performance.now();
       setupMs = t0 - tStart;
       elu0 = nodePerformance.eventLoopUtilization();
       cpu0 = process.cpuUsage();
+      thread0 = threadCpuNs();
       lag.enable();
     });
     const result = await new Promise<{ latencies: number[]; events: number; errors: number }>((resolve, reject) => {
@@ -192,6 +204,7 @@ export async function run(argv: string[]): Promise<number> {
     const wallMs = performance.now() - t0;
     const elu = nodePerformance.eventLoopUtilization(elu0);
     const cpu = process.cpuUsage(cpu0);
+    const thread1 = threadCpuNs();
     const sorted = Float64Array.from(result.latencies).sort();
     const arr = Array.from(sorted);
     const out = {
@@ -207,6 +220,10 @@ export async function run(argv: string[]): Promise<number> {
       // event of the whole process (gateway thread + the client worker, which is the same code before/after)
       gateway_loop_utilization: round(elu.utilization),
       process_cpu_us_per_event: round((cpu.user + cpu.system) / Math.max(1, result.events)),
+      process_cpu_system_share: round(cpu.system / Math.max(1, cpu.user + cpu.system)),
+      // the gateway thread alone (JS, its GC pauses and its syscalls; not the client worker); null off Linux
+      gateway_thread_cpu_us_per_event:
+        thread0 !== undefined && thread1 !== undefined ? round((thread1 - thread0) / 1000 / Math.max(1, result.events)) : null,
       tokens_measured: arr.length,
       tokens_expected: streams * tokens,
       events: result.events,

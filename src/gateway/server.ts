@@ -4,7 +4,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { useDeferStream } from '@graphql-yoga/plugin-defer-stream';
-import { GraphQLError, Kind, Lexer, NoSchemaIntrospectionCustomRule, Source, TokenKind, subscribe as graphqlSubscribe, type DocumentNode, type ExecutionArgs, type SelectionSetNode } from 'graphql/index.js'; // the CJS entry yoga uses: one graphql instance under tsx and vitest
+import { GraphQLError, Kind, Lexer, NoSchemaIntrospectionCustomRule, Source, TokenKind, type DocumentNode, type ExecutionArgs, type SelectionSetNode } from 'graphql/index.js'; // the CJS entry yoga uses: one graphql instance under tsx and vitest
 import { createSchema, createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -13,6 +13,7 @@ import type { Engine } from '../engine/types.ts';
 import { handleDemoRequest } from '../web/serve.ts';
 import { readSchemaSdl } from './codegen.ts';
 import { GatewayError, maskError } from './errors.ts';
+import { fastSubscribe } from './fast-subscribe.ts';
 import { HostPolicy, OriginPolicy } from './origin.ts';
 import { RateLimiter, rateLimitedError } from './rate-limit.ts';
 import { queryShapeRule, type GatewayLimits } from './limits.ts';
@@ -199,10 +200,12 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   // Per-event hot path: @graphql-tools/executor runs every subscription event through
   // flattenAsyncIterable + ensureAsyncIterable (several promises and async-iterator hops per event,
   // there for @defer/@stream in events). Subscriptions that use neither directive take graphql-js's
-  // own subscribe, which maps each event with one execute(); envelop's hooks (masking) still apply.
+  // own createSourceEventStream, and each event is completed from a plan made once per
+  // subscription (fast-subscribe.ts; graphql-js execute() wherever the plan cannot be exact);
+  // envelop's hooks (masking) still apply.
   const subscribeFastPath: Plugin = {
     onSubscribe({ args, setSubscribeFn }) {
-      if (!usesIncrementalDelivery(args.document)) setSubscribeFn(graphqlSubscribe as never);
+      if (!usesIncrementalDelivery(args.document)) setSubscribeFn(fastSubscribe as never);
     },
   };
 
