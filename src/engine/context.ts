@@ -10,6 +10,11 @@ import type { PackTokenizer } from './tokenizer.ts';
 export interface EngineOptions {
   /** intra-op threads per onnxruntime session (default 2; keep intra × workers ≤ cores) */
   intraOpThreads?: number;
+  /**
+   * intra-op threads of the token-decoding sessions (decoder, draft, embed; default 1): their
+   * graphs are hundreds of tiny ops, where thread-pool dispatch costs more than it saves
+   */
+  decodeIntraOpThreads?: number;
   interOpThreads?: number;
   allowSpinning?: boolean;
   /** requests decoding at once (default 4) */

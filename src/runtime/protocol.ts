@@ -4,6 +4,11 @@ import type { GraphName, Manifest } from './manifest.ts';
 export interface SessionTuning {
   /** intra-op threads per session (keep intra × workers ≤ cores) */
   intraOpThreads: number;
+  /**
+   * intra-op threads of the token-decoding graphs (decoder, draft, embed); default intraOpThreads.
+   * Their ops are tiny (one token, hidden 128): 1 avoids thread-pool dispatch on every node.
+   */
+  decodeIntraOpThreads?: number;
   interOpThreads: number;
   /** spin-wait between ops (faster, burns idle CPU); default false on shared hosts */
   allowSpinning: boolean;
@@ -46,6 +51,17 @@ export type WorkerRequest =
       past?: { from: number; mask: Uint8Array };
       compact?: { keepFrom: number; keep: Int32Array };
     }
+  | {
+      op: 'draft_chain';
+      seq: number;
+      /** committed rows fed first (as in 'draft' with hidden); the chain starts at their last row */
+      commit: { embeds: Float32Array; hidden: Float32Array; positions: Int32Array; mask: Uint8Array };
+      /** target position of the chain's root (the first drafted token's row is run there) */
+      rootPos: number;
+      /** tokens to draft (steps − 1 draft forwards after the commit) */
+      steps: number;
+      compact?: { keepFrom: number; keep: Int32Array };
+    }
   | { op: 'embed_table' }
   | {
       op: 'denoise';
@@ -75,6 +91,10 @@ export interface WorkerStats {
   openSequences: number;
   kvAllocations: number;
   embedTable: boolean;
+  /** total ms inside onnxruntime run() calls */
+  runMs: number;
+  /** total ms handling requests (run() plus the worker's own tensor preparation) */
+  handleMs: number;
 }
 
 export interface InitResult {

@@ -23,7 +23,7 @@ let manifest: Manifest;
 const sessions: Partial<Record<GraphName, ort.InferenceSession>> = {};
 const seqs = new Map<number, KvCache>();
 let embedTable: Float32Array | null = null;
-const stats: WorkerStats = { modelCalls: 0, decodeCalls: 0, openSequences: 0, kvAllocations: 0, embedTable: false };
+const stats: WorkerStats = { modelCalls: 0, decodeCalls: 0, openSequences: 0, kvAllocations: 0, embedTable: false, runMs: 0, handleMs: 0 };
 
 function sess(g: GraphName): ort.InferenceSession {
   const s = sessions[g];
@@ -34,7 +34,10 @@ function sess(g: GraphName): ort.InferenceSession {
 async function run(g: GraphName, feeds: Record<string, ort.Tensor>, fetches?: Record<string, ort.Tensor> | string[]) {
   stats.modelCalls++;
   const s = sess(g);
-  return fetches ? s.run(feeds, fetches as never) : s.run(feeds);
+  const t0 = performance.now();
+  const r = fetches ? await s.run(feeds, fetches as never) : await s.run(feeds);
+  stats.runMs += performance.now() - t0;
+  return r;
 }
 
 function i64(a: ArrayLike<number>): BigInt64Array {
@@ -42,6 +45,9 @@ function i64(a: ArrayLike<number>): BigInt64Array {
   for (let i = 0; i < a.length; i++) out[i] = BigInt(a[i]!);
   return out;
 }
+
+/** graphs run per decoded token: latency-bound, hundreds of tiny ops */
+const DECODE_GRAPHS = new Set<GraphName>(['decoder', 'draft', 'embed']);
 
 async function init(files: Partial<Record<GraphName, string>>, m: Manifest, tuning: SessionTuning): Promise<InitResult> {
   manifest = m;
@@ -54,10 +60,11 @@ async function init(files: Partial<Record<GraphName, string>>, m: Manifest, tuni
   };
   const inputNames: Record<string, string[]> = {};
   const outputNames: Record<string, string[]> = {};
+  const decodeOpts: ort.InferenceSession.SessionOptions = { ...opts, intraOpNumThreads: tuning.decodeIntraOpThreads ?? tuning.intraOpThreads };
   for (const [g, file] of Object.entries(files) as Array<[GraphName, string]>) {
     let s: ort.InferenceSession;
     try {
-      s = await ort.InferenceSession.create(file, opts);
+      s = await ort.InferenceSession.create(file, DECODE_GRAPHS.has(g) ? decodeOpts : opts);
     } catch (e) {
       throw new CodedError('MODEL_LOAD_FAILED', `${file}: cannot load graph "${g}": ${(e as Error).message}`, { file, graph: g });
     }
@@ -218,29 +225,45 @@ function dropBatches(seqId: number): void {
   for (const [k, e] of batchPast) if (e.seqIds.includes(seqId)) batchPast.delete(k);
 }
 
-async function draftForward(msg: Extract<WorkerMessage, { op: 'draft' }>): Promise<{ logits: Float32Array; features: Float32Array }> {
-  const cache = seqOf(msg.seq);
-  if (msg.compact) cache.compact(msg.compact.keepFrom, msg.compact.keep);
+/** zero-filled buffers by length (draft inputs that feature_select switches off); never written */
+const zeros = new Map<number, Float32Array>();
+function zerosOf(n: number): Float32Array {
+  let z = zeros.get(n);
+  if (!z) zeros.set(n, (z = new Float32Array(n)));
+  return z;
+}
+
+interface DraftRun {
+  embeds: Float32Array;
+  hidden?: Float32Array;
+  prev?: Float32Array;
+  positions: ArrayLike<number>;
+  mask: Uint8Array;
+  past?: { from: number; mask: Uint8Array };
+}
+
+/** One draft.onnx forward appending T rows to the draft cache. */
+async function draftRun(cache: KvCache, r: DraftRun): Promise<{ logits: Float32Array; features: Float32Array }> {
   const D = manifest.decoder.hidden;
   const L = manifest.decoder.layers;
   const V = manifest.decoder.vocab;
-  const T = msg.positions.length;
+  const T = r.positions.length;
   const P = cache.length;
-  const m = additiveMask(P, T, msg.mask);
-  if (msg.past) {
-    const from = msg.past.from;
+  const m = additiveMask(P, T, r.mask);
+  if (r.past) {
+    const from = r.past.from;
     const n = P - from;
-    if (msg.past.mask.length !== T * n) throw new CodedError('INTERNAL', `draft past mask has ${msg.past.mask.length} entries, expected ${T * n}`);
-    for (let i = 0; i < T; i++) for (let j = 0; j < n; j++) if (!msg.past.mask[i * n + j]) m[i * (P + T) + from + j] = -1e9;
+    if (r.past.mask.length !== T * n) throw new CodedError('INTERNAL', `draft past mask has ${r.past.mask.length} entries, expected ${T * n}`);
+    for (let i = 0; i < T; i++) for (let j = 0; j < n; j++) if (!r.past.mask[i * n + j]) m[i * (P + T) + from + j] = -1e9;
   }
   // feature_select 0: target hidden states; 1: the draft's own previous features (the other is zeros)
-  const useTarget = !!msg.hidden;
+  const useTarget = !!r.hidden;
   const feeds: Record<string, ort.Tensor> = {
-    inputs_embeds: new ort.Tensor('float32', msg.embeds, [1, T, D]),
-    hidden_states: new ort.Tensor('float32', msg.hidden ?? new Float32Array(T * L * D), [1, T, L, D]),
-    prev_features: new ort.Tensor('float32', msg.prev ?? new Float32Array(T * D), [1, T, D]),
+    inputs_embeds: new ort.Tensor('float32', r.embeds, [1, T, D]),
+    hidden_states: new ort.Tensor('float32', r.hidden ?? zerosOf(T * L * D), [1, T, L, D]),
+    prev_features: new ort.Tensor('float32', r.prev ?? zerosOf(T * D), [1, T, D]),
     feature_select: new ort.Tensor('float32', new Float32Array(T).fill(useTarget ? 0 : 1), [1, T]),
-    position_ids: new ort.Tensor('int64', i64(msg.positions), [1, T]),
+    position_ids: new ort.Tensor('int64', i64(r.positions), [1, T]),
     attention_mask: new ort.Tensor('float32', m, [1, 1, T, P + T]),
     ...pastFeeds(cache),
   };
@@ -254,6 +277,48 @@ async function draftForward(msg: Extract<WorkerMessage, { op: 'draft' }>): Promi
   cache.commit(T);
   return { logits, features };
 }
+
+async function draftForward(msg: Extract<WorkerMessage, { op: 'draft' }>): Promise<{ logits: Float32Array; features: Float32Array }> {
+  const cache = seqOf(msg.seq);
+  if (msg.compact) cache.compact(msg.compact.keepFrom, msg.compact.keep);
+  return draftRun(cache, msg);
+}
+
+/**
+ * A greedy draft chain in one request (no round trip per draft step): the committed rows, then
+ * steps − 1 draft steps, each on the previous step's top-1 token (its embedding, the parent's
+ * features, position rootPos + i; a chain sees all its earlier rows). Token choice and log-prob are
+ * those of eagle.ts topK(·, 1): highest logit, ties to the lower id, log-softmax in float64.
+ */
+async function draftChain(msg: Extract<WorkerMessage, { op: 'draft_chain' }>): Promise<{ tokens: Int32Array; logprobs: Float64Array }> {
+  const cache = seqOf(msg.seq);
+  if (msg.compact) cache.compact(msg.compact.keepFrom, msg.compact.keep);
+  const D = manifest.decoder.hidden;
+  const V = manifest.decoder.vocab;
+  const n = msg.commit.positions.length;
+  let out = await draftRun(cache, msg.commit);
+  let row = n - 1;
+  const tokens = new Int32Array(msg.steps);
+  const logprobs = new Float64Array(msg.steps);
+  for (let i = 0; i < msg.steps; i++) {
+    const lg = out.logits.subarray(row * V, (row + 1) * V);
+    let best = 0;
+    let max = -Infinity;
+    for (let t = 0; t < V; t++) if (lg[t]! > max) max = lg[t]!;
+    let z = 0;
+    for (let t = 0; t < V; t++) z += Math.exp(lg[t]! - max);
+    for (let t = 0; t < V; t++)
+      if (lg[t]! > lg[best]!) best = t;
+    tokens[i] = best;
+    logprobs[i] = lg[best]! - (max + Math.log(z));
+    if (i === msg.steps - 1) break;
+    const embeds = await embedIds(Int32Array.of(best));
+    out = await draftRun(cache, { embeds, prev: out.features.slice(row * D, (row + 1) * D), positions: [msg.rootPos + i], mask: ONE });
+    row = 0;
+  }
+  return { tokens, logprobs };
+}
+const ONE = Uint8Array.of(1);
 
 async function denoise(msg: Extract<WorkerMessage, { op: 'denoise' }>): Promise<Float32Array> {
   const { latent: L } = manifest;
@@ -339,6 +404,10 @@ async function handle(msg: WorkerMessage): Promise<{ result: unknown; transfer?:
       const r = await draftForward(msg);
       return { result: r, transfer: [r.logits.buffer as ArrayBuffer, r.features.buffer as ArrayBuffer] };
     }
+    case 'draft_chain': {
+      const r = await draftChain(msg);
+      return { result: r, transfer: [r.tokens.buffer as ArrayBuffer, r.logprobs.buffer as ArrayBuffer] };
+    }
     case 'embed_table': {
       const V = manifest.decoder.vocab;
       const t = embedTable ? embedTable.slice() : await embedIds(Int32Array.from({ length: V }, (_, i) => i));
@@ -383,7 +452,9 @@ port.on('message', (msg: WorkerMessage) => {
     let reply: WorkerReply;
     let transfer: ArrayBuffer[] = [];
     try {
+      const t0 = performance.now();
       const r = await handle(msg);
+      stats.handleMs += performance.now() - t0;
       reply = { id: msg.id, ok: true, result: r.result };
       transfer = r.transfer ?? [];
     } catch (e) {

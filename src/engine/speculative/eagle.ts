@@ -43,6 +43,20 @@ export interface DraftModel {
   forward(rows: DraftRows): Promise<DraftForward>;
   /** keep the first n rows */
   truncate(n: number): void;
+  /**
+   * Optional fused chain (one request to the worker instead of one per draft step): forward the
+   * committed `rows`, then `steps` − 1 draft steps, each on the top-1 token of the previous row
+   * (embedding of that token, the previous row's features, position rootPos + i, seeing every
+   * earlier row). Returns the `steps` top-1 tokens with their draft log-probabilities, exactly as
+   * forward + expand(…, 1) would; the cache grows by rows + steps − 1.
+   */
+  chain?(rows: DraftRows, rootPos: number, steps: number): Promise<DraftChain>;
+}
+
+export interface DraftChain {
+  tokens: Int32Array;
+  /** log-softmax of each chosen token (≤ 0) */
+  logprobs: Float64Array;
 }
 
 interface Node {
@@ -77,6 +91,8 @@ export class EagleDrafter implements Expander {
   private stable = 0;
   private rootPos = 0;
   private nodes = new Map<string, Node>();
+  /** committed rows not yet run (draft models with a fused chain run them with the next chain) */
+  private pending: { rows: DraftRows; n: number; rootPos: number } | null = null;
   forwards = 0;
 
   constructor(
@@ -88,24 +104,60 @@ export class EagleDrafter implements Expander {
     return this.embed(ids);
   }
 
-  /** committed rows in the draft cache */
+  /** committed rows in the draft cache (including rows whose forward is deferred to the next chain) */
   get stableLength(): number {
-    return this.stable;
+    return this.stable + (this.pending?.n ?? 0);
+  }
+
+  /** true when the next chain can run fused with the pending commit (one worker request) */
+  get canChain(): boolean {
+    return !!this.draft.chain && this.pending !== null;
   }
 
   async commit(c: CommitRows): Promise<void> {
     const n = c.positions.length;
     if (!n) throw new Error('commit: no rows');
+    const rows: DraftRows = { embeds: c.embeds ?? this.embed(c.ids ?? []), hidden: c.hidden, positions: c.positions, mask: c.mask ?? causal(n) };
+    if (this.draft.chain) {
+      // deferred: a chain runs it in the same request; anything else runs it first (flush)
+      await this.flush();
+      this.pending = { rows, n, rootPos: c.rootPos };
+      this.nodes.clear();
+      return;
+    }
+    await this.runCommit(rows, n, c.rootPos);
+  }
+
+  private async flush(): Promise<void> {
+    if (!this.pending) return;
+    const p = this.pending;
+    this.pending = null;
+    await this.runCommit(p.rows, p.n, p.rootPos);
+  }
+
+  /**
+   * A greedy chain of K tokens after the pending commit, in one draft-model request (same tokens
+   * and log-probabilities as expand() level by level with k = 1).
+   */
+  async chain(K: number): Promise<DraftChain> {
+    const p = this.pending;
+    if (!p || !this.draft.chain) throw new Error('chain: no pending commit or no fused chain');
+    this.pending = null;
     this.draft.truncate(this.stable);
-    const out = await this.draft.forward({
-      embeds: c.embeds ?? this.embed(c.ids ?? []),
-      hidden: c.hidden,
-      positions: c.positions,
-      mask: c.mask ?? causal(n),
-    });
+    const out = await this.draft.chain(p.rows, p.rootPos, K);
+    this.forwards += K;
+    this.stable += p.n;
+    this.rootPos = p.rootPos;
+    this.nodes.clear(); // the chain's nodes stay in the worker; its rows are cropped at the next commit
+    return out;
+  }
+
+  private async runCommit(rows: DraftRows, n: number, rootPos: number): Promise<void> {
+    this.draft.truncate(this.stable);
+    const out = await this.draft.forward(rows);
     this.forwards++;
     this.stable += n;
-    this.rootPos = c.rootPos;
+    this.rootPos = rootPos;
     const V = this.draft.vocab;
     const D = this.draft.featureDim;
     this.nodes.clear();
@@ -113,6 +165,7 @@ export class EagleDrafter implements Expander {
   }
 
   async expand(paths: number[][], k: number): Promise<Candidate[][]> {
+    await this.flush();
     const V = this.draft.vocab;
     const D = this.draft.featureDim;
     const todo = paths.filter((p) => !this.nodes.has(p.join(',')));

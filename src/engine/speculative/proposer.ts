@@ -6,7 +6,7 @@ import type { CommitRows, EagleDrafter } from './eagle.ts';
 import { AcceptanceStats } from './metrics.ts';
 import { NgramExpander } from './ngram.ts';
 import { chooseChainLength, chooseShape, chooseTreeSize, treeDraftCost, type CostCurve, type DraftCost } from './sizing.ts';
-import { buildDynamicTree, rootOnly, type DraftTree, type Expander } from './tree.ts';
+import { buildDynamicTree, chainTree, rootOnly, type DraftTree, type Expander } from './tree.ts';
 
 export interface Proposer {
   /** 'ngram' or 'draft-model' */
@@ -85,7 +85,7 @@ export class TreeProposer implements Proposer {
     return this.tree(root, topK, depth, budget, !c.treeBudget);
   }
 
-  private chain(root: number, K: number): Promise<DraftTree> {
+  protected chain(root: number, K: number): Promise<DraftTree> {
     this.lastShape = 'chain';
     this.expander.setLogPrior?.(Math.log(Math.max(1e-3, this.cfg.stats.at(0))));
     return buildDynamicTree(root, this.expander, { topK: 1, depth: K, budget: K });
@@ -128,6 +128,13 @@ export class DraftModelProposer extends TreeProposer {
   }
   commit(rows: CommitRows): Promise<void> {
     return this.drafter.commit(rows);
+  }
+  /** chains run fused with the pending catch-up in one draft-model request when the model can */
+  protected override async chain(root: number, K: number): Promise<DraftTree> {
+    if (!this.drafter.canChain) return super.chain(root, K);
+    this.lastShape = 'chain';
+    const c = await this.drafter.chain(K);
+    return chainTree(root, c.tokens, Array.from(c.logprobs, (lp) => Math.min(0, lp)));
   }
   embedIds(ids: number[]): Float32Array {
     return this.drafter.embedIds(ids);

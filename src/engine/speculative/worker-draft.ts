@@ -2,7 +2,7 @@
 // and travel with the next forward.
 import type { WorkerClient } from '../../runtime/client.ts';
 import { WorkerSequence } from '../understand/worker-target.ts';
-import type { DraftForward, DraftModel, DraftRows } from './eagle.ts';
+import type { DraftChain, DraftForward, DraftModel, DraftRows } from './eagle.ts';
 
 export class WorkerDraftModel implements DraftModel {
   private len = 0;
@@ -53,6 +53,23 @@ export class WorkerDraftModel implements DraftModel {
       .map((a) => a.buffer as ArrayBuffer);
     const out = await this.client.call<DraftForward>(msg, transfer, this.generation);
     this.len += r.positions.length;
+    return out;
+  }
+
+  /** Committed rows, then a greedy chain of `steps` tokens, in one worker request (eagle.ts DraftModel.chain). */
+  async chain(rows: DraftRows, rootPos: number, steps: number): Promise<DraftChain> {
+    if (!rows.hidden) throw new Error('draft chain: committed rows need target hidden states');
+    const compact = this.pendingTruncate !== null ? { keepFrom: this.pendingTruncate, keep: new Int32Array(0) } : undefined;
+    this.pendingTruncate = null;
+    const commit = {
+      embeds: Float32Array.from(rows.embeds),
+      hidden: Float32Array.from(rows.hidden),
+      positions: Int32Array.from(rows.positions),
+      mask: Uint8Array.from(rows.mask),
+    };
+    const transfer = [commit.embeds.buffer, commit.hidden.buffer, commit.positions.buffer, commit.mask.buffer, ...(compact ? [compact.keep.buffer] : [])] as ArrayBuffer[];
+    const out = await this.client.call<DraftChain>({ op: 'draft_chain', seq: this.id, commit, rootPos, steps, compact }, transfer, this.generation);
+    this.len += rows.positions.length + Math.max(0, steps - 1);
     return out;
   }
 
