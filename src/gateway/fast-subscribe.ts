@@ -28,6 +28,7 @@ import {
   type FieldNode,
   type GraphQLLeafType,
   type GraphQLObjectType,
+  type GraphQLError,
   type GraphQLOutputType,
 } from 'graphql/index.js';
 import { collectFields, collectSubfields } from 'graphql/execution/collectFields.js';
@@ -198,8 +199,14 @@ function mapEvents(source: AsyncIterable<unknown>, map: (payload: unknown) => Ex
   return it as unknown as AsyncGenerator<ExecutionResult>;
 }
 
-/** graphql-js `subscribe`, with events completed from a per-subscription plan where that is exact. */
-export async function fastSubscribe(args: ExecutionArgs): Promise<AsyncGenerator<ExecutionResult> | ExecutionResult> {
+/**
+ * graphql-js `subscribe`, with events completed from a per-subscription plan where that is exact.
+ * `onStream` sees the event stream before the caller (envelop) wraps it.
+ */
+export async function fastSubscribe(
+  args: ExecutionArgs,
+  onStream?: (stream: AsyncGenerator<ExecutionResult>) => void,
+): Promise<AsyncGenerator<ExecutionResult> | ExecutionResult> {
   const resultOrStream = await createSourceEventStream(args);
   if (!(Symbol.asyncIterator in (resultOrStream as object))) return resultOrStream as ExecutionResult;
   const slow = (payload: unknown) => execute({ ...args, rootValue: payload });
@@ -209,13 +216,46 @@ export async function fastSubscribe(args: ExecutionArgs): Promise<AsyncGenerator
   } catch {
     fields = undefined;
   }
-  if (!fields) return mapEvents(resultOrStream as AsyncIterable<unknown>, slow);
   const plan = fields;
-  return mapEvents(resultOrStream as AsyncIterable<unknown>, (payload) => {
-    if (payload === null || typeof payload !== 'object') return slow(payload);
-    const data = completeFields(plan, payload as Record<string, unknown>);
-    return data === FALLBACK ? slow(payload) : { data: data as Record<string, unknown> };
-  });
+  const stream = mapEvents(
+    resultOrStream as AsyncIterable<unknown>,
+    !plan
+      ? slow
+      : (payload) => {
+          if (payload === null || typeof payload !== 'object') return slow(payload);
+          const data = completeFields(plan, payload as Record<string, unknown>);
+          return data === FALLBACK ? slow(payload) : { data: data as Record<string, unknown> };
+        },
+  );
+  onStream?.(stream);
+  return stream;
+}
+
+/** yoga's test for errors that must not be masked (graphql-yoga/esm/error.js isAbortError) */
+const isAbortError = (e: unknown): boolean =>
+  typeof e === 'object' && (e as { constructor?: { name?: string } } | null)?.constructor?.name === 'DOMException' && ((e as DOMException).name === 'AbortError' || (e as DOMException).name === 'TimeoutError');
+
+/**
+ * What yoga's envelop layers do to each event of a subscription, in one promise reaction: errors in
+ * a result are masked (useMaskedErrors' onNext), an error thrown by the stream's next() is masked
+ * unless it is an abort (yoga's onSubscribeError hooks, errorAsyncIterator). return()/throw() pass
+ * through unchanged, as there.
+ */
+export function maskedEvents(source: AsyncGenerator<ExecutionResult>, mask: (error: unknown) => unknown): AsyncGenerator<ExecutionResult> {
+  const onResult = (r: IteratorResult<ExecutionResult>): IteratorResult<ExecutionResult> =>
+    r.done || r.value.errors == null ? r : { done: false, value: { ...r.value, errors: r.value.errors.map((e) => mask(e) as GraphQLError) } };
+  const onError = (e: unknown): never => {
+    throw isAbortError(e) ? e : mask(e);
+  };
+  const it = {
+    next: () => source.next().then(onResult, onError),
+    return: (v?: unknown) => source.return(v as never),
+    throw: (e: unknown) => source.throw(e),
+    [Symbol.asyncIterator]() {
+      return it;
+    },
+  };
+  return it as unknown as AsyncGenerator<ExecutionResult>;
 }
 
 /** For tests: would this subscription's events take the planned path? */

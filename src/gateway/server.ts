@@ -4,7 +4,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { useDeferStream } from '@graphql-yoga/plugin-defer-stream';
-import { GraphQLError, Kind, Lexer, NoSchemaIntrospectionCustomRule, Source, TokenKind, type DocumentNode, type ExecutionArgs, type SelectionSetNode } from 'graphql/index.js'; // the CJS entry yoga uses: one graphql instance under tsx and vitest
+import { GraphQLError, Kind, Lexer, NoSchemaIntrospectionCustomRule, Source, TokenKind, type DocumentNode, type ExecutionArgs, type ExecutionResult, type SelectionSetNode } from 'graphql/index.js'; // the CJS entry yoga uses: one graphql instance under tsx and vitest
 import { createSchema, createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -13,7 +13,7 @@ import type { Engine } from '../engine/types.ts';
 import { handleDemoRequest } from '../web/serve.ts';
 import { readSchemaSdl } from './codegen.ts';
 import { GatewayError, maskError } from './errors.ts';
-import { fastSubscribe } from './fast-subscribe.ts';
+import { fastSubscribe, maskedEvents } from './fast-subscribe.ts';
 import { HostPolicy, OriginPolicy } from './origin.ts';
 import { RateLimiter, rateLimitedError } from './rate-limit.ts';
 import { queryShapeRule, type GatewayLimits } from './limits.ts';
@@ -202,10 +202,16 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   // there for @defer/@stream in events). Subscriptions that use neither directive take graphql-js's
   // own createSourceEventStream, and each event is completed from a plan made once per
   // subscription (fast-subscribe.ts; graphql-js execute() wherever the plan cannot be exact);
-  // envelop's hooks (masking) still apply.
+  // envelop's hooks (masking) still apply. Over graphql-ws the events then skip envelop's per-event
+  // wrappers (see the `subscribe` option of useServer below).
+  const eventStreams = new WeakMap<object, AsyncGenerator<ExecutionResult>>();
   const subscribeFastPath: Plugin = {
     onSubscribe({ args, setSubscribeFn }) {
-      if (!usesIncrementalDelivery(args.document)) setSubscribeFn(fastSubscribe as never);
+      if (usesIncrementalDelivery(args.document)) return;
+      setSubscribeFn(((a: ExecutionArgs) =>
+        fastSubscribe(a, (stream) => {
+          if (a.contextValue && typeof a.contextValue === 'object') eventStreams.set(a.contextValue, stream);
+        })) as never);
     },
   };
 
@@ -429,7 +435,17 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
         return keyAllowed(apiKeys, wsKey(ctx)); // false -> close 4403 Forbidden
       },
       execute: (args) => (args.rootValue as Roots).execute(args) as never,
-      subscribe: (args) => (args.rootValue as Roots).subscribe(args) as never,
+      // The subscribe goes through envelop (plugins, masking of subscribe-time errors). Each event
+      // of a fast-path stream then takes maskedEvents (the same masking in one promise reaction)
+      // instead of envelop's mapAsyncIterator/iterateAsync/errorAsyncIterator chain per event.
+      subscribe: async (args) => {
+        const result = await (args.rootValue as Roots).subscribe(args);
+        const raw = eventStreams.get(args.contextValue as object);
+        eventStreams.delete(args.contextValue as object);
+        const m = (yoga as unknown as { maskedErrorsOpts?: { maskError: (e: unknown, message: string) => unknown; errorMessage: string } | null }).maskedErrorsOpts;
+        if (raw && m && result && typeof result === 'object' && Symbol.asyncIterator in result) return maskedEvents(raw, (e) => m.maskError(e, m.errorMessage)) as never;
+        return result as never;
+      },
       onSubscribe: async (ctx, id, params) => {
         const socket = ctx.extra.socket;
         const ops = opsOf(socket);

@@ -3,7 +3,7 @@
 // those events fall back to graphql-js execute().
 import { describe, expect, it } from 'vitest';
 import { GraphQLScalarType, buildSchema, parse, subscribe, type ExecutionArgs, type ExecutionResult } from 'graphql/index.js';
-import { fastSubscribe, hasEventPlan } from '../../src/gateway/fast-subscribe.ts';
+import { fastSubscribe, hasEventPlan, maskedEvents } from '../../src/gateway/fast-subscribe.ts';
 
 const sdl = `
   type Query { ok: Boolean }
@@ -139,5 +139,34 @@ describe('fastSubscribe', () => {
     expect(returned).toBe(1);
     await expect(stream.throw(new Error('x'))).rejects.toThrow('x');
     expect(returned).toBe(2);
+  });
+
+  it('maskedEvents masks result errors and thrown errors, but not aborts', async () => {
+    const mask = (e: unknown) => new Error(`masked: ${(e as Error).message}`);
+    const from = (steps: Array<ExecutionResult | Error>) => {
+      let i = 0;
+      return {
+        next: () => {
+          const s = steps[i++];
+          if (!s) return Promise.resolve({ value: undefined, done: true });
+          return s instanceof Error ? Promise.reject(s) : Promise.resolve({ value: s, done: false });
+        },
+        return: () => Promise.resolve({ value: undefined, done: true }),
+        throw: (e: unknown) => Promise.reject(e),
+        [Symbol.asyncIterator]() {
+          return this;
+        },
+      } as unknown as AsyncGenerator<ExecutionResult>;
+    };
+    const ok = { data: { a: 1 } };
+    const it = maskedEvents(from([ok, { data: null, errors: [new Error('inner')] as never }, new Error('thrown')]), mask);
+    expect((await it.next()).value).toBe(ok);
+    const second = (await it.next()).value as ExecutionResult;
+    expect(second.data).toBeNull();
+    expect(second.errors![0]!.message).toBe('masked: inner');
+    await expect(it.next()).rejects.toThrow('masked: thrown');
+    const abort = new DOMException('gone', 'AbortError');
+    await expect(maskedEvents(from([abort]), mask).next()).rejects.toBe(abort);
+    expect(await maskedEvents(from([]), mask).return(undefined)).toEqual({ value: undefined, done: true });
   });
 });
