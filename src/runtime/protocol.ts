@@ -62,6 +62,17 @@ export type WorkerRequest =
       steps: number;
       compact?: { keepFrom: number; keep: Int32Array };
     }
+  | {
+      op: 'draft_tree';
+      seq: number;
+      /** committed rows fed first; the tree's root is their last row */
+      commit: { embeds: Float32Array; hidden: Float32Array; positions: Int32Array; mask: Uint8Array };
+      rootPos: number;
+      /** EAGLE-2 expansion: children per node and nodes expanded per level; levels */
+      topK: number;
+      depth: number;
+      compact?: { keepFrom: number; keep: Int32Array };
+    }
   | { op: 'embed_table' }
   | {
       op: 'denoise';

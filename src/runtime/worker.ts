@@ -320,6 +320,105 @@ async function draftChain(msg: Extract<WorkerMessage, { op: 'draft_chain' }>): P
 }
 const ONE = Uint8Array.of(1);
 
+/** eagle.ts topK: the k best tokens by logit (ties to the lower id) with log-softmax (float64) */
+function topKOf(lg: Float32Array, k: number, tokens: number[], logprobs: number[]): void {
+  let max = -Infinity;
+  for (const x of lg) max = Math.max(max, x);
+  let z = 0;
+  for (const x of lg) z += Math.exp(x - max);
+  const lse = max + Math.log(z);
+  const idx = Array.from(lg.keys());
+  idx.sort((a, b) => lg[b]! - lg[a]! || a - b);
+  for (const t of idx.slice(0, k)) {
+    tokens.push(t);
+    logprobs.push(lg[t]! - lse);
+  }
+}
+
+/**
+ * EAGLE-2 dynamic-tree expansion in one request: the committed rows, then per level one draft
+ * forward over the frontier (tree.ts buildDynamicTree with eagle.ts EagleDrafter.expand, same
+ * order and visibility: a node sees the committed rows and its own ancestors). Returns, per level,
+ * the top-k candidates (tokens, log-probs) of every frontier node, frontier order; the engine
+ * replays them through buildDynamicTree (ranking and sizing stay there).
+ */
+async function draftTree(msg: Extract<WorkerMessage, { op: 'draft_tree' }>): Promise<{ tokens: Int32Array; logprobs: Float64Array; frontier: Int32Array }> {
+  const cache = seqOf(msg.seq);
+  if (msg.compact) cache.compact(msg.compact.keepFrom, msg.compact.keep);
+  const D = manifest.decoder.hidden;
+  const V = manifest.decoder.vocab;
+  const k = msg.topK;
+  const n = msg.commit.positions.length;
+  const root = await draftRun(cache, msg.commit);
+  const stable = cache.length;
+  interface Cand { token: number; score: number; len: number; feat: Float32Array | null; slots: number[]; parentFeat: Float32Array; parentSlots: number[] }
+  const cands: Cand[] = [];
+  const outTokens: number[] = [];
+  const outLp: number[] = [];
+  const frontierSizes: number[] = [];
+  // frontier entries: -1 = root
+  let frontier: number[] = [-1];
+  let rootLogits = root.logits.subarray((n - 1) * V, n * V);
+  const rootFeat = root.features.slice((n - 1) * D, n * D);
+  for (let level = 0; level < msg.depth && frontier.length > 0; level++) {
+    frontierSizes.push(frontier.length);
+    let logits: Float32Array;
+    if (level === 0) logits = rootLogits;
+    else {
+      // run the frontier nodes (all new) as draft rows: token embedding, parent features
+      const T = frontier.length;
+      const base = cache.length;
+      const temp = base - stable;
+      const prev = new Float32Array(T * D);
+      const pastMask = new Uint8Array(T * temp);
+      frontier.forEach((f, i) => {
+        const c = cands[f]!;
+        prev.set(c.parentFeat, i * D);
+        for (const sl of c.parentSlots) pastMask[i * temp + (sl - stable)] = 1;
+      });
+      const local = new Uint8Array(T * T);
+      for (let i = 0; i < T; i++) local[i * T + i] = 1;
+      const out = await draftRun(cache, {
+        embeds: await embedIds(Int32Array.from(frontier, (f) => cands[f]!.token)),
+        prev,
+        positions: Array.from(frontier, (f) => msg.rootPos + cands[f]!.len - 1),
+        mask: local,
+        past: { from: stable, mask: pastMask },
+      });
+      frontier.forEach((f, i) => {
+        const c = cands[f]!;
+        c.feat = out.features.slice(i * D, (i + 1) * D);
+        c.slots = [...c.parentSlots, base + i];
+      });
+      logits = out.logits;
+    }
+    const created: number[] = [];
+    frontier.forEach((f, fi) => {
+      const tk: number[] = [];
+      const lp: number[] = [];
+      topKOf(logits.subarray(fi * V, (fi + 1) * V), k, tk, lp);
+      outTokens.push(...tk);
+      outLp.push(...lp);
+      const parentScore = f < 0 ? 0 : cands[f]!.score;
+      const parentFeat = f < 0 ? rootFeat : cands[f]!.feat!;
+      const parentSlots = f < 0 ? [] : cands[f]!.slots;
+      const len = f < 0 ? 1 : cands[f]!.len + 1;
+      const seen = new Set<number>();
+      tk.forEach((t, j) => {
+        if (seen.has(t)) return;
+        seen.add(t);
+        cands.push({ token: t, score: parentScore + Math.min(0, lp[j]!), len, feat: null, slots: [], parentFeat, parentSlots });
+        created.push(cands.length - 1);
+      });
+    });
+    frontier = created
+      .slice()
+      .sort((a, b) => cands[b]!.score - cands[a]!.score || a - b)
+      .slice(0, k);
+  }
+  return { tokens: Int32Array.from(outTokens), logprobs: Float64Array.from(outLp), frontier: Int32Array.from(frontierSizes) };
+}
+
 async function denoise(msg: Extract<WorkerMessage, { op: 'denoise' }>): Promise<Float32Array> {
   const { latent: L } = manifest;
   const N = (L.height / L.patch) * (L.width / L.patch);
@@ -407,6 +506,10 @@ async function handle(msg: WorkerMessage): Promise<{ result: unknown; transfer?:
     case 'draft_chain': {
       const r = await draftChain(msg);
       return { result: r, transfer: [r.tokens.buffer as ArrayBuffer, r.logprobs.buffer as ArrayBuffer] };
+    }
+    case 'draft_tree': {
+      const r = await draftTree(msg);
+      return { result: r, transfer: [r.tokens.buffer as ArrayBuffer, r.logprobs.buffer as ArrayBuffer, r.frontier.buffer as ArrayBuffer] };
     }
     case 'embed_table': {
       const V = manifest.decoder.vocab;

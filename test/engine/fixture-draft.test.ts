@@ -96,6 +96,53 @@ describe('draft.onnx through the worker', () => {
     expect((await engine.workerStats()).openSequences).toBe(0); // draft caches close with their request
   }, 60000);
 
+  test('fused draft requests (draft_chain, draft_tree) build the same chains and trees as per-step forwards', async () => {
+    const client = engine.workerClient;
+    const table = await client.call<Float32Array>({ op: 'embed_table' });
+    const embed = (xs: number[]) => {
+      const out = new Float32Array(xs.length * D);
+      xs.forEach((x, i) => out.set(table.subarray(x * D, x * D + D), i * D));
+      return out;
+    };
+    const ids = [1, 30, 66, 35, 4, 12, 40];
+    const pos = Int32Array.from(ids.map((_, i) => i));
+    const seq = await WorkerSequence.open(client, V, 64, L * D);
+    await seq.forward(Int32Array.from(ids), pos, causalMask(ids.length), 'all', true);
+    const feats = seq.lastFeatures!;
+    await seq.close();
+    const shapes = [
+      { mode: 'chain' as const, chainLength: 5 },
+      { mode: 'tree' as const, treeBudget: 12, treeTopK: 3, treeDepth: 4 },
+      { mode: 'tree' as const, treeBudget: 20, treeTopK: 4, treeDepth: 3 },
+    ];
+    for (const shape of shapes) {
+      const trees: string[] = [];
+      for (const fused of [true, false]) {
+        const wd = await WorkerDraftModel.open(client, V, D);
+        // forward-only view of the same worker draft model: no fused requests
+        const draft = fused ? wd : { vocab: wd.vocab, featureDim: wd.featureDim, get length() { return wd.length; }, forward: (r: Parameters<typeof wd.forward>[0]) => wd.forward(r), truncate: (n: number) => wd.truncate(n) };
+        const drafter = new EagleDrafter(draft, embed);
+        const proposer = new DraftModelProposer(drafter, { ...shape, maxChainLength: 8, stats: new AcceptanceStats() });
+        const out: string[] = [];
+        // two rounds: prompt catch-up, then a catch-up of two rows after the first tree's rows are cropped
+        const n = ids.length;
+        const embeds = new Float32Array(n * D);
+        embeds.set(embed(ids.slice(1)));
+        embeds.set(embed([9]), (n - 1) * D);
+        await proposer.commit({ embeds, hidden: feats, positions: pos, mask: causalMask(n), rootPos: n });
+        const t1 = await proposer.propose([...ids, 9]);
+        await proposer.commit({ ids: [t1.tokens[1] ?? 3, 17], hidden: feats.subarray(0, 2 * L * D), positions: Int32Array.of(n, n + 1), rootPos: n + 2 });
+        const t2 = await proposer.propose([...ids, 9, t1.tokens[1] ?? 3, 17]);
+        expect(t1.tokens.length).toBeGreaterThan(shape.mode === 'chain' ? 5 : 4);
+        for (const t of [t1, t2]) out.push(JSON.stringify([[...t.tokens], [...t.parents], [...t.depths], [...t.scores].map((x) => x.toFixed(4))]));
+        expect(drafter.stableLength).toBe(n + 2);
+        trees.push(out.join('|'));
+        await wd.close();
+      }
+      expect(trees[0], JSON.stringify(shape)).toBe(trees[1]);
+    }
+  });
+
   test('sampled: the first two tokens follow the exact target distribution with EAGLE trees (chi-square)', async () => {
     const client = engine.workerClient;
     const sampling = { temperature: 1, topK: 3, topP: 1 };

@@ -51,6 +51,22 @@ export interface DraftModel {
    * forward + expand(…, 1) would; the cache grows by rows + steps − 1.
    */
   chain?(rows: DraftRows, rootPos: number, steps: number): Promise<DraftChain>;
+  /**
+   * Optional fused EAGLE-2 expansion: forward the committed `rows`, then expand `depth` levels of
+   * tree.ts buildDynamicTree (top-`topK` children per node, the `topK` best nodes of a level
+   * expanded next, one forward per level, visibility as in expand()). Must be used with both
+   * chain and tree, or neither.
+   */
+  tree?(rows: DraftRows, rootPos: number, topK: number, depth: number): Promise<DraftTreeRecord>;
+}
+
+/** What a fused tree expansion saw: per level, the top-k candidates of each frontier node. */
+export interface DraftTreeRecord {
+  /** frontier size per level */
+  frontier: Int32Array;
+  /** candidates, level by level, frontier node by node, k each (best first) */
+  tokens: Int32Array;
+  logprobs: Float64Array;
 }
 
 export interface DraftChain {
@@ -114,6 +130,11 @@ export class EagleDrafter implements Expander {
     return !!this.draft.chain && this.pending !== null;
   }
 
+  /** true when the next tree can be expanded fused with the pending commit */
+  get canTree(): boolean {
+    return !!this.draft.tree && this.pending !== null;
+  }
+
   async commit(c: CommitRows): Promise<void> {
     const n = c.positions.length;
     if (!n) throw new Error('commit: no rows');
@@ -150,6 +171,36 @@ export class EagleDrafter implements Expander {
     this.rootPos = p.rootPos;
     this.nodes.clear(); // the chain's nodes stay in the worker; its rows are cropped at the next commit
     return out;
+  }
+
+  /**
+   * An EAGLE-2 expansion after the pending commit in one draft-model request. Returns an Expander
+   * that replays it for buildDynamicTree (which asks for the same frontiers in the same order).
+   */
+  async tree(topK: number, depth: number): Promise<Expander> {
+    const p = this.pending;
+    if (!p || !this.draft.tree) throw new Error('tree: no pending commit or no fused tree');
+    this.pending = null;
+    this.draft.truncate(this.stable);
+    const rec = await this.draft.tree(p.rows, p.rootPos, topK, depth);
+    this.forwards += rec.frontier.length;
+    this.stable += p.n;
+    this.rootPos = p.rootPos;
+    this.nodes.clear();
+    let level = 0;
+    let off = 0;
+    return {
+      expand: (paths: number[][], k: number): Candidate[][] => {
+        const F = rec.frontier[level];
+        if (F === undefined || F !== paths.length || k !== topK) throw new Error(`fused draft tree: replay diverged at level ${level}`);
+        level++;
+        return paths.map(() => {
+          const c: Candidate[] = [];
+          for (let j = 0; j < k && off < rec.tokens.length; j++, off++) c.push({ token: rec.tokens[off]!, logprob: rec.logprobs[off]! });
+          return c;
+        });
+      },
+    };
   }
 
   private async runCommit(rows: DraftRows, n: number, rootPos: number): Promise<void> {

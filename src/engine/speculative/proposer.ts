@@ -96,14 +96,14 @@ export class TreeProposer implements Proposer {
    * (chooseTreeSize) with the tree's draft cost included (it is paid whatever is kept, so it dilutes
    * the cost of verifying more nodes).
    */
-  private tree(root: number, topK: number, depth: number, budget: number, size: boolean): Promise<DraftTree> {
+  protected tree(root: number, topK: number, depth: number, budget: number, size: boolean, expander: Expander = this.expander): Promise<DraftTree> {
     const c = this.cfg;
     this.lastShape = 'tree';
     const stats = c.treeStats && c.treeStats.observations > 0 ? c.treeStats : c.stats;
     this.expander.setLogPrior?.(Math.log(Math.max(1e-3, stats.at(0))));
     const fixed = c.draftCost && c.curve ? treeDraftCost(c.draftCost, c.curve, depth, topK) : 0;
     const choose = size && c.curve ? (scores: number[]) => chooseTreeSize(c.curve!, scores, fixed) : undefined;
-    return buildDynamicTree(root, this.expander, { topK, depth, budget }, choose);
+    return buildDynamicTree(root, expander, { topK, depth, budget }, choose);
   }
 
   observe(depth: number, accepted: number): void {
@@ -135,6 +135,11 @@ export class DraftModelProposer extends TreeProposer {
     this.lastShape = 'chain';
     const c = await this.drafter.chain(K);
     return chainTree(root, c.tokens, Array.from(c.logprobs, (lp) => Math.min(0, lp)));
+  }
+  /** trees: the whole EAGLE-2 expansion runs in one draft-model request, replayed here for ranking/sizing */
+  protected override async tree(root: number, topK: number, depth: number, budget: number, size: boolean): Promise<DraftTree> {
+    if (!this.drafter.canTree) return super.tree(root, topK, depth, budget, size);
+    return super.tree(root, topK, depth, budget, size, await this.drafter.tree(topK, depth));
   }
   embedIds(ids: number[]): Float32Array {
     return this.drafter.embedIds(ids);

@@ -2,7 +2,7 @@
 // and travel with the next forward.
 import type { WorkerClient } from '../../runtime/client.ts';
 import { WorkerSequence } from '../understand/worker-target.ts';
-import type { DraftChain, DraftForward, DraftModel, DraftRows } from './eagle.ts';
+import type { DraftChain, DraftForward, DraftModel, DraftRows, DraftTreeRecord } from './eagle.ts';
 
 export class WorkerDraftModel implements DraftModel {
   private len = 0;
@@ -70,6 +70,24 @@ export class WorkerDraftModel implements DraftModel {
     const transfer = [commit.embeds.buffer, commit.hidden.buffer, commit.positions.buffer, commit.mask.buffer, ...(compact ? [compact.keep.buffer] : [])] as ArrayBuffer[];
     const out = await this.client.call<DraftChain>({ op: 'draft_chain', seq: this.id, commit, rootPos, steps, compact }, transfer, this.generation);
     this.len += rows.positions.length + Math.max(0, steps - 1);
+    return out;
+  }
+
+  /** Committed rows, then an EAGLE-2 expansion of `depth` levels, in one worker request (eagle.ts DraftModel.tree). */
+  async tree(rows: DraftRows, rootPos: number, topK: number, depth: number): Promise<DraftTreeRecord> {
+    if (!rows.hidden) throw new Error('draft tree: committed rows need target hidden states');
+    const compact = this.pendingTruncate !== null ? { keepFrom: this.pendingTruncate, keep: new Int32Array(0) } : undefined;
+    this.pendingTruncate = null;
+    const commit = {
+      embeds: Float32Array.from(rows.embeds),
+      hidden: Float32Array.from(rows.hidden),
+      positions: Int32Array.from(rows.positions),
+      mask: Uint8Array.from(rows.mask),
+    };
+    const transfer = [commit.embeds.buffer, commit.hidden.buffer, commit.positions.buffer, commit.mask.buffer, ...(compact ? [compact.keep.buffer] : [])] as ArrayBuffer[];
+    const out = await this.client.call<DraftTreeRecord>({ op: 'draft_tree', seq: this.id, commit, rootPos, topK, depth, compact }, transfer, this.generation);
+    this.len += rows.positions.length;
+    for (let l = 1; l < out.frontier.length; l++) this.len += out.frontier[l]!;
     return out;
   }
 
