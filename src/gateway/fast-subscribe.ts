@@ -152,51 +152,105 @@ function completeFields(fields: FieldPlan[], source: Record<string, unknown>): u
   return out;
 }
 
+/** yoga's test for errors that must not be masked (graphql-yoga/esm/error.js isAbortError) */
+const isAbortError = (e: unknown): boolean =>
+  typeof e === 'object' &&
+  (e as { constructor?: { name?: string } } | null)?.constructor?.name === 'DOMException' &&
+  ((e as DOMException).name === 'AbortError' || (e as DOMException).name === 'TimeoutError');
+
+type MaybePromise<T> = T | Promise<T>;
+
 /**
  * Maps source events to results like graphql-js's mapAsyncIterator (same return/throw/close-on-error
  * behaviour) with one promise reaction per event instead of several async-function hops.
+ *
+ * With `mask` set (setEventMask) it also does what yoga's envelop layers do to each event, in the
+ * same reaction: errors in a result are masked (useMaskedErrors' onNext), and an error from next()
+ * is masked unless it is an abort (yoga's onSubscribeError hooks, errorAsyncIterator); return() and
+ * throw() errors pass through unchanged, as there.
  */
-function mapEvents(source: AsyncIterable<unknown>, map: (payload: unknown) => ExecutionResult | Promise<ExecutionResult>): AsyncGenerator<ExecutionResult> {
-  const iterator = source[Symbol.asyncIterator]();
-  const closeThenThrow = (error: unknown): Promise<never> => {
+class EventStream implements AsyncIterableIterator<ExecutionResult> {
+  mask: ((error: unknown) => unknown) | undefined;
+  constructor(
+    private readonly iterator: AsyncIterator<unknown>,
+    private readonly map: (payload: unknown) => MaybePromise<ExecutionResult>,
+  ) {}
+
+  private readonly fail = (error: unknown): never => {
+    throw this.mask && !isAbortError(error) ? this.mask(error) : error;
+  };
+
+  private result(value: ExecutionResult): IteratorResult<ExecutionResult> {
+    const mask = this.mask;
+    if (mask && value.errors != null) value = { ...value, errors: value.errors.map((e) => mask(e) as GraphQLError) };
+    return { value, done: false };
+  }
+
+  /** closes the source, then rejects with `error` (masked when `viaNext`, like a next() rejection) */
+  private closeThenThrow(error: unknown, viaNext: boolean): Promise<never> {
     let p: unknown;
     try {
-      p = typeof iterator.return === 'function' ? iterator.return() : undefined;
+      p = typeof this.iterator.return === 'function' ? this.iterator.return() : undefined;
     } catch {
       // keep the original error
     }
-    return Promise.resolve(p).then(
-      () => Promise.reject(error),
-      () => Promise.reject(error),
-    );
-  };
-  const mapResult = (r: IteratorResult<unknown>): IteratorResult<ExecutionResult> | Promise<IteratorResult<ExecutionResult>> => {
+    const rethrow = viaNext ? () => this.fail(error) : (): never => {
+      throw error;
+    };
+    return Promise.resolve(p).then(rethrow, rethrow);
+  }
+
+  private mapResult(r: IteratorResult<unknown>, viaNext: boolean): MaybePromise<IteratorResult<ExecutionResult>> {
     if (r.done) return r as IteratorResult<ExecutionResult>;
-    let v: ExecutionResult | Promise<ExecutionResult>;
+    let v: MaybePromise<ExecutionResult>;
     try {
-      v = map(r.value);
+      v = this.map(r.value);
     } catch (e) {
-      return closeThenThrow(e);
+      return this.closeThenThrow(e, viaNext);
     }
-    if (isThenable(v)) return (v as Promise<ExecutionResult>).then((value) => ({ value, done: false }), closeThenThrow);
-    return { value: v as ExecutionResult, done: false };
-  };
-  const call = (f: () => unknown): Promise<IteratorResult<ExecutionResult>> => {
+    if (isThenable(v))
+      return (v as Promise<ExecutionResult>).then(
+        (value) => this.result(value),
+        (e) => this.closeThenThrow(e, viaNext),
+      );
+    return this.result(v as ExecutionResult);
+  }
+
+  private readonly onNext = (r: IteratorResult<unknown>) => this.mapResult(r, true);
+  private readonly onOther = (r: IteratorResult<unknown>) => this.mapResult(r, false);
+
+  next(): Promise<IteratorResult<ExecutionResult>> {
+    let p: unknown;
     try {
-      return Promise.resolve(f() as IteratorResult<unknown>).then(mapResult);
+      p = this.iterator.next();
+    } catch (e) {
+      return Promise.reject(e).catch(this.fail);
+    }
+    // one reaction per event; a rejection is masked (when masking) like envelop's errorAsyncIterator does
+    return Promise.resolve(p as IteratorResult<unknown>).then(this.onNext, this.fail);
+  }
+
+  return(): Promise<IteratorResult<ExecutionResult>> {
+    if (typeof this.iterator.return !== 'function') return Promise.resolve({ value: undefined, done: true });
+    try {
+      return Promise.resolve(this.iterator.return()).then(this.onOther);
     } catch (e) {
       return Promise.reject(e);
     }
-  };
-  const it = {
-    next: () => call(() => iterator.next()),
-    return: () => (typeof iterator.return === 'function' ? call(() => iterator.return!()) : Promise.resolve({ value: undefined, done: true })),
-    throw: (error: unknown) => (typeof iterator.throw === 'function' ? call(() => iterator.throw!(error)) : closeThenThrow(error)),
-    [Symbol.asyncIterator]() {
-      return it;
-    },
-  };
-  return it as unknown as AsyncGenerator<ExecutionResult>;
+  }
+
+  throw(error: unknown): Promise<IteratorResult<ExecutionResult>> {
+    if (typeof this.iterator.throw !== 'function') return this.closeThenThrow(error, false);
+    try {
+      return Promise.resolve(this.iterator.throw(error)).then(this.onOther);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
 }
 
 /**
@@ -217,8 +271,8 @@ export async function fastSubscribe(
     fields = undefined;
   }
   const plan = fields;
-  const stream = mapEvents(
-    resultOrStream as AsyncIterable<unknown>,
+  const stream = new EventStream(
+    (resultOrStream as AsyncIterable<unknown>)[Symbol.asyncIterator](),
     !plan
       ? slow
       : (payload) => {
@@ -226,36 +280,19 @@ export async function fastSubscribe(
           const data = completeFields(plan, payload as Record<string, unknown>);
           return data === FALLBACK ? slow(payload) : { data: data as Record<string, unknown> };
         },
-  );
+  ) as unknown as AsyncGenerator<ExecutionResult>;
   onStream?.(stream);
   return stream;
 }
 
-/** yoga's test for errors that must not be masked (graphql-yoga/esm/error.js isAbortError) */
-const isAbortError = (e: unknown): boolean =>
-  typeof e === 'object' && (e as { constructor?: { name?: string } } | null)?.constructor?.name === 'DOMException' && ((e as DOMException).name === 'AbortError' || (e as DOMException).name === 'TimeoutError');
-
 /**
- * What yoga's envelop layers do to each event of a subscription, in one promise reaction: errors in
- * a result are masked (useMaskedErrors' onNext), an error thrown by the stream's next() is masked
- * unless it is an abort (yoga's onSubscribeError hooks, errorAsyncIterator). return()/throw() pass
- * through unchanged, as there.
+ * Makes a fastSubscribe stream apply yoga's per-event masking itself (see EventStream), so that it
+ * can be consumed without envelop's per-event wrappers. False for any other stream.
  */
-export function maskedEvents(source: AsyncGenerator<ExecutionResult>, mask: (error: unknown) => unknown): AsyncGenerator<ExecutionResult> {
-  const onResult = (r: IteratorResult<ExecutionResult>): IteratorResult<ExecutionResult> =>
-    r.done || r.value.errors == null ? r : { done: false, value: { ...r.value, errors: r.value.errors.map((e) => mask(e) as GraphQLError) } };
-  const onError = (e: unknown): never => {
-    throw isAbortError(e) ? e : mask(e);
-  };
-  const it = {
-    next: () => source.next().then(onResult, onError),
-    return: (v?: unknown) => source.return(v as never),
-    throw: (e: unknown) => source.throw(e),
-    [Symbol.asyncIterator]() {
-      return it;
-    },
-  };
-  return it as unknown as AsyncGenerator<ExecutionResult>;
+export function setEventMask(stream: unknown, mask: (error: unknown) => unknown): boolean {
+  if (!(stream instanceof EventStream)) return false;
+  stream.mask = mask;
+  return true;
 }
 
 /** For tests: would this subscription's events take the planned path? */

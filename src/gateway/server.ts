@@ -13,7 +13,7 @@ import type { Engine } from '../engine/types.ts';
 import { handleDemoRequest } from '../web/serve.ts';
 import { readSchemaSdl } from './codegen.ts';
 import { GatewayError, maskError } from './errors.ts';
-import { fastSubscribe, maskedEvents } from './fast-subscribe.ts';
+import { fastSubscribe, setEventMask } from './fast-subscribe.ts';
 import { HostPolicy, OriginPolicy } from './origin.ts';
 import { RateLimiter, rateLimitedError } from './rate-limit.ts';
 import { queryShapeRule, type GatewayLimits } from './limits.ts';
@@ -436,14 +436,14 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       },
       execute: (args) => (args.rootValue as Roots).execute(args) as never,
       // The subscribe goes through envelop (plugins, masking of subscribe-time errors). Each event
-      // of a fast-path stream then takes maskedEvents (the same masking in one promise reaction)
+      // of a fast-path stream then gets the same masking inside its own promise reaction (setEventMask)
       // instead of envelop's mapAsyncIterator/iterateAsync/errorAsyncIterator chain per event.
       subscribe: async (args) => {
         const result = await (args.rootValue as Roots).subscribe(args);
         const raw = eventStreams.get(args.contextValue as object);
         eventStreams.delete(args.contextValue as object);
         const m = (yoga as unknown as { maskedErrorsOpts?: { maskError: (e: unknown, message: string) => unknown; errorMessage: string } | null }).maskedErrorsOpts;
-        if (raw && m && result && typeof result === 'object' && Symbol.asyncIterator in result) return maskedEvents(raw, (e) => m.maskError(e, m.errorMessage)) as never;
+        if (raw && m && result && typeof result === 'object' && Symbol.asyncIterator in result && setEventMask(raw, (e) => m.maskError(e, m.errorMessage))) return raw as never;
         return result as never;
       },
       onSubscribe: async (ctx, id, params) => {

@@ -3,7 +3,7 @@
 // those events fall back to graphql-js execute().
 import { describe, expect, it } from 'vitest';
 import { GraphQLScalarType, buildSchema, parse, subscribe, type ExecutionArgs, type ExecutionResult } from 'graphql/index.js';
-import { fastSubscribe, hasEventPlan, maskedEvents } from '../../src/gateway/fast-subscribe.ts';
+import { fastSubscribe, hasEventPlan, setEventMask } from '../../src/gateway/fast-subscribe.ts';
 
 const sdl = `
   type Query { ok: Boolean }
@@ -141,32 +141,27 @@ describe('fastSubscribe', () => {
     expect(returned).toBe(2);
   });
 
-  it('maskedEvents masks result errors and thrown errors, but not aborts', async () => {
+  it('setEventMask: result errors and next() errors are masked, aborts and return() are not', async () => {
     const mask = (e: unknown) => new Error(`masked: ${(e as Error).message}`);
-    const from = (steps: Array<ExecutionResult | Error>) => {
-      let i = 0;
-      return {
-        next: () => {
-          const s = steps[i++];
-          if (!s) return Promise.resolve({ value: undefined, done: true });
-          return s instanceof Error ? Promise.reject(s) : Promise.resolve({ value: s, done: false });
-        },
-        return: () => Promise.resolve({ value: undefined, done: true }),
-        throw: (e: unknown) => Promise.reject(e),
-        [Symbol.asyncIterator]() {
-          return this;
-        },
-      } as unknown as AsyncGenerator<ExecutionResult>;
+    const streamOf = async (events: unknown[], fail?: unknown) => {
+      const schema = makeSchema([]);
+      schema.getSubscriptionType()!.getFields().ev!.subscribe = async function* () {
+        for (const e of events) yield e;
+        if (fail) throw fail;
+      };
+      const s = (await fastSubscribe({ schema, document: parse(`subscription { ev(input: "x") { text strict } }`) } as ExecutionArgs)) as AsyncGenerator<ExecutionResult>;
+      expect(setEventMask(s, mask)).toBe(true);
+      return s;
     };
-    const ok = { data: { a: 1 } };
-    const it = maskedEvents(from([ok, { data: null, errors: [new Error('inner')] as never }, new Error('thrown')]), mask);
-    expect((await it.next()).value).toBe(ok);
+    const it = await streamOf([good, { ev: { ...good.ev, strict: null } }], new Error('thrown'));
+    expect((await it.next()).value).toEqual({ data: { ev: { text: 'a', strict: 4 } } });
     const second = (await it.next()).value as ExecutionResult;
     expect(second.data).toBeNull();
-    expect(second.errors![0]!.message).toBe('masked: inner');
+    expect(second.errors![0]!.message).toBe('masked: Cannot return null for non-nullable field Ev.strict.');
     await expect(it.next()).rejects.toThrow('masked: thrown');
     const abort = new DOMException('gone', 'AbortError');
-    await expect(maskedEvents(from([abort]), mask).next()).rejects.toBe(abort);
-    expect(await maskedEvents(from([]), mask).return(undefined)).toEqual({ value: undefined, done: true });
+    await expect((await streamOf([], abort)).next()).rejects.toBe(abort);
+    expect(await (await streamOf([good])).return(undefined)).toEqual({ value: undefined, done: true });
+    expect(setEventMask({}, mask)).toBe(false);
   });
 });
