@@ -17,6 +17,8 @@ export interface EngineOptions {
   decodeIntraOpThreads?: number;
   interOpThreads?: number;
   allowSpinning?: boolean;
+  /** µs the model worker polls for the next request after a reply (default 0; see SessionTuning) */
+  replySpinUs?: number;
   /** requests decoding at once (default 4) */
   maxConcurrent?: number;
   /** requests waiting for a slot (default 32); more → BUSY */

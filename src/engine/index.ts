@@ -95,6 +95,7 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
     decodeIntraOpThreads: intOpt(o, 'decodeIntraOpThreads', 1),
     interOpThreads: intOpt(o, 'interOpThreads', 1),
     allowSpinning: o['allowSpinning'] === true,
+    replySpinUs: intOpt(o, 'replySpinUs', 0),
     maxConcurrent: intOpt(o, 'maxConcurrent', 4),
     maxQueue: intOpt(o, 'maxQueue', 32),
     calibrate: o['calibrate'] !== false,
@@ -104,7 +105,7 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
     maxPromptWords: intOpt(o, 'maxPromptWords', Math.floor(m.decoder.max_positions / 2)),
   };
   const client = new WorkerClient(
-    { op: 'init', files: pack.files, manifest: m, tuning: { intraOpThreads: opts.intraOpThreads, decodeIntraOpThreads: opts.decodeIntraOpThreads, interOpThreads: opts.interOpThreads, allowSpinning: opts.allowSpinning } },
+    { op: 'init', files: pack.files, manifest: m, tuning: { intraOpThreads: opts.intraOpThreads, decodeIntraOpThreads: opts.decodeIntraOpThreads, interOpThreads: opts.interOpThreads, allowSpinning: opts.allowSpinning, replySpinUs: opts.replySpinUs } },
     { maxPending: opts.maxQueue * 8 + 64 },
   );
   try {

@@ -12,6 +12,11 @@ export interface SessionTuning {
   interOpThreads: number;
   /** spin-wait between ops (faster, burns idle CPU); default false on shared hosts */
   allowSpinning: boolean;
+  /**
+   * µs the worker keeps polling for the next request after each reply (0 = sleep at once): saves
+   * a thread wake-up per decode step on busy hosts, at the cost of that much CPU per reply
+   */
+  replySpinUs?: number;
 }
 
 export type Segment = { kind: 'ids'; ids: Int32Array } | { kind: 'embeds'; data: Float32Array; count: number };
@@ -61,6 +66,11 @@ export type WorkerRequest =
       /** tokens to draft (steps − 1 draft forwards after the commit) */
       steps: number;
       compact?: { keepFrom: number; keep: Int32Array };
+      /**
+       * then verify [root, chain] on target sequence `seq` (positions rootPos…, causal, all rows,
+       * `compact` applied first), as the next 'decode' request would: one request per step
+       */
+      verify?: { seq: number; root: number; compact?: { keepFrom: number; keep: Int32Array }; features: boolean };
     }
   | {
       op: 'draft_tree';
@@ -106,6 +116,8 @@ export interface WorkerStats {
   runMs: number;
   /** total ms handling requests (run() plus the worker's own tensor preparation) */
   handleMs: number;
+  /** requests picked up while spinning after a reply (SessionTuning.replySpinUs) */
+  spinHits: number;
 }
 
 export interface InitResult {

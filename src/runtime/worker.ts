@@ -1,6 +1,6 @@
 // Model worker: owns the onnxruntime sessions and KV caches of one pack. run() is synchronous inside
 // onnxruntime-node, so it lives here, off the main thread.
-import { parentPort } from 'node:worker_threads';
+import { parentPort, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import ort from 'onnxruntime-node';
 import { KvCache } from './kv-cache.ts';
 import type { GraphName, Manifest } from './manifest.ts';
@@ -23,7 +23,7 @@ let manifest: Manifest;
 const sessions: Partial<Record<GraphName, ort.InferenceSession>> = {};
 const seqs = new Map<number, KvCache>();
 let embedTable: Float32Array | null = null;
-const stats: WorkerStats = { modelCalls: 0, decodeCalls: 0, openSequences: 0, kvAllocations: 0, embedTable: false, runMs: 0, handleMs: 0 };
+const stats: WorkerStats = { modelCalls: 0, decodeCalls: 0, openSequences: 0, kvAllocations: 0, embedTable: false, runMs: 0, handleMs: 0, spinHits: 0 };
 
 function sess(g: GraphName): ort.InferenceSession {
   const s = sessions[g];
@@ -290,7 +290,9 @@ async function draftForward(msg: Extract<WorkerMessage, { op: 'draft' }>): Promi
  * features, position rootPos + i; a chain sees all its earlier rows). Token choice and log-prob are
  * those of eagle.ts topK(·, 1): highest logit, ties to the lower id, log-softmax in float64.
  */
-async function draftChain(msg: Extract<WorkerMessage, { op: 'draft_chain' }>): Promise<{ tokens: Int32Array; logprobs: Float64Array }> {
+async function draftChain(
+  msg: Extract<WorkerMessage, { op: 'draft_chain' }>,
+): Promise<{ tokens: Int32Array; logprobs: Float64Array; verify?: { logits: Float32Array; features?: Float32Array } }> {
   const cache = seqOf(msg.seq);
   if (msg.compact) cache.compact(msg.compact.keepFrom, msg.compact.keep);
   const D = manifest.decoder.hidden;
@@ -316,7 +318,27 @@ async function draftChain(msg: Extract<WorkerMessage, { op: 'draft_chain' }>): P
     out = await draftRun(cache, { embeds, prev: out.features.slice(row * D, (row + 1) * D), positions: [msg.rootPos + i], mask: ONE });
     row = 0;
   }
-  return { tokens, logprobs };
+  if (!msg.verify) return { tokens, logprobs };
+  // verify [root, chain] on the target right away (what the engine's next 'decode' request would be)
+  const v = msg.verify;
+  const T = msg.steps + 1;
+  const ids = new Int32Array(T);
+  ids[0] = v.root;
+  ids.set(tokens, 1);
+  const mask = new Uint8Array(T * T);
+  for (let i = 0; i < T; i++) for (let j = 0; j <= i; j++) mask[i * T + j] = 1;
+  const r = await decode({
+    op: 'decode',
+    id: msg.id,
+    seq: v.seq,
+    segments: [{ kind: 'ids', ids }],
+    positions: Int32Array.from({ length: T }, (_, i) => msg.rootPos + i),
+    mask,
+    rows: 'all',
+    compact: v.compact,
+    features: v.features,
+  });
+  return { tokens, logprobs, verify: { logits: r.logits, features: r.features } };
 }
 const ONE = Uint8Array.of(1);
 
@@ -505,7 +527,8 @@ async function handle(msg: WorkerMessage): Promise<{ result: unknown; transfer?:
     }
     case 'draft_chain': {
       const r = await draftChain(msg);
-      return { result: r, transfer: [r.tokens.buffer as ArrayBuffer, r.logprobs.buffer as ArrayBuffer] };
+      const t = [r.tokens.buffer, r.logprobs.buffer, r.verify?.logits.buffer, r.verify?.features?.buffer].filter((b) => !!b) as ArrayBuffer[];
+      return { result: r, transfer: t };
     }
     case 'draft_tree': {
       const r = await draftTree(msg);
@@ -549,15 +572,21 @@ async function handle(msg: WorkerMessage): Promise<{ result: unknown; transfer?:
 }
 
 // Requests are handled strictly one at a time (sessions are not re-entrant; order is FIFO).
+// After a reply the worker may spin-poll its port for up to `spinUs` (SessionTuning.replySpinUs):
+// in a decode loop the next request follows within a fraction of a millisecond, and picking it up
+// while still on the CPU skips the thread wake-up, which on a busy host costs more than the run.
 let chain: Promise<void> = Promise.resolve();
-port.on('message', (msg: WorkerMessage) => {
-  chain = chain.then(async () => {
+let spinUs = 0;
+
+async function serve(first: WorkerMessage): Promise<void> {
+  for (let msg: WorkerMessage | null = first; msg; msg = spinForNext()) {
     let reply: WorkerReply;
     let transfer: ArrayBuffer[] = [];
     try {
       const t0 = performance.now();
       const r = await handle(msg);
       stats.handleMs += performance.now() - t0;
+      if (msg.op === 'init') spinUs = Math.max(0, msg.tuning.replySpinUs ?? 0);
       reply = { id: msg.id, ok: true, result: r.result };
       transfer = r.transfer ?? [];
     } catch (e) {
@@ -566,6 +595,23 @@ port.on('message', (msg: WorkerMessage) => {
       const message = code === 'INTERNAL' || !err.code ? `${msg.op}: ${err.message ?? String(e)}` : err.message;
       reply = { id: msg.id, ok: false, error: { code, message, details: err.details } };
     }
-    port.postMessage(reply, transfer);
-  });
+    port!.postMessage(reply, transfer);
+  }
+}
+
+function spinForNext(): WorkerMessage | null {
+  if (spinUs <= 0) return null;
+  const until = performance.now() + spinUs / 1000;
+  do {
+    const next = receiveMessageOnPort(port as unknown as MessagePort);
+    if (next) {
+      stats.spinHits++;
+      return next.message as WorkerMessage;
+    }
+  } while (performance.now() < until);
+  return null;
+}
+
+port.on('message', (msg: WorkerMessage) => {
+  chain = chain.then(() => serve(msg));
 });

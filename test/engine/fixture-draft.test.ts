@@ -143,6 +143,52 @@ describe('draft.onnx through the worker', () => {
     }
   });
 
+  test('a draft chain carries its verification (fused request); a pruned chain drops the prefetched rows', async () => {
+    const client = engine.workerClient;
+    const table = await client.call<Float32Array>({ op: 'embed_table' });
+    const embed = (xs: number[]) => {
+      const out = new Float32Array(xs.length * D);
+      xs.forEach((x, i) => out.set(table.subarray(x * D, x * D + D), i * D));
+      return out;
+    };
+    const ids = [1, 30, 66, 35, 4, 12, 40];
+    const n = ids.length;
+    const pos = Int32Array.from(ids.map((_, i) => i));
+    for (const prune of [false, true]) {
+      const seq = await WorkerSequence.open(client, V, 64, L * D);
+      const ref = await WorkerSequence.open(client, V, 64, L * D);
+      await seq.forward(Int32Array.from(ids), pos, causalMask(n), 'all', true);
+      await ref.forward(Int32Array.from(ids), pos, causalMask(n), 'all', true);
+      const feats = seq.lastFeatures!;
+      const wd = await WorkerDraftModel.open(client, V, D);
+      wd.verifyOn(seq);
+      const proposer = new DraftModelProposer(new EagleDrafter(wd, embed), { mode: 'chain', chainLength: 4, maxChainLength: 8, stats: new AcceptanceStats() });
+      const embeds = new Float32Array(n * D);
+      embeds.set(embed(ids.slice(1)));
+      embeds.set(embed([9]), (n - 1) * D);
+      await proposer.commit({ embeds, hidden: feats, positions: pos, mask: causalMask(n), rootPos: n });
+      const tree = await proposer.propose([...ids, 9]);
+      expect(tree.tokens.length).toBe(5);
+      expect(seq.length).toBe(n); // prefetched rows are not counted until asked for
+      const T = prune ? 3 : 5;
+      const toks = tree.tokens.slice(0, T);
+      const p = Int32Array.from({ length: T }, (_, i) => n + i);
+      const got = await seq.forward(toks, p, causalMask(T), 'all', true);
+      const gotF = seq.lastFeatures!;
+      const want = await ref.forward(toks, p, causalMask(T), 'all', true);
+      expect(seq.length).toBe(n + T);
+      expect(maxDiff(got, want)).toBeLessThan(1e-4);
+      expect(maxDiff(gotF, ref.lastFeatures!)).toBeLessThan(1e-4);
+      // the cache holds exactly those rows: the next token sees the same past in both
+      const a = await seq.forward(Int32Array.of(7), Int32Array.of(n + T), causalMask(1), 'all');
+      const b = await ref.forward(Int32Array.of(7), Int32Array.of(n + T), causalMask(1), 'all');
+      expect(maxDiff(a, b)).toBeLessThan(1e-4);
+      await seq.close();
+      await ref.close();
+      await wd.close();
+    }
+  });
+
   test('sampled: the first two tokens follow the exact target distribution with EAGLE trees (chi-square)', async () => {
     const client = engine.workerClient;
     const sampling = { temperature: 1, topK: 3, topP: 1 };

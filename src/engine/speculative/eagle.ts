@@ -50,7 +50,7 @@ export interface DraftModel {
    * earlier row). Returns the `steps` top-1 tokens with their draft log-probabilities, exactly as
    * forward + expand(…, 1) would; the cache grows by rows + steps − 1.
    */
-  chain?(rows: DraftRows, rootPos: number, steps: number): Promise<DraftChain>;
+  chain?(rows: DraftRows, rootPos: number, steps: number, root?: number): Promise<DraftChain>;
   /**
    * Optional fused EAGLE-2 expansion: forward the committed `rows`, then expand `depth` levels of
    * tree.ts buildDynamicTree (top-`topK` children per node, the `topK` best nodes of a level
@@ -160,12 +160,12 @@ export class EagleDrafter implements Expander {
    * A greedy chain of K tokens after the pending commit, in one draft-model request (same tokens
    * and log-probabilities as expand() level by level with k = 1).
    */
-  async chain(K: number): Promise<DraftChain> {
+  async chain(K: number, root?: number): Promise<DraftChain> {
     const p = this.pending;
     if (!p || !this.draft.chain) throw new Error('chain: no pending commit or no fused chain');
     this.pending = null;
     this.draft.truncate(this.stable);
-    const out = await this.draft.chain(p.rows, p.rootPos, K);
+    const out = await this.draft.chain(p.rows, p.rootPos, K, root);
     this.forwards += K;
     this.stable += p.n;
     this.rootPos = p.rootPos;

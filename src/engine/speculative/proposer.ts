@@ -133,7 +133,7 @@ export class DraftModelProposer extends TreeProposer {
   protected override async chain(root: number, K: number): Promise<DraftTree> {
     if (!this.drafter.canChain) return super.chain(root, K);
     this.lastShape = 'chain';
-    const c = await this.drafter.chain(K);
+    const c = await this.drafter.chain(K, root);
     return chainTree(root, c.tokens, Array.from(c.logprobs, (lp) => Math.min(0, lp)));
   }
   /** trees: the whole EAGLE-2 expansion runs in one draft-model request, replayed here for ranking/sizing */

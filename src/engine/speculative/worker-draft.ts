@@ -2,6 +2,10 @@
 // and travel with the next forward.
 import type { WorkerClient } from '../../runtime/client.ts';
 import { WorkerSequence } from '../understand/worker-target.ts';
+
+function uniq(a: ArrayBuffer[]): ArrayBuffer[] {
+  return [...new Set(a)];
+}
 import type { DraftChain, DraftForward, DraftModel, DraftRows, DraftTreeRecord } from './eagle.ts';
 
 export class WorkerDraftModel implements DraftModel {
@@ -57,7 +61,15 @@ export class WorkerDraftModel implements DraftModel {
   }
 
   /** Committed rows, then a greedy chain of `steps` tokens, in one worker request (eagle.ts DraftModel.chain). */
-  async chain(rows: DraftRows, rootPos: number, steps: number): Promise<DraftChain> {
+  /** target sequence whose verification of each chain travels with the chain request (verifyOn) */
+  private target: WorkerSequence | null = null;
+
+  /** Verify every chain on `seq` in the same worker request (the result waits in `seq`, see WorkerSequence.prefetch). */
+  verifyOn(seq: WorkerSequence | null): void {
+    this.target = seq;
+  }
+
+  async chain(rows: DraftRows, rootPos: number, steps: number, root?: number): Promise<DraftChain> {
     if (!rows.hidden) throw new Error('draft chain: committed rows need target hidden states');
     const compact = this.pendingTruncate !== null ? { keepFrom: this.pendingTruncate, keep: new Int32Array(0) } : undefined;
     this.pendingTruncate = null;
@@ -68,9 +80,22 @@ export class WorkerDraftModel implements DraftModel {
       mask: Uint8Array.from(rows.mask),
     };
     const transfer = [commit.embeds.buffer, commit.hidden.buffer, commit.positions.buffer, commit.mask.buffer, ...(compact ? [compact.keep.buffer] : [])] as ArrayBuffer[];
-    const out = await this.client.call<DraftChain>({ op: 'draft_chain', seq: this.id, commit, rootPos, steps, compact }, transfer, this.generation);
+    const target = root !== undefined && this.target?.alive && this.target.generation === this.generation ? this.target : null;
+    const verify = target ? target.prefetchRequest(root!) : undefined;
+    if (verify?.compact) transfer.push(verify.compact.keep.buffer as ArrayBuffer);
+    const out = await this.client.call<DraftChain & { verify?: { logits: Float32Array; features?: Float32Array } }>(
+      { op: 'draft_chain', seq: this.id, commit, rootPos, steps, compact, verify },
+      uniq(transfer),
+      this.generation,
+    );
     this.len += rows.positions.length + Math.max(0, steps - 1);
-    return out;
+    if (target && out.verify) {
+      const ids = new Int32Array(steps + 1);
+      ids[0] = root!;
+      ids.set(out.tokens, 1);
+      target.prefetched(ids, rootPos, out.verify.logits, out.verify.features ?? null);
+    }
+    return { tokens: out.tokens, logprobs: out.logprobs };
   }
 
   /** Committed rows, then an EAGLE-2 expansion of `depth` levels, in one worker request (eagle.ts DraftModel.tree). */

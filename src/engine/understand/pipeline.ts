@@ -230,6 +230,8 @@ export async function* runUnderstand(
     if (signal?.aborted) throw new EngineError('CANCELLED', 'request cancelled');
     const made = await makeProposer(ctx, v, startPos === 0);
     proposer = made.proposer;
+    // draft chains carry their verification on this sequence (one worker request per step)
+    made.draft?.verifyOn(seq);
     draft = made.draft;
     const pEmbeds = proposer?.needsFeatures ? promptEmbeds(ctx, lay.segments, promptTokens) : null;
     const pPositions = Int32Array.from(lay.positions);

@@ -17,7 +17,9 @@ export class WorkerSequence implements TargetSequence {
   private peak = 0;
   private pending: Compaction | null = null;
   lastFeatures: Float32Array | null = null;
-  private generation: number;
+  readonly generation: number;
+  /** a chain verification that ran with the draft request (rows already in the worker's cache) */
+  private pre: { base: number; ids: Int32Array; pos: number; logits: Float32Array; features: Float32Array | null; wantFeatures: boolean } | null = null;
   private closed = false;
 
   private constructor(
@@ -49,6 +51,23 @@ export class WorkerSequence implements TargetSequence {
     return this.client.generation === this.generation;
   }
 
+  /**
+   * The verify part of a fused draft request (worker-draft.ts chain): the compaction it applies
+   * first, and whether it returns features. The sequence then holds the result (prefetched).
+   */
+  prefetchRequest(root: number): { seq: number; root: number; compact?: Compaction; features: boolean } {
+    const compact = this.pending ?? undefined;
+    this.pending = null;
+    this.pre = null;
+    return { seq: this.id, root, compact, features: this.featureDim > 0 };
+  }
+
+  /** The fused request appended [root, chain] at positions pos…: the next matching forward returns it. */
+  prefetched(ids: Int32Array, pos: number, logits: Float32Array, features: Float32Array | null): void {
+    // `length` counts these rows only once the forward that asks for them returns them
+    this.pre = { base: this.len, ids, pos, logits, features, wantFeatures: features !== null };
+  }
+
   /** Prefill/extend with mixed segments (ids and precomputed embeddings). */
   async extend(segments: Segment[], positions: Int32Array, mask: Uint8Array, rows: 'all' | 'last', wantFeatures = false): Promise<Float32Array> {
     const transfer: ArrayBuffer[] = [positions.buffer as ArrayBuffer, mask.buffer as ArrayBuffer];
@@ -70,10 +89,24 @@ export class WorkerSequence implements TargetSequence {
   }
 
   forward(tokens: Int32Array, positions: Int32Array, mask: Uint8Array, rows: 'all' | 'last', wantFeatures = false): Promise<Float32Array> {
+    const p = this.pre;
+    if (p) {
+      this.pre = null;
+      if (rows === 'all' && p.wantFeatures === wantFeatures && p.base === this.len && !this.pending && sameChain(p.ids, p.pos, tokens, positions, mask)) {
+        this.len += p.ids.length;
+        this.peak = Math.max(this.peak, this.len);
+        this.lastFeatures = p.features;
+        return Promise.resolve(p.logits);
+      }
+      // asked for something else (e.g. the chain was pruned): drop the prefetched rows first
+      if (!this.pending) this.compact({ keepFrom: this.len, keep: new Int32Array(0) });
+    }
     return this.extend([{ kind: 'ids', ids: Int32Array.from(tokens) }], Int32Array.from(positions), Uint8Array.from(mask), rows, wantFeatures);
   }
 
   compact(c: Compaction): void {
+    // prefetched rows (beyond `length`) are dropped by any compaction, which keeps rows < length only
+    this.pre = null;
     if (this.pending) throw new Error('two compactions without a forward in between');
     this.pending = { keepFrom: c.keepFrom, keep: Int32Array.from(c.keep) };
     this.len = c.keepFrom + c.keep.length;
@@ -81,6 +114,11 @@ export class WorkerSequence implements TargetSequence {
 
   /** Flush a deferred compaction (before handing the KV to another user, e.g. a session). */
   async flush(): Promise<void> {
+    if (this.pre) {
+      // a prefetched verification nobody asked for: drop its rows from the worker's cache
+      this.pre = null;
+      if (!this.pending) this.pending = { keepFrom: this.len, keep: new Int32Array(0) };
+    }
     if (!this.pending) return;
     const c = this.pending;
     this.pending = null;
@@ -97,6 +135,17 @@ export class WorkerSequence implements TargetSequence {
       /* worker gone or engine closed: nothing to free */
     }
   }
+}
+
+/** tokens/positions/mask are exactly the chain [ids] at pos, pos+1, … with a causal mask */
+function sameChain(ids: Int32Array, pos: number, tokens: Int32Array, positions: Int32Array, mask: Uint8Array): boolean {
+  const T = ids.length;
+  if (tokens.length !== T || positions.length !== T || mask.length !== T * T) return false;
+  for (let i = 0; i < T; i++) {
+    if (tokens[i] !== ids[i] || positions[i] !== pos + i) return false;
+    for (let j = 0; j < T; j++) if (mask[i * T + j] !== (j <= i ? 1 : 0)) return false;
+  }
+  return true;
 }
 
 function uniq(a: ArrayBuffer[]): ArrayBuffer[] {
