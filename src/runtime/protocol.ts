@@ -118,6 +118,8 @@ export interface WorkerStats {
   handleMs: number;
   /** requests picked up while spinning after a reply (SessionTuning.replySpinUs) */
   spinHits: number;
+  /** run() calls and ms per graph */
+  byGraph: Partial<Record<string, { calls: number; ms: number }>>;
 }
 
 export interface InitResult {

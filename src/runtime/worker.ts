@@ -23,7 +23,7 @@ let manifest: Manifest;
 const sessions: Partial<Record<GraphName, ort.InferenceSession>> = {};
 const seqs = new Map<number, KvCache>();
 let embedTable: Float32Array | null = null;
-const stats: WorkerStats = { modelCalls: 0, decodeCalls: 0, openSequences: 0, kvAllocations: 0, embedTable: false, runMs: 0, handleMs: 0, spinHits: 0 };
+const stats: WorkerStats = { modelCalls: 0, decodeCalls: 0, openSequences: 0, kvAllocations: 0, embedTable: false, runMs: 0, handleMs: 0, spinHits: 0, byGraph: {} };
 
 function sess(g: GraphName): ort.InferenceSession {
   const s = sessions[g];
@@ -36,7 +36,11 @@ async function run(g: GraphName, feeds: Record<string, ort.Tensor>, fetches?: Re
   const s = sess(g);
   const t0 = performance.now();
   const r = fetches ? await s.run(feeds, fetches as never) : await s.run(feeds);
-  stats.runMs += performance.now() - t0;
+  const dt = performance.now() - t0;
+  stats.runMs += dt;
+  const g1 = (stats.byGraph[g] ??= { calls: 0, ms: 0 });
+  g1.calls++;
+  g1.ms += dt;
   return r;
 }
 
@@ -558,7 +562,7 @@ async function handle(msg: WorkerMessage): Promise<{ result: unknown; transfer?:
     case 'stats': {
       let alloc = 0;
       for (const c of seqs.values()) alloc += c.allocations;
-      return { result: { ...stats, kvAllocations: alloc } };
+      return { result: { ...stats, byGraph: structuredClone(stats.byGraph), kvAllocations: alloc } };
     }
     case '__crash':
       process.exit(3);

@@ -19,12 +19,29 @@ export class WorkerDraftModel implements DraftModel {
     private generation: number,
   ) {}
 
+  /** the worker's answer to this cache's 'open' (awaited with the first request that uses it) */
+  private opened: Promise<null> = Promise.resolve(null);
+
+  /** Resolves once the 'open' request is posted (requests are handled in order; see WorkerSequence.open). */
   static async open(client: WorkerClient, vocab: number, hidden: number, capacity = 128): Promise<WorkerDraftModel> {
     await client.whenReady();
     const id = WorkerSequence.allocateId();
     const gen = client.generation;
-    await client.call({ op: 'open', seq: id, capacity, kind: 'draft' }, [], gen);
-    return new WorkerDraftModel(client, id, vocab, hidden, gen);
+    const d = new WorkerDraftModel(client, id, vocab, hidden, gen);
+    d.opened = client.call<null>({ op: 'open', seq: id, capacity, kind: 'draft' }, [], gen);
+    d.opened.catch(() => {});
+    return d;
+  }
+
+  private async request<R>(msg: Parameters<WorkerClient['call']>[0], transfer: ArrayBuffer[]): Promise<R> {
+    const r = this.client.call<R>(msg, transfer, this.generation);
+    try {
+      await this.opened;
+    } catch (e) {
+      r.catch(() => {});
+      throw e;
+    }
+    return r;
   }
 
   get length(): number {
@@ -55,7 +72,7 @@ export class WorkerDraftModel implements DraftModel {
     const transfer = [msg.embeds, msg.hidden, msg.prev, msg.positions, msg.mask, msg.past?.mask, compact?.keep]
       .filter((a): a is NonNullable<typeof a> => !!a)
       .map((a) => a.buffer as ArrayBuffer);
-    const out = await this.client.call<DraftForward>(msg, transfer, this.generation);
+    const out = await this.request<DraftForward>(msg, transfer);
     this.len += r.positions.length;
     return out;
   }
@@ -83,10 +100,9 @@ export class WorkerDraftModel implements DraftModel {
     const target = root !== undefined && this.target?.alive && this.target.generation === this.generation ? this.target : null;
     const verify = target ? target.prefetchRequest(root!) : undefined;
     if (verify?.compact) transfer.push(verify.compact.keep.buffer as ArrayBuffer);
-    const out = await this.client.call<DraftChain & { verify?: { logits: Float32Array; features?: Float32Array } }>(
+    const out = await this.request<DraftChain & { verify?: { logits: Float32Array; features?: Float32Array } }>(
       { op: 'draft_chain', seq: this.id, commit, rootPos, steps, compact, verify },
       uniq(transfer),
-      this.generation,
     );
     this.len += rows.positions.length + Math.max(0, steps - 1);
     if (target && out.verify) {
@@ -110,7 +126,7 @@ export class WorkerDraftModel implements DraftModel {
       mask: Uint8Array.from(rows.mask),
     };
     const transfer = [commit.embeds.buffer, commit.hidden.buffer, commit.positions.buffer, commit.mask.buffer, ...(compact ? [compact.keep.buffer] : [])] as ArrayBuffer[];
-    const out = await this.client.call<DraftTreeRecord>({ op: 'draft_tree', seq: this.id, commit, rootPos, topK, depth, compact }, transfer, this.generation);
+    const out = await this.request<DraftTreeRecord>({ op: 'draft_tree', seq: this.id, commit, rootPos, topK, depth, compact }, transfer);
     this.len += rows.positions.length;
     for (let l = 1; l < out.frontier.length; l++) this.len += out.frontier[l]!;
     return out;

@@ -365,8 +365,9 @@ export async function* runUnderstand(
     };
   } finally {
     freeSession();
-    if (seq && !conversation) await seq.close();
-    await draft?.close();
+    // closes are not waited for: the worker handles them before any later request
+    if (seq && !conversation) void seq.close();
+    void draft?.close();
     release!();
   }
 }

@@ -30,11 +30,31 @@ export class WorkerSequence implements TargetSequence {
     this.generation = client.generation;
   }
 
+  /**
+   * Resolves as soon as the 'open' request is posted: the worker handles requests in order, so the
+   * first forward can follow at once; its reply (or the open's error) is awaited with the forward.
+   */
   static async open(client: WorkerClient, vocab: number, capacity = 64, featureDim = 0): Promise<WorkerSequence> {
     await client.whenReady();
     const s = new WorkerSequence(client, vocab, featureDim);
-    await client.call({ op: 'open', seq: s.id, capacity }, [], s.generation);
+    s.opened = client.call<null>({ op: 'open', seq: s.id, capacity }, [], s.generation);
+    s.opened.catch(() => {}); // reported by the next request that waits for it
     return s;
+  }
+
+  /** the worker's answer to this sequence's 'open' */
+  private opened: Promise<null> = Promise.resolve(null);
+
+  /** a request on this sequence, after its 'open' (posted in order; the open's error wins) */
+  private async request<R>(msg: Parameters<WorkerClient['call']>[0], transfer: ArrayBuffer[] = []): Promise<R> {
+    const r = this.client.call<R>(msg, transfer, this.generation);
+    try {
+      await this.opened;
+    } catch (e) {
+      r.catch(() => {});
+      throw e;
+    }
+    return r;
   }
 
   get length(): number {
@@ -77,10 +97,9 @@ export class WorkerSequence implements TargetSequence {
     if (compact) transfer.push(compact.keep.buffer as ArrayBuffer);
     this.pending = null;
     const T = positions.length;
-    const r = await this.client.call<{ logits: Float32Array; features?: Float32Array }>(
+    const r = await this.request<{ logits: Float32Array; features?: Float32Array }>(
       { op: 'decode', seq: this.id, segments, positions, mask, rows, compact, features: wantFeatures },
       uniq(transfer),
-      this.generation,
     );
     this.len += T;
     this.peak = Math.max(this.peak, this.len);
@@ -122,7 +141,7 @@ export class WorkerSequence implements TargetSequence {
     if (!this.pending) return;
     const c = this.pending;
     this.pending = null;
-    await this.client.call({ op: 'compact', seq: this.id, keepFrom: c.keepFrom, keep: c.keep }, [], this.generation);
+    await this.request({ op: 'compact', seq: this.id, keepFrom: c.keepFrom, keep: c.keep });
   }
 
   async close(): Promise<void> {
