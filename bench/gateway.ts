@@ -9,6 +9,9 @@
 // coalescing, JSON, the socket and the client's own parse, so it is an upper bound of what the
 // gateway adds. Coalesced events carry several stamps; each token's latency is counted.
 // Event-loop lag is sampled on the gateway's thread with monitorEventLoopDelay.
+// The synthetic engine runs on the gateway's thread, so a busy gateway also delays the engine
+// boundary stamp itself (its step timers fire late) and that wait is not in added_latency. Each chunk
+// therefore also carries the time its step was due; step_due_latency_* is receipt minus that.
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { monitorEventLoopDelay, performance as nodePerformance } from 'node:perf_hooks';
@@ -68,7 +71,9 @@ class StampingEngine implements Engine {
       const due = t0 + (i + 1) * this.stepMs;
       await new Promise((r) => setTimeout(r, Math.max(0, due - performance.now())));
       if (signal?.aborted) return;
-      yield { kind: 'chunk', text: `${now().toFixed(3)}|`, tokenIds: [i], acceptedTokens: 1, draftedTokens: 1 };
+      // "<handed to the gateway>/<step due>|": the second stamp is when this synthetic step was due,
+      // i.e. when an engine on its own thread would have produced the chunk
+      yield { kind: 'chunk', text: `${now().toFixed(3)}/${(performance.timeOrigin + due).toFixed(3)}|`, tokenIds: [i], acceptedTokens: 1, draftedTokens: 1 };
     }
     yield {
       kind: 'done',
@@ -96,13 +101,18 @@ const { parentPort, workerData } = require('node:worker_threads');
 const WebSocket = require(workerData.wsPath);
 const { url, streams, transport, query } = workerData;
 const now = () => performance.timeOrigin + performance.now();
-const latencies = [];
+const latencies = [], scheduled = [];
 let events = 0, done = 0, errors = 0;
 function record(text) {
   const t = now();
-  for (const s of text.split('|')) if (s) latencies.push(t - Number(s));
+  for (const s of text.split('|')) {
+    if (!s) continue;
+    const i = s.indexOf('/');
+    latencies.push(t - Number(s.slice(0, i)));
+    scheduled.push(t - Number(s.slice(i + 1)));
+  }
 }
-function finish() { if (++done === streams) parentPort.postMessage({ latencies, events, errors }); }
+function finish() { if (++done === streams) parentPort.postMessage({ latencies, scheduled, events, errors }); }
 function wsStream() {
   const ws = new WebSocket(url.replace(/^http/, 'ws'), 'graphql-transport-ws');
   ws.on('open', () => ws.send(JSON.stringify({ type: 'connection_init' })));
@@ -192,7 +202,7 @@ export async function run(argv: string[]): Promise<number> {
       thread0 = threadCpuNs();
       lag.enable();
     });
-    const result = await new Promise<{ latencies: number[]; events: number; errors: number }>((resolve, reject) => {
+    const result = await new Promise<{ latencies: number[]; scheduled: number[]; events: number; errors: number }>((resolve, reject) => {
       const w = new Worker(CLIENT_SOURCE, { eval: true, workerData: { url: server.url, streams, transport, query, wsPath } });
       w.once('message', (m) => {
         resolve(m);
@@ -207,6 +217,7 @@ export async function run(argv: string[]): Promise<number> {
     const thread1 = threadCpuNs();
     const sorted = Float64Array.from(result.latencies).sort();
     const arr = Array.from(sorted);
+    const sched = Array.from(Float64Array.from(result.scheduled).sort());
     const out = {
       streams,
       transport,
@@ -215,6 +226,11 @@ export async function run(argv: string[]): Promise<number> {
       added_latency_p50_ms: round(percentile(arr, 50)),
       added_latency_p99_ms: round(percentile(arr, 99)),
       added_latency_max_ms: round(arr.at(-1) ?? NaN),
+      // from when each synthetic step was due to client receipt: also counts the time the chunk waited
+      // for the gateway's busy event loop before it reached the engine boundary above (the synthetic
+      // engine shares the gateway's thread; a real engine on its own thread would not wait for it)
+      step_due_latency_p50_ms: round(percentile(sched, 50)),
+      step_due_latency_p99_ms: round(percentile(sched, 99)),
       event_loop_lag_p99_ms: round(lag.percentile(99) / 1e6),
       // steady state: share of wall time the gateway's event loop was busy, and CPU per delivered
       // event of the whole process (gateway thread + the client worker, which is the same code before/after)
