@@ -72,8 +72,10 @@ class StampingEngine implements Engine {
       await new Promise((r) => setTimeout(r, Math.max(0, due - performance.now())));
       if (signal?.aborted) return;
       // "<handed to the gateway>/<step due>|": the second stamp is when this synthetic step was due,
-      // i.e. when an engine on its own thread would have produced the chunk
-      yield { kind: 'chunk', text: `${now().toFixed(3)}/${(performance.timeOrigin + due).toFixed(3)}|`, tokenIds: [i], acceptedTokens: 1, draftedTokens: 1 };
+      // i.e. when an engine on its own thread would have produced the chunk (libuv's millisecond
+      // clock can fire a timer slightly early: then the chunk was there at the first stamp)
+      const at = now();
+      yield { kind: 'chunk', text: `${at.toFixed(3)}/${Math.min(at, performance.timeOrigin + due).toFixed(3)}|`, tokenIds: [i], acceptedTokens: 1, draftedTokens: 1 };
     }
     yield {
       kind: 'done',
