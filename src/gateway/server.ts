@@ -438,6 +438,9 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       // The subscribe goes through envelop (plugins, masking of subscribe-time errors). Each event
       // of a fast-path stream then gets the same masking inside its own promise reaction (setEventMask)
       // instead of envelop's mapAsyncIterator/iterateAsync/errorAsyncIterator chain per event.
+      // This relies on masking (yoga's maskedErrors and its AbortError pass-through) being the only
+      // per-event subscription hooks in this server: a plugin added with onSubscribeResult
+      // onNext/onEnd hooks would be skipped here for graphql-ws (fold it into EventStream or drop this).
       subscribe: async (args) => {
         const result = await (args.rootValue as Roots).subscribe(args);
         const raw = eventStreams.get(args.contextValue as object);
