@@ -32,6 +32,8 @@ const QUESTIONS = [
 ];
 
 interface ModeStats {
+  /** where the time of this mode's requests went (ms, summed): see time_split_ms */
+  split: { decoder: number; draft: number; otherGraphs: number; workerJs: number; outsideWorker: number; requests: number };
   tokens: number;
   ms: number;
   decodeTokens: number;
@@ -53,7 +55,7 @@ export async function run(argv: string[]): Promise<number> {
   const rounds = intFlag(args, 'rounds', 3, 1, 50);
   const engine = await createEngine(pack, { intraOpThreads: intFlag(args, 'threads', 2, 1, 64), calibrate: true, maxConcurrent: 1 });
   const modes: SpeculationMode[] = ['off', 'chain', 'tree', 'auto'];
-  const stats: Record<string, ModeStats> = Object.fromEntries(modes.map((m) => [m, { tokens: 0, ms: 0, decodeTokens: 0, decodeMs: 0, drafts: 0, accepted: 0, outputs: [] }]));
+  const stats: Record<string, ModeStats> = Object.fromEntries(modes.map((m) => [m, { split: { decoder: 0, draft: 0, otherGraphs: 0, workerJs: 0, outsideWorker: 0, requests: 0 }, tokens: 0, ms: 0, decodeTokens: 0, decodeMs: 0, drafts: 0, accepted: 0, outputs: [] }]));
   let lossless = true;
   const proposers: Record<string, Set<string>> = { chain: new Set(), tree: new Set(), auto: new Set() };
   const size = engine.info.imageSize.width;
@@ -87,6 +89,7 @@ export async function run(argv: string[]): Promise<number> {
         for (const mode of order) {
           let summary: UnderstandSummary | null = null;
           const ids: number[] = [];
+          const w0 = await engine.workerStats();
           const t0 = performance.now();
           for await (const ev of engine.understand({ ...r, speculation: { mode } })) {
             if (ev.kind === 'chunk') ids.push(...ev.tokenIds);
@@ -96,6 +99,7 @@ export async function run(argv: string[]): Promise<number> {
             }
           }
           const ms = performance.now() - t0;
+          const w1 = await engine.workerStats();
           const s = summary!;
           if (round > 0 || rounds === 1) {
             const st = stats[mode]!;
@@ -105,6 +109,15 @@ export async function run(argv: string[]): Promise<number> {
             st.decodeMs += s.timings.totalMs - s.timings.timeToFirstTokenMs;
             st.drafts += s.speculation.drafts;
             st.accepted += s.speculation.acceptedTokens;
+            const g = (w: typeof w0, k: string) => w.byGraph[k]?.ms ?? 0;
+            const run = w1.runMs - w0.runMs;
+            const handle = w1.handleMs - w0.handleMs;
+            st.split.decoder += g(w1, 'decoder') - g(w0, 'decoder');
+            st.split.draft += g(w1, 'draft') - g(w0, 'draft');
+            st.split.otherGraphs += run - (g(w1, 'decoder') - g(w0, 'decoder')) - (g(w1, 'draft') - g(w0, 'draft'));
+            st.split.workerJs += handle - run;
+            st.split.outsideWorker += ms - handle;
+            st.split.requests++;
           }
           if (mode !== 'off' && s.speculation.proposer) proposers[mode]!.add(s.speculation.proposer);
           out[mode] = ids.join(' ');
@@ -138,6 +151,16 @@ export async function run(argv: string[]): Promise<number> {
       decode_only_tps: { plain: +dtps('off').toFixed(1), chain: +dtps('chain').toFixed(1), tree: +dtps('tree').toFixed(1), auto: +dtps('auto').toFixed(1) },
       lossless,
       completion_tokens: stats['off']!.tokens,
+      // per request, by mode: ms inside decoder.onnx / draft.onnx / other graphs (vision, embed) runs,
+      // the worker's own JS around them, and everything outside the worker (messages, main thread)
+      time_split_ms: Object.fromEntries(
+        modes.map((m) => {
+          const x = stats[m]!.split;
+          const n = Math.max(1, x.requests);
+          const r = (v: number) => +(v / n).toFixed(3);
+          return [m, { decoder: r(x.decoder), draft: r(x.draft), other_graphs: r(x.otherGraphs), worker_js: r(x.workerJs), outside_worker: r(x.outsideWorker) }];
+        }),
+      ),
       cost_curve_ms: engine.costCurve?.map(([t, c]) => [t, +c.toFixed(3)]),
       draft_cost_ms: engine.draftCost,
       // what auto would pick for the next step with the draft model (plain/chain/tree; draft cost included)

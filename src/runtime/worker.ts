@@ -353,9 +353,17 @@ function topKOf(lg: Float32Array, k: number, tokens: number[], logprobs: number[
   let z = 0;
   for (const x of lg) z += Math.exp(x - max);
   const lse = max + Math.log(z);
-  const idx = Array.from(lg.keys());
-  idx.sort((a, b) => lg[b]! - lg[a]! || a - b);
-  for (const t of idx.slice(0, k)) {
+  // insertion into a sorted list of at most k (k ≤ 10): same order as sorting by (−logit, id)
+  const best: number[] = [];
+  for (let t = 0; t < lg.length; t++) {
+    const x = lg[t]!;
+    if (best.length === k && !(x > lg[best[k - 1]!]!)) continue;
+    let i = best.length;
+    while (i > 0 && x > lg[best[i - 1]!]!) i--;
+    best.splice(i, 0, t);
+    if (best.length > k) best.pop();
+  }
+  for (const t of best) {
     tokens.push(t);
     logprobs.push(lg[t]! - lse);
   }
