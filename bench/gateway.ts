@@ -32,6 +32,8 @@ gateway's event-loop lag, at N concurrent understanding streams on a synthetic e
 Prints one JSON object: {streams, added_latency_p50_ms, added_latency_p99_ms, event_loop_lag_p99_ms, ...}.`;
 
 const now = () => performance.timeOrigin + performance.now();
+/** the after_warmup_* figures skip this much of the steady state */
+const WARMUP_MS = 500;
 
 /** CPU time of the calling thread in ns (Linux schedstat), or undefined where unavailable. */
 function threadCpuNs(): number | undefined {
@@ -103,18 +105,19 @@ const { parentPort, workerData } = require('node:worker_threads');
 const WebSocket = require(workerData.wsPath);
 const { url, streams, transport, query } = workerData;
 const now = () => performance.timeOrigin + performance.now();
-const latencies = [], scheduled = [];
+const latencies = [], scheduled = [], received = [];
 let events = 0, done = 0, errors = 0;
 function record(text) {
   const t = now();
   for (const s of text.split('|')) {
     if (!s) continue;
     const i = s.indexOf('/');
+    received.push(t);
     latencies.push(t - Number(s.slice(0, i)));
     scheduled.push(t - Number(s.slice(i + 1)));
   }
 }
-function finish() { if (++done === streams) parentPort.postMessage({ latencies, scheduled, events, errors }); }
+function finish() { if (++done === streams) parentPort.postMessage({ latencies, scheduled, received, events, errors }); }
 function wsStream() {
   const ws = new WebSocket(url.replace(/^http/, 'ws'), 'graphql-transport-ws');
   ws.on('open', () => ws.send(JSON.stringify({ type: 'connection_init' })));
@@ -185,6 +188,8 @@ export async function run(argv: string[]): Promise<number> {
     limits: { maxConcurrentJobs: streams, maxQueuedJobs: streams, maxSubscriptionsPerSocket: 4, rateLimitPerSecond: 0 }, // one client IP opens every stream
   });
   const lag = monitorEventLoopDelay({ resolution: 1 });
+  const lagWarm = monitorEventLoopDelay({ resolution: 1 });
+  let warmTimer: NodeJS.Timeout | undefined;
   try {
     const query = `subscription { understand(input: { prompt: "bench", maxTokens: ${tokens} }) { text done } }`;
     const wsPath = createRequire(import.meta.url).resolve('ws');
@@ -203,8 +208,9 @@ export async function run(argv: string[]): Promise<number> {
       cpu0 = process.cpuUsage();
       thread0 = threadCpuNs();
       lag.enable();
+      warmTimer = setTimeout(() => lagWarm.enable(), WARMUP_MS);
     });
-    const result = await new Promise<{ latencies: number[]; scheduled: number[]; events: number; errors: number }>((resolve, reject) => {
+    const result = await new Promise<{ latencies: number[]; scheduled: number[]; received: number[]; events: number; errors: number }>((resolve, reject) => {
       const w = new Worker(CLIENT_SOURCE, { eval: true, workerData: { url: server.url, streams, transport, query, wsPath } });
       w.once('message', (m) => {
         resolve(m);
@@ -213,6 +219,8 @@ export async function run(argv: string[]): Promise<number> {
       w.once('error', reject);
     });
     lag.disable();
+    lagWarm.disable();
+    clearTimeout(warmTimer);
     const wallMs = performance.now() - t0;
     const elu = nodePerformance.eventLoopUtilization(elu0);
     const cpu = process.cpuUsage(cpu0);
@@ -220,6 +228,11 @@ export async function run(argv: string[]): Promise<number> {
     const sorted = Float64Array.from(result.latencies).sort();
     const arr = Array.from(sorted);
     const sched = Array.from(Float64Array.from(result.scheduled).sort());
+    // the same, for tokens received after the first WARMUP_MS of the steady state (JIT warm-up)
+    const warmFrom = performance.timeOrigin + t0 + WARMUP_MS;
+    const warmIdx = result.received.flatMap((t, k) => (t >= warmFrom ? [k] : []));
+    const warmAdded = Array.from(Float64Array.from(warmIdx.map((k) => result.latencies[k]!)).sort());
+    const warmDue = Array.from(Float64Array.from(warmIdx.map((k) => result.scheduled[k]!)).sort());
     const out = {
       streams,
       transport,
@@ -234,6 +247,13 @@ export async function run(argv: string[]): Promise<number> {
       step_due_latency_p50_ms: round(percentile(sched, 50)),
       step_due_latency_p99_ms: round(percentile(sched, 99)),
       event_loop_lag_p99_ms: round(lag.percentile(99) / 1e6),
+      // everything above covers the whole steady state, including its first WARMUP_MS in which the
+      // per-event code is still being optimized; these cover only what comes after (null for shorter runs)
+      after_warmup_added_latency_p50_ms: round(percentile(warmAdded, 50)),
+      after_warmup_added_latency_p99_ms: round(percentile(warmAdded, 99)),
+      after_warmup_step_due_latency_p99_ms: round(percentile(warmDue, 99)),
+      after_warmup_event_loop_lag_p99_ms: warmAdded.length ? round(lagWarm.percentile(99) / 1e6) : NaN,
+      after_warmup_tokens: warmAdded.length,
       // steady state: share of wall time the gateway's event loop was busy, and CPU per delivered
       // event of the whole process (gateway thread + the client worker, which is the same code before/after)
       gateway_loop_utilization: round(elu.utilization),
