@@ -71,6 +71,7 @@ export type WorkerRequest =
        * `compact` applied first), as the next 'decode' request would: one request per step
        */
       verify?: { seq: number; root: number; compact?: { keepFrom: number; keep: Int32Array }; features: boolean };
+      // (the chain is verified as [root, chain] at rootPos…, causal)
     }
   | {
       op: 'draft_tree';
@@ -82,6 +83,19 @@ export type WorkerRequest =
       topK: number;
       depth: number;
       compact?: { keepFrom: number; keep: Int32Array };
+      /**
+       * then build the tree as the engine does (buildDynamicTree over the expansion, `budget`,
+       * chooseTreeSize with `choose`) and verify it on target sequence `seq` (positions rootPos +
+       * depth, tree mask, all rows, `compact` applied first): one request per step
+       */
+      verify?: {
+        seq: number;
+        root: number;
+        budget: number;
+        choose?: { points: Array<[number, number]>; fixed: number };
+        compact?: { keepFrom: number; keep: Int32Array };
+        features: boolean;
+      };
     }
   | { op: 'embed_table' }
   | {

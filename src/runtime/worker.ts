@@ -4,6 +4,8 @@ import { parentPort, receiveMessageOnPort, type MessagePort } from 'node:worker_
 import ort from 'onnxruntime-node';
 import { KvCache } from './kv-cache.ts';
 import type { GraphName, Manifest } from './manifest.ts';
+import { CostCurve, chooseTreeSize } from '../engine/speculative/sizing.ts';
+import { buildDynamicTree, replayExpander, treeMask, treePositions } from '../engine/speculative/tree.ts';
 import type { InitResult, Segment, SessionTuning, WorkerMessage, WorkerReply, WorkerStats } from './protocol.ts';
 
 const port = parentPort;
@@ -296,7 +298,7 @@ async function draftForward(msg: Extract<WorkerMessage, { op: 'draft' }>): Promi
  */
 async function draftChain(
   msg: Extract<WorkerMessage, { op: 'draft_chain' }>,
-): Promise<{ tokens: Int32Array; logprobs: Float64Array; verify?: { logits: Float32Array; features?: Float32Array } }> {
+): Promise<{ tokens: Int32Array; logprobs: Float64Array; verify?: Verified }> {
   const cache = seqOf(msg.seq);
   if (msg.compact) cache.compact(msg.compact.keepFrom, msg.compact.keep);
   const D = manifest.decoder.hidden;
@@ -331,20 +333,16 @@ async function draftChain(
   ids.set(tokens, 1);
   const mask = new Uint8Array(T * T);
   for (let i = 0; i < T; i++) for (let j = 0; j <= i; j++) mask[i * T + j] = 1;
-  const r = await decode({
-    op: 'decode',
-    id: msg.id,
-    seq: v.seq,
-    segments: [{ kind: 'ids', ids }],
-    positions: Int32Array.from({ length: T }, (_, i) => msg.rootPos + i),
-    mask,
-    rows: 'all',
-    compact: v.compact,
-    features: v.features,
-  });
-  return { tokens, logprobs, verify: { logits: r.logits, features: r.features } };
+  const positions = Int32Array.from({ length: T }, (_, i) => msg.rootPos + i);
+  const r = await decode({ op: 'decode', id: msg.id, seq: v.seq, segments: [{ kind: 'ids', ids }], positions, mask, rows: 'all', compact: v.compact, features: v.features });
+  return { tokens, logprobs, verify: { tokens: ids, positions, mask, logits: r.logits, features: r.features } };
 }
 const ONE = Uint8Array.of(1);
+
+function verifiedBuffers(v: Verified | undefined): ArrayBuffer[] {
+  if (!v) return [];
+  return [...new Set([v.tokens.buffer, v.positions.buffer, v.mask.buffer, v.logits.buffer, ...(v.features ? [v.features.buffer] : [])])] as ArrayBuffer[];
+}
 
 /** eagle.ts topK: the k best tokens by logit (ties to the lower id) with log-softmax (float64) */
 function topKOf(lg: Float32Array, k: number, tokens: number[], logprobs: number[]): void {
@@ -376,7 +374,15 @@ function topKOf(lg: Float32Array, k: number, tokens: number[], logprobs: number[
  * the top-k candidates (tokens, log-probs) of every frontier node, frontier order; the engine
  * replays them through buildDynamicTree (ranking and sizing stay there).
  */
-async function draftTree(msg: Extract<WorkerMessage, { op: 'draft_tree' }>): Promise<{ tokens: Int32Array; logprobs: Float64Array; frontier: Int32Array }> {
+interface Verified {
+  tokens: Int32Array;
+  positions: Int32Array;
+  mask: Uint8Array;
+  logits: Float32Array;
+  features?: Float32Array;
+}
+
+async function draftTree(msg: Extract<WorkerMessage, { op: 'draft_tree' }>): Promise<{ tokens: Int32Array; logprobs: Float64Array; frontier: Int32Array; verify?: Verified }> {
   const cache = seqOf(msg.seq);
   if (msg.compact) cache.compact(msg.compact.keepFrom, msg.compact.keep);
   const D = manifest.decoder.hidden;
@@ -450,7 +456,17 @@ async function draftTree(msg: Extract<WorkerMessage, { op: 'draft_tree' }>): Pro
       .sort((a, b) => cands[b]!.score - cands[a]!.score || a - b)
       .slice(0, k);
   }
-  return { tokens: Int32Array.from(outTokens), logprobs: Float64Array.from(outLp), frontier: Int32Array.from(frontierSizes) };
+  const rec = { tokens: Int32Array.from(outTokens), logprobs: Float64Array.from(outLp), frontier: Int32Array.from(frontierSizes) };
+  if (!msg.verify) return rec;
+  // the engine's tree from this expansion (same code: tree.ts, sizing.ts), verified right away
+  const v = msg.verify;
+  const curve = v.choose ? new CostCurve(v.choose.points) : null;
+  const fixed = v.choose?.fixed ?? 0;
+  const tree = await buildDynamicTree(v.root, replayExpander(rec, k), { topK: k, depth: msg.depth, budget: v.budget }, curve ? (sc) => chooseTreeSize(curve, sc, fixed) : undefined);
+  const positions = treePositions(tree, msg.rootPos);
+  const mask = treeMask(tree);
+  const r = await decode({ op: 'decode', id: msg.id, seq: v.seq, segments: [{ kind: 'ids', ids: tree.tokens }], positions, mask, rows: 'all', compact: v.compact, features: v.features });
+  return { ...rec, verify: { tokens: tree.tokens, positions, mask, logits: r.logits, features: r.features } };
 }
 
 async function denoise(msg: Extract<WorkerMessage, { op: 'denoise' }>): Promise<Float32Array> {
@@ -539,12 +555,11 @@ async function handle(msg: WorkerMessage): Promise<{ result: unknown; transfer?:
     }
     case 'draft_chain': {
       const r = await draftChain(msg);
-      const t = [r.tokens.buffer, r.logprobs.buffer, r.verify?.logits.buffer, r.verify?.features?.buffer].filter((b) => !!b) as ArrayBuffer[];
-      return { result: r, transfer: t };
+      return { result: r, transfer: [r.tokens.buffer as ArrayBuffer, r.logprobs.buffer as ArrayBuffer, ...verifiedBuffers(r.verify)] };
     }
     case 'draft_tree': {
       const r = await draftTree(msg);
-      return { result: r, transfer: [r.tokens.buffer as ArrayBuffer, r.logprobs.buffer as ArrayBuffer, r.frontier.buffer as ArrayBuffer] };
+      return { result: r, transfer: [r.tokens.buffer as ArrayBuffer, r.logprobs.buffer as ArrayBuffer, r.frontier.buffer as ArrayBuffer, ...verifiedBuffers(r.verify)] };
     }
     case 'embed_table': {
       const V = manifest.decoder.vocab;

@@ -9,6 +9,8 @@ import { Rng } from '../../src/engine/rng.ts';
 import { EagleDrafter } from '../../src/engine/speculative/eagle.ts';
 import { AcceptanceStats } from '../../src/engine/speculative/metrics.ts';
 import { DraftModelProposer } from '../../src/engine/speculative/proposer.ts';
+import { CostCurve } from '../../src/engine/speculative/sizing.ts';
+import { pruneDepth, treeMask, treePositions } from '../../src/engine/speculative/tree.ts';
 import { WorkerDraftModel } from '../../src/engine/speculative/worker-draft.ts';
 import { decodeSteps } from '../../src/engine/understand/decode.ts';
 import { processLogits } from '../../src/engine/understand/logits.ts';
@@ -143,7 +145,7 @@ describe('draft.onnx through the worker', () => {
     }
   });
 
-  test('a draft chain carries its verification (fused request); a pruned chain drops the prefetched rows', async () => {
+  test('a draft chain or tree carries its verification (fused request); a pruned one drops the prefetched rows', async () => {
     const client = engine.workerClient;
     const table = await client.call<Float32Array>({ op: 'embed_table' });
     const embed = (xs: number[]) => {
@@ -154,39 +156,51 @@ describe('draft.onnx through the worker', () => {
     const ids = [1, 30, 66, 35, 4, 12, 40];
     const n = ids.length;
     const pos = Int32Array.from(ids.map((_, i) => i));
-    for (const prune of [false, true]) {
-      const seq = await WorkerSequence.open(client, V, 64, L * D);
-      const ref = await WorkerSequence.open(client, V, 64, L * D);
-      await seq.forward(Int32Array.from(ids), pos, causalMask(n), 'all', true);
-      await ref.forward(Int32Array.from(ids), pos, causalMask(n), 'all', true);
-      const feats = seq.lastFeatures!;
-      const wd = await WorkerDraftModel.open(client, V, D);
-      wd.verifyOn(seq);
-      const proposer = new DraftModelProposer(new EagleDrafter(wd, embed), { mode: 'chain', chainLength: 4, maxChainLength: 8, stats: new AcceptanceStats() });
-      const embeds = new Float32Array(n * D);
-      embeds.set(embed(ids.slice(1)));
-      embeds.set(embed([9]), (n - 1) * D);
-      await proposer.commit({ embeds, hidden: feats, positions: pos, mask: causalMask(n), rootPos: n });
-      const tree = await proposer.propose([...ids, 9]);
-      expect(tree.tokens.length).toBe(5);
-      expect(seq.length).toBe(n); // prefetched rows are not counted until asked for
-      const T = prune ? 3 : 5;
-      const toks = tree.tokens.slice(0, T);
-      const p = Int32Array.from({ length: T }, (_, i) => n + i);
-      const got = await seq.forward(toks, p, causalMask(T), 'all', true);
-      const gotF = seq.lastFeatures!;
-      const want = await ref.forward(toks, p, causalMask(T), 'all', true);
-      expect(seq.length).toBe(n + T);
-      expect(maxDiff(got, want)).toBeLessThan(1e-4);
-      expect(maxDiff(gotF, ref.lastFeatures!)).toBeLessThan(1e-4);
-      // the cache holds exactly those rows: the next token sees the same past in both
-      const a = await seq.forward(Int32Array.of(7), Int32Array.of(n + T), causalMask(1), 'all');
-      const b = await ref.forward(Int32Array.of(7), Int32Array.of(n + T), causalMask(1), 'all');
-      expect(maxDiff(a, b)).toBeLessThan(1e-4);
-      await seq.close();
-      await ref.close();
-      await wd.close();
-    }
+    const shapes = [
+      { mode: 'chain' as const, chainLength: 4 },
+      { mode: 'tree' as const, treeBudget: 10, treeTopK: 3, treeDepth: 3 },
+      // sized by the cost curve (chooseTreeSize in the worker too)
+      { mode: 'tree' as const, treeTopK: 3, treeDepth: 3, curve: new CostCurve([[1, 1], [4, 1.05], [16, 1.6]]), draftCost: { perToken: 0.2, fixed: 0.3 } },
+    ];
+    for (const shape of shapes)
+      for (const prune of [false, true]) {
+        const seq = await WorkerSequence.open(client, V, 64, L * D);
+        const ref = await WorkerSequence.open(client, V, 64, L * D);
+        await seq.forward(Int32Array.from(ids), pos, causalMask(n), 'all', true);
+        await ref.forward(Int32Array.from(ids), pos, causalMask(n), 'all', true);
+        const feats = seq.lastFeatures!;
+        const wd = await WorkerDraftModel.open(client, V, D);
+        wd.verifyOn(seq);
+        const proposer = new DraftModelProposer(new EagleDrafter(wd, embed), { ...shape, maxChainLength: 8, stats: new AcceptanceStats() });
+        const embeds = new Float32Array(n * D);
+        embeds.set(embed(ids.slice(1)));
+        embeds.set(embed([9]), (n - 1) * D);
+        await proposer.commit({ embeds, hidden: feats, positions: pos, mask: causalMask(n), rootPos: n });
+        const full = await proposer.propose([...ids, 9]);
+        expect(full.tokens.length).toBeGreaterThan(2);
+        expect(seq.length).toBe(n); // prefetched rows are not counted until asked for
+        const tree = prune ? pruneDepth(full, 1) : full;
+        if (prune && !('curve' in shape)) expect(tree).not.toBe(full); // the sized tree may already be shallow
+        const T = tree.tokens.length;
+        const p = treePositions(tree, n);
+        const m = treeMask(tree);
+        const got = await seq.forward(tree.tokens, p, m, 'all', true);
+        const gotF = seq.lastFeatures!;
+        const want = await ref.forward(tree.tokens, p, m, 'all', true);
+        expect(seq.length).toBe(n + T);
+        expect([seq.prefetchHits, seq.prefetchMisses]).toEqual(tree !== full ? [0, 1] : [1, 0]);
+        expect(maxDiff(got, want)).toBeLessThan(1e-4);
+        expect(maxDiff(gotF, ref.lastFeatures!)).toBeLessThan(1e-4);
+        // keep the root and its first child, then one more token: both caches must agree
+        seq.compact({ keepFrom: n, keep: Int32Array.of(0, 1) });
+        ref.compact({ keepFrom: n, keep: Int32Array.of(0, 1) });
+        const a = await seq.forward(Int32Array.of(7), Int32Array.of(n + 2), causalMask(1), 'all');
+        const b = await ref.forward(Int32Array.of(7), Int32Array.of(n + 2), causalMask(1), 'all');
+        expect(maxDiff(a, b)).toBeLessThan(1e-4);
+        await seq.close();
+        await ref.close();
+        await wd.close();
+      }
   });
 
   test('sampled: the first two tokens follow the exact target distribution with EAGLE trees (chi-square)', async () => {

@@ -12,7 +12,7 @@
 //      parent's draft features, the target position of row n+d−1; it sees the committed rows and its
 //      own ancestors among the temporary tree rows, nothing else.
 //   3. The temporary rows are cropped at the next commit (draft-side rollback is a truncate).
-import type { Candidate, Expander } from './tree.ts';
+import { replayExpander, type Candidate, type Expander } from './tree.ts';
 
 export interface DraftForward {
   logits: Float32Array; // [T, V]
@@ -57,7 +57,18 @@ export interface DraftModel {
    * expanded next, one forward per level, visibility as in expand()). Must be used with both
    * chain and tree, or neither.
    */
-  tree?(rows: DraftRows, rootPos: number, topK: number, depth: number): Promise<DraftTreeRecord>;
+  tree?(rows: DraftRows, rootPos: number, topK: number, depth: number, verify?: TreeVerify): Promise<DraftTreeRecord>;
+}
+
+/**
+ * What the worker needs to build the same tree as the engine (tree.ts buildDynamicTree with
+ * sizing.ts chooseTreeSize) and verify it in the same request as the draft expansion.
+ */
+export interface TreeVerify {
+  root: number;
+  budget: number;
+  /** hardware-aware size choice: cost-curve points and the tree's fixed draft cost (ms) */
+  choose?: { points: Array<[number, number]>; fixed: number };
 }
 
 /** What a fused tree expansion saw: per level, the top-k candidates of each frontier node. */
@@ -177,30 +188,17 @@ export class EagleDrafter implements Expander {
    * An EAGLE-2 expansion after the pending commit in one draft-model request. Returns an Expander
    * that replays it for buildDynamicTree (which asks for the same frontiers in the same order).
    */
-  async tree(topK: number, depth: number): Promise<Expander> {
+  async tree(topK: number, depth: number, verify?: TreeVerify): Promise<Expander> {
     const p = this.pending;
     if (!p || !this.draft.tree) throw new Error('tree: no pending commit or no fused tree');
     this.pending = null;
     this.draft.truncate(this.stable);
-    const rec = await this.draft.tree(p.rows, p.rootPos, topK, depth);
+    const rec = await this.draft.tree(p.rows, p.rootPos, topK, depth, verify);
     this.forwards += rec.frontier.length;
     this.stable += p.n;
     this.rootPos = p.rootPos;
     this.nodes.clear();
-    let level = 0;
-    let off = 0;
-    return {
-      expand: (paths: number[][], k: number): Candidate[][] => {
-        const F = rec.frontier[level];
-        if (F === undefined || F !== paths.length || k !== topK) throw new Error(`fused draft tree: replay diverged at level ${level}`);
-        level++;
-        return paths.map(() => {
-          const c: Candidate[] = [];
-          for (let j = 0; j < k && off < rec.tokens.length; j++, off++) c.push({ token: rec.tokens[off]!, logprob: rec.logprobs[off]! });
-          return c;
-        });
-      },
-    };
+    return replayExpander(rec, topK);
   }
 
   private async runCommit(rows: DraftRows, n: number, rootPos: number): Promise<void> {

@@ -46,7 +46,7 @@ export class TreeProposer implements Proposer {
   constructor(
     readonly source: string,
     private expander: Expander & { setContext?(t: number[]): void; setLogPrior?(lp: number): void },
-    private cfg: ProposerConfig,
+    protected cfg: ProposerConfig,
   ) {}
 
   /** shape of the last proposal (which statistics its verification updates) */
@@ -139,7 +139,11 @@ export class DraftModelProposer extends TreeProposer {
   /** trees: the whole EAGLE-2 expansion runs in one draft-model request, replayed here for ranking/sizing */
   protected override async tree(root: number, topK: number, depth: number, budget: number, size: boolean): Promise<DraftTree> {
     if (!this.drafter.canTree) return super.tree(root, topK, depth, budget, size);
-    return super.tree(root, topK, depth, budget, size, await this.drafter.tree(topK, depth));
+    // the worker builds the same tree (same sizing inputs) and verifies it in the same request
+    const c = this.cfg;
+    const fixed = c.draftCost && c.curve ? treeDraftCost(c.draftCost, c.curve, depth, topK) : 0;
+    const choose = size && c.curve ? { points: c.curve.points, fixed } : undefined;
+    return super.tree(root, topK, depth, budget, size, await this.drafter.tree(topK, depth, { root, budget, choose }));
   }
   embedIds(ids: number[]): Float32Array {
     return this.drafter.embedIds(ids);

@@ -239,3 +239,25 @@ export function pruneDepth(t: DraftTree, maxDepth: number): DraftTree {
     scores: Float64Array.from(keep.map((i) => t.scores[i]!)),
   };
 }
+
+/**
+ * An Expander that replays a recorded EAGLE-2 expansion (per level, the top-k candidates of every
+ * frontier node, in frontier order), as recorded by the worker's fused draft_tree request.
+ * buildDynamicTree asks for the same frontiers in the same order; anything else is an error.
+ */
+export function replayExpander(rec: { frontier: ArrayLike<number>; tokens: ArrayLike<number>; logprobs: ArrayLike<number> }, topK: number): Expander {
+  let level = 0;
+  let off = 0;
+  return {
+    expand: (paths: number[][], k: number): Candidate[][] => {
+      const F = level < rec.frontier.length ? rec.frontier[level] : undefined;
+      if (F === undefined || F !== paths.length || k !== topK) throw new Error(`fused draft tree: replay diverged at level ${level}`);
+      level++;
+      return paths.map(() => {
+        const c: Candidate[] = [];
+        for (let j = 0; j < k && off < rec.tokens.length; j++, off++) c.push({ token: rec.tokens[off]!, logprob: rec.logprobs[off]! });
+        return c;
+      });
+    },
+  };
+}

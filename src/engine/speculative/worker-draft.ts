@@ -1,12 +1,12 @@
 // DraftModel backed by draft.onnx in the model worker (its own KV cache there). Crops are deferred
 // and travel with the next forward.
 import type { WorkerClient } from '../../runtime/client.ts';
-import { WorkerSequence } from '../understand/worker-target.ts';
+import { WorkerSequence, type PrefetchedVerify } from '../understand/worker-target.ts';
 
 function uniq(a: ArrayBuffer[]): ArrayBuffer[] {
   return [...new Set(a)];
 }
-import type { DraftChain, DraftForward, DraftModel, DraftRows, DraftTreeRecord } from './eagle.ts';
+import type { DraftChain, DraftForward, DraftModel, DraftRows, DraftTreeRecord, TreeVerify } from './eagle.ts';
 
 export class WorkerDraftModel implements DraftModel {
   private len = 0;
@@ -100,22 +100,17 @@ export class WorkerDraftModel implements DraftModel {
     const target = root !== undefined && this.target?.alive && this.target.generation === this.generation ? this.target : null;
     const verify = target ? target.prefetchRequest(root!) : undefined;
     if (verify?.compact) transfer.push(verify.compact.keep.buffer as ArrayBuffer);
-    const out = await this.request<DraftChain & { verify?: { logits: Float32Array; features?: Float32Array } }>(
+    const out = await this.request<DraftChain & { verify?: PrefetchedVerify }>(
       { op: 'draft_chain', seq: this.id, commit, rootPos, steps, compact, verify },
       uniq(transfer),
     );
     this.len += rows.positions.length + Math.max(0, steps - 1);
-    if (target && out.verify) {
-      const ids = new Int32Array(steps + 1);
-      ids[0] = root!;
-      ids.set(out.tokens, 1);
-      target.prefetched(ids, rootPos, out.verify.logits, out.verify.features ?? null);
-    }
+    if (target && out.verify) target.prefetched(out.verify);
     return { tokens: out.tokens, logprobs: out.logprobs };
   }
 
   /** Committed rows, then an EAGLE-2 expansion of `depth` levels, in one worker request (eagle.ts DraftModel.tree). */
-  async tree(rows: DraftRows, rootPos: number, topK: number, depth: number): Promise<DraftTreeRecord> {
+  async tree(rows: DraftRows, rootPos: number, topK: number, depth: number, tv?: TreeVerify): Promise<DraftTreeRecord> {
     if (!rows.hidden) throw new Error('draft tree: committed rows need target hidden states');
     const compact = this.pendingTruncate !== null ? { keepFrom: this.pendingTruncate, keep: new Int32Array(0) } : undefined;
     this.pendingTruncate = null;
@@ -126,7 +121,11 @@ export class WorkerDraftModel implements DraftModel {
       mask: Uint8Array.from(rows.mask),
     };
     const transfer = [commit.embeds.buffer, commit.hidden.buffer, commit.positions.buffer, commit.mask.buffer, ...(compact ? [compact.keep.buffer] : [])] as ArrayBuffer[];
-    const out = await this.request<DraftTreeRecord>({ op: 'draft_tree', seq: this.id, commit, rootPos, topK, depth, compact }, transfer);
+    const target = tv && this.target?.alive && this.target.generation === this.generation ? this.target : null;
+    const verify = target ? { ...target.prefetchRequest(tv!.root), budget: tv!.budget, choose: tv!.choose } : undefined;
+    if (verify?.compact) transfer.push(verify.compact.keep.buffer as ArrayBuffer);
+    const out = await this.request<DraftTreeRecord & { verify?: PrefetchedVerify }>({ op: 'draft_tree', seq: this.id, commit, rootPos, topK, depth, compact, verify }, uniq(transfer));
+    if (target && out.verify) target.prefetched(out.verify);
     this.len += rows.positions.length;
     for (let l = 1; l < out.frontier.length; l++) this.len += out.frontier[l]!;
     return out;

@@ -6,6 +6,15 @@ import type { Compaction, TargetSequence } from './target.ts';
 
 let nextSeqId = 1;
 
+/** A verification forward the worker ran inside a fused draft request (draft_chain / draft_tree). */
+export interface PrefetchedVerify {
+  tokens: Int32Array;
+  positions: Int32Array;
+  mask: Uint8Array;
+  logits: Float32Array;
+  features?: Float32Array;
+}
+
 export class WorkerSequence implements TargetSequence {
   readonly id = nextSeqId++;
 
@@ -19,7 +28,10 @@ export class WorkerSequence implements TargetSequence {
   lastFeatures: Float32Array | null = null;
   readonly generation: number;
   /** a chain verification that ran with the draft request (rows already in the worker's cache) */
-  private pre: { base: number; ids: Int32Array; pos: number; logits: Float32Array; features: Float32Array | null; wantFeatures: boolean } | null = null;
+  private pre: { base: number; v: PrefetchedVerify; wantFeatures: boolean } | null = null;
+  /** forwards answered by a fused request's verification / prefetched rows dropped unused */
+  prefetchHits = 0;
+  prefetchMisses = 0;
   private closed = false;
 
   private constructor(
@@ -82,10 +94,10 @@ export class WorkerSequence implements TargetSequence {
     return { seq: this.id, root, compact, features: this.featureDim > 0 };
   }
 
-  /** The fused request appended [root, chain] at positions pos…: the next matching forward returns it. */
-  prefetched(ids: Int32Array, pos: number, logits: Float32Array, features: Float32Array | null): void {
+  /** A fused draft request appended and verified these rows: the next forward asking exactly for them returns it. */
+  prefetched(v: PrefetchedVerify): void {
     // `length` counts these rows only once the forward that asks for them returns them
-    this.pre = { base: this.len, ids, pos, logits, features, wantFeatures: features !== null };
+    this.pre = { base: this.len, v, wantFeatures: !!v.features };
   }
 
   /** Prefill/extend with mixed segments (ids and precomputed embeddings). */
@@ -111,13 +123,15 @@ export class WorkerSequence implements TargetSequence {
     const p = this.pre;
     if (p) {
       this.pre = null;
-      if (rows === 'all' && p.wantFeatures === wantFeatures && p.base === this.len && !this.pending && sameChain(p.ids, p.pos, tokens, positions, mask)) {
-        this.len += p.ids.length;
+      if (rows === 'all' && p.wantFeatures === wantFeatures && p.base === this.len && !this.pending && same(p.v.tokens, tokens) && same(p.v.positions, positions) && same(p.v.mask, mask)) {
+        this.len += tokens.length;
         this.peak = Math.max(this.peak, this.len);
-        this.lastFeatures = p.features;
-        return Promise.resolve(p.logits);
+        this.prefetchHits++;
+        this.lastFeatures = p.v.features ?? null;
+        return Promise.resolve(p.v.logits);
       }
       // asked for something else (e.g. the chain was pruned): drop the prefetched rows first
+      this.prefetchMisses++;
       if (!this.pending) this.compact({ keepFrom: this.len, keep: new Int32Array(0) });
     }
     return this.extend([{ kind: 'ids', ids: Int32Array.from(tokens) }], Int32Array.from(positions), Uint8Array.from(mask), rows, wantFeatures);
@@ -156,14 +170,9 @@ export class WorkerSequence implements TargetSequence {
   }
 }
 
-/** tokens/positions/mask are exactly the chain [ids] at pos, pos+1, … with a causal mask */
-function sameChain(ids: Int32Array, pos: number, tokens: Int32Array, positions: Int32Array, mask: Uint8Array): boolean {
-  const T = ids.length;
-  if (tokens.length !== T || positions.length !== T || mask.length !== T * T) return false;
-  for (let i = 0; i < T; i++) {
-    if (tokens[i] !== ids[i] || positions[i] !== pos + i) return false;
-    for (let j = 0; j < T; j++) if (mask[i * T + j] !== (j <= i ? 1 : 0)) return false;
-  }
+function same(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
 }
 
