@@ -166,7 +166,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
     return { jobId: job.id, seq: ev.seq, status: ev.status, done: ev.done, frame: ev.frame ? frameOut(ev.frame, job) : null, error: ev.error ?? null };
   }
 
-  const onDropped = (n: number) => rt.metrics.droppedPreviews.inc({}, n);
+  const onDropped = (n: number) => rt.metrics.droppedPreviews.inc(undefined, n);
 
   function jobOut(job: ImageJobRecord): ImageJob {
     return {
@@ -410,7 +410,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
               },
               onEngineChunk: (c) => {
                 rt.metrics.acceptanceLength.observe(c.acceptedTokens);
-                rt.metrics.tokens.inc({}, c.tokenIds.length);
+                rt.metrics.tokens.inc(undefined, c.tokenIds.length);
               },
               onCoalesced: () => rt.metrics.coalescedChunks.inc(),
               onEnd: end,

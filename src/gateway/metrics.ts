@@ -21,8 +21,9 @@ export class Counter {
     readonly name: string,
     readonly help: string,
   ) {}
-  inc(labels: Labels = {}, by = 1): void {
-    const k = labelKey(labels);
+  /** `labels` undefined: the label-less series (the per-token hot path skips key building) */
+  inc(labels?: Labels, by = 1): void {
+    const k = labels === undefined ? '' : labelKey(labels);
     this.values.set(k, (this.values.get(k) ?? 0) + by);
   }
   get(labels: Labels = {}): number {
