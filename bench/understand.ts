@@ -5,31 +5,24 @@ import { flag, intFlag, parseArgs } from '../src/cli/args.ts';
 import { DEFAULT_PACK, FIXTURE_PACK, resolvePack } from '../src/engine/cli-support.ts';
 import { createEngine } from '../src/engine/index.ts';
 import { chooseShape, CostCurve } from '../src/engine/speculative/sizing.ts';
-import { EngineError, type RgbImage, type SpeculationMode, type UnderstandRequest, type UnderstandSummary } from '../src/engine/types.ts';
-import { parseCaption, renderScene } from '../src/world/index.ts';
+import { EngineError, type SpeculationMode, type UnderstandRequest, type UnderstandSummary } from '../src/engine/types.ts';
+import { renderScene } from '../src/world/index.ts';
+import { captionPrompt } from '../src/eval/engine-model.ts';
+import { loadUnderstandSuite } from '../src/eval/suites.ts';
 import fs from 'node:fs';
 import path from 'node:path';
 
 export const HELP = `Usage: hyperbagel bench understand [--json] [--pack DIR] [--max-tokens N] [--rounds R] [--threads N]
 
-Times greedy answers over a fixed prompt set with speculation off, chain, tree and auto (interleaved
+Times greedy answers over a fixed prompt set (10 test-suite images: caption + 2 questions each) with speculation off, chain, tree and auto (interleaved
 per prompt), and prints plain_tps, chain_tps, tree_tps, auto_tps, speedup (best speculative ÷ plain),
 tau (mean accepted length of the best mode) and lossless (all modes gave identical answers).`;
 
-const CAPTIONS = [
-  'a large red circle at the top left on a white background',
-  'a small blue square at the center on a black background',
-  'a large green triangle at the bottom right on a gray background',
-  'a small yellow star at the top right on a white background',
-];
-const QUESTIONS = [
-  'describe the image',
-  'what colour is the background',
-  'how many objects are there',
-  'what is in the picture',
-  'where is the circle',
-  'is there a red square',
-];
+// The prompt set: the first BENCH_IMAGES scenes of the committed understanding test suite, each with
+// the pack's caption prompt (long answers, 8–30 tokens) and its first two questions (short answers),
+// i.e. what the evaluator asks, so tau and speedup describe the answers the model is scored on.
+const BENCH_IMAGES = 10;
+const QUESTIONS_PER_IMAGE = 2;
 
 interface ModeStats {
   /** where the time of this mode's requests went (ms, summed): see time_split_ms */
@@ -59,28 +52,22 @@ export async function run(argv: string[]): Promise<number> {
   let lossless = true;
   const proposers: Record<string, Set<string>> = { chain: new Set(), tree: new Set(), auto: new Set() };
   const size = engine.info.imageSize.width;
-  const images: Array<RgbImage | undefined> = [undefined];
-  for (const c of CAPTIONS) {
-    try {
-      const img = renderScene(parseCaption(c), size);
-      images.push(img);
-    } catch {
-      /* caption outside this world version: skip */
-    }
-  }
+  const items = loadUnderstandSuite('test').items.slice(0, BENCH_IMAGES);
   try {
     const requests: UnderstandRequest[] = [];
-    for (const image of images)
-      for (const q of QUESTIONS) {
-        const r: UnderstandRequest = { prompt: q, maxTokens, temperature: 0 };
-        if (image) r.image = image;
+    for (const it of items) {
+      const image = renderScene(it.scene, size);
+      for (const prompt of [captionPrompt(pack), ...it.questions.slice(0, QUESTIONS_PER_IMAGE).map((q) => q.question)]) {
+        const r: UnderstandRequest = { prompt, image, maxTokens, temperature: 0 };
         try {
           for await (const _ of engine.understand({ ...r, maxTokens: 1, speculation: { mode: 'off' } }));
           requests.push(r);
         } catch (e) {
+          // a pack trained on another vocabulary: skip what it cannot read
           if (!(e instanceof EngineError && e.code === 'UNKNOWN_WORDS')) throw e;
         }
       }
+    }
     for (let round = 0; round < rounds; round++) {
       for (const [i, r] of requests.entries()) {
         const out: Record<string, string> = {};
