@@ -76,15 +76,17 @@ describe.runIf(present)('default pack', () => {
   }, 300_000);
 
   // Floors well above what random weights score (0 everywhere) and below what the release scores
-  // (docs/results.md): they catch a broken export, a wrong tokenizer or a sampler regression.
+  // (docs/results.md; at these limits the 27k release scores caption 1.0, VQA 0.9, held-out VQA 0.8,
+  // GEdit 0.61): they catch a broken export, a wrong tokenizer or a sampler regression.
   test('smoke evaluation: understanding, text-to-image and editing stay above their floors', async () => {
     const model = engineModel(engine, { mode: 'baseline', captionPrompt: captionPrompt(PACK) });
     const u = await evaluateUnderstanding(model, { limit: 10 });
-    expect(u.vqa).toBeGreaterThanOrEqual(0.5);
-    expect(u.heldout_vqa).toBeGreaterThanOrEqual(0.4);
+    expect(u.caption_exact).toBeGreaterThanOrEqual(0.7);
+    expect(u.vqa).toBeGreaterThanOrEqual(0.7);
+    expect(u.heldout_vqa).toBeGreaterThanOrEqual(0.6);
     const g = await evaluateGenEval(model, { limit: 2 });
     expect(g.categories['colors']).toBeGreaterThan(0);
     const e = await evaluateGEdit(model, { limit: 2 });
-    expect(e.overall).toBeGreaterThanOrEqual(0.2);
+    expect(e.overall).toBeGreaterThanOrEqual(0.4);
   }, 600_000);
 });
