@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The stage table of issue 4: each distillation stage's student exported into a scratch copy of the
+# base pack and scored by the project's evaluator (full fixed suites), next to the 100/132-NFE
+# baseline and the undistilled 6-step fallback (base denoiser + CFG).
+#
+#   models/recipes/accel/stage_table.sh runs/unified/unified-27000.ckpt runs/accel models/shapes-mot > runs/accel/stages.jsonl
+#
+# One JSON line per row: {"row", "suite", "mode", ...the evaluator's JSON}.
+set -euo pipefail
+T=${1:?target checkpoint}; OUT=${2:-runs/accel}; BASE=${3:-models/shapes-mot}
+A=$(dirname "$0"); SCRATCH=${SCRATCH:-/tmp/hb-stages}
+PY="env OPENBLAS_NUM_THREADS=1 /usr/bin/python3"
+HB="node $(dirname "$0")/../../../bin/hyperbagel.js"
+LIMIT=${LIMIT:+--limit $LIMIT}
+
+score() { # row pack mode
+  for suite in geneval gedit; do
+    local j; j=$($HB eval "$suite" --mode "$3" --json --pack "$2" ${LIMIT:-} 2>/dev/null | tail -1)
+    echo "{\"row\":\"$1\",\"suite\":\"$suite\",\"mode\":\"$3\",\"result\":$j}"
+  done
+}
+
+score "baseline (100/132 NFE)" "$BASE" baseline
+score "6-step base denoiser + CFG (no distillation)" "$BASE" 6nfe
+for st in cfg tscd dmdo; do
+  [ -f "$OUT/gen/$st/ckpt.pt" ] || continue
+  rm -rf "$SCRATCH/$st"; mkdir -p "$SCRATCH"; cp -r "$BASE" "$SCRATCH/$st"
+  $PY "$A/export_accel.py" --target "$T" --pack "$SCRATCH/$st" --six "$OUT/gen/$st/ckpt.pt" >/dev/null 2>&1
+  score "6-NFE after $st" "$SCRATCH/$st" 6nfe
+done
+for st in adp refl; do
+  [ -f "$OUT/gen/$st/ckpt.pt" ] || continue
+  rm -rf "$SCRATCH/$st"; mkdir -p "$SCRATCH"; cp -r "$BASE" "$SCRATCH/$st"
+  $PY "$A/export_accel.py" --target "$T" --pack "$SCRATCH/$st" --one "$OUT/gen/$st/ckpt.pt" >/dev/null 2>&1
+  score "1-NFE after $st" "$SCRATCH/$st" 1nfe
+done
