@@ -56,6 +56,8 @@ export interface Manifest {
     cfg_renorm_type: 'global' | 'channel' | 'text_channel';
   };
   graphs: Partial<Record<GraphName, GraphSpec>>;
+  /** retrieval datastore for speculative decoding (file name in the pack; docs/model-pack.md) */
+  retrieval?: string;
   /** EAGLE-style draft (with graphs.draft): its own KV cache shape (docs/model-pack.md "Draft rows") */
   draft?: { layers: number; heads: number; head_dim: number; hidden?: number; chain_steps?: number };
   /** distilled samplers: timestep grids, default and trained guidance scales */
@@ -73,6 +75,21 @@ export interface LoadedPack {
   /** absolute paths of the graphs present */
   files: Partial<Record<GraphName, string>>;
   tokenizerJson: unknown;
+  /** the validated retrieval datastore, when the manifest lists one */
+  retrieval?: RetrievalData;
+}
+
+/**
+ * Retrieval datastore (`retrieval.json`, format hyperbagel-retrieval/1): for context n-grams of 1..max_n
+ * token ids, the tokens that followed them in the training answers, with counts (most frequent first).
+ */
+export interface RetrievalData {
+  format: 'hyperbagel-retrieval/1';
+  vocab: number;
+  max_n: number;
+  /** [context ids, [[next id, count], ...]] */
+  entries: Array<[number[], Array<[number, number]>]>;
+  source?: unknown;
 }
 
 const REQUIRED_GRAPHS: GraphName[] = ['embed', 'decoder'];
@@ -134,6 +151,7 @@ export function validateManifest(m: unknown, file = 'manifest.json'): Manifest {
     if (!Array.isArray(ts) || ts.length < 2 || !ts.every((t, i) => typeof t === 'number' && t >= 0 && t <= 1 && (i === 0 || t < ts[i - 1]!)))
       fail(file, 'expected ≥ 2 decreasing timesteps in [0, 1]', `distilled.${k}.timesteps`);
   }
+  if (mm.retrieval !== undefined && (typeof mm.retrieval !== 'string' || !mm.retrieval)) fail(file, `expected a file name, got ${JSON.stringify(mm.retrieval)}`, 'retrieval');
   if (g.vision) for (const k of ['image_size', 'tokens']) need(m, `vision.${k}`, 'number', file);
   if (g.denoiser || g.vae_decoder || g.vae_encoder) {
     for (const k of ['image_size', 'channels', 'height', 'width', 'patch', 'scale']) need(m, `latent.${k}`, 'number', file);
@@ -185,5 +203,40 @@ export function loadPack(dir: string): LoadedPack {
   } catch (e) {
     fail(tp, `cannot load tokenizer: ${(e as Error).message}`, 'tokenizer');
   }
-  return { dir, manifest, files, tokenizerJson };
+  const pack: LoadedPack = { dir, manifest, files, tokenizerJson };
+  if (manifest.retrieval !== undefined) pack.retrieval = loadRetrieval(path.join(dir, manifest.retrieval), manifest.decoder.vocab);
+  return pack;
+}
+
+const isId = (x: unknown, vocab: number) => Number.isInteger(x) && (x as number) >= 0 && (x as number) < vocab;
+
+/** Validate a retrieval datastore (errors name the file and the field or entry). */
+export function validateRetrieval(d: unknown, vocab: number, file = 'retrieval.json'): RetrievalData {
+  if (need(d, 'format', 'string', file) !== 'hyperbagel-retrieval/1') fail(file, `unsupported format ${JSON.stringify((d as RetrievalData).format)}`, 'format');
+  const v = need(d, 'vocab', 'number', file);
+  if (v !== vocab) fail(file, `datastore vocabulary ${v} does not match the decoder's ${vocab}`, 'vocab');
+  const maxN = need(d, 'max_n', 'number', file) as number;
+  if (!(Number.isInteger(maxN) && maxN >= 1 && maxN <= 64)) fail(file, `expected an integer in [1, 64], got ${maxN}`, 'max_n');
+  const entries = need(d, 'entries', 'array', file) as unknown[];
+  entries.forEach((e, i) => {
+    const f = `entries[${i}]`;
+    if (!Array.isArray(e) || e.length !== 2) fail(file, 'expected [context ids, [[next id, count], ...]]', f);
+    const [c, nx] = e as [unknown, unknown];
+    if (!Array.isArray(c) || c.length < 1 || c.length > maxN || !c.every((x) => isId(x, vocab)))
+      fail(file, `context must be 1..${maxN} token ids below ${vocab}, got ${JSON.stringify(c)}`, f);
+    if (!Array.isArray(nx) || nx.length < 1 || !nx.every((p) => Array.isArray(p) && p.length === 2 && isId(p[0], vocab) && Number.isInteger(p[1]) && p[1] > 0))
+      fail(file, `continuations must be [[token id below ${vocab}, positive count], ...], got ${JSON.stringify(nx).slice(0, 80)}`, f);
+  });
+  return d as RetrievalData;
+}
+
+/** Read and validate the pack's retrieval datastore. */
+export function loadRetrieval(p: string, vocab: number): RetrievalData {
+  let json: unknown;
+  try {
+    json = JSON.parse(fs.readFileSync(p, 'utf8'));
+  } catch (e) {
+    fail(p, `cannot load retrieval datastore: ${(e as Error).message}`, 'retrieval');
+  }
+  return validateRetrieval(json, vocab, p);
 }

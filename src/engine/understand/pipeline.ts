@@ -9,6 +9,7 @@ import { SpecMetrics } from '../speculative/metrics.ts';
 import { DraftModelProposer, ngramProposer, type Proposer, type ProposerConfig } from '../speculative/proposer.ts';
 import { EagleDrafter } from '../speculative/eagle.ts';
 import { chooseShape } from '../speculative/sizing.ts';
+import { RetrievalProposer, retrievalIndex, retrievalRate, retrievalState } from '../speculative/retrieval.ts';
 import { WorkerDraftModel } from '../speculative/worker-draft.ts';
 import type { Segment } from '../../runtime/protocol.ts';
 import {
@@ -115,9 +116,15 @@ export async function makeProposer(ctx: EngineCtx, v: ValidatedUnderstand, allow
     curve: ctx.curve ?? undefined,
     stats: ctx.stats,
   };
-  if (allowDraft && v.mode !== 'ngram' && ctx.manifest.graphs.draft && ctx.embedTable && (v.mode !== 'auto' || draftPays(ctx, v))) {
+  const draftOk = allowDraft && v.mode !== 'ngram' && !!ctx.manifest.graphs.draft && !!ctx.embedTable;
+  // a retrieval datastore in the pack: retrieval drafting for chain/tree/auto unless a draft model
+  // serves them (explicit chain/tree: the draft model; auto: whichever has the better measured rate)
+  if (ctx.pack.retrieval && v.mode !== 'ngram' && (!draftOk || (v.mode === 'auto' && !draftBeatsRetrieval(ctx, v)))) {
+    return { proposer: new RetrievalProposer(retrievalIndex(ctx.pack.retrieval), cfg, retrievalState(ctx)), draft: null };
+  }
+  if (draftOk && (v.mode !== 'auto' || ctx.pack.retrieval || draftPays(ctx, v))) {
     const D = ctx.manifest.decoder.hidden;
-    const table = ctx.embedTable;
+    const table = ctx.embedTable!;
     const embed = (ids: number[]) => {
       const out = new Float32Array(ids.length * D);
       ids.forEach((id, i) => out.set(table.subarray(id * D, id * D + D), i * D));
@@ -145,6 +152,21 @@ function draftPays(ctx: EngineCtx, v: ValidatedUnderstand): boolean {
   if (!ctx.curve) return true;
   const tree = { topK: v.treeTopK ?? 4, depth: v.treeDepth ?? 5, budget: v.treeBudget ?? 24 };
   return chooseShape(ctx.curve, ctx.draftStats, ctx.draftTreeStats, ctx.opts.maxChainLength, ctx.draftCost ?? undefined, tree).kind !== 'plain';
+}
+
+/**
+ * auto with both a draft model and a retrieval datastore: the draft model when its expected tokens/ms
+ * (chooseShape, draft cost included) beats retrieval's measured tokens/ms, else retrieval; retrieval
+ * until it has been measured, and the draft model on every 16th auto request (exploration).
+ */
+function draftBeatsRetrieval(ctx: EngineCtx, v: ValidatedUnderstand): boolean {
+  const r = retrievalRate(retrievalState(ctx));
+  if (r <= 0) return false;
+  ctx.autoRequests = (ctx.autoRequests ?? 0) + 1;
+  if (ctx.autoRequests % 16 === 0) return true;
+  if (!ctx.curve) return false;
+  const tree = { topK: v.treeTopK ?? 4, depth: v.treeDepth ?? 5, budget: v.treeBudget ?? 24 };
+  return chooseShape(ctx.curve, ctx.draftStats, ctx.draftTreeStats, ctx.opts.maxChainLength, ctx.draftCost ?? undefined, tree).expectedTokensPerMs > r;
 }
 
 /** Input embeddings of a prefill's rows (text from the shared table, image blocks as given). */

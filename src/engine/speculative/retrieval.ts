@@ -1,0 +1,213 @@
+// Retrieval-based drafting (REST, He et al. 2023): a datastore of the answers the model is trained to
+// give (the pack's retrieval.json: context n-grams → counts of the tokens that followed them). At each
+// draft node the longest suffix (≤ max_n tokens) of context + drafted path found in the datastore gives
+// the candidate next tokens, most frequent first; their draft log-probability is the log of their
+// count share. buildDynamicTree turns that into a trie of the most frequent continuations within the
+// token budget (a chain when topK = 1). Drafting costs microseconds, so the only question is whether
+// verifying the tree pays, which hardware-aware sizing answers from the cost curve.
+// Where nothing in the datastore matches, the prompt-lookup n-gram drafter is the fallback.
+import type { RetrievalData } from '../../runtime/manifest.ts';
+import { AcceptanceStats } from './metrics.ts';
+import { NgramExpander } from './ngram.ts';
+import { TreeProposer, type ProposerConfig } from './proposer.ts';
+import { chooseChainLength, chooseTreeSize, type CostCurve } from './sizing.ts';
+import { buildDynamicTree, rootOnly, type Candidate, type DraftTree, type Expander, type TreeShape } from './tree.ts';
+
+/** Suffix index over a datastore: context key → continuations (best first) and their total count. */
+export class RetrievalIndex {
+  readonly maxN: number;
+  private map = new Map<string, { next: Candidate[]; total: number }>();
+
+  constructor(data: Pick<RetrievalData, 'max_n' | 'entries'>) {
+    this.maxN = data.max_n;
+    for (const [ctx, nx] of data.entries) {
+      const total = nx.reduce((s, [, c]) => s + c, 0);
+      const next = nx
+        .slice()
+        .sort((a, b) => b[1] - a[1] || a[0] - b[0])
+        .map(([token, c]) => ({ token, logprob: Math.log(c / total) }));
+      this.map.set(ctx.join(','), { next, total });
+    }
+  }
+
+  get size(): number {
+    return this.map.size;
+  }
+
+  /**
+   * Continuations of the longest suffix of `seq` (≤ maxN tokens) present in the datastore: candidate
+   * tokens best first with log count shares, and the length of the matched suffix (0 = no match).
+   */
+  lookup(seq: ArrayLike<number>, k: number): { n: number; next: Candidate[] } {
+    const L = seq.length;
+    for (let n = Math.min(this.maxN, L); n >= 1; n--) {
+      let key = '';
+      for (let i = L - n; i < L; i++) key += (i > L - n ? ',' : '') + seq[i];
+      const e = this.map.get(key);
+      if (e) return { n, next: e.next.slice(0, k) };
+    }
+    return { n: 0, next: [] };
+  }
+}
+
+/** Built once per datastore object (per loaded pack). */
+const indexes = new WeakMap<object, RetrievalIndex>();
+export function retrievalIndex(data: RetrievalData): RetrievalIndex {
+  let ix = indexes.get(data);
+  if (!ix) indexes.set(data, (ix = new RetrievalIndex(data)));
+  return ix;
+}
+
+export interface RetrievalOptions {
+  /**
+   * log-probability penalty for a match on fewer than `shortMatch` context tokens (the continuation
+   * statistics are then those of a shorter context than the model sees)
+   */
+  shortMatch: number;
+  shortPenalty: number;
+}
+
+export const DEFAULT_RETRIEVAL: RetrievalOptions = { shortMatch: 3, shortPenalty: Math.log(0.5) };
+
+/** Expander over the datastore with the n-gram (prompt lookup) drafter as fallback. */
+export class RetrievalExpander implements Expander {
+  private context: number[] = [];
+  private fallback = new NgramExpander();
+  /** per-level calibration: log of (measured acceptance ÷ predicted), ≤ 0 */
+  logCalib = 0;
+  constructor(
+    private index: RetrievalIndex,
+    private opts: RetrievalOptions = DEFAULT_RETRIEVAL,
+  ) {}
+
+  setContext(tokens: ArrayLike<number>): void {
+    this.context = Array.from(tokens);
+    this.fallback.setContext(this.context);
+  }
+
+  setLogPrior(lp: number): void {
+    this.fallback.setLogPrior(lp);
+  }
+
+  expand(paths: number[][], k: number): Candidate[][] {
+    return paths.map((p) => {
+      const seq = p.length ? this.context.concat(p) : this.context;
+      const m = this.index.lookup(seq, k);
+      if (m.n === 0) return this.fallback.continuations(seq, k);
+      const pen = (m.n < this.opts.shortMatch ? this.opts.shortPenalty : 0) + this.logCalib;
+      return m.next.map((c) => ({ token: c.token, logprob: Math.min(0, c.logprob + pen) }));
+    });
+  }
+}
+
+/** Running statistics of retrieval drafting, per engine (shared across its requests). */
+export interface RetrievalState {
+  /** chain steps */
+  stats: AcceptanceStats;
+  /** tree steps */
+  treeStats: AcceptanceStats;
+  /** EWMA of accepted tokens per tree step, and of the tree's predicted acceptance Σ exp(score) */
+  accepted: number;
+  predicted: number;
+  /** EWMA of measured tokens per ms of verification (verification cost from the cost curve) */
+  tokensPerMs: number;
+  steps: number;
+}
+
+const states = new WeakMap<object, RetrievalState>();
+/** The retrieval statistics of an engine (keyed by any per-engine object). */
+export function retrievalState(owner: object): RetrievalState {
+  let s = states.get(owner);
+  if (!s) states.set(owner, (s = { stats: new AcceptanceStats(0.6), treeStats: new AcceptanceStats(0.6), accepted: 0, predicted: 0, tokensPerMs: 0, steps: 0 }));
+  return s;
+}
+
+/** Defaults of retrieval trees: wide (colors, shapes, positions branch 6–9 ways), deep, ≤ 32 nodes. */
+export const RETRIEVAL_TREE = { topK: 8, depth: 8, budget: 32 };
+
+/**
+ * Retrieval proposer. chain: the most frequent continuation, length from the chain statistics (or
+ * chainLength). tree: the trie of frequent continuations (treeTopK/treeDepth/treeBudget, defaults
+ * RETRIEVAL_TREE), sized from the cost curve unless treeBudget is given. auto: the sized tree; the size
+ * chooser keeps 0 nodes (plain decoding) when no draft is expected to pay. Node scores are the
+ * datastore's count shares, calibrated per level by measured vs predicted acceptance.
+ */
+export class RetrievalProposer extends TreeProposer {
+  private rx: RetrievalExpander;
+  private lastPredicted = 0;
+  private lastNodes = 0;
+  constructor(
+    index: RetrievalIndex,
+    cfg: ProposerConfig,
+    private state: RetrievalState,
+  ) {
+    const rx = new RetrievalExpander(index);
+    super('retrieval', rx, { ...cfg, stats: state.stats, treeStats: state.treeStats });
+    this.rx = rx;
+  }
+
+  override async propose(committed: number[]): Promise<DraftTree> {
+    const root = committed[committed.length - 1]!;
+    const c = this.cfg;
+    this.rx.setContext(committed);
+    this.rx.logCalib = calibration(this.state);
+    if (c.mode === 'chain' || c.mode === 'ngram') {
+      let K = c.chainLength ?? 0;
+      if (!K) K = Math.max(1, c.curve ? chooseChainLength(c.curve, c.stats, c.maxChainLength).size : Math.min(4, c.maxChainLength));
+      const t = await this.chain(root, K);
+      this.note(t);
+      return t;
+    }
+    const topK = c.treeTopK ?? RETRIEVAL_TREE.topK;
+    const depth = c.treeDepth ?? RETRIEVAL_TREE.depth;
+    const budget = c.treeBudget ?? RETRIEVAL_TREE.budget;
+    const t = await this.tree(root, topK, depth, budget, !c.treeBudget);
+    if (t.tokens.length === 1) this.lastShape = 'none';
+    this.note(t);
+    return t;
+  }
+
+  /** tree sizing from the calibrated scores (no draft cost: lookup is free) */
+  protected override tree(root: number, topK: number, depth: number, budget: number, size: boolean): Promise<DraftTree> {
+    this.lastShape = 'tree';
+    return buildSized(root, this.rx, { topK, depth, budget }, size ? this.cfg.curve : undefined);
+  }
+
+  private note(t: DraftTree): void {
+    let p = 0;
+    for (let i = 1; i < t.scores.length; i++) p += Math.exp(t.scores[i]!);
+    this.lastPredicted = p;
+    this.lastNodes = t.tokens.length;
+  }
+
+  override observe(depth: number, accepted: number): void {
+    super.observe(depth, accepted);
+    if (depth <= 0) return;
+    const s = this.state;
+    const d = s.steps < 20 ? 1 / (s.steps + 1) : 0.05;
+    s.steps++;
+    s.accepted += d * (accepted - s.accepted);
+    s.predicted += d * (this.lastPredicted - s.predicted);
+    if (this.cfg.curve) s.tokensPerMs += d * ((1 + accepted) / this.cfg.curve.cost(this.lastNodes) - s.tokensPerMs);
+  }
+}
+
+function buildSized(root: number, ex: Expander, shape: TreeShape, curve: CostCurve | undefined): Promise<DraftTree> {
+  const choose = curve ? (scores: number[]) => chooseTreeSize(curve, scores) : undefined;
+  return shape.depth > 0 ? buildDynamicTree(root, ex, shape, choose) : Promise.resolve(rootOnly(root));
+}
+
+/**
+ * Per-level log calibration of datastore scores: predicted acceptance Σ exp(score) vs measured
+ * accepted tokens per step, spread over the levels (≤ 0: scores are only ever lowered).
+ */
+export function calibration(s: RetrievalState): number {
+  if (s.steps < 8 || s.predicted <= 0.05) return 0;
+  const r = Math.min(1, Math.max(0.05, s.accepted / s.predicted));
+  return Math.log(r) / 2;
+}
+
+/** Expected tokens/ms of retrieval drafting so far (0 = not measured yet). */
+export function retrievalRate(s: RetrievalState): number {
+  return s.steps >= 8 ? s.tokensPerMs : 0;
+}
