@@ -211,3 +211,26 @@ export function calibration(s: RetrievalState): number {
 export function retrievalRate(s: RetrievalState): number {
   return s.steps >= 8 ? s.tokensPerMs : 0;
 }
+
+/**
+ * A datastore from answer sequences, as models/recipes/build_retrieval.py builds it: each sequence is
+ * prompt tokens (ending in im_start) + answer + eos; every answer token is counted after each of its
+ * 1..maxN preceding context n-grams (for tests and tools; the pack's file comes from the recipe).
+ */
+export function buildRetrievalData(seqs: Array<{ prompt: number[]; answer: number[]; count?: number }>, vocab: number, maxN: number): RetrievalData {
+  const table = new Map<string, Map<number, number>>();
+  for (const { prompt, answer, count = 1 } of seqs) {
+    const s = [...prompt, ...answer];
+    for (let i = prompt.length; i < s.length; i++)
+      for (let n = 1; n <= maxN && i - n >= 0; n++) {
+        const key = s.slice(i - n, i).join(',');
+        let m = table.get(key);
+        if (!m) table.set(key, (m = new Map()));
+        m.set(s[i]!, (m.get(s[i]!) ?? 0) + count);
+      }
+  }
+  const entries: RetrievalData['entries'] = [...table.entries()]
+    .map(([k, m]): [number[], Array<[number, number]>] => [k.split(',').map(Number), [...m.entries()].sort((a, b) => b[1] - a[1] || a[0] - b[0])])
+    .sort((a, b) => a[0].length - b[0].length || a[0].join(',').localeCompare(b[0].join(',')));
+  return { format: 'hyperbagel-retrieval/1', vocab, max_n: maxN, entries };
+}
