@@ -55,13 +55,17 @@ export async function run(argv: string[]): Promise<number> {
   const items = loadUnderstandSuite('test').items.slice(0, BENCH_IMAGES);
   try {
     const requests: UnderstandRequest[] = [];
+    // caption or vqa, per request (for tau by prompt type)
+    const kinds: Array<'caption' | 'vqa'> = [];
+    const byKind: Record<string, Record<string, { drafts: number; accepted: number; tokens: number; ms: number }>> = {};
     for (const it of items) {
       const image = renderScene(it.scene, size);
-      for (const prompt of [captionPrompt(pack), ...it.questions.slice(0, QUESTIONS_PER_IMAGE).map((q) => q.question)]) {
+      for (const [k, prompt] of [captionPrompt(pack), ...it.questions.slice(0, QUESTIONS_PER_IMAGE).map((q) => q.question)].entries()) {
         const r: UnderstandRequest = { prompt, image, maxTokens, temperature: 0 };
         try {
           for await (const _ of engine.understand({ ...r, maxTokens: 1, speculation: { mode: 'off' } }));
           requests.push(r);
+          kinds.push(k === 0 ? 'caption' : 'vqa');
         } catch (e) {
           // a pack trained on another vocabulary: skip what it cannot read
           if (!(e instanceof EngineError && e.code === 'UNKNOWN_WORDS')) throw e;
@@ -96,6 +100,11 @@ export async function run(argv: string[]): Promise<number> {
             st.decodeMs += s.timings.totalMs - s.timings.timeToFirstTokenMs;
             st.drafts += s.speculation.drafts;
             st.accepted += s.speculation.acceptedTokens;
+            const bk = ((byKind[kinds[i]!] ??= {})[mode] ??= { drafts: 0, accepted: 0, tokens: 0, ms: 0 });
+            bk.drafts += s.speculation.drafts;
+            bk.accepted += s.speculation.acceptedTokens;
+            bk.tokens += s.usage.completionTokens;
+            bk.ms += ms;
             const g = (w: typeof w0, k: string) => w.byGraph[k]?.ms ?? 0;
             const run = w1.runMs - w0.runMs;
             const handle = w1.handleMs - w0.handleMs;
@@ -120,7 +129,8 @@ export async function run(argv: string[]): Promise<number> {
     const result = {
       pack: engine.info.name,
       pack_dir: pack,
-      // what drafted in each mode ('ngram' = prompt lookup, 'draft-model' = draft.onnx; auto may mix)
+      // what drafted in each mode ('ngram' = prompt lookup, 'retrieval' = the pack's retrieval datastore,
+      // 'draft-model' = draft.onnx; auto may mix)
       proposer: Object.fromEntries(Object.entries(proposers).map(([k, v]) => [k, [...v].sort().join('+') || 'none'])),
       draft_graph: engine.info.capabilities.draft,
       requests: requests.length,
@@ -137,6 +147,15 @@ export async function run(argv: string[]): Promise<number> {
       tau_tree: +tau('tree').toFixed(3),
       decode_only_tps: { plain: +dtps('off').toFixed(1), chain: +dtps('chain').toFixed(1), tree: +dtps('tree').toFixed(1), auto: +dtps('auto').toFixed(1) },
       lossless,
+      // by prompt type (caption prompt vs the questions): tau and tokens/s of every mode
+      by_kind: Object.fromEntries(
+        Object.entries(byKind).map(([k, ms]) => [
+          k,
+          Object.fromEntries(
+            Object.entries(ms).map(([m, x]) => [m, { tau: +(x.drafts ? 1 + x.accepted / x.drafts : 1).toFixed(3), tps: +((x.tokens * 1000) / x.ms).toFixed(1), tokens_per_request: +(x.tokens / Math.max(1, kinds.filter((q) => q === k).length * Math.max(1, rounds - 1))).toFixed(2) }]),
+          ),
+        ]),
+      ),
       completion_tokens: stats['off']!.tokens,
       // per request, by mode: ms inside decoder.onnx / draft.onnx / other graphs (vision, embed) runs,
       // the worker's own JS around them, and everything outside the worker (messages, main thread)
