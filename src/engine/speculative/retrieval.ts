@@ -112,18 +112,25 @@ export interface RetrievalState {
   /** EWMA of measured tokens per ms of verification (verification cost from the cost curve) */
   tokensPerMs: number;
   steps: number;
+  /**
+   * EWMA of the per-step cost the cost curve does not see (ms): wall time from one proposal to the
+   * next, less the curve's verification cost (worker messaging, verification and streaming JS). Tree
+   * sizing adds it to every step's cost, which favours larger trees where steps carry overhead.
+   */
+  overheadMs: number;
+  overheadSamples: number;
 }
 
 const states = new WeakMap<object, RetrievalState>();
 /** The retrieval statistics of an engine (keyed by any per-engine object). */
 export function retrievalState(owner: object): RetrievalState {
   let s = states.get(owner);
-  if (!s) states.set(owner, (s = { stats: new AcceptanceStats(0.6), treeStats: new AcceptanceStats(0.6), accepted: 0, predicted: 0, tokensPerMs: 0, steps: 0 }));
+  if (!s) states.set(owner, (s = { stats: new AcceptanceStats(0.6), treeStats: new AcceptanceStats(0.6), accepted: 0, predicted: 0, tokensPerMs: 0, steps: 0, overheadMs: 0, overheadSamples: 0 }));
   return s;
 }
 
-/** Defaults of retrieval trees: wide (colors, shapes, positions branch 6–9 ways), deep, ≤ 32 nodes. */
-export const RETRIEVAL_TREE = { topK: 8, depth: 8, budget: 32 };
+/** Defaults of retrieval trees (4 candidates per node, 8 deep, ≤ 24 nodes; sized below that by the cost curve): on the 2-core CPU wider or larger trees verified slower than they gained (bench understand, captions). */
+export const RETRIEVAL_TREE = { topK: 4, depth: 8, budget: 24 };
 
 /**
  * Retrieval proposer. chain: the most frequent continuation, length from the chain statistics (or
@@ -146,9 +153,20 @@ export class RetrievalProposer extends TreeProposer {
     this.rx = rx;
   }
 
+  /** when the previous proposal of this request was made (step wall time, for overheadMs) */
+  private lastAt = -1;
+
   override async propose(committed: number[]): Promise<DraftTree> {
     const root = committed[committed.length - 1]!;
     const c = this.cfg;
+    const now = performance.now();
+    if (this.lastAt >= 0 && c.curve && this.lastNodes > 0) {
+      const s = this.state;
+      const sample = Math.min(10, Math.max(0, now - this.lastAt - c.curve.cost(this.lastNodes)));
+      s.overheadSamples++;
+      s.overheadMs += (s.overheadSamples < 20 ? 1 / s.overheadSamples : 0.05) * (sample - s.overheadMs);
+    }
+    this.lastAt = now;
     this.rx.setContext(committed);
     this.rx.logCalib = calibration(this.state);
     if (c.mode === 'chain' || c.mode === 'ngram') {
@@ -170,7 +188,7 @@ export class RetrievalProposer extends TreeProposer {
   /** tree sizing from the calibrated scores (no draft cost: lookup is free) */
   protected override tree(root: number, topK: number, depth: number, budget: number, size: boolean): Promise<DraftTree> {
     this.lastShape = 'tree';
-    return buildSized(root, this.rx, { topK, depth, budget }, size ? this.cfg.curve : undefined);
+    return buildSized(root, this.rx, { topK, depth, budget }, size ? this.cfg.curve : undefined, this.state.overheadMs);
   }
 
   private note(t: DraftTree): void {
@@ -188,12 +206,12 @@ export class RetrievalProposer extends TreeProposer {
     s.steps++;
     s.accepted += d * (accepted - s.accepted);
     s.predicted += d * (this.lastPredicted - s.predicted);
-    if (this.cfg.curve) s.tokensPerMs += d * ((1 + accepted) / this.cfg.curve.cost(this.lastNodes) - s.tokensPerMs);
+    if (this.cfg.curve) s.tokensPerMs += d * ((1 + accepted) / (this.cfg.curve.cost(this.lastNodes) + s.overheadMs) - s.tokensPerMs);
   }
 }
 
-function buildSized(root: number, ex: Expander, shape: TreeShape, curve: CostCurve | undefined): Promise<DraftTree> {
-  const choose = curve ? (scores: number[]) => chooseTreeSize(curve, scores) : undefined;
+function buildSized(root: number, ex: Expander, shape: TreeShape, curve: CostCurve | undefined, overheadMs = 0): Promise<DraftTree> {
+  const choose = curve ? (scores: number[]) => chooseTreeSize(curve, scores, overheadMs) : undefined;
   return shape.depth > 0 ? buildDynamicTree(root, ex, shape, choose) : Promise.resolve(rootOnly(root));
 }
 
