@@ -1,0 +1,82 @@
+// Sampling with retrieval drafts stays exact: the drafts are point masses over tree siblings, which the
+// unchanged rejection rule verifies. The first two sampled tokens through decodeSteps with a
+// RetrievalProposer tree follow the target's exact joint distribution (chi-square), on the fixture pack.
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { createEngine, type LocalEngine } from '../../src/engine/index.ts';
+import { Rng } from '../../src/engine/rng.ts';
+import { AcceptanceStats } from '../../src/engine/speculative/metrics.ts';
+import { buildRetrievalData, RetrievalIndex, RetrievalProposer, retrievalState } from '../../src/engine/speculative/retrieval.ts';
+import { decodeSteps } from '../../src/engine/understand/decode.ts';
+import { processLogits } from '../../src/engine/understand/logits.ts';
+import { causalMask } from '../../src/engine/understand/target.ts';
+import { WorkerSequence } from '../../src/engine/understand/worker-target.ts';
+import { FIXTURE } from './fixture-helpers.ts';
+import { chiSquare } from './spec-helpers.ts';
+
+let engine: LocalEngine;
+const V = 81;
+beforeAll(async () => {
+  engine = await createEngine(FIXTURE, { calibrate: false, intraOpThreads: 1 });
+});
+afterAll(async () => {
+  await engine?.close();
+});
+
+test('sampled: the first two tokens follow the exact target distribution with retrieval trees (chi-square)', async () => {
+  const client = engine.workerClient;
+  const sampling = { temperature: 1, topK: 3, topP: 1 };
+  const ids = [1, 30, 66, 35, 4];
+  const open = async (extra: number[] = []) => {
+    const s = await WorkerSequence.open(client, V, 64, 0);
+    const all = [...ids, ...extra];
+    const l = await s.forward(Int32Array.from(all), Int32Array.from(all.map((_, i) => i)), causalMask(all.length), 'all', false);
+    return { s, l: l.slice((all.length - 1) * V) };
+  };
+  const exact = new Map<string, number>();
+  const seqs: Array<{ prompt: number[]; answer: number[]; count: number }> = [];
+  const r = new Rng(5);
+  const base = await open();
+  const p1 = processLogits(base.l, 0, V, sampling);
+  for (let a = 0; a < V; a++) {
+    if (!p1[a]) continue;
+    const b = await open([a]);
+    const p2 = processLogits(b.l, 0, V, sampling);
+    const support: number[] = [];
+    for (let c = 0; c < V; c++)
+      if (p2[c]) {
+        exact.set(`${a},${c}`, p1[a]! * p2[c]!);
+        support.push(c);
+      }
+    // the datastore proposes two of the target's three tokens after `a`, plus one it never samples
+    for (const c of [support[0]!, support[2]!, (support[1]! + 1) % V === support[2] ? 12 : (support[1]! + 1) % V])
+      seqs.push({ prompt: ids.slice(1), answer: [a, c], count: 1 + Math.floor(r.uniform() * 5) });
+    await b.s.close();
+  }
+  await base.s.close();
+  const index = new RetrievalIndex(buildRetrievalData(seqs, V, 3));
+  const N = 500;
+  const counts = new Map<string, number>();
+  let drafted = 0;
+  let accepted = 0;
+  for (let s = 0; s < N; s++) {
+    const { s: seq, l } = await open();
+    const proposer = new RetrievalProposer(index, { mode: 'tree', treeBudget: 8, treeTopK: 4, treeDepth: 2, maxChainLength: 8, stats: new AcceptanceStats() }, retrievalState({}));
+    const out: number[] = [];
+    for await (const st of decodeSteps(seq, l, ids.length, ids, { sampling, rng: new Rng(700 + s), proposer })) {
+      out.push(...st.tokens);
+      if (out.length > 1 || st.drafted) {
+        drafted += st.drafted;
+        accepted += st.accepted;
+      }
+      if (out.length >= 2) break;
+    }
+    const k = out.slice(0, 2).join(',');
+    counts.set(k, (counts.get(k) ?? 0) + 1);
+    await seq.close();
+  }
+  expect(drafted).toBeGreaterThanOrEqual(N);
+  expect(accepted).toBeGreaterThan(N / 4);
+  const { stat, df } = chiSquare(counts, exact, N);
+  expect(df).toBe(8);
+  expect(stat).toBeLessThan(26.12); // χ²(8) at p = 0.001
+}, 90_000);
