@@ -93,6 +93,51 @@ describe('retrieval speculation on the fixture packs', () => {
     }
   }, 120_000);
 
+  test('drafts verified with the prompt: lossless at every answer budget, in sessions, with stop strings', async () => {
+    const dir = packWithDatastore(FIXTURE, data);
+    dirs.push(dir);
+    const engine = await createEngine(dir, { calibrate: false, intraOpThreads: 1, costCurve: CURVE });
+    try {
+      let firstAccepted = 0;
+      for (const prompt of PROMPTS.slice(0, 4))
+        for (const maxTokens of [1, 2, 3, 5, 9]) {
+          const r: UnderstandRequest = { prompt, maxTokens, temperature: 0 };
+          const off = await answer(engine, r, 'off');
+          for (const mode of ['tree', 'auto'] as const) {
+            const evs = await collect(engine.understand({ ...r, speculation: { mode } }));
+            expect(answerIds(evs), `${mode} ${maxTokens}: ${prompt}`).toEqual(off.ids);
+            const c = evs[0]!;
+            if (c.kind === 'chunk') firstAccepted += c.acceptedTokens;
+          }
+        }
+      expect(firstAccepted).toBeGreaterThan(0); // some answers start with several tokens from one forward
+      // sessions: turn 2 after a retrieval turn answers as after a plain turn
+      for (const mode of ['tree', 'auto'] as const) {
+        const a = engine.createSession();
+        const b = engine.createSession();
+        for (const prompt of [PROMPTS[1]!, PROMPTS[0]!, PROMPTS[3]!]) {
+          const x = answerIds(await collect(engine.understand({ prompt, maxTokens: 10, temperature: 0, session: a, speculation: { mode } })));
+          const y = answerIds(await collect(engine.understand({ prompt, maxTokens: 10, temperature: 0, session: b, speculation: { mode: 'off' } })));
+          expect(x, `${mode} session: ${prompt}`).toEqual(y);
+        }
+        engine.closeSession(a);
+        engine.closeSession(b);
+      }
+      // stop strings cut the same text
+      const plainText = (await collect(engine.understand({ prompt: PROMPTS[1]!, maxTokens: 24, temperature: 0, speculation: { mode: 'off' } }))).at(-1) as UnderstandSummary;
+      const words = plainText.text.split(' ');
+      if (words.length > 2) {
+        const stop = [words[2]!];
+        const t0 = (await collect(engine.understand({ prompt: PROMPTS[1]!, maxTokens: 24, temperature: 0, stop, speculation: { mode: 'off' } }))).at(-1) as UnderstandSummary;
+        const t1 = (await collect(engine.understand({ prompt: PROMPTS[1]!, maxTokens: 24, temperature: 0, stop, speculation: { mode: 'tree' } }))).at(-1) as UnderstandSummary;
+        expect(t1.text).toBe(t0.text);
+        expect(t1.finishReason).toBe(t0.finishReason);
+      }
+    } finally {
+      await engine.close();
+    }
+  }, 120_000);
+
   test('with a draft model too: auto uses retrieval first, chain/tree the draft model; all lossless', async () => {
     const dir = packWithDatastore(ACCEL, data);
     dirs.push(dir);

@@ -131,6 +131,8 @@ export function retrievalState(owner: object): RetrievalState {
 
 /** Defaults of retrieval trees (4 candidates per node, 8 deep, ≤ 24 nodes; sized below that by the cost curve): on the 2-core CPU wider or larger trees verified slower than they gained (bench understand, captions). */
 export const RETRIEVAL_TREE = { topK: 4, depth: 8, budget: 24 };
+/** Shape of the draft verified with the prompt (wider: first answer words branch most; prompt rows dominate the cost). */
+export const RETRIEVAL_PREFILL = { topK: 8, depth: 6, budget: 16 };
 
 /**
  * Retrieval proposer. chain: the most frequent continuation, length from the chain statistics (or
@@ -181,6 +183,24 @@ export class RetrievalProposer extends TreeProposer {
     const budget = c.treeBudget ?? RETRIEVAL_TREE.budget;
     const t = await this.tree(root, topK, depth, budget, !c.treeBudget);
     if (t.tokens.length === 1) this.lastShape = 'none';
+    this.note(t);
+    return t;
+  }
+
+  /**
+   * A draft of the answer's first tokens, verified in the prefill forward: a tree rooted at the
+   * prompt's last token (im_start), whose nodes are appended to the prompt rows. Only tree/auto modes
+   * (chain mode keeps chains); RETRIEVAL_PREFILL shape, pruned to `maxDepth`. Root only = no draft.
+   */
+  async proposeAtPrefill(context: number[], maxDepth: number): Promise<DraftTree> {
+    const root = context[context.length - 1]!;
+    const c = this.cfg;
+    if ((c.mode !== 'tree' && c.mode !== 'auto') || maxDepth <= 0 || c.chainLength) return rootOnly(root);
+    this.rx.setContext(context);
+    this.rx.logCalib = calibration(this.state);
+    const shape = { ...RETRIEVAL_PREFILL, depth: Math.min(RETRIEVAL_PREFILL.depth, maxDepth) };
+    const t = await buildDynamicTree(root, this.rx, shape);
+    this.lastShape = t.tokens.length > 1 ? 'tree' : 'none';
     this.note(t);
     return t;
   }

@@ -37,6 +37,12 @@ export interface DecodeOptions {
    * left in the model); deeper drafted nodes are pruned before verification.
    */
   maxDraftDepth?: () => number;
+  /**
+   * The first step when it was already verified with the prompt (a draft tree rooted at the prompt's
+   * last token, verified in the prefill forward): its tokens are emitted instead of picking the
+   * first token from `lastLogits`; their KV rows (all but the last token) are cached.
+   */
+  first?: DecodeStep;
 }
 
 export function throwIfAborted(signal?: AbortSignal): void {
@@ -59,11 +65,13 @@ export async function* decodeSteps(
 ): AsyncGenerator<DecodeStep, void, void> {
   const V = seq.vocab;
   const greedy = isGreedy(o.sampling);
-  let root = pickToken(processLogits(lastLogits, 0, V, o.sampling), greedy, o.rng);
-  const committed = [...context, root];
-  yield { tokens: [root], drafted: 0, accepted: 0, depth: 0 };
-  let pos = nextPos;
+  const first: DecodeStep = o.first ?? { tokens: [pickToken(processLogits(lastLogits, 0, V, o.sampling), greedy, o.rng)], drafted: 0, accepted: 0, depth: 0 };
+  let root = first.tokens[first.tokens.length - 1]!;
+  const committed = [...context, ...first.tokens];
+  yield first;
+  let pos = nextPos + first.tokens.length - 1;
   const eagle = o.proposer?.needsFeatures ? o.proposer : null;
+  if (eagle && o.first) throw new Error('a feature-consuming proposer cannot start from a prefill-verified step');
   // draft catch-ups run lazily at the start of the next step (none is wasted after the last step,
   // and cancellation is checked before them like before every other model call)
   let pendingCommit: CommitRows | null = null;

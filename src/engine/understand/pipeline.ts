@@ -24,7 +24,10 @@ import {
   type UnderstandSummary,
 } from '../types.ts';
 import * as V from '../validate.ts';
-import { decodeSteps } from './decode.ts';
+import { decodeSteps, type DecodeStep } from './decode.ts';
+import { verifyTree } from '../speculative/rejection.ts';
+import { treeMask } from '../speculative/tree.ts';
+import { isGreedy, processLogits } from './logits.ts';
 import { IncrementalDetokenizer } from './detok.ts';
 import { cutTokens, StopStringFilter } from './stop.ts';
 import type { SamplingParams } from './logits.ts';
@@ -258,7 +261,37 @@ export async function* runUnderstand(
     const pEmbeds = proposer?.needsFeatures ? promptEmbeds(ctx, lay.segments, promptTokens) : null;
     const pPositions = Int32Array.from(lay.positions);
     const pMask = Uint8Array.from(lay.mask);
-    const lastLogits = await seq.extend(lay.segments, lay.positions, lay.mask, 'last', !!proposer?.needsFeatures);
+    // retrieval drafting: the answer's first tokens are drafted from the datastore and verified in the
+    // prefill forward itself (a tree rooted at the prompt's last token, appended to the prompt rows)
+    const rng = new Rng(v.seed);
+    let first: DecodeStep | undefined;
+    let lastLogits: Float32Array;
+    const preTree =
+      proposer instanceof RetrievalProposer ? await proposer.proposeAtPrefill([...history, ...lay.ids], Math.min(maxTokens - 1, maxPos - lay.nextPos)) : null;
+    if (preTree && preTree.tokens.length > 1) {
+      const T = promptTokens;
+      const N = preTree.tokens.length;
+      const R = T + N - 1;
+      const positions = new Int32Array(R);
+      positions.set(lay.positions);
+      for (let i = 1; i < N; i++) positions[T + i - 1] = lay.nextPos - 1 + preTree.depths[i]!;
+      const mask = new Uint8Array(R * R);
+      for (let i = 0; i < T; i++) mask.set(lay.mask.subarray(i * T, i * T + T), i * R);
+      const tm = treeMask(preTree);
+      for (let i = 1; i < N; i++) {
+        mask.fill(1, (T + i - 1) * R, (T + i - 1) * R + T); // every drafted node sees the whole prompt
+        for (let j = 1; j < N; j++) if (tm[i * N + j]) mask[(T + i - 1) * R + T + j - 1] = 1;
+      }
+      const V = ctx.manifest.decoder.vocab;
+      const logits = await seq.extend([...lay.segments, { kind: 'ids', ids: Int32Array.from(preTree.tokens.subarray(1)) }], positions, mask, 'all');
+      const res = verifyTree(preTree, (node) => processLogits(logits, (T - 1 + node) * V, V, v.sampling), isGreedy(v.sampling), rng);
+      seq.compact({ keepFrom: kvStart + T, keep: Int32Array.from(res.acceptedNodes.map((n) => n - 1)) });
+      let depth = 0;
+      for (let i = 1; i < N; i++) depth = Math.max(depth, preTree.depths[i]!);
+      proposer!.observe(depth, res.acceptedNodes.length);
+      first = { tokens: [...res.acceptedTokens, res.nextToken], drafted: N - 1, accepted: res.acceptedNodes.length, depth };
+      lastLogits = logits.subarray((T - 1) * V, T * V);
+    } else lastLogits = await seq.extend(lay.segments, lay.positions, lay.mask, 'last', !!proposer?.needsFeatures);
     if (conversation && image && inputImage) {
       // the image is in the conversation's KV cache now: it is the session's latest image
       if (inputImage.source === 'request') {
@@ -270,7 +303,6 @@ export async function* runUnderstand(
     const pFeatures = seq.lastFeatures;
     const context = [...history, ...lay.ids];
     // ---- decode
-    const rng = new Rng(v.seed);
     const metrics = new SpecMetrics();
     const detok = new IncrementalDetokenizer((ids) => ctx.tokenizer.decode(ids));
     const stopper = new StopStringFilter(v.stop);
@@ -289,6 +321,7 @@ export async function* runUnderstand(
       signal,
       prompt: pEmbeds && pFeatures ? { embeds: pEmbeds, features: pFeatures, positions: pPositions, mask: pMask } : undefined,
       // no drafting past the answer budget or the model's last position
+      first,
       maxDraftDepth: () => Math.min(maxTokens - generated.length - 1, maxPos - 1 - (lay.nextPos + generated.length)),
     });
     try {
