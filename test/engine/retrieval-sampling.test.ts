@@ -80,3 +80,72 @@ test('sampled: the first two tokens follow the exact target distribution with re
   expect(df).toBe(8);
   expect(stat).toBeLessThan(26.12); // χ²(8) at p = 0.001
 }, 90_000);
+
+test('sampled through the engine: drafts verified in the prefill forward keep the exact distribution of the first two tokens (chi-square)', async () => {
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const client = engine.workerClient;
+  const sampling = { temperature: 1, topK: 3, topP: 1 };
+  const vocab = JSON.parse(fs.readFileSync(path.join(FIXTURE, 'tokenizer.json'), 'utf8')).model.vocab as Record<string, number>;
+  const prompt = 'describe the image';
+  const words = prompt.split(' ').map((w) => vocab[w]!);
+  const ids = [1, ...words, 4]; // bos, words, im_start: the engine's prompt without an image
+  const open = async (extra: number[] = []) => {
+    const s = await WorkerSequence.open(client, V, 64, 0);
+    const all = [...ids, ...extra];
+    const l = await s.forward(Int32Array.from(all), Int32Array.from(all.map((_, i) => i)), causalMask(all.length), 'all', false);
+    return { s, l: l.slice((all.length - 1) * V) };
+  };
+  const exact = new Map<string, number>();
+  const seqs: Array<{ prompt: number[]; answer: number[]; count: number }> = [];
+  const base = await open();
+  const p1 = processLogits(base.l, 0, V, sampling);
+  const s1: number[] = [];
+  for (let a = 0; a < V; a++) {
+    if (!p1[a]) continue;
+    s1.push(a);
+    const b = await open([a]);
+    const p2 = processLogits(b.l, 0, V, sampling);
+    const s2: number[] = [];
+    for (let c = 0; c < V; c++)
+      if (p2[c]) {
+        exact.set(`${a},${c}`, p1[a]! * p2[c]!);
+        s2.push(c);
+      }
+    seqs.push({ prompt: [...words, 4], answer: [a, s2[1]!], count: 3 }, { prompt: [...words, 4], answer: [a, s2[2]!], count: 1 });
+    await b.s.close();
+  }
+  await base.s.close();
+  // the datastore also proposes a first token the target never samples
+  seqs.push({ prompt: [...words, 4], answer: [s1.includes(11) ? 12 : 11, 13], count: 2 });
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hb-rest-s-'));
+  for (const f of fs.readdirSync(FIXTURE)) if (fs.statSync(path.join(FIXTURE, f)).isFile()) fs.copyFileSync(path.join(FIXTURE, f), path.join(dir, f));
+  const m = JSON.parse(fs.readFileSync(path.join(FIXTURE, 'manifest.json'), 'utf8'));
+  fs.writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify({ ...m, retrieval: 'retrieval.json' }));
+  fs.writeFileSync(path.join(dir, 'retrieval.json'), JSON.stringify(buildRetrievalData(seqs, V, 4)));
+  const e = await createEngine(dir, { calibrate: false, intraOpThreads: 1, costCurve: [[1, 1], [8, 1], [32, 1.2]] });
+  try {
+    const N = 500;
+    const counts = new Map<string, number>();
+    let firstAccepted = 0;
+    for (let s = 0; s < N; s++) {
+      const out: number[] = [];
+      for await (const ev of e.understand({ prompt, maxTokens: 2, temperature: 1, topK: 3, seed: 1000 + s, speculation: { mode: 'tree' } })) {
+        if (ev.kind === 'chunk') {
+          out.push(...ev.tokenIds);
+          if (out.length === ev.tokenIds.length) firstAccepted += ev.acceptedTokens;
+        } else out.push(...(ev.trailing?.tokenIds ?? []));
+      }
+      const k = out.slice(0, 2).join(',');
+      counts.set(k, (counts.get(k) ?? 0) + 1);
+    }
+    expect(firstAccepted).toBeGreaterThan(N / 4); // most requests take drafted tokens from the prefill forward
+    const { stat, df } = chiSquare(counts, exact, N);
+    expect(df).toBe(8);
+    expect(stat).toBeLessThan(26.12);
+  } finally {
+    await e.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}, 120_000);
