@@ -36,7 +36,7 @@ describe.runIf(present)('default pack', () => {
 
   test('fits the 40 MB budget and names every graph file it ships', () => {
     const files = fs.readdirSync(PACK);
-    const bytes = files.reduce((n, f) => n + fs.statSync(path.join(PACK, f)).size, 0);
+    const bytes = (fs.readdirSync(PACK, { recursive: true }) as string[]).reduce((n, f) => n + fs.statSync(path.join(PACK, f)).size, 0);
     expect(bytes).toBeLessThanOrEqual(40 * 1024 * 1024);
     const manifest = JSON.parse(fs.readFileSync(path.join(PACK, 'manifest.json'), 'utf8')) as { graphs: Record<string, { file: string }> };
     for (const g of Object.values(manifest.graphs)) expect(files).toContain(g.file);
