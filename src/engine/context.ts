@@ -11,7 +11,7 @@ export interface EngineOptions {
   /** intra-op threads per onnxruntime session (default 2; keep intra × workers ≤ cores) */
   intraOpThreads?: number;
   /**
-   * intra-op threads of the token-decoding sessions (decoder, draft, embed; default 1): their
+   * intra-op threads of the latency-bound sessions (decoder, draft, embed, distilled denoisers; default 1): their
    * graphs are hundreds of tiny ops, where thread-pool dispatch costs more than it saves
    */
   decodeIntraOpThreads?: number;

@@ -5,7 +5,7 @@ export interface SessionTuning {
   /** intra-op threads per session (keep intra × workers ≤ cores) */
   intraOpThreads: number;
   /**
-   * intra-op threads of the token-decoding graphs (decoder, draft, embed); default intraOpThreads.
+   * intra-op threads of the latency-bound graphs (decoder, draft, embed, denoise_6nfe, denoise_1nfe); default intraOpThreads.
    * Their ops are tiny (one token, hidden 128): 1 avoids thread-pool dispatch on every node.
    */
   decodeIntraOpThreads?: number;

@@ -52,8 +52,12 @@ function i64(a: ArrayLike<number>): BigInt64Array {
   return out;
 }
 
-/** graphs run per decoded token: latency-bound, hundreds of tiny ops */
-const DECODE_GRAPHS = new Set<GraphName>(['decoder', 'draft', 'embed']);
+/**
+ * Latency-bound graphs of hundreds of tiny ops, where intra-op thread dispatch costs more than it
+ * saves: the per-token ones, and the distilled denoisers (batch 1, no CFG batch). Measured with
+ * `bench generate` (quiet, A/B twice): edit 6-NFE sampling 6.6–7.1 → 5.1–5.6 ms on 1 thread.
+ */
+const DECODE_GRAPHS = new Set<GraphName>(['decoder', 'draft', 'embed', 'denoise_6nfe', 'denoise_1nfe']);
 
 async function init(files: Partial<Record<GraphName, string>>, m: Manifest, tuning: SessionTuning): Promise<InitResult> {
   manifest = m;
