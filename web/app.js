@@ -399,7 +399,7 @@ async function renderScene(query) {
 
 function selectedSpeculation() {
   const checked = document.querySelector('input[name="spec"]:checked');
-  return checked instanceof HTMLInputElement ? checked.value : 'OFF';
+  return checked instanceof HTMLInputElement ? checked.value : 'AUTO';
 }
 
 function scrollChat() {
@@ -407,7 +407,7 @@ function scrollChat() {
 }
 
 /**
- * Keeps the last finished answer of each speculation mode side by side, so OFF / CHAIN / TREE can be
+ * Keeps the last finished answer of each speculation mode side by side, so AUTO / OFF / CHAIN / TREE can be
  * compared.
  * @param {string} mode
  * @param {string[]} cells

@@ -238,6 +238,8 @@ suite('web demo in Chromium', () => {
     await page.waitForSelector('#current-image:not([hidden])');
     expect(await page.textContent('#image-label')).toContain('rendered: a large red square at the top left');
 
+    // AUTO (the server's default: the fastest measured drafter) is preselected
+    expect(await page.isChecked('input[name="spec"][value="AUTO"]')).toBe(true);
     await page.check('input[name="spec"][value="OFF"]');
     await page.fill('#chat-input', 'what is in this picture?');
     await page.fill('#chat-max', '24');
