@@ -1,7 +1,7 @@
 // DraftModel backed by draft.onnx in the model worker (its own KV cache there). Crops are deferred
 // and travel with the next forward.
 import type { WorkerClient } from '../../runtime/client.ts';
-import { WorkerSequence, type PrefetchedVerify } from '../understand/worker-target.ts';
+import { callAfterOpen, WorkerSequence, type PrefetchedVerify } from '../understand/worker-target.ts';
 
 function uniq(a: ArrayBuffer[]): ArrayBuffer[] {
   return [...new Set(a)];
@@ -33,15 +33,8 @@ export class WorkerDraftModel implements DraftModel {
     return d;
   }
 
-  private async request<R>(msg: Parameters<WorkerClient['call']>[0], transfer: ArrayBuffer[]): Promise<R> {
-    const r = this.client.call<R>(msg, transfer, this.generation);
-    try {
-      await this.opened;
-    } catch (e) {
-      r.catch(() => {});
-      throw e;
-    }
-    return r;
+  private request<R>(msg: Parameters<WorkerClient['call']>[0], transfer: ArrayBuffer[]): Promise<R> {
+    return callAfterOpen<R>(this.client, this.opened, this.generation, msg, transfer);
   }
 
   get length(): number {
@@ -54,9 +47,29 @@ export class WorkerDraftModel implements DraftModel {
     this.len = n;
   }
 
-  async forward(r: DraftRows): Promise<DraftForward> {
+  /** The deferred crop, to travel with the next request (and be forgotten here). */
+  private takeCompact(): { keepFrom: number; keep: Int32Array } | undefined {
     const compact = this.pendingTruncate !== null ? { keepFrom: this.pendingTruncate, keep: new Int32Array(0) } : undefined;
     this.pendingTruncate = null;
+    return compact;
+  }
+
+  /** Committed rows of a fused chain/tree request, copied into buffers that are transferred, plus the deferred crop. */
+  private fusedPayload(rows: DraftRows, what: string) {
+    if (!rows.hidden) throw new Error(`draft ${what}: committed rows need target hidden states`);
+    const compact = this.takeCompact();
+    const commit = {
+      embeds: Float32Array.from(rows.embeds),
+      hidden: Float32Array.from(rows.hidden),
+      positions: Int32Array.from(rows.positions),
+      mask: Uint8Array.from(rows.mask),
+    };
+    const transfer = [commit.embeds.buffer, commit.hidden.buffer, commit.positions.buffer, commit.mask.buffer, ...(compact ? [compact.keep.buffer] : [])] as ArrayBuffer[];
+    return { commit, compact, transfer };
+  }
+
+  async forward(r: DraftRows): Promise<DraftForward> {
+    const compact = this.takeCompact();
     // fresh copies, transferred (the caller keeps its arrays)
     const msg = {
       op: 'draft' as const,
@@ -87,16 +100,7 @@ export class WorkerDraftModel implements DraftModel {
   }
 
   async chain(rows: DraftRows, rootPos: number, steps: number, root?: number): Promise<DraftChain> {
-    if (!rows.hidden) throw new Error('draft chain: committed rows need target hidden states');
-    const compact = this.pendingTruncate !== null ? { keepFrom: this.pendingTruncate, keep: new Int32Array(0) } : undefined;
-    this.pendingTruncate = null;
-    const commit = {
-      embeds: Float32Array.from(rows.embeds),
-      hidden: Float32Array.from(rows.hidden),
-      positions: Int32Array.from(rows.positions),
-      mask: Uint8Array.from(rows.mask),
-    };
-    const transfer = [commit.embeds.buffer, commit.hidden.buffer, commit.positions.buffer, commit.mask.buffer, ...(compact ? [compact.keep.buffer] : [])] as ArrayBuffer[];
+    const { commit, compact, transfer } = this.fusedPayload(rows, 'chain');
     const target = root !== undefined && this.target?.alive && this.target.generation === this.generation ? this.target : null;
     const verify = target ? target.prefetchRequest(root!) : undefined;
     if (verify?.compact) transfer.push(verify.compact.keep.buffer as ArrayBuffer);
@@ -111,16 +115,7 @@ export class WorkerDraftModel implements DraftModel {
 
   /** Committed rows, then an EAGLE-2 expansion of `depth` levels, in one worker request (eagle.ts DraftModel.tree). */
   async tree(rows: DraftRows, rootPos: number, topK: number, depth: number, tv?: TreeVerify): Promise<DraftTreeRecord> {
-    if (!rows.hidden) throw new Error('draft tree: committed rows need target hidden states');
-    const compact = this.pendingTruncate !== null ? { keepFrom: this.pendingTruncate, keep: new Int32Array(0) } : undefined;
-    this.pendingTruncate = null;
-    const commit = {
-      embeds: Float32Array.from(rows.embeds),
-      hidden: Float32Array.from(rows.hidden),
-      positions: Int32Array.from(rows.positions),
-      mask: Uint8Array.from(rows.mask),
-    };
-    const transfer = [commit.embeds.buffer, commit.hidden.buffer, commit.positions.buffer, commit.mask.buffer, ...(compact ? [compact.keep.buffer] : [])] as ArrayBuffer[];
+    const { commit, compact, transfer } = this.fusedPayload(rows, 'tree');
     const target = tv && this.target?.alive && this.target.generation === this.generation ? this.target : null;
     const verify = target ? { ...target.prefetchRequest(tv!.root), budget: tv!.budget, choose: tv!.choose } : undefined;
     if (verify?.compact) transfer.push(verify.compact.keep.buffer as ArrayBuffer);

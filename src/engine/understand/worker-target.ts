@@ -15,6 +15,28 @@ export interface PrefetchedVerify {
   features?: Float32Array;
 }
 
+/**
+ * Posts `msg` at once (the worker handles requests in order, so it runs after the sequence's 'open'),
+ * then waits for the open's answer first: if the open failed, its error wins and this reply is dropped.
+ * Shared by WorkerSequence and the worker-backed draft model.
+ */
+export async function callAfterOpen<R>(
+  client: WorkerClient,
+  opened: Promise<unknown>,
+  generation: number,
+  msg: Parameters<WorkerClient['call']>[0],
+  transfer: ArrayBuffer[] = [],
+): Promise<R> {
+  const r = client.call<R>(msg, transfer, generation);
+  try {
+    await opened;
+  } catch (e) {
+    r.catch(() => {});
+    throw e;
+  }
+  return r;
+}
+
 export class WorkerSequence implements TargetSequence {
   readonly id = nextSeqId++;
 
@@ -58,15 +80,8 @@ export class WorkerSequence implements TargetSequence {
   private opened: Promise<null> = Promise.resolve(null);
 
   /** a request on this sequence, after its 'open' (posted in order; the open's error wins) */
-  private async request<R>(msg: Parameters<WorkerClient['call']>[0], transfer: ArrayBuffer[] = []): Promise<R> {
-    const r = this.client.call<R>(msg, transfer, this.generation);
-    try {
-      await this.opened;
-    } catch (e) {
-      r.catch(() => {});
-      throw e;
-    }
-    return r;
+  private request<R>(msg: Parameters<WorkerClient['call']>[0], transfer: ArrayBuffer[] = []): Promise<R> {
+    return callAfterOpen<R>(this.client, this.opened, this.generation, msg, transfer);
   }
 
   get length(): number {
