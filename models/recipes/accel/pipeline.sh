@@ -20,7 +20,7 @@ REWARD_STEPS=${REWARD_STEPS:-800}; ADP_STEPS=${ADP_STEPS:-800}; REFL_STEPS=${REF
 GEN_LIMIT=${GEN_LIMIT:-10000}
 mkdir -p "$OUT/draft" "$OUT/gen"
 
-# Runs a stage unless its marker says it finished with at least this many steps.
+# Runs a stage unless its marker says it already finished (delete OUT/.done-NAME to rerun or extend it).
 stage() { local name=$1; shift; local mark="$OUT/.done-$name"
   if [ -f "$mark" ]; then echo "[$(date -u +%T)] skip $name (done)"; return; fi
   echo "[$(date -u +%T)] start $name"; "$@"; touch "$mark"; echo "[$(date -u +%T)] done $name"; }

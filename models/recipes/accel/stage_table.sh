@@ -26,17 +26,12 @@ if [[ " $ROWS " == *" base "* ]]; then
   score "6-step base denoiser + CFG (no distillation)" "$BASE" 6nfe
   score "1-step base denoiser + CFG (no distillation)" "$BASE" 1nfe
 fi
-[[ " $ROWS " == *" six "* ]] && for st in cfg tscd dmdo; do
-  [ -f "$OUT/gen/$st/ckpt.pt" ] || continue
-  rm -rf "$SCRATCH/$st"; mkdir -p "$SCRATCH"; cp -r "$BASE" "$SCRATCH/$st"
-  $PY "$A/export_accel.py" --target "$T" --pack "$SCRATCH/$st" --six "$OUT/gen/$st/ckpt.pt" >/dev/null 2>&1
-  score "6-NFE after $st" "$SCRATCH/$st" 6nfe
-done
-true
-[[ " $ROWS " == *" one "* ]] && for st in adp refl; do
-  [ -f "$OUT/gen/$st/ckpt.pt" ] || continue
-  rm -rf "$SCRATCH/$st"; mkdir -p "$SCRATCH"; cp -r "$BASE" "$SCRATCH/$st"
-  $PY "$A/export_accel.py" --target "$T" --pack "$SCRATCH/$st" --one "$OUT/gen/$st/ckpt.pt" >/dev/null 2>&1
-  score "1-NFE after $st" "$SCRATCH/$st" 1nfe
-done
-true
+# stage_row STAGE KIND(six|one) MODE LABEL: the stage's student exported into a scratch copy of the pack, scored
+stage_row() {
+  [ -f "$OUT/gen/$1/ckpt.pt" ] || return 0
+  rm -rf "$SCRATCH/$1"; mkdir -p "$SCRATCH"; cp -r "$BASE" "$SCRATCH/$1"
+  $PY "$A/export_accel.py" --target "$T" --pack "$SCRATCH/$1" --"$2" "$OUT/gen/$1/ckpt.pt" >/dev/null 2>&1
+  score "$4 after $1" "$SCRATCH/$1" "$3"
+}
+if [[ " $ROWS " == *" six "* ]]; then for st in cfg tscd dmdo; do stage_row "$st" six 6nfe 6-NFE; done; fi
+if [[ " $ROWS " == *" one "* ]]; then for st in adp refl; do stage_row "$st" one 1nfe 1-NFE; done; fi
