@@ -18,7 +18,7 @@ import { causalMask } from '../../src/engine/understand/target.ts';
 import { WorkerSequence } from '../../src/engine/understand/worker-target.ts';
 import type { UnderstandSummary } from '../../src/engine/types.ts';
 import { chiSquare } from './spec-helpers.ts';
-import { collect, FIXTURE } from './fixture-helpers.ts';
+import { collect, embedLookup, FIXTURE, prefixOpener } from './fixture-helpers.ts';
 
 export const ACCEL = path.join(path.dirname(FIXTURE), 'tiny-pack-accel');
 let engine: LocalEngine;
@@ -100,12 +100,7 @@ describe('draft.onnx through the worker', () => {
 
   test('fused draft requests (draft_chain, draft_tree) build the same chains and trees as per-step forwards', async () => {
     const client = engine.workerClient;
-    const table = await client.call<Float32Array>({ op: 'embed_table' });
-    const embed = (xs: number[]) => {
-      const out = new Float32Array(xs.length * D);
-      xs.forEach((x, i) => out.set(table.subarray(x * D, x * D + D), i * D));
-      return out;
-    };
+    const embed = await embedLookup(client, D);
     const ids = [1, 30, 66, 35, 4, 12, 40];
     const pos = Int32Array.from(ids.map((_, i) => i));
     const seq = await WorkerSequence.open(client, V, 64, L * D);
@@ -147,12 +142,7 @@ describe('draft.onnx through the worker', () => {
 
   test('a draft chain or tree carries its verification (fused request); a pruned one drops the prefetched rows', async () => {
     const client = engine.workerClient;
-    const table = await client.call<Float32Array>({ op: 'embed_table' });
-    const embed = (xs: number[]) => {
-      const out = new Float32Array(xs.length * D);
-      xs.forEach((x, i) => out.set(table.subarray(x * D, x * D + D), i * D));
-      return out;
-    };
+    const embed = await embedLookup(client, D);
     const ids = [1, 30, 66, 35, 4, 12, 40];
     const n = ids.length;
     const pos = Int32Array.from(ids.map((_, i) => i));
@@ -208,12 +198,7 @@ describe('draft.onnx through the worker', () => {
     const sampling = { temperature: 1, topK: 3, topP: 1 };
     const ids = [1, 30, 66, 35, 4];
     const pos = Int32Array.from(ids.map((_, i) => i));
-    const open = async (extra: number[] = []) => {
-      const s = await WorkerSequence.open(client, V, 64, L * D);
-      const all = [...ids, ...extra];
-      const l = await s.forward(Int32Array.from(all), Int32Array.from(all.map((_, i) => i)), causalMask(all.length), 'all', true);
-      return { s, l: l.slice((all.length - 1) * V), feats: s.lastFeatures! };
-    };
+    const open = prefixOpener(client, V, ids, L * D);
     const exact = new Map<string, number>();
     const base = await open();
     const p1 = processLogits(base.l, 0, V, sampling);
@@ -225,12 +210,7 @@ describe('draft.onnx through the worker', () => {
       await b.s.close();
     }
     await base.s.close();
-    const table = await client.call<Float32Array>({ op: 'embed_table' });
-    const embed = (xs: number[]) => {
-      const out = new Float32Array(xs.length * D);
-      xs.forEach((x, i) => out.set(table.subarray(x * D, x * D + D), i * D));
-      return out;
-    };
+    const embed = await embedLookup(client, D);
     const N = 500;
     const counts = new Map<string, number>();
     let drafted = 0;

@@ -1,6 +1,9 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EngineError, type UnderstandEvent } from '../../src/engine/types.ts';
+import { causalMask } from '../../src/engine/understand/target.ts';
+import { WorkerSequence } from '../../src/engine/understand/worker-target.ts';
+import type { WorkerClient } from '../../src/runtime/client.ts';
 
 export const FIXTURE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/tiny-pack');
 
@@ -26,4 +29,27 @@ export async function engineError(f: () => unknown): Promise<EngineError> {
 /** The answer's token ids: every chunk's, then the summary's trailing textless steps'. */
 export function answerIds(evs: UnderstandEvent[]): number[] {
   return evs.flatMap((e) => (e.kind === 'chunk' ? e.tokenIds : (e.trailing?.tokenIds ?? [])));
+}
+
+/** Input embeddings of token ids, looked up in the pack's embedding table (the worker's 'embed_table'). */
+export async function embedLookup(client: WorkerClient, dim: number): Promise<(ids: number[]) => Float32Array> {
+  const table = await client.call<Float32Array>({ op: 'embed_table' });
+  return (ids) => {
+    const out = new Float32Array(ids.length * dim);
+    ids.forEach((x, i) => out.set(table.subarray(x * dim, x * dim + dim), i * dim));
+    return out;
+  };
+}
+
+/**
+ * Opens a target sequence on `ids` followed by `extra` and returns it with the last row's logits, and
+ * its hidden-state features when `featureDim` > 0 (the sequence is the caller's to close).
+ */
+export function prefixOpener(client: WorkerClient, vocab: number, ids: number[], featureDim = 0) {
+  return async (extra: number[] = []) => {
+    const s = await WorkerSequence.open(client, vocab, 64, featureDim);
+    const all = [...ids, ...extra];
+    const l = await s.forward(Int32Array.from(all), Int32Array.from(all.map((_, i) => i)), causalMask(all.length), 'all', featureDim > 0);
+    return { s, l: l.slice((all.length - 1) * vocab), feats: s.lastFeatures! };
+  };
 }

@@ -8,9 +8,7 @@ import { AcceptanceStats } from '../../src/engine/speculative/metrics.ts';
 import { buildRetrievalData, RetrievalIndex, RetrievalProposer, retrievalState } from '../../src/engine/speculative/retrieval.ts';
 import { decodeSteps } from '../../src/engine/understand/decode.ts';
 import { processLogits } from '../../src/engine/understand/logits.ts';
-import { causalMask } from '../../src/engine/understand/target.ts';
-import { WorkerSequence } from '../../src/engine/understand/worker-target.ts';
-import { FIXTURE } from './fixture-helpers.ts';
+import { FIXTURE, prefixOpener } from './fixture-helpers.ts';
 import { chiSquare } from './spec-helpers.ts';
 
 let engine: LocalEngine;
@@ -26,12 +24,7 @@ test('sampled: the first two tokens follow the exact target distribution with re
   const client = engine.workerClient;
   const sampling = { temperature: 1, topK: 3, topP: 1 };
   const ids = [1, 30, 66, 35, 4];
-  const open = async (extra: number[] = []) => {
-    const s = await WorkerSequence.open(client, V, 64, 0);
-    const all = [...ids, ...extra];
-    const l = await s.forward(Int32Array.from(all), Int32Array.from(all.map((_, i) => i)), causalMask(all.length), 'all', false);
-    return { s, l: l.slice((all.length - 1) * V) };
-  };
+  const open = prefixOpener(client, V, ids);
   const exact = new Map<string, number>();
   const seqs: Array<{ prompt: number[]; answer: number[]; count: number }> = [];
   const r = new Rng(5);
@@ -91,12 +84,7 @@ test('sampled through the engine: drafts verified in the prefill forward keep th
   const prompt = 'describe the image';
   const words = prompt.split(' ').map((w) => vocab[w]!);
   const ids = [1, ...words, 4]; // bos, words, im_start: the engine's prompt without an image
-  const open = async (extra: number[] = []) => {
-    const s = await WorkerSequence.open(client, V, 64, 0);
-    const all = [...ids, ...extra];
-    const l = await s.forward(Int32Array.from(all), Int32Array.from(all.map((_, i) => i)), causalMask(all.length), 'all', false);
-    return { s, l: l.slice((all.length - 1) * V) };
-  };
+  const open = prefixOpener(client, V, ids);
   const exact = new Map<string, number>();
   const seqs: Array<{ prompt: number[]; answer: number[]; count: number }> = [];
   const base = await open();
