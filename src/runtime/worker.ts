@@ -6,6 +6,7 @@ import { KvCache } from './kv-cache.ts';
 import type { GraphName, Manifest } from './manifest.ts';
 import { CostCurve, chooseTreeSize } from '../engine/speculative/sizing.ts';
 import { buildDynamicTree, replayExpander, treeMask, treePositions } from '../engine/speculative/tree.ts';
+import { causalMask } from '../engine/understand/target.ts';
 import type { InitResult, Segment, SessionTuning, WorkerMessage, WorkerReply, WorkerStats } from './protocol.ts';
 
 const port = parentPort;
@@ -312,17 +313,14 @@ async function draftChain(
   let row = n - 1;
   const tokens = new Int32Array(msg.steps);
   const logprobs = new Float64Array(msg.steps);
+  const top: number[] = [];
+  const topLp: number[] = [];
   for (let i = 0; i < msg.steps; i++) {
-    const lg = out.logits.subarray(row * V, (row + 1) * V);
-    let best = 0;
-    let max = -Infinity;
-    for (let t = 0; t < V; t++) if (lg[t]! > max) max = lg[t]!;
-    let z = 0;
-    for (let t = 0; t < V; t++) z += Math.exp(lg[t]! - max);
-    for (let t = 0; t < V; t++)
-      if (lg[t]! > lg[best]!) best = t;
+    top.length = topLp.length = 0;
+    topKOf(out.logits.subarray(row * V, (row + 1) * V), 1, top, topLp);
+    const best = top[0]!;
     tokens[i] = best;
-    logprobs[i] = lg[best]! - (max + Math.log(z));
+    logprobs[i] = topLp[0]!;
     if (i === msg.steps - 1) break;
     const embeds = await embedIds(Int32Array.of(best));
     out = await draftRun(cache, { embeds, prev: out.features.slice(row * D, (row + 1) * D), positions: [msg.rootPos + i], mask: ONE });
@@ -335,8 +333,7 @@ async function draftChain(
   const ids = new Int32Array(T);
   ids[0] = v.root;
   ids.set(tokens, 1);
-  const mask = new Uint8Array(T * T);
-  for (let i = 0; i < T; i++) for (let j = 0; j <= i; j++) mask[i * T + j] = 1;
+  const mask = causalMask(T);
   const positions = Int32Array.from({ length: T }, (_, i) => msg.rootPos + i);
   const r = await decode({ op: 'decode', id: msg.id, seq: v.seq, segments: [{ kind: 'ids', ids }], positions, mask, rows: 'all', compact: v.compact, features: v.features });
   return { tokens, logprobs, verify: { tokens: ids, positions, mask, logits: r.logits, features: r.features } };
@@ -371,13 +368,6 @@ function topKOf(lg: Float32Array, k: number, tokens: number[], logprobs: number[
   }
 }
 
-/**
- * EAGLE-2 dynamic-tree expansion in one request: the committed rows, then per level one draft
- * forward over the frontier (tree.ts buildDynamicTree with eagle.ts EagleDrafter.expand, same
- * order and visibility: a node sees the committed rows and its own ancestors). Returns, per level,
- * the top-k candidates (tokens, log-probs) of every frontier node, frontier order; the engine
- * replays them through buildDynamicTree (ranking and sizing stay there).
- */
 interface Verified {
   tokens: Int32Array;
   positions: Int32Array;
@@ -386,6 +376,13 @@ interface Verified {
   features?: Float32Array;
 }
 
+/**
+ * EAGLE-2 dynamic-tree expansion in one request: the committed rows, then per level one draft
+ * forward over the frontier (tree.ts buildDynamicTree with eagle.ts EagleDrafter.expand, same
+ * order and visibility: a node sees the committed rows and its own ancestors). Returns, per level,
+ * the top-k candidates (tokens, log-probs) of every frontier node, frontier order; the engine
+ * replays them through buildDynamicTree (ranking and sizing stay there).
+ */
 async function draftTree(msg: Extract<WorkerMessage, { op: 'draft_tree' }>): Promise<{ tokens: Int32Array; logprobs: Float64Array; frontier: Int32Array; verify?: Verified }> {
   const cache = seqOf(msg.seq);
   if (msg.compact) cache.compact(msg.compact.keepFrom, msg.compact.keep);
