@@ -49,7 +49,7 @@ class StampingEngine implements Engine {
   readonly info = {
     name: 'bench-synthetic',
     description: 'synthetic engine for gateway benchmarks',
-    capabilities: { understand: true, generate: false, edit: false, draft: false, sixStep: false, oneStep: false },
+    capabilities: { understand: true, generate: false, edit: false, draft: false, sixStep: false, oneStep: false, think: false },
     imageSize: { width: 64, height: 64 },
     vocabularySize: 1,
   };

@@ -159,6 +159,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
       seed: f.seed,
       image: imageOut(rec),
       sourceImage: () => inputImageOut(f.sourceImage, job.sentSize),
+      thought: f.thought ?? null,
     };
   }
 
@@ -195,6 +196,9 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
     cfgInterval?: ReadonlyArray<number> | null;
     timestepShift?: number | null;
     intermediatePreviews?: boolean | null;
+    /** generateImage only */
+    think?: boolean | null;
+    thinkTemperature?: number | null;
     sessionId?: string | null;
   }
 
@@ -228,6 +232,14 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
       timestepShift: range(input.timestepShift, 'timestepShift', 0, 100),
       intermediatePreviews: input.intermediatePreviews ?? undefined,
     };
+    if (input.think) {
+      if (!rt.engine.info.capabilities.think) throw new GatewayError('INVALID_INPUT', 'this model cannot think (capabilities.think is false); leave think out');
+      req.think = true;
+    }
+    if (input.thinkTemperature !== null && input.thinkTemperature !== undefined) {
+      if (!input.think) throw new GatewayError('INVALID_INPUT', 'thinkTemperature applies with think: true only');
+      req.thinkTemperature = range(input.thinkTemperature, 'thinkTemperature', 0, 2);
+    }
     const image = await sourceImage;
     if (field === 'editImage') {
       if (image) req.sourceImage = image;

@@ -33,6 +33,8 @@ def main():
     ap.add_argument("--name", default="shapes-mot")
     ap.add_argument("--raw", action="store_true")
     ap.add_argument("--parity", action="store_true")
+    ap.add_argument("--think", action="store_true",
+                    help="declare prompts.think (the run trained prompt expansion; implied when the checkpoint records think samples)")
     ap.add_argument("--note", default="", help="free text for manifest.training.note (e.g. measured quality)")
     a = ap.parse_args()
     ck = torch.load(a.ckpt, map_location="cpu")
@@ -58,11 +60,13 @@ def main():
                 "weights": "raw" if a.raw else "ema", "preview_rmse": round(preview[2], 4)}
     if a.note:
         training["note"] = a.note
+    think = a.think or ck.get("think_samples", 0) > 0
+    prompts = {"caption": CAPTION_PROMPT, **({"think": True} if think else {})}
     ex.write_manifest(a.out, c, tok, specs, scale, preview, a.name,
                       f"Miniature BAGEL (MoT decoder {c.layers}x{c.hidden}, conv-stem ViT, conv VAE "
                       f"{c.gen_image_size}px -> {c.latent_channels}x{c.latent_size}x{c.latent_size}) trained on the "
                       f"Shapes world by models/recipes.",
-                      extra={"prompts": {"caption": CAPTION_PROMPT}, "training": training})
+                      extra={"prompts": prompts, "training": training})
     if a.parity:
         ex.write_parity(model, vae, scale, a.out)
     total = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(a.out) for f in fs)

@@ -46,7 +46,7 @@ def main():
          "--steps", "12", "--batch", "16", "--log-every", "4", "--ckpt-every", "6"])
     urun = os.path.join(work, "unified")
     common = [os.path.join(HERE, "train_unified.py"), "--tiny", "--data", data, "--vae",
-              os.path.join(work, "vae", "vae.ckpt"), "--run", urun, "--und", "4", "--t2i", "3", "--edit", "3",
+              os.path.join(work, "vae", "vae.ckpt"), "--run", urun, "--und", "4", "--t2i", "3", "--edit", "3", "--think", "2",
               "--log-every", "2", "--ckpt-every", "4", "--curriculum", "4,8"]
     run(common + ["--steps", "4"])
     o = run(common + ["--steps", "8"])  # resumes from step 4
@@ -73,6 +73,7 @@ def main():
     run([os.path.join(HERE, "export_pack.py"), "--ckpt", os.path.join(urun, "unified.ckpt"), "--data", data,
          "--out", out, "--name", "smoke", "--parity"])
     man = json.load(open(os.path.join(out, "manifest.json")))
+    assert man["prompts"].get("think") is True, "a run trained with --think must export prompts.think"
     for g in man["graphs"].values():
         assert os.path.exists(os.path.join(out, g["file"])), g["file"]
     print(f"smoke test OK in {time.time() - t0:.1f}s: {out}", flush=True)

@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from hyperbagel.config import DEFAULT, TINY, ModelConfig  # noqa: E402
 from hyperbagel.model import Unified, VAE  # noqa: E402
 from hyperbagel.tokenizer import WordTokenizer  # noqa: E402
-from hyperbagel.data import ShapesData, understanding_seq, t2i_seq, edit_seq, collate  # noqa: E402
+from hyperbagel.data import ShapesData, understanding_seq, t2i_seq, edit_seq, think_seq, has_short_prompts, collate  # noqa: E402
 from hyperbagel.losses import joint_loss  # noqa: E402
 
 
@@ -72,6 +72,7 @@ def main():
     ap.add_argument("--und", type=int, default=12, help="understanding samples per step")
     ap.add_argument("--t2i", type=int, default=10, help="text-to-image samples per step")
     ap.add_argument("--edit", type=int, default=10, help="editing samples per step")
+    ap.add_argument("--think", type=int, default=0, help="prompt-expansion (short prompt -> caption) samples per step")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--cooldown-from", type=int, default=0, help="linear lr decay to 10%% from this step to --steps (0 = constant)")
@@ -111,11 +112,17 @@ def main():
         sets.append(ds)
         print(f"data {d}: {ds.n} records, latents {ds.latents.shape} ({timer():.0f}s)", flush=True)
 
+    # records with short (GenEval-style) prompts besides their caption: the think task's material
+    thinkable = [[i for i in range(ds.n) if has_short_prompts(ds, i)] for ds in sets]
+    if a.think and not any(thinkable):
+        sys.exit("--think needs records with short prompts besides the caption (records.jsonl 'prompts')")
     model = Unified(c)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.01)
     ema = EMA(model, a.ema)
     step = 0
+    think_samples = 0  # prompt-expansion sequences trained so far (export_pack.py declares prompts.think from it)
     if ck:
+        think_samples = ck.get("think_samples", 0)
         model.load_state_dict(ck["model"])
         ema.model.load_state_dict(ck["ema"])
         opt.load_state_dict(ck["opt"])
@@ -132,7 +139,7 @@ def main():
 
     def save():
         save_ckpt(ckpt_path, {"model": model.state_dict(), "ema": ema.model.state_dict(), "opt": opt.state_dict(),
-                              "step": step, "rng": torch.get_rng_state(), "config": c.to_dict(),
+                              "step": step, "rng": torch.get_rng_state(), "config": c.to_dict(), "think_samples": think_samples,
                               "vae": os.path.abspath(a.vae), "scale": scale})
 
     while step < a.steps:
@@ -151,6 +158,11 @@ def main():
         for _ in range(a.edit):
             ds, i = pick()
             seqs.append(edit_seq(tok, ds, i, rng, nv, n))
+        for _ in range(a.think):
+            tw = [wi if thinkable[k] else 0 for k, wi in enumerate(w)]
+            ds = rng.choices(sets, weights=tw if sum(tw) else [1 if t else 0 for t in thinkable])[0]
+            seqs.append(think_seq(tok, ds, rng.choice(thinkable[sets.index(ds)]), rng))
+        think_samples += a.think
         b = collate(seqs)
         lr = a.lr * min(1.0, (step + 1) / a.warmup)
         if a.cooldown_from and step >= a.cooldown_from:

@@ -8,8 +8,8 @@ import type { GenerateRequest, GenerationMode } from './types.ts';
 
 export async function runGenerateCommand(argv: string[], edit: boolean, help: string): Promise<number> {
   const args = parseArgs(argv, {
-    values: ['out', 'mode', 'seed', 'steps', 'cfg-text', 'cfg-image', 'shift', 'previews', 'image', 'pack', 'threads'],
-    booleans: ['quiet'],
+    values: ['out', 'mode', 'seed', 'steps', 'cfg-text', 'cfg-image', 'shift', 'previews', 'image', 'pack', 'threads', 'think-temperature'],
+    booleans: ['quiet', 'think'],
   });
   if (args.flags.has('help')) {
     console.log(help);
@@ -23,6 +23,10 @@ export async function runGenerateCommand(argv: string[], edit: boolean, help: st
   if (!['progressive', '6nfe', '1nfe', 'baseline'].includes(mode)) throw new UsageError('--mode must be progressive, 6nfe, 1nfe or baseline');
   const image = flag(args, 'image');
   if (edit && !image) throw new UsageError('--image FILE is required');
+  const think = args.flags.has('think');
+  if (think && edit) throw new UsageError('--think applies to text-to-image only');
+  const thinkTemperature = numberFlag(flag(args, 'think-temperature'), 'think-temperature');
+  if (thinkTemperature !== undefined && !think) throw new UsageError('--think-temperature needs --think');
   const previews = flag(args, 'previews');
   const threads = numberFlag(flag(args, 'threads'), 'threads');
   const engine = await createEngine(resolvePack(flag(args, 'pack')), { intraOpThreads: threads ?? 2, calibrate: false });
@@ -36,15 +40,18 @@ export async function runGenerateCommand(argv: string[], edit: boolean, help: st
       cfgImageScale: numberFlag(flag(args, 'cfg-image'), 'cfg-image'),
       timestepShift: numberFlag(flag(args, 'shift'), 'shift'),
       intermediatePreviews: !!previews,
+      ...(think ? { think, ...(thinkTemperature !== undefined ? { thinkTemperature } : {}) } : {}),
     };
     if (image) req.sourceImage = await readImageFile(image);
     if (previews) fs.mkdirSync(previews, { recursive: true });
     let n = 0;
+    let thought: string | undefined;
     for await (const f of engine.generate(req)) {
       const ext = f.image.mimeType.split('/')[1]!.replace('jpeg', 'jpg');
       if (f.stage === 'final') fs.writeFileSync(out, f.image.bytes);
       else if (previews) fs.writeFileSync(path.join(previews, `preview-${String(n).padStart(2, '0')}-nfe${f.nfe}.${ext}`), f.image.bytes);
       n++;
+      if (f.thought !== undefined && thought === undefined && !args.flags.has('quiet')) process.stderr.write(JSON.stringify({ thought: (thought = f.thought) }) + '\n');
       if (!args.flags.has('quiet'))
         process.stderr.write(
             JSON.stringify({ stage: f.stage, nfe: f.nfe, step: f.step, elapsedMs: +f.elapsedMs.toFixed(2), seed: f.seed, sampler: f.sampler, sha256: f.image.sha256, ...(f.sourceImage ? { sourceImage: f.sourceImage } : {}) }) + '\n',

@@ -32,6 +32,7 @@ import { loadPack } from '../runtime/manifest.ts';
 import type { WorkerStats } from '../runtime/protocol.ts';
 import type { EngineCtx, EngineOptions } from './context.ts';
 import { runGenerate } from './generation/pipeline.ts';
+import { canThink, thinkFirst } from './generation/think.ts';
 import { Limiter } from './limiter.ts';
 import { AcceptanceStats } from './speculative/metrics.ts';
 import { CostCurve } from './speculative/sizing.ts';
@@ -225,6 +226,7 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
       draft: !!g.draft,
       sixStep: !!g.denoise_6nfe,
       oneStep: !!g.denoise_1nfe,
+      think: canThink(ctx),
     },
     imageSize: { width: m.vision?.image_size ?? 64, height: m.vision?.image_size ?? 64 },
     vocabularySize: m.decoder.vocab,
@@ -260,7 +262,10 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
     generate(req: GenerateRequest, signal?: AbortSignal): AsyncIterable<ImageFrame> {
       return (async function* () {
         if (closed) throw new EngineError('INTERNAL', 'engine is closed');
-        yield* runGenerate(ctx, req, signal, session(req?.session));
+        const conv = session(req?.session);
+        if (req?.think === undefined || req.think === false) return yield* runGenerate(ctx, req, signal, conv);
+        const { request, thought } = await thinkFirst(ctx, req, signal, conv);
+        for await (const frame of runGenerate(ctx, request, signal, conv)) yield { ...frame, thought: thought.text };
       })();
     },
     createSession(): SessionHandle {

@@ -154,6 +154,14 @@ export interface GenerateRequest {
   timestepShift?: number;
   /** progressive: also stream the 6-NFE intermediate x0 predictions */
   intermediatePreviews?: boolean;
+  /**
+   * Text-to-image only, packs with `capabilities.think`: the model first expands the prompt into a full
+   * scene description (a sampled text-only turn, seeded by `seed`), then generates from that description
+   * (BAGEL's thinking / prompt-rewriting mode). Every frame reports it as `thought`.
+   */
+  think?: boolean;
+  /** sampling temperature of the expansion (default THINK_TEMPERATURE); 0 = greedy */
+  thinkTemperature?: number;
   /** the final frame becomes the session's latest image (see SessionHandle) */
   session?: SessionHandle;
 }
@@ -185,6 +193,8 @@ export interface ImageFrame {
   timings?: FrameTimings;
   /** edits: the source image as the model saw it (cropped/resized to the vision size or not) */
   sourceImage?: InputImageInfo;
+  /** think mode: the scene description the model wrote for the prompt, which the image was generated from */
+  thought?: string;
 }
 
 export interface FrameTimings {
@@ -233,7 +243,7 @@ export interface SessionInfo {
 export interface ModelInfo {
   name: string;
   description: string;
-  capabilities: { understand: boolean; generate: boolean; edit: boolean; draft: boolean; sixStep: boolean; oneStep: boolean };
+  capabilities: { understand: boolean; generate: boolean; edit: boolean; draft: boolean; sixStep: boolean; oneStep: boolean; think: boolean };
   imageSize: { width: number; height: number };
   vocabularySize: number;
 }

@@ -19,8 +19,8 @@ export function captionPrompt(packDir: string): string {
   return DEFAULT_CAPTION_PROMPT;
 }
 
-/** Wraps an engine; greedy decoding for understanding, `mode` for generation and editing. */
-export function engineModel(engine: Engine, opts: { mode: GenerationMode; captionPrompt?: string }): EvalModel {
+/** Wraps an engine; greedy decoding for understanding, `mode` (and `think`) for generation, `mode` for editing. */
+export function engineModel(engine: Engine, opts: { mode: GenerationMode; captionPrompt?: string; think?: boolean }): EvalModel {
   const understand = async (image: RgbImage, prompt: string): Promise<string> => {
     let text: string | undefined;
     for await (const ev of engine.understand({ prompt, image, temperature: 0, maxTokens: EVAL_MAX_TOKENS })) {
@@ -38,7 +38,7 @@ export function engineModel(engine: Engine, opts: { mode: GenerationMode; captio
   return {
     caption: (image) => understand(image, opts.captionPrompt ?? DEFAULT_CAPTION_PROMPT),
     answer: (image, question) => understand(image, question),
-    generate: (prompt, seed) => lastFrame({ prompt, mode: opts.mode, seed }),
+    generate: (prompt, seed) => lastFrame({ prompt, mode: opts.mode, seed, ...(opts.think ? { think: true } : {}) }),
     edit: (image, instruction, seed) => lastFrame({ prompt: instruction, sourceImage: image, mode: opts.mode, seed }),
   };
 }

@@ -62,6 +62,10 @@ export interface GenerateImageInput {
   timestepShift?: number | null;
   /** PROGRESSIVE: also stream the 6-NFE sampler's intermediate predictions as previews. */
   intermediatePreviews?: boolean | null;
+  /** Think first (models with capabilities.think): the model expands the prompt into a full scene description, sampled with the job's seed, and the image is generated from that description; every frame reports it as `thought`. Short prompts that leave colours, sizes and places open gain the most. */
+  think?: boolean | null;
+  /** Sampling temperature of the thought, in [0, 2] (default 1; 0 = greedy). */
+  thinkTemperature?: number | null;
   sessionId?: string | null;
 }
 
@@ -112,6 +116,8 @@ export interface Capabilities {
   draft: Field<boolean>;
   sixStep: Field<boolean>;
   oneStep: Field<boolean>;
+  /** The model can expand a short prompt into a full scene description before generating (GenerateImageInput.think). */
+  think: Field<boolean>;
 }
 
 export interface Health {
@@ -159,6 +165,8 @@ export interface ImageFrame {
   image: Field<Image>;
   /** Edits: the source image (the request's, or the session's latest) and how it was fitted to the model. */
   sourceImage?: Field<InputImageInfo | null>;
+  /** Think mode: the scene description the model wrote for the prompt; the image was generated from it. */
+  thought?: Field<string | null>;
 }
 
 export interface ImageJob {

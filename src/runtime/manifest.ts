@@ -56,6 +56,11 @@ export interface Manifest {
     cfg_renorm_type: 'global' | 'channel' | 'text_channel';
   };
   graphs: Partial<Record<GraphName, GraphSpec>>;
+  /**
+   * Prompts the model was trained with. `think`: the model expands a short text-to-image prompt into a
+   * full scene description in a text-only turn (`<bos> prompt <|im_start|> description <eos>`).
+   */
+  prompts?: { caption?: string; think?: boolean };
   /** retrieval datastore for speculative decoding (file name in the pack; docs/model-pack.md) */
   retrieval?: string;
   /** EAGLE-style draft (with graphs.draft): its own KV cache shape (docs/model-pack.md "Draft rows") */
@@ -150,6 +155,12 @@ export function validateManifest(m: unknown, file = 'manifest.json'): Manifest {
     if (ts === undefined) continue;
     if (!Array.isArray(ts) || ts.length < 2 || !ts.every((t, i) => typeof t === 'number' && t >= 0 && t <= 1 && (i === 0 || t < ts[i - 1]!)))
       fail(file, 'expected ≥ 2 decreasing timesteps in [0, 1]', `distilled.${k}.timesteps`);
+  }
+  if (mm.prompts !== undefined) {
+    const pr = mm.prompts as Record<string, unknown> | null;
+    if (!pr || typeof pr !== 'object' || Array.isArray(pr)) fail(file, `expected an object, got ${JSON.stringify(mm.prompts)}`, 'prompts');
+    if (pr.caption !== undefined && typeof pr.caption !== 'string') fail(file, `expected a string, got ${JSON.stringify(pr.caption)}`, 'prompts.caption');
+    if (pr.think !== undefined && typeof pr.think !== 'boolean') fail(file, `expected a boolean, got ${JSON.stringify(pr.think)}`, 'prompts.think');
   }
   if (mm.retrieval !== undefined && (typeof mm.retrieval !== 'string' || !mm.retrieval)) fail(file, `expected a file name, got ${JSON.stringify(mm.retrieval)}`, 'retrieval');
   if (g.vision) for (const k of ['image_size', 'tokens']) need(m, `vision.${k}`, 'number', file);

@@ -129,3 +129,42 @@ describe('input images of any size', () => {
     }
   });
 });
+
+describe('think mode (GenerateImageInput.think)', () => {
+  const G = `mutation G($input: GenerateImageInput!) { generateImage(input: $input) { result { stage thought } } }`;
+  it('passes think and thinkTemperature to the engine and reports the thought on the frames', async () => {
+    const engine = new FakeEngine({ nfeMs: 1 });
+    server = await start({ engine });
+    const r = await gqlPost(server, { query: G, variables: { input: { prompt: 'a photo of a square', mode: 'ONE_STEP', think: true, thinkTemperature: 0.5 } } });
+    expect(r.json.errors).toBeUndefined();
+    expect(r.json.data.generateImage.result).toEqual({ stage: 'FINAL', thought: 'a scene for a photo of a square' });
+    expect(engine.requests.generate.at(-1)).toMatchObject({ think: true, thinkTemperature: 0.5 });
+    const caps = await gqlPost(server, { query: '{ models { capabilities { think } } }' });
+    expect(caps.json.data.models[0].capabilities.think).toBe(true);
+    // without think: no thought, and the engine is not asked to think
+    const p = await gqlPost(server, { query: G, variables: { input: { prompt: 'a photo of a square', mode: 'ONE_STEP' } } });
+    expect(p.json.data.generateImage.result.thought).toBeNull();
+    expect(engine.requests.generate.at(-1)!.think).toBeUndefined();
+  });
+
+  it('refuses malformed think options before any work, naming them', async () => {
+    const engine = new FakeEngine({ nfeMs: 1 });
+    server = await start({ engine });
+    const err = async (input: Record<string, unknown>) => (await gqlPost(server!, { query: G, variables: { input: { prompt: 'x', mode: 'ONE_STEP', ...input } } })).json.errors?.[0];
+    let e = await err({ think: false, thinkTemperature: 0.5 });
+    expect(e.extensions.code).toBe('INVALID_INPUT');
+    expect(e.message).toContain('thinkTemperature');
+    e = await err({ think: true, thinkTemperature: 2.5 });
+    expect(e.extensions.code).toBe('OUT_OF_RANGE');
+    expect(e.message).toContain('thinkTemperature');
+    e = await err({ think: 'yes' });
+    expect(e.message).toMatch(/Boolean/);
+    expect(engine.requests.generate).toHaveLength(0);
+    // a model that cannot think
+    (engine.info.capabilities as { think: boolean }).think = false;
+    e = await err({ think: true });
+    expect(e.extensions.code).toBe('INVALID_INPUT');
+    expect(e.message).toContain('capabilities.think');
+    expect(engine.requests.generate).toHaveLength(0);
+  });
+});

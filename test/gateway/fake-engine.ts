@@ -45,7 +45,7 @@ export class FakeEngine implements Engine {
   readonly info = {
     name: 'fake',
     description: 'in-test engine',
-    capabilities: { understand: true, generate: true, edit: true, draft: true, sixStep: true, oneStep: true },
+    capabilities: { understand: true, generate: true, edit: true, draft: true, sixStep: true, oneStep: true, think: true },
     imageSize: { width: 8, height: 8 },
     vocabularySize: 100,
   };
@@ -189,6 +189,7 @@ export class FakeEngine implements Engine {
           image: { mimeType: 'image/png', width: 8, height: 8, bytes: img.bytes, sha256: img.sha256 },
           rgb: img.rgb,
           sourceImage,
+          ...(req.think ? { thought: `a scene for ${req.prompt}` } : {}),
         };
         if (p.stage === 'final' && state) {
           state.image = img.rgb;

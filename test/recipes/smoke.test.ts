@@ -96,4 +96,20 @@ describe.skipIf(!enabled)('recipes smoke test (python train + export, then onnxr
     expect(Array.from(v.velocity!.data as Float32Array).every(Number.isFinite)).toBe(true);
     await Promise.all([embed.release(), dec.release(), den.release()]);
   });
+
+  it('declares prompts.think (trained with --think) and the engine runs think mode on it', async () => {
+    expect((manifest as { prompts?: { think?: boolean } }).prompts?.think).toBe(true);
+    const { createEngine } = await import('../../src/engine/index.ts');
+    const engine = await createEngine(pack, { calibrate: false, intraOpThreads: 1 });
+    try {
+      expect(engine.info.capabilities.think).toBe(true);
+      const frames = [];
+      for await (const f of engine.generate({ prompt: 'a photo of a red circle', mode: '1nfe', seed: 5, think: true })) frames.push(f);
+      const final = frames.find((f) => f.stage === 'final')!;
+      expect(typeof final.thought).toBe('string');
+      expect(final.thought!.length).toBeGreaterThan(0);
+    } finally {
+      await engine.close();
+    }
+  });
 });

@@ -136,6 +136,23 @@ def understanding_seq(tok, ds, i, rng, nv, caption_prob=0.35):
     return s
 
 
+def has_short_prompts(ds, i):
+    """Does record i have GenEval-style prompts besides its caption (prompts[0] is the caption)?"""
+    return len(ds.prompt_ids[i]) > 1
+
+
+def think_seq(tok, ds, i, rng):
+    """Prompt expansion ("thinking" before generation, BAGEL's rewriter/CoT mode), text only:
+    `<bos> short prompt <|im_start|> full caption <eos>`. The model learns p(caption | prompt) over the
+    scenes a short prompt admits, so sampling it commits to one scene that generation then renders."""
+    ps = ds.prompt_ids[i][1:]
+    s = Seq()
+    s.text([tok.bos])
+    s.text(ps[rng.randrange(len(ps))])
+    s.answer(tok.im_start, ds.cap_ids[i], tok.eos)
+    return s
+
+
 def t2i_seq(tok, ds, i, rng, n, p_drop_text=0.1):
     s = Seq()
     s.text([tok.bos])

@@ -41,6 +41,8 @@ Options:
                   constant is trivially wrong; both check the evaluator itself and need no pack.
   --details FILE  also write one JSON line per judged item (prompt/instruction/question, output, verdict)
   --variant N=DIR draft: an ablation row (e.g. plain=runs/packs/plain)
+  --think         geneval: the model first expands each prompt into a scene description (think mode,
+                  BAGEL's rewriter/CoT protocol), seeded by the item's seed; reported as "think": true
   --write         suites: regenerate the files instead of checking them
 Definitions: docs/world.md ("Evaluation").`;
 
@@ -61,13 +63,14 @@ function printResult(json: boolean, result: object, human: () => string): void {
 const pct = (x: number | undefined) => (x === undefined ? '   -  ' : `${(x * 100).toFixed(1).padStart(5)}%`);
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ['pack', 'mode', 'limit', 'count', 'model', 'details', 'variant'], booleans: ['json', 'write'] });
+  const args = parseArgs(argv, { values: ['pack', 'mode', 'limit', 'count', 'model', 'details', 'variant'], booleans: ['json', 'write', 'think'] });
   if (args.flags.has('help')) { console.log(HELP); return 0; }
   const [target, ...extra] = args.positionals;
   if (!target) throw new UsageError(`say what to evaluate: ${TARGETS.join(', ')}`);
   if (!(TARGETS as readonly string[]).includes(target)) throw new UsageError(`unknown evaluation "${target}"; expected one of ${TARGETS.join(', ')}`);
   if (extra.length) throw new UsageError(`unexpected argument "${extra[0]}"`);
   const json = args.flags.has('json');
+  if (args.flags.has('think') && target !== 'geneval') throw new UsageError('--think applies to geneval only');
 
   if (target === 'suites') {
     if (args.flags.has('write')) {
@@ -127,12 +130,14 @@ export async function run(argv: string[]): Promise<number> {
   if (!MODELS.includes(which)) throw new UsageError(`--model must be one of ${MODELS.join(', ')}`);
   const limit = flag(args, 'limit') === undefined ? undefined : intFlag(args, 'limit', 0, 1);
   const pack = flag(args, 'pack') ?? DEFAULT_PACK;
+  const think = args.flags.has('think');
+  if (think && which !== 'engine') throw new UsageError('--think applies to the engine (--model engine) only');
 
   let engine: Engine | undefined;
   let model: EvalModel;
   if (which === 'engine') {
     engine = await openEngine(pack);
-    model = engineModel(engine, { mode, captionPrompt: captionPrompt(pack) });
+    model = engineModel(engine, { mode, captionPrompt: captionPrompt(pack), think });
   } else {
     model = which === 'oracle' ? oracleModel() : constantModel();
   }
@@ -143,7 +148,7 @@ export async function run(argv: string[]): Promise<number> {
     onItem: detailsPath ? (rec) => details.push(JSON.stringify(rec)) : undefined,
     onProgress: process.stderr.isTTY ? (what, done, total) => process.stderr.write(`\r${what}: ${done}/${total}${done === total ? '\n' : ''}`) : undefined,
   };
-  const about = { model: which === 'engine' ? pack : which, ...(target === 'understand' ? {} : { mode }) };
+  const about = { model: which === 'engine' ? pack : which, ...(target === 'understand' ? {} : { mode }), ...(think ? { think } : {}) };
   try {
     if (target === 'understand') {
       const r = await evaluateUnderstanding(model, opts);

@@ -1,0 +1,62 @@
+// Think mode (BAGEL's prompt rewriting / "thinking" before generation): the model first expands a short
+// text-to-image prompt into a full scene description in a text-only understanding turn, then the
+// generator renders that description. A short prompt leaves attributes open ("a photo of a square":
+// which colour, size, place, background?); a small flow model averages the open choices into a blank
+// image, whereas sampling the description commits to one scene first. The expansion runs through the
+// ordinary understanding path, so it is speculatively decoded and seeded like any sampled answer.
+import type { EngineCtx } from '../context.ts';
+import type { ConversationState } from '../understand/pipeline.ts';
+import { runUnderstand } from '../understand/pipeline.ts';
+import * as V from '../validate.ts';
+import { EngineError, type FinishReason, type GenerateRequest } from '../types.ts';
+import { validateGenerate } from './pipeline.ts';
+
+/** Sample the learned p(description | prompt) as it is: its diversity is what think mode is for. */
+export const THINK_TEMPERATURE = 1.0;
+/** Scene descriptions of the Shapes world are ≤ ~40 words; the generator's prompt limit caps it too. */
+export const THINK_MAX_TOKENS = 48;
+
+export interface Thought {
+  /** the description generation will render (the prompt itself if the model wrote nothing) */
+  text: string;
+  finishReason: FinishReason;
+  tokens: number;
+  ms: number;
+}
+
+/** Can this pack think? Its manifest says the model was trained on prompt expansion. */
+export const canThink = (ctx: EngineCtx): boolean => ctx.manifest.prompts?.think === true && !!ctx.manifest.graphs.denoiser;
+
+/**
+ * Validates a think request as a generation request (plus the think options) and writes the thought.
+ * Returns the request generation should run: the thought as its prompt, the seed fixed (drawn here if
+ * absent), so one seed reproduces both the thought and the image.
+ */
+export async function thinkFirst(
+  ctx: EngineCtx,
+  req: GenerateRequest,
+  signal: AbortSignal | undefined,
+  conversation: ConversationState | null,
+): Promise<{ request: GenerateRequest; thought: Thought }> {
+  if (typeof req.think !== 'boolean') throw new EngineError('INVALID_INPUT', 'think must be a boolean', { param: 'think' });
+  const v = validateGenerate(ctx, req, conversation);
+  if (v.edit) throw new EngineError('INVALID_INPUT', 'think applies to text-to-image only, not to edits', { param: 'think' });
+  if (!canThink(ctx)) throw new EngineError('INVALID_INPUT', 'this model pack was not trained to think (manifest prompts.think)', { param: 'think' });
+  const temperature = V.opt(req.thinkTemperature, (t) => V.num('thinkTemperature', t, 0, 2), THINK_TEMPERATURE);
+  const maxTokens = Math.min(THINK_MAX_TOKENS, ctx.opts.maxPromptWords);
+  const t0 = performance.now();
+  let text = '';
+  let finishReason: FinishReason = 'error';
+  let tokens = 0;
+  for await (const ev of runUnderstand(ctx, { prompt: req.prompt, temperature, seed: v.seed, maxTokens }, signal, null)) {
+    if (ev.kind !== 'done') continue;
+    text = ev.text.trim();
+    finishReason = ev.finishReason;
+    tokens = ev.usage.completionTokens;
+  }
+  if (finishReason === 'cancelled' || signal?.aborted) throw new EngineError('CANCELLED', 'request cancelled');
+  // a thought with no words the generator knows would fail its prompt check: fall back to the prompt
+  if (!ctx.tokenizer.encodeWords(text).length) text = req.prompt;
+  const { think: _t, thinkTemperature: _tt, ...rest } = req;
+  return { request: { ...rest, prompt: text, seed: v.seed }, thought: { text, finishReason, tokens, ms: performance.now() - t0 } };
+}

@@ -1,0 +1,110 @@
+// Think mode (src/engine/generation/think.ts) on the random-weight fixture: the thought is the model's
+// own sampled text-only answer to the prompt, the image is generated from it, one seed reproduces both,
+// and every malformed request is refused with the parameter named.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { createEngine, type LocalEngine } from '../../src/engine/index.ts';
+import type { GenerateRequest, ImageFrame, UnderstandSummary } from '../../src/engine/types.ts';
+import { collect, engineError, FIXTURE } from './fixture-helpers.ts';
+
+/** A copy of the fixture whose manifest says the model was trained to think (or `think` as given). */
+function packWithThink(think: unknown): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hb-think-'));
+  for (const f of fs.readdirSync(FIXTURE)) if (fs.statSync(path.join(FIXTURE, f)).isFile()) fs.copyFileSync(path.join(FIXTURE, f), path.join(dir, f));
+  const m = JSON.parse(fs.readFileSync(path.join(FIXTURE, 'manifest.json'), 'utf8'));
+  fs.writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify({ ...m, prompts: { ...(m.prompts ?? {}), think } }));
+  return dir;
+}
+
+const finalOf = (frames: ImageFrame[]) => frames.find((f) => f.stage === 'final')!;
+
+describe('think mode on the fixture', () => {
+  let engine: LocalEngine;
+  let plain: LocalEngine;
+  const dirs: string[] = [];
+  beforeAll(async () => {
+    dirs.push(packWithThink(true));
+    engine = await createEngine(dirs[0]!, { calibrate: false, intraOpThreads: 1 });
+    plain = await createEngine(FIXTURE, { calibrate: false, intraOpThreads: 1 });
+  });
+  afterAll(async () => {
+    await engine?.close();
+    await plain?.close();
+    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+  });
+
+  test('capabilities follow manifest prompts.think', () => {
+    expect(engine.info.capabilities.think).toBe(true);
+    expect(plain.info.capabilities.think).toBe(false);
+  });
+
+  test('the thought is the sampled text-only answer, the image is generated from it, one seed reproduces both', async () => {
+    const req: GenerateRequest = { prompt: 'a photo of a square', mode: '6nfe', seed: 77, think: true };
+    const a = await collect(engine.generate(req));
+    const b = await collect(engine.generate(req));
+    const thought = finalOf(a).thought!;
+    expect(typeof thought).toBe('string');
+    expect(thought.length).toBeGreaterThan(0);
+    for (const f of a) expect(f.thought).toBe(thought);
+    expect(finalOf(b).thought).toBe(thought);
+    expect(finalOf(b).image.sha256).toBe(finalOf(a).image.sha256);
+    expect(finalOf(a).seed).toBe(77);
+    // the same sampled turn through understand(): text only, temperature 1, the job's seed
+    const evs = await collect(engine.understand({ prompt: req.prompt, temperature: 1, seed: 77, maxTokens: 48 }));
+    const said = (evs[evs.length - 1] as UnderstandSummary).text.trim();
+    expect(thought).toBe(said || req.prompt);
+    // and generating from the thought directly gives the same image
+    const direct = await collect(engine.generate({ prompt: thought, mode: '6nfe', seed: 77 }));
+    expect(finalOf(direct).image.sha256).toBe(finalOf(a).image.sha256);
+    expect(finalOf(direct).thought).toBeUndefined();
+  });
+
+  test('temperature 0 is greedy: the same thought for any seed', async () => {
+    const t = async (seed: number) => finalOf(await collect(engine.generate({ prompt: 'a photo of a circle', mode: '1nfe', seed, think: true, thinkTemperature: 0 }))).thought;
+    expect(await t(1)).toBe(await t(2));
+  });
+
+  test('without think, or with think: false, no thought is reported', async () => {
+    for (const think of [undefined, false]) {
+      const frames = await collect(engine.generate({ prompt: 'a photo of a circle', mode: '1nfe', seed: 3, ...(think === undefined ? {} : { think }) }));
+      expect(finalOf(frames).thought).toBeUndefined();
+    }
+  });
+
+  test('malformed think requests are refused with the parameter named', async () => {
+    const src = { width: 16, height: 16, data: new Uint8Array(16 * 16 * 3).fill(128) };
+    const cases: Array<[GenerateRequest, string, string]> = [
+      [{ prompt: 'a photo of a circle', think: 'yes' as unknown as boolean }, 'INVALID_INPUT', 'think'],
+      [{ prompt: 'a photo of a circle', think: true, thinkTemperature: 3 }, 'OUT_OF_RANGE', 'thinkTemperature'],
+      [{ prompt: 'a photo of a circle', think: true, thinkTemperature: Number.NaN }, 'OUT_OF_RANGE', 'thinkTemperature'],
+      [{ prompt: 'make it red', think: true, sourceImage: src }, 'INVALID_INPUT', 'think'],
+      [{ prompt: '   ', think: true }, 'INVALID_INPUT', 'prompt'],
+      [{ prompt: 'a photo of a circle', think: true, seed: -1 }, 'OUT_OF_RANGE', 'seed'],
+    ];
+    for (const [req, code, param] of cases) {
+      const err = await engineError(() => collect(engine.generate(req)));
+      expect(err.code, JSON.stringify(req)).toBe(code);
+      expect(err.details?.param ?? err.message, JSON.stringify(req)).toContain(param);
+    }
+    const err = await engineError(() => collect(plain.generate({ prompt: 'a photo of a circle', think: true })));
+    expect(err.code).toBe('INVALID_INPUT');
+    expect(err.message).toContain('prompts.think');
+  });
+
+  test('a cancelled think request rejects with CANCELLED', async () => {
+    const ac = new AbortController();
+    ac.abort();
+    const err = await engineError(() => collect(engine.generate({ prompt: 'a photo of a circle', think: true, seed: 1 }, ac.signal)));
+    expect(err.code).toBe('CANCELLED');
+  });
+
+  test('a manifest whose prompts.think is not a boolean fails at load, naming the field', async () => {
+    const dir = packWithThink('yes');
+    dirs.push(dir);
+    const err = await engineError(() => createEngine(dir, { calibrate: false }));
+    expect(err.code).toBe('MODEL_LOAD_FAILED');
+    expect(err.message).toContain('prompts.think');
+  });
+});
