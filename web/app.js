@@ -16,7 +16,7 @@ subscription Understand($input: UnderstandInput!) {
   }
 }`;
 
-const FRAME_FIELDS = 'stage nfe step elapsedMs seed image { mimeType width height byteLength base64 sha256 }';
+const FRAME_FIELDS = 'stage nfe step elapsedMs seed thought image { mimeType width height byteLength base64 sha256 }';
 
 // The mutations start a *detached* job (they select neither `previews` nor `result`), so the job keeps
 // running if the socket drops; its frames come from `imageJob(id, after)`, which can be resumed after a
@@ -43,7 +43,7 @@ const RESUME_BASE_DELAY_MS = 250;
 const CANCEL_JOB = 'mutation CancelJob($id: ID!) { cancelJob(id: $id) }';
 const JOB_STATUS = 'query JobStatus($id: ID!) { job(id: $id) { id status } }';
 const CREATE_SESSION = 'mutation CreateSession { createSession }';
-const MODELS = 'query Models { models { name description capabilities { understand generate edit draft sixStep oneStep } imageSize { width height } } }';
+const MODELS = 'query Models { models { name description capabilities { understand generate edit draft sixStep oneStep think } imageSize { width height } } }';
 
 /** What each server error code means for someone at the page. */
 const ERROR_HINTS = /** @type {Record<string, string>} */ ({
@@ -99,6 +99,9 @@ const ui = {
   genStop: $('gen-stop', HTMLButtonElement),
   genMode: $('gen-mode', HTMLSelectElement),
   genIntermediate: $('gen-intermediate', HTMLInputElement),
+  genThink: $('gen-think', HTMLInputElement),
+  genThinkLabel: $('gen-think-label', HTMLElement),
+  genThought: $('gen-thought', HTMLElement),
   genSeed: $('gen-seed', HTMLInputElement),
   genStatus: $('gen-status', HTMLElement),
   frames: $('frames', HTMLOListElement),
@@ -272,6 +275,7 @@ async function loadModel() {
     imageSize = m.imageSize;
     ui.model.textContent = `model: ${m.name} · ${m.imageSize.width}×${m.imageSize.height}${m.capabilities.draft ? ' · draft' : ' · no draft model'}`;
     ui.model.title = m.description;
+    ui.genThinkLabel.hidden = !m.capabilities.think;
   } catch (err) {
     const e = describeError(err);
     ui.model.textContent = `model: unavailable (${e.code})`;
@@ -616,6 +620,7 @@ async function runJob(action) {
   /** @type {Record<string, unknown>} */
   const input = { mode: ui.genMode.value };
   if (ui.genIntermediate.checked) input.intermediatePreviews = true;
+  if (action === 'generate' && ui.genThink.checked && !ui.genThinkLabel.hidden) input.think = true;
   if (ui.genSeed.value !== '') input.seed = Number(ui.genSeed.value);
   if (sid) input.sessionId = sid;
   const source = current;
@@ -628,6 +633,8 @@ async function runJob(action) {
   }
 
   ui.frames.replaceChildren();
+  ui.genThought.hidden = true;
+  ui.genThought.textContent = '';
   ui.genStatus.dataset.state = 'running';
   ui.genStatus.textContent = `${action === 'generate' ? 'generating' : 'editing'}…`;
   ui.genGenerate.disabled = ui.genEdit.disabled = true;
@@ -662,6 +669,10 @@ async function runJob(action) {
 
   /** @param {any} frame */
   const showFrame = (frame) => {
+    if (frame.thought && ui.genThought.hidden) {
+      ui.genThought.textContent = `thought: ${frame.thought}`;
+      ui.genThought.hidden = false;
+    }
     addFrame(frame);
     if (frame.stage === 'FINAL') {
       gotFinal = true;

@@ -29,16 +29,17 @@ export function engineModel(engine: Engine, opts: { mode: GenerationMode; captio
     if (text === undefined) throw new EngineError('INTERNAL', 'understand() ended without a summary');
     return text;
   };
-  const lastFrame = async (req: Parameters<Engine['generate']>[0]): Promise<RgbImage> => {
-    let final: RgbImage | undefined;
-    for await (const frame of engine.generate(req)) if (frame.stage === 'final') final = frame.rgb;
-    if (!final) throw new EngineError('INTERNAL', 'generate() ended without a final frame');
-    return final;
+  const finalFrame = async (req: Parameters<Engine['generate']>[0]): Promise<{ image: RgbImage; thought?: string }> => {
+    for await (const frame of engine.generate(req)) if (frame.stage === 'final') return { image: frame.rgb, ...(frame.thought !== undefined ? { thought: frame.thought } : {}) };
+    throw new EngineError('INTERNAL', 'generate() ended without a final frame');
   };
+  const lastFrame = async (req: Parameters<Engine['generate']>[0]): Promise<RgbImage> => (await finalFrame(req)).image;
+  const t2i = (prompt: string, seed: number) => ({ prompt, mode: opts.mode, seed, ...(opts.think ? { think: true } : {}) });
   return {
     caption: (image) => understand(image, opts.captionPrompt ?? DEFAULT_CAPTION_PROMPT),
     answer: (image, question) => understand(image, question),
-    generate: (prompt, seed) => lastFrame({ prompt, mode: opts.mode, seed, ...(opts.think ? { think: true } : {}) }),
+    generate: (prompt, seed) => lastFrame(t2i(prompt, seed)),
+    generateDetailed: (prompt, seed) => finalFrame(t2i(prompt, seed)),
     edit: (image, instruction, seed) => lastFrame({ prompt: instruction, sourceImage: image, mode: opts.mode, seed }),
   };
 }

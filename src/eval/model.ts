@@ -8,6 +8,8 @@ export interface EvalModel {
   answer(image: RgbImage, question: string): Promise<string>;
   /** text → image */
   generate(prompt: string, seed: number): Promise<RgbImage>;
+  /** text → image plus what the model wrote first in think mode (recorded in --details), when it thinks */
+  generateDetailed?(prompt: string, seed: number): Promise<{ image: RgbImage; thought?: string }>;
   /** (image, instruction) → edited image */
   edit(image: RgbImage, instruction: string, seed: number): Promise<RgbImage>;
 }

@@ -70,9 +70,13 @@ async function t2iSplit(model: EvalModel, split: EvalSplit, opts: RunOptions): P
   const items = limitPerGroup(loadT2iSuite(split).items, (it) => it.category, opts.limit);
   const out: T2iJudgement[] = [];
   for (const [n, it] of items.entries()) {
-    const j = judgeT2i(it.spec, await model.generate(it.prompt, it.seed));
+    const made = model.generateDetailed ? await model.generateDetailed(it.prompt, it.seed) : { image: await model.generate(it.prompt, it.seed) };
+    const j = judgeT2i(it.spec, made.image);
     out.push(j);
-    opts.onItem?.({ suite: `t2i-${split}`, id: it.id, category: it.category, prompt: it.prompt, seed: it.seed, correct: j.correct, detected: sceneText(j.detected) });
+    opts.onItem?.({
+      suite: `t2i-${split}`, id: it.id, category: it.category, prompt: it.prompt, seed: it.seed,
+      ...(made.thought !== undefined ? { thought: made.thought } : {}), correct: j.correct, detected: sceneText(j.detected),
+    });
     opts.onProgress?.(`geneval ${split}`, n + 1, items.length);
   }
   return out;

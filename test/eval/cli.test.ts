@@ -61,6 +61,29 @@ describe('hyperbagel eval', () => {
     expect(j.count).toBe(6);
   });
 
+  it('geneval --think runs think mode on a pack that can think and records each thought in --details', async () => {
+    const { cpSync, writeFileSync } = await import('node:fs');
+    const dir = mkdtempSync(join(tmpdir(), 'hb-eval-think-'));
+    const pack = join(dir, 'pack');
+    cpSync(join(ROOT, 'test/fixtures/tiny-pack'), pack, { recursive: true });
+    const mf = join(pack, 'manifest.json');
+    writeFileSync(mf, JSON.stringify({ ...JSON.parse(readFileSync(mf, 'utf8')), prompts: { think: true } }));
+    const details = join(dir, 'd.jsonl');
+    const r = await cli('eval', 'geneval', '--pack', pack, '--mode', '1nfe', '--think', '--limit', '1', '--json', '--details', details);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ think: true, mode: '1nfe' });
+    const recs = readFileSync(details, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(recs).toHaveLength(8);
+    expect(recs.every((x) => typeof x.thought === 'string' && x.thought.length > 0)).toBe(true);
+    // the plain fixture cannot think; --think elsewhere is a usage error
+    const plain = await cli('eval', 'geneval', '--pack', join(ROOT, 'test/fixtures/tiny-pack'), '--mode', '1nfe', '--think', '--limit', '1', '--json');
+    expect(plain.code).toBe(1);
+    expect(plain.stderr).toMatch(/prompts\.think/);
+    const u = await cli('eval', 'understand', '--think', '--json');
+    expect(u.code).toBe(2);
+    expect(u.stderr).toMatch(/--think applies to geneval only/);
+  });
+
   it('eval draft measures the pack draft through the engine, with ablation rows per --variant', async () => {
     const accel = join(ROOT, 'test/fixtures/tiny-pack-accel');
     const plain = join(ROOT, 'test/fixtures/tiny-pack');
