@@ -97,7 +97,8 @@ def main():
     run(g + ["--stage", "cfg", "--run", W("g_cfg"), "--steps", "6"], expect="resumed from")
     run(g + ["--stage", "tscd", "--run", W("g_tscd"), "--init", W("g_cfg/ckpt.pt"), "--steps", "3",
              "--teacher-steps", "2"])
-    run(g + ["--stage", "dmdo", "--run", W("g_dmdo"), "--init", W("g_tscd/ckpt.pt"), "--steps", "3"])
+    run(g + ["--stage", "dmdo", "--run", W("g_dmdo"), "--init", W("g_tscd/ckpt.pt"), "--steps", "3",
+             "--fake-warmup", "1", "--anchor-weight", "1.0", "--gen-lr", "1e-4"])
     run(g + ["--stage", "adp", "--run", W("g_adp"), "--init", W("g_dmdo/ckpt.pt"), "--steps", "3"])
     run(g + ["--stage", "refl", "--run", W("g_refl"), "--init", W("g_adp/ckpt.pt"), "--teacher6",
              W("g_dmdo/ckpt.pt"), "--reward", W("reward/reward.pt"), "--steps", "3"])

@@ -82,6 +82,11 @@ def main():
     ap.add_argument("--consistency-weight", type=float, default=1.0,
                     help="tscd: weight of the consistency term MSE(student jump, teacher segment end); 0 = adversarial only")
     ap.add_argument("--adv-weight", type=float, default=0.1, help="tscd: weight of the adversarial (hinge) generator term")
+    ap.add_argument("--fake-warmup", type=int, default=0,
+                    help="dmdo: fake-model-only steps before the generator's first update (the critic must track the student first)")
+    ap.add_argument("--gen-lr", type=float, default=None, help="dmdo: the generator's lr (default --lr)")
+    ap.add_argument("--anchor-weight", type=float, default=0.0,
+                    help="dmdo: MSE of the generator's x0 prediction to the frozen --init student's on the same state (keeps DMD from drifting)")
     ap.add_argument("--alpha", type=float, default=None, help="refl hinge threshold (default: the reward ckpt's)")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
@@ -104,6 +109,11 @@ def main():
     if a.stage == "dmdo":
         mods["fake"] = load_student(m, a.init)
     frozen_mods = {}
+    if a.stage == "dmdo" and a.anchor_weight > 0:
+        anchor = load_student(m, a.init).eval()
+        for p in anchor.parameters():
+            p.requires_grad_(False)
+        frozen_mods["anchor"] = anchor
     if a.stage in ("adp", "refl"):
         t6 = load_student(m, a.teacher6 or a.init).eval()
         for p in t6.parameters():
@@ -119,7 +129,7 @@ def main():
         frozen_mods["reward"] = rew.eval()
         alpha = rk["alpha"] if alpha is None else alpha
     opts = {k: torch.optim.AdamW([p for p in v.parameters() if p.requires_grad],
-                                 lr=a.lr if k in ("student", "fake") else a.d_lr, betas=(0.9, 0.99) if k != "student"
+                                 lr=(a.gen_lr or a.lr) if k == "student" and a.stage == "dmdo" else a.lr if k in ("student", "fake") else a.d_lr, betas=(0.9, 0.99) if k != "student"
                                  else (0.9, 0.95), weight_decay=0.0) for k, v in mods.items()}
     step = 0
     if ck:
@@ -201,22 +211,31 @@ def main():
             xtf = (1 - tf.view(-1, 1, 1)) * xe + tf.view(-1, 1, 1) * xT
             lf = F.mse_loss(v_student(fk, xtf, tf, gb, st, si), xT - xe)
             dstep("fake", lf)
-            # generator: re-run a stored trajectory state with gradients -> x0_hat, DMD gradient at t'
-            k = torch.randint(0, 6, (B,), generator=gen)
-            xk = torch.stack([xs[int(k[b])][b] for b in range(B)])
-            tk = ts[k]
-            x0h = xk - tk.view(-1, 1, 1) * v_student(stu, xk, tk, gb, st, si)
-            tp = shifted(0.02 + 0.96 * torch.rand(B, generator=gen), 3.0).view(-1, 1, 1)
-            xtp = ((1 - tp) * x0h + tp * xT).detach()
-            with torch.no_grad():
-                x0r = xtp - tp * teacher_cfg(m, xtp, tp.view(-1), gb, st, si)
-                x0f = xtp - tp * v_student(fk, xtp, tp.view(-1), gb, st, si)
-                w = 1.0 / (x0h - x0r).abs().mean(dim=(1, 2), keepdim=True).clamp_min(1e-3)
-                grad = (x0f - x0r) * w
-            lg = 0.5 * F.mse_loss(x0h, (x0h - grad).detach())
-            gstep(lg)
-            loss = lg
-            out.update(g=float(lg), fake=float(lf))
+            loss = lf
+            out.update(fake=float(lf))
+            if step >= a.fake_warmup:  # critic-only steps first, until it tracks the student's couplings
+                # generator: re-run a stored trajectory state with gradients -> x0_hat, DMD gradient at t'
+                k = torch.randint(0, 6, (B,), generator=gen)
+                xk = torch.stack([xs[int(k[b])][b] for b in range(B)])
+                tk = ts[k]
+                x0h = xk - tk.view(-1, 1, 1) * v_student(stu, xk, tk, gb, st, si)
+                tp = shifted(0.02 + 0.96 * torch.rand(B, generator=gen), 3.0).view(-1, 1, 1)
+                xtp = ((1 - tp) * x0h + tp * xT).detach()
+                with torch.no_grad():
+                    x0r = xtp - tp * teacher_cfg(m, xtp, tp.view(-1), gb, st, si)
+                    x0f = xtp - tp * v_student(fk, xtp, tp.view(-1), gb, st, si)
+                    w = 1.0 / (x0h - x0r).abs().mean(dim=(1, 2), keepdim=True).clamp_min(1e-3)
+                    grad = (x0f - x0r) * w
+                lg = 0.5 * F.mse_loss(x0h, (x0h - grad).detach())
+                loss = lg
+                if a.anchor_weight > 0:
+                    with torch.no_grad():
+                        x0a = xk - tk.view(-1, 1, 1) * v_student(frozen_mods["anchor"], xk, tk, gb, st, si)
+                    mse = F.mse_loss(x0h, x0a)
+                    loss = lg + a.anchor_weight * mse
+                    out.update(mse=float(mse))
+                gstep(loss)
+                out.update(g=float(lg), fake=float(lf))
         elif a.stage == "adp":
             t6 = frozen_mods["t6"]
             with torch.no_grad():
