@@ -7,7 +7,7 @@
 // (e.g. "hold the final frame", "hold every chunk after the first") until it releases the hold or the
 // gateway aborts the engine's signal. The wrapper also records whether the signal was aborted and the
 // engine's iterator closed, which is how the cancellation tests see that Stop reached the model.
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -115,10 +115,17 @@ function controlled(inner: Engine, chunkDelayMs: number) {
   };
 }
 
+/** The tiny pack, copied with `prompts.think` set so the page offers think mode (the weights are random either way). */
 async function realEngine(): Promise<Engine> {
   const mod = (await import('../../src/engine/index.ts')) as { createEngine: (packDir: string, options?: Record<string, unknown>) => Promise<Engine> };
-  return mod.createEngine(join(ROOT, 'test', 'fixtures', 'tiny-pack'));
+  const dir = mkdtempSync(join(tmpdir(), 'hb-demo-pack-'));
+  cpSync(join(ROOT, 'test', 'fixtures', 'tiny-pack'), dir, { recursive: true });
+  const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
+  writeFileSync(join(dir, 'manifest.json'), JSON.stringify({ ...manifest, prompts: { ...(manifest.prompts ?? {}), think: true } }));
+  packCopy = dir;
+  return mod.createEngine(dir);
 }
+let packCopy = '';
 
 /** graphql-ws traffic seen by the browser, parsed. */
 interface WsLog {
@@ -223,6 +230,7 @@ suite('web demo in Chromium', () => {
     await context?.close();
     await server?.close();
     if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
+    if (packCopy) rmSync(packCopy, { recursive: true, force: true });
   });
 
   it('loads, connects and shows the model and a session', async () => {
@@ -596,5 +604,30 @@ suite('web demo in Chromium', () => {
       await other.close();
       await secured.close();
     }
+  });
+
+  it('think first: offered when the model can think; the thought is shown above the frames and sent as think: true', async () => {
+    expect(await page.isVisible('#gen-think')).toBe(true);
+    expect(await page.isVisible('#gen-thought')).toBe(false);
+    await page.fill('#gen-prompt', 'a photo of a square');
+    await page.check('#gen-think');
+    const before = engine.calls.length;
+    await page.click('#gen-generate');
+    await page.waitForSelector('#gen-status[data-state="done"]', { timeout: 30_000 });
+    const op = await settled(ws, 'generateImage(');
+    expect(op.subscribe.payload.variables.input).toMatchObject({ prompt: 'a photo of a square', think: true });
+    const job = await settled(ws, 'imageJob(');
+    const final = job.messages.filter((m) => m.type === 'next').map((m) => m.payload.data.imageJob.frame).find((f) => f?.stage === 'FINAL');
+    expect(typeof final.thought).toBe('string');
+    expect(await page.textContent('#gen-thought')).toBe(`thought: ${final.thought}`);
+    expect(engine.calls[before]).toMatchObject({ kind: 'generate', prompt: 'a photo of a square' });
+    // the box does not apply to edits: an edit sends no think
+    await page.fill('#gen-prompt', 'make the square red');
+    await page.click('#gen-edit');
+    await page.waitForSelector('#gen-status[data-state="done"]', { timeout: 30_000 });
+    expect((await settled(ws, 'editImage(')).subscribe.payload.variables.input.think).toBeUndefined();
+    expect(await page.isVisible('#gen-thought')).toBe(false);
+    await page.uncheck('#gen-think');
+    expect(pageErrors).toEqual([]);
   });
 });
