@@ -1,7 +1,8 @@
 // The model-facing evaluation harness: runs an EvalModel over the committed suites and scores it with
 // the independent detector. Returns the JSON objects `hyperbagel eval …` prints.
 import { renderScene } from '../world/render.ts';
-import { sceneToCaption } from '../world/caption.ts';
+import { parseCaption, sceneToCaption } from '../world/caption.ts';
+import { satisfies, type PromptSpec } from '../world/prompts.ts';
 import type { Scene } from '../world/scene.ts';
 import type { EvalModel } from './model.ts';
 import { aggregateT2i, judgeT2i, type T2iJudgement, type T2iScores } from './score-t2i.ts';
@@ -60,33 +61,62 @@ export async function evaluateUnderstanding(model: EvalModel, opts: RunOptions =
   };
 }
 
+/**
+ * Think mode: how good the model's scene descriptions are before anything is drawn. `parsed`: the
+ * fraction that are valid scene captions (world/caption.ts); `satisfied`: the fraction whose scene
+ * satisfies the prompt's specification (the rendering is judged separately by the overall score).
+ */
+export interface ThoughtScores { parsed: number; satisfied: number; count: number }
+
 export interface GenEvalResult extends T2iScores {
   heldout: T2iScores;
+  /** think mode only, per split */
+  thoughts?: { test: ThoughtScores; heldout: ThoughtScores };
   /** per split, the judgement of every image (prompt, correct, detected caption-level scene) when `details` */
   details?: Record<EvalSplit, T2iJudgement[]>;
 }
 
-async function t2iSplit(model: EvalModel, split: EvalSplit, opts: RunOptions): Promise<T2iJudgement[]> {
+/** Is the thought a scene caption, and does its scene satisfy the prompt? */
+function judgeThought(spec: PromptSpec, thought: string): { parsed: boolean; satisfied: boolean } {
+  let scene: Scene;
+  try {
+    scene = parseCaption(thought);
+  } catch {
+    return { parsed: false, satisfied: false };
+  }
+  return { parsed: true, satisfied: satisfies(spec, scene) };
+}
+
+async function t2iSplit(model: EvalModel, split: EvalSplit, opts: RunOptions): Promise<{ judgements: T2iJudgement[]; thoughts: ThoughtScores | null }> {
   const items = limitPerGroup(loadT2iSuite(split).items, (it) => it.category, opts.limit);
   const out: T2iJudgement[] = [];
+  let thought = { parsed: 0, satisfied: 0, count: 0 };
   for (const [n, it] of items.entries()) {
     const made = model.generateDetailed ? await model.generateDetailed(it.prompt, it.seed) : { image: await model.generate(it.prompt, it.seed) };
     const j = judgeT2i(it.spec, made.image);
     out.push(j);
+    const tj = made.thought !== undefined ? judgeThought(it.spec, made.thought) : null;
+    if (tj) thought = { parsed: thought.parsed + +tj.parsed, satisfied: thought.satisfied + +tj.satisfied, count: thought.count + 1 };
     opts.onItem?.({
       suite: `t2i-${split}`, id: it.id, category: it.category, prompt: it.prompt, seed: it.seed,
-      ...(made.thought !== undefined ? { thought: made.thought } : {}), correct: j.correct, detected: sceneText(j.detected),
+      ...(tj ? { thought: made.thought, thought_parsed: tj.parsed, thought_satisfies: tj.satisfied } : {}), correct: j.correct, detected: sceneText(j.detected),
     });
     opts.onProgress?.(`geneval ${split}`, n + 1, items.length);
   }
-  return out;
+  const rate = (k: number) => (thought.count ? k / thought.count : 0);
+  return { judgements: out, thoughts: thought.count ? { parsed: rate(thought.parsed), satisfied: rate(thought.satisfied), count: thought.count } : null };
 }
 
 /** GenEval-style text-to-image evaluation: {overall, categories, counts, heldout: {…}}. */
 export async function evaluateGenEval(model: EvalModel, opts: RunOptions & { details?: boolean } = {}): Promise<GenEvalResult> {
   const t = await t2iSplit(model, 'test', opts);
   const h = await t2iSplit(model, 'heldout', opts);
-  return { ...aggregateT2i(t), heldout: aggregateT2i(h), ...(opts.details ? { details: { test: t, heldout: h } } : {}) };
+  return {
+    ...aggregateT2i(t.judgements),
+    heldout: aggregateT2i(h.judgements),
+    ...(t.thoughts && h.thoughts ? { thoughts: { test: t.thoughts, heldout: h.thoughts } } : {}),
+    ...(opts.details ? { details: { test: t.judgements, heldout: h.judgements } } : {}),
+  };
 }
 
 export interface GEditResult extends EditScores {

@@ -74,7 +74,13 @@ describe('hyperbagel eval', () => {
     expect(JSON.parse(r.stdout)).toMatchObject({ think: true, mode: '1nfe' });
     const recs = readFileSync(details, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     expect(recs).toHaveLength(8);
-    expect(recs.every((x) => typeof x.thought === 'string' && x.thought.length > 0)).toBe(true);
+    expect(recs.every((x) => typeof x.thought === 'string' && x.thought.length > 0 && typeof x.thought_satisfies === 'boolean')).toBe(true);
+    // the thought scores agree with the per-item records (random weights rarely write a valid caption)
+    const j = JSON.parse(r.stdout);
+    const test = recs.filter((x) => x.suite === 't2i-test');
+    expect(j.thoughts.test.count).toBe(test.length);
+    expect(j.thoughts.test.parsed).toBeCloseTo(test.filter((x) => x.thought_parsed).length / test.length, 10);
+    expect(j.thoughts.test.satisfied).toBeCloseTo(test.filter((x) => x.thought_satisfies).length / test.length, 10);
     // the plain fixture cannot think; --think elsewhere is a usage error
     const plain = await cli('eval', 'geneval', '--pack', join(ROOT, 'test/fixtures/tiny-pack'), '--mode', '1nfe', '--think', '--limit', '1', '--json');
     expect(plain.code).toBe(1);

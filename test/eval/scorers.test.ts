@@ -1,7 +1,7 @@
 // The scorers and harness, checked with models built from the world: the oracle must score 1.0, the
 // trivially wrong model must score low, and degraded images must lose exactly what they should.
 import { describe, expect, it } from 'vitest';
-import { COLORS, parseCaption, renderScene } from '../../src/world/index.ts';
+import { COLORS, parseCaption, renderScene, sceneToCaption } from '../../src/world/index.ts';
 import { detectScene } from '../../src/eval/detector.ts';
 import { answerQuestion, constantModel, mapImages, oracleModel } from '../../src/eval/oracle.ts';
 import { evaluateGEdit, evaluateGenEval, evaluateUnderstanding } from '../../src/eval/run.ts';
@@ -10,7 +10,7 @@ import { cleanColorFraction } from '../../src/eval/quality.ts';
 import { judgeT2i, aggregateT2i } from '../../src/eval/score-t2i.ts';
 import { answerCorrect, captionExact } from '../../src/eval/score-understand.ts';
 import { addGaussianNoise } from '../../src/eval/degrade.ts';
-import { loadUnderstandSuite } from '../../src/eval/suites.ts';
+import { loadT2iSuite, loadUnderstandSuite } from '../../src/eval/suites.ts';
 
 const LIMIT = { limit: 12 };
 
@@ -136,5 +136,35 @@ describe('quality proxy', () => {
     expect(cleanColorFraction(img)).toBe(1);
     expect(cleanColorFraction(addGaussianNoise(img, 10, 1))).toBeGreaterThan(cleanColorFraction(addGaussianNoise(img, 30, 1)));
     expect(cleanColorFraction(addGaussianNoise(img, 30, 1))).toBeLessThan(0.5);
+  });
+});
+
+describe('think-mode thought scores (evaluateGenEval)', () => {
+  it('count a thought as parsed when it is a scene caption and as satisfied when its scene fits the prompt', async () => {
+    const oracle = oracleModel();
+    const refs = new Map(loadT2iSuite('test').items.map((it) => [it.prompt + '#' + it.seed, it.reference]));
+    let n = 0;
+    // thoughts in turn: the reference scene's caption (satisfies), a valid caption of an empty-ish wrong
+    // scene (parses, does not satisfy), and words that are no caption at all
+    const model = {
+      ...oracle,
+      async generateDetailed(prompt: string, seed: number) {
+        const ref = refs.get(prompt + '#' + seed);
+        const kind = n++ % 3;
+        const thought = kind === 0 && ref ? sceneToCaption(ref) : kind === 1 ? 'a small red circle at the top left on a white background' : 'circle circle red';
+        return { image: await oracle.generate(prompt, seed), thought };
+      },
+    };
+    const r = await evaluateGenEval(model, { limit: 3 });
+    expect(r.overall).toBe(1); // the images are still the oracle's
+    const t = r.thoughts!.test;
+    expect(t.count).toBe(18);
+    expect(t.parsed).toBeCloseTo(12 / 18, 10);
+    // the reference captions satisfy their prompts; "a small red circle …" satisfies only prompts it happens to fit
+    expect(t.satisfied).toBeGreaterThanOrEqual(6 / 18);
+    expect(t.satisfied).toBeLessThan(12 / 18);
+    expect(r.thoughts!.heldout.count).toBe(6);
+    // without generateDetailed there are no thought scores
+    expect((await evaluateGenEval(oracle, { limit: 1 })).thoughts).toBeUndefined();
   });
 });

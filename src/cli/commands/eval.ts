@@ -42,7 +42,9 @@ Options:
   --details FILE  also write one JSON line per judged item (prompt/instruction/question, output, verdict)
   --variant N=DIR draft: an ablation row (e.g. plain=runs/packs/plain)
   --think         geneval: the model first expands each prompt into a scene description (think mode,
-                  BAGEL's rewriter/CoT protocol), seeded by the item's seed; reported as "think": true
+                  BAGEL's rewriter/CoT protocol), seeded by the item's seed; reported as "think": true, with
+                  "thoughts": {test, heldout}: {parsed (valid scene captions), satisfied (their scene
+                  satisfies the prompt), count}
   --write         suites: regenerate the files instead of checking them
 Definitions: docs/world.md ("Evaluation").`;
 
@@ -161,6 +163,9 @@ export async function run(argv: string[]): Promise<number> {
       printResult(json, { ...r, ...about }, () => [
         `GenEval-style (${about.model}, mode ${mode}): overall ${pct(r.overall)}   held-out overall ${pct(r.heldout.overall)}`,
         ...Object.entries(r.categories).map(([c, v]) => `  ${c.padEnd(14)} ${pct(v)}   held-out ${pct(r.heldout.categories[c as keyof typeof r.categories])}   (n=${r.counts[c as keyof typeof r.counts]})`),
+        ...(r.thoughts
+          ? [`  thoughts: valid captions ${pct(r.thoughts.test.parsed)}, satisfy the prompt ${pct(r.thoughts.test.satisfied)}   held-out ${pct(r.thoughts.heldout.parsed)} / ${pct(r.thoughts.heldout.satisfied)}`]
+          : []),
       ].join('\n'));
     } else {
       const r = await evaluateGEdit(model, opts);
