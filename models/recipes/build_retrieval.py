@@ -5,7 +5,8 @@ token sequence it sees,
 
     <question words> <|im_start|> <answer words> <eos>
 
-(the caption prompt for captions, the question for VQA answers), is cut into n-grams of up to
+(the caption prompt for captions, the question for VQA answers, and, for packs that think, each short
+prompt for the scene description it expands to), is cut into n-grams of up to
 --max-n context tokens, and the table keeps, for every context n-gram, the counts of the tokens that
 follow it. Context n-grams end anywhere from the question to the last answer word, so the proposer
 matches the prompt's tail (question + im_start) before the first answer token and the answer so far
@@ -40,6 +41,7 @@ def main():
     sp = manifest["special_tokens"]
     im_start, eos = sp["im_start"], sp["eos"]
     caption_prompt = manifest.get("prompts", {}).get("caption", CAPTION_PROMPT)
+    think = manifest.get("prompts", {}).get("think") is True
 
     def enc(text):
         # the pack tokenizer: lowercase, whitespace split, word-level vocabulary
@@ -56,6 +58,9 @@ def main():
         for line in f:
             r = json.loads(line)
             seqs[(caption_prompt, r["caption"])] += 1
+            if think:  # think mode: short prompt -> the full scene description (hyperbagel/data.py think_seq)
+                for p in (r.get("prompts") or [])[1:]:
+                    seqs[(p, r["caption"])] += 1
             for q in r.get("qa", []):
                 seqs[(q["question"], q["answer"])] += 1
 

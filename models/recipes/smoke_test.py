@@ -74,6 +74,15 @@ def main():
          "--out", out, "--name", "smoke", "--parity"])
     man = json.load(open(os.path.join(out, "manifest.json")))
     assert man["prompts"].get("think") is True, "a run trained with --think must export prompts.think"
+    # the retrieval datastore: captions, VQA answers and (the pack thinks) short prompt -> caption
+    run([os.path.join(HERE, "build_retrieval.py"), "--records", os.path.join(data, "records.jsonl"), "--pack", out])
+    rec = [json.loads(x) for x in open(os.path.join(data, "records.jsonl")) if x.strip()]
+    want = {("describe the image", r["caption"]) for r in rec} | {(q["question"], q["answer"]) for r in rec for q in r["qa"]} \
+        | {(p, r["caption"]) for r in rec for p in r["prompts"][1:]}
+    store = json.load(open(os.path.join(out, "retrieval.json")))
+    assert store["source"]["sequences"] == len(want), (store["source"], len(want))
+    man = json.load(open(os.path.join(out, "manifest.json")))
+    assert man["retrieval"] == "retrieval.json"
     for g in man["graphs"].values():
         assert os.path.exists(os.path.join(out, g["file"])), g["file"]
     print(f"smoke test OK in {time.time() - t0:.1f}s: {out}", flush=True)
