@@ -20,7 +20,7 @@ export function captionPrompt(packDir: string): string {
 }
 
 /** Wraps an engine; greedy decoding for understanding, `mode` (and `think`) for generation, `mode` for editing. */
-export function engineModel(engine: Engine, opts: { mode: GenerationMode; captionPrompt?: string; think?: boolean }): EvalModel {
+export function engineModel(engine: Engine, opts: { mode: GenerationMode; captionPrompt?: string; think?: boolean; thinkTemperature?: number }): EvalModel {
   const understand = async (image: RgbImage, prompt: string): Promise<string> => {
     let text: string | undefined;
     for await (const ev of engine.understand({ prompt, image, temperature: 0, maxTokens: EVAL_MAX_TOKENS })) {
@@ -34,7 +34,10 @@ export function engineModel(engine: Engine, opts: { mode: GenerationMode; captio
     throw new EngineError('INTERNAL', 'generate() ended without a final frame');
   };
   const lastFrame = async (req: Parameters<Engine['generate']>[0]): Promise<RgbImage> => (await finalFrame(req)).image;
-  const t2i = (prompt: string, seed: number) => ({ prompt, mode: opts.mode, seed, ...(opts.think ? { think: true } : {}) });
+  const t2i = (prompt: string, seed: number) => ({
+    prompt, mode: opts.mode, seed,
+    ...(opts.think ? { think: true, ...(opts.thinkTemperature !== undefined ? { thinkTemperature: opts.thinkTemperature } : {}) } : {}),
+  });
   return {
     caption: (image) => understand(image, opts.captionPrompt ?? DEFAULT_CAPTION_PROMPT),
     answer: (image, question) => understand(image, question),

@@ -1,3 +1,4 @@
+import { isGreedy, tokenSampler } from '../../src/engine/understand/logits.ts';
 import { describe, expect, test } from 'vitest';
 import { Rng } from '../../src/engine/rng.ts';
 import { decodeSteps } from '../../src/engine/understand/decode.ts';
@@ -31,7 +32,7 @@ async function runEagle(prompt: number[], n: number, sampling: SamplingParams, s
   const checks: Array<() => void> = [];
   for await (const s of decodeSteps(seq, last.slice((prompt.length - 1) * V), prompt.length, prompt, {
     sampling,
-    rng: new Rng(seed),
+    pick: tokenSampler(seed, isGreedy(sampling)),
     proposer,
     prompt: { embeds: draft.embed(prompt), features: feats, positions: pos, mask: causalMask(prompt.length) },
   })) {

@@ -1,4 +1,5 @@
 // Understanding on the random-weight fixture pack through the real worker and onnxruntime.
+import { isGreedy, tokenSampler } from '../../src/engine/understand/logits.ts';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createEngine, type LocalEngine } from '../../src/engine/index.ts';
 import { Rng } from '../../src/engine/rng.ts';
@@ -54,7 +55,7 @@ async function decode(ids: number[], n: number, sampling: SamplingParams, seed: 
   const out: number[] = [];
   let steps = 0;
   try {
-    for await (const s of decodeSteps(seq, last, ids.length, ids, { sampling, rng: new Rng(seed), proposer })) {
+    for await (const s of decodeSteps(seq, last, ids.length, ids, { sampling, pick: tokenSampler(seed, isGreedy(sampling)), proposer })) {
       out.push(...s.tokens);
       steps++;
       if (out.length >= n) break;
@@ -155,7 +156,7 @@ describe('fixture: speculation is lossless', () => {
       for (let s = 0; s < N; s++) {
         const prop = name === 'tree' ? new TreeProposer('pool', poolExpander(s % 7, pool), cfg('tree', { treeBudget: 6, treeTopK: 3, treeDepth: 2 })) : null;
         const out: number[] = [];
-        for await (const st of decodeSteps(seq, last, ids.length, ids, { sampling, rng: new Rng(50000 + s), proposer: prop })) {
+        for await (const st of decodeSteps(seq, last, ids.length, ids, { sampling, pick: tokenSampler(50000 + s, isGreedy(sampling)), proposer: prop })) {
           out.push(...st.tokens);
           if (out.length >= 2) break;
         }

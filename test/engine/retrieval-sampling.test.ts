@@ -1,6 +1,7 @@
 // Sampling with retrieval drafts stays exact: the drafts are point masses over tree siblings, which the
 // unchanged rejection rule verifies. The first two sampled tokens through decodeSteps with a
 // RetrievalProposer tree follow the target's exact joint distribution (chi-square), on the fixture pack.
+import { isGreedy, tokenSampler } from '../../src/engine/understand/logits.ts';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { createEngine, type LocalEngine } from '../../src/engine/index.ts';
 import { Rng } from '../../src/engine/rng.ts';
@@ -55,7 +56,7 @@ test('sampled: the first two tokens follow the exact target distribution with re
     const { s: seq, l } = await open();
     const proposer = new RetrievalProposer(index, { mode: 'tree', treeBudget: 8, treeTopK: 4, treeDepth: 2, maxChainLength: 8, stats: new AcceptanceStats() }, retrievalState({}));
     const out: number[] = [];
-    for await (const st of decodeSteps(seq, l, ids.length, ids, { sampling, rng: new Rng(700 + s), proposer })) {
+    for await (const st of decodeSteps(seq, l, ids.length, ids, { sampling, pick: tokenSampler(700 + s, isGreedy(sampling)), proposer })) {
       out.push(...st.tokens);
       if (out.length > 1 || st.drafted) {
         drafted += st.drafted;

@@ -1,3 +1,4 @@
+import { isGreedy, tokenSampler } from '../../src/engine/understand/logits.ts';
 import { Rng } from '../../src/engine/rng.ts';
 import { causalMask } from '../../src/engine/understand/target.ts';
 import { decodeSteps } from '../../src/engine/understand/decode.ts';
@@ -48,7 +49,7 @@ export async function runDecode(
   const last = await prefill(seq, prompt);
   const out: number[] = [];
   let steps = 0;
-  for await (const s of decodeSteps(seq, last, prompt.length, prompt, { sampling, rng: new Rng(seed), proposer })) {
+  for await (const s of decodeSteps(seq, last, prompt.length, prompt, { sampling, pick: tokenSampler(seed, isGreedy(sampling)), proposer })) {
     steps++;
     out.push(...s.tokens);
     if (out.length >= n) break;

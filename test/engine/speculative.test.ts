@@ -1,3 +1,4 @@
+import { tokenSampler } from '../../src/engine/understand/logits.ts';
 import { describe, expect, test } from 'vitest';
 import { Rng } from '../../src/engine/rng.ts';
 import { AcceptanceStats } from '../../src/engine/speculative/metrics.ts';
@@ -139,11 +140,10 @@ describe('rejection sampling over trees', () => {
       scores: Float64Array.of(0, -1, -2, -3, -4),
     };
     const other = Float64Array.from({ length: V }, (_, i) => (i === 1 ? 0.5 : 0.1));
-    const rng = new Rng(5);
     const counts = new Array(V).fill(0);
     const N = 60000;
     for (let i = 0; i < N; i++) {
-      const res = verifyTree(tree, (node) => (node === 0 ? p0 : other), false, rng);
+      const res = verifyTree(tree, (node) => (node === 0 ? p0 : other), tokenSampler(5000 + i, false), 7);
       const first = res.acceptedTokens.length ? res.acceptedTokens[0]! : res.nextToken;
       counts[first]++;
     }
@@ -155,9 +155,65 @@ describe('rejection sampling over trees', () => {
     const tree = chainTree(1, [3, 4, 5]);
     const oneHot = (i: number) => Float64Array.from({ length: 8 }, (_, j) => (j === i ? 1 : 0));
     const want = [3, 4, 7, 0];
-    const res = verifyTree(tree, (n) => oneHot(want[n]!), true, new Rng(1));
+    const res = verifyTree(tree, (n) => oneHot(want[n]!), tokenSampler(1, true), 0);
     expect(res.acceptedTokens).toEqual([3, 4]);
     expect(res.nextToken).toBe(7);
+  });
+
+  test('sampled verification commits exactly the tokens plain sampling picks at those positions, whatever the draft', () => {
+    const V = 5;
+    const r = new Rng(3);
+    const dist = () => {
+      const w = Array.from({ length: V }, () => r.uniform() ** 3);
+      const z = w.reduce((a, b) => a + b);
+      return Float64Array.from(w.map((x) => x / z));
+    };
+    let accepted = 0;
+    for (let trial = 0; trial < 400; trial++) {
+      const seed = 77 + trial;
+      const pick = tokenSampler(seed, false);
+      const rootPos = 10 + (trial % 7);
+      // one distribution per depth (the target's prediction along any path at that depth)
+      const ps = [dist(), dist(), dist(), dist()];
+      // the plain decode: one pick per position
+      const plain = ps.map((p, d) => pick(p, rootPos + d + 1));
+      // a random draft tree up to depth 3 with 2 children per node
+      const tokens = [0], parents = [-1], depths = [0];
+      for (let i = 0; tokens.length < 15; i++) {
+        if (depths[i]! >= 3) continue;
+        for (let c = 0; c < 2; c++) {
+          tokens.push(Math.floor(r.uniform() * V));
+          parents.push(i);
+          depths.push(depths[i]! + 1);
+        }
+      }
+      const tree: DraftTree = { tokens: Int32Array.from(tokens), parents: Int32Array.from(parents), depths: Int32Array.from(depths), scores: new Float64Array(tokens.length) };
+      const res = verifyTree(tree, (node) => ps[tree.depths[node]!]!, pick, rootPos);
+      const emitted = [...res.acceptedTokens, res.nextToken];
+      expect(emitted).toEqual(plain.slice(0, emitted.length));
+      accepted += res.acceptedTokens.length;
+    }
+    expect(accepted).toBeGreaterThan(100); // drafts were accepted often enough for this to mean something
+  });
+
+  test('tokenSampler: a pure function of (seed, position), exact in distribution, greedy is argmax', () => {
+    const p = Float64Array.of(0.5, 0.3, 0.2, 0);
+    const a = tokenSampler(42, false);
+    const b = tokenSampler(42, false);
+    for (let pos = 0; pos < 50; pos++) expect(a(p, pos)).toBe(b(p, pos));
+    const counts = [0, 0, 0, 0];
+    for (let seed = 0; seed < 20000; seed++) counts[tokenSampler(seed, false)(p, 3)]!++;
+    expect(counts[3]).toBe(0);
+    for (let i = 0; i < 3; i++) expect(Math.abs(counts[i]! / 20000 - p[i]!)).toBeLessThan(0.015);
+    // positions are independent draws too
+    const byPos = [0, 0, 0, 0];
+    const one = tokenSampler(9, false);
+    for (let pos = 0; pos < 20000; pos++) byPos[one(p, pos)]!++;
+    for (let i = 0; i < 3; i++) expect(Math.abs(byPos[i]! / 20000 - p[i]!)).toBeLessThan(0.015);
+    expect(tokenSampler(1, true)(Float64Array.of(0.1, 0.6, 0.3), 0)).toBe(1);
+    // seeds beyond 32 bits matter
+    const big = [2 ** 40, 2 ** 40 + 2 ** 33].map((sd) => Array.from({ length: 40 }, (_, pos) => tokenSampler(sd, false)(p, pos)).join(''));
+    expect(big[0]).not.toBe(big[1]);
   });
 });
 

@@ -44,7 +44,7 @@ Options:
   --think         geneval: the model first expands each prompt into a scene description (think mode,
                   BAGEL's rewriter/CoT protocol), seeded by the item's seed; reported as "think": true, with
                   "thoughts": {test, heldout}: {parsed (valid scene captions), satisfied (their scene
-                  satisfies the prompt), count}
+                  satisfies the prompt), count}; --think-temperature T samples them at T (default 1)
   --write         suites: regenerate the files instead of checking them
 Definitions: docs/world.md ("Evaluation").`;
 
@@ -65,7 +65,7 @@ function printResult(json: boolean, result: object, human: () => string): void {
 const pct = (x: number | undefined) => (x === undefined ? '   -  ' : `${(x * 100).toFixed(1).padStart(5)}%`);
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ['pack', 'mode', 'limit', 'count', 'model', 'details', 'variant'], booleans: ['json', 'write', 'think'] });
+  const args = parseArgs(argv, { values: ['pack', 'mode', 'limit', 'count', 'model', 'details', 'variant', 'think-temperature'], booleans: ['json', 'write', 'think'] });
   if (args.flags.has('help')) { console.log(HELP); return 0; }
   const [target, ...extra] = args.positionals;
   if (!target) throw new UsageError(`say what to evaluate: ${TARGETS.join(', ')}`);
@@ -134,12 +134,15 @@ export async function run(argv: string[]): Promise<number> {
   const pack = flag(args, 'pack') ?? DEFAULT_PACK;
   const think = args.flags.has('think');
   if (think && which !== 'engine') throw new UsageError('--think applies to the engine (--model engine) only');
+  const thinkTemperature = flag(args, 'think-temperature') === undefined ? undefined : Number(flag(args, 'think-temperature'));
+  if (thinkTemperature !== undefined && (!think || !(thinkTemperature >= 0 && thinkTemperature <= 2)))
+    throw new UsageError('--think-temperature T needs --think and T in [0, 2]');
 
   let engine: Engine | undefined;
   let model: EvalModel;
   if (which === 'engine') {
     engine = await openEngine(pack);
-    model = engineModel(engine, { mode, captionPrompt: captionPrompt(pack), think });
+    model = engineModel(engine, { mode, captionPrompt: captionPrompt(pack), think, ...(thinkTemperature !== undefined ? { thinkTemperature } : {}) });
   } else {
     model = which === 'oracle' ? oracleModel() : constantModel();
   }
@@ -150,7 +153,7 @@ export async function run(argv: string[]): Promise<number> {
     onItem: detailsPath ? (rec) => details.push(JSON.stringify(rec)) : undefined,
     onProgress: process.stderr.isTTY ? (what, done, total) => process.stderr.write(`\r${what}: ${done}/${total}${done === total ? '\n' : ''}`) : undefined,
   };
-  const about = { model: which === 'engine' ? pack : which, ...(target === 'understand' ? {} : { mode }), ...(think ? { think } : {}) };
+  const about = { model: which === 'engine' ? pack : which, ...(target === 'understand' ? {} : { mode }), ...(think ? { think, ...(thinkTemperature !== undefined ? { think_temperature: thinkTemperature } : {}) } : {}) };
   try {
     if (target === 'understand') {
       const r = await evaluateUnderstanding(model, opts);

@@ -1,12 +1,12 @@
-// Lossless verification of a point-mass draft tree (EAGLE-2 / SpecInfer-style recursive rejection).
-// At the accepted node, with the processed target distribution p there, try the children best-first:
-// accept child x with probability p(x) (relative to the current, renormalised p); on rejection set
-// p(x) = 0 and renormalise; if no child is accepted, emit a token sampled from the residual p; if a
-// leaf is reached, emit a bonus token from p at the leaf. The emitted sequence is distributed exactly
-// as if each token had been sampled from p one at a time. Greedy (one-hot p) reduces to "follow the
-// child equal to the argmax".
-import type { Rng } from '../rng.ts';
-import { argmax, sampleFrom } from '../understand/logits.ts';
+// Lossless verification of a point-mass draft tree (EAGLE-2 / SpecInfer-style). At the accepted node,
+// the target picks its own token for the next position from its processed distribution p there
+// (understand/logits.ts tokenSampler: argmax when greedy, else an exact sample whose noise is fixed by
+// the seed and the position); the child drafting that token is accepted and verification goes on from
+// it; if no child drafted it, the target's token is emitted and the step ends; at a leaf it is the bonus
+// token. Each position's token is exactly the one plain decoding picks there with the same seed, so the
+// emitted sequence equals plain decoding's, sampled or greedy. The acceptance probability of a drafted
+// token x is p(x), as with recursive rejection over point-mass siblings (the same tokens per step).
+import type { TokenSampler } from '../understand/logits.ts';
 import { childrenOf, type DraftTree } from './tree.ts';
 
 export interface VerifyResult {
@@ -21,47 +21,19 @@ export interface VerifyResult {
 /**
  * @param probsAt processed target distribution predicted at a node (the distribution of its child);
  *                called lazily, only for nodes on the accepted path.
+ * @param pick    the target's token for a position (tokenSampler)
+ * @param rootPos position id of the root (the last committed token); a node at depth d predicts the
+ *                token at rootPos + d + 1
  */
-export function verifyTree(
-  tree: DraftTree,
-  probsAt: (node: number) => Float64Array,
-  greedy: boolean,
-  rng: Rng,
-): VerifyResult {
+export function verifyTree(tree: DraftTree, probsAt: (node: number) => Float64Array, pick: TokenSampler, rootPos: number): VerifyResult {
   const children = childrenOf(tree);
   const acceptedNodes: number[] = [];
   let node = 0;
   for (;;) {
-    const p = probsAt(node);
-    const kids = children[node]!;
-    if (greedy) {
-      const best = argmax(p, 0, p.length);
-      const hit = kids.find((k) => tree.tokens[k] === best);
-      if (hit === undefined) return finish(tree, acceptedNodes, best);
-      acceptedNodes.push(hit);
-      node = hit;
-      continue;
-    }
-    const residual = Float64Array.from(p);
-    let mass = 0;
-    for (let i = 0; i < residual.length; i++) mass += residual[i]!;
-    let accepted = -1;
-    for (const k of kids) {
-      const x = tree.tokens[k]!;
-      const px = residual[x]!;
-      if (mass > 0 && px > 0 && rng.uniform() * mass < px) {
-        accepted = k;
-        break;
-      }
-      residual[x] = 0;
-      mass -= px;
-    }
-    if (accepted < 0) return finish(tree, acceptedNodes, sampleFrom(residual, rng));
-    acceptedNodes.push(accepted);
-    node = accepted;
+    const token = pick(probsAt(node), rootPos + tree.depths[node]! + 1);
+    const hit = children[node]!.find((k) => tree.tokens[k] === token);
+    if (hit === undefined) return { acceptedNodes, acceptedTokens: acceptedNodes.map((n) => tree.tokens[n]!), nextToken: token };
+    acceptedNodes.push(hit);
+    node = hit;
   }
-}
-
-function finish(tree: DraftTree, acceptedNodes: number[], nextToken: number): VerifyResult {
-  return { acceptedNodes, acceptedTokens: acceptedNodes.map((n) => tree.tokens[n]!), nextToken };
 }

@@ -2,13 +2,12 @@
 // draft tree holding only the root. Each iteration: propose a tree (root = last chosen token, not yet
 // cached), verify it in one target forward with the tree mask, accept a path by lossless rejection
 // sampling, emit accepted tokens + the target's next token, and compact the KV cache to the path.
-import type { Rng } from '../rng.ts';
 import { EngineError } from '../types.ts';
 import { verifyTree } from '../speculative/rejection.ts';
 import type { Proposer } from '../speculative/proposer.ts';
 import type { CommitRows } from '../speculative/eagle.ts';
 import { pruneDepth, rootOnly, treeMask, treePositions, type DraftTree } from '../speculative/tree.ts';
-import { isGreedy, pickToken, processLogits, type SamplingParams } from './logits.ts';
+import { processLogits, type SamplingParams, type TokenSampler } from './logits.ts';
 import type { TargetSequence } from './target.ts';
 
 export interface DecodeStep {
@@ -22,7 +21,8 @@ export interface DecodeStep {
 
 export interface DecodeOptions {
   sampling: SamplingParams;
-  rng: Rng;
+  /** the target's token at a position (logits.ts tokenSampler: the seed and greedy-ness live in it) */
+  pick: TokenSampler;
   proposer: Proposer | null;
   signal?: AbortSignal;
   /** called before every model call; throws to stop (cancellation) */
@@ -64,8 +64,7 @@ export async function* decodeSteps(
   o: DecodeOptions,
 ): AsyncGenerator<DecodeStep, void, void> {
   const V = seq.vocab;
-  const greedy = isGreedy(o.sampling);
-  const first: DecodeStep = o.first ?? { tokens: [pickToken(processLogits(lastLogits, 0, V, o.sampling), greedy, o.rng)], drafted: 0, accepted: 0, depth: 0 };
+  const first: DecodeStep = o.first ?? { tokens: [o.pick(processLogits(lastLogits, 0, V, o.sampling), nextPos)], drafted: 0, accepted: 0, depth: 0 };
   let root = first.tokens[first.tokens.length - 1]!;
   const committed = [...context, ...first.tokens];
   yield first;
@@ -102,7 +101,7 @@ export async function* decodeSteps(
     const base = seq.length;
     const logits = await seq.forward(tree.tokens, treePositions(tree, pos), treeMask(tree), N === 1 && !eagle ? 'last' : 'all', !!eagle);
     const feats = eagle ? seq.lastFeatures : null;
-    const res = verifyTree(tree, (node) => processLogits(logits, node * V, V, o.sampling), greedy, o.rng);
+    const res = verifyTree(tree, (node) => processLogits(logits, node * V, V, o.sampling), o.pick, pos);
     const accepted = res.acceptedNodes.length;
     if (N > 1) {
       // keep the root's slot and the accepted path's slots, drop the rest of the tree

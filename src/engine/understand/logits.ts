@@ -1,6 +1,5 @@
 // Logits processing shared by plain decoding and by every verification position (losslessness is
 // relative to this processed distribution, so both paths must call exactly this code).
-import type { Rng } from '../rng.ts';
 
 export interface SamplingParams {
   /** 0 = greedy */
@@ -78,26 +77,59 @@ export function processLogits(logits: ArrayLike<number>, offset: number, V: numb
   return out;
 }
 
-/** Inverse-CDF sample from a (possibly unnormalised) non-negative weight vector. */
-export function sampleFrom(weights: Float64Array, rng: Rng): number {
-  let total = 0;
-  for (let i = 0; i < weights.length; i++) total += weights[i]!;
-  const u = rng.uniform() * total;
-  let acc = 0;
-  let last = -1;
-  for (let i = 0; i < weights.length; i++) {
-    const w = weights[i]!;
-    if (w <= 0) continue;
-    acc += w;
-    last = i;
-    if (u < acc) return i;
-  }
-  if (last < 0) throw new Error('sampleFrom: empty distribution');
-  return last;
+/**
+ * Picks the token at a position from the processed target distribution there. Sampling is the
+ * Gumbel-max trick with noise fixed by (seed, position, token id): argmax_v log p(v) + G(seed, pos, v).
+ * That is an exact sample from p, and because the noise depends on nothing but the position, the token
+ * chosen at a position is the same whatever was drafted there: speculative decoding (any chain, tree or
+ * retrieval draft, verified by "follow the child equal to the target's token") commits exactly the
+ * sequence plain decoding commits with the same seed, not merely one with the same distribution.
+ */
+export type TokenSampler = (probs: Float64Array, position: number) => number;
+
+export function tokenSampler(seed: number, greedy: boolean): TokenSampler {
+  if (greedy) return (probs) => argmax(probs, 0, probs.length);
+  const lo = seed >>> 0;
+  const hi = Math.floor(seed / 4294967296) >>> 0;
+  return (probs, position) => {
+    let best = -1;
+    let bestScore = -Infinity;
+    for (let v = 0; v < probs.length; v++) {
+      const pv = probs[v]!;
+      if (!(pv > 0)) continue;
+      const score = Math.log(pv) - Math.log(-Math.log(noiseUniform(lo, hi, position, v)));
+      if (score > bestScore) {
+        bestScore = score;
+        best = v;
+      }
+    }
+    if (best < 0) throw new Error('tokenSampler: empty distribution');
+    return best;
+  };
 }
 
-/** The next token from a processed distribution: argmax for greedy (no randomness used), else a sample. */
-export function pickToken(probs: Float64Array, greedy: boolean, rng: Rng): number {
-  if (greedy) return argmax(probs, 0, probs.length);
-  return sampleFrom(probs, rng);
+const rotl = (x: number, r: number) => (x << r) | (x >>> (32 - r));
+function fmix32(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+/** MurmurHash3 (x86, 32-bit) of four 32-bit words under a salt. */
+function murmur4(salt: number, a: number, b: number, c: number, d: number): number {
+  let h = salt | 0;
+  for (const w of [a, b, c, d]) {
+    let k = Math.imul(w | 0, 0xcc9e2d51);
+    k = Math.imul(rotl(k, 15), 0x1b873593);
+    h = Math.imul(rotl(h ^ k, 13), 5) + 0xe6546b64;
+  }
+  return fmix32(h ^ 16);
+}
+/** A uniform in (0, 1) with 53 random bits, a pure function of (seed, position, token). */
+export function noiseUniform(seedLo: number, seedHi: number, position: number, token: number): number {
+  const a = murmur4(0x9747b28c, seedLo, seedHi, position, token) >>> 5; // 27 bits
+  const b = murmur4(0x5bd1e995, seedLo, seedHi, position, token) >>> 6; // 26 bits
+  return (a * 67108864 + b + 0.5) / 9007199254740992;
 }

@@ -1,6 +1,6 @@
 // Understanding requests: validation, prefill (vision + text), decoding (plain or speculative),
 // streaming chunks with text deltas and stop conditions, final summary.
-import { Rng, randomSeed } from '../rng.ts';
+import { randomSeed } from '../rng.ts';
 import { admit } from '../admission.ts';
 import { layout, type EngineCtx, type Part } from '../context.ts';
 import { rgbToChw } from '../image/pixels.ts';
@@ -27,7 +27,7 @@ import * as V from '../validate.ts';
 import { decodeSteps, type DecodeStep } from './decode.ts';
 import { verifyTree } from '../speculative/rejection.ts';
 import { treeMask } from '../speculative/tree.ts';
-import { isGreedy, processLogits } from './logits.ts';
+import { isGreedy, processLogits, tokenSampler } from './logits.ts';
 import { IncrementalDetokenizer } from './detok.ts';
 import { cutTokens, StopStringFilter } from './stop.ts';
 import type { SamplingParams } from './logits.ts';
@@ -263,7 +263,7 @@ export async function* runUnderstand(
     const pMask = Uint8Array.from(lay.mask);
     // retrieval drafting: the answer's first tokens are drafted from the datastore and verified in the
     // prefill forward itself (a tree rooted at the prompt's last token, appended to the prompt rows)
-    const rng = new Rng(v.seed);
+    const pick = tokenSampler(v.seed, isGreedy(v.sampling));
     let first: DecodeStep | undefined;
     let lastLogits: Float32Array;
     const preTree =
@@ -284,7 +284,7 @@ export async function* runUnderstand(
       }
       const V = ctx.manifest.decoder.vocab;
       const logits = await seq.extend([...lay.segments, { kind: 'ids', ids: Int32Array.from(preTree.tokens.subarray(1)) }], positions, mask, 'all');
-      const res = verifyTree(preTree, (node) => processLogits(logits, (T - 1 + node) * V, V, v.sampling), isGreedy(v.sampling), rng);
+      const res = verifyTree(preTree, (node) => processLogits(logits, (T - 1 + node) * V, V, v.sampling), pick, lay.nextPos - 1);
       seq.compact({ keepFrom: kvStart + T, keep: Int32Array.from(res.acceptedNodes.map((n) => n - 1)) });
       let depth = 0;
       for (let i = 1; i < N; i++) depth = Math.max(depth, preTree.depths[i]!);
@@ -316,7 +316,7 @@ export async function* runUnderstand(
     let carry: TrailingSteps | null = null;
     const steps = decodeSteps(seq, lastLogits, lay.nextPos, context, {
       sampling: v.sampling,
-      rng,
+      pick,
       proposer,
       signal,
       prompt: pEmbeds && pFeatures ? { embeds: pEmbeds, features: pFeatures, positions: pPositions, mask: pMask } : undefined,
