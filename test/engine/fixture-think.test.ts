@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createEngine, type LocalEngine } from '../../src/engine/index.ts';
 import type { GenerateRequest, ImageFrame, UnderstandSummary } from '../../src/engine/types.ts';
 import { collect, engineError, FIXTURE } from './fixture-helpers.ts';
+import { THINK_TEMPERATURE } from '../../src/engine/generation/think.ts';
 
 /** A copy of the fixture whose manifest says the model was trained to think (or `think` as given). */
 function packWithThink(think: unknown): string {
@@ -51,8 +52,8 @@ describe('think mode on the fixture', () => {
     expect(finalOf(b).thought).toBe(thought);
     expect(finalOf(b).image.sha256).toBe(finalOf(a).image.sha256);
     expect(finalOf(a).seed).toBe(77);
-    // the same sampled turn through understand(): text only, temperature 1, the job's seed
-    const evs = await collect(engine.understand({ prompt: req.prompt, temperature: 1, seed: 77, maxTokens: 48 }));
+    // the same sampled turn through understand(): text only, the default think temperature, the job seed
+    const evs = await collect(engine.understand({ prompt: req.prompt, temperature: THINK_TEMPERATURE, seed: 77, maxTokens: 48 }));
     const said = (evs[evs.length - 1] as UnderstandSummary).text.trim();
     expect(thought).toBe(said || req.prompt);
     // and generating from the thought directly gives the same image
