@@ -265,7 +265,9 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
         const conv = session(req?.session);
         if (req?.think === undefined || req.think === false) return yield* runGenerate(ctx, req, signal, conv);
         const { request, thought } = await thinkFirst(ctx, req, signal, conv);
-        for await (const frame of runGenerate(ctx, request, signal, conv)) yield { ...frame, thought: thought.text };
+        // elapsedMs counts from the request, the thought included (timings.thinkMs says how much of it)
+        for await (const frame of runGenerate(ctx, request, signal, conv))
+          yield { ...frame, thought: thought.text, elapsedMs: frame.elapsedMs + thought.ms, ...(frame.timings ? { timings: { ...frame.timings, thinkMs: thought.ms } } : {}) };
       })();
     },
     createSession(): SessionHandle {

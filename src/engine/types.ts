@@ -208,6 +208,8 @@ export interface FrameTimings {
   decodeMs: number;
   /** sharp encoding */
   imageEncodeMs: number;
+  /** think mode: writing the scene description before generation */
+  thinkMs?: number;
 }
 
 /**

@@ -52,6 +52,10 @@ describe('think mode on the fixture', () => {
     expect(finalOf(b).thought).toBe(thought);
     expect(finalOf(b).image.sha256).toBe(finalOf(a).image.sha256);
     expect(finalOf(a).seed).toBe(77);
+    // elapsed time counts from the request: the thought's time is in it
+    const thinkMs = finalOf(a).timings!.thinkMs!;
+    expect(thinkMs).toBeGreaterThan(0);
+    for (const f of a) expect(f.elapsedMs).toBeGreaterThanOrEqual(thinkMs);
     // the same sampled turn through understand(): text only, the default think temperature, the job seed
     const evs = await collect(engine.understand({ prompt: req.prompt, temperature: THINK_TEMPERATURE, seed: 77, maxTokens: 48 }));
     const said = (evs[evs.length - 1] as UnderstandSummary).text.trim();
