@@ -13,7 +13,8 @@ export const HELP = `Usage: hyperbagel bench generate [--json] [--pack DIR] [--r
 Times, end to end (request → encoded final image), text-to-image and editing with the baseline
 sampler (50 steps with CFG: 100 / 132 NFE) and with the 6-NFE path, plus the progressive 1-NFE
 preview. Prints t2i_speedup_6nfe, edit_speedup_6nfe, preview_ms, final_ms, the sampling-loop-only
-ratios, the fixed costs (prefill, source encode, VAE decode, image encode) and NFE counts.`;
+ratios, the fixed costs (prefill, source encode, VAE decode, image encode) and NFE counts; for packs
+that think, "think": {think_ms, preview_ms, final_ms} of a progressive think-mode request on a short prompt.`;
 
 interface Run {
   ms: number;
@@ -47,7 +48,7 @@ async function timeMany(engine: LocalEngine, req: GenerateRequest, runs: number)
     firstMs: median(rs.map((r) => r.first.elapsedMs)),
     nfe: rs[0]!.final.nfe,
     sampler: rs[0]!.final.sampler,
-    timings: { prefillMs: t('prefillMs'), encodeSourceMs: t('encodeSourceMs'), samplingMs: t('samplingMs'), decodeMs: t('decodeMs'), imageEncodeMs: t('imageEncodeMs') },
+    timings: { prefillMs: t('prefillMs'), encodeSourceMs: t('encodeSourceMs'), samplingMs: t('samplingMs'), decodeMs: t('decodeMs'), imageEncodeMs: t('imageEncodeMs'), thinkMs: t('thinkMs') },
   };
 }
 
@@ -80,6 +81,8 @@ export async function run(argv: string[]): Promise<number> {
     const editBase = await timeMany(engine, { prompt: instruction, sourceImage: src, mode: 'baseline', steps: 50 }, Math.max(1, Math.ceil(runs / 2)));
     const edit6 = await timeMany(engine, { prompt: instruction, sourceImage: src, mode: '6nfe' }, runs);
     const prog = await timeMany(engine, { prompt, mode: 'progressive' }, runs);
+    // think mode on a short prompt: the thought is written before the preview (packs that think)
+    const thinking = engine.info.capabilities.think ? await timeMany(engine, { prompt: 'a photo of a square', mode: 'progressive', think: true }, runs) : null;
     // the engine batches the CFG contexts of a step into one call; also time the baseline the way
     // BAGEL runs it (one call per context) to show what the batching is worth
     const unb = await createEngine(pack, { intraOpThreads: intFlag(args, 'threads', 2, 1, 64), calibrate: false, maxConcurrent: 1, batchCfg: false });
@@ -99,6 +102,7 @@ export async function run(argv: string[]): Promise<number> {
       edit_speedup_6nfe: r(editBase.ms, edit6.ms),
       preview_ms: +prog.firstMs.toFixed(2),
       final_ms: +prog.ms.toFixed(2),
+      think: thinking ? { think_ms: thinking.timings.thinkMs, preview_ms: +thinking.firstMs.toFixed(2), final_ms: +thinking.ms.toFixed(2) } : null,
       t2i_sampling_speedup: r(t2iBase.timings.samplingMs, t2i6.timings.samplingMs),
       edit_sampling_speedup: r(editBase.timings.samplingMs, edit6.timings.samplingMs),
       baseline_cfg_batched: true,
