@@ -1,6 +1,6 @@
-// PyTorch vs onnxruntime-node parity of the default pack's acceleration graphs (draft, denoise_6nfe,
-// denoise_1nfe) on the trained weights: reference tensors written by models/recipes/accel/export_accel.py
-// --parity into models/shapes-mot/parity/.
+// PyTorch vs onnxruntime-node parity of the default pack's graphs on the trained weights: reference
+// tensors written into models/shapes-mot/parity/ by models/recipes/export_pack.py --parity (base graphs)
+// and models/recipes/accel/export_accel.py --parity (draft, denoise_6nfe, denoise_1nfe).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -9,7 +9,7 @@ import { expectParity, readJson, runParityCase, type Manifest, type ParityCase }
 
 const PARITY = path.join(DEFAULT_PACK, 'parity');
 
-describe.runIf(fs.existsSync(PARITY))('default pack acceleration graphs: PyTorch vs onnxruntime-node, max |diff| <= 1e-4', () => {
+describe.runIf(fs.existsSync(PARITY))('default pack graphs: PyTorch vs onnxruntime-node, max |diff| <= 1e-4', () => {
   const manifest = readJson<Manifest>(path.join(DEFAULT_PACK, 'manifest.json'));
   const files = fs.readdirSync(PARITY).filter((f) => f.endsWith('.json')).sort();
   it('has a reference for every acceleration graph the pack ships', () => {

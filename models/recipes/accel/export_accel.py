@@ -156,8 +156,7 @@ def write_parity(pack, c, draft, six, one, sp, seed=4321):
     D, L, H, Dh = c.hidden, c.layers, c.heads, c.head_dim
 
     def run(key, mod, inputs, fname):
-        with torch.no_grad():
-            outs = mod(*inputs)
+        outs = ex.exact_outputs(mod, inputs)
         j = {"graph": key, "inputs": {k: ex._t(v) for k, v in zip(sp[key]["inputs"], inputs)},
              "outputs": {k: ex._t(v) for k, v in zip(sp[key]["outputs"], outs)}}
         with open(os.path.join(pdir, fname), "w") as f:

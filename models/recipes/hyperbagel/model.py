@@ -162,7 +162,8 @@ class TimestepEmbedder(nn.Module):
         half = self.freq_dim // 2
         freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
         a = (t.to(torch.float32) * 1000.0).unsqueeze(-1) * freqs
-        return self.mlp(torch.cat([a.cos(), a.sin()], dim=-1))
+        # in the weights' dtype (a no-op for float32; lets the float64 parity reference run)
+        return self.mlp(torch.cat([a.cos(), a.sin()], dim=-1).to(self.mlp[0].weight.dtype))
 
 
 class Unified(nn.Module):

@@ -13,7 +13,7 @@ import { validateGenerate } from './pipeline.ts';
 
 /**
  * Below 1, so descriptions stay close to the modes of the learned p(description | prompt) yet still vary
- * with the seed: on release 2's full GenEval suite 0.7 scored 0.817 against 0.793 at 1.0 (docs/results.md).
+ * with the seed: on release 2 (full GenEval suite, baseline sampler) 0.7 scores 0.833, 1.0 scores 0.797 (docs/results.md).
  */
 export const THINK_TEMPERATURE = 0.7;
 /** Scene descriptions of the Shapes world are ≤ ~40 words; the generator's prompt limit caps it too. */
