@@ -87,6 +87,7 @@ describe('think mode on the fixture', () => {
       [{ prompt: 'make it red', think: true, sourceImage: src }, 'INVALID_INPUT', 'think'],
       [{ prompt: '   ', think: true }, 'INVALID_INPUT', 'prompt'],
       [{ prompt: 'a photo of a circle', think: true, seed: -1 }, 'OUT_OF_RANGE', 'seed'],
+      [{ prompt: 'a photo of a circle', thinkTemperature: 0.5 }, 'INVALID_INPUT', 'thinkTemperature'],
     ];
     for (const [req, code, param] of cases) {
       const err = await engineError(() => collect(engine.generate(req)));

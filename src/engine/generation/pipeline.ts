@@ -51,6 +51,8 @@ export function validateGenerate(ctx: EngineCtx, req: GenerateRequest, conversat
   const mode = req.mode ?? 'progressive';
   if (!MODES.includes(mode)) throw new EngineError('OUT_OF_RANGE', `mode must be one of ${MODES.join(', ')}`, { param: 'mode' });
   if (req.edit !== undefined && req.edit !== null && typeof req.edit !== 'boolean') throw new EngineError('INVALID_INPUT', 'edit must be a boolean', { param: 'edit' });
+  if (req.thinkTemperature !== undefined && req.thinkTemperature !== null && req.think !== true)
+    throw new EngineError('INVALID_INPUT', 'thinkTemperature applies with think: true only', { param: 'thinkTemperature' });
   let source: ValidatedGenerate['source'];
   if (req.sourceImage !== undefined && req.sourceImage !== null) source = { image: req.sourceImage, from: 'request' };
   else if (req.edit) {
