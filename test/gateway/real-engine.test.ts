@@ -234,3 +234,50 @@ describe('real engine on the tiny pack', () => {
     }
   });
 });
+
+describe('think mode through the gateway on the real engine (tiny pack copy with prompts.think)', () => {
+  let thinker: RunningServer;
+  let dir = '';
+  beforeAll(async () => {
+    const fs = await import('node:fs');
+    const os = await import('node:os');
+    const path = await import('node:path');
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hb-gw-think-'));
+    fs.cpSync(PACK, dir, { recursive: true });
+    const mf = path.join(dir, 'manifest.json');
+    fs.writeFileSync(mf, JSON.stringify({ ...JSON.parse(fs.readFileSync(mf, 'utf8')), prompts: { think: true } }));
+    thinker = await start({ packDir: dir });
+  }, 120_000);
+  afterAll(async () => {
+    await thinker?.close();
+    if (dir) (await import('node:fs')).rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('every streamed frame carries the thought; the same seed gives the same thought and image; imageJob events carry it too', async () => {
+    const q = `mutation M($input: GenerateImageInput!) { generateImage(input: $input) {
+      id seed previews @stream(initialCount: 0) { stage thought image { sha256 } } ... @defer { result { stage thought elapsedMs image { sha256 } } } } }`;
+    const input = { prompt: 'a photo of a square', seed: 5, think: true, thinkTemperature: 0.9 };
+    const a = mergeIncremental((await httpStream(thinker, 'multipart/mixed', { query: q, variables: { input } })).payloads).generateImage;
+    const b = mergeIncremental((await httpStream(thinker, 'multipart/mixed', { query: q, variables: { input } })).payloads).generateImage;
+    expect(typeof a.result.thought).toBe('string');
+    expect(a.result.thought.length).toBeGreaterThan(0);
+    for (const p of a.previews) expect(p.thought).toBe(a.result.thought);
+    expect(b.result.thought).toBe(a.result.thought);
+    expect(b.result.image.sha256).toBe(a.result.image.sha256);
+    // the detached-job path: imageJob(id) events carry the same frames
+    const client = wsClient(thinker);
+    try {
+      const started = await gqlPost(thinker, { query: 'mutation M($input: GenerateImageInput!) { generateImage(input: $input) { id } }', variables: { input } });
+      const id = started.json.data.generateImage.id as string;
+      const evs = await wsRun(client, 'subscription J($id: ID!) { imageJob(id: $id) { done frame { stage thought } } }', { id });
+      const frames = evs.map((e: any) => e.data?.imageJob?.frame).filter(Boolean);
+      expect(frames.at(-1)).toEqual({ stage: 'FINAL', thought: a.result.thought });
+    } finally {
+      await client.dispose();
+    }
+    const caps = await gqlPost(thinker, { query: '{ models { capabilities { think } } }' });
+    expect(caps.json.data.models[0].capabilities.think).toBe(true);
+    const plain = await gqlPost(server, { query: 'mutation { generateImage(input: { prompt: "a red circle", think: true }) { id } }' });
+    expect(plain.json.errors[0].extensions.code).toBe('INVALID_INPUT');
+  });
+});
