@@ -288,9 +288,12 @@ export class JobManager {
       start = performance.now();
       job.push({ status: 'RUNNING', done: false });
       let sawPreview = false;
+      let sawFrame = false;
       for await (const frame of guarded(this.o.engine().generate(req, signal), signal, this.o.engineStallTimeoutMs)) {
         if (signal.aborted) break;
         const rec: FrameRecord = { frame };
+        if (!sawFrame && frame.timings?.thinkMs !== undefined) metrics.thinkTime.observe(frame.timings.thinkMs / 1000);
+        sawFrame = true;
         if (frame.stage === 'preview' && !sawPreview) {
           sawPreview = true;
           metrics.previewLatency.observe((performance.now() - start) / 1000);

@@ -107,6 +107,7 @@ export class GatewayMetrics {
   readonly tokensPerSecond = new Histogram('hyperbagel_gateway_tokens_per_second', 'Decode throughput per understand request', [1, 5, 10, 25, 50, 100, 250, 500, 1000]);
   readonly acceptanceLength = new Histogram('hyperbagel_gateway_acceptance_length', 'Tokens accepted per verification step', [0, 1, 2, 3, 4, 5, 6, 8, 12, 16]);
   readonly previewLatency = new Histogram('hyperbagel_gateway_preview_latency_seconds', 'Image job start to first preview frame', [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]);
+  readonly thinkTime = new Histogram('hyperbagel_gateway_think_seconds', 'Think mode: time the model spent writing the scene description', [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1]);
   readonly jobDuration = new Histogram('hyperbagel_gateway_image_job_seconds', 'Image job start to terminal state', [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]);
   readonly queueWait = new Histogram('hyperbagel_gateway_queue_wait_seconds', 'Time spent waiting for a job slot', [0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30]);
   private readonly gauges: Gauge[];
@@ -141,6 +142,7 @@ export class GatewayMetrics {
       this.tokensPerSecond,
       this.acceptanceLength,
       this.previewLatency,
+      this.thinkTime,
       this.jobDuration,
       this.queueWait,
     ];

@@ -139,6 +139,10 @@ describe('think mode (GenerateImageInput.think)', () => {
     expect(r.json.errors).toBeUndefined();
     expect(r.json.data.generateImage.result).toEqual({ stage: 'FINAL', thought: 'a scene for a photo of a square' });
     expect(engine.requests.generate.at(-1)).toMatchObject({ think: true, thinkTemperature: 0.5 });
+    // one think job observed in /metrics (3 ms of thinking: the 0.005 s bucket)
+    const metrics = await (await fetch(server.url.replace(/\/graphql$/, '/metrics'))).text();
+    expect(metrics).toMatch(/hyperbagel_gateway_think_seconds_count 1\b/);
+    expect(metrics).toMatch(/hyperbagel_gateway_think_seconds_bucket\{le="0.005"\} 1\b/);
     const caps = await gqlPost(server, { query: '{ models { capabilities { think } } }' });
     expect(caps.json.data.models[0].capabilities.think).toBe(true);
     // without think: no thought, and the engine is not asked to think

@@ -189,7 +189,9 @@ export class FakeEngine implements Engine {
           image: { mimeType: 'image/png', width: 8, height: 8, bytes: img.bytes, sha256: img.sha256 },
           rgb: img.rgb,
           sourceImage,
-          ...(req.think ? { thought: `a scene for ${req.prompt}` } : {}),
+          ...(req.think
+            ? { thought: `a scene for ${req.prompt}`, timings: { prefillMs: 0, encodeSourceMs: 0, samplingMs: 0, decodeMs: 0, imageEncodeMs: 0, thinkMs: 3 } }
+            : {}),
         };
         if (p.stage === 'final' && state) {
           state.image = img.rgb;
