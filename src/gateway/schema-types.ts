@@ -64,7 +64,7 @@ export interface GenerateImageInput {
   intermediatePreviews?: boolean | null;
   /** Think first (models with capabilities.think): the model expands the prompt into a full scene description, sampled with the job's seed, and the image is generated from that description; every frame reports it as `thought`. Short prompts that leave colours, sizes and places open gain the most. */
   think?: boolean | null;
-  /** Sampling temperature of the thought, in [0, 2] (default 0.7; 0 = greedy). */
+  /** Sampling temperature of the thought, in [0, 2] (default 0.5; 0 = greedy). */
   thinkTemperature?: number | null;
   sessionId?: string | null;
 }

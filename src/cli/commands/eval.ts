@@ -44,7 +44,7 @@ Options:
   --think         geneval: the model first expands each prompt into a scene description (think mode,
                   BAGEL's rewriter/CoT protocol), seeded by the item's seed; reported as "think": true, with
                   "thoughts": {test, heldout}: {parsed (valid scene captions), satisfied (their scene
-                  satisfies the prompt), count}; --think-temperature T samples them at T (default 0.7)
+                  satisfies the prompt), count}; --think-temperature T samples them at T (default 0.5)
   --write         suites: regenerate the files instead of checking them
 Definitions: docs/world.md ("Evaluation").`;
 

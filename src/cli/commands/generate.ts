@@ -11,7 +11,7 @@ frame (stage, NFE count, elapsed ms, seed, sampler) goes to stderr.
   --cfg-text S       text guidance scale;  --cfg-image S  image guidance scale (editing)
   --shift S          timestep shift
   --think            the model first expands the prompt into a full scene description (printed as
-                     {"thought": …} on stderr) and generates from it; --think-temperature T (default 0.7)
+                     {"thought": …} on stderr) and generates from it; --think-temperature T (default 0.5)
   --previews DIR     also write preview frames (JPEG/WebP) there, with 6-step intermediate x0 previews
   --pack DIR         model pack (default models/shapes-mot, or $HYPERBAGEL_PACK)
   --threads N        onnxruntime intra-op threads (default 2)
