@@ -12,12 +12,12 @@ import { CostCurve } from '../../src/engine/speculative/sizing.ts';
 import { pruneDepth, treeMask, treePositions } from '../../src/engine/speculative/tree.ts';
 import { WorkerDraftModel } from '../../src/engine/speculative/worker-draft.ts';
 import { decodeSteps } from '../../src/engine/understand/decode.ts';
-import { isGreedy, processLogits, tokenSampler } from '../../src/engine/understand/logits.ts';
+import { isGreedy, tokenSampler } from '../../src/engine/understand/logits.ts';
 import { causalMask } from '../../src/engine/understand/target.ts';
 import { WorkerSequence } from '../../src/engine/understand/worker-target.ts';
 import type { UnderstandSummary } from '../../src/engine/types.ts';
 import { chiSquare } from './spec-helpers.ts';
-import { answerIds, collect, embedLookup, FIXTURE, prefixOpener } from './fixture-helpers.ts';
+import { answerIds, collect, embedLookup, exactTwoTokenJoint, FIXTURE, prefixOpener } from './fixture-helpers.ts';
 
 export const ACCEL = path.join(path.dirname(FIXTURE), 'tiny-pack-accel');
 let engine: LocalEngine;
@@ -217,17 +217,7 @@ describe('draft.onnx through the worker', () => {
     const ids = [1, 30, 66, 35, 4];
     const pos = Int32Array.from(ids.map((_, i) => i));
     const open = prefixOpener(client, V, ids, L * D);
-    const exact = new Map<string, number>();
-    const base = await open();
-    const p1 = processLogits(base.l, 0, V, sampling);
-    for (let a = 0; a < V; a++) {
-      if (!p1[a]) continue;
-      const b = await open([a]);
-      const p2 = processLogits(b.l, 0, V, sampling);
-      for (let c = 0; c < V; c++) if (p2[c]) exact.set(`${a},${c}`, p1[a]! * p2[c]!);
-      await b.s.close();
-    }
-    await base.s.close();
+    const { exact } = await exactTwoTokenJoint(open, V, sampling);
     const embed = await embedLookup(client, D);
     const N = 500;
     const counts = new Map<string, number>();

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EngineError, type UnderstandEvent } from '../../src/engine/types.ts';
+import { processLogits, type SamplingParams } from '../../src/engine/understand/logits.ts';
 import { causalMask } from '../../src/engine/understand/target.ts';
 import { WorkerSequence } from '../../src/engine/understand/worker-target.ts';
 import type { WorkerClient } from '../../src/runtime/client.ts';
@@ -52,4 +53,34 @@ export function prefixOpener(client: WorkerClient, vocab: number, ids: number[],
     const l = await s.forward(Int32Array.from(all), Int32Array.from(all.map((_, i) => i)), causalMask(all.length), 'all', featureDim > 0);
     return { s, l: l.slice((all.length - 1) * vocab), feats: s.lastFeatures! };
   };
+}
+
+/**
+ * The exact joint distribution of the first two sampled tokens after the opener's prefix under
+ * `sampling`: p(a)·p(c | a), keyed "a,c", plus the support of c for every first token a (ascending a).
+ */
+export async function exactTwoTokenJoint(
+  open: ReturnType<typeof prefixOpener>,
+  vocab: number,
+  sampling: SamplingParams,
+): Promise<{ exact: Map<string, number>; support: Map<number, number[]> }> {
+  const exact = new Map<string, number>();
+  const support = new Map<number, number[]>();
+  const base = await open();
+  const p1 = processLogits(base.l, 0, vocab, sampling);
+  for (let a = 0; a < vocab; a++) {
+    if (!p1[a]) continue;
+    const b = await open([a]);
+    const p2 = processLogits(b.l, 0, vocab, sampling);
+    const cs: number[] = [];
+    for (let c = 0; c < vocab; c++)
+      if (p2[c]) {
+        exact.set(`${a},${c}`, p1[a]! * p2[c]!);
+        cs.push(c);
+      }
+    support.set(a, cs);
+    await b.s.close();
+  }
+  await base.s.close();
+  return { exact, support };
 }

@@ -1,5 +1,5 @@
 // Sampling with retrieval drafts stays exact: the drafts are point masses over tree siblings, which the
-// unchanged rejection rule verifies. The first two sampled tokens through decodeSteps with a
+// same verification rule as every other draft accepts (speculative/rejection.ts). The first two sampled tokens through decodeSteps with a
 // RetrievalProposer tree follow the target's exact joint distribution (chi-square), on the fixture pack.
 import { isGreedy, tokenSampler } from '../../src/engine/understand/logits.ts';
 import { afterAll, beforeAll, expect, test } from 'vitest';
@@ -8,8 +8,7 @@ import { Rng } from '../../src/engine/rng.ts';
 import { AcceptanceStats } from '../../src/engine/speculative/metrics.ts';
 import { buildRetrievalData, RetrievalIndex, RetrievalProposer, retrievalState } from '../../src/engine/speculative/retrieval.ts';
 import { decodeSteps } from '../../src/engine/understand/decode.ts';
-import { processLogits } from '../../src/engine/understand/logits.ts';
-import { FIXTURE, prefixOpener } from './fixture-helpers.ts';
+import { exactTwoTokenJoint, FIXTURE, prefixOpener } from './fixture-helpers.ts';
 import { chiSquare } from './spec-helpers.ts';
 
 let engine: LocalEngine;
@@ -26,27 +25,14 @@ test('sampled: the first two tokens follow the exact target distribution with re
   const sampling = { temperature: 1, topK: 3, topP: 1 };
   const ids = [1, 30, 66, 35, 4];
   const open = prefixOpener(client, V, ids);
-  const exact = new Map<string, number>();
+  const { exact, support: supports } = await exactTwoTokenJoint(open, V, sampling);
   const seqs: Array<{ prompt: number[]; answer: number[]; count: number }> = [];
   const r = new Rng(5);
-  const base = await open();
-  const p1 = processLogits(base.l, 0, V, sampling);
-  for (let a = 0; a < V; a++) {
-    if (!p1[a]) continue;
-    const b = await open([a]);
-    const p2 = processLogits(b.l, 0, V, sampling);
-    const support: number[] = [];
-    for (let c = 0; c < V; c++)
-      if (p2[c]) {
-        exact.set(`${a},${c}`, p1[a]! * p2[c]!);
-        support.push(c);
-      }
+  for (const [a, support] of supports) {
     // the datastore proposes two of the target's three tokens after `a`, plus one it never samples
     for (const c of [support[0]!, support[2]!, (support[1]! + 1) % V === support[2] ? 12 : (support[1]! + 1) % V])
       seqs.push({ prompt: ids.slice(1), answer: [a, c], count: 1 + Math.floor(r.uniform() * 5) });
-    await b.s.close();
   }
-  await base.s.close();
   const index = new RetrievalIndex(buildRetrievalData(seqs, V, 3));
   const N = 500;
   const counts = new Map<string, number>();
@@ -86,28 +72,12 @@ test('sampled through the engine: drafts verified in the prefill forward keep th
   const words = prompt.split(' ').map((w) => vocab[w]!);
   const ids = [1, ...words, 4]; // bos, words, im_start: the engine's prompt without an image
   const open = prefixOpener(client, V, ids);
-  const exact = new Map<string, number>();
+  const { exact, support } = await exactTwoTokenJoint(open, V, sampling);
   const seqs: Array<{ prompt: number[]; answer: number[]; count: number }> = [];
-  const base = await open();
-  const p1 = processLogits(base.l, 0, V, sampling);
-  const s1: number[] = [];
-  for (let a = 0; a < V; a++) {
-    if (!p1[a]) continue;
-    s1.push(a);
-    const b = await open([a]);
-    const p2 = processLogits(b.l, 0, V, sampling);
-    const s2: number[] = [];
-    for (let c = 0; c < V; c++)
-      if (p2[c]) {
-        exact.set(`${a},${c}`, p1[a]! * p2[c]!);
-        s2.push(c);
-      }
+  for (const [a, s2] of support)
     seqs.push({ prompt: [...words, 4], answer: [a, s2[1]!], count: 3 }, { prompt: [...words, 4], answer: [a, s2[2]!], count: 1 });
-    await b.s.close();
-  }
-  await base.s.close();
   // the datastore also proposes a first token the target never samples
-  seqs.push({ prompt: [...words, 4], answer: [s1.includes(11) ? 12 : 11, 13], count: 2 });
+  seqs.push({ prompt: [...words, 4], answer: [support.has(11) ? 12 : 11, 13], count: 2 });
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hb-rest-s-'));
   for (const f of fs.readdirSync(FIXTURE)) if (fs.statSync(path.join(FIXTURE, f)).isFile()) fs.copyFileSync(path.join(FIXTURE, f), path.join(dir, f));
   const m = JSON.parse(fs.readFileSync(path.join(FIXTURE, 'manifest.json'), 'utf8'));

@@ -5,10 +5,9 @@
 // image, whereas sampling the description commits to one scene first. The expansion runs through the
 // ordinary understanding path, so it is speculatively decoded and seeded like any sampled answer.
 import type { EngineCtx } from '../context.ts';
-import type { ConversationState } from '../understand/pipeline.ts';
-import { runUnderstand } from '../understand/pipeline.ts';
+import { runUnderstand, type ConversationState } from '../understand/pipeline.ts';
 import * as V from '../validate.ts';
-import { EngineError, type FinishReason, type GenerateRequest } from '../types.ts';
+import { EngineError, type GenerateRequest } from '../types.ts';
 import { validateGenerate } from './pipeline.ts';
 
 /**
@@ -24,8 +23,7 @@ export const THINK_MAX_TOKENS = 48;
 export interface Thought {
   /** the description generation will render (the prompt itself if the model wrote nothing) */
   text: string;
-  finishReason: FinishReason;
-  tokens: number;
+  /** time spent writing it */
   ms: number;
 }
 
@@ -51,17 +49,15 @@ export async function thinkFirst(
   const maxTokens = Math.min(THINK_MAX_TOKENS, ctx.opts.maxPromptWords);
   const t0 = performance.now();
   let text = '';
-  let finishReason: FinishReason = 'error';
-  let tokens = 0;
+  let cancelled = false;
   for await (const ev of runUnderstand(ctx, { prompt: req.prompt, temperature, seed: v.seed, maxTokens }, signal, null)) {
     if (ev.kind !== 'done') continue;
     text = ev.text.trim();
-    finishReason = ev.finishReason;
-    tokens = ev.usage.completionTokens;
+    cancelled = ev.finishReason === 'cancelled';
   }
-  if (finishReason === 'cancelled' || signal?.aborted) throw new EngineError('CANCELLED', 'request cancelled');
+  if (cancelled || signal?.aborted) throw new EngineError('CANCELLED', 'request cancelled');
   // a thought with no words the generator knows would fail its prompt check: fall back to the prompt
   if (!ctx.tokenizer.encodeWords(text).length) text = req.prompt;
   const { think: _t, thinkTemperature: _tt, ...rest } = req;
-  return { request: { ...rest, prompt: text, seed: v.seed }, thought: { text, finishReason, tokens, ms: performance.now() - t0 } };
+  return { request: { ...rest, prompt: text, seed: v.seed }, thought: { text, ms: performance.now() - t0 } };
 }
