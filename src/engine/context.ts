@@ -61,7 +61,8 @@ export interface EngineCtx {
 }
 
 /** A piece of a context: text token ids, an image block of embeddings (ViT), or a VAE latent block. */
-export type Part = { kind: 'ids'; ids: number[] } | { kind: 'image'; embeds: Float32Array; count: number };
+/** An image enters as its embeddings, or as pixels the worker runs through vision.onnx within the forward. */
+export type Part = { kind: 'ids'; ids: number[] } | { kind: 'image'; embeds: Float32Array; count: number } | { kind: 'pixels'; pixels: Float32Array; count: number };
 
 export interface Layout {
   segments: Segment[];
@@ -94,7 +95,7 @@ export function layout(parts: Part[], startPos: number): Layout {
         ids.push(id);
       }
     } else {
-      segments.push({ kind: 'embeds', data: part.embeds, count: part.count });
+      segments.push(part.kind === 'image' ? { kind: 'embeds', data: part.embeds, count: part.count } : { kind: 'pixels', pixels: part.pixels, count: part.count });
       for (let i = 0; i < part.count; i++) {
         blocks.push(b);
         pos.push(p);

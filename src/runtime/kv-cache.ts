@@ -93,6 +93,11 @@ export class KvCache {
     this.length = need;
   }
 
+  /** Empty the cache, keeping its buffers (a closed sequence's cache reused by the next one). */
+  reset(): void {
+    this.length = 0;
+  }
+
   /** Drop everything after `len` tokens (layout-preserving only if len = length, so re-lay rows). */
   truncate(len: number): void {
     if (len >= this.length) return;

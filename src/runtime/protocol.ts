@@ -19,7 +19,12 @@ export interface SessionTuning {
   replySpinUs?: number;
 }
 
-export type Segment = { kind: 'ids'; ids: Int32Array } | { kind: 'embeds'; data: Float32Array; count: number };
+/**
+ * Rows of a decoder forward: token ids, precomputed embeddings, or an image's pixels [3, S, S] that the
+ * worker runs through vision.onnx itself (its `count` image_embeds rows), saving the round trip of a
+ * separate 'vision' request.
+ */
+export type Segment = { kind: 'ids'; ids: Int32Array } | { kind: 'embeds'; data: Float32Array; count: number } | { kind: 'pixels'; pixels: Float32Array; count: number };
 
 export type WorkerRequest =
   | { op: 'init'; files: Partial<Record<GraphName, string>>; manifest: Manifest; tuning: SessionTuning }

@@ -124,6 +124,15 @@ async function embedIds(ids: Int32Array): Promise<Float32Array> {
   return r['inputs_embeds']!.data as Float32Array;
 }
 
+/** image_embeds of one image's pixels [3, S, S] (a decode segment of kind 'pixels'). */
+async function visionEmbeds(pixels: Float32Array, count: number): Promise<Float32Array> {
+  const S = manifest.vision.image_size;
+  if (pixels.length !== 3 * S * S) throw new CodedError('INTERNAL', `pixels have ${pixels.length} values, expected ${3 * S * S}`);
+  const e = (await run('vision', { pixels: new ort.Tensor('float32', pixels, [1, 3, S, S]) }))['image_embeds']!.data as Float32Array;
+  if (e.length !== count * manifest.decoder.hidden) throw new CodedError('INTERNAL', `vision gave ${e.length} values, expected ${count}×${manifest.decoder.hidden}`);
+  return e;
+}
+
 function seqOf(id: number): KvCache {
   const c = seqs.get(id);
   if (!c) throw new CodedError('INTERNAL', `unknown sequence ${id}`);
@@ -168,7 +177,7 @@ async function decode(msg: Extract<WorkerMessage, { op: 'decode' }>): Promise<{ 
   const embeds = new Float32Array(T * D);
   let off = 0;
   for (const s of msg.segments as Segment[]) {
-    const e = s.kind === 'ids' ? await embedIds(s.ids) : s.data;
+    const e = s.kind === 'ids' ? await embedIds(s.ids) : s.kind === 'embeds' ? s.data : await visionEmbeds(s.pixels, s.count);
     const n = s.kind === 'ids' ? s.ids.length : s.count;
     embeds.set(e.subarray(0, n * D), off * D);
     off += n;
@@ -235,6 +244,15 @@ function batchedContexts(ids: number[], N: number) {
 function dropBatches(seqId: number): void {
   for (const [k, e] of batchPast) if (e.seqIds.includes(seqId)) batchPast.delete(k);
 }
+
+/**
+ * Caches of closed sequences, by kind (target / draft), reused by 'open': every request opens and
+ * closes a sequence, and allocating (zeroing) its ping-pong buffers each time costs more than the
+ * request's own KV work.
+ */
+const KV_POOL = 4;
+const kvPool = new Map<string, KvCache[]>();
+const kvKind = new Map<number, string>();
 
 /** zero-filled buffers by length (draft inputs that feature_select switches off); never written */
 const zeros = new Map<number, Float32Array>();
@@ -528,15 +546,29 @@ async function handle(msg: WorkerMessage): Promise<{ result: unknown; transfer?:
     case 'open': {
       if (msg.kind === 'draft' && !manifest.draft) throw new CodedError('INVALID_INPUT', 'this pack has no draft model');
       const { layers, heads, head_dim } = msg.kind === 'draft' ? manifest.draft! : manifest.decoder;
-      seqs.set(msg.seq, new KvCache({ layers, heads, headDim: head_dim }, msg.capacity));
+      const pool = kvPool.get(msg.kind ?? 'target');
+      const reused = pool?.pop();
+      reused?.reset();
+      seqs.set(msg.seq, reused ?? new KvCache({ layers, heads, headDim: head_dim }, msg.capacity));
+      kvKind.set(msg.seq, msg.kind ?? 'target');
       stats.openSequences = seqs.size;
       return { result: null };
     }
-    case 'close':
+    case 'close': {
+      const c = seqs.get(msg.seq);
+      const kind = kvKind.get(msg.seq);
       seqs.delete(msg.seq);
+      kvKind.delete(msg.seq);
       dropBatches(msg.seq);
+      // keep a few closed caches' buffers for the next sequences (one request = one open + close)
+      if (c && kind) {
+        let pool = kvPool.get(kind);
+        if (!pool) kvPool.set(kind, (pool = []));
+        if (pool.length < KV_POOL) pool.push(c);
+      }
       stats.openSequences = seqs.size;
       return { result: null };
+    }
     case 'vision': {
       const S = manifest.vision.image_size;
       const r = await run('vision', { pixels: new ort.Tensor('float32', msg.pixels, [msg.batch, 3, S, S]) });

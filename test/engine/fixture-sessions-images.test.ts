@@ -5,6 +5,7 @@ import { createEngine, type LocalEngine } from '../../src/engine/index.ts';
 import { fitImage } from '../../src/engine/image/codec.ts';
 import type { ImageFrame, RgbImage, UnderstandChunk, UnderstandEvent, UnderstandSummary } from '../../src/engine/types.ts';
 import { answerIds, collect, engineError, FIXTURE } from './fixture-helpers.ts';
+import { WorkerSequence } from '../../src/engine/understand/worker-target.ts';
 
 let engine: LocalEngine;
 beforeAll(async () => {
@@ -215,5 +216,34 @@ describe('chunks never carry empty text', () => {
     expect(cancelled.speculation.meanAcceptedLength).toBe(1);
     const ng = summary(await collect(engine.understand({ prompt: 'describe the image', maxTokens: 24, speculation: { mode: 'ngram', chainLength: 3 } })));
     if (ng.speculation.drafts) expect(ng.speculation.meanAcceptedLength).toBeCloseTo(1 + ng.speculation.acceptedTokens / ng.speculation.drafts, 12);
+  });
+});
+
+describe('image rows in the prefill request', () => {
+  test("a 'pixels' segment (vision run inside the forward) gives exactly the logits of 'vision' then an 'embeds' segment; a reused (pooled) KV cache gives the same again", async () => {
+    const client = engine.workerClient;
+    const V = engine.info.vocabularySize;
+    const S = engine.info.imageSize.width;
+    const pixels = () => Float32Array.from({ length: 3 * S * S }, (_, i) => ((i * 37) % 255) / 127.5 - 1);
+    const count = 16;
+    const ids = [1, 5, 9];
+    const T = ids.length + count;
+    const positions = () => Int32Array.from({ length: T }, (_, i) => (i < 2 ? i : i < 2 + count ? 2 : i - count + 1));
+    const blocks = Array.from({ length: T }, (_, i) => (i < 2 ? i : i < 2 + count ? 2 : i - count + 1));
+    const mask = () => Uint8Array.from({ length: T * T }, (_, k) => (blocks[k % T]! <= blocks[Math.floor(k / T)]! ? 1 : 0));
+    const run = async (img: { kind: 'pixels'; pixels: Float32Array; count: number } | { kind: 'embeds'; data: Float32Array; count: number }) => {
+      const s = await WorkerSequence.open(client, V, 64);
+      const l = await s.extend([{ kind: 'ids', ids: Int32Array.from(ids.slice(0, 2)) }, img, { kind: 'ids', ids: Int32Array.from(ids.slice(2)) }], positions(), mask(), 'all');
+      // one decode step on top, through the cache the prefill wrote
+      const l2 = await s.forward(Int32Array.of(7), Int32Array.of(blocks[T - 1]! + 1), Uint8Array.of(1), 'last');
+      await s.close();
+      return [...l, ...l2];
+    };
+    const embeds = await client.call<Float32Array>({ op: 'vision', pixels: pixels(), batch: 1 });
+    const viaEmbeds = await run({ kind: 'embeds', data: embeds, count });
+    const viaPixels = await run({ kind: 'pixels', pixels: pixels(), count });
+    expect(viaPixels).toEqual(viaEmbeds);
+    // the closed sequences' caches are pooled and reused by the next open: same result
+    expect(await run({ kind: 'pixels', pixels: pixels(), count })).toEqual(viaEmbeds);
   });
 });

@@ -91,6 +91,40 @@ describe('retrieval index', () => {
     expect(new RetrievalIndex(d3).lookup([10, 11, IM], 8).next.map((c) => c.token)).toEqual([20]);
   });
 
+  test('the suffix trie finds what a scan over every stored context finds (random datastores, context + path split anywhere)', () => {
+    const r = new Rng(7);
+    const rng = { int: (n: number) => Math.floor(r.uniform() * n) };
+    for (let trial = 0; trial < 20; trial++) {
+      const maxN = 1 + rng.int(5);
+      const seqs = Array.from({ length: 1 + rng.int(12) }, () => ({
+        prompt: [...Array.from({ length: 1 + rng.int(4) }, () => 5 + rng.int(6)), IM],
+        answer: [...Array.from({ length: rng.int(6) }, () => 5 + rng.int(6)), EOS],
+        count: 1 + rng.int(3),
+      }));
+      const data = buildRetrievalData(seqs, V, maxN);
+      const ix = new RetrievalIndex(data);
+      expect(ix.size).toBe(data.entries.length);
+      const stored = new Map(data.entries.map(([c, nx]) => [c.join(','), nx]));
+      for (let q = 0; q < 50; q++) {
+        const seq = Array.from({ length: rng.int(9) }, () => (rng.int(5) === 0 ? IM : 5 + rng.int(6)));
+        // reference: longest suffix (≤ maxN) stored, continuations by count then id
+        let want: { n: number; tokens: number[] } = { n: 0, tokens: [] };
+        for (let n = Math.min(maxN, seq.length); n >= 1; n--) {
+          const nx = stored.get(seq.slice(seq.length - n).join(','));
+          if (nx) {
+            want = { n, tokens: nx.slice().sort((a, b) => b[1] - a[1] || a[0] - b[0]).slice(0, 3).map(([t]) => t) };
+            break;
+          }
+        }
+        const cut = rng.int(seq.length + 1);
+        for (const got of [ix.lookup(seq, 3), ix.lookupAfter(seq.slice(0, cut), seq.slice(cut), 3)]) {
+          expect(got.n).toBe(want.n);
+          expect(got.next.map((c) => c.token)).toEqual(want.tokens);
+        }
+      }
+    }
+  });
+
   test('expander: datastore first, prompt lookup where nothing matches', () => {
     const ex = new RetrievalExpander(new RetrievalIndex(small()));
     ex.setContext([60, 61, 62, 60, 61]);

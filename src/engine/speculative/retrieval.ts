@@ -13,10 +13,22 @@ import { TreeProposer, type ProposerConfig } from './proposer.ts';
 import { chooseChainLength, chooseTreeSize, type CostCurve } from './sizing.ts';
 import { buildDynamicTree, rootOnly, type Candidate, type DraftTree, type Expander, type TreeShape } from './tree.ts';
 
-/** Suffix index over a datastore: context key → continuations (best first) and their total count. */
+/** A node of the reversed-suffix trie: the context read backwards from its last token. */
+interface SuffixNode {
+  children: Map<number, SuffixNode>;
+  /** continuations of the context this node spells (best first), when the datastore has it */
+  next: Candidate[] | null;
+}
+
+/**
+ * Suffix index over a datastore: context → continuations (best first). Contexts are stored in a trie
+ * keyed by their tokens read backwards, so the longest stored suffix of a sequence is found by walking
+ * back from its last token (≤ maxN integer map lookups, no key strings or array copies per lookup).
+ */
 export class RetrievalIndex {
   readonly maxN: number;
-  private map = new Map<string, { next: Candidate[]; total: number }>();
+  private root: SuffixNode = { children: new Map(), next: null };
+  private count = 0;
 
   constructor(data: Pick<RetrievalData, 'max_n' | 'entries'>) {
     this.maxN = data.max_n;
@@ -26,12 +38,19 @@ export class RetrievalIndex {
         .slice()
         .sort((a, b) => b[1] - a[1] || a[0] - b[0])
         .map(([token, c]) => ({ token, logprob: Math.log(c / total) }));
-      this.map.set(ctx.join(','), { next, total });
+      let node = this.root;
+      for (let i = ctx.length - 1; i >= 0; i--) {
+        let ch = node.children.get(ctx[i]!);
+        if (!ch) node.children.set(ctx[i]!, (ch = { children: new Map(), next: null }));
+        node = ch;
+      }
+      if (!node.next) this.count++;
+      node.next = next;
     }
   }
 
   get size(): number {
-    return this.map.size;
+    return this.count;
   }
 
   /**
@@ -39,14 +58,27 @@ export class RetrievalIndex {
    * tokens best first with log count shares, and the length of the matched suffix (0 = no match).
    */
   lookup(seq: ArrayLike<number>, k: number): { n: number; next: Candidate[] } {
-    const L = seq.length;
-    for (let n = Math.min(this.maxN, L); n >= 1; n--) {
-      let key = '';
-      for (let i = L - n; i < L; i++) key += (i > L - n ? ',' : '') + seq[i];
-      const e = this.map.get(key);
-      if (e) return { n, next: e.next.slice(0, k) };
+    return this.lookupAfter(seq, [], k);
+  }
+
+  /** lookup() of the sequence `context` followed by `path`, without concatenating them. */
+  lookupAfter(context: ArrayLike<number>, path: ArrayLike<number>, k: number): { n: number; next: Candidate[] } {
+    const C = context.length;
+    const L = C + path.length;
+    let node = this.root;
+    let best: Candidate[] | null = null;
+    let bestN = 0;
+    for (let n = 1; n <= Math.min(this.maxN, L); n++) {
+      const i = L - n;
+      const ch = node.children.get(i >= C ? path[i - C]! : context[i]!);
+      if (!ch) break;
+      node = ch;
+      if (node.next) {
+        best = node.next;
+        bestN = n;
+      }
     }
-    return { n: 0, next: [] };
+    return best ? { n: bestN, next: best.slice(0, k) } : { n: 0, next: [] };
   }
 }
 
@@ -91,9 +123,8 @@ export class RetrievalExpander implements Expander {
 
   expand(paths: number[][], k: number): Candidate[][] {
     return paths.map((p) => {
-      const seq = p.length ? this.context.concat(p) : this.context;
-      const m = this.index.lookup(seq, k);
-      if (m.n === 0) return this.fallback.continuations(seq, k);
+      const m = this.index.lookupAfter(this.context, p, k);
+      if (m.n === 0) return this.fallback.continuations(p.length ? this.context.concat(p) : this.context, k);
       const pen = (m.n < this.opts.shortMatch ? this.opts.shortPenalty : 0) + this.logCalib;
       return m.next.map((c) => ({ token: c.token, logprob: Math.min(0, c.logprob + pen) }));
     });

@@ -160,16 +160,19 @@ function draftPays(ctx: EngineCtx, v: ValidatedUnderstand): boolean {
 /**
  * auto with both a draft model and a retrieval datastore: the draft model when its expected tokens/ms
  * (chooseShape, draft cost included) beats retrieval's measured tokens/ms, else retrieval; retrieval
- * until it has been measured, and the draft model on every 16th auto request (exploration).
+ * until it has been measured, and the draft model on every 16th auto request (exploration) — but only
+ * when it would draft at all: where chooseShape says plain, the draft-model proposer decodes every
+ * step plain (plus a draft catch-up per step), which measures nothing and is slower than retrieval.
  */
-function draftBeatsRetrieval(ctx: EngineCtx, v: ValidatedUnderstand): boolean {
+export function draftBeatsRetrieval(ctx: EngineCtx, v: ValidatedUnderstand): boolean {
   const r = retrievalRate(retrievalState(ctx));
   if (r <= 0) return false;
+  const tree = { topK: v.treeTopK ?? 4, depth: v.treeDepth ?? 5, budget: v.treeBudget ?? 24 };
+  const shape = ctx.curve ? chooseShape(ctx.curve, ctx.draftStats, ctx.draftTreeStats, ctx.opts.maxChainLength, ctx.draftCost ?? undefined, tree) : null;
+  if (shape?.kind === 'plain') return false;
   ctx.autoRequests = (ctx.autoRequests ?? 0) + 1;
   if (ctx.autoRequests % 16 === 0) return true;
-  if (!ctx.curve) return false;
-  const tree = { topK: v.treeTopK ?? 4, depth: v.treeDepth ?? 5, budget: v.treeBudget ?? 24 };
-  return chooseShape(ctx.curve, ctx.draftStats, ctx.draftTreeStats, ctx.opts.maxChainLength, ctx.draftCost ?? undefined, tree).expectedTokensPerMs > r;
+  return !!shape && shape.expectedTokensPerMs > r;
 }
 
 /** Input embeddings of a prefill's rows (text from the shared table, image blocks as given). */
@@ -181,6 +184,7 @@ function promptEmbeds(ctx: EngineCtx, segments: Segment[], T: number): Float32Ar
     if (s.kind === 'ids') {
       for (const id of s.ids) out.set(ctx.embedTable!.subarray(id * D, id * D + D), off++ * D);
     } else {
+      if (s.kind !== 'embeds') throw new Error('prompt embeddings need the image as embeddings, not pixels');
       out.set(s.data.subarray(0, s.count * D), off * D);
       off += s.count;
     }
@@ -239,12 +243,23 @@ export async function* runUnderstand(
       image = conversation.image;
       inputImage = { ...(conversation.imageInfo ?? { originalWidth: image.width, originalHeight: image.height, width: image.width, height: image.height, resized: false, cropped: false }), source: 'session' };
     }
+    if (signal?.aborted) throw new EngineError('CANCELLED', 'request cancelled');
+    const made = await makeProposer(ctx, v, startPos === 0);
+    proposer = made.proposer;
+    // draft chains carry their verification on this sequence (one worker request per step)
+    made.draft?.verifyOn(seq);
+    draft = made.draft;
     if (image) {
       if (signal?.aborted) throw new EngineError('CANCELLED', 'request cancelled');
       const S = ctx.manifest.vision.image_size;
       const pixels = rgbToChw(image, S);
-      const embeds = await ctx.client.call<Float32Array>({ op: 'vision', pixels, batch: 1 }, [pixels.buffer as ArrayBuffer]);
-      parts.push({ kind: 'ids', ids: [...lead, sp.vision_start] }, { kind: 'image', embeds, count: ctx.manifest.vision.tokens }, { kind: 'ids', ids: [sp.vision_end, ...v.words, sp.im_start] });
+      const count = ctx.manifest.vision.tokens;
+      // the worker runs vision.onnx inside the prefill forward (one request); only an EAGLE draft,
+      // which needs the prompt's input embeddings here, asks for the image embeddings first
+      let img: Part;
+      if (proposer?.needsFeatures) img = { kind: 'image', embeds: await ctx.client.call<Float32Array>({ op: 'vision', pixels, batch: 1 }, [pixels.buffer as ArrayBuffer]), count };
+      else img = { kind: 'pixels', pixels, count };
+      parts.push({ kind: 'ids', ids: [...lead, sp.vision_start] }, img, { kind: 'ids', ids: [sp.vision_end, ...v.words, sp.im_start] });
     } else parts.push({ kind: 'ids', ids: [...lead, ...v.words, sp.im_start] });
     const lay = layout(parts, startPos);
     const promptTokens = lay.positions.length;
@@ -253,11 +268,6 @@ export async function* runUnderstand(
       throw new EngineError('PROMPT_TOO_LONG', `prompt needs ${lay.nextPos} positions, the model has ${maxPos}`, { positions: lay.nextPos, limit: maxPos });
     const maxTokens = Math.min(v.maxTokens, maxPos - lay.nextPos);
     if (signal?.aborted) throw new EngineError('CANCELLED', 'request cancelled');
-    const made = await makeProposer(ctx, v, startPos === 0);
-    proposer = made.proposer;
-    // draft chains carry their verification on this sequence (one worker request per step)
-    made.draft?.verifyOn(seq);
-    draft = made.draft;
     const pEmbeds = proposer?.needsFeatures ? promptEmbeds(ctx, lay.segments, promptTokens) : null;
     const pPositions = Int32Array.from(lay.positions);
     const pMask = Uint8Array.from(lay.mask);

@@ -118,8 +118,9 @@ export class WorkerSequence implements TargetSequence {
   /** Prefill/extend with mixed segments (ids and precomputed embeddings). */
   async extend(segments: Segment[], positions: Int32Array, mask: Uint8Array, rows: 'all' | 'last', wantFeatures = false): Promise<Float32Array> {
     const transfer: ArrayBuffer[] = [positions.buffer as ArrayBuffer, mask.buffer as ArrayBuffer];
-    // ids are fresh per call; embeddings may be shared by several contexts, so they are copied
+    // ids and pixels are fresh per call; embeddings may be shared by several contexts, so they are copied
     for (const s of segments) if (s.kind === 'ids') transfer.push(s.ids.buffer as ArrayBuffer);
+    else if (s.kind === 'pixels') transfer.push(s.pixels.buffer as ArrayBuffer);
     const compact = this.pending ?? undefined;
     if (compact) transfer.push(compact.keep.buffer as ArrayBuffer);
     this.pending = null;
