@@ -14,6 +14,7 @@ import { handleDemoRequest } from '../web/serve.ts';
 import { readSchemaSdl } from './codegen.ts';
 import { GatewayError, maskError } from './errors.ts';
 import { fastSubscribe, setEventMask } from './fast-subscribe.ts';
+import { directNextStream } from './ws-direct.ts';
 import { HostPolicy, OriginPolicy } from './origin.ts';
 import { RateLimiter, rateLimitedError } from './rate-limit.ts';
 import { queryShapeRule, type GatewayLimits } from './limits.ts';
@@ -352,7 +353,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     return m;
   };
   type WsExtra = { socket: WebSocket; request: IncomingMessage };
-  type Roots = { execute: (args: ExecutionArgs) => unknown; subscribe: (args: ExecutionArgs) => unknown };
+  /** rootValue of a graphql-ws operation: envelop's execute/subscribe, and where its events go */
+  type Roots = { execute: (args: ExecutionArgs) => unknown; subscribe: (args: ExecutionArgs) => unknown; socket: WebSocket; id: string };
 
   const abortSocketOps = (socket: WebSocket) => {
     const ops = wsOps.get(socket);
@@ -441,12 +443,16 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       // This relies on masking (yoga's maskedErrors and its AbortError pass-through) being the only
       // per-event subscription hooks in this server: a plugin added with onSubscribeResult
       // onNext/onEnd hooks would be skipped here for graphql-ws (fold it into EventStream or drop this).
+      // Such a stream's `next` messages are then written by directNextStream (ws-direct.ts) rather
+      // than by graphql-ws's per-event loop; this options object has no onNext hook, which that needs.
       subscribe: async (args) => {
-        const result = await (args.rootValue as Roots).subscribe(args);
+        const roots = args.rootValue as Roots;
+        const result = await roots.subscribe(args);
         const raw = eventStreams.get(args.contextValue as object);
         eventStreams.delete(args.contextValue as object);
         const m = (yoga as unknown as { maskedErrorsOpts?: { maskError: (e: unknown, message: string) => unknown; errorMessage: string } | null }).maskedErrorsOpts;
-        if (raw && m && result && typeof result === 'object' && Symbol.asyncIterator in result && setEventMask(raw, (e) => m.maskError(e, m.errorMessage))) return raw as never;
+        if (raw && m && result && typeof result === 'object' && Symbol.asyncIterator in result && setEventMask(raw, (e) => m.maskError(e, m.errorMessage)))
+          return directNextStream(raw, roots.socket, roots.id) as never;
         return result as never;
       },
       onSubscribe: async (ctx, id, params) => {
@@ -486,7 +492,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
           document,
           variableValues: params.variables,
           contextValue: await contextFactory(),
-          rootValue: { execute, subscribe } satisfies Roots,
+          rootValue: { execute, subscribe, socket, id } satisfies Roots,
         };
         return args;
       },
