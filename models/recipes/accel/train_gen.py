@@ -94,6 +94,10 @@ def main():
                     help="dmdo: t' (where real and fake are compared) ~ shift(U[0.02, tmax]); at high t the teacher's x0 is a blurred mean")
     ap.add_argument("--dmd-shift", type=float, default=1.0, help="dmdo: timestep shift applied to t'")
     ap.add_argument("--alpha", type=float, default=None, help="refl hinge threshold (default: the reward ckpt's)")
+    ap.add_argument("--refl-edit-weight", type=float, default=0.0,
+                    help="refl: weight of the reward term on edit samples (the reward model scores the image against "
+                         "the edited scene's caption only, so it cannot reward preserving the source; edits keep the "
+                         "regression to the 6-NFE output)")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ckpt-every", type=int, default=100)
@@ -274,7 +278,8 @@ def main():
             x0h = eps - v_student(stu, eps, torch.ones(B), gb, st, si)
             r = rew(decode(vae, scale, c, x0h).clamp(-1, 1), gb.desc)
             mse = F.mse_loss(x0h, xs[-1])
-            loss = F.relu(alpha - r).mean() + a.mse_weight * mse
+            w = torch.where(gb.is_edit, torch.full((B,), a.refl_edit_weight), torch.ones(B))
+            loss = (w * F.relu(alpha - r)).mean() + a.mse_weight * mse
             gstep(loss)
             out.update(reward=float(r.mean()), mse=float(mse))
         step += 1
