@@ -66,11 +66,40 @@ export async function runParityCase(pack: string, manifest: Manifest, file: stri
   return { c, out };
 }
 
-/** Every reference output is present and within `tol` (max |diff|) of PyTorch's. */
+/**
+ * Max over elements of |a - b| - rel * |b|: ≤ tol means every element is within tol + rel * |b|.
+ * With rel = 0 it is maxAbsDiff.
+ */
+export function maxExcessDiff(got: ort.Tensor, want: JsonTensor, rel: number): number {
+  if (got.dims.join(',') !== want.dims.join(',')) throw new Error(`dims ${got.dims.join('x')} != ${want.dims.join('x')}`);
+  const g = floatData(got);
+  let m = -Infinity;
+  for (let i = 0; i < want.data.length; i++) {
+    const d = Math.abs(g[i]! - want.data[i]!) - rel * Math.abs(want.data[i]!);
+    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
+  }
+  return Math.max(m, 0);
+}
+
+/**
+ * The decoder's `hidden_states` output is the residual stream of every layer (the draft's input
+ * features), whose values reach |v| ≈ 100–250 in a trained pack. There one float32 ulp is 0.8–1.5e-5,
+ * so float32 rounding alone, accumulated over the layers by any correct runtime, can pass 1e-4
+ * (release 3: 1.18e-4 at a value of 42.6, 2.8e-6 relative; 1.34e-4 at 224.6 with ORT's basic
+ * optimisations). For that output only, each element may also differ by 2e-6 × |reference|
+ * (≈ 16–32 ulps); every other output is held to the absolute bound alone.
+ */
+export const HIDDEN_STATES_REL = 2e-6;
+
+/** Every reference output is present and within `tol` (max |diff|) of PyTorch's (hidden_states: see HIDDEN_STATES_REL). */
 export function expectParity(c: ParityCase, out: Record<string, ort.Tensor>, label: string = c.graph, tol = 1e-4): void {
   for (const [name, want] of Object.entries(c.outputs)) {
     expect(out[name], `${label}: missing output ${name}`).toBeDefined();
-    expect(maxAbsDiff(out[name]!, want), `${label} ${name} max |diff|`).toBeLessThanOrEqual(tol);
+    if (name === 'hidden_states') {
+      expect(maxExcessDiff(out[name]!, want, HIDDEN_STATES_REL), `${label} ${name} max (|diff| - ${HIDDEN_STATES_REL}·|ref|)`).toBeLessThanOrEqual(tol);
+    } else {
+      expect(maxAbsDiff(out[name]!, want), `${label} ${name} max |diff|`).toBeLessThanOrEqual(tol);
+    }
   }
 }
 
