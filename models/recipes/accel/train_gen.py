@@ -88,7 +88,7 @@ def main():
     ap.add_argument("--fake-warmup", type=int, default=300,
                     help="dmdo: fake-model-only steps before the generator's first update (the critic must track the student first)")
     ap.add_argument("--gen-lr", type=float, default=5e-5, help="dmdo: the generator's lr (0 = --lr)")
-    ap.add_argument("--anchor-weight", type=float, default=1.0,
+    ap.add_argument("--anchor-weight", type=float, default=0.5,  # release 3: 0.5 beat 1.0 (docs/recipes-acceleration.md)
                     help="dmdo: MSE of the generator's x0 prediction to the frozen --init student's on the same state (keeps DMD from drifting)")
     ap.add_argument("--dmd-tmax", type=float, default=0.5,
                     help="dmdo: t' (where real and fake are compared) ~ shift(U[0.02, tmax]); at high t the teacher's x0 is a blurred mean")
