@@ -41,7 +41,7 @@ def curriculum(step, n_sets, boundaries):
 
 
 def load_vae(path):
-    ck = torch.load(path, map_location="cpu")
+    ck = load_ckpt(path)
     c = ModelConfig.from_dict(ck["config"])
     vae = VAE(c)
     vae.load_state_dict(ck["ema"])
@@ -85,11 +85,20 @@ def main():
     ap.add_argument("--tiny", action="store_true", help="TINY config (smoke test)")
     ap.add_argument("--hidden", type=int, default=None)
     ap.add_argument("--layers", type=int, default=None)
+    ap.add_argument("--device", default="cpu", help="torch device (cpu, cuda); checkpoints are always saved as CPU tensors")
+    ap.add_argument("--init-weights", default=None,
+                    help="when RUN has no checkpoint: start from this checkpoint's EMA weights and step (e.g. a lite one "
+                         "written by --save-lite), with a fresh optimizer re-warmed over --warmup steps")
+    ap.add_argument("--save-lite", default=None, help="also write the EMA weights, step and config (no optimizer) here at the end")
     a = ap.parse_args()
+    dev = torch.device(a.device)
     os.makedirs(a.run, exist_ok=True)
     seed_all(a.seed)
     ckpt_path = os.path.join(a.run, "unified.ckpt")
     ck = load_ckpt(ckpt_path)
+    init = load_ckpt(a.init_weights) if (a.init_weights and not ck) else None
+    if a.init_weights and not ck and init is None:
+        sys.exit(f"--init-weights: no checkpoint at {a.init_weights}")
 
     dirs = [d for d in a.data.split(",") if d]
     tok_path = os.path.join(a.run, "tokenizer.json")
@@ -99,8 +108,9 @@ def main():
         tok = WordTokenizer(json.load(open(os.path.join(dirs[0], "meta.json")))["vocabulary"])
         tok.save(tok_path)
     vae, scale, vcfg = load_vae(a.vae)
-    if ck:
-        c = ModelConfig.from_dict(ck["config"])
+    vae.to(dev)
+    if ck or init:
+        c = ModelConfig.from_dict((ck or init)["config"])
     else:
         ov = {k: v for k, v in (("hidden", a.hidden), ("layers", a.layers)) if v}
         c = build_model(a.tiny, len(tok), vcfg, ov)
@@ -108,7 +118,7 @@ def main():
     timer = Timer()
     for i, d in enumerate(dirs):
         ds = ShapesData(d, tok, limit=a.limit)
-        ds.attach_latents(vae, scale, os.path.join(a.run, f"latents_{os.path.basename(d.rstrip('/'))}_{ds.n}.npz"))
+        ds.attach_latents(vae, scale, os.path.join(a.run, f"latents_{os.path.basename(d.rstrip('/'))}_{ds.n}.npz"), device=dev)
         sets.append(ds)
         print(f"data {d}: {ds.n} records, latents {ds.latents.shape} ({timer():.0f}s)", flush=True)
 
@@ -116,17 +126,25 @@ def main():
     thinkable = [[i for i in range(ds.n) if has_short_prompts(ds, i)] for ds in sets]
     if a.think and not any(thinkable):
         sys.exit("--think needs records with short prompts besides the caption (records.jsonl 'prompts')")
-    model = Unified(c)
+    model = Unified(c).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.01)
     ema = EMA(model, a.ema)
     step = 0
+    warm_from = 0  # the step the learning-rate warm-up counts from (a fresh optimizer re-warms)
     think_samples = 0  # prompt-expansion sequences trained so far (export_pack.py declares prompts.think from it)
+    if init:
+        model.load_state_dict(init["ema"])
+        ema.model.load_state_dict(init["ema"])
+        step = warm_from = init["step"]
+        think_samples = init.get("think_samples", 0)
+        print(f"initialised from the EMA weights of {a.init_weights} at step {step} (fresh optimizer)", flush=True)
     if ck:
         think_samples = ck.get("think_samples", 0)
         model.load_state_dict(ck["model"])
         ema.model.load_state_dict(ck["ema"])
         opt.load_state_dict(ck["opt"])
         step = ck["step"]
+        warm_from = ck.get("warm_from", 0)
         torch.set_rng_state(ck["rng"])
         print(f"resumed from {ckpt_path} at step {step}", flush=True)
     nparams = sum(p.numel() for p in model.parameters())
@@ -137,10 +155,13 @@ def main():
     log = CsvLog(os.path.join(a.run, "loss.csv"), ["step", "loss", "ce", "mse", "tok_acc", "lr", "sec_per_step", "elapsed"])
     t_last, acc = timer(), []
 
+    def cpu(sd):
+        return {k: (cpu(v) if isinstance(v, dict) else v.cpu() if torch.is_tensor(v) else v) for k, v in sd.items()}
+
     def save():
-        save_ckpt(ckpt_path, {"model": model.state_dict(), "ema": ema.model.state_dict(), "opt": opt.state_dict(),
-                              "step": step, "rng": torch.get_rng_state(), "config": c.to_dict(), "think_samples": think_samples,
-                              "vae": os.path.abspath(a.vae), "scale": scale})
+        save_ckpt(ckpt_path, {"model": cpu(model.state_dict()), "ema": cpu(ema.model.state_dict()), "opt": cpu(opt.state_dict()),
+                              "step": step, "warm_from": warm_from, "rng": torch.get_rng_state(), "config": c.to_dict(),
+                              "think_samples": think_samples, "vae": os.path.abspath(a.vae), "scale": scale})
 
     while step < a.steps:
         w = curriculum(step, len(sets), bounds)
@@ -163,8 +184,8 @@ def main():
             ds = rng.choices(sets, weights=tw if sum(tw) else [1 if t else 0 for t in thinkable])[0]
             seqs.append(think_seq(tok, ds, rng.choice(thinkable[sets.index(ds)]), rng))
         think_samples += a.think
-        b = collate(seqs)
-        lr = a.lr * min(1.0, (step + 1) / a.warmup)
+        b = collate(seqs, dev)
+        lr = a.lr * min(1.0, (step + 1 - warm_from) / a.warmup)
         if a.cooldown_from and step >= a.cooldown_from:
             lr *= 1.0 - 0.9 * (step - a.cooldown_from) / max(1, a.steps - a.cooldown_from)
         for g in opt.param_groups:
@@ -191,6 +212,9 @@ def main():
         if step % a.ckpt_every == 0:
             save()
     save()
+    if a.save_lite:
+        save_ckpt(a.save_lite, {"ema": cpu(ema.model.state_dict()), "step": step, "config": c.to_dict(),
+                                "think_samples": think_samples, "scale": scale})
     print(f"done at step {step}", flush=True)
 
 

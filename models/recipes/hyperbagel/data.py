@@ -46,7 +46,7 @@ class ShapesData:
         self.qa_ids = [[(e(q["question"]), e(q["answer"])) for q in r.get("qa", [])] for r in self.records]
         self.edit_ids = [e(r["edit"]["instruction"]) for r in self.records]
 
-    def attach_latents(self, vae, scale, cache_path=None, batch=256):
+    def attach_latents(self, vae, scale, cache_path=None, batch=256, device=None):
         if cache_path and os.path.exists(cache_path):
             d = np.load(cache_path)
             if d["latents"].shape[0] == self.n:
@@ -58,8 +58,8 @@ class ShapesData:
             for arr in (self.images, self.edited):
                 lat = []
                 for i in range(0, self.n, batch):
-                    px = to_pixels(arr[i:i + batch], 32 if vae_size(vae) == 32 else 64)
-                    lat.append((vae.encode(px)[0] * scale).numpy())
+                    px = to_pixels(arr[i:i + batch], 32 if vae_size(vae) == 32 else 64, device)
+                    lat.append((vae.encode(px)[0] * scale).cpu().numpy())
                 outs.append(np.concatenate(lat))
         self.latents, self.edited_latents = outs
         if cache_path:
@@ -70,9 +70,9 @@ def vae_size(vae):
     return getattr(vae, "image_size", 32)
 
 
-def to_pixels(u8, size=64):
+def to_pixels(u8, size=64, device=None):
     """uint8 [B,64,64,3] -> float [B,3,size,size] in [-1,1]; box-average downsampling."""
-    x = torch.from_numpy(np.asarray(u8, dtype=np.float32)).permute(0, 3, 1, 2) / 127.5 - 1.0
+    x = torch.from_numpy(np.array(u8, dtype=np.uint8)).to(device).to(torch.float32).permute(0, 3, 1, 2) / 127.5 - 1.0
     if x.shape[-1] != size:
         x = F.avg_pool2d(x, x.shape[-1] // size)
     return x
@@ -188,32 +188,34 @@ def edit_target_pixels(ds, i):
     return ds.edited[i]
 
 
-def collate(seqs):
-    """-> dict of tensors for Unified training."""
+def collate(seqs, device=None):
+    """-> dict of tensors for Unified training. The index arrays are filled on the host; the [B,1,T,T] mask
+    and the pixels are built on `device` (the mask is the largest tensor of a step)."""
     B = len(seqs)
     T = max(len(s) for s in seqs)
-    ids = torch.zeros(B, T, dtype=torch.long)
-    kind = torch.full((B, T), -1, dtype=torch.long)
-    pos = torch.zeros(B, T, dtype=torch.long)
-    blk = torch.full((B, T), -1, dtype=torch.long)
-    labels = torch.full((B, T), -100, dtype=torch.long)
+    ids = np.zeros((B, T), np.int64)
+    kind = np.full((B, T), -1, np.int64)
+    pos = np.zeros((B, T), np.int64)
+    blk = np.full((B, T), -1, np.int64)
+    labels = np.full((B, T), -100, np.int64)
     for b, s in enumerate(seqs):
         L = len(s)
-        ids[b, :L] = torch.tensor(s.ids)
-        kind[b, :L] = torch.tensor(s.kind)
-        pos[b, :L] = torch.tensor(s.pos)
-        blk[b, :L] = torch.tensor(s.blk)
-        labels[b, :L] = torch.tensor(s.labels)
+        ids[b, :L] = s.ids
+        kind[b, :L] = s.kind
+        pos[b, :L] = s.pos
+        blk[b, :L] = s.blk
+        labels[b, :L] = s.labels
         if L < T:
             pos[b, L:] = s.next_pos
+    ids, kind, pos, blk, labels = (torch.from_numpy(a).to(device) for a in (ids, kind, pos, blk, labels))
     valid = kind >= 0
-    ar = torch.arange(T)
+    ar = torch.arange(T, device=kind.device)
     causal = ar.view(1, T, 1) >= ar.view(1, 1, T)
     same_blk = (blk.unsqueeze(2) == blk.unsqueeze(1)) & (blk.unsqueeze(2) >= 0)
     noisy_key = (kind == NOISY).unsqueeze(1)
     allowed = valid.unsqueeze(1) & (causal | same_blk) & ~(noisy_key & ~same_blk)
-    allowed = allowed | torch.eye(T, dtype=torch.bool).unsqueeze(0)
-    mask = torch.zeros(B, 1, T, T).masked_fill(~allowed.unsqueeze(1), NEG)
+    allowed = allowed | torch.eye(T, dtype=torch.bool, device=kind.device).unsqueeze(0)
+    mask = torch.zeros(B, 1, T, T, device=kind.device).masked_fill(~allowed.unsqueeze(1), NEG)
     vit_src = [v for s in seqs for v in s.vit]
     clean = [c for s in seqs for c in s.clean]
     noisy = [c for s in seqs for c in s.noisy]
@@ -224,7 +226,7 @@ def collate(seqs):
         "vit_idx": (flat_kind == VIT).nonzero().squeeze(1),
         "clean_idx": (flat_kind == CLEAN).nonzero().squeeze(1),
         "noisy_idx": (flat_kind == NOISY).nonzero().squeeze(1),
-        "vit_pixels": to_pixels(np.stack([ds.images[i] for ds, i in vit_src]), 64) if vit_src else None,
-        "clean_lat": torch.from_numpy(np.stack(clean)).float() if clean else None,
-        "noisy_lat": torch.from_numpy(np.stack(noisy)).float() if noisy else None,
+        "vit_pixels": to_pixels(np.stack([ds.images[i] for ds, i in vit_src]), 64, device) if vit_src else None,
+        "clean_lat": torch.from_numpy(np.stack(clean)).float().to(device) if clean else None,
+        "noisy_lat": torch.from_numpy(np.stack(noisy)).float().to(device) if noisy else None,
     }

@@ -5,8 +5,8 @@ import torch.nn.functional as F
 from .model import patchify
 
 
-def logit_normal(n, gen=None, shift=1.0):
-    t = torch.sigmoid(torch.randn(n, generator=gen))
+def logit_normal(n, gen=None, shift=1.0, device=None):
+    t = torch.sigmoid(torch.randn(n, generator=gen, device=device))
     return shift * t / (1 + (shift - 1) * t)
 
 
@@ -20,7 +20,7 @@ def embed_batch(model, b, t_noisy=None, eps=None):
         xf = xf.index_copy(0, b["vit_idx"], model.vision(b["vit_pixels"]).reshape(-1, D))
     if b["clean_lat"] is not None:
         tok = patchify(b["clean_lat"], c.latent_patch)
-        xf = xf.index_copy(0, b["clean_idx"], model.latent_in(tok, torch.zeros(tok.shape[0])).reshape(-1, D))
+        xf = xf.index_copy(0, b["clean_idx"], model.latent_in(tok, torch.zeros(tok.shape[0], device=tok.device)).reshape(-1, D))
     x0 = None
     if b["noisy_lat"] is not None:
         x0 = patchify(b["noisy_lat"], c.latent_patch)
@@ -30,7 +30,7 @@ def embed_batch(model, b, t_noisy=None, eps=None):
         xf = xf.index_copy(0, b["noisy_idx"], model.latent_in(xt, t_noisy).reshape(-1, D))
     elif x0 is not None:
         if t_noisy is None:
-            t_noisy = logit_normal(nb)
+            t_noisy = logit_normal(nb, device=x0.device)
         if eps is None:
             eps = torch.randn_like(x0)
         tt = t_noisy.view(nb, 1, 1)

@@ -26,7 +26,7 @@ class RMSNorm(nn.Module):
 
 
 def rope_cos_sin(position_ids, head_dim, theta):
-    inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=position_ids.device) / head_dim))
     ang = position_ids.to(torch.float32).unsqueeze(-1) * inv  # [B,T,Dh/2]
     ang = torch.cat([ang, ang], dim=-1)
     return ang.cos().unsqueeze(1), ang.sin().unsqueeze(1)  # [B,1,T,Dh]
@@ -160,7 +160,7 @@ class TimestepEmbedder(nn.Module):
 
     def forward(self, t):  # t [B] in [0,1]
         half = self.freq_dim // 2
-        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
         a = (t.to(torch.float32) * 1000.0).unsqueeze(-1) * freqs
         # in the weights' dtype (a no-op for float32; lets the float64 parity reference run)
         return self.mlp(torch.cat([a.cos(), a.sin()], dim=-1).to(self.mlp[0].weight.dtype))
@@ -230,7 +230,7 @@ class Unified(nn.Module):
         # sort the token stream (understanding tokens first) so each expert works on a contiguous slice
         perm = torch.cat([(~flat).nonzero().squeeze(1), flat.nonzero().squeeze(1)])
         inv = torch.empty_like(perm)
-        inv[perm] = torch.arange(perm.numel())
+        inv[perm] = torch.arange(perm.numel(), device=perm.device)
         nu = int((~flat).sum())
         HD = c.heads * c.head_dim
         xs = x.reshape(B * T, D).index_select(0, perm)

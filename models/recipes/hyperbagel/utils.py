@@ -26,8 +26,17 @@ def save_ckpt(path, obj):
     os.replace(tmp, path)
 
 
+def torch_load(path):
+    """torch.load onto the CPU; our checkpoints hold plain dicts (config, rng state), which newer torch
+    (weights_only=True by default since 2.6) refuses unless told otherwise."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except TypeError:  # a torch without the weights_only argument
+        return torch.load(path, map_location="cpu")
+
+
 def load_ckpt(path):
-    return torch.load(path, map_location="cpu") if os.path.exists(path) else None
+    return torch_load(path) if os.path.exists(path) else None
 
 
 class CsvLog:
