@@ -141,7 +141,8 @@ def export_into(pack, c, draft=None, six=None, one=None, parity=False, provenanc
     if provenance:
         man.setdefault("training", {})
         if isinstance(man["training"], dict):
-            man["training"]["acceleration"] = provenance
+            # merge: graphs exported by earlier calls keep their provenance
+            man["training"]["acceleration"] = {**(man["training"].get("acceleration") or {}), **provenance}
     with open(man_path, "w") as f:
         json.dump(man, f, indent=2)
     if parity:

@@ -19,6 +19,9 @@ DRAFT_STEPS=${DRAFT_STEPS:-2000}; DRAFT_VARIANTS=${DRAFT_VARIANTS:-full eagle3 n
 CFG_STEPS=${CFG_STEPS:-2500}; TSCD_STEPS=${TSCD_STEPS:-1500}; DMDO_STEPS=${DMDO_STEPS:-4500}
 # ADP 6000: the 1-NFE scores still rose from 800 to 2400 to 4000 steps (release 2) and 4000 to 6000 (release 3)
 REWARD_STEPS=${REWARD_STEPS:-800}; ADP_STEPS=${ADP_STEPS:-6000}; REFL_STEPS=${REFL_STEPS:-300}
+# ReFL's regression to the 6-NFE output, 2.5x the ADP weight: with 1.0 ReFL cost editing (release 4: GEdit
+# 0.713 after ADP -> 0.662); 2.5 gave 0.413 / 0.720, 5 gave 0.370 / 0.742, 10 gave 0.353 / 0.750
+REFL_MSE=${REFL_MSE:-2.5}
 # the 6-NFE stage the 1-NFE stages start from and regress to: dmdo (the paper's order) or tscd (skips
 # DMDO, which lowered the scores on release 1; docs/results.md stage table)
 SIX_FINAL=${SIX_FINAL:-dmdo}
@@ -53,7 +56,7 @@ lane_gen() {
   stage reward $PY "$A/train_reward.py" --target "$T" --data data/train --limit "$GEN_LIMIT" --run "$G/reward" --steps "$REWARD_STEPS"
   stage adp $PY "$A/train_gen.py" --stage adp --target "$T" --data data/train --limit "$GEN_LIMIT" --run "$G/adp" --init "$G/$SIX_FINAL/ckpt.pt" --steps "$ADP_STEPS"
   stage refl $PY "$A/train_gen.py" --stage refl --target "$T" --data data/train --limit "$GEN_LIMIT" --run "$G/refl" --init "$G/adp/ckpt.pt" \
-    --teacher6 "$G/$SIX_FINAL/ckpt.pt" --reward "$G/reward/reward.pt" --steps "$REFL_STEPS"
+    --teacher6 "$G/$SIX_FINAL/ckpt.pt" --reward "$G/reward/reward.pt" --steps "$REFL_STEPS" --mse-weight "$REFL_MSE"
 }
 
 lane_draft > "$OUT/draft.log" 2>&1 & d=$!
