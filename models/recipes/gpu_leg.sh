@@ -13,7 +13,7 @@
 #                 writes OUT/unified.ckpt.partNN (join with cat), loss.csv and the logs
 # The leg starts from EMA weights with a fresh AdamW re-warmed over 300 steps (train_unified --init-weights).
 set -uo pipefail
-cmd=${1:?pack|train}; DIR=${3:-${2:-gpu}}
+cmd=${1:?pack|train}
 case $cmd in
 pack)
   CKPT=${2:?checkpoint}; DIR=${3:-gpu}; mkdir -p "$DIR/bin" "$DIR/lib"
@@ -48,7 +48,7 @@ train)
   CD=$((S0 + N * 6 / 10))
   echo "sec/step $SPS, ${LEFT}s left -> $N steps ($S0 -> $((S0+N)), cool-down from $CD)"
   timeout $((LEFT + 10)) $PY models/recipes/train_unified.py $COMMON --run /tmp/run --steps $((S0+N)) --cooldown-from $CD \
-    --ckpt-every 1000 --log-every 250 2>&1 > "$OUT/train.log"
+    --ckpt-every 1000 --log-every 250 > "$OUT/train.log" 2>&1
   echo "train rc $? at ${SECONDS}s"; tail -n 3 "$OUT/train.log"
   cp /tmp/run/loss.csv "$OUT/"; split -b 15M -d /tmp/run/unified.ckpt "$OUT/unified.ckpt.part"; ls -la "$OUT" ;;
 *) echo "usage: $0 pack CKPT DIR | train DIR" >&2; exit 2 ;;
