@@ -49,6 +49,7 @@ def main():
               os.path.join(work, "vae", "vae.ckpt"), "--run", urun, "--und", "4", "--t2i", "3", "--edit", "3", "--think", "2",
               "--log-every", "2", "--ckpt-every", "4", "--curriculum", "4,8"]
     run(common + ["--steps", "4"])
+    import torch
     lite = os.path.join(work, "unified-lite.ckpt")
     o = run(common + ["--steps", "8", "--save-lite", lite])  # resumes from step 4
     assert "resumed from" in o, "train_unified did not resume"
@@ -56,11 +57,9 @@ def main():
     lrun = os.path.join(work, "unified-from-lite")
     o = run([x if x != urun else lrun for x in common] + ["--steps", "10", "--warmup", "2", "--init-weights", lite])
     assert "initialised from the EMA weights" in o, "train_unified ignored --init-weights"
-    import torch
     lck = torch.load(os.path.join(lrun, "unified.ckpt"), map_location="cpu")
     assert (lck["step"], lck["warm_from"]) == (10, 8), (lck["step"], lck["warm_from"])
     # training forward == exported KV-cache path
-    import torch
     from hyperbagel.consistency import check
     from hyperbagel.data import ShapesData
     from hyperbagel.model import Unified

@@ -13,7 +13,7 @@ import random
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hyperbagel.utils import setup_threads, seed_all, save_ckpt, load_ckpt, CsvLog, EMA, Timer  # noqa: E402
+from hyperbagel.utils import setup_threads, seed_all, save_ckpt, load_ckpt, lite_ckpt, CsvLog, EMA, Timer  # noqa: E402
 
 setup_threads()
 import json  # noqa: E402
@@ -96,9 +96,9 @@ def main():
     seed_all(a.seed)
     ckpt_path = os.path.join(a.run, "unified.ckpt")
     ck = load_ckpt(ckpt_path)
-    init = load_ckpt(a.init_weights) if (a.init_weights and not ck) else None
-    if a.init_weights and not ck and init is None:
-        sys.exit(f"--init-weights: no checkpoint at {a.init_weights}")
+    init = None
+    if a.init_weights and not ck:
+        init = load_ckpt(a.init_weights) or sys.exit(f"--init-weights: no checkpoint at {a.init_weights}")
 
     dirs = [d for d in a.data.split(",") if d]
     tok_path = os.path.join(a.run, "tokenizer.json")
@@ -213,8 +213,8 @@ def main():
             save()
     save()
     if a.save_lite:
-        save_ckpt(a.save_lite, {"ema": cpu(ema.model.state_dict()), "step": step, "config": c.to_dict(),
-                                "think_samples": think_samples, "scale": scale})
+        save_ckpt(a.save_lite, lite_ckpt({"ema": cpu(ema.model.state_dict()), "step": step, "config": c.to_dict(),
+                                          "think_samples": think_samples, "scale": scale}))
     print(f"done at step {step}", flush=True)
 
 

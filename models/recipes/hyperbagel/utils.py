@@ -39,6 +39,14 @@ def load_ckpt(path):
     return torch_load(path) if os.path.exists(path) else None
 
 
+LITE_KEYS = ("ema", "step", "config", "think_samples", "scale")
+
+
+def lite_ckpt(ck):
+    """A unified checkpoint without the optimizer and the training weights (train_unified --init-weights reads it)."""
+    return {k: ck[k] for k in LITE_KEYS if k in ck}
+
+
 class CsvLog:
     def __init__(self, path, fields):
         self.path, self.fields = path, fields
