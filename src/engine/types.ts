@@ -119,7 +119,10 @@ export interface UnderstandSummary {
     acceptanceRate: number;
     /** acceptance rate at draft position i (0-based) */
     acceptancePerPosition: number[];
-    /** what produced the drafts: 'ngram' (prompt lookup), 'draft-model', or 'none' (plain decoding) */
+    /**
+     * what produced the drafts: 'ngram' (prompt lookup), 'draft-model' (the pack's draft graph),
+     * 'retrieval' (the pack's retrieval datastore), or 'none' (plain decoding)
+     */
     proposer?: string;
   };
   /** the seed used (given or drawn), so a sampled answer can be reproduced */

@@ -9,7 +9,7 @@ import { chooseChainLength, chooseShape, chooseTreeSize, treeDraftCost, type Cos
 import { buildDynamicTree, chainTree, rootOnly, type DraftTree, type Expander } from './tree.ts';
 
 export interface Proposer {
-  /** 'ngram' or 'draft-model' */
+  /** reported as speculation.proposer: 'ngram', 'draft-model' or 'retrieval' (tests use their own names) */
   readonly source: string;
   /** the proposer consumes target features (EAGLE): the loop must run the target with features */
   readonly needsFeatures?: boolean;
