@@ -13,7 +13,8 @@ export const HELP = `Usage: hyperbagel bench generate [--json] [--pack DIR] [--r
 Times, end to end (request → encoded final image), text-to-image and editing with the baseline
 sampler (50 steps with CFG: 100 / 132 NFE) and with the 6-NFE path, plus the progressive 1-NFE
 preview. Prints t2i_speedup_6nfe, edit_speedup_6nfe, preview_ms, final_ms, the sampling-loop-only
-ratios, the fixed costs (prefill, source encode, VAE decode, image encode) and NFE counts; for packs
+ratios, the fixed costs each separately (prefill; for edits the source's ViT encode and VAE encode;
+VAE decode; image encode) and NFE counts; for packs
 that think, "think": {think_ms, preview_ms, final_ms} of a progressive think-mode request on a short prompt.`;
 
 interface Run {
@@ -33,6 +34,19 @@ async function once(engine: LocalEngine, req: GenerateRequest): Promise<Run> {
   return { ms: performance.now() - t0, first: first!, final: final! };
 }
 
+/**
+ * The fixed (per-request, not per-step) costs of a final frame, each on its own: the context prefill,
+ * for edits the source image's ViT encode and VAE encode, the VAE decode and the image encode.
+ */
+export function fixedCosts(t: FrameTimings, edit: boolean) {
+  return {
+    prefill: t.prefillMs,
+    ...(edit ? { vit_encode: t.vitEncodeMs ?? 0, vae_encode: t.vaeEncodeMs ?? 0 } : {}),
+    vae_decode: t.decodeMs,
+    image_encode: t.imageEncodeMs,
+  };
+}
+
 function median(xs: number[]): number {
   const s = xs.slice().sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
@@ -42,13 +56,13 @@ async function timeMany(engine: LocalEngine, req: GenerateRequest, runs: number)
   for (let w = 0; w < 3; w++) await once(engine, { ...req, seed: 900 + w }); // warm-up
   const rs: Run[] = [];
   for (let i = 0; i < runs; i++) rs.push(await once(engine, { ...req, seed: 1000 + i }));
-  const t = (k: keyof FrameTimings) => +median(rs.map((r) => r.final.timings?.[k] ?? 0)).toFixed(3);
+  const t = (k: keyof FrameTimings): number => +median(rs.map((r) => r.final.timings?.[k] ?? 0)).toFixed(3);
   return {
     ms: median(rs.map((r) => r.ms)),
     firstMs: median(rs.map((r) => r.first.elapsedMs)),
     nfe: rs[0]!.final.nfe,
     sampler: rs[0]!.final.sampler,
-    timings: { prefillMs: t('prefillMs'), encodeSourceMs: t('encodeSourceMs'), samplingMs: t('samplingMs'), decodeMs: t('decodeMs'), imageEncodeMs: t('imageEncodeMs'), thinkMs: t('thinkMs') },
+    timings: { prefillMs: t('prefillMs'), encodeSourceMs: t('encodeSourceMs'), vitEncodeMs: t('vitEncodeMs'), vaeEncodeMs: t('vaeEncodeMs'), samplingMs: t('samplingMs'), decodeMs: t('decodeMs'), imageEncodeMs: t('imageEncodeMs'), thinkMs: t('thinkMs') },
   };
 }
 
@@ -111,8 +125,8 @@ export async function run(argv: string[]): Promise<number> {
       t2i_ms: { baseline: +t2iBase.ms.toFixed(2), baseline_unbatched: +t2iUnb.ms.toFixed(2), six: +t2i6.ms.toFixed(2) },
       edit_ms: { baseline: +editBase.ms.toFixed(2), baseline_unbatched: +editUnb.ms.toFixed(2), six: +edit6.ms.toFixed(2) },
       fixed_ms: {
-        t2i: { prefill: t2i6.timings.prefillMs, vae_decode: t2i6.timings.decodeMs, image_encode: t2i6.timings.imageEncodeMs },
-        edit: { prefill: edit6.timings.prefillMs, source_encode: edit6.timings.encodeSourceMs, vae_decode: edit6.timings.decodeMs, image_encode: edit6.timings.imageEncodeMs },
+        t2i: fixedCosts(t2i6.timings, false),
+        edit: fixedCosts(edit6.timings, true),
       },
       sampling_ms: { t2i_baseline: t2iBase.timings.samplingMs, t2i_6nfe: t2i6.timings.samplingMs, edit_baseline: editBase.timings.samplingMs, edit_6nfe: edit6.timings.samplingMs },
       nfe: { t2i_baseline: t2iBase.nfe, t2i_6nfe: t2i6.nfe, edit_baseline: editBase.nfe, edit_6nfe: edit6.nfe, preview: 0 },

@@ -203,8 +203,15 @@ export interface ImageFrame {
 export interface FrameTimings {
   /** context prefill (decoder over text/ViT tokens, denoiser over the source VAE block) */
   prefillMs: number;
-  /** ViT encoder + VAE encoder of the source image (editing) */
+  /** editing: both encodes of the source image, vitEncodeMs + vaeEncodeMs (0 for text-to-image) */
   encodeSourceMs: number;
+  /**
+   * editing: the ViT (vision) encoder over the source image (0 for text-to-image). Always set by the
+   * local engine; optional for other Engine implementations.
+   */
+  vitEncodeMs?: number;
+  /** editing: the VAE encoder over the source image (0 for text-to-image); as vitEncodeMs */
+  vaeEncodeMs?: number;
   /** denoiser loops */
   samplingMs: number;
   /** VAE decoder / latent preview decode */

@@ -5,6 +5,7 @@ import { chwToRgb, latentToRgb, rgbToChw } from '../../src/engine/image/pixels.t
 import { Rng } from '../../src/engine/rng.ts';
 import sharp from 'sharp';
 import { collect, FIXTURE } from './fixture-helpers.ts';
+import { fixedCosts } from '../../bench/generate.ts';
 import { WorkerSequence } from '../../src/engine/understand/worker-target.ts';
 import { causalMask } from '../../src/engine/understand/target.ts';
 
@@ -125,6 +126,28 @@ describe('fixture: generation', () => {
     const edit3 = await collect(engine.generate({ prompt: 'make the circle blue', sourceImage: src, mode: '1nfe', seed: 1 }));
     expect(edit2[0]!.image.sha256).not.toBe(edit3[0]!.image.sha256);
   }, 30000);
+
+  test('frame timings report each fixed cost separately: prefill, ViT encode, VAE encode, VAE decode, image encode', async () => {
+    const src = { width: 64, height: 64, data: new Uint8Array(64 * 64 * 3).map((_, i) => (i * 7) % 256) };
+    const edit = (await collect(engine.generate({ prompt: 'make the circle blue', sourceImage: src, mode: '1nfe', seed: 5 }))).at(-1)!;
+    const t = edit.timings!;
+    for (const k of ['prefillMs', 'vitEncodeMs', 'vaeEncodeMs', 'encodeSourceMs', 'samplingMs', 'decodeMs', 'imageEncodeMs'] as const) {
+      expect(typeof t[k], k).toBe('number');
+      expect(t[k]!, k).toBeGreaterThanOrEqual(0);
+    }
+    // both encoders ran, each timed on its own; the source-encode total is their sum
+    expect(t.vitEncodeMs!).toBeGreaterThan(0);
+    expect(t.vaeEncodeMs!).toBeGreaterThan(0);
+    expect(t.encodeSourceMs).toBeCloseTo(t.vitEncodeMs! + t.vaeEncodeMs!, 9);
+    // the benchmark's JSON reports them as separate fields
+    expect(Object.keys(fixedCosts(t, true))).toEqual(['prefill', 'vit_encode', 'vae_encode', 'vae_decode', 'image_encode']);
+    expect(fixedCosts(t, true).vae_encode).toBe(t.vaeEncodeMs);
+    expect(fixedCosts(t, true).vit_encode).toBe(t.vitEncodeMs);
+    // text-to-image encodes no source
+    const t2i = (await collect(engine.generate({ prompt: 'a red circle', mode: '1nfe', seed: 5 }))).at(-1)!.timings!;
+    expect([t2i.vitEncodeMs, t2i.vaeEncodeMs, t2i.encodeSourceMs]).toEqual([0, 0, 0]);
+    expect(Object.keys(fixedCosts(t2i, false))).toEqual(['prefill', 'vae_decode', 'image_encode']);
+  });
 
   test('CFG off uses only the conditional context', async () => {
     const f = await collect(engine.generate({ prompt: 'a red circle', mode: 'baseline', steps: 8, cfgTextScale: 1, seed: 2 }));

@@ -208,8 +208,8 @@ export async function* runGenerate(
   const display = m.vision.image_size;
   const tokenDim = L.channels * L.patch * L.patch;
   const contexts: Ctx[] = [];
-  const tm: FrameTimings = { prefillMs: 0, encodeSourceMs: 0, samplingMs: 0, decodeMs: 0, imageEncodeMs: 0 };
-  const timed = async <T>(k: keyof FrameTimings, f: () => Promise<T>): Promise<T> => {
+  const tm: Required<Omit<FrameTimings, 'thinkMs'>> = { prefillMs: 0, encodeSourceMs: 0, vitEncodeMs: 0, vaeEncodeMs: 0, samplingMs: 0, decodeMs: 0, imageEncodeMs: 0 };
+  const timed = async <T>(k: keyof typeof tm, f: () => Promise<T>): Promise<T> => {
     const a = performance.now();
     try {
       return await f();
@@ -231,10 +231,11 @@ export async function* runGenerate(
       sourceInfo = v.source!.info ? { ...v.source!.info, source: v.source!.from } : fit.info;
       throwIfAborted(signal);
       const px64 = rgbToChw(src, m.vision.image_size);
-      const vit = await timed('encodeSourceMs', () => ctx.client.call<Float32Array>({ op: 'vision', pixels: px64, batch: 1 }, [px64.buffer as ArrayBuffer]));
+      const vit = await timed('vitEncodeMs', () => ctx.client.call<Float32Array>({ op: 'vision', pixels: px64, batch: 1 }, [px64.buffer as ArrayBuffer]));
       throwIfAborted(signal);
       const pxG = rgbToChw(src, L.image_size);
-      const z = await timed('encodeSourceMs', () => ctx.client.call<Float32Array>({ op: 'vae_encode', pixels: pxG }, [pxG.buffer as ArrayBuffer]));
+      const z = await timed('vaeEncodeMs', () => ctx.client.call<Float32Array>({ op: 'vae_encode', pixels: pxG }, [pxG.buffer as ArrayBuffer]));
+      tm.encodeSourceMs = tm.vitEncodeMs + tm.vaeEncodeMs;
       const vae = patchify(z, L.channels, L.height, L.width, L.patch);
       const img = (): Piece[] => [
         { kind: 'ids', ids: [sp.bos, sp.vision_start] },
