@@ -82,6 +82,22 @@ export function extractApiKey(value: unknown): string | undefined {
   return (m ? m[1]! : v) || undefined;
 }
 
+/** GraphQL-over-HTTP GET parameters: any of them makes a GET an operation, not the GraphiQL page. */
+const OPERATION_PARAMS = ['query', 'variables', 'operationName', 'extensions'];
+
+/**
+ * Is this request for GraphiQL's page itself (served without a key and without a rate-limit token)?
+ * Only with GraphiQL on, and only a GET that carries no operation: an Accept header naming
+ * text/html next to application/json or text/event-stream must not turn an operation into "the page".
+ */
+export function isGraphiqlPage(dev: boolean, method: string | undefined, accept: string | null | undefined, url: string): boolean {
+  if (!dev || method !== 'GET' || !(accept ?? '').includes('text/html')) return false;
+  const q = url.indexOf('?');
+  if (q < 0) return true;
+  const params = new URLSearchParams(url.slice(q + 1));
+  return !OPERATION_PARAMS.some((k) => params.has(k));
+}
+
 /** Constant-time-ish membership check. */
 function keyAllowed(keys: readonly string[], key: string | undefined): boolean {
   if (!key) return false;
@@ -170,8 +186,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     onRequest({ request, endResponse, fetchAPI }) {
       if (!authOn) return;
       if (keyAllowed(apiKeys, extractApiKey(request.headers.get('authorization')))) return;
-      // GraphiQL's page itself is public; its requests still need the key.
-      if (request.method === 'GET' && (request.headers.get('accept') ?? '').includes('text/html')) return;
+      // GraphiQL's page itself is public (dev only); its requests still need the key.
+      if (isGraphiqlPage(dev, request.method, request.headers.get('accept'), request.url)) return;
       endResponse(
         new fetchAPI.Response(JSON.stringify({ errors: [{ message: 'Missing or invalid API key', extensions: { code: 'UNAUTHENTICATED' } }] }), {
           status: 401,
@@ -305,7 +321,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
         return sendJson(res, 403, { errors: [{ message: 'This Origin is not allowed (see --allow-origin)', extensions: { code: 'FORBIDDEN' } }] });
       }
       // every operation counts; CORS preflights and the GraphiQL page do not
-      const isPage = req.method === 'GET' && (req.headers.accept ?? '').includes('text/html');
+      const isPage = isGraphiqlPage(dev, req.method, req.headers.accept, req.url ?? '/');
       if (limiter.enabled && req.method !== 'OPTIONS' && !isPage) {
         const wait = limiter.take(rateClient(extractApiKey(req.headers.authorization), req));
         if (wait > 0) {
