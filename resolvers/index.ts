@@ -12,6 +12,8 @@ import type {
   UnderstandRequest,
   UnderstandSummary,
 } from '../src/engine/types.ts';
+import { SAMPLER_LIMITS } from '../src/engine/generation/pipeline.ts';
+import { SPECULATION_LIMITS } from '../src/engine/understand/pipeline.ts';
 import { GatewayError, toGatewayError } from '../src/gateway/errors.ts';
 import { IMAGE_EXT, imageFromInput, sentSizeOf } from '../src/gateway/images.ts';
 import { iterateJob, type FrameRecord, type ImageJobRecord, type JobEvent } from '../src/gateway/jobs.ts';
@@ -38,12 +40,16 @@ const SPEC_IN: Record<SpeculationMode, EngineSpeculationMode> = { AUTO: 'auto', 
 const MODE_IN: Record<GenerationMode, EngineGenerationMode> = { PROGRESSIVE: 'progressive', ONE_STEP: '1nfe', SIX_STEP: '6nfe', BASELINE: 'baseline' };
 
 const MAX_SEED = 2 ** 31 - 1;
+// The engine's own limits, checked here too so a bad value fails the request itself (named, with
+// the real range) rather than an image job after its id was returned.
+const SPEC = SPECULATION_LIMITS;
+const SAMPLER = SAMPLER_LIMITS;
 
 function range(v: number | null | undefined, name: string, min: number, max: number, opts: { exclusiveMin?: boolean; integer?: boolean } = {}): number | undefined {
   if (v === null || v === undefined) return undefined;
   const low = opts.exclusiveMin ? v <= min : v < min;
   if (!Number.isFinite(v) || low || v > max)
-    throw new GatewayError('OUT_OF_RANGE', `${name} must be in ${opts.exclusiveMin ? '(' : '['}${min}, ${max}]`, { argument: name, min, max });
+    throw new GatewayError('OUT_OF_RANGE', `${name} must be in ${opts.exclusiveMin ? '(' : '['}${min}, ${max}], got ${v}`, { argument: name, min, max });
   return v;
 }
 
@@ -110,10 +116,10 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
     if (!s) return undefined;
     return {
       mode: SPEC_IN[s.mode ?? 'AUTO'],
-      chainLength: range(s.chainLength, 'speculation.chainLength', 1, 64),
-      treeBudget: range(s.treeBudget, 'speculation.treeBudget', 1, 256),
-      treeTopK: range(s.treeTopK, 'speculation.treeTopK', 1, 32),
-      treeDepth: range(s.treeDepth, 'speculation.treeDepth', 1, 64),
+      chainLength: range(s.chainLength, 'speculation.chainLength', SPEC.chainLength.min, SPEC.chainLength.max),
+      treeBudget: range(s.treeBudget, 'speculation.treeBudget', SPEC.treeBudget.min, SPEC.treeBudget.max),
+      treeTopK: range(s.treeTopK, 'speculation.treeTopK', SPEC.treeTopK.min, SPEC.treeTopK.max),
+      treeDepth: range(s.treeDepth, 'speculation.treeDepth', SPEC.treeDepth.min, SPEC.treeDepth.max),
     };
   }
 
@@ -211,6 +217,9 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
     info: GraphQLResolveInfo,
   ): Promise<ImageJob> {
     rt.metrics.operations.inc({ field });
+    // the image decodes while the input is checked; a check that throws first must not leave its
+    // rejection unhandled (that would take the process down)
+    sourceImage.catch(() => undefined);
     rt.engine; // throws UNAVAILABLE before any work when the model is not loaded
     const mode = input.mode ?? 'PROGRESSIVE';
     if (mode !== 'BASELINE') {
@@ -218,18 +227,18 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
         if (input[k] !== null && input[k] !== undefined) throw new GatewayError('INVALID_INPUT', `${k} applies to mode BASELINE only`);
     }
     const interval = input.cfgInterval ?? undefined;
-    if (interval && (interval.length !== 2 || interval.some((x) => x < 0 || x > 1) || interval[0]! > interval[1]!))
-      throw new GatewayError('OUT_OF_RANGE', 'cfgInterval must be [start, end] with 0 <= start <= end <= 1');
+    if (interval && (interval.length !== 2 || interval.some((x) => !(x >= 0 && x <= 1)) || interval[0]! >= interval[1]!))
+      throw new GatewayError('OUT_OF_RANGE', 'cfgInterval must be [start, end] with 0 <= start < end <= 1', { argument: 'cfgInterval' });
     const seed = range(input.seed, 'seed', 0, MAX_SEED) ?? Math.floor(Math.random() * MAX_SEED);
     const req: GenerateRequest = {
       prompt: text(prompt, field === 'editImage' ? 'instruction' : 'prompt', L.maxPromptChars),
       mode: MODE_IN[mode],
       seed,
-      steps: range(input.steps, 'steps', 1, 250),
-      cfgTextScale: range(input.cfgTextScale, 'cfgTextScale', 0, 50),
-      cfgImageScale: range(input.cfgImageScale, 'cfgImageScale', 0, 50),
+      steps: range(input.steps, 'steps', SAMPLER.steps.min, SAMPLER.steps.max),
+      cfgTextScale: range(input.cfgTextScale, 'cfgTextScale', SAMPLER.cfgScale.min, SAMPLER.cfgScale.max),
+      cfgImageScale: range(input.cfgImageScale, 'cfgImageScale', SAMPLER.cfgScale.min, SAMPLER.cfgScale.max),
       cfgInterval: interval ? [interval[0]!, interval[1]!] : undefined,
-      timestepShift: range(input.timestepShift, 'timestepShift', 0, 100),
+      timestepShift: range(input.timestepShift, 'timestepShift', SAMPLER.timestepShift.min, SAMPLER.timestepShift.max, { exclusiveMin: true }),
       intermediatePreviews: input.intermediatePreviews ?? undefined,
     };
     if (input.think) {

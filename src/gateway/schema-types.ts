@@ -37,10 +37,15 @@ export interface EditImageInput {
   instruction: string;
   seed?: number | null;
   mode?: GenerationMode | null;
+  /** As in GenerateImageInput (BASELINE only, in [1, 250]). */
   steps?: number | null;
+  /** As in GenerateImageInput (BASELINE only, in [0, 20]). */
   cfgTextScale?: number | null;
+  /** As in GenerateImageInput (BASELINE only, in [0, 20]). */
   cfgImageScale?: number | null;
+  /** As in GenerateImageInput (BASELINE only, 0 <= start < end <= 1). */
   cfgInterval?: ReadonlyArray<number> | null;
+  /** As in GenerateImageInput, in (0, 20]. */
   timestepShift?: number | null;
   intermediatePreviews?: boolean | null;
   sessionId?: string | null;
@@ -51,14 +56,15 @@ export interface GenerateImageInput {
   /** Chosen by the server when absent; reported on the job and every frame. */
   seed?: number | null;
   mode?: GenerationMode | null;
-  /** BASELINE only: sampler steps. */
+  /** BASELINE only: sampler steps, in [1, 250]. */
   steps?: number | null;
-  /** BASELINE only: text guidance scale. */
+  /** BASELINE only: text guidance scale, in [0, 20]. */
   cfgTextScale?: number | null;
-  /** BASELINE only: image guidance scale. */
+  /** BASELINE only: image guidance scale, in [0, 20]. */
   cfgImageScale?: number | null;
-  /** BASELINE only: [start, end] of the guided interval, in [0, 1]. */
+  /** BASELINE only: [start, end] of the guided interval, 0 <= start < end <= 1. */
   cfgInterval?: ReadonlyArray<number> | null;
+  /** Timestep shift of the sampler schedule, in (0, 20]. */
   timestepShift?: number | null;
   /** PROGRESSIVE: also stream the 6-NFE sampler's intermediate predictions as previews. */
   intermediatePreviews?: boolean | null;
@@ -84,13 +90,13 @@ export interface ImageInput {
 
 export interface SpeculationInput {
   mode?: SpeculationMode | null;
-  /** Chain length K (CHAIN). */
+  /** Chain length K (CHAIN), in [1, 16]. */
   chainLength?: number | null;
-  /** Total drafted tokens per step (TREE). */
+  /** Total drafted tokens per step (TREE), in [1, 64]. */
   treeBudget?: number | null;
-  /** Branching factor per expanded node (TREE). */
+  /** Branching factor per expanded node (TREE), in [1, 10]. */
   treeTopK?: number | null;
-  /** Tree depth (TREE). */
+  /** Tree depth (TREE), in [1, 10]. */
   treeDepth?: number | null;
 }
 

@@ -15,6 +15,16 @@ import { cfgActive, combineCfg, EulerFlowScheduler, patchify, unpatchify, type C
 
 const MODES: GenerationMode[] = ['progressive', '1nfe', '6nfe', 'baseline'];
 
+/**
+ * Sampler parameter limits (inclusive; timestepShift's min is exclusive); the gateway checks the
+ * same ones before a job is created. cfgInterval is [start, end] with 0 <= start < end <= 1.
+ */
+export const SAMPLER_LIMITS = {
+  steps: { min: 1, max: 250 },
+  cfgScale: { min: 0, max: 20 },
+  timestepShift: { min: 0, max: 20 },
+} as const;
+
 type DenoiseGraph = 'denoiser' | 'denoise_6nfe' | 'denoise_1nfe';
 
 export interface SamplerPlan {
@@ -67,10 +77,10 @@ export function validateGenerate(ctx: EngineCtx, req: GenerateRequest, conversat
   }
   const d = m.sampler_defaults;
   const seed = V.opt(req.seed, (v) => V.num('seed', v, 0, Number.MAX_SAFE_INTEGER, { integer: true }), randomSeed());
-  const steps = V.opt(req.steps, (v) => V.num('steps', v, 1, 250, { integer: true }), d.steps);
-  const textScale = V.opt(req.cfgTextScale, (v) => V.num('cfgTextScale', v, 0, 20), d.cfg_text_scale);
-  const imageScale = V.opt(req.cfgImageScale, (v) => V.num('cfgImageScale', v, 0, 20), d.cfg_image_scale);
-  const shift = V.opt(req.timestepShift, (v) => V.num('timestepShift', v, 0, 20, { loExclusive: true }), d.shift);
+  const steps = V.opt(req.steps, (v) => V.num('steps', v, SAMPLER_LIMITS.steps.min, SAMPLER_LIMITS.steps.max, { integer: true }), d.steps);
+  const textScale = V.opt(req.cfgTextScale, (v) => V.num('cfgTextScale', v, SAMPLER_LIMITS.cfgScale.min, SAMPLER_LIMITS.cfgScale.max), d.cfg_text_scale);
+  const imageScale = V.opt(req.cfgImageScale, (v) => V.num('cfgImageScale', v, SAMPLER_LIMITS.cfgScale.min, SAMPLER_LIMITS.cfgScale.max), d.cfg_image_scale);
+  const shift = V.opt(req.timestepShift, (v) => V.num('timestepShift', v, SAMPLER_LIMITS.timestepShift.min, SAMPLER_LIMITS.timestepShift.max, { loExclusive: true }), d.shift);
   let interval: [number, number];
   if (req.cfgInterval != null) {
     const iv = req.cfgInterval;

@@ -35,6 +35,14 @@ import { truncateSequence, WorkerSequence } from './worker-target.ts';
 
 const MODES: SpeculationMode[] = ['auto', 'off', 'chain', 'tree', 'ngram'];
 
+/** Speculation shape limits (integers, inclusive); the gateway checks the same ones before any work. */
+export const SPECULATION_LIMITS = {
+  chainLength: { min: 1, max: 16 },
+  treeBudget: { min: 1, max: 64 },
+  treeTopK: { min: 1, max: 10 },
+  treeDepth: { min: 1, max: 10 },
+} as const;
+
 export interface ConversationState {
   seq: WorkerSequence | null;
   nextPos: number;
@@ -89,10 +97,10 @@ export function validateUnderstand(ctx: EngineCtx, req: UnderstandRequest): Vali
   const spec = req.speculation ?? { mode: 'auto' as const };
   if (!MODES.includes(spec.mode)) throw new EngineError('OUT_OF_RANGE', `speculation.mode must be one of ${MODES.join(', ')}`, { param: 'speculation.mode' });
   const v: ValidatedUnderstand = { words, maxTokens, sampling: { temperature, topK, topP }, seed, stop, mode: spec.mode };
-  if (spec.chainLength != null) v.chainLength = V.num('speculation.chainLength', spec.chainLength, 1, 16, { integer: true });
-  if (spec.treeBudget != null) v.treeBudget = V.num('speculation.treeBudget', spec.treeBudget, 1, 64, { integer: true });
-  if (spec.treeTopK != null) v.treeTopK = V.num('speculation.treeTopK', spec.treeTopK, 1, 10, { integer: true });
-  if (spec.treeDepth != null) v.treeDepth = V.num('speculation.treeDepth', spec.treeDepth, 1, 10, { integer: true });
+  if (spec.chainLength != null) v.chainLength = V.num('speculation.chainLength', spec.chainLength, SPECULATION_LIMITS.chainLength.min, SPECULATION_LIMITS.chainLength.max, { integer: true });
+  if (spec.treeBudget != null) v.treeBudget = V.num('speculation.treeBudget', spec.treeBudget, SPECULATION_LIMITS.treeBudget.min, SPECULATION_LIMITS.treeBudget.max, { integer: true });
+  if (spec.treeTopK != null) v.treeTopK = V.num('speculation.treeTopK', spec.treeTopK, SPECULATION_LIMITS.treeTopK.min, SPECULATION_LIMITS.treeTopK.max, { integer: true });
+  if (spec.treeDepth != null) v.treeDepth = V.num('speculation.treeDepth', spec.treeDepth, SPECULATION_LIMITS.treeDepth.min, SPECULATION_LIMITS.treeDepth.max, { integer: true });
   if (req.image !== undefined && req.image !== null) {
     if (!ctx.manifest.graphs.vision) throw new EngineError('INVALID_INPUT', 'this model pack cannot read images (no vision graph)');
     checkInputImage(req.image);
