@@ -51,7 +51,7 @@ describe('speculation ranges (understand)', () => {
       expect(engine.requests.understand.length).toBe(calls);
       for (const v of [min, max]) {
         expect(await run({ mode: 'TREE', [field]: v })).toBeUndefined();
-        expect((engine.requests.understand.at(-1)!.speculation as Record<string, unknown>)[field]).toBe(v);
+        expect(engine.requests.understand.at(-1)!.speculation![field as keyof typeof SPECULATION_LIMITS]).toBe(v);
       }
     });
   }
