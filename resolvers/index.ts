@@ -377,7 +377,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
         rt.engine;
         return rt.sessions.create().id;
       },
-      closeSession: (_p, { id }) => rt.sessions.close(id),
+      closeSession: (_p, { id }) => rt.sessions.closeIdle(id),
     },
     Subscription: {
       understand: {

@@ -48,6 +48,9 @@ export interface EditImageInput {
   /** As in GenerateImageInput, in (0, 20]. */
   timestepShift?: number | null;
   intermediatePreviews?: boolean | null;
+  /** Share this session's latest image only: without `image`, that image is edited. The instruction
+   * is taken on its own: the session's conversation (earlier understand turns, their KV cache) is
+   * neither read nor extended. The final image becomes the session's latest image. */
   sessionId?: string | null;
 }
 
@@ -72,6 +75,10 @@ export interface GenerateImageInput {
   think?: boolean | null;
   /** Sampling temperature of the thought, in [0, 2] (default 0.5; 0 = greedy). */
   thinkTemperature?: number | null;
+  /** Share this session's latest image only: the prompt is taken on its own. The session's
+   * conversation (earlier understand turns, their KV cache) is neither read nor extended, and a think
+   * mode thought is not added to it. The final image becomes the session's latest image: the next
+   * understand turn in the session is fed it, and an editImage without `image` edits it. */
   sessionId?: string | null;
 }
 
@@ -111,7 +118,11 @@ export interface UnderstandInput {
   seed?: number | null;
   stop?: ReadonlyArray<string> | null;
   speculation?: SpeculationInput | null;
-  /** Continue the conversation held by this session (see createSession). */
+  /** Continue the conversation held by this session (see createSession): the model sees the session's
+   * earlier understand turns (prompts, answers and the images fed in them, kept as the engine's KV
+   * cache) and this turn is added to them. The session's latest image is fed with this turn when the
+   * conversation has not seen it yet (a final generated or edited in the session); `image`, when
+   * given, is fed instead and becomes the session's latest image. */
   sessionId?: string | null;
 }
 
@@ -304,9 +315,16 @@ export interface MutationResolvers<Ctx> {
   editImage: (parent: unknown, args: MutationEditImageArgs, context: Ctx, info: GraphQLResolveInfo) => Resolved<ImageJob>;
   /** True when the job was queued or running and is now cancelled. */
   cancelJob: (parent: unknown, args: MutationCancelJobArgs, context: Ctx, info: GraphQLResolveInfo) => Resolved<boolean>;
-  /** Returns the id of a new server-side conversation context. */
+  /** Returns the id of a new server-side session. Understand turns given its id continue one
+   * conversation (the engine's KV cache of the earlier turns); generateImage and editImage given its
+   * id share only the session's latest image, not the conversation. One request at a time per
+   * session (SESSION_BUSY); a session expires when idle (SESSION_NOT_FOUND) and is bounded in tokens
+   * and bytes (SESSION_FULL). */
   createSession: (parent: unknown, args: Record<string, never>, context: Ctx, info: GraphQLResolveInfo) => Resolved<string>;
-  /** True when the session existed. */
+  /** Closes the session and frees what it holds. True when the session existed, false when it did not
+   * (or had expired). Refused with SESSION_BUSY while a request uses the session (an understand
+   * stream, or an image job queued or running): that request is never cut off. Let it finish, or
+   * cancel it (complete the subscription, or cancelJob), then close. */
   closeSession: (parent: unknown, args: MutationCloseSessionArgs, context: Ctx, info: GraphQLResolveInfo) => Resolved<boolean>;
 }
 

@@ -181,6 +181,18 @@ export class SessionStore {
     return victim;
   }
 
+  /**
+   * A client's closeSession. Refused with SESSION_BUSY while a request (understand stream, or image
+   * job queued or running) uses the session: closing would pull the engine's context from under it
+   * and that request would fail with an internal error.
+   */
+  closeIdle(id: string): boolean {
+    if (this.sessions.get(id)?.busy)
+      throw new GatewayError('SESSION_BUSY', 'A request is using this session; let it finish or cancel it, then close the session');
+    return this.close(id);
+  }
+
+  /** Closes now, busy or not (eviction of idle sessions, expiry, shutdown). */
   close(id: string): boolean {
     const s = this.sessions.get(id);
     if (!s) return false;

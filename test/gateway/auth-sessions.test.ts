@@ -186,6 +186,43 @@ describe('sessions', () => {
     }
   });
 
+  it('closeSession on a busy session is SESSION_BUSY and leaves the running request alone', async () => {
+    const close = (s: string) => gqlPost(server, { query: `mutation($s: ID!) { closeSession(id: $s) }`, variables: { s } });
+    const client = wsClient(server);
+    try {
+      const id = await create();
+      const handle = server.runtime.sessions.get(id).handle;
+      engine.stepMs = 40;
+      const stream = wsRun(client, U, { input: { prompt: 'x', sessionId: id, maxTokens: 4 } });
+      await waitFor(() => engine.stats.active === 1, 'the understand turn to run');
+      const busy = await close(id);
+      expect(busy.json.data).toBeNull();
+      expect(busy.json.errors[0].extensions.code).toBe('SESSION_BUSY');
+      expect(engine.liveSessions.has(handle.id)).toBe(true);
+      // the stream ends normally, not with "unknown sequence" / INTERNAL
+      const out = await stream;
+      expect(out.every((p) => p.errors === undefined)).toBe(true);
+      expect((out.at(-1)!.data as any).understand).toMatchObject({ done: true, fullText: 'w0 w1 w2 w3 ' });
+
+      // an image job (detached: the mutation returns at once) holds the session until it ends
+      engine.nfeMs = 40;
+      const job = await gqlPost(server, { query: `mutation($s: ID!) { generateImage(input: { prompt: "x", sessionId: $s, mode: SIX_STEP }) { id } }`, variables: { s: id } });
+      const jobId = job.json.data.generateImage.id as string;
+      expect((await close(id)).json.errors[0].extensions.code).toBe('SESSION_BUSY');
+      await waitFor(() => server.runtime.jobs.get(jobId).terminal, 'the job to end');
+      expect(server.runtime.jobs.get(jobId).status).toBe('SUCCEEDED');
+      // idle again: closed, in the engine too; a second close and an unknown id say false
+      expect((await close(id)).json.data.closeSession).toBe(true);
+      expect(engine.liveSessions.has(handle.id)).toBe(false);
+      expect((await close(id)).json.data.closeSession).toBe(false);
+      expect((await close('nope')).json.data.closeSession).toBe(false);
+    } finally {
+      engine.stepMs = 2;
+      engine.nfeMs = 2;
+      await client.dispose();
+    }
+  });
+
   it('is bounded in count (LRU eviction closes the engine session) and expires', async () => {
     const before = engine.stats.sessionsClosed;
     const a = await create();
