@@ -29,6 +29,8 @@ export async function runGenerateCommand(argv: string[], edit: boolean, help: st
   if (thinkTemperature !== undefined && !think) throw new UsageError('--think-temperature needs --think');
   const previews = flag(args, 'previews');
   const threads = numberFlag(flag(args, 'threads'), 'threads');
+  // read the image before loading the model, so a missing or unreadable file fails at once
+  const sourceImage = image ? await readImageFile(image) : undefined;
   const engine = await createEngine(resolvePack(flag(args, 'pack')), { intraOpThreads: threads ?? 2, calibrate: false });
   try {
     const req: GenerateRequest = {
@@ -42,7 +44,7 @@ export async function runGenerateCommand(argv: string[], edit: boolean, help: st
       intermediatePreviews: !!previews,
       ...(think ? { think, ...(thinkTemperature !== undefined ? { thinkTemperature } : {}) } : {}),
     };
-    if (image) req.sourceImage = await readImageFile(image);
+    if (sourceImage) req.sourceImage = sourceImage;
     if (previews) fs.mkdirSync(previews, { recursive: true });
     let n = 0;
     let thought: string | undefined;

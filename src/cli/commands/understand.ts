@@ -36,6 +36,9 @@ export async function run(argv: string[]): Promise<number> {
   const mode = (flag(args, 'speculation') ?? 'auto') as SpeculationMode;
   if (!['auto', 'off', 'chain', 'tree', 'ngram'].includes(mode)) throw new UsageError('--speculation must be auto, off, chain, tree or ngram');
   const threads = numberFlag(flag(args, 'threads'), 'threads');
+  // read the image before loading the model, so a missing or unreadable file fails at once
+  const imageFile = flag(args, 'image');
+  const image = imageFile ? await readImageFile(imageFile) : undefined;
   const engine = await createEngine(resolvePack(flag(args, 'pack')), { intraOpThreads: threads ?? 2, calibrate: mode === 'auto' || mode === 'tree' || mode === 'chain' || mode === 'ngram' });
   try {
     const req: UnderstandRequest = {
@@ -48,8 +51,7 @@ export async function run(argv: string[]): Promise<number> {
       stop: args.flags.get('stop'),
       speculation: { mode, chainLength: numberFlag(flag(args, 'chain-length'), 'chain-length'), treeBudget: numberFlag(flag(args, 'tree-budget'), 'tree-budget') },
     };
-    const image = flag(args, 'image');
-    if (image) req.image = await readImageFile(image);
+    if (image) req.image = image;
     const ac = new AbortController();
     const onSig = () => ac.abort();
     process.once('SIGINT', onSig);
