@@ -12,6 +12,9 @@ export const MAX_DECODED_SIDE = 1024;
 const BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
 const DATA_URL_RE = /^data:(image\/[a-z0-9.+-]+)?(;[a-z0-9=.-]+)*;base64,/i;
 
+/** Input formats, as sharp names them: PNG, JPEG and WebP (schema.graphql's ImageInput). */
+const ACCEPTED_FORMATS: readonly string[] = ['png', 'jpeg', 'webp'];
+
 export interface ImageLimits {
   maxImageBytes: number;
   maxImagePixels: number;
@@ -84,7 +87,8 @@ export async function decodeImage(bytes: Buffer, limits: ImageLimits): Promise<R
   } catch {
     throw new GatewayError('BAD_IMAGE', 'The image could not be decoded (corrupt or unsupported format)');
   }
-  if (!meta.width || !meta.height || !['png', 'jpeg', 'webp', 'gif'].includes(meta.format ?? ''))
+  // sharp decodes more (GIF, TIFF, SVG, HEIF, ...); the API promises these three only
+  if (!meta.width || !meta.height || !ACCEPTED_FORMATS.includes(meta.format ?? ''))
     throw new GatewayError('BAD_IMAGE', 'Unsupported image format; use PNG, JPEG or WebP');
   const pixels = meta.width * meta.height;
   if (pixels > limits.maxImagePixels)

@@ -51,6 +51,30 @@ describe('image inputs', () => {
     expect(csrf.status).toBe(400);
   });
 
+  it('accepts JPEG and WebP; refuses GIF, TIFF and SVG (decodable, but not PNG, JPEG or WebP) in every input form', async () => {
+    const src = sharp({ create: { width: 10, height: 10, channels: 3, background: '#00ff00' } });
+    for (const bytes of [await src.clone().jpeg().toBuffer(), await src.clone().webp().toBuffer()]) expect((await edit({ base64: bytes.toString('base64') })).json.errors).toBeUndefined();
+    const gif = await src.clone().gif().toBuffer();
+    expect((await sharp(gif).metadata()).format).toBe('gif'); // a real GIF, which sharp decodes fine
+    const tiff = await src.clone().tiff().toBuffer();
+    const svg = Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10" fill="red"/></svg>');
+    const calls = engine.requests.generate.length;
+    const unsupported = (r: { json: any }) => {
+      expect(code(r)).toBe('BAD_IMAGE');
+      expect(r.json.errors[0].message).toBe('Unsupported image format; use PNG, JPEG or WebP');
+    };
+    for (const bytes of [gif, tiff, svg]) unsupported(await edit({ base64: bytes.toString('base64') }));
+    unsupported(await edit({ dataUrl: `data:image/gif;base64,${gif.toString('base64')}` }));
+    // a GIF sent with a PNG name and type is still a GIF
+    const f = new FormData();
+    f.set('operations', JSON.stringify({ query: EDIT, variables: { input: { instruction: 'blue', mode: 'ONE_STEP', image: { upload: null } } } }));
+    f.set('map', JSON.stringify({ 0: ['variables.input.image.upload'] }));
+    f.set('0', new Blob([new Uint8Array(gif)], { type: 'image/png' }), 'a.png');
+    const up = await fetch(server.url, { method: 'POST', body: f, headers: { 'graphql-require-preflight': '1' } });
+    unsupported({ json: await up.json() });
+    expect(engine.requests.generate.length).toBe(calls);
+  });
+
   it('rejects bad base64, corrupt and oversized images with typed errors', async () => {
     expect(code(await edit({ base64: 'not base64!!' }))).toBe('BAD_IMAGE');
     expect(code(await edit({ dataUrl: 'data:text/plain,hello' }))).toBe('BAD_IMAGE');
