@@ -1,11 +1,11 @@
-// Malformed inputs and limits: bad base64, corrupt and huge images, unknown fields, deep, aliased,
-// oversized and batched queries, range checks, BUSY and per-socket caps.
+// Malformed inputs and limits: bad base64, corrupt, huge and unsupported images, uploads, unknown
+// fields, deep, aliased, costly, oversized and batched queries, range checks, BUSY and per-socket caps.
 import { randomBytes } from 'node:crypto';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../src/gateway/server.ts';
 import { FakeEngine } from './fake-engine.ts';
-import { gqlPost, start, waitFor, wsClient, wsRun } from './helpers.ts';
+import { gqlPost, parseSse, start, waitFor, wsClient, wsRun } from './helpers.ts';
 
 let engine: FakeEngine;
 let server: RunningServer;
@@ -75,6 +75,33 @@ describe('image inputs', () => {
     expect(engine.requests.generate.length).toBe(calls);
   });
 
+  it('accepts a multipart upload on the understand subscription (SSE), and refuses a corrupt one', async () => {
+    const U = `subscription U($input: UnderstandInput!) { understand(input: $input) { done inputImage { source originalWidth originalHeight } } }`;
+    const send = async (bytes: Buffer, headers: Record<string, string> = { 'graphql-require-preflight': '1' }) => {
+      const f = new FormData();
+      f.set('operations', JSON.stringify({ query: U, variables: { input: { prompt: 'describe it', image: { upload: null } } } }));
+      f.set('map', JSON.stringify({ 0: ['variables.input.image.upload'] }));
+      f.set('0', new Blob([new Uint8Array(bytes)], { type: 'image/png' }), 'a.png');
+      const res = await fetch(server.url, { method: 'POST', body: f, headers: { accept: 'text/event-stream', ...headers } });
+      return { status: res.status, text: await res.text() };
+    };
+    const calls = engine.requests.understand.length;
+    const ok = await send(png);
+    expect(ok.status).toBe(200);
+    const events = parseSse(ok.text);
+    expect((events.at(-1)!.data as any).understand).toEqual({ done: true, inputImage: { source: 'REQUEST', originalWidth: 16, originalHeight: 12 } });
+    const img = engine.requests.understand.at(-1)!.image!;
+    expect([img.width, img.height, ...img.data.slice(0, 3)]).toEqual([16, 12, 255, 0, 0]);
+    expect(engine.requests.understand.length).toBe(calls + 1);
+    // corrupt bytes: a typed error and no engine call; no preflight header: refused (CSRF)
+    const bad = await send(png.subarray(0, png.length - 20));
+    const badEvents = parseSse(bad.text);
+    expect(badEvents).toHaveLength(1);
+    expect((badEvents[0]!.errors as any)[0].extensions.code).toBe('BAD_IMAGE');
+    expect((await send(png, {})).status).toBe(400);
+    expect(engine.requests.understand.length).toBe(calls + 1);
+  });
+
   it('rejects bad base64, corrupt and oversized images with typed errors', async () => {
     expect(code(await edit({ base64: 'not base64!!' }))).toBe('BAD_IMAGE');
     expect(code(await edit({ dataUrl: 'data:text/plain,hello' }))).toBe('BAD_IMAGE');
@@ -110,6 +137,19 @@ describe('query limits', () => {
     expect(code(await gqlPost(server, { query: repeated }))).toBe('QUERY_TOO_COMPLEX');
     // within limits is fine
     expect((await gqlPost(server, { query: `{ a: health { status } b: health { status } }` })).json.data.a.status).toBe('ok');
+  });
+
+  it('rejects a query over the cost limit alone (within the token, depth and alias limits)', async () => {
+    // models is a list: each selected field under it costs 1 x 1.5 x 10 = 15; 2 + 400 x 15 > 5000
+    const over = `{ models { ${'name '.repeat(400)}} }`;
+    const r = await gqlPost(server, { query: over });
+    expect(code(r)).toBe('QUERY_TOO_COMPLEX');
+    expect(r.json.errors[0].message).toBe('Query cost exceeds the limit of 5000');
+    expect(r.json.data).toBeUndefined();
+    // 2 + 300 x 15 = 4502: the same shape under the limit runs
+    const under = await gqlPost(server, { query: `{ models { ${'name '.repeat(300)}} }` });
+    expect(under.json.errors).toBeUndefined();
+    expect(under.json.data.models[0].name).toBe('fake');
   });
 
   it('rejects deep queries, fragments included', async () => {
