@@ -1,13 +1,13 @@
 // `hyperbagel serve`: the GraphQL gateway (HTTP + SSE + graphql-ws on one port, path /graphql).
 import { existsSync } from 'node:fs';
-import { flag, intFlag, parseArgs, UsageError } from '../args.ts';
+import { flag, intFlag, parseArgs, UsageError, type ParsedArgs } from '../args.ts';
 import { parseAllowedHosts, parseAllowedOrigins } from '../../gateway/origin.ts';
-import { startServer } from '../../gateway/server.ts';
+import { startServer, type ServerOptions } from '../../gateway/server.ts';
 
 export const DEFAULT_PACK = 'models/shapes-mot';
 export const FALLBACK_PACK = 'test/fixtures/tiny-pack';
 
-export const HELP = `Usage: hyperbagel serve [--port N] [--host ADDR] [--pack DIR] [--api-key KEY ...] [--allow-origin ORIGIN ...]
+export const HELP = `Usage: hyperbagel serve [--port N] [--host ADDR] [--pack DIR] [--threads N] [--api-key KEY ...] [--allow-origin ORIGIN ...]
 
 Serves the GraphQL gateway at http://HOST:PORT/graphql: queries and mutations over HTTP,
 subscriptions over SSE and graphql-ws (same path), @stream/@defer as multipart/mixed or SSE.
@@ -16,6 +16,8 @@ Also /health, /ready (503 until the model is loaded), /metrics (Prometheus) and 
   --host ADDR       listen address (default 127.0.0.1; 0.0.0.0 to expose)
   --pack DIR        model pack (default ${DEFAULT_PACK}; falls back to ${FALLBACK_PACK},
                     a random-weight test pack, with a warning when the default is missing)
+  --threads N       onnxruntime intra-op threads per graph (a positive integer; default 2, or the
+                    number of cores if fewer)
   --api-key KEY     require this API key (repeatable; also $HYPERBAGEL_API_KEYS, comma-separated).
                     Clients send "Authorization: Bearer KEY" over HTTP, or {"authorization":"Bearer KEY"}
                     in the graphql-ws connection_init payload; others get 401 / close code 4403.
@@ -38,49 +40,28 @@ Also /health, /ready (503 until the model is loaded), /metrics (Prometheus) and 
   --public-url URL  base for absolute image URLs (default: the request's Host)
   --production      no GraphiQL, no introspection (default when NODE_ENV=production)`;
 
+const VALUES = ['port', 'host', 'pack', 'threads', 'api-key', 'allow-origin', 'allow-host', 'rate-limit', 'rate-burst', 'max-concurrent', 'max-queue', 'public-url'];
+
 export async function run(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ['port', 'host', 'pack', 'api-key', 'allow-origin', 'allow-host', 'rate-limit', 'rate-burst', 'max-concurrent', 'max-queue', 'public-url'], booleans: ['production'] });
+  const args = parseServeArgs(argv);
   if (args.flags.has('help')) {
     console.log(HELP);
     return 0;
   }
-  if (args.positionals.length) throw new UsageError(`unexpected argument "${args.positionals[0]}"`);
-  const envPort = process.env.PORT;
-  if (envPort !== undefined && !/^\d+$/.test(envPort)) throw new UsageError(`PORT must be an integer, got "${envPort}"`);
-  const port = intFlag(args, 'port', envPort !== undefined ? Number(envPort) : 4000, 0, 65535);
-  let pack = flag(args, 'pack');
-  if (pack === undefined) {
-    pack = DEFAULT_PACK;
-    if (!existsSync(pack)) {
-      console.error(`hyperbagel serve: WARNING: the default pack ${DEFAULT_PACK} does not exist yet; serving the random-weight test pack ${FALLBACK_PACK} (outputs are meaningless). Pass --pack DIR to choose.`);
-      pack = FALLBACK_PACK;
-    }
+  const o = serveOptions(args);
+  let server;
+  try {
+    server = await startServer(o);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'EADDRINUSE' && code !== 'EACCES' && code !== 'EADDRNOTAVAIL') throw e;
+    const why = code === 'EADDRINUSE' ? 'the port is in use' : code === 'EACCES' ? 'permission denied' : 'no such local address';
+    console.error(`hyperbagel serve: cannot listen on ${o.host}:${o.port}: ${why} (${code}); choose another with --port N (0 picks a free one) or --host ADDR`);
+    // the gateway started loading the engine before it tried to listen, and a failed start leaves
+    // that load (a worker thread) running: exit rather than wait on it
+    process.exit(1);
   }
-  if (!existsSync(pack)) throw new UsageError(`--pack ${pack}: no such directory`);
-  const apiKeys = [...(args.flags.get('api-key') ?? []), ...(process.env.HYPERBAGEL_API_KEYS ?? '').split(',').map((k) => k.trim())].filter(Boolean);
-  const production = args.flags.has('production') || process.env.NODE_ENV === 'production';
-  const allowedOrigins = allowedOriginsFrom(args.flags.get('allow-origin'), process.env.HYPERBAGEL_ALLOWED_ORIGINS);
-  const allowedHosts = allowedHostsFrom(args.flags.get('allow-host'), process.env.HYPERBAGEL_ALLOWED_HOSTS);
-
-  const server = await startServer({
-    port,
-    host: flag(args, 'host') ?? '127.0.0.1',
-    packDir: pack,
-    apiKeys,
-    allowedOrigins,
-    allowedHosts,
-    dev: !production,
-    publicUrl: flag(args, 'public-url'),
-    limits: {
-      maxConcurrentJobs: intFlag(args, 'max-concurrent', 4, 1, 1024),
-      maxQueuedJobs: intFlag(args, 'max-queue', 32, 0, 100_000),
-      rateLimitPerSecond: intFlag(args, 'rate-limit', 50, 0, 1_000_000),
-      rateLimitBurst: intFlag(args, 'rate-burst', 200, 1, 1_000_000),
-    },
-    // listen at once; /ready reports 503 until the model is loaded
-    waitForEngine: false,
-  });
-  console.error(`hyperbagel serve: listening on ${server.url} (pack ${pack}; auth ${apiKeys.length ? `on, ${apiKeys.length} key(s)` : 'off'}; origins: same-origin${allowedOrigins.length ? ` + ${allowedOrigins.join(' ')}` : ''}${production ? '' : '; GraphiQL at ' + server.url})`);
+  console.error(`hyperbagel serve: listening on ${server.url} (pack ${o.packDir}; auth ${o.apiKeys.length ? `on, ${o.apiKeys.length} key(s)` : 'off'}; origins: same-origin${o.allowedOrigins.length ? ` + ${o.allowedOrigins.join(' ')}` : ''}${o.dev ? '; GraphiQL at ' + server.url : ''})`);
 
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
@@ -92,6 +73,60 @@ export async function run(argv: string[]): Promise<number> {
   });
   await server.close();
   return 0;
+}
+
+/** The gateway's options from serve's arguments and the environment; a bad value is a UsageError. */
+export function serveOptions(args: ParsedArgs, env: NodeJS.ProcessEnv = process.env): ServerOptions & { packDir: string; apiKeys: string[]; allowedOrigins: string[]; dev: boolean } {
+  if (args.positionals.length) throw new UsageError(`unexpected argument "${args.positionals[0]}"`);
+  const envPort = env.PORT;
+  if (envPort !== undefined && !/^\d+$/.test(envPort)) throw new UsageError(`PORT must be an integer, got "${envPort}"`);
+  const port = intFlag(args, 'port', envPort !== undefined ? Number(envPort) : 4000, 0, 65535);
+  const threads = threadsFlag(args);
+  let pack = flag(args, 'pack');
+  if (pack === undefined) {
+    pack = DEFAULT_PACK;
+    if (!existsSync(pack)) {
+      console.error(`hyperbagel serve: WARNING: the default pack ${DEFAULT_PACK} does not exist yet; serving the random-weight test pack ${FALLBACK_PACK} (outputs are meaningless). Pass --pack DIR to choose.`);
+      pack = FALLBACK_PACK;
+    }
+  }
+  if (!existsSync(pack)) throw new UsageError(`--pack ${pack}: no such directory`);
+  const apiKeys = [...(args.flags.get('api-key') ?? []), ...(env.HYPERBAGEL_API_KEYS ?? '').split(',').map((k) => k.trim())].filter(Boolean);
+  const production = args.flags.has('production') || env.NODE_ENV === 'production';
+  return {
+    port,
+    host: flag(args, 'host') ?? '127.0.0.1',
+    packDir: pack,
+    // as understand / generate pass it: onnxruntime intra-op threads; without --threads, the engine's default
+    ...(threads !== undefined ? { engineOptions: { intraOpThreads: threads } } : {}),
+    apiKeys,
+    allowedOrigins: allowedOriginsFrom(args.flags.get('allow-origin'), env.HYPERBAGEL_ALLOWED_ORIGINS),
+    allowedHosts: allowedHostsFrom(args.flags.get('allow-host'), env.HYPERBAGEL_ALLOWED_HOSTS),
+    dev: !production,
+    publicUrl: flag(args, 'public-url'),
+    limits: {
+      maxConcurrentJobs: intFlag(args, 'max-concurrent', 4, 1, 1024),
+      maxQueuedJobs: intFlag(args, 'max-queue', 32, 0, 100_000),
+      rateLimitPerSecond: intFlag(args, 'rate-limit', 50, 0, 1_000_000),
+      rateLimitBurst: intFlag(args, 'rate-burst', 200, 1, 1_000_000),
+    },
+    // listen at once; /ready reports 503 until the model is loaded
+    waitForEngine: false,
+  };
+}
+
+/** serve's arguments parsed (for tests). */
+export function parseServeArgs(argv: string[]): ParsedArgs {
+  return parseArgs(argv, { values: VALUES, booleans: ['production'] });
+}
+
+/** --threads N: a positive integer (at most 256), or undefined when not given. */
+export function threadsFlag(args: ParsedArgs): number | undefined {
+  const raw = flag(args, 'threads');
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw) || !Number.isInteger(n) || n < 1 || n > 256) throw new UsageError(`--threads must be a positive integer (1 to 256), got "${raw}"`);
+  return n;
 }
 
 /** --allow-origin values (repeatable, comma-separated) plus $HYPERBAGEL_ALLOWED_ORIGINS; a malformed entry is a usage error. */

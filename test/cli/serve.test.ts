@@ -1,0 +1,82 @@
+// `hyperbagel serve` as a user runs it (node bin/hyperbagel.js serve) on the tiny fixture pack: it
+// listens where PORT / --port say (--port wins), answers /health, takes --threads, and refuses bad
+// values with one clear line.
+import { createServer, type Server } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { afterAll, describe, expect, it } from 'vitest';
+import { parseServeArgs, serveOptions } from '../../src/cli/commands/serve.ts';
+import { UsageError } from '../../src/cli/args.ts';
+import { cli, oneLineError, startCli, stop, stopAll, TINY } from './helpers.ts';
+
+afterAll(stopAll);
+
+/** Holds a local port for the test (so a server told to use it would fail). */
+async function occupyPort(): Promise<{ port: number; close: () => Promise<void> }> {
+  const s: Server = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  return { port: (s.address() as AddressInfo).port, close: () => new Promise((r) => s.close(() => r())) };
+}
+
+async function health(base: string): Promise<{ status: number; body: { status?: string } }> {
+  const res = await fetch(`${base}/health`);
+  return { status: res.status, body: (await res.json()) as { status?: string } };
+}
+
+describe('serve', () => {
+  it('PORT=0 picks a free port: it prints the URL and answers /health; SIGTERM shuts it down', async () => {
+    const { child, url, stderr } = await startCli(['serve', '--pack', TINY, '--threads', '1'], { PORT: '0' });
+    const port = Number(new URL(url).port);
+    expect(port).toBeGreaterThan(0);
+    const h = await health(url);
+    expect(h.status).toBe(200);
+    expect(h.body.status).toBe('ok');
+    expect(await stop(child)).toBe(0);
+    expect(stderr()).toMatch(/SIGTERM, shutting down/);
+  }, 90_000);
+
+  it('--port wins over PORT', async () => {
+    // PORT names a port that is taken: serving there would fail; --port 0 must be used instead
+    const held = await occupyPort();
+    try {
+      const { child, url } = await startCli(['serve', '--pack', TINY, '--port', '0'], { PORT: String(held.port) });
+      expect(Number(new URL(url).port)).not.toBe(held.port);
+      expect((await health(url)).status).toBe(200);
+      await stop(child);
+      // and PORT alone is honoured: the taken port is refused with one clear line
+      const r = await cli(['serve', '--pack', TINY], { PORT: String(held.port) });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(`hyperbagel serve: cannot listen on 127.0.0.1:${held.port}: the port is in use (EADDRINUSE)`);
+    } finally {
+      await held.close();
+    }
+  }, 90_000);
+
+  it('--threads must be a positive integer', async () => {
+    for (const t of ['0', 'many']) {
+      const r = await cli(['serve', '--pack', TINY, '--port', '0', '--threads', t]);
+      expect(oneLineError(r)).toContain(`--threads must be a positive integer (1 to 256), got "${t}"`);
+      expect(r.code).toBe(2);
+    }
+    expect(oneLineError(await cli(['serve', '--pack', TINY, '--port', 'x']))).toMatch(/--port must be an integer/);
+    expect(oneLineError(await cli(['serve', '--pack', TINY], { PORT: 'eighty' }))).toMatch(/PORT must be an integer, got "eighty"/);
+  }, 90_000);
+
+  it('--help documents --threads', async () => {
+    const r = await cli(['serve', '--help']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/\[--threads N\]/);
+    expect(r.stdout).toMatch(/--threads N\s+onnxruntime intra-op threads/);
+  }, 60_000);
+
+  it('--threads reaches the engine options the way understand / generate pass it; PORT / --port precedence', () => {
+    const o = (argv: string[], env: Record<string, string> = {}) => serveOptions(parseServeArgs(['--pack', TINY, ...argv]), env);
+    expect(o(['--threads', '3']).engineOptions).toEqual({ intraOpThreads: 3 });
+    expect(o([]).engineOptions).toBeUndefined(); // the engine's own default
+    for (const t of ['0', '-2', '1.5', '', '1e1', '300']) expect(() => o(['--threads', t]), t).toThrow(UsageError);
+    expect(o(['--threads', '256']).engineOptions).toEqual({ intraOpThreads: 256 });
+    expect(o([]).port).toBe(4000);
+    expect(o([], { PORT: '5001' }).port).toBe(5001);
+    expect(o(['--port', '5002'], { PORT: '5001' }).port).toBe(5002);
+    expect(o(['--port', '0'], { PORT: '5001' }).port).toBe(0);
+  });
+});
