@@ -100,6 +100,24 @@ describe('cancellation', () => {
     expect(await jobStatus(id)).toBe('CANCELLED');
   });
 
+  it('an SSE client aborting an @stream mutation', async () => {
+    const aborted = engine.stats.generateAborted;
+    let steps = 0;
+    const r = await httpStream(server, 'text/event-stream', { query: GENERATE, variables: { input: { prompt: 'x', intermediatePreviews: true } } }, {
+      stopWhen: (p) => {
+        if (p.length >= 1) steps = engine.stats.steps;
+        return p.length >= 1;
+      },
+    });
+    expect(r.aborted).toBe(true);
+    expect(r.contentType).toContain('text/event-stream');
+    const id = (r.payloads[0]!.data!.generateImage as { id: string }).id;
+    await expectStoppedWithinOneStep(steps);
+    expect(engine.stats.generateAborted).toBe(aborted + 1);
+    await waitFor(() => server.runtime.jobs.get(id).terminal, 'job end');
+    expect(await jobStatus(id)).toBe('CANCELLED');
+  });
+
   it('completing a single-result (non-incremental) mutation over graphql-ws, socket kept open', async () => {
     // graphql-ws itself only stops streaming operations; the gateway aborts pending single results too
     const aborted = engine.stats.generateAborted;
