@@ -3,6 +3,7 @@
 // /images/<token>. Both transports run the same envelop pipeline (limits, masking, defer/stream).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { useDeferStream } from '@graphql-yoga/plugin-defer-stream';
 import { GraphQLError, Kind, Lexer, NoSchemaIntrospectionCustomRule, Source, TokenKind, type DocumentNode, type ExecutionArgs, type ExecutionResult, type SelectionSetNode } from 'graphql/index.js'; // the CJS entry yoga uses: one graphql instance under tsx and vitest
 import { createSchema, createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
@@ -347,9 +348,12 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   });
 
   // ---------------------------------------------------------------- graphql-ws
+  // noServer: upgrades are routed below rather than by ws attaching itself to `server` (which would
+  // also re-emit the http server's errors, a failed listen included, on the WebSocketServer, and
+  // graphql-ws logs any such error as an internal error). handleUpgrade applies verifyClient and
+  // maxPayload exactly as the attached mode does.
   const wss = new WebSocketServer({
-    server,
-    path: '/graphql',
+    noServer: true,
     maxPayload: L.maxBodyBytes,
     // Cross-site WebSocket hijacking: browsers always send Origin on a WebSocket handshake.
     verifyClient: (info: { origin?: string; req: IncomingMessage }, done: (ok: boolean, code?: number, message?: string) => void) => {
@@ -361,6 +365,18 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       rt.metrics.originRejected.inc({ transport: 'ws' });
       done(false, 403, 'Origin not allowed');
     },
+  });
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    if ((q < 0 ? url : url.slice(0, q)) === '/graphql') {
+      wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
+      return;
+    }
+    // what ws does for a path it does not serve
+    socket.on('error', () => socket.destroy());
+    socket.once('finish', () => socket.destroy());
+    socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/html\r\nContent-Length: 11\r\n\r\nBad Request');
   });
   const wsOps = new WeakMap<WebSocket, Map<string, WsOp>>();
   const opsOf = (socket: WebSocket) => {
@@ -535,6 +551,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       rt.setEngine(engine);
       log(`hyperbagel: engine ready (${engine.info.name}, pack ${packDir})`);
     } catch (e) {
+      if (rt.state === 'shutting-down') return; // closed (or failed to listen) while loading: nothing to report
       rt.state = 'failed';
       log(`hyperbagel: engine failed to load from ${packDir}: ${e instanceof Error ? e.message : String(e)}`);
       throw e;
@@ -546,24 +563,16 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const host = bindHost;
   if (hosts.openBecauseWildcardBind)
     log(`hyperbagel: WARNING: listening on ${host} with no allowed hosts configured: any Host header is accepted, so DNS rebinding is not stopped. Name this server's hostnames with --allow-host / HYPERBAGEL_ALLOWED_HOSTS (or "*" to silence this).`);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const addr = server.address() as AddressInfo;
-  hosts.port = addr.port;
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:${addr.port}/graphql`;
 
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
+      // state 'shutting-down': an engine still loading is closed as soon as its load finishes
       rt.dispose();
       if (slowTimer) clearInterval(slowTimer);
       await Promise.resolve(wsServer.dispose()).catch(() => undefined);
       for (const s of sockets) s.destroy();
+      // (a server that never listened calls back at once)
       await new Promise<void>((r) => server.close(() => r()));
       if (ownEngine || options.closeEngine) {
         try {
@@ -574,6 +583,24 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
         }
       }
     })());
+
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (e) {
+    // EADDRINUSE and the like: release what was started (graphql-ws, timers, the engine load) so
+    // the caller can report it and return, rather than exit with a worker thread still loading
+    await close();
+    throw e;
+  }
+  const addr = server.address() as AddressInfo;
+  hosts.port = addr.port;
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${addr.port}/graphql`;
 
   if (options.waitForEngine !== false) {
     try {

@@ -51,6 +51,25 @@ describe('serve', () => {
     }
   }, 90_000);
 
+  it('a taken port: exit 1 within seconds, one line on stderr, no graphql-ws "Internal error" trace', async () => {
+    const held = await occupyPort();
+    try {
+      const t0 = performance.now();
+      const r = await cli(['serve', '--pack', TINY, '--port', String(held.port), '--threads', '1']);
+      const seconds = (performance.now() - t0) / 1000;
+      expect(r.code, r.stderr).toBe(1);
+      expect(r.stderr).not.toMatch(/Internal error/);
+      expect(r.stderr.trim().split('\n')).toEqual([
+        `hyperbagel serve: cannot listen on 127.0.0.1:${held.port}: the port is in use (EADDRINUSE); choose another with --port N (0 picks a free one) or --host ADDR`,
+      ]);
+      expect(r.stdout).toBe('');
+      // exits on its own (no process.exit): the engine load it had started is closed once loaded
+      expect(seconds).toBeLessThan(10);
+    } finally {
+      await held.close();
+    }
+  }, 90_000);
+
   it('--threads must be a positive integer', async () => {
     for (const t of ['0', 'many']) {
       const r = await cli(['serve', '--pack', TINY, '--port', '0', '--threads', t]);

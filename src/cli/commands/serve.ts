@@ -57,9 +57,8 @@ export async function run(argv: string[]): Promise<number> {
     if (code !== 'EADDRINUSE' && code !== 'EACCES' && code !== 'EADDRNOTAVAIL') throw e;
     const why = code === 'EADDRINUSE' ? 'the port is in use' : code === 'EACCES' ? 'permission denied' : 'no such local address';
     console.error(`hyperbagel serve: cannot listen on ${o.host}:${o.port}: ${why} (${code}); choose another with --port N (0 picks a free one) or --host ADDR`);
-    // the gateway started loading the engine before it tried to listen, and a failed start leaves
-    // that load (a worker thread) running: exit rather than wait on it
-    process.exit(1);
+    // startServer released what it started (the engine load is closed once it finishes)
+    return 1;
   }
   console.error(`hyperbagel serve: listening on ${server.url} (pack ${o.packDir}; auth ${o.apiKeys.length ? `on, ${o.apiKeys.length} key(s)` : 'off'}; origins: same-origin${o.allowedOrigins.length ? ` + ${o.allowedOrigins.join(' ')}` : ''}${o.dev ? '; GraphiQL at ' + server.url : ''})`);
 
