@@ -75,11 +75,14 @@ class LatentDisc(nn.Module):
 
 
 class ConvEnc(nn.Module):
-    def __init__(self, out=128):
+    """pool: the spatial grid kept before the projection (2 for the discriminators; the reward keeps 4, since
+    the 3x3 layout of the world's cells does not survive a 2x2 average)."""
+
+    def __init__(self, out=128, pool=2):
         super().__init__()
         self.net = nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1), nn.SiLU(), nn.Conv2d(32, 64, 3, 2, 1), nn.SiLU(),
-                                 nn.Conv2d(64, 128, 3, 2, 1), nn.SiLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-                                 nn.Linear(512, out))
+                                 nn.Conv2d(64, 128, 3, 2, 1), nn.SiLU(), nn.AdaptiveAvgPool2d(pool), nn.Flatten(),
+                                 nn.Linear(128 * pool * pool, out))
 
     def forward(self, px):
         return self.net(px)
@@ -96,6 +99,38 @@ class BowText(nn.Module):
         return self.emb(flat, offs)
 
 
+class SeqText(nn.Module):
+    """Order-aware prompt encoder: token + position embeddings, pre-norm self-attention blocks, masked mean.
+    A bag of words cannot tell which colour belongs to which shape, or which shape is left of which."""
+
+    def __init__(self, vocab, out=128, layers=2, heads=4, max_len=64):
+        super().__init__()
+        self.emb, self.pos, self.max_len = nn.Embedding(vocab, out), nn.Embedding(max_len, out), max_len
+        self.blocks = nn.ModuleList([nn.ModuleDict({
+            "n1": nn.LayerNorm(out), "attn": nn.MultiheadAttention(out, heads, batch_first=True),
+            "n2": nn.LayerNorm(out), "mlp": nn.Sequential(nn.Linear(out, 2 * out), nn.SiLU(), nn.Linear(2 * out, out)),
+        }) for _ in range(layers)])
+        self.norm, self.proj = nn.LayerNorm(out), nn.Linear(out, out)
+
+    def forward(self, prompts):
+        L = max(1, max(len(p) for p in prompts))
+        if L > self.max_len:
+            raise ValueError(f"prompt of {L} tokens exceeds the reward text encoder's {self.max_len}")
+        ids = torch.zeros(len(prompts), L, dtype=torch.long)
+        keep = torch.zeros(len(prompts), L, dtype=torch.bool)
+        for i, p in enumerate(prompts):
+            ids[i, :len(p)] = torch.tensor(p, dtype=torch.long)
+            keep[i, :len(p)] = True
+        keep[:, 0] = True  # an empty prompt still attends to (and pools) one position
+        h = self.emb(ids) + self.pos(torch.arange(L)).unsqueeze(0)
+        for b in self.blocks:
+            x = b["n1"](h)
+            h = h + b["attn"](x, x, x, key_padding_mask=~keep, need_weights=False)[0]
+            h = h + b["mlp"](b["n2"](h))
+        w = keep.unsqueeze(-1).float()
+        return self.proj(self.norm((h * w).sum(1) / w.sum(1)))
+
+
 class PixelDisc(nn.Module):
     """Pixel-space projection discriminator on VAE-decoded images, conditioned on a bag-of-words prompt."""
 
@@ -110,12 +145,27 @@ class PixelDisc(nn.Module):
 
 class Reward(nn.Module):
     """Small learned image-prompt scorer (plays HPSv3's role; never the evaluator's detector): CLIP-style
-    cosine between a conv image embedding and a bag-of-words prompt embedding, times a learned temperature."""
+    cosine between a conv image embedding and a prompt embedding, times a learned temperature.
+    arch "bow": bag-of-words text, 2x2 image grid (the pipeline's); "seq": order-aware text encoder and a 4x4
+    grid, which tells swapped attributes apart (train_reward.py --arch seq)."""
 
-    def __init__(self, vocab, W=128):
+    ARCHS = ("seq", "bow")
+
+    def __init__(self, vocab, W=128, arch="bow"):
         super().__init__()
-        self.enc, self.txt = ConvEnc(W), BowText(vocab, W)
+        if arch not in self.ARCHS:
+            raise ValueError(f"unknown reward arch {arch!r} (one of {self.ARCHS})")
+        self.arch = arch
+        self.enc = ConvEnc(W, pool=4 if arch == "seq" else 2)
+        self.txt = SeqText(vocab, W) if arch == "seq" else BowText(vocab, W)
         self.logit_scale = nn.Parameter(torch.tensor(2.3))
+
+    def scores(self, px, prompt_sets):
+        """[B, K] scores of image i against each of its own K prompts (prompt_sets[i], all of length K)."""
+        a = F.normalize(self.enc(px), dim=1)
+        K = len(prompt_sets[0])
+        b = F.normalize(self.txt([p for ps in prompt_sets for p in ps]), dim=1).view(len(prompt_sets), K, -1)
+        return self.logit_scale.exp() * (a.unsqueeze(1) * b).sum(-1)
 
     def pair_logits(self, px, prompts):
         a = F.normalize(self.enc(px), dim=1)
@@ -126,6 +176,16 @@ class Reward(nn.Module):
         a = F.normalize(self.enc(px), dim=1)
         b = F.normalize(self.txt(prompts), dim=1)
         return self.logit_scale.exp() * (a * b).sum(1)
+
+
+def load_reward(path):
+    """A frozen reward model from train_reward.py's reward.pt, with its hinge threshold alpha."""
+    ck = torch.load(path, map_location="cpu")
+    r = Reward(ck["vocab"], arch=ck.get("arch", "bow"))
+    r.load_state_dict(ck["model"])
+    for p in r.parameters():
+        p.requires_grad_(False)
+    return r.eval(), ck["alpha"]
 
 
 def hinge_d(real, fake):

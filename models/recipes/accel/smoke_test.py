@@ -91,6 +91,17 @@ def main():
     res["student_init_vs_teacher"] = diff
     run([P("train_reward.py"), "--target", T, "--data", data, "--run", W("reward"), "--steps", "20", "--batch", "16",
          "--log-every", "10", "--ckpt-every", "10"])
+    import random as _r
+    from accel.hard_negatives import perturb
+    for p in ("a photo of a green star and a red square", "a photo of a star right of a square", "a photo of three circles"):
+        ns = perturb(p.split(), _r.Random(0), 3)
+        assert ns and all(len(n) == len(p.split()) and n != p.split() for n in ns), (p, ns)
+    # "a star and a square" = "a square and a star": unbound shapes must not be swapped
+    assert "a photo of a square and a star".split() not in perturb("a photo of a star and a square".split(), _r.Random(0), 9)
+    # the order-aware reward with hard negatives (a ReFL option, not the pipeline's default)
+    run([P("train_reward.py"), "--target", T, "--data", data, "--run", W("reward_seq"), "--steps", "10", "--batch", "16",
+         "--log-every", "5", "--ckpt-every", "5", "--arch", "seq", "--hard-negatives", "2"])
+    run([P("train_reward.py"), "--target", T, "--data", data, "--run", W("reward_seq"), "--eval"], expect="'arch': 'seq'")
     g = [P("train_gen.py"), "--target", T, "--data", data, "--t2i", "2", "--edit", "2", "--log-every", "2",
          "--ckpt-every", "2"]
     run(g + ["--stage", "cfg", "--run", W("g_cfg"), "--steps", "3"])
@@ -102,6 +113,8 @@ def main():
     run(g + ["--stage", "adp", "--run", W("g_adp"), "--init", W("g_dmdo/ckpt.pt"), "--steps", "3"])
     run(g + ["--stage", "refl", "--run", W("g_refl"), "--init", W("g_adp/ckpt.pt"), "--teacher6",
              W("g_dmdo/ckpt.pt"), "--reward", W("reward/reward.pt"), "--steps", "3"])
+    run(g + ["--stage", "refl", "--run", W("g_refl_seq"), "--init", W("g_adp/ckpt.pt"), "--teacher6",
+             W("g_dmdo/ckpt.pt"), "--reward", W("reward_seq/reward.pt"), "--reward-text", "prompt", "--steps", "2"])
     import csv
     for st in ("cfg", "tscd", "dmdo", "adp", "refl"):
         rows = list(csv.DictReader(open(W(f"g_{st}/loss.csv"))))

@@ -21,7 +21,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from accel.common import target_from_args, load_sets, GenBatch, teacher_cfg, gen_velocity, grid, shifted, torch  # noqa: E402
-from accel.gen import Student, LatentDisc, PixelDisc, Reward, hinge_d, hinge_g  # noqa: E402
+from accel.gen import Student, LatentDisc, PixelDisc, load_reward, hinge_d, hinge_g  # noqa: E402
 from hyperbagel.model import unpatchify  # noqa: E402
 from hyperbagel.utils import seed_all, save_ckpt, load_ckpt, CsvLog, Timer  # noqa: E402
 
@@ -66,6 +66,13 @@ def decode(vae, scale, c, x):
     return vae.decode(unpatchify(x, c.latent_channels, c.latent_size, c.latent_size, c.latent_patch) / scale)
 
 
+def reward_text(gb, mode):
+    """Per sample, the text the reward scores it against (--reward-text)."""
+    if mode == "caption":
+        return gb.desc
+    return [d if e else p for p, d, e in zip(gb.prompts, gb.desc, gb.is_edit.tolist())]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--stage", required=True, choices=STAGES)
@@ -94,6 +101,10 @@ def main():
                     help="dmdo: t' (where real and fake are compared) ~ shift(U[0.02, tmax]); at high t the teacher's x0 is a blurred mean")
     ap.add_argument("--dmd-shift", type=float, default=1.0, help="dmdo: timestep shift applied to t'")
     ap.add_argument("--alpha", type=float, default=None, help="refl hinge threshold (default: the reward ckpt's)")
+    ap.add_argument("--reward-text", choices=["caption", "prompt"], default="caption",
+                    help="refl: what the reward scores a text-to-image sample against: the full caption of the training "
+                         "scene the prompt was drawn from (default; it scored better on release 4, docs/results.md), or "
+                         "the prompt itself, as HPS-style ReFL does. Edits always use the edited scene's caption.")
     ap.add_argument("--refl-edit-weight", type=float, default=0.0,
                     help="refl: weight of the reward term on edit samples (the reward model scores the image against "
                          "the edited scene's caption only, so it cannot reward preserving the source; edits keep the "
@@ -131,13 +142,9 @@ def main():
         frozen_mods["t6"] = t6
     alpha = a.alpha
     if a.stage == "refl":
-        rk = torch.load(a.reward, map_location="cpu")
-        rew = Reward(c.vocab)
-        rew.load_state_dict(rk["model"])
-        for p in rew.parameters():
-            p.requires_grad_(False)
-        frozen_mods["reward"] = rew.eval()
-        alpha = rk["alpha"] if alpha is None else alpha
+        rew, r_alpha = load_reward(a.reward)
+        frozen_mods["reward"] = rew
+        alpha = r_alpha if alpha is None else alpha
     opts = {k: torch.optim.AdamW([p for p in v.parameters() if p.requires_grad],
                                  lr=(a.gen_lr or a.lr) if k == "student" and a.stage == "dmdo" else a.lr if k in ("student", "fake") else a.d_lr, betas=(0.9, 0.99) if k != "student"
                                  else (0.9, 0.95), weight_decay=0.0) for k, v in mods.items()}
@@ -276,7 +283,7 @@ def main():
             with torch.no_grad():
                 xs, _ = euler(t6, eps, gb, st, si, 6)
             x0h = eps - v_student(stu, eps, torch.ones(B), gb, st, si)
-            r = rew(decode(vae, scale, c, x0h).clamp(-1, 1), gb.desc)
+            r = rew(decode(vae, scale, c, x0h).clamp(-1, 1), reward_text(gb, a.reward_text))
             mse = F.mse_loss(x0h, xs[-1])
             w = torch.where(gb.is_edit, torch.full((B,), a.refl_edit_weight), torch.ones(B))
             loss = (w * F.relu(alpha - r)).mean() + a.mse_weight * mse
