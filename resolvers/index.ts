@@ -377,7 +377,10 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
         rt.engine;
         return rt.sessions.create().id;
       },
-      closeSession: (_p, { id }) => rt.sessions.closeIdle(id),
+      closeSession: (_p, { id }) => {
+        rt.metrics.operations.inc({ field: 'closeSession' });
+        return rt.sessions.closeIdle(id);
+      },
     },
     Subscription: {
       understand: {

@@ -46,7 +46,9 @@ export class SessionStore {
     this.timer.unref();
   }
 
+  /** Live sessions: an expired one not swept yet counts as gone (it is swept now). */
   get size(): number {
+    this.sweep();
     return this.sessions.size;
   }
 
@@ -81,6 +83,7 @@ export class SessionStore {
 
   /** Bytes held by all sessions, as the engine reports them (0 for engines without sessionInfo). */
   get bytes(): number {
+    this.sweep();
     let n = 0;
     for (const s of [...this.sessions.values()]) {
       try {
@@ -154,6 +157,7 @@ export class SessionStore {
    */
   enforceTotalBytes(keep?: SessionEntry): void {
     if (!Number.isFinite(this.limits.maxTotalSessionBytes)) return;
+    this.sweep(); // expired sessions are gone, not idle ones to evict
     const sizes = new Map<SessionEntry, number>();
     let total = 0;
     for (const s of [...this.sessions.values()]) {
@@ -184,11 +188,17 @@ export class SessionStore {
   /**
    * A client's closeSession. Refused with SESSION_BUSY while a request (understand stream, or image
    * job queued or running) uses the session: closing would pull the engine's context from under it
-   * and that request would fail with an internal error.
+   * and that request would fail with an internal error. An expired session (not swept yet) is a
+   * missing one: it is expired now and the answer is false.
    */
   closeIdle(id: string): boolean {
-    if (this.sessions.get(id)?.busy)
-      throw new GatewayError('SESSION_BUSY', 'A request is using this session; let it finish or cancel it, then close the session');
+    const s = this.sessions.get(id);
+    if (!s) return false;
+    if (this.expired(s)) {
+      this.expire(s);
+      return false;
+    }
+    if (s.busy) throw new GatewayError('SESSION_BUSY', 'A request is using this session; let it finish or cancel it, then close the session');
     return this.close(id);
   }
 

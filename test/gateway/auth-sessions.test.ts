@@ -247,4 +247,44 @@ describe('sessions', () => {
       await short.close();
     }
   });
+
+  it('an expired session not swept yet is a missing one: closeSession false, understand/generate/edit SESSION_NOT_FOUND; closeSession is counted', async () => {
+    const fresh = new FakeEngine({ stepMs: 2, tokens: 3, nfeMs: 2 });
+    const short = await start({ engine: fresh, limits: { sessionTtlMs: 40 } });
+    const client = wsClient(short);
+    try {
+      const post = (query: string, s: string) => gqlPost(short, { query, variables: { s } });
+      const ids: string[] = [];
+      for (let i = 0; i < 4; i++) ids.push((await gqlPost(short, { query: 'mutation { createSession }' })).json.data.createSession);
+      const [a, b, c, d] = ids as [string, string, string, string];
+      const handles = ids.map((id) => short.runtime.sessions.get(id).handle.id);
+      const closes = () => short.runtime.metrics.operations.get({ field: 'closeSession' });
+      const closesBefore = closes();
+      await new Promise((r) => setTimeout(r, 100)); // expired; the sweep timer runs only every second
+      // each call below meets its own expired, still-listed session (nothing here sweeps the others)
+      const closed = await post(`mutation($s: ID!) { closeSession(id: $s) }`, a);
+      expect(closed.json).toEqual({ data: { closeSession: false } });
+      expect(closes()).toBe(closesBefore + 1);
+      const understood = await wsRun(client, U, { input: { prompt: 'x', sessionId: b } }).then(
+        (out) => (out.at(-1) as any).errors?.[0]?.extensions?.code,
+        (e) => e.errors?.[0]?.extensions?.code,
+      );
+      expect(understood).toBe('SESSION_NOT_FOUND');
+      const edited = await post(`mutation($s: ID!) { editImage(input: { instruction: "make it blue", sessionId: $s, mode: ONE_STEP }) { id } }`, c);
+      expect(edited.json.errors[0].extensions.code).toBe('SESSION_NOT_FOUND');
+      const generated = await post(`mutation($s: ID!) { generateImage(input: { prompt: "x", sessionId: $s, mode: ONE_STEP }) { id } }`, d);
+      expect(generated.json.errors[0].extensions.code).toBe('SESSION_NOT_FOUND');
+      expect(fresh.requests.understand).toHaveLength(0);
+      expect(fresh.requests.generate).toHaveLength(0);
+      // all four were expired (and closed in the engine), none closed by the client
+      expect(short.runtime.sessions.expirations).toBe(4);
+      for (const h of handles) expect(fresh.liveSessions.has(h)).toBe(false);
+      expect(short.runtime.sessions.size).toBe(0);
+      const text = await (await fetch(short.url.replace(/\/graphql$/, '/metrics'))).text();
+      expect(text).toMatch(/^hyperbagel_gateway_operations_total\{field="closeSession"\} 1$/m);
+    } finally {
+      await client.dispose();
+      await short.close();
+    }
+  });
 });
