@@ -13,7 +13,7 @@ import type {
   UnderstandSummary,
 } from '../src/engine/types.ts';
 import { SAMPLER_LIMITS } from '../src/engine/generation/pipeline.ts';
-import { SPECULATION_LIMITS } from '../src/engine/understand/pipeline.ts';
+import { MAX_STOP_CHARS, MAX_STOP_SEQUENCES, SPECULATION_LIMITS } from '../src/engine/understand/pipeline.ts';
 import { GatewayError, toGatewayError } from '../src/gateway/errors.ts';
 import { IMAGE_EXT, imageFromInput, sentSizeOf } from '../src/gateway/images.ts';
 import { iterateJob, type FrameRecord, type ImageJobRecord, type JobEvent } from '../src/gateway/jobs.ts';
@@ -111,6 +111,10 @@ const UploadScalar = new GraphQLScalarType({
 
 export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
   const L = rt.limits;
+  // the engine's own stop limits are fixed: a gateway configured above them still refuses before
+  // the stream starts, naming the limit that really applies
+  const maxStopSequences = Math.min(L.maxStopSequences, MAX_STOP_SEQUENCES);
+  const maxStopChars = Math.min(L.maxStopChars, MAX_STOP_CHARS);
 
   function speculation(s: SpeculationInput | null | undefined): UnderstandRequest['speculation'] {
     if (!s) return undefined;
@@ -125,8 +129,11 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
 
   function understandRequest(input: UnderstandInput): UnderstandRequest {
     const stop = input.stop ?? undefined;
-    if (stop && stop.length > L.maxStopSequences) throw new GatewayError('OUT_OF_RANGE', `At most ${L.maxStopSequences} stop sequences`);
-    for (const s of stop ?? []) if (s.length === 0 || s.length > L.maxStopChars) throw new GatewayError('OUT_OF_RANGE', `Stop sequences must have 1 to ${L.maxStopChars} characters`);
+    if (stop && stop.length > maxStopSequences)
+      throw new GatewayError('OUT_OF_RANGE', `At most ${maxStopSequences} stop sequences`, { argument: 'stop', limit: maxStopSequences });
+    for (const s of stop ?? [])
+      if (s.length === 0 || s.length > maxStopChars)
+        throw new GatewayError('OUT_OF_RANGE', `Stop sequences must have 1 to ${maxStopChars} characters`, { argument: 'stop', limit: maxStopChars });
     return {
       prompt: text(input.prompt, 'prompt', L.maxPromptChars),
       maxTokens: range(input.maxTokens, 'maxTokens', 1, L.maxNewTokens),

@@ -30,7 +30,9 @@ export interface GatewayLimits {
   maxPromptChars: number;
   /** Max `maxTokens` an understand request may ask for. */
   maxNewTokens: number;
+  /** Max `stop` strings; the effective limit is at most the engine's (MAX_STOP_SEQUENCES, 8). */
   maxStopSequences: number;
+  /** Max characters per `stop` string; the effective limit is at most the engine's (MAX_STOP_CHARS, 64). */
   maxStopChars: number;
   /** Max encoded image size in bytes. */
   maxImageBytes: number;

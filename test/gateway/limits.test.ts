@@ -201,6 +201,48 @@ describe('query limits', () => {
     const g = await gqlPost(server, { query: `mutation { generateImage(input: { prompt: "x", cfgTextScale: 3 }) { id } }` });
     expect(code(g)).toBe('INVALID_INPUT');
   });
+
+  it('stop limits configured above the engine\'s are capped at its (8 strings of 1 to 64 characters), before the stream starts', async () => {
+    const U = `subscription U($input: UnderstandInput!) { understand(input: $input) { done } }`;
+    const eng = new FakeEngine({ stepMs: 2, tokens: 3 });
+    const s = await start({ engine: eng, limits: { maxStopSequences: 20, maxStopChars: 200 } });
+    const client = wsClient(s);
+    try {
+      const run = (stop: string[]) =>
+        wsRun(client, U, { input: { prompt: 'x', stop } }).then(
+          (out) => ({ events: out.filter((p) => p.data).length, error: out.at(-1)!.errors?.[0] as any }),
+          (e) => ({ events: 0, error: e.errors?.[0] }),
+        );
+      const nine = await run(['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i']);
+      expect(nine.error?.extensions).toMatchObject({ code: 'OUT_OF_RANGE', argument: 'stop', limit: 8 });
+      expect(nine.error?.message).toBe('At most 8 stop sequences');
+      const long = await run(['x'.repeat(65)]);
+      expect(long.error?.extensions).toMatchObject({ code: 'OUT_OF_RANGE', argument: 'stop', limit: 64 });
+      expect(long.error?.message).toBe('Stop sequences must have 1 to 64 characters');
+      // refused before any event and before the engine saw the request
+      expect([nine.events, long.events]).toEqual([0, 0]);
+      expect(eng.requests.understand).toHaveLength(0);
+      // at the engine's limits it runs
+      expect((await run(['a', 'b', 'c', 'd', 'e', 'f', 'g', 'x'.repeat(64)])).error).toBeUndefined();
+      expect(eng.requests.understand).toHaveLength(1);
+    } finally {
+      await client.dispose();
+      await s.close();
+    }
+    // a gateway configured below the engine keeps its own limit
+    const low = await start({ engine: new FakeEngine(), limits: { maxStopSequences: 2, maxStopChars: 5 } });
+    const c2 = wsClient(low);
+    try {
+      const err = await wsRun(c2, U, { input: { prompt: 'x', stop: ['a', 'b', 'c'] } }).then(
+        (out) => out.at(-1)!.errors?.[0] as any,
+        (e) => e.errors?.[0],
+      );
+      expect(err?.message).toBe('At most 2 stop sequences');
+    } finally {
+      await c2.dispose();
+      await low.close();
+    }
+  });
 });
 
 describe('capacity', () => {

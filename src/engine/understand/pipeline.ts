@@ -36,6 +36,10 @@ import { truncateSequence, WorkerSequence } from './worker-target.ts';
 const MODES: SpeculationMode[] = ['auto', 'off', 'chain', 'tree', 'ngram'];
 
 /** Speculation shape limits (integers, inclusive); the gateway checks the same ones before any work. */
+/** `stop`: at most this many strings, each of 1 to MAX_STOP_CHARS characters. */
+export const MAX_STOP_SEQUENCES = 8;
+export const MAX_STOP_CHARS = 64;
+
 export const SPECULATION_LIMITS = {
   chainLength: { min: 1, max: 16 },
   treeBudget: { min: 1, max: 64 },
@@ -92,8 +96,8 @@ export function validateUnderstand(ctx: EngineCtx, req: UnderstandRequest): Vali
   const topK = V.opt(req.topK, (v) => V.num('topK', v, 0, ctx.manifest.decoder.vocab, { integer: true }), 0);
   const seed = V.opt(req.seed, (v) => V.num('seed', v, 0, Number.MAX_SAFE_INTEGER, { integer: true }), randomSeed());
   const stop = req.stop ?? [];
-  if (!Array.isArray(stop) || stop.length > 8 || !stop.every((s) => typeof s === 'string' && s.length > 0 && s.length <= 64))
-    throw new EngineError('OUT_OF_RANGE', 'stop must be at most 8 non-empty strings of at most 64 characters', { param: 'stop' });
+  if (!Array.isArray(stop) || stop.length > MAX_STOP_SEQUENCES || !stop.every((s) => typeof s === 'string' && s.length > 0 && s.length <= MAX_STOP_CHARS))
+    throw new EngineError('OUT_OF_RANGE', `stop must be at most ${MAX_STOP_SEQUENCES} non-empty strings of at most ${MAX_STOP_CHARS} characters`, { param: 'stop' });
   const spec = req.speculation ?? { mode: 'auto' as const };
   if (!MODES.includes(spec.mode)) throw new EngineError('OUT_OF_RANGE', `speculation.mode must be one of ${MODES.join(', ')}`, { param: 'speculation.mode' });
   const v: ValidatedUnderstand = { words, maxTokens, sampling: { temperature, topK, topP }, seed, stop, mode: spec.mode };
