@@ -44,3 +44,15 @@ export function intFlag(args: ParsedArgs, name: string, fallback: number, min = 
   if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer in [${min}, ${max}], got "${raw}"`);
   return n;
 }
+
+/**
+ * --threads N (onnxruntime intra-op threads; serve, understand, generate, edit): a positive integer
+ * (at most 256), or undefined when not given.
+ */
+export function threadsFlag(args: ParsedArgs): number | undefined {
+  const raw = flag(args, 'threads');
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw) || !Number.isInteger(n) || n < 1 || n > 256) throw new UsageError(`--threads must be a positive integer (1 to 256), got "${raw}"`);
+  return n;
+}

@@ -1,7 +1,7 @@
 // Shared body of `hyperbagel generate` and `hyperbagel edit`.
 import fs from 'node:fs';
 import path from 'node:path';
-import { flag, parseArgs, UsageError } from '../cli/args.ts';
+import { flag, parseArgs, threadsFlag, UsageError } from '../cli/args.ts';
 import { createEngine } from './index.ts';
 import { numberFlag, readImageFile, resolvePack } from './cli-support.ts';
 import type { GenerateRequest, GenerationMode } from './types.ts';
@@ -28,7 +28,7 @@ export async function runGenerateCommand(argv: string[], edit: boolean, help: st
   const thinkTemperature = numberFlag(flag(args, 'think-temperature'), 'think-temperature');
   if (thinkTemperature !== undefined && !think) throw new UsageError('--think-temperature needs --think');
   const previews = flag(args, 'previews');
-  const threads = numberFlag(flag(args, 'threads'), 'threads');
+  const threads = threadsFlag(args);
   // read the image before loading the model, so a missing or unreadable file fails at once
   const sourceImage = image ? await readImageFile(image) : undefined;
   const engine = await createEngine(resolvePack(flag(args, 'pack')), { intraOpThreads: threads ?? 2, calibrate: false });

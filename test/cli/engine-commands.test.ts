@@ -98,6 +98,18 @@ describe('understand', () => {
     expect(oneLineError(await cli(['understand', '--pack', TINY, '--temperature', 'warm', 'describe the image']))).toMatch(/--temperature must be a number, got "warm"/);
   }, 60_000);
 
+  it('--threads must be a positive integer (1 to 256), as for serve; --help says so', async () => {
+    for (const t of ['0', '2.5', '-1', 'many', '300']) {
+      const r = await cli(['understand', '--pack', TINY, '--threads', t, 'describe the image']);
+      expect(oneLineError(r)).toContain(`--threads must be a positive integer (1 to 256), got "${t}"`);
+      expect(r.code).toBe(2);
+    }
+    const ok = await cli(['understand', '--pack', TINY, '--threads', '1', '--quiet', '--max-tokens', '2', 'describe the image']);
+    expect(ok.code, ok.stderr).toBe(0);
+    const help = await cli(['understand', '--help']);
+    expect(help.stdout).toMatch(/--threads N\s+onnxruntime intra-op threads \(a positive integer, 1 to 256; default 2\)/);
+  }, 60_000);
+
   it('a bad --speculation mode and an unknown option are usage errors', async () => {
     const a = await cli(['understand', '--pack', TINY, '--speculation', 'fast', 'describe the image']);
     expect(oneLineError(a)).toMatch(/--speculation must be/);
@@ -117,6 +129,20 @@ describe('generate', () => {
     // one JSON line per frame on stderr: here just the final
     const frames = r.stderr.trim().split('\n').map((l) => JSON.parse(l) as { stage: string; seed: number });
     expect(frames.map((f) => [f.stage, f.seed])).toEqual([['final', 3]]);
+  }, 60_000);
+
+  it('generate and edit refuse a bad --threads the same way, and nothing is written', async () => {
+    const out = join(dir, 'bad-threads.png');
+    for (const t of ['0', '2.5']) {
+      const g = await cli(['generate', '--pack', TINY, '--threads', t, '--out', out, 'a red circle']);
+      expect(oneLineError(g)).toContain(`--threads must be a positive integer (1 to 256), got "${t}"`);
+      expect(g.code).toBe(2);
+      const e = await cli(['edit', '--pack', TINY, '--threads', t, '--image', photo, '--out', out, 'make it blue']);
+      expect(oneLineError(e)).toContain(`--threads must be a positive integer (1 to 256), got "${t}"`);
+      expect(e.code).toBe(2);
+    }
+    expect(existsSync(out)).toBe(false);
+    expect((await cli(['generate', '--help'])).stdout).toMatch(/--threads N\s+onnxruntime intra-op threads \(a positive integer, 1 to 256; default 2\)/);
   }, 60_000);
 
   it('a bad --mode is refused and nothing is written', async () => {

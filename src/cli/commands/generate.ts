@@ -14,7 +14,7 @@ frame (stage, NFE count, elapsed ms, seed, sampler) goes to stderr.
                      {"thought": …} on stderr) and generates from it; --think-temperature T (default 0.5)
   --previews DIR     also write preview frames (JPEG/WebP) there, with 6-step intermediate x0 previews
   --pack DIR         model pack (default models/shapes-mot, or $HYPERBAGEL_PACK)
-  --threads N        onnxruntime intra-op threads (default 2)
+  --threads N        onnxruntime intra-op threads (a positive integer, 1 to 256; default 2)
   --quiet            no per-frame lines on stderr`;
 
 export function run(argv: string[]): Promise<number> {

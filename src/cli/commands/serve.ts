@@ -1,6 +1,6 @@
 // `hyperbagel serve`: the GraphQL gateway (HTTP + SSE + graphql-ws on one port, path /graphql).
 import { existsSync } from 'node:fs';
-import { flag, intFlag, parseArgs, UsageError, type ParsedArgs } from '../args.ts';
+import { flag, intFlag, parseArgs, threadsFlag, UsageError, type ParsedArgs } from '../args.ts';
 import { parseAllowedHosts, parseAllowedOrigins } from '../../gateway/origin.ts';
 import { startServer, type ServerOptions } from '../../gateway/server.ts';
 
@@ -117,15 +117,6 @@ export function serveOptions(args: ParsedArgs, env: NodeJS.ProcessEnv = process.
 /** serve's arguments parsed (for tests). */
 export function parseServeArgs(argv: string[]): ParsedArgs {
   return parseArgs(argv, { values: VALUES, booleans: ['production'] });
-}
-
-/** --threads N: a positive integer (at most 256), or undefined when not given. */
-export function threadsFlag(args: ParsedArgs): number | undefined {
-  const raw = flag(args, 'threads');
-  if (raw === undefined) return undefined;
-  const n = Number(raw);
-  if (!/^\d+$/.test(raw) || !Number.isInteger(n) || n < 1 || n > 256) throw new UsageError(`--threads must be a positive integer (1 to 256), got "${raw}"`);
-  return n;
 }
 
 /** --allow-origin values (repeatable, comma-separated) plus $HYPERBAGEL_ALLOWED_ORIGINS; a malformed entry is a usage error. */

@@ -1,5 +1,5 @@
 // `hyperbagel understand`: image + prompt → answer streamed to stdout (stats to stderr).
-import { flag, parseArgs, UsageError } from '../args.ts';
+import { flag, parseArgs, threadsFlag, UsageError } from '../args.ts';
 import { createEngine } from '../../engine/index.ts';
 import { numberFlag, readImageFile, resolvePack } from '../../engine/cli-support.ts';
 import type { SpeculationMode, UnderstandRequest } from '../../engine/types.ts';
@@ -19,7 +19,7 @@ prints a JSON summary (usage, timings, speculation statistics) to stderr.
   --max-tokens N        answer length limit (default 64)
   --stop TEXT           stop string (repeatable)
   --pack DIR            model pack (default models/shapes-mot, or $HYPERBAGEL_PACK)
-  --threads N           onnxruntime intra-op threads (default 2)
+  --threads N           onnxruntime intra-op threads (a positive integer, 1 to 256; default 2)
   --quiet               no summary on stderr`;
 
 export async function run(argv: string[]): Promise<number> {
@@ -35,7 +35,7 @@ export async function run(argv: string[]): Promise<number> {
   if (!prompt.trim()) throw new UsageError('a prompt is required');
   const mode = (flag(args, 'speculation') ?? 'auto') as SpeculationMode;
   if (!['auto', 'off', 'chain', 'tree', 'ngram'].includes(mode)) throw new UsageError('--speculation must be auto, off, chain, tree or ngram');
-  const threads = numberFlag(flag(args, 'threads'), 'threads');
+  const threads = threadsFlag(args);
   // read the image before loading the model, so a missing or unreadable file fails at once
   const imageFile = flag(args, 'image');
   const image = imageFile ? await readImageFile(imageFile) : undefined;
