@@ -132,7 +132,6 @@ export async function run(argv: string[]): Promise<number> {
       nfe: { t2i_baseline: t2iBase.nfe, t2i_6nfe: t2i6.nfe, edit_baseline: editBase.nfe, edit_6nfe: edit6.nfe, preview: 0 },
       samplers: { six: t2i6.sampler, baseline: t2iBase.sampler },
       runs,
-      pytorch_reference: null,
     };
     const first = await once(engine, { prompt, mode: 'progressive', seed: 1 });
     result.nfe.preview = first.first.nfe;
