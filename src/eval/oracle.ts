@@ -9,7 +9,7 @@ import type { Scene } from '../world/scene.ts';
 import { CELLS, NUMBER_WORDS, normalizeText, PLURAL, SHAPES, type Shape } from '../world/vocabulary.ts';
 import { detectScene } from './detector.ts';
 import type { EvalModel } from './model.ts';
-import { loadT2iSuite, EVAL_SPLITS } from './suites.ts';
+import { EVAL_SUITES, loadT2iSuite, suiteSplits } from './suites.ts';
 
 /** Answers any question of the templates in world/questions.ts from a scene. */
 export function answerQuestion(scene: Scene, question: string): string {
@@ -32,11 +32,12 @@ export function answerQuestion(scene: Scene, question: string): string {
 
 /**
  * The oracle: sees through the detector (which is exact on clean renders) and renders ground truth.
- * generate() renders the reference scene the suites store for the prompt.
+ * generate() renders the reference scene the suites (test, then val) store for the prompt.
  */
 export function oracleModel(): EvalModel {
   const refs = new Map<string, Scene>();
-  for (const split of EVAL_SPLITS) for (const it of loadT2iSuite(split).items) refs.set(it.prompt, it.reference);
+  // test first: a prompt in both sets keeps its test reference (either satisfies the prompt)
+  for (const suite of EVAL_SUITES) for (const split of suiteSplits(suite)) for (const it of loadT2iSuite(split, suite).items) if (!refs.has(it.prompt)) refs.set(it.prompt, it.reference);
   return {
     caption: async (img) => sceneToCaption(detectScene(img)),
     answer: async (img, q) => answerQuestion(detectScene(img), q),

@@ -8,9 +8,15 @@ import type { EvalModel } from './model.ts';
 import { aggregateT2i, judgeT2i, type T2iJudgement, type T2iScores } from './score-t2i.ts';
 import { aggregateEdits, judgeEdit, type EditJudgement, type EditScores } from './score-edit.ts';
 import { answerCorrect, captionExact } from './score-understand.ts';
-import { limitPerGroup, loadEditSuite, loadT2iSuite, loadUnderstandSuite, type EvalSplit } from './suites.ts';
+import { limitPerGroup, loadEditSuite, loadT2iSuite, loadUnderstandSuite, suiteName, suiteSplits, type EvalSplit, type EvalSuite } from './suites.ts';
 
 export interface RunOptions {
+  /**
+   * which suite set: `test` (default; the reported numbers) or `val` (for choosing recipe variants).
+   * Results have the same shape either way: the unprefixed fields (and `test` keys) are the set's main
+   * part, the `heldout` ones its held-out part.
+   */
+  suite?: EvalSuite;
   /** at most this many items per category (t2i), per kind (edit), or images (understanding), per split */
   limit?: number;
   /** called after every item, for progress output */
@@ -30,8 +36,9 @@ export interface UnderstandResult {
   counts: { images: number; questions: number; heldout_images: number; heldout_questions: number };
 }
 
-async function understandSplit(model: EvalModel, split: EvalSplit, opts: RunOptions) {
-  const items = loadUnderstandSuite(split).items.slice(0, opts.limit);
+async function understandSplit(model: EvalModel, split: EvalSplit, suite: EvalSuite, opts: RunOptions) {
+  const name = suiteName('understand', split, suite);
+  const items = loadUnderstandSuite(split, suite).items.slice(0, opts.limit);
   let captions = 0, answers = 0, questions = 0;
   for (const [n, it] of items.entries()) {
     const img = renderScene(it.scene);
@@ -46,15 +53,17 @@ async function understandSplit(model: EvalModel, split: EvalSplit, opts: RunOpti
       if (ok) answers++;
       qs.push({ question: q.question, expected: q.answer, answer, correct: ok });
     }
-    opts.onItem?.({ suite: `understand-${split}`, id: it.id, expected: it.caption, caption, correct: captionOk, questions: qs });
-    opts.onProgress?.(`understand ${split}`, n + 1, items.length);
+    opts.onItem?.({ suite: name, id: it.id, expected: it.caption, caption, correct: captionOk, questions: qs });
+    opts.onProgress?.(`understand ${name.slice('understand-'.length)}`, n + 1, items.length);
   }
   return { caption: items.length ? captions / items.length : 0, vqa: questions ? answers / questions : 0, images: items.length, questions };
 }
 
 export async function evaluateUnderstanding(model: EvalModel, opts: RunOptions = {}): Promise<UnderstandResult> {
-  const t = await understandSplit(model, 'test', opts);
-  const h = await understandSplit(model, 'heldout', opts);
+  const suite = opts.suite ?? 'test';
+  const [main, heldout] = suiteSplits(suite);
+  const t = await understandSplit(model, main, suite, opts);
+  const h = await understandSplit(model, heldout, suite, opts);
   return {
     caption_exact: t.caption, vqa: t.vqa, heldout_caption_exact: h.caption, heldout_vqa: h.vqa,
     counts: { images: t.images, questions: t.questions, heldout_images: h.images, heldout_questions: h.questions },
@@ -70,10 +79,10 @@ export interface ThoughtScores { parsed: number; satisfied: number; count: numbe
 
 export interface GenEvalResult extends T2iScores {
   heldout: T2iScores;
-  /** think mode only, per split */
+  /** think mode only, per part (`test`: the suite set's main part, `val` under --suite val) */
   thoughts?: { test: ThoughtScores; heldout: ThoughtScores };
   /** per split, the judgement of every image (prompt, correct, detected caption-level scene) when `details` */
-  details?: Record<EvalSplit, T2iJudgement[]>;
+  details?: { test: T2iJudgement[]; heldout: T2iJudgement[] };
 }
 
 /** Is the thought a scene caption, and does its scene satisfy the prompt? */
@@ -87,8 +96,9 @@ function judgeThought(spec: PromptSpec, thought: string): { parsed: boolean; sat
   return { parsed: true, satisfied: satisfies(spec, scene) };
 }
 
-async function t2iSplit(model: EvalModel, split: EvalSplit, opts: RunOptions): Promise<{ judgements: T2iJudgement[]; thoughts: ThoughtScores | null }> {
-  const items = limitPerGroup(loadT2iSuite(split).items, (it) => it.category, opts.limit);
+async function t2iSplit(model: EvalModel, split: EvalSplit, suite: EvalSuite, opts: RunOptions): Promise<{ judgements: T2iJudgement[]; thoughts: ThoughtScores | null }> {
+  const name = suiteName('t2i', split, suite);
+  const items = limitPerGroup(loadT2iSuite(split, suite).items, (it) => it.category, opts.limit);
   const out: T2iJudgement[] = [];
   let thought = { parsed: 0, satisfied: 0, count: 0 };
   for (const [n, it] of items.entries()) {
@@ -98,10 +108,10 @@ async function t2iSplit(model: EvalModel, split: EvalSplit, opts: RunOptions): P
     const tj = made.thought !== undefined ? judgeThought(it.spec, made.thought) : null;
     if (tj) thought = { parsed: thought.parsed + +tj.parsed, satisfied: thought.satisfied + +tj.satisfied, count: thought.count + 1 };
     opts.onItem?.({
-      suite: `t2i-${split}`, id: it.id, category: it.category, prompt: it.prompt, seed: it.seed,
+      suite: name, id: it.id, category: it.category, prompt: it.prompt, seed: it.seed,
       ...(tj ? { thought: made.thought, thought_parsed: tj.parsed, thought_satisfies: tj.satisfied } : {}), correct: j.correct, detected: sceneText(j.detected),
     });
-    opts.onProgress?.(`geneval ${split}`, n + 1, items.length);
+    opts.onProgress?.(`geneval ${name.slice('t2i-'.length)}`, n + 1, items.length);
   }
   const rate = (k: number) => (thought.count ? k / thought.count : 0);
   return { judgements: out, thoughts: thought.count ? { parsed: rate(thought.parsed), satisfied: rate(thought.satisfied), count: thought.count } : null };
@@ -109,8 +119,10 @@ async function t2iSplit(model: EvalModel, split: EvalSplit, opts: RunOptions): P
 
 /** GenEval-style text-to-image evaluation: {overall, categories, counts, heldout: {…}}. */
 export async function evaluateGenEval(model: EvalModel, opts: RunOptions & { details?: boolean } = {}): Promise<GenEvalResult> {
-  const t = await t2iSplit(model, 'test', opts);
-  const h = await t2iSplit(model, 'heldout', opts);
+  const suite = opts.suite ?? 'test';
+  const [main, heldout] = suiteSplits(suite);
+  const t = await t2iSplit(model, main, suite, opts);
+  const h = await t2iSplit(model, heldout, suite, opts);
   return {
     ...aggregateT2i(t.judgements),
     heldout: aggregateT2i(h.judgements),
@@ -123,22 +135,25 @@ export interface GEditResult extends EditScores {
   heldout: EditScores;
 }
 
-async function editSplit(model: EvalModel, split: EvalSplit, opts: RunOptions): Promise<EditJudgement[]> {
-  const items = limitPerGroup(loadEditSuite(split).items, (it) => it.kind, opts.limit);
+async function editSplit(model: EvalModel, split: EvalSplit, suite: EvalSuite, opts: RunOptions): Promise<EditJudgement[]> {
+  const name = suiteName('edit', split, suite);
+  const items = limitPerGroup(loadEditSuite(split, suite).items, (it) => it.kind, opts.limit);
   const out: EditJudgement[] = [];
   for (const [n, it] of items.entries()) {
     const edited = await model.edit(renderScene(it.source), it.instruction, it.seed);
     const j = judgeEdit(it.kind, it.source, it.expected, edited);
     out.push(j);
-    opts.onItem?.({ suite: `edit-${split}`, id: it.id, kind: it.kind, instruction: it.instruction, seed: it.seed, source: sceneToCaption(it.source), expected: sceneToCaption(it.expected), detected: sceneText(j.detected), instruction_ok: j.instruction, preserved: j.preserved, quality: j.quality, overall: j.overall });
-    opts.onProgress?.(`gedit ${split}`, n + 1, items.length);
+    opts.onItem?.({ suite: name, id: it.id, kind: it.kind, instruction: it.instruction, seed: it.seed, source: sceneToCaption(it.source), expected: sceneToCaption(it.expected), detected: sceneText(j.detected), instruction_ok: j.instruction, preserved: j.preserved, quality: j.quality, overall: j.overall });
+    opts.onProgress?.(`gedit ${name.slice('edit-'.length)}`, n + 1, items.length);
   }
   return out;
 }
 
 /** GEdit-style editing evaluation: {overall, categories: {instruction, preserved, quality}, by_kind, heldout: {…}}. */
 export async function evaluateGEdit(model: EvalModel, opts: RunOptions = {}): Promise<GEditResult> {
-  const t = await editSplit(model, 'test', opts);
-  const h = await editSplit(model, 'heldout', opts);
+  const suite = opts.suite ?? 'test';
+  const [main, heldout] = suiteSplits(suite);
+  const t = await editSplit(model, main, suite, opts);
+  const h = await editSplit(model, heldout, suite, opts);
   return { ...aggregateEdits(t), heldout: aggregateEdits(h) };
 }

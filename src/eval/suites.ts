@@ -16,8 +16,24 @@ import { BACKGROUNDS, CELLS, COLORS, RELATIONS, SHAPES, SIZES, type ObjectColor,
 
 export const SUITE_DIR = fileURLToPath(new URL('./suites/', import.meta.url));
 export const SUITE_VERSION = 1;
+/**
+ * Suite sets. `test` reports numbers; `val` is for choosing between recipe variants (training lengths,
+ * loss weights, …), so that what is reported on test was not selected on it. Both are built by the
+ * same generators with the same sizes and balance; val from its own seeds and the world's `val` split,
+ * with no item equal to a test item (`buildAllSuites`).
+ */
+export const EVAL_SUITES = ['test', 'val'] as const;
+export type EvalSuite = (typeof EVAL_SUITES)[number];
+/** The splits of the test set, in order: its main part, then its held-out part. */
 export const EVAL_SPLITS = ['test', 'heldout'] as const;
-export type EvalSplit = (typeof EVAL_SPLITS)[number];
+/** The split a suite part draws its scenes from: its set's own split (`test` / `val`), or `heldout`. */
+export type EvalSplit = 'test' | 'val' | 'heldout';
+/** The two parts of a suite set: its main split, then the held-out one. */
+export function suiteSplits(suite: EvalSuite): readonly [EvalSplit, EvalSplit] {
+  return [suite, 'heldout'];
+}
+/** Generator seeds (t2i, edit) of val items are offset by this, so no val (prompt, seed) is a test one. */
+export const VAL_SEED_BASE = 100_000;
 
 export const T2I_PER_CATEGORY = 50;
 export const EDITS_PER_KIND = 50;
@@ -29,7 +45,37 @@ export const HELDOUT_T2I_CATEGORIES: readonly PromptCategory[] = ['colors', 'col
 export interface T2iItem { id: number; category: PromptCategory; prompt: string; spec: PromptSpec; seed: number; reference: Scene }
 export interface EditItem { id: number; kind: EditKind; instruction: string; seed: number; source: Scene; expected: Scene }
 export interface UnderstandItem { id: number; scene: Scene; caption: string; questions: QA[] }
-export interface Suite<T> { name: string; version: number; split: EvalSplit; description: string; items: T[] }
+/** `suite` is written in the val files only, so the test files did not change when val was added. */
+export interface Suite<T> { name: string; version: number; split: EvalSplit; suite?: EvalSuite; description: string; items: T[] }
+
+type SuiteKind = 't2i' | 'edit' | 'understand';
+/** A part's tag, naming its file and seeding its generator: `test`, `heldout` (test set); `val`, `heldout-val` (val set). */
+export type SuiteTag = 'test' | 'heldout' | 'val' | 'heldout-val';
+export type SuiteName = `${SuiteKind}-${SuiteTag}`;
+
+/** The set a split belongs to when none is said: val for `val`, else test. */
+const defaultSuite = (split: EvalSplit): EvalSuite => (split === 'val' ? 'val' : 'test');
+
+export function suiteTag(split: EvalSplit, suite: EvalSuite = defaultSuite(split)): SuiteTag {
+  if (split !== 'heldout' && split !== suite) throw new Error(`the ${suite} suite set has no ${split} part (its parts: ${suiteSplits(suite).join(', ')})`);
+  if (suite === 'test') return split === 'heldout' ? 'heldout' : 'test';
+  return split === 'heldout' ? 'heldout-val' : 'val';
+}
+
+export function suiteName(kind: SuiteKind, split: EvalSplit, suite: EvalSuite = defaultSuite(split)): SuiteName {
+  return `${kind}-${suiteTag(split, suite)}`;
+}
+
+const seedBase = (suite: EvalSuite) => (suite === 'val' ? VAL_SEED_BASE : 0);
+/** Identity of a scene, whatever its object order. */
+export const sceneKey = (s: Scene): string => JSON.stringify(canonicalScene(s));
+/** Identity of an edit case: its source scene and instruction. */
+export const editKey = (it: Pick<EditItem, 'source' | 'instruction'>): string => `${sceneKey(it.source)}|${it.instruction}`;
+
+function suiteHead(kind: SuiteKind, split: EvalSplit, suite: EvalSuite): Pick<Suite<unknown>, 'name' | 'version' | 'split' | 'suite'> {
+  return { name: suiteName(kind, split, suite), version: SUITE_VERSION, split, ...(suite === 'val' ? { suite } : {}) };
+}
+const valNote = (suite: EvalSuite) => (suite === 'val' ? '; val set (for choosing recipes), no item equal to a test item' : '');
 
 const isHeldoutPair = (color: ObjectColor, shape: Shape) => HELDOUT_COLOR_SHAPE.some((h) => h.color === color && h.shape === shape);
 
@@ -75,61 +121,73 @@ function referenceScene(spec: PromptSpec, split: EvalSplit, rng: Rng): Scene {
     const scene: Scene = { background: rng.pick(BACKGROUNDS), objects };
     try { validateScene(scene); } catch { continue; }
     if (!satisfies(spec, scene)) continue;
-    if (split === 'test' && hasHeldoutCombination(scene)) continue;
+    if (split !== 'heldout' && hasHeldoutCombination(scene)) continue;
     return canonicalScene(scene);
   }
 }
 
-export function buildT2iSuite(split: EvalSplit): Suite<T2iItem> {
+/**
+ * GenEval-style prompts. No val item equals a test one: val seeds are offset by VAL_SEED_BASE (the
+ * prompt space is small, e.g. one single-object prompt per shape, so prompts themselves recur).
+ */
+export function buildT2iSuite(split: EvalSplit, suite: EvalSuite = defaultSuite(split)): Suite<T2iItem> {
+  const tag = suiteTag(split, suite);
   const items: T2iItem[] = [];
   const categories = split === 'heldout' ? HELDOUT_T2I_CATEGORIES : PROMPT_CATEGORIES;
   for (const category of categories) {
     for (let i = 0; i < T2I_PER_CATEGORY; i++) {
-      const rng = new Rng(`eval:t2i:${split}:${category}:${i}`);
+      const rng = new Rng(`eval:t2i:${tag}:${category}:${i}`);
       const spec = randomSpec(category, split, rng);
       const id = items.length;
-      items.push({ id, category, prompt: promptText(spec), spec, seed: id, reference: referenceScene(spec, split, rng) });
+      items.push({ id, category, prompt: promptText(spec), spec, seed: seedBase(suite) + id, reference: referenceScene(spec, split, rng) });
     }
   }
   return {
-    name: `t2i-${split}`, version: SUITE_VERSION, split, items,
-    description: split === 'heldout'
+    ...suiteHead('t2i', split, suite), items,
+    description: (split === 'heldout'
       ? `GenEval-style prompts naming a held-out colour×shape pair (categories ${HELDOUT_T2I_CATEGORIES.join(', ')}), ${T2I_PER_CATEGORY} per category; reference = one scene that satisfies the prompt`
-      : `GenEval-style prompts, ${T2I_PER_CATEGORY} per category; reference = one scene that satisfies the prompt (no held-out combination)`,
+      : `GenEval-style prompts, ${T2I_PER_CATEGORY} per category; reference = one scene that satisfies the prompt (no held-out combination)`) + valNote(suite),
   };
 }
 
-export function buildEditSuite(split: EvalSplit): Suite<EditItem> {
+/** Edit cases; those in `avoid` (by editKey) are redrawn, which is how val leaves out every test case. */
+export function buildEditSuite(split: EvalSplit, suite: EvalSuite = defaultSuite(split), avoid: ReadonlySet<string> = defaultAvoid(suite, 'edit')): Suite<EditItem> {
+  const tag = suiteTag(split, suite);
   const items: EditItem[] = [];
   for (const kind of EDIT_KINDS) {
     for (let i = 0; i < EDITS_PER_KIND; i++) {
-      const rng = new Rng(`eval:edit:${split}:${kind}:${i}`);
+      const rng = new Rng(`eval:edit:${tag}:${kind}:${i}`);
       for (;;) {
         const source = sampleScene(rng, { split });
         const edit = randomEdit(source, kind, rng);
         if (!edit) continue;
         const expected = applyEdit(source, edit);
-        // test: nothing held-out anywhere; heldout: the edit's result shows a held-out combination
+        // test/val: nothing held-out anywhere; heldout: the edit's result shows a held-out combination
         if (split === 'heldout' ? !hasHeldoutCombination(expected) : hasHeldoutCombination(expected)) continue;
+        const instruction = editInstruction(edit);
+        if (avoid.size && avoid.has(editKey({ source, instruction }))) continue;
         const id = items.length;
-        items.push({ id, kind, instruction: editInstruction(edit), seed: id, source: canonicalScene(source), expected });
+        items.push({ id, kind, instruction, seed: seedBase(suite) + id, source: canonicalScene(source), expected });
         break;
       }
     }
   }
   return {
-    name: `edit-${split}`, version: SUITE_VERSION, split, items,
-    description: split === 'heldout'
+    ...suiteHead('edit', split, suite), items,
+    description: (split === 'heldout'
       ? `edit cases whose edited scene contains a held-out combination, ${EDITS_PER_KIND} per kind`
-      : `edit cases with no held-out combination in source or result, ${EDITS_PER_KIND} per kind`,
+      : `edit cases with no held-out combination in source or result, ${EDITS_PER_KIND} per kind`) + valNote(suite),
   };
 }
 
-export function buildUnderstandSuite(split: EvalSplit): Suite<UnderstandItem> {
+/** Understanding items; scenes in `avoid` (by sceneKey) are redrawn, which is how val leaves out every test scene. */
+export function buildUnderstandSuite(split: EvalSplit, suite: EvalSuite = defaultSuite(split), avoid: ReadonlySet<string> = defaultAvoid(suite, 'understand')): Suite<UnderstandItem> {
+  const tag = suiteTag(split, suite);
   const items: UnderstandItem[] = [];
   for (let i = 0; i < UNDERSTAND_IMAGES; i++) {
-    const rng = new Rng(`eval:understand:${split}:${i}`);
-    const scene = canonicalScene(sampleScene(rng, { split }));
+    const rng = new Rng(`eval:understand:${tag}:${i}`);
+    let scene: Scene;
+    do scene = canonicalScene(sampleScene(rng, { split })); while (avoid.size && avoid.has(sceneKey(scene)));
     const qa = questionsForScene(scene, rng);
     // questions of distinct kinds, so one image does not ask the same template thrice
     const questions: QA[] = [];
@@ -139,20 +197,41 @@ export function buildUnderstandSuite(split: EvalSplit): Suite<UnderstandItem> {
     items.push({ id: i, scene, caption: sceneToCaption(scene), questions });
   }
   return {
-    name: `understand-${split}`, version: SUITE_VERSION, split, items,
-    description: `${UNDERSTAND_IMAGES} ${split} scenes, each with its canonical caption and ${QUESTIONS_PER_IMAGE} questions of distinct kinds`,
+    ...suiteHead('understand', split, suite), items,
+    description: `${UNDERSTAND_IMAGES} ${split} scenes, each with its canonical caption and ${QUESTIONS_PER_IMAGE} questions of distinct kinds` + valNote(suite),
   };
 }
 
-export type SuiteName = `${'t2i' | 'edit' | 'understand'}-${EvalSplit}`;
+/** What a val part must not repeat: every case (edit) or scene (understand) of both test parts. */
+function testKeys(kind: 'edit' | 'understand'): Set<string> {
+  const keys = new Set<string>();
+  for (const split of EVAL_SPLITS) {
+    if (kind === 'edit') for (const it of buildEditSuite(split, 'test').items) keys.add(editKey(it));
+    else for (const it of buildUnderstandSuite(split, 'test').items) keys.add(sceneKey(it.scene));
+  }
+  return keys;
+}
+function defaultAvoid(suite: EvalSuite, kind: 'edit' | 'understand'): ReadonlySet<string> {
+  return suite === 'val' ? testKeys(kind) : new Set();
+}
 
-/** Every suite, freshly generated. */
+/** Every suite of both sets, freshly generated (the val parts avoiding the test parts generated here). */
 export function buildAllSuites(): Record<SuiteName, Suite<unknown>> {
   const out = {} as Record<SuiteName, Suite<unknown>>;
+  const edits: EditItem[] = [], scenes: Scene[] = [];
   for (const split of EVAL_SPLITS) {
-    out[`t2i-${split}`] = buildT2iSuite(split);
-    out[`edit-${split}`] = buildEditSuite(split);
-    out[`understand-${split}`] = buildUnderstandSuite(split);
+    const e = buildEditSuite(split, 'test'), u = buildUnderstandSuite(split, 'test');
+    out[suiteName('t2i', split)] = buildT2iSuite(split);
+    out[suiteName('edit', split)] = e;
+    out[suiteName('understand', split)] = u;
+    edits.push(...e.items);
+    scenes.push(...u.items.map((it) => it.scene));
+  }
+  const avoidEdits = new Set(edits.map(editKey)), avoidScenes = new Set(scenes.map(sceneKey));
+  for (const split of suiteSplits('val')) {
+    out[suiteName('t2i', split, 'val')] = buildT2iSuite(split, 'val');
+    out[suiteName('edit', split, 'val')] = buildEditSuite(split, 'val', avoidEdits);
+    out[suiteName('understand', split, 'val')] = buildUnderstandSuite(split, 'val', avoidScenes);
   }
   return out;
 }
@@ -175,9 +254,9 @@ export function writeSuites(dir = SUITE_DIR): string[] {
   return written;
 }
 
-export function loadT2iSuite(split: EvalSplit): Suite<T2iItem> { return loadSuite(`t2i-${split}`) as Suite<T2iItem>; }
-export function loadEditSuite(split: EvalSplit): Suite<EditItem> { return loadSuite(`edit-${split}`) as Suite<EditItem>; }
-export function loadUnderstandSuite(split: EvalSplit): Suite<UnderstandItem> { return loadSuite(`understand-${split}`) as Suite<UnderstandItem>; }
+export function loadT2iSuite(split: EvalSplit, suite: EvalSuite = defaultSuite(split)): Suite<T2iItem> { return loadSuite(suiteName('t2i', split, suite)) as Suite<T2iItem>; }
+export function loadEditSuite(split: EvalSplit, suite: EvalSuite = defaultSuite(split)): Suite<EditItem> { return loadSuite(suiteName('edit', split, suite)) as Suite<EditItem>; }
+export function loadUnderstandSuite(split: EvalSplit, suite: EvalSuite = defaultSuite(split)): Suite<UnderstandItem> { return loadSuite(suiteName('understand', split, suite)) as Suite<UnderstandItem>; }
 
 export function loadSuite(name: SuiteName, dir = SUITE_DIR): Suite<unknown> {
   return JSON.parse(readFileSync(join(dir, `${name}.json`), 'utf8')) as Suite<unknown>;

@@ -49,6 +49,37 @@ describe('hyperbagel eval', () => {
     expect(c.stdout).toBe('');
   });
 
+  it('--suite val runs the val suites and says so; test is the default; anything else is a usage error naming test and val', async () => {
+    const details = join(mkdtempSync(join(tmpdir(), 'hb-eval-val-')), 'd.jsonl');
+    const v = await cli('eval', 'geneval', '--model', 'oracle', '--suite', 'val', '--limit', '1', '--json', '--details', details);
+    expect(v.code, v.stderr).toBe(0);
+    expect(JSON.parse(v.stdout)).toMatchObject({ suite: 'val', overall: 1, heldout: { overall: 1 } });
+    const recs = readFileSync(details, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(recs).toHaveLength(8);
+    expect(new Set(recs.map((x) => x.suite))).toEqual(new Set(['t2i-val', 't2i-heldout-val']));
+    expect(recs.every((x) => x.seed >= 100_000)).toBe(true);
+    const u = await cli('eval', 'understand', '--model', 'oracle', '--suite=val', '--limit', '1', '--json');
+    expect(u.code, u.stderr).toBe(0);
+    expect(JSON.parse(u.stdout)).toMatchObject({ suite: 'val', caption_exact: 1, heldout_vqa: 1 });
+    const e = await cli('eval', 'gedit', '--model', 'oracle', '--limit', '1', '--json');
+    expect(e.code, e.stderr).toBe(0);
+    expect(JSON.parse(e.stdout)).toMatchObject({ suite: 'test', overall: 1 });
+    for (const target of ['understand', 'geneval', 'gedit']) {
+      const bad = await cli('eval', target, '--model', 'oracle', '--suite', 'nope', '--json');
+      expect(bad.code).toBe(2);
+      expect(bad.stderr).toMatch(/--suite must be one of test, val, got "nope"/);
+      expect(bad.stdout).toBe('');
+    }
+    const empty = await cli('eval', 'understand', '--model', 'oracle', '--suite');
+    expect(empty.code).toBe(2);
+    expect(empty.stderr).toMatch(/--suite needs a value/);
+    const elsewhere = await cli('eval', 'detector', '--suite', 'val');
+    expect(elsewhere.code).toBe(2);
+    expect(elsewhere.stderr).toMatch(/--suite applies to understand, geneval, gedit only/);
+    const help = await cli('eval', '--help');
+    expect(help.stdout).toMatch(/--suite S .*test\|val \(default test\)/);
+  });
+
   it('runs the real engine on the tiny random pack (understand, geneval, gedit keys)', async () => {
     const pack = join(ROOT, 'test/fixtures/tiny-pack');
     const u = await cli('eval', 'understand', '--pack', pack, '--limit', '1', '--json');

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { parseArgs, flag, intFlag, UsageError } from '../args.ts';
 import type { Engine, GenerationMode } from '../../engine/types.ts';
 import { DETECTOR_CONDITIONS, evaluateDetector } from '../../eval/detector-eval.ts';
-import { buildAllSuites, SUITE_DIR, suiteFileText, writeSuites } from '../../eval/suites.ts';
+import { buildAllSuites, EVAL_SUITES, SUITE_DIR, suiteFileText, writeSuites, type EvalSuite } from '../../eval/suites.ts';
 import { evaluateGEdit, evaluateGenEval, evaluateUnderstanding, type RunOptions } from '../../eval/run.ts';
 import { captionPrompt, DEFAULT_PACK, engineModel, openEngine } from '../../eval/engine-model.ts';
 import { constantModel, oracleModel } from '../../eval/oracle.ts';
@@ -14,27 +14,34 @@ import type { EvalModel } from '../../eval/model.ts';
 const MODES: GenerationMode[] = ['baseline', '6nfe', '1nfe', 'progressive'];
 const MODELS = ['engine', 'oracle', 'constant'] as const;
 const TARGETS = ['detector', 'understand', 'geneval', 'gedit', 'draft', 'suites'] as const;
+/** The evaluations that run on a suite set, and so take --suite. */
+const SUITE_TARGETS: readonly string[] = ['understand', 'geneval', 'gedit'];
 
 export const HELP = `Usage: hyperbagel eval <${TARGETS.join('|')}> [options]
 
   detector    exact-scene accuracy of the analytic detector on random renders (all splits), clean and
               under noise, blur and down/up-sampling. --count N images per condition (default 2000).
   understand  caption exact match and VQA accuracy on the fixed suites (test and held-out split):
-              {caption_exact, vqa, heldout_caption_exact, heldout_vqa}
+              {caption_exact, vqa, heldout_caption_exact, heldout_vqa, suite}
   geneval     GenEval-style text-to-image scores: {overall, categories: {single_object, two_objects,
-              counting, colors, position, color_attr}, heldout: {overall, categories}}
+              counting, colors, position, color_attr}, heldout: {overall, categories}, suite}
   gedit       GEdit-style editing scores: {overall, categories: {instruction, preserved, quality},
-              by_kind, heldout: {…}}
+              by_kind, heldout: {…}, suite}
   draft       speculative draft quality, Hyper-Bagel Table 1 style: {tau_chain, acceptance_10, lossless,
               proposer, ablation: [{variant, tau_chain, acceptance_10}]} (10-step chains, greedy, test split).
               --variant NAME=PACKDIR (repeatable) adds an ablation row for another pack's draft.
-  suites      check that the committed suites (src/eval/suites/*.json) equal a regeneration from
-              their fixed seeds (exit 1 if not); --write regenerates them
+  suites      check that the committed suites (src/eval/suites/*.json, test and val sets) equal a
+              regeneration from their fixed seeds (exit 1 if not); --write regenerates them
 
 Options:
   --json          print one JSON object (and nothing else) on stdout
   --pack DIR      model pack to evaluate (default ${DEFAULT_PACK})
   --mode MODE     generation mode for geneval/gedit: ${MODES.join('|')} (default baseline)
+  --suite S       understand/geneval/gedit: which suite set, ${EVAL_SUITES.join('|')} (default test). test is what
+                  results report; val (*-val.json: own seeds, val-split scenes, no item equal to a test
+                  item, same sizes, its own held-out part) is for choosing between recipe variants, so
+                  "picked on val, reported on test". Output keys are the same (unprefixed ones and
+                  thoughts.test: the set's main part; heldout: its held-out part); "suite" says which.
   --limit N       at most N items per category/kind/split (default: the whole suite)
   --count N       detector: images per condition (default 2000)
   --model M       ${MODELS.join('|')} (default engine). oracle renders the ground truth and must score 1.0;
@@ -65,7 +72,7 @@ function printResult(json: boolean, result: object, human: () => string): void {
 const pct = (x: number | undefined) => (x === undefined ? '   -  ' : `${(x * 100).toFixed(1).padStart(5)}%`);
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ['pack', 'mode', 'limit', 'count', 'model', 'details', 'variant', 'think-temperature'], booleans: ['json', 'write', 'think'] });
+  const args = parseArgs(argv, { values: ['pack', 'mode', 'limit', 'count', 'model', 'details', 'variant', 'think-temperature', 'suite'], booleans: ['json', 'write', 'think'] });
   if (args.flags.has('help')) { console.log(HELP); return 0; }
   const [target, ...extra] = args.positionals;
   if (!target) throw new UsageError(`say what to evaluate: ${TARGETS.join(', ')}`);
@@ -73,6 +80,11 @@ export async function run(argv: string[]): Promise<number> {
   if (extra.length) throw new UsageError(`unexpected argument "${extra[0]}"`);
   const json = args.flags.has('json');
   if (args.flags.has('think') && target !== 'geneval') throw new UsageError('--think applies to geneval only');
+  const suiteRaw = flag(args, 'suite');
+  if (suiteRaw !== undefined && !SUITE_TARGETS.includes(target)) throw new UsageError(`--suite applies to ${SUITE_TARGETS.join(', ')} only`);
+  if (suiteRaw !== undefined && !(EVAL_SUITES as readonly string[]).includes(suiteRaw))
+    throw new UsageError(`--suite must be one of ${EVAL_SUITES.join(', ')}, got "${suiteRaw}"`);
+  const suite = (suiteRaw ?? 'test') as EvalSuite;
 
   if (target === 'suites') {
     if (args.flags.has('write')) {
@@ -149,22 +161,23 @@ export async function run(argv: string[]): Promise<number> {
   const detailsPath = flag(args, 'details');
   const details: string[] = [];
   const opts: RunOptions = {
+    suite,
     limit,
     onItem: detailsPath ? (rec) => details.push(JSON.stringify(rec)) : undefined,
     onProgress: process.stderr.isTTY ? (what, done, total) => process.stderr.write(`\r${what}: ${done}/${total}${done === total ? '\n' : ''}`) : undefined,
   };
-  const about = { model: which === 'engine' ? pack : which, ...(target === 'understand' ? {} : { mode }), ...(think ? { think, ...(thinkTemperature !== undefined ? { think_temperature: thinkTemperature } : {}) } : {}) };
+  const about = { model: which === 'engine' ? pack : which, suite, ...(target === 'understand' ? {} : { mode }), ...(think ? { think, ...(thinkTemperature !== undefined ? { think_temperature: thinkTemperature } : {}) } : {}) };
   try {
     if (target === 'understand') {
       const r = await evaluateUnderstanding(model, opts);
       printResult(json, { ...r, ...about }, () => [
-        `understanding (${about.model}): caption exact ${pct(r.caption_exact)}, VQA ${pct(r.vqa)} on ${r.counts.images} test images / ${r.counts.questions} questions`,
-        `  held-out: caption exact ${pct(r.heldout_caption_exact)}, VQA ${pct(r.heldout_vqa)} on ${r.counts.heldout_images} images / ${r.counts.heldout_questions} questions`,
+        `understanding (${about.model}, ${suite} suites): caption exact ${pct(r.caption_exact)}, VQA ${pct(r.vqa)} on ${r.counts.images} ${suite} images / ${r.counts.questions} questions`,
+        `  held-out${suite === 'val' ? ' (val)' : ''}: caption exact ${pct(r.heldout_caption_exact)}, VQA ${pct(r.heldout_vqa)} on ${r.counts.heldout_images} images / ${r.counts.heldout_questions} questions`,
       ].join('\n'));
     } else if (target === 'geneval') {
       const r = await evaluateGenEval(model, opts);
       printResult(json, { ...r, ...about }, () => [
-        `GenEval-style (${about.model}, mode ${mode}): overall ${pct(r.overall)}   held-out overall ${pct(r.heldout.overall)}`,
+        `GenEval-style (${about.model}, mode ${mode}, ${suite} suites): overall ${pct(r.overall)}   held-out overall ${pct(r.heldout.overall)}`,
         ...Object.entries(r.categories).map(([c, v]) => `  ${c.padEnd(14)} ${pct(v)}   held-out ${pct(r.heldout.categories[c as keyof typeof r.categories])}   (n=${r.counts[c as keyof typeof r.counts]})`),
         ...(r.thoughts
           ? [`  thoughts: valid captions ${pct(r.thoughts.test.parsed)}, satisfy the prompt ${pct(r.thoughts.test.satisfied)}   held-out ${pct(r.thoughts.heldout.parsed)} / ${pct(r.thoughts.heldout.satisfied)}`]
@@ -173,7 +186,7 @@ export async function run(argv: string[]): Promise<number> {
     } else {
       const r = await evaluateGEdit(model, opts);
       printResult(json, { ...r, ...about }, () => [
-        `GEdit-style (${about.model}, mode ${mode}): overall ${pct(r.overall)}   held-out overall ${pct(r.heldout.overall)}   (n=${r.count}, held-out n=${r.heldout.count})`,
+        `GEdit-style (${about.model}, mode ${mode}, ${suite} suites): overall ${pct(r.overall)}   held-out overall ${pct(r.heldout.overall)}   (n=${r.count}, held-out n=${r.heldout.count})`,
         ...Object.entries(r.categories).map(([c, v]) => `  ${c.padEnd(12)} ${pct(v)}   held-out ${pct(r.heldout.categories[c as keyof typeof r.categories])}`),
         '  by kind:',
         ...Object.entries(r.by_kind).map(([k, v]) => `    ${k.padEnd(10)} overall ${pct(v!.overall)}  instruction ${pct(v!.instruction)}  preserved ${pct(v!.preserved)}  quality ${pct(v!.quality)}`),
