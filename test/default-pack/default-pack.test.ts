@@ -6,24 +6,14 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { DEFAULT_PACK } from '../../src/engine/cli-support.ts';
 import { createEngine, type LocalEngine } from '../../src/engine/index.ts';
-import type { ImageFrame, SpeculationOptions, UnderstandEvent } from '../../src/engine/types.ts';
+import type { ImageFrame, SpeculationOptions } from '../../src/engine/types.ts';
 import { captionPrompt, engineModel } from '../../src/eval/engine-model.ts';
 import { evaluateGEdit, evaluateGenEval, evaluateUnderstanding } from '../../src/eval/run.ts';
 import { loadUnderstandSuite } from '../../src/eval/suites.ts';
 import { renderScene } from '../../src/world/render.ts';
 
-// HYPERBAGEL_TEST_PACK lets a candidate release run these tests before it replaces the default.
-const PACK = process.env['HYPERBAGEL_TEST_PACK'] ?? DEFAULT_PACK;
-const present = fs.existsSync(path.join(PACK, 'manifest.json'));
-
-async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
-  const out: T[] = [];
-  for await (const x of it) out.push(x);
-  return out;
-}
-const ids = (evs: UnderstandEvent[]) => evs.flatMap((e) => (e.kind === 'chunk' ? e.tokenIds : (e.trailing?.tokenIds ?? [])));
+import { collect, ids, PACK, present } from './helpers.ts';
 
 describe.runIf(present)('default pack', () => {
   let engine: LocalEngine;
