@@ -8,7 +8,6 @@ import type { RgbImage, SpeculationOptions, UnderstandSummary } from '../../src/
 import { captionPrompt } from '../../src/eval/engine-model.ts';
 import { loadUnderstandSuite } from '../../src/eval/suites.ts';
 import { renderScene } from '../../src/world/render.ts';
-
 import { collect, ids, PACK, present } from './helpers.ts';
 
 describe.runIf(present)('default pack: seeded sampling is the same text with any speculation', () => {
