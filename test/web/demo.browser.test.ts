@@ -55,11 +55,17 @@ interface Hold {
 function controlled(inner: Engine, chunkDelayMs: number) {
   const calls: CallLog[] = [];
   let hold: Hold | null = null;
+  // The abort listener goes when either side settles: `sleep` runs once per chunk on the same
+  // per-call signal, and leaving one listener behind per chunk tripped Node's MaxListeners warning.
   const until = (p: Promise<void>, signal?: AbortSignal) =>
     new Promise<void>((resolve) => {
       if (signal?.aborted) return resolve();
-      signal?.addEventListener('abort', () => resolve(), { once: true });
-      void p.then(resolve);
+      const done = () => {
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      signal?.addEventListener('abort', done, { once: true });
+      void p.then(done);
     });
   const sleep = (ms: number, signal?: AbortSignal) => until(new Promise((r) => setTimeout(r, ms)), signal);
   async function* pass<T extends UnderstandEvent | ImageFrame>(log: CallLog, source: AsyncIterable<T>, signal?: AbortSignal): AsyncGenerator<T> {
