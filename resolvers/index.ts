@@ -12,8 +12,8 @@ import type {
   UnderstandRequest,
   UnderstandSummary,
 } from '../src/engine/types.ts';
-import { SAMPLER_LIMITS } from '../src/engine/generation/pipeline.ts';
-import { MAX_STOP_CHARS, MAX_STOP_SEQUENCES, SPECULATION_LIMITS } from '../src/engine/understand/pipeline.ts';
+import { SAMPLER_LIMITS as SAMPLER } from '../src/engine/generation/pipeline.ts';
+import { MAX_STOP_CHARS, MAX_STOP_SEQUENCES, SPECULATION_LIMITS as SPEC } from '../src/engine/understand/pipeline.ts';
 import { GatewayError, toGatewayError } from '../src/gateway/errors.ts';
 import { IMAGE_EXT, imageFromInput, sentSizeOf } from '../src/gateway/images.ts';
 import { iterateJob, type FrameRecord, type ImageJobRecord, type JobEvent } from '../src/gateway/jobs.ts';
@@ -40,10 +40,8 @@ const SPEC_IN: Record<SpeculationMode, EngineSpeculationMode> = { AUTO: 'auto', 
 const MODE_IN: Record<GenerationMode, EngineGenerationMode> = { PROGRESSIVE: 'progressive', ONE_STEP: '1nfe', SIX_STEP: '6nfe', BASELINE: 'baseline' };
 
 const MAX_SEED = 2 ** 31 - 1;
-// The engine's own limits, checked here too so a bad value fails the request itself (named, with
-// the real range) rather than an image job after its id was returned.
-const SPEC = SPECULATION_LIMITS;
-const SAMPLER = SAMPLER_LIMITS;
+// SPEC and SAMPLER are the engine's own limits, checked here too so a bad value fails the request
+// itself (named, with the real range) rather than an image job after its id was returned.
 
 function range(v: number | null | undefined, name: string, min: number, max: number, opts: { exclusiveMin?: boolean; integer?: boolean } = {}): number | undefined {
   if (v === null || v === undefined) return undefined;

@@ -35,11 +35,11 @@ import { truncateSequence, WorkerSequence } from './worker-target.ts';
 
 const MODES: SpeculationMode[] = ['auto', 'off', 'chain', 'tree', 'ngram'];
 
-/** Speculation shape limits (integers, inclusive); the gateway checks the same ones before any work. */
 /** `stop`: at most this many strings, each of 1 to MAX_STOP_CHARS characters. */
 export const MAX_STOP_SEQUENCES = 8;
 export const MAX_STOP_CHARS = 64;
 
+/** Speculation shape limits (integers, inclusive); the gateway checks the same ones before any work. */
 export const SPECULATION_LIMITS = {
   chainLength: { min: 1, max: 16 },
   treeBudget: { min: 1, max: 64 },
