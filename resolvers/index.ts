@@ -34,7 +34,7 @@ import type {
 } from '../src/gateway/schema-types.ts';
 import { coalescingStream, type MergedChunk } from '../src/gateway/understand-stream.ts';
 
-const FINISH: Record<EngineFinishReason, FinishReason> = { eos: 'EOS', stop: 'STOP', length: 'LENGTH', cancelled: 'CANCELLED', error: 'ERROR' };
+const FINISH: Record<EngineFinishReason, FinishReason> = { eos: 'EOS', stop: 'STOP', length: 'LENGTH', cancelled: 'CANCELLED' };
 const SPEC_OUT: Record<EngineSpeculationMode, SpeculationMode> = { auto: 'AUTO', off: 'OFF', chain: 'CHAIN', tree: 'TREE', ngram: 'NGRAM' };
 const SPEC_IN: Record<SpeculationMode, EngineSpeculationMode> = { AUTO: 'auto', OFF: 'off', CHAIN: 'chain', TREE: 'tree', NGRAM: 'ngram' };
 const MODE_IN: Record<GenerationMode, EngineGenerationMode> = { PROGRESSIVE: 'progressive', ONE_STEP: '1nfe', SIX_STEP: '6nfe', BASELINE: 'baseline' };

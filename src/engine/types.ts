@@ -69,7 +69,7 @@ export interface UnderstandRequest {
   session?: SessionHandle;
 }
 
-export type FinishReason = 'eos' | 'stop' | 'length' | 'cancelled' | 'error';
+export type FinishReason = 'eos' | 'stop' | 'length' | 'cancelled';
 
 /**
  * One event per verification step that produced text. A chunk's `text` is never empty: a step whose

@@ -13,8 +13,10 @@ export type ListOf<T> = ReadonlyArray<T> | AsyncIterable<T>;
 export type ErrorCode = 'INVALID_INPUT' | 'UNKNOWN_WORDS' | 'PROMPT_TOO_LONG' | 'BAD_IMAGE' | 'IMAGE_TOO_LARGE' | 'OUT_OF_RANGE' | 'BUSY' | 'CANCELLED' | 'JOB_NOT_FOUND' | 'SESSION_NOT_FOUND' | 'SESSION_BUSY' | 'SESSION_FULL' | 'TOO_MANY_SUBSCRIPTIONS' | 'QUERY_TOO_COMPLEX' | 'UNAUTHENTICATED' | 'FORBIDDEN' | 'RATE_LIMITED' | 'UNAVAILABLE' | 'MODEL_LOAD_FAILED' | 'WORKER_CRASHED' | 'INTERNAL';
 export const ErrorCodeValues = ['INVALID_INPUT', 'UNKNOWN_WORDS', 'PROMPT_TOO_LONG', 'BAD_IMAGE', 'IMAGE_TOO_LARGE', 'OUT_OF_RANGE', 'BUSY', 'CANCELLED', 'JOB_NOT_FOUND', 'SESSION_NOT_FOUND', 'SESSION_BUSY', 'SESSION_FULL', 'TOO_MANY_SUBSCRIPTIONS', 'QUERY_TOO_COMPLEX', 'UNAUTHENTICATED', 'FORBIDDEN', 'RATE_LIMITED', 'UNAVAILABLE', 'MODEL_LOAD_FAILED', 'WORKER_CRASHED', 'INTERNAL'] as const;
 
-export type FinishReason = 'EOS' | 'STOP' | 'LENGTH' | 'CANCELLED' | 'ERROR';
-export const FinishReasonValues = ['EOS', 'STOP', 'LENGTH', 'CANCELLED', 'ERROR'] as const;
+/** Why an answer ended. A failure is not a finish reason: it ends the stream with a GraphQL error whose
+ * extensions.code names it (WORKER_CRASHED, BUSY, ...), after whatever text was already delivered. */
+export type FinishReason = 'EOS' | 'STOP' | 'LENGTH' | 'CANCELLED';
+export const FinishReasonValues = ['EOS', 'STOP', 'LENGTH', 'CANCELLED'] as const;
 
 export type FrameStage = 'PREVIEW' | 'FINAL';
 export const FrameStageValues = ['PREVIEW', 'FINAL'] as const;

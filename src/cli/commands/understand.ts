@@ -61,7 +61,7 @@ export async function run(argv: string[]): Promise<number> {
         else {
           process.stdout.write('\n');
           if (!args.flags.has('quiet')) process.stderr.write(JSON.stringify({ finishReason: ev.finishReason, usage: ev.usage, timings: ev.timings, speculation: ev.speculation, seed: ev.seed, ...(ev.inputImage ? { inputImage: ev.inputImage } : {}) }) + '\n');
-          return ev.finishReason === 'error' ? 1 : 0;
+          return ev.finishReason === 'cancelled' ? 130 : 0; // Ctrl-C: the shell's SIGINT convention
         }
       }
     } finally {
