@@ -101,6 +101,7 @@ export class GatewayMetrics {
   readonly coalescedChunks = new Counter('hyperbagel_gateway_coalesced_chunks_total', 'Token chunks merged into a previous event because the client was slow');
   readonly rateLimited = new Counter('hyperbagel_gateway_rate_limited_total', 'Operations rejected with RATE_LIMITED, by transport');
   readonly originRejected = new Counter('hyperbagel_gateway_origin_rejected_total', 'Requests and WebSocket upgrades refused for their Origin or Host header, by transport');
+  readonly wsProtocolErrors = new Counter('hyperbagel_gateway_ws_protocol_errors_total', 'graphql-ws sockets that ws closed for a client protocol fault (oversized or malformed frame), by ws error code');
   readonly slowSocketCloses = new Counter('hyperbagel_gateway_slow_socket_closes_total', 'graphql-ws sockets closed because the client stopped reading (code 4008)');
   readonly tokens = new Counter('hyperbagel_gateway_generated_tokens_total', 'Tokens streamed to clients');
   readonly ttft = new Histogram('hyperbagel_gateway_ttft_seconds', 'Time to first token (gateway receipt to first chunk)', [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]);
@@ -136,6 +137,7 @@ export class GatewayMetrics {
       this.coalescedChunks,
       this.rateLimited,
       this.originRejected,
+      this.wsProtocolErrors,
       this.slowSocketCloses,
       this.tokens,
       this.ttft,

@@ -378,6 +378,21 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     socket.once('finish', () => socket.destroy());
     socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/html\r\nContent-Length: 11\r\n\r\nBad Request');
   });
+  // A client's protocol fault (a frame over maxPayload, bad UTF-8, an unmasked frame...) makes ws emit
+  // 'error' on the socket after it has already closed it with the right code (1009, 1007, 1002).
+  // graphql-ws logs every socket error with its stack as an internal error, so any client could fill
+  // the server's log: these are counted instead. Registered before useServer's own listener.
+  wss.on('connection', (socket: WebSocket) => {
+    const emit = socket.emit.bind(socket);
+    socket.emit = ((event: string | symbol, ...args: unknown[]) => {
+      const code = event === 'error' ? (args[0] as { code?: unknown } | undefined)?.code : undefined;
+      if (typeof code === 'string' && code.startsWith('WS_ERR_')) {
+        rt.metrics.wsProtocolErrors.inc({ code });
+        return true;
+      }
+      return emit(event, ...args);
+    }) as typeof socket.emit;
+  });
   const wsOps = new WeakMap<WebSocket, Map<string, WsOp>>();
   const opsOf = (socket: WebSocket) => {
     let m = wsOps.get(socket);

@@ -65,8 +65,7 @@ describe('upgrade routing (noServer)', () => {
     expect(server.runtime.metrics.originRejected.get({ transport: 'ws' })).toBe(1);
   });
 
-  it('maxPayload still applies: a message over maxBodyBytes closes the socket with 1009', async () => {
-    // (graphql-ws logs the socket's RangeError, as it did before noServer)
+  it('maxPayload still applies: a message over maxBodyBytes closes the socket with 1009, counted, not logged', async () => {
     const errors = vi.spyOn(console, 'error').mockImplementation(() => undefined);
     try {
       const ws = new WebSocket(wsUrl(server), 'graphql-transport-ws');
@@ -76,6 +75,13 @@ describe('upgrade routing (noServer)', () => {
         ws.send(JSON.stringify({ type: 'connection_init', payload: { pad: 'x'.repeat(8000) } }));
       });
       expect(code).toBe(1009);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(errors).not.toHaveBeenCalled(); // graphql-ws would log the RangeError's stack
+      expect(server.runtime.metrics.wsProtocolErrors.get({ code: 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' })).toBe(1);
+      // the server goes on serving
+      const again = new WebSocket(wsUrl(server), 'graphql-transport-ws');
+      await new Promise((r, j) => again.once('open', r).once('error', j));
+      again.close();
     } finally {
       errors.mockRestore();
     }
