@@ -5,7 +5,7 @@
 #
 #   models/recipes/accel/stage_table.sh runs/unified/unified-27000.ckpt runs/accel models/shapes-mot > runs/accel/stages.jsonl
 #
-# One JSON line per row: {"row", "suite", "mode", ...the evaluator's JSON}.
+# One JSON line per row: {"row", "suite", "split", "mode", "result"}. SUITE=val scores the validation suites.
 set -euo pipefail
 T=${1:?target checkpoint}; OUT=${2:-runs/accel}; BASE=${3:-models/shapes-mot}
 A=$(dirname "$0"); SCRATCH=${SCRATCH:-/tmp/hb-stages}
@@ -13,6 +13,7 @@ PY="env OPENBLAS_NUM_THREADS=1 /usr/bin/python3"
 HB="node $(dirname "$0")/../../../bin/hyperbagel.js"
 LIMIT=${LIMIT:+--limit $LIMIT}
 ROWS=${ROWS:-base six one}  # which groups of rows to score
+SUITE=${SUITE:-test}  # val to pick stages and variants, test to report them (docs/results.md)
 
 score() { # row pack mode
   for suite in geneval gedit; do
