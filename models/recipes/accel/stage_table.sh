@@ -17,8 +17,8 @@ SUITE=${SUITE:-test}  # val to pick stages and variants, test to report them (do
 
 score() { # row pack mode
   for suite in geneval gedit; do
-    local j; j=$($HB eval "$suite" --mode "$3" --json --pack "$2" ${LIMIT:-} 2>/dev/null | tail -1)
-    echo "{\"row\":\"$1\",\"suite\":\"$suite\",\"mode\":\"$3\",\"result\":$j}"
+    local j; j=$($HB eval "$suite" --mode "$3" --suite "$SUITE" --json --pack "$2" ${LIMIT:-} 2>/dev/null | tail -1)
+    echo "{\"row\":\"$1\",\"suite\":\"$suite\",\"split\":\"$SUITE\",\"mode\":\"$3\",\"result\":$j}"
   done
 }
 
