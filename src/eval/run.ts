@@ -8,7 +8,7 @@ import type { EvalModel } from './model.ts';
 import { aggregateT2i, judgeT2i, type T2iJudgement, type T2iScores } from './score-t2i.ts';
 import { aggregateEdits, judgeEdit, type EditJudgement, type EditScores } from './score-edit.ts';
 import { answerCorrect, captionExact } from './score-understand.ts';
-import { limitPerGroup, loadEditSuite, loadT2iSuite, loadUnderstandSuite, suiteName, suiteSplits, type EvalSplit, type EvalSuite } from './suites.ts';
+import { limitPerGroup, loadEditSuite, loadT2iSuite, loadUnderstandSuite, suiteName, suiteSplits, suiteTag, type EvalSplit, type EvalSuite } from './suites.ts';
 
 export interface RunOptions {
   /**
@@ -54,7 +54,7 @@ async function understandSplit(model: EvalModel, split: EvalSplit, suite: EvalSu
       qs.push({ question: q.question, expected: q.answer, answer, correct: ok });
     }
     opts.onItem?.({ suite: name, id: it.id, expected: it.caption, caption, correct: captionOk, questions: qs });
-    opts.onProgress?.(`understand ${name.slice('understand-'.length)}`, n + 1, items.length);
+    opts.onProgress?.(`understand ${suiteTag(split, suite)}`, n + 1, items.length);
   }
   return { caption: items.length ? captions / items.length : 0, vqa: questions ? answers / questions : 0, images: items.length, questions };
 }
@@ -111,7 +111,7 @@ async function t2iSplit(model: EvalModel, split: EvalSplit, suite: EvalSuite, op
       suite: name, id: it.id, category: it.category, prompt: it.prompt, seed: it.seed,
       ...(tj ? { thought: made.thought, thought_parsed: tj.parsed, thought_satisfies: tj.satisfied } : {}), correct: j.correct, detected: sceneText(j.detected),
     });
-    opts.onProgress?.(`geneval ${name.slice('t2i-'.length)}`, n + 1, items.length);
+    opts.onProgress?.(`geneval ${suiteTag(split, suite)}`, n + 1, items.length);
   }
   const rate = (k: number) => (thought.count ? k / thought.count : 0);
   return { judgements: out, thoughts: thought.count ? { parsed: rate(thought.parsed), satisfied: rate(thought.satisfied), count: thought.count } : null };
@@ -144,7 +144,7 @@ async function editSplit(model: EvalModel, split: EvalSplit, suite: EvalSuite, o
     const j = judgeEdit(it.kind, it.source, it.expected, edited);
     out.push(j);
     opts.onItem?.({ suite: name, id: it.id, kind: it.kind, instruction: it.instruction, seed: it.seed, source: sceneToCaption(it.source), expected: sceneToCaption(it.expected), detected: sceneText(j.detected), instruction_ok: j.instruction, preserved: j.preserved, quality: j.quality, overall: j.overall });
-    opts.onProgress?.(`gedit ${name.slice('edit-'.length)}`, n + 1, items.length);
+    opts.onProgress?.(`gedit ${suiteTag(split, suite)}`, n + 1, items.length);
   }
   return out;
 }
