@@ -55,10 +55,22 @@ def main():
     assert "resumed from" in o, "train_unified did not resume"
     # a run started from a lite checkpoint (EMA weights + step, no optimizer): how a GPU leg is seeded
     lrun = os.path.join(work, "unified-from-lite")
-    o = run([x if x != urun else lrun for x in common] + ["--steps", "10", "--warmup", "2", "--init-weights", lite])
+    # (also with translated understanding images and only the vision encoder trained)
+    o = run([x if x != urun else lrun for x in common] + ["--steps", "10", "--warmup", "2", "--init-weights", lite,
+                                                          "--shift-aug", "2", "--train-only", "vision"])
     assert "initialised from the EMA weights" in o, "train_unified ignored --init-weights"
     lck = torch.load(os.path.join(lrun, "unified.ckpt"), map_location="cpu")
     assert (lck["step"], lck["warm_from"]) == (10, 8), (lck["step"], lck["warm_from"])
+    before = torch.load(lite, map_location="cpu")["ema"]
+    moved = {k for k, v in lck["model"].items() if not torch.equal(v, before[k])}
+    assert moved and all(k.startswith("vision.") for k in moved), f"--train-only vision moved {sorted(moved)[:5]}"
+    import numpy as np
+    from hyperbagel.data import shifted
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[:] = 9
+    img[10:20, 30:40] = 200
+    sh = shifted(img, 3, -2)
+    assert (sh[8:18, 33:43] == 200).all() and sh.sum() == img.sum() and (shifted(img, 0, 0) == img).all()
     # training forward == exported KV-cache path
     from hyperbagel.consistency import check
     from hyperbagel.data import ShapesData

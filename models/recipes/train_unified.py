@@ -89,6 +89,10 @@ def main():
     ap.add_argument("--init-weights", default=None,
                     help="when RUN has no checkpoint: start from this checkpoint's EMA weights and step (e.g. a lite one "
                          "written by --save-lite), with a fresh optimizer re-warmed over --warmup steps")
+    ap.add_argument("--shift-aug", type=int, default=0,
+                    help="understanding images translated by up to this many pixels per axis (0 = off)")
+    ap.add_argument("--train-only", default=None, choices=["vision"],
+                    help="update only these parameters (vision: the ViT and its connector; text-to-image is then untouched)")
     ap.add_argument("--save-lite", default=None, help="also write the EMA weights, step and config (no optimizer) here at the end")
     a = ap.parse_args()
     dev = torch.device(a.device)
@@ -127,7 +131,11 @@ def main():
     if a.think and not any(thinkable):
         sys.exit("--think needs records with short prompts besides the caption (records.jsonl 'prompts')")
     model = Unified(c).to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    if a.train_only == "vision":
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith("vision."))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=a.lr, betas=(0.9, 0.95), weight_decay=0.01)
     ema = EMA(model, a.ema)
     step = 0
     warm_from = 0  # the step the learning-rate warm-up counts from (a fresh optimizer re-warms)
@@ -172,7 +180,7 @@ def main():
         seqs = []
         for _ in range(a.und):
             ds, i = pick()
-            seqs.append(understanding_seq(tok, ds, i, rng, nv))
+            seqs.append(understanding_seq(tok, ds, i, rng, nv, shift=a.shift_aug))
         for _ in range(a.t2i):
             ds, i = pick()
             seqs.append(t2i_seq(tok, ds, i, rng, n))
@@ -194,7 +202,7 @@ def main():
         loss, out = joint_loss(model, b)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         step += 1
         ema.update(model, step)

@@ -84,7 +84,7 @@ class Seq:
 
     def __init__(self):
         self.kind, self.ids, self.pos, self.blk, self.labels = [], [], [], [], []
-        self.vit = []  # (dataset, index) per ViT block, in order
+        self.vit = []  # (dataset, index) or (dataset, index, dx, dy) per ViT block, in order
         self.clean = []  # latent [C,h,w] arrays per clean block
         self.noisy = []  # latent x0 per noisy block
         self.next_pos = 0
@@ -121,11 +121,17 @@ class Seq:
         return len(self.kind)
 
 
-def understanding_seq(tok, ds, i, rng, nv, caption_prob=0.35):
+def understanding_seq(tok, ds, i, rng, nv, caption_prob=0.35, shift=0):
+    """`shift` > 0: the image is translated by a random whole number of pixels in [-shift, shift] on each
+    axis (see `shifted`), so the ViT sees every shape at many phases of its 16-pixel token grid; the
+    text is unchanged (a few pixels never move an object out of its cell)."""
     s = Seq()
     s.text([tok.bos, tok.vision_start])
     s.block(VIT, nv)
-    s.vit.append((ds, i))
+    if shift:
+        s.vit.append((ds, i, rng.randint(-shift, shift), rng.randint(-shift, shift)))
+    else:
+        s.vit.append((ds, i))
     s.text([tok.vision_end])
     if rng.random() < caption_prob or not ds.qa_ids[i]:
         q, a = tok.encode(CAPTION_PROMPT), ds.cap_ids[i]
@@ -184,6 +190,25 @@ def edit_seq(tok, ds, i, rng, nv, n, p_drop_text=0.1, p_drop_img=0.1):
     return s
 
 
+def shifted(img, dx, dy):
+    """uint8 [H,W,3] translated by (dx, dy) pixels; uncovered pixels take the background colour (the
+    corner pixel: no object reaches a corner of its cell). Objects at the border may be clipped a little."""
+    if not dx and not dy:
+        return img
+    H, W, _ = img.shape
+    out = np.empty_like(img)
+    out[:] = img[0, 0]
+    ys, yd = (slice(0, H - dy), slice(dy, H)) if dy >= 0 else (slice(-dy, H), slice(0, H + dy))
+    xs, xd = (slice(0, W - dx), slice(dx, W)) if dx >= 0 else (slice(-dx, W), slice(0, W + dx))
+    out[yd, xd] = img[ys, xs]
+    return out
+
+
+def vit_image(v):
+    """The uint8 image for a Seq.vit entry."""
+    return shifted(v[0].images[v[1]], v[2], v[3]) if len(v) == 4 else v[0].images[v[1]]
+
+
 def edit_target_pixels(ds, i):
     return ds.edited[i]
 
@@ -226,7 +251,7 @@ def collate(seqs, device=None):
         "vit_idx": (flat_kind == VIT).nonzero().squeeze(1),
         "clean_idx": (flat_kind == CLEAN).nonzero().squeeze(1),
         "noisy_idx": (flat_kind == NOISY).nonzero().squeeze(1),
-        "vit_pixels": to_pixels(np.stack([ds.images[i] for ds, i in vit_src]), 64, device) if vit_src else None,
+        "vit_pixels": to_pixels(np.stack([vit_image(v) for v in vit_src]), 64, device) if vit_src else None,
         "clean_lat": torch.from_numpy(np.stack(clean)).float().to(device) if clean else None,
         "noisy_lat": torch.from_numpy(np.stack(noisy)).float().to(device) if noisy else None,
     }
