@@ -1,23 +1,23 @@
-// Encoding (sharp): JPEG/WebP for previews, PNG for finals; decoding of user uploads with format,
+// Encoding: JPEG/WebP for previews (sharp), PNG for finals (png.ts, node:zlib); decoding of user uploads with format,
 // corruption and pixel-limit checks → EngineError('BAD_IMAGE').
 import { createHash } from 'node:crypto';
 import sharp, { type Metadata } from 'sharp';
 import { EngineError, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, type EncodedImage, type InputImageInfo, type RgbImage } from '../types.ts';
 import { validateRgb } from './pixels.ts';
+import { encodePng } from './png.ts';
 
 export type ImageFormat = 'png' | 'jpeg' | 'webp';
 
 export async function encodeImage(img: RgbImage, format: ImageFormat): Promise<EncodedImage> {
-  const s = sharp(Buffer.from(img.data.buffer, img.data.byteOffset, img.data.length), {
-    raw: { width: img.width, height: img.height, channels: 3 },
-  });
-  const buf =
-    format === 'png'
-      ? await s.png({ compressionLevel: 1 }).toBuffer()
-      : format === 'jpeg'
-        ? await s.jpeg({ quality: 80 }).toBuffer()
-        : await s.webp({ quality: 80, effort: 0 }).toBuffer();
-  const bytes = new Uint8Array(buf.buffer, buf.byteOffset, buf.length);
+  let bytes: Uint8Array;
+  if (format === 'png') bytes = encodePng(img);
+  else {
+    const s = sharp(Buffer.from(img.data.buffer, img.data.byteOffset, img.data.length), {
+      raw: { width: img.width, height: img.height, channels: 3 },
+    });
+    const buf = format === 'jpeg' ? await s.jpeg({ quality: 80 }).toBuffer() : await s.webp({ quality: 80, effort: 0 }).toBuffer();
+    bytes = new Uint8Array(buf.buffer, buf.byteOffset, buf.length);
+  }
   return {
     mimeType: format === 'png' ? 'image/png' : format === 'jpeg' ? 'image/jpeg' : 'image/webp',
     width: img.width,
