@@ -104,6 +104,11 @@ def main():
     assert man["retrieval"] == "retrieval.json"
     for g in man["graphs"].values():
         assert os.path.exists(os.path.join(out, g["file"])), g["file"]
+    # the vision-encoder probe (docs/results.md, held-out captions): trains, scores, prints its JSON
+    o = run([os.path.join(HERE, "probe_vision.py"), "--tiny", "--train", data, "--val", data, "--heldout", data,
+             "--steps", "3", "--batch", "8", "--shift-aug", "2", "--json"])
+    probe = json.loads(o.strip().splitlines()[-1])
+    assert probe["shift_aug"] == 2 and 0 <= probe["val"]["all"] <= 1 and "all" in probe["heldout"], probe
     print(f"smoke test OK in {time.time() - t0:.1f}s: {out}", flush=True)
 
 

@@ -4,6 +4,7 @@ import { renderScene } from '../world/render.ts';
 import { parseCaption, sceneToCaption } from '../world/caption.ts';
 import { satisfies, type PromptSpec } from '../world/prompts.ts';
 import type { Scene } from '../world/scene.ts';
+import { shiftImage } from './degrade.ts';
 import type { EvalModel } from './model.ts';
 import { aggregateT2i, judgeT2i, type T2iJudgement, type T2iScores } from './score-t2i.ts';
 import { aggregateEdits, judgeEdit, type EditJudgement, type EditScores } from './score-edit.ts';
@@ -19,6 +20,12 @@ export interface RunOptions {
   suite?: EvalSuite;
   /** at most this many items per category (t2i), per kind (edit), or images (understanding), per split */
   limit?: number;
+  /**
+   * understanding only: show the model every image moved this many pixels right and down (edge pixels
+   * replicated; degrade.shiftImage), answers unchanged. A robustness probe: the world draws every object
+   * at its cell's centre, so a model can learn one pixel pattern per shape and cell.
+   */
+  shift?: number;
   /** called after every item, for progress output */
   onProgress?: (what: string, done: number, total: number) => void;
   /** called with a record of every judged item (suite, id, what was asked, what came back, the verdict) */
@@ -41,7 +48,7 @@ async function understandSplit(model: EvalModel, split: EvalSplit, suite: EvalSu
   const items = loadUnderstandSuite(split, suite).items.slice(0, opts.limit);
   let captions = 0, answers = 0, questions = 0;
   for (const [n, it] of items.entries()) {
-    const img = renderScene(it.scene);
+    const img = opts.shift ? shiftImage(renderScene(it.scene), opts.shift, opts.shift) : renderScene(it.scene);
     const caption = await model.caption(img);
     const captionOk = captionExact(caption, it.caption);
     if (captionOk) captions++;

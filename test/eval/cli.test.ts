@@ -4,6 +4,11 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { shiftImage } from '../../src/eval/degrade.ts';
+import { evaluateUnderstanding } from '../../src/eval/run.ts';
+import { loadUnderstandSuite } from '../../src/eval/suites.ts';
+import { renderScene } from '../../src/world/render.ts';
+import type { RgbImage } from '../../src/engine/types.ts';
 
 const ROOT = join(import.meta.dirname, '../..');
 function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -140,5 +145,24 @@ describe('hyperbagel eval', () => {
     const bad = await cli('eval', 'draft', '--pack', accel, '--variant', 'nodir');
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--variant must be NAME=PACKDIR/);
+  });
+
+  it('understand --shift N shows the model shifted images, reports "shift", and is refused elsewhere or out of range', async () => {
+    const seen: RgbImage[] = [];
+    const recording = { caption: async (img: RgbImage) => (seen.push(img), ''), answer: async () => '', generate: async () => { throw new Error('unused'); }, edit: async () => { throw new Error('unused'); } };
+    await evaluateUnderstanding(recording, { limit: 1, shift: -3 });
+    const [first] = loadUnderstandSuite('test', 'test').items;
+    expect(Buffer.compare(Buffer.from(seen[0]!.data), Buffer.from(shiftImage(renderScene(first!.scene), -3, -3).data))).toBe(0);
+    expect(Buffer.compare(Buffer.from(seen[0]!.data), Buffer.from(renderScene(first!.scene).data))).not.toBe(0);
+    // the analytic detector (the oracle) reads objects off-centre by a pixel or two
+    const ok = await cli('eval', 'understand', '--model', 'oracle', '--shift', '1', '--limit', '2', '--json');
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(JSON.parse(ok.stdout)).toMatchObject({ shift: 1, caption_exact: 1, heldout_caption_exact: 1 });
+    const range = await cli('eval', 'understand', '--model', 'oracle', '--shift', '9');
+    expect(range.code).toBe(2);
+    expect(range.stderr).toMatch(/--shift must be an integer in \[-8, 8\], got "9"/);
+    const where = await cli('eval', 'geneval', '--model', 'oracle', '--shift', '1');
+    expect(where.code).toBe(2);
+    expect(where.stderr).toMatch(/--shift applies to eval understand only/);
   });
 });

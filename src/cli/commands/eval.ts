@@ -43,6 +43,9 @@ Options:
                   "picked on val, reported on test". Output keys are the same (unprefixed ones and
                   thoughts.test: the set's main part; heldout: its held-out part); "suite" says which.
   --limit N       at most N items per category/kind/split (default: the whole suite)
+  --shift N       understand: every image moved N pixels right and down (N in [-8, 8], edge pixels
+                  replicated), answers unchanged: robustness to objects off the cell centres the world
+                  always draws them at (the output gains "shift")
   --count N       detector: images per condition (default 2000)
   --model M       ${MODELS.join('|')} (default engine). oracle renders the ground truth and must score 1.0;
                   constant is trivially wrong; both check the evaluator itself and need no pack.
@@ -72,7 +75,7 @@ function printResult(json: boolean, result: object, human: () => string): void {
 const pct = (x: number | undefined) => (x === undefined ? '   -  ' : `${(x * 100).toFixed(1).padStart(5)}%`);
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ['pack', 'mode', 'limit', 'count', 'model', 'details', 'variant', 'think-temperature', 'suite'], booleans: ['json', 'write', 'think'] });
+  const args = parseArgs(argv, { values: ['pack', 'mode', 'limit', 'count', 'model', 'details', 'variant', 'think-temperature', 'suite', 'shift'], booleans: ['json', 'write', 'think'] });
   if (args.flags.has('help')) { console.log(HELP); return 0; }
   const [target, ...extra] = args.positionals;
   if (!target) throw new UsageError(`say what to evaluate: ${TARGETS.join(', ')}`);
@@ -80,6 +83,8 @@ export async function run(argv: string[]): Promise<number> {
   if (extra.length) throw new UsageError(`unexpected argument "${extra[0]}"`);
   const json = args.flags.has('json');
   if (args.flags.has('think') && target !== 'geneval') throw new UsageError('--think applies to geneval only');
+  if (flag(args, 'shift') !== undefined && target !== 'understand') throw new UsageError('--shift applies to eval understand only');
+  const shift = flag(args, 'shift') === undefined ? undefined : intFlag(args, 'shift', 0, -8, 8);
   const suiteRaw = flag(args, 'suite');
   if (suiteRaw !== undefined && !SUITE_TARGETS.includes(target)) throw new UsageError(`--suite applies to ${SUITE_TARGETS.join(', ')} only`);
   if (suiteRaw !== undefined && !(EVAL_SUITES as readonly string[]).includes(suiteRaw))
@@ -163,10 +168,11 @@ export async function run(argv: string[]): Promise<number> {
   const opts: RunOptions = {
     suite,
     limit,
+    ...(shift ? { shift } : {}),
     onItem: detailsPath ? (rec) => details.push(JSON.stringify(rec)) : undefined,
     onProgress: process.stderr.isTTY ? (what, done, total) => process.stderr.write(`\r${what}: ${done}/${total}${done === total ? '\n' : ''}`) : undefined,
   };
-  const about = { model: which === 'engine' ? pack : which, suite, ...(target === 'understand' ? {} : { mode }), ...(think ? { think, ...(thinkTemperature !== undefined ? { think_temperature: thinkTemperature } : {}) } : {}) };
+  const about = { model: which === 'engine' ? pack : which, suite, ...(target === 'understand' ? (shift ? { shift } : {}) : { mode }), ...(think ? { think, ...(thinkTemperature !== undefined ? { think_temperature: thinkTemperature } : {}) } : {}) };
   try {
     if (target === 'understand') {
       const r = await evaluateUnderstanding(model, opts);
