@@ -4,6 +4,7 @@ import { renderScene } from '../world/render.ts';
 import { parseCaption, sceneToCaption } from '../world/caption.ts';
 import { satisfies, type PromptSpec } from '../world/prompts.ts';
 import type { Scene } from '../world/scene.ts';
+import { HELDOUT_COLOR_SHAPE, HELDOUT_SHAPE_CELL } from '../world/splits.ts';
 import { shiftImage } from './degrade.ts';
 import type { EvalModel } from './model.ts';
 import { aggregateT2i, judgeT2i, type T2iJudgement, type T2iScores } from './score-t2i.ts';
@@ -40,6 +41,11 @@ export interface UnderstandResult {
   vqa: number;
   heldout_caption_exact: number;
   heldout_vqa: number;
+  /**
+   * held-out caption exact over the images that contain each held-out combination ("yellow star",
+   * "triangle at top left", …; world/splits.ts), with how many images that is
+   */
+  heldout_caption_by_combination: Record<string, { exact: number; images: number }>;
   counts: { images: number; questions: number; heldout_images: number; heldout_questions: number };
 }
 
@@ -47,11 +53,17 @@ async function understandSplit(model: EvalModel, split: EvalSplit, suite: EvalSu
   const name = suiteName('understand', split, suite);
   const items = loadUnderstandSuite(split, suite).items.slice(0, opts.limit);
   let captions = 0, answers = 0, questions = 0;
+  const byCombination: Record<string, { exact: number; images: number }> = {};
   for (const [n, it] of items.entries()) {
     const img = opts.shift ? shiftImage(renderScene(it.scene), opts.shift, opts.shift) : renderScene(it.scene);
     const caption = await model.caption(img);
     const captionOk = captionExact(caption, it.caption);
     if (captionOk) captions++;
+    for (const k of heldoutCombinations(it.scene)) {
+      const c = (byCombination[k] ??= { exact: 0, images: 0 });
+      c.images++;
+      if (captionOk) c.exact++;
+    }
     const qs = [];
     for (const q of it.questions) {
       questions++;
@@ -63,7 +75,18 @@ async function understandSplit(model: EvalModel, split: EvalSplit, suite: EvalSu
     opts.onItem?.({ suite: name, id: it.id, expected: it.caption, caption, correct: captionOk, questions: qs });
     opts.onProgress?.(`understand ${suiteTag(split, suite)}`, n + 1, items.length);
   }
-  return { caption: items.length ? captions / items.length : 0, vqa: questions ? answers / questions : 0, images: items.length, questions };
+  for (const c of Object.values(byCombination)) c.exact /= c.images;
+  return { caption: items.length ? captions / items.length : 0, vqa: questions ? answers / questions : 0, images: items.length, questions, byCombination };
+}
+
+/** The held-out combinations a scene contains, named as captions word them. */
+function heldoutCombinations(scene: Scene): string[] {
+  const out = new Set<string>();
+  for (const o of scene.objects) {
+    for (const h of HELDOUT_COLOR_SHAPE) if (h.color === o.color && h.shape === o.shape) out.add(`${h.color} ${h.shape}`);
+    for (const h of HELDOUT_SHAPE_CELL) if (h.shape === o.shape && h.cell === o.cell) out.add(`${h.shape} at ${h.cell}`);
+  }
+  return [...out].sort();
 }
 
 export async function evaluateUnderstanding(model: EvalModel, opts: RunOptions = {}): Promise<UnderstandResult> {
@@ -73,6 +96,7 @@ export async function evaluateUnderstanding(model: EvalModel, opts: RunOptions =
   const h = await understandSplit(model, heldout, suite, opts);
   return {
     caption_exact: t.caption, vqa: t.vqa, heldout_caption_exact: h.caption, heldout_vqa: h.vqa,
+    heldout_caption_by_combination: Object.fromEntries(Object.entries(h.byCombination).sort(([a], [b]) => a.localeCompare(b))),
     counts: { images: t.images, questions: t.questions, heldout_images: h.images, heldout_questions: h.questions },
   };
 }

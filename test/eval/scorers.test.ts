@@ -20,6 +20,18 @@ describe('oracle scores 1.0', () => {
     expect(r).toMatchObject({ caption_exact: 1, vqa: 1, heldout_caption_exact: 1, heldout_vqa: 1 });
     expect(r.counts.questions).toBe(90);
   });
+  it('understanding, held-out caption exact per held-out combination (every image counted under each it contains)', async () => {
+    const r = await evaluateUnderstanding(oracleModel());
+    const combos = r.heldout_caption_by_combination;
+    expect(Object.keys(combos)).toEqual(['circle at bottom right', 'cyan triangle', 'pink square', 'triangle at top left', 'yellow star']);
+    expect(Object.values(combos).every((c) => c.exact === 1 && c.images > 0)).toBe(true);
+    const images = Object.values(combos).reduce((n, c) => n + c.images, 0);
+    expect(images).toBeGreaterThanOrEqual(r.counts.heldout_images); // every held-out image has one or more
+    // the suite's first held-out image: a large yellow circle at the bottom right (one combination)
+    const wrongOnFirst = { ...oracleModel(), caption: async () => 'nothing' };
+    const w = await evaluateUnderstanding(wrongOnFirst, { limit: 1 });
+    expect(w.heldout_caption_by_combination).toEqual({ 'circle at bottom right': { exact: 0, images: 1 } });
+  });
   it('GenEval (all categories, both splits)', async () => {
     const r = await evaluateGenEval(oracleModel(), LIMIT);
     expect(r.overall).toBe(1);

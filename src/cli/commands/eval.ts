@@ -22,7 +22,8 @@ export const HELP = `Usage: hyperbagel eval <${TARGETS.join('|')}> [options]
   detector    exact-scene accuracy of the analytic detector on random renders (all splits), clean and
               under noise, blur and down/up-sampling. --count N images per condition (default 2000).
   understand  caption exact match and VQA accuracy on the fixed suites (test and held-out split):
-              {caption_exact, vqa, heldout_caption_exact, heldout_vqa, suite}
+              {caption_exact, vqa, heldout_caption_exact, heldout_vqa, heldout_caption_by_combination:
+              {"yellow star": {exact, images}, "triangle at top left": …}, suite}
   geneval     GenEval-style text-to-image scores: {overall, categories: {single_object, two_objects,
               counting, colors, position, color_attr}, heldout: {overall, categories}, suite}
   gedit       GEdit-style editing scores: {overall, categories: {instruction, preserved, quality},
@@ -179,6 +180,7 @@ export async function run(argv: string[]): Promise<number> {
       printResult(json, { ...r, ...about }, () => [
         `understanding (${about.model}, ${suite} suites): caption exact ${pct(r.caption_exact)}, VQA ${pct(r.vqa)} on ${r.counts.images} ${suite} images / ${r.counts.questions} questions`,
         `  held-out${suite === 'val' ? ' (val)' : ''}: caption exact ${pct(r.heldout_caption_exact)}, VQA ${pct(r.heldout_vqa)} on ${r.counts.heldout_images} images / ${r.counts.heldout_questions} questions`,
+        ...Object.entries(r.heldout_caption_by_combination).map(([k, v]) => `    with a ${k.padEnd(22)} caption exact ${pct(v.exact)} (${v.images} images)`),
       ].join('\n'));
     } else if (target === 'geneval') {
       const r = await evaluateGenEval(model, opts);
