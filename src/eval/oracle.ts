@@ -40,7 +40,15 @@ export function oracleModel(): EvalModel {
   for (const suite of EVAL_SUITES) for (const split of suiteSplits(suite)) for (const it of loadT2iSuite(split, suite).items) if (!refs.has(it.prompt)) refs.set(it.prompt, it.reference);
   return {
     caption: async (img) => sceneToCaption(detectScene(img)),
-    answer: async (img, q) => answerQuestion(detectScene(img), q),
+    // a degraded image can hide the object a question names: no answer (scored wrong), not a failed run
+    answer: async (img, q) => {
+      try {
+        return answerQuestion(detectScene(img), q);
+      } catch (e) {
+        if (e instanceof WorldError && e.code === 'PARSE_ERROR') return '';
+        throw e;
+      }
+    },
     generate: async (prompt) => {
       const s = refs.get(prompt);
       if (!s) throw new WorldError('PARSE_ERROR', `oracle has no reference scene for "${prompt}"`);

@@ -20,6 +20,11 @@ describe('oracle scores 1.0', () => {
     expect(r).toMatchObject({ caption_exact: 1, vqa: 1, heldout_caption_exact: 1, heldout_vqa: 1 });
     expect(r.counts.questions).toBe(90);
   });
+  it('the oracle answers "" (scored wrong) when the image does not show what a question names, instead of failing the run', async () => {
+    const img = renderScene({ background: 'white', objects: [{ shape: 'circle', color: 'red', size: 'large', cell: 'center' }] });
+    expect(await oracleModel().answer(img, 'what size is the blue star')).toBe('');
+    expect(await oracleModel().answer(img, 'what size is the red circle')).toBe('large');
+  });
   it('understanding, held-out caption exact per held-out combination (every image counted under each it contains)', async () => {
     const r = await evaluateUnderstanding(oracleModel());
     const combos = r.heldout_caption_by_combination;
