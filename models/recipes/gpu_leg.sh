@@ -13,6 +13,7 @@
 #                 calibrates the step time, then trains --steps S0+N with the last 40% as cool-down and
 #                 writes OUT/unified.ckpt.partNN (join with cat), loss.csv and the logs
 # The leg starts from EMA weights with a fresh AdamW re-warmed over 300 steps (train_unified --init-weights).
+# EXTRA="..." adds train_unified options to both runs, e.g. EXTRA="--shift-aug 3" (docs/results.md, held-out).
 set -uo pipefail
 cmd=${1:?pack|train}
 case $cmd in
@@ -37,7 +38,7 @@ train)
   mkdir -p /tmp/d && zstd -d -q --long=27 -c "$DIR/data.tar.zst" | tar -xf - -C /tmp/d || exit 1
   S0=$($PY -c "import torch; print(torch.load('$DIR/lite.ckpt', weights_only=False)['step'])")
   MIX="--und $((10*MULT)) --t2i $((14*MULT)) --edit $((10*MULT)) --think $((12*MULT))"
-  COMMON="--device ${DEVICE:-cuda} --data /tmp/d/train1,/tmp/d/train2,/tmp/d/train --vae $DIR/vae_final.ckpt --init-weights $DIR/lite.ckpt $MIX"
+  COMMON="--device ${DEVICE:-cuda} --data /tmp/d/train1,/tmp/d/train2,/tmp/d/train --vae $DIR/vae_final.ckpt --init-weights $DIR/lite.ckpt $MIX ${EXTRA:-}"
   mkdir -p /tmp/cal /tmp/run && cp "$DIR/tokenizer.json" /tmp/cal/ && cp "$DIR/tokenizer.json" /tmp/run/
   $PY models/recipes/train_unified.py $COMMON --run /tmp/cal --steps $((S0+${CAL:-300})) --log-every 50 --ckpt-every 100000 \
     2>&1 | tee "$OUT/calibrate.log" || exit 1
