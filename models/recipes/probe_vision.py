@@ -134,6 +134,7 @@ def main():
     ap.add_argument("--gray-aug", type=float, default=0.0,
                     help="probability that a training image is shown in grey (luminance in all channels), its colours unlabelled")
     ap.add_argument("--fg-mask", action="store_true", help="the stem also sees a foreground mask (ForegroundVision)")
+    ap.add_argument("--clip-grad", type=float, default=0.0, help="clip the gradient norm to this (0 = off; --fg-mask diverges without)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--json", action="store_true", help="print one JSON object at the end")
@@ -167,10 +168,12 @@ def main():
             g["lr"] = lr
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if a.clip_grad:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip_grad)
         opt.step()
         if step % 500 == 0 or step == a.steps:
             print(f"step {step} loss {loss.item():.4f} ({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
-    out = {"shift_aug": a.shift_aug, "gray_aug": a.gray_aug, "fg_mask": a.fg_mask, "steps": a.steps, "seed": a.seed, "val": score(model, va), "heldout": score(model, ho),
+    out = {"shift_aug": a.shift_aug, "gray_aug": a.gray_aug, "fg_mask": a.fg_mask, "clip_grad": a.clip_grad, "steps": a.steps, "seed": a.seed, "val": score(model, va), "heldout": score(model, ho),
            "seconds": round(time.time() - t0)}
     print(json.dumps(out) if a.json else json.dumps(out, indent=1), flush=True)
 
