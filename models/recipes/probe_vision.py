@@ -8,8 +8,7 @@ one learned query per cell attends over the 16 image tokens, and the same MLP na
 (shape or nothing, colour, size). Trained on train-split images only; scored per object on the val split
 and on the held-out objects of the held-out split (an object is right when shape, colour and size all
 are). `--shift-aug N` translates training images by up to N pixels per axis (data.shifted); `--gray-aug P`
-shows a training image in grey with probability P, its colours unlabelled; `--fg-mask` gives the stem a
-foreground mask as a fourth channel (shape without colour).
+shows a training image in grey with probability P, its colours unlabelled.
 
   OPENBLAS_NUM_THREADS=1 /usr/bin/python3 models/recipes/probe_vision.py --train data/train \
       --val data/val --heldout data/heldout --steps 3000 --shift-aug 3 --json
@@ -68,26 +67,10 @@ def load(folder, limit=None):
     return recs, np.ascontiguousarray(images), shape, color, size
 
 
-class ForegroundVision(VisionEncoder):
-    """VisionEncoder whose stem also sees a foreground mask: where a pixel differs from the background
-    (the corner pixel: no object reaches a corner). The mask carries shape without colour, an inductive
-    bias towards reading shape and colour separately."""
-
-    def __init__(self, c: ModelConfig):
-        super().__init__(c)
-        first = self.stem[0]
-        self.stem[0] = nn.Conv2d(4, first.out_channels, first.kernel_size, first.stride, first.padding)
-
-    def forward(self, pixels):
-        diff = (pixels - pixels[:, :, :1, :1]).abs().sum(1, keepdim=True)
-        mask = torch.clamp(diff * 10.0, 0.0, 1.0) * 2.0 - 1.0  # in [-1, 1] like the pixels
-        return super().forward(torch.cat([pixels, mask], 1))
-
-
 class Probe(nn.Module):
-    def __init__(self, c: ModelConfig, fg_mask=False):
+    def __init__(self, c: ModelConfig):
         super().__init__()
-        self.vision = ForegroundVision(c) if fg_mask else VisionEncoder(c)
+        self.vision = VisionEncoder(c)
         d = c.hidden
         self.query = nn.Parameter(torch.randn(9, d) * 0.02)
         self.k = nn.Linear(d, d)
@@ -133,8 +116,7 @@ def main():
     ap.add_argument("--shift-aug", type=int, default=0)
     ap.add_argument("--gray-aug", type=float, default=0.0,
                     help="probability that a training image is shown in grey (luminance in all channels), its colours unlabelled")
-    ap.add_argument("--fg-mask", action="store_true", help="the stem also sees a foreground mask (ForegroundVision)")
-    ap.add_argument("--clip-grad", type=float, default=0.0, help="clip the gradient norm to this (0 = off; --fg-mask diverges without)")
+    ap.add_argument("--clip-grad", type=float, default=0.0, help="clip the gradient norm to this (0 = off)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--json", action="store_true", help="print one JSON object at the end")
@@ -145,7 +127,7 @@ def main():
     va = load(a.val, a.limit)
     ho = load(a.heldout, a.limit)
     c = ModelConfig.from_dict((TINY if a.tiny else DEFAULT).to_dict())
-    model = Probe(c, a.fg_mask)
+    model = Probe(c)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
     t0 = time.time()
     _, images, shape, color, size = tr
@@ -173,7 +155,7 @@ def main():
         opt.step()
         if step % 500 == 0 or step == a.steps:
             print(f"step {step} loss {loss.item():.4f} ({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
-    out = {"shift_aug": a.shift_aug, "gray_aug": a.gray_aug, "fg_mask": a.fg_mask, "clip_grad": a.clip_grad, "steps": a.steps, "seed": a.seed, "val": score(model, va), "heldout": score(model, ho),
+    out = {"shift_aug": a.shift_aug, "gray_aug": a.gray_aug, "clip_grad": a.clip_grad, "steps": a.steps, "seed": a.seed, "val": score(model, va), "heldout": score(model, ho),
            "seconds": round(time.time() - t0)}
     print(json.dumps(out) if a.json else json.dumps(out, indent=1), flush=True)
 
