@@ -4,7 +4,7 @@ import { renderScene } from '../world/render.ts';
 import { parseCaption, sceneToCaption } from '../world/caption.ts';
 import { satisfies, type PromptSpec } from '../world/prompts.ts';
 import type { Scene } from '../world/scene.ts';
-import { HELDOUT_COLOR_SHAPE, HELDOUT_SHAPE_CELL } from '../world/splits.ts';
+import { heldoutCombinations } from '../world/splits.ts';
 import { shiftImage } from './degrade.ts';
 import type { EvalModel } from './model.ts';
 import { aggregateT2i, judgeT2i, type T2iJudgement, type T2iScores } from './score-t2i.ts';
@@ -77,16 +77,6 @@ async function understandSplit(model: EvalModel, split: EvalSplit, suite: EvalSu
   }
   for (const c of Object.values(byCombination)) c.exact /= c.images;
   return { caption: items.length ? captions / items.length : 0, vqa: questions ? answers / questions : 0, images: items.length, questions, byCombination };
-}
-
-/** The held-out combinations a scene contains, named as captions word them. */
-function heldoutCombinations(scene: Scene): string[] {
-  const out = new Set<string>();
-  for (const o of scene.objects) {
-    for (const h of HELDOUT_COLOR_SHAPE) if (h.color === o.color && h.shape === o.shape) out.add(`${h.color} ${h.shape}`);
-    for (const h of HELDOUT_SHAPE_CELL) if (h.shape === o.shape && h.cell === o.cell) out.add(`${h.shape} at ${h.cell}`);
-  }
-  return [...out].sort();
 }
 
 export async function evaluateUnderstanding(model: EvalModel, opts: RunOptions = {}): Promise<UnderstandResult> {

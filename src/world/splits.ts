@@ -25,6 +25,16 @@ export function isHeldoutObject(o: Pick<SceneObject, 'shape' | 'color' | 'cell'>
   );
 }
 
+/** The held-out combinations a scene contains, named as captions word them ("yellow star", "triangle at top left"). */
+export function heldoutCombinations(scene: Scene): string[] {
+  const out = new Set<string>();
+  for (const o of scene.objects) {
+    for (const h of HELDOUT_COLOR_SHAPE) if (h.color === o.color && h.shape === o.shape) out.add(`${h.color} ${h.shape}`);
+    for (const h of HELDOUT_SHAPE_CELL) if (h.shape === o.shape && h.cell === o.cell) out.add(`${h.shape} at ${h.cell}`);
+  }
+  return [...out].sort();
+}
+
 export function hasHeldoutCombination(scene: Scene): boolean {
   return scene.objects.some(isHeldoutObject);
 }
