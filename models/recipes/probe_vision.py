@@ -90,6 +90,7 @@ def score(model, data, batch=250):
     recs, images, shape, color, size = data
     model.eval()
     ok_obj = {"all": [0, 0]}
+    part = {}  # held-out kind -> [shape right, colour right, count]: which attribute an error gets wrong
     for s in range(0, len(recs), batch):
         ps, pc, pz = (x.argmax(-1).numpy() for x in model(to_pixels(images[s:s + batch])))
         for j, r in enumerate(recs[s:s + batch]):
@@ -100,8 +101,16 @@ def score(model, data, batch=250):
                     ok_obj.setdefault(k, [0, 0])
                     ok_obj[k][0] += int(right)
                     ok_obj[k][1] += 1
+                for k in heldout_kinds(o):
+                    pk = part.setdefault(k, [0, 0, 0])
+                    pk[0] += int(ps[j, c] == shape[s + j, c])
+                    pk[1] += int(pc[j, c] == color[s + j, c])
+                    pk[2] += 1
     model.train()
-    return {k: round(a / n, 4) for k, (a, n) in sorted(ok_obj.items()) if n}
+    out = {k: round(a / n, 4) for k, (a, n) in sorted(ok_obj.items()) if n}
+    if part:
+        out["attributes"] = {k: {"shape": round(a / n, 3), "colour": round(b / n, 3)} for k, (a, b, n) in sorted(part.items())}
+    return out
 
 
 def main():
@@ -117,6 +126,10 @@ def main():
     ap.add_argument("--gray-aug", type=float, default=0.0,
                     help="probability that a training image is shown in grey (luminance in all channels), its colours unlabelled")
     ap.add_argument("--clip-grad", type=float, default=0.0, help="clip the gradient norm to this (0 = off)")
+    ap.add_argument("--vit-input", choices=["rgb", "mask", "rgb+mask"], default="rgb",
+                    help="what the conv stem sees (ModelConfig.vit_input): pixels, a colour-free foreground mask, or both")
+    ap.add_argument("--vit-colour", action="store_true",
+                    help="add the shape-free per-token colour feature (ModelConfig.vit_colour)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--json", action="store_true", help="print one JSON object at the end")
@@ -126,7 +139,7 @@ def main():
     tr = load(a.train, a.limit)
     va = load(a.val, a.limit)
     ho = load(a.heldout, a.limit)
-    c = ModelConfig.from_dict((TINY if a.tiny else DEFAULT).to_dict())
+    c = ModelConfig.from_dict({**(TINY if a.tiny else DEFAULT).to_dict(), "vit_input": a.vit_input, "vit_colour": a.vit_colour})
     model = Probe(c)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
     t0 = time.time()
@@ -155,7 +168,7 @@ def main():
         opt.step()
         if step % 500 == 0 or step == a.steps:
             print(f"step {step} loss {loss.item():.4f} ({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
-    out = {"shift_aug": a.shift_aug, "gray_aug": a.gray_aug, "clip_grad": a.clip_grad, "steps": a.steps, "seed": a.seed, "val": score(model, va), "heldout": score(model, ho),
+    out = {"shift_aug": a.shift_aug, "gray_aug": a.gray_aug, "vit_input": a.vit_input, "vit_colour": a.vit_colour, "clip_grad": a.clip_grad, "steps": a.steps, "seed": a.seed, "val": score(model, va), "heldout": score(model, ho),
            "seconds": round(time.time() - t0)}
     print(json.dumps(out) if a.json else json.dumps(out, indent=1), flush=True)
 

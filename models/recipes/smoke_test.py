@@ -64,6 +64,24 @@ def main():
     before = torch.load(lite, map_location="cpu")["ema"]
     moved = {k for k, v in lck["model"].items() if not torch.equal(v, before[k])}
     assert moved and all(k.startswith("vision.") for k in moved), f"--train-only vision moved {sorted(moved)[:5]}"
+    # warm-starting the factorised vision inputs (foreground-mask channel + colour feature) from the RGB lite
+    # checkpoint: the adapted model must compute what the checkpoint did before training moves it
+    from hyperbagel.config import ModelConfig
+    from hyperbagel.model import Unified, warm_start_state
+    lite_ck = torch.load(lite, map_location="cpu")
+    fc = ModelConfig.from_dict({**lite_ck["config"], "vit_input": "rgb+mask", "vit_colour": True})
+    rgb_m, fac_m = Unified(ModelConfig.from_dict(lite_ck["config"])), Unified(fc)
+    rgb_m.load_state_dict(lite_ck["ema"])
+    fac_m.load_state_dict(warm_start_state(lite_ck["ema"], fac_m))
+    px = torch.rand(2, 3, 64, 64) * 2 - 1
+    assert torch.allclose(rgb_m.vision(px), fac_m.vision(px), atol=1e-6), "warm start changed the vision encoder's output"
+    frun = os.path.join(work, "unified-factor")
+    o = run([x if x != urun else frun for x in common] + ["--steps", "10", "--warmup", "2", "--init-weights", lite,
+                                                          "--vit-input", "rgb+mask", "--vit-colour", "--shift-aug", "2"])
+    fck = torch.load(os.path.join(frun, "unified.ckpt"), map_location="cpu")
+    assert fck["config"]["vit_input"] == "rgb+mask" and fck["config"]["vit_colour"], fck["config"]
+    assert fck["model"]["vision.stem.0.weight"][:, 3].abs().sum() > 0 and fck["model"]["vision.colour.weight"].abs().sum() > 0, \
+        "the new vision weights did not train"
     import numpy as np
     from hyperbagel.data import shifted
     img = np.zeros((64, 64, 3), np.uint8)
@@ -91,6 +109,9 @@ def main():
     assert d < 1e-4, d
     run([os.path.join(HERE, "export_pack.py"), "--ckpt", os.path.join(urun, "unified.ckpt"), "--data", data,
          "--out", out, "--name", "smoke", "--parity"])
+    # the factorised vision encoder through ONNX: onnxruntime-node checks its parity refs (test/recipes/smoke.test.ts)
+    run([os.path.join(HERE, "export_pack.py"), "--ckpt", os.path.join(frun, "unified.ckpt"), "--data", data,
+         "--out", os.path.join(work, "factor-pack"), "--name", "smoke-factor", "--parity"])
     man = json.load(open(os.path.join(out, "manifest.json")))
     assert man["prompts"].get("think") is True, "a run trained with --think must export prompts.think"
     # the retrieval datastore: captions, VQA answers and (the pack thinks) short prompt -> caption
@@ -106,9 +127,9 @@ def main():
         assert os.path.exists(os.path.join(out, g["file"])), g["file"]
     # the vision-encoder probe (docs/results.md, held-out captions): trains, scores, prints its JSON
     o = run([os.path.join(HERE, "probe_vision.py"), "--tiny", "--train", data, "--val", data, "--heldout", data,
-             "--steps", "3", "--batch", "8", "--shift-aug", "2", "--clip-grad", "1.0", "--json"])
+             "--steps", "3", "--batch", "8", "--shift-aug", "2", "--clip-grad", "1.0", "--vit-input", "mask", "--vit-colour", "--json"])
     probe = json.loads(o.strip().splitlines()[-1])
-    assert probe["shift_aug"] == 2 and probe["clip_grad"] == 1.0 and 0 <= probe["val"]["all"] <= 1 and "all" in probe["heldout"], probe
+    assert probe["shift_aug"] == 2 and probe["clip_grad"] == 1.0 and probe["vit_input"] == "mask" and 0 <= probe["val"]["all"] <= 1 and "all" in probe["heldout"], probe
     print(f"smoke test OK in {time.time() - t0:.1f}s: {out}", flush=True)
 
 

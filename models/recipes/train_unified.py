@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from hyperbagel.config import DEFAULT, TINY, ModelConfig  # noqa: E402
-from hyperbagel.model import Unified, VAE  # noqa: E402
+from hyperbagel.model import Unified, VAE, warm_start_state  # noqa: E402
 from hyperbagel.tokenizer import WordTokenizer  # noqa: E402
 from hyperbagel.data import ShapesData, understanding_seq, t2i_seq, edit_seq, think_seq, has_short_prompts, collate  # noqa: E402
 from hyperbagel.losses import joint_loss  # noqa: E402
@@ -93,6 +93,12 @@ def main():
                     help="understanding images translated by up to this many pixels per axis (0 = off)")
     ap.add_argument("--train-only", default=None, choices=["vision"],
                     help="update only these parameters (vision: the ViT and its connector; text-to-image is then untouched)")
+    ap.add_argument("--vit-input", choices=["rgb", "mask", "rgb+mask"], default=None,
+                    help="what the vision encoder's conv stem sees (ModelConfig.vit_input); for a new run, or to "
+                         "warm-start rgb+mask from an RGB --init-weights checkpoint (the mask channel starts at zero)")
+    ap.add_argument("--vit-colour", action="store_true",
+                    help="add the shape-free per-token colour feature (ModelConfig.vit_colour; from --init-weights its "
+                         "projection starts at zero)")
     ap.add_argument("--save-lite", default=None, help="also write the EMA weights, step and config (no optimizer) here at the end")
     a = ap.parse_args()
     dev = torch.device(a.device)
@@ -115,8 +121,12 @@ def main():
     vae.to(dev)
     if ck or init:
         c = ModelConfig.from_dict((ck or init)["config"])
+        if init and not ck:  # the factorised vision inputs can be added when warm-starting, not on resume
+            c.vit_input = a.vit_input or c.vit_input
+            c.vit_colour = c.vit_colour or a.vit_colour
     else:
         ov = {k: v for k, v in (("hidden", a.hidden), ("layers", a.layers)) if v}
+        ov.update({k: v for k, v in (("vit_input", a.vit_input), ("vit_colour", a.vit_colour)) if v})
         c = build_model(a.tiny, len(tok), vcfg, ov)
     sets = []
     timer = Timer()
@@ -141,8 +151,9 @@ def main():
     warm_from = 0  # the step the learning-rate warm-up counts from (a fresh optimizer re-warms)
     think_samples = 0  # prompt-expansion sequences trained so far (export_pack.py declares prompts.think from it)
     if init:
-        model.load_state_dict(init["ema"])
-        ema.model.load_state_dict(init["ema"])
+        weights = warm_start_state(init["ema"], model)
+        model.load_state_dict(weights)
+        ema.model.load_state_dict(weights)
         step = warm_from = init["step"]
         think_samples = init.get("think_samples", 0)
         print(f"initialised from the EMA weights of {a.init_weights} at step {step} (fresh optimizer)", flush=True)

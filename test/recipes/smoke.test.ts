@@ -50,6 +50,20 @@ describe.skipIf(!enabled)('recipes smoke test (python train + export, then onnxr
     }
   });
 
+  it('exports the factorised vision encoder (foreground mask + colour feature) that matches PyTorch', async () => {
+    const factor = `${pack}-work/factor-pack`;
+    const fm = readJson<Manifest>(path.join(factor, 'manifest.json'));
+    const c = readJson<ParityCase>(path.join(factor, 'parity', 'vision.json'));
+    const sess = await openSession(path.join(factor, fm.graphs.vision!.file));
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const [k, v] of Object.entries(c.inputs)) feeds[k] = toOrt(v);
+    const out = await sess.run(feeds);
+    for (const [k, want] of Object.entries(c.outputs)) expect(maxAbsDiff(out[k]!, want), k).toBeLessThanOrEqual(1e-4);
+    // the same graph family as the RGB pack: only the vision encoder's weights and ops differ
+    expect(Object.keys(fm.graphs).sort()).toEqual(Object.keys(manifest.graphs).sort());
+    await sess.release();
+  });
+
   it('runs a text prefill, a KV-cache decode step and a denoiser step against the cache', async () => {
     const d = manifest.decoder;
     const st = manifest.special_tokens;

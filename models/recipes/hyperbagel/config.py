@@ -20,6 +20,11 @@ class ModelConfig:
     vit_width: int = 128
     vit_layers: int = 1
     vit_heads: int = 4
+    # what the conv stem sees: "rgb" (pixels; every release so far), "mask" (a colour-free foreground
+    # mask only) or "rgb+mask"; with vit_colour the tokens also get a shape-free colour feature
+    # (VisionEncoder.factor_inputs). Both are probes of colour x shape generalisation (docs/results.md).
+    vit_input: str = "rgb"
+    vit_colour: bool = False
     # VAE
     gen_image_size: int = 32
     vae_channels: tuple = (32, 64, 64)  # 32 -> 16 -> 8

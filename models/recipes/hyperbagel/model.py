@@ -123,19 +123,34 @@ class ViTBlock(nn.Module):
 
 
 class VisionEncoder(nn.Module):
-    """Conv stem (64 -> 4x4 tokens) + small pre-LN ViT + MLP connector + fixed 2-D sin-cos pos emb."""
+    """Conv stem (64 -> 4x4 tokens) + small pre-LN ViT + MLP connector + fixed 2-D sin-cos pos emb.
+
+    With the default config the stem sees RGB. `vit_input` "mask" / "rgb+mask" and `vit_colour` add
+    fixed (parameter-free) factorised inputs: a foreground mask that carries shape but no colour, and
+    per-token colour means over the foreground that carry colour but (almost) no shape."""
+
+    COLOUR_SUB = 8  # colour features are pooled over 8x8 sub-patches; a token gets its (patch/8)^2 of them
 
     def __init__(self, c: ModelConfig):
         super().__init__()
+        self.input = c.vit_input
+        if self.input not in ("rgb", "mask", "rgb+mask"):
+            raise ValueError(f"vit_input must be rgb, mask or rgb+mask, not {self.input!r}")
         chans = list(c.vit_stem)
         layers = []
-        cin = 3
+        cin = {"rgb": 3, "mask": 1, "rgb+mask": 4}[self.input]
         for ch in chans:
             layers += [nn.Conv2d(cin, ch, 3, 2, 1), nn.GELU()]
             cin = ch
         self.stem = nn.Sequential(*layers)
         self.proj = nn.Linear(cin, c.vit_width)
         g = c.vit_grid
+        self.patch = c.vit_image_size // g
+        self.colour = None
+        if c.vit_colour:
+            sub = (self.patch // self.COLOUR_SUB) ** 2
+            # per sub-patch: mean foreground colour (3) and foreground fraction (1); plus the background (3)
+            self.colour = nn.Linear(sub * 4 + 3, c.vit_width)
         self.register_buffer("vit_pos", sincos_2d(g, c.vit_width), persistent=False)
         self.blocks = nn.ModuleList([ViTBlock(c.vit_width, c.vit_heads) for _ in range(c.vit_layers)])
         self.norm = nn.LayerNorm(c.vit_width)
@@ -143,13 +158,73 @@ class VisionEncoder(nn.Module):
         self.conn2 = nn.Linear(c.hidden, c.hidden)
         self.register_buffer("llm_pos", sincos_2d(g, c.hidden), persistent=False)
 
+    @staticmethod
+    def foreground(pixels):
+        """(mask [B,1,H,W] in [0,1], background [B,3]). The background is the mean of the four corner
+        pixels (the Shapes world never draws there, even shifted by a few pixels); a pixel is foreground
+        in proportion to its RGB distance from it (0 below 0.1, 1 above 0.5, in [-1,1] units), so the
+        mask is the same for every object colour."""
+        bg = (pixels[:, :, 0, 0] + pixels[:, :, 0, -1] + pixels[:, :, -1, 0] + pixels[:, :, -1, -1]) * 0.25
+        d = torch.sqrt(((pixels - bg[:, :, None, None]) ** 2).sum(1, keepdim=True) + 1e-6)
+        return torch.clamp((d - 0.1) * 2.5, 0.0, 1.0), bg
+
+    def colour_features(self, pixels, mask, bg):
+        """[B,T,sub*4+3]: for each token, its 8x8 sub-patches' mean foreground colour and coverage."""
+        k = self.COLOUR_SUB
+        cover = F.avg_pool2d(mask, k)  # [B,1,h,w]
+        mean = F.avg_pool2d(mask * pixels, k) / (cover + 1e-2)  # ~0 where nothing is drawn
+        f = torch.cat([mean, cover], 1)  # [B,4,h,w]
+        B, C, h, w = f.shape
+        r = self.patch // k
+        g = h // r
+        # space-to-depth: every token gets its r x r sub-patches' features
+        f = f.reshape(B, C, g, r, g, r).permute(0, 2, 4, 1, 3, 5).reshape(B, g * g, C * r * r)
+        return torch.cat([f, bg[:, None, :].expand(B, g * g, 3)], -1)
+
     def forward(self, pixels):
-        f = self.stem(pixels)  # [B,C,g,g]
+        x = pixels
+        if self.input != "rgb" or self.colour is not None:
+            mask, bg = self.foreground(pixels)
+            x = {"rgb": pixels, "mask": mask, "rgb+mask": torch.cat([pixels, mask], 1)}[self.input]
+        f = self.stem(x)  # [B,C,g,g]
+        if x.shape[1] != 3 and f.requires_grad and not torch.jit.is_tracing():
+            # torch 1.13's CPU (mkldnn) conv backward computes wrong, run-to-run different weight gradients
+            # for a 1-channel input when the incoming gradient is the transposed view the token reshape
+            # gives back (diverging to NaN within a few hundred steps; scratch-tested against float64 and
+            # finite differences); a contiguous gradient avoids that path
+            f.register_hook(lambda grad: grad.contiguous())
         t = self.proj(f.flatten(2).transpose(1, 2)) + self.vit_pos
+        if self.colour is not None:
+            t = t + self.colour(self.colour_features(pixels, mask, bg))
         for b in self.blocks:
             t = b(t)
         t = self.norm(t)
         return self.conn2(F.gelu(self.conn1(t), approximate="tanh")) + self.llm_pos
+
+
+def warm_start_state(state, model):
+    """`state` (a checkpoint's weights) adapted to `model` where only the vision encoder's factorised inputs
+    differ: an RGB-only checkpoint warm-starts a model with vit_colour (the colour projection starts at
+    zero) or vit_input "rgb+mask" (the first conv's mask channel starts at zero), so the adapted model
+    computes exactly what the checkpoint did until training moves the new weights."""
+    own = model.state_dict()
+    out = dict(state)
+    for k, v in own.items():
+        if k.startswith("vision.colour.") and k not in state:
+            out[k] = torch.zeros_like(v)
+    k = "vision.stem.0.weight"
+    if k in state and state[k].shape != own[k].shape:
+        old = state[k]
+        if old.shape[1] != 3 or own[k].shape[1] != 4:
+            raise ValueError(f"cannot warm-start a {own[k].shape[1]}-channel stem from a {old.shape[1]}-channel one "
+                             f"(only rgb -> rgb+mask)")
+        new = torch.zeros_like(own[k])
+        new[:, :3] = old
+        out[k] = new
+    extra = sorted(set(out) - set(own))
+    if extra:
+        raise ValueError(f"checkpoint weights the model does not have: {extra[:4]}")
+    return out
 
 
 class TimestepEmbedder(nn.Module):
