@@ -77,7 +77,7 @@ def main():
     assert torch.allclose(rgb_m.vision(px), fac_m.vision(px), atol=1e-6), "warm start changed the vision encoder's output"
     frun = os.path.join(work, "unified-factor")
     o = run([x if x != urun else frun for x in common] + ["--steps", "10", "--warmup", "2", "--init-weights", lite,
-                                                          "--vit-input", "rgb+mask", "--vit-colour", "--shift-aug", "2"])
+                                                          "--vit-input", "rgb+mask", "--vit-colour", "--vit-rgb-drop", "0.5", "--shift-aug", "2"])
     fck = torch.load(os.path.join(frun, "unified.ckpt"), map_location="cpu")
     assert fck["config"]["vit_input"] == "rgb+mask" and fck["config"]["vit_colour"], fck["config"]
     assert fck["model"]["vision.stem.0.weight"][:, 3].abs().sum() > 0 and fck["model"]["vision.colour.weight"].abs().sum() > 0, \

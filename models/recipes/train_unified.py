@@ -99,6 +99,10 @@ def main():
     ap.add_argument("--vit-colour", action="store_true",
                     help="add the shape-free per-token colour feature (ModelConfig.vit_colour; from --init-weights its "
                          "projection starts at zero)")
+    ap.add_argument("--vit-rgb-drop", type=float, default=0.0,
+                    help="with --vit-input rgb+mask: the fraction of training images whose RGB channels the stem does "
+                         "not see (it still gets the mask and the colour feature), so a warm-started model learns to "
+                         "read objects from the factorised inputs")
     ap.add_argument("--save-lite", default=None, help="also write the EMA weights, step and config (no optimizer) here at the end")
     a = ap.parse_args()
     dev = torch.device(a.device)
@@ -141,6 +145,10 @@ def main():
     if a.think and not any(thinkable):
         sys.exit("--think needs records with short prompts besides the caption (records.jsonl 'prompts')")
     model = Unified(c).to(dev)
+    if a.vit_rgb_drop:
+        if c.vit_input != "rgb+mask":
+            sys.exit("--vit-rgb-drop needs a model with vit_input rgb+mask")
+        model.vision.rgb_drop = a.vit_rgb_drop
     if a.train_only == "vision":
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith("vision."))

@@ -144,6 +144,9 @@ class VisionEncoder(nn.Module):
             cin = ch
         self.stem = nn.Sequential(*layers)
         self.proj = nn.Linear(cin, c.vit_width)
+        # training only (train_unified.py --vit-rgb-drop): with "rgb+mask", the fraction of images whose RGB
+        # channels the stem does not see, so the model must also read them from the mask and colour feature
+        self.rgb_drop = 0.0
         g = c.vit_grid
         self.patch = c.vit_image_size // g
         self.colour = None
@@ -185,7 +188,11 @@ class VisionEncoder(nn.Module):
         x = pixels
         if self.input != "rgb" or self.colour is not None:
             mask, bg = self.foreground(pixels)
-            x = {"rgb": pixels, "mask": mask, "rgb+mask": torch.cat([pixels, mask], 1)}[self.input]
+            rgb = pixels
+            if self.training and self.rgb_drop > 0 and self.input == "rgb+mask":
+                keep = (torch.rand(pixels.shape[0], 1, 1, 1, device=pixels.device) >= self.rgb_drop).to(pixels.dtype)
+                rgb = pixels * keep
+            x = {"rgb": pixels, "mask": mask, "rgb+mask": torch.cat([rgb, mask], 1)}[self.input]
         f = self.stem(x)  # [B,C,g,g]
         if x.shape[1] != 3 and f.requires_grad and not torch.jit.is_tracing():
             # torch 1.13's CPU (mkldnn) conv backward computes wrong, run-to-run different weight gradients
