@@ -17,8 +17,10 @@ DRAFT_STEPS=${DRAFT_STEPS:-2000}; DRAFT_VARIANTS=${DRAFT_VARIANTS:-full eagle3 n
 # DMDO 4500: resuming DMDO raised the scores on release 3 (1500 -> 3000: GEdit 0.722 -> 0.741, GenEval 0.390
 # both) and release 4 (3000 -> 4500: GenEval 0.473 -> 0.503, GEdit 0.810 -> 0.817); 6000 was no better (0.483 / 0.808)
 CFG_STEPS=${CFG_STEPS:-2500}; TSCD_STEPS=${TSCD_STEPS:-1500}; DMDO_STEPS=${DMDO_STEPS:-4500}
-# ADP 6000: the 1-NFE scores still rose from 800 to 2400 to 4000 steps (release 2) and 4000 to 6000 (release 3)
-REWARD_STEPS=${REWARD_STEPS:-800}; ADP_STEPS=${ADP_STEPS:-6000}; REFL_STEPS=${REFL_STEPS:-300}
+# ADP 14000: the 1-NFE scores still rose from 800 to 2400 to 4000 steps (release 2), 4000 to 6000 (release 3),
+# and on release 5 6000 -> 10000 -> 14000 (after ReFL, val GenEval / GEdit 0.347 / 0.774 -> 0.420 / 0.784 ->
+# 0.410 / 0.832; docs/results.md). ≈ 0.3-0.45 s per step on one core.
+REWARD_STEPS=${REWARD_STEPS:-800}; ADP_STEPS=${ADP_STEPS:-14000}; REFL_STEPS=${REFL_STEPS:-300}
 # ReFL's regression to the 6-NFE output, 2.5x the ADP weight: with 1.0 ReFL cost editing (release 4: GEdit
 # 0.713 after ADP -> 0.662); 2.5 gave 0.413 / 0.720, 5 gave 0.370 / 0.742, 10 gave 0.353 / 0.750
 REFL_MSE=${REFL_MSE:-2.5}
