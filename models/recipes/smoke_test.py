@@ -77,13 +77,21 @@ def main():
     assert torch.allclose(rgb_m.vision(px), fac_m.vision(px), atol=1e-6), "warm start changed the vision encoder's output"
     frun = os.path.join(work, "unified-factor")
     o = run([x if x != urun else frun for x in common] + ["--steps", "10", "--warmup", "2", "--init-weights", lite,
-                                                          "--vit-input", "rgb+mask", "--vit-colour", "--vit-rgb-drop", "0.5", "--shift-aug", "2"])
+                                                          "--vit-input", "rgb+mask", "--vit-colour", "--vit-rgb-drop", "0.5", "--shift-aug", "2",
+                                                          "--attr-noise", "0.5"])
     fck = torch.load(os.path.join(frun, "unified.ckpt"), map_location="cpu")
     assert fck["config"]["vit_input"] == "rgb+mask" and fck["config"]["vit_colour"], fck["config"]
     assert fck["model"]["vision.stem.0.weight"][:, 3].abs().sum() > 0 and fck["model"]["vision.colour.weight"].abs().sum() > 0, \
         "the new vision weights did not train"
     import numpy as np
-    from hyperbagel.data import shifted
+    import random
+    from hyperbagel.data import shifted, attribute_noise
+    # attribute noise swaps colour/shape words within their group only, never other words
+    groups = [(1, 2, 3), (7, 8)]
+    seq = [1, 5, 7, 9, 2, 8]
+    outs = [attribute_noise(seq, groups, random.Random(k), 1.0) for k in range(50)]
+    assert all(o[1] == 5 and o[3] == 9 and o[0] in groups[0] and o[2] in groups[1] and o[4] in groups[0] for o in outs)
+    assert any(o != seq for o in outs) and attribute_noise(seq, groups, random.Random(0), 0.0) == seq
     img = np.zeros((64, 64, 3), np.uint8)
     img[:] = 9
     img[10:20, 30:40] = 200

@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from hyperbagel.config import DEFAULT, TINY, ModelConfig  # noqa: E402
 from hyperbagel.model import Unified, VAE, warm_start_state  # noqa: E402
 from hyperbagel.tokenizer import WordTokenizer  # noqa: E402
-from hyperbagel.data import ShapesData, understanding_seq, t2i_seq, edit_seq, think_seq, has_short_prompts, collate  # noqa: E402
+from hyperbagel.data import ShapesData, understanding_seq, t2i_seq, edit_seq, think_seq, has_short_prompts, collate, attribute_groups  # noqa: E402
 from hyperbagel.losses import joint_loss  # noqa: E402
 
 
@@ -103,6 +103,9 @@ def main():
                     help="with --vit-input rgb+mask: the fraction of training images whose RGB channels the stem does "
                          "not see (it still gets the mask and the colour feature), so a warm-started model learns to "
                          "read objects from the factorised inputs")
+    ap.add_argument("--attr-noise", type=float, default=0.0,
+                    help="understanding answers: the probability that the model reads a colour or shape word replaced by "
+                         "a random one of its kind while learning to write the true one (data.attribute_noise)")
     ap.add_argument("--save-lite", default=None, help="also write the EMA weights, step and config (no optimizer) here at the end")
     a = ap.parse_args()
     dev = torch.device(a.device)
@@ -177,6 +180,7 @@ def main():
     nparams = sum(p.numel() for p in model.parameters())
     print(f"unified params {nparams / 1e6:.2f}M, config {c.to_dict()}", flush=True)
     rng = random.Random(a.seed * 1000003 + step)
+    attr_groups = attribute_groups(tok)
     bounds = [int(x) for x in a.curriculum.split(",")]
     nv, n = c.vit_grid ** 2, c.latent_grid ** 2
     log = CsvLog(os.path.join(a.run, "loss.csv"), ["step", "loss", "ce", "mse", "tok_acc", "lr", "sec_per_step", "elapsed"])
@@ -199,7 +203,7 @@ def main():
         seqs = []
         for _ in range(a.und):
             ds, i = pick()
-            seqs.append(understanding_seq(tok, ds, i, rng, nv, shift=a.shift_aug))
+            seqs.append(understanding_seq(tok, ds, i, rng, nv, shift=a.shift_aug, noise=(attr_groups, a.attr_noise)))
         for _ in range(a.t2i):
             ds, i = pick()
             seqs.append(t2i_seq(tok, ds, i, rng, n))

@@ -109,9 +109,10 @@ class Seq:
         self.next_pos += 1
         self.next_blk += 1
 
-    def answer(self, start_id, ids, eos):
-        """`start_id` then answer ids; every one of them predicts the next (the last predicts eos)."""
-        seq = [start_id] + ids
+    def answer(self, start_id, ids, eos, inputs=None):
+        """`start_id` then answer ids; every one of them predicts the next (the last predicts eos).
+        `inputs`: what the model reads in place of `ids` (same length; see `attribute_noise`), targets unchanged."""
+        seq = [start_id] + (inputs if inputs is not None else ids)
         tgt = ids + [eos]
         for t, y in zip(seq, tgt):
             self.text([t])
@@ -121,10 +122,34 @@ class Seq:
         return len(self.kind)
 
 
-def understanding_seq(tok, ds, i, rng, nv, caption_prob=0.35, shift=0):
+ATTRIBUTE_WORDS = (("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink"),
+                   ("circle", "square", "triangle", "star"))
+
+
+def attribute_groups(tok):
+    """Token ids of the words `attribute_noise` swaps, one tuple per interchangeable group (colours, shapes)."""
+    return [tuple(tok.encode(w)[0] for w in group) for group in ATTRIBUTE_WORDS]
+
+
+def attribute_noise(ids, groups, rng, p):
+    """The answer as the model reads it while learning to write it: each colour or shape word is replaced, with
+    probability p, by a random word of its group. The targets stay the true words, so the next word (the
+    shape after "cyan", the cell after "triangle") cannot be predicted from the word before it and must
+    come from the image: the caption's word co-occurrences (no "cyan triangle" in training) stop acting as a
+    prior that overrides what the vision encoder sees."""
+    out = list(ids)
+    for k, t in enumerate(out):
+        for g in groups:
+            if t in g and rng.random() < p:
+                out[k] = g[rng.randrange(len(g))]
+    return out
+
+
+def understanding_seq(tok, ds, i, rng, nv, caption_prob=0.35, shift=0, noise=None):
     """`shift` > 0: the image is translated by a random whole number of pixels in [-shift, shift] on each
     axis (see `shifted`), so the ViT sees every shape at many phases of its 16-pixel token grid; the
-    text is unchanged (a few pixels never move an object out of its cell)."""
+    text is unchanged (a few pixels never move an object out of its cell). `noise` = (groups, p):
+    `attribute_noise` on the answer's input side."""
     s = Seq()
     s.text([tok.bos, tok.vision_start])
     s.block(VIT, nv)
@@ -138,7 +163,7 @@ def understanding_seq(tok, ds, i, rng, nv, caption_prob=0.35, shift=0):
     else:
         q, a = ds.qa_ids[i][rng.randrange(len(ds.qa_ids[i]))]
     s.text(q)
-    s.answer(tok.im_start, a, tok.eos)
+    s.answer(tok.im_start, a, tok.eos, attribute_noise(a, noise[0], rng, noise[1]) if noise and noise[1] > 0 else None)
     return s
 
 
