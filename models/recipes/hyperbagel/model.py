@@ -196,9 +196,9 @@ class VisionEncoder(nn.Module):
         f = self.stem(x)  # [B,C,g,g]
         if x.shape[1] != 3 and f.requires_grad and not torch.jit.is_tracing():
             # torch 1.13's CPU (mkldnn) conv backward computes wrong, run-to-run different weight gradients
-            # for a 1-channel input when the incoming gradient is the transposed view the token reshape
-            # gives back (diverging to NaN within a few hundred steps; scratch-tested against float64 and
-            # finite differences); a contiguous gradient avoids that path
+            # for a 1- or 4-channel input when the incoming gradient is the transposed view the token reshape
+            # gives back (training diverges to NaN within a few hundred steps; checked against float64 and
+            # finite differences, docs/results.md "Colour x shape"); a contiguous gradient avoids that path
             f.register_hook(lambda grad: grad.contiguous())
         t = self.proj(f.flatten(2).transpose(1, 2)) + self.vit_pos
         if self.colour is not None:
