@@ -32,11 +32,8 @@ import torch.nn.functional as F  # noqa: E402
 from hyperbagel.config import DEFAULT, TINY, ModelConfig  # noqa: E402
 from hyperbagel.data import shifted, to_pixels  # noqa: E402
 from hyperbagel.model import VisionEncoder  # noqa: E402
+from hyperbagel.vocabulary import CELLS, COLORS, SHAPES, SIZES  # noqa: E402
 
-SHAPES = ["circle", "square", "triangle", "star"]
-COLORS = ["red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink"]
-SIZES = ["small", "large"]
-CELLS = ["top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right"]
 # the held-out combinations (src/world/splits.ts)
 HELDOUT_COLOR_SHAPE = {("yellow", "star"), ("cyan", "triangle"), ("pink", "square")}
 HELDOUT_SHAPE_CELL = {("circle", "bottom right"), ("triangle", "top left")}

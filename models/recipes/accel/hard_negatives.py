@@ -7,12 +7,10 @@ categories check: attribute binding (swap two colours or two bound shapes), colo
 background and size. The word lists are the Shapes world's (src/world/vocabulary.ts)."""
 import random
 
-COLORS = ["red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink"]
-SHAPES = ["circle", "square", "triangle", "star"]
+from hyperbagel.vocabulary import BACKGROUNDS, COLORS, SHAPES, SIZES
+
 PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "star": "stars"}
 COUNTS = ["two", "three", "four"]  # GenEval counting prompts ask for 2..4
-BACKGROUNDS = ["white", "black", "gray", "beige"]
-SIZES = ["small", "large"]
 FLIPS = {"left": "right", "right": "left", "above": "below", "below": "above", "top": "bottom", "bottom": "top"}
 # words that bind a shape to something (a colour, a place), so swapping two shapes changes the meaning;
 # in "a photo of a star and a square" it would not

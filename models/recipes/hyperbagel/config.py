@@ -22,7 +22,7 @@ class ModelConfig:
     vit_heads: int = 4
     # what the conv stem sees: "rgb" (pixels; every release so far), "mask" (a colour-free foreground
     # mask only) or "rgb+mask"; with vit_colour the tokens also get a shape-free colour feature
-    # (VisionEncoder.factor_inputs). Both are probes of colour x shape generalisation (docs/results.md).
+    # (VisionEncoder.foreground / colour_features), for colour x shape generalisation (docs/results.md).
     vit_input: str = "rgb"
     vit_colour: bool = False
     # VAE

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from .model import NEG
+from .vocabulary import COLORS, SHAPES
 
 CAPTION_PROMPT = "describe the image"
 
@@ -122,13 +123,9 @@ class Seq:
         return len(self.kind)
 
 
-ATTRIBUTE_WORDS = (("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink"),
-                   ("circle", "square", "triangle", "star"))
-
-
 def attribute_groups(tok):
     """Token ids of the words `attribute_noise` swaps, one tuple per interchangeable group (colours, shapes)."""
-    return [tuple(tok.encode(w)[0] for w in group) for group in ATTRIBUTE_WORDS]
+    return [tuple(tok.encode(w)[0] for w in group) for group in (COLORS, SHAPES)]
 
 
 def attribute_noise(ids, groups, rng, p):

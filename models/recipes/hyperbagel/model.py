@@ -188,11 +188,14 @@ class VisionEncoder(nn.Module):
         x = pixels
         if self.input != "rgb" or self.colour is not None:
             mask, bg = self.foreground(pixels)
-            rgb = pixels
-            if self.training and self.rgb_drop > 0 and self.input == "rgb+mask":
-                keep = (torch.rand(pixels.shape[0], 1, 1, 1, device=pixels.device) >= self.rgb_drop).to(pixels.dtype)
-                rgb = pixels * keep
-            x = {"rgb": pixels, "mask": mask, "rgb+mask": torch.cat([rgb, mask], 1)}[self.input]
+            if self.input == "mask":
+                x = mask
+            elif self.input == "rgb+mask":
+                rgb = pixels
+                if self.training and self.rgb_drop > 0:
+                    keep = (torch.rand(pixels.shape[0], 1, 1, 1, device=pixels.device) >= self.rgb_drop).to(pixels.dtype)
+                    rgb = pixels * keep
+                x = torch.cat([rgb, mask], 1)
         f = self.stem(x)  # [B,C,g,g]
         if x.shape[1] != 3 and f.requires_grad and not torch.jit.is_tracing():
             # torch 1.13's CPU (mkldnn) conv backward computes wrong, run-to-run different weight gradients
