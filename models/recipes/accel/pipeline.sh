@@ -27,6 +27,10 @@ REFL_MSE=${REFL_MSE:-2.5}
 # the 6-NFE stage the 1-NFE stages start from and regress to: dmdo (the paper's order) or tscd (skips
 # DMDO, which lowered the scores on release 1; docs/results.md stage table)
 SIX_FINAL=${SIX_FINAL:-dmdo}
+# ADP_INIT=ckpt.pt starts the 1-NFE student from an earlier target's ADP (or ReFL) student instead of this
+# target's 6-NFE one; the ODE pairs and the ReFL regression still come from this target's 6-NFE student.
+# ADP needs ~14k steps from the 6-NFE init; a warm start from a related target needs fewer (release 6 tried 4,000; docs/results.md).
+ADP_INIT=${ADP_INIT:-}
 # the generation stages load this many training scenes (loading all 40k costs ~80 s per stage)
 GEN_LIMIT=${GEN_LIMIT:-10000}
 mkdir -p "$OUT/draft" "$OUT/gen"
@@ -56,7 +60,8 @@ lane_gen() {
   [ "$SIX_FINAL" = tscd ] ||
     stage dmdo $PY "$A/train_gen.py" --stage dmdo --target "$T" --data data/train --limit "$GEN_LIMIT" --run "$G/dmdo" --init "$G/tscd/ckpt.pt" --steps "$DMDO_STEPS"
   stage reward $PY "$A/train_reward.py" --target "$T" --data data/train --limit "$GEN_LIMIT" --run "$G/reward" --steps "$REWARD_STEPS"
-  stage adp $PY "$A/train_gen.py" --stage adp --target "$T" --data data/train --limit "$GEN_LIMIT" --run "$G/adp" --init "$G/$SIX_FINAL/ckpt.pt" --steps "$ADP_STEPS"
+  stage adp $PY "$A/train_gen.py" --stage adp --target "$T" --data data/train --limit "$GEN_LIMIT" --run "$G/adp" --init "${ADP_INIT:-$G/$SIX_FINAL/ckpt.pt}" \
+    --teacher6 "$G/$SIX_FINAL/ckpt.pt" --steps "$ADP_STEPS"
   stage refl $PY "$A/train_gen.py" --stage refl --target "$T" --data data/train --limit "$GEN_LIMIT" --run "$G/refl" --init "$G/adp/ckpt.pt" \
     --teacher6 "$G/$SIX_FINAL/ckpt.pt" --reward "$G/reward/reward.pt" --steps "$REFL_STEPS" --mse-weight "$REFL_MSE"
 }
