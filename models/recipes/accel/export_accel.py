@@ -13,7 +13,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from accel.common import target_from_args, grid, torch  # noqa: E402
 from accel.draft import Draft, DraftConfig  # noqa: E402
-from accel.gen import Student  # noqa: E402
+from accel.gen import student_from  # noqa: E402
 from hyperbagel import export as ex  # noqa: E402
 
 nn = torch.nn
@@ -197,9 +197,7 @@ def load_draft_run(m, run):
 
 def load_student_ckpt(m, path):
     ck = torch.load(path, map_location="cpu")
-    s = Student(m)
-    s.load_state_dict(ck["student"])
-    return s.eval(), ck.get("stage"), ck["step"]
+    return student_from(m, ck["student"], path).eval(), ck.get("stage"), ck["step"]
 
 
 def main():

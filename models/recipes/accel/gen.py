@@ -53,6 +53,23 @@ def is_gen_param(name):
             or "scale_embed" in name)
 
 
+def student_from(target, state, source="checkpoint"):
+    """A Student of `target` whose generation path (the trainable part) comes from `state`, a student
+    state dict. The frozen rest stays the target's own, so a student trained on an earlier target can seed
+    or be exported for one whose understanding side differs (release 6's vision encoder has other inputs
+    than release 5's); only the generation path has to fit."""
+    s = Student(target)
+    own = s.state_dict()
+    gen = {k: v for k, v in state.items() if is_gen_param(k)}
+    missing = [k for k in own if is_gen_param(k) and k not in gen]
+    bad = [k for k, v in gen.items() if k not in own or own[k].shape != v.shape]
+    if missing or bad:
+        raise SystemExit(f"{source}: its generation path does not fit this target (missing {missing[:3]}, "
+                         f"unexpected or mis-shaped {bad[:3]})")
+    s.load_state_dict(gen, strict=False)
+    return s
+
+
 class LatentDisc(nn.Module):
     """Multi-head latent discriminator: a trainable copy of the teacher's generation path (backbone, conditioned
     on the prompt through the context KV) with one head per layer on that layer's token features (DMDX-style

@@ -115,6 +115,19 @@ def main():
              W("g_dmdo/ckpt.pt"), "--reward", W("reward/reward.pt"), "--steps", "3"])
     run(g + ["--stage", "refl", "--run", W("g_refl_seq"), "--init", W("g_adp/ckpt.pt"), "--teacher6",
              W("g_dmdo/ckpt.pt"), "--reward", W("reward_seq/reward.pt"), "--reward-text", "prompt", "--steps", "2"])
+    # a student seeds one for a target with another vision encoder (pipeline ADP_INIT across releases): the
+    # generation path comes from the student, everything else stays the new target's
+    from accel.gen import student_from
+    c2 = type(m.c).from_dict({**m.c.to_dict(), "vit_input": "rgb+mask", "vit_colour": True})
+    m2, _, _, _ = random_target(words, seed=1, cfg=c2)
+    src = torch.load(W("g_adp/ckpt.pt"), map_location="cpu")["student"]
+    s2 = student_from(m2, src, "g_adp")
+    got = s2.state_dict()
+    gen_keys = [k for k in src if ".gen." in k]
+    vis_keys = [k for k in m2.state_dict() if k.startswith("vision.")]
+    assert gen_keys and all(torch.equal(got[k], src[k]) for k in gen_keys), "generation path not carried"
+    assert "vision.colour.weight" in vis_keys and all(torch.equal(got["m." + k], m2.state_dict()[k]) for k in vis_keys), \
+        "vision not the target's"
     import csv
     for st in ("cfg", "tscd", "dmdo", "adp", "refl"):
         rows = list(csv.DictReader(open(W(f"g_{st}/loss.csv"))))

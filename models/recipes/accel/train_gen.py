@@ -21,7 +21,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from accel.common import target_from_args, load_sets, GenBatch, teacher_cfg, gen_velocity, grid, shifted, torch  # noqa: E402
-from accel.gen import Student, LatentDisc, PixelDisc, is_gen_param, load_reward, hinge_d, hinge_g  # noqa: E402
+from accel.gen import Student, LatentDisc, PixelDisc, student_from, load_reward, hinge_d, hinge_g  # noqa: E402
 from hyperbagel.model import unpatchify  # noqa: E402
 from hyperbagel.utils import seed_all, save_ckpt, load_ckpt, CsvLog, Timer  # noqa: E402
 
@@ -30,21 +30,8 @@ STAGES = ["cfg", "tscd", "dmdo", "adp", "refl"]
 
 
 def load_student(m, path):
-    """A student of target m, its generation path (the trainable part) from ckpt `path`. The frozen rest stays
-    m's own, so a student from an earlier target (pipeline ADP_INIT) can seed one for a target whose
-    understanding side differs (release 6's vision encoder has other inputs than release 5's)."""
-    s = Student(m)
-    if path:
-        src = torch.load(path, map_location="cpu")["student"]
-        own = s.state_dict()
-        gen = {k: v for k, v in src.items() if is_gen_param(k)}
-        missing = [k for k in own if is_gen_param(k) and k not in gen]
-        bad = [k for k, v in gen.items() if k not in own or own[k].shape != v.shape]
-        if missing or bad:
-            raise SystemExit(f"{path}: its generation path does not fit this target (missing {missing[:3]}, "
-                             f"unexpected or mis-shaped {bad[:3]})")
-        s.load_state_dict(gen, strict=False)
-    return s
+    """A student of target m: from a previous stage's ckpt.pt (its generation path; gen.student_from), or fresh."""
+    return student_from(m, torch.load(path, map_location="cpu")["student"], path) if path else Student(m)
 
 
 def v_student(s, x, t, gb, st, si, ctx=None):
