@@ -57,7 +57,9 @@ def main():
     preview = ex.fit_preview(vae, scale, px)
     nparams = sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in vae.parameters())
     training = {"unified_steps": ck["step"], "vae_steps": vck["step"], "params": nparams,
-                "weights": "raw" if a.raw else "ema", "preview_rmse": round(preview[2], 4)}
+                "weights": "raw" if a.raw else "ema", "preview_rmse": round(preview[2], 4),
+                # the full model config: import_pack.py rebuilds training checkpoints from the graphs with it
+                "config": c.to_dict()}
     if a.note:
         training["note"] = a.note
     think = a.think or ck.get("think_samples", 0) > 0

@@ -21,7 +21,8 @@ pack)
   CKPT=${2:?checkpoint}; DIR=${3:-gpu}; mkdir -p "$DIR/bin" "$DIR/lib"
   (cd data && tar -cf - train1 train2 train) | zstd -12 -T2 --long=27 -q -f -o "$DIR/data.tar.zst"
   cp /usr/bin/zstd "$DIR/bin/"; for l in libzstd.so.1 liblzma.so.5 liblz4.so.1; do cp -L "/lib/x86_64-linux-gnu/$l" "$DIR/lib/"; done
-  cp runs/vae/vae_final.ckpt "$DIR/vae_final.ckpt"; cp "$(dirname "$CKPT")/tokenizer.json" "$DIR/"
+  # the VAE whose encoder made the cached latents: runs/vae/vae_final.ckpt, or import_pack.py's OUT/vae.ckpt
+  cp "${VAE:-runs/vae/vae_final.ckpt}" "$DIR/vae_final.ckpt"; cp "$(dirname "$CKPT")/tokenizer.json" "$DIR/"
   PYTHONPATH="$(dirname "$0")" /usr/bin/python3 - "$CKPT" "$DIR/lite.ckpt" <<'PY'
 import sys
 from hyperbagel.utils import load_ckpt, lite_ckpt, save_ckpt

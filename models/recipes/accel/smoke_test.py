@@ -117,7 +117,7 @@ def main():
              W("g_dmdo/ckpt.pt"), "--reward", W("reward_seq/reward.pt"), "--reward-text", "prompt", "--steps", "2"])
     # a student seeds one for a target with another vision encoder (pipeline ADP_INIT across releases): the
     # generation path comes from the student, everything else stays the new target's
-    from accel.gen import student_from
+    from accel.gen import student_from, is_gen_param
     c2 = type(m.c).from_dict({**m.c.to_dict(), "vit_input": "rgb+mask", "vit_colour": True})
     m2, _, _, _ = random_target(words, seed=1, cfg=c2)
     src = torch.load(W("g_adp/ckpt.pt"), map_location="cpu")["student"]
@@ -140,6 +140,45 @@ def main():
     man = json.load(open(os.path.join(out, "manifest.json")))
     for k in ("draft", "denoise_6nfe", "denoise_1nfe"):
         assert os.path.exists(os.path.join(out, man["graphs"][k]["file"])), k
+    import shutil
+    # ---- import: training checkpoints rebuilt from the pack's graphs (the run folder is never committed) ----
+    o = run([os.path.join(RECIPES, "import_pack.py"), "--pack", out, "--out", W("imported")])
+    assert "bitwise re-export" in o, o
+    imp = torch.load(W("imported/unified.ckpt"), map_location="cpu")
+    tck = torch.load(T, map_location="cpu")
+    assert imp["config"] == tck["config"] and all(torch.equal(imp["ema"][k], v) for k, v in tck["ema"].items()), \
+        "imported target differs from the exported one"
+    for fname, src in (("six.pt", "g_dmdo/ckpt.pt"), ("one.pt", "g_refl/ckpt.pt")):
+        want = torch.load(W(src), map_location="cpu")["student"]
+        got = torch.load(W(f"imported/{fname}"), map_location="cpu")["student"]
+        gen = [k for k in want if is_gen_param(k)]
+        assert gen and all(torch.equal(got[k], want[k]) for k in gen), f"imported {fname} differs from {src}"
+    # the imported checkpoints are usable as they are: a student stage starts from them
+    run([x if x != T else W("imported/unified.ckpt") for x in g] + ["--stage", "adp", "--run", W("g_adp_imported"),
+                                                                   "--init", W("imported/six.pt"), "--steps", "2"])
+    # ... and the unified model trains on from them (a leg seeded from a release pack)
+    urun = W("unified-imported")
+    os.makedirs(urun, exist_ok=True)
+    shutil.copy(W("imported/tokenizer.json"), urun)
+    run([os.path.join(RECIPES, "train_unified.py"), "--data", data, "--vae", W("imported/vae.ckpt"), "--run", urun,
+         "--init-weights", W("imported/unified.ckpt"), "--steps", "2", "--warmup", "1", "--und", "2", "--t2i", "2",
+         "--edit", "2", "--think", "0", "--log-every", "1"], expect="initialised from the EMA weights")
+    # the shipped release can be trained on from its pack alone (runs/ is never committed)
+    o = run([os.path.join(RECIPES, "import_pack.py"), "--pack", os.path.join(os.path.dirname(RECIPES), "shapes-mot"),
+             "--out", W("imported-release")])
+    assert "bitwise re-export" in o and '"students": ["one.pt", "six.pt"]' in o, o
+    # a pack whose references disagree with its graphs is refused, with the reason
+    bad = W("bad-pack")
+    shutil.rmtree(bad, ignore_errors=True)
+    shutil.copytree(out, bad)
+    pf = os.path.join(bad, "parity", "decoder_decode.json")
+    pj = json.load(open(pf))
+    pj["outputs"]["logits"]["data"][0] += 1.0
+    json.dump(pj, open(pf, "w"))
+    p = subprocess.run([sys.executable, os.path.join(RECIPES, "import_pack.py"), "--pack", bad, "--out", W("bad-import")],
+                       capture_output=True, text=True)
+    assert p.returncode != 0 and "parity decoder_decode.json: output logits" in p.stderr, p.stderr[-500:]
+    assert not os.path.exists(W("bad-import/unified.ckpt")), "a refused import wrote checkpoints"
     res["seconds"] = round(time.time() - t0, 1)
     json.dump(res, open(os.path.join(out, "accel_smoke.json"), "w"), indent=2)
     print(f"accel smoke test OK in {time.time() - t0:.1f}s: {out}", flush=True)

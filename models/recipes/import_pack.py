@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""Rebuilds training checkpoints from a model pack's ONNX graphs, so training can go on from a release when
+the run folder that produced it is gone (runs/ is never committed; the pack is).
+
+  OPENBLAS_NUM_THREADS=2 /usr/bin/python3 models/recipes/import_pack.py --pack models/shapes-mot --out runs/r6
+
+writes OUT/unified.ckpt (EMA weights, step, config: what train_unified --init-weights, export_pack and the
+acceleration recipes' --target read) with OUT/tokenizer.json, OUT/vae.ckpt (train_unified --vae,
+export_pack --vae), and, where the pack has them, OUT/six.pt and OUT/one.pt (the distilled students, as
+train_gen --init / --teacher6 and export_accel --six / --one read them). The optimizer state is not in a
+pack: training resumes from these with a fresh optimizer (train_unified re-warms its learning rate).
+
+How weights are found: each graph is exported again from a module whose every parameter holds distinct
+random values; an initializer of that probe export equal to a parameter (or to its transpose: torch.onnx
+stores Linear weights of MatMuls transposed) names the pack initializer at the same place. Anything the
+probe cannot place (a parameter folded into an expression, an initializer that is neither a parameter nor
+the same constant in both exports, a name or shape mismatch) is an error, never a silent guess. The result
+is checked by exporting the recovered modules again: every initializer must equal the pack's bit for bit.
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hyperbagel.utils import setup_threads  # noqa: E402
+
+setup_threads()
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+from onnx import numpy_helper  # noqa: E402
+import torch  # noqa: E402
+
+from hyperbagel.config import ModelConfig, DEFAULT  # noqa: E402
+from hyperbagel.model import Unified, VAE  # noqa: E402
+from hyperbagel import export as ex  # noqa: E402
+
+
+class ImportError_(Exception):
+    """The pack's graphs do not fit the recipes' modules (wrong config, or a graph this script cannot invert)."""
+
+
+def onnx_weights(path):
+    """Initializers by name, plus the names torch.onnx gives to deduplicated ones: an initializer equal to an
+    earlier one is exported as Identity(earlier) (e.g. two zero-initialised biases that stayed equal)."""
+    m = onnx.load(path)
+    w = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    for n in m.graph.node:
+        if n.op_type == "Identity" and n.input[0] in w:
+            w[n.output[0]] = w[n.input[0]]
+    return w
+
+
+def _key(a):
+    a = np.ascontiguousarray(a)
+    return (a.dtype.str, a.shape, a.tobytes())
+
+
+def _fill_distinct(params, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in params.values():
+            p.copy_(torch.randn(p.shape, generator=g))
+
+
+def _export(mod, dummy, spec, path):
+    with torch.no_grad():
+        torch.onnx.export(mod.eval(), dummy, path, opset_version=ex.OPSET, input_names=list(spec["inputs"]),
+                          output_names=list(spec["outputs"]), dynamic_axes=ex._dyn_axes(spec),
+                          do_constant_folding=True)
+
+
+def recover_graph(mod, dummy, spec, params, pack_path, seed=0):
+    """-> {param name: np.ndarray} read from the pack graph at pack_path. `params` are the parameters of
+    `mod` that the graph may hold (name -> Parameter); `mod` is left holding random values."""
+    _fill_distinct(params, seed)
+    index = {}
+    for n, p in params.items():
+        a = p.detach().numpy()
+        index[_key(a)] = (n, False)
+        if a.ndim == 2:
+            index.setdefault(_key(a.T), (n, True))
+    with tempfile.TemporaryDirectory() as tmp:
+        probe_path = os.path.join(tmp, "probe.onnx")
+        _export(mod, dummy, spec, probe_path)
+        probe = onnx_weights(probe_path)
+    packw = onnx_weights(pack_path)
+    name = os.path.basename(pack_path)
+    if set(probe) != set(packw):
+        raise ImportError_(f"{name}: initializers differ from this config's export "
+                           f"(only in pack: {sorted(set(packw) - set(probe))[:5]}, only in export: "
+                           f"{sorted(set(probe) - set(packw))[:5]})")
+    out = {}
+    for iname, a in probe.items():
+        if packw[iname].shape != a.shape:
+            raise ImportError_(f"{name}: initializer {iname} has shape {packw[iname].shape}, this config {a.shape}")
+        hit = index.get(_key(a))
+        if hit is None:
+            # a constant (rotary tables, masks): must be the same in both exports, else it depends on weights
+            if not np.array_equal(a, packw[iname]):
+                raise ImportError_(f"{name}: initializer {iname} is a folded expression of parameters; "
+                                   "it cannot be inverted")
+            continue
+        pname, transposed = hit
+        val = packw[iname].T if transposed else packw[iname]
+        if pname in out and not np.array_equal(out[pname], val):
+            raise ImportError_(f"{name}: parameter {pname} appears twice with different values")
+        out[pname] = np.ascontiguousarray(val)
+    return out
+
+
+def strip(d, prefix):
+    return {k[len(prefix):]: v for k, v in d.items() if k.startswith(prefix)}
+
+
+def config_candidates(man):
+    """ModelConfig candidates for a pack: manifest.training.config when the exporter recorded it, else the
+    manifest's sizes over DEFAULT with each vision-input variant the recipes have used."""
+    rec = (man.get("training") or {}).get("config") if isinstance(man.get("training"), dict) else None
+    if rec:
+        return [ModelConfig.from_dict(rec)]
+    d, lat = man["decoder"], man["latent"]
+    base = DEFAULT.to_dict()
+    base.update({k: d[k] for k in ("layers", "heads", "head_dim", "hidden", "vocab", "max_positions")})
+    base.update({"vit_image_size": man["vision"]["image_size"], "gen_image_size": lat["image_size"],
+                 "latent_channels": lat["channels"], "latent_patch": lat["patch"]})
+    out = []
+    for vit_input in ("rgb", "rgb+mask", "mask"):
+        for vit_colour in (False, True):
+            out.append(ModelConfig.from_dict({**base, "vit_input": vit_input, "vit_colour": vit_colour}))
+    return out
+
+
+def recover_unified(pack, man):
+    """-> (model with the pack's weights, config, vae, scale). Tries the config candidates in turn."""
+    specs_pack = man["graphs"]
+    errors = []
+    for c in config_candidates(man):
+        try:
+            model = Unified(c)
+            vae = VAE(c)
+            scale = float(man["latent"]["scale"])
+            mods = ex.graph_modules(model, vae, scale)
+            specs = ex.graph_specs(c)
+            got_m, got_v = {}, {}
+            mparams = dict(model.named_parameters())
+            vparams = dict(vae.named_parameters())
+            for gname in ("vision", "embed", "decoder", "denoiser"):
+                pk = {f"m.{k}": p for k, p in mparams.items()}
+                r = recover_graph(mods[gname], ex._dummy(c, gname), specs[gname], pk,
+                                  os.path.join(pack, specs_pack[gname]["file"]))
+                for k, v in strip(r, "m.").items():
+                    if k in got_m and not np.array_equal(got_m[k], v):
+                        raise ImportError_(f"parameter {k} differs between graphs")
+                    got_m[k] = v
+            for gname in ("vae_encoder", "vae_decoder"):
+                pk = {f"vae.{k}": p for k, p in vparams.items()}
+                r = recover_graph(mods[gname], ex._dummy(c, gname), specs[gname], pk,
+                                  os.path.join(pack, specs_pack[gname]["file"]))
+                got_v.update(strip(r, "vae."))
+            return finish(model, got_m, "unified"), c, finish(vae, got_v, "vae"), scale
+        except ImportError_ as e:
+            errors.append(f"vit_input={c.vit_input} vit_colour={c.vit_colour}: {e}")
+        except RuntimeError as e:  # a shape mismatch inside the export (e.g. the stem's input channels)
+            errors.append(f"vit_input={c.vit_input} vit_colour={c.vit_colour}: {str(e).splitlines()[0]}")
+    raise ImportError_("no config fits the pack:\n  " + "\n  ".join(errors))
+
+
+def finish(mod, got, what):
+    """Loads recovered weights; every parameter must have been found in some graph."""
+    missing = [n for n, _ in mod.named_parameters() if n not in got]
+    if missing:
+        raise ImportError_(f"{what}: parameters in no graph of the pack: {missing[:8]}")
+    sd = mod.state_dict()
+    for n, v in got.items():
+        sd[n] = torch.from_numpy(v.copy())
+    mod.load_state_dict(sd)
+    return mod.eval()
+
+
+def recover_student(pack, man, target, key):
+    """The distilled student in PACK/denoise_{6,1}nfe.onnx as a Student of `target` (generation path from
+    the graph, the frozen rest the target's)."""
+    from accel.export_accel import DistilledGraph, specs as accel_specs, _den_dummy
+    from accel.gen import Student, is_gen_param
+    s = Student(target)
+    c = target.c
+    sp = accel_specs(c, 1)[key]
+    gen = {f"s.{n}": p for n, p in s.named_parameters() if is_gen_param(n)}
+    saved = {n: p.detach().clone() for n, p in s.named_parameters()}
+    r = strip(recover_graph(DistilledGraph(s), _den_dummy(c), sp, gen, os.path.join(pack, sp["file"])), "s.")
+    missing = [n[2:] for n in gen if n[2:] not in r]
+    if missing:
+        raise ImportError_(f"{key}: generation parameters in no graph: {missing[:8]}")
+    sd = {n: saved[n] for n in saved}
+    sd.update({n: torch.from_numpy(v.copy()) for n, v in r.items()})
+    full = s.state_dict()
+    full.update(sd)
+    s.load_state_dict(full)
+    return s.eval()
+
+
+def verify(pack, mods_specs):
+    """Re-exports each recovered module; every initializer must equal the pack's bit for bit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (mod, dummy, spec) in mods_specs.items():
+            path = os.path.join(tmp, f"{name}.onnx")
+            _export(mod, dummy, spec, path)
+            a, b = onnx_weights(path), onnx_weights(os.path.join(pack, spec["file"]))
+            bad = [k for k in b if k not in a or a[k].shape != b[k].shape or not np.array_equal(a[k], b[k])]
+            if bad or set(a) != set(b):
+                raise ImportError_(f"{name}: re-export differs from the pack at {bad[:5]}")
+
+
+def _tensor(j):
+    dt = torch.int64 if j["dtype"] == "int64" else torch.float32
+    return torch.tensor(j["data"], dtype=dt).reshape(j["dims"])
+
+
+def check_parity(pack, modules, tol=1e-4):
+    """The pack's parity references (PyTorch outputs of the original weights) recomputed from the recovered
+    modules: checks what the weights alone do not pin down (rotary theta, norm eps, the vision inputs).
+    -> number of reference files checked."""
+    pdir = os.path.join(pack, "parity")
+    n = 0
+    for fname in sorted(os.listdir(pdir)) if os.path.isdir(pdir) else []:
+        j = json.load(open(os.path.join(pdir, fname)))
+        mod = modules.get(j["graph"])
+        if mod is None:
+            continue
+        outs = ex.exact_outputs(mod, [_tensor(v) for v in j["inputs"].values()])
+        for (name, ref), got in zip(j["outputs"].items(), outs):
+            want = _tensor(ref)
+            err = float((got.double() - want.double()).abs().max()) if want.numel() else 0.0
+            scale = max(1.0, float(want.abs().max())) if want.numel() else 1.0
+            if got.shape != want.shape or err > tol * scale:
+                raise ImportError_(f"parity {fname}: output {name} differs by {err:.3g}")
+        n += 1
+    return n
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pack", default="models/shapes-mot")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    man_path = os.path.join(a.pack, "manifest.json")
+    if not os.path.exists(man_path):
+        sys.exit(f"--pack: no manifest.json in {a.pack}")
+    man = json.load(open(man_path))
+    training = man.get("training") if isinstance(man.get("training"), dict) else {}
+    try:
+        model, c, vae, scale = recover_unified(a.pack, man)
+        mods = ex.graph_modules(model, vae, scale)
+        specs = ex.graph_specs(c)
+        check = {g: (mods[g], ex._dummy(c, g), specs[g]) for g in specs}
+        students = {}
+        from accel.export_accel import DistilledGraph, specs as accel_specs, _den_dummy
+        for key, fname in (("denoise_6nfe", "six.pt"), ("denoise_1nfe", "one.pt")):
+            if key in man["graphs"]:
+                s = recover_student(a.pack, man, model, key)
+                students[fname] = (key, s)
+                check[key] = (DistilledGraph(s), _den_dummy(c), accel_specs(c, 1)[key])
+        verify(a.pack, check)
+        checked = check_parity(a.pack, {g: m for g, (m, _, _) in check.items()})
+    except ImportError_ as e:
+        sys.exit(f"import_pack: {e}")
+    os.makedirs(a.out, exist_ok=True)
+    out = os.path.abspath(a.out)
+    vae_path = os.path.join(out, "vae.ckpt")
+    torch.save({"ema": vae.state_dict(), "config": c.to_dict(), "scale": scale,
+                "step": training.get("vae_steps", 0), "imported_from": os.path.abspath(a.pack)}, vae_path)
+    step = int(training.get("unified_steps", 0))
+    think = 1 if (man.get("prompts") or {}).get("think") else 0
+    torch.save({"ema": model.state_dict(), "step": step, "config": c.to_dict(), "think_samples": think,
+                "vae": vae_path, "scale": scale, "imported_from": os.path.abspath(a.pack)},
+               os.path.join(out, "unified.ckpt"))
+    shutil.copy(os.path.join(a.pack, man.get("tokenizer", "tokenizer.json")), os.path.join(out, "tokenizer.json"))
+    acc = training.get("acceleration") or {}
+    for fname, (key, s) in students.items():
+        prov = acc.get(key) or {}
+        torch.save({"student": s.state_dict(), "stage": prov.get("stage", "imported"), "step": prov.get("steps", 0),
+                    "imported_from": os.path.abspath(a.pack)}, os.path.join(out, fname))
+    print(json.dumps({"out": out, "unified_steps": step, "config": {"vit_input": c.vit_input, "vit_colour": c.vit_colour},
+                      "students": sorted(students), "verified": f"bitwise re-export, {checked} parity references"}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
