@@ -7,7 +7,8 @@ the run folder that produced it is gone (runs/ is never committed; the pack is).
 writes OUT/unified.ckpt (EMA weights, step, config: what train_unified --init-weights, export_pack and the
 acceleration recipes' --target read) with OUT/tokenizer.json, OUT/vae.ckpt (train_unified --vae,
 export_pack --vae), and, where the pack has them, OUT/six.pt and OUT/one.pt (the distilled students, as
-train_gen --init / --teacher6 and export_accel --six / --one read them). The optimizer state is not in a
+train_gen --init / --teacher6 and export_accel --six / --one read them) and OUT/draft/draft.ckpt (the
+speculative draft: export_accel --draft, eval_draft). The optimizer state is not in a
 pack: training resumes from these with a fresh optimizer (train_unified re-warms its learning rate).
 
 How weights are found: each graph is exported again from a module whose every parameter holds distinct
@@ -202,6 +203,25 @@ def recover_student(pack, man, target, key):
     return s.eval()
 
 
+def recover_draft(pack, man, target):
+    """The speculative draft in PACK/draft.onnx, its DraftConfig from manifest.draft (variant, meta queries,
+    training-time-test steps)."""
+    from accel.draft import Draft, DraftConfig
+    from accel.export_accel import DraftGraph, specs as accel_specs, _draft_dummy
+    md = man["draft"]
+    kw = {"ttt_steps": md["ttt_steps"]}
+    if md.get("meta_queries"):
+        kw["meta_queries"] = md["meta_queries"]
+    d = Draft(target, DraftConfig.of(md["variant"], **kw))
+    if d.n_layers != md["layers"]:
+        raise ImportError_(f"draft: variant {md['variant']} has {d.n_layers} layers, the manifest {md['layers']}")
+    c = target.c
+    sp = accel_specs(c, d.n_layers)["draft"]
+    params = {f"d.{n}": p for n, p in d.named_parameters()}
+    r = strip(recover_graph(DraftGraph(d), _draft_dummy(c, d.n_layers), sp, params, os.path.join(pack, sp["file"])), "d.")
+    return finish(d, r, "draft"), (DraftGraph(d), _draft_dummy(c, d.n_layers), sp)
+
+
 def verify(pack, mods_specs):
     """Re-exports each recovered module; every initializer must equal the pack's bit for bit."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -263,6 +283,9 @@ def main():
                 s = recover_student(a.pack, man, model, key)
                 students[fname] = (key, s)
                 check[key] = (DistilledGraph(s), _den_dummy(c), accel_specs(c, 1)[key])
+        draft = None
+        if "draft" in man["graphs"] and "draft" in man:
+            draft, check["draft"] = recover_draft(a.pack, man, model)
         verify(a.pack, check)
         checked = check_parity(a.pack, {g: m for g, (m, _, _) in check.items()})
     except ImportError_ as e:
@@ -283,8 +306,14 @@ def main():
         prov = acc.get(key) or {}
         torch.save({"student": s.state_dict(), "stage": prov.get("stage", "imported"), "step": prov.get("steps", 0),
                     "imported_from": os.path.abspath(a.pack)}, os.path.join(out, fname))
+    if draft is not None:
+        os.makedirs(os.path.join(out, "draft"), exist_ok=True)
+        prov = acc.get("draft") or {}
+        torch.save({"model": draft.state_dict(), "step": prov.get("steps", 0), "variant": draft.dc.variant,
+                    "dc": draft.dc.to_dict(), "config": c.to_dict(), "target": os.path.join(out, "unified.ckpt"),
+                    "imported_from": os.path.abspath(a.pack)}, os.path.join(out, "draft", "draft.ckpt"))
     print(json.dumps({"out": out, "unified_steps": step, "config": {"vit_input": c.vit_input, "vit_colour": c.vit_colour},
-                      "students": sorted(students), "verified": f"bitwise re-export, {checked} parity references"}), flush=True)
+                      "students": sorted(students), "draft": draft is not None, "verified": f"bitwise re-export, {checked} parity references"}), flush=True)
 
 
 if __name__ == "__main__":

@@ -153,6 +153,10 @@ def main():
         got = torch.load(W(f"imported/{fname}"), map_location="cpu")["student"]
         gen = [k for k in want if is_gen_param(k)]
         assert gen and all(torch.equal(got[k], want[k]) for k in gen), f"imported {fname} differs from {src}"
+    want = torch.load(W("draft_full/draft.ckpt"), map_location="cpu")
+    got = torch.load(W("imported/draft/draft.ckpt"), map_location="cpu")
+    assert got["dc"] == want["dc"] and all(torch.equal(got["model"][k], v) for k, v in want["model"].items()), \
+        "imported draft differs from the exported one"
     # the imported checkpoints are usable as they are: a student stage starts from them
     run([x if x != T else W("imported/unified.ckpt") for x in g] + ["--stage", "adp", "--run", W("g_adp_imported"),
                                                                    "--init", W("imported/six.pt"), "--steps", "2"])
@@ -166,7 +170,7 @@ def main():
     # the shipped release can be trained on from its pack alone (runs/ is never committed)
     o = run([os.path.join(RECIPES, "import_pack.py"), "--pack", os.path.join(os.path.dirname(RECIPES), "shapes-mot"),
              "--out", W("imported-release")])
-    assert "bitwise re-export" in o and '"students": ["one.pt", "six.pt"]' in o, o
+    assert "bitwise re-export, 12 parity references" in o and '"students": ["one.pt", "six.pt"], "draft": true' in o, o
     # a pack whose references disagree with its graphs is refused, with the reason
     bad = W("bad-pack")
     shutil.rmtree(bad, ignore_errors=True)
