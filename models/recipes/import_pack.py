@@ -39,7 +39,7 @@ from hyperbagel.model import Unified, VAE  # noqa: E402
 from hyperbagel import export as ex  # noqa: E402
 
 
-class ImportError_(Exception):
+class PackMismatch(Exception):
     """The pack's graphs do not fit the recipes' modules (wrong config, or a graph this script cannot invert)."""
 
 
@@ -90,24 +90,24 @@ def recover_graph(mod, dummy, spec, params, pack_path, seed=0):
     packw = onnx_weights(pack_path)
     name = os.path.basename(pack_path)
     if set(probe) != set(packw):
-        raise ImportError_(f"{name}: initializers differ from this config's export "
+        raise PackMismatch(f"{name}: initializers differ from this config's export "
                            f"(only in pack: {sorted(set(packw) - set(probe))[:5]}, only in export: "
                            f"{sorted(set(probe) - set(packw))[:5]})")
     out = {}
     for iname, a in probe.items():
         if packw[iname].shape != a.shape:
-            raise ImportError_(f"{name}: initializer {iname} has shape {packw[iname].shape}, this config {a.shape}")
+            raise PackMismatch(f"{name}: initializer {iname} has shape {packw[iname].shape}, this config {a.shape}")
         hit = index.get(_key(a))
         if hit is None:
             # a constant (rotary tables, masks): must be the same in both exports, else it depends on weights
             if not np.array_equal(a, packw[iname]):
-                raise ImportError_(f"{name}: initializer {iname} is a folded expression of parameters; "
+                raise PackMismatch(f"{name}: initializer {iname} is a folded expression of parameters; "
                                    "it cannot be inverted")
             continue
         pname, transposed = hit
         val = packw[iname].T if transposed else packw[iname]
         if pname in out and not np.array_equal(out[pname], val):
-            raise ImportError_(f"{name}: parameter {pname} appears twice with different values")
+            raise PackMismatch(f"{name}: parameter {pname} appears twice with different values")
         out[pname] = np.ascontiguousarray(val)
     return out
 
@@ -154,7 +154,7 @@ def recover_unified(pack, man):
                                   os.path.join(pack, specs_pack[gname]["file"]))
                 for k, v in strip(r, "m.").items():
                     if k in got_m and not np.array_equal(got_m[k], v):
-                        raise ImportError_(f"parameter {k} differs between graphs")
+                        raise PackMismatch(f"parameter {k} differs between graphs")
                     got_m[k] = v
             for gname in ("vae_encoder", "vae_decoder"):
                 pk = {f"vae.{k}": p for k, p in vparams.items()}
@@ -162,18 +162,18 @@ def recover_unified(pack, man):
                                   os.path.join(pack, specs_pack[gname]["file"]))
                 got_v.update(strip(r, "vae."))
             return finish(model, got_m, "unified"), c, finish(vae, got_v, "vae"), scale
-        except ImportError_ as e:
+        except PackMismatch as e:
             errors.append(f"vit_input={c.vit_input} vit_colour={c.vit_colour}: {e}")
         except RuntimeError as e:  # a shape mismatch inside the export (e.g. the stem's input channels)
             errors.append(f"vit_input={c.vit_input} vit_colour={c.vit_colour}: {str(e).splitlines()[0]}")
-    raise ImportError_("no config fits the pack:\n  " + "\n  ".join(errors))
+    raise PackMismatch("no config fits the pack:\n  " + "\n  ".join(errors))
 
 
 def finish(mod, got, what):
     """Loads recovered weights; every parameter must have been found in some graph."""
     missing = [n for n, _ in mod.named_parameters() if n not in got]
     if missing:
-        raise ImportError_(f"{what}: parameters in no graph of the pack: {missing[:8]}")
+        raise PackMismatch(f"{what}: parameters in no graph of the pack: {missing[:8]}")
     sd = mod.state_dict()
     for n, v in got.items():
         sd[n] = torch.from_numpy(v.copy())
@@ -194,7 +194,7 @@ def recover_student(pack, man, target, key):
     r = strip(recover_graph(DistilledGraph(s), _den_dummy(c), sp, gen, os.path.join(pack, sp["file"])), "s.")
     missing = [n[2:] for n in gen if n[2:] not in r]
     if missing:
-        raise ImportError_(f"{key}: generation parameters in no graph: {missing[:8]}")
+        raise PackMismatch(f"{key}: generation parameters in no graph: {missing[:8]}")
     sd = {n: saved[n] for n in saved}
     sd.update({n: torch.from_numpy(v.copy()) for n, v in r.items()})
     full = s.state_dict()
@@ -214,7 +214,7 @@ def recover_draft(pack, man, target):
         kw["meta_queries"] = md["meta_queries"]
     d = Draft(target, DraftConfig.of(md["variant"], **kw))
     if d.n_layers != md["layers"]:
-        raise ImportError_(f"draft: variant {md['variant']} has {d.n_layers} layers, the manifest {md['layers']}")
+        raise PackMismatch(f"draft: variant {md['variant']} has {d.n_layers} layers, the manifest {md['layers']}")
     c = target.c
     sp = accel_specs(c, d.n_layers)["draft"]
     params = {f"d.{n}": p for n, p in d.named_parameters()}
@@ -231,7 +231,7 @@ def verify(pack, mods_specs):
             a, b = onnx_weights(path), onnx_weights(os.path.join(pack, spec["file"]))
             bad = [k for k in b if k not in a or a[k].shape != b[k].shape or not np.array_equal(a[k], b[k])]
             if bad or set(a) != set(b):
-                raise ImportError_(f"{name}: re-export differs from the pack at {bad[:5]}")
+                raise PackMismatch(f"{name}: re-export differs from the pack at {bad[:5]}")
 
 
 def _tensor(j):
@@ -256,7 +256,7 @@ def check_parity(pack, modules, tol=1e-4):
             err = float((got.double() - want.double()).abs().max()) if want.numel() else 0.0
             scale = max(1.0, float(want.abs().max())) if want.numel() else 1.0
             if got.shape != want.shape or err > tol * scale:
-                raise ImportError_(f"parity {fname}: output {name} differs by {err:.3g}")
+                raise PackMismatch(f"parity {fname}: output {name} differs by {err:.3g}")
         n += 1
     return n
 
@@ -288,7 +288,7 @@ def main():
             draft, check["draft"] = recover_draft(a.pack, man, model)
         verify(a.pack, check)
         checked = check_parity(a.pack, {g: m for g, (m, _, _) in check.items()})
-    except ImportError_ as e:
+    except PackMismatch as e:
         sys.exit(f"import_pack: {e}")
     os.makedirs(a.out, exist_ok=True)
     out = os.path.abspath(a.out)
