@@ -37,6 +37,7 @@ import torch  # noqa: E402
 from hyperbagel.config import ModelConfig, DEFAULT  # noqa: E402
 from hyperbagel.model import Unified, VAE  # noqa: E402
 from hyperbagel import export as ex  # noqa: E402
+from accel.export_accel import _export as export_graph  # noqa: E402  (the exporters' own call: same options)
 
 
 class PackMismatch(Exception):
@@ -66,13 +67,6 @@ def _fill_distinct(params, seed):
             p.copy_(torch.randn(p.shape, generator=g))
 
 
-def _export(mod, dummy, spec, path):
-    with torch.no_grad():
-        torch.onnx.export(mod.eval(), dummy, path, opset_version=ex.OPSET, input_names=list(spec["inputs"]),
-                          output_names=list(spec["outputs"]), dynamic_axes=ex._dyn_axes(spec),
-                          do_constant_folding=True)
-
-
 def recover_graph(mod, dummy, spec, params, pack_path, seed=0):
     """-> {param name: np.ndarray} read from the pack graph at pack_path. `params` are the parameters of
     `mod` that the graph may hold (name -> Parameter); `mod` is left holding random values."""
@@ -85,7 +79,7 @@ def recover_graph(mod, dummy, spec, params, pack_path, seed=0):
             index.setdefault(_key(a.T), (n, True))
     with tempfile.TemporaryDirectory() as tmp:
         probe_path = os.path.join(tmp, "probe.onnx")
-        _export(mod, dummy, spec, probe_path)
+        export_graph(mod.eval(), dummy, probe_path, spec)
         probe = onnx_weights(probe_path)
     packw = onnx_weights(pack_path)
     name = os.path.basename(pack_path)
@@ -169,9 +163,9 @@ def recover_unified(pack, man):
     raise PackMismatch("no config fits the pack:\n  " + "\n  ".join(errors))
 
 
-def finish(mod, got, what):
-    """Loads recovered weights; every parameter must have been found in some graph."""
-    missing = [n for n, _ in mod.named_parameters() if n not in got]
+def finish(mod, got, what, required=None):
+    """Loads recovered weights; every parameter in `required` (default: all) must have been found in some graph."""
+    missing = [n for n in (required if required is not None else dict(mod.named_parameters())) if n not in got]
     if missing:
         raise PackMismatch(f"{what}: parameters in no graph of the pack: {missing[:8]}")
     sd = mod.state_dict()
@@ -189,18 +183,11 @@ def recover_student(pack, man, target, key):
     s = Student(target)
     c = target.c
     sp = accel_specs(c, 1)[key]
-    gen = {f"s.{n}": p for n, p in s.named_parameters() if is_gen_param(n)}
-    saved = {n: p.detach().clone() for n, p in s.named_parameters()}
-    r = strip(recover_graph(DistilledGraph(s), _den_dummy(c), sp, gen, os.path.join(pack, sp["file"])), "s.")
-    missing = [n[2:] for n in gen if n[2:] not in r]
-    if missing:
-        raise PackMismatch(f"{key}: generation parameters in no graph: {missing[:8]}")
-    sd = {n: saved[n] for n in saved}
-    sd.update({n: torch.from_numpy(v.copy()) for n, v in r.items()})
-    full = s.state_dict()
-    full.update(sd)
-    s.load_state_dict(full)
-    return s.eval()
+    # only the generation path is in the graph (and only it is filled with probe values); the rest stays the target's
+    gen = [n for n, _ in s.named_parameters() if is_gen_param(n)]
+    params = dict(s.named_parameters())
+    r = recover_graph(DistilledGraph(s), _den_dummy(c), sp, {f"s.{n}": params[n] for n in gen}, os.path.join(pack, sp["file"]))
+    return finish(s, strip(r, "s."), key, required=gen)
 
 
 def recover_draft(pack, man, target):
@@ -227,7 +214,7 @@ def verify(pack, mods_specs):
     with tempfile.TemporaryDirectory() as tmp:
         for name, (mod, dummy, spec) in mods_specs.items():
             path = os.path.join(tmp, f"{name}.onnx")
-            _export(mod, dummy, spec, path)
+            export_graph(mod.eval(), dummy, path, spec)
             a, b = onnx_weights(path), onnx_weights(os.path.join(pack, spec["file"]))
             bad = [k for k in b if k not in a or a[k].shape != b[k].shape or not np.array_equal(a[k], b[k])]
             if bad or set(a) != set(b):
