@@ -113,11 +113,25 @@ def main():
     run(g + ["--stage", "adp", "--run", W("g_adp"), "--init", W("g_dmdo/ckpt.pt"), "--steps", "3"])
     run(g + ["--stage", "refl", "--run", W("g_refl"), "--init", W("g_adp/ckpt.pt"), "--teacher6",
              W("g_dmdo/ckpt.pt"), "--reward", W("reward/reward.pt"), "--steps", "3"])
-    run(g + ["--stage", "refl", "--run", W("g_refl_seq"), "--init", W("g_adp/ckpt.pt"), "--teacher6",
-             W("g_dmdo/ckpt.pt"), "--reward", W("reward_seq/reward.pt"), "--reward-text", "prompt", "--steps", "2"])
+    from accel.gen import student_from, is_gen_param
+    # a two-model reward ensemble, with an average of the student's weights (--ema), one step, then resumed
+    refl_seq = g + ["--stage", "refl", "--run", W("g_refl_seq"), "--init", W("g_adp/ckpt.pt"), "--teacher6",
+                    W("g_dmdo/ckpt.pt"), "--reward", W("reward/reward.pt") + "," + W("reward_seq/reward.pt"),
+                    "--reward-text", "prompt", "--ema", "0.5", "--ckpt-every", "1"]
+    init = torch.load(W("g_adp/ckpt.pt"), map_location="cpu")["student"]
+    emas = []
+    for n in (1, 2):
+        run(refl_seq + ["--steps", str(n)])
+        ck = torch.load(W("g_refl_seq/ckpt.pt"), map_location="cpu")
+        e = torch.load(W("g_refl_seq/ema.pt"), map_location="cpu")
+        assert e["step"] == n and set(ck["student_ema"]) and all(torch.equal(e["student"][k], v) for k, v in ck["student_ema"].items())
+        prev = init if n == 1 else emas[-1]
+        for k, v in ck["student_ema"].items():  # ema = 0.5 * previous + 0.5 * this step's weights
+            assert torch.allclose(v, 0.5 * prev[k] + 0.5 * ck["student"][k], atol=1e-6), f"ema {k} at step {n}"
+        emas.append(e["student"])
+    student_from(m, emas[-1], "ema.pt")  # the average is a student checkpoint like any other
     # a student seeds one for a target with another vision encoder (pipeline ADP_INIT across releases): the
     # generation path comes from the student, everything else stays the new target's
-    from accel.gen import student_from, is_gen_param
     c2 = type(m.c).from_dict({**m.c.to_dict(), "vit_input": "rgb+mask", "vit_colour": True})
     m2, _, _, _ = random_target(words, seed=1, cfg=c2)
     src = torch.load(W("g_adp/ckpt.pt"), map_location="cpu")["student"]

@@ -79,7 +79,10 @@ def main():
     ap.add_argument("--run", required=True)
     ap.add_argument("--init", default=None, help="previous stage's ckpt.pt (student)")
     ap.add_argument("--teacher6", default=None, help="refl/adp: the 6-NFE student ckpt (default: --init)")
-    ap.add_argument("--reward", default=None, help="refl: reward.pt from train_reward.py")
+    ap.add_argument("--reward", default=None,
+                    help="refl: reward.pt from train_reward.py, or several, comma-separated: an ensemble (the hinge is "
+                         "averaged over its members, each at its own threshold), which one direction of reward hacking "
+                         "cannot satisfy as easily as one model")
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--t2i", type=int, default=6)
     ap.add_argument("--edit", type=int, default=6)
@@ -107,6 +110,10 @@ def main():
                     help="refl: weight of the reward term on edit samples (the reward model scores the image against "
                          "the edited scene's caption only, so it cannot reward preserving the source; edits keep the "
                          "regression to the 6-NFE output)")
+    ap.add_argument("--ema", type=float, default=0.0,
+                    help="decay of an exponential moving average of the student's weights (0 = off), kept in ckpt.pt and "
+                         "written as RUN/ema.pt in the student format every checkpoint. Adversarial and reward steps at a "
+                         "constant lr leave the last iterate noisy; the average is what a GAN generator ships")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ckpt-every", type=int, default=100)
@@ -140,19 +147,24 @@ def main():
         frozen_mods["t6"] = t6
     alpha = a.alpha
     if a.stage == "refl":
-        rew, r_alpha = load_reward(a.reward)
-        frozen_mods["reward"] = rew
-        alpha = r_alpha if alpha is None else alpha
+        rews = [load_reward(p) for p in a.reward.split(",")]
+        for k, (rew, _) in enumerate(rews):
+            frozen_mods[f"reward{k}"] = rew
+        alphas = [r_alpha if alpha is None else alpha for _, r_alpha in rews]
     opts = {k: torch.optim.AdamW([p for p in v.parameters() if p.requires_grad],
                                  lr=(a.gen_lr or a.lr) if k == "student" and a.stage == "dmdo" else a.lr if k in ("student", "fake") else a.d_lr, betas=(0.9, 0.99) if k != "student"
                                  else (0.9, 0.95), weight_decay=0.0) for k, v in mods.items()}
     step = 0
+    # the average covers the trainable generation path; the frozen rest is the target's and never moves
+    ema = {k: p.detach().clone() for k, p in stu.named_parameters() if p.requires_grad} if a.ema else None
     if ck:
         for k in mods:
             mods[k].load_state_dict(ck[k])
             opts[k].load_state_dict(ck["opt_" + k])
         step = ck["step"]
         torch.set_rng_state(ck["rng"])
+        if a.ema and "student_ema" in ck:
+            ema = ck["student_ema"]
         print(f"resumed from {ckpt_path} at step {step}", flush=True)
     n_tr = sum(p.numel() for p in stu.parameters() if p.requires_grad)
     print(f"stage {a.stage}: student trainable {n_tr / 1e6:.3f}M", flush=True)
@@ -168,13 +180,25 @@ def main():
         obj.update({"opt_" + k: v.state_dict() for k, v in opts.items()})
         obj.update({"step": step, "rng": torch.get_rng_state(), "stage": a.stage, "config": c.to_dict(),
                     "init": a.init, "nfe": 1 if a.stage in ("adp", "refl") else 6})
+        if ema is not None:
+            obj["student_ema"] = ema
         save_ckpt(ckpt_path, obj)
+        if ema is not None:
+            sd = dict(stu.state_dict())
+            sd.update(ema)
+            save_ckpt(os.path.join(a.run, "ema.pt"), {"student": sd, "step": step, "stage": a.stage, "config": c.to_dict(),
+                                                      "init": a.init, "ema": a.ema, "nfe": obj["nfe"]})
 
     def gstep(loss):
         opts["student"].zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in stu.parameters() if p.requires_grad], 1.0)
         opts["student"].step()
+        if ema is not None:
+            with torch.no_grad():
+                for k, p in stu.named_parameters():
+                    if k in ema:
+                        ema[k].mul_(a.ema).add_(p.detach(), alpha=1 - a.ema)
 
     def dstep(key, loss):
         opts[key].zero_grad(set_to_none=True)
@@ -277,14 +301,17 @@ def main():
             loss = lg
             out.update(g=float(lg), d=float(ld + lp), mse=float(mse))
         elif a.stage == "refl":
-            t6, rew = frozen_mods["t6"], frozen_mods["reward"]
+            t6 = frozen_mods["t6"]
             with torch.no_grad():
                 xs, _ = euler(t6, eps, gb, st, si, 6)
             x0h = eps - v_student(stu, eps, torch.ones(B), gb, st, si)
-            r = rew(decode(vae, scale, c, x0h).clamp(-1, 1), reward_text(gb, a.reward_text))
+            img, txt = decode(vae, scale, c, x0h).clamp(-1, 1), reward_text(gb, a.reward_text)
+            rs = [rew(img, txt) for rew, _ in rews]
+            r = sum(rs) / len(rs)
+            hinge = sum(F.relu(al - rk) for al, rk in zip(alphas, rs)) / len(rs)
             mse = F.mse_loss(x0h, xs[-1])
             w = torch.where(gb.is_edit, torch.full((B,), a.refl_edit_weight), torch.ones(B))
-            loss = (w * F.relu(alpha - r)).mean() + a.mse_weight * mse
+            loss = (w * hinge).mean() + a.mse_weight * mse
             gstep(loss)
             out.update(reward=float(r.mean()), mse=float(mse))
         step += 1
