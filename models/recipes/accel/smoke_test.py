@@ -130,6 +130,14 @@ def main():
             assert torch.allclose(v, 0.5 * prev[k] + 0.5 * ck["student"][k], atol=1e-6), f"ema {k} at step {n}"
         emas.append(e["student"])
     student_from(m, emas[-1], "ema.pt")  # the average is a student checkpoint like any other
+    # a run resumed from a checkpoint without an average starts it from the resumed weights, not from --init
+    import shutil
+    os.makedirs(W("g_adp_ema"), exist_ok=True)
+    shutil.copy(W("g_adp/ckpt.pt"), W("g_adp_ema/ckpt.pt"))
+    run(g + ["--stage", "adp", "--run", W("g_adp_ema"), "--init", W("g_dmdo/ckpt.pt"), "--steps", "4", "--ema", "0.5"])
+    ck = torch.load(W("g_adp_ema/ckpt.pt"), map_location="cpu")
+    assert ck["step"] == 4 and all(torch.allclose(v, 0.5 * init[k] + 0.5 * ck["student"][k], atol=1e-6)
+                                   for k, v in ck["student_ema"].items()), "resumed average"
     # a student seeds one for a target with another vision encoder (pipeline ADP_INIT across releases): the
     # generation path comes from the student, everything else stays the new target's
     c2 = type(m.c).from_dict({**m.c.to_dict(), "vit_input": "rgb+mask", "vit_colour": True})
@@ -154,7 +162,6 @@ def main():
     man = json.load(open(os.path.join(out, "manifest.json")))
     for k in ("draft", "denoise_6nfe", "denoise_1nfe"):
         assert os.path.exists(os.path.join(out, man["graphs"][k]["file"])), k
-    import shutil
     # ---- import: training checkpoints rebuilt from the pack's graphs (the run folder is never committed) ----
     o = run([os.path.join(RECIPES, "import_pack.py"), "--pack", out, "--out", W("imported")])
     assert "bitwise re-export" in o, o

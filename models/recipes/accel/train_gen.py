@@ -155,17 +155,18 @@ def main():
                                  lr=(a.gen_lr or a.lr) if k == "student" and a.stage == "dmdo" else a.lr if k in ("student", "fake") else a.d_lr, betas=(0.9, 0.99) if k != "student"
                                  else (0.9, 0.95), weight_decay=0.0) for k, v in mods.items()}
     step = 0
-    # the average covers the trainable generation path; the frozen rest is the target's and never moves
-    ema = {k: p.detach().clone() for k, p in stu.named_parameters() if p.requires_grad} if a.ema else None
     if ck:
         for k in mods:
             mods[k].load_state_dict(ck[k])
             opts[k].load_state_dict(ck["opt_" + k])
         step = ck["step"]
         torch.set_rng_state(ck["rng"])
-        if a.ema and "student_ema" in ck:
-            ema = ck["student_ema"]
         print(f"resumed from {ckpt_path} at step {step}", flush=True)
+    # the average covers the trainable generation path (the frozen rest is the target's and never moves); it
+    # starts from the weights this run starts from, or goes on from the checkpoint's
+    ema = None
+    if a.ema:
+        ema = (ck or {}).get("student_ema") or {k: p.detach().clone() for k, p in stu.named_parameters() if p.requires_grad}
     n_tr = sum(p.numel() for p in stu.parameters() if p.requires_grad)
     print(f"stage {a.stage}: student trainable {n_tr / 1e6:.3f}M", flush=True)
     rng = random.Random(a.seed * 1000003 + step)
