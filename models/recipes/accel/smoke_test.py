@@ -112,7 +112,7 @@ def main():
              "--fake-warmup", "1", "--anchor-weight", "1.0", "--gen-lr", "1e-4"])
     run(g + ["--stage", "adp", "--run", W("g_adp"), "--init", W("g_dmdo/ckpt.pt"), "--steps", "3"])
     run(g + ["--stage", "refl", "--run", W("g_refl"), "--init", W("g_adp/ckpt.pt"), "--teacher6",
-             W("g_dmdo/ckpt.pt"), "--reward", W("reward/reward.pt"), "--steps", "3"])
+             W("g_dmdo/ckpt.pt"), "--reward", W("reward/reward.pt"), "--steps", "3", "--pixel-mse-weight", "1"])
     from accel.gen import student_from, is_gen_param
     # a two-model reward ensemble, with an average of the student's weights (--ema), one step, then resumed
     refl_seq = g + ["--stage", "refl", "--run", W("g_refl_seq"), "--init", W("g_adp/ckpt.pt"), "--teacher6",
@@ -154,6 +154,7 @@ def main():
     for st in ("cfg", "tscd", "dmdo", "adp", "refl"):
         rows = list(csv.DictReader(open(W(f"g_{st}/loss.csv"))))
         res[f"gen_{st}_last"] = rows[-1]
+    assert float(res["gen_refl_last"]["pmse"]) > 0, "refl --pixel-mse-weight logs its term"
     # ---- export ----
     run([os.path.join(RECIPES, "export_pack.py"), "--ckpt", T, "--data", data, "--out", out, "--name",
          "accel-smoke", "--parity"])
@@ -180,7 +181,8 @@ def main():
         "imported draft differs from the exported one"
     # the imported checkpoints are usable as they are: a student stage starts from them
     run([x if x != T else W("imported/unified.ckpt") for x in g] + ["--stage", "adp", "--run", W("g_adp_imported"),
-                                                                   "--init", W("imported/six.pt"), "--steps", "2"])
+                                                                   "--init", W("imported/six.pt"), "--steps", "2",
+                                                                   "--pixel-mse-weight", "1"])
     # ... and the unified model trains on from them (a leg seeded from a release pack)
     urun = W("unified-imported")
     os.makedirs(urun, exist_ok=True)

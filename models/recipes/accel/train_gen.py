@@ -110,6 +110,10 @@ def main():
                     help="refl: weight of the reward term on edit samples (the reward model scores the image against "
                          "the edited scene's caption only, so it cannot reward preserving the source; edits keep the "
                          "regression to the 6-NFE output)")
+    ap.add_argument("--pixel-mse-weight", type=float, default=0.0,
+                    help="adp/refl: weight of a regression to the 6-NFE output in pixel space (both decoded by the VAE). "
+                         "The 1-NFE student's commonest GenEval miss is the right colour at the right place in the wrong "
+                         "shape; a latent MSE weighs a shape's thin edges little")
     ap.add_argument("--ema", type=float, default=0.0,
                     help="decay of an exponential moving average of the student's weights (0 = off), kept in ckpt.pt and "
                          "written as RUN/ema.pt in the student format every checkpoint. Adversarial and reward steps at a "
@@ -171,7 +175,7 @@ def main():
     print(f"stage {a.stage}: student trainable {n_tr / 1e6:.3f}M", flush=True)
     rng = random.Random(a.seed * 1000003 + step)
     gen = torch.Generator().manual_seed(a.seed * 7919 + step)
-    fields = ["step", "loss", "g", "d", "fake", "mse", "reward", "elapsed"]
+    fields = ["step", "loss", "g", "d", "fake", "mse", "pmse", "reward", "elapsed"]
     log = CsvLog(os.path.join(a.run, "loss.csv"), fields)
     timer = Timer()
     g6 = grid(6)
@@ -296,8 +300,12 @@ def main():
             lp = hinge_d(P(preal, gb.desc), P(decode(vae, scale, c, x0h.detach()), gb.desc))
             dstep("pdisc", lp)
             mse = F.mse_loss(x0h, xe)
-            lg = hinge_g(D(ren(x0h), td, gb.full)) + hinge_g(P(decode(vae, scale, c, x0h), gb.desc)) \
-                + a.mse_weight * mse
+            px = decode(vae, scale, c, x0h)
+            lg = hinge_g(D(ren(x0h), td, gb.full)) + hinge_g(P(px, gb.desc)) + a.mse_weight * mse
+            if a.pixel_mse_weight > 0:
+                pmse = F.mse_loss(px, preal)
+                lg = lg + a.pixel_mse_weight * pmse
+                out.update(pmse=float(pmse))
             gstep(lg)
             loss = lg
             out.update(g=float(lg), d=float(ld + lp), mse=float(mse))
@@ -306,13 +314,20 @@ def main():
             with torch.no_grad():
                 xs, _ = euler(t6, eps, gb, st, si, 6)
             x0h = eps - v_student(stu, eps, torch.ones(B), gb, st, si)
-            img, txt = decode(vae, scale, c, x0h).clamp(-1, 1), reward_text(gb, a.reward_text)
+            px = decode(vae, scale, c, x0h)
+            img, txt = px.clamp(-1, 1), reward_text(gb, a.reward_text)
             rs = [rew(img, txt) for rew, _ in rews]
             r = sum(rs) / len(rs)
             hinge = sum(F.relu(al - rk) for al, rk in zip(alphas, rs)) / len(rs)
             mse = F.mse_loss(x0h, xs[-1])
             w = torch.where(gb.is_edit, torch.full((B,), a.refl_edit_weight), torch.ones(B))
             loss = (w * hinge).mean() + a.mse_weight * mse
+            if a.pixel_mse_weight > 0:
+                with torch.no_grad():
+                    pt = decode(vae, scale, c, xs[-1])
+                pmse = F.mse_loss(px, pt)
+                loss = loss + a.pixel_mse_weight * pmse
+                out.update(pmse=float(pmse))
             gstep(loss)
             out.update(reward=float(r.mean()), mse=float(mse))
         step += 1
