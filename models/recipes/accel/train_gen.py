@@ -149,12 +149,9 @@ def main():
         for p in t6.parameters():
             p.requires_grad_(False)
         frozen_mods["t6"] = t6
-    alpha = a.alpha
     if a.stage == "refl":
         rews = [load_reward(p) for p in a.reward.split(",")]
-        for k, (rew, _) in enumerate(rews):
-            frozen_mods[f"reward{k}"] = rew
-        alphas = [r_alpha if alpha is None else alpha for _, r_alpha in rews]
+        alphas = [r_alpha if a.alpha is None else a.alpha for _, r_alpha in rews]
     opts = {k: torch.optim.AdamW([p for p in v.parameters() if p.requires_grad],
                                  lr=(a.gen_lr or a.lr) if k == "student" and a.stage == "dmdo" else a.lr if k in ("student", "fake") else a.d_lr, betas=(0.9, 0.99) if k != "student"
                                  else (0.9, 0.95), weight_decay=0.0) for k, v in mods.items()}
