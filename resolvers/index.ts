@@ -20,6 +20,7 @@ import { iterateJob, type FrameRecord, type ImageJobRecord, type JobEvent } from
 import type { GatewayContext, GatewayRuntime } from '../src/gateway/runtime.ts';
 import type {
   FinishReason,
+  GenerateImageInput,
   GenerationMode,
   ImageEvent,
   ImageFrame,
@@ -198,20 +199,9 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
     };
   }
 
-  interface ImageJobInput {
-    seed?: number | null;
-    mode?: GenerationMode | null;
-    steps?: number | null;
-    cfgTextScale?: number | null;
-    cfgImageScale?: number | null;
-    cfgInterval?: ReadonlyArray<number> | null;
-    timestepShift?: number | null;
-    intermediatePreviews?: boolean | null;
-    /** generateImage only */
-    think?: boolean | null;
-    thinkTemperature?: number | null;
-    sessionId?: string | null;
-  }
+  /** What generateImage and editImage share (the schema's own field types): editImage has no think fields, so
+   * its input fits this too. */
+  type ImageJobInput = Omit<GenerateImageInput, 'prompt'>;
 
   async function startImageJob(
     field: 'generateImage' | 'editImage',
