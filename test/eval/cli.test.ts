@@ -41,6 +41,32 @@ describe('hyperbagel eval', () => {
     expect(recs.every((x) => x.correct === true && typeof x.prompt === 'string')).toBe(true);
   });
 
+  it('--samples N draws N images per prompt (geneval, gedit: details show their seeds); it is checked and applies to those two only', async () => {
+    const details = join(mkdtempSync(join(tmpdir(), 'hb-eval-samples-')), 'd.jsonl');
+    const r = await cli('eval', 'geneval', '--model', 'oracle', '--limit', '1', '--samples', '3', '--json', '--details', details);
+    expect(r.code, r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout);
+    expect(j).toMatchObject({ overall: 1, samples: 3 });
+    expect(Object.values(j.counts)).toEqual([3, 3, 3, 3, 3, 3]);
+    const recs = readFileSync(details, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(recs).toHaveLength(24);
+    expect(recs.slice(0, 3).map((x) => x.seed - recs[0].seed)).toEqual([0, 1_000_000, 2_000_000]);
+    const e = await cli('eval', 'gedit', '--model', 'oracle', '--limit', '1', '--samples', '2', '--json');
+    expect(e.code, e.stderr).toBe(0);
+    expect(JSON.parse(e.stdout)).toMatchObject({ overall: 1, samples: 2, count: 12 });
+    const plain = await cli('eval', 'gedit', '--model', 'oracle', '--limit', '1', '--json');
+    expect(JSON.parse(plain.stdout).samples).toBeUndefined();
+    for (const bad of ['0', '17', '2.5', 'four']) {
+      const b = await cli('eval', 'geneval', '--model', 'oracle', '--samples', bad, '--json');
+      expect(b.code, bad).toBe(2);
+      expect(b.stderr).toMatch(/--samples must be an integer in \[1, 16\]/);
+      expect(b.stdout).toBe('');
+    }
+    const u = await cli('eval', 'understand', '--model', 'oracle', '--samples', '2', '--json');
+    expect(u.code).toBe(2);
+    expect(u.stderr).toMatch(/--samples applies to eval geneval and gedit only/);
+  });
+
   it('bad targets, modes and packs are clear errors with non-zero exit', async () => {
     const a = await cli('eval', 'bogus');
     expect(a.code).toBe(2);

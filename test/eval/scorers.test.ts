@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { COLORS, parseCaption, renderScene, sceneToCaption } from '../../src/world/index.ts';
 import { detectScene } from '../../src/eval/detector.ts';
 import { answerQuestion, constantModel, mapImages, oracleModel } from '../../src/eval/oracle.ts';
-import { evaluateGEdit, evaluateGenEval, evaluateUnderstanding } from '../../src/eval/run.ts';
+import { evaluateGEdit, evaluateGenEval, evaluateUnderstanding, SAMPLE_SEED_STRIDE } from '../../src/eval/run.ts';
 import { judgeEditScenes } from '../../src/eval/score-edit.ts';
 import { cleanColorFraction } from '../../src/eval/quality.ts';
 import { judgeT2i, aggregateT2i } from '../../src/eval/score-t2i.ts';
@@ -85,6 +85,47 @@ describe('a trivially wrong model scores low', () => {
     expect(r.categories.colors).toBe(0);
     expect(r.categories.color_attr).toBe(0);
     expect(r.heldout.overall).toBe(0);
+  });
+});
+
+describe('several images per prompt (samples)', () => {
+  // right only for the fixed suite's own seed (sample 0); a blank canvas, or the source unchanged, otherwise
+  const firstSampleOnly = () => {
+    const seen: number[] = [];
+    const oracle = oracleModel(), blank = constantModel();
+    return {
+      seen,
+      model: {
+        ...oracle,
+        generate: async (prompt: string, seed: number) => (seen.push(seed), seed < SAMPLE_SEED_STRIDE ? oracle.generate(prompt, seed) : blank.generate(prompt, seed)),
+        edit: async (img: Parameters<typeof oracle.edit>[0], instruction: string, seed: number) =>
+          (seen.push(seed), seed < SAMPLE_SEED_STRIDE ? oracle.edit(img, instruction, seed) : blank.edit(img, instruction, seed)),
+      },
+    };
+  };
+  it('GenEval: every image is judged and counted; sample k is drawn at seed + k × stride', async () => {
+    const one = firstSampleOnly();
+    const r1 = await evaluateGenEval(one.model, { limit: 2 });
+    expect(r1.overall).toBe(1);
+    const four = firstSampleOnly();
+    const r4 = await evaluateGenEval(four.model, { limit: 2, samples: 4 });
+    expect(r4.overall).toBe(0.25);
+    expect(Object.values(r4.counts).every((n) => n === 8)).toBe(true);
+    expect(four.seen).toHaveLength(4 * one.seen.length);
+    expect(four.seen.slice(0, 4)).toEqual([0, 1, 2, 3].map((k) => one.seen[0]! + k * SAMPLE_SEED_STRIDE));
+  });
+  it('GEdit: likewise, and a source image is rendered afresh for each sample', async () => {
+    const two = firstSampleOnly();
+    const r = await evaluateGEdit(two.model, { limit: 1, samples: 2 });
+    expect(r.count).toBe(12); // 6 kinds × 1 item × 2 samples
+    expect(r.categories.instruction).toBe(0.5);
+  });
+  it('a samples value outside [1, 16] is a RangeError naming it, before any image is made', async () => {
+    for (const samples of [0, -1, 1.5, 17, Number.NaN]) {
+      const m = firstSampleOnly();
+      await expect(evaluateGenEval(m.model, { limit: 1, samples }), String(samples)).rejects.toThrow(/samples must be an integer in \[1, 16\]/);
+      expect(m.seen).toHaveLength(0);
+    }
   });
 });
 
