@@ -44,11 +44,11 @@ export interface RunOptions {
 export const SAMPLE_SEED_STRIDE = 1_000_000;
 export const MAX_SAMPLES = 16;
 
-/** The seeds an item is drawn with under opts.samples. */
-export function sampleSeeds(seed: number, opts: RunOptions): number[] {
+/** What is added to an item's seed for each of its samples under opts.samples (checked before any image is made). */
+function sampleOffsets(opts: RunOptions): number[] {
   const n = opts.samples ?? 1;
   if (!Number.isInteger(n) || n < 1 || n > MAX_SAMPLES) throw new RangeError(`samples must be an integer in [1, ${MAX_SAMPLES}], got ${n}`);
-  return Array.from({ length: n }, (_, k) => seed + k * SAMPLE_SEED_STRIDE);
+  return Array.from({ length: n }, (_, k) => k * SAMPLE_SEED_STRIDE);
 }
 
 /** A detected scene as text: its caption, or what was found when no caption describes it. */
@@ -140,8 +140,9 @@ async function t2iSplit(model: EvalModel, split: EvalSplit, suite: EvalSuite, op
   const items = limitPerGroup(loadT2iSuite(split, suite).items, (it) => it.category, opts.limit);
   const out: T2iJudgement[] = [];
   let thought = { parsed: 0, satisfied: 0, count: 0 };
+  const offsets = sampleOffsets(opts);
   for (const [n, it] of items.entries()) {
-    for (const seed of sampleSeeds(it.seed, opts)) {
+    for (const seed of offsets.map((o) => it.seed + o)) {
       const made = model.generateDetailed ? await model.generateDetailed(it.prompt, seed) : { image: await model.generate(it.prompt, seed) };
       const j = judgeT2i(it.spec, made.image);
       out.push(j);
@@ -180,8 +181,9 @@ async function editSplit(model: EvalModel, split: EvalSplit, suite: EvalSuite, o
   const name = suiteName('edit', split, suite);
   const items = limitPerGroup(loadEditSuite(split, suite).items, (it) => it.kind, opts.limit);
   const out: EditJudgement[] = [];
+  const offsets = sampleOffsets(opts);
   for (const [n, it] of items.entries()) {
-    for (const seed of sampleSeeds(it.seed, opts)) {
+    for (const seed of offsets.map((o) => it.seed + o)) {
       // rendered per sample: the engine may transfer the pixels to its worker
       const edited = await model.edit(renderScene(it.source), it.instruction, seed);
       const j = judgeEdit(it.kind, it.source, it.expected, edited);

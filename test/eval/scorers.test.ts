@@ -116,9 +116,21 @@ describe('several images per prompt (samples)', () => {
   });
   it('GEdit: likewise, and a source image is rendered afresh for each sample', async () => {
     const two = firstSampleOnly();
+    // the engine may transfer (detach) the pixels it is given: blank every source after use, so a source
+    // shared between samples would reach the second one empty
+    const sources: boolean[] = [];
+    const edit = two.model.edit;
+    two.model.edit = async (img, instruction, seed) => {
+      sources.push(img.data.some((v) => v !== 0));
+      const out = await edit(img, instruction, seed);
+      img.data.fill(0);
+      return out;
+    };
     const r = await evaluateGEdit(two.model, { limit: 1, samples: 2 });
     expect(r.count).toBe(12); // 6 kinds × 1 item × 2 samples
     expect(r.categories.instruction).toBe(0.5);
+    expect(sources).toHaveLength(24); // and as many on the held-out part
+    expect(sources.every(Boolean)).toBe(true);
   });
   it('a samples value outside [1, 16] is a RangeError naming it, before any image is made', async () => {
     for (const samples of [0, -1, 1.5, 17, Number.NaN]) {
