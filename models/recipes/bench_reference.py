@@ -13,7 +13,7 @@ distilled graph) and without CFG (*_6nfe, 6 NFE of the base weights).
 With --six / --one (train_gen.py student checkpoints, loaded with train_gen.load_student), the distilled students
 through the students' own PyTorch path (as eval_gen.py runs them): one context prefilled by the target
 (accel.common.Context, routed MoT prefill; edits: ViT + clean source latent), train_gen.euler (nfe Euler steps on
-accel.common.grid(nfe, 3.0), the pack's distilled timesteps; guidance scales as embedder inputs, no CFG contexts)
+accel.common.grid(nfe, 3.0), BAGEL's shift; the grid does not change the cost; guidance scales as embedder inputs, no CFG contexts)
 and train_gen.decode. Scales are the engine's defaults for its 6nfe/1nfe modes: text 4.0 (sampler_defaults), image
 1.5 for edits and 1.0 for t2i. Rows t2i_distilled6 / edit_distilled6 (6 NFE) and t2i_distilled1 / edit_distilled1
 (1 NFE; the engine's progressive preview is the t2i one).

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type * as ort from 'onnxruntime-node';
 import { GRAPH_NAMES, recipeSmokeEnabled, runRecipeScript, maxAbsDiff, openSession, readJson, toOrt, type Manifest, type ParityCase } from '../recipes/helpers.ts';
 import { chainDecode, type DraftManifest } from './chain.ts';
+import { shiftedTimesteps } from '../../src/engine/generation/scheduler.ts';
 
 const enabled = recipeSmokeEnabled('accel smoke');
 
@@ -39,6 +40,14 @@ describe.skipIf(!enabled)('acceleration recipes smoke test (python train + expor
       expect([...sess.outputNames].sort()).toEqual(Object.keys(spec!.outputs).sort());
       await sess.release();
     }
+  });
+
+  it('writes the 6-NFE grid the engine computes from its shift (the uniform grid by default), and [1, 0] for 1-NFE', () => {
+    const d = (manifest as Manifest & { distilled: Record<string, { shift: number; timesteps: number[] }> }).distilled;
+    expect(d.denoise_6nfe!.shift).toBe(1);
+    const want = shiftedTimesteps(6, d.denoise_6nfe!.shift);
+    d.denoise_6nfe!.timesteps.forEach((t, i) => expect(t, `t${i}`).toBeCloseTo(want[i]!, 6));
+    expect(d.denoise_1nfe!.timesteps).toEqual([1, 0]);
   });
 
   it('matches the PyTorch references (max |diff| <= 1e-4), acceleration graphs included', async () => {

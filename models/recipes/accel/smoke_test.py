@@ -109,7 +109,8 @@ def main():
     run(g + ["--stage", "tscd", "--run", W("g_tscd"), "--init", W("g_cfg/ckpt.pt"), "--steps", "3",
              "--teacher-steps", "2"])
     run(g + ["--stage", "dmdo", "--run", W("g_dmdo"), "--init", W("g_tscd/ckpt.pt"), "--steps", "3",
-             "--fake-warmup", "1", "--anchor-weight", "1.0", "--gen-lr", "1e-4"])
+             "--fake-warmup", "1", "--anchor-weight", "1.0", "--gen-lr", "1e-4", "--grid-shift", "1"])
+    assert torch.load(W("g_dmdo/ckpt.pt"), map_location="cpu")["grid_shift"] == 1.0, "dmdo records its grid"
     run(g + ["--stage", "adp", "--run", W("g_adp"), "--init", W("g_dmdo/ckpt.pt"), "--steps", "3"])
     run(g + ["--stage", "refl", "--run", W("g_refl"), "--init", W("g_adp/ckpt.pt"), "--teacher6",
              W("g_dmdo/ckpt.pt"), "--reward", W("reward/reward.pt"), "--steps", "3", "--pixel-mse-weight", "1"])
@@ -163,6 +164,8 @@ def main():
     man = json.load(open(os.path.join(out, "manifest.json")))
     for k in ("draft", "denoise_6nfe", "denoise_1nfe"):
         assert os.path.exists(os.path.join(out, man["graphs"][k]["file"])), k
+    six = man["distilled"]["denoise_6nfe"]  # served on the uniform grid unless --six-shift says otherwise
+    assert six["shift"] == 1.0 and max(abs(a - b) for a, b in zip(six["timesteps"], [1 - i / 6 for i in range(7)])) < 1e-6, six
     # ---- import: training checkpoints rebuilt from the pack's graphs (the run folder is never committed) ----
     o = run([os.path.join(RECIPES, "import_pack.py"), "--pack", out, "--out", W("imported")])
     assert "bitwise re-export" in o, o

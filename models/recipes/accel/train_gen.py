@@ -101,6 +101,10 @@ def main():
     ap.add_argument("--dmd-tmax", type=float, default=0.5,
                     help="dmdo: t' (where real and fake are compared) ~ shift(U[0.02, tmax]); at high t the teacher's x0 is a blurred mean")
     ap.add_argument("--dmd-shift", type=float, default=1.0, help="dmdo: timestep shift applied to t'")
+    ap.add_argument("--grid-shift", type=float, default=3.0,
+                    help="the 6-NFE grid the stages train on (TSCD's segments, DMDO's own trajectories, the ADP/ReFL "
+                         "teacher's): grid(6, shift). Every run before session 14 used 3 (BAGEL's shift); the shipped "
+                         "student serves on the uniform grid, shift 1 (export_accel.py --six-shift)")
     ap.add_argument("--alpha", type=float, default=None, help="refl hinge threshold (default: the reward ckpt's)")
     ap.add_argument("--reward-text", choices=["caption", "prompt"], default="caption",
                     help="refl: what the reward scores a text-to-image sample against: the full caption of the training "
@@ -175,13 +179,14 @@ def main():
     fields = ["step", "loss", "g", "d", "fake", "mse", "pmse", "reward", "elapsed"]
     log = CsvLog(os.path.join(a.run, "loss.csv"), fields)
     timer = Timer()
-    g6 = grid(6)
+    g6 = grid(6, a.grid_shift)
 
     def save():
         obj = {k: v.state_dict() for k, v in mods.items()}
         obj.update({"opt_" + k: v.state_dict() for k, v in opts.items()})
         obj.update({"step": step, "rng": torch.get_rng_state(), "stage": a.stage, "config": c.to_dict(),
-                    "init": a.init, "nfe": 1 if a.stage in ("adp", "refl") else 6})
+                    "init": a.init, "nfe": 1 if a.stage in ("adp", "refl") else 6,
+                    "grid_shift": a.grid_shift})
         if ema is not None:
             obj["student_ema"] = ema
         save_ckpt(ckpt_path, obj)
@@ -245,7 +250,7 @@ def main():
         elif a.stage == "dmdo":
             fk = mods["fake"]
             with torch.no_grad():
-                xs, ts = euler(stu, eps, gb, st, si, 6)
+                xs, ts = euler(stu, eps, gb, st, si, 6, a.grid_shift)
             xT, xe = xs[0], xs[-1]
             # fake model: flow matching on the student's own (x_T, x_0) couplings, target x_T - x_0
             tf = shifted(torch.rand(B, generator=gen), 3.0)
@@ -280,7 +285,7 @@ def main():
         elif a.stage == "adp":
             t6 = frozen_mods["t6"]
             with torch.no_grad():
-                xs, _ = euler(t6, eps, gb, st, si, 6)
+                xs, _ = euler(t6, eps, gb, st, si, 6, a.grid_shift)
             xT, xe = xs[0], xs[-1]
             t = torch.where(torch.rand(B, generator=gen) < 0.5, torch.ones(B),
                             shifted(torch.rand(B, generator=gen), 3.0))
@@ -309,7 +314,7 @@ def main():
         elif a.stage == "refl":
             t6 = frozen_mods["t6"]
             with torch.no_grad():
-                xs, _ = euler(t6, eps, gb, st, si, 6)
+                xs, _ = euler(t6, eps, gb, st, si, 6, a.grid_shift)
             x0h = eps - v_student(stu, eps, torch.ones(B), gb, st, si)
             px = decode(vae, scale, c, x0h)
             img, txt = px.clamp(-1, 1), reward_text(gb, a.reward_text)
