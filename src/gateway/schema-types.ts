@@ -69,7 +69,7 @@ export interface GenerateImageInput {
   cfgImageScale?: number | null;
   /** BASELINE only: [start, end] of the guided interval, 0 <= start < end <= 1. */
   cfgInterval?: ReadonlyArray<number> | null;
-  /** Timestep shift of the sampler schedule, in (0, 20]. */
+  /** Timestep shift of the sampler schedule, in (0, 20]: t' = shift·t / (1 + (shift − 1)·t). Absent, BASELINE uses the model's default (`sampler_defaults.shift`, 3.0 for the default model) and the distilled samplers their own grid (the default model's 6-NFE grid is uniform, shift 1); given, it applies to every sampler of the job (a 1-step grid is the same for any shift). */
   timestepShift?: number | null;
   /** PROGRESSIVE: also stream the 6-NFE sampler's intermediate predictions as previews. */
   intermediatePreviews?: boolean | null;

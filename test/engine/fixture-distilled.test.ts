@@ -5,6 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { createEngine, type LocalEngine } from '../../src/engine/index.ts';
 import { collect, engineError, FIXTURE } from './fixture-helpers.ts';
+import { shiftedTimesteps } from '../../src/engine/generation/scheduler.ts';
 
 const ACCEL = path.join(path.dirname(FIXTURE), 'tiny-pack-accel');
 let engine: LocalEngine;
@@ -73,4 +74,29 @@ test('the distilled samplers step on the manifest\'s timestep grids', async () =
   }
   const grid6: number[] = m.distilled.denoise_6nfe.timesteps;
   expect(seen).toEqual([['denoise_1nfe', 1], ...grid6.slice(0, 6).map((t) => ['denoise_6nfe', t])]);
+});
+
+test('an explicit timestepShift replaces the distilled grid with the shifted one', async () => {
+  const m = JSON.parse(fs.readFileSync(path.join(ACCEL, 'manifest.json'), 'utf8'));
+  const client = engine.workerClient;
+  const orig = client.call.bind(client);
+  const seen: Array<[string, number]> = [];
+  client.call = ((msg: { op: string; graph?: string; t?: number; append?: boolean }, tr?: ArrayBuffer[], gen?: number) => {
+    if (msg.op === 'denoise' && !msg.append) seen.push([msg.graph!, msg.t!]);
+    return orig(msg as never, tr, gen);
+  }) as typeof client.call;
+  let frames;
+  try {
+    frames = await collect(engine.generate({ prompt: 'a red circle', mode: 'progressive', seed: 2, timestepShift: 0.5 }));
+  } finally {
+    client.call = orig;
+  }
+  const want = [...shiftedTimesteps(6, 0.5)].slice(0, 6);
+  expect(want).not.toEqual(m.distilled.denoise_6nfe.timesteps.slice(0, 6));
+  expect(seen.map(([g]) => g)).toEqual(['denoise_1nfe', ...want.map(() => 'denoise_6nfe')]);
+  expect(seen[0]![1]).toBe(1); // a 1-step grid is [1, 0] whatever the shift
+  seen.slice(1).forEach(([, t], i) => expect(t).toBeCloseTo(want[i]!, 12));
+  const plain = await collect(engine.generate({ prompt: 'a red circle', mode: 'progressive', seed: 2 }));
+  expect(frames.at(-1)!.image.sha256).not.toBe(plain.at(-1)!.image.sha256);
+  expect(frames[0]!.image.sha256).toBe(plain[0]!.image.sha256);
 });

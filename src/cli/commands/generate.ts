@@ -9,7 +9,8 @@ frame (stage, NFE count, elapsed ms, seed, sampler) goes to stderr.
   --seed N           makes the image reproducible
   --steps N          baseline steps (default from the pack: 50)
   --cfg-text S       text guidance scale;  --cfg-image S  image guidance scale (editing)
-  --shift S          timestep shift
+  --shift S          timestep shift (default: the pack's, 3.0, for the baseline; the distilled
+                     samplers' own grid, uniform for the default pack's 6-NFE; given, it applies to all)
   --think            the model first expands the prompt into a full scene description (printed as
                      {"thought": …} on stderr) and generates from it; --think-temperature T (default 0.5)
   --previews DIR     also write preview frames (JPEG/WebP) there, with 6-step intermediate x0 previews

@@ -47,6 +47,8 @@ export interface ValidatedGenerate {
   steps: number;
   cfg: CfgParams;
   shift: number;
+  /** timestepShift was given: the distilled samplers step on shiftedTimesteps(nfe, shift), not their manifest grid */
+  shiftGiven: boolean;
   intermediatePreviews: boolean;
 }
 
@@ -102,6 +104,7 @@ export function validateGenerate(ctx: EngineCtx, req: GenerateRequest, conversat
     ...(source ? { source } : {}),
     steps,
     shift,
+    shiftGiven: req.timestepShift != null,
     intermediatePreviews: !!req.intermediatePreviews,
     cfg: { textScale, imageScale: edit ? imageScale : 1, interval, renormType: d.cfg_renorm_type, renormMin: d.cfg_renorm_min },
   };
@@ -112,8 +115,9 @@ export function planSamplers(ctx: EngineCtx, v: ValidatedGenerate): { preview?: 
   const few = (n: 1 | 6): SamplerPlan => {
     const graph: DenoiseGraph = n === 6 ? 'denoise_6nfe' : 'denoise_1nfe';
     const distilled = !!g[graph];
-    // distilled graphs come with their own timestep grid (manifest.distilled.<graph>.timesteps)
-    const grid = distilled ? ctx.manifest.distilled?.[graph]?.timesteps : undefined;
+    // distilled graphs come with their own timestep grid (manifest.distilled.<graph>.timesteps), which an
+    // explicit timestepShift replaces: the grid matters (docs/recipes-acceleration.md, "6-step grid")
+    const grid = distilled && !v.shiftGiven ? ctx.manifest.distilled?.[graph]?.timesteps : undefined;
     if (distilled) checkDistilledScales(ctx, graph, v);
     return {
       name: distilled ? `distilled-${n}nfe` : `euler-${n} (base denoiser + CFG; no ${graph}.onnx in pack)`,
