@@ -151,10 +151,18 @@ export function validateManifest(m: unknown, file = 'manifest.json'): Manifest {
       if (!(Number.isInteger(v) && v > 0)) fail(file, `expected a positive integer, got ${v}`, `draft.${k}`);
     }
   for (const k of ['denoise_6nfe', 'denoise_1nfe'] as const) {
-    const ts = mm.distilled?.[k]?.timesteps;
-    if (ts === undefined) continue;
-    if (!Array.isArray(ts) || ts.length < 2 || !ts.every((t, i) => typeof t === 'number' && t >= 0 && t <= 1 && (i === 0 || t < ts[i - 1]!)))
+    const dk = mm.distilled?.[k];
+    const ts = dk?.timesteps;
+    if (ts !== undefined && (!Array.isArray(ts) || ts.length < 2 || !ts.every((t, i) => typeof t === 'number' && t >= 0 && t <= 1 && (i === 0 || t < ts[i - 1]!))))
       fail(file, 'expected ≥ 2 decreasing timesteps in [0, 1]', `distilled.${k}.timesteps`);
+    // a graph's default guidance scales are used whenever a request gives none: they must be ones it was trained on
+    for (const [scale, range] of [['cfg_text_scale', 'cfg_text_range'], ['cfg_image_scale', 'cfg_image_range']] as const) {
+      const v = dk?.[scale];
+      if (v === undefined) continue;
+      const r = dk?.[range];
+      if (typeof v !== 'number' || !Number.isFinite(v) || (Array.isArray(r) && (v < r[0] || v > r[1])))
+        fail(file, `expected a number${Array.isArray(r) ? ` in [${r[0]}, ${r[1]}] (${range})` : ''}, got ${JSON.stringify(v)}`, `distilled.${k}.${scale}`);
+    }
   }
   if (mm.prompts !== undefined) {
     const pr = mm.prompts as Record<string, unknown> | null;

@@ -1,6 +1,7 @@
 // The distilled samplers (denoise_6nfe.onnx / denoise_1nfe.onnx: guidance inside the graph, one
 // evaluation per step, the manifest's timestep grid) on test/fixtures/tiny-pack-accel.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { createEngine, type LocalEngine } from '../../src/engine/index.ts';
@@ -99,4 +100,50 @@ test('an explicit timestepShift replaces the distilled grid with the shifted one
   const plain = await collect(engine.generate({ prompt: 'a red circle', mode: 'progressive', seed: 2 }));
   expect(frames.at(-1)!.image.sha256).not.toBe(plain.at(-1)!.image.sha256);
   expect(frames[0]!.image.sha256).toBe(plain[0]!.image.sha256);
+});
+
+/** A copy of the accel fixture whose manifest is edited by `edit`. */
+function packWith(edit: (m: { distilled: Record<string, Record<string, unknown>> }) => void): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hb-accel-'));
+  for (const f of fs.readdirSync(ACCEL)) if (f !== 'parity') fs.copyFileSync(path.join(ACCEL, f), path.join(dir, f));
+  const mf = path.join(dir, 'manifest.json');
+  const m = JSON.parse(fs.readFileSync(mf, 'utf8'));
+  edit(m);
+  fs.writeFileSync(mf, JSON.stringify(m));
+  return dir;
+}
+
+test('a distilled graph\'s own default guidance scales apply when the request gives none', async () => {
+  const dir = packWith((m) => {
+    m.distilled.denoise_6nfe!.cfg_text_scale = 2; // the pack's sampler default stays 4
+    m.distilled.denoise_6nfe!.cfg_image_scale = 2.5;
+  });
+  const other = await createEngine(dir, { calibrate: false, intraOpThreads: 1 });
+  try {
+    const sha = async (e: LocalEngine, r: Record<string, unknown>) => (await collect(e.generate({ prompt: 'a red circle', mode: '6nfe', seed: 3, ...r })))[0]!.image.sha256;
+    const byDefault = await sha(other, {});
+    expect(byDefault).toBe(await sha(engine, { cfgTextScale: 2 }));
+    expect(byDefault).not.toBe(await sha(engine, {}));
+    expect(await sha(other, { cfgTextScale: 4 })).toBe(await sha(engine, {})); // the request's scale wins
+    const src = { width: 64, height: 64, data: new Uint8Array(64 * 64 * 3).fill(40) };
+    expect(await sha(other, { prompt: 'make the circle blue', sourceImage: src, cfgTextScale: 4 }))
+      .toBe(await sha(engine, { prompt: 'make the circle blue', sourceImage: src, cfgImageScale: 2.5 }));
+  } finally {
+    await other.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a distilled default scale outside the graph\'s training range is refused at load, naming the field', async () => {
+  const dir = packWith((m) => {
+    m.distilled.denoise_1nfe!.cfg_text_scale = 9;
+  });
+  try {
+    const err = await engineError(() => createEngine(dir, { calibrate: false }));
+    expect(err.code).toBe('MODEL_LOAD_FAILED');
+    expect(err.message).toContain('distilled.denoise_1nfe.cfg_text_scale');
+    expect(err.message).toContain('[1, 5]');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });

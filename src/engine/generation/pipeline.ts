@@ -49,6 +49,8 @@ export interface ValidatedGenerate {
   shift: number;
   /** timestepShift was given: the distilled samplers step on shiftedTimesteps(nfe, shift), not their manifest grid */
   shiftGiven: boolean;
+  /** guidance scales the request gave; the others default per sampler (a distilled graph's manifest entry first) */
+  scalesGiven: { text: boolean; image: boolean };
   intermediatePreviews: boolean;
 }
 
@@ -105,6 +107,7 @@ export function validateGenerate(ctx: EngineCtx, req: GenerateRequest, conversat
     steps,
     shift,
     shiftGiven: req.timestepShift != null,
+    scalesGiven: { text: req.cfgTextScale != null, image: req.cfgImageScale != null },
     intermediatePreviews: !!req.intermediatePreviews,
     cfg: { textScale, imageScale: edit ? imageScale : 1, interval, renormType: d.cfg_renorm_type, renormMin: d.cfg_renorm_min },
   };
@@ -118,12 +121,12 @@ export function planSamplers(ctx: EngineCtx, v: ValidatedGenerate): { preview?: 
     // distilled graphs come with their own timestep grid (manifest.distilled.<graph>.timesteps), which an
     // explicit timestepShift replaces: the grid matters (docs/recipes-acceleration.md, "6-step grid")
     const grid = distilled && !v.shiftGiven ? ctx.manifest.distilled?.[graph]?.timesteps : undefined;
-    if (distilled) checkDistilledScales(ctx, graph, v);
+    const cfg = distilled ? distilledScales(ctx, graph, v) : v.cfg;
     return {
       name: distilled ? `distilled-${n}nfe` : `euler-${n} (base denoiser + CFG; no ${graph}.onnx in pack)`,
       graph: distilled ? graph : 'denoiser',
       scheduler: grid ? new EulerFlowScheduler(grid.length - 1, v.shift, grid) : new EulerFlowScheduler(n, v.shift),
-      cfg: v.cfg,
+      cfg,
       distilled,
     };
   };
@@ -140,10 +143,16 @@ export function planSamplers(ctx: EngineCtx, v: ValidatedGenerate): { preview?: 
   }
 }
 
-/** Guidance scales a distilled graph was trained on (manifest.distilled.<graph>.cfg_*_range). */
-function checkDistilledScales(ctx: EngineCtx, graph: 'denoise_6nfe' | 'denoise_1nfe', v: ValidatedGenerate): void {
+/**
+ * The guidance scales a distilled graph runs with: the request's, else the graph's own defaults
+ * (manifest.distilled.<graph>.cfg_text_scale / cfg_image_scale), else the pack's sampler defaults;
+ * checked against the range the graph was trained on (cfg_*_range). Text-to-image has no image guidance.
+ */
+function distilledScales(ctx: EngineCtx, graph: 'denoise_6nfe' | 'denoise_1nfe', v: ValidatedGenerate): CfgParams {
   const d = ctx.manifest.distilled?.[graph];
-  if (!d) return;
+  if (!d) return v.cfg;
+  const textScale = v.scalesGiven.text ? v.cfg.textScale : (d.cfg_text_scale ?? v.cfg.textScale);
+  const imageScale = !v.edit ? 1 : v.scalesGiven.image ? v.cfg.imageScale : (d.cfg_image_scale ?? v.cfg.imageScale);
   const check = (name: string, value: number, range?: [number, number]) => {
     if (range && (value < range[0] || value > range[1]))
       throw new EngineError('OUT_OF_RANGE', `${name} must be in [${range[0]}, ${range[1]}] for the ${graph} sampler (its training range), got ${value}`, {
@@ -152,8 +161,9 @@ function checkDistilledScales(ctx: EngineCtx, graph: 'denoise_6nfe' | 'denoise_1
         max: range[1],
       });
   };
-  check('cfgTextScale', v.cfg.textScale, d.cfg_text_range);
-  if (v.edit) check('cfgImageScale', v.cfg.imageScale, d.cfg_image_range);
+  check('cfgTextScale', textScale, d.cfg_text_range);
+  if (v.edit) check('cfgImageScale', imageScale, d.cfg_image_range);
+  return { ...v.cfg, textScale, imageScale };
 }
 
 interface Ctx {
