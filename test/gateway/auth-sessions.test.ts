@@ -250,17 +250,22 @@ describe('sessions', () => {
 
   it('an expired session not swept yet is a missing one: closeSession false, understand/generate/edit SESSION_NOT_FOUND; closeSession is counted', async () => {
     const fresh = new FakeEngine({ stepMs: 2, tokens: 3, nfeMs: 2 });
-    const short = await start({ engine: fresh, limits: { sessionTtlMs: 40 } });
+    // the TTL leaves room for four creations on a loaded machine (40 ms did not: the first session could expire
+    // before the last was made); the sweep timer runs only every second, so the calls below still meet them listed
+    const short = await start({ engine: fresh, limits: { sessionTtlMs: 250 } });
     const client = wsClient(short);
     try {
       const post = (query: string, s: string) => gqlPost(short, { query, variables: { s } });
       const ids: string[] = [];
-      for (let i = 0; i < 4; i++) ids.push((await gqlPost(short, { query: 'mutation { createSession }' })).json.data.createSession);
+      const handles: string[] = [];
+      for (let i = 0; i < 4; i++) {
+        ids.push((await gqlPost(short, { query: 'mutation { createSession }' })).json.data.createSession);
+        handles.push(short.runtime.sessions.get(ids[i]!).handle.id);
+      }
       const [a, b, c, d] = ids as [string, string, string, string];
-      const handles = ids.map((id) => short.runtime.sessions.get(id).handle.id);
       const closes = () => short.runtime.metrics.operations.get({ field: 'closeSession' });
       const closesBefore = closes();
-      await new Promise((r) => setTimeout(r, 100)); // expired; the sweep timer runs only every second
+      await new Promise((r) => setTimeout(r, 300)); // all four expired
       // each call below meets its own expired, still-listed session (nothing here sweeps the others)
       const closed = await post(`mutation($s: ID!) { closeSession(id: $s) }`, a);
       expect(closed.json).toEqual({ data: { closeSession: false } });
