@@ -59,8 +59,10 @@ test('editing: 6 distilled evaluations; the baseline still uses the base denoise
   expect(base[0]!.nfe).toBeGreaterThan(10);
 });
 
-test('the distilled samplers step on the manifest\'s timestep grids', async () => {
-  const m = JSON.parse(fs.readFileSync(path.join(ACCEL, 'manifest.json'), 'utf8'));
+const accelManifest = JSON.parse(fs.readFileSync(path.join(ACCEL, 'manifest.json'), 'utf8'));
+
+/** Runs a request and records each distilled/denoiser step the worker is asked for, as [graph, t]. */
+async function denoiseSteps(req: Parameters<LocalEngine['generate']>[0]) {
   const client = engine.workerClient;
   const orig = client.call.bind(client);
   const seen: Array<[string, number]> = [];
@@ -69,31 +71,22 @@ test('the distilled samplers step on the manifest\'s timestep grids', async () =
     return orig(msg as never, tr, gen);
   }) as typeof client.call;
   try {
-    await collect(engine.generate({ prompt: 'a red circle', mode: 'progressive', seed: 2 }));
+    return { seen, frames: await collect(engine.generate(req)) };
   } finally {
     client.call = orig;
   }
-  const grid6: number[] = m.distilled.denoise_6nfe.timesteps;
+}
+
+test('the distilled samplers step on the manifest\'s timestep grids', async () => {
+  const { seen } = await denoiseSteps({ prompt: 'a red circle', mode: 'progressive', seed: 2 });
+  const grid6: number[] = accelManifest.distilled.denoise_6nfe.timesteps;
   expect(seen).toEqual([['denoise_1nfe', 1], ...grid6.slice(0, 6).map((t) => ['denoise_6nfe', t])]);
 });
 
 test('an explicit timestepShift replaces the distilled grid with the shifted one', async () => {
-  const m = JSON.parse(fs.readFileSync(path.join(ACCEL, 'manifest.json'), 'utf8'));
-  const client = engine.workerClient;
-  const orig = client.call.bind(client);
-  const seen: Array<[string, number]> = [];
-  client.call = ((msg: { op: string; graph?: string; t?: number; append?: boolean }, tr?: ArrayBuffer[], gen?: number) => {
-    if (msg.op === 'denoise' && !msg.append) seen.push([msg.graph!, msg.t!]);
-    return orig(msg as never, tr, gen);
-  }) as typeof client.call;
-  let frames;
-  try {
-    frames = await collect(engine.generate({ prompt: 'a red circle', mode: 'progressive', seed: 2, timestepShift: 0.5 }));
-  } finally {
-    client.call = orig;
-  }
+  const { seen, frames } = await denoiseSteps({ prompt: 'a red circle', mode: 'progressive', seed: 2, timestepShift: 0.5 });
   const want = [...shiftedTimesteps(6, 0.5)].slice(0, 6);
-  expect(want).not.toEqual(m.distilled.denoise_6nfe.timesteps.slice(0, 6));
+  expect(want).not.toEqual(accelManifest.distilled.denoise_6nfe.timesteps.slice(0, 6));
   expect(seen.map(([g]) => g)).toEqual(['denoise_1nfe', ...want.map(() => 'denoise_6nfe')]);
   expect(seen[0]![1]).toBe(1); // a 1-step grid is [1, 0] whatever the shift
   seen.slice(1).forEach(([, t], i) => expect(t).toBeCloseTo(want[i]!, 12));
