@@ -101,6 +101,12 @@ def main():
     ap.add_argument("--dmd-tmax", type=float, default=0.5,
                     help="dmdo: t' (where real and fake are compared) ~ shift(U[0.02, tmax]); at high t the teacher's x0 is a blurred mean")
     ap.add_argument("--dmd-shift", type=float, default=1.0, help="dmdo: timestep shift applied to t'")
+    ap.add_argument("--dmd-noise", choices=["trajectory", "fresh"], default="trajectory",
+                    help="dmdo: the noise x0_hat is re-noised with at t', and what the fake model learns. 'trajectory' "
+                         "(the paper's DMDO): the student's own x_T, the fake model trained on its (x_T, x_0) couplings; "
+                         "at high t' the fake then predicts the student's sharp x0 and the teacher a blurred mean, so "
+                         "--dmd-tmax stays low. 'fresh' (DMD's): new noise, the fake model trained by flow matching on "
+                         "the student's outputs, so real and fake are both posterior means and layout (high t') is compared")
     ap.add_argument("--grid-shift", type=float, default=3.0,
                     help="the 6-NFE grid the stages train on (TSCD's segments, DMDO's own trajectories, the ADP/ReFL "
                          "teacher's): grid(6, shift). Every run before session 14 used 3 (BAGEL's shift); the shipped "
@@ -254,8 +260,9 @@ def main():
             xT, xe = xs[0], xs[-1]
             # fake model: flow matching on the student's own (x_T, x_0) couplings, target x_T - x_0
             tf = shifted(torch.rand(B, generator=gen), 3.0)
-            xtf = (1 - tf.view(-1, 1, 1)) * xe + tf.view(-1, 1, 1) * xT
-            lf = F.mse_loss(v_student(fk, xtf, tf, gb, st, si), xT - xe)
+            nf = xT if a.dmd_noise == "trajectory" else torch.randn(x0.shape, generator=gen)
+            xtf = (1 - tf.view(-1, 1, 1)) * xe + tf.view(-1, 1, 1) * nf
+            lf = F.mse_loss(v_student(fk, xtf, tf, gb, st, si), nf - xe)
             dstep("fake", lf)
             loss = lf
             out.update(fake=float(lf))
@@ -266,7 +273,8 @@ def main():
                 tk = ts[k]
                 x0h = xk - tk.view(-1, 1, 1) * v_student(stu, xk, tk, gb, st, si)
                 tp = shifted(0.02 + (a.dmd_tmax - 0.02) * torch.rand(B, generator=gen), a.dmd_shift).view(-1, 1, 1)
-                xtp = ((1 - tp) * x0h + tp * xT).detach()
+                ng = xT if a.dmd_noise == "trajectory" else torch.randn(x0.shape, generator=gen)
+                xtp = ((1 - tp) * x0h + tp * ng).detach()
                 with torch.no_grad():
                     x0r = xtp - tp * teacher_cfg(m, xtp, tp.view(-1), gb, st, si)
                     x0f = xtp - tp * v_student(fk, xtp, tp.view(-1), gb, st, si)
