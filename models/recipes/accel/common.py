@@ -4,6 +4,7 @@ import copy
 import json
 import os
 import random
+import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -229,20 +230,61 @@ def grid(nfe, shift=3.0):
     return shifted(torch.linspace(1, 0, nfe + 1), shift)
 
 
+PROMPT_KINDS = ["caption", "single_object", "two_objects", "counting", "colors", "position", "color_attr"]
+_KIND_RES = [  # the world's prompt templates (src/world/prompts.ts), most specific first
+    ("counting", re.compile(r"^a photo of (two|three|four|five|six) \w+$")),
+    ("position", re.compile(r"^a photo of an? \w+ (left of|right of|above|below) an? \w+$")),
+    ("color_attr", re.compile(r"^a photo of a \w+ \w+ and a \w+ \w+$")),
+    ("two_objects", re.compile(r"^a photo of an? \w+ and an? \w+$")),
+    ("colors", re.compile(r"^a photo of a \w+ \w+$")),
+    ("single_object", re.compile(r"^a photo of an? \w+$")),
+]
+
+
+def prompt_kind(text):
+    """The kind of a training prompt: a scene caption, or one of the GenEval-style categories the world writes."""
+    for kind, rx in _KIND_RES:
+        if rx.match(text):
+            return kind
+    return "caption"
+
+
+class PromptIndex:
+    """Every (set, scene, prompt) of the training sets, by prompt kind, so that text-to-image conditions can be
+    drawn kind-balanced: the world writes a counting prompt for about 1 scene in 60 (three or four objects of one
+    shape: 1 in 80), so uniform sampling shows a distillation stage almost none of them."""
+
+    def __init__(self, sets):
+        self.by_kind = {}
+        for si, ds in enumerate(sets):
+            for i, r in enumerate(ds.records):
+                for j, p in enumerate(r.get("prompts") or [r["caption"]]):
+                    self.by_kind.setdefault(prompt_kind(p), []).append((si, i, j))
+        self.kinds = [k for k in PROMPT_KINDS if k in self.by_kind]
+
+    def draw(self, rng):
+        return rng.choice(self.by_kind[rng.choice(self.kinds)])
+
+
 class GenBatch:
     """One batch of generation conditions (t2i + edit) with full / text-uncond / image-uncond contexts.
     `desc`: a caption of the image each condition asks for (t2i: the scene's caption; edit: the edited scene's
     caption), used to condition the pixel discriminator and to query the reward model."""
 
-    def __init__(self, m, tok, sets, rng, n_t2i, n_edit):
+    def __init__(self, m, tok, sets, rng, n_t2i, n_edit, prompt_index=None):
         c = m.c
         items, x0, self.desc, self.scenes = [], [], [], []
         for j in range(n_t2i + n_edit):
-            ds = rng.choice(sets)
-            i = rng.randrange(ds.n)
+            if j < n_t2i and prompt_index is not None:
+                si, i, k = prompt_index.draw(rng)
+                ds = sets[si]
+            else:
+                ds = rng.choice(sets)
+                i = rng.randrange(ds.n)
             if j < n_t2i:
                 ps = ds.prompt_ids[i]
-                items.append({"prompt_ids": ps[rng.randrange(len(ps))], "src_pixels64": None, "src_tokens": None})
+                pick = k if prompt_index is not None else rng.randrange(len(ps))
+                items.append({"prompt_ids": ps[pick], "src_pixels64": None, "src_tokens": None})
                 x0.append(ds.latents[i])
                 self.desc.append(ds.cap_ids[i])
                 self.scenes.append(ds.records[i]["scene"])

@@ -111,9 +111,9 @@ def main():
     run(g + ["--stage", "dmdo", "--run", W("g_dmdo"), "--init", W("g_tscd/ckpt.pt"), "--steps", "3",
              "--fake-warmup", "1", "--anchor-weight", "1.0", "--gen-lr", "1e-4", "--grid-shift", "1"])
     assert torch.load(W("g_dmdo/ckpt.pt"), map_location="cpu")["grid_shift"] == 1.0, "dmdo records its grid"
-    # DMD's fresh-noise variant (the fake model learns the student's marginal, t' up to 0.98)
+    # DMD's fresh-noise variant (the fake model learns the student's marginal, t' up to 0.98), kind-balanced prompts
     run(g + ["--stage", "dmdo", "--run", W("g_dmdo_fresh"), "--init", W("g_tscd/ckpt.pt"), "--steps", "2",
-             "--fake-warmup", "1", "--dmd-noise", "fresh", "--dmd-tmax", "0.98"])
+             "--fake-warmup", "1", "--dmd-noise", "fresh", "--dmd-tmax", "0.98", "--prompt-balance"])
     assert torch.load(W("g_dmdo_fresh/ckpt.pt"), map_location="cpu")["step"] == 2
     run(g + ["--stage", "adp", "--run", W("g_adp"), "--init", W("g_dmdo/ckpt.pt"), "--steps", "3"])
     run(g + ["--stage", "refl", "--run", W("g_refl"), "--init", W("g_adp/ckpt.pt"), "--teacher6",

@@ -20,7 +20,7 @@ import random
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from accel.common import target_from_args, load_sets, GenBatch, teacher_cfg, gen_velocity, grid, shifted, torch  # noqa: E402
+from accel.common import target_from_args, load_sets, GenBatch, PromptIndex, teacher_cfg, gen_velocity, grid, shifted, torch  # noqa: E402
 from accel.gen import Student, LatentDisc, PixelDisc, student_from, load_reward, hinge_d, hinge_g  # noqa: E402
 from hyperbagel.model import unpatchify  # noqa: E402
 from hyperbagel.utils import seed_all, save_ckpt, load_ckpt, CsvLog, Timer  # noqa: E402
@@ -111,6 +111,9 @@ def main():
                     help="the 6-NFE grid the stages train on (TSCD's segments, DMDO's own trajectories, the ADP/ReFL "
                          "teacher's): grid(6, shift). Every run before session 14 used 3 (BAGEL's shift); the shipped "
                          "student serves on the uniform grid, shift 1 (export_accel.py --six-shift)")
+    ap.add_argument("--prompt-balance", action="store_true",
+                    help="draw text-to-image conditions kind-balanced (scene captions and each GenEval-style prompt "
+                         "category equally often, accel.common.PromptIndex) instead of a uniform scene and prompt")
     ap.add_argument("--alpha", type=float, default=None, help="refl hinge threshold (default: the reward ckpt's)")
     ap.add_argument("--reward-text", choices=["caption", "prompt"], default="caption",
                     help="refl: what the reward scores a text-to-image sample against: the full caption of the training "
@@ -186,6 +189,7 @@ def main():
     log = CsvLog(os.path.join(a.run, "loss.csv"), fields)
     timer = Timer()
     g6 = grid(6, a.grid_shift)
+    prompt_index = PromptIndex(sets) if a.prompt_balance else None
 
     def save():
         obj = {k: v.state_dict() for k, v in mods.items()}
@@ -221,7 +225,7 @@ def main():
 
     acc = []
     while step < a.steps:
-        gb = GenBatch(m, tok, sets, rng, a.t2i, a.edit)
+        gb = GenBatch(m, tok, sets, rng, a.t2i, a.edit, prompt_index)
         B = gb.B
         st, si = gb.sample_scales(gen)
         x0 = gb.x0
