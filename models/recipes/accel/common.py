@@ -251,8 +251,9 @@ def prompt_kind(text):
 
 class PromptIndex:
     """Every (set, scene, prompt) of the training sets, by prompt kind, so that text-to-image conditions can be
-    drawn kind-balanced: the world writes a counting prompt for about 1 scene in 60 (three or four objects of one
-    shape: 1 in 80), so uniform sampling shows a distillation stage almost none of them."""
+    drawn kind-balanced: the world writes a counting prompt for about 1 scene in 15 (three or four objects of one
+    shape: 1 in 80), so uniform sampling shows a distillation stage few of them (data/train: 686 of 22,157 prompts
+    in the first 10,000 scenes)."""
 
     def __init__(self, sets):
         self.by_kind = {}
@@ -275,6 +276,7 @@ class GenBatch:
         c = m.c
         items, x0, self.desc, self.scenes = [], [], [], []
         for j in range(n_t2i + n_edit):
+            k = None  # the prompt, when the index drew it
             if j < n_t2i and prompt_index is not None:
                 si, i, k = prompt_index.draw(rng)
                 ds = sets[si]
@@ -283,8 +285,8 @@ class GenBatch:
                 i = rng.randrange(ds.n)
             if j < n_t2i:
                 ps = ds.prompt_ids[i]
-                pick = k if prompt_index is not None else rng.randrange(len(ps))
-                items.append({"prompt_ids": ps[pick], "src_pixels64": None, "src_tokens": None})
+                items.append({"prompt_ids": ps[rng.randrange(len(ps)) if k is None else k], "src_pixels64": None,
+                              "src_tokens": None})
                 x0.append(ds.latents[i])
                 self.desc.append(ds.cap_ids[i])
                 self.scenes.append(ds.records[i]["scene"])

@@ -262,9 +262,11 @@ def main():
             with torch.no_grad():
                 xs, ts = euler(stu, eps, gb, st, si, 6, a.grid_shift)
             xT, xe = xs[0], xs[-1]
-            # fake model: flow matching on the student's own (x_T, x_0) couplings, target x_T - x_0
+            # the noise DMD pairs with the student's x0: its own x_T (the paper's trajectory coupling), or fresh
+            dmd_noise = lambda: xT if a.dmd_noise == "trajectory" else torch.randn(x0.shape, generator=gen)  # noqa: E731
+            # fake model: flow matching on the student's outputs with that noise, target noise - x_0
             tf = shifted(torch.rand(B, generator=gen), 3.0)
-            nf = xT if a.dmd_noise == "trajectory" else torch.randn(x0.shape, generator=gen)
+            nf = dmd_noise()
             xtf = (1 - tf.view(-1, 1, 1)) * xe + tf.view(-1, 1, 1) * nf
             lf = F.mse_loss(v_student(fk, xtf, tf, gb, st, si), nf - xe)
             dstep("fake", lf)
@@ -277,8 +279,7 @@ def main():
                 tk = ts[k]
                 x0h = xk - tk.view(-1, 1, 1) * v_student(stu, xk, tk, gb, st, si)
                 tp = shifted(0.02 + (a.dmd_tmax - 0.02) * torch.rand(B, generator=gen), a.dmd_shift).view(-1, 1, 1)
-                ng = xT if a.dmd_noise == "trajectory" else torch.randn(x0.shape, generator=gen)
-                xtp = ((1 - tp) * x0h + tp * ng).detach()
+                xtp = ((1 - tp) * x0h + tp * dmd_noise()).detach()
                 with torch.no_grad():
                     x0r = xtp - tp * teacher_cfg(m, xtp, tp.view(-1), gb, st, si)
                     x0f = xtp - tp * v_student(fk, xtp, tp.view(-1), gb, st, si)
