@@ -64,6 +64,42 @@ def main():
     before = torch.load(lite, map_location="cpu")["ema"]
     moved = {k for k, v in lck["model"].items() if not torch.equal(v, before[k])}
     assert moved and all(k.startswith("vision.") for k in moved), f"--train-only vision moved {sorted(moved)[:5]}"
+    # --train-only readout: only what writes text moves, and generation and editing stay bitwise the same
+    rrun = os.path.join(work, "unified-readout")
+    run([x if x != urun else rrun for x in common] + ["--steps", "11", "--warmup", "2", "--init-weights", lite,
+                                                      "--train-only", "readout", "--t2i", "0", "--edit", "0"])
+    rck = torch.load(os.path.join(rrun, "unified.ckpt"), map_location="cpu")
+    from hyperbagel.model import readout_parameter
+    for part in ("model", "ema"):
+        moved = {k for k, v in rck[part].items() if not torch.equal(v, before[k])}
+        assert moved and all(readout_parameter(k, rck["config"]["layers"]) for k in moved), \
+            f"--train-only readout moved {sorted(k for k in moved if not readout_parameter(k, rck['config']['layers']))[:5]}"
+        assert {"lm_head.weight", f"layers.{rck['config']['layers'] - 1}.und.down.weight"} <= moved, sorted(moved)
+    from hyperbagel.config import ModelConfig as _MC
+    from hyperbagel.model import Unified as _U, VAE as _VAE
+    from hyperbagel.sample import generate
+    from hyperbagel.tokenizer import WordTokenizer as _WT
+    vck = torch.load(os.path.join(work, "vae", "vae.ckpt"), map_location="cpu")
+    vae = _VAE(_MC.from_dict(vck["config"]))
+    vae.load_state_dict(vck["ema"])
+    rtok = _WT.load(os.path.join(rrun, "tokenizer.json"))
+    pair, g = [], torch.Generator().manual_seed(3)
+    src = torch.rand(1, 3, 64, 64, generator=g) * 2 - 1
+    with torch.no_grad():
+        G = _MC.from_dict(rck["config"]).gen_image_size
+        src_lat = vae.encode(torch.nn.functional.interpolate(src, size=(G, G), mode="area"))[0] * float(vck["scale"])
+    for weights in (before, rck["ema"]):
+        mm = _U(_MC.from_dict(rck["config"]))
+        mm.load_state_dict(weights)
+        mm.eval()
+        with torch.no_grad():
+            t2i = generate(mm, rtok, vae, float(vck["scale"]), "a red circle", steps=3, seed=1)
+            edit = generate(mm, rtok, vae, float(vck["scale"]), "make it blue", source64=src,
+                            source_lat=src_lat, steps=3, seed=1)
+            logits = mm.lm_head(mm.norm(mm.embed(torch.tensor([[rtok.bos]]))))
+        pair.append((t2i, edit, logits))
+    assert torch.equal(pair[0][0], pair[1][0]) and torch.equal(pair[0][1], pair[1][1]), "--train-only readout changed an image"
+    assert not torch.equal(pair[0][2], pair[1][2]), "--train-only readout did not change the text head"
     # warm-starting the factorised vision inputs (foreground-mask channel + colour feature) from the RGB lite
     # checkpoint: the adapted model must compute what the checkpoint did before training moves it
     from hyperbagel.config import ModelConfig

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from hyperbagel.config import DEFAULT, TINY, ModelConfig  # noqa: E402
-from hyperbagel.model import Unified, VAE, warm_start_state  # noqa: E402
+from hyperbagel.model import Unified, VAE, warm_start_state, readout_parameter  # noqa: E402
 from hyperbagel.tokenizer import WordTokenizer  # noqa: E402
 from hyperbagel.data import ShapesData, understanding_seq, t2i_seq, edit_seq, think_seq, has_short_prompts, collate, attribute_groups  # noqa: E402
 from hyperbagel.losses import joint_loss  # noqa: E402
@@ -91,8 +91,10 @@ def main():
                          "written by --save-lite), with a fresh optimizer re-warmed over --warmup steps")
     ap.add_argument("--shift-aug", type=int, default=0,
                     help="understanding images translated by up to this many pixels per axis (0 = off)")
-    ap.add_argument("--train-only", default=None, choices=["vision"],
-                    help="update only these parameters (vision: the ViT and its connector; text-to-image is then untouched)")
+    ap.add_argument("--train-only", default=None, choices=["vision", "readout"],
+                    help="update only these parameters (vision: the ViT and its connector; text-to-image is then "
+                         "untouched. readout: what only writes text (readout_parameter), so every generation and "
+                         "editing output stays bitwise the same)")
     ap.add_argument("--vit-input", choices=["rgb", "mask", "rgb+mask"], default=None,
                     help="what the vision encoder's conv stem sees (ModelConfig.vit_input); for a new run, or to "
                          "warm-start rgb+mask from an RGB --init-weights checkpoint (the mask channel starts at zero)")
@@ -152,9 +154,11 @@ def main():
         if c.vit_input != "rgb+mask":
             sys.exit("--vit-rgb-drop needs a model with vit_input rgb+mask")
         model.vision.rgb_drop = a.vit_rgb_drop
-    if a.train_only == "vision":
+    if a.train_only:
+        keep = (lambda name: name.startswith("vision.")) if a.train_only == "vision" else \
+            (lambda name: readout_parameter(name, c.layers))
         for name, p in model.named_parameters():
-            p.requires_grad_(name.startswith("vision."))
+            p.requires_grad_(keep(name))
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=a.lr, betas=(0.9, 0.95), weight_decay=0.01)
     ema = EMA(model, a.ema)

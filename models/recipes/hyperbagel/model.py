@@ -251,6 +251,20 @@ class TimestepEmbedder(nn.Module):
         return self.mlp(torch.cat([a.cos(), a.sin()], dim=-1).to(self.mlp[0].weight.dtype))
 
 
+# The parts of the last layer's understanding expert that act after its keys and values are taken.
+_READOUT_EXPERT = ("q_proj.", "q_norm.", "o_proj.", "post_norm.", "gate.", "up.", "down.")
+
+
+def readout_parameter(name: str, layers: int) -> bool:
+    """True for a parameter that only shapes written text: the final norm, the LM head, and the last layer's
+    understanding expert past its input norm and key/value projections. Generation and editing read the
+    context only through its keys and values, and the last layer's are computed before any of these, so
+    training them leaves every image output bitwise the same."""
+    last = f"layers.{layers - 1}.und."
+    return name.startswith(("norm.", "lm_head.")) or (
+        name.startswith(last) and name[len(last):].startswith(_READOUT_EXPERT))
+
+
 class Unified(nn.Module):
     def __init__(self, c: ModelConfig):
         super().__init__()

@@ -72,7 +72,8 @@ class EMA:
     def update(self, model, step):
         d = min(self.decay, (1 + step) / (10 + step))
         for e, p in zip(self.model.parameters(), model.parameters()):
-            e.mul_(d).add_(p.detach(), alpha=1 - d)
+            if p.requires_grad:  # a frozen weight keeps its exact value (d·w + (1−d)·w can round)
+                e.mul_(d).add_(p.detach(), alpha=1 - d)
 
 
 class Timer:
