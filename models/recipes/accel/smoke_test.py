@@ -118,6 +118,13 @@ def main():
     run(g + ["--stage", "adp", "--run", W("g_adp"), "--init", W("g_dmdo/ckpt.pt"), "--steps", "3"])
     run(g + ["--stage", "refl", "--run", W("g_refl"), "--init", W("g_adp/ckpt.pt"), "--teacher6",
              W("g_dmdo/ckpt.pt"), "--reward", W("reward/reward.pt"), "--steps", "3", "--pixel-mse-weight", "1"])
+    # 1-step DMD from the ReFL student: the fake model starts as the 6-NFE student, the anchor is its output
+    run(g + ["--stage", "dmdo", "--nfe", "1", "--run", W("g_dmd1"), "--init", W("g_refl/ckpt.pt"), "--teacher6",
+             W("g_dmdo/ckpt.pt"), "--steps", "3", "--fake-warmup", "1", "--grid-shift", "1"])
+    d1 = torch.load(W("g_dmd1/ckpt.pt"), map_location="cpu")
+    refl_student = torch.load(W("g_refl/ckpt.pt"), map_location="cpu")["student"]
+    assert d1["nfe"] == 1 and d1["step"] == 3, (d1["nfe"], d1["step"])
+    assert any(not torch.equal(v, refl_student[k]) for k, v in d1["student"].items()), "1-step DMD did not train"
     from accel.gen import student_from, is_gen_param
     # a two-model reward ensemble, with an average of the student's weights (--ema), one step, then resumed
     refl_seq = g + ["--stage", "refl", "--run", W("g_refl_seq"), "--init", W("g_adp/ckpt.pt"), "--teacher6",

@@ -11,6 +11,8 @@ generation path of the student is trained.
                  lowered GenEval 0.237 -> 0.160; docs/results.md)
   1-NFE:  --stage adp   --init RUN_dmdo/ckpt.pt  (adversarial pre-training on 6-NFE ODE pairs, latent + pixel D)
           --stage refl  --init RUN_adp/ckpt.pt --teacher6 RUN_dmdo/ckpt.pt --reward RUN_reward/reward.pt
+          --stage dmdo --nfe 1 --init RUN_refl/ckpt.pt --teacher6 RUN_dmdo/ckpt.pt  (not the paper's: DMD on the
+                 1-step student, the fake model started from the 6-NFE student, the anchor its output on the same noise)
 
   OPENBLAS_NUM_THREADS=2 /usr/bin/python3 models/recipes/accel/train_gen.py --stage cfg \
       --target runs/unified/unified.ckpt --data data/train --run runs/gen/cfg --steps 2000"""
@@ -107,6 +109,10 @@ def main():
                          "at high t' the fake then predicts the student's sharp x0 and the teacher a blurred mean, so "
                          "--dmd-tmax stays low. 'fresh' (DMD's): new noise, the fake model trained by flow matching on "
                          "the student's outputs, so real and fake are both posterior means and layout (high t') is compared")
+    ap.add_argument("--nfe", type=int, default=6, choices=[1, 6],
+                    help="dmdo: the student's steps. 1 distils a 1-NFE student by DMD (not in the paper, which uses "
+                         "ADP -> ReFL): its fake model starts from --teacher6, and --anchor-weight regresses its output "
+                         "to --teacher6's 6-step output from the same noise, as ADP and ReFL do")
     ap.add_argument("--grid-shift", type=float, default=3.0,
                     help="the 6-NFE grid the stages train on (TSCD's segments, DMDO's own trajectories, the ADP/ReFL "
                          "teacher's): grid(6, shift). Every run before session 14 used 3 (BAGEL's shift); the shipped "
@@ -149,15 +155,18 @@ def main():
         mods["disc"] = LatentDisc(m)
     if a.stage == "adp":
         mods["pdisc"] = PixelDisc(c.vocab)
+    one_step_dmd = a.stage == "dmdo" and a.nfe == 1
+    if one_step_dmd and not a.teacher6:
+        sys.exit("--stage dmdo --nfe 1 needs --teacher6 (the fake model's start and the anchor)")
     if a.stage == "dmdo":
-        mods["fake"] = load_student(m, a.init)
+        mods["fake"] = load_student(m, a.teacher6 if one_step_dmd else a.init)
     frozen_mods = {}
-    if a.stage == "dmdo" and a.anchor_weight > 0:
+    if a.stage == "dmdo" and a.anchor_weight > 0 and not one_step_dmd:
         anchor = load_student(m, a.init).eval()
         for p in anchor.parameters():
             p.requires_grad_(False)
         frozen_mods["anchor"] = anchor
-    if a.stage in ("adp", "refl"):
+    if a.stage in ("adp", "refl") or one_step_dmd:
         t6 = load_student(m, a.teacher6 or a.init).eval()
         for p in t6.parameters():
             p.requires_grad_(False)
@@ -195,7 +204,7 @@ def main():
         obj = {k: v.state_dict() for k, v in mods.items()}
         obj.update({"opt_" + k: v.state_dict() for k, v in opts.items()})
         obj.update({"step": step, "rng": torch.get_rng_state(), "stage": a.stage, "config": c.to_dict(),
-                    "init": a.init, "nfe": 1 if a.stage in ("adp", "refl") else 6,
+                    "init": a.init, "nfe": 1 if a.stage in ("adp", "refl") or one_step_dmd else 6,
                     "grid_shift": a.grid_shift})
         if ema is not None:
             obj["student_ema"] = ema
@@ -260,7 +269,7 @@ def main():
         elif a.stage == "dmdo":
             fk = mods["fake"]
             with torch.no_grad():
-                xs, ts = euler(stu, eps, gb, st, si, 6, a.grid_shift)
+                xs, ts = euler(stu, eps, gb, st, si, a.nfe, a.grid_shift)
             xT, xe = xs[0], xs[-1]
             # the noise DMD pairs with the student's x0: its own x_T (the paper's trajectory coupling), or fresh
             dmd_noise = lambda: xT if a.dmd_noise == "trajectory" else torch.randn(x0.shape, generator=gen)  # noqa: E731
@@ -274,7 +283,7 @@ def main():
             out.update(fake=float(lf))
             if step >= a.fake_warmup:  # critic-only steps first, until it tracks the student's couplings
                 # generator: re-run a stored trajectory state with gradients -> x0_hat, DMD gradient at t'
-                k = torch.randint(0, 6, (B,), generator=gen)
+                k = torch.randint(0, a.nfe, (B,), generator=gen)
                 xk = torch.stack([xs[int(k[b])][b] for b in range(B)])
                 tk = ts[k]
                 x0h = xk - tk.view(-1, 1, 1) * v_student(stu, xk, tk, gb, st, si)
@@ -289,7 +298,10 @@ def main():
                 loss = lg
                 if a.anchor_weight > 0:
                     with torch.no_grad():
-                        x0a = xk - tk.view(-1, 1, 1) * v_student(frozen_mods["anchor"], xk, tk, gb, st, si)
+                        if one_step_dmd:  # the 6-NFE student's output from the same noise (xk = x_T here)
+                            x0a = euler(frozen_mods["t6"], xk, gb, st, si, 6, a.grid_shift)[0][-1]
+                        else:
+                            x0a = xk - tk.view(-1, 1, 1) * v_student(frozen_mods["anchor"], xk, tk, gb, st, si)
                     mse = F.mse_loss(x0h, x0a)
                     loss = lg + a.anchor_weight * mse
                     out.update(mse=float(mse))
