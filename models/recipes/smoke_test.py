@@ -75,6 +75,17 @@ def main():
         assert moved and all(readout_parameter(k, rck["config"]["layers"]) for k in moved), \
             f"--train-only readout moved {sorted(k for k in moved if not readout_parameter(k, rck['config']['layers']))[:5]}"
         assert {"lm_head.weight", f"layers.{rck['config']['layers'] - 1}.und.down.weight"} <= moved, sorted(moved)
+    # the wider sets: never the generation path (its expert, norm, latent projections, timestep embedder)
+    for only in ("vision+readout", "understanding"):
+        orun = os.path.join(work, "unified-" + only.replace("+", "-"))
+        run([x if x != urun else orun for x in common] + ["--steps", "10", "--warmup", "2", "--init-weights", lite,
+                                                          "--train-only", only, "--t2i", "0", "--edit", "0"])
+        ock = torch.load(os.path.join(orun, "unified.ckpt"), map_location="cpu")
+        moved = {k for k, v in ock["model"].items() if not torch.equal(v, before[k])}
+        gen = {k for k in moved if ".gen." in k or k.startswith(("norm_gen.", "vae2llm.", "llm2vae.", "time_embed."))}
+        assert any(k.startswith("vision.") for k in moved) and "lm_head.weight" in moved and not gen, (only, sorted(gen)[:5])
+        inner = {k for k in moved if ".und." in k and not readout_parameter(k, ock["config"]["layers"])}
+        assert bool(inner) == (only == "understanding"), (only, sorted(inner)[:5])
     from hyperbagel.config import ModelConfig as _MC
     from hyperbagel.model import Unified as _U, VAE as _VAE
     from hyperbagel.sample import generate

@@ -91,10 +91,11 @@ def main():
                          "written by --save-lite), with a fresh optimizer re-warmed over --warmup steps")
     ap.add_argument("--shift-aug", type=int, default=0,
                     help="understanding images translated by up to this many pixels per axis (0 = off)")
-    ap.add_argument("--train-only", default=None, choices=["vision", "readout"],
+    ap.add_argument("--train-only", default=None, choices=["vision", "readout", "vision+readout", "understanding"],
                     help="update only these parameters (vision: the ViT and its connector; text-to-image is then "
-                         "untouched. readout: what only writes text (readout_parameter), so every generation and "
-                         "editing output stays bitwise the same)")
+                         "untouched, editing is not. readout: what only writes text (readout_parameter), so every "
+                         "generation and editing output stays bitwise the same. vision+readout: both. understanding: everything but the "
+                         "generation path (a diagnostic: the prompt's context for images then changes too)")
     ap.add_argument("--vit-input", choices=["rgb", "mask", "rgb+mask"], default=None,
                     help="what the vision encoder's conv stem sees (ModelConfig.vit_input); for a new run, or to "
                          "warm-start rgb+mask from an RGB --init-weights checkpoint (the mask channel starts at zero)")
@@ -155,8 +156,10 @@ def main():
             sys.exit("--vit-rgb-drop needs a model with vit_input rgb+mask")
         model.vision.rgb_drop = a.vit_rgb_drop
     if a.train_only:
-        keep = (lambda name: name.startswith("vision.")) if a.train_only == "vision" else \
-            (lambda name: readout_parameter(name, c.layers))
+        parts = a.train_only.split("+")
+        keep = lambda name: ("vision" in parts and name.startswith("vision.")) or \
+            ("readout" in parts and readout_parameter(name, c.layers)) or \
+            ("understanding" in parts and (name.startswith(("vision.", "embed.", "norm.", "lm_head.")) or ".und." in name))  # noqa: E731
         for name, p in model.named_parameters():
             p.requires_grad_(keep(name))
     trainable = [p for p in model.parameters() if p.requires_grad]
