@@ -69,7 +69,7 @@ def main():
     run([x if x != urun else rrun for x in common] + ["--steps", "11", "--warmup", "2", "--init-weights", lite,
                                                       "--train-only", "readout", "--t2i", "0", "--edit", "0"])
     rck = torch.load(os.path.join(rrun, "unified.ckpt"), map_location="cpu")
-    from hyperbagel.model import readout_parameter
+    from hyperbagel.model import readout_parameter, generation_parameter
     for part in ("model", "ema"):
         moved = {k for k, v in rck[part].items() if not torch.equal(v, before[k])}
         assert moved and all(readout_parameter(k, rck["config"]["layers"]) for k in moved), \
@@ -82,7 +82,7 @@ def main():
                                                           "--train-only", only, "--t2i", "0", "--edit", "0"])
         ock = torch.load(os.path.join(orun, "unified.ckpt"), map_location="cpu")
         moved = {k for k, v in ock["model"].items() if not torch.equal(v, before[k])}
-        gen = {k for k in moved if ".gen." in k or k.startswith(("norm_gen.", "vae2llm.", "llm2vae.", "time_embed."))}
+        gen = {k for k in moved if generation_parameter(k)}
         assert any(k.startswith("vision.") for k in moved) and "lm_head.weight" in moved and not gen, (only, sorted(gen)[:5])
         inner = {k for k in moved if ".und." in k and not readout_parameter(k, ock["config"]["layers"])}
         assert bool(inner) == (only == "understanding"), (only, sorted(inner)[:5])

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from hyperbagel.config import DEFAULT, TINY, ModelConfig  # noqa: E402
-from hyperbagel.model import Unified, VAE, warm_start_state, readout_parameter  # noqa: E402
+from hyperbagel.model import Unified, VAE, warm_start_state, trainable_subset  # noqa: E402
 from hyperbagel.tokenizer import WordTokenizer  # noqa: E402
 from hyperbagel.data import ShapesData, understanding_seq, t2i_seq, edit_seq, think_seq, has_short_prompts, collate, attribute_groups  # noqa: E402
 from hyperbagel.losses import joint_loss  # noqa: E402
@@ -156,10 +156,7 @@ def main():
             sys.exit("--vit-rgb-drop needs a model with vit_input rgb+mask")
         model.vision.rgb_drop = a.vit_rgb_drop
     if a.train_only:
-        parts = a.train_only.split("+")
-        keep = lambda name: ("vision" in parts and name.startswith("vision.")) or \
-            ("readout" in parts and readout_parameter(name, c.layers)) or \
-            ("understanding" in parts and (name.startswith(("vision.", "embed.", "norm.", "lm_head.")) or ".und." in name))  # noqa: E731
+        keep = trainable_subset(a.train_only, c.layers)
         for name, p in model.named_parameters():
             p.requires_grad_(keep(name))
     trainable = [p for p in model.parameters() if p.requires_grad]

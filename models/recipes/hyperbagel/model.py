@@ -265,6 +265,23 @@ def readout_parameter(name: str, layers: int) -> bool:
         name.startswith(last) and name[len(last):].startswith(_READOUT_EXPERT))
 
 
+def generation_parameter(name: str) -> bool:
+    """True for a parameter of the generation path: the generation experts, their final norm, the latent
+    projections and the timestep embedder (everything else reads or writes text and ViT tokens)."""
+    return ".gen." in name or name.startswith(("norm_gen.", "vae2llm.", "llm2vae.", "time_embed."))
+
+
+def trainable_subset(kind: str, layers: int):
+    """train_unified --train-only KIND ('+'-joined parts: vision, readout, understanding) -> name predicate."""
+    parts = kind.split("+")
+    unknown = set(parts) - {"vision", "readout", "understanding"}
+    if unknown:
+        raise ValueError(f"unknown --train-only part(s) {sorted(unknown)}")
+    return lambda name: (("vision" in parts and name.startswith("vision."))
+                         or ("readout" in parts and readout_parameter(name, layers))
+                         or ("understanding" in parts and not generation_parameter(name)))
+
+
 class Unified(nn.Module):
     def __init__(self, c: ModelConfig):
         super().__init__()
