@@ -69,12 +69,16 @@ def main():
     run([x if x != urun else rrun for x in common] + ["--steps", "11", "--warmup", "2", "--init-weights", lite,
                                                       "--train-only", "readout", "--t2i", "0", "--edit", "0"])
     rck = torch.load(os.path.join(rrun, "unified.ckpt"), map_location="cpu")
-    from hyperbagel.model import readout_parameter, generation_parameter
+    from hyperbagel.config import ModelConfig
+    from hyperbagel.model import Unified, VAE, readout_parameter, generation_parameter
+    from hyperbagel.sample import generate
+    from hyperbagel.tokenizer import WordTokenizer
+    L = rck["config"]["layers"]
     for part in ("model", "ema"):
         moved = {k for k, v in rck[part].items() if not torch.equal(v, before[k])}
-        assert moved and all(readout_parameter(k, rck["config"]["layers"]) for k in moved), \
-            f"--train-only readout moved {sorted(k for k in moved if not readout_parameter(k, rck['config']['layers']))[:5]}"
-        assert {"lm_head.weight", f"layers.{rck['config']['layers'] - 1}.und.down.weight"} <= moved, sorted(moved)
+        assert moved and all(readout_parameter(k, L) for k in moved), \
+            f"--train-only readout moved {sorted(k for k in moved if not readout_parameter(k, L))[:5]}"
+        assert {"lm_head.weight", f"layers.{L - 1}.und.down.weight"} <= moved, sorted(moved)
     # the wider sets: never the generation path (its expert, norm, latent projections, timestep embedder)
     for only in ("vision+readout", "understanding"):
         orun = os.path.join(work, "unified-" + only.replace("+", "-"))
@@ -84,23 +88,20 @@ def main():
         moved = {k for k, v in ock["model"].items() if not torch.equal(v, before[k])}
         gen = {k for k in moved if generation_parameter(k)}
         assert any(k.startswith("vision.") for k in moved) and "lm_head.weight" in moved and not gen, (only, sorted(gen)[:5])
-        inner = {k for k in moved if ".und." in k and not readout_parameter(k, ock["config"]["layers"])}
+        inner = {k for k in moved if ".und." in k and not readout_parameter(k, L)}
         assert bool(inner) == (only == "understanding"), (only, sorted(inner)[:5])
-    from hyperbagel.config import ModelConfig as _MC
-    from hyperbagel.model import Unified as _U, VAE as _VAE
-    from hyperbagel.sample import generate
-    from hyperbagel.tokenizer import WordTokenizer as _WT
     vck = torch.load(os.path.join(work, "vae", "vae.ckpt"), map_location="cpu")
-    vae = _VAE(_MC.from_dict(vck["config"]))
+    vae = VAE(ModelConfig.from_dict(vck["config"]))
     vae.load_state_dict(vck["ema"])
-    rtok = _WT.load(os.path.join(rrun, "tokenizer.json"))
+    rtok = WordTokenizer.load(os.path.join(rrun, "tokenizer.json"))
+    rcfg = ModelConfig.from_dict(rck["config"])
     pair, g = [], torch.Generator().manual_seed(3)
     src = torch.rand(1, 3, 64, 64, generator=g) * 2 - 1
     with torch.no_grad():
-        G = _MC.from_dict(rck["config"]).gen_image_size
+        G = rcfg.gen_image_size
         src_lat = vae.encode(torch.nn.functional.interpolate(src, size=(G, G), mode="area"))[0] * float(vck["scale"])
     for weights in (before, rck["ema"]):
-        mm = _U(_MC.from_dict(rck["config"]))
+        mm = Unified(rcfg)
         mm.load_state_dict(weights)
         mm.eval()
         with torch.no_grad():

@@ -274,9 +274,6 @@ def generation_parameter(name: str) -> bool:
 def trainable_subset(kind: str, layers: int):
     """train_unified --train-only KIND ('+'-joined parts: vision, readout, understanding) -> name predicate."""
     parts = kind.split("+")
-    unknown = set(parts) - {"vision", "readout", "understanding"}
-    if unknown:
-        raise ValueError(f"unknown --train-only part(s) {sorted(unknown)}")
     return lambda name: (("vision" in parts and name.startswith("vision."))
                          or ("readout" in parts and readout_parameter(name, layers))
                          or ("understanding" in parts and not generation_parameter(name)))
