@@ -14,6 +14,9 @@
 #                 writes OUT/unified.ckpt.partNN (join with cat), loss.csv and the logs
 # The leg starts from EMA weights with a fresh AdamW re-warmed over 300 steps (train_unified --init-weights).
 # EXTRA="..." adds train_unified options to both runs, e.g. EXTRA="--shift-aug 3" (docs/results.md, held-out).
+# MIX="..." replaces the batch mix (default: the 4x full mix); LEG_TMP=/tmp/NAME keeps two legs that share one
+# machine apart (the data is unpacked once, into /tmp/d, by whichever starts first), e.g. a generation-only
+# leg beside a full one: MIX="--und 0 --think 0 --t2i 56 --edit 40" EXTRA="--train-only generation ...".
 set -uo pipefail
 cmd=${1:?pack|train}
 case $cmd in
@@ -36,26 +39,32 @@ train)
   export PYTHONUNBUFFERED=1
   zstd() { LD_LIBRARY_PATH="$PWD/$DIR/lib" "$PWD/$DIR/bin/zstd" "$@"; }
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-  mkdir -p /tmp/d && zstd -d -q --long=27 -c "$DIR/data.tar.zst" | tar -xf - -C /tmp/d || exit 1
+  # unpack once per machine (a second leg waits for the first's unpacking)
+  if mkdir /tmp/d.lock 2>/dev/null; then
+    mkdir -p /tmp/d && zstd -d -q --long=27 -c "$DIR/data.tar.zst" | tar -xf - -C /tmp/d || exit 1
+    touch /tmp/d/.done
+  fi
+  while [ ! -e /tmp/d/.done ]; do sleep 1; done
+  T=${LEG_TMP:-/tmp}
   S0=$($PY -c "import torch; print(torch.load('$DIR/lite.ckpt', weights_only=False)['step'])")
-  MIX="--und $((10*MULT)) --t2i $((14*MULT)) --edit $((10*MULT)) --think $((12*MULT))"
+  MIX=${MIX:-"--und $((10*MULT)) --t2i $((14*MULT)) --edit $((10*MULT)) --think $((12*MULT))"}
   COMMON="--device ${DEVICE:-cuda} --data /tmp/d/train1,/tmp/d/train2,/tmp/d/train --vae $DIR/vae_final.ckpt --init-weights $DIR/lite.ckpt $MIX ${EXTRA:-}"
-  mkdir -p /tmp/cal /tmp/run && cp "$DIR/tokenizer.json" /tmp/cal/ && cp "$DIR/tokenizer.json" /tmp/run/
-  $PY models/recipes/train_unified.py $COMMON --run /tmp/cal --steps $((S0+${CAL:-300})) --log-every 50 --ckpt-every 100000 \
+  mkdir -p $T/cal $T/run && cp "$DIR/tokenizer.json" $T/cal/ && cp "$DIR/tokenizer.json" $T/run/
+  $PY models/recipes/train_unified.py $COMMON --run $T/cal --steps $((S0+${CAL:-300})) --log-every 50 --ckpt-every 100000 \
     2>&1 | tee "$OUT/calibrate.log" || exit 1
-  cp /tmp/cal/latents_* /tmp/run/
+  cp $T/cal/latents_* $T/run/
   # the step time varies after calibration on the H200 (0.031-0.057 s/step, legs 1-3): plan with a margin
   # (MARGIN, default 1.35). 1.05 was too tight: leg 3 hit the timeout at 79.25k of 80k and was finished on the
   # CPU from its last checkpoint (same --steps/--cooldown-from, train_unified resumes the schedule)
-  SPS=$(tail -n 3 /tmp/cal/loss.csv | awk -F, '{s+=$7; n++} END {print s/n}')
+  SPS=$(tail -n +2 $T/cal/loss.csv | tail -n 3 | awk -F, '{s+=$7; n++} END {print s/n}')  # rows, never the header
   LEFT=$((BUDGET - SECONDS - 25))
   N=$($PY -c "print(int($LEFT / ($SPS * ${MARGIN:-1.35}) // 100 * 100))")
   [ "$N" -ge 100 ] || { echo "no time left to train"; exit 1; }
   CD=$((S0 + N * 6 / 10))
   echo "sec/step $SPS, ${LEFT}s left -> $N steps ($S0 -> $((S0+N)), cool-down from $CD)"
-  timeout $((LEFT + 10)) $PY models/recipes/train_unified.py $COMMON --run /tmp/run --steps $((S0+N)) --cooldown-from $CD \
+  timeout $((LEFT + 10)) $PY models/recipes/train_unified.py $COMMON --run $T/run --steps $((S0+N)) --cooldown-from $CD \
     --ckpt-every 1000 --log-every 250 > "$OUT/train.log" 2>&1
   echo "train rc $? at ${SECONDS}s"; tail -n 3 "$OUT/train.log"
-  cp /tmp/run/loss.csv "$OUT/"; split -b 15M -d /tmp/run/unified.ckpt "$OUT/unified.ckpt.part"; ls -la "$OUT" ;;
+  cp $T/run/loss.csv "$OUT/"; split -b 15M -d $T/run/unified.ckpt "$OUT/unified.ckpt.part"; ls -la "$OUT" ;;
 *) echo "usage: $0 pack CKPT DIR | train DIR" >&2; exit 2 ;;
 esac

@@ -91,11 +91,12 @@ def main():
                          "written by --save-lite), with a fresh optimizer re-warmed over --warmup steps")
     ap.add_argument("--shift-aug", type=int, default=0,
                     help="understanding images translated by up to this many pixels per axis (0 = off)")
-    ap.add_argument("--train-only", default=None, choices=["vision", "readout", "vision+readout", "understanding"],
+    ap.add_argument("--train-only", default=None, choices=["vision", "readout", "vision+readout", "understanding", "generation"],
                     help="update only these parameters (vision: the ViT and its connector; text-to-image is then "
                          "untouched, editing is not. readout: what only writes text (readout_parameter), so every "
                          "generation and editing output stays bitwise the same. vision+readout: both. understanding: everything but the "
-                         "generation path (a diagnostic: the prompt's context for images then changes too)")
+                         "generation path (a diagnostic: the prompt's context for images then changes too). generation: only the "
+                         "generation path (generation_parameter), so every text output stays bitwise the same")
     ap.add_argument("--vit-input", choices=["rgb", "mask", "rgb+mask"], default=None,
                     help="what the vision encoder's conv stem sees (ModelConfig.vit_input); for a new run, or to "
                          "warm-start rgb+mask from an RGB --init-weights checkpoint (the mask channel starts at zero)")

@@ -272,9 +272,11 @@ def generation_parameter(name: str) -> bool:
 
 
 def trainable_subset(kind: str, layers: int):
-    """train_unified --train-only KIND ('+'-joined parts: vision, readout, understanding) -> name predicate."""
+    """train_unified --train-only KIND ('+'-joined parts: vision, readout, understanding, generation) -> name
+    predicate."""
     parts = kind.split("+")
     return lambda name: (("vision" in parts and name.startswith("vision."))
+                         or ("generation" in parts and generation_parameter(name))
                          or ("readout" in parts and readout_parameter(name, layers))
                          or ("understanding" in parts and not generation_parameter(name)))
 
