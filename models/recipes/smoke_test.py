@@ -131,6 +131,25 @@ def main():
     assert fck["config"]["vit_input"] == "rgb+mask" and fck["config"]["vit_colour"], fck["config"]
     assert fck["model"]["vision.stem.0.weight"][:, 3].abs().sum() > 0 and fck["model"]["vision.colour.weight"].abs().sum() > 0, \
         "the new vision weights did not train"
+    # growth: a deeper model warm-started from the lite checkpoint draws exactly what it did (identity layers
+    # appended), then trains its new layers; a shallower one is refused
+    L0 = lite_ck["config"]["layers"]
+    deep = Unified(ModelConfig.from_dict({**lite_ck["config"], "layers": L0 + 1}))
+    deep.load_state_dict(warm_start_state(lite_ck["ema"], deep))
+    shallow = Unified(ModelConfig.from_dict(lite_ck["config"]))
+    shallow.load_state_dict(lite_ck["ema"])
+    with torch.no_grad():
+        drawn = [generate(mm.eval(), rtok, vae, float(vck["scale"]), "a red circle", steps=3, seed=2) for mm in (shallow, deep)]
+    assert torch.equal(drawn[0], drawn[1]), "growing the model changed what it draws"
+    grun = os.path.join(work, "unified-grown")
+    run([x if x != urun else grun for x in common] + ["--steps", "10", "--warmup", "2", "--init-weights", lite,
+                                                      "--layers", str(L0 + 1)])
+    gck = torch.load(os.path.join(grun, "unified.ckpt"), map_location="cpu")
+    assert gck["config"]["layers"] == L0 + 1 and gck["model"][f"layers.{L0}.und.o_proj.weight"].abs().sum() > 0, \
+        "the grown layer did not train"
+    p = subprocess.run([sys.executable, *[x if x != urun else grun + "-no" for x in common], "--steps", "10",
+                        "--init-weights", lite, "--layers", str(L0 - 1)], capture_output=True, text=True)
+    assert p.returncode != 0 and "cannot warm-start from a deeper checkpoint" in p.stderr, p.stderr[-300:]
     import numpy as np
     import random
     from hyperbagel.data import shifted, attribute_noise

@@ -84,7 +84,8 @@ def main():
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--tiny", action="store_true", help="TINY config (smoke test)")
     ap.add_argument("--hidden", type=int, default=None)
-    ap.add_argument("--layers", type=int, default=None)
+    ap.add_argument("--layers", type=int, default=None,
+                    help="decoder layers; with --init-weights, grow a shallower checkpoint to this many (identity layers appended)")
     ap.add_argument("--device", default="cpu", help="torch device (cpu, cuda); checkpoints are always saved as CPU tensors")
     ap.add_argument("--init-weights", default=None,
                     help="when RUN has no checkpoint: start from this checkpoint's EMA weights and step (e.g. a lite one "
@@ -135,6 +136,10 @@ def main():
         if init and not ck:  # the factorised vision inputs can be added when warm-starting, not on resume
             c.vit_input = a.vit_input or c.vit_input
             c.vit_colour = c.vit_colour or a.vit_colour
+            if a.layers and a.layers != c.layers:  # growth: warm_start_state appends identity layers
+                if a.layers < c.layers:
+                    sys.exit(f"--layers {a.layers}: cannot warm-start from a deeper checkpoint ({c.layers} layers)")
+                c.layers = a.layers
     else:
         ov = {k: v for k, v in (("hidden", a.hidden), ("layers", a.layers)) if v}
         ov.update({k: v for k, v in (("vit_input", a.vit_input), ("vit_colour", a.vit_colour)) if v})

@@ -216,12 +216,16 @@ def warm_start_state(state, model):
     """`state` (a checkpoint's weights) adapted to `model` where only the vision encoder's factorised inputs
     differ: an RGB-only checkpoint warm-starts a model with vit_colour (the colour projection starts at
     zero) or vit_input "rgb+mask" (the first conv's mask channel starts at zero), so the adapted model
-    computes exactly what the checkpoint did until training moves the new weights."""
+    computes exactly what the checkpoint did until training moves the new weights. A deeper model grows from
+    a shallower checkpoint the same way: the new layers come last, with their experts' output projections
+    (o_proj, down) at zero, so each starts as the identity on the residual stream."""
     own = model.state_dict()
     out = dict(state)
     for k, v in own.items():
         if k.startswith("vision.colour.") and k not in state:
             out[k] = torch.zeros_like(v)
+        elif k.startswith("layers.") and k not in state:
+            out[k] = torch.zeros_like(v) if k.endswith((".o_proj.weight", ".down.weight")) else v.clone()
     k = "vision.stem.0.weight"
     if k in state and state[k].shape != own[k].shape:
         old = state[k]

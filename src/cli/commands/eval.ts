@@ -8,11 +8,12 @@ import { buildAllSuites, EVAL_SUITES, SUITE_DIR, suiteFileText, writeSuites, typ
 import { evaluateGEdit, evaluateGenEval, evaluateUnderstanding, MAX_SAMPLES, SAMPLE_SEED_STRIDE, type RunOptions } from '../../eval/run.ts';
 import { captionPrompt, DEFAULT_PACK, engineModel, openEngine } from '../../eval/engine-model.ts';
 import { constantModel, oracleModel } from '../../eval/oracle.ts';
+import { ceilingModel, openImagePath } from '../../eval/ceiling.ts';
 import { evaluateDraft } from '../../eval/draft-eval.ts';
 import type { EvalModel } from '../../eval/model.ts';
 
 const MODES: GenerationMode[] = ['baseline', '6nfe', '1nfe', 'progressive'];
-const MODELS = ['engine', 'oracle', 'constant'] as const;
+const MODELS = ['engine', 'oracle', 'constant', 'lowres-oracle', 'vae-oracle'] as const;
 const TARGETS = ['detector', 'understand', 'geneval', 'gedit', 'draft', 'suites'] as const;
 /** The evaluations that run on a suite set, and so take --suite. */
 const SUITE_TARGETS: readonly string[] = ['understand', 'geneval', 'gedit'];
@@ -54,6 +55,8 @@ Options:
   --count N       detector: images per condition (default 2000)
   --model M       ${MODELS.join('|')} (default engine). oracle renders the ground truth and must score 1.0;
                   constant is trivially wrong; both check the evaluator itself and need no pack.
+                  lowres-oracle and vae-oracle are ceilings of --pack's image path: the oracle's images
+                  at the latent grid's resolution, and also through the pack's VAE (geneval, gedit)
   --details FILE  also write one JSON line per judged item (prompt/instruction/question, output, verdict)
   --variant N=DIR draft: an ablation row (e.g. plain=runs/packs/plain)
   --think         geneval: the model first expands each prompt into a scene description (think mode,
@@ -168,7 +171,9 @@ export async function run(argv: string[]): Promise<number> {
     engine = await openEngine(pack);
     model = engineModel(engine, { mode, captionPrompt: captionPrompt(pack), think, ...(thinkTemperature !== undefined ? { thinkTemperature } : {}) });
   } else {
-    model = which === 'oracle' ? oracleModel() : constantModel();
+    model = which === 'oracle' ? oracleModel()
+      : which === 'constant' ? constantModel()
+      : ceilingModel(await openImagePath(pack, which === 'vae-oracle'));
   }
   const detailsPath = flag(args, 'details');
   const details: string[] = [];
@@ -180,7 +185,7 @@ export async function run(argv: string[]): Promise<number> {
     onItem: detailsPath ? (rec) => details.push(JSON.stringify(rec)) : undefined,
     onProgress: process.stderr.isTTY ? (what, done, total) => process.stderr.write(`\r${what}: ${done}/${total}${done === total ? '\n' : ''}`) : undefined,
   };
-  const about = { model: which === 'engine' ? pack : which, suite, ...(target === 'understand' ? (shift ? { shift } : {}) : { mode, ...(samples > 1 ? { samples } : {}) }), ...(think ? { think, ...(thinkTemperature !== undefined ? { think_temperature: thinkTemperature } : {}) } : {}) };
+  const about = { model: which === 'engine' ? pack : which.endsWith('-oracle') ? `${which} ${pack}` : which, suite, ...(target === 'understand' ? (shift ? { shift } : {}) : { mode, ...(samples > 1 ? { samples } : {}) }), ...(think ? { think, ...(thinkTemperature !== undefined ? { think_temperature: thinkTemperature } : {}) } : {}) };
   try {
     if (target === 'understand') {
       const r = await evaluateUnderstanding(model, opts);
