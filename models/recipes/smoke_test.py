@@ -90,6 +90,14 @@ def main():
         assert any(k.startswith("vision.") for k in moved) and "lm_head.weight" in moved and not gen, (only, sorted(gen)[:5])
         inner = {k for k in moved if ".und." in k and not readout_parameter(k, L)}
         assert bool(inner) == (only == "understanding"), (only, sorted(inner)[:5])
+    # --train-only generation: only the generation path moves (so every text output stays the same)
+    gorun = os.path.join(work, "unified-generation")
+    run([x if x != urun else gorun for x in common] + ["--steps", "10", "--warmup", "2", "--init-weights", lite,
+                                                       "--train-only", "generation", "--und", "0", "--think", "0"])
+    moved = {k for k, v in torch.load(os.path.join(gorun, "unified.ckpt"), map_location="cpu")["model"].items()
+             if not torch.equal(v, before[k])}
+    assert moved and all(generation_parameter(k) for k in moved), \
+        f"--train-only generation moved {sorted(k for k in moved if not generation_parameter(k))[:5]}"
     vck = torch.load(os.path.join(work, "vae", "vae.ckpt"), map_location="cpu")
     vae = VAE(ModelConfig.from_dict(vck["config"]))
     vae.load_state_dict(vck["ema"])
