@@ -244,7 +244,9 @@ def main():
             el = timer()
             sps = (el - t_last) / len(acc)
             t_last = el
-            m = {k: float(np.mean([o[k] for o in acc if k in o])) for k in ("loss", "ce", "mse", "tok_acc")}
+            # a mix without text (or without images) has no ce/acc (mse): nan in the log, without numpy's warning
+            m = {k: float(np.mean(v)) if (v := [o[k] for o in acc if k in o]) else float("nan")
+                 for k in ("loss", "ce", "mse", "tok_acc")}
             acc = []
             log.write({"step": step, **{k: f"{v:.4f}" for k, v in m.items()}, "lr": f"{lr:.2e}",
                        "sec_per_step": f"{sps:.3f}", "elapsed": f"{el:.0f}"})
