@@ -6,9 +6,9 @@
 // reach (docs/results.md, "Session 17").
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import * as ort from 'onnxruntime-node';
 import { EngineError, type RgbImage } from '../engine/types.ts';
 import { chwToRgb, rgbToChw } from '../engine/image/pixels.ts';
+import { WorkerClient } from '../runtime/client.ts';
 import { loadPack } from '../runtime/manifest.ts';
 import type { EvalModel } from './model.ts';
 import { oracleModel } from './oracle.ts';
@@ -20,12 +20,11 @@ export interface ImagePath {
   display: number;
   /** VAE encode + decode of CHW pixels in [-1, 1] at `size`, or undefined for resolution alone */
   roundTrip?: (chw: Float32Array) => Promise<Float32Array>;
+  /** stops the model worker, if one was started */
+  close(): Promise<void>;
 }
 
-/**
- * Opens the pack's VAE graphs. An offline scoring tool: the sessions run on the calling thread
- * (the engine's worker_threads protect a server's event loop, which the evaluator does not have).
- */
+/** Opens the pack; with `withVae`, a model worker holding its VAE graphs (the engine's vae_encode / vae_decode). */
 export async function openImagePath(packDir: string, withVae: boolean): Promise<ImagePath> {
   if (!existsSync(join(packDir, 'manifest.json'))) {
     throw new EngineError('MODEL_LOAD_FAILED', `no model pack at "${packDir}" (expected ${join(packDir, 'manifest.json')}); pass --pack DIR`);
@@ -34,21 +33,25 @@ export async function openImagePath(packDir: string, withVae: boolean): Promise<
   const m = pack.manifest;
   const size = m.latent.image_size;
   const display = m.vision.image_size;
-  if (!withVae) return { size, display };
-  const enc = pack.files.vae_encoder;
-  const dec = pack.files.vae_decoder;
-  if (!enc || !dec) throw new EngineError('MODEL_LOAD_FAILED', `${packDir}: the pack has no vae_encoder and vae_decoder graphs to bound`);
-  const opts: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all', intraOpNumThreads: 1 };
-  const [e, d] = await Promise.all([ort.InferenceSession.create(enc, opts), ort.InferenceSession.create(dec, opts)]);
-  const { channels, height, width } = m.latent;
+  if (!withVae) return { size, display, close: async () => {} };
+  const { embed, vae_encoder, vae_decoder } = pack.files;
+  if (!vae_encoder || !vae_decoder) throw new EngineError('MODEL_LOAD_FAILED', `${packDir}: the pack has no vae_encoder and vae_decoder graphs to bound`);
+  // the worker tabulates embed.onnx at start-up, so it comes along
+  const client = new WorkerClient({ op: 'init', files: { embed, vae_encoder, vae_decoder }, manifest: m, tuning: { intraOpThreads: 1, interOpThreads: 1, allowSpinning: false } });
+  try {
+    await client.start();
+  } catch (e) {
+    await client.close();
+    throw e;
+  }
   return {
     size,
     display,
     roundTrip: async (chw) => {
-      const z = (await e.run({ pixels: new ort.Tensor('float32', chw, [1, 3, size, size]) }))['latent']!.data as Float32Array;
-      const px = (await d.run({ latent: new ort.Tensor('float32', z, [1, channels, height, width]) }))['pixels']!.data as Float32Array;
-      return px;
+      const latent = await client.call<Float32Array>({ op: 'vae_encode', pixels: chw }, [chw.buffer as ArrayBuffer]);
+      return await client.call<Float32Array>({ op: 'vae_decode', latent }, [latent.buffer as ArrayBuffer]);
     },
+    close: () => client.close(),
   };
 }
 

@@ -15,6 +15,7 @@ describe('image-path ceilings', () => {
   it('lowres-oracle: the latent grid resolution alone loses nothing the evaluator reads', async () => {
     const path = await openImagePath(SHIPPED, false);
     expect(path).toMatchObject({ size: 32, display: 64 });
+    expect(path.roundTrip).toBeUndefined();
     const r = await evaluateGenEval(ceilingModel(path), { limit: 12 });
     expect(r.overall).toBe(1);
     expect((await evaluateGEdit(ceilingModel(path), { limit: 6 })).overall).toBe(1);
@@ -31,10 +32,19 @@ describe('image-path ceilings', () => {
     let diff = 0;
     for (let i = 0; i < low.data.length; i++) diff += Math.abs(viaVae.data[i]! - low.data[i]!);
     expect(diff / low.data.length).toBeLessThan(20); // a reconstruction, not noise
-    const good = await evaluateGenEval(ceilingModel(shipped), { limit: 12 });
-    expect(good.overall).toBeGreaterThanOrEqual(0.8);
-    const random = await evaluateGenEval(ceilingModel(await openImagePath(TINY, true)), { limit: 4 });
-    expect(random.overall).toBe(0);
+    try {
+      const good = await evaluateGenEval(ceilingModel(shipped), { limit: 12 });
+      expect(good.overall).toBeGreaterThanOrEqual(0.8);
+    } finally {
+      await shipped.close();
+    }
+    const tiny = await openImagePath(TINY, true);
+    try {
+      const random = await evaluateGenEval(ceilingModel(tiny), { limit: 4 });
+      expect(random.overall).toBe(0);
+    } finally {
+      await tiny.close();
+    }
   });
 
   it('a missing pack is a clear MODEL_LOAD_FAILED error', async () => {

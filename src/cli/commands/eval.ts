@@ -8,7 +8,7 @@ import { buildAllSuites, EVAL_SUITES, SUITE_DIR, suiteFileText, writeSuites, typ
 import { evaluateGEdit, evaluateGenEval, evaluateUnderstanding, MAX_SAMPLES, SAMPLE_SEED_STRIDE, type RunOptions } from '../../eval/run.ts';
 import { captionPrompt, DEFAULT_PACK, engineModel, openEngine } from '../../eval/engine-model.ts';
 import { constantModel, oracleModel } from '../../eval/oracle.ts';
-import { ceilingModel, openImagePath } from '../../eval/ceiling.ts';
+import { ceilingModel, openImagePath, type ImagePath } from '../../eval/ceiling.ts';
 import { evaluateDraft } from '../../eval/draft-eval.ts';
 import type { EvalModel } from '../../eval/model.ts';
 
@@ -166,6 +166,7 @@ export async function run(argv: string[]): Promise<number> {
     throw new UsageError('--think-temperature T needs --think and T in [0, 2]');
 
   let engine: Engine | undefined;
+  let imagePath: ImagePath | undefined;
   let model: EvalModel;
   if (which === 'engine') {
     engine = await openEngine(pack);
@@ -173,7 +174,7 @@ export async function run(argv: string[]): Promise<number> {
   } else {
     model = which === 'oracle' ? oracleModel()
       : which === 'constant' ? constantModel()
-      : ceilingModel(await openImagePath(pack, which === 'vae-oracle'));
+      : ceilingModel(imagePath = await openImagePath(pack, which === 'vae-oracle'));
   }
   const detailsPath = flag(args, 'details');
   const details: string[] = [];
@@ -214,6 +215,7 @@ export async function run(argv: string[]): Promise<number> {
     }
   } finally {
     await engine?.close();
+    await imagePath?.close();
   }
   if (detailsPath) writeFileSync(detailsPath, details.map((l) => l + '\n').join(''));
   return 0;
