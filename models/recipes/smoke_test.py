@@ -134,7 +134,7 @@ def main():
     frun = os.path.join(work, "unified-factor")
     o = run([x if x != urun else frun for x in common] + ["--steps", "10", "--warmup", "2", "--init-weights", lite,
                                                           "--vit-input", "rgb+mask", "--vit-colour", "--vit-rgb-drop", "0.5", "--shift-aug", "2",
-                                                          "--attr-noise", "0.5"])
+                                                          "--attr-noise", "0.5", "--factor-drop", "0.5"])
     fck = torch.load(os.path.join(frun, "unified.ckpt"), map_location="cpu")
     assert fck["config"]["vit_input"] == "rgb+mask" and fck["config"]["vit_colour"], fck["config"]
     assert fck["model"]["vision.stem.0.weight"][:, 3].abs().sum() > 0 and fck["model"]["vision.colour.weight"].abs().sum() > 0, \
@@ -167,6 +167,34 @@ def main():
     outs = [attribute_noise(seq, groups, random.Random(k), 1.0) for k in range(50)]
     assert all(o[1] == 5 and o[3] == 9 and o[0] in groups[0] and o[2] in groups[1] and o[4] in groups[0] for o in outs)
     assert any(o != seq for o in outs) and attribute_noise(seq, groups, random.Random(0), 0.0) == seq
+    # --factor-drop: an image that hides colour reads the same whatever its objects' colour; one that hides
+    # shape reads the same for two shapes of one colour covering the same pixels of one token; hide 0 is the
+    # usual path, bitwise
+    from hyperbagel.model import VisionEncoder
+    from hyperbagel.data import understanding_seq, HIDE_SHAPE, HIDE_COLOUR
+    assert (HIDE_SHAPE, HIDE_COLOUR) == (VisionEncoder.HIDE_SHAPE, VisionEncoder.HIDE_COLOUR)
+    ve = fac_m.vision.eval()
+    px = torch.full((4, 3, 64, 64), 0.9)
+    px[0, :, 20:30, 20:30] = torch.tensor([0.9, -0.9, -0.9]).view(3, 1, 1)  # red square
+    px[1, :, 20:30, 20:30] = torch.tensor([-0.9, -0.9, 0.9]).view(3, 1, 1)  # blue square
+    px[2, :, 16:24, 16:24] = torch.tensor([0.9, -0.9, -0.9]).view(3, 1, 1)  # red, one sub-patch ...
+    px[3, :, 24:32, 24:32] = torch.tensor([0.9, -0.9, -0.9]).view(3, 1, 1)  # ... another sub-patch of the same token
+    with torch.no_grad():
+        seen = ve(px)
+        assert torch.equal(seen, ve(px, hide=torch.zeros(4, dtype=torch.long))), "hide 0 changed the encoder's output"
+        hid = ve(px, hide=torch.tensor([HIDE_COLOUR, HIDE_COLOUR, HIDE_SHAPE, HIDE_SHAPE]))
+    assert not torch.allclose(seen[0], seen[1]) and torch.allclose(hid[0], hid[1], atol=1e-5), "colour still shows"
+    assert not torch.allclose(seen[2], seen[3]) and torch.allclose(hid[2], hid[3], atol=1e-5), "shape still shows"
+    # a hiding sample is a caption (prompt id 11, not the question 4) without labels on the hidden group's words
+    stub_ds = type("Data", (), {"cap_ids": [[5, 1, 7, 9, 2, 8]], "qa_ids": [[([4], [3])]]})()
+    stub_tok = type("Tok", (), {"bos": 0, "vision_start": 0, "vision_end": 0, "im_start": 0, "eos": 6,
+                                "encode": staticmethod(lambda text: [11])})()
+    for k in range(20):
+        fs = understanding_seq(stub_tok, stub_ds, 0, random.Random(k), 1, factor_drop=(groups, 1.0))
+        hidden = groups[1] if fs.vit_hide[0] == HIDE_SHAPE else groups[0]
+        labels = [y for y in fs.labels if y != -100]
+        assert fs.vit_hide[0] in (HIDE_SHAPE, HIDE_COLOUR) and 11 in fs.ids and 4 not in fs.ids, "not a caption"
+        assert not set(labels) & set(hidden) and labels == [y for y in [5, 1, 7, 9, 2, 8, 6] if y not in hidden], labels
     img = np.zeros((64, 64, 3), np.uint8)
     img[:] = 9
     img[10:20, 30:40] = 200

@@ -111,6 +111,10 @@ def main():
     ap.add_argument("--attr-noise", type=float, default=0.0,
                     help="understanding answers: the probability that the model reads a colour or shape word replaced by "
                          "a random one of its kind while learning to write the true one (data.attribute_noise)")
+    ap.add_argument("--factor-drop", type=float, default=0.0,
+                    help="with --vit-input rgb+mask: the fraction of understanding samples that are captions of an image "
+                         "hiding its objects' shapes or their colours, with the hidden words untrained "
+                         "(data.understanding_seq), so colour words are read without the shape and shape words without the colour")
     ap.add_argument("--save-lite", default=None, help="also write the EMA weights, step and config (no optimizer) here at the end")
     a = ap.parse_args()
     dev = torch.device(a.device)
@@ -161,6 +165,8 @@ def main():
         if c.vit_input != "rgb+mask":
             sys.exit("--vit-rgb-drop needs a model with vit_input rgb+mask")
         model.vision.rgb_drop = a.vit_rgb_drop
+    if a.factor_drop and c.vit_input != "rgb+mask":
+        sys.exit("--factor-drop needs a model with vit_input rgb+mask")
     if a.train_only:
         keep = trainable_subset(a.train_only, c.layers)
         for name, p in model.named_parameters():
@@ -213,7 +219,8 @@ def main():
         seqs = []
         for _ in range(a.und):
             ds, i = pick()
-            seqs.append(understanding_seq(tok, ds, i, rng, nv, shift=a.shift_aug, noise=(attr_groups, a.attr_noise)))
+            seqs.append(understanding_seq(tok, ds, i, rng, nv, shift=a.shift_aug, noise=(attr_groups, a.attr_noise),
+                                           factor_drop=(attr_groups, a.factor_drop)))
         for _ in range(a.t2i):
             ds, i = pick()
             seqs.append(t2i_seq(tok, ds, i, rng, n))

@@ -86,6 +86,7 @@ class Seq:
     def __init__(self):
         self.kind, self.ids, self.pos, self.blk, self.labels = [], [], [], [], []
         self.vit = []  # (dataset, index) or (dataset, index, dx, dy) per ViT block, in order
+        self.vit_hide = []  # per ViT block: 0, or the attribute its image hides (VisionEncoder.HIDE_*; --factor-drop)
         self.clean = []  # latent [C,h,w] arrays per clean block
         self.noisy = []  # latent x0 per noisy block
         self.next_pos = 0
@@ -142,11 +143,18 @@ def attribute_noise(ids, groups, rng, p):
     return out
 
 
-def understanding_seq(tok, ds, i, rng, nv, caption_prob=0.35, shift=0, noise=None):
+HIDE_SHAPE, HIDE_COLOUR = 1, 2  # = VisionEncoder.HIDE_SHAPE / HIDE_COLOUR (no torch here)
+
+
+def understanding_seq(tok, ds, i, rng, nv, caption_prob=0.35, shift=0, noise=None, factor_drop=None):
     """`shift` > 0: the image is translated by a random whole number of pixels in [-shift, shift] on each
     axis (see `shifted`), so the ViT sees every shape at many phases of its 16-pixel token grid; the
     text is unchanged (a few pixels never move an object out of its cell). `noise` = (groups, p):
-    `attribute_noise` on the answer's input side."""
+    `attribute_noise` on the answer's input side. `factor_drop` = (groups, p): with probability p the
+    sequence is a caption whose image hides its objects' shapes or their colours (even odds;
+    VisionEncoder.hidden_inputs), and the hidden group's words are not trained on (no label). The other
+    group's words must then be read from what the image still shows, so the colour word cannot lean on
+    the shape, nor the shape on the colour: training pairs stop standing in for an unseen one."""
     s = Seq()
     s.text([tok.bos, tok.vision_start])
     s.block(VIT, nv)
@@ -154,13 +162,21 @@ def understanding_seq(tok, ds, i, rng, nv, caption_prob=0.35, shift=0, noise=Non
         s.vit.append((ds, i, rng.randint(-shift, shift), rng.randint(-shift, shift)))
     else:
         s.vit.append((ds, i))
+    hide = 0
+    if factor_drop and factor_drop[1] > 0 and rng.random() < factor_drop[1]:
+        hide = HIDE_SHAPE if rng.random() < 0.5 else HIDE_COLOUR
+    s.vit_hide.append(hide)
     s.text([tok.vision_end])
-    if rng.random() < caption_prob or not ds.qa_ids[i]:
+    if hide or rng.random() < caption_prob or not ds.qa_ids[i]:
         q, a = tok.encode(CAPTION_PROMPT), ds.cap_ids[i]
     else:
         q, a = ds.qa_ids[i][rng.randrange(len(ds.qa_ids[i]))]
     s.text(q)
+    start = len(s.labels)
     s.answer(tok.im_start, a, tok.eos, attribute_noise(a, noise[0], rng, noise[1]) if noise and noise[1] > 0 else None)
+    if hide:
+        unseen = set(factor_drop[0][1] if hide == HIDE_SHAPE else factor_drop[0][0])
+        s.labels[start:] = [-100 if y in unseen else y for y in s.labels[start:]]
     return s
 
 
@@ -264,6 +280,7 @@ def collate(seqs, device=None):
     allowed = allowed | torch.eye(T, dtype=torch.bool, device=kind.device).unsqueeze(0)
     mask = torch.zeros(B, 1, T, T, device=kind.device).masked_fill(~allowed.unsqueeze(1), NEG)
     vit_src = [v for s in seqs for v in s.vit]
+    vit_hide = [h for s in seqs for h in s.vit_hide + [0] * (len(s.vit) - len(s.vit_hide))]
     clean = [c for s in seqs for c in s.clean]
     noisy = [c for s in seqs for c in s.noisy]
     flat_kind = kind.reshape(-1)
@@ -274,6 +291,8 @@ def collate(seqs, device=None):
         "clean_idx": (flat_kind == CLEAN).nonzero().squeeze(1),
         "noisy_idx": (flat_kind == NOISY).nonzero().squeeze(1),
         "vit_pixels": to_pixels(np.stack([vit_image(v) for v in vit_src]), 64, device) if vit_src else None,
+        # None unless some image hides an attribute, so a batch without any runs the encoder's usual path
+        "vit_hide": torch.tensor(vit_hide, device=device) if any(vit_hide) else None,
         "clean_lat": torch.from_numpy(np.stack(clean)).float().to(device) if clean else None,
         "noisy_lat": torch.from_numpy(np.stack(noisy)).float().to(device) if noisy else None,
     }

@@ -17,7 +17,7 @@ def embed_batch(model, b, t_noisy=None, eps=None):
     D = c.hidden
     xf = model.embed(b["ids"]).reshape(B * T, D)
     if b["vit_pixels"] is not None:
-        xf = xf.index_copy(0, b["vit_idx"], model.vision(b["vit_pixels"]).reshape(-1, D))
+        xf = xf.index_copy(0, b["vit_idx"], model.vision(b["vit_pixels"], hide=b.get("vit_hide")).reshape(-1, D))
     if b["clean_lat"] is not None:
         tok = patchify(b["clean_lat"], c.latent_patch)
         xf = xf.index_copy(0, b["clean_idx"], model.latent_in(tok, torch.zeros(tok.shape[0], device=tok.device)).reshape(-1, D))

@@ -184,17 +184,50 @@ class VisionEncoder(nn.Module):
         f = f.reshape(B, C, g, r, g, r).permute(0, 2, 4, 1, 3, 5).reshape(B, g * g, C * r * r)
         return torch.cat([f, bg[:, None, :].expand(B, g * g, 3)], -1)
 
-    def forward(self, pixels):
+    HIDE_SHAPE, HIDE_COLOUR = 1, 2  # `hide` codes (train_unified.py --factor-drop)
+
+    def hidden_inputs(self, pixels, mask, bg, hide):
+        """Training only (--factor-drop): (rgb, mask, colour features) with one attribute taken out per image.
+        `hide` [B]: 0 keeps the image; HIDE_SHAPE leaves colour without shape (no RGB, the mask and the colour
+        feature's colour and coverage averaged over each token, so only where, how much and which colour is
+        drawn remains); HIDE_COLOUR leaves shape without colour (no RGB, the colour feature's mean colours
+        zeroed; the background colour stays).
+        No RGB is what --vit-rgb-drop trains the encoder on, so both stay close to what it has seen."""
+        B = pixels.shape[0]
+        feats = self.colour_features(pixels, mask, bg) if self.colour is not None else None
+        shape = (hide == self.HIDE_SHAPE).view(B, 1, 1, 1)
+        colour = (hide == self.HIDE_COLOUR).view(B, 1, 1, 1)
+        rgb = pixels.masked_fill(shape | colour, 0.0)
+        blurred = F.interpolate(F.avg_pool2d(mask, self.patch), scale_factor=self.patch, mode="nearest")
+        mask = torch.where(shape, blurred, mask)
+        if feats is not None:
+            r2 = (self.patch // self.COLOUR_SUB) ** 2
+            f = feats[..., :4 * r2].reshape(B, -1, 4, r2)  # [B,T,(rgb mean, coverage),sub-patches]
+            cover, means = f[:, :, 3], f[:, :, :3]
+            flat_cover = cover.mean(-1, keepdim=True).expand_as(cover)
+            flat_means = ((means * cover[:, :, None]).sum(-1, keepdim=True) / (cover[:, :, None].sum(-1, keepdim=True) + 1e-2)).expand_as(means)
+            per_token = shape.view(B, 1, 1)
+            cover = torch.where(per_token, flat_cover, cover)
+            means = torch.where(per_token.unsqueeze(-1), flat_means, means).masked_fill(colour.view(B, 1, 1, 1), 0.0)
+            feats = torch.cat([torch.cat([means, cover[:, :, None]], 2).reshape(B, -1, 4 * r2), feats[..., 4 * r2:]], -1)
+        return rgb, mask, feats
+
+    def forward(self, pixels, hide=None):
         x = pixels
+        feats = None
         if self.input != "rgb" or self.colour is not None:
             mask, bg = self.foreground(pixels)
+            rgb = pixels
+            if hide is not None:
+                if self.input != "rgb+mask":
+                    raise ValueError("hiding an attribute needs vit_input rgb+mask")
+                rgb, mask, feats = self.hidden_inputs(pixels, mask, bg, hide)
             if self.input == "mask":
                 x = mask
             elif self.input == "rgb+mask":
-                rgb = pixels
                 if self.training and self.rgb_drop > 0:
                     keep = (torch.rand(pixels.shape[0], 1, 1, 1, device=pixels.device) >= self.rgb_drop).to(pixels.dtype)
-                    rgb = pixels * keep
+                    rgb = rgb * keep
                 x = torch.cat([rgb, mask], 1)
         f = self.stem(x)  # [B,C,g,g]
         if x.shape[1] != 3 and f.requires_grad and not torch.jit.is_tracing():
@@ -205,7 +238,7 @@ class VisionEncoder(nn.Module):
             f.register_hook(lambda grad: grad.contiguous())
         t = self.proj(f.flatten(2).transpose(1, 2)) + self.vit_pos
         if self.colour is not None:
-            t = t + self.colour(self.colour_features(pixels, mask, bg))
+            t = t + self.colour(feats if feats is not None else self.colour_features(pixels, mask, bg))
         for b in self.blocks:
             t = b(t)
         t = self.norm(t)
