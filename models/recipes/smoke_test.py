@@ -195,6 +195,15 @@ def main():
         labels = [y for y in fs.labels if y != -100]
         assert fs.vit_hide[0] in (HIDE_SHAPE, HIDE_COLOUR) and 11 in fs.ids and 4 not in fs.ids, "not a caption"
         assert not set(labels) & set(hidden) and labels == [y for y in [5, 1, 7, 9, 2, 8, 6] if y not in hidden], labels
+    # --factor-drop-words: the hidden group's words as read are random ones of that group, the others are kept
+    read = []
+    for k in range(40):
+        fs = understanding_seq(stub_tok, stub_ds, 0, random.Random(k), 1, factor_drop=(groups, 1.0, True))
+        hidden = groups[1] if fs.vit_hide[0] == HIDE_SHAPE else groups[0]
+        ans = fs.ids[-6:]
+        assert all((r in hidden) if t in hidden else r == t for r, t in zip(ans, [5, 1, 7, 9, 2, 8])), ans
+        read.append(tuple(ans))
+    assert len(set(read)) > 2, "the hidden words were not randomised"
     img = np.zeros((64, 64, 3), np.uint8)
     img[:] = 9
     img[10:20, 30:40] = 200

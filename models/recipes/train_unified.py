@@ -115,6 +115,9 @@ def main():
                     help="with --vit-input rgb+mask: the fraction of understanding samples that are captions of an image "
                          "hiding its objects' shapes or their colours, with the hidden words untrained "
                          "(data.understanding_seq), so colour words are read without the shape and shape words without the colour")
+    ap.add_argument("--factor-drop-words", action="store_true",
+                    help="with --factor-drop: the hidden group's words are also random in the answer the model reads "
+                         "(the targets stay true), so the text before a word cannot tell it either")
     ap.add_argument("--save-lite", default=None, help="also write the EMA weights, step and config (no optimizer) here at the end")
     a = ap.parse_args()
     dev = torch.device(a.device)
@@ -220,7 +223,7 @@ def main():
         for _ in range(a.und):
             ds, i = pick()
             seqs.append(understanding_seq(tok, ds, i, rng, nv, shift=a.shift_aug, noise=(attr_groups, a.attr_noise),
-                                           factor_drop=(attr_groups, a.factor_drop)))
+                                           factor_drop=(attr_groups, a.factor_drop, a.factor_drop_words)))
         for _ in range(a.t2i):
             ds, i = pick()
             seqs.append(t2i_seq(tok, ds, i, rng, n))

@@ -150,11 +150,12 @@ def understanding_seq(tok, ds, i, rng, nv, caption_prob=0.35, shift=0, noise=Non
     """`shift` > 0: the image is translated by a random whole number of pixels in [-shift, shift] on each
     axis (see `shifted`), so the ViT sees every shape at many phases of its 16-pixel token grid; the
     text is unchanged (a few pixels never move an object out of its cell). `noise` = (groups, p):
-    `attribute_noise` on the answer's input side. `factor_drop` = (groups, p): with probability p the
+    `attribute_noise` on the answer's input side. `factor_drop` = (groups, p[, words]): with probability p the
     sequence is a caption whose image hides its objects' shapes or their colours (even odds;
     VisionEncoder.hidden_inputs), and the hidden group's words are not trained on (no label). The other
     group's words must then be read from what the image still shows, so the colour word cannot lean on
-    the shape, nor the shape on the colour: training pairs stop standing in for an unseen one."""
+    the shape, nor the shape on the colour: training pairs stop standing in for an unseen one. `words`: the
+    hidden group's words are also random in the answer as read, so the text cannot tell them either."""
     s = Seq()
     s.text([tok.bos, tok.vision_start])
     s.block(VIT, nv)
@@ -173,9 +174,13 @@ def understanding_seq(tok, ds, i, rng, nv, caption_prob=0.35, shift=0, noise=Non
         q, a = ds.qa_ids[i][rng.randrange(len(ds.qa_ids[i]))]
     s.text(q)
     start = len(s.labels)
-    s.answer(tok.im_start, a, tok.eos, attribute_noise(a, noise[0], rng, noise[1]) if noise and noise[1] > 0 else None)
+    inputs = attribute_noise(a, noise[0], rng, noise[1]) if noise and noise[1] > 0 else None
+    unseen = factor_drop[0][1 if hide == HIDE_SHAPE else 0] if hide else ()
+    if hide and len(factor_drop) > 2 and factor_drop[2]:
+        # the hidden group's words are hidden from the text read as well: each is a random one of its group
+        inputs = attribute_noise(inputs if inputs is not None else a, [unseen], rng, 1.0)
+    s.answer(tok.im_start, a, tok.eos, inputs)
     if hide:
-        unseen = set(factor_drop[0][1] if hide == HIDE_SHAPE else factor_drop[0][0])
         s.labels[start:] = [-100 if y in unseen else y for y in s.labels[start:]]
     return s
 
