@@ -108,7 +108,10 @@ def _export(mod, args, path, spec):
                           output_names=list(spec["outputs"]), dynamic_axes=ex._dyn_axes(spec), do_constant_folding=True)
 
 
-def export_into(pack, c, draft=None, six=None, one=None, parity=False, provenance=None, six_shift=1.0):
+TEXT_RANGE, IMAGE_RANGE = (1.0, 5.0), (1.0, 2.5)  # the scales CFG distillation sampled (U[1,5], U[1,2.5])
+
+
+def export_into(pack, c, draft=None, six=None, one=None, parity=False, provenance=None, six_shift=1.0, one_text_scale=4.0):
     """Writes the graphs that are given, updates PACK/manifest.json, optional parity references. The 6-NFE
     sampler serves on grid(6, six_shift); the 1-NFE grid is [1, 0] whatever the shift."""
     n_draft = draft.n_layers if draft is not None else 0
@@ -135,8 +138,8 @@ def export_into(pack, c, draft=None, six=None, one=None, parity=False, provenanc
         _export(DistilledGraph(s), _den_dummy(c), os.path.join(pack, sp[key]["file"]), sp[key])
         written[key] = sp[key]
         dist[key] = {"nfe": nfe, "shift": shift, "timesteps": [float(t) for t in grid(nfe, shift)],
-                     "cfg_text_scale": 4.0, "cfg_image_scale": 1.5, "cfg_text_range": [1.0, 5.0],
-                     "cfg_image_range": [1.0, 2.5], "contexts": 1}
+                     "cfg_text_scale": one_text_scale if nfe == 1 else 4.0, "cfg_image_scale": 1.5,
+                     "cfg_text_range": list(TEXT_RANGE), "cfg_image_range": list(IMAGE_RANGE), "contexts": 1}
     if dist:
         man["distilled"] = dist
     man["graphs"].update(written)
@@ -213,8 +216,13 @@ def main():
     ap.add_argument("--six-shift", type=float, default=1.0,
                     help="the 6-NFE sampler's serving grid, grid(6, shift), written to the manifest: session 14 measured "
                          "the uniform grid (1) above BAGEL's shift 3 for the shipped student (docs/results.md)")
+    ap.add_argument("--one-text-scale", type=float, default=4.0,
+                    help="the 1-NFE graph's default text-guidance scale (manifest distilled.denoise_1nfe.cfg_text_scale), "
+                         "within the distilled range [1, 5]: session 18 measured 5 above 4 for the shipped student")
     ap.add_argument("--parity", action="store_true")
     a = ap.parse_args()
+    if not TEXT_RANGE[0] <= a.one_text_scale <= TEXT_RANGE[1]:
+        sys.exit(f"--one-text-scale {a.one_text_scale}: outside the distilled range {list(TEXT_RANGE)}")
     m, tok, _, _ = target_from_args(a)
     prov = {}
     d = six = one = None
@@ -227,7 +235,7 @@ def main():
     if a.one:
         one, stage, st = load_student_ckpt(m, a.one)
         prov["denoise_1nfe"] = {"ckpt": a.one, "stage": stage, "steps": st}
-    w = export_into(a.pack, m.c, d, six, one, a.parity, prov, six_shift=a.six_shift)
+    w = export_into(a.pack, m.c, d, six, one, a.parity, prov, six_shift=a.six_shift, one_text_scale=a.one_text_scale)
     print(f"exported {sorted(w)} into {a.pack}", flush=True)
 
 

@@ -171,10 +171,14 @@ def main():
     run([os.path.join(RECIPES, "export_pack.py"), "--ckpt", T, "--data", data, "--out", out, "--name",
          "accel-smoke", "--parity"])
     run([P("export_accel.py"), "--target", T, "--pack", out, "--draft", W("draft_full"), "--six",
-         W("g_dmdo/ckpt.pt"), "--one", W("g_refl/ckpt.pt"), "--parity"])
+         W("g_dmdo/ckpt.pt"), "--one", W("g_refl/ckpt.pt"), "--one-text-scale", "5", "--parity"])
     man = json.load(open(os.path.join(out, "manifest.json")))
     for k in ("draft", "denoise_6nfe", "denoise_1nfe"):
         assert os.path.exists(os.path.join(out, man["graphs"][k]["file"])), k
+    assert (man["distilled"]["denoise_1nfe"]["cfg_text_scale"], man["distilled"]["denoise_6nfe"]["cfg_text_scale"]) == (5.0, 4.0)
+    p = subprocess.run([sys.executable, P("export_accel.py"), "--target", T, "--pack", W("no-pack"), "--one-text-scale", "6"],
+                       capture_output=True, text=True)
+    assert p.returncode != 0 and "outside the distilled range" in p.stderr, p.stderr[-300:]
     # ---- import: training checkpoints rebuilt from the pack's graphs (the run folder is never committed) ----
     o = run([os.path.join(RECIPES, "import_pack.py"), "--pack", out, "--out", W("imported")])
     assert "bitwise re-export" in o, o
