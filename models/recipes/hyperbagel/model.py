@@ -205,7 +205,8 @@ class VisionEncoder(nn.Module):
             f = feats[..., :4 * r2].reshape(B, -1, 4, r2)  # [B,T,(rgb mean, coverage),sub-patches]
             cover, means = f[:, :, 3], f[:, :, :3]
             flat_cover = cover.mean(-1, keepdim=True).expand_as(cover)
-            flat_means = ((means * cover[:, :, None]).sum(-1, keepdim=True) / (cover[:, :, None].sum(-1, keepdim=True) + 1e-2)).expand_as(means)
+            weight = cover[:, :, None]  # the token's colour: its sub-patches' colours weighted by their coverage
+            flat_means = ((means * weight).sum(-1, keepdim=True) / (weight.sum(-1, keepdim=True) + 1e-2)).expand_as(means)
             per_token = shape.view(B, 1, 1)
             cover = torch.where(per_token, flat_cover, cover)
             means = torch.where(per_token.unsqueeze(-1), flat_means, means).masked_fill(colour.view(B, 1, 1, 1), 0.0)
