@@ -304,8 +304,11 @@ class GenBatch:
         self.full, self.no_text, self.no_img = mk(True, True), mk(False, True), mk(True, False)
         self.B = len(items)
 
-    def sample_scales(self, gen):
-        st = 1.0 + 4.0 * torch.rand(self.B, generator=gen)
+    def sample_scales(self, gen, text_range=(1.0, 5.0)):
+        """Per-sample (text, image) guidance scales: text ~U[text_range] (CFG distillation's U[1,5] unless a later
+        stage narrows it to the scales it will serve at), image ~U[1,2.5] for edits and 1 for text-to-image."""
+        lo, hi = text_range
+        st = lo + (hi - lo) * torch.rand(self.B, generator=gen)
         si = torch.where(self.is_edit, 1.0 + 1.5 * torch.rand(self.B, generator=gen), torch.ones(self.B))
         return st, si
 

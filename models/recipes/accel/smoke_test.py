@@ -117,7 +117,16 @@ def main():
     assert torch.load(W("g_dmdo_fresh/ckpt.pt"), map_location="cpu")["step"] == 2
     run(g + ["--stage", "adp", "--run", W("g_adp"), "--init", W("g_dmdo/ckpt.pt"), "--steps", "3"])
     run(g + ["--stage", "refl", "--run", W("g_refl"), "--init", W("g_adp/ckpt.pt"), "--teacher6",
-             W("g_dmdo/ckpt.pt"), "--reward", W("reward/reward.pt"), "--steps", "3", "--pixel-mse-weight", "1"])
+             W("g_dmdo/ckpt.pt"), "--reward", W("reward/reward.pt"), "--steps", "3", "--pixel-mse-weight", "1",
+             "--text-scale-range", "4,5"])
+    # --text-scale-range: the text scales a stage trains at, inside CFG distillation's [1, 5]
+    from accel.common import GenBatch
+    stub = type("Batch", (), {"B": 64, "is_edit": torch.arange(64) % 2 == 0})()
+    st, si = GenBatch.sample_scales(stub, torch.Generator().manual_seed(0), (4.0, 5.0))
+    assert st.min() >= 4.0 and st.max() <= 5.0 and st.std() > 0 and (si[1::2] == 1).all() and (si[::2] >= 1).all()
+    p = subprocess.run([sys.executable, *g, "--stage", "refl", "--run", W("g_refl_bad"), "--text-scale-range", "0,6"],
+                       capture_output=True, text=True)
+    assert p.returncode != 0 and "--text-scale-range" in p.stderr, p.stderr[-300:]
     # 1-step DMD from the ReFL student: the fake model starts as the 6-NFE student, the anchor is its output
     run(g + ["--stage", "dmdo", "--nfe", "1", "--run", W("g_dmd1"), "--init", W("g_refl/ckpt.pt"), "--teacher6",
              W("g_dmdo/ckpt.pt"), "--steps", "3", "--fake-warmup", "1", "--grid-shift", "1"])

@@ -138,10 +138,20 @@ def main():
                          "written as RUN/ema.pt in the student format every checkpoint. Adversarial and reward steps at a "
                          "constant lr leave the last iterate noisy; the average is what a GAN generator ships")
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--text-scale-range", default="1,5",
+                    help="LO,HI: the text-guidance scales a stage trains at, drawn from U[LO,HI] within CFG distillation's "
+                         "[1,5] (the cfg stage always uses all of it): a later stage can focus on the scale it serves at")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ckpt-every", type=int, default=100)
     ap.add_argument("--log-every", type=int, default=10)
     a = ap.parse_args()
+    try:
+        text_range = tuple(float(x) for x in a.text_scale_range.split(","))
+        assert len(text_range) == 2 and 1.0 <= text_range[0] <= text_range[1] <= 5.0
+    except (ValueError, AssertionError):
+        sys.exit(f"--text-scale-range {a.text_scale_range!r}: want LO,HI with 1 <= LO <= HI <= 5")
+    if a.stage == "cfg":
+        text_range = (1.0, 5.0)
     os.makedirs(a.run, exist_ok=True)
     seed_all(a.seed)
     m, tok, vae, scale = target_from_args(a)
@@ -236,7 +246,7 @@ def main():
     while step < a.steps:
         gb = GenBatch(m, tok, sets, rng, a.t2i, a.edit, prompt_index)
         B = gb.B
-        st, si = gb.sample_scales(gen)
+        st, si = gb.sample_scales(gen, text_range)
         x0 = gb.x0
         eps = torch.randn(x0.shape, generator=gen)
         out = {}
