@@ -36,7 +36,7 @@ class DraftData:
         s = Seq()
         s.text([tok.bos, tok.vision_start])
         s.block(VIT, nv)
-        s.vit.append((self.sets[r["data"]], r["index"]))
+        s.add_vit((self.sets[r["data"]], r["index"]))
         s.text([tok.vision_end])
         s.text(r["q"])
         s.answer(tok.im_start, r["a"], tok.eos)

@@ -147,8 +147,9 @@ def main():
     a = ap.parse_args()
     try:
         text_range = tuple(float(x) for x in a.text_scale_range.split(","))
-        assert len(text_range) == 2 and 1.0 <= text_range[0] <= text_range[1] <= 5.0
-    except (ValueError, AssertionError):
+    except ValueError:
+        text_range = ()
+    if len(text_range) != 2 or not 1.0 <= text_range[0] <= text_range[1] <= 5.0:
         sys.exit(f"--text-scale-range {a.text_scale_range!r}: want LO,HI with 1 <= LO <= HI <= 5")
     if a.stage == "cfg":
         text_range = (1.0, 5.0)

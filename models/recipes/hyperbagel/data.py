@@ -85,12 +85,17 @@ class Seq:
 
     def __init__(self):
         self.kind, self.ids, self.pos, self.blk, self.labels = [], [], [], [], []
-        self.vit = []  # (dataset, index) or (dataset, index, dx, dy) per ViT block, in order
+        self.vit = []  # (dataset, index) or (dataset, index, dx, dy) per ViT block, in order (add_vit)
         self.vit_hide = []  # per ViT block: 0, or the attribute its image hides (VisionEncoder.HIDE_*; --factor-drop)
         self.clean = []  # latent [C,h,w] arrays per clean block
         self.noisy = []  # latent x0 per noisy block
         self.next_pos = 0
         self.next_blk = 0
+
+    def add_vit(self, entry, hide=0):
+        """A ViT block's image source (a `vit` entry) and what it hides, kept aligned."""
+        self.vit.append(entry)
+        self.vit_hide.append(hide)
 
     def text(self, ids, label_next=False):
         for t in ids:
@@ -159,14 +164,11 @@ def understanding_seq(tok, ds, i, rng, nv, caption_prob=0.35, shift=0, noise=Non
     s = Seq()
     s.text([tok.bos, tok.vision_start])
     s.block(VIT, nv)
-    if shift:
-        s.vit.append((ds, i, rng.randint(-shift, shift), rng.randint(-shift, shift)))
-    else:
-        s.vit.append((ds, i))
+    entry = (ds, i, rng.randint(-shift, shift), rng.randint(-shift, shift)) if shift else (ds, i)
     hide = 0
     if factor_drop and factor_drop[1] > 0 and rng.random() < factor_drop[1]:
         hide = HIDE_SHAPE if rng.random() < 0.5 else HIDE_COLOUR
-    s.vit_hide.append(hide)
+    s.add_vit(entry, hide)
     s.text([tok.vision_end])
     if hide or rng.random() < caption_prob or not ds.qa_ids[i]:
         q, a = tok.encode(CAPTION_PROMPT), ds.cap_ids[i]
@@ -220,7 +222,7 @@ def edit_seq(tok, ds, i, rng, nv, n, p_drop_text=0.1, p_drop_img=0.1):
     if rng.random() >= p_drop_img:
         s.text([tok.vision_start])
         s.block(VIT, nv)
-        s.vit.append((ds, i))
+        s.add_vit((ds, i))
         s.text([tok.vision_end, tok.gen_start])
         s.block(CLEAN, n)
         s.clean.append(ds.latents[i])
@@ -285,7 +287,7 @@ def collate(seqs, device=None):
     allowed = allowed | torch.eye(T, dtype=torch.bool, device=kind.device).unsqueeze(0)
     mask = torch.zeros(B, 1, T, T, device=kind.device).masked_fill(~allowed.unsqueeze(1), NEG)
     vit_src = [v for s in seqs for v in s.vit]
-    vit_hide = [h for s in seqs for h in s.vit_hide + [0] * (len(s.vit) - len(s.vit_hide))]
+    vit_hide = [h for s in seqs for h in s.vit_hide]
     clean = [c for s in seqs for c in s.clean]
     noisy = [c for s in seqs for c in s.noisy]
     flat_kind = kind.reshape(-1)
