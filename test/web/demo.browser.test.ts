@@ -456,6 +456,9 @@ suite('web demo in Chromium', () => {
       await page.waitForSelector('.frame[data-stage="PREVIEW"]', { timeout: 30_000 });
       await expect.poll(() => engine.calls[before]?.held, { timeout: 30_000 }).toBe(true);
       await page.click('#gen-stop');
+      // release only once the server has aborted the job: releasing right after the click let the held final
+      // win the race against the client's cancel (seen once in CI: SUCCEEDED instead of CANCELLED)
+      await expect.poll(() => engine.calls[before]!.aborted, { timeout: 10_000 }).toBe(true);
     } finally {
       release();
     }
