@@ -18,7 +18,7 @@ import {
 } from 'graphql/index.js'; // the CJS entry yoga uses: one graphql instance under tsx and vitest
 
 export interface GatewayLimits {
-  /** Max selection depth (introspection fields are not counted). */
+  /** Max selection depth (introspection fields are not counted: GraphiQL's schema query nests deeper). */
   maxDepth: number;
   maxAliases: number;
   /** Max lexical tokens in a document (enforced by the parser). */
@@ -135,14 +135,22 @@ export function queryShapeRule(limits: Pick<GatewayLimits, 'maxDepth' | 'maxAlia
         };
         const rootType =
           op.operation === 'query' ? schema.getQueryType() : op.operation === 'mutation' ? schema.getMutationType() : schema.getSubscriptionType();
-        const walk = (set: SelectionSetNode, parent: GraphQLType | null | undefined, depth: number, factor: number, seen: Set<string>) => {
+        // `intro`: inside an introspection field. Depth and cost are not counted there (the schema query
+        // GraphiQL sends is deep), but aliases and directives are: aliased copies of introspection
+        // fields through reused fragments are what would make the response grow without bound.
+        const walk = (set: SelectionSetNode, parent: GraphQLType | null | undefined, depth: number, factor: number, seen: Set<string>, intro: boolean) => {
           for (const sel of set.selections) {
             if (reported) return;
             if (++visits > 20_000) return report('Query is too complex');
             directives += sel.directives?.length ?? 0;
             if (sel.kind === Kind.FIELD) {
-              if (isIntrospection(sel)) continue;
               if (sel.alias) aliases++;
+              if (aliases > limits.maxAliases) return report(`Query uses more than ${limits.maxAliases} aliases`, sel);
+              if (intro || isIntrospection(sel)) {
+                if (sel.selectionSet) walk(sel.selectionSet, undefined, depth, factor, seen, true);
+                if (directives > limits.maxDirectives) return report(`Query uses more than ${limits.maxDirectives} directives`);
+                continue;
+              }
               const named = parent ? getNamedType(parent) : undefined;
               const fieldDef = named && 'getFields' in named ? (named.getFields() as Record<string, { type: GraphQLOutputType }>)[sel.name.value] : undefined;
               const type = fieldDef?.type;
@@ -151,30 +159,29 @@ export function queryShapeRule(limits: Pick<GatewayLimits, 'maxDepth' | 'maxAlia
               const composite = type ? isCompositeType(getNamedType(type)) : !!sel.selectionSet;
               cost += (composite ? 2 : 1) * factor;
               if (maxDepth > limits.maxDepth) return report(`Query depth exceeds the limit of ${limits.maxDepth}`, sel);
-              if (aliases > limits.maxAliases) return report(`Query uses more than ${limits.maxAliases} aliases`, sel);
               if (cost > limits.maxCost) return report(`Query cost exceeds the limit of ${limits.maxCost}`, sel);
               if (sel.selectionSet) {
                 let listy = false;
                 let t = type;
                 while (t && isNonNullType(t)) t = t.ofType;
                 if (t && isListType(t)) listy = true;
-                walk(sel.selectionSet, type, d, factor * 1.5 * (listy ? 10 : 1), seen);
+                walk(sel.selectionSet, type, d, factor * 1.5 * (listy ? 10 : 1), seen, false);
               }
             } else if (sel.kind === Kind.INLINE_FRAGMENT) {
               const cond = sel.typeCondition ? schema.getType(sel.typeCondition.name.value) : parent;
-              walk(sel.selectionSet, cond, depth, factor, seen);
+              walk(sel.selectionSet, intro ? undefined : cond, depth, factor, seen, intro);
             } else {
               const name = sel.name.value;
               const frag = fragments.get(name);
               if (!frag || seen.has(name)) continue; // unknown/cyclic fragments are reported by standard rules
               const next = new Set(seen);
               next.add(name);
-              walk(frag.selectionSet, schema.getType(frag.typeCondition.name.value), depth, factor, next);
+              walk(frag.selectionSet, intro ? undefined : schema.getType(frag.typeCondition.name.value), depth, factor, next, intro);
             }
             if (directives > limits.maxDirectives) return report(`Query uses more than ${limits.maxDirectives} directives`);
           }
         };
-        walk(op.selectionSet, rootType, 0, 1, new Set());
+        walk(op.selectionSet, rootType, 0, 1, new Set(), false);
       },
     };
   };

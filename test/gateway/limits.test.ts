@@ -2,6 +2,7 @@
 // fields, deep, aliased, costly, oversized and batched queries, range checks, BUSY and per-socket caps.
 import { randomBytes } from 'node:crypto';
 import sharp from 'sharp';
+import { getIntrospectionQuery } from 'graphql';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../src/gateway/server.ts';
 import { FakeEngine } from './fake-engine.ts';
@@ -150,6 +151,23 @@ describe('query limits', () => {
     const under = await gqlPost(server, { query: `{ models { ${'name '.repeat(300)}} }` });
     expect(under.json.errors).toBeUndefined();
     expect(under.json.data.models[0].name).toBe('fake');
+  });
+
+  it('lets GraphiQL\'s schema query through, but counts aliases inside introspection (reused aliased fragments would blow up)', async () => {
+    const full = await gqlPost(server, { query: getIntrospectionQuery() });
+    expect(full.json.errors).toBeUndefined();
+    expect(full.json.data.__schema.queryType.name).toBe('Query');
+    // 4 fragments of 3 aliases each, each reused by the next: 3^4 copies of every type's name, in 120 tokens
+    const k = 3;
+    const many = (body: (i: number) => string) => Array.from({ length: k }, (_, i) => body(i)).join(' ');
+    const blowUp = `{ ${many((i) => `s${i}: __schema { types { ...T } }`)} }
+      fragment T on __Type { ${many((i) => `f${i}: fields(includeDeprecated: true) { ...F }`)} }
+      fragment F on __Field { ${many((i) => `t${i}: type { ...L }`)} }
+      fragment L on __Type { ${many((i) => `n${i}: name`)} }`;
+    const r = await gqlPost(server, { query: blowUp });
+    expect(code(r)).toBe('QUERY_TOO_COMPLEX');
+    expect(r.json.errors[0].message).toBe('Query uses more than 15 aliases');
+    expect(r.json.data).toBeUndefined();
   });
 
   it('rejects deep queries, fragments included', async () => {
