@@ -73,6 +73,26 @@ function inputImageOut(i: EngineInputImageInfo | undefined, sent: { width: numbe
   };
 }
 
+/**
+ * The engine's own input check (model limits, vocabulary, image size, session room), run before a
+ * request is queued or an image job's id is handed out, so bad input fails the request itself. Its
+ * errors are renamed to the schema's fields (`rename`: engine parameter -> input field) and name
+ * the field in `extensions.argument`, as the gateway's own checks do.
+ */
+function engineCheck(check: (() => void) | undefined, rename: Record<string, string> = {}): void {
+  if (!check) return;
+  try {
+    check();
+  } catch (e) {
+    const g = toGatewayError(e);
+    const { code: _code, param, ...details } = g.extensions as Record<string, unknown>;
+    let message = g.message;
+    for (const [from, to] of Object.entries(rename)) if (message.startsWith(from) && /^[ :]/.test(message.slice(from.length))) message = to + message.slice(from.length);
+    if (typeof param === 'string') details['argument'] = rename[param] ?? param;
+    throw new GatewayError(g.code, message, details);
+  }
+}
+
 function text(v: string, name: string, maxChars: number): string {
   if (v.length > maxChars) throw new GatewayError('PROMPT_TOO_LONG', `${name} has ${v.length} characters; the limit is ${maxChars}`, { length: v.length, limit: maxChars });
   return v;
@@ -195,7 +215,15 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
           signal: ctx.signal,
           onDropped,
         }),
-      result: async (_args: unknown, ctx: GatewayContext) => frameOut(await job.result(ctx.signal), job),
+      // a client waiting for the result watches the job: a detached job is not cancelled as unwatched meanwhile
+      result: async (_args: unknown, ctx: GatewayContext) => {
+        const release = job.watch();
+        try {
+          return frameOut(await job.result(ctx.signal), job);
+        } finally {
+          release();
+        }
+      },
     };
   }
 
@@ -262,6 +290,12 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
         }
         req.edit = true;
       }
+    }
+    try {
+      engineCheck(rt.engine.checkGenerate?.bind(rt.engine, req), field === 'editImage' ? { prompt: 'instruction', sourceImage: 'image' } : {});
+    } catch (e) {
+      lock?.unlock();
+      throw e;
     }
     const attached = selects(info, ['previews', 'result']);
     let job: ImageJobRecord;
@@ -390,6 +424,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
           if (lock) req.session = lock.entry.handle;
           let slot;
           try {
+            engineCheck(engine.checkUnderstand?.bind(engine, req));
             slot = await rt.scheduler.acquire(ctx.signal);
           } catch (e) {
             lock?.unlock();

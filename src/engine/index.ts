@@ -24,6 +24,7 @@
 //   engine.closeSession(s);
 //
 // Errors are EngineError with a `code` (types.ts); they surface while iterating, never synchronously.
+// checkUnderstand / checkGenerate throw the same input errors up front, without model work.
 // Aborting `signal` stops model work before the next model call: an understanding stream then ends with
 // a summary whose finishReason is 'cancelled'; a generation stream rejects with CANCELLED.
 import os from 'node:os';
@@ -31,8 +32,8 @@ import { WorkerClient } from '../runtime/client.ts';
 import { loadPack } from '../runtime/manifest.ts';
 import type { WorkerStats } from '../runtime/protocol.ts';
 import type { EngineCtx, EngineOptions } from './context.ts';
-import { runGenerate } from './generation/pipeline.ts';
-import { canThink, thinkFirst } from './generation/think.ts';
+import { runGenerate, validateGenerate } from './generation/pipeline.ts';
+import { canThink, thinkFirst, validateThink } from './generation/think.ts';
 import { Limiter } from './limiter.ts';
 import { AcceptanceStats } from './speculative/metrics.ts';
 import { CostCurve } from './speculative/sizing.ts';
@@ -49,7 +50,7 @@ import {
   type UnderstandRequest,
 } from './types.ts';
 import { causalMask } from './understand/target.ts';
-import { newConversation, runUnderstand, type ConversationState } from './understand/pipeline.ts';
+import { checkContextRoom, newConversation, runUnderstand, validateUnderstand, type ConversationState } from './understand/pipeline.ts';
 import { WorkerDraftModel } from './speculative/worker-draft.ts';
 import type { DraftCost } from './speculative/sizing.ts';
 import { WorkerSequence } from './understand/worker-target.ts';
@@ -269,6 +270,15 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
         for await (const frame of runGenerate(ctx, request, signal, conv))
           yield { ...frame, thought: thought.text, elapsedMs: frame.elapsedMs + thought.ms, ...(frame.timings ? { timings: { ...frame.timings, thinkMs: thought.ms } } : {}) };
       })();
+    },
+    checkUnderstand(req: UnderstandRequest): void {
+      const conv = session(req?.session);
+      checkContextRoom(ctx, validateUnderstand(ctx, req), conv, req.image !== undefined && req.image !== null);
+    },
+    checkGenerate(req: GenerateRequest): void {
+      const conv = session(req?.session);
+      if (req?.think === undefined || req.think === false) validateGenerate(ctx, req, conv);
+      else validateThink(ctx, req, conv);
     },
     createSession(): SessionHandle {
       const id = `s${nextSession++}`;

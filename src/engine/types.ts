@@ -265,6 +265,8 @@ export type EngineErrorCode =
   | 'INVALID_INPUT'
   | 'UNKNOWN_WORDS'
   | 'PROMPT_TOO_LONG'
+  /** a session's conversation has no room left in the model's context for this turn */
+  | 'SESSION_FULL'
   | 'BAD_IMAGE'
   | 'OUT_OF_RANGE'
   | 'BUSY'
@@ -288,6 +290,13 @@ export interface Engine {
   readonly info: ModelInfo;
   understand(req: UnderstandRequest, signal?: AbortSignal): AsyncIterable<UnderstandEvent>;
   generate(req: GenerateRequest, signal?: AbortSignal): AsyncIterable<ImageFrame>;
+  /**
+   * Check a request as understand() / generate() would before any model work, throwing the same
+   * EngineError, so a caller can refuse bad input before queueing it or handing out a job id.
+   * Optional for other Engine implementations (test doubles); the local engine has them.
+   */
+  checkUnderstand?(req: UnderstandRequest): void;
+  checkGenerate?(req: GenerateRequest): void;
   createSession(): SessionHandle;
   closeSession(session: SessionHandle): void;
   /**

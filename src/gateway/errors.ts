@@ -19,6 +19,7 @@ const ENGINE_CODES: Record<EngineErrorCode, ErrorCode> = {
   INVALID_INPUT: 'INVALID_INPUT',
   UNKNOWN_WORDS: 'UNKNOWN_WORDS',
   PROMPT_TOO_LONG: 'PROMPT_TOO_LONG',
+  SESSION_FULL: 'SESSION_FULL',
   BAD_IMAGE: 'BAD_IMAGE',
   OUT_OF_RANGE: 'OUT_OF_RANGE',
   BUSY: 'BUSY',
@@ -29,7 +30,7 @@ const ENGINE_CODES: Record<EngineErrorCode, ErrorCode> = {
 };
 
 /** Engine codes whose message describes the client's input and may be shown as is. */
-const CLIENT_FACING = new Set<EngineErrorCode>(['INVALID_INPUT', 'UNKNOWN_WORDS', 'PROMPT_TOO_LONG', 'BAD_IMAGE', 'OUT_OF_RANGE', 'BUSY', 'CANCELLED']);
+const CLIENT_FACING = new Set<EngineErrorCode>(['INVALID_INPUT', 'UNKNOWN_WORDS', 'PROMPT_TOO_LONG', 'SESSION_FULL', 'BAD_IMAGE', 'OUT_OF_RANGE', 'BUSY', 'CANCELLED']);
 const SAFE_MESSAGES: Partial<Record<ErrorCode, string>> = {
   MODEL_LOAD_FAILED: 'The model failed to load',
   WORKER_CRASHED: 'The inference worker crashed; retry the request',

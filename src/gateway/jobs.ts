@@ -139,16 +139,17 @@ function waitFor(job: ImageJobRecord, ready: () => boolean, signal?: AbortSignal
 const isPreview = (ev: JobEvent | undefined) => ev?.frame?.frame.stage === 'preview';
 
 /**
- * Picks what a consumer at `cursor` (count of events already consumed) gets next. A preview is
- * skipped (counted as dropped) when a newer preview is already waiting behind it; finals,
- * status changes and the terminal event are never skipped.
+ * Picks what a consumer at `cursor` (count of events already consumed) gets next. A live preview is
+ * skipped (counted as dropped) when a newer preview is already waiting behind it: the consumer fell
+ * behind. Events logged before the consumer subscribed (`history`: a replay it asked for) are never
+ * skipped, nor are finals, status changes and the terminal event.
  */
-export function pickNext(events: readonly JobEvent[], cursor: number, filter: (ev: JobEvent) => boolean): { index: number; dropped: number } | undefined {
+export function pickNext(events: readonly JobEvent[], cursor: number, filter: (ev: JobEvent) => boolean, history = 0): { index: number; dropped: number } | undefined {
   let dropped = 0;
   for (let i = cursor; i < events.length; i++) {
     const ev = events[i]!;
     if (!filter(ev)) continue;
-    if (isPreview(ev)) {
+    if (i >= history && isPreview(ev)) {
       let newer = false;
       for (let j = i + 1; j < events.length; j++) if (isPreview(events[j]) && filter(events[j]!)) newer = true;
       if (newer) {
@@ -177,7 +178,9 @@ export function iterateJob<T>(
     onClose?: () => void;
   },
 ): AsyncIterableIterator<T> {
-  let cursor = Math.max(0, Math.min(after, job.events.length));
+  // `after` may be ahead of the log (a client that saw more than this replica logged yet): wait for it
+  let cursor = Math.max(0, after);
+  const history = job.events.length;
   let closed = false;
   let wake: (() => void) | undefined;
   const off = job.onChange(() => wake?.());
@@ -196,7 +199,7 @@ export function iterateJob<T>(
     async next(): Promise<IteratorResult<T>> {
       for (;;) {
         if (closed) return { value: undefined, done: true };
-        const pick = pickNext(job.events, cursor, opts.filter);
+        const pick = pickNext(job.events, cursor, opts.filter, history);
         if (pick) {
           if (pick.dropped) opts.onDropped?.(pick.dropped);
           cursor = pick.index + 1;

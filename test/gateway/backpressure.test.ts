@@ -106,6 +106,42 @@ describe('preview sliding', () => {
     expect(pickNext(log, 4, all)).toEqual({ index: 4, dropped: 0 });
     expect(pickNext(log, 5, all)).toEqual({ index: 5, dropped: 0 });
     expect(pickNext(log, 6, all)).toBeUndefined();
+    // events logged before the consumer subscribed are a replay it asked for: none is skipped
+    expect(pickNext(log, 1, all, 6)).toEqual({ index: 1, dropped: 0 });
+    expect(pickNext(log, 1, all, 3)).toEqual({ index: 1, dropped: 0 });
+    expect(pickNext(log, 3, all, 3)).toEqual({ index: 3, dropped: 0 });
+  });
+
+  it('a replay of a finished job delivers every event after `after`; live previews still slide', async () => {
+    const job = new ImageJobRecord('PROGRESSIVE', 1, false, 60_000, () => {});
+    job.push({ status: 'RUNNING', done: false });
+    for (let n = 1; n <= 3; n++) job.push({ status: 'RUNNING', frame: fakeFrame('preview', n), done: false });
+    const opts = { filter: () => true, isEnd: (j: ImageJobRecord, c: number) => j.terminal && c >= j.events.length, map: (e: JobEvent) => e };
+    const replay = iterateJob(job, 1, opts);
+    // after the replay starts, three more previews pile up before it reads: only the newest of those is live news
+    for (let n = 4; n <= 6; n++) job.push({ status: 'RUNNING', frame: fakeFrame('preview', n), done: false });
+    job.push({ status: 'RUNNING', frame: fakeFrame('final', 7), done: false });
+    job.push({ status: 'SUCCEEDED', done: true });
+    const got: number[] = [];
+    for await (const e of replay) got.push(e.seq);
+    expect(got).toEqual([2, 3, 4, 7, 8, 9]);
+    const full: number[] = [];
+    for await (const e of iterateJob(job, 0, opts)) full.push(e.seq);
+    expect(full).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  });
+
+  it('imageJob with `after` beyond the log waits for events after it, never sends older ones', async () => {
+    const job = new ImageJobRecord('PROGRESSIVE', 1, false, 60_000, () => {});
+    job.push({ status: 'RUNNING', done: false });
+    const it = iterateJob(job, 3, { filter: () => true, isEnd: (j, c) => j.terminal && c >= j.events.length, map: (e) => e.seq });
+    const first = it.next();
+    job.push({ status: 'RUNNING', frame: fakeFrame('preview', 1), done: false });
+    job.push({ status: 'RUNNING', frame: fakeFrame('preview', 2), done: false });
+    job.push({ status: 'RUNNING', frame: fakeFrame('final', 3), done: false });
+    job.push({ status: 'SUCCEEDED', done: true });
+    expect((await first).value).toBe(4);
+    expect((await it.next()).value).toBe(5);
+    expect((await it.next()).done).toBe(true);
   });
 
   it('a slow imageJob consumer gets the latest preview, the final and the terminal event', async () => {

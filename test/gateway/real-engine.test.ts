@@ -97,6 +97,56 @@ describe('real engine on the tiny pack', () => {
     }
   });
 
+  it('refuses what the engine would refuse before queueing or handing out a job id, naming the schema field', async () => {
+    const client = wsClient(server);
+    const understandError = (input: Record<string, unknown>) =>
+      wsRun(client, UNDERSTAND, { input }).then(
+        (out) => out.at(-1)!.errors?.[0],
+        (e) => e.errors?.[0],
+      );
+    try {
+      // within the gateway's limits, beyond the model's (256 positions, 81 words)
+      const long = await understandError({ prompt: 'describe the image', maxTokens: 257 });
+      expect(long?.extensions).toMatchObject({ code: 'OUT_OF_RANGE', argument: 'maxTokens', min: 1, max: 256 });
+      expect(long?.extensions?.param).toBeUndefined();
+      expect((await understandError({ prompt: 'describe the image', topK: 100 }))?.extensions).toMatchObject({ code: 'OUT_OF_RANGE', argument: 'topK' });
+      expect((await understandError({ prompt: ' ' }))?.extensions).toMatchObject({ code: 'INVALID_INPUT', argument: 'prompt' });
+    } finally {
+      await client.dispose();
+    }
+    const jobs = server.runtime.jobs.size;
+    const gen = await gqlPost(server, { query: 'mutation { generateImage(input: { prompt: "a photo of a xyzzy" }) { id status } }' });
+    expect(gen.json.data).toBeNull();
+    expect(gen.json.errors[0].extensions.code).toBe('UNKNOWN_WORDS');
+    const EDIT = 'mutation($i: EditImageInput!) { editImage(input: $i) { id } }';
+    const empty = await gqlPost(server, { query: EDIT, variables: { i: { instruction: '', image: { base64: scene.toString('base64') } } } });
+    expect(empty.json.errors[0].message).toBe('instruction is empty');
+    expect(empty.json.errors[0].extensions).toMatchObject({ code: 'INVALID_INPUT', argument: 'instruction' });
+    const tiny = await sharp({ create: { width: 4, height: 4, channels: 3, background: '#ff0000' } }).png().toBuffer();
+    const small = await gqlPost(server, { query: EDIT, variables: { i: { instruction: 'make it blue', image: { base64: tiny.toString('base64') } } } });
+    expect(small.json.errors[0].extensions.code).toBe('BAD_IMAGE');
+    expect(small.json.errors[0].message).toMatch(/^image: 4×4 is too small/);
+    expect(server.runtime.jobs.size).toBe(jobs); // no job was created for any of them
+  });
+
+  it('a session whose conversation fills the model context answers SESSION_FULL, not PROMPT_TOO_LONG', async () => {
+    const client = wsClient(server);
+    try {
+      const sid = (await gqlPost(server, { query: 'mutation { createSession }' })).json.data.createSession;
+      let err: Record<string, any> | undefined;
+      for (let turn = 0; turn < 40 && !err; turn++) {
+        err = await wsRun(client, UNDERSTAND, { input: { prompt: 'describe the image', sessionId: sid, maxTokens: 40, temperature: 1, seed: turn } }).then(
+          (out) => out.at(-1)!.errors?.[0],
+          (e) => e.errors?.[0],
+        );
+      }
+      expect(err?.extensions).toMatchObject({ code: 'SESSION_FULL', limit: 256 });
+      expect(err?.message).toContain('start a new session');
+    } finally {
+      await client.dispose();
+    }
+  });
+
   it('generateImage: 1-NFE preview streamed first, final deferred last (graphql-ws and multipart)', async () => {
     const client = wsClient(server);
     try {

@@ -8,7 +8,7 @@ import type { EngineCtx } from '../context.ts';
 import { runUnderstand, type ConversationState } from '../understand/pipeline.ts';
 import * as V from '../validate.ts';
 import { EngineError, type GenerateRequest } from '../types.ts';
-import { validateGenerate } from './pipeline.ts';
+import { validateGenerate, type ValidatedGenerate } from './pipeline.ts';
 
 /**
  * Below 1, so descriptions stay close to the modes of the learned p(description | prompt) yet still vary
@@ -30,8 +30,17 @@ export interface Thought {
 /** Can this pack think? Its manifest says the model was trained on prompt expansion. */
 export const canThink = (ctx: EngineCtx): boolean => ctx.manifest.prompts?.think === true && !!ctx.manifest.graphs.denoiser;
 
+/** A think request checked as a generation request, plus the think options. */
+export function validateThink(ctx: EngineCtx, req: GenerateRequest, conversation: ConversationState | null): { v: ValidatedGenerate; temperature: number } {
+  if (typeof req.think !== 'boolean') throw new EngineError('INVALID_INPUT', 'think must be a boolean', { param: 'think' });
+  const v = validateGenerate(ctx, req, conversation);
+  if (v.edit) throw new EngineError('INVALID_INPUT', 'think applies to text-to-image only, not to edits', { param: 'think' });
+  if (!canThink(ctx)) throw new EngineError('INVALID_INPUT', 'this model pack was not trained to think (manifest prompts.think)', { param: 'think' });
+  return { v, temperature: V.opt(req.thinkTemperature, (t) => V.num('thinkTemperature', t, 0, 2), THINK_TEMPERATURE) };
+}
+
 /**
- * Validates a think request as a generation request (plus the think options) and writes the thought.
+ * Validates a think request (validateThink) and writes the thought.
  * Returns the request generation should run: the thought as its prompt, the seed fixed (drawn here if
  * absent), so one seed reproduces both the thought and the image.
  */
@@ -41,11 +50,7 @@ export async function thinkFirst(
   signal: AbortSignal | undefined,
   conversation: ConversationState | null,
 ): Promise<{ request: GenerateRequest; thought: Thought }> {
-  if (typeof req.think !== 'boolean') throw new EngineError('INVALID_INPUT', 'think must be a boolean', { param: 'think' });
-  const v = validateGenerate(ctx, req, conversation);
-  if (v.edit) throw new EngineError('INVALID_INPUT', 'think applies to text-to-image only, not to edits', { param: 'think' });
-  if (!canThink(ctx)) throw new EngineError('INVALID_INPUT', 'this model pack was not trained to think (manifest prompts.think)', { param: 'think' });
-  const temperature = V.opt(req.thinkTemperature, (t) => V.num('thinkTemperature', t, 0, 2), THINK_TEMPERATURE);
+  const { v, temperature } = validateThink(ctx, req, conversation);
   const maxTokens = Math.min(THINK_MAX_TOKENS, ctx.opts.maxPromptWords);
   const t0 = performance.now();
   let text = '';

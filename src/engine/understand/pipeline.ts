@@ -79,6 +79,37 @@ export interface ValidatedUnderstand {
   treeDepth?: number;
 }
 
+/**
+ * Position ids this turn's prompt needs after what the conversation already holds: its carried-over
+ * tokens (or BOS), the image block when an image comes in (the request's, or the session's latest not
+ * yet in context), the words and the assistant marker, as layout() places them.
+ */
+export function promptPositions(ctx: EngineCtx, v: ValidatedUnderstand, conversation: ConversationState | null, requestImage: boolean): { startPos: number; need: number } {
+  const continuing = !!conversation?.seq && conversation.seq.alive && conversation.seq.length > 0;
+  const startPos = continuing ? conversation!.nextPos : 0;
+  const lead = continuing ? conversation!.pending.length : 1;
+  const image = requestImage || (!!conversation?.image && !conversation.imageInContext && !!ctx.manifest.graphs.vision);
+  // an image block takes one position id for all its tokens, between its start and end markers
+  return { startPos, need: lead + (image ? 3 : 0) + v.words.length + 1 };
+}
+
+/**
+ * A session turn whose prompt (plus one answer token) no longer fits the model's context: SESSION_FULL,
+ * so the client starts a new session instead of reading it as a prompt that is too long.
+ */
+export function checkContextRoom(ctx: EngineCtx, v: ValidatedUnderstand, conversation: ConversationState | null, requestImage: boolean): void {
+  const maxPos = ctx.manifest.decoder.max_positions;
+  const { startPos, need } = promptPositions(ctx, v, conversation, requestImage);
+  if (startPos + need < maxPos) return;
+  if (startPos > 0)
+    throw new EngineError('SESSION_FULL', `the session's conversation holds ${startPos} of the model's ${maxPos} positions and this turn needs ${need} more; start a new session`, {
+      positions: startPos,
+      needed: need,
+      limit: maxPos,
+    });
+  throw new EngineError('PROMPT_TOO_LONG', `prompt needs ${need} positions, the model has ${maxPos}`, { positions: need, limit: maxPos });
+}
+
 export function validateUnderstand(ctx: EngineCtx, req: UnderstandRequest): ValidatedUnderstand {
   if (!req || typeof req !== 'object') throw new EngineError('INVALID_INPUT', 'request must be an object');
   const text = V.prompt(req.prompt);
@@ -276,8 +307,15 @@ export async function* runUnderstand(
     const lay = layout(parts, startPos);
     const promptTokens = lay.positions.length;
     const maxPos = ctx.manifest.decoder.max_positions;
-    if (lay.nextPos >= maxPos)
+    if (lay.nextPos >= maxPos) {
+      if (startPos > 0)
+        throw new EngineError('SESSION_FULL', `the session's conversation holds ${startPos} of the model's ${maxPos} positions and this turn needs ${lay.nextPos - startPos} more; start a new session`, {
+          positions: startPos,
+          needed: lay.nextPos - startPos,
+          limit: maxPos,
+        });
       throw new EngineError('PROMPT_TOO_LONG', `prompt needs ${lay.nextPos} positions, the model has ${maxPos}`, { positions: lay.nextPos, limit: maxPos });
+    }
     const maxTokens = Math.min(v.maxTokens, maxPos - lay.nextPos);
     if (signal?.aborted) throw new EngineError('CANCELLED', 'request cancelled');
     const pEmbeds = proposer?.needsFeatures ? promptEmbeds(ctx, lay.segments, promptTokens) : null;
