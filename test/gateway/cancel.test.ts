@@ -181,4 +181,26 @@ describe('cancellation', () => {
       await client.dispose();
     }
   });
+
+  it('a client waiting on job(id) { result } watches the job: an unwatched-job timeout does not cancel it meanwhile', async () => {
+    // 6 NFE x 100 ms: the job outlives the 300 ms timeout
+    const slow = new FakeEngine({ stepMs: 2, tokens: 3, nfeMs: 100 });
+    const s = await start({ engine: slow, limits: { unwatchedJobTimeoutMs: 300 } });
+    try {
+      // a detached job (selects neither previews nor result), then a plain query that waits for its result
+      const r = await gqlPost(s, { query: `mutation { generateImage(input: { prompt: "x", mode: SIX_STEP }) { id } }` });
+      const id = r.json.data.generateImage.id as string;
+      const waited = await gqlPost(s, { query: `query($id: ID!) { job(id: $id) { result { stage nfe } } }`, variables: { id } });
+      expect(waited.json.errors).toBeUndefined();
+      expect(waited.json.data.job.result).toEqual({ stage: 'FINAL', nfe: 6 });
+      expect(slow.stats.generateAborted).toBe(0);
+      // with nobody watching, the same timeout does cancel a detached job
+      const again = await gqlPost(s, { query: `mutation { generateImage(input: { prompt: "x", mode: BASELINE, steps: 50 }) { id } }` });
+      const id2 = again.json.data.generateImage.id as string;
+      await waitFor(() => slow.stats.generateAborted === 1, 'the unwatched job to be cancelled');
+      expect((await gqlPost(s, { query: `query($id: ID!) { job(id: $id) { status } }`, variables: { id: id2 } })).json.data.job.status).toBe('CANCELLED');
+    } finally {
+      await s.close();
+    }
+  });
 });
