@@ -40,6 +40,15 @@ const SPEC_OUT: Record<EngineSpeculationMode, SpeculationMode> = { auto: 'AUTO',
 const SPEC_IN: Record<SpeculationMode, EngineSpeculationMode> = { AUTO: 'auto', OFF: 'off', CHAIN: 'chain', TREE: 'tree', NGRAM: 'ngram' };
 const MODE_IN: Record<GenerationMode, EngineGenerationMode> = { PROGRESSIVE: 'progressive', ONE_STEP: '1nfe', SIX_STEP: '6nfe', BASELINE: 'baseline' };
 
+/** The speculation sizing fields each mode reads (AUTO may pick a chain or a tree). */
+const SPEC_FIELDS_READ: Record<SpeculationMode, readonly (keyof SpeculationInput)[]> = {
+  AUTO: ['chainLength', 'treeBudget', 'treeTopK', 'treeDepth'],
+  OFF: [],
+  CHAIN: ['chainLength'],
+  NGRAM: ['chainLength'],
+  TREE: ['treeBudget', 'treeTopK', 'treeDepth'],
+};
+
 const MAX_SEED = 2 ** 31 - 1;
 // SPEC and SAMPLER are the engine's own limits, checked here too so a bad value fails the request
 // itself (named, with the real range) rather than an image job after its id was returned.
@@ -137,6 +146,12 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
 
   function speculation(s: SpeculationInput | null | undefined): UnderstandRequest['speculation'] {
     if (!s) return undefined;
+    // a sizing field the mode never reads is refused, not silently ignored (as steps outside BASELINE)
+    const mode = s.mode ?? 'AUTO';
+    for (const k of ['chainLength', 'treeBudget', 'treeTopK', 'treeDepth'] as const) {
+      if (s[k] === null || s[k] === undefined || (SPEC_FIELDS_READ[mode] as readonly string[]).includes(k)) continue;
+      throw new GatewayError('INVALID_INPUT', `speculation.${k} does not apply to mode ${mode}`, { argument: `speculation.${k}` });
+    }
     return {
       mode: SPEC_IN[s.mode ?? 'AUTO'],
       chainLength: range(s.chainLength, 'speculation.chainLength', SPEC.chainLength.min, SPEC.chainLength.max),

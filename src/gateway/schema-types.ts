@@ -258,7 +258,9 @@ export interface Timings {
  * are coalesced into one (`steps` > 1); nothing is dropped. The last event has `done: true` and
  * carries the steps after the last text (e.g. the EOS step) with empty `text`, so the `tokenIds` of
  * all events concatenated are the whole answer, and `steps`, `acceptedTokens` and `draftedTokens`
- * summed over all events cover every verification step. */
+ * summed over all events cover every verification step. On a STOP finish the text ends before the stop
+ * string, while `tokenIds` (and `usage.completionTokens`) keep the tokens that completed it: a stop
+ * string need not end on a token boundary. */
 export interface UnderstandEvent {
   /** Text delta. */
   text: Field<string>;

@@ -42,19 +42,44 @@ describe('speculation ranges (understand)', () => {
     it(`${field}: outside [${min}, ${max}] is OUT_OF_RANGE before any work; ${min} and ${max} reach the engine`, async () => {
       const calls = engine.requests.understand.length;
       for (const v of [min - 1, max + 1, -1000, 2 ** 31 - 1]) {
-        const e = await run({ mode: 'TREE', [field]: v });
+        const e = await run({ mode: 'AUTO', [field]: v });
         expect(e?.extensions).toMatchObject({ code: 'OUT_OF_RANGE', argument: `speculation.${field}`, min, max });
         expect(e?.message).toBe(`speculation.${field} must be in [${min}, ${max}], got ${v}`);
       }
       // malformed: not an Int
-      for (const v of [2.5, '3', true]) expect((await run({ mode: 'TREE', [field]: v }))?.extensions.code).toBeTruthy();
+      for (const v of [2.5, '3', true]) expect((await run({ mode: 'AUTO', [field]: v }))?.extensions.code).toBeTruthy();
       expect(engine.requests.understand.length).toBe(calls);
       for (const v of [min, max]) {
-        expect(await run({ mode: 'TREE', [field]: v })).toBeUndefined();
+        expect(await run({ mode: 'AUTO', [field]: v })).toBeUndefined();
         expect(engine.requests.understand.at(-1)!.speculation![field as keyof typeof SPECULATION_LIMITS]).toBe(v);
       }
     });
   }
+});
+
+describe('speculation fields a mode never reads', () => {
+  it('are refused with INVALID_INPUT naming the field, before any work; the fields it reads pass', async () => {
+    const U = `subscription U($input: UnderstandInput!) { understand(input: $input) { done } }`;
+    const client = wsClient(server);
+    const run = (speculation: Record<string, unknown>) =>
+      wsRun(client, U, { input: { prompt: 'x', speculation } }).then(
+        (out) => out.at(-1)!.errors?.[0] as Err | undefined,
+        (e) => e.errors?.[0] as Err,
+      );
+    try {
+      const calls = engine.requests.understand.length;
+      for (const [mode, field] of [['OFF', 'treeBudget'], ['OFF', 'chainLength'], ['CHAIN', 'treeDepth'], ['NGRAM', 'treeTopK'], ['TREE', 'chainLength']] as const) {
+        const e = await run({ mode, [field]: 3 });
+        expect(e?.extensions).toMatchObject({ code: 'INVALID_INPUT', argument: `speculation.${field}` });
+        expect(e?.message).toBe(`speculation.${field} does not apply to mode ${mode}`);
+      }
+      expect(engine.requests.understand.length).toBe(calls);
+      for (const speculation of [{ mode: 'CHAIN', chainLength: 3 }, { mode: 'TREE', treeBudget: 8, treeTopK: 2, treeDepth: 3 }, { mode: 'AUTO', chainLength: 2, treeDepth: 3 }, { mode: 'OFF' }])
+        expect(await run(speculation)).toBeUndefined();
+    } finally {
+      await client.dispose();
+    }
+  });
 });
 
 describe('sampler ranges (generateImage / editImage)', () => {
