@@ -195,7 +195,10 @@ export interface ImageJob {
   seed: Field<number>;
   /** Preview frames as they are produced; request with @stream. Only the latest is kept for slow clients. */
   previews: Field<ListOf<ImageFrame>>;
-  /** The final frame; put it in a @defer fragment to receive it last. */
+  /** The final frame; put it in a @defer fragment to receive it last. A job that fails or is cancelled
+   * answers here with its typed error (CANCELLED, WORKER_CRASHED, ...); being non-null, that error also
+   * nulls the object holding `result`, so ask `status` in a separate selection (or use `imageJob`) to
+   * read a failed job's state. */
   result: Field<ImageFrame>;
 }
 
