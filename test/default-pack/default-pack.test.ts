@@ -51,6 +51,35 @@ describe.runIf(present)('default pack', () => {
     expect(compared).toBe(24);
   }, 300_000);
 
+  test('a stop string ends the answer at the same token in every mode: same text, tokens, usage and next session turn', async () => {
+    const image = renderScene(loadUnderstandSuite('test').items[1]!.scene);
+    const modes: SpeculationOptions[] = [{ mode: 'off' }, { mode: 'chain', chainLength: 6 }, { mode: 'tree', treeBudget: 16, treeTopK: 2, treeDepth: 6 }];
+    const runs = [];
+    for (const speculation of modes) {
+      const session = engine.createSession();
+      try {
+        const first = await collect(engine.understand({ prompt: captionPrompt(PACK), image, temperature: 0, maxTokens: 48, stop: ['e'], speculation, session }));
+        const s = first.at(-1)!;
+        if (s.kind !== 'done') throw new Error('no summary');
+        const next = await collect(engine.understand({ prompt: captionPrompt(PACK), temperature: 0, maxTokens: 48, speculation, session }));
+        const n = next.at(-1)!;
+        if (n.kind !== 'done') throw new Error('no summary');
+        runs.push({ finish: s.finishReason, text: s.text, ids: ids(first), usage: s.usage, accepted: s.speculation.acceptedTokens, next: n.text });
+      } finally {
+        engine.closeSession(session);
+      }
+    }
+    expect(runs[0]!.finish).toBe('stop');
+    expect(runs[0]!.text.includes('e')).toBe(false);
+    // a step that accepts several tokens past the stop string must not keep them
+    expect(Math.max(runs[1]!.accepted, runs[2]!.accepted)).toBeGreaterThan(0);
+    const { accepted: _a, ...want } = runs[0]!;
+    for (const r of runs.slice(1)) {
+      const { accepted: _b, ...got } = r;
+      expect(got).toEqual(want);
+    }
+  }, 120_000);
+
   test('every generation mode the pack offers returns a final image; progressive previews first', async () => {
     const modes = ['baseline', '6nfe', '1nfe', 'progressive'] as const;
     for (const mode of modes) {

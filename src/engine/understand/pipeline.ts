@@ -389,13 +389,27 @@ export async function* runUnderstand(
         metrics.record(step.drafted, step.depth, step.accepted);
         chosenTotal += step.tokens.length;
         const cut = cutTokens(step.tokens, sp.eos, generated.length, maxTokens);
-        const kept = step.tokens.slice(0, cut.keep);
+        // token by token, so a stop string ends the answer at the token that completes it however many
+        // tokens the step accepted: text, usage and a session's history are the same in every mode
+        let keep = cut.keep;
+        let out = '';
+        let stopped = false;
+        for (let i = 0; i < cut.keep && !stopped; i++) {
+          const st = stopper.push(detok.push([step.tokens[i]!]));
+          out += st.text;
+          if (st.stopped) {
+            stopped = true;
+            keep = i + 1;
+          }
+        }
+        if (!stopped && cut.finish) {
+          const st = stopper.push(detok.flush());
+          out += st.text;
+          stopped = st.stopped;
+          if (!stopped) out += stopper.flush();
+        }
+        const kept = step.tokens.slice(0, keep);
         generated = generated.concat(kept);
-        let delta = detok.push(kept);
-        if (cut.finish) delta += detok.flush();
-        const st = stopper.push(delta);
-        let out = st.text;
-        if (!st.stopped && cut.finish) out += stopper.flush();
         text += out;
         if (!tFirst) tFirst = performance.now();
         const c: TrailingSteps = carry ?? { tokenIds: [], acceptedTokens: 0, draftedTokens: 0, steps: 0 };
@@ -407,7 +421,7 @@ export async function* runUnderstand(
           carry = null;
           yield { kind: 'chunk', text: out, tokenIds: c.tokenIds, acceptedTokens: c.acceptedTokens, draftedTokens: c.draftedTokens, steps: c.steps };
         } else carry = c;
-        if (st.stopped) {
+        if (stopped) {
           finish = 'stop';
           break;
         }
