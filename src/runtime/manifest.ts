@@ -117,22 +117,35 @@ function need(obj: unknown, field: string, kind: 'number' | 'string' | 'object' 
   return cur;
 }
 
+function positiveInt(obj: unknown, field: string, file: string): number {
+  const v = need(obj, field, 'number', file) as number;
+  if (!(Number.isInteger(v) && v > 0)) fail(file, `expected a positive integer, got ${v}`, field);
+  return v;
+}
+
+/** A file the manifest names must be a plain relative path inside the pack's folder. */
+function packFile(name: string, field: string, file: string): void {
+  if (!name || path.isAbsolute(name) || path.normalize(name).split(/[\\/]/).includes('..'))
+    fail(file, `expected a file inside the pack's folder, got ${JSON.stringify(name)}`, field);
+}
+
 export function validateManifest(m: unknown, file = 'manifest.json'): Manifest {
   if (need(m, 'format', 'string', file) !== 'hyperbagel-pack/1') fail(file, `unsupported format ${JSON.stringify((m as Manifest).format)}`, 'format');
   need(m, 'name', 'string', file);
   need(m, 'tokenizer', 'string', file);
-  for (const k of ['pad', 'bos', 'eos', 'unk', 'im_start', 'im_end', 'vision_start', 'vision_end', 'gen_start', 'gen_end'])
-    need(m, `special_tokens.${k}`, 'number', file);
-  for (const k of ['layers', 'heads', 'head_dim', 'hidden', 'vocab', 'max_positions']) {
-    const v = need(m, `decoder.${k}`, 'number', file) as number;
-    if (!(Number.isInteger(v) && v > 0)) fail(file, `expected a positive integer, got ${v}`, `decoder.${k}`);
+  for (const k of ['layers', 'heads', 'head_dim', 'hidden', 'vocab', 'max_positions']) positiveInt(m, `decoder.${k}`, file);
+  const vocab = (m as Manifest).decoder.vocab;
+  for (const k of ['pad', 'bos', 'eos', 'unk', 'im_start', 'im_end', 'vision_start', 'vision_end', 'gen_start', 'gen_end']) {
+    const v = need(m, `special_tokens.${k}`, 'number', file);
+    // an id outside the vocabulary would never be produced (an EOS the model cannot emit never stops it)
+    if (!isId(v, vocab)) fail(file, `expected a token id in [0, ${vocab}), got ${v}`, `special_tokens.${k}`);
   }
   need(m, 'graphs', 'object', file);
   const mm = m as Manifest;
   for (const g of REQUIRED_GRAPHS) if (!mm.graphs[g]) fail(file, `graph "${g}" is required`, `graphs.${g}`);
   for (const [g, spec] of Object.entries(mm.graphs)) {
     if (!KNOWN_GRAPHS.includes(g as GraphName)) continue;
-    need(m, `graphs.${g}.file`, 'string', file);
+    packFile(need(m, `graphs.${g}.file`, 'string', file) as string, `graphs.${g}.file`, file);
     need(m, `graphs.${g}.inputs`, 'object', file);
     need(m, `graphs.${g}.outputs`, 'object', file);
     for (const [io, specs] of [['inputs', spec.inputs], ['outputs', spec.outputs]] as const) {
@@ -145,11 +158,8 @@ export function validateManifest(m: unknown, file = 'manifest.json'): Manifest {
     }
   }
   const g = mm.graphs;
-  if (g.draft)
-    for (const k of ['layers', 'heads', 'head_dim']) {
-      const v = need(m, `draft.${k}`, 'number', file) as number;
-      if (!(Number.isInteger(v) && v > 0)) fail(file, `expected a positive integer, got ${v}`, `draft.${k}`);
-    }
+  packFile(mm.tokenizer, 'tokenizer', file);
+  if (g.draft) for (const k of ['layers', 'heads', 'head_dim']) positiveInt(m, `draft.${k}`, file);
   for (const k of ['denoise_6nfe', 'denoise_1nfe'] as const) {
     const dk = mm.distilled?.[k];
     const ts = dk?.timesteps;
@@ -170,11 +180,20 @@ export function validateManifest(m: unknown, file = 'manifest.json'): Manifest {
     if (pr.caption !== undefined && typeof pr.caption !== 'string') fail(file, `expected a string, got ${JSON.stringify(pr.caption)}`, 'prompts.caption');
     if (pr.think !== undefined && typeof pr.think !== 'boolean') fail(file, `expected a boolean, got ${JSON.stringify(pr.think)}`, 'prompts.think');
   }
-  if (mm.retrieval !== undefined && (typeof mm.retrieval !== 'string' || !mm.retrieval)) fail(file, `expected a file name, got ${JSON.stringify(mm.retrieval)}`, 'retrieval');
-  if (g.vision) for (const k of ['image_size', 'tokens']) need(m, `vision.${k}`, 'number', file);
+  if (mm.retrieval !== undefined) {
+    if (typeof mm.retrieval !== 'string' || !mm.retrieval) fail(file, `expected a file name, got ${JSON.stringify(mm.retrieval)}`, 'retrieval');
+    packFile(mm.retrieval, 'retrieval', file);
+  }
+  if (g.vision) for (const k of ['image_size', 'tokens']) positiveInt(m, `vision.${k}`, file);
   if (g.denoiser || g.vae_decoder || g.vae_encoder) {
-    for (const k of ['image_size', 'channels', 'height', 'width', 'patch', 'scale']) need(m, `latent.${k}`, 'number', file);
-    for (const k of ['steps', 'shift', 'cfg_text_scale', 'cfg_image_scale', 'cfg_renorm_min']) need(m, `sampler_defaults.${k}`, 'number', file);
+    for (const k of ['image_size', 'channels', 'height', 'width', 'patch']) positiveInt(m, `latent.${k}`, file);
+    need(m, 'latent.scale', 'number', file);
+    // the defaults every request without its own values runs on: a sampler they would break is a broken pack
+    positiveInt(m, 'sampler_defaults.steps', file);
+    for (const k of ['shift', 'cfg_text_scale', 'cfg_image_scale', 'cfg_renorm_min']) {
+      const v = need(m, `sampler_defaults.${k}`, 'number', file) as number;
+      if (k === 'shift' ? !(v > 0) : !(v >= 0)) fail(file, `expected a ${k === 'shift' ? 'positive' : 'non-negative'} number, got ${v}`, `sampler_defaults.${k}`);
+    }
     const iv = need(m, 'sampler_defaults.cfg_interval', 'array', file) as unknown[];
     if (iv.length !== 2 || !iv.every((x) => typeof x === 'number')) fail(file, 'expected [lo, hi]', 'sampler_defaults.cfg_interval');
     const rt = need(m, 'sampler_defaults.cfg_renorm_type', 'string', file);

@@ -258,4 +258,26 @@ describe('broken packs fail at load with the file named', () => {
     err = await engineError(() => createEngine(dir, { calibrate: false }));
     expect(err.message).toMatch(/manifest\.json.*invalid JSON/);
   });
+  test('manifest values that would break every request are refused at load, naming the field', async () => {
+    const dir = copyPack();
+    const mf = path.join(dir, 'manifest.json');
+    const good = fs.readFileSync(mf, 'utf8');
+    const cases: Array<[string, (m: any) => void, RegExp]> = [
+      ['sampler_defaults.steps', (m) => (m.sampler_defaults.steps = 0), /expected a positive integer, got 0/],
+      ['sampler_defaults.shift', (m) => (m.sampler_defaults.shift = -1), /expected a positive number/],
+      ['vision.image_size', (m) => (m.vision.image_size = 0), /expected a positive integer/],
+      ['special_tokens.eos', (m) => (m.special_tokens.eos = 999), /token id in \[0, 81\), got 999/],
+      ['graphs.decoder.file', (m) => (m.graphs.decoder.file = '../../../../etc/passwd'), /inside the pack's folder/],
+      ['tokenizer', (m) => (m.tokenizer = '/etc/passwd'), /inside the pack's folder/],
+    ];
+    for (const [field, edit, msg] of cases) {
+      const m = JSON.parse(good);
+      edit(m);
+      fs.writeFileSync(mf, JSON.stringify(m));
+      const err = await engineError(() => createEngine(dir, { calibrate: false }));
+      expect(err.code).toBe('MODEL_LOAD_FAILED');
+      expect(err.message).toContain(`field "${field}"`);
+      expect(err.message).toMatch(msg);
+    }
+  });
 });
