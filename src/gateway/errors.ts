@@ -2,7 +2,7 @@
 // anything unexpected is masked to INTERNAL with no internals leaked.
 import { GraphQLError } from 'graphql/index.js'; // the CJS entry yoga uses: one graphql instance under tsx and vitest
 import { EngineError, type EngineErrorCode } from '../engine/types.ts';
-import type { ErrorCode } from './schema-types.ts';
+import { ErrorCodeValues, type ErrorCode } from './schema-types.ts';
 
 export class GatewayError extends GraphQLError {
   constructor(
@@ -65,6 +65,9 @@ export function toGatewayError(err: unknown): GatewayError {
   return new GatewayError('INTERNAL', 'Internal server error');
 }
 
+const ERROR_CODES: ReadonlySet<unknown> = new Set(ErrorCodeValues);
+const isErrorCode = (code: unknown): code is ErrorCode => ERROR_CODES.has(code);
+
 /** yoga `maskedErrors.maskError`: keep typed errors, map engine errors, mask the rest. */
 export function maskError(error: unknown): Error {
   if (error instanceof GraphQLError) {
@@ -72,10 +75,24 @@ export function maskError(error: unknown): Error {
     if (!orig || orig === error) {
       // Errors from parsing/validation/variable coercion: keep the message, type them.
       if (error instanceof GatewayError) return error;
-      let code = (error.extensions?.code as string | undefined) ?? 'INVALID_INPUT';
+      // yoga's request-level codes (GRAPHQL_PARSE_FAILED, GRAPHQL_VALIDATION_FAILED, BAD_REQUEST,
+      // OPERATION_RESOLUTION_FAILURE, REQUEST_ENTITY_TOO_LARGE) are not ErrorCodes: all of them say the
+      // request itself is malformed, which is INVALID_INPUT (the HTTP status, 400/405/413, tells more)
+      const given = error.extensions?.code;
+      let code: ErrorCode = isErrorCode(given) ? given : 'INVALID_INPUT';
       // yoga re-wraps parser errors as GRAPHQL_PARSE_FAILED; keep the token limit's own code
       if (/^Query exceeds the limit of \d+ tokens/.test(error.message)) code = 'QUERY_TOO_COMPLEX';
-      return new GraphQLError(error.message, { nodes: error.nodes, source: error.source, positions: error.positions, path: error.path, extensions: { ...error.extensions, code } });
+      // yoga's `originalError` extension (the JSON parser's SyntaxError) and `unexpected` flag are internals.
+      // `http` stays: yoga takes the response status from it and leaves it out of HTTP bodies (graphql-ws
+      // results are stripped in server.ts). yoga applies that status with Accept: application/json only
+      // because of the originalError extension; without it, `http.spec` is dropped to keep the status.
+      const { originalError, unexpected: _unexpected, ...extensions } = error.extensions ?? {};
+      const http = extensions.http as { spec?: boolean } | undefined;
+      if (originalError !== undefined && http?.spec) {
+        const { spec: _spec, ...rest } = http;
+        extensions.http = rest;
+      }
+      return new GraphQLError(error.message, { nodes: error.nodes, source: error.source, positions: error.positions, path: error.path, extensions: { ...extensions, code } });
     }
     const mapped = toGatewayError(orig);
     return new GraphQLError(mapped.message, { nodes: error.nodes, source: error.source, positions: error.positions, path: error.path, extensions: mapped.extensions });

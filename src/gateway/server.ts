@@ -5,8 +5,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { useDeferStream } from '@graphql-yoga/plugin-defer-stream';
-import { GraphQLError, Kind, Lexer, NoSchemaIntrospectionCustomRule, Source, TokenKind, type DocumentNode, type ExecutionArgs, type ExecutionResult, type SelectionSetNode } from 'graphql/index.js'; // the CJS entry yoga uses: one graphql instance under tsx and vitest
-import { createSchema, createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
+import { GraphQLError, Kind, Lexer, NoSchemaIntrospectionCustomRule, Source, TokenKind, defaultFieldResolver, getOperationAST, type DirectiveNode, type DocumentNode, type ExecutionArgs, type ExecutionResult, type GraphQLObjectType, type SelectionSetNode } from 'graphql/index.js'; // the CJS entry yoga uses: one graphql instance under tsx and vitest
+import { createSchema, createYoga, isAsyncIterable, processRegularResult, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { createResolvers } from '../../resolvers/index.ts';
@@ -14,6 +14,7 @@ import type { Engine } from '../engine/types.ts';
 import { handleDemoRequest } from '../web/serve.ts';
 import { readSchemaSdl } from './codegen.ts';
 import { GatewayError, maskError } from './errors.ts';
+import type { ErrorCode } from './schema-types.ts';
 import { fastSubscribe, setEventMask } from './fast-subscribe.ts';
 import { directNextStream } from './ws-direct.ts';
 import { HostPolicy, OriginPolicy } from './origin.ts';
@@ -135,6 +136,80 @@ export function usesIncrementalDelivery(doc: DocumentNode): boolean {
   return v;
 }
 
+/**
+ * Can this operation's response be a stream of @defer/@stream payloads? Unlike usesIncrementalDelivery
+ * (a cheap superset), this looks only at the operation that runs and the fragments it spreads, and
+ * leaves out a directive whose `if` is false (a literal, or a variable given or defaulting to false),
+ * since such a request is answered with a single result.
+ */
+export function deliversIncrementally(args: Pick<ExecutionArgs, 'document' | 'operationName' | 'variableValues'>): boolean {
+  const op = getOperationAST(args.document, args.operationName);
+  if (!op) return false;
+  const fragments = new Map<string, SelectionSetNode>();
+  for (const d of args.document.definitions) if (d.kind === Kind.FRAGMENT_DEFINITION) fragments.set(d.name.value, d.selectionSet);
+  const vars = args.variableValues ?? {};
+  const enabled = (d: DirectiveNode): boolean => {
+    let cond = d.arguments?.find((a) => a.name.value === 'if')?.value;
+    if (cond?.kind === Kind.VARIABLE) {
+      const name = cond.name.value;
+      if (Object.hasOwn(vars, name)) return vars[name] !== false;
+      cond = op.variableDefinitions?.find((v) => v.variable.name.value === name)?.defaultValue;
+    }
+    return !(cond?.kind === Kind.BOOLEAN && !cond.value);
+  };
+  const seen = new Set<string>();
+  const visit = (set: SelectionSetNode | undefined): boolean => {
+    for (const sel of set?.selections ?? []) {
+      if (sel.directives?.some((d) => (d.name.value === 'defer' || d.name.value === 'stream') && enabled(d))) return true;
+      if (sel.kind !== Kind.FRAGMENT_SPREAD) {
+        if (visit(sel.selectionSet)) return true;
+      } else if (!seen.has(sel.name.value)) {
+        seen.add(sel.name.value);
+        if (visit(fragments.get(sel.name.value))) return true;
+      }
+    }
+    return false;
+  };
+  return visit(op.selectionSet);
+}
+
+/** The media types yoga answers a single result in, and a stream in (a subscription's stream: SSE only). */
+const SINGLE_RESULT_TYPES = ['application/json', 'application/graphql-response+json', 'text/event-stream', 'multipart/mixed'] as const;
+const STREAM_TYPES = ['text/event-stream', 'multipart/mixed'] as const;
+const SUBSCRIPTION_TYPES = ['text/event-stream'] as const;
+
+/**
+ * Does this Accept header admit one of `offered`? Read the way yoga's result processors read it
+ * (graphql-yoga result-processor/accept.js), so that a request is refused exactly when yoga would
+ * find no format: no header means any type, q-values are ignored, an entry with a charset other
+ * than utf-8 is skipped, and wildcards match.
+ */
+export function acceptsAny(accept: string | null | undefined, offered: readonly string[]): boolean {
+  for (const entry of (accept || '*/*').replace(/\s/g, '').toLowerCase().split(',')) {
+    const [type = '', ...params] = entry.split(';');
+    const charset = params.find((p) => p.includes('charset='));
+    if (charset !== undefined && charset !== 'charset=utf-8') continue;
+    const [pre, suf] = type.split('/');
+    for (const o of offered) {
+      const [p, s] = o.split('/');
+      if ((pre === '*' || pre === p) && (suf === '*' || suf === s)) return true;
+    }
+  }
+  return false;
+}
+
+/** graphql-ws results carry no HTTP internals: yoga's `extensions.http` (status, headers) is for its own HTTP responses. */
+function withoutHttp(e: GraphQLError): GraphQLError {
+  if (!e.extensions || !('http' in e.extensions)) return e;
+  const { http: _http, ...extensions } = e.extensions;
+  return new GraphQLError(e.message, { nodes: e.nodes, source: e.source, positions: e.positions, path: e.path, extensions });
+}
+function wsResult<T>(result: T): T {
+  const r = result as ExecutionResult | null;
+  if (!r || typeof r !== 'object' || isAsyncIterable(r) || !r.errors?.length) return result;
+  return { ...r, errors: r.errors.map(withoutHttp) } as T;
+}
+
 interface WsOp {
   controller: AbortController;
 }
@@ -151,6 +226,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const hosts = new HostPolicy(options.allowedHosts, bindHost, options.publicUrl);
   const hostRejection = (host: string | undefined) =>
     `Host header "${host ?? ''}" is not allowed (DNS rebinding protection); allow it with --allow-host / HYPERBAGEL_ALLOWED_HOSTS`;
+  const countCode = (code: string) => rt.metrics.errors.inc({ code }); // errors_total (see errorCountPlugin)
   const limiter = new RateLimiter({ ratePerSecond: L.rateLimitPerSecond, burst: L.rateLimitBurst });
   /** The rate-limit identity: a valid API key when auth is on, else the client's IP address. */
   const rateClient = (key: string | undefined, req: IncomingMessage) =>
@@ -189,6 +265,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       if (keyAllowed(apiKeys, extractApiKey(request.headers.get('authorization')))) return;
       // GraphiQL's page itself is public (dev only); its requests still need the key.
       if (isGraphiqlPage(dev, request.method, request.headers.get('accept'), request.url)) return;
+      countCode('UNAUTHENTICATED');
       endResponse(
         new fetchAPI.Response(JSON.stringify({ errors: [{ message: 'Missing or invalid API key', extensions: { code: 'UNAUTHENTICATED' } }] }), {
           status: 401,
@@ -204,6 +281,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       const ct = request.headers.get('content-type') ?? '';
       if (request.method === 'POST' && /multipart\/form-data|application\/x-www-form-urlencoded|text\/plain/i.test(ct)) {
         if (!request.headers.get('graphql-require-preflight') && !request.headers.get('apollo-require-preflight') && !request.headers.get('authorization')) {
+          countCode('INVALID_INPUT');
           endResponse(
             new fetchAPI.Response(
               JSON.stringify({ errors: [{ message: 'Uploads need a "GraphQL-Require-Preflight: 1" header', extensions: { code: 'INVALID_INPUT' } }] }),
@@ -233,17 +311,82 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     },
   };
 
+  // errors_total: every error a client gets is counted once, where it arises. Here: execution results
+  // and their events (queries, mutations, subscription starts and events, on both transports; the
+  // graphql-ws fast path counts its events in its mask below), request-level errors that never reach
+  // execution (onResultProcess for HTTP, onSubscribe for graphql-ws) and the refusals answered before
+  // yoga (401, 403, 429, CSRF). Not here: an error that ends an understand stream mid-way (the
+  // resolvers count it in the stream's `end`), and a failed image job (jobs.ts counts it when the job
+  // fails; ImageJob.result reporting it to a client is the same error).
+  const failedJobErrors = new WeakSet<object>();
+  const countError = (e: unknown) => {
+    const orig = e instanceof GraphQLError ? (e.originalError ?? e) : e;
+    if (typeof orig === 'object' && orig !== null && failedJobErrors.has(orig)) return;
+    countCode(String((maskError(e) as GraphQLError).extensions?.code ?? 'INTERNAL'));
+  };
+  /** the errors of a result, or of an incremental (@defer/@stream) payload */
+  const countResult = (result: unknown) => {
+    const r = result as { errors?: readonly unknown[]; incremental?: ReadonlyArray<{ errors?: readonly unknown[] }> } | null;
+    for (const e of r?.errors ?? []) countError(e);
+    for (const inc of r?.incremental ?? []) for (const e of inc.errors ?? []) countError(e);
+  };
+  const jobResult = (schema.getType('ImageJob') as GraphQLObjectType).getFields()['result']!;
+  const resolveJobResult = jobResult.resolve ?? defaultFieldResolver;
+  jobResult.resolve = async (source, args, ctx, info) => {
+    try {
+      return await resolveJobResult(source, args, ctx, info);
+    } catch (e) {
+      const job = rt.jobs.find((source as { id: string }).id);
+      if (job?.status === 'FAILED' && job.error && job.error === e) failedJobErrors.add(job.error);
+      throw e;
+    }
+  };
+  /** HTTP requests whose errors were counted at execution (the others are counted in onResultProcess) */
+  const countedRequests = new WeakSet<object>();
+  const counted = (args: ExecutionArgs, result: unknown) => {
+    const request = (args.contextValue as { request?: object } | undefined)?.request;
+    if (request) countedRequests.add(request);
+    if (!isAsyncIterable(result)) return void countResult(result);
+    return { onNext: ({ result: event }: { result: unknown }) => countResult(event) };
+  };
+  // Registered before yoga's masking: these hooks see errors as thrown (a failed job's own error).
   const errorCountPlugin: Plugin = {
-    onExecute() {
-      return {
-        onExecuteDone({ result }) {
-          const count = (r: unknown) => {
-            const errs = (r as { errors?: readonly GraphQLError[] }).errors;
-            for (const e of errs ?? []) rt.metrics.errors.inc({ code: String(maskError(e) instanceof GraphQLError ? ((maskError(e) as GraphQLError).extensions?.code ?? 'INTERNAL') : 'INTERNAL') });
-          };
-          if (result && typeof result === 'object' && !(Symbol.asyncIterator in result)) count(result);
-        },
-      };
+    onExecute: ({ args }) => ({ onExecuteDone: ({ result }) => counted(args, result) }),
+    onSubscribe: ({ args }) => ({ onSubscribeResult: ({ result }) => counted(args, result) }),
+    onResultProcess({ request, result, setResult }) {
+      // Request-level errors (syntax, validation, a bad body, no single operation...) never reach
+      // execution; yoga gives them its own codes, and validation errors skip maskedErrors: type them
+      // here (the masked ones are unchanged by a second maskError), and count those not counted yet.
+      if (Array.isArray(result) || isAsyncIterable(result) || !result.errors?.length) return;
+      const errors = result.errors.map((e) => maskError(e) as GraphQLError);
+      if (!countedRequests.has(request)) for (const e of errors) countError(e);
+      setResult({ ...result, errors });
+    },
+  };
+
+  // yoga picks the response format after execution, and answers 406 with an empty body when the
+  // Accept header admits none: the model has run by then and the client never learns a job id.
+  // Decide before executing, as yoga would decide (acceptsAny), and refuse with a typed JSON error.
+  const notAcceptable = new WeakSet<object>();
+  const acceptGuard = (args: ExecutionArgs, types: readonly string[], message: string, refuse: (r: ExecutionResult) => void) => {
+    const request = (args.contextValue as { request?: Request } | undefined)?.request; // none over graphql-ws
+    if (!request || acceptsAny(request.headers.get('accept'), types)) return;
+    notAcceptable.add(request);
+    refuse({ errors: [new GatewayError('INVALID_INPUT', message, { http: { status: 406 } })] });
+  };
+  const acceptPlugin: Plugin = {
+    onExecute({ args, setResultAndStopExecution }) {
+      if (deliversIncrementally(args))
+        acceptGuard(args, STREAM_TYPES, 'An operation with @defer or @stream is streamed as text/event-stream or multipart/mixed, which the Accept header does not allow; send Accept: text/event-stream or multipart/mixed', setResultAndStopExecution);
+      else
+        acceptGuard(args, SINGLE_RESULT_TYPES, 'The Accept header allows no format a result is sent in; send Accept: application/json (or application/graphql-response+json, text/event-stream, multipart/mixed)', setResultAndStopExecution);
+    },
+    onSubscribe({ args, setResultAndStopExecution }) {
+      acceptGuard(args, SUBSCRIPTION_TYPES, 'A subscription is streamed over HTTP as text/event-stream, which the Accept header does not allow; send Accept: text/event-stream (or subscribe over graphql-ws)', setResultAndStopExecution);
+    },
+    onResultProcess({ request, resultProcessor, setResultProcessor }) {
+      // the refusal is JSON even when the Accept header admits no JSON type
+      if (notAcceptable.has(request) && !resultProcessor) setResultProcessor(processRegularResult, 'application/json');
     },
   };
 
@@ -279,12 +422,18 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
         baseUrl: init.baseUrl ?? options.publicUrl ?? (host ? `http://${host}` : ''),
       };
     },
-    plugins: [authPlugin, csrfPlugin, limitsPlugin, useDeferStream(), subscribeFastPath, errorCountPlugin],
+    // errorCountPlugin before acceptPlugin: its hooks also see acceptPlugin's refusals
+    plugins: [authPlugin, csrfPlugin, limitsPlugin, useDeferStream(), subscribeFastPath, errorCountPlugin, acceptPlugin],
   });
 
   const sendJson = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
     res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers });
     res.end(JSON.stringify(body));
+  };
+  /** a refusal answered before yoga, counted in errors_total like every other error */
+  const sendError = (res: ServerResponse, status: number, message: string, extensions: Record<string, unknown> & { code: ErrorCode }, headers: Record<string, string> = {}) => {
+    countCode(extensions.code);
+    sendJson(res, status, { errors: [{ message, extensions }] }, headers);
   };
 
   const handler = (req: IncomingMessage, res: ServerResponse) => {
@@ -293,11 +442,11 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     if (path === '/ready') return sendJson(res, rt.ready ? 200 : 503, { ready: rt.ready, engine: rt.state });
     if (!hosts.allows(req.headers.host)) {
       rt.metrics.originRejected.inc({ transport: 'http' });
-      return sendJson(res, 403, { errors: [{ message: hostRejection(req.headers.host), extensions: { code: 'FORBIDDEN' } }] });
+      return sendError(res, 403, hostRejection(req.headers.host), { code: 'FORBIDDEN' });
     }
     if ((path === '/metrics' || path.startsWith('/images/')) && !origins.allows(req.headers.origin, req.headers.host)) {
       rt.metrics.originRejected.inc({ transport: 'http' });
-      return sendJson(res, 403, { errors: [{ message: 'This Origin is not allowed (see --allow-origin)', extensions: { code: 'FORBIDDEN' } }] });
+      return sendError(res, 403, 'This Origin is not allowed (see --allow-origin)', { code: 'FORBIDDEN' });
     }
     if (path === '/metrics') {
       if (authOn && !keyAllowed(apiKeys, extractApiKey(req.headers.authorization))) return sendJson(res, 401, { error: 'Missing or invalid API key' });
@@ -319,7 +468,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     if (path === '/graphql') {
       if (!origins.allows(req.headers.origin, req.headers.host)) {
         rt.metrics.originRejected.inc({ transport: 'http' });
-        return sendJson(res, 403, { errors: [{ message: 'This Origin is not allowed (see --allow-origin)', extensions: { code: 'FORBIDDEN' } }] });
+        return sendError(res, 403, 'This Origin is not allowed (see --allow-origin)', { code: 'FORBIDDEN' });
       }
       // every operation counts; CORS preflights and the GraphiQL page do not
       const isPage = isGraphiqlPage(dev, req.method, req.headers.accept, req.url ?? '/');
@@ -332,7 +481,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
           // an allowed cross-origin page must be able to read the 429 (yoga's CORS headers are not applied here)
           if (origins.needsCors(req.headers.origin, req.headers.host))
             Object.assign(headers, { 'access-control-allow-origin': req.headers.origin!, 'access-control-expose-headers': 'Retry-After', vary: 'Origin' });
-          return sendJson(res, 429, { errors: [{ message: err.message, extensions: err.extensions }] }, headers);
+          return sendError(res, 429, err.message, { ...err.extensions, code: err.code }, headers);
         }
       }
     }
@@ -483,13 +632,14 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
         if (!authOn) return true;
         return keyAllowed(apiKeys, wsKey(ctx)); // false -> close 4403 Forbidden
       },
-      execute: (args) => (args.rootValue as Roots).execute(args) as never,
+      execute: async (args) => wsResult(await (args.rootValue as Roots).execute(args)) as never,
       // The subscribe goes through envelop (plugins, masking of subscribe-time errors). Each event
       // of a fast-path stream then gets the same masking inside its own promise reaction (setEventMask)
       // instead of envelop's mapAsyncIterator/iterateAsync/errorAsyncIterator chain per event.
-      // This relies on masking (yoga's maskedErrors and its AbortError pass-through) being the only
-      // per-event subscription hooks in this server: a plugin added with onSubscribeResult
-      // onNext/onEnd hooks would be skipped here for graphql-ws (fold it into EventStream or drop this).
+      // This relies on masking (yoga's maskedErrors and its AbortError pass-through) and error
+      // counting (errorCountPlugin's onNext, done in the mask below) being the only per-event
+      // subscription hooks in this server: a plugin added with onSubscribeResult onNext/onEnd hooks
+      // would be skipped here for graphql-ws (fold it into EventStream or drop this).
       // Such a stream's `next` messages are then written by directNextStream (ws-direct.ts) rather
       // than by graphql-ws's per-event loop; this options object has no onNext hook, which that needs.
       subscribe: async (args) => {
@@ -498,20 +648,34 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
         const raw = eventStreams.get(args.contextValue as object);
         eventStreams.delete(args.contextValue as object);
         const m = (yoga as unknown as { maskedErrorsOpts?: { maskError: (e: unknown, message: string) => unknown; errorMessage: string } | null }).maskedErrorsOpts;
-        if (raw && m && result && typeof result === 'object' && Symbol.asyncIterator in result && setEventMask(raw, (e) => m.maskError(e, m.errorMessage)))
-          return directNextStream(raw, roots.socket, roots.id) as never;
-        return result as never;
+        if (raw && m && result && typeof result === 'object' && Symbol.asyncIterator in result) {
+          // The mask sees an event's errors (field errors: they have a path) and the error ending the
+          // stream (no path; an understand stream's, counted by the resolvers): count the former only.
+          const mask = (e: unknown) => {
+            if ((e as GraphQLError | null)?.path) countError(e);
+            return m.maskError(e, m.errorMessage);
+          };
+          if (setEventMask(raw, mask)) return directNextStream(raw, roots.socket, roots.id) as never;
+        }
+        return wsResult(result) as never;
       },
       onSubscribe: async (ctx, id, params) => {
+        /** an operation refused before execution: typed, counted, without HTTP internals */
+        const refuse = (errors: readonly unknown[]) =>
+          errors.map((e) => {
+            const typed = withoutHttp(maskError(e) as GraphQLError);
+            countError(typed);
+            return typed;
+          });
         const socket = ctx.extra.socket;
         const ops = opsOf(socket);
         if (ops.size >= L.maxSubscriptionsPerSocket)
-          return [new GatewayError('TOO_MANY_SUBSCRIPTIONS', `At most ${L.maxSubscriptionsPerSocket} concurrent operations per connection`)];
+          return refuse([new GatewayError('TOO_MANY_SUBSCRIPTIONS', `At most ${L.maxSubscriptionsPerSocket} concurrent operations per connection`)]);
         if (limiter.enabled) {
           const wait = limiter.take(rateClient(wsKey(ctx), ctx.extra.request));
           if (wait > 0) {
             rt.metrics.rateLimited.inc({ transport: 'ws' });
-            return [rateLimitedError(wait)];
+            return refuse([rateLimitedError(wait)]);
           }
         }
         const controller = new AbortController();
@@ -528,10 +692,12 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
         try {
           document = yParse(params.query);
         } catch (e) {
-          return [maskError(e) as GraphQLError];
+          return refuse([e]);
         }
         const errors = validate(s, document);
-        if (errors.length) return errors.map((e: GraphQLError) => maskError(e) as GraphQLError);
+        if (errors.length) return refuse(errors);
+        // graphql-ws would answer this itself, with no code ("Unable to identify operation")
+        if (!getOperationAST(document, params.operationName)) return refuse([new GatewayError('INVALID_INPUT', 'Could not determine what operation to execute.')]);
         ops.set(id, { controller });
         const args: ExecutionArgs = {
           schema: s,

@@ -1,6 +1,10 @@
 // /metrics after real traffic: the latency and speculation histograms are fed by image jobs and
-// understand streams, and previews a lagging imageJob consumer never took are counted as dropped.
+// understand streams, and live previews a lagging imageJob consumer never took are counted as dropped
+// (a replay of what was logged before it subscribed drops nothing).
+import { createHash } from 'node:crypto';
+import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ImageFrame } from '../../src/engine/types.ts';
 import type { RunningServer } from '../../src/gateway/server.ts';
 import { FakeEngine } from './fake-engine.ts';
 import { gqlPost, start, waitFor, wsClient, wsRun } from './helpers.ts';
@@ -49,25 +53,64 @@ describe('/metrics', () => {
     expect(await sample('hyperbagel_gateway_acceptance_length_sum')).toBe(8); // 2 accepted per step
   });
 
-  it('counts previews superseded before a lagging imageJob consumer took them', async () => {
+  it('a replay of a finished job delivers every preview: none counted as dropped', async () => {
     // a detached job (no previews/result selected) runs to the end while nobody reads it
     const r = await gqlPost(server, { query: `mutation { generateImage(input: { prompt: "x", intermediatePreviews: true }) { id } }` });
     const id = r.json.data.generateImage.id as string;
     await waitFor(() => server.runtime.jobs.get(id).terminal, 'the job to end');
     const before = await sample(DROPPED);
-    // the consumer starts from the beginning of the log only now: 5 previews are waiting, it gets the latest
     const client = wsClient(server);
     try {
       const events = await wsRun(client, `subscription($id: ID!) { imageJob(id: $id) { seq status done frame { stage nfe } } }`, { id });
       const frames = events.map((e) => (e.data as any).imageJob.frame).filter(Boolean);
-      expect(frames).toEqual([
-        { stage: 'PREVIEW', nfe: 5 },
-        { stage: 'FINAL', nfe: 6 },
-      ]);
+      expect(frames).toEqual([1, 2, 3, 4, 5].map((nfe) => ({ stage: 'PREVIEW', nfe })).concat([{ stage: 'FINAL', nfe: 6 }]));
       expect((events.at(-1)!.data as any).imageJob).toMatchObject({ status: 'SUCCEEDED', done: true });
     } finally {
       await client.dispose();
     }
-    expect((await sample(DROPPED)) - before).toBe(4);
+    expect((await sample(DROPPED)) - before).toBe(0);
+  });
+
+  it('counts live previews superseded before a lagging imageJob consumer took them', async () => {
+    // previews produced in one burst after the consumer subscribed: while one is sent, newer ones supersede the rest
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    const frame = async (stage: 'preview' | 'final', nfe: number): Promise<ImageFrame> => {
+      const raw = Buffer.alloc(8 * 8 * 3, nfe * 20);
+      const bytes = new Uint8Array(await sharp(raw, { raw: { width: 8, height: 8, channels: 3 } }).png().toBuffer());
+      return { stage, nfe, step: nfe, elapsedMs: 0, seed: 0, image: { mimeType: 'image/png', width: 8, height: 8, bytes, sha256: createHash('sha256').update(bytes).digest('hex') }, rgb: { width: 8, height: 8, data: new Uint8Array(raw) } };
+    };
+    class BurstEngine extends FakeEngine {
+      override async *generate(): AsyncGenerator<ImageFrame> {
+        const frames = await Promise.all([1, 2, 3, 4, 5].map((n) => frame('preview', n)).concat([frame('final', 6)]));
+        await gate;
+        yield* frames; // back to back, with no I/O in between
+      }
+    }
+    const s = await start({ engine: new BurstEngine() });
+    const metric = async () => {
+      const text = await (await fetch(s.url.replace(/\/graphql$/, '/metrics'))).text();
+      return Number(new RegExp(`^${DROPPED} (\\S+)$`, 'm').exec(text)?.[1]);
+    };
+    const client = wsClient(s);
+    try {
+      const r = await gqlPost(s, { query: `mutation { generateImage(input: { prompt: "x", intermediatePreviews: true }) { id } }` });
+      const id = r.json.data.generateImage.id as string;
+      const job = s.runtime.jobs.get(id);
+      const events = wsRun(client, `subscription($id: ID!) { imageJob(id: $id) { seq status done frame { stage nfe } } }`, { id });
+      await waitFor(() => (job as unknown as { watchers: number }).watchers > 0, 'the consumer to subscribe');
+      open();
+      const frames = (await events).map((e) => (e.data as any).imageJob.frame).filter(Boolean);
+      // the first preview goes out at once (the consumer was waiting); 2-4 are superseded while it is sent
+      expect(frames).toEqual([
+        { stage: 'PREVIEW', nfe: 1 },
+        { stage: 'PREVIEW', nfe: 5 },
+        { stage: 'FINAL', nfe: 6 },
+      ]);
+      expect(await metric()).toBe(3);
+    } finally {
+      await client.dispose();
+      await s.close();
+    }
   });
 });
