@@ -80,6 +80,23 @@ describe.runIf(present)('default pack', () => {
     }
   }, 120_000);
 
+  test('acceptance statistics count only tokens the answer kept (not drafts accepted past its end)', async () => {
+    const image = renderScene(loadUnderstandSuite('test').items[2]!.scene);
+    for (const speculation of [{ mode: 'chain', chainLength: 8 }, { mode: 'tree', treeBudget: 24, treeTopK: 2, treeDepth: 8 }] as SpeculationOptions[]) {
+      // drafting already stops at the token budget; an EOS or a stop string can fall inside an accepted draft
+      for (const stop of [[], ['e']]) {
+        const evs = await collect(engine.understand({ prompt: captionPrompt(PACK), image, temperature: 0, maxTokens: 48, stop, speculation }));
+        const s = evs.at(-1)!;
+        if (s.kind !== 'done') throw new Error('no summary');
+        const eos = s.finishReason === 'eos' ? 1 : 0;
+        if (!stop.length) expect(s.speculation.acceptedTokens).toBeGreaterThan(0);
+        expect(s.speculation.acceptedTokens).toBeLessThanOrEqual(s.usage.completionTokens + eos);
+        const perEvent = evs.reduce((n, e) => n + (e.kind === 'chunk' ? e.acceptedTokens : (e.trailing?.acceptedTokens ?? 0)), 0);
+        expect(perEvent).toBe(s.speculation.acceptedTokens);
+      }
+    }
+  }, 120_000);
+
   test('every generation mode the pack offers returns a final image; progressive previews first', async () => {
     const modes = ['baseline', '6nfe', '1nfe', 'progressive'] as const;
     for (const mode of modes) {

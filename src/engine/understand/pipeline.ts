@@ -386,7 +386,6 @@ export async function* runUnderstand(
     });
     try {
       for await (const step of steps) {
-        metrics.record(step.drafted, step.depth, step.accepted);
         chosenTotal += step.tokens.length;
         const cut = cutTokens(step.tokens, sp.eos, generated.length, maxTokens);
         // token by token, so a stop string ends the answer at the token that completes it however many
@@ -411,10 +410,15 @@ export async function* runUnderstand(
         const kept = step.tokens.slice(0, keep);
         generated = generated.concat(kept);
         text += out;
+        // drafts accepted past the answer's end (after its EOS, stop string or last allowed token) are
+        // not part of it: count only the accepted tokens the answer kept (its EOS included)
+        const ended = keep < cut.keep || cut.finish !== null;
+        const accepted = ended ? Math.min(step.accepted, keep + (cut.finish === 'eos' && keep === cut.keep ? 1 : 0)) : step.accepted;
+        metrics.record(step.drafted, step.depth, accepted);
         if (!tFirst) tFirst = performance.now();
         const c: TrailingSteps = carry ?? { tokenIds: [], acceptedTokens: 0, draftedTokens: 0, steps: 0 };
         c.tokenIds.push(...kept);
-        c.acceptedTokens += step.accepted;
+        c.acceptedTokens += accepted;
         c.draftedTokens += step.drafted;
         c.steps += 1;
         if (out.length > 0) {
