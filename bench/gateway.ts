@@ -19,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { Engine, GenerateRequest, ImageFrame, SessionHandle, UnderstandEvent, UnderstandRequest } from '../src/engine/types.ts';
 import { startServer } from '../src/gateway/server.ts';
+import { flag, intFlag, parseArgs, UsageError } from '../src/cli/args.ts';
 
 export const HELP = `Usage: hyperbagel bench gateway [--streams N] [--tokens N] [--step-ms MS] [--transport ws|sse] [--json]
 
@@ -157,27 +158,19 @@ function percentile(sorted: number[], p: number): number {
   return sorted[i]!;
 }
 
-function intArg(argv: string[], name: string, fallback: number): number {
-  const i = argv.findIndex((a) => a === `--${name}` || a.startsWith(`--${name}=`));
-  if (i < 0) return fallback;
-  const raw = argv[i]!.includes('=') ? argv[i]!.split('=')[1] : argv[i + 1];
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name} must be a positive integer, got "${raw}"`);
-  return n;
-}
-
 export async function run(argv: string[]): Promise<number> {
-  if (argv.includes('--help') || argv.includes('-h')) {
+  const args = parseArgs(argv, { values: ['streams', 'tokens', 'step-ms', 'transport'], booleans: ['json'] });
+  if (args.flags.has('help')) {
     console.log(HELP);
     return 0;
   }
-  const streams = intArg(argv, 'streams', 200);
-  const tokens = intArg(argv, 'tokens', 50);
-  const stepMs = intArg(argv, 'step-ms', 20);
-  const ti = argv.indexOf('--transport');
-  const transport = ti >= 0 ? argv[ti + 1] : 'ws';
-  if (transport !== 'ws' && transport !== 'sse') throw new Error('--transport must be ws or sse');
-  const json = argv.includes('--json');
+  if (args.positionals.length) throw new UsageError(`unexpected argument "${args.positionals[0]}"`);
+  const streams = intFlag(args, 'streams', 200, 1, 100_000);
+  const tokens = intFlag(args, 'tokens', 50, 1, 1_000_000);
+  const stepMs = intFlag(args, 'step-ms', 20, 1, 60_000);
+  const transport = flag(args, 'transport') ?? 'ws';
+  if (transport !== 'ws' && transport !== 'sse') throw new UsageError(`--transport must be ws or sse, got "${transport}"`);
+  const json = args.flags.has('json');
 
   const engine = new StampingEngine(tokens, stepMs, streams);
   const server = await startServer({

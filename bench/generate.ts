@@ -2,7 +2,7 @@
 // NFE) vs the 6-NFE path, the 1-NFE preview latency, and where the fixed costs go.
 import fs from 'node:fs';
 import path from 'node:path';
-import { flag, intFlag, parseArgs } from '../src/cli/args.ts';
+import { flag, intFlag, parseArgs, UsageError } from '../src/cli/args.ts';
 import { DEFAULT_PACK, FIXTURE_PACK, resolvePack } from '../src/engine/cli-support.ts';
 import { createEngine, type LocalEngine } from '../src/engine/index.ts';
 import type { FrameTimings, GenerateRequest, ImageFrame } from '../src/engine/types.ts';
@@ -72,6 +72,7 @@ export async function run(argv: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
+  if (args.positionals.length) throw new UsageError(`unexpected argument "${args.positionals[0]}"`);
   const packFlag = flag(args, 'pack') ?? (fs.existsSync(path.join(DEFAULT_PACK, 'manifest.json')) ? undefined : FIXTURE_PACK);
   const pack = resolvePack(packFlag);
   const runs = intFlag(args, 'runs', 5, 1, 100);

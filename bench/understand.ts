@@ -1,7 +1,7 @@
 // `hyperbagel bench understand [--json]`: plain vs chain vs tree speculative decoding, measured in one
 // run on one pack (default models/shapes-mot; falls back to the fixture pack if it is not built).
 // Greedy, so the outputs of every mode must be identical (`lossless`).
-import { flag, intFlag, parseArgs } from '../src/cli/args.ts';
+import { flag, intFlag, parseArgs, UsageError } from '../src/cli/args.ts';
 import { DEFAULT_PACK, FIXTURE_PACK, resolvePack } from '../src/engine/cli-support.ts';
 import { createEngine } from '../src/engine/index.ts';
 import { chooseShape, CostCurve } from '../src/engine/speculative/sizing.ts';
@@ -42,6 +42,7 @@ export async function run(argv: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
+  if (args.positionals.length) throw new UsageError(`unexpected argument "${args.positionals[0]}"`);
   const packFlag = flag(args, 'pack') ?? (fs.existsSync(path.join(DEFAULT_PACK, 'manifest.json')) ? undefined : FIXTURE_PACK);
   const pack = resolvePack(packFlag);
   const maxTokens = intFlag(args, 'max-tokens', 64, 1, 1024);

@@ -4,7 +4,10 @@ import sharp, { type OutputInfo } from 'sharp';
 import type { RgbImage } from '../engine/types.ts';
 import { WorldError } from '../world/errors.ts';
 
-/** Reads an image file as RGB; `expectSize` rejects other dimensions. */
+/**
+ * Reads an image file as RGB; `expectSize` rejects other dimensions. Decoded as the gateway does
+ * (src/gateway/images.ts): alpha flattened on white; and turned upright by its EXIF orientation.
+ */
 export async function readRgbFile(path: string, expectSize?: number): Promise<RgbImage> {
   let bytes: Buffer;
   try {
@@ -14,7 +17,13 @@ export async function readRgbFile(path: string, expectSize?: number): Promise<Rg
   }
   let raw: { data: Buffer; info: OutputInfo };
   try {
-    raw = await sharp(bytes, { limitInputPixels: 4096 * 4096 }).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+    raw = await sharp(bytes, { limitInputPixels: 4096 * 4096 })
+      .rotate()
+      .flatten({ background: '#ffffff' })
+      .toColourspace('srgb')
+      .removeAlpha()
+      .raw()
+      .toBuffer({ resolveWithObject: true });
   } catch (err) {
     throw new WorldError('BAD_IMAGE', `"${path}" is not a readable image (${(err as Error).message})`);
   }

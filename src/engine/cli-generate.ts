@@ -2,19 +2,18 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { flag, parseArgs, threadsFlag, UsageError } from '../cli/args.ts';
+import { checkPromptLength } from '../cli/input-limits.ts';
+import { checkOutputDir, checkOutputFile } from '../cli/output-path.ts';
 import { createEngine } from './index.ts';
 import { numberFlag, readImageFile, resolvePack } from './cli-support.ts';
 import type { GenerateRequest, GenerationMode } from './types.ts';
 
-export async function runGenerateCommand(argv: string[], edit: boolean, help: string): Promise<number> {
-  const args = parseArgs(argv, {
-    values: ['out', 'mode', 'seed', 'steps', 'cfg-text', 'cfg-image', 'shift', 'previews', 'image', 'pack', 'threads', 'think-temperature'],
-    booleans: ['quiet', 'think'],
-  });
-  if (args.flags.has('help')) {
-    console.log(help);
-    return 0;
-  }
+const VALUES = ['out', 'mode', 'seed', 'steps', 'cfg-text', 'cfg-image', 'shift', 'previews', 'image', 'pack', 'threads', 'think-temperature'];
+
+/** Everything generate / edit need from their arguments, checked without loading or writing anything. */
+function parse(argv: string[], edit: boolean) {
+  const args = parseArgs(argv, { values: VALUES, booleans: ['quiet', 'think'] });
+  if (args.flags.has('help')) return { args, help: true as const };
   const prompt = args.positionals.join(' ');
   if (!prompt.trim()) throw new UsageError(edit ? 'an instruction is required' : 'a prompt is required');
   const out = flag(args, 'out');
@@ -23,27 +22,51 @@ export async function runGenerateCommand(argv: string[], edit: boolean, help: st
   if (!['progressive', '6nfe', '1nfe', 'baseline'].includes(mode)) throw new UsageError('--mode must be progressive, 6nfe, 1nfe or baseline');
   const image = flag(args, 'image');
   if (edit && !image) throw new UsageError('--image FILE is required');
+  if (!edit && image !== undefined) throw new UsageError('--image applies to editing; to edit an image, run hyperbagel edit --image FILE "instruction" --out FILE.png');
+  // flags that would be silently ignored are refused, as the GraphQL API refuses them
+  if (mode !== 'baseline' && args.flags.has('steps')) throw new UsageError(`--steps applies to --mode baseline only (the ${mode} sampler has a fixed number of steps)`);
+  if (!edit && args.flags.has('cfg-image')) throw new UsageError('--cfg-image applies to editing only (text-to-image has no image guidance)');
   const think = args.flags.has('think');
   if (think && edit) throw new UsageError('--think applies to text-to-image only');
   const thinkTemperature = numberFlag(flag(args, 'think-temperature'), 'think-temperature');
   if (thinkTemperature !== undefined && !think) throw new UsageError('--think-temperature needs --think');
   const previews = flag(args, 'previews');
   const threads = threadsFlag(args);
-  // read the image before loading the model, so a missing or unreadable file fails at once
+  checkPromptLength(prompt, edit ? 'instruction' : 'prompt');
+  // numbers are checked before the model loads; their ranges (some from the pack) by the engine
+  const req: GenerateRequest = {
+    prompt,
+    mode,
+    seed: numberFlag(flag(args, 'seed'), 'seed', { integer: true, min: 0 }),
+    steps: numberFlag(flag(args, 'steps'), 'steps', { integer: true }),
+    cfgTextScale: numberFlag(flag(args, 'cfg-text'), 'cfg-text'),
+    cfgImageScale: numberFlag(flag(args, 'cfg-image'), 'cfg-image'),
+    timestepShift: numberFlag(flag(args, 'shift'), 'shift'),
+    intermediatePreviews: !!previews,
+    ...(think ? { think, ...(thinkTemperature !== undefined ? { thinkTemperature } : {}) } : {}),
+  };
+  return { args, help: false as const, req, out, image, previews, threads };
+}
+
+/** The checks runGenerateCommand makes before loading anything (main runs them first for an over-long command line). */
+export function precheckGenerateCommand(argv: string[], edit: boolean): void {
+  parse(argv, edit);
+}
+
+export async function runGenerateCommand(argv: string[], edit: boolean, help: string): Promise<number> {
+  const parsed = parse(argv, edit);
+  const { args } = parsed;
+  if (parsed.help) {
+    console.log(help);
+    return 0;
+  }
+  const { req, out, image, previews, threads } = parsed;
+  // output paths, then the image, before loading the model: a typo fails at once, not after the work
+  checkOutputFile(out, 'out');
+  if (previews) checkOutputDir(previews, 'previews');
   const sourceImage = image ? await readImageFile(image) : undefined;
   const engine = await createEngine(resolvePack(flag(args, 'pack')), { intraOpThreads: threads ?? 2, calibrate: false });
   try {
-    const req: GenerateRequest = {
-      prompt,
-      mode,
-      seed: numberFlag(flag(args, 'seed'), 'seed'),
-      steps: numberFlag(flag(args, 'steps'), 'steps'),
-      cfgTextScale: numberFlag(flag(args, 'cfg-text'), 'cfg-text'),
-      cfgImageScale: numberFlag(flag(args, 'cfg-image'), 'cfg-image'),
-      timestepShift: numberFlag(flag(args, 'shift'), 'shift'),
-      intermediatePreviews: !!previews,
-      ...(think ? { think, ...(thinkTemperature !== undefined ? { thinkTemperature } : {}) } : {}),
-    };
     if (sourceImage) req.sourceImage = sourceImage;
     if (previews) fs.mkdirSync(previews, { recursive: true });
     let n = 0;

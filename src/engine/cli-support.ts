@@ -2,23 +2,67 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { decodeImageBytes } from './image/codec.ts';
+import sharp, { type Metadata } from 'sharp';
+import { decodeImageBytes, DEFAULT_DECODE_LIMITS } from './image/codec.ts';
 import { EngineError, type RgbImage } from './types.ts';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const DEFAULT_PACK = path.join(REPO_ROOT, 'models', 'shapes-mot');
 export const FIXTURE_PACK = path.join(REPO_ROOT, 'test', 'fixtures', 'tiny-pack');
 
-/** --pack, else $HYPERBAGEL_PACK, else the embedded default pack. */
-export function resolvePack(flagValue: string | undefined): string {
-  const p = flagValue ?? process.env['HYPERBAGEL_PACK'] ?? DEFAULT_PACK;
+/** Where a pack directory came from: --pack, $HYPERBAGEL_PACK, or the embedded default. */
+export type PackSource = 'flag' | 'env' | 'default';
+
+/**
+ * The pack every command uses (understand, generate, edit, eval, serve, bench): --pack, else
+ * $HYPERBAGEL_PACK, else the embedded default pack (found from the repository, not the current
+ * directory). Does not check that it exists.
+ */
+export function packChoice(flagValue: string | undefined, env: NodeJS.ProcessEnv = process.env): { dir: string; source: PackSource } {
+  if (flagValue !== undefined) return { dir: flagValue, source: 'flag' };
+  const fromEnv = env['HYPERBAGEL_PACK'];
+  if (fromEnv) return { dir: fromEnv, source: 'env' };
+  return { dir: DEFAULT_PACK, source: 'default' };
+}
+
+/** How to name a pack's origin in an error. */
+export function packOrigin(source: PackSource): string {
+  return source === 'flag' ? '--pack' : source === 'env' ? '$HYPERBAGEL_PACK' : 'the default pack';
+}
+
+/** --pack, else $HYPERBAGEL_PACK, else the embedded default pack; MODEL_LOAD_FAILED when it has no manifest.json. */
+export function resolvePack(flagValue: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  const { dir: p, source } = packChoice(flagValue, env);
   if (!fs.existsSync(path.join(p, 'manifest.json')))
     throw new EngineError(
       'MODEL_LOAD_FAILED',
-      `${path.join(p, 'manifest.json')}: no model pack here${p === DEFAULT_PACK ? ' (the default pack is not built yet; try --pack test/fixtures/tiny-pack)' : ''}`,
+      `${path.join(p, 'manifest.json')}: no model pack here (${packOrigin(source)})${source === 'default' ? ' (the default pack is not built yet; try --pack test/fixtures/tiny-pack)' : ''}`,
       { file: path.join(p, 'manifest.json') },
     );
   return p;
+}
+
+/**
+ * Bytes as the gateway decodes them (src/gateway/images.ts): alpha flattened on white, not dropped;
+ * and upright by the EXIF orientation, as viewers show it. Other images are returned unchanged, as
+ * are any the checks of decodeImageBytes refuse (so its typed errors stay the same).
+ */
+async function uprightOnWhite(bytes: Buffer): Promise<Buffer> {
+  let meta: Metadata;
+  try {
+    meta = await sharp(bytes, { limitInputPixels: false }).metadata();
+  } catch {
+    return bytes;
+  }
+  const rotate = (meta.orientation ?? 1) > 1;
+  if (!rotate && !meta.hasAlpha) return bytes;
+  const lim = DEFAULT_DECODE_LIMITS;
+  if (!lim.formats.includes(meta.format as never) || (meta.width ?? 0) * (meta.height ?? 0) > lim.maxPixels) return bytes;
+  try {
+    return await sharp(bytes, { limitInputPixels: lim.maxPixels, failOn: 'error' }).rotate().flatten({ background: '#ffffff' }).png({ compressionLevel: 1 }).toBuffer();
+  } catch {
+    return bytes;
+  }
 }
 
 /** Reads an image file of any reasonable size (the engine centre-crops and resizes it to the model's). */
@@ -29,6 +73,7 @@ export async function readImageFile(file: string): Promise<RgbImage> {
   } catch (e) {
     throw new EngineError('BAD_IMAGE', `cannot read image file "${file}": ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
+  bytes = await uprightOnWhite(bytes);
   try {
     return await decodeImageBytes(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length));
   } catch (e) {
@@ -37,9 +82,20 @@ export async function readImageFile(file: string): Promise<RgbImage> {
   }
 }
 
-export function numberFlag(raw: string | undefined, name: string): number | undefined {
+/** A decimal number: "1", "-0.5", ".5", "2e-3"; not "", "0x10", "Infinity" or " 1". */
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
+/**
+ * A numeric flag, checked before any model loads: a finite decimal number; with `integer`, a safe
+ * integer (|n| < 2^53) written without a fraction. Ranges that depend on the pack are the engine's.
+ */
+export function numberFlag(raw: string | undefined, name: string, opts: { integer?: boolean; min?: number } = {}): number | undefined {
   if (raw === undefined) return undefined;
-  const n = Number(raw);
-  if (!Number.isFinite(n)) throw new EngineError('OUT_OF_RANGE', `--${name} must be a number, got "${raw}"`, { param: name });
+  const shown = raw.length > 40 ? `${raw.slice(0, 40)}…` : raw;
+  const n = DECIMAL.test(raw) ? Number(raw) : NaN;
+  if (!Number.isFinite(n)) throw new EngineError('OUT_OF_RANGE', `--${name} must be a number, got "${shown}"`, { param: name });
+  if (opts.integer && !Number.isSafeInteger(n))
+    throw new EngineError('OUT_OF_RANGE', `--${name} must be an integer${Number.isInteger(n) ? ` of at most ${Number.MAX_SAFE_INTEGER}` : ''}, got "${shown}"`, { param: name });
+  if (opts.min !== undefined && n < opts.min) throw new EngineError('OUT_OF_RANGE', `--${name} must be at least ${opts.min}, got "${shown}"`, { param: name, min: opts.min });
   return n;
 }

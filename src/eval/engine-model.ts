@@ -5,7 +5,11 @@ import type { Engine, GenerationMode, RgbImage } from '../engine/types.ts';
 import { EngineError } from '../engine/types.ts';
 import type { EvalModel } from './model.ts';
 
-export const DEFAULT_PACK = 'models/shapes-mot';
+/**
+ * The embedded default pack, found from the repository (not the current directory), as every
+ * command finds it; with --pack and $HYPERBAGEL_PACK, resolvePack in src/engine/cli-support.ts.
+ */
+export { DEFAULT_PACK } from '../engine/cli-support.ts';
 /** Used when the pack's manifest names no caption prompt; the recipes train with this one. */
 export const DEFAULT_CAPTION_PROMPT = 'describe the image';
 export const EVAL_MAX_TOKENS = 64;

@@ -70,6 +70,8 @@ export interface RunningServer {
   url: string;
   port: number;
   runtime: GatewayRuntime;
+  /** Settles when the engine is loaded; rejects with the load error (serve ends on it). */
+  engineReady: Promise<void>;
   close(): Promise<void>;
 }
 
@@ -795,5 +797,5 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       throw e;
     }
   }
-  return { url, port: addr.port, runtime: rt, close };
+  return { url, port: addr.port, runtime: rt, engineReady, close };
 }

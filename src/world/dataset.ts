@@ -1,6 +1,6 @@
 // Dataset export for the Python recipes: images.npy / edited.npy (uint8 [N,64,64,3]), records.jsonl, meta.json.
-import { closeSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, mkdirSync, openSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { Rng } from './rng.ts';
 import { sampleScene } from './sampler.ts';
 import { sceneToCaption } from './caption.ts';
@@ -54,9 +54,31 @@ export function datasetRecord(split: Split, index: number, opts: Pick<DatasetOpt
   }
 }
 
+/**
+ * mkdir -p, one level at a time: Node's mkdirSync(…, { recursive: true }) never returns for some
+ * paths on virtual file systems (e.g. /proc/x), where this fails with the error of the first mkdir.
+ */
+function makeDirs(dir: string): void {
+  const missing: string[] = [];
+  for (let p = resolve(dir); ; ) {
+    let isDir: boolean | undefined;
+    try {
+      isDir = statSync(p).isDirectory();
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+    if (isDir === false) throw Object.assign(new Error(`ENOTDIR: not a directory, mkdir '${p}'`), { code: 'ENOTDIR', errno: -20, syscall: 'mkdir', path: p });
+    if (isDir) break;
+    missing.push(p);
+    if (dirname(p) === p) break;
+    p = dirname(p);
+  }
+  for (const d of missing.reverse()) mkdirSync(d);
+}
+
 /** Writes synchronously: a shard export is a batch job with nothing else on the event loop. */
 export function writeDataset(dir: string, opts: DatasetOptions, onProgress?: (done: number) => void): void {
-  mkdirSync(dir, { recursive: true });
+  makeDirs(dir);
   const shape = [opts.count, IMAGE_SIZE, IMAGE_SIZE, 3];
   const images = openSync(join(dir, 'images.npy'), 'w');
   const edited = openSync(join(dir, 'edited.npy'), 'w');

@@ -1,5 +1,6 @@
 // `hyperbagel dataset`: export shards for the Python training recipes.
 import { parseArgs, flag, intFlag, UsageError } from '../args.ts';
+import { checkOutputDir } from '../output-path.ts';
 import { SPLITS, writeDataset, type Split } from '../../world/index.ts';
 
 export const HELP = `Usage: hyperbagel dataset --split ${SPLITS.join('|')} --count N --out DIR [--offset K] [--min-objects A] [--max-objects B]
@@ -14,6 +15,7 @@ Train, val and test never contain the held-out combinations (docs/world.md); hel
 export async function run(argv: string[]): Promise<number> {
   const args = parseArgs(argv, { values: ['split', 'count', 'out', 'offset', 'min-objects', 'max-objects'] });
   if (args.flags.has('help')) { console.log(HELP); return 0; }
+  if (args.positionals.length) throw new UsageError(`unexpected argument "${args.positionals[0]}"`);
   const split = flag(args, 'split') as Split | undefined;
   if (!split || !SPLITS.includes(split)) throw new UsageError(`--split must be one of ${SPLITS.join(', ')}`);
   const out = flag(args, 'out');
@@ -23,8 +25,11 @@ export async function run(argv: string[]): Promise<number> {
   const minObjects = intFlag(args, 'min-objects', 1, 1, 4);
   const maxObjects = intFlag(args, 'max-objects', 4, 1, 4);
   if (minObjects > maxObjects) throw new UsageError('--min-objects must not exceed --max-objects');
+  const offset = intFlag(args, 'offset', 0, 0);
+  if (offset + count > Number.MAX_SAFE_INTEGER) throw new UsageError(`--offset + --count must be at most ${Number.MAX_SAFE_INTEGER}`);
+  checkOutputDir(out, 'out');
   const t0 = Date.now();
-  writeDataset(out, { split, count, offset: intFlag(args, 'offset', 0, 0), minObjects, maxObjects }, (n) => process.stderr.write(`\r${n}/${count}`));
+  writeDataset(out, { split, count, offset, minObjects, maxObjects }, (n) => process.stderr.write(`\r${n}/${count}`));
   process.stderr.write(`\rwrote ${count} ${split} samples to ${out} in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
   return 0;
 }

@@ -1,5 +1,5 @@
 // `hyperbagel edit`: source image + instruction → edited image.
-import { runGenerateCommand } from '../../engine/cli-generate.ts';
+import { precheckGenerateCommand, runGenerateCommand } from '../../engine/cli-generate.ts';
 
 export const HELP = `Usage: hyperbagel edit --image FILE "instruction" --out FILE.png [options]
 
@@ -11,4 +11,9 @@ Options as for \`hyperbagel generate\` (--mode progressive|6nfe|1nfe|baseline, -
 
 export function run(argv: string[]): Promise<number> {
   return runGenerateCommand(argv, true, HELP);
+}
+
+/** The checks run() makes before loading anything (main runs them first for an over-long command line). */
+export function precheck(argv: string[]): void {
+  precheckGenerateCommand(argv, true);
 }

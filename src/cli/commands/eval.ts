@@ -2,6 +2,8 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs, flag, intFlag, UsageError } from '../args.ts';
+import { checkOutputFile } from '../output-path.ts';
+import { resolvePack } from '../../engine/cli-support.ts';
 import type { Engine, GenerationMode } from '../../engine/types.ts';
 import { DETECTOR_CONDITIONS, evaluateDetector } from '../../eval/detector-eval.ts';
 import { buildAllSuites, EVAL_SUITES, SUITE_DIR, suiteFileText, writeSuites, type EvalSuite } from '../../eval/suites.ts';
@@ -37,14 +39,15 @@ export const HELP = `Usage: hyperbagel eval <${TARGETS.join('|')}> [options]
 
 Options:
   --json          print one JSON object (and nothing else) on stdout
-  --pack DIR      model pack to evaluate (default ${DEFAULT_PACK})
-  --mode MODE     generation mode for geneval/gedit: ${MODES.join('|')} (default baseline)
+  --pack DIR      model pack to evaluate (default $HYPERBAGEL_PACK, else ${DEFAULT_PACK})
+  --mode MODE     geneval/gedit: generation mode, ${MODES.join('|')} (default baseline)
   --suite S       understand/geneval/gedit: which suite set, ${EVAL_SUITES.join('|')} (default test). test is what
                   results report; val (*-val.json: own seeds, val-split scenes, no item equal to a test
                   item, same sizes, its own held-out part) is for choosing between recipe variants, so
                   "picked on val, reported on test". Output keys are the same (unprefixed ones and
                   thoughts.test: the set's main part; heldout: its held-out part); "suite" says which.
-  --limit N       at most N items per category/kind/split (default: the whole suite)
+  --limit N       understand/geneval/gedit: at most N items per category/kind/split (default: the whole
+                  suite); draft: at most N prompts (default 50)
   --shift N       understand: every image moved N pixels right and down (N in [-8, 8], edge pixels
                   replicated), answers unchanged: robustness to objects off the cell centres the world
                   always draws them at (the output gains "shift")
@@ -53,11 +56,12 @@ Options:
                   judged and counted (the output gains "samples"). GenEval itself draws 4 per prompt: one per
                   prompt leaves 300-prompt scores a standard error of about 0.03, 4 about halves it
   --count N       detector: images per condition (default 2000)
-  --model M       ${MODELS.join('|')} (default engine). oracle renders the ground truth and must score 1.0;
+  --model M       understand/geneval/gedit: ${MODELS.join('|')} (default engine). oracle renders the ground truth and must score 1.0;
                   constant is trivially wrong; both check the evaluator itself and need no pack.
                   lowres-oracle and vae-oracle are ceilings of --pack's image path: the oracle's images
                   at the latent grid's resolution, and also through the pack's VAE (geneval, gedit)
-  --details FILE  also write one JSON line per judged item (prompt/instruction/question, output, verdict)
+  --details FILE  understand/geneval/gedit: also write one JSON line per judged item (prompt/instruction/
+                  question, output, verdict)
   --variant N=DIR draft: an ablation row (e.g. plain=runs/packs/plain)
   --think         geneval: the model first expands each prompt into a scene description (think mode,
                   BAGEL's rewriter/CoT protocol), seeded by the item's seed; reported as "think": true, with
@@ -90,6 +94,22 @@ export async function run(argv: string[]): Promise<number> {
   if (!(TARGETS as readonly string[]).includes(target)) throw new UsageError(`unknown evaluation "${target}"; expected one of ${TARGETS.join(', ')}`);
   if (extra.length) throw new UsageError(`unexpected argument "${extra[0]}"`);
   const json = args.flags.has('json');
+  // options that would be silently ignored by this target are refused
+  const only = (names: string[], targets: readonly string[]) => {
+    if (targets.includes(target)) return;
+    for (const n of names) if (args.flags.has(n)) throw new UsageError(`--${n} applies to eval ${targets.join(', ')} only`);
+  };
+  only(['mode'], ['geneval', 'gedit']);
+  only(['count'], ['detector']);
+  only(['model', 'details'], SUITE_TARGETS);
+  only(['limit'], [...SUITE_TARGETS, 'draft']);
+  only(['pack'], [...SUITE_TARGETS, 'draft']);
+  only(['variant'], ['draft']);
+  only(['write'], ['suites']);
+  const modeRaw = flag(args, 'mode');
+  if (modeRaw !== undefined && !(MODES as string[]).includes(modeRaw)) throw new UsageError(`--mode must be one of ${MODES.join(', ')}`);
+  const detailsPath = flag(args, 'details');
+  if (detailsPath !== undefined) checkOutputFile(detailsPath, 'details');
   if (args.flags.has('think') && target !== 'geneval') throw new UsageError('--think applies to geneval only');
   if (flag(args, 'shift') !== undefined && target !== 'understand') throw new UsageError('--shift applies to eval understand only');
   const shift = flag(args, 'shift') === undefined ? undefined : intFlag(args, 'shift', 0, -8, 8);
@@ -128,13 +148,13 @@ export async function run(argv: string[]): Promise<number> {
   }
 
   if (target === 'draft') {
-    const pack = flag(args, 'pack') ?? DEFAULT_PACK;
     const limit = flag(args, 'limit') === undefined ? 50 : intFlag(args, 'limit', 0, 1);
     const variants = (args.flags.get('variant') ?? []).map((v) => {
       const eq = v.indexOf('=');
       if (eq <= 0 || eq === v.length - 1) throw new UsageError(`--variant must be NAME=PACKDIR, got "${v}"`);
       return { name: v.slice(0, eq), dir: v.slice(eq + 1) };
     });
+    const pack = resolvePack(flag(args, 'pack'));
     const score = async (dir: string) => {
       const engine = await openEngine(dir);
       try { return await evaluateDraft(engine, { captionPrompt: captionPrompt(dir), limit }); } finally { await engine.close(); }
@@ -158,10 +178,12 @@ export async function run(argv: string[]): Promise<number> {
   const which = (flag(args, 'model') ?? 'engine') as (typeof MODELS)[number];
   if (!MODELS.includes(which)) throw new UsageError(`--model must be one of ${MODELS.join(', ')}`);
   const limit = flag(args, 'limit') === undefined ? undefined : intFlag(args, 'limit', 0, 1);
-  const pack = flag(args, 'pack') ?? DEFAULT_PACK;
+  // oracle and constant need no pack: the default one is only looked for when it is used
+  const pack = which === 'engine' || which.endsWith('-oracle') ? resolvePack(flag(args, 'pack')) : (flag(args, 'pack') ?? DEFAULT_PACK);
   const think = args.flags.has('think');
   if (think && which !== 'engine') throw new UsageError('--think applies to the engine (--model engine) only');
-  const thinkTemperature = flag(args, 'think-temperature') === undefined ? undefined : Number(flag(args, 'think-temperature'));
+  const ttRaw = flag(args, 'think-temperature');
+  const thinkTemperature = ttRaw === undefined ? undefined : /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(ttRaw) ? Number(ttRaw) : NaN;
   if (thinkTemperature !== undefined && (!think || !(thinkTemperature >= 0 && thinkTemperature <= 2)))
     throw new UsageError('--think-temperature T needs --think and T in [0, 2]');
 
@@ -176,7 +198,6 @@ export async function run(argv: string[]): Promise<number> {
       : which === 'constant' ? constantModel()
       : ceilingModel(imagePath = await openImagePath(pack, which === 'vae-oracle'));
   }
-  const detailsPath = flag(args, 'details');
   const details: string[] = [];
   const opts: RunOptions = {
     suite,

@@ -1,14 +1,16 @@
 // `hyperbagel generate`: prompt → image.
-import { runGenerateCommand } from '../../engine/cli-generate.ts';
+import { MAX_PROMPT_CHARS } from '../input-limits.ts';
+import { precheckGenerateCommand, runGenerateCommand } from '../../engine/cli-generate.ts';
 
-export const HELP = `Usage: hyperbagel generate "prompt" --out FILE.png [options]
+export const HELP = `Usage: hyperbagel generate "prompt" --out FILE.png [options]   (the prompt: at most ${MAX_PROMPT_CHARS} characters)
 
 Generates a 64×64 image; writes the final frame as PNG and prints its path. One JSON line per
-frame (stage, NFE count, elapsed ms, seed, sampler) goes to stderr.
+frame (stage, NFE count, elapsed ms, seed, sampler) goes to stderr. To edit an image instead:
+\`hyperbagel edit --image FILE "instruction" --out FILE.png\`.
   --mode MODE        progressive|6nfe|1nfe|baseline (default progressive: 1-NFE preview, then 6 steps)
   --seed N           makes the image reproducible
-  --steps N          baseline steps (default from the pack: 50)
-  --cfg-text S       text guidance scale;  --cfg-image S  image guidance scale (editing)
+  --steps N          baseline steps (default from the pack: 50; --mode baseline only)
+  --cfg-text S       text guidance scale (--cfg-image, the image guidance scale, is for \`hyperbagel edit\`)
   --shift S          timestep shift (default: the pack's, 3.0, for the baseline; the distilled
                      samplers' own grid, uniform for the default pack's 6-NFE; given, it applies to all)
   --think            the model first expands the prompt into a full scene description (printed as
@@ -20,4 +22,9 @@ frame (stage, NFE count, elapsed ms, seed, sampler) goes to stderr.
 
 export function run(argv: string[]): Promise<number> {
   return runGenerateCommand(argv, false, HELP);
+}
+
+/** The checks run() makes before loading anything (main runs them first for an over-long command line). */
+export function precheck(argv: string[]): void {
+  precheckGenerateCommand(argv, false);
 }

@@ -1,11 +1,13 @@
 // `hyperbagel serve`: the GraphQL gateway (HTTP + SSE + graphql-ws on one port, path /graphql).
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { flag, intFlag, parseArgs, threadsFlag, UsageError, type ParsedArgs } from '../args.ts';
+import { DEFAULT_PACK, FIXTURE_PACK, packChoice, packOrigin } from '../../engine/cli-support.ts';
 import { parseAllowedHosts, parseAllowedOrigins } from '../../gateway/origin.ts';
 import { startServer, type ServerOptions } from '../../gateway/server.ts';
 
-export const DEFAULT_PACK = 'models/shapes-mot';
-export const FALLBACK_PACK = 'test/fixtures/tiny-pack';
+export { DEFAULT_PACK };
+export const FALLBACK_PACK = FIXTURE_PACK;
 
 export const HELP = `Usage: hyperbagel serve [--port N] [--host ADDR] [--pack DIR] [--threads N] [--api-key KEY ...] [--allow-origin ORIGIN ...]
 
@@ -14,8 +16,10 @@ subscriptions over SSE and graphql-ws (same path), @stream/@defer as multipart/m
 Also /health, /ready (503 until the model is loaded), /metrics (Prometheus) and the web demo at /.
   --port N          listen port (default: $PORT, else 4000; 0 picks a free one)
   --host ADDR       listen address (default 127.0.0.1; 0.0.0.0 to expose)
-  --pack DIR        model pack (default ${DEFAULT_PACK}; falls back to ${FALLBACK_PACK},
-                    a random-weight test pack, with a warning when the default is missing)
+  --pack DIR        model pack (default $HYPERBAGEL_PACK, else ${DEFAULT_PACK}; when neither is
+                    given and the default is missing, falls back to ${FALLBACK_PACK}, a
+                    random-weight test pack, with a warning). A pack that fails to load ends the
+                    server with the error (exit 1); /health answers while it loads.
   --threads N       onnxruntime intra-op threads per graph (a positive integer; default 2, or the
                     number of cores if fewer)
   --api-key KEY     require this API key (repeatable; also $HYPERBAGEL_API_KEYS, comma-separated).
@@ -49,7 +53,7 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   const o = serveOptions(args);
-  let server;
+  let server: Awaited<ReturnType<typeof startServer>> | undefined;
   try {
     server = await startServer(o);
   } catch (e) {
@@ -62,16 +66,24 @@ export async function run(argv: string[]): Promise<number> {
   }
   console.error(`hyperbagel serve: listening on ${server.url} (pack ${o.packDir}; auth ${o.apiKeys.length ? `on, ${o.apiKeys.length} key(s)` : 'off'}; origins: same-origin${o.allowedOrigins.length ? ` + ${o.allowedOrigins.join(' ')}` : ''}${o.dev ? '; GraphiQL at ' + server.url : ''})`);
 
-  await new Promise<void>((resolve) => {
+  const running = server;
+  const code = await new Promise<number>((resolve) => {
     const stop = (sig: string) => {
       console.error(`hyperbagel serve: ${sig}, shutting down`);
-      resolve();
+      resolve(0);
     };
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
+    // the engine loads after the server listens (/health answers meanwhile); a pack that fails to
+    // load ends serve with its error rather than leaving it listening with no model
+    running.engineReady.catch((e: unknown) => {
+      const message = (e instanceof Error ? e.message : String(e)).replace(/\s*\n\s*/g, ' ');
+      console.error(`hyperbagel serve: error MODEL_LOAD_FAILED: ${message}`);
+      resolve(1);
+    });
   });
   await server.close();
-  return 0;
+  return code;
 }
 
 /** The gateway's options from serve's arguments and the environment; a bad value is a UsageError. */
@@ -81,15 +93,14 @@ export function serveOptions(args: ParsedArgs, env: NodeJS.ProcessEnv = process.
   if (envPort !== undefined && !/^\d+$/.test(envPort)) throw new UsageError(`PORT must be an integer, got "${envPort}"`);
   const port = intFlag(args, 'port', envPort !== undefined ? Number(envPort) : 4000, 0, 65535);
   const threads = threadsFlag(args);
-  let pack = flag(args, 'pack');
-  if (pack === undefined) {
-    pack = DEFAULT_PACK;
-    if (!existsSync(pack)) {
-      console.error(`hyperbagel serve: WARNING: the default pack ${DEFAULT_PACK} does not exist yet; serving the random-weight test pack ${FALLBACK_PACK} (outputs are meaningless). Pass --pack DIR to choose.`);
-      pack = FALLBACK_PACK;
-    }
+  // the same choice as every other command: --pack, else $HYPERBAGEL_PACK, else the default pack
+  const choice = packChoice(flag(args, 'pack'), env);
+  let pack = choice.dir;
+  if (choice.source === 'default' && !existsSync(join(pack, 'manifest.json'))) {
+    console.error(`hyperbagel serve: WARNING: the default pack ${DEFAULT_PACK} does not exist yet; serving the random-weight test pack ${FALLBACK_PACK} (outputs are meaningless). Pass --pack DIR to choose.`);
+    pack = FALLBACK_PACK;
   }
-  if (!existsSync(pack)) throw new UsageError(`--pack ${pack}: no such directory`);
+  if (!existsSync(pack)) throw new UsageError(`${packOrigin(choice.source)} ${pack}: no such directory`);
   const apiKeys = [...(args.flags.get('api-key') ?? []), ...(env.HYPERBAGEL_API_KEYS ?? '').split(',').map((k) => k.trim())].filter(Boolean);
   const production = args.flags.has('production') || env.NODE_ENV === 'production';
   return {

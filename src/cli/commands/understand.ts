@@ -3,8 +3,9 @@ import { flag, parseArgs, threadsFlag, UsageError } from '../args.ts';
 import { createEngine } from '../../engine/index.ts';
 import { numberFlag, readImageFile, resolvePack } from '../../engine/cli-support.ts';
 import type { SpeculationMode, UnderstandRequest } from '../../engine/types.ts';
+import { checkPromptLength, checkStops, MAX_PROMPT_CHARS, MAX_STOP_CHARS, MAX_STOP_SEQUENCES } from '../input-limits.ts';
 
-export const HELP = `Usage: hyperbagel understand [--image FILE] [options] "prompt"
+export const HELP = `Usage: hyperbagel understand [--image FILE] [options] "prompt"   (the prompt: at most ${MAX_PROMPT_CHARS} characters)
 
 Answers a question about an image (or about nothing); streams only the answer text to stdout and
 prints a JSON summary (usage, timings, speculation statistics) to stderr.
@@ -17,40 +18,57 @@ prints a JSON summary (usage, timings, speculation statistics) to stderr.
   --top-p P, --top-k K  nucleus / top-k truncation
   --seed N              makes sampling reproducible
   --max-tokens N        answer length limit (default 64)
-  --stop TEXT           stop string (repeatable)
+  --stop TEXT           stop string (repeatable: at most ${MAX_STOP_SEQUENCES}, each of at most ${MAX_STOP_CHARS} characters)
   --pack DIR            model pack (default models/shapes-mot, or $HYPERBAGEL_PACK)
   --threads N           onnxruntime intra-op threads (a positive integer, 1 to 256; default 2)
   --quiet               no summary on stderr`;
 
-export async function run(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, {
-    values: ['image', 'speculation', 'chain-length', 'tree-budget', 'temperature', 'top-p', 'top-k', 'seed', 'max-tokens', 'stop', 'pack', 'threads'],
-    booleans: ['quiet'],
-  });
-  if (args.flags.has('help')) {
-    console.log(HELP);
-    return 0;
-  }
+const VALUES = ['image', 'speculation', 'chain-length', 'tree-budget', 'temperature', 'top-p', 'top-k', 'seed', 'max-tokens', 'stop', 'pack', 'threads'];
+
+/** Everything understand needs from its arguments, checked without loading anything. */
+function parse(argv: string[]) {
+  const args = parseArgs(argv, { values: VALUES, booleans: ['quiet'] });
+  if (args.flags.has('help')) return { args, help: true as const };
   const prompt = args.positionals.join(' ');
   if (!prompt.trim()) throw new UsageError('a prompt is required');
   const mode = (flag(args, 'speculation') ?? 'auto') as SpeculationMode;
   if (!['auto', 'off', 'chain', 'tree', 'ngram'].includes(mode)) throw new UsageError('--speculation must be auto, off, chain, tree or ngram');
   const threads = threadsFlag(args);
+  checkPromptLength(prompt);
+  const stop = args.flags.get('stop');
+  checkStops(stop);
+  // numbers are checked here, before the model loads; their pack-dependent ranges by the engine
+  const req: UnderstandRequest = {
+    prompt,
+    temperature: numberFlag(flag(args, 'temperature'), 'temperature'),
+    topP: numberFlag(flag(args, 'top-p'), 'top-p'),
+    topK: numberFlag(flag(args, 'top-k'), 'top-k', { integer: true }),
+    seed: numberFlag(flag(args, 'seed'), 'seed', { integer: true, min: 0 }),
+    maxTokens: numberFlag(flag(args, 'max-tokens'), 'max-tokens', { integer: true }),
+    stop,
+    speculation: { mode, chainLength: numberFlag(flag(args, 'chain-length'), 'chain-length', { integer: true }), treeBudget: numberFlag(flag(args, 'tree-budget'), 'tree-budget', { integer: true }) },
+  };
+  return { args, help: false as const, req, mode, threads };
+}
+
+/** The checks run() makes before loading anything (main runs them first for an over-long command line). */
+export function precheck(argv: string[]): void {
+  parse(argv);
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const parsed = parse(argv);
+  const { args } = parsed;
+  if (parsed.help) {
+    console.log(HELP);
+    return 0;
+  }
+  const { req, mode, threads } = parsed;
   // read the image before loading the model, so a missing or unreadable file fails at once
   const imageFile = flag(args, 'image');
   const image = imageFile ? await readImageFile(imageFile) : undefined;
   const engine = await createEngine(resolvePack(flag(args, 'pack')), { intraOpThreads: threads ?? 2, calibrate: mode === 'auto' || mode === 'tree' || mode === 'chain' || mode === 'ngram' });
   try {
-    const req: UnderstandRequest = {
-      prompt,
-      temperature: numberFlag(flag(args, 'temperature'), 'temperature'),
-      topP: numberFlag(flag(args, 'top-p'), 'top-p'),
-      topK: numberFlag(flag(args, 'top-k'), 'top-k'),
-      seed: numberFlag(flag(args, 'seed'), 'seed'),
-      maxTokens: numberFlag(flag(args, 'max-tokens'), 'max-tokens'),
-      stop: args.flags.get('stop'),
-      speculation: { mode, chainLength: numberFlag(flag(args, 'chain-length'), 'chain-length'), treeBudget: numberFlag(flag(args, 'tree-budget'), 'tree-budget') },
-    };
     if (image) req.image = image;
     const ac = new AbortController();
     const onSig = () => ac.abort();

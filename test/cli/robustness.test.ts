@@ -1,0 +1,368 @@
+// The command line under hostile or careless input: over-long arguments (onnxruntime-node segfaults
+// on a large argv), output paths that cannot be written, a reader that closes the pipe early, the
+// default pack from another directory, strict flag parsing, flags that do not apply, image files
+// with EXIF orientation or alpha, a pack that fails to load under serve. Everything refused here is
+// refused before a model loads, so these run in well under a second each (serve and the pipe tests
+// load the tiny pack).
+import { execFile, spawn } from 'node:child_process';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
+import { flag, intFlag, parseArgs, UsageError } from '../../src/cli/args.ts';
+import { readRgbFile } from '../../src/cli/image-file.ts';
+import { argvProblem, MAX_ARG_CHARS, runCli, shownMessage, version } from '../../src/cli/main.ts';
+import { describeFsError, isFsError } from '../../src/cli/output-path.ts';
+import { parseServeArgs, serveOptions } from '../../src/cli/commands/serve.ts';
+import { DEFAULT_PACK, FIXTURE_PACK, numberFlag, packChoice, readImageFile, resolvePack } from '../../src/engine/cli-support.ts';
+import { DEFAULT_PACK as EVAL_DEFAULT_PACK } from '../../src/eval/engine-model.ts';
+import { DEFAULT_LIMITS } from '../../src/gateway/limits.ts';
+import { MAX_STOP_CHARS } from '../../src/engine/understand/pipeline.ts';
+import { writeDataset } from '../../src/world/dataset.ts';
+import { BIN, cli, oneLineError, ROOT, TINY } from './helpers.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'hb-cli-robust-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+/** a pack directory that does not exist: a command that got as far as loading it would say MODEL_LOAD_FAILED */
+const NO_PACK = join(dir, 'no-such-pack');
+
+interface Run {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the CLI in `cwd` (the repository root by default); code null means it died of a signal. */
+function runIn(args: string[], opts: { cwd?: string; env?: Record<string, string | undefined> } = {}): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [BIN, ...args],
+      { cwd: opts.cwd ?? ROOT, timeout: 60_000, maxBuffer: 1 << 24, env: { ...process.env, HYPERBAGEL_PACK: undefined, ...opts.env } },
+      (err, stdout, stderr) => {
+        const e = err as (Error & { code?: number | string; signal?: NodeJS.Signals }) | null;
+        resolve({ code: e ? (typeof e.code === 'number' ? e.code : null) : 0, signal: e?.signal ?? null, stdout, stderr });
+      },
+    );
+  });
+}
+
+/** Runs the command line in this process, capturing console output (stdout / stderr as lines). */
+async function inProc(args: string[]): Promise<Run> {
+  const out: string[] = [];
+  const err: string[] = [];
+  vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void out.push(a.join(' ')));
+  vi.spyOn(console, 'error').mockImplementation((...a: unknown[]) => void err.push(a.join(' ')));
+  // progress lines (dataset) are not part of what is checked
+  vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+  try {
+    const code = await runCli(args);
+    return { code, signal: null, stdout: out.map((l) => l + '\n').join(''), stderr: err.map((l) => l + '\n').join('') };
+  } finally {
+    vi.restoreAllMocks();
+  }
+}
+afterEach(() => vi.restoreAllMocks());
+
+/** A bad-input failure from runIn: exit `code`, no signal, one line on stderr, nothing on stdout, no trace. */
+function failsWith(r: Run, code: number): string {
+  expect(r.signal, r.stderr).toBeNull();
+  expect(r.code, r.stderr).toBe(code);
+  return oneLineError({ code: r.code!, stdout: r.stdout, stderr: r.stderr });
+}
+
+const x = (n: number) => 'x'.repeat(n);
+
+describe('over-long arguments are refused before any model loads (no segfault)', () => {
+  it('a prompt over the gateway limit is PROMPT_TOO_LONG naming the limit: understand, generate, edit', async () => {
+    const limit = DEFAULT_LIMITS.maxPromptChars;
+    const u = failsWith(await runIn(['understand', '--pack', TINY, x(30_000)]), 1);
+    expect(u).toBe(`hyperbagel understand: error PROMPT_TOO_LONG: prompt has 30000 characters; the limit is ${limit}`);
+    // just over the limit, and as 6000 separate words (each argument short, the command line long)
+    expect(failsWith(await inProc(['understand', '--pack', TINY, x(limit + 1)]), 1)).toMatch(new RegExp(`PROMPT_TOO_LONG: prompt has ${limit + 1} characters; the limit is ${limit}$`));
+    expect(failsWith(await runIn(['understand', '--pack', TINY, ...Array(6000).fill('word')]), 1)).toMatch(/PROMPT_TOO_LONG/);
+    const out = join(dir, 'never.png');
+    expect(failsWith(await inProc(['generate', '--pack', TINY, '--out', out, x(30_000)]), 1)).toMatch(/generate: error PROMPT_TOO_LONG: prompt has 30000 characters/);
+    expect(failsWith(await inProc(['edit', '--pack', TINY, '--image', join(dir, 'none.png'), '--out', out, x(30_000)]), 1)).toMatch(/edit: error PROMPT_TOO_LONG: instruction has 30000/);
+    expect(existsSync(out)).toBe(false);
+  }, 60_000);
+
+  it('a --stop string over the engine limit is OUT_OF_RANGE naming the limit', async () => {
+    for (const n of [MAX_STOP_CHARS + 1, 30_000]) {
+      const line = failsWith(await inProc(['understand', '--pack', TINY, '--stop', x(n), 'describe the image']), 1);
+      expect(line).toBe(`hyperbagel understand: error OUT_OF_RANGE: --stop has ${n} characters; the limit is ${MAX_STOP_CHARS}`);
+    }
+  }, 60_000);
+
+  it('any other argument over the general limit is ARGUMENT_TOO_LONG, for every command', async () => {
+    const r = failsWith(await runIn(['serve', '--pack', TINY, '--port', '0', '--api-key', x(30_000)]), 1);
+    expect(r).toMatch(new RegExp(`serve: error ARGUMENT_TOO_LONG: the argument after --api-key \\("x+…"\\) is 30000 characters long; the limit is ${MAX_ARG_CHARS}`));
+    expect(r.length).toBeLessThan(300);
+    expect(failsWith(await inProc(['eval', 'understand', '--pack', x(20_000)]), 1)).toMatch(/ARGUMENT_TOO_LONG/);
+    expect(argvProblem(['understand', x(MAX_ARG_CHARS)])).toBeUndefined();
+    expect(argvProblem(['understand', x(MAX_ARG_CHARS + 1)])).toMatch(/^an argument .* is 8193 characters long/);
+    expect(argvProblem(['understand', `--stop=${x(MAX_ARG_CHARS)}`])).toMatch(/^the value of --stop /);
+    // many short arguments that are long together
+    expect(argvProblem(Array(3000).fill('abcde'))).toMatch(/bytes long together/);
+  }, 60_000);
+
+  it('long words in error messages are shortened, not repeated in full', async () => {
+    const line = failsWith(await inProc(['render', '--out', join(dir, 'w.png'), '--caption', `a ${x(3000)} circle`]), 1);
+    expect(line).toMatch(/UNKNOWN_WORDS/);
+    expect(line).toContain('(3002 characters)'); // the quoted word
+    expect(line.length).toBeLessThan(400);
+    expect(shownMessage(`unknown word: ${x(10_000)}`)).toMatch(/^unknown word: x+…\(10000 characters\)$/);
+    expect(shownMessage('a path /tmp/x.png stays')).toBe('a path /tmp/x.png stays');
+  }, 60_000);
+});
+
+describe('output paths are checked before the work; file system errors are one clean line', () => {
+  it('generate --out in a missing directory, a directory, or /proc; --previews an existing file: refused at once', async () => {
+    const cases: [string[], RegExp][] = [
+      [['--out', join(dir, 'nope_dir', 'x.png')], /OUTPUT_PATH: --out .*nope_dir\/x\.png: the directory ".*nope_dir" does not exist/],
+      [['--out', dir], /OUTPUT_PATH: --out .*: is a directory; give a file name/],
+      [['--out', join(dir, 'ok.png'), '--previews', join(ROOT, 'package.json')], /OUTPUT_PATH: --previews .*package\.json: exists and is not a directory/],
+    ];
+    if (existsSync('/proc/self')) cases.push([['--out', '/proc/x.png'], /OUTPUT_PATH: --out \/proc\/x\.png: cannot create files in the directory "\/proc"/]);
+    for (const [flags, msg] of cases) {
+      // a missing pack: the path must be refused before the model would load
+      const line = failsWith(await inProc(['generate', '--pack', NO_PACK, '--mode', '1nfe', ...flags, 'a red circle']), 1);
+      expect(line).toMatch(msg);
+    }
+    expect(existsSync(join(dir, 'ok.png'))).toBe(false);
+    expect(readdirSync(dir).filter((f) => f.startsWith('.hyperbagel'))).toEqual([]); // no probe file left behind
+  }, 60_000);
+
+  it('render, dataset and eval --details refuse unusable paths with one line (and dataset does not hang on /proc)', async () => {
+    expect(failsWith(await inProc(['render', '--seed', '3', '--out', join(dir, 'nope_dir', 'c.png')]), 1)).toMatch(/render: error OUTPUT_PATH: .*does not exist/);
+    const file = join(dir, 'a-file');
+    writeFileSync(file, 'x');
+    expect(failsWith(await inProc(['dataset', '--split', 'train', '--count', '5', '--out', file]), 1)).toMatch(/dataset: error OUTPUT_PATH: --out .*a-file: exists and is not a directory/);
+    if (existsSync('/proc/self')) {
+      expect(failsWith(await inProc(['dataset', '--split', 'train', '--count', '5', '--out', '/proc/hb-ds']), 1)).toMatch(/OUTPUT_PATH/);
+      // the library itself fails instead of looping in mkdirSync(…, { recursive: true })
+      expect(() => writeDataset('/proc/hb-ds/a', { split: 'train', count: 1 })).toThrow(/ENOENT|EACCES|EROFS/);
+    }
+    const e = await inProc(['eval', 'understand', '--model', 'oracle', '--limit', '1', '--json', '--details', join(dir, 'nope_dir', 'd.jsonl')]);
+    expect(failsWith(e, 1)).toMatch(/eval: error OUTPUT_PATH: --details .*d\.jsonl: the directory .* does not exist/);
+    // a new directory tree is still created
+    const deep = join(dir, 'ds', 'a', 'b');
+    const ok = await inProc(['dataset', '--split', 'train', '--count', '2', '--out', deep]);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(readdirSync(deep).sort()).toEqual(['edited.npy', 'images.npy', 'meta.json', 'records.jsonl']);
+  }, 60_000);
+
+  it('a file system error that still happens is named in one line, not a stack', () => {
+    const err = Object.assign(new Error("EISDIR: illegal operation on a directory, open '/tmp'"), { code: 'EISDIR', syscall: 'open', path: '/tmp' });
+    expect(isFsError(err)).toBe(true);
+    expect(describeFsError(err)).toBe('cannot open "/tmp": is a directory (EISDIR)');
+    expect(isFsError(new Error('plain'))).toBe(false);
+  });
+});
+
+describe('a reader that closes the pipe early', () => {
+  /** Runs the CLI with stdout's read end closed as soon as anything arrives (or at once). */
+  function closedPipe(args: string[], atOnce = false): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> {
+    return new Promise((resolve) => {
+      const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, HYPERBAGEL_PACK: undefined }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+      if (atOnce) child.stdout.destroy();
+      else child.stdout.once('data', () => child.stdout.destroy());
+      child.once('close', (code, signal) => resolve({ code, signal, stderr }));
+    });
+  }
+
+  it('exits quietly (0, or 141 as for SIGPIPE) with no EPIPE trace: understand streaming, render, eval --json', async () => {
+    const runs = await Promise.all([
+      closedPipe(['understand', '--pack', TINY, '--speculation', 'off', '--max-tokens', '48', '--quiet', 'describe the image']),
+      closedPipe(['render', '--seed', '3', '--out', join(dir, 'pipe.png')], true),
+      closedPipe(['eval', 'understand', '--model', 'oracle', '--limit', '1', '--json'], true),
+      closedPipe(['--help'], true),
+    ]);
+    for (const r of runs) {
+      expect(r.stderr).not.toMatch(/EPIPE|Unhandled|\n\s+at /);
+      expect(r.signal).toBeNull();
+      expect([0, 141]).toContain(r.code);
+    }
+  }, 60_000);
+});
+
+describe('the default pack is found the same way by every command', () => {
+  it('eval and serve use $HYPERBAGEL_PACK and the repository default, not the current directory', async () => {
+    const elsewhere = mkdtempSync(join(tmpdir(), 'hb-cwd-'));
+    try {
+      const missing = join(elsewhere, 'env-pack');
+      const r = await runIn(['eval', 'understand', '--limit', '1'], { cwd: elsewhere, env: { HYPERBAGEL_PACK: missing } });
+      expect(failsWith(r, 1)).toBe(`hyperbagel eval: error MODEL_LOAD_FAILED: ${join(missing, 'manifest.json')}: no model pack here ($HYPERBAGEL_PACK)`);
+      // serve names where the pack came from, not a --pack the user never passed
+      const s = await runIn(['serve', '--port', '0'], { cwd: elsewhere, env: { HYPERBAGEL_PACK: missing } });
+      expect(failsWith(s, 2)).toMatch(/^hyperbagel serve: \$HYPERBAGEL_PACK .*env-pack: no such directory/);
+    } finally {
+      rmSync(elsewhere, { recursive: true, force: true });
+    }
+    expect(EVAL_DEFAULT_PACK).toBe(DEFAULT_PACK);
+    expect(DEFAULT_PACK).toBe(join(ROOT, 'models', 'shapes-mot'));
+    expect(packChoice(undefined, {})).toEqual({ dir: DEFAULT_PACK, source: 'default' });
+    expect(packChoice(undefined, { HYPERBAGEL_PACK: '/p' })).toEqual({ dir: '/p', source: 'env' });
+    expect(packChoice('/f', { HYPERBAGEL_PACK: '/p' })).toEqual({ dir: '/f', source: 'flag' });
+    expect(resolvePack(undefined, { HYPERBAGEL_PACK: FIXTURE_PACK })).toBe(FIXTURE_PACK);
+    expect(serveOptions(parseServeArgs([]), { HYPERBAGEL_PACK: FIXTURE_PACK }).packDir).toBe(FIXTURE_PACK);
+    expect(serveOptions(parseServeArgs(['--pack', TINY]), { HYPERBAGEL_PACK: '/elsewhere' }).packDir).toBe(TINY);
+  }, 60_000);
+});
+
+describe('serve exits when the pack fails to load', () => {
+  it('a corrupt manifest.json: it listens (for /health), then exits 1 with MODEL_LOAD_FAILED naming the file', async () => {
+    const pack = join(dir, 'corrupt-pack');
+    cpSync(join(ROOT, TINY), pack, { recursive: true });
+    writeFileSync(join(pack, 'manifest.json'), '{not json');
+    const t0 = performance.now();
+    const r = await runIn(['serve', '--pack', pack, '--port', '0']);
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toMatch(/listening on http/);
+    const last = r.stderr.trim().split('\n').at(-1)!;
+    expect(last).toMatch(/^hyperbagel serve: error MODEL_LOAD_FAILED: .*manifest\.json/);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+    expect(performance.now() - t0).toBeLessThan(30_000);
+  }, 60_000);
+});
+
+describe('bench arguments go through the shared parser', () => {
+  it('unknown options, stray arguments and bad values are usage errors; --transport=sse is honoured', async () => {
+    for (const args of [['gateway', '--bogus'], ['gateway', 'extra'], ['generate', 'extra'], ['understand', 'extra'], ['gateway', '--transport', 'bogus'], ['gateway', '--streams', '0']]) {
+      const line = failsWith(await inProc(['bench', ...args]), 2);
+      expect(line, args.join(' ')).toMatch(/unknown option --bogus|unexpected argument "extra"|--transport must be ws or sse, got "bogus"|--streams must be an integer in \[1, /);
+    }
+    const r = await inProc(['bench', 'gateway', '--transport=sse', '--streams', '2', '--tokens', '2', '--step-ms', '1', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ transport: 'sse', streams: 2, tokens_expected: 4 });
+  }, 60_000);
+});
+
+describe('strict flag parsing', () => {
+  const known = { values: ['seed', 'out'], booleans: ['quiet'] };
+  it('-- ends the options; -x is an unknown option unless it is a negative number; booleans take no value', () => {
+    expect(parseArgs(['--quiet', '--', '--seed', '-x'], known)).toEqual({ flags: new Map([['quiet', ['true']]]), positionals: ['--seed', '-x'] });
+    expect(() => parseArgs(['-x', 'hi'], known)).toThrow(new UsageError('unknown option -x'));
+    expect(parseArgs(['-3', 'degrees', '-'], known).positionals).toEqual(['-3', 'degrees', '-']);
+    expect(flag(parseArgs(['--seed', '-3'], known), 'seed')).toBe('-3');
+    expect(() => parseArgs(['--quiet=false'], known)).toThrow(/--quiet takes no value/);
+    expect(() => parseArgs(['--quiet=true'], known)).toThrow(/--quiet takes no value/);
+  });
+
+  it('integers: decimal digits and safe integers only', () => {
+    const v = (raw: string) => intFlag(parseArgs(['--seed', raw], known), 'seed', 7, 0);
+    expect(v('42')).toBe(42);
+    for (const bad of ['', ' ', '0x10', '1e3', '1e20', '4.0', '9007199254740992', '-1', 'Infinity'])
+      expect(() => v(bad), JSON.stringify(bad)).toThrow(/--seed must be an integer in \[0, 9007199254740991\]/);
+    expect(v('9007199254740991')).toBe(Number.MAX_SAFE_INTEGER);
+  });
+
+  it('numbers: decimal only; integers where the engine wants one', () => {
+    expect(numberFlag('0.5', 't')).toBe(0.5);
+    expect(numberFlag('-.5', 't')).toBe(-0.5);
+    expect(numberFlag('2e-3', 't')).toBe(0.002);
+    for (const bad of ['', '0x10', 'Infinity', ' 1', '1,5', 'NaN']) expect(() => numberFlag(bad, 't'), JSON.stringify(bad)).toThrow(/--t must be a number/);
+    expect(() => numberFlag('1.5', 'seed', { integer: true })).toThrow(/--seed must be an integer, got "1.5"/);
+    expect(() => numberFlag('1e20', 'seed', { integer: true })).toThrow(/--seed must be an integer of at most 9007199254740991/);
+    expect(() => numberFlag('-1', 'seed', { integer: true, min: 0 })).toThrow(/--seed must be at least 0/);
+  });
+
+  it('the CLI checks flags before loading the model (a missing pack is never reached)', async () => {
+    const bad: [string[], number, RegExp][] = [
+      [['understand', '--seed', '0x10', 'hi'], 1, /--seed must be a number, got "0x10"/],
+      [['understand', '--seed', '', 'hi'], 1, /--seed must be a number, got ""/],
+      [['understand', '--quiet=false', 'hi'], 2, /--quiet takes no value/],
+      [['understand', '-x', 'hi'], 2, /unknown option -x/],
+      [['generate', '--seed', '1e20', '--out', join(dir, 'n.png'), 'hi'], 1, /--seed must be an integer of at most/],
+      [['generate', '--steps', 'many', '--mode', 'baseline', '--out', join(dir, 'n.png'), 'hi'], 1, /--steps must be a number/],
+      [['render', '--seed', '1e20', '--out', join(dir, 'n.png')], 2, /--seed must be an integer in \[0, 9007199254740991\], got "1e20"/],
+      [['dataset', '--split', 'train', '--count', '1', '--offset', '1e300', '--out', join(dir, 'n')], 2, /--offset must be an integer/],
+    ];
+    for (const [args, code, msg] of bad) {
+      const withPack = args[0] === 'understand' || args[0] === 'generate' ? [args[0], '--pack', NO_PACK, ...args.slice(1)] : args;
+      expect(failsWith(await inProc(withPack), code), args.join(' ')).toMatch(msg);
+    }
+    // `--` lets a prompt start with a dash: the words reach the model (which does not know them)
+    const r = await inProc(['understand', '--pack', TINY, '--quiet', '--max-tokens', '2', '--', '-x', '--y']);
+    expect(failsWith(r, 1)).toMatch(/UNKNOWN_WORDS: unknown words: x, y/);
+  }, 60_000);
+});
+
+describe('flags that do not apply are refused, not ignored', () => {
+  it('generate: --image (use edit), --steps outside baseline, --cfg-image for text-to-image; eval and render', async () => {
+    const out = join(dir, 'flags.png');
+    const bad: [string[], RegExp][] = [
+      [['generate', '--pack', NO_PACK, '--image', join(ROOT, 'package.json'), '--out', out, 'hi'], /--image applies to editing; to edit an image, run hyperbagel edit --image FILE/],
+      [['generate', '--pack', NO_PACK, '--steps', '5', '--mode', '6nfe', '--out', out, 'hi'], /--steps applies to --mode baseline only/],
+      [['generate', '--pack', NO_PACK, '--steps', '5', '--out', out, 'hi'], /--steps applies to --mode baseline only/],
+      [['generate', '--pack', NO_PACK, '--cfg-image', '3', '--out', out, 'hi'], /--cfg-image applies to editing only/],
+      [['eval', 'detector', '--mode', 'bogus'], /--mode applies to eval geneval, gedit only/],
+      [['eval', 'draft', '--mode', 'bogus'], /--mode applies to eval geneval, gedit only/],
+      [['eval', 'geneval', '--model', 'oracle', '--mode', 'bogus'], /--mode must be one of/],
+      [['eval', 'understand', '--count', '5'], /--count applies to eval detector only/],
+      [['eval', 'detector', '--limit', '5'], /--limit applies to eval understand, geneval, gedit, draft only/],
+      [['render', '--caption', 'a red circle', '--seed', '3', '--out', out], /give --caption "TEXT" or --seed N, not both/],
+    ];
+    for (const [args, msg] of bad) expect(failsWith(await inProc(args), 2), args.join(' ')).toMatch(msg);
+    expect(existsSync(out)).toBe(false);
+    // the help says where --image and --cfg-image belong
+    const help = await cli(['generate', '--help']);
+    expect(help.stdout).toMatch(/hyperbagel edit --image FILE/);
+    expect(help.stdout).toMatch(/--steps N .*--mode baseline only/);
+  }, 60_000);
+});
+
+describe('image files, usage and --version', () => {
+  /** 64×64: top half `top`, bottom half `bottom` (RGB). */
+  function halves(top: number[], bottom: number[]): Buffer {
+    const data = Buffer.alloc(64 * 64 * 3);
+    for (let i = 0; i < 64 * 64; i++) data.set(i < 32 * 64 ? top : bottom, i * 3);
+    return data;
+  }
+
+  it('EXIF orientation is applied and alpha is flattened on white (readImageFile, readRgbFile), as the gateway decodes', async () => {
+    // stored upside down (red at the bottom) with orientation 3 (rotate 180°): shown with red on top
+    const jpg = join(dir, 'o3.jpg');
+    await sharp(halves([0, 0, 255], [255, 0, 0]), { raw: { width: 64, height: 64, channels: 3 } }).jpeg({ quality: 95 }).withMetadata({ orientation: 3 }).toFile(jpg);
+    expect((await sharp(jpg).metadata()).orientation).toBe(3);
+    const transparent = join(dir, 'alpha.png');
+    await sharp({ create: { width: 64, height: 64, channels: 4, background: { r: 0, g: 0, b: 0, alpha: 0 } } }).png().toFile(transparent);
+    for (const read of [readImageFile, (f: string) => readRgbFile(f)]) {
+      const img = await read(jpg);
+      const topLeft = Array.from(img.data.slice(0, 3));
+      const bottomLeft = Array.from(img.data.slice(63 * 64 * 3, 63 * 64 * 3 + 3));
+      expect(topLeft[0]).toBeGreaterThan(200); // red on top
+      expect(topLeft[2]).toBeLessThan(50);
+      expect(bottomLeft[2]).toBeGreaterThan(200); // blue at the bottom
+      const a = await read(transparent);
+      expect(Array.from(a.data.slice(0, 3))).toEqual([255, 255, 255]);
+    }
+    // an ordinary PNG reads exactly as before
+    const plain = join(dir, 'plain.png');
+    const raw = halves([10, 20, 30], [40, 50, 60]);
+    await sharp(raw, { raw: { width: 64, height: 64, channels: 3 } }).png().toFile(plain);
+    expect(Buffer.compare(Buffer.from((await readImageFile(plain)).data), raw)).toBe(0);
+  });
+
+  it('no arguments: usage on stderr, exit 1; --help on stdout, exit 0; --version prints package.json\'s version', async () => {
+    const none = await inProc([]);
+    expect(none.code).toBe(1);
+    expect(none.stdout).toBe('');
+    expect(none.stderr).toMatch(/^Usage: hyperbagel <command>/);
+    const help = await inProc(['--help']);
+    expect(help.code).toBe(0);
+    expect(help.stderr).toBe('');
+    expect(help.stdout).toMatch(/^Usage: hyperbagel <command>/);
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+    expect(version()).toBe(pkg.version);
+    expect(await inProc(['-V'])).toMatchObject({ code: 0, stdout: `${pkg.version}\n` });
+    // and as a user runs it
+    const r = await cli(['--version']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(`${pkg.version}\n`);
+  }, 60_000);
+});
