@@ -1,7 +1,9 @@
 // @ts-check
 // The hyperbagel web demo: a streaming chat (subscription `understand`) and progressive image generation
-// and editing (mutations `generateImage` / `editImage` with `@stream` previews and a `@defer`red final),
-// tied together by one server-side session. Everything goes over graphql-ws at /graphql.
+// and editing (mutations `generateImage` / `editImage` start a detached job; its previews and final
+// arrive from `subscription imageJob`), tied together by one server-side session. Everything goes over
+// graphql-ws at /graphql, except closing the session when the page goes away (an HTTP POST that
+// outlives the page).
 import { GraphQLWsClient, GraphQLRequestError } from './gql-ws.js';
 
 // ---------------------------------------------------------------- operations
@@ -43,6 +45,7 @@ const RESUME_BASE_DELAY_MS = 250;
 const CANCEL_JOB = 'mutation CancelJob($id: ID!) { cancelJob(id: $id) }';
 const JOB_STATUS = 'query JobStatus($id: ID!) { job(id: $id) { id status } }';
 const CREATE_SESSION = 'mutation CreateSession { createSession }';
+const CLOSE_SESSION = 'mutation CloseSession($id: ID!) { closeSession(id: $id) }';
 const MODELS = 'query Models { models { name description capabilities { understand generate edit draft sixStep oneStep think } imageSize { width height } } }';
 
 /** What each server error code means for someone at the page. */
@@ -54,11 +57,20 @@ const ERROR_HINTS = /** @type {Record<string, string>} */ ({
   BAD_IMAGE: 'Try a PNG, JPEG or WebP file.',
   IMAGE_TOO_LARGE: 'Try a smaller image.',
   PROMPT_TOO_LONG: 'The prompt is longer than the server accepts.',
-  SESSION_NOT_FOUND: 'The session expired; a new one was started.',
+  SESSION_NOT_FOUND: 'The session expired; the next request starts a new one.',
   SESSION_BUSY: 'This session is busy with another request.',
   SESSION_FULL: 'The session’s context is full; start a new session.',
   UNAUTHENTICATED: 'Add ?apiKey=… to the page address.',
+  CONNECTION_FAILED: 'The server could not be reached; check that it is running, then try again.',
 });
+
+/**
+ * The server's default limit on an input image's encoded size (`maxImageBytes` in
+ * src/gateway/limits.ts; the API does not expose it). Files the browser can decode are scaled to the
+ * model's size before they are sent, so this only applies to files sent as they are. A larger one
+ * would be refused (IMAGE_TOO_LARGE), or, past the server's message limit, close the socket (1009).
+ */
+const MAX_IMAGE_BYTES = 20 * 1024 * 1024;
 
 // ---------------------------------------------------------------- DOM helpers
 
@@ -174,10 +186,11 @@ let stopGeneration = null;
  * Shows an error in the banner. `code` is the server's `extensions.code` (or a local one).
  * @param {string} code
  * @param {string} message
+ * @param {boolean} [withHint]  add the code's hint (ERROR_HINTS) to the message
  */
-function showError(code, message) {
+function showError(code, message, withHint = true) {
   ui.errorCode.textContent = code;
-  const hint = ERROR_HINTS[code];
+  const hint = withHint ? ERROR_HINTS[code] : undefined;
   ui.errorMessage.textContent = hint && !message.includes(hint) ? `${message} — ${hint}` : message;
   ui.error.dataset.code = code;
   ui.error.hidden = false;
@@ -254,11 +267,122 @@ function forgetSessionImage() {
   if (current) current.chatHasIt = current.sessionLatest = false;
 }
 
+/** New session: the old one is closed (now, or when this page's request that uses it ends). */
 function resetSession() {
+  const old = sessionId;
   sessionId = null;
   forgetSessionImage();
   ui.messages.replaceChildren();
+  if (old) retireSession(old);
   return ensureSession();
+}
+
+/**
+ * The session expired on the server (SESSION_NOT_FOUND) while a request of this page was starting:
+ * drop it so `ensureSession` makes a new one.
+ * @param {string | null} sid  the session the failed request used
+ */
+function dropExpiredSession(sid) {
+  if (sid && sid !== sessionId) return; // the page has moved on already
+  sessionId = null;
+  ui.sessionId.textContent = 'expired';
+  forgetSessionImage();
+}
+
+// Closing sessions. The server keeps a bounded number of sessions (least recently used idle ones are
+// evicted), so a page that never closed its sessions would, with every reload or New session, push
+// other visitors' conversations out. The server refuses to close a session while a request uses it
+// (SESSION_BUSY, see closeSession in schema.graphql): such a session is closed once this page's
+// request on it has ended.
+
+/** How many requests of this page (chat answers, image jobs) use each session. */
+const sessionUsers = /** @type {Map<string, number>} */ (new Map());
+/** Sessions this page has left and still has to close, with the number of refused tries. */
+const retiring = /** @type {Map<string, number>} */ (new Map());
+/** Sessions with a closeSession in flight. */
+const closing = /** @type {Set<string>} */ (new Set());
+
+/**
+ * Marks `id` as used by one request of this page until the returned function is called.
+ * @param {string | null} id
+ * @returns {() => void}
+ */
+function useSession(id) {
+  if (!id) return () => {};
+  sessionUsers.set(id, (sessionUsers.get(id) ?? 0) + 1);
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    const n = (sessionUsers.get(id) ?? 1) - 1;
+    if (n > 0) sessionUsers.set(id, n);
+    else sessionUsers.delete(id);
+    closeRetired(id);
+  };
+}
+
+/** @param {string} id */
+function retireSession(id) {
+  if (!retiring.has(id)) retiring.set(id, 0);
+  closeRetired(id);
+}
+
+/** @param {string} id */
+function closeRetired(id) {
+  if (!retiring.has(id) || sessionUsers.has(id) || closing.has(id)) return;
+  closing.add(id);
+  client.request({ query: CLOSE_SESSION, variables: { id } })
+    .then(
+      () => { retiring.delete(id); },
+      (err) => {
+        const tries = (retiring.get(id) ?? 0) + 1;
+        if (describeError(err).code === 'SESSION_BUSY' && tries < 6) {
+          // A request this page stopped a moment ago: the server lets go of the session shortly after.
+          retiring.set(id, tries);
+          setTimeout(() => closeRetired(id), 200 * 2 ** tries);
+        } else {
+          // Gone already, or the server is unreachable: it expires on its own.
+          retiring.delete(id);
+        }
+      },
+    )
+    .finally(() => { closing.delete(id); });
+}
+
+/** The image job this page is running, if any (cancelled when the page goes away). */
+let runningJobId = /** @type {string | null} */ (null);
+
+/**
+ * An HTTP POST to /graphql that outlives the page (`keepalive`; unlike sendBeacon it can carry the
+ * API key). JSON, so the server's CSRF rule (text/plain and form bodies need a preflight header) does
+ * not apply.
+ * @param {string} query
+ * @param {Record<string, unknown>} variables
+ */
+function postOnExit(query, variables) {
+  /** @type {Record<string, string>} */
+  const headers = { 'content-type': 'application/json' };
+  if (apiKey) headers.authorization = `Bearer ${apiKey}`;
+  try {
+    fetch('/graphql', { method: 'POST', keepalive: true, headers, body: JSON.stringify({ query, variables }) }).catch(() => undefined);
+  } catch {
+    // nothing to do while the page goes away
+  }
+}
+
+/**
+ * The page goes away (reload, navigation, closed tab): cancel the running job (nobody will see its
+ * frames) and close the page's sessions. A session that a request still holds at that moment is
+ * refused by the server and expires on its own.
+ */
+function closeOnExit() {
+  const ids = new Set(retiring.keys());
+  if (sessionId) ids.add(sessionId);
+  if (runningJobId) postOnExit(CANCEL_JOB, { id: runningJobId });
+  client.close(); // ends a streaming answer, so its session is free as soon as possible
+  for (const id of ids) postOnExit(CLOSE_SESSION, { id });
+  retiring.clear();
+  sessionId = null;
 }
 
 /** @type {{ draft: boolean } | null} */
@@ -338,13 +462,16 @@ async function attachFile(file) {
     showError('INVALID_INPUT', `"${file.name}" is not an image (${file.type || 'unknown type'})`);
     return;
   }
-  const original = await blobToDataUrl(file);
-  const fitted = await fitToModel(original);
+  const fitted = await fitToModel(file);
   if (fitted) {
     setImage(fitted.dataUrl, `uploaded: ${file.name} (${fitted.from} → ${fitted.to})`, false);
+  } else if (file.size > MAX_IMAGE_BYTES) {
+    // Sent as is it would be refused, or close the socket (1009) on every try: do not attach it.
+    const mib = (/** @type {number} */ n) => Number((n / 1024 / 1024).toFixed(1));
+    showError('IMAGE_TOO_LARGE', `"${file.name}" was not attached: it is ${mib(file.size)} MiB, this browser cannot decode it to scale it down, and the server accepts at most ${mib(MAX_IMAGE_BYTES)} MiB`);
   } else {
     // The browser cannot decode it either: send it as is and let the server say what is wrong.
-    setImage(original, `uploaded: ${file.name} (${Math.ceil(file.size / 1024)} KiB)`, false);
+    setImage(await blobToDataUrl(file), `uploaded: ${file.name} (${Math.ceil(file.size / 1024)} KiB)`, false);
   }
 }
 
@@ -352,30 +479,36 @@ async function attachFile(file) {
  * The model reads images of one size (models.imageSize, 64×64 for the Shapes packs). A reference client
  * adapts what the user gives it: centre-crop to a square, then scale to that size, as PNG. Returns null
  * when the browser cannot decode the image; images already at the model's size come back unchanged.
- * @param {string} dataUrl
+ * @param {Blob} file
  * @returns {Promise<{ dataUrl: string, from: string, to: string } | null>}
  */
-async function fitToModel(dataUrl) {
-  const img = new Image();
-  img.src = dataUrl;
+async function fitToModel(file) {
+  // An object URL, not a data URL: a large photo is decoded without first becoming a huge string.
+  const url = URL.createObjectURL(file);
   try {
-    await img.decode();
-  } catch {
-    return null;
+    const img = new Image();
+    img.src = url;
+    try {
+      await img.decode();
+    } catch {
+      return null;
+    }
+    const w = img.naturalWidth, h = img.naturalHeight;
+    const size = imageSize ?? { width: 64, height: 64 };
+    const from = `${w}×${h}`, to = `${size.width}×${size.height}`;
+    if (w === size.width && h === size.height) return { dataUrl: await blobToDataUrl(file), from, to };
+    const canvas = document.createElement('canvas');
+    canvas.width = size.width;
+    canvas.height = size.height;
+    const g = canvas.getContext('2d');
+    if (!g) return null;
+    const side = Math.min(w, h);
+    g.imageSmoothingQuality = 'high';
+    g.drawImage(img, (w - side) / 2, (h - side) / 2, side, side, 0, 0, size.width, size.height);
+    return { dataUrl: canvas.toDataURL('image/png'), from, to };
+  } finally {
+    URL.revokeObjectURL(url);
   }
-  const w = img.naturalWidth, h = img.naturalHeight;
-  const size = imageSize ?? { width: 64, height: 64 };
-  const from = `${w}×${h}`, to = `${size.width}×${size.height}`;
-  if (w === size.width && h === size.height) return { dataUrl, from, to };
-  const canvas = document.createElement('canvas');
-  canvas.width = size.width;
-  canvas.height = size.height;
-  const g = canvas.getContext('2d');
-  if (!g) return null;
-  const side = Math.min(w, h);
-  g.imageSmoothingQuality = 'high';
-  g.drawImage(img, (w - side) / 2, (h - side) / 2, side, side, 0, 0, size.width, size.height);
-  return { dataUrl: canvas.toDataURL('image/png'), from, to };
 }
 
 /** @param {URLSearchParams} query */
@@ -453,13 +586,41 @@ function addMessage(role, text) {
 let chatStarting = false;
 let jobStarting = false;
 
-async function ask() {
-  const prompt = ui.chatInput.value.trim();
+/**
+ * Disables buttons. A disabled button loses focus (it drops to <body>), so focus on one of them moves to
+ * `to` first.
+ * @param {HTMLButtonElement[]} buttons
+ * @param {HTMLElement} to
+ */
+function disableButtons(buttons, to) {
+  if (buttons.some((b) => b === document.activeElement)) to.focus();
+  for (const b of buttons) b.disabled = true;
+}
+
+/**
+ * Enables `on` and disables `off`; focus on `off` moves to `on`.
+ * @param {HTMLButtonElement[]} on
+ * @param {HTMLButtonElement} off
+ */
+function swapButtons(on, off) {
+  for (const b of on) b.disabled = false;
+  if (on[0] && off === document.activeElement) on[0].focus();
+  off.disabled = true;
+}
+
+/**
+ * @param {{ prompt: string, notice: string }} [retry]  asking again in a new session after the old one
+ *   expired: the question, and what to tell the user
+ */
+async function ask(retry) {
+  const prompt = retry?.prompt ?? ui.chatInput.value.trim();
   if (!prompt || stopChat || chatStarting) return;
   clearError();
   chatStarting = true;
-  ui.chatSend.disabled = true;
+  disableButtons([ui.chatSend], ui.chatInput);
   const sid = await ensureSession().finally(() => { chatStarting = false; });
+  if (retry) showError('SESSION_NOT_FOUND', retry.notice, false);
+  const releaseSession = useSession(sid);
   /** @type {Record<string, unknown>} */
   const input = {
     prompt,
@@ -492,25 +653,56 @@ async function ask() {
     bot.meta.textContent = metaText;
     scrollChat();
     stopChat = null;
-    ui.chatSend.disabled = false;
-    ui.chatStop.disabled = true;
+    swapButtons([ui.chatSend], ui.chatStop);
+    releaseSession();
   };
 
-  ui.chatSend.disabled = true;
+  /**
+   * The request failed before any answer: an expired session is replaced and the question asked again
+   * (once); anything else is shown.
+   * @param {{ code: string, message: string }} e
+   * @param {any[]} errors
+   */
+  const fail = (e, errors) => {
+    if (e.code === 'SESSION_NOT_FOUND' && !retry && chunks === 0) {
+      finish('error', 'session expired');
+      user.li.remove();
+      bot.li.remove();
+      dropExpiredSession(sid);
+      void ask({ prompt, notice: `Session ${sid} had expired on the server, so a new one was started (it does not remember the earlier turns) and the question was asked again.` });
+      return;
+    }
+    if (e.code === 'CONNECTION_FAILED') {
+      // The socket never opened: the question did not reach the server.
+      showError(e.code, `server unreachable, the question was not sent: ${e.message}`);
+      finish('error', 'not sent: server unreachable');
+      return;
+    }
+    if (e.code === 'CONNECTION_CLOSED') {
+      if (errors[0]?.extensions?.closeCode === 1009 && sendImage) refuseImage(image, 'IMAGE_TOO_LARGE');
+      // The socket dropped mid-answer: keep what arrived and say plainly that it is incomplete.
+      showError(e.code, `connection lost while answering: ${e.message}`);
+      finish('connection-lost', `connection lost after ${chunks} chunk${chunks === 1 ? '' : 's'} · answer incomplete`);
+      return;
+    }
+    serverError(e);
+    if (sendImage) refuseImage(image, e.code);
+    finish('error', `error: ${e.code}`);
+  };
+
+  disableButtons([ui.chatSend], ui.chatInput);
   ui.chatStop.disabled = false;
   const unsubscribe = client.subscribe({ query: UNDERSTAND, variables: { input } }, {
     next: (payload) => {
       if (payload.errors?.length) {
-        const e = firstError(payload.errors);
-        serverError(e);
-        if (sendImage) refuseImage(image, e.code);
         unsubscribe();
-        finish('error', `error: ${e.code}`);
+        fail(firstError(payload.errors), payload.errors);
         return;
       }
       const ev = payload.data?.understand;
       if (!ev) return;
-      if (sendImage && image && sid) image.chatHasIt = image.sessionLatest = true;
+      // (not after New session: the image belongs to the old session then)
+      if (sendImage && image && sid && sid === sessionId) image.chatHasIt = image.sessionLatest = true;
       const n = Array.isArray(ev.tokenIds) ? ev.tokenIds.length : 0;
       const s = Math.max(1, ev.steps ?? 1);
       if (ev.text || n > 0) {
@@ -563,18 +755,7 @@ async function ask() {
         finish('done', `${String(ev.finishReason ?? '').toLowerCase()} · ${chunks} chunk${chunks === 1 ? '' : 's'} · ${sp?.mode ?? ''} · ${t ? `${Number(t.totalMs).toFixed(0)} ms` : ''}`);
       }
     },
-    error: (errors) => {
-      const e = firstError(errors);
-      if (e.code === 'CONNECTION_CLOSED') {
-        // The socket dropped mid-answer: keep what arrived and say plainly that it is incomplete.
-        showError(e.code, `connection lost while answering: ${e.message}`);
-        finish('connection-lost', `connection lost after ${chunks} chunk${chunks === 1 ? '' : 's'} · answer incomplete`);
-        return;
-      }
-      serverError(e);
-      if (sendImage) refuseImage(image, e.code);
-      finish('error', `error: ${e.code}`);
-    },
+    error: (errors) => fail(firstError(errors), errors),
     complete: () => {
       if (bot.li.dataset.state === 'streaming') finish('done', `${chunks} chunk${chunks === 1 ? '' : 's'}`);
     },
@@ -609,14 +790,20 @@ function addFrame(frame) {
   ui.frames.append(li);
 }
 
-/** @param {'generate'|'edit'} action */
-async function runJob(action) {
-  const text = ui.genPrompt.value.trim();
+/**
+ * @param {'generate'|'edit'} action
+ * @param {{ text: string, notice: string }} [retry]  starting again in a new session after the old one
+ *   expired: the prompt, and what to tell the user
+ */
+async function runJob(action, retry) {
+  const text = retry?.text ?? ui.genPrompt.value.trim();
   if (!text || stopGeneration || jobStarting) return;
   clearError();
   jobStarting = true;
-  ui.genGenerate.disabled = ui.genEdit.disabled = true;
+  disableButtons([ui.genGenerate, ui.genEdit], ui.genPrompt);
   const sid = await ensureSession().finally(() => { jobStarting = false; });
+  if (retry) showError('SESSION_NOT_FOUND', retry.notice, false);
+  const releaseSession = useSession(sid);
   /** @type {Record<string, unknown>} */
   const input = { mode: ui.genMode.value };
   if (ui.genIntermediate.checked) input.intermediatePreviews = true;
@@ -628,7 +815,8 @@ async function runJob(action) {
     input.prompt = text;
   } else {
     input.instruction = text;
-    // With a session the server uses the session's latest image; send ours only if it has not got it.
+    // With a session the server uses the session's latest image; send ours only if it is not that one
+    // (an upload, a rendered scene, a preview, a final of an earlier session).
     if (source && (!sid || !source.sessionLatest)) input.image = { dataUrl: source.dataUrl };
   }
 
@@ -637,7 +825,7 @@ async function runJob(action) {
   ui.genThought.textContent = '';
   ui.genStatus.dataset.state = 'running';
   ui.genStatus.textContent = `${action === 'generate' ? 'generating' : 'editing'}…`;
-  ui.genGenerate.disabled = ui.genEdit.disabled = true;
+  disableButtons([ui.genGenerate, ui.genEdit], ui.genPrompt);
   ui.genStop.disabled = false;
 
   const started = performance.now();
@@ -658,14 +846,20 @@ async function runJob(action) {
   const finish = (state, text) => {
     ui.genStatus.dataset.state = state;
     ui.genStatus.textContent = text;
-    ui.genGenerate.disabled = ui.genEdit.disabled = false;
-    ui.genStop.disabled = true;
+    swapButtons([ui.genGenerate, ui.genEdit], ui.genStop);
     stopGeneration = null;
+    if (runningJobId === jobId) runningJobId = null;
+    releaseSession();
   };
   const progress = () => {
     ui.genStatus.dataset.state = 'running';
     ui.genStatus.textContent = `job ${jobId ?? '…'} · ${shownPreviews} preview${shownPreviews === 1 ? '' : 's'}${gotFinal ? ' · final' : ''}`;
   };
+
+  /** The image this job may replace on screen: the one there when it started, then its own frames. */
+  let mine = current;
+  /** Another image was put on screen while the job ran, so the job's frames were not shown there. */
+  let displaced = false;
 
   /** @param {any} frame */
   const showFrame = (frame) => {
@@ -674,14 +868,21 @@ async function runJob(action) {
       ui.genThought.hidden = false;
     }
     addFrame(frame);
-    if (frame.stage === 'FINAL') {
-      gotFinal = true;
-      setImage(frameDataUrl(frame), frameLabel(frame), Boolean(sid));
-    } else {
-      shownPreviews++;
+    const isFinal = frame.stage === 'FINAL';
+    // The server stores only a FINAL frame as the session's latest image, and only in the session the
+    // job ran in: a preview, or a final that arrives after New session, is not it (an edit sends it).
+    const latest = isFinal && Boolean(sid) && sid === sessionId;
+    if (!isFinal) shownPreviews++;
+    if (current !== null && current !== mine) {
+      // The user put another image on screen (upload, drop, paste, render) while the job ran: keep it.
+      displaced = true;
+      if (latest) forgetSessionImage(); // the session's latest image is now this final, not the one on screen
+    } else if (isFinal || !gotFinal) {
       // A preview never replaces a final that is already on screen.
-      if (!gotFinal) setImage(frameDataUrl(frame), frameLabel(frame), Boolean(sid));
+      setImage(frameDataUrl(frame), frameLabel(frame), latest);
+      mine = current;
     }
+    if (isFinal) gotFinal = true;
   };
 
   /** @param {string} id */
@@ -707,8 +908,9 @@ async function runJob(action) {
         if (!ev.done) { progress(); return; }
         const ms = (performance.now() - started).toFixed(0);
         const previewsText = shownPreviews ? `${shownPreviews} preview${shownPreviews === 1 ? '' : 's'} then final` : 'final only';
-        if (ev.status === 'SUCCEEDED' && gotFinal) finish('done', `job ${id} done in ${ms} ms · ${previewsText}`);
-        else if (ev.error) {
+        if (ev.status === 'SUCCEEDED' && gotFinal) {
+          finish('done', `job ${id} done in ${ms} ms · ${previewsText}${displaced ? ' · not put on screen, another image was put there meanwhile (the frames are listed below)' : ''}`);
+        } else if (ev.error) {
           serverError({ code: ev.error.code, message: ev.error.message });
           if (input.image) refuseImage(source, ev.error.code);
           finish('error', `failed: ${ev.error.code}`);
@@ -766,8 +968,15 @@ async function runJob(action) {
   } catch (err) {
     if (stopped) return;
     const e = err instanceof GraphQLRequestError ? firstError(err.errors) : describeError(err);
+    if (e.code === 'SESSION_NOT_FOUND' && !retry) {
+      finish('error', 'session expired');
+      dropExpiredSession(sid);
+      void runJob(action, { text, notice: `Session ${sid} had expired on the server, so a new one was started and the job was started again.` });
+      return;
+    }
     serverError(e);
-    if (input.image) refuseImage(source, e.code);
+    const closeCode = err instanceof GraphQLRequestError ? err.errors[0]?.extensions?.closeCode : undefined;
+    if (input.image) refuseImage(source, closeCode === 1009 ? 'IMAGE_TOO_LARGE' : e.code);
     finish('error', `failed: ${e.code}`);
     return;
   }
@@ -777,6 +986,7 @@ async function runJob(action) {
     void client.request({ query: CANCEL_JOB, variables: { id: jobId } }).catch(() => undefined);
     return;
   }
+  runningJobId = jobId;
   progress();
   watch(jobId);
 }
@@ -826,6 +1036,16 @@ ui.chatStop.addEventListener('click', () => stopChat?.());
 ui.genForm.addEventListener('submit', (ev) => { ev.preventDefault(); void runJob('generate'); });
 ui.genEdit.addEventListener('click', () => { void runJob('edit'); });
 ui.genStop.addEventListener('click', () => stopGeneration?.());
+// Reload, navigation, closed tab: close this page's sessions on the server.
+addEventListener('pagehide', closeOnExit);
+addEventListener('pageshow', (ev) => {
+  // Back from the back/forward cache: the sessions were closed when the page was hidden.
+  if (ev.persisted) {
+    forgetSessionImage();
+    ui.messages.replaceChildren();
+    void ensureSession();
+  }
+});
 
 document.body.dataset.ready = 'true';
 void loadModel();

@@ -15,8 +15,9 @@
  * }} Sink
  */
 
-/** Close codes the protocol defines, in words a person can act on. */
-const CLOSE_REASONS = /** @type {Record<number, string>} */ ({
+/** Close codes (the protocol's, and WebSocket ones a person can act on), in words. */
+export const CLOSE_REASONS = /** @type {Record<number, string>} */ ({
+  1009: 'a message was larger than the server accepts (close code 1009)',
   4400: 'the server rejected a malformed message',
   4401: 'unauthorized (subscribed before the connection was acknowledged)',
   4403: 'forbidden: the API key is missing or invalid',
@@ -94,7 +95,8 @@ export class GraphQLWsClient {
         }
       };
       ws.onclose = (ev) => {
-        const reason = CLOSE_REASONS[ev.code] ?? (ev.reason || `connection closed (code ${ev.code})`);
+        const fallback = acked ? `connection closed (code ${ev.code})` : `could not connect to the server (code ${ev.code})`;
+        const reason = CLOSE_REASONS[ev.code] ?? (ev.reason || fallback);
         const detail = ev.reason && CLOSE_REASONS[ev.code] ? `${reason}: ${ev.reason}` : reason;
         if (this.socket === ws) {
           this.socket = null;
@@ -102,10 +104,13 @@ export class GraphQLWsClient {
         }
         this.options.onStatus?.('closed', detail);
         if (!acked) rejectReady(new Error(detail));
-        const code = ev.code === 4403 ? 'UNAUTHENTICATED' : 'CONNECTION_CLOSED';
+        // Before the server acknowledged the connection no operation reached it: CONNECTION_FAILED
+        // (nothing was sent, it is safe to try again). After, CONNECTION_CLOSED: an operation may have
+        // been cut off half-way.
+        const code = ev.code === 4403 ? 'UNAUTHENTICATED' : acked ? 'CONNECTION_CLOSED' : 'CONNECTION_FAILED';
         const sinks = [...this.sinks.values()];
         this.sinks.clear();
-        for (const sink of sinks) sink.error([{ message: detail, extensions: { code } }]);
+        for (const sink of sinks) sink.error([{ message: detail, extensions: { code, closeCode: ev.code } }]);
       };
     });
     // An unobserved rejection here is reported through each operation's sink instead.

@@ -1,8 +1,10 @@
 // The page's plain ES modules: type-checked against the DOM, and the incremental-delivery merger
 // (both @stream/@defer wire formats) exercised directly.
 import { execFileSync } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { WebSocket as NodeWebSocket, WebSocketServer } from 'ws';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -20,6 +22,62 @@ describe('web/*.js', () => {
   it('type-checks with tsc (checkJs, strict, DOM)', () => {
     // Throws (and prints the diagnostics) on any type error.
     execFileSync(process.execPath, [`${root}node_modules/typescript/bin/tsc`, '-p', `${root}web/tsconfig.json`], { stdio: 'pipe' });
+  });
+});
+
+// gql-ws.js uses the browser's WebSocket; Node 20 has none, `ws` stands in (same onopen/onmessage/onclose
+// API). Unlike a browser's, a `ws` socket throws an 'error' event nobody listens to.
+class BrowserLikeWebSocket extends NodeWebSocket {
+  constructor(url: string, protocols?: string | string[]) {
+    super(url, protocols);
+    this.on('error', () => undefined);
+  }
+}
+(globalThis as { WebSocket?: unknown }).WebSocket ??= BrowserLikeWebSocket;
+interface ErrorLike { message: string; extensions?: Record<string, unknown> }
+const { GraphQLWsClient, CLOSE_REASONS } = (await import(pathToFileURL(`${root}web/gql-ws.js`).href)) as {
+  GraphQLWsClient: new (url: string) => { subscribe(p: { query: string; variables?: Record<string, unknown> }, sink: { next(p: unknown): void; error(e: ErrorLike[]): void; complete(): void }): () => void; close(): void };
+  CLOSE_REASONS: Record<number, string>;
+};
+
+/** The errors the client reports for one operation. */
+function errorsOf(client: InstanceType<typeof GraphQLWsClient>, variables?: Record<string, unknown>): Promise<ErrorLike[]> {
+  return new Promise((resolve, reject) => {
+    client.subscribe({ query: '{ __typename }', variables }, { next: () => undefined, error: resolve, complete: () => reject(new Error('completed')) });
+  });
+}
+
+describe('GraphQLWsClient', () => {
+  it('reports CONNECTION_FAILED (not CONNECTION_CLOSED) when the server cannot be reached: nothing was sent', async () => {
+    // a port that was free a moment ago
+    const probe = createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+    const { port } = probe.address() as AddressInfo;
+    await new Promise<void>((r) => probe.close(() => r()));
+    const errors = await errorsOf(new GraphQLWsClient(`ws://127.0.0.1:${port}/graphql`));
+    expect(errors[0]?.extensions?.code).toBe('CONNECTION_FAILED');
+    expect(errors[0]?.message).toMatch(/could not connect to the server/);
+  });
+
+  it('says in words when the server closes the socket because a message was too large (1009)', async () => {
+    expect(CLOSE_REASONS[1009]).toMatch(/larger than the server accepts/);
+    const wss = new WebSocketServer({ port: 0, host: '127.0.0.1', maxPayload: 1024, handleProtocols: () => 'graphql-transport-ws' });
+    wss.on('connection', (socket) => {
+      socket.on('error', () => undefined); // ws reports the oversized message here, then closes with 1009
+      socket.on('message', (m) => {
+        if (JSON.parse(String(m)).type === 'connection_init') socket.send(JSON.stringify({ type: 'connection_ack' }));
+      });
+    });
+    try {
+      await new Promise((r) => wss.once('listening', r));
+      const client = new GraphQLWsClient(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}/graphql`);
+      const errors = await errorsOf(client, { big: 'x'.repeat(4096) });
+      expect(errors[0]?.extensions).toMatchObject({ code: 'CONNECTION_CLOSED', closeCode: 1009 });
+      expect(errors[0]?.message).toContain('larger than the server accepts');
+    } finally {
+      for (const c of wss.clients) c.terminate();
+      await new Promise((r) => wss.close(r));
+    }
   });
 });
 

@@ -171,6 +171,16 @@ function operation(log: WsLog, needle: string): { subscribe: any; messages: any[
   return { subscribe, messages: log.received.filter((m) => m.id === subscribe.id) };
 }
 
+/** Whether the server still holds the session (`get` throws SESSION_NOT_FOUND otherwise; it does not touch it). */
+function sessionAlive(s: RunningServer, id: string): boolean {
+  try {
+    s.runtime.sessions.get(id);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 suite('web demo in Chromium', () => {
   let server: RunningServer;
   let engine: ReturnType<typeof controlled>;
@@ -242,6 +252,12 @@ suite('web demo in Chromium', () => {
   it('loads, connects and shows the model and a session', async () => {
     expect(await page.textContent('#conn')).toBe('connected');
     expect(await page.textContent('#model')).toContain(engine.engine.info.name);
+    // The page says what it does: frames come from `subscription imageJob` (not @stream/@defer), and
+    // unchecking "attach image" does not hide the session's images from the model.
+    const footer = await page.textContent('footer');
+    expect(footer).toContain('imageJob');
+    expect(footer).not.toContain('@defer');
+    expect(await page.getAttribute('label:has(#chat-attach)', 'title')).toMatch(/Unchecked.*still sees.*New session/);
     await shot('01-loaded');
     expect(pageErrors).toEqual([]);
   });
@@ -609,6 +625,11 @@ suite('web demo in Chromium', () => {
       await other.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
       expect(await other.textContent('#conn')).toBe('connected');
       expect(await other.isVisible('#error')).toBe(false);
+      // Leaving the page closes its session: a keepalive POST that carries the key.
+      const sid = (await other.textContent('#session-id'))!;
+      expect(sessionAlive(secured, sid)).toBe(true);
+      await other.goto('about:blank');
+      await expect.poll(() => sessionAlive(secured, sid), { timeout: 5_000 }).toBe(false);
     } finally {
       await other.close();
       await secured.close();
@@ -638,5 +659,226 @@ suite('web demo in Chromium', () => {
     expect(await page.isVisible('#gen-thought')).toBe(false);
     await page.uncheck('#gen-think');
     expect(pageErrors).toEqual([]);
+  });
+
+  it('an image left on screen that is not the session\'s latest (a stopped preview, a final after New session, an upload during a job) is sent with the next edit', async () => {
+    await dismissError();
+    await page.selectOption('#gen-mode', 'PROGRESSIVE');
+    const editInput = async () => {
+      await page.waitForSelector('#gen-status[data-state="done"]', { timeout: 30_000 });
+      return (await settled(ws, 'editImage(')).subscribe.payload.variables.input;
+    };
+    const onScreen = () => page.getAttribute('#current-image', 'src');
+    /** Starts a job whose final is held; resolves once its preview is on screen. */
+    const startHeld = async (prompt: string) => {
+      await page.fill('#gen-prompt', prompt);
+      const before = engine.calls.length;
+      const release = engine.hold('generate', (ev) => 'stage' in ev && ev.stage === 'final');
+      await page.click('#gen-generate');
+      await page.waitForSelector('.frame[data-stage="PREVIEW"]', { timeout: 30_000 });
+      await expect.poll(() => engine.calls[before]?.held, { timeout: 30_000 }).toBe(true);
+      return { release, call: engine.calls[before]! };
+    };
+
+    // 1. A final (the session's latest image), then a job stopped after its preview: the server still
+    //    holds the older final, so the edit must send the preview that is on screen.
+    await page.fill('#gen-prompt', 'a large red circle at the top left on a white background');
+    await page.click('#gen-generate');
+    await page.waitForSelector('#gen-status[data-state="done"]', { timeout: 30_000 });
+    const stopped = await startHeld('a large blue square at the bottom right on a black background');
+    try {
+      await page.click('#gen-stop');
+      await expect.poll(() => stopped.call.aborted, { timeout: 10_000 }).toBe(true);
+    } finally {
+      stopped.release();
+    }
+    await page.waitForSelector('#gen-status[data-server-status="CANCELLED"]', { timeout: 10_000 });
+    const preview = await onScreen();
+    expect(await page.textContent('#image-label')).toMatch(/^preview · /);
+    await page.fill('#gen-prompt', 'make the square green');
+    let before = engine.calls.length;
+    await page.click('#gen-edit');
+    let input = await editInput();
+    expect(input.image?.dataUrl).toBe(preview);
+    expect(engine.calls[before]).toMatchObject({ kind: 'generate', hadImage: true });
+
+    // 2. New session while a job runs: its final belongs to the old session, so the next edit (in the
+    //    new session) sends it. The old session is closed once the job has let go of it.
+    const oldSid = (await page.textContent('#session-id'))!;
+    const moved = await startHeld('a large red circle at the top left on a white background');
+    try {
+      await page.click('#new-session');
+      await page.waitForFunction((old) => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? '') && document.getElementById('session-id')?.textContent !== old, oldSid);
+      expect(sessionAlive(server, oldSid)).toBe(true); // still busy with the job
+    } finally {
+      moved.release();
+    }
+    await page.waitForSelector('#gen-status[data-state="done"]', { timeout: 30_000 });
+    await expect.poll(() => sessionAlive(server, oldSid), { timeout: 10_000 }).toBe(false);
+    const final = await onScreen();
+    expect(await page.textContent('#image-label')).toMatch(/^final · /);
+    await page.fill('#gen-prompt', 'make the circle blue');
+    before = engine.calls.length;
+    await page.click('#gen-edit');
+    input = await editInput();
+    expect(input.sessionId).not.toBe(oldSid);
+    expect(input.image?.dataUrl).toBe(final);
+    expect(engine.calls[before]).toMatchObject({ kind: 'generate', hadImage: true });
+
+    // 3. An upload while a job runs stays on screen; the job says where its frames went, and the next
+    //    edit edits the upload.
+    const png = await sharp({ create: { width: 64, height: 64, channels: 3, background: { r: 200, g: 30, b: 30 } } }).png().toBuffer();
+    const running = await startHeld('a large green circle at the center on a black background');
+    try {
+      await page.setInputFiles('#file-input', { name: 'mine.png', mimeType: 'image/png', buffer: png });
+      await page.waitForFunction(() => document.getElementById('image-label')?.textContent?.startsWith('uploaded: mine.png'));
+    } finally {
+      running.release();
+    }
+    await page.waitForSelector('#gen-status[data-state="done"]', { timeout: 30_000 });
+    expect(await page.textContent('#image-label')).toBe('uploaded: mine.png (64×64 → 64×64)');
+    expect(await page.textContent('#gen-status')).toContain('not put on screen');
+    expect(await page.locator('.frame[data-stage="FINAL"]').count()).toBe(1);
+    const upload = await onScreen();
+    await page.fill('#gen-prompt', 'make the circle blue');
+    await page.click('#gen-edit');
+    input = await editInput();
+    expect(input.image?.dataUrl).toBe(upload);
+    expect(await page.isVisible('#error')).toBe(false);
+    await shot('14-edit-what-is-on-screen');
+  });
+
+  it('closes sessions it leaves (New session, reload) and replaces an expired one, asking again', async () => {
+    const other = await context.newPage();
+    const sent: any[] = [];
+    other.on('websocket', (w) => w.on('framesent', (f) => { try { sent.push(JSON.parse(String(f.payload))); } catch { /* not JSON */ } }));
+    const sid = () => other.textContent('#session-id').then((t) => t ?? '');
+    const newSid = (old: string) => other.waitForFunction((o) => { const t = document.getElementById('session-id')?.textContent ?? ''; return /\w{8}/.test(t) && t !== o; }, old);
+    try {
+      await other.goto(page.url());
+      await other.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
+      const first = await sid();
+      await other.click('#new-session');
+      await newSid(first);
+      await expect.poll(() => sessionAlive(server, first), { timeout: 5_000 }).toBe(false);
+      const second = await sid();
+      expect(sessionAlive(server, second)).toBe(true);
+      await other.reload();
+      await expect.poll(() => sessionAlive(server, second), { timeout: 5_000 }).toBe(false);
+      await other.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
+
+      // The session disappears on the server (expiry, eviction): the question is asked again in a new one.
+      const third = await sid();
+      server.runtime.sessions.close(third);
+      await other.fill('#chat-max', '4');
+      await other.fill('#chat-input', 'what is in this picture?');
+      await other.click('#chat-send');
+      await newSid(third);
+      await other.waitForSelector('.msg.assistant:last-child:not([data-state="streaming"])', { timeout: 30_000 });
+      expect(await other.getAttribute('.msg.assistant:last-child', 'data-state')).toBe('done');
+      expect(await other.locator('.msg.user').count()).toBe(1);
+      const asks = sent.filter((m) => m.type === 'subscribe' && String(m.payload?.query).includes('understand('));
+      expect(asks.map((m) => m.payload.variables.input.sessionId)).toEqual([third, await sid()]);
+      expect(await other.getAttribute('#error', 'data-code')).toBe('SESSION_NOT_FOUND');
+      expect(await other.textContent('#error-message')).toContain('asked again');
+      expect(await other.textContent('#error-message')).not.toContain('the next request starts a new one');
+
+      // The same for an image job.
+      const fourth = await sid();
+      server.runtime.sessions.close(fourth);
+      await other.click('#gen-generate');
+      await newSid(fourth);
+      await other.waitForSelector('#gen-status[data-state="done"]', { timeout: 30_000 });
+      expect(await other.textContent('#error-message')).toContain('started again');
+      await other.goto('about:blank');
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('refuses an undecodable file over the server\'s image limit before sending it', async () => {
+    await dismissError();
+    const labelBefore = await page.textContent('#image-label');
+    const dataTransfer = await page.evaluateHandle(() => {
+      const dt = new DataTransfer();
+      dt.items.add(new File([new Uint8Array(21 * 1024 * 1024)], 'huge.png', { type: 'image/png' }));
+      return dt;
+    });
+    await page.dispatchEvent('#dropzone', 'drop', { dataTransfer });
+    await page.waitForSelector('#error:not([hidden])', { timeout: 10_000 });
+    expect(await page.getAttribute('#error', 'data-code')).toBe('IMAGE_TOO_LARGE');
+    expect(await page.textContent('#error-message')).toMatch(/"huge\.png" was not attached: it is 21 MiB.*at most 20 MiB/);
+    expect(await page.textContent('#image-label')).toBe(labelBefore);
+    expect(await page.textContent('#conn')).toBe('connected');
+    await dismissError();
+  });
+
+  it('fits a phone: no sideways scrolling at 320 and 375 px once answers and the comparison table are shown', async () => {
+    expect(await page.isVisible('#spec-compare')).toBe(true);
+    try {
+      for (const width of [320, 375]) {
+        await page.setViewportSize({ width, height: 800 });
+        expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(width);
+      }
+      await shot('15-phone');
+    } finally {
+      await page.setViewportSize({ width: 1280, height: 900 });
+    }
+  });
+
+  it('keyboard: focus stays usable when Ask, Generate and Stop are disabled; Upload is reachable', async () => {
+    const active = () => page.evaluate(() => document.activeElement?.id ?? '');
+    await page.fill('#chat-max', '4');
+    await page.focus('#chat-send');
+    await page.keyboard.press('Enter');
+    expect(await active()).toBe('chat-input');
+    await page.waitForSelector('.msg.assistant:last-child:not([data-state="streaming"])', { timeout: 30_000 });
+
+    await page.fill('#gen-prompt', 'a small red star at the bottom right on a gray background');
+    const before = engine.calls.length;
+    const release = engine.hold('generate', (ev) => 'stage' in ev && ev.stage === 'final');
+    try {
+      await page.focus('#gen-generate');
+      await page.keyboard.press('Space');
+      expect(await active()).toBe('gen-prompt');
+      await page.waitForSelector('.frame[data-stage="PREVIEW"]', { timeout: 30_000 });
+      await expect.poll(() => engine.calls[before]?.held, { timeout: 30_000 }).toBe(true);
+      await page.focus('#gen-stop');
+      await page.keyboard.press('Enter');
+      expect(await active()).toBe('gen-generate');
+      await expect.poll(() => engine.calls[before]!.aborted, { timeout: 10_000 }).toBe(true);
+    } finally {
+      release();
+    }
+
+    await page.focus('#dropzone');
+    await page.keyboard.press('Tab');
+    expect(await active()).toBe('file-input');
+    const [chooser] = await Promise.all([page.waitForEvent('filechooser'), page.keyboard.press('Space')]);
+    const png = await sharp({ create: { width: 64, height: 64, channels: 3, background: { r: 10, g: 10, b: 200 } } }).png().toBuffer();
+    await chooser.setFiles({ name: 'keyboard.png', mimeType: 'image/png', buffer: png });
+    await page.waitForFunction(() => document.getElementById('image-label')?.textContent?.startsWith('uploaded: keyboard.png'));
+    expect(pageErrors).toEqual([]);
+  });
+
+  it('asking while the server is down says it is unreachable and that nothing was sent', async () => {
+    const down = await startServer({ port: 0, engine: engine.engine, closeEngine: false, log: () => {} });
+    const other = await context.newPage();
+    try {
+      await other.goto(down.url.replace(/\/graphql$/, '/'));
+      await other.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
+      await down.close();
+      await other.waitForSelector('#conn[data-state="closed"]', { timeout: 10_000 });
+      await other.click('#chat-send');
+      await other.waitForSelector('#error:not([hidden])', { timeout: 10_000 });
+      expect(await other.getAttribute('#error', 'data-code')).toBe('CONNECTION_FAILED');
+      expect(await other.textContent('#error-message')).toContain('server unreachable, the question was not sent');
+      expect(await other.getAttribute('.msg.assistant:last-child', 'data-state')).toBe('error');
+      expect(await other.textContent('.msg.assistant:last-child .meta')).toBe('not sent: server unreachable');
+      await other.screenshot({ path: join(ARTIFACTS, '16-server-down.png'), fullPage: true });
+    } finally {
+      await other.close();
+      await down.close();
+    }
   });
 });
