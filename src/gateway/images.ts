@@ -76,8 +76,9 @@ export function sentSizeOf(image: RgbImage | undefined): { width: number; height
 }
 
 /**
- * Decodes to RGB (alpha flattened on white), enforcing the pixel limit before the full decode. Any
- * size within the limits is fine: the engine centre-crops and resizes to the model's vision size.
+ * Decodes to RGB (turned upright from its EXIF orientation, alpha flattened on white), enforcing the
+ * pixel limit before the full decode. Any size within the limits is fine: the engine centre-crops and
+ * resizes to the model's vision size.
  */
 export async function decodeImage(bytes: Buffer, limits: ImageLimits): Promise<RgbImage> {
   if (bytes.byteLength > limits.maxImageBytes) throw tooLarge(bytes.byteLength, limits.maxImageBytes);
@@ -98,7 +99,8 @@ export async function decodeImage(bytes: Buffer, limits: ImageLimits): Promise<R
       limit: limits.maxImagePixels,
     });
   try {
-    let pipeline = sharp(bytes, { limitInputPixels: limits.maxImagePixels, failOn: 'error' }).flatten({ background: '#ffffff' }).toColourspace('srgb');
+    // upright as a viewer shows it (EXIF orientation), alpha flattened on white
+    let pipeline = sharp(bytes, { limitInputPixels: limits.maxImagePixels, failOn: 'error' }).rotate().flatten({ background: '#ffffff' }).toColourspace('srgb');
     const fit = decodedFit(meta.width, meta.height);
     if (fit) pipeline = pipeline.resize(fit);
     const { data, info } = await pipeline
@@ -108,7 +110,9 @@ export async function decodeImage(bytes: Buffer, limits: ImageLimits): Promise<R
     if (info.channels !== 3) throw new Error(`unexpected channel count ${info.channels}`);
     // a fresh, exactly-sized buffer (not a view into a pooled one): the engine may transfer it to a worker
     const rgb: RgbImage = { width: info.width, height: info.height, data: new Uint8Array(data) };
-    sentSizes.set(rgb, { width: meta.width, height: meta.height });
+    // orientations 5-8 turn the image a quarter: its sent size is the upright one
+    const quarterTurn = (meta.orientation ?? 1) >= 5;
+    sentSizes.set(rgb, quarterTurn ? { width: meta.height, height: meta.width } : { width: meta.width, height: meta.height });
     return rgb;
   } catch {
     throw new GatewayError('BAD_IMAGE', 'The image could not be decoded (corrupt or truncated data)');

@@ -35,6 +35,23 @@ describe('image inputs', () => {
     expect(b.json.errors).toBeUndefined();
   });
 
+  it('turns an image upright from its EXIF orientation, as a viewer shows it, and flattens alpha on white', async () => {
+    // 16x8 pixels, red left half and blue right half, stored with orientation 3 (rotated 180°): upright it is blue, then red
+    const raw = Buffer.alloc(16 * 8 * 3);
+    for (let i = 0; i < 16 * 8; i++) raw.set((i % 16) < 8 ? [255, 0, 0] : [0, 0, 255], i * 3);
+    const big = await sharp(raw, { raw: { width: 16, height: 8, channels: 3 } }).jpeg({ quality: 100, chromaSubsampling: '4:4:4' }).withMetadata({ orientation: 3 }).toBuffer();
+    expect((await sharp(big).metadata()).orientation).toBe(3);
+    expect((await edit({ base64: big.toString('base64') })).json.errors).toBeUndefined();
+    const src = engine.requests.generate.at(-1)!.sourceImage!;
+    const px = (x: number) => [...src.data.slice(x * 3, x * 3 + 3)];
+    expect(px(0)[2]).toBeGreaterThan(200); // left is blue
+    expect(px(15)[0]).toBeGreaterThan(200); // right is red
+    // a fully transparent PNG reads white, not black
+    const clear = await sharp({ create: { width: 10, height: 10, channels: 4, background: { r: 0, g: 0, b: 0, alpha: 0 } } }).png().toBuffer();
+    expect((await edit({ base64: clear.toString('base64') })).json.errors).toBeUndefined();
+    expect([...engine.requests.generate.at(-1)!.sourceImage!.data.slice(0, 3)]).toEqual([255, 255, 255]);
+  });
+
   it('accepts a multipart upload over HTTP (with the CSRF header)', async () => {
     const form = () => {
       const f = new FormData();
