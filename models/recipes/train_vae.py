@@ -2,8 +2,8 @@
 """Stage 1: train the small conv VAE (32x32x3 -> 8x8x4) on Shapes renders (source and edited images).
 
   OPENBLAS_NUM_THREADS=2 /usr/bin/python3 models/recipes/train_vae.py --data data/train --run runs/vae --steps 6000
-Resumes from RUN/vae.ckpt. Writes RUN/loss.csv. At the end (or with --finalize) stores the latent scale
-(1/std of latent means) in the checkpoint.
+Resumes from RUN/vae.ckpt. Writes RUN/loss.csv. Every checkpoint, the last included, stores the latent scale
+(1/std of latent means, from the EMA weights).
 """
 import argparse
 import os

@@ -99,7 +99,7 @@ export interface ImageInput {
 
 export interface SpeculationInput {
   mode?: SpeculationMode | null;
-  /** Chain length K (CHAIN), in [1, 16]. */
+  /** Chain length K (CHAIN and NGRAM; AUTO then drafts chains of this length), in [1, 16]. */
   chainLength?: number | null;
   /** Total drafted tokens per step (TREE), in [1, 64]. */
   treeBudget?: number | null;

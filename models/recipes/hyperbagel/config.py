@@ -20,8 +20,8 @@ class ModelConfig:
     vit_width: int = 128
     vit_layers: int = 1
     vit_heads: int = 4
-    # what the conv stem sees: "rgb" (pixels; every release so far), "mask" (a colour-free foreground
-    # mask only) or "rgb+mask"; with vit_colour the tokens also get a shape-free colour feature
+    # what the conv stem sees: "rgb" (pixels; releases 1-5), "mask" (a colour-free foreground
+    # mask only) or "rgb+mask" (release 6 onwards); with vit_colour the tokens also get a shape-free colour feature
     # (VisionEncoder.foreground / colour_features), for colour x shape generalisation (docs/results.md).
     vit_input: str = "rgb"
     vit_colour: bool = False
