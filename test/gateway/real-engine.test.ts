@@ -147,6 +147,38 @@ describe('real engine on the tiny pack', () => {
     }
   });
 
+  it('a model worker crash fails the streams and jobs in flight with WORKER_CRASHED; the next requests are served', async () => {
+    const engine = (server.runtime as unknown as { engine: LocalEngine }).engine;
+    const client = wsClient(server);
+    try {
+      let crashed: Promise<void> | undefined;
+      const stream = wsRun(client, UNDERSTAND, { input: { prompt: 'describe the image', maxTokens: 200, temperature: 1, seed: 11, speculation: { mode: 'OFF' } } }, (_p, all) => {
+        if (all.length === 1) crashed = engine.crashWorkerForTest();
+      }).then(
+        (out) => out.at(-1)!.errors?.[0],
+        (e) => e.errors?.[0],
+      );
+      const err = await stream;
+      await crashed;
+      expect(err?.extensions?.code).toBe('WORKER_CRASHED');
+      // an image job running at the crash ends FAILED with the same code
+      const r = await gqlPost(server, { query: 'mutation { generateImage(input: { prompt: "a photo of a red circle", mode: BASELINE, steps: 250, seed: 1 }) { id } }' });
+      const id = r.json.data.generateImage.id as string;
+      const job = server.runtime.jobs.get(id);
+      await waitFor(() => job.status === 'RUNNING', 'the job to start');
+      await engine.crashWorkerForTest();
+      await job.finished;
+      expect(job.status).toBe('FAILED');
+      expect(job.error?.code).toBe('WORKER_CRASHED');
+      // served again, and nothing is left open
+      const ok = await wsRun(client, UNDERSTAND, { input: { prompt: 'describe the image', maxTokens: 4 } });
+      expect(ok.at(-1)!.data!.understand).toMatchObject({ done: true });
+      await waitFor(() => server.runtime.activeStreamCount === 0 && server.runtime.scheduler.runningCount === 0, 'streams and slots to be released');
+    } finally {
+      await client.dispose();
+    }
+  });
+
   it('generateImage: 1-NFE preview streamed first, final deferred last (graphql-ws and multipart)', async () => {
     const client = wsClient(server);
     try {
