@@ -39,6 +39,48 @@ def load_ckpt(path):
     return torch_load(path) if os.path.exists(path) else None
 
 
+def require_ckpt(path, what, keys):
+    """Load the checkpoint a user named: exits with one clear line when it is missing, unreadable or not
+    the kind asked for (`keys`: entries that kind always has), instead of a traceback later."""
+    if not path or not os.path.isfile(path):
+        raise SystemExit(f"{what}: no checkpoint at {path!r}")
+    try:
+        ck = torch_load(path)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input error here
+        raise SystemExit(f"{what}: cannot read {path!r} ({type(e).__name__}: {e})")
+    missing = [k for k in keys if not isinstance(ck, dict) or k not in ck]
+    if missing:
+        have = ", ".join(sorted(ck)) if isinstance(ck, dict) else type(ck).__name__
+        raise SystemExit(f"{what}: {path!r} is not the kind of checkpoint expected here (it lacks {', '.join(missing)}; it has {have})")
+    return ck
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    return _checked_number(text, int, lambda v: v >= 1, "an integer >= 1")
+
+
+def non_negative_int(text):
+    """argparse type: an integer >= 0."""
+    return _checked_number(text, int, lambda v: v >= 0, "an integer >= 0")
+
+
+def positive_float(text):
+    """argparse type: a finite number > 0."""
+    return _checked_number(text, float, lambda v: v > 0 and v != float("inf"), "a finite number > 0")
+
+
+def _checked_number(text, kind, ok, what):
+    import argparse
+    try:
+        v = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    if not ok(v):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return v
+
+
 LITE_KEYS = ("ema", "step", "config", "think_samples", "scale")
 
 
@@ -48,8 +90,14 @@ def lite_ckpt(ck):
 
 
 class CsvLog:
-    def __init__(self, path, fields):
+    """Appends rows to a CSV loss log. `resume_step`: the step of the checkpoint a run resumes from; rows
+    logged after it (by the run that was stopped before its next checkpoint) are dropped, so a resumed
+    run's log has each step once."""
+
+    def __init__(self, path, fields, resume_step=None):
         self.path, self.fields = path, fields
+        if resume_step is not None and os.path.exists(path):
+            truncate_log(path, resume_step)
         new = not os.path.exists(path)
         self.f = open(path, "a", newline="")
         self.w = csv.DictWriter(self.f, fieldnames=fields)
@@ -59,6 +107,31 @@ class CsvLog:
     def write(self, row):
         self.w.writerow({k: row.get(k, "") for k in self.fields})
         self.f.flush()
+
+
+def truncate_log(path, step):
+    """Drop the rows of a CSV log whose `step` is after `step` (atomically; rows without a step stay)."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    head, body = rows[0], rows[1:]
+    if "step" not in head:
+        return
+    i = head.index("step")
+
+    def keep(r):
+        try:
+            return float(r[i]) <= step
+        except (IndexError, ValueError):
+            return True
+    kept = [r for r in body if keep(r)]
+    if len(kept) == len(body):
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows([head] + kept)
+    os.replace(tmp, path)
 
 
 class EMA:
