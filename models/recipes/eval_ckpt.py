@@ -12,7 +12,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hyperbagel.utils import setup_threads  # noqa: E402
+from hyperbagel.utils import setup_threads, positive_int, non_negative_int  # noqa: E402
+from hyperbagel.ckpts import require_unified, require_vae  # noqa: E402
 
 setup_threads()
 import numpy as np  # noqa: E402
@@ -25,17 +26,20 @@ from hyperbagel.data import ShapesData, to_pixels, CAPTION_PROMPT  # noqa: E402
 from hyperbagel.sample import answer, generate, scene_match  # noqa: E402
 
 
-def load(ckpt_path, use_ema=True):
-    ck = torch.load(ckpt_path, map_location="cpu")
+def load(ckpt_path, use_ema=True, vae_path=None):
+    ck = require_unified(ckpt_path, "--ckpt", raw=not use_ema, vae=not vae_path)
+    vck = require_vae(vae_path or ck["vae"], "--vae" if vae_path else "--ckpt's VAE (pass --vae to use another)")
+    tok_path = os.path.join(os.path.dirname(ckpt_path), "tokenizer.json")
+    if not os.path.isfile(tok_path):
+        raise SystemExit(f"--ckpt: no tokenizer.json next to {ckpt_path} (train_unified.py and import_pack.py write it there)")
     c = ModelConfig.from_dict(ck["config"])
     m = Unified(c)
     m.load_state_dict(ck["ema" if use_ema else "model"])
     m.eval()
-    vck = torch.load(ck["vae"], map_location="cpu")
     vae = VAE(ModelConfig.from_dict(vck["config"]))
     vae.load_state_dict(vck["ema"])
     vae.eval()
-    tok = WordTokenizer.load(os.path.join(os.path.dirname(ckpt_path), "tokenizer.json"))
+    tok = WordTokenizer.load(tok_path)
     return m, vae, float(vck["scale"]), tok, ck
 
 
@@ -43,13 +47,16 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ckpt", default="runs/unified/unified.ckpt")
     ap.add_argument("--data", default="data/val")
-    ap.add_argument("--n-und", type=int, default=100)
-    ap.add_argument("--n-gen", type=int, default=24)
-    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--vae", default=None, help="VAE checkpoint (default: the one the unified run used; needed for a lite checkpoint)")
+    ap.add_argument("--n-und", type=non_negative_int, default=100)
+    ap.add_argument("--n-gen", type=non_negative_int, default=24)
+    ap.add_argument("--steps", type=positive_int, default=50)
     ap.add_argument("--raw", action="store_true", help="use the raw (non-EMA) weights")
     ap.add_argument("--out", default=None, help="write samples (npy) here")
     a = ap.parse_args()
-    m, vae, scale, tok, ck = load(a.ckpt, not a.raw)
+    m, vae, scale, tok, ck = load(a.ckpt, not a.raw, a.vae)
+    if not os.path.isfile(os.path.join(a.data, "records.jsonl")):
+        sys.exit(f"--data: {a.data!r} is not a dataset folder (no records.jsonl)")
     ds = ShapesData(a.data, tok, limit=max(a.n_und, a.n_gen))
     t0 = time.time()
     cap_ok, qa_ok, qa_n, ex = 0, 0, 0, []

@@ -4,14 +4,21 @@
   OPENBLAS_NUM_THREADS=2 /usr/bin/python3 models/recipes/export_pack.py --ckpt runs/unified/unified.ckpt \
       --data data/train --out models/shapes-mot
 Uses the EMA weights (--raw for the raw ones). --parity also writes parity/ reference tensors.
+Every input is checked first and the pack is built in a temporary sibling folder of --out, which replaces --out only
+when the export succeeded (a failed export leaves an existing pack as it was). --out must be new, empty or a
+previous pack; the files of that pack the export does not write again (build_retrieval.py's retrieval.json,
+export_accel.py's graphs, anything else) are only dropped with --force, and the output lists them.
 """
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hyperbagel.utils import setup_threads  # noqa: E402
+from hyperbagel.ckpts import require_unified, require_vae  # noqa: E402
 
 setup_threads()
 import numpy as np  # noqa: E402
@@ -36,23 +43,103 @@ def main():
     ap.add_argument("--think", action="store_true",
                     help="declare prompts.think (the run trained prompt expansion; implied when the checkpoint records think samples)")
     ap.add_argument("--note", default="", help="free text for manifest.training.note (e.g. measured quality)")
+    ap.add_argument("--force", action="store_true",
+                    help="replace a non-empty --out that is not a pack, or drop the files of a previous pack that this "
+                         "export does not write (retrieval.json, acceleration graphs, ...)")
     a = ap.parse_args()
-    ck = torch.load(a.ckpt, map_location="cpu")
+    # every input first: nothing is written before they all check out
+    ck = require_unified(a.ckpt, "--ckpt", raw=a.raw, vae=not a.vae)
+    vae_path = a.vae or ck["vae"]
+    vck = require_vae(vae_path, "--vae" if a.vae else "--ckpt's VAE (pass --vae to use another)")
+    tok_path = os.path.join(os.path.dirname(a.ckpt), "tokenizer.json")
+    if not os.path.isfile(tok_path):
+        sys.exit(f"--ckpt: no tokenizer.json next to {a.ckpt} (train_unified.py and import_pack.py write it there)")
+    tok = WordTokenizer.load(tok_path)
     c = ModelConfig.from_dict(ck["config"])
+    if len(tok) != c.vocab:
+        sys.exit(f"--ckpt: {tok_path} has {len(tok)} tokens, the checkpoint's vocabulary {c.vocab}")
+    img_path = os.path.join(a.data, "images.npy")
+    if not os.path.isfile(img_path):
+        sys.exit(f"--data: no images.npy in {a.data!r} (a dataset folder: `npx hyperbagel dataset --out DIR`)")
+    try:
+        imgs = np.load(img_path, mmap_mode="r")
+    except Exception as e:  # noqa: BLE001
+        sys.exit(f"--data: cannot read {img_path} ({type(e).__name__}: {e})")
+    if not len(imgs):
+        sys.exit(f"--data: {img_path} holds no images")
+    out = os.path.realpath(a.out)
+    old = previous_files(out, a.force)
     model = Unified(c)
     model.load_state_dict(ck["model" if a.raw else "ema"])
     model.eval()
-    vck = torch.load(a.vae or ck["vae"], map_location="cpu")
     vae = VAE(ModelConfig.from_dict(vck["config"]))
     vae.load_state_dict(vck["ema"])
     vae.eval()
     scale = float(vck["scale"])
-    tok = WordTokenizer.load(os.path.join(os.path.dirname(a.ckpt), "tokenizer.json"))
-    assert len(tok) == c.vocab
-    os.makedirs(a.out, exist_ok=True)
-    specs = ex.export_graphs(model, vae, scale, a.out)
-    tok.save(os.path.join(a.out, "tokenizer.json"))
-    imgs = np.load(os.path.join(a.data, "images.npy"), mmap_mode="r")
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.export-", dir=parent)
+    try:
+        training = build(a, model, vae, scale, c, ck, vck, tok, imgs, tmp)
+        replaced = install(tmp, out, old, a.force)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    total = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(out) for f in fs)
+    print(json.dumps({"out": a.out, "bytes": total, **replaced, **training}))
+
+
+def pack_files(folder):
+    return sorted(os.path.relpath(os.path.join(dp, f), folder) for dp, _, fs in os.walk(folder) for f in fs)
+
+
+def previous_files(out, force):
+    """The files now in --out ([] when it is new or empty); refuses what would be lost without --force."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        sys.exit(f"--out: {out} exists and is not a folder")
+    old = pack_files(out) if os.path.isdir(out) else []
+    if not old:
+        return old
+    try:
+        is_pack = json.load(open(os.path.join(out, "manifest.json"))).get("format", "").startswith("hyperbagel-pack/")
+    except (OSError, ValueError, AttributeError):
+        is_pack = False
+    if not is_pack and not force:
+        sys.exit(f"--out: {out} is not empty and holds no model pack (manifest.json); pass --force to replace its "
+                 f"{len(old)} files, or choose another folder")
+    return old
+
+
+def install(tmp, out, old, force):
+    """Replaces --out with the finished pack in tmp; -> what was replaced, for the output."""
+    new = set(pack_files(tmp))
+    dropped = [f for f in old if f not in new]
+    if dropped and not force:
+        sys.exit(f"--out: {out} is a pack with files this export does not write ({', '.join(dropped[:8])}"
+                 f"{' ...' if len(dropped) > 8 else ''}: e.g. build_retrieval.py's retrieval.json or export_accel.py's "
+                 "graphs, which belong to the previous model); pass --force to drop them (then rerun those steps), "
+                 "or export into another folder. Nothing was changed.")
+    if os.path.isdir(out):
+        trash = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=os.path.dirname(out))
+        os.rmdir(trash)
+        os.rename(out, trash)
+        os.rename(tmp, out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.rename(tmp, out)
+    info = {}
+    if old:
+        info["replaced"] = len(old)
+        if dropped:
+            info["dropped"] = dropped
+            print(f"replaced the previous pack in {out}; dropped {len(dropped)} files it no longer has: "
+                  f"{', '.join(dropped)}", file=sys.stderr, flush=True)
+    return info
+
+
+def build(a, model, vae, scale, c, ck, vck, tok, imgs, out):
+    """Writes the pack into `out` (an empty folder); -> manifest.training."""
+    specs = ex.export_graphs(model, vae, scale, out)
+    tok.save(os.path.join(out, "tokenizer.json"))
     px = to_pixels(np.asarray(imgs[: min(512, len(imgs))]), c.gen_image_size)
     preview = ex.fit_preview(vae, scale, px)
     nparams = sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in vae.parameters())
@@ -64,15 +151,14 @@ def main():
         training["note"] = a.note
     think = a.think or ck.get("think_samples", 0) > 0
     prompts = {"caption": CAPTION_PROMPT, **({"think": True} if think else {})}
-    ex.write_manifest(a.out, c, tok, specs, scale, preview, a.name,
+    ex.write_manifest(out, c, tok, specs, scale, preview, a.name,
                       f"Miniature BAGEL (MoT decoder {c.layers}x{c.hidden}, conv-stem ViT, conv VAE "
                       f"{c.gen_image_size}px -> {c.latent_channels}x{c.latent_size}x{c.latent_size}) trained on the "
                       f"Shapes world by models/recipes.",
                       extra={"prompts": prompts, "training": training})
     if a.parity:
-        ex.write_parity(model, vae, scale, a.out)
-    total = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(a.out) for f in fs)
-    print(json.dumps({"out": a.out, "bytes": total, **training}))
+        ex.write_parity(model, vae, scale, out)
+    return training
 
 
 if __name__ == "__main__":

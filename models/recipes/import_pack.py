@@ -26,7 +26,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hyperbagel.utils import setup_threads  # noqa: E402
+from hyperbagel.utils import setup_threads, save_ckpt  # noqa: E402
 
 setup_threads()
 import numpy as np  # noqa: E402
@@ -280,25 +280,24 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     out = os.path.abspath(a.out)
     vae_path = os.path.join(out, "vae.ckpt")
-    torch.save({"ema": vae.state_dict(), "config": c.to_dict(), "scale": scale,
-                "step": training.get("vae_steps", 0), "imported_from": os.path.abspath(a.pack)}, vae_path)
+    save_ckpt(vae_path, {"ema": vae.state_dict(), "config": c.to_dict(), "scale": scale,
+                "step": training.get("vae_steps", 0), "imported_from": os.path.abspath(a.pack)})
     step = int(training.get("unified_steps", 0))
     think = 1 if (man.get("prompts") or {}).get("think") else 0
-    torch.save({"ema": model.state_dict(), "step": step, "config": c.to_dict(), "think_samples": think,
-                "vae": vae_path, "scale": scale, "imported_from": os.path.abspath(a.pack)},
-               os.path.join(out, "unified.ckpt"))
+    save_ckpt(os.path.join(out, "unified.ckpt"), {"ema": model.state_dict(), "step": step, "config": c.to_dict(), "think_samples": think,
+                "vae": vae_path, "scale": scale, "imported_from": os.path.abspath(a.pack)})
     shutil.copy(os.path.join(a.pack, man.get("tokenizer", "tokenizer.json")), os.path.join(out, "tokenizer.json"))
     acc = training.get("acceleration") or {}
     for fname, (key, s) in students.items():
         prov = acc.get(key) or {}
-        torch.save({"student": s.state_dict(), "stage": prov.get("stage", "imported"), "step": prov.get("steps", 0),
-                    "imported_from": os.path.abspath(a.pack)}, os.path.join(out, fname))
+        save_ckpt(os.path.join(out, fname), {"student": s.state_dict(), "stage": prov.get("stage", "imported"), "step": prov.get("steps", 0),
+                    "imported_from": os.path.abspath(a.pack)})
     if draft is not None:
         os.makedirs(os.path.join(out, "draft"), exist_ok=True)
         prov = acc.get("draft") or {}
-        torch.save({"model": draft.state_dict(), "step": prov.get("steps", 0), "variant": draft.dc.variant,
+        save_ckpt(os.path.join(out, "draft", "draft.ckpt"), {"model": draft.state_dict(), "step": prov.get("steps", 0), "variant": draft.dc.variant,
                     "dc": draft.dc.to_dict(), "config": c.to_dict(), "target": os.path.join(out, "unified.ckpt"),
-                    "imported_from": os.path.abspath(a.pack)}, os.path.join(out, "draft", "draft.ckpt"))
+                    "imported_from": os.path.abspath(a.pack)})
     print(json.dumps({"out": out, "unified_steps": step, "config": {"vit_input": c.vit_input, "vit_colour": c.vit_colour},
                       "students": sorted(students), "draft": draft is not None, "verified": f"bitwise re-export, {checked} parity references"}), flush=True)
 

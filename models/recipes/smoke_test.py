@@ -51,8 +51,25 @@ def main():
     run(common + ["--steps", "4"])
     import torch
     lite = os.path.join(work, "unified-lite.ckpt")
+    with open(os.path.join(urun, "loss.csv"), "a") as f:  # a row of a run stopped after step 4's checkpoint
+        f.write("6,9,9,9,0,0,0,0\n")
     o = run(common + ["--steps", "8", "--save-lite", lite])  # resumes from step 4
     assert "resumed from" in o, "train_unified did not resume"
+    import csv
+    steps = [r["step"] for r in csv.DictReader(open(os.path.join(urun, "loss.csv")))]
+    assert steps == ["2", "4", "6", "8"], f"resumed loss log: {steps}"
+    # resumed == uninterrupted (the data sampler's state is in the checkpoint)
+    srun = os.path.join(work, "unified-straight")
+    run([x if x != urun else srun for x in common] + ["--steps", "8"])
+    got, want = (torch.load(os.path.join(r, "unified.ckpt"), map_location="cpu")["model"] for r in (urun, srun))
+    assert all(torch.equal(v, want[k]) for k, v in got.items()), "4 steps + resume to 8 differ from 8 straight"
+    # a resume with another VAE (here: another latent scale) is refused, the run left as it was
+    vck0 = torch.load(os.path.join(work, "vae", "vae.ckpt"), map_location="cpu")
+    other_vae = os.path.join(work, "vae-other.ckpt")
+    torch.save({**vck0, "scale": vck0["scale"] * 2}, other_vae)
+    p = subprocess.run([sys.executable, *[x if x != os.path.join(work, "vae", "vae.ckpt") else other_vae for x in common],
+                        "--steps", "10"], capture_output=True, text=True)
+    assert p.returncode != 0 and "latent scale" in p.stderr, p.stderr[-300:]
     # a run started from a lite checkpoint (EMA weights + step, no optimizer): how a GPU leg is seeded
     lrun = os.path.join(work, "unified-from-lite")
     # (also with translated understanding images and only the vision encoder trained)
@@ -229,6 +246,14 @@ def main():
     assert d < 1e-4, d
     run([os.path.join(HERE, "export_pack.py"), "--ckpt", os.path.join(urun, "unified.ckpt"), "--data", data,
          "--out", out, "--name", "smoke", "--parity"])
+    # a failed export into an existing pack leaves it as it was
+    def snapshot(folder):
+        return {os.path.relpath(os.path.join(dp, f), folder): open(os.path.join(dp, f), "rb").read()
+                for dp, _, fs in os.walk(folder) for f in fs}
+    pack0 = snapshot(out)
+    p = subprocess.run([sys.executable, os.path.join(HERE, "export_pack.py"), "--ckpt", os.path.join(frun, "unified.ckpt"),
+                        "--data", os.path.join(work, "no-data"), "--out", out], capture_output=True, text=True)
+    assert p.returncode != 0 and "--data" in p.stderr and snapshot(out) == pack0, p.stderr[-300:]
     # the factorised vision encoder through ONNX: onnxruntime-node checks its parity refs (test/recipes/smoke.test.ts)
     run([os.path.join(HERE, "export_pack.py"), "--ckpt", os.path.join(frun, "unified.ckpt"), "--data", data,
          "--out", os.path.join(work, "factor-pack"), "--name", "smoke-factor", "--parity"])

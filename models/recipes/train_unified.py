@@ -14,6 +14,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hyperbagel.utils import setup_threads, seed_all, save_ckpt, load_ckpt, lite_ckpt, CsvLog, EMA, Timer  # noqa: E402
+from hyperbagel.utils import positive_int, non_negative_int, positive_float  # noqa: E402
+from hyperbagel.ckpts import require_vae, require_unified, require_data  # noqa: E402
 
 setup_threads()
 import json  # noqa: E402
@@ -41,7 +43,7 @@ def curriculum(step, n_sets, boundaries):
 
 
 def load_vae(path):
-    ck = load_ckpt(path)
+    ck = require_vae(path, "--vae")
     c = ModelConfig.from_dict(ck["config"])
     vae = VAE(c)
     vae.load_state_dict(ck["ema"])
@@ -50,6 +52,33 @@ def load_vae(path):
         p.requires_grad_(False)
     vae.image_size = c.gen_image_size
     return vae, float(ck["scale"]), c
+
+
+def vae_key(path, scale):
+    """What the cached latents depend on: the VAE (its resolved path) and the latent scale."""
+    import hashlib
+    return hashlib.sha1(f"{os.path.realpath(path)}|{scale!r}".encode()).hexdigest()[:10]
+
+
+def check_resume_vae(ck, path, scale):
+    """A resumed run must encode with the VAE it was trained on: its cached latents and its model's latent space
+    come from it. The same file (resolved path) or, where the checkpoint's file is gone (a run moved to another
+    machine) or is another copy, a VAE with the same encoder weights and latent scale."""
+    old = ck.get("vae")
+    if "scale" in ck and float(ck["scale"]) != scale:
+        sys.exit(f"--vae {path}: latent scale {scale!r} differs from the one this run was trained with "
+                 f"({float(ck['scale'])!r}, VAE {old}); resume with --vae {old}, or start a new --run")
+    if not old or os.path.realpath(old) == os.path.realpath(path):
+        return
+    if os.path.isfile(old):
+        enc = {k: v for k, v in load_ckpt(path)["ema"].items() if k.startswith("enc.")}
+        prev = {k: v for k, v in load_ckpt(old)["ema"].items() if k.startswith("enc.")}
+        if enc.keys() != prev.keys() or not all(torch.equal(v, prev[k]) for k, v in enc.items()):
+            sys.exit(f"--vae {path}: this run was trained with the VAE {old} (another encoder); resume with "
+                     f"--vae {old}, or start a new --run")
+        print(f"--vae {path}: same encoder and latent scale as the run's VAE {old}", flush=True)
+    else:
+        print(f"note: the run's VAE {old} is gone; --vae {path} has the same latent scale", flush=True)
 
 
 def build_model(args_tiny, vocab, vae_cfg, overrides=None):
@@ -68,20 +97,20 @@ def main():
     ap.add_argument("--data", default="data/train1,data/train2,data/train")
     ap.add_argument("--vae", default="runs/vae/vae.ckpt")
     ap.add_argument("--run", default="runs/unified")
-    ap.add_argument("--steps", type=int, default=20000)
-    ap.add_argument("--und", type=int, default=12, help="understanding samples per step")
-    ap.add_argument("--t2i", type=int, default=10, help="text-to-image samples per step")
-    ap.add_argument("--edit", type=int, default=10, help="editing samples per step")
-    ap.add_argument("--think", type=int, default=0, help="prompt-expansion (short prompt -> caption) samples per step")
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--warmup", type=int, default=300)
+    ap.add_argument("--steps", type=positive_int, default=20000)
+    ap.add_argument("--und", type=non_negative_int, default=12, help="understanding samples per step")
+    ap.add_argument("--t2i", type=non_negative_int, default=10, help="text-to-image samples per step")
+    ap.add_argument("--edit", type=non_negative_int, default=10, help="editing samples per step")
+    ap.add_argument("--think", type=non_negative_int, default=0, help="prompt-expansion (short prompt -> caption) samples per step")
+    ap.add_argument("--lr", type=positive_float, default=1e-3)
+    ap.add_argument("--warmup", type=positive_int, default=300)
     ap.add_argument("--cooldown-from", type=int, default=0, help="linear lr decay to 10%% from this step to --steps (0 = constant)")
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--curriculum", default="1500,4000")
-    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--limit", type=positive_int, default=None, help="use only the first N records of each set (default: all)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--ckpt-every", type=int, default=200)
-    ap.add_argument("--log-every", type=int, default=25)
+    ap.add_argument("--ckpt-every", type=positive_int, default=200)
+    ap.add_argument("--log-every", type=positive_int, default=25)
     ap.add_argument("--tiny", action="store_true", help="TINY config (smoke test)")
     ap.add_argument("--hidden", type=int, default=None)
     ap.add_argument("--layers", type=int, default=None,
@@ -120,23 +149,51 @@ def main():
                          "(the targets stay true), so the text before a word cannot tell it either")
     ap.add_argument("--save-lite", default=None, help="also write the EMA weights, step and config (no optimizer) here at the end")
     a = ap.parse_args()
+    if a.und + a.t2i + a.edit + a.think == 0:
+        sys.exit("--und, --t2i, --edit and --think are all 0: nothing to train on")
+    dirs = require_data([d for d in a.data.split(",") if d])
+    try:
+        bounds = [int(x) for x in a.curriculum.split(",")]
+    except ValueError:
+        sys.exit(f"--curriculum {a.curriculum!r}: expected comma-separated step numbers, e.g. 1500,4000")
+    if len(dirs) > 1 and len(bounds) < len(dirs) - 1:
+        sys.exit(f"--curriculum {a.curriculum!r}: {len(dirs)} data sets need {len(dirs) - 1} boundaries")
     dev = torch.device(a.device)
-    os.makedirs(a.run, exist_ok=True)
-    seed_all(a.seed)
     ckpt_path = os.path.join(a.run, "unified.ckpt")
     ck = load_ckpt(ckpt_path)
+    if ck and a.steps < ck["step"]:
+        print(f"{ckpt_path} is already at step {ck['step']}, past --steps {a.steps}: nothing to do", flush=True)
+        return
     init = None
     if a.init_weights and not ck:
-        init = load_ckpt(a.init_weights) or sys.exit(f"--init-weights: no checkpoint at {a.init_weights}")
-
-    dirs = [d for d in a.data.split(",") if d]
-    tok_path = os.path.join(a.run, "tokenizer.json")
-    if os.path.exists(tok_path):
-        tok = WordTokenizer.load(tok_path)
-    else:
-        tok = WordTokenizer(json.load(open(os.path.join(dirs[0], "meta.json")))["vocabulary"])
-        tok.save(tok_path)
+        init = require_unified(a.init_weights, "--init-weights")
+        if a.steps < init["step"]:
+            sys.exit(f"--steps {a.steps}: the --init-weights checkpoint is already at step {init['step']}")
     vae, scale, vcfg = load_vae(a.vae)
+    if ck:
+        check_resume_vae(ck, a.vae, scale)
+
+    tok_path = os.path.join(a.run, "tokenizer.json")
+    data_tok = WordTokenizer(json.load(open(os.path.join(dirs[0], "meta.json")))["vocabulary"])
+    tok = WordTokenizer.load(tok_path) if os.path.exists(tok_path) else data_tok
+    init_tok_path = os.path.join(os.path.dirname(os.path.abspath(a.init_weights)), "tokenizer.json") if init else None
+    if init_tok_path and os.path.exists(init_tok_path):
+        # the checkpoint's vocabulary (import_pack.py and gpu_leg.sh write tokenizer.json next to it) is what its
+        # embeddings and LM head are indexed by: a data set (or run folder) with another one would scramble them
+        init_tok = WordTokenizer.load(init_tok_path)
+        if tok.vocab != init_tok.vocab:
+            src = tok_path if os.path.exists(tok_path) else f"{dirs[0]}/meta.json"
+            diff = sorted(set(tok.vocab) ^ set(init_tok.vocab))[:6]
+            sys.exit(f"--init-weights: the vocabulary of {src} ({len(tok)} tokens) differs from the checkpoint's "
+                     f"{init_tok_path} ({len(init_tok)} tokens; e.g. {diff or 'the order'}): use data made for that "
+                     "model, or a matching tokenizer")
+    if (ck or init) and len(tok) != (ck or init)["config"]["vocab"]:
+        sys.exit(f"the tokenizer ({len(tok)} tokens) does not fit the checkpoint's vocabulary of "
+                 f"{(ck or init)['config']['vocab']} tokens")
+    os.makedirs(a.run, exist_ok=True)
+    seed_all(a.seed)
+    if not os.path.exists(tok_path):
+        tok.save(tok_path)
     vae.to(dev)
     if ck or init:
         c = ModelConfig.from_dict((ck or init)["config"])
@@ -153,9 +210,12 @@ def main():
         c = build_model(a.tiny, len(tok), vcfg, ov)
     sets = []
     timer = Timer()
+    vkey = vae_key(a.vae, scale)
     for i, d in enumerate(dirs):
         ds = ShapesData(d, tok, limit=a.limit)
-        ds.attach_latents(vae, scale, os.path.join(a.run, f"latents_{os.path.basename(d.rstrip('/'))}_{ds.n}.npz"), device=dev)
+        # the cache's name holds the VAE's key: latents of another VAE (or scale) are never reused
+        ds.attach_latents(vae, scale, os.path.join(a.run, f"latents_{os.path.basename(d.rstrip('/'))}_{ds.n}_{vkey}.npz"),
+                          device=dev)
         sets.append(ds)
         print(f"data {d}: {ds.n} records, latents {ds.latents.shape} ({timer():.0f}s)", flush=True)
 
@@ -199,10 +259,12 @@ def main():
     nparams = sum(p.numel() for p in model.parameters())
     print(f"unified params {nparams / 1e6:.2f}M, config {c.to_dict()}", flush=True)
     rng = random.Random(a.seed * 1000003 + step)
+    if ck and "py_rng" in ck:  # the data sampler's state: a resumed run draws what an uninterrupted one would
+        rng.setstate(ck["py_rng"])
     attr_groups = attribute_groups(tok)
-    bounds = [int(x) for x in a.curriculum.split(",")]
     nv, n = c.vit_grid ** 2, c.latent_grid ** 2
-    log = CsvLog(os.path.join(a.run, "loss.csv"), ["step", "loss", "ce", "mse", "tok_acc", "lr", "sec_per_step", "elapsed"])
+    log = CsvLog(os.path.join(a.run, "loss.csv"), ["step", "loss", "ce", "mse", "tok_acc", "lr", "sec_per_step", "elapsed"],
+                 resume_step=step)  # rows after the checkpoint (a run stopped before its next one) are dropped
     t_last, acc = timer(), []
 
     def cpu(sd):
@@ -210,7 +272,7 @@ def main():
 
     def save():
         save_ckpt(ckpt_path, {"model": cpu(model.state_dict()), "ema": cpu(ema.model.state_dict()), "opt": cpu(opt.state_dict()),
-                              "step": step, "warm_from": warm_from, "rng": torch.get_rng_state(), "config": c.to_dict(),
+                              "step": step, "warm_from": warm_from, "rng": torch.get_rng_state(), "py_rng": rng.getstate(), "config": c.to_dict(),
                               "think_samples": think_samples, "vae": os.path.abspath(a.vae), "scale": scale})
 
     while step < a.steps:

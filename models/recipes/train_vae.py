@@ -11,6 +11,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hyperbagel.utils import setup_threads, seed_all, save_ckpt, load_ckpt, CsvLog, EMA, Timer  # noqa: E402
+from hyperbagel.utils import positive_int, positive_float  # noqa: E402
+from hyperbagel.ckpts import require_vae, require_data  # noqa: E402
 
 setup_threads()
 import numpy as np  # noqa: E402
@@ -32,20 +34,27 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="data/train")
     ap.add_argument("--run", default="runs/vae")
-    ap.add_argument("--steps", type=int, default=6000)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--steps", type=positive_int, default=6000)
+    ap.add_argument("--batch", type=positive_int, default=64)
+    ap.add_argument("--lr", type=positive_float, default=2e-3)
     ap.add_argument("--kl", type=float, default=1e-4)
     ap.add_argument("--obj-weight", type=float, default=9.0, help="extra loss weight on object pixels")
-    ap.add_argument("--limit", type=int, default=None, help="use only the first N records")
+    ap.add_argument("--limit", type=positive_int, default=None, help="use only the first N records (default: all)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--ckpt-every", type=int, default=250)
-    ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--ckpt-every", type=positive_int, default=250)
+    ap.add_argument("--log-every", type=positive_int, default=50)
     ap.add_argument("--tiny", action="store_true", help="TINY config (smoke test)")
     ap.add_argument("--init", default=None, help="start from this VAE checkpoint's EMA weights (new run)")
     ap.add_argument("--decoder-only", action="store_true",
                     help="freeze the encoder (keeps the latent space, so a unified model trained on it stays valid)")
     a = ap.parse_args()
+    require_data([a.data])
+    ick = require_vae(a.init, "--init") if a.init else None
+    ckpt_path = os.path.join(a.run, "vae.ckpt")
+    ck = load_ckpt(ckpt_path)
+    if ck and a.steps < ck["step"]:
+        print(f"{ckpt_path} is already at step {ck['step']}, past --steps {a.steps}: nothing to do", flush=True)
+        return
     os.makedirs(a.run, exist_ok=True)
     seed_all(a.seed)
     from hyperbagel.config import TINY
@@ -55,8 +64,7 @@ def main():
     allpx = np.concatenate([ds.images, ds.edited])
     print(f"VAE: {len(allpx)} images at {G}x{G}, latent {c.latent_channels}x{c.latent_size}x{c.latent_size}", flush=True)
     vae = VAE(c)
-    if a.init:
-        ick = torch.load(a.init, map_location="cpu")
+    if ick:
         c = ModelConfig.from_dict(ick["config"])
         vae = VAE(c)
         vae.load_state_dict(ick["ema"])
@@ -65,25 +73,28 @@ def main():
             p.requires_grad_(False)
     opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=a.lr, weight_decay=0.0)
     ema = EMA(vae, 0.999)
-    ckpt_path = os.path.join(a.run, "vae.ckpt")
     step = 0
-    ck = load_ckpt(ckpt_path)
+    gen = np.random.default_rng(a.seed)
     if ck:
         vae.load_state_dict(ck["model"])
         ema.model.load_state_dict(ck["ema"])
         opt.load_state_dict(ck["opt"])
         step = ck["step"]
         torch.set_rng_state(ck["rng"])
+        if "np_rng" in ck:  # the data sampler's state: a resumed run draws what an uninterrupted one would
+            gen.bit_generator.state = ck["np_rng"]
+        else:  # a checkpoint from before it was saved
+            gen = np.random.default_rng(a.seed + step)
         print(f"resumed from {ckpt_path} at step {step}", flush=True)
     print(f"params: {sum(p.numel() for p in vae.parameters()) / 1e6:.3f}M", flush=True)
-    log = CsvLog(os.path.join(a.run, "loss.csv"), ["step", "loss", "rec", "kl", "lr", "sec_per_step", "elapsed"])
+    log = CsvLog(os.path.join(a.run, "loss.csv"), ["step", "loss", "rec", "kl", "lr", "sec_per_step", "elapsed"],
+                 resume_step=step)  # rows after the checkpoint (a run stopped before its next one) are dropped
     timer, t_last, acc = Timer(), 0.0, []
-    gen = np.random.default_rng(a.seed + step)
 
     def save():
         scale = latent_scale(ema.model, to_pixels(allpx[:: max(1, len(allpx) // 2000)][:2000], G))
         save_ckpt(ckpt_path, {"model": vae.state_dict(), "ema": ema.model.state_dict(), "opt": opt.state_dict(),
-                              "step": step, "rng": torch.get_rng_state(), "config": c.to_dict(), "scale": scale})
+                              "step": step, "rng": torch.get_rng_state(), "np_rng": gen.bit_generator.state, "config": c.to_dict(), "scale": scale})
         return scale
 
     while step < a.steps:
