@@ -21,18 +21,33 @@ set -uo pipefail
 cmd=${1:?pack|train}
 case $cmd in
 pack)
-  CKPT=${2:?checkpoint}; DIR=${3:-gpu}; mkdir -p "$DIR/bin" "$DIR/lib"
-  (cd data && tar -cf - train1 train2 train) | zstd -12 -T2 --long=27 -q -f -o "$DIR/data.tar.zst"
-  cp /usr/bin/zstd "$DIR/bin/"; for l in libzstd.so.1 liblzma.so.5 liblz4.so.1; do cp -L "/lib/x86_64-linux-gnu/$l" "$DIR/lib/"; done
+  # stops at the first failing step with a non-zero status (the train leg below handles its own errors)
+  set -e
+  die() { echo "$0 pack: $*" >&2; exit 1; }
+  CKPT=${2:?checkpoint}; DIR=${3:-gpu}; VAE=${VAE:-runs/vae/vae_final.ckpt}
+  # every input is checked before anything is written
+  [ -f "$CKPT" ] || die "no checkpoint at '$CKPT'"
+  [ -f "$(dirname "$CKPT")/tokenizer.json" ] || die "no tokenizer.json next to '$CKPT'"
   # the VAE whose encoder made the cached latents: runs/vae/vae_final.ckpt, or import_pack.py's OUT/vae.ckpt
-  cp "${VAE:-runs/vae/vae_final.ckpt}" "$DIR/vae_final.ckpt"; cp "$(dirname "$CKPT")/tokenizer.json" "$DIR/"
+  [ -f "$VAE" ] || die "no VAE checkpoint at '$VAE' (set VAE=...)"
+  for d in train1 train2 train; do [ -d "data/$d" ] || die "no data/$d (run from the repository root)"; done
+  [ -x /usr/bin/zstd ] || die "no /usr/bin/zstd"
+  for l in libzstd.so.1 liblzma.so.5 liblz4.so.1; do [ -e "/lib/x86_64-linux-gnu/$l" ] || die "no /lib/x86_64-linux-gnu/$l"; done
+  mkdir -p "$DIR/bin" "$DIR/lib"
+  # the lite checkpoint first: it also checks that CKPT is a unified checkpoint
   PYTHONPATH="$(dirname "$0")" /usr/bin/python3 - "$CKPT" "$DIR/lite.ckpt" <<'PY'
 import sys
-from hyperbagel.utils import load_ckpt, lite_ckpt, save_ckpt
-ck = load_ckpt(sys.argv[1])
+from hyperbagel.utils import require_ckpt, lite_ckpt, save_ckpt
+ck = require_ckpt(sys.argv[1], "gpu_leg.sh pack CKPT", ("ema", "step", "config"))
+if "lm_head.weight" not in ck["ema"]:
+    raise SystemExit(f"gpu_leg.sh pack CKPT: {sys.argv[1]!r} is not a unified-model (train_unified) checkpoint")
 save_ckpt(sys.argv[2], lite_ckpt(ck))
 print("lite checkpoint at step", ck["step"])
 PY
+  (cd data && tar -cf - train1 train2 train) | zstd -12 -T2 --long=27 -q -f -o "$DIR/data.tar.zst.tmp"
+  mv -f "$DIR/data.tar.zst.tmp" "$DIR/data.tar.zst"
+  cp /usr/bin/zstd "$DIR/bin/"; for l in libzstd.so.1 liblzma.so.5 liblz4.so.1; do cp -L "/lib/x86_64-linux-gnu/$l" "$DIR/lib/"; done
+  cp "$VAE" "$DIR/vae_final.ckpt"; cp "$(dirname "$CKPT")/tokenizer.json" "$DIR/"
   du -sh "$DIR" ;;
 train)
   DIR=${2:-gpu}; BUDGET=${BUDGET:-540}; MULT=${MULT:-4}; PY=${PY:-python3}; OUT=${OUT:?OUT}

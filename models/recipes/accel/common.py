@@ -12,7 +12,7 @@ RECIPES = os.path.dirname(HERE)
 if RECIPES not in sys.path:
     sys.path.insert(0, RECIPES)
 
-from hyperbagel.utils import setup_threads  # noqa: E402
+from hyperbagel.utils import setup_threads, require_ckpt  # noqa: E402
 
 setup_threads()
 
@@ -33,13 +33,17 @@ def frozen(m):
 
 
 def load_target(ckpt_path, weights="ema"):
-    """-> (model, tok, vae, scale) from a train_unified checkpoint (EMA weights, as exported)."""
-    ck = torch.load(ckpt_path, map_location="cpu")
+    """-> (model, tok, vae, scale) from a train_unified checkpoint (EMA weights, as exported). A missing file, a
+    checkpoint of another kind (a VAE's, a student's) or a missing tokenizer.json exit with one clear line."""
+    ck = require_target_ckpt(ckpt_path)
     c = ModelConfig.from_dict(ck["config"])
     m = Unified(c)
     m.load_state_dict(ck[weights] if weights in ck else ck["model"])
     run = os.path.dirname(os.path.abspath(ckpt_path))
-    tok = WordTokenizer.load(os.path.join(run, "tokenizer.json"))
+    tok_path = os.path.join(run, "tokenizer.json")
+    if not os.path.isfile(tok_path):
+        raise SystemExit(f"--target {ckpt_path!r}: no tokenizer.json next to it ({tok_path})")
+    tok = WordTokenizer.load(tok_path)
     vae, scale = None, float(ck.get("scale", 1.0))
     vpath = ck.get("vae")
     if vpath and os.path.exists(vpath):
@@ -48,6 +52,16 @@ def load_target(ckpt_path, weights="ema"):
         vae.load_state_dict(vk["ema"])
         vae.image_size = c.gen_image_size
     return frozen(m), tok, frozen(vae) if vae is not None else None, scale
+
+
+def require_target_ckpt(path, what="--target"):
+    """A train_unified checkpoint (or import_pack's / a lite one): config + the unified model's weights."""
+    ck = require_ckpt(path, what, ("config",))
+    w = ck.get("ema", ck.get("model"))
+    if not isinstance(w, dict) or "lm_head.weight" not in w or "embed.weight" not in w:
+        raise SystemExit(f"{what}: {path!r} is not a unified-model (train_unified) checkpoint"
+                         f"{' (it looks like a VAE checkpoint)' if isinstance(w, dict) and any(k.startswith('enc.') for k in w) else ''}")
+    return ck
 
 
 def random_target(words, seed=0, cfg=TINY):
@@ -93,11 +107,21 @@ def target_from_args(a):
 
 def load_sets(dirs, tok, vae, scale, cache_dir=None, limit=None):
     sets = []
-    for d in [x for x in dirs.split(",") if x]:
+    ds_dirs = [x for x in dirs.split(",") if x]
+    if not ds_dirs:
+        raise SystemExit(f"--data {dirs!r}: no dataset folder named")
+    for d in ds_dirs:
+        if not os.path.isfile(os.path.join(d, "records.jsonl")):
+            raise SystemExit(f"--data: no dataset at {d!r} (no records.jsonl)")
+    for d in ds_dirs:
         ds = ShapesData(d, tok, limit=limit)
         if vae is not None:
             cp = os.path.join(cache_dir, f"latents_{os.path.basename(d.rstrip('/'))}_{ds.n}.npz") if cache_dir else None
             ds.attach_latents(vae, scale, cp)
+            # freshly encoded latents are a strided view, cached ones contiguous: the same values, but the VAE
+            # decode of a batch of them rounds differently, so a resumed run (cache) drifted from a straight one
+            ds.latents = np.ascontiguousarray(ds.latents)
+            ds.edited_latents = np.ascontiguousarray(ds.edited_latents)
         sets.append(ds)
     return sets
 

@@ -14,18 +14,16 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from accel.common import target_from_args, torch  # noqa: E402
-from accel.draft import Draft, DraftConfig  # noqa: E402
 from accel.train_draft import DraftData  # noqa: E402
 from hyperbagel.data import VIT, CAPTION_PROMPT, collate  # noqa: E402
 from hyperbagel.losses import embed_batch  # noqa: E402
 from hyperbagel.model import NEG  # noqa: E402
+from hyperbagel.utils import require_ckpt, positive_int  # noqa: E402
 
 
 def load_draft(m, run):
-    ck = torch.load(os.path.join(run, "draft.ckpt"), map_location="cpu")
-    d = Draft(m, DraftConfig(**ck["dc"]))
-    d.load_state_dict(ck["model"])
-    return d.eval()
+    from accel.export_accel import load_draft_run
+    return load_draft_run(m, run, f"--drafts {run}")[0]
 
 
 def _crop(past, n):
@@ -184,11 +182,16 @@ def main():
     ap.add_argument("--data", default=None)
     ap.add_argument("--test", required=True)
     ap.add_argument("--drafts", required=True, help="comma-separated draft run folders")
-    ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--steps", type=int, default=10, help="extrapolation steps K")
+    ap.add_argument("--limit", type=positive_int, default=None)
+    ap.add_argument("--steps", type=positive_int, default=10, help="extrapolation steps K")
     ap.add_argument("--out", default=None, help="also write the JSON here")
-    ap.add_argument("--max-new", type=int, default=40)
+    ap.add_argument("--max-new", type=positive_int, default=40)
     a = ap.parse_args()
+    # inputs checked before loading the target
+    if not os.path.isfile(a.test):
+        sys.exit(f"--test: no draft data at {a.test!r} (write it with draft_data.py)")
+    for run in a.drafts.split(","):
+        require_ckpt(os.path.join(run, "draft.ckpt"), f"--drafts {run}", ("model", "dc", "step"))
     m, tok, _, _ = target_from_args(a)
     data = DraftData(a.test, tok)
     rows = {}

@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from accel.common import target_from_args, load_sets, GenBatch, teacher_cfg, gen_velocity, shifted, torch  # noqa: E402
 from accel.train_gen import euler, decode, load_student  # noqa: E402
 from hyperbagel.sample import scene_match  # noqa: E402
+from hyperbagel.utils import require_ckpt, non_negative_int  # noqa: E402
 
 
 @torch.no_grad()
@@ -44,12 +45,27 @@ def main():
     ap.add_argument("--target", default=None)
     ap.add_argument("--data", required=True)
     ap.add_argument("--students", default="", help="name=ckpt.pt,... (nfe from the ckpt's stage)")
-    ap.add_argument("--t2i", type=int, default=16)
-    ap.add_argument("--edit", type=int, default=16)
+    ap.add_argument("--t2i", type=non_negative_int, default=16)
+    ap.add_argument("--edit", type=non_negative_int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
+    if a.t2i + a.edit < 1:
+        ap.error("--t2i + --edit must be at least 1")
+    # every student spec is checked before the (slow) baseline sampling
+    students = []
+    for spec in [s for s in a.students.split(",") if s]:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            ap.error(f"--students: {spec!r} is not NAME=ckpt.pt")
+        if name in ("baseline", "data_vae_recon") or name in [n for n, _, _ in students]:
+            ap.error(f"--students: the name {name!r} is taken")
+        students.append((name, path, require_ckpt(path, f"--students {name}", ("student",))))
     m, tok, vae, scale = target_from_args(a)
+    if vae is None:
+        sys.exit(f"--target {a.target}: its VAE checkpoint (the 'vae' path inside it) is missing")
+    # the students must fit the target before the baseline runs
+    loaded = [(name, ck, load_student(m, path, f"--students {name}").eval()) for name, path, ck in students]
     c = m.c
     sets = load_sets(a.data, tok, vae, scale)
     gb = GenBatch(m, tok, sets, random.Random(a.seed), a.t2i, a.edit)
@@ -60,10 +76,7 @@ def main():
     ref = baseline(m, xT, gb, st, si)
     res = {"baseline": {"steps": 50, **rates(vae, scale, c, ref, gb.scenes)}}
     res["data_vae_recon"] = rates(vae, scale, c, gb.x0, gb.scenes)
-    for spec in [s for s in a.students.split(",") if s]:
-        name, path = spec.split("=")
-        ck = torch.load(path, map_location="cpu")
-        s = load_student(m, path).eval()
+    for name, ck, s in loaded:
         nfe = ck.get("nfe", 6)
         with torch.no_grad():
             x = euler(s, xT, gb, st, si, nfe)[0][-1]

@@ -15,6 +15,7 @@ from accel.common import target_from_args, grid, torch  # noqa: E402
 from accel.draft import Draft, DraftConfig  # noqa: E402
 from accel.gen import student_from  # noqa: E402
 from hyperbagel import export as ex  # noqa: E402
+from hyperbagel.utils import require_ckpt  # noqa: E402
 
 nn = torch.nn
 DRAFT_CHAIN_STEPS = 10
@@ -111,13 +112,59 @@ def _export(mod, args, path, spec):
 TEXT_RANGE, IMAGE_RANGE = (1.0, 5.0), (1.0, 2.5)  # the scales CFG distillation sampled (U[1,5], U[1,2.5])
 
 
+class PackMismatch(SystemExit):
+    """The pack cannot take graphs of this target (missing, unreadable, or another architecture)."""
+
+
+def read_pack_manifest(pack):
+    man_path = os.path.join(pack, "manifest.json")
+    if not os.path.isfile(man_path):
+        raise PackMismatch(f"--pack {pack!r}: no manifest.json there (export the base pack first: export_pack.py)")
+    try:
+        with open(man_path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise PackMismatch(f"--pack {pack!r}: cannot read manifest.json ({e})")
+
+
+def check_pack_matches(pack, c, man=None):
+    """Refuses (PackMismatch, one line) a pack whose decoder / latent / training config is not the target's:
+    graphs of another target would load in the engine and fail (or be wrong) only at inference."""
+    man = man if man is not None else read_pack_manifest(pack)
+    want = c.to_dict()
+    diffs = []
+    dec = man.get("decoder") or {}
+    seen = set()
+    for k in ("layers", "heads", "head_dim", "hidden", "vocab", "max_positions"):
+        if k in dec and dec[k] != want[k]:
+            diffs.append(f"decoder.{k} {dec[k]} (target {want[k]})")
+            seen.add(k)
+    lat = man.get("latent") or {}
+    for mk, ck in (("image_size", "gen_image_size"), ("channels", "latent_channels"), ("patch", "latent_patch")):
+        if mk in lat and lat[mk] != want[ck]:
+            diffs.append(f"latent.{mk} {lat[mk]} (target {want[ck]})")
+    tr = man.get("training")
+    cfg = tr.get("config") if isinstance(tr, dict) else None
+    if isinstance(cfg, dict):
+        for k in sorted(set(cfg) & set(want)):
+            if cfg[k] != want[k] and k not in seen:
+                diffs.append(f"training.config.{k} {cfg[k]!r} (target {want[k]!r})")
+    if "graphs" not in man:
+        diffs.append("no 'graphs' entry")
+    if diffs:
+        raise PackMismatch(f"--pack {pack!r} was not exported from this --target (or another architecture): "
+                           + "; ".join(diffs) + ". Export into a pack made from the same target (export_pack.py --ckpt TARGET).")
+    return man
+
+
 def export_into(pack, c, draft=None, six=None, one=None, parity=False, provenance=None, six_shift=1.0, one_text_scale=4.0):
     """Writes the graphs that are given, updates PACK/manifest.json, optional parity references. The 6-NFE
-    sampler serves on grid(6, six_shift); the 1-NFE grid is [1, 0] whatever the shift."""
+    sampler serves on grid(6, six_shift); the 1-NFE grid is [1, 0] whatever the shift. Refuses (before writing
+    anything) a pack exported from a target of another architecture (check_pack_matches)."""
     n_draft = draft.n_layers if draft is not None else 0
     sp = specs(c, max(1, n_draft))
     man_path = os.path.join(pack, "manifest.json")
-    man = json.load(open(man_path))
+    man = check_pack_matches(pack, c)
     written = {}
     if draft is not None:
         draft.eval()
@@ -193,16 +240,23 @@ def write_parity(pack, c, draft, six, one, sp, seed=4321):
                                             *past), fname)
 
 
-def load_draft_run(m, run):
-    ck = torch.load(os.path.join(run, "draft.ckpt"), map_location="cpu")
+def load_draft_run(m, run, what="--draft"):
+    path = os.path.join(run, "draft.ckpt")
+    ck = require_ckpt(path, what, ("model", "dc", "step"))
     d = Draft(m, DraftConfig(**ck["dc"]))
-    d.load_state_dict(ck["model"])
+    try:
+        d.load_state_dict(ck["model"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[1:2] or [str(e)[:200]]
+        raise SystemExit(f"{what}: {path!r} does not fit this --target (trained on another architecture?): {first[0].strip()}")
     return d.eval(), ck["step"]
 
 
-def load_student_ckpt(m, path):
-    ck = torch.load(path, map_location="cpu")
-    return student_from(m, ck["student"], path).eval(), ck.get("stage"), ck["step"]
+def load_student_ckpt(m, path, what="student"):
+    # student_from checks that the generation path fits (students may come from a target whose
+    # understanding side differs; see gen.student_from)
+    ck = require_ckpt(path, what, ("student", "step"))
+    return student_from(m, ck["student"], f"{what} {path}").eval(), ck.get("stage"), ck["step"]
 
 
 def main():
@@ -223,17 +277,19 @@ def main():
     a = ap.parse_args()
     if not TEXT_RANGE[0] <= a.one_text_scale <= TEXT_RANGE[1]:
         sys.exit(f"--one-text-scale {a.one_text_scale}: outside the distilled range {list(TEXT_RANGE)}")
+    read_pack_manifest(a.pack)  # a missing pack: say so before loading anything
     m, tok, _, _ = target_from_args(a)
+    check_pack_matches(a.pack, m.c)  # before the (slow) student / draft loading and before writing anything
     prov = {}
     d = six = one = None
     if a.draft:
         d, st = load_draft_run(m, a.draft)
         prov["draft"] = {"run": a.draft, "variant": d.dc.variant, "steps": st}
     if a.six:
-        six, stage, st = load_student_ckpt(m, a.six)
+        six, stage, st = load_student_ckpt(m, a.six, "--six")
         prov["denoise_6nfe"] = {"ckpt": a.six, "stage": stage, "steps": st}
     if a.one:
-        one, stage, st = load_student_ckpt(m, a.one)
+        one, stage, st = load_student_ckpt(m, a.one, "--one")
         prov["denoise_1nfe"] = {"ckpt": a.one, "stage": stage, "steps": st}
     w = export_into(a.pack, m.c, d, six, one, a.parity, prov, six_shift=a.six_shift, one_text_scale=a.one_text_scale)
     print(f"exported {sorted(w)} into {a.pack}", flush=True)

@@ -9,8 +9,26 @@
 #
 # Step counts come from the environment (defaults below); both lanes log to OUT/<lane>.log.
 set -euo pipefail
-T=${1:?target checkpoint}; OUT=${2:-runs/accel}
+usage() {
+  cat <<EOF
+usage: $0 TARGET.ckpt [OUT]   (run from the repository root: reads data/train and data/val)
+  TARGET.ckpt  a finished train_unified checkpoint (tokenizer.json next to it)
+  OUT          output folder (default runs/accel): OUT/draft, OUT/gen, OUT/<lane>.log, OUT/.done-<stage>
+Step counts and options come from the environment: DRAFT_IMAGES DRAFT_TEST_IMAGES DRAFT_STEPS DRAFT_VARIANTS
+CFG_STEPS TSCD_STEPS DMDO_STEPS REWARD_STEPS ADP_STEPS REFL_STEPS REFL_MSE SIX_FINAL(dmdo|tscd) ADP_INIT GEN_LIMIT
+EOF
+}
+case ${1:-} in -h|--help) usage; exit 0 ;; "") usage >&2; exit 2 ;; -*) echo "$0: unknown option $1" >&2; usage >&2; exit 2 ;; esac
+[ $# -le 2 ] || { echo "$0: too many arguments" >&2; usage >&2; exit 2; }
+T=$1; OUT=${2:-runs/accel}
 A=$(dirname "$0")
+# check the inputs before creating folders or starting either lane
+[ -f "$T" ] || { echo "$0: no target checkpoint at '$T'" >&2; exit 2; }
+[ -f "$(dirname "$T")/tokenizer.json" ] || { echo "$0: no tokenizer.json next to '$T'" >&2; exit 2; }
+for d in data/train data/val; do
+  [ -f "$d/records.jsonl" ] || { echo "$0: no dataset at ./$d (run from the repository root)" >&2; exit 2; }
+done
+case $OUT in -*) echo "$0: OUT '$OUT' looks like an option" >&2; exit 2 ;; esac
 PY="env OPENBLAS_NUM_THREADS=1 /usr/bin/python3"
 DRAFT_IMAGES=${DRAFT_IMAGES:-8000}; DRAFT_TEST_IMAGES=${DRAFT_TEST_IMAGES:-500}
 DRAFT_STEPS=${DRAFT_STEPS:-2000}; DRAFT_VARIANTS=${DRAFT_VARIANTS:-full eagle3 noinit noce}
@@ -31,6 +49,8 @@ SIX_FINAL=${SIX_FINAL:-dmdo}
 # target's 6-NFE one; the ODE pairs and the ReFL regression still come from this target's 6-NFE student.
 # ADP needs ~14k steps from the 6-NFE init; a warm start from a related target needs fewer (release 6 tried 4,000; docs/results.md).
 ADP_INIT=${ADP_INIT:-}
+[ -z "$ADP_INIT" ] || [ -f "$ADP_INIT" ] || { echo "$0: ADP_INIT: no checkpoint at '$ADP_INIT'" >&2; exit 2; }
+case $SIX_FINAL in dmdo|tscd) ;; *) echo "$0: SIX_FINAL must be dmdo or tscd, not '$SIX_FINAL'" >&2; exit 2 ;; esac
 # the generation stages load this many training scenes (loading all 40k costs ~80 s per stage)
 GEN_LIMIT=${GEN_LIMIT:-10000}
 mkdir -p "$OUT/draft" "$OUT/gen"

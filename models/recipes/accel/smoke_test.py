@@ -9,6 +9,7 @@ Writes OUT/accel_smoke.json with the measured numbers.
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -36,10 +37,13 @@ def run(args, expect=None):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True, help="pack output folder")
-    ap.add_argument("--work", default=None, help="scratch folder (default: OUT-work)")
+    ap.add_argument("--work", default=None, help="scratch folder (default: OUT-work, emptied first)")
     a = ap.parse_args()
     out = os.path.abspath(a.out)
     work = a.work or out.rstrip("/") + "-work"
+    if not a.work and os.path.isdir(work):
+        # the runs must start fresh (a run at its --steps already is left as it is, not resumed)
+        shutil.rmtree(work)
     os.makedirs(work, exist_ok=True)
     t0 = time.time()
     from accel.common import random_target, save_target, torch
@@ -106,6 +110,14 @@ def main():
          "--ckpt-every", "2"]
     run(g + ["--stage", "cfg", "--run", W("g_cfg"), "--steps", "3"])
     run(g + ["--stage", "cfg", "--run", W("g_cfg"), "--steps", "6"], expect="resumed from")
+    # a resumed run equals an uninterrupted one (the samplers' states are in the checkpoint), and its loss log
+    # has each step once
+    run(g + ["--stage", "cfg", "--run", W("g_cfg_straight"), "--steps", "6"])
+    resumed, straight = (torch.load(W(f"{r}/ckpt.pt"), map_location="cpu") for r in ("g_cfg", "g_cfg_straight"))
+    assert all(torch.equal(v, straight["student"][k]) for k, v in resumed["student"].items()), "resumed != straight"
+    import csv
+    steps_logged = [r["step"] for r in csv.DictReader(open(W("g_cfg/loss.csv")))]
+    assert steps_logged == sorted(set(steps_logged), key=int), steps_logged
     run(g + ["--stage", "tscd", "--run", W("g_tscd"), "--init", W("g_cfg/ckpt.pt"), "--steps", "3",
              "--teacher-steps", "2"])
     run(g + ["--stage", "dmdo", "--run", W("g_dmdo"), "--init", W("g_tscd/ckpt.pt"), "--steps", "3",
@@ -152,7 +164,6 @@ def main():
         emas.append(e["student"])
     student_from(m, emas[-1], "ema.pt")  # the average is a student checkpoint like any other
     # a run resumed from a checkpoint without an average starts it from the resumed weights, not from --init
-    import shutil
     os.makedirs(W("g_adp_ema"), exist_ok=True)
     shutil.copy(W("g_adp/ckpt.pt"), W("g_adp_ema/ckpt.pt"))
     run(g + ["--stage", "adp", "--run", W("g_adp_ema"), "--init", W("g_dmdo/ckpt.pt"), "--steps", "4", "--ema", "0.5"])
@@ -171,7 +182,6 @@ def main():
     assert gen_keys and all(torch.equal(got[k], src[k]) for k in gen_keys), "generation path not carried"
     assert "vision.colour.weight" in vis_keys and all(torch.equal(got["m." + k], m2.state_dict()[k]) for k in vis_keys), \
         "vision not the target's"
-    import csv
     for st in ("cfg", "tscd", "dmdo", "adp", "refl"):
         rows = list(csv.DictReader(open(W(f"g_{st}/loss.csv"))))
         res[f"gen_{st}_last"] = rows[-1]
@@ -188,6 +198,16 @@ def main():
     p = subprocess.run([sys.executable, P("export_accel.py"), "--target", T, "--pack", W("no-pack"), "--one-text-scale", "6"],
                        capture_output=True, text=True)
     assert p.returncode != 0 and "outside the distilled range" in p.stderr, p.stderr[-300:]
+    # a pack exported from a target of another architecture is refused before anything is written
+    mis = W("mismatched-pack")
+    os.makedirs(mis, exist_ok=True)
+    man_mis = dict(man, decoder=dict(man["decoder"], hidden=man["decoder"]["hidden"] + 16), graphs={})
+    man_mis.pop("draft", None)
+    json.dump(man_mis, open(os.path.join(mis, "manifest.json"), "w"))
+    p = subprocess.run([sys.executable, P("export_accel.py"), "--target", T, "--pack", mis, "--draft", W("draft_full")],
+                       capture_output=True, text=True)
+    assert p.returncode != 0 and "was not exported from this --target" in p.stderr, p.stderr[-300:]
+    assert not os.path.exists(os.path.join(mis, "draft.onnx")) and json.load(open(os.path.join(mis, "manifest.json"))) == man_mis
     # ---- import: training checkpoints rebuilt from the pack's graphs (the run folder is never committed) ----
     o = run([os.path.join(RECIPES, "import_pack.py"), "--pack", out, "--out", W("imported")])
     assert "bitwise re-export" in o, o

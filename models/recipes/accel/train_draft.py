@@ -16,7 +16,8 @@ from accel.common import target_from_args, torch  # noqa: E402
 from accel.draft import Draft, DraftConfig, draft_loss  # noqa: E402
 from hyperbagel.data import Seq, VIT, collate, ShapesData  # noqa: E402
 from hyperbagel.losses import embed_batch  # noqa: E402
-from hyperbagel.utils import seed_all, save_ckpt, load_ckpt, CsvLog, Timer  # noqa: E402
+from hyperbagel.utils import (seed_all, save_ckpt, require_ckpt, CsvLog, Timer, positive_int, non_negative_int,  # noqa: E402
+                              positive_float)
 
 
 class DraftData:
@@ -72,50 +73,77 @@ def main():
     ap.add_argument("--data", default=None, help="(smoke) dataset folder for a random target's vocabulary")
     ap.add_argument("--train", required=True)
     ap.add_argument("--run", required=True)
-    ap.add_argument("--variant", default="full", choices=["full", "eagle3", "noinit", "noce"])
-    ap.add_argument("--steps", type=int, default=3000)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--ttt", type=int, default=4, help="unrolled draft steps")
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--warmup", type=int, default=100)
-    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--variant", default=None, choices=["full", "eagle3", "noinit", "noce"],
+                    help="default full (a resumed run keeps its checkpoint's; naming another is refused)")
+    ap.add_argument("--steps", type=positive_int, default=3000)
+    ap.add_argument("--batch", type=positive_int, default=16)
+    ap.add_argument("--ttt", type=positive_int, default=None,
+                    help="unrolled draft steps (default 4; a resumed run keeps its checkpoint's)")
+    ap.add_argument("--lr", type=positive_float, default=1e-3)
+    ap.add_argument("--warmup", type=non_negative_int, default=100, help="linear lr warm-up steps (0: none)")
+    ap.add_argument("--limit", type=positive_int, default=None)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--ckpt-every", type=int, default=200)
-    ap.add_argument("--log-every", type=int, default=25)
+    ap.add_argument("--ckpt-every", type=positive_int, default=200)
+    ap.add_argument("--log-every", type=positive_int, default=25)
     a = ap.parse_args()
-    os.makedirs(a.run, exist_ok=True)
+    if not a.target and not a.data:
+        ap.error("--target (or, for smoke runs, --data for a random target) is required")
+    if not os.path.isfile(a.train):
+        sys.exit(f"--train: no draft data at {a.train!r} (write it with draft_data.py)")
+    ckpt_path = os.path.join(a.run, "draft.ckpt")
+    ck = require_ckpt(ckpt_path, "resume", ("model", "opt", "step", "rng", "variant", "dc")) \
+        if os.path.exists(ckpt_path) else None
+    if ck:
+        # the options that define the draft cannot change on resume: it would silently train the checkpoint's
+        for opt_name, given, have in (("--variant", a.variant, ck["variant"]), ("--ttt", a.ttt, ck["dc"]["ttt_steps"])):
+            if given is not None and given != have:
+                sys.exit(f"{ckpt_path} is a {opt_name} {have} run; resuming it with {opt_name} {given} is refused "
+                         f"(use another --run, or leave {opt_name} out)")
+        if ck["step"] >= a.steps:
+            print(f"{ckpt_path} is at step {ck['step']}, --steps {a.steps}: nothing to train (unchanged)", flush=True)
+            return
     seed_all(a.seed)
     m, tok, _, _ = target_from_args(a)
+    os.makedirs(a.run, exist_ok=True)  # after the target loaded: a bad --target leaves no folder behind
+    if ck and isinstance(ck.get("config"), dict) and ck["config"] != m.c.to_dict():
+        sys.exit(f"{ckpt_path} was trained against a target of another architecture than --target {a.target}")
     data = DraftData(a.train, tok, a.limit)
-    ck = load_ckpt(os.path.join(a.run, "draft.ckpt"))
-    d = build_draft(m, ck["variant"] if ck else a.variant, ck["dc"]["ttt_steps"] if ck else a.ttt)
+    if not data.rows:
+        sys.exit(f"--train {a.train!r}: no rows")
+    d = build_draft(m, ck["variant"] if ck else (a.variant or "full"), ck["dc"]["ttt_steps"] if ck else (a.ttt or 4))
     params = [p for p in d.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.95), weight_decay=0.0)
     step = 0
+    rng = random.Random(a.seed * 1000003)
     if ck:
         d.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         step = ck["step"]
         torch.set_rng_state(ck["rng"])
-        print(f"resumed from {a.run}/draft.ckpt at step {step}", flush=True)
+        if "data_rng" in ck:  # the sampler goes on where it stopped: a resumed run equals an uninterrupted one
+            rng.setstate(ck["data_rng"])
+        else:  # checkpoints from before data_rng: re-seeded from the step, as they were
+            rng = random.Random(a.seed * 1000003 + step)
+        print(f"resumed from {ckpt_path} at step {step}", flush=True)
     print(f"draft {d.dc.variant}: {sum(p.numel() for p in d.parameters()) / 1e6:.3f}M params, "
           f"{len(data.rows)} sequences", flush=True)
-    rng = random.Random(a.seed * 1000003 + step)
     nv = m.c.vit_grid ** 2
+    # rows logged after the checkpoint (by a run stopped before its next one) are dropped on resume
     log = CsvLog(os.path.join(a.run, "loss.csv"), ["step", "loss"] + [f"{k}{s}" for s in range(d.dc.ttt_steps)
-                                                                       for k in ("kl", "acc")] + ["lr", "elapsed"])
+                                                                       for k in ("kl", "acc")] + ["lr", "elapsed"],
+                 resume_step=step if ck else None)
     timer = Timer()
 
     def save():
-        save_ckpt(os.path.join(a.run, "draft.ckpt"), {"model": d.state_dict(), "opt": opt.state_dict(), "step": step,
-                                                      "rng": torch.get_rng_state(), "variant": d.dc.variant,
-                                                      "dc": d.dc.to_dict(), "config": m.c.to_dict(),
-                                                      "target": os.path.abspath(a.target) if a.target else None})
+        save_ckpt(ckpt_path, {"model": d.state_dict(), "opt": opt.state_dict(), "step": step,
+                              "rng": torch.get_rng_state(), "data_rng": rng.getstate(), "variant": d.dc.variant,
+                              "dc": d.dc.to_dict(), "config": m.c.to_dict(),
+                              "target": os.path.abspath(a.target) if a.target else None})
     acc = []
     while step < a.steps:
         b = collate([data.seq(rng.randrange(len(data.rows)), nv) for _ in range(a.batch)])
         emb, hs, tl, valid = draft_inputs(m, b)
-        lr = a.lr * min(1.0, (step + 1) / a.warmup)
+        lr = a.lr * min(1.0, (step + 1) / a.warmup) if a.warmup else a.lr
         for g in opt.param_groups:
             g["lr"] = lr
         d.train()

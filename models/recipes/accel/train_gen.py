@@ -25,15 +25,28 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from accel.common import target_from_args, load_sets, GenBatch, PromptIndex, teacher_cfg, gen_velocity, grid, shifted, torch  # noqa: E402
 from accel.gen import Student, LatentDisc, PixelDisc, student_from, load_reward, hinge_d, hinge_g  # noqa: E402
 from hyperbagel.model import unpatchify  # noqa: E402
-from hyperbagel.utils import seed_all, save_ckpt, load_ckpt, CsvLog, Timer  # noqa: E402
+from hyperbagel.utils import (seed_all, save_ckpt, require_ckpt, CsvLog, Timer, positive_int, non_negative_int,  # noqa: E402
+                              positive_float)
 
 F = torch.nn.functional
 STAGES = ["cfg", "tscd", "dmdo", "adp", "refl"]
 
 
-def load_student(m, path):
-    """A student of target m: from a previous stage's ckpt.pt (its generation path; gen.student_from), or fresh."""
-    return student_from(m, torch.load(path, map_location="cpu")["student"], path) if path else Student(m)
+def load_student(m, path, what="--init"):
+    """A student of target m: from a previous stage's ckpt.pt (its generation path; gen.student_from), or fresh.
+    A missing file or a checkpoint of another kind exits with one clear line."""
+    return student_from(m, require_ckpt(path, what, ("student",))["student"], f"{what} {path}") if path else Student(m)
+
+
+def non_negative_float(text):
+    """argparse type: a finite number >= 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return v
 
 
 def v_student(s, x, t, gb, st, si, ctx=None):
@@ -85,24 +98,24 @@ def main():
                     help="refl: reward.pt from train_reward.py, or several, comma-separated: an ensemble (the hinge is "
                          "averaged over its members, each at its own threshold), which one direction of reward hacking "
                          "cannot satisfy as easily as one model")
-    ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("--t2i", type=int, default=6)
-    ap.add_argument("--edit", type=int, default=6)
-    ap.add_argument("--lr", type=float, default=2e-4)
-    ap.add_argument("--d-lr", type=float, default=2e-4)
-    ap.add_argument("--teacher-steps", type=int, default=4, help="tscd: teacher Euler sub-steps to the segment end")
-    ap.add_argument("--mse-weight", type=float, default=1.0, help="adp/refl: regression to the 6-NFE output")
-    ap.add_argument("--consistency-weight", type=float, default=1.0,
+    ap.add_argument("--steps", type=positive_int, default=1000)
+    ap.add_argument("--t2i", type=non_negative_int, default=6)
+    ap.add_argument("--edit", type=non_negative_int, default=6)
+    ap.add_argument("--lr", type=positive_float, default=2e-4)
+    ap.add_argument("--d-lr", type=positive_float, default=2e-4)
+    ap.add_argument("--teacher-steps", type=positive_int, default=4, help="tscd: teacher Euler sub-steps to the segment end")
+    ap.add_argument("--mse-weight", type=non_negative_float, default=1.0, help="adp/refl: regression to the 6-NFE output")
+    ap.add_argument("--consistency-weight", type=non_negative_float, default=1.0,
                     help="tscd: weight of the consistency term MSE(student jump, teacher segment end); 0 = adversarial only")
-    ap.add_argument("--adv-weight", type=float, default=0.1, help="tscd: weight of the adversarial (hinge) generator term")
-    ap.add_argument("--fake-warmup", type=int, default=300,
+    ap.add_argument("--adv-weight", type=non_negative_float, default=0.1, help="tscd: weight of the adversarial (hinge) generator term")
+    ap.add_argument("--fake-warmup", type=non_negative_int, default=300,
                     help="dmdo: fake-model-only steps before the generator's first update (the critic must track the student first)")
-    ap.add_argument("--gen-lr", type=float, default=5e-5, help="dmdo: the generator's lr (0 = --lr)")
-    ap.add_argument("--anchor-weight", type=float, default=0.5,  # release 3: 0.5 beat 1.0 (docs/recipes-acceleration.md)
+    ap.add_argument("--gen-lr", type=non_negative_float, default=5e-5, help="dmdo: the generator's lr (0 = --lr)")
+    ap.add_argument("--anchor-weight", type=non_negative_float, default=0.5,  # release 3: 0.5 beat 1.0 (docs/recipes-acceleration.md)
                     help="dmdo: MSE of the generator's x0 prediction to the frozen --init student's on the same state (keeps DMD from drifting)")
     ap.add_argument("--dmd-tmax", type=float, default=0.5,
                     help="dmdo: t' (where real and fake are compared) ~ shift(U[0.02, tmax]); at high t the teacher's x0 is a blurred mean")
-    ap.add_argument("--dmd-shift", type=float, default=1.0, help="dmdo: timestep shift applied to t'")
+    ap.add_argument("--dmd-shift", type=positive_float, default=1.0, help="dmdo: timestep shift applied to t'")
     ap.add_argument("--dmd-noise", choices=["trajectory", "fresh"], default="trajectory",
                     help="dmdo: the noise x0_hat is re-noised with at t', and what the fake model learns. 'trajectory' "
                          "(the paper's DMDO): the student's own x_T, the fake model trained on its (x_T, x_0) couplings; "
@@ -113,7 +126,7 @@ def main():
                     help="dmdo: the student's steps. 1 distils a 1-NFE student by DMD (not in the paper, which uses "
                          "ADP -> ReFL): its fake model starts from --teacher6, and --anchor-weight regresses its output "
                          "to --teacher6's 6-step output from the same noise, as ADP and ReFL do")
-    ap.add_argument("--grid-shift", type=float, default=3.0,
+    ap.add_argument("--grid-shift", type=positive_float, default=3.0,
                     help="the 6-NFE grid the stages train on (TSCD's segments, DMDO's own trajectories, the ADP/ReFL "
                          "teacher's): grid(6, shift). Every run before session 14 used 3 (BAGEL's shift); the shipped "
                          "student serves on the uniform grid, shift 1 (export_accel.py --six-shift)")
@@ -125,25 +138,25 @@ def main():
                     help="refl: what the reward scores a text-to-image sample against: the full caption of the training "
                          "scene the prompt was drawn from (default; it scored better on release 4, docs/results.md), or "
                          "the prompt itself, as HPS-style ReFL does. Edits always use the edited scene's caption.")
-    ap.add_argument("--refl-edit-weight", type=float, default=0.0,
+    ap.add_argument("--refl-edit-weight", type=non_negative_float, default=0.0,
                     help="refl: weight of the reward term on edit samples (the reward model scores the image against "
                          "the edited scene's caption only, so it cannot reward preserving the source; edits keep the "
                          "regression to the 6-NFE output)")
-    ap.add_argument("--pixel-mse-weight", type=float, default=0.0,
+    ap.add_argument("--pixel-mse-weight", type=non_negative_float, default=0.0,
                     help="adp/refl: weight of a regression to the 6-NFE output in pixel space (both decoded by the VAE). "
                          "The 1-NFE student's commonest GenEval miss is the right colour at the right place in the wrong "
                          "shape; a latent MSE weighs a shape's thin edges little")
-    ap.add_argument("--ema", type=float, default=0.0,
+    ap.add_argument("--ema", type=non_negative_float, default=0.0,
                     help="decay of an exponential moving average of the student's weights (0 = off), kept in ckpt.pt and "
                          "written as RUN/ema.pt in the student format every checkpoint. Adversarial and reward steps at a "
                          "constant lr leave the last iterate noisy; the average is what a GAN generator ships")
-    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--limit", type=positive_int, default=None)
     ap.add_argument("--text-scale-range", default="1,5",
                     help="LO,HI: the text-guidance scales a stage trains at, drawn from U[LO,HI] within CFG distillation's "
                          "[1,5] (the cfg stage always uses all of it): a later stage can focus on the scale it serves at")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--ckpt-every", type=int, default=100)
-    ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--ckpt-every", type=positive_int, default=100)
+    ap.add_argument("--log-every", type=positive_int, default=10)
     a = ap.parse_args()
     try:
         text_range = tuple(float(x) for x in a.text_scale_range.split(","))
@@ -153,24 +166,53 @@ def main():
         sys.exit(f"--text-scale-range {a.text_scale_range!r}: want LO,HI with 1 <= LO <= HI <= 5")
     if a.stage == "cfg":
         text_range = (1.0, 5.0)
-    os.makedirs(a.run, exist_ok=True)
+    if a.t2i + a.edit < 1:
+        ap.error("--t2i + --edit must be at least 1")
+    if a.ema >= 1:
+        ap.error(f"--ema {a.ema}: a decay in [0, 1)")
+    if not 0.02 < a.dmd_tmax <= 1:
+        ap.error(f"--dmd-tmax {a.dmd_tmax}: want 0.02 < tmax <= 1")
+    if a.stage == "refl" and not a.reward:
+        ap.error("--stage refl needs --reward (reward.pt from train_reward.py)")
+    if a.stage != "cfg" and not a.init:
+        print(f"warning: --stage {a.stage} without --init starts from a fresh (undistilled) student", file=sys.stderr)
+    one_step_dmd = a.stage == "dmdo" and a.nfe == 1
+    if one_step_dmd and not a.teacher6:
+        sys.exit("--stage dmdo --nfe 1 needs --teacher6 (the fake model's start and the anchor)")
+    # every checkpoint named is checked (exists, right kind) before any work
+    for what, path in (("--init", a.init), ("--teacher6", a.teacher6)):
+        if path:
+            require_ckpt(path, what, ("student",))
+    if a.stage == "refl":
+        for p in a.reward.split(","):
+            require_ckpt(p, "--reward", ("model", "vocab", "alpha"))
+    ckpt_path = os.path.join(a.run, "ckpt.pt")
+    ck = require_ckpt(ckpt_path, "resume", ("student", "step", "rng", "stage")) if os.path.exists(ckpt_path) else None
+    if ck:
+        nfe = 1 if a.stage in ("adp", "refl") or one_step_dmd else 6
+        if ck["stage"] != a.stage or ck.get("nfe", nfe) != nfe:
+            sys.exit(f"{ckpt_path} is a --stage {ck['stage']} (nfe {ck.get('nfe')}) run; resuming it as --stage {a.stage} "
+                     f"(nfe {nfe}) is refused (use another --run)")
+        if ck["step"] >= a.steps:
+            print(f"{ckpt_path} is at step {ck['step']}, --steps {a.steps}: nothing to train (unchanged)", flush=True)
+            return
     seed_all(a.seed)
     m, tok, vae, scale = target_from_args(a)
+    os.makedirs(a.run, exist_ok=True)  # after the target loaded: a bad --target leaves no folder behind
     c = m.c
+    if vae is None:
+        sys.exit(f"--target {a.target}: its VAE checkpoint (the 'vae' path inside it) is missing")
+    if ck and isinstance(ck.get("config"), dict) and ck["config"] != c.to_dict():
+        sys.exit(f"{ckpt_path} was trained against a target of another architecture than --target {a.target}")
     sets = load_sets(a.data, tok, vae, scale, cache_dir=a.run, limit=a.limit)
-    ckpt_path = os.path.join(a.run, "ckpt.pt")
-    ck = load_ckpt(ckpt_path)
     stu = load_student(m, a.init)
     mods = {"student": stu}
     if a.stage in ("tscd", "adp"):
         mods["disc"] = LatentDisc(m)
     if a.stage == "adp":
         mods["pdisc"] = PixelDisc(c.vocab)
-    one_step_dmd = a.stage == "dmdo" and a.nfe == 1
-    if one_step_dmd and not a.teacher6:
-        sys.exit("--stage dmdo --nfe 1 needs --teacher6 (the fake model's start and the anchor)")
     if a.stage == "dmdo":
-        mods["fake"] = load_student(m, a.teacher6 if one_step_dmd else a.init)
+        mods["fake"] = load_student(m, a.teacher6 if one_step_dmd else a.init, "--teacher6" if one_step_dmd else "--init")
     frozen_mods = {}
     if a.stage == "dmdo" and a.anchor_weight > 0 and not one_step_dmd:
         anchor = load_student(m, a.init).eval()
@@ -178,7 +220,7 @@ def main():
             p.requires_grad_(False)
         frozen_mods["anchor"] = anchor
     if a.stage in ("adp", "refl") or one_step_dmd:
-        t6 = load_student(m, a.teacher6 or a.init).eval()
+        t6 = load_student(m, a.teacher6 or a.init, "--teacher6" if a.teacher6 else "--init").eval()
         for p in t6.parameters():
             p.requires_grad_(False)
         frozen_mods["t6"] = t6
@@ -189,12 +231,20 @@ def main():
                                  lr=(a.gen_lr or a.lr) if k == "student" and a.stage == "dmdo" else a.lr if k in ("student", "fake") else a.d_lr, betas=(0.9, 0.99) if k != "student"
                                  else (0.9, 0.95), weight_decay=0.0) for k, v in mods.items()}
     step = 0
+    rng = random.Random(a.seed * 1000003)
+    gen = torch.Generator().manual_seed(a.seed * 7919)
     if ck:
         for k in mods:
             mods[k].load_state_dict(ck[k])
             opts[k].load_state_dict(ck["opt_" + k])
         step = ck["step"]
         torch.set_rng_state(ck["rng"])
+        if "data_rng" in ck and "gen_rng" in ck:  # samplers go on where they stopped: resumed == uninterrupted
+            rng.setstate(ck["data_rng"])
+            gen.set_state(ck["gen_rng"])
+        else:  # checkpoints from before data_rng: re-seeded from the step, as they were
+            rng = random.Random(a.seed * 1000003 + step)
+            gen = torch.Generator().manual_seed(a.seed * 7919 + step)
         print(f"resumed from {ckpt_path} at step {step}", flush=True)
     # the average covers the trainable generation path (the frozen rest is the target's and never moves); it
     # starts from the weights this run starts from, or goes on from the checkpoint's
@@ -203,10 +253,9 @@ def main():
         ema = (ck or {}).get("student_ema") or {k: p.detach().clone() for k, p in stu.named_parameters() if p.requires_grad}
     n_tr = sum(p.numel() for p in stu.parameters() if p.requires_grad)
     print(f"stage {a.stage}: student trainable {n_tr / 1e6:.3f}M", flush=True)
-    rng = random.Random(a.seed * 1000003 + step)
-    gen = torch.Generator().manual_seed(a.seed * 7919 + step)
     fields = ["step", "loss", "g", "d", "fake", "mse", "pmse", "reward", "elapsed"]
-    log = CsvLog(os.path.join(a.run, "loss.csv"), fields)
+    # rows logged after the checkpoint (by a run stopped before its next one) are dropped on resume
+    log = CsvLog(os.path.join(a.run, "loss.csv"), fields, resume_step=step if ck else None)
     timer = Timer()
     g6 = grid(6, a.grid_shift)
     prompt_index = PromptIndex(sets) if a.prompt_balance else None
@@ -214,7 +263,8 @@ def main():
     def save():
         obj = {k: v.state_dict() for k, v in mods.items()}
         obj.update({"opt_" + k: v.state_dict() for k, v in opts.items()})
-        obj.update({"step": step, "rng": torch.get_rng_state(), "stage": a.stage, "config": c.to_dict(),
+        obj.update({"step": step, "rng": torch.get_rng_state(), "data_rng": rng.getstate(), "gen_rng": gen.get_state(),
+                    "stage": a.stage, "config": c.to_dict(),
                     "init": a.init, "nfe": 1 if a.stage in ("adp", "refl") or one_step_dmd else 6,
                     "grid_shift": a.grid_shift})
         if ema is not None:

@@ -19,7 +19,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from accel.common import target_from_args, load_sets, torch  # noqa: E402
 from accel.gen import Reward  # noqa: E402
 from accel.hard_negatives import perturb_ids  # noqa: E402
-from hyperbagel.utils import seed_all, save_ckpt, load_ckpt, CsvLog, Timer  # noqa: E402
+from hyperbagel.utils import (seed_all, save_ckpt, require_ckpt, CsvLog, Timer, positive_int, non_negative_int,  # noqa: E402
+                              positive_float)
 
 F = torch.nn.functional
 
@@ -40,40 +41,59 @@ def main():
     ap.add_argument("--target", default=None)
     ap.add_argument("--data", required=True)
     ap.add_argument("--run", required=True)
-    ap.add_argument("--steps", type=int, default=1500)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--steps", type=positive_int, default=1500)
+    ap.add_argument("--batch", type=positive_int, default=64)
+    ap.add_argument("--lr", type=positive_float, default=1e-3)
+    ap.add_argument("--limit", type=positive_int, default=None)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--ckpt-every", type=int, default=200)
-    ap.add_argument("--log-every", type=int, default=25)
+    ap.add_argument("--ckpt-every", type=positive_int, default=200)
+    ap.add_argument("--log-every", type=positive_int, default=25)
     # defaults: the first reward model. On release 4, the stronger scorers (seq, hard negatives) read binding
     # and layout better (held-out hard_acc 0.81 vs 0.67) but made ReFL's 1-NFE GenEval worse (docs/results.md)
-    ap.add_argument("--arch", choices=Reward.ARCHS, default="bow", help="bow: bag-of-words text; seq: order-aware text")
-    ap.add_argument("--hard-negatives", type=int, default=0, help="one-word false edits of each prompt per row")
+    ap.add_argument("--arch", choices=Reward.ARCHS, default=None,
+                    help="bow (default): bag-of-words text; seq: order-aware text (a resumed run keeps its checkpoint's)")
+    ap.add_argument("--hard-negatives", type=non_negative_int, default=0, help="one-word false edits of each prompt per row")
     ap.add_argument("--eval", action="store_true", help="only print the held-out metrics of RUN/reward.pt")
     a = ap.parse_args()
-    os.makedirs(a.run, exist_ok=True)
+    path = os.path.join(a.run, "reward.pt")
+    ck = require_ckpt(path, "resume", ("model", "opt", "step", "rng", "vocab")) if os.path.exists(path) else None
+    if a.eval and not ck:
+        sys.exit(f"--eval: no reward.pt in {a.run}")
+    if ck and not a.eval:
+        if a.arch is not None and a.arch != ck.get("arch", "bow"):
+            sys.exit(f"{path} is an --arch {ck.get('arch', 'bow')} reward; resuming it with --arch {a.arch} is refused "
+                     f"(use another --run, or leave --arch out)")
+        if ck["step"] >= a.steps:
+            print(f"{path} is at step {ck['step']}, --steps {a.steps}: nothing to train (unchanged)", flush=True)
+            return
     seed_all(a.seed)
     m, tok, vae, scale = target_from_args(a)
+    os.makedirs(a.run, exist_ok=True)  # after the target loaded: a bad --target leaves no folder behind
+    if vae is None:
+        sys.exit(f"--target {a.target}: its VAE checkpoint (the 'vae' path inside it) is missing")
+    if ck and ck["vocab"] != m.c.vocab:
+        sys.exit(f"{path} was trained for a vocabulary of {ck['vocab']}, --target has {m.c.vocab}")
     batch.scale = scale
     sets = load_sets(a.data.split(",")[0], tok, vae, scale, cache_dir=a.run, limit=a.limit)
     n = sets[0].n
     hold = max(a.batch, n // 10)  # last images held out for alpha / retrieval accuracy
     B = min(a.batch, n - hold)
-    ck = load_ckpt(os.path.join(a.run, "reward.pt"))
-    r = Reward(m.c.vocab, arch=ck.get("arch", "bow") if ck else a.arch)
+    if B < 2 and not a.eval:
+        sys.exit(f"--data {a.data}: {n} images are too few for --batch {a.batch} (the last max(batch, n/10) are held out)")
+    r = Reward(m.c.vocab, arch=ck.get("arch", "bow") if ck else (a.arch or "bow"))
     opt = torch.optim.AdamW(r.parameters(), lr=a.lr, weight_decay=0.01)
-    path = os.path.join(a.run, "reward.pt")
     step = 0
+    rng = random.Random(a.seed * 1000003)
     if ck:
         r.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         step = ck["step"]
         torch.set_rng_state(ck["rng"])
+        if "data_rng" in ck:  # the sampler goes on where it stopped: a resumed run equals an uninterrupted one
+            rng.setstate(ck["data_rng"])
+        else:  # checkpoints from before data_rng: re-seeded from the step, as they were
+            rng = random.Random(a.seed * 1000003 + step)
         print(f"resumed from {path} at step {step}", flush=True)
-    rng = random.Random(a.seed * 1000003 + step)
-    log = CsvLog(os.path.join(a.run, "loss.csv"), ["step", "loss", "acc", "elapsed"])
     timer = Timer()
 
     def negatives(prompts, nrng, k):
@@ -106,14 +126,15 @@ def main():
         return {"heldout_acc": acc, "alpha": alpha, "neg_mean": neg, "hard_acc": hard}
 
     if a.eval:
-        if not ck:
-            sys.exit(f"--eval: no reward.pt in {a.run}")
         print({"arch": r.arch, "step": step, **{k: round(v, 4) for k, v in held_out().items()}}, flush=True)
         return
+    # rows logged after the checkpoint (by a run stopped before its next one) are dropped on resume
+    log = CsvLog(os.path.join(a.run, "loss.csv"), ["step", "loss", "acc", "elapsed"], resume_step=step if ck else None)
 
     def save():
         h = held_out()
         save_ckpt(path, {"model": r.state_dict(), "opt": opt.state_dict(), "step": step, "rng": torch.get_rng_state(),
+                         "data_rng": rng.getstate(),
                          "vocab": m.c.vocab, "arch": r.arch, **h})
         return h
     accs = []
