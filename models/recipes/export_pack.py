@@ -126,6 +126,10 @@ def install(tmp, out, old, force):
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.rename(tmp, out)
+    # mkdtemp made the folder private (0700); a pack folder gets the usual permissions
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(out, 0o777 & ~mask)
     info = {}
     if old:
         info["replaced"] = len(old)
