@@ -315,7 +315,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
     const attached = selects(info, ['previews', 'result']);
     let job: ImageJobRecord;
     try {
-      job = rt.jobs.start(req, mode, seed, attached, { onEnd: () => lock?.unlock() });
+      job = rt.jobs.start(req, mode, seed, attached, { onEnd: () => lock?.unlock() }, ctx.client);
     } catch (e) {
       lock?.unlock();
       if (e instanceof GatewayError && e.code === 'BUSY') rt.metrics.busy.inc();
@@ -440,7 +440,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
           let slot;
           try {
             engineCheck(engine.checkUnderstand?.bind(engine, req));
-            slot = await rt.scheduler.acquire(ctx.signal);
+            slot = await rt.scheduler.acquire(ctx.signal, ctx.client);
           } catch (e) {
             lock?.unlock();
             if (e instanceof GatewayError && e.code === 'BUSY') rt.metrics.busy.inc();

@@ -247,13 +247,13 @@ export class JobManager {
     return this.jobs.size;
   }
 
-  /** Creates and starts a job; throws BUSY when the scheduler's queue is full. */
-  start(req: GenerateRequest, mode: GenerationMode, seed: number, attached: boolean, hooks: { onSuccess?: (job: ImageJobRecord) => void; onEnd?: () => void } = {}): ImageJobRecord {
-    this.o.scheduler.checkCapacity();
+  /** Creates and starts a job; throws BUSY when the scheduler's queue (or `client`'s share of it) is full. */
+  start(req: GenerateRequest, mode: GenerationMode, seed: number, attached: boolean, hooks: { onSuccess?: (job: ImageJobRecord) => void; onEnd?: () => void } = {}, client?: string): ImageJobRecord {
+    this.o.scheduler.checkCapacity(client);
     this.sweep();
     const job = new ImageJobRecord(mode, seed, attached, this.o.unwatchedJobTimeoutMs, (j, reason) => this.cancelRecord(j, reason));
     this.jobs.set(job.id, job);
-    void this.run(job, req, hooks);
+    void this.run(job, req, hooks, client);
     return job;
   }
 
@@ -279,14 +279,14 @@ export class JobManager {
     return true;
   }
 
-  private async run(job: ImageJobRecord, req: GenerateRequest, hooks: { onSuccess?: (job: ImageJobRecord) => void; onEnd?: () => void }): Promise<void> {
+  private async run(job: ImageJobRecord, req: GenerateRequest, hooks: { onSuccess?: (job: ImageJobRecord) => void; onEnd?: () => void }, client?: string): Promise<void> {
     const signal = job.controller.signal;
     const { metrics } = this.o;
     let slot: { release(): void; waitedMs: number } | undefined;
     let failure: unknown;
     let start = 0;
     try {
-      slot = await this.o.scheduler.acquire(signal);
+      slot = await this.o.scheduler.acquire(signal, client);
       metrics.queueWait.observe(slot.waitedMs / 1000);
       start = performance.now();
       job.push({ status: 'RUNNING', done: false });

@@ -44,6 +44,11 @@ export interface GatewayLimits {
   maxConcurrentJobs: number;
   /** Jobs waiting for a slot; beyond this a request fails with BUSY. */
   maxQueuedJobs: number;
+  /**
+   * Of those, the most one client (its API key when auth is on, else its IP address) may hold, so others
+   * always find a place; beyond it that client's request fails with BUSY. Default: 3/4 of maxQueuedJobs.
+   */
+  maxQueuedPerClient?: number;
   /** Concurrent operations per graphql-ws connection. */
   maxSubscriptionsPerSocket: number;
   maxSessions: number;

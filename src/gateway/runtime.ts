@@ -14,6 +14,8 @@ export interface GatewayContext {
   signal: AbortSignal;
   /** e.g. http://127.0.0.1:4000, for absolute image URLs */
   baseUrl: string;
+  /** who the per-client limits count: `key:<API key>` when auth is on, else `ip:<address>` */
+  client?: string;
 }
 
 export type EngineState = 'loading' | 'ok' | 'failed' | 'shutting-down';
@@ -35,7 +37,7 @@ export class GatewayRuntime {
   constructor(limits: Partial<GatewayLimits> = {}) {
     this.limits = { ...DEFAULT_LIMITS, ...limits };
     const L = this.limits;
-    this.scheduler = new Scheduler(L.maxConcurrentJobs, L.maxQueuedJobs);
+    this.scheduler = new Scheduler(L.maxConcurrentJobs, L.maxQueuedJobs, L.maxQueuedPerClient ?? Math.ceil(0.75 * L.maxQueuedJobs));
     this.images = new ImageStore(L.imageStoreBytes, L.imageStoreTtlMs);
     this.metrics = new GatewayMetrics({
       activeStreams: () => (['understand', 'image_job', 'image_mutation'] as const).map((k) => [{ kind: k }, this.active.get(k) ?? 0]),

@@ -421,11 +421,13 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     multipart: true,
     logging: false,
     context: (initial): GatewayContext => {
-      const init = initial as unknown as { request?: Request; opSignal?: AbortSignal; baseUrl?: string };
+      const init = initial as unknown as { request?: Request; req?: IncomingMessage; opSignal?: AbortSignal; baseUrl?: string; client?: string };
       const host = init.request?.headers.get('host');
       return {
         signal: init.opSignal ?? init.request?.signal ?? new AbortController().signal,
         baseUrl: init.baseUrl ?? options.publicUrl ?? (host ? `http://${host}` : ''),
+        // graphql-ws passes its own; over HTTP, the API key or the address of the node request
+        client: init.client ?? (init.req ? rateClient(extractApiKey(init.request?.headers.get('authorization')), init.req) : undefined),
       };
     },
     // errorCountPlugin before acceptPlugin: its hooks also see acceptPlugin's refusals
@@ -693,6 +695,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
           params,
           opSignal: controller.signal,
           baseUrl: options.publicUrl ?? (host ? `http://${host}` : ''),
+          client: rateClient(wsKey(ctx), ctx.extra.request),
         });
         let document;
         try {

@@ -281,6 +281,30 @@ describe('query limits', () => {
 });
 
 describe('capacity', () => {
+  it('one client (API key) holds at most its share of the queue; another client still gets a place', async () => {
+    const slow = new FakeEngine({ stepMs: 100, tokens: 1000, nfeMs: 200 });
+    const s = await start({ engine: slow, apiKeys: ['key-a', 'key-b'], limits: { maxConcurrentJobs: 1, maxQueuedJobs: 4, maxQueuedPerClient: 2 } });
+    const job = (key: string) => gqlPost(s, { query: 'mutation { generateImage(input: { prompt: "x", mode: BASELINE, steps: 50 }) { id } }' }, { authorization: `Bearer ${key}` });
+    const ids: string[] = [];
+    try {
+      for (let i = 0; i < 3; i++) {
+        const r = await job('key-a'); // one runs, two wait
+        ids.push(r.json.data.generateImage.id);
+      }
+      await waitFor(() => s.runtime.scheduler.runningCount === 1 && s.runtime.scheduler.queuedCount === 2, 'one running, two queued');
+      const refused = await job('key-a');
+      expect(refused.json.errors[0].extensions).toMatchObject({ code: 'BUSY', clientQueued: 2, clientLimit: 2 });
+      expect(refused.json.errors[0].message).toMatch(/This client already has 2 jobs waiting/);
+      const other = await job('key-b');
+      expect(other.json.errors).toBeUndefined();
+      ids.push(other.json.data.generateImage.id);
+      expect(s.runtime.scheduler.queuedCount).toBe(3);
+    } finally {
+      for (const id of ids) await gqlPost(s, { query: 'mutation($id: ID!) { cancelJob(id: $id) }', variables: { id } }, { authorization: 'Bearer key-a' });
+      await s.close();
+    }
+  });
+
   it('queues up to the limit, then answers BUSY', async () => {
     const slow = new FakeEngine({ stepMs: 100, tokens: 1000 });
     const s = await start({ engine: slow, limits: { maxConcurrentJobs: 1, maxQueuedJobs: 1 } });
