@@ -40,7 +40,8 @@ Also /health, /ready (503 until the model is loaded), /metrics (Prometheus) and 
   --rate-limit N    operations per second per API key, or per client IP when auth is off
                     (default 50; 0 turns it off); --rate-burst N  burst allowance (default 200).
                     Over the limit: RATE_LIMITED with extensions.retryAfterMs (HTTP 429 + Retry-After).
-  --max-concurrent N  jobs running at once (default 4); --max-queue N  jobs waiting (default 32)
+  --max-concurrent N  jobs running at once (default 4); --max-queue N  jobs waiting (default 32;
+                    one API key, or one client IP when auth is off, may hold at most 3/4 of them)
   --public-url URL  base for absolute image URLs (default: the request's Host)
   --production      no GraphiQL, no introspection (default when NODE_ENV=production)`;
 
