@@ -29,6 +29,9 @@ afterAll(async () => {
   await server?.close();
 });
 
+/** the real engine behind the test server (its test hooks and sessionInfo) */
+const localEngine = () => (server.runtime as unknown as { engine: LocalEngine }).engine;
+
 async function checkImage(frame: Record<string, any>) {
   const img = frame.image;
   const bytes = Buffer.from(img.base64, 'base64');
@@ -148,7 +151,7 @@ describe('real engine on the tiny pack', () => {
   });
 
   it('a model worker crash fails the streams and jobs in flight with WORKER_CRASHED; the next requests are served', async () => {
-    const engine = (server.runtime as unknown as { engine: LocalEngine }).engine;
+    const engine = localEngine();
     const client = wsClient(server);
     try {
       let crashed: Promise<void> | undefined;
@@ -264,7 +267,7 @@ describe('real engine on the tiny pack', () => {
   });
 
   it('bounds session memory with the engine sessionInfo', async () => {
-    const engine = (server.runtime as unknown as { engine: LocalEngine }).engine;
+    const engine = localEngine();
     const client = wsClient(server);
     try {
       const sid = (await gqlPost(server, { query: 'mutation { createSession }' })).json.data.createSession;
@@ -288,7 +291,7 @@ describe('real engine on the tiny pack', () => {
   });
 
   it('stops model work when a client stops a stream, and keeps serving', async () => {
-    const engine = (server.runtime as unknown as { engine: LocalEngine }).engine;
+    const engine = localEngine();
     const client = wsClient(server);
     try {
       // a full run's model calls, for scale

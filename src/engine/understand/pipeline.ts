@@ -94,20 +94,25 @@ export function promptPositions(ctx: EngineCtx, v: ValidatedUnderstand, conversa
 }
 
 /**
- * A session turn whose prompt (plus one answer token) no longer fits the model's context: SESSION_FULL,
- * so the client starts a new session instead of reading it as a prompt that is too long.
+ * A prompt placed from `startPos` that ends at `nextPos` must leave the model's context room for one
+ * answer token. A session turn that does not is SESSION_FULL, so the client starts a new session
+ * instead of reading it as a prompt that is too long.
  */
-export function checkContextRoom(ctx: EngineCtx, v: ValidatedUnderstand, conversation: ConversationState | null, requestImage: boolean): void {
-  const maxPos = ctx.manifest.decoder.max_positions;
-  const { startPos, need } = promptPositions(ctx, v, conversation, requestImage);
-  if (startPos + need < maxPos) return;
+function checkRoom(startPos: number, nextPos: number, maxPos: number): void {
+  if (nextPos < maxPos) return;
   if (startPos > 0)
-    throw new EngineError('SESSION_FULL', `the session's conversation holds ${startPos} of the model's ${maxPos} positions and this turn needs ${need} more; start a new session`, {
+    throw new EngineError('SESSION_FULL', `the session's conversation holds ${startPos} of the model's ${maxPos} positions and this turn needs ${nextPos - startPos} more; start a new session`, {
       positions: startPos,
-      needed: need,
+      needed: nextPos - startPos,
       limit: maxPos,
     });
-  throw new EngineError('PROMPT_TOO_LONG', `prompt needs ${need} positions, the model has ${maxPos}`, { positions: need, limit: maxPos });
+  throw new EngineError('PROMPT_TOO_LONG', `prompt needs ${nextPos} positions, the model has ${maxPos}`, { positions: nextPos, limit: maxPos });
+}
+
+/** checkRoom before any model work (engine.checkUnderstand), from the positions layout() will place. */
+export function checkContextRoom(ctx: EngineCtx, v: ValidatedUnderstand, conversation: ConversationState | null, requestImage: boolean): void {
+  const { startPos, need } = promptPositions(ctx, v, conversation, requestImage);
+  checkRoom(startPos, startPos + need, ctx.manifest.decoder.max_positions);
 }
 
 export function validateUnderstand(ctx: EngineCtx, req: UnderstandRequest): ValidatedUnderstand {
@@ -307,15 +312,7 @@ export async function* runUnderstand(
     const lay = layout(parts, startPos);
     const promptTokens = lay.positions.length;
     const maxPos = ctx.manifest.decoder.max_positions;
-    if (lay.nextPos >= maxPos) {
-      if (startPos > 0)
-        throw new EngineError('SESSION_FULL', `the session's conversation holds ${startPos} of the model's ${maxPos} positions and this turn needs ${lay.nextPos - startPos} more; start a new session`, {
-          positions: startPos,
-          needed: lay.nextPos - startPos,
-          limit: maxPos,
-        });
-      throw new EngineError('PROMPT_TOO_LONG', `prompt needs ${lay.nextPos} positions, the model has ${maxPos}`, { positions: lay.nextPos, limit: maxPos });
-    }
+    checkRoom(startPos, lay.nextPos, maxPos);
     const maxTokens = Math.min(v.maxTokens, maxPos - lay.nextPos);
     if (signal?.aborted) throw new EngineError('CANCELLED', 'request cancelled');
     const pEmbeds = proposer?.needsFeatures ? promptEmbeds(ctx, lay.segments, promptTokens) : null;
