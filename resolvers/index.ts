@@ -15,7 +15,7 @@ import type {
 import { SAMPLER_LIMITS as SAMPLER } from '../src/engine/generation/pipeline.ts';
 import { MAX_STOP_CHARS, MAX_STOP_SEQUENCES, SPECULATION_LIMITS as SPEC } from '../src/engine/understand/pipeline.ts';
 import { GatewayError, toGatewayError } from '../src/gateway/errors.ts';
-import { IMAGE_EXT, imageFromInput, sentSizeOf } from '../src/gateway/images.ts';
+import { IMAGE_EXT, imageFromInput, readImageInput, sentSizeOf } from '../src/gateway/images.ts';
 import { iterateJob, type FrameRecord, type ImageJobRecord, type JobEvent } from '../src/gateway/jobs.ts';
 import type { GatewayContext, GatewayRuntime } from '../src/gateway/runtime.ts';
 import type {
@@ -24,8 +24,10 @@ import type {
   GenerationMode,
   ImageEvent,
   ImageFrame,
+  ImageInput,
   ImageJob,
   InputImageInfo,
+  JobStatus,
   Model,
   Resolvers,
   SpeculationInput,
@@ -216,22 +218,30 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
 
   const onDropped = (n: number) => rt.metrics.droppedPreviews.inc(undefined, n);
 
-  function jobOut(job: ImageJobRecord): ImageJob {
+  /**
+   * An ImageJob. `events` is the record whose log serves previews and result: the job itself, or for
+   * a job another replica owns, a mirror of its log opened only if the client asks for them.
+   */
+  function jobOut(head: { id: string; mode: GenerationMode; seed: number; status: () => JobStatus }, events: () => ImageJobRecord): ImageJob {
     return {
-      id: job.id,
-      status: () => job.status,
-      mode: job.mode,
-      seed: job.seed,
-      previews: (_args: unknown, ctx: GatewayContext) =>
-        iterateJob(job, 0, {
+      id: head.id,
+      status: head.status,
+      mode: head.mode,
+      seed: head.seed,
+      previews: (_args: unknown, ctx: GatewayContext) => {
+        const job = events();
+        return iterateJob(job, 0, {
           filter: (ev) => ev.frame?.frame.stage === 'preview',
           isEnd: (j) => j.terminal || !!j.finalFrame,
           map: (ev) => frameOut(ev.frame!, job),
           signal: ctx.signal,
           onDropped,
-        }),
+          onClose: job.watch(),
+        });
+      },
       // a client waiting for the result watches the job: a detached job is not cancelled as unwatched meanwhile
       result: async (_args: unknown, ctx: GatewayContext) => {
+        const job = events();
         const release = job.watch();
         try {
           return frameOut(await job.result(ctx.signal), job);
@@ -255,6 +265,8 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
     info: GraphQLResolveInfo,
   ): Promise<ImageJob> {
     rt.metrics.operations.inc({ field });
+    const sessionOwner = input.sessionId != null ? rt.relay?.remoteOwner(input.sessionId) : undefined;
+    if (sessionOwner) return forwardImageJob(field, sessionOwner, input, ctx, info);
     // the image decodes while the input is checked; a check that throws first must not leave its
     // rejection unhandled (that would take the process down)
     sourceImage.catch(() => undefined);
@@ -333,7 +345,39 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
       });
     }
     job.sentSize = sentSizeOf(image);
-    return jobOut(job);
+    return localJobOut(job);
+  }
+
+  const localJobOut = (job: ImageJobRecord) => jobOut({ id: job.id, mode: job.mode, seed: job.seed, status: () => job.status }, () => job);
+
+  /** An input whose image another replica must read: the image's bytes, as base64 (an upload cannot be forwarded as is). */
+  async function portableInput<T extends { image?: ImageInput | null }>(input: T): Promise<T> {
+    if (!input.image) return input;
+    return { ...input, image: { base64: (await readImageInput(input.image, L)).toString('base64') } };
+  }
+
+  /**
+   * generateImage / editImage on a session another replica owns: the job runs there, and this
+   * replica serves it from a mirror of its log. A job whose mutation here selects previews or
+   * result is cancelled there when nobody here watches it, as a local attached job is.
+   */
+  async function forwardImageJob(field: 'generateImage' | 'editImage', owner: string, input: ImageJobInput, ctx: GatewayContext, info: GraphQLResolveInfo): Promise<ImageJob> {
+    const attached = selects(info, ['previews', 'result']);
+    const forwarded = await portableInput(input as ImageJobInput & { image?: ImageInput | null });
+    const { job, status } = await rt.relay!.startImageJob(field, owner, forwarded as unknown as Record<string, unknown>, attached, ctx.apiKey, ctx.signal);
+    if (attached) {
+      const release = job.watch();
+      const closeStream = rt.openStream('image_mutation');
+      const onAbort = () => release();
+      ctx.signal.addEventListener('abort', onAbort, { once: true });
+      if (ctx.signal.aborted) release();
+      void job.finished.then(() => {
+        ctx.signal.removeEventListener('abort', onAbort);
+        closeStream();
+      });
+    }
+    // the mirror learns the status from the owner's log once someone watches it; until then, the owner's answer
+    return jobOut({ id: job.id, mode: job.mode, seed: job.seed, status: () => (job.events.length ? job.status : status) }, () => job);
   }
 
   function modelOut(): Model {
@@ -381,6 +425,55 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
     };
   }
 
+  /**
+   * understand on a session another replica owns: that replica runs it (its scheduler, limits and
+   * stream coalescing) and its events pass through. Stopping here closes the connection there,
+   * which cancels the model work as any client leaving does.
+   */
+  async function forwardUnderstand(owner: string, input: UnderstandInput, ctx: GatewayContext): Promise<AsyncIterableIterator<{ understand: UnderstandEvent }>> {
+    const forwarded = await portableInput(input);
+    const controller = new AbortController();
+    const onAbort = () => controller.abort();
+    ctx.signal.addEventListener('abort', onAbort, { once: true });
+    const closeStream = rt.openStream('understand');
+    const events = rt.relay!.understand(owner, forwarded as unknown as Record<string, unknown>, ctx.apiKey, controller.signal);
+    const close = () => {
+      ctx.signal.removeEventListener('abort', onAbort);
+      controller.abort();
+      closeStream();
+    };
+    // fail the subscribe itself (not its first event) when the owner refuses it outright
+    let pending: IteratorResult<Record<string, unknown>> | undefined;
+    try {
+      pending = await events.next();
+    } catch (e) {
+      close();
+      throw e;
+    }
+    const it: AsyncIterableIterator<{ understand: UnderstandEvent }> = {
+      async next() {
+        try {
+          const r = pending ?? (await events.next());
+          pending = undefined;
+          if (r.done) close();
+          return r.done ? { value: undefined, done: true } : { value: { understand: r.value as unknown as UnderstandEvent }, done: false };
+        } catch (e) {
+          close();
+          throw e;
+        }
+      },
+      async return() {
+        close();
+        await events.return(undefined);
+        return { value: undefined, done: true };
+      },
+      [Symbol.asyncIterator]() {
+        return it;
+      },
+    };
+    return it;
+  }
+
   const chunkOut = (c: MergedChunk): UnderstandEvent => ({
     text: c.text,
     tokenIds: c.tokenIds,
@@ -403,33 +496,44 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
         queuedJobs: rt.scheduler.queuedCount,
         sessions: rt.sessions.size,
       }),
-      job: (_p, { id }) => {
+      job: async (_p, { id }, ctx) => {
+        const owner = rt.relay?.remoteOwner(id);
+        if (owner) {
+          const remote = await rt.relay!.job(owner, id, ctx.apiKey, ctx.signal);
+          if (!remote) return null;
+          const { summary } = remote;
+          return jobOut({ id: summary.id, mode: summary.mode, seed: summary.seed, status: () => summary.status }, remote.mirror);
+        }
         const job = rt.jobs.find(id);
-        return job ? jobOut(job) : null;
+        return job ? localJobOut(job) : null;
       },
     },
     Mutation: {
       generateImage: (_p, { input }, ctx, info) => startImageJob('generateImage', input.prompt, input, Promise.resolve(undefined), ctx, info),
       editImage: (_p, { input }, ctx, info) =>
         startImageJob('editImage', input.instruction, input, input.image ? imageFromInput(input.image, L) : Promise.resolve(undefined), ctx, info),
-      cancelJob: (_p, { id }) => {
+      cancelJob: (_p, { id }, ctx) => {
         rt.metrics.operations.inc({ field: 'cancelJob' });
-        return rt.jobs.cancel(id);
+        const owner = rt.relay?.remoteOwner(id);
+        return owner ? rt.relay!.cancelJob(owner, id, ctx.apiKey) : rt.jobs.cancel(id);
       },
       createSession: () => {
         rt.metrics.operations.inc({ field: 'createSession' });
         rt.engine;
         return rt.sessions.create().id;
       },
-      closeSession: (_p, { id }) => {
+      closeSession: (_p, { id }, ctx) => {
         rt.metrics.operations.inc({ field: 'closeSession' });
-        return rt.sessions.closeIdle(id);
+        const owner = rt.relay?.remoteOwner(id);
+        return owner ? rt.relay!.closeSession(owner, id, ctx.apiKey) : rt.sessions.closeIdle(id);
       },
     },
     Subscription: {
       understand: {
         subscribe: async (_p, { input }, ctx) => {
           rt.metrics.operations.inc({ field: 'understand' });
+          const sessionOwner = input.sessionId != null ? rt.relay?.remoteOwner(input.sessionId) : undefined;
+          if (sessionOwner) return forwardUnderstand(sessionOwner, input, ctx);
           const receivedAt = performance.now();
           const engine = rt.engine;
           const req = understandRequest(input);
@@ -490,10 +594,11 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
         },
       },
       imageJob: {
-        subscribe: (_p, { id, after }, ctx) => {
+        subscribe: async (_p, { id, after }, ctx) => {
           rt.metrics.operations.inc({ field: 'imageJob' });
-          const job = rt.jobs.get(id);
           const start = range(after, 'after', 0, MAX_SEED) ?? 0;
+          const owner = rt.relay?.remoteOwner(id);
+          const job = owner ? await rt.relay!.imageJob(owner, id, start, ctx.apiKey, ctx.signal) : rt.jobs.get(id);
           const release = job.watch();
           const closeStream = rt.openStream('image_job');
           return iterateJob(job, start, {

@@ -7,16 +7,19 @@
 // subscription). A mutation that selects neither creates a *detached* job that runs to completion
 // for later `imageJob` subscribers (resume after reconnect); it is cancelled by `cancelJob`, or
 // when nobody has watched it for `unwatchedJobTimeoutMs`.
-import { randomUUID } from 'node:crypto';
 import type { Engine, GenerateRequest, ImageFrame as EngineFrame } from '../engine/types.ts';
 import { GatewayError, cancelledError, toGatewayError } from './errors.ts';
 import { guarded } from './guard.ts';
 import type { GatewayMetrics } from './metrics.ts';
+import { newId } from './replicas.ts';
 import type { Scheduler } from './scheduler.ts';
 import type { ErrorCode, GenerationMode, JobStatus } from './schema-types.ts';
 
+/** What a client can be told about a frame: the engine's frame, or one relayed from the replica that ran it. */
+export type JobFrame = Pick<EngineFrame, 'stage' | 'nfe' | 'step' | 'elapsedMs' | 'seed' | 'image' | 'sourceImage' | 'thought'>;
+
 export interface FrameRecord {
-  readonly frame: EngineFrame;
+  readonly frame: JobFrame;
   /** image-store token, set when a client first asks for `url` */
   token?: string;
   base64?: string;
@@ -33,7 +36,6 @@ export interface JobEvent {
 const TERMINAL: ReadonlySet<JobStatus> = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED']);
 
 export class ImageJobRecord {
-  readonly id = randomUUID();
   readonly createdAt = Date.now();
   status: JobStatus = 'QUEUED';
   readonly events: JobEvent[] = [];
@@ -42,6 +44,8 @@ export class ImageJobRecord {
   /** edits: the size of the source image as the client sent it (before the gateway's decode fit it) */
   sentSize?: { width: number; height: number };
   error?: GatewayError;
+  /** set when this record can no longer learn the job's events (a relayed job whose owner is gone) */
+  broken?: GatewayError;
   finishedAt?: number;
   private watchers = 0;
   private readonly listeners = new Set<() => void>();
@@ -50,7 +54,14 @@ export class ImageJobRecord {
   readonly finished: Promise<void>;
   private resolveFinished!: () => void;
 
+  /**
+   * Whether a consumer that falls behind skips stale live previews. A relayed job's events were
+   * already thinned by its owner, so it delivers all it got.
+   */
+  readonly slidesPreviews: boolean = true;
+
   constructor(
+    readonly id: string,
     readonly mode: GenerationMode,
     readonly seed: number,
     readonly attached: boolean,
@@ -65,14 +76,23 @@ export class ImageJobRecord {
     return TERMINAL.has(this.status);
   }
 
-  push(ev: Omit<JobEvent, 'seq'>): void {
-    this.events.push({ ...ev, seq: this.events.length + 1 });
+  /** Logs an event; `seq` defaults to the next number (a relayed event keeps its owner's). */
+  push(ev: Omit<JobEvent, 'seq'> & { seq?: number }): void {
+    this.events.push({ ...ev, seq: ev.seq ?? this.events.length + 1 });
     this.status = ev.status;
     if (ev.done) {
       this.finishedAt = Date.now();
       clearTimeout(this.unwatchedTimer);
       this.resolveFinished();
     }
+    for (const l of [...this.listeners]) l();
+  }
+
+  /** This record will get no more events (its owner is unreachable): waiting consumers get `error`. */
+  fail(error: GatewayError): void {
+    if (this.terminal || this.broken) return;
+    this.broken = error;
+    clearTimeout(this.unwatchedTimer);
     for (const l of [...this.listeners]) l();
   }
 
@@ -107,8 +127,9 @@ export class ImageJobRecord {
   /** The final frame, or the job's typed error. */
   async result(signal?: AbortSignal): Promise<FrameRecord> {
     // wait for the terminal state (not just the final frame): by then the slot and the session are free
-    await waitFor(this, () => this.terminal, signal);
+    await waitFor(this, () => this.terminal || !!this.broken, signal);
     if (this.finalFrame) return this.finalFrame;
+    if (!this.terminal && this.broken) throw this.broken;
     throw this.error ?? cancelledError();
   }
 }
@@ -163,8 +184,9 @@ export function pickNext(events: readonly JobEvent[], cursor: number, filter: (e
 }
 
 /**
- * A pull-based iterator over a job's log. `filter` selects events; iteration ends when `isEnd`
- * holds for the consumed prefix (or on abort / return()).
+ * A pull-based iterator over a job's log, from the first event numbered above `after`. `filter`
+ * selects events; iteration ends when `isEnd` holds for the consumed prefix (or on abort /
+ * return()), and throws when the record breaks (`fail`) before that.
  */
 export function iterateJob<T>(
   job: ImageJobRecord,
@@ -178,9 +200,11 @@ export function iterateJob<T>(
     onClose?: () => void;
   },
 ): AsyncIterableIterator<T> {
-  // `after` may be ahead of the log (a client that saw more than this replica logged yet): wait for it
-  let cursor = Math.max(0, after);
-  const history = job.events.length;
+  // `after` is a sequence number: a relayed log may have gaps (previews its owner skipped), and
+  // `after` may be ahead of the log (a client that saw more than this replica logged yet), so the
+  // cursor (an index into the log) moves past every event numbered up to `after` as they arrive
+  let cursor = 0;
+  const history = job.slidesPreviews ? job.events.length : Infinity;
   let closed = false;
   let wake: (() => void) | undefined;
   const off = job.onChange(() => wake?.());
@@ -199,6 +223,7 @@ export function iterateJob<T>(
     async next(): Promise<IteratorResult<T>> {
       for (;;) {
         if (closed) return { value: undefined, done: true };
+        while (cursor < job.events.length && job.events[cursor]!.seq <= after) cursor++;
         const pick = pickNext(job.events, cursor, opts.filter, history);
         if (pick) {
           if (pick.dropped) opts.onDropped?.(pick.dropped);
@@ -208,6 +233,10 @@ export function iterateJob<T>(
         if (opts.isEnd(job, cursor)) {
           close();
           return { value: undefined, done: true };
+        }
+        if (job.broken && !job.terminal) {
+          close();
+          throw job.broken;
         }
         await new Promise<void>((r) => (wake = r));
         wake = undefined;
@@ -232,6 +261,8 @@ export interface JobManagerOptions {
   maxRetainedJobs: number;
   unwatchedJobTimeoutMs: number;
   engineStallTimeoutMs: number;
+  /** this replica's id, the prefix of its job ids (see replicas.ts); none: plain UUIDs */
+  replicaId?: string;
 }
 
 export class JobManager {
@@ -251,7 +282,7 @@ export class JobManager {
   start(req: GenerateRequest, mode: GenerationMode, seed: number, attached: boolean, hooks: { onSuccess?: (job: ImageJobRecord) => void; onEnd?: () => void } = {}, client?: string): ImageJobRecord {
     this.o.scheduler.checkCapacity(client);
     this.sweep();
-    const job = new ImageJobRecord(mode, seed, attached, this.o.unwatchedJobTimeoutMs, (j, reason) => this.cancelRecord(j, reason));
+    const job = new ImageJobRecord(newId(this.o.replicaId), mode, seed, attached, this.o.unwatchedJobTimeoutMs, (j, reason) => this.cancelRecord(j, reason));
     this.jobs.set(job.id, job);
     void this.run(job, req, hooks, client);
     return job;

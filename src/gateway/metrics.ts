@@ -103,6 +103,7 @@ export class GatewayMetrics {
   readonly originRejected = new Counter('hyperbagel_gateway_origin_rejected_total', 'Requests and WebSocket upgrades refused for their Origin or Host header, by transport');
   readonly wsProtocolErrors = new Counter('hyperbagel_gateway_ws_protocol_errors_total', 'graphql-ws sockets that ws closed for a client protocol fault (oversized or malformed frame), by ws error code');
   readonly slowSocketCloses = new Counter('hyperbagel_gateway_slow_socket_closes_total', 'graphql-ws sockets closed because the client stopped reading (code 4008)');
+  readonly forwarded = new Counter('hyperbagel_gateway_forwarded_total', 'Operations forwarded to the replica that owns their job or session id, by root field and replica');
   readonly tokens = new Counter('hyperbagel_gateway_generated_tokens_total', 'Tokens streamed to clients');
   readonly ttft = new Histogram('hyperbagel_gateway_ttft_seconds', 'Time to first token (gateway receipt to first chunk)', [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]);
   readonly tokensPerSecond = new Histogram('hyperbagel_gateway_tokens_per_second', 'Decode throughput per understand request', [1, 5, 10, 25, 50, 100, 250, 500, 1000]);
@@ -139,6 +140,7 @@ export class GatewayMetrics {
       this.originRejected,
       this.wsProtocolErrors,
       this.slowSocketCloses,
+      this.forwarded,
       this.tokens,
       this.ttft,
       this.tokensPerSecond,

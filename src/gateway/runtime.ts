@@ -5,6 +5,8 @@ import { ImageStore } from './images.ts';
 import { JobManager } from './jobs.ts';
 import { DEFAULT_LIMITS, type GatewayLimits } from './limits.ts';
 import { GatewayMetrics } from './metrics.ts';
+import { Relay } from './relay.ts';
+import { PeerClient, type ReplicaConfig } from './replicas.ts';
 import { Scheduler } from './scheduler.ts';
 import { SessionStore } from './sessions.ts';
 
@@ -16,6 +18,8 @@ export interface GatewayContext {
   baseUrl: string;
   /** who the per-client limits count: `key:<API key>` when auth is on, else `ip:<address>` */
   client?: string;
+  /** the client's API key (auth on), which an operation forwarded to another replica presents there */
+  apiKey?: string;
 }
 
 export type EngineState = 'loading' | 'ok' | 'failed' | 'shutting-down';
@@ -28,13 +32,15 @@ export class GatewayRuntime {
   readonly jobs: JobManager;
   readonly images: ImageStore;
   readonly metrics: GatewayMetrics;
+  /** forwards operations on other replicas' jobs and sessions; undefined without a replica id */
+  readonly relay?: Relay;
   readonly startedAt = Date.now();
   state: EngineState = 'loading';
   wsConnections = 0;
   private engineRef?: Engine;
   private readonly active = new Map<StreamKind, number>();
 
-  constructor(limits: Partial<GatewayLimits> = {}) {
+  constructor(limits: Partial<GatewayLimits> = {}, replica?: ReplicaConfig) {
     this.limits = { ...DEFAULT_LIMITS, ...limits };
     const L = this.limits;
     this.scheduler = new Scheduler(L.maxConcurrentJobs, L.maxQueuedJobs, L.maxQueuedPerClient ?? Math.ceil(0.75 * L.maxQueuedJobs));
@@ -49,7 +55,8 @@ export class GatewayRuntime {
       imageStoreBytes: () => this.images.bytes,
       retainedJobs: () => this.jobs.size,
     });
-    this.sessions = new SessionStore(() => this.engine, L);
+    this.sessions = new SessionStore(() => this.engine, L, Date.now, replica?.id);
+    if (replica) this.relay = new Relay(new PeerClient(replica), this.metrics);
     this.jobs = new JobManager({
       engine: () => this.engine,
       scheduler: this.scheduler,
@@ -58,6 +65,7 @@ export class GatewayRuntime {
       maxRetainedJobs: L.maxRetainedJobs,
       unwatchedJobTimeoutMs: L.unwatchedJobTimeoutMs,
       engineStallTimeoutMs: L.engineStallTimeoutMs,
+      replicaId: replica?.id,
     });
   }
 

@@ -20,6 +20,7 @@ import { directNextStream } from './ws-direct.ts';
 import { HostPolicy, OriginPolicy } from './origin.ts';
 import { RateLimiter, rateLimitedError } from './rate-limit.ts';
 import { queryShapeRule, type GatewayLimits } from './limits.ts';
+import type { ReplicaConfig } from './replicas.ts';
 import { GatewayRuntime, type GatewayContext } from './runtime.ts';
 
 export interface ServerOptions {
@@ -55,6 +56,12 @@ export interface ServerOptions {
   waitForEngine?: boolean;
   /** Close the engine on close() (default: true when the server loaded it). */
   closeEngine?: boolean;
+  /**
+   * Several replicas behind one load balancer: this one's id (the prefix of the job and session ids
+   * it hands out) and the other replicas' GraphQL endpoints; operations on another replica's jobs
+   * and sessions are forwarded to it (replicas.ts). Default: one replica, plain ids.
+   */
+  replica?: ReplicaConfig;
   /** Serve the web demo at / (default true). */
   webDemo?: boolean;
   log?: (msg: string) => void;
@@ -221,7 +228,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const dev = options.dev ?? process.env.NODE_ENV !== 'production';
   const apiKeys = (options.apiKeys ?? []).filter((k) => k.length > 0);
   const authOn = apiKeys.length > 0;
-  const rt = new GatewayRuntime(options.limits);
+  const rt = new GatewayRuntime(options.limits, options.replica);
   const L = rt.limits;
   const origins = new OriginPolicy(options.allowedOrigins ?? [], options.publicUrl);
   const bindHost = options.host ?? '127.0.0.1';
@@ -421,13 +428,15 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     multipart: true,
     logging: false,
     context: (initial): GatewayContext => {
-      const init = initial as unknown as { request?: Request; req?: IncomingMessage; opSignal?: AbortSignal; baseUrl?: string; client?: string };
+      const init = initial as unknown as { request?: Request; req?: IncomingMessage; opSignal?: AbortSignal; baseUrl?: string; client?: string; apiKey?: string };
+      const httpKey = init.request ? extractApiKey(init.request.headers.get('authorization')) : undefined;
       const host = init.request?.headers.get('host');
       return {
         signal: init.opSignal ?? init.request?.signal ?? new AbortController().signal,
         baseUrl: init.baseUrl ?? options.publicUrl ?? (host ? `http://${host}` : ''),
         // graphql-ws passes its own; over HTTP, the API key or the address of the node request
-        client: init.client ?? (init.req ? rateClient(extractApiKey(init.request?.headers.get('authorization')), init.req) : undefined),
+        client: init.client ?? (init.req ? rateClient(httpKey, init.req) : undefined),
+        apiKey: init.apiKey ?? (authOn && httpKey && keyAllowed(apiKeys, httpKey) ? httpKey : undefined),
       };
     },
     // errorCountPlugin before acceptPlugin: its hooks also see acceptPlugin's refusals
@@ -696,6 +705,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
           opSignal: controller.signal,
           baseUrl: options.publicUrl ?? (host ? `http://${host}` : ''),
           client: rateClient(wsKey(ctx), ctx.extra.request),
+          apiKey: authOn ? wsKey(ctx) : undefined,
         });
         let document;
         try {

@@ -4,9 +4,9 @@
 // and in time (idle expiry). One request at a time per session. The session's latest image (for
 // edits without an image, and understand turns about a just-generated image) is the engine's
 // bookkeeping: the gateway only passes the session handle along.
-import { randomUUID } from 'node:crypto';
 import { EngineError, type Engine, type SessionHandle, type SessionInfo } from '../engine/types.ts';
 import { GatewayError } from './errors.ts';
+import { newId } from './replicas.ts';
 
 export interface SessionEntry {
   readonly id: string;
@@ -41,6 +41,8 @@ export class SessionStore {
     private readonly engine: () => Engine,
     private readonly limits: SessionLimits,
     private readonly now: () => number = Date.now,
+    /** this replica's id, the prefix of its session ids (see replicas.ts); none: plain UUIDs */
+    private readonly replicaId?: string,
   ) {
     this.timer = setInterval(() => this.sweep(), Math.max(1000, Math.min(60_000, limits.sessionTtlMs / 4)));
     this.timer.unref();
@@ -105,7 +107,7 @@ export class SessionStore {
       this.evictions++;
     }
     const handle = this.engine().createSession();
-    const entry: SessionEntry = { id: randomUUID(), handle, lastUsed: this.now(), tokens: 0, busy: false };
+    const entry: SessionEntry = { id: newId(this.replicaId), handle, lastUsed: this.now(), tokens: 0, busy: false };
     this.sessions.set(entry.id, entry);
     return entry;
   }

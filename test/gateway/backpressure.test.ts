@@ -113,7 +113,7 @@ describe('preview sliding', () => {
   });
 
   it('a replay of a finished job delivers every event after `after`; live previews still slide', async () => {
-    const job = new ImageJobRecord('PROGRESSIVE', 1, false, 60_000, () => {});
+    const job = new ImageJobRecord('job-1', 'PROGRESSIVE', 1, false, 60_000, () => {});
     job.push({ status: 'RUNNING', done: false });
     for (let n = 1; n <= 3; n++) job.push({ status: 'RUNNING', frame: fakeFrame('preview', n), done: false });
     const opts = { filter: () => true, isEnd: (j: ImageJobRecord, c: number) => j.terminal && c >= j.events.length, map: (e: JobEvent) => e };
@@ -131,7 +131,7 @@ describe('preview sliding', () => {
   });
 
   it('imageJob with `after` beyond the log waits for events after it, never sends older ones', async () => {
-    const job = new ImageJobRecord('PROGRESSIVE', 1, false, 60_000, () => {});
+    const job = new ImageJobRecord('job-1', 'PROGRESSIVE', 1, false, 60_000, () => {});
     job.push({ status: 'RUNNING', done: false });
     const it = iterateJob(job, 3, { filter: () => true, isEnd: (j, c) => j.terminal && c >= j.events.length, map: (e) => e.seq });
     const first = it.next();
@@ -145,7 +145,7 @@ describe('preview sliding', () => {
   });
 
   it('a slow imageJob consumer gets the latest preview, the final and the terminal event', async () => {
-    const job = new ImageJobRecord('PROGRESSIVE', 1, false, 60_000, () => {});
+    const job = new ImageJobRecord('job-1', 'PROGRESSIVE', 1, false, 60_000, () => {});
     let dropped = 0;
     const it = iterateJob(job, 0, { filter: () => true, isEnd: (j, c) => j.terminal && c >= j.events.length, map: (e) => e, onDropped: (n) => (dropped += n) });
     job.push({ status: 'RUNNING', done: false });

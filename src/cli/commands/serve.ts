@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { flag, intFlag, parseArgs, threadsFlag, UsageError, type ParsedArgs } from '../args.ts';
 import { DEFAULT_PACK, FIXTURE_PACK, packChoice, packOrigin } from '../../engine/cli-support.ts';
 import { parseAllowedHosts, parseAllowedOrigins } from '../../gateway/origin.ts';
+import { checkReplicaId, parsePeers, type ReplicaConfig } from '../../gateway/replicas.ts';
 import { startServer, type ServerOptions } from '../../gateway/server.ts';
 
 export { DEFAULT_PACK };
@@ -43,9 +44,16 @@ Also /health, /ready (503 until the model is loaded), /metrics (Prometheus) and 
   --max-concurrent N  jobs running at once (default 4); --max-queue N  jobs waiting (default 32;
                     one API key, or one client IP when auth is off, may hold at most 3/4 of them)
   --public-url URL  base for absolute image URLs (default: the request's Host)
+  --replica-id ID   run as one of several replicas behind a load balancer (also $HYPERBAGEL_REPLICA_ID;
+                    a-z, 0-9, "-"). Job and session ids then start with "ID.", and an operation on
+                    another replica's job or session is forwarded to it: a job started on one replica
+                    streams, resumes and cancels through any other.
+  --peer ID=URL     another replica and its GraphQL endpoint, e.g. b=http://10.0.0.2:4000/graphql
+                    (repeatable; also $HYPERBAGEL_PEERS, comma-separated; needs --replica-id).
+                    Replicas must share their API keys: a forwarded operation presents the client's.
   --production      no GraphiQL, no introspection (default when NODE_ENV=production)`;
 
-const VALUES = ['port', 'host', 'pack', 'threads', 'api-key', 'allow-origin', 'allow-host', 'rate-limit', 'rate-burst', 'max-concurrent', 'max-queue', 'public-url'];
+const VALUES = ['port', 'host', 'pack', 'threads', 'api-key', 'allow-origin', 'allow-host', 'rate-limit', 'rate-burst', 'max-concurrent', 'max-queue', 'public-url', 'replica-id', 'peer'];
 
 export async function run(argv: string[]): Promise<number> {
   const args = parseServeArgs(argv);
@@ -65,7 +73,7 @@ export async function run(argv: string[]): Promise<number> {
     // startServer released what it started (the engine load is closed once it finishes)
     return 1;
   }
-  console.error(`hyperbagel serve: listening on ${server.url} (pack ${o.packDir}; auth ${o.apiKeys.length ? `on, ${o.apiKeys.length} key(s)` : 'off'}; origins: same-origin${o.allowedOrigins.length ? ` + ${o.allowedOrigins.join(' ')}` : ''}${o.dev ? '; GraphiQL at ' + server.url : ''})`);
+  console.error(`hyperbagel serve: listening on ${server.url} (pack ${o.packDir}; auth ${o.apiKeys.length ? `on, ${o.apiKeys.length} key(s)` : 'off'}; origins: same-origin${o.allowedOrigins.length ? ` + ${o.allowedOrigins.join(' ')}` : ''}${o.replica ? `; replica ${o.replica.id}, peers: ${[...o.replica.peers.keys()].join(' ') || 'none'}` : ''}${o.dev ? '; GraphiQL at ' + server.url : ''})`);
 
   const running = server;
   const code = await new Promise<number>((resolve) => {
@@ -115,6 +123,7 @@ export function serveOptions(args: ParsedArgs, env: NodeJS.ProcessEnv = process.
     allowedHosts: allowedHostsFrom(args.flags.get('allow-host'), env.HYPERBAGEL_ALLOWED_HOSTS),
     dev: !production,
     publicUrl: flag(args, 'public-url'),
+    replica: replicaFrom(flag(args, 'replica-id') ?? env.HYPERBAGEL_REPLICA_ID, args.flags.get('peer'), env.HYPERBAGEL_PEERS),
     limits: {
       maxConcurrentJobs: intFlag(args, 'max-concurrent', 4, 1, 1024),
       maxQueuedJobs: intFlag(args, 'max-queue', 32, 0, 100_000),
@@ -124,6 +133,20 @@ export function serveOptions(args: ParsedArgs, env: NodeJS.ProcessEnv = process.
     // listen at once; /ready reports 503 until the model is loaded
     waitForEngine: false,
   };
+}
+
+/** --replica-id / --peer (and their environment variables) as the gateway's replica config; a bad value is a usage error. */
+export function replicaFrom(id: string | undefined, peerFlags: readonly string[] | undefined, peerEnv: string | undefined): ReplicaConfig | undefined {
+  if (id === undefined || id === '') {
+    if (peerFlags?.length || peerEnv?.trim()) throw new UsageError('--peer / HYPERBAGEL_PEERS need --replica-id (or HYPERBAGEL_REPLICA_ID): peers route by the replica id in each job and session id');
+    return undefined;
+  }
+  try {
+    const self = checkReplicaId(id, '--replica-id');
+    return { id: self, peers: parsePeers(self, peerFlags, peerEnv), requestTimeoutMs: 10_000 };
+  } catch (e) {
+    throw new UsageError(e instanceof Error ? e.message : String(e));
+  }
 }
 
 /** serve's arguments parsed (for tests). */

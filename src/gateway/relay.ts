@@ -1,0 +1,230 @@
+// Operations on jobs and sessions another replica owns (see replicas.ts), forwarded to that owner.
+//
+// A relayed image job is an ImageJobRecord whose log is filled from the owner's `imageJob`
+// subscription, so the resolvers serve it exactly as a local job (`previews`, `result`,
+// `imageJob(id, after)`), numbered with the owner's sequence numbers. Its connection to the owner
+// is open while someone here watches it; a lost connection is resumed from the last event
+// received, and after RETRIES failed tries the record breaks with UNAVAILABLE.
+import type { InputImageInfo as EngineInputImageInfo } from '../engine/types.ts';
+import { GatewayError, toGatewayError } from './errors.ts';
+import { ImageJobRecord, type FrameRecord, type JobEvent, type JobFrame } from './jobs.ts';
+import type { GatewayMetrics } from './metrics.ts';
+import { isTransient, ownerOf, PeerClient, type Json } from './replicas.ts';
+import type { ErrorCode, GenerationMode, JobStatus } from './schema-types.ts';
+
+/** Everything a client can select on an ImageFrame, images as base64 (the owner's URLs may not be reachable from the client). */
+const FRAME = `stage nfe step elapsedMs seed thought
+  image { mimeType width height base64 sha256 }
+  sourceImage { originalWidth originalHeight width height resized cropped source }`;
+const IMAGE_JOB = `subscription RelayImageJob($id: ID!, $after: Int) {
+  imageJob(id: $id, after: $after) { seq status done error { code message } frame { ${FRAME} } }
+}`;
+const JOB = `query RelayJob($id: ID!) { job(id: $id) { id status mode seed } }`;
+const CANCEL_JOB = `mutation RelayCancelJob($id: ID!) { cancelJob(id: $id) }`;
+const CLOSE_SESSION = `mutation RelayCloseSession($id: ID!) { closeSession(id: $id) }`;
+const GENERATE = `mutation RelayGenerateImage($input: GenerateImageInput!) { job: generateImage(input: $input) { id status mode seed } }`;
+const EDIT = `mutation RelayEditImage($input: EditImageInput!) { job: editImage(input: $input) { id status mode seed } }`;
+const UNDERSTAND = `subscription RelayUnderstand($input: UnderstandInput!) {
+  understand(input: $input) {
+    text tokenIds acceptedTokens draftedTokens steps done finishReason fullText
+    usage { promptTokens completionTokens totalTokens }
+    timings { queueMs timeToFirstTokenMs totalMs tokensPerSecond }
+    speculation { mode drafts draftedTokens acceptedTokens meanAcceptedLength acceptanceRate acceptancePerPosition }
+    inputImage { originalWidth originalHeight width height resized cropped source }
+  }
+}`;
+
+/** Reconnects to the owner before a relayed job breaks, and the wait before each (ms). */
+const RETRY_DELAYS_MS = [100, 400, 1600];
+/** A relayed job nobody here watches closes its connection to the owner after this long. */
+const UNWATCHED_GRACE_MS = 250;
+
+export interface RemoteJobSummary {
+  id: string;
+  status: JobStatus;
+  mode: GenerationMode;
+  seed: number;
+}
+
+interface RemoteFrame {
+  stage: 'PREVIEW' | 'FINAL';
+  nfe: number;
+  step: number;
+  elapsedMs: number;
+  seed: number;
+  thought: string | null;
+  image: { mimeType: JobFrame['image']['mimeType']; width: number; height: number; base64: string; sha256: string };
+  sourceImage: (Omit<EngineInputImageInfo, 'source'> & { source: 'SESSION' | 'REQUEST' }) | null;
+}
+
+interface RemoteEvent {
+  seq: number;
+  status: JobStatus;
+  done: boolean;
+  error: { code: ErrorCode; message: string } | null;
+  frame: RemoteFrame | null;
+}
+
+function frameIn(f: RemoteFrame): JobFrame {
+  const bytes = Buffer.from(f.image.base64, 'base64');
+  return {
+    stage: f.stage === 'PREVIEW' ? 'preview' : 'final',
+    nfe: f.nfe,
+    step: f.step,
+    elapsedMs: f.elapsedMs,
+    seed: f.seed,
+    image: { mimeType: f.image.mimeType, width: f.image.width, height: f.image.height, bytes: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), sha256: f.image.sha256 },
+    sourceImage: f.sourceImage ? { ...f.sourceImage, source: f.sourceImage.source === 'SESSION' ? 'session' : 'request' } : undefined,
+    thought: f.thought ?? undefined,
+  };
+}
+
+const sleep = (ms: number, signal: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+
+/** An image job another replica runs, mirrored from that replica's event log. */
+export class RelayedJob extends ImageJobRecord {
+  override readonly slidesPreviews = false;
+  private upstream?: AbortController;
+
+  constructor(
+    summary: Pick<RemoteJobSummary, 'id' | 'mode' | 'seed'>,
+    private readonly peers: PeerClient,
+    private readonly owner: string,
+    private readonly url: string,
+    private readonly apiKey: string | undefined,
+    /** the first event wanted is the one after this (the client's `after`) */
+    private readonly from: number,
+    /** an attached job (its mutation selected previews or result): cancel it at the owner when nobody here watches it */
+    private readonly cancelWhenUnwatched: boolean,
+  ) {
+    super(summary.id, summary.mode, summary.seed, false, UNWATCHED_GRACE_MS, (job) => (job as RelayedJob).unwatched());
+  }
+
+  override watch(): () => void {
+    const release = super.watch();
+    if (!this.upstream && !this.terminal && !this.broken) void this.pump((this.upstream = new AbortController()).signal);
+    return release;
+  }
+
+  private unwatched(): void {
+    this.upstream?.abort();
+    this.upstream = undefined;
+    if (this.cancelWhenUnwatched && !this.terminal)
+      this.peers.request(this.owner, this.url, CANCEL_JOB, { id: this.id }, this.apiKey).catch(() => undefined);
+  }
+
+  /** Follows the owner's log from the last event received, reconnecting after a lost connection. */
+  private async pump(signal: AbortSignal): Promise<void> {
+    let failures = 0;
+    while (!signal.aborted && !this.terminal) {
+      // from one event before the client's `after`: the owner answers a finished job with at least its
+      // terminal event, so this record learns the job ended (the local consumer skips that event)
+      const after = this.events.at(-1)?.seq ?? Math.max(0, this.from - 1);
+      try {
+        for await (const data of this.peers.subscribe(this.owner, this.url, IMAGE_JOB, { id: this.id, after }, this.apiKey, signal)) {
+          failures = 0;
+          this.relay(data['imageJob'] as RemoteEvent);
+        }
+        if (signal.aborted || this.terminal) return;
+        throw new GatewayError('UNAVAILABLE', `Replica "${this.owner}" ended job ${this.id}'s stream before the job ended`, { transient: true });
+      } catch (e) {
+        if (signal.aborted) return;
+        if (!isTransient(e) || failures >= RETRY_DELAYS_MS.length) {
+          this.fail(toGatewayError(e));
+          return;
+        }
+        await sleep(RETRY_DELAYS_MS[failures++]!, signal);
+      }
+    }
+  }
+
+  private relay(ev: RemoteEvent): void {
+    if (ev.seq <= (this.events.at(-1)?.seq ?? 0)) return; // already relayed (a resumed connection)
+    const frame: FrameRecord | undefined = ev.frame ? { frame: frameIn(ev.frame) } : undefined;
+    if (frame?.frame.stage === 'final') this.finalFrame = frame;
+    if (ev.done && ev.error) this.error = new GatewayError(ev.error.code, ev.error.message);
+    const event: Omit<JobEvent, 'seq'> & { seq: number } = { seq: ev.seq, status: ev.status, done: ev.done, frame, error: ev.error ?? undefined };
+    this.push(event);
+  }
+}
+
+/** The forwarding side of each operation the resolvers may have to send to another replica. */
+export class Relay {
+  constructor(
+    readonly peers: PeerClient,
+    private readonly metrics: GatewayMetrics,
+  ) {}
+
+  get selfId(): string {
+    return this.peers.config.id;
+  }
+
+  /** The owner of `id` when that is another replica, else undefined (a plain id, or this replica's). */
+  remoteOwner(id: string): string | undefined {
+    const owner = ownerOf(id);
+    return owner !== undefined && owner !== this.selfId ? owner : undefined;
+  }
+
+  private count(field: string, owner: string): void {
+    this.metrics.forwarded.inc({ field, replica: owner });
+  }
+
+  /** The owner's summary of a job (null when it has none), and a log mirror for its frames. */
+  async job(owner: string, id: string, apiKey: string | undefined, signal?: AbortSignal): Promise<{ summary: RemoteJobSummary; mirror: () => RelayedJob } | null> {
+    this.count('job', owner);
+    const url = this.peers.endpoint(owner, 'job', id);
+    const data = await this.peers.request(owner, url, JOB, { id }, apiKey, signal);
+    const summary = data['job'] as RemoteJobSummary | null;
+    if (!summary) return null;
+    let mirror: RelayedJob | undefined;
+    return { summary, mirror: () => (mirror ??= new RelayedJob(summary, this.peers, owner, url, apiKey, 0, false)) };
+  }
+
+  /** A mirror of the owner's job from event `after` on; JOB_NOT_FOUND when the owner has no such job. */
+  async imageJob(owner: string, id: string, after: number, apiKey: string | undefined, signal?: AbortSignal): Promise<RelayedJob> {
+    this.count('imageJob', owner);
+    const url = this.peers.endpoint(owner, 'job', id);
+    // ask first, so a missing job fails the subscribe itself, as a local one does
+    const data = await this.peers.request(owner, url, JOB, { id }, apiKey, signal);
+    const summary = data['job'] as RemoteJobSummary | null;
+    if (!summary) throw new GatewayError('JOB_NOT_FOUND', `No job ${JSON.stringify(id).slice(0, 80)} (it may have expired)`);
+    return new RelayedJob(summary, this.peers, owner, url, apiKey, after, false);
+  }
+
+  async cancelJob(owner: string, id: string, apiKey: string | undefined): Promise<boolean> {
+    this.count('cancelJob', owner);
+    const data = await this.peers.request(owner, this.peers.endpoint(owner, 'job', id), CANCEL_JOB, { id }, apiKey);
+    return data['cancelJob'] === true;
+  }
+
+  async closeSession(owner: string, id: string, apiKey: string | undefined): Promise<boolean> {
+    this.count('closeSession', owner);
+    const data = await this.peers.request(owner, this.peers.endpoint(owner, 'session', id), CLOSE_SESSION, { id }, apiKey);
+    return data['closeSession'] === true;
+  }
+
+  /** Starts the image job on the owner of the input's session; returns its mirror. */
+  async startImageJob(field: 'generateImage' | 'editImage', owner: string, input: Json, attached: boolean, apiKey: string | undefined, signal?: AbortSignal): Promise<{ job: RelayedJob; status: JobStatus }> {
+    this.count(field, owner);
+    const url = this.peers.endpoint(owner, 'session', String(input['sessionId']));
+    const data = await this.peers.request(owner, url, field === 'generateImage' ? GENERATE : EDIT, { input }, apiKey, signal);
+    const summary = data['job'] as RemoteJobSummary;
+    return { job: new RelayedJob(summary, this.peers, owner, url, apiKey, 0, attached), status: summary.status };
+  }
+
+  /** The owner's understand stream for the input's session, event by event (the schema's UnderstandEvent). */
+  async *understand(owner: string, input: Json, apiKey: string | undefined, signal: AbortSignal): AsyncGenerator<Json> {
+    this.count('understand', owner);
+    const url = this.peers.endpoint(owner, 'session', String(input['sessionId']));
+    for await (const data of this.peers.subscribe(owner, url, UNDERSTAND, { input }, apiKey, signal)) yield data['understand'] as Json;
+  }
+}

@@ -1,0 +1,197 @@
+// Several gateway replicas behind one load balancer, with no shared store.
+//
+// A job or a session lives where its model work runs: on one replica, with its engine, its KV cache
+// and its event log. So instead of copying that state into a shared store, every id a replica hands
+// out names its owner (`<replica>.<uuid>`), and a replica asked about an id it does not own forwards
+// the operation to the owner over the owner's own GraphQL API (HTTP for queries and mutations, SSE
+// for subscriptions). A client may then reach any replica: a job started on A streams to a client
+// connected to B, and `imageJob(id, after)` resumes on B by A's sequence numbers.
+//
+// Without a replica id (the default, one process) ids are plain UUIDs and nothing is forwarded.
+import { randomUUID } from 'node:crypto';
+import { GatewayError } from './errors.ts';
+import { ErrorCodeValues, type ErrorCode } from './schema-types.ts';
+
+/** Replica ids: short, URL- and log-safe, and never containing the id separator. */
+const REPLICA_ID_RE = /^[a-z0-9][a-z0-9-]{0,31}$/;
+
+export interface ReplicaConfig {
+  /** This replica's id, the prefix of every job and session id it hands out. */
+  readonly id: string;
+  /** Other replicas: id -> base URL of their GraphQL endpoint (e.g. http://10.0.0.2:4000/graphql). */
+  readonly peers: ReadonlyMap<string, string>;
+  /** How long a forwarded query or mutation may take before it fails with UNAVAILABLE. */
+  readonly requestTimeoutMs: number;
+}
+
+export function checkReplicaId(id: string, what = 'replica id'): string {
+  if (!REPLICA_ID_RE.test(id)) throw new Error(`${what} must be 1-32 characters of a-z, 0-9 and "-", starting with a letter or digit; got ${JSON.stringify(id)}`);
+  return id;
+}
+
+/**
+ * Parses peers given as "id=url" entries, comma-separated (HYPERBAGEL_PEERS) or repeated (--peer).
+ * The URL is the peer's GraphQL endpoint; a bare origin gets `/graphql`. Throws on a malformed entry.
+ */
+export function parsePeers(self: string, ...lists: Array<string | readonly string[] | undefined>): Map<string, string> {
+  const peers = new Map<string, string>();
+  for (const list of lists) {
+    const entries = typeof list === 'string' ? list.split(',') : (list ?? []);
+    for (const raw of entries) {
+      const entry = raw.trim();
+      if (!entry) continue;
+      const eq = entry.indexOf('=');
+      if (eq <= 0) throw new Error(`peer must be "id=http://host:port", got ${JSON.stringify(entry)}`);
+      const id = checkReplicaId(entry.slice(0, eq).trim(), 'peer id');
+      let url: URL;
+      try {
+        url = new URL(entry.slice(eq + 1).trim());
+      } catch {
+        throw new Error(`peer ${id}: not a URL: ${JSON.stringify(entry.slice(eq + 1).trim())}`);
+      }
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`peer ${id}: the URL must be http(s), got ${url.protocol}`);
+      if (url.pathname === '/' || url.pathname === '') url.pathname = '/graphql';
+      if (id === self) throw new Error(`peer ${id} has this replica's own id`);
+      if (peers.has(id) && peers.get(id) !== url.href) throw new Error(`peer ${id} is given twice, with different URLs`);
+      peers.set(id, url.href);
+    }
+  }
+  return peers;
+}
+
+/** A new job or session id owned by `replica` (a plain UUID when there is no replica id). */
+export function newId(replica: string | undefined): string {
+  return replica ? `${replica}.${randomUUID()}` : randomUUID();
+}
+
+/** The replica an id names as its owner, or undefined for a plain id. */
+export function ownerOf(id: string): string | undefined {
+  const dot = id.indexOf('.');
+  return dot > 0 ? id.slice(0, dot) : undefined;
+}
+
+const CODES = new Set<string>(ErrorCodeValues);
+
+interface RemoteError {
+  message?: unknown;
+  extensions?: { code?: unknown; [k: string]: unknown };
+}
+
+/** The peer's typed error, re-raised here with its code and its client-facing details. */
+function remoteError(e: RemoteError | undefined): GatewayError {
+  const code = typeof e?.extensions?.code === 'string' && CODES.has(e.extensions.code) ? (e.extensions.code as ErrorCode) : 'INTERNAL';
+  const message = typeof e?.message === 'string' ? e.message : 'The owning replica failed the request';
+  const { code: _code, ...details } = e?.extensions ?? {};
+  return new GatewayError(code, message, details);
+}
+
+/** True for a lost or refused connection to a peer (not the peer's own answer): worth trying again. */
+export function isTransient(e: unknown): boolean {
+  return e instanceof GatewayError && e.extensions['transient'] === true;
+}
+
+export type Json = Record<string, unknown>;
+
+/** Forwards operations to the replica that owns an id. */
+export class PeerClient {
+  constructor(
+    readonly config: ReplicaConfig,
+    private readonly fetchImpl: typeof fetch = fetch,
+  ) {}
+
+  /** The peer's endpoint for `owner`, or JOB_NOT_FOUND / SESSION_NOT_FOUND naming an unknown owner. */
+  endpoint(owner: string, kind: 'job' | 'session', id: string): string {
+    const url = this.config.peers.get(owner);
+    if (url) return url;
+    throw new GatewayError(kind === 'job' ? 'JOB_NOT_FOUND' : 'SESSION_NOT_FOUND', `No ${kind} ${JSON.stringify(id).slice(0, 80)}: it belongs to replica "${owner.slice(0, 32)}", which this replica has no address for`);
+  }
+
+  private headers(apiKey: string | undefined, accept: string): Record<string, string> {
+    return { 'content-type': 'application/json', accept, ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}) };
+  }
+
+  private unreachable(owner: string, why: string): GatewayError {
+    return new GatewayError('UNAVAILABLE', `Replica "${owner}" did not answer (${why}); retry shortly`, { replica: owner, transient: true });
+  }
+
+  /** Runs a query or mutation on the owner; returns its `data`, or throws the owner's typed error. */
+  async request(owner: string, url: string, query: string, variables: Json, apiKey: string | undefined, signal?: AbortSignal): Promise<Json> {
+    const timeout = AbortSignal.timeout(this.config.requestTimeoutMs);
+    let res: Response;
+    let body: { data?: Json | null; errors?: RemoteError[] };
+    try {
+      res = await this.fetchImpl(url, {
+        method: 'POST',
+        headers: this.headers(apiKey, 'application/graphql-response+json, application/json'),
+        body: JSON.stringify({ query, variables }),
+        signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
+      });
+      body = (await res.json()) as typeof body;
+    } catch (e) {
+      if (signal?.aborted) throw signal.reason;
+      throw this.unreachable(owner, timeout.aborted ? `no answer in ${this.config.requestTimeoutMs} ms` : (e as Error).message);
+    }
+    if (body?.errors?.length) throw remoteError(body.errors[0]);
+    if (!res.ok || !body?.data) throw this.unreachable(owner, `HTTP ${res.status}`);
+    return body.data;
+  }
+
+  /**
+   * Runs a subscription on the owner over SSE and yields each event's `data`. Ends when the owner
+   * completes it; throws the owner's typed error, or UNAVAILABLE (transient) when the connection is
+   * lost before the owner completed it. Aborting `signal` closes the connection, which the owner
+   * sees as a client gone.
+   */
+  async *subscribe(owner: string, url: string, query: string, variables: Json, apiKey: string | undefined, signal: AbortSignal): AsyncGenerator<Json> {
+    let res: Response;
+    try {
+      res = await this.fetchImpl(url, { method: 'POST', headers: this.headers(apiKey, 'text/event-stream'), body: JSON.stringify({ query, variables }), signal });
+    } catch (e) {
+      if (signal.aborted) return;
+      throw this.unreachable(owner, (e as Error).message);
+    }
+    if (!res.ok || !res.body || !(res.headers.get('content-type') ?? '').startsWith('text/event-stream')) {
+      // the owner refused before streaming (auth, a malformed request): its JSON error, if any
+      let err: GatewayError = this.unreachable(owner, `HTTP ${res.status}`);
+      try {
+        const body = (await res.json()) as { errors?: RemoteError[] };
+        if (body?.errors?.length) err = remoteError(body.errors[0]);
+      } catch {
+        // not JSON: keep UNAVAILABLE
+      }
+      throw err;
+    }
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffered = '';
+    try {
+      for (;;) {
+        let chunk: ReadableStreamReadResult<string>;
+        try {
+          chunk = await reader.read();
+        } catch (e) {
+          if (signal.aborted) return;
+          throw this.unreachable(owner, `connection lost: ${(e as Error).message}`);
+        }
+        if (chunk.done) {
+          if (signal.aborted) return;
+          throw this.unreachable(owner, 'connection closed before the stream completed');
+        }
+        buffered += chunk.value;
+        let end: number;
+        while ((end = buffered.indexOf('\n\n')) >= 0) {
+          const block = buffered.slice(0, end);
+          buffered = buffered.slice(end + 2);
+          const lines = block.split('\n');
+          const event = lines.find((l) => l.startsWith('event:'))?.slice(6).trim();
+          if (event === 'complete') return;
+          if (event !== 'next') continue; // comments (keep-alive pings)
+          const data = JSON.parse(lines.filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('\n')) as { data?: Json; errors?: RemoteError[] };
+          if (data.errors?.length) throw remoteError(data.errors[0]);
+          if (data.data) yield data.data;
+        }
+      }
+    } finally {
+      void reader.cancel().catch(() => undefined);
+    }
+  }
+}

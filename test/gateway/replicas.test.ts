@@ -1,0 +1,313 @@
+// Several replicas behind one load balancer: ids name their owner, and any replica serves any job
+// or session by forwarding to the owner (src/gateway/replicas.ts, relay.ts). Two real gateways in
+// this process, each with its own engine, talking over HTTP/SSE as separate machines would.
+import type { Client } from 'graphql-ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { UsageError } from '../../src/cli/args.ts';
+import { parseServeArgs, replicaFrom, serveOptions } from '../../src/cli/commands/serve.ts';
+import { GatewayError } from '../../src/gateway/errors.ts';
+import { RelayedJob } from '../../src/gateway/relay.ts';
+import { ownerOf, parsePeers, PeerClient, type Json } from '../../src/gateway/replicas.ts';
+import type { RunningServer } from '../../src/gateway/server.ts';
+import { FakeEngine } from './fake-engine.ts';
+import { gqlPost, httpStream, start, waitFor, wsClient, wsRun, type Payload } from './helpers.ts';
+
+const FRAME = 'frame { stage nfe image { sha256 base64 } }';
+const EVENTS = `subscription($id: ID!, $after: Int) { imageJob(id: $id, after: $after) { jobId seq status done error { code } ${FRAME} } }`;
+const events = (ps: Payload[]) => ps.map((p) => (p.data as any).imageJob);
+const errorOf = (r: { json: any }) => r.json.errors?.[0]?.extensions?.code;
+/** the code of the first error a streamed operation got (graphql-ws sends a refused subscribe as a `next` with errors) */
+const codeOf = (out: Payload[]) => (out.find((p) => p.errors)?.errors?.[0] as any)?.extensions?.code;
+const clients: Client[] = [];
+/** a graphql-ws client, disposed after the tests */
+function ws(s: RunningServer, params?: Record<string, unknown>): Client {
+  const c = wsClient(s, params);
+  clients.push(c);
+  return c;
+}
+afterAll(async () => {
+  await Promise.all(clients.map((c) => c.dispose()));
+});
+
+/** Two replicas, a and b, each knowing the other; `keys` turns auth on for both. */
+async function pair(keys?: string[]) {
+  const peersA = new Map<string, string>();
+  const peersB = new Map<string, string>();
+  const engineA = new FakeEngine({ nfeMs: 15 });
+  const engineB = new FakeEngine({ nfeMs: 15 });
+  const a = await start({ engine: engineA, apiKeys: keys, replica: { id: 'a', peers: peersA, requestTimeoutMs: 2000 } });
+  const b = await start({ engine: engineB, apiKeys: keys, replica: { id: 'b', peers: peersB, requestTimeoutMs: 2000 } });
+  peersA.set('b', b.url);
+  peersB.set('a', a.url);
+  return { a, b, engineA, engineB, peersB };
+}
+
+describe('replicas', () => {
+  let r: Awaited<ReturnType<typeof pair>>;
+  beforeAll(async () => {
+    r = await pair();
+  });
+  afterAll(async () => {
+    await r.a.close();
+    await r.b.close();
+  });
+
+  /** A detached job started on replica a (its mutation selects no frames). */
+  async function jobOnA(input: Record<string, unknown> = {}): Promise<string> {
+    const res = await gqlPost(r.a, { query: 'mutation($i: GenerateImageInput!) { generateImage(input: $i) { id } }', variables: { i: { prompt: 'a red circle', seed: 7, intermediatePreviews: true, ...input } } });
+    return res.json.data.generateImage.id;
+  }
+
+  it('hands out job and session ids that name the replica', async () => {
+    const id = await jobOnA();
+    expect(ownerOf(id)).toBe('a');
+    expect(id).toMatch(/^a\.[0-9a-f-]{36}$/);
+    const s = await gqlPost(r.b, { query: 'mutation { createSession }' });
+    expect(s.json.data.createSession).toMatch(/^b\./);
+  });
+
+  it('streams a job started on one replica to a client of another, with the owner\'s numbering, bytes and end', async () => {
+    const id = await jobOnA();
+    const viaB = events(await wsRun(ws(r.b), EVENTS, { id }));
+    const onA = events(await wsRun(ws(r.a), EVENTS, { id }));
+    expect(viaB.map((e: any) => e.seq)).toEqual(onA.map((e: any) => e.seq));
+    expect(viaB.map((e: any) => e.seq)).toEqual(viaB.map((_: unknown, i: number) => i + 1)); // no gaps, no duplicates
+    expect(viaB).toEqual(onA); // the same events, frames byte for byte
+    expect(viaB.at(-1)).toMatchObject({ jobId: id, status: 'SUCCEEDED', done: true });
+    expect(viaB.filter((e: any) => e.frame?.stage === 'PREVIEW')).toHaveLength(5);
+    expect(r.engineB.stats.generateStarted).toBe(0); // b ran no model work
+  });
+
+  it('resumes on another replica from any sequence number, without duplicates or gaps', async () => {
+    const id = await jobOnA();
+    const all = events(await wsRun(ws(r.a), EVENTS, { id }));
+    for (const after of [0, 1, 3, all.length - 1, all.length]) {
+      const rest = events((await httpStream(r.b, 'text/event-stream', { query: EVENTS, variables: { id, after } })).payloads);
+      expect(rest.map((e: any) => e.seq)).toEqual(all.slice(after).map((e: any) => e.seq));
+    }
+  });
+
+  it('resumes mid-job: the first connection drops, the second (to the other replica) continues after the last seq seen', async () => {
+    const id = await jobOnA({ intermediatePreviews: true });
+    const first = events(await wsRun(ws(r.a), EVENTS, { id }, (_p, got) => (got.length >= 2 ? 'stop' : undefined)));
+    const last = first.at(-1).seq;
+    const rest = events(await wsRun(ws(r.b), EVENTS, { id, after: last }));
+    const seqs = [...first, ...rest].map((e: any) => e.seq);
+    expect(seqs).toEqual(seqs.map((_, i) => i + 1));
+    expect(rest.at(-1)).toMatchObject({ status: 'SUCCEEDED', done: true });
+  });
+
+  it('answers job(id) through another replica: status, mode, seed and the final frame', async () => {
+    const id = await jobOnA({ mode: 'SIX_STEP' });
+    const q = { query: 'query($id: ID!) { job(id: $id) { id status mode seed result { stage nfe image { sha256 } } } }', variables: { id } };
+    const viaB = await gqlPost(r.b, q);
+    expect(viaB.json.errors).toBeUndefined();
+    const onA = await gqlPost(r.a, q);
+    expect(viaB.json.data.job).toMatchObject({ id, mode: 'SIX_STEP', seed: 7, result: { stage: 'FINAL', nfe: 6, image: { sha256: onA.json.data.job.result.image.sha256 } } });
+    const status = await gqlPost(r.b, { query: 'query($id: ID!) { job(id: $id) { status } }', variables: { id } });
+    expect(status.json.data.job.status).toBe('SUCCEEDED');
+  });
+
+  it('serves Image.url for a relayed frame from the replica the client asked', async () => {
+    const id = await jobOnA({ mode: 'ONE_STEP' });
+    const res = await gqlPost(r.b, { query: 'query($id: ID!) { job(id: $id) { result { image { url sha256 } } } }', variables: { id } });
+    const { url } = res.json.data.job.result.image;
+    expect(url.startsWith(r.b.url.replace('/graphql', ''))).toBe(true);
+    const img = await fetch(url);
+    expect(img.status).toBe(200);
+    expect(img.headers.get('content-type')).toBe('image/png');
+  });
+
+  it('cancels a job on its owner through another replica', async () => {
+    const id = await jobOnA({ mode: 'BASELINE', steps: 100 });
+    await waitFor(() => r.engineA.stats.active > 0, 'job running on a');
+    const aborted = r.engineA.stats.generateAborted;
+    const res = await gqlPost(r.b, { query: 'mutation($id: ID!) { cancelJob(id: $id) }', variables: { id } });
+    expect(res.json.data.cancelJob).toBe(true);
+    await waitFor(() => r.engineA.stats.generateAborted === aborted + 1, 'model work stopped on a');
+    const again = await gqlPost(r.b, { query: 'mutation($id: ID!) { cancelJob(id: $id) }', variables: { id } });
+    expect(again.json.data.cancelJob).toBe(false);
+  });
+
+  it('refuses unknown ids with JOB_NOT_FOUND / SESSION_NOT_FOUND, naming a replica it has no address for', async () => {
+    const missing = 'a.00000000-0000-0000-0000-000000000000';
+    expect((await gqlPost(r.b, { query: `{ job(id: "${missing}") { id } }` })).json.data.job).toBeNull();
+    expect(errorOf(await gqlPost(r.b, { query: `mutation { cancelJob(id: "${missing}") }` }))).toBe('JOB_NOT_FOUND');
+    expect(codeOf(await wsRun(ws(r.b), EVENTS, { id: missing }))).toBe('JOB_NOT_FOUND');
+    const stranger = await gqlPost(r.b, { query: '{ job(id: "zz.1") { id } }' });
+    expect(errorOf(stranger)).toBe('JOB_NOT_FOUND');
+    expect(stranger.json.errors[0].message).toMatch(/replica "zz"/);
+    expect(errorOf(await gqlPost(r.b, { query: 'mutation { closeSession(id: "zz.1") }' }))).toBe('SESSION_NOT_FOUND');
+    expect(codeOf(await wsRun(ws(r.b), 'subscription { understand(input: { prompt: "hi", sessionId: "zz.1" }) { text } }'))).toBe('SESSION_NOT_FOUND');
+  });
+
+  it('runs understand turns of a session another replica owns there, and closes it from anywhere', async () => {
+    const sid = (await gqlPost(r.a, { query: 'mutation { createSession }' })).json.data.createSession;
+    const q = 'subscription($i: UnderstandInput!) { understand(input: $i) { text done finishReason usage { totalTokens } inputImage { source } } }';
+    const startedA = r.engineA.stats.understandStarted;
+    const startedB = r.engineB.stats.understandStarted;
+    const out = await wsRun(ws(r.b), q, { i: { prompt: 'what is this', sessionId: sid, maxTokens: 3 } });
+    const evs = out.map((p) => (p.data as any).understand);
+    expect(evs.map((e: any) => e.text).join('')).toBe('w0 w1 w2 ');
+    expect(evs.at(-1)).toMatchObject({ done: true, finishReason: 'LENGTH', usage: { totalTokens: 6 } });
+    expect(r.engineA.stats.understandStarted).toBe(startedA + 1);
+    expect(r.engineB.stats.understandStarted).toBe(startedB);
+    // the session on a kept the turn (its context grew), and a closes it when b is asked to
+    expect(r.engineA.requests.understand.at(-1)!.session).toBeDefined();
+    const closed = await gqlPost(r.b, { query: 'mutation($id: ID!) { closeSession(id: $id) }', variables: { id: sid } });
+    expect(closed.json.data.closeSession).toBe(true);
+    expect(codeOf(await wsRun(ws(r.b), q, { i: { prompt: 'and now', sessionId: sid } }))).toBe('SESSION_NOT_FOUND');
+  });
+
+  it('forwards an image sent to a remote session as its bytes, whatever way it came', async () => {
+    const sid = (await gqlPost(r.a, { query: 'mutation { createSession }' })).json.data.createSession;
+    const png = (await import('sharp')).default;
+    const bytes = await png({ create: { width: 12, height: 10, channels: 3, background: '#ff0000' } }).png().toBuffer();
+    const q = 'subscription($i: UnderstandInput!) { understand(input: $i) { done inputImage { originalWidth originalHeight source } } }';
+    const out = await wsRun(ws(r.b), q, { i: { prompt: 'what is this', sessionId: sid, image: { dataUrl: `data:image/png;base64,${bytes.toString('base64')}` }, maxTokens: 1 } });
+    expect((out.at(-1)!.data as any).understand.inputImage).toEqual({ originalWidth: 12, originalHeight: 10, source: 'REQUEST' });
+    expect(r.engineA.requests.understand.at(-1)!.image).toMatchObject({ width: 12, height: 10 });
+    // a malformed image is refused with the same typed error as locally, before anything is forwarded
+    expect(codeOf(await wsRun(ws(r.b), q, { i: { prompt: 'x', sessionId: sid, image: { base64: '!!!' } } }))).toBe('BAD_IMAGE');
+  });
+
+  it('starts image jobs on the replica that owns their session, and cancels them there when the client leaves', async () => {
+    const sid = (await gqlPost(r.a, { query: 'mutation { createSession }' })).json.data.createSession;
+    const started = r.engineA.stats.generateStarted;
+    const res = await gqlPost(r.b, { query: 'mutation($i: GenerateImageInput!) { generateImage(input: $i) { id status result { stage image { sha256 } } } }', variables: { i: { prompt: 'a red circle', sessionId: sid, mode: 'SIX_STEP' } } });
+    expect(res.json.errors).toBeUndefined();
+    expect(ownerOf(res.json.data.generateImage.id)).toBe('a');
+    expect(res.json.data.generateImage.result.stage).toBe('FINAL');
+    expect(r.engineA.stats.generateStarted).toBe(started + 1);
+    expect(r.engineB.stats.generateStarted).toBe(0);
+    // the session on a now holds that image: an edit through b without an image edits it
+    const edit = await gqlPost(r.b, { query: 'mutation($i: EditImageInput!) { editImage(input: $i) { result { sourceImage { source } } } }', variables: { i: { instruction: 'make it blue', sessionId: sid, mode: 'SIX_STEP' } } });
+    expect(edit.json.data.editImage.result.sourceImage.source).toBe('SESSION');
+
+    // attached (selects previews) through b; the client stops after the first preview: a cancels the work
+    const aborted = r.engineA.stats.generateAborted;
+    await wsRun(
+      ws(r.b),
+      'mutation($i: GenerateImageInput!) { generateImage(input: $i) { id previews @stream { stage } } }',
+      { i: { prompt: 'a red circle', sessionId: sid, mode: 'BASELINE', steps: 100 } },
+      (_p, all) => (all.length >= 1 ? 'stop' : undefined),
+    );
+    await waitFor(() => r.engineA.stats.generateAborted === aborted + 1, 'a cancelled the job b\'s client left');
+  });
+
+  it('counts forwarded operations on /metrics', async () => {
+    const text = await (await fetch(r.b.url.replace('/graphql', '/metrics'))).text();
+    expect(text).toMatch(/hyperbagel_gateway_forwarded_total\{field="imageJob",replica="a"\} [1-9]/);
+  });
+
+  it('fails with UNAVAILABLE when the owner does not answer', async () => {
+    r.peersB.set('c', 'http://127.0.0.1:9/graphql'); // nothing listens on port 9
+    const res = await gqlPost(r.b, { query: '{ job(id: "c.1") { id } }' });
+    expect(errorOf(res)).toBe('UNAVAILABLE');
+    expect(res.json.errors[0].message).toMatch(/Replica "c" did not answer/);
+    expect(codeOf(await wsRun(ws(r.b), EVENTS, { id: 'c.1' }))).toBe('UNAVAILABLE');
+  });
+});
+
+describe('replicas with auth', () => {
+  let r: Awaited<ReturnType<typeof pair>>;
+  beforeAll(async () => {
+    r = await pair(['k1']);
+  });
+  afterAll(async () => {
+    await r.a.close();
+    await r.b.close();
+  });
+
+  it('forwards the client\'s own key (HTTP header or connection_init)', async () => {
+    const auth = { authorization: 'Bearer k1' };
+    const id = (await gqlPost(r.a, { query: 'mutation { generateImage(input: { prompt: "a red circle", mode: ONE_STEP }) { id } }' }, auth)).json.data.generateImage.id;
+    const viaHttp = await gqlPost(r.b, { query: `{ job(id: "${id}") { status } }` }, auth);
+    expect(viaHttp.json.errors).toBeUndefined();
+    const viaWs = events(await wsRun(ws(r.b, auth), EVENTS, { id }));
+    expect(viaWs.at(-1)).toMatchObject({ done: true });
+    expect((await gqlPost(r.b, { query: `{ job(id: "${id}") { status } }` })).status).toBe(401);
+  });
+});
+
+describe('a relayed job whose connection to its owner drops', () => {
+  /** A peer transport that serves a fixed log and drops the connection after `dropAfter` events on the first try. */
+  function flakyPeer(log: Json[], dropAfter: number, failAlways = false) {
+    const calls: number[] = [];
+    const peers = new PeerClient({ id: 'b', peers: new Map([['a', 'http://a.invalid/graphql']]), requestTimeoutMs: 100 });
+    peers.subscribe = async function* (_owner, _url, _query, variables) {
+      const after = Number(variables['after'] ?? 0);
+      calls.push(after);
+      const rest = log.filter((e) => (e['seq'] as number) > after);
+      for (const [i, e] of rest.entries()) {
+        if ((failAlways || calls.length === 1) && i === dropAfter) throw new GatewayError('UNAVAILABLE', 'connection lost', { transient: true });
+        yield { imageJob: e };
+      }
+    };
+    return { peers, calls };
+  }
+  const frame = (stage: string, n: number) => ({ stage, nfe: n, step: n, elapsedMs: n, seed: 1, thought: null, image: { mimeType: 'image/png', width: 1, height: 1, base64: Buffer.from([n]).toString('base64'), sha256: String(n) }, sourceImage: null });
+  const log: Json[] = [
+    { seq: 1, status: 'RUNNING', done: false, error: null, frame: null },
+    { seq: 2, status: 'RUNNING', done: false, error: null, frame: frame('PREVIEW', 1) },
+    { seq: 4, status: 'RUNNING', done: false, error: null, frame: frame('PREVIEW', 3) }, // the owner skipped seq 3 for this slow peer
+    { seq: 5, status: 'RUNNING', done: false, error: null, frame: frame('FINAL', 6) },
+    { seq: 6, status: 'SUCCEEDED', done: true, error: null, frame: null },
+  ];
+
+  it('reconnects from the last event it got, and relays each event once, with the owner\'s numbers', async () => {
+    const { peers, calls } = flakyPeer(log, 2);
+    const job = new RelayedJob({ id: 'a.1', mode: 'PROGRESSIVE', seed: 1 }, peers, 'a', 'http://a.invalid/graphql', undefined, 0, false);
+    const release = job.watch();
+    const final = await job.result();
+    release();
+    expect(final.frame.stage).toBe('final');
+    expect(job.events.map((e) => e.seq)).toEqual([1, 2, 4, 5, 6]);
+    expect(calls).toEqual([0, 2]);
+    expect(job.status).toBe('SUCCEEDED');
+  });
+
+  it('breaks with UNAVAILABLE after the retries, and its waiters get that error', async () => {
+    const { peers, calls } = flakyPeer(log, 0, true);
+    const job = new RelayedJob({ id: 'a.1', mode: 'PROGRESSIVE', seed: 1 }, peers, 'a', 'http://a.invalid/graphql', undefined, 0, false);
+    const release = job.watch();
+    await expect(job.result()).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    release();
+    expect(calls.length).toBe(4); // the first try and three retries
+    expect(job.terminal).toBe(false);
+  });
+});
+
+describe('serve --replica-id / --peer', () => {
+  it('builds the replica config from flags and the environment', () => {
+    const o = serveOptions(parseServeArgs(['--replica-id', 'a', '--peer', 'b=http://10.0.0.2:4000', '--peer', 'c=https://c.example/graphql']), { HYPERBAGEL_PEERS: 'd=http://10.0.0.4:4000/graphql' });
+    expect(o.replica?.id).toBe('a');
+    expect([...o.replica!.peers]).toEqual([
+      ['b', 'http://10.0.0.2:4000/graphql'],
+      ['c', 'https://c.example/graphql'],
+      ['d', 'http://10.0.0.4:4000/graphql'],
+    ]);
+    expect(serveOptions(parseServeArgs([]), {}).replica).toBeUndefined();
+    expect(serveOptions(parseServeArgs([]), { HYPERBAGEL_REPLICA_ID: 'z1' }).replica?.id).toBe('z1');
+  });
+
+  it.each([
+    [['--peer', 'b=http://x:1'], {}, /need --replica-id/],
+    [[], { HYPERBAGEL_PEERS: 'b=http://x:1' }, /need --replica-id/],
+    [['--replica-id', 'A'], {}, /--replica-id must be 1-32 characters/],
+    [['--replica-id', 'a.b'], {}, /--replica-id must be/],
+    [['--replica-id', 'a', '--peer', 'b'], {}, /peer must be "id=http/],
+    [['--replica-id', 'a', '--peer', 'b=ftp://x'], {}, /must be http\(s\)/],
+    [['--replica-id', 'a', '--peer', 'b=not a url'], {}, /not a URL/],
+    [['--replica-id', 'a', '--peer', 'a=http://x:1'], {}, /this replica's own id/],
+    [['--replica-id', 'a', '--peer', 'b=http://x:1', '--peer', 'b=http://y:1'], {}, /given twice/],
+  ])('refuses %j %j', (argv, env, message) => {
+    expect(() => serveOptions(parseServeArgs(argv as string[]), env as NodeJS.ProcessEnv)).toThrow(UsageError);
+    expect(() => serveOptions(parseServeArgs(argv as string[]), env as NodeJS.ProcessEnv)).toThrow(message);
+  });
+
+  it('parsePeers and replicaFrom agree on the endpoint form', () => {
+    expect([...parsePeers('a', 'b=http://h:1/')]).toEqual([['b', 'http://h:1/graphql']]);
+    expect(replicaFrom('a', undefined, '')).toMatchObject({ id: 'a' });
+  });
+});
