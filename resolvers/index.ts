@@ -265,7 +265,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
     info: GraphQLResolveInfo,
   ): Promise<ImageJob> {
     rt.metrics.operations.inc({ field });
-    const sessionOwner = input.sessionId != null ? rt.relay?.remoteOwner(input.sessionId) : undefined;
+    const sessionOwner = input.sessionId != null ? rt.relay?.remoteOwner(input.sessionId, 'session', ctx.forwardedBy) : undefined;
     if (sessionOwner) return forwardImageJob(field, sessionOwner, input, ctx, info);
     // the image decodes while the input is checked; a check that throws first must not leave its
     // rejection unhandled (that would take the process down)
@@ -495,9 +495,10 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
         runningJobs: rt.scheduler.runningCount,
         queuedJobs: rt.scheduler.queuedCount,
         sessions: rt.sessions.size,
+        replica: rt.relay?.selfId ?? null,
       }),
       job: async (_p, { id }, ctx) => {
-        const owner = rt.relay?.remoteOwner(id);
+        const owner = rt.relay?.remoteOwner(id, 'job', ctx.forwardedBy);
         if (owner) {
           const remote = await rt.relay!.job(owner, id, ctx.apiKey, ctx.signal);
           if (!remote) return null;
@@ -514,7 +515,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
         startImageJob('editImage', input.instruction, input, input.image ? imageFromInput(input.image, L) : Promise.resolve(undefined), ctx, info),
       cancelJob: (_p, { id }, ctx) => {
         rt.metrics.operations.inc({ field: 'cancelJob' });
-        const owner = rt.relay?.remoteOwner(id);
+        const owner = rt.relay?.remoteOwner(id, 'job', ctx.forwardedBy);
         return owner ? rt.relay!.cancelJob(owner, id, ctx.apiKey) : rt.jobs.cancel(id);
       },
       createSession: () => {
@@ -524,7 +525,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
       },
       closeSession: (_p, { id }, ctx) => {
         rt.metrics.operations.inc({ field: 'closeSession' });
-        const owner = rt.relay?.remoteOwner(id);
+        const owner = rt.relay?.remoteOwner(id, 'session', ctx.forwardedBy);
         return owner ? rt.relay!.closeSession(owner, id, ctx.apiKey) : rt.sessions.closeIdle(id);
       },
     },
@@ -532,7 +533,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
       understand: {
         subscribe: async (_p, { input }, ctx) => {
           rt.metrics.operations.inc({ field: 'understand' });
-          const sessionOwner = input.sessionId != null ? rt.relay?.remoteOwner(input.sessionId) : undefined;
+          const sessionOwner = input.sessionId != null ? rt.relay?.remoteOwner(input.sessionId, 'session', ctx.forwardedBy) : undefined;
           if (sessionOwner) return forwardUnderstand(sessionOwner, input, ctx);
           const receivedAt = performance.now();
           const engine = rt.engine;
@@ -597,7 +598,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
         subscribe: async (_p, { id, after }, ctx) => {
           rt.metrics.operations.inc({ field: 'imageJob' });
           const start = range(after, 'after', 0, MAX_SEED) ?? 0;
-          const owner = rt.relay?.remoteOwner(id);
+          const owner = rt.relay?.remoteOwner(id, 'job', ctx.forwardedBy);
           const job = owner ? await rt.relay!.imageJob(owner, id, start, ctx.apiKey, ctx.signal) : rt.jobs.get(id);
           const release = job.watch();
           const closeStream = rt.openStream('image_job');

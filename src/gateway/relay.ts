@@ -90,6 +90,18 @@ const sleep = (ms: number, signal: AbortSignal) =>
     signal.addEventListener('abort', done, { once: true });
   });
 
+/** Where a relayed job's events come from. */
+export interface RelaySource {
+  peers: PeerClient;
+  owner: string;
+  /** the owner's GraphQL endpoint */
+  url: string;
+  /** the key the client presented here, presented to the owner in turn */
+  apiKey: string | undefined;
+  /** aborted when this replica shuts down: every connection to an owner closes */
+  closing?: AbortSignal;
+}
+
 /** An image job another replica runs, mirrored from that replica's event log. */
 export class RelayedJob extends ImageJobRecord {
   override readonly slidesPreviews = false;
@@ -97,29 +109,32 @@ export class RelayedJob extends ImageJobRecord {
 
   constructor(
     summary: Pick<RemoteJobSummary, 'id' | 'mode' | 'seed'>,
-    private readonly peers: PeerClient,
-    private readonly owner: string,
-    private readonly url: string,
-    private readonly apiKey: string | undefined,
-    /** the first event wanted is the one after this (the client's `after`) */
-    private readonly from: number,
-    /** an attached job (its mutation selected previews or result): cancel it at the owner when nobody here watches it */
-    private readonly cancelWhenUnwatched: boolean,
+    private readonly source: RelaySource,
+    private readonly opts: {
+      /** the first event wanted is the one after this (the client's `after`; default 0) */
+      from?: number;
+      /** an attached job (its mutation selected previews or result): cancel it at the owner when nobody here watches it */
+      cancelWhenUnwatched?: boolean;
+    } = {},
   ) {
     super(summary.id, summary.mode, summary.seed, false, UNWATCHED_GRACE_MS, (job) => (job as RelayedJob).unwatched());
   }
 
   override watch(): () => void {
     const release = super.watch();
-    if (!this.upstream && !this.terminal && !this.broken) void this.pump((this.upstream = new AbortController()).signal);
+    if (!this.upstream && !this.terminal && !this.broken && !this.source.closing?.aborted) {
+      this.upstream = new AbortController();
+      const closing = this.source.closing;
+      void this.pump(closing ? AbortSignal.any([this.upstream.signal, closing]) : this.upstream.signal);
+    }
     return release;
   }
 
   private unwatched(): void {
     this.upstream?.abort();
     this.upstream = undefined;
-    if (this.cancelWhenUnwatched && !this.terminal)
-      this.peers.request(this.owner, this.url, CANCEL_JOB, { id: this.id }, this.apiKey).catch(() => undefined);
+    const { peers, owner, url, apiKey } = this.source;
+    if (this.opts.cancelWhenUnwatched && !this.terminal) peers.request(owner, url, CANCEL_JOB, { id: this.id }, apiKey).catch(() => undefined);
   }
 
   /** Follows the owner's log from the last event received, reconnecting after a lost connection. */
@@ -128,14 +143,15 @@ export class RelayedJob extends ImageJobRecord {
     while (!signal.aborted && !this.terminal) {
       // from one event before the client's `after`: the owner answers a finished job with at least its
       // terminal event, so this record learns the job ended (the local consumer skips that event)
-      const after = this.events.at(-1)?.seq ?? Math.max(0, this.from - 1);
+      const after = this.events.at(-1)?.seq ?? Math.max(0, (this.opts.from ?? 0) - 1);
+      const { peers, owner, url, apiKey } = this.source;
       try {
-        for await (const data of this.peers.subscribe(this.owner, this.url, IMAGE_JOB, { id: this.id, after }, this.apiKey, signal)) {
+        for await (const data of peers.subscribe(owner, url, IMAGE_JOB, { id: this.id, after }, apiKey, signal)) {
           failures = 0;
           this.relay(data['imageJob'] as RemoteEvent);
         }
         if (signal.aborted || this.terminal) return;
-        throw new GatewayError('UNAVAILABLE', `Replica "${this.owner}" ended job ${this.id}'s stream before the job ended`, { transient: true });
+        throw new GatewayError('UNAVAILABLE', `Replica "${owner}" ended job ${this.id}'s stream before the job ended`, { transient: true });
       } catch (e) {
         if (signal.aborted) return;
         if (!isTransient(e) || failures >= RETRY_DELAYS_MS.length) {
@@ -159,19 +175,36 @@ export class RelayedJob extends ImageJobRecord {
 
 /** The forwarding side of each operation the resolvers may have to send to another replica. */
 export class Relay {
+  private readonly closing = new AbortController();
+
   constructor(
     readonly peers: PeerClient,
     private readonly metrics: GatewayMetrics,
   ) {}
 
+  private source(owner: string, url: string, apiKey: string | undefined): RelaySource {
+    return { peers: this.peers, owner, url, apiKey, closing: this.closing.signal };
+  }
+
+  /** Closes every connection to an owner (shutdown). */
+  dispose(): void {
+    this.closing.abort();
+  }
+
   get selfId(): string {
     return this.peers.config.id;
   }
 
-  /** The owner of `id` when that is another replica, else undefined (a plain id, or this replica's). */
-  remoteOwner(id: string): string | undefined {
+  /**
+   * The owner of `id` when that is another replica, else undefined (a plain id, or this replica's).
+   * A request another replica forwarded here is answered here or not at all (`forwardedBy`).
+   */
+  remoteOwner(id: string, kind: 'job' | 'session', forwardedBy: string | undefined): string | undefined {
     const owner = ownerOf(id);
-    return owner !== undefined && owner !== this.selfId ? owner : undefined;
+    if (owner === undefined || owner === this.selfId) return undefined;
+    if (forwardedBy !== undefined)
+      throw new GatewayError(kind === 'job' ? 'JOB_NOT_FOUND' : 'SESSION_NOT_FOUND', `No ${kind} ${JSON.stringify(id).slice(0, 80)} here: replica "${forwardedBy.slice(0, 32)}" forwarded it to this replica ("${this.selfId}"), but it belongs to "${owner.slice(0, 32)}" (check that each --peer URL is that replica's)`);
+    return owner;
   }
 
   private count(field: string, owner: string): void {
@@ -186,7 +219,7 @@ export class Relay {
     const summary = data['job'] as RemoteJobSummary | null;
     if (!summary) return null;
     let mirror: RelayedJob | undefined;
-    return { summary, mirror: () => (mirror ??= new RelayedJob(summary, this.peers, owner, url, apiKey, 0, false)) };
+    return { summary, mirror: () => (mirror ??= new RelayedJob(summary, this.source(owner, url, apiKey))) };
   }
 
   /** A mirror of the owner's job from event `after` on; JOB_NOT_FOUND when the owner has no such job. */
@@ -197,7 +230,7 @@ export class Relay {
     const data = await this.peers.request(owner, url, JOB, { id }, apiKey, signal);
     const summary = data['job'] as RemoteJobSummary | null;
     if (!summary) throw new GatewayError('JOB_NOT_FOUND', `No job ${JSON.stringify(id).slice(0, 80)} (it may have expired)`);
-    return new RelayedJob(summary, this.peers, owner, url, apiKey, after, false);
+    return new RelayedJob(summary, this.source(owner, url, apiKey), { from: after });
   }
 
   async cancelJob(owner: string, id: string, apiKey: string | undefined): Promise<boolean> {
@@ -218,7 +251,7 @@ export class Relay {
     const url = this.peers.endpoint(owner, 'session', String(input['sessionId']));
     const data = await this.peers.request(owner, url, field === 'generateImage' ? GENERATE : EDIT, { input }, apiKey, signal);
     const summary = data['job'] as RemoteJobSummary;
-    return { job: new RelayedJob(summary, this.peers, owner, url, apiKey, 0, attached), status: summary.status };
+    return { job: new RelayedJob(summary, this.source(owner, url, apiKey), { cancelWhenUnwatched: attached }), status: summary.status };
   }
 
   /** The owner's understand stream for the input's session, event by event (the schema's UnderstandEvent). */

@@ -92,6 +92,12 @@ export function isTransient(e: unknown): boolean {
 
 export type Json = Record<string, unknown>;
 
+/**
+ * Marks a forwarded request with the replica that sent it. A forwarded request is never forwarded
+ * again: with peers whose addresses do not match their ids, it would otherwise go round in a loop.
+ */
+export const FORWARDED_HEADER = 'hyperbagel-forwarded-by';
+
 /** Forwards operations to the replica that owns an id. */
 export class PeerClient {
   constructor(
@@ -107,7 +113,7 @@ export class PeerClient {
   }
 
   private headers(apiKey: string | undefined, accept: string): Record<string, string> {
-    return { 'content-type': 'application/json', accept, ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}) };
+    return { 'content-type': 'application/json', accept, [FORWARDED_HEADER]: this.config.id, ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}) };
   }
 
   private unreachable(owner: string, why: string): GatewayError {

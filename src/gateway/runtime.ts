@@ -20,6 +20,8 @@ export interface GatewayContext {
   client?: string;
   /** the client's API key (auth on), which an operation forwarded to another replica presents there */
   apiKey?: string;
+  /** the replica that forwarded this request here (replicas.ts FORWARDED_HEADER), if one did */
+  forwardedBy?: string;
 }
 
 export type EngineState = 'loading' | 'ok' | 'failed' | 'shutting-down';
@@ -104,6 +106,7 @@ export class GatewayRuntime {
 
   dispose(): void {
     this.state = 'shutting-down';
+    this.relay?.dispose();
     this.jobs.dispose();
     this.scheduler.drain(new GatewayError('UNAVAILABLE', 'The server is shutting down'));
     try {

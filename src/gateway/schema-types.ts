@@ -148,6 +148,8 @@ export interface Health {
   runningJobs: Field<number>;
   queuedJobs: Field<number>;
   sessions: Field<number>;
+  /** This replica's id (the prefix of the job and session ids it hands out) when several run behind one load balancer; null for a single server. */
+  replica?: Field<string | null>;
 }
 
 export interface Image {

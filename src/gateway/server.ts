@@ -20,7 +20,7 @@ import { directNextStream } from './ws-direct.ts';
 import { HostPolicy, OriginPolicy } from './origin.ts';
 import { RateLimiter, rateLimitedError } from './rate-limit.ts';
 import { queryShapeRule, type GatewayLimits } from './limits.ts';
-import type { ReplicaConfig } from './replicas.ts';
+import { FORWARDED_HEADER, type ReplicaConfig } from './replicas.ts';
 import { GatewayRuntime, type GatewayContext } from './runtime.ts';
 
 export interface ServerOptions {
@@ -437,6 +437,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
         // graphql-ws passes its own; over HTTP, the API key or the address of the node request
         client: init.client ?? (init.req ? rateClient(httpKey, init.req) : undefined),
         apiKey: init.apiKey ?? (authOn && httpKey && keyAllowed(apiKeys, httpKey) ? httpKey : undefined),
+        forwardedBy: init.request?.headers.get(FORWARDED_HEADER)?.slice(0, 64) ?? undefined,
       };
     },
     // errorCountPlugin before acceptPlugin: its hooks also see acceptPlugin's refusals

@@ -209,6 +209,57 @@ describe('replicas', () => {
   });
 });
 
+describe('replica misconfiguration and shutdown', () => {
+  it('never forwards a forwarded request: peers whose addresses do not match their ids get a NOT_FOUND that says so, not a loop', async () => {
+    const r = await pair();
+    try {
+      // both believe replica "x" lives at the other's address
+      r.peersB.set('x', r.a.url);
+      (r.a.runtime.relay!.peers.config.peers as Map<string, string>).set('x', r.b.url);
+      const res = await gqlPost(r.b, { query: '{ job(id: "x.1") { id } }' });
+      expect(errorOf(res)).toBe('JOB_NOT_FOUND');
+      expect(res.json.errors[0].message).toMatch(/replica "b" forwarded it to this replica \("a"\), but it belongs to "x"/);
+      expect(errorOf(await gqlPost(r.b, { query: 'mutation { closeSession(id: "x.1") }' }))).toBe('SESSION_NOT_FOUND');
+      expect(r.a.runtime.metrics.forwarded.get({ field: 'job', replica: 'x' })).toBe(0);
+    } finally {
+      await r.a.close();
+      await r.b.close();
+    }
+  });
+
+  it('says which replica it is in health', async () => {
+    const r = await pair();
+    try {
+      expect((await gqlPost(r.a, { query: '{ health { replica } }' })).json.data.health.replica).toBe('a');
+      expect((await gqlPost(r.b, { query: '{ health { replica } }' })).json.data.health.replica).toBe('b');
+      const single = await start({ engine: new FakeEngine() });
+      expect((await gqlPost(single, { query: '{ health { replica } }' })).json.data.health.replica).toBeNull();
+      const id = (await gqlPost(single, { query: 'mutation { generateImage(input: { prompt: "x", mode: ONE_STEP }) { id } }' })).json.data.generateImage.id;
+      expect(id).toMatch(/^[0-9a-f-]{36}$/); // one server: plain ids, nothing forwarded
+      await single.close();
+    } finally {
+      await r.a.close();
+      await r.b.close();
+    }
+  });
+
+  it('closes its connections to the owner when it shuts down, and the owner sees the watcher go', async () => {
+    const r = await pair();
+    try {
+      const id = (await gqlPost(r.a, { query: 'mutation { generateImage(input: { prompt: "x", mode: BASELINE, steps: 200 }) { id } }' })).json.data.generateImage.id;
+      const got: Payload[] = [];
+      void wsRun(ws(r.b), EVENTS, { id }, (p) => void got.push(p)).catch(() => undefined);
+      await waitFor(() => r.a.runtime.activeStreamCount === 1 && got.length >= 1, 'the relay watching the job on a');
+      await r.b.close();
+      await waitFor(() => r.a.runtime.activeStreamCount === 0, 'a sees the relay gone');
+      const status = await gqlPost(r.a, { query: `{ job(id: "${id}") { status } }` });
+      expect(status.json.data.job.status).toBe('RUNNING'); // a detached job keeps running for later watchers
+    } finally {
+      await r.a.close();
+    }
+  });
+});
+
 describe('replicas with auth', () => {
   let r: Awaited<ReturnType<typeof pair>>;
   beforeAll(async () => {
@@ -257,7 +308,7 @@ describe('a relayed job whose connection to its owner drops', () => {
 
   it('reconnects from the last event it got, and relays each event once, with the owner\'s numbers', async () => {
     const { peers, calls } = flakyPeer(log, 2);
-    const job = new RelayedJob({ id: 'a.1', mode: 'PROGRESSIVE', seed: 1 }, peers, 'a', 'http://a.invalid/graphql', undefined, 0, false);
+    const job = new RelayedJob({ id: 'a.1', mode: 'PROGRESSIVE', seed: 1 }, { peers, owner: 'a', url: 'http://a.invalid/graphql', apiKey: undefined });
     const release = job.watch();
     const final = await job.result();
     release();
@@ -269,7 +320,7 @@ describe('a relayed job whose connection to its owner drops', () => {
 
   it('breaks with UNAVAILABLE after the retries, and its waiters get that error', async () => {
     const { peers, calls } = flakyPeer(log, 0, true);
-    const job = new RelayedJob({ id: 'a.1', mode: 'PROGRESSIVE', seed: 1 }, peers, 'a', 'http://a.invalid/graphql', undefined, 0, false);
+    const job = new RelayedJob({ id: 'a.1', mode: 'PROGRESSIVE', seed: 1 }, { peers, owner: 'a', url: 'http://a.invalid/graphql', apiKey: undefined });
     const release = job.watch();
     await expect(job.result()).rejects.toMatchObject({ code: 'UNAVAILABLE' });
     release();
