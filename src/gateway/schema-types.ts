@@ -191,6 +191,7 @@ export interface ImageFrame {
 }
 
 export interface ImageJob {
+  /** Opaque. With several replicas it starts with the owning replica's id, and any replica serves it (see health.replica). */
   id: Field<string>;
   status: Field<JobStatus>;
   mode: Field<GenerationMode>;
@@ -328,7 +329,8 @@ export interface MutationResolvers<Ctx> {
    * conversation (the engine's KV cache of the earlier turns); generateImage and editImage given its
    * id share only the session's latest image, not the conversation. One request at a time per
    * session (SESSION_BUSY); a session expires when idle (SESSION_NOT_FOUND) and is bounded in tokens
-   * and bytes (SESSION_FULL). */
+   * and bytes (SESSION_FULL). With several replicas the session lives on the one that created it, and
+   * requests naming it on another replica are forwarded there. */
   createSession: (parent: unknown, args: Record<string, never>, context: Ctx, info: GraphQLResolveInfo) => Resolved<string>;
   /** Closes the session and frees what it holds. True when the session existed, false when it did not
    * (or had expired). Refused with SESSION_BUSY while a request uses the session (an understand

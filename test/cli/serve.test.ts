@@ -22,7 +22,47 @@ async function health(base: string): Promise<{ status: number; body: { status?: 
   return { status: res.status, body: (await res.json()) as { status?: string } };
 }
 
+/** A local port nothing listens on right now. */
+async function freePort(): Promise<number> {
+  const held = await occupyPort();
+  await held.close();
+  return held.port;
+}
+
+async function post(base: string, query: string, variables: Record<string, unknown> = {}): Promise<any> {
+  const res = await fetch(`${base}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query, variables }) });
+  return res.json();
+}
+
+async function ready(base: string): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    if ((await fetch(`${base}/ready`)).status === 200) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${base} not ready in 60 s`);
+}
+
 describe('serve', () => {
+  it('--replica-id / --peer: two replicas on the tiny pack; a job generated on one is served, byte for byte, by the other', async () => {
+    const [pa, pb] = [await freePort(), await freePort()];
+    const common = ['serve', '--pack', TINY, '--threads', '1'];
+    const a = await startCli([...common, '--port', String(pa), '--replica-id', 'a', '--peer', `b=http://127.0.0.1:${pb}`]);
+    const b = await startCli([...common, '--port', String(pb)], { HYPERBAGEL_REPLICA_ID: 'b', HYPERBAGEL_PEERS: `a=http://127.0.0.1:${pa}/graphql` });
+    expect(a.stderr()).toMatch(/replica a, peers: b\b/);
+    await Promise.all([ready(a.url), ready(b.url)]);
+    const started = await post(a.url, 'mutation { generateImage(input: { prompt: "a red circle", seed: 5, mode: BASELINE, steps: 4 }) { id } }');
+    const id = started.data.generateImage.id as string;
+    expect(id.startsWith('a.')).toBe(true);
+    const q = 'query($id: ID!) { job(id: $id) { status result { nfe image { sha256 byteLength } } } }';
+    const viaB = await post(b.url, q, { id });
+    const onA = await post(a.url, q, { id });
+    expect(viaB.errors).toBeUndefined();
+    expect(viaB.data.job).toEqual(onA.data.job);
+    expect(viaB.data.job.result.image.byteLength).toBeGreaterThan(0);
+    expect(await stop(a.child)).toBe(0);
+    expect(await stop(b.child)).toBe(0);
+  }, 120_000);
+
   it('PORT=0 picks a free port: it prints the URL and answers /health; SIGTERM shuts it down', async () => {
     const { child, url, stderr } = await startCli(['serve', '--pack', TINY, '--threads', '1'], { PORT: '0' });
     const port = Number(new URL(url).port);
