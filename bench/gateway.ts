@@ -21,7 +21,7 @@ import type { Engine, GenerateRequest, ImageFrame, SessionHandle, UnderstandEven
 import { startServer } from '../src/gateway/server.ts';
 import { flag, intFlag, parseArgs, UsageError } from '../src/cli/args.ts';
 
-export const HELP = `Usage: hyperbagel bench gateway [--streams N] [--tokens N] [--step-ms MS] [--transport ws|sse] [--json]
+export const HELP = `Usage: hyperbagel bench gateway [--streams N] [--tokens N] [--step-ms MS] [--transport ws|sse] [--via-replica] [--json]
 
 Measures the latency the gateway adds per understanding event (engine boundary -> client) and the
 gateway's event-loop lag, at N concurrent understanding streams on a synthetic engine.
@@ -29,6 +29,9 @@ gateway's event-loop lag, at N concurrent understanding streams on a synthetic e
   --tokens N       chunks per stream (default 50)
   --step-ms MS     synthetic model step time (default 20)
   --transport T    ws (graphql-ws, default) or sse
+  --via-replica    clients connect to a second replica, which forwards each stream to the engine's
+                   replica (each stream on its own session there): the cost of one forwarding hop.
+                   Both replicas share this process's thread, so lag covers both
   --json           print only the JSON result
 Prints one JSON object: {streams, added_latency_p50_ms, added_latency_p99_ms, event_loop_lag_p99_ms, ...}.`;
 
@@ -104,7 +107,7 @@ class StampingEngine implements Engine {
 const CLIENT_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const WebSocket = require(workerData.wsPath);
-const { url, streams, transport, query } = workerData;
+const { url, streams, transport, query, queries } = workerData;
 const now = () => performance.timeOrigin + performance.now();
 const latencies = [], scheduled = [], received = [];
 let events = 0, done = 0, errors = 0;
@@ -119,7 +122,7 @@ function record(text) {
   }
 }
 function finish() { if (++done === streams) parentPort.postMessage({ latencies, scheduled, received, events, errors }); }
-function wsStream() {
+function wsStream(query) {
   const ws = new WebSocket(url.replace(/^http/, 'ws'), 'graphql-transport-ws');
   ws.on('open', () => ws.send(JSON.stringify({ type: 'connection_init' })));
   ws.on('message', (raw) => {
@@ -132,7 +135,7 @@ function wsStream() {
   ws.on('close', finish);
   ws.on('error', () => { errors++; });
 }
-async function sseStream() {
+async function sseStream(query) {
   try {
     const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'text/event-stream' }, body: JSON.stringify({ query }) });
     const dec = new TextDecoder();
@@ -149,7 +152,7 @@ async function sseStream() {
   } catch { errors++; }
   finish();
 }
-for (let i = 0; i < streams; i++) transport === 'sse' ? sseStream() : wsStream();
+for (let i = 0; i < streams; i++) { const q = queries ? queries[i] : query; transport === 'sse' ? sseStream(q) : wsStream(q); }
 `;
 
 function percentile(sorted: number[], p: number): number {
@@ -159,7 +162,7 @@ function percentile(sorted: number[], p: number): number {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ['streams', 'tokens', 'step-ms', 'transport'], booleans: ['json'] });
+  const args = parseArgs(argv, { values: ['streams', 'tokens', 'step-ms', 'transport'], booleans: ['json', 'via-replica'] });
   if (args.flags.has('help')) {
     console.log(HELP);
     return 0;
@@ -171,20 +174,24 @@ export async function run(argv: string[]): Promise<number> {
   const transport = flag(args, 'transport') ?? 'ws';
   if (transport !== 'ws' && transport !== 'sse') throw new UsageError(`--transport must be ws or sse, got "${transport}"`);
   const json = args.flags.has('json');
+  const viaReplica = args.flags.has('via-replica');
 
   const engine = new StampingEngine(tokens, stepMs, streams);
-  const server = await startServer({
-    engine,
-    port: 0,
-    webDemo: false,
-    log: () => {},
-    limits: { maxConcurrentJobs: streams, maxQueuedJobs: streams, maxSubscriptionsPerSocket: 4, rateLimitPerSecond: 0 }, // one client IP opens every stream
-  });
+  const limits = { maxConcurrentJobs: streams, maxQueuedJobs: streams, maxSubscriptionsPerSocket: 4, rateLimitPerSecond: 0, maxSessions: streams + 1 }; // one client IP opens every stream
+  const peers = new Map<string, string>();
+  const server = await startServer({ engine, port: 0, webDemo: false, log: () => {}, limits, ...(viaReplica ? { replica: { id: 'a', peers: new Map(), requestTimeoutMs: 30_000 } } : {}) });
+  // --via-replica: the clients' replica, which forwards every stream to `server`
+  const front = viaReplica ? await startServer({ engine, port: 0, webDemo: false, log: () => {}, limits, replica: { id: 'b', peers, requestTimeoutMs: 30_000 } }) : undefined;
+  peers.set('a', server.url);
   const lag = monitorEventLoopDelay({ resolution: 1 });
   const lagWarm = monitorEventLoopDelay({ resolution: 1 });
   let warmTimer: NodeJS.Timeout | undefined;
   try {
     const query = `subscription { understand(input: { prompt: "bench", maxTokens: ${tokens} }) { text done } }`;
+    // forwarded streams each run on a session of the engine's replica (one request at a time per session)
+    const queries = front
+      ? Array.from({ length: streams }, () => `subscription { understand(input: { prompt: "bench", maxTokens: ${tokens}, sessionId: "${server.runtime.sessions.create().id}" }) { text done } }`)
+      : undefined;
     const wsPath = createRequire(import.meta.url).resolve('ws');
     const tStart = performance.now();
     let setupMs = 0;
@@ -204,7 +211,7 @@ export async function run(argv: string[]): Promise<number> {
       warmTimer = setTimeout(() => lagWarm.enable(), WARMUP_MS);
     });
     const result = await new Promise<{ latencies: number[]; scheduled: number[]; received: number[]; events: number; errors: number }>((resolve, reject) => {
-      const w = new Worker(CLIENT_SOURCE, { eval: true, workerData: { url: server.url, streams, transport, query, wsPath } });
+      const w = new Worker(CLIENT_SOURCE, { eval: true, workerData: { url: (front ?? server).url, streams, transport, query, queries, wsPath } });
       w.once('message', (m) => {
         resolve(m);
         void w.terminate();
@@ -229,6 +236,7 @@ export async function run(argv: string[]): Promise<number> {
     const out = {
       streams,
       transport,
+      via_replica: viaReplica,
       tokens_per_stream: tokens,
       step_ms: stepMs,
       added_latency_p50_ms: round(percentile(arr, 50)),
@@ -269,6 +277,7 @@ export async function run(argv: string[]): Promise<number> {
       );
     return result.errors === 0 && arr.length === streams * tokens ? 0 : 1;
   } finally {
+    await front?.close();
     await server.close();
   }
 }
