@@ -118,6 +118,18 @@ export class PeerClient {
     return { 'content-type': 'application/json', accept, [FORWARDED_HEADER]: this.config.id, ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}) };
   }
 
+  /**
+   * The owner's answer to a request it refused before running it. 401 / 403 there mean the replicas
+   * disagree (API keys, Host check): the client's own request was fine here, so that is not its error.
+   */
+  private refused(owner: string, status: number, errors: RemoteError[] | undefined): GatewayError {
+    if (status === 401 || status === 403) {
+      const why = typeof errors?.[0]?.message === 'string' ? `: ${errors[0].message}` : '';
+      return new GatewayError('UNAVAILABLE', `Replica "${owner}" refused a request forwarded from this replica (HTTP ${status}${why}); replicas must share their API keys and accept each other's Host`, { replica: owner });
+    }
+    return errors?.length ? remoteError(errors[0]) : this.unreachable(owner, `HTTP ${status}`);
+  }
+
   private unreachable(owner: string, why: string): GatewayError {
     return new GatewayError('UNAVAILABLE', `Replica "${owner}" did not answer (${why}); retry shortly`, { replica: owner, transient: true });
   }
@@ -126,7 +138,7 @@ export class PeerClient {
   async request(owner: string, url: string, query: string, variables: Json, apiKey: string | undefined, signal?: AbortSignal): Promise<Json> {
     const timeout = AbortSignal.timeout(this.config.requestTimeoutMs);
     let res: Response;
-    let body: { data?: Json | null; errors?: RemoteError[] };
+    let text: string;
     try {
       res = await this.fetchImpl(url, {
         method: 'POST',
@@ -134,12 +146,18 @@ export class PeerClient {
         body: JSON.stringify({ query, variables }),
         signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
       });
-      body = (await res.json()) as typeof body;
+      text = await res.text();
     } catch (e) {
-      if (signal?.aborted) throw signal.reason;
+      if (signal?.aborted) throw new GatewayError('CANCELLED', 'The request was cancelled');
       throw this.unreachable(owner, timeout.aborted ? `no answer in ${this.config.requestTimeoutMs} ms` : (e as Error).message);
     }
-    if (body?.errors?.length) throw remoteError(body.errors[0]);
+    let body: { data?: Json | null; errors?: RemoteError[] } | undefined;
+    try {
+      body = JSON.parse(text) as typeof body;
+    } catch {
+      body = undefined; // not JSON (a proxy's error page): judged by the status below
+    }
+    if (res.status === 401 || res.status === 403 || body?.errors?.length) throw this.refused(owner, res.status, body?.errors);
     if (!res.ok || !body?.data) throw this.unreachable(owner, `HTTP ${res.status}`);
     return body.data;
   }
@@ -176,16 +194,15 @@ export class PeerClient {
     try {
       if (res.statusCode !== 200 || !(res.headers['content-type'] ?? '').startsWith('text/event-stream')) {
         // the owner refused before streaming (auth, a malformed request): its JSON error, if any
-        let err: GatewayError = this.unreachable(owner, `HTTP ${res.statusCode}`);
+        let errors: RemoteError[] | undefined;
         try {
           const chunks: Buffer[] = [];
           for await (const c of res) chunks.push(c as Buffer);
-          const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { errors?: RemoteError[] };
-          if (parsed?.errors?.length) err = remoteError(parsed.errors[0]);
+          errors = (JSON.parse(Buffer.concat(chunks).toString('utf8')) as { errors?: RemoteError[] })?.errors;
         } catch {
-          // not JSON: keep UNAVAILABLE
+          // not JSON: judged by the status
         }
-        throw err;
+        throw this.refused(owner, res.statusCode ?? 0, errors);
       }
       res.setEncoding('utf8'); // a multi-byte character split across chunks stays whole
       let buffered = '';

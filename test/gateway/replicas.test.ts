@@ -227,6 +227,62 @@ describe('replica misconfiguration and shutdown', () => {
     }
   });
 
+  it('tells a client when the owner refuses the forwarded request (replicas that do not share API keys)', async () => {
+    const peers = new Map<string, string>();
+    const a = await start({ engine: new FakeEngine(), apiKeys: ['only-a'], replica: { id: 'a', peers: new Map(), requestTimeoutMs: 2000 } });
+    const b = await start({ engine: new FakeEngine(), replica: { id: 'b', peers, requestTimeoutMs: 2000 } });
+    peers.set('a', a.url);
+    try {
+      const res = await gqlPost(b, { query: '{ job(id: "a.1") { id } }' });
+      expect(errorOf(res)).toBe('UNAVAILABLE');
+      expect(res.json.errors[0].message).toMatch(/Replica "a" refused a request forwarded from this replica \(HTTP 401: .*\); replicas must share their API keys/);
+      expect(codeOf(await wsRun(ws(b), EVENTS, { id: 'a.1' }))).toBe('UNAVAILABLE');
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('survives a peer that answers garbage: not JSON, an HTML page, a stream that is not SSE', async () => {
+    const { createServer } = await import('node:http');
+    let mode = 'html';
+    const junk = createServer((req, res) => {
+      req.resume();
+      if (mode === 'html') res.writeHead(502, { 'content-type': 'text/html' }).end('<html>bad gateway</html>');
+      else if (mode === 'json-without-data') res.writeHead(200, { 'content-type': 'application/json' }).end('{"hello":1}');
+      else res.writeHead(200, { 'content-type': 'text/event-stream' }).end('event: next\ndata: {not json\n\n');
+    });
+    await new Promise<void>((r) => junk.listen(0, '127.0.0.1', r));
+    const port = (junk.address() as { port: number }).port;
+    const peers = new Map([['j', `http://127.0.0.1:${port}/graphql`]]);
+    const b = await start({ engine: new FakeEngine(), replica: { id: 'b', peers, requestTimeoutMs: 2000 } });
+    try {
+      for (const m of ['html', 'json-without-data']) {
+        mode = m;
+        const res = await gqlPost(b, { query: '{ job(id: "j.1") { id } }' });
+        expect(errorOf(res), m).toBe('UNAVAILABLE');
+        expect(res.json.errors[0].message).toMatch(/Replica "j" did not answer \(HTTP (502|200)\)/);
+      }
+      // a job the junk peer "has" ({"job":...} is never sent), so the subscription fails at its first question
+      mode = 'html';
+      expect(codeOf(await wsRun(ws(b), EVENTS, { id: 'j.1' }))).toBe('UNAVAILABLE');
+      // a stream whose event is not JSON, and one that is HTML: typed errors from the peer client itself
+      const client = new PeerClient({ id: 'b', peers, requestTimeoutMs: 2000 });
+      const drain = async () => {
+        for await (const _ of client.subscribe('j', peers.get('j')!, 'subscription { x }', {}, undefined, new AbortController().signal));
+      };
+      mode = 'sse';
+      await expect(drain()).rejects.toMatchObject({ code: 'UNAVAILABLE', message: expect.stringMatching(/Replica "j" did not answer \(connection lost/) });
+      mode = 'html';
+      await expect(drain()).rejects.toMatchObject({ code: 'UNAVAILABLE', message: expect.stringMatching(/HTTP 502/) });
+      // the gateway is still fine
+      expect((await gqlPost(b, { query: '{ health { status } }' })).json.data.health.status).toBe('ok');
+    } finally {
+      await b.close();
+      junk.close();
+    }
+  });
+
   it('says which replica it is in health', async () => {
     const r = await pair();
     try {
