@@ -139,6 +139,8 @@ export class ImageStore {
     private readonly maxBytes: number,
     private readonly ttlMs: number,
     private readonly now: () => number = Date.now,
+    /** this replica's id, which prefixes its tokens (`<replica>_<hex>`) so any replica can route an image URL */
+    private readonly replicaId?: string,
   ) {}
 
   get bytes(): number {
@@ -149,7 +151,7 @@ export class ImageStore {
   }
 
   put(bytes: Uint8Array, mimeType: string, sha256: string): string {
-    const token = randomBytes(16).toString('hex');
+    const token = (this.replicaId ? `${this.replicaId}_` : '') + randomBytes(16).toString('hex');
     this.items.set(token, { bytes, mimeType, sha256, expiresAt: this.now() + this.ttlMs });
     this.total += bytes.byteLength;
     this.evict();
@@ -183,6 +185,12 @@ export class ImageStore {
       this.delete(token);
     }
   }
+}
+
+/** `/images/<token>.<ext>` -> the token and the replica it names (undefined: a plain token); null for anything else. */
+export function parseImageToken(name: string): { token: string; owner?: string } | null {
+  const m = /^(?:([a-z0-9][a-z0-9-]{0,31})_)?[0-9a-f]{32}$/.exec(name.split('.')[0]!);
+  return m ? { token: m[0], owner: m[1] } : null;
 }
 
 export const IMAGE_EXT: Record<string, string> = { 'image/png': 'png', 'image/jpeg': 'jpg', 'image/webp': 'webp' };

@@ -134,6 +134,29 @@ export class PeerClient {
     return new GatewayError('UNAVAILABLE', `Replica "${owner}" did not answer (${why}); retry shortly`, { replica: owner, transient: true });
   }
 
+  /**
+   * An image another replica stores (`Image.url` there): fetched from the owner's `/images/` with
+   * this replica's forwarding mark. Undefined when the owner has no such image (expired) or is
+   * unknown; UNAVAILABLE when it does not answer.
+   */
+  async image(owner: string, name: string): Promise<{ bytes: Buffer; mimeType: string; etag?: string } | undefined> {
+    const endpoint = this.config.peers.get(owner);
+    if (!endpoint) return undefined;
+    const url = new URL(`/images/${name}`, endpoint);
+    let res: Response;
+    let bytes: Buffer;
+    try {
+      res = await this.fetchImpl(url, { headers: { [FORWARDED_HEADER]: this.config.id }, signal: AbortSignal.timeout(this.config.requestTimeoutMs) });
+      bytes = Buffer.from(await res.arrayBuffer());
+    } catch (e) {
+      throw this.unreachable(owner, (e as Error).message);
+    }
+    if (res.status === 404) return undefined;
+    const mimeType = res.headers.get('content-type') ?? '';
+    if (res.status !== 200 || !mimeType.startsWith('image/')) throw this.unreachable(owner, `HTTP ${res.status}`);
+    return { bytes, mimeType, etag: res.headers.get('etag') ?? undefined };
+  }
+
   /** Runs a query or mutation on the owner; returns its `data`, or throws the owner's typed error. */
   async request(owner: string, url: string, query: string, variables: Json, apiKey: string | undefined, signal?: AbortSignal): Promise<Json> {
     const timeout = AbortSignal.timeout(this.config.requestTimeoutMs);

@@ -46,7 +46,7 @@ export class GatewayRuntime {
     this.limits = { ...DEFAULT_LIMITS, ...limits };
     const L = this.limits;
     this.scheduler = new Scheduler(L.maxConcurrentJobs, L.maxQueuedJobs, L.maxQueuedPerClient ?? Math.ceil(0.75 * L.maxQueuedJobs));
-    this.images = new ImageStore(L.imageStoreBytes, L.imageStoreTtlMs);
+    this.images = new ImageStore(L.imageStoreBytes, L.imageStoreTtlMs, Date.now, replica?.id);
     this.metrics = new GatewayMetrics({
       activeStreams: () => (['understand', 'image_job', 'image_mutation'] as const).map((k) => [{ kind: k }, this.active.get(k) ?? 0]),
       queueDepth: () => this.scheduler.queuedCount,

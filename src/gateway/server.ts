@@ -21,6 +21,7 @@ import { HostPolicy, OriginPolicy } from './origin.ts';
 import { RateLimiter, rateLimitedError } from './rate-limit.ts';
 import { queryShapeRule, type GatewayLimits } from './limits.ts';
 import { FORWARDED_HEADER, type ReplicaConfig } from './replicas.ts';
+import { parseImageToken } from './images.ts';
 import { GatewayRuntime, type GatewayContext } from './runtime.ts';
 
 export interface ServerOptions {
@@ -473,14 +474,28 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     }
     if (path.startsWith('/images/')) {
       // Capability URLs (unguessable tokens): usable from <img> without the API key.
-      const token = path.slice('/images/'.length).split('.')[0]!;
-      const img = /^[0-9a-f]{32}$/.test(token) ? rt.images.get(token) : undefined;
+      const name = path.slice('/images/'.length);
+      const parsed = parseImageToken(name);
       // an allowed cross-origin page may fetch() the bytes
       const cors: Record<string, string> = origins.needsCors(req.headers.origin, req.headers.host) ? { 'access-control-allow-origin': req.headers.origin!, vary: 'Origin' } : {};
-      if (!img) return sendJson(res, 404, { error: 'image not found or expired' }, cors);
-      res.writeHead(200, {
-        ...cors, 'content-type': img.mimeType, 'content-length': String(img.bytes.byteLength), 'cache-control': 'private, max-age=600', etag: `"${img.sha256}"`, 'x-content-type-options': 'nosniff' });
-      return res.end(Buffer.from(img.bytes.buffer, img.bytes.byteOffset, img.bytes.byteLength));
+      const send = (bytes: Uint8Array, mimeType: string, etag: string) => {
+        res.writeHead(200, { ...cors, 'content-type': mimeType, 'content-length': String(bytes.byteLength), 'cache-control': 'private, max-age=600', etag, 'x-content-type-options': 'nosniff' });
+        res.end(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+      };
+      const notFound = () => sendJson(res, 404, { error: 'image not found or expired' }, cors);
+      const owner = parsed?.owner;
+      if (owner && rt.relay && owner !== rt.relay.selfId && !req.headers[FORWARDED_HEADER]) {
+        // another replica's image (a client sent here by the load balancer): fetched from its owner
+        rt.metrics.forwarded.inc({ field: 'image', replica: owner });
+        rt.relay.peers
+          .image(owner, name)
+          .then((img) => (img ? send(img.bytes, img.mimeType, img.etag ?? '') : notFound()))
+          .catch((e: unknown) => sendJson(res, 502, { error: e instanceof Error ? e.message : 'the owning replica did not answer' }, cors));
+        return;
+      }
+      const img = parsed ? rt.images.get(parsed.token) : undefined;
+      if (!img) return notFound();
+      return send(img.bytes, img.mimeType, `"${img.sha256}"`);
     }
     if (options.webDemo !== false && path !== '/graphql' && handleDemoRequest(req, res)) return;
     if (path === '/graphql') {

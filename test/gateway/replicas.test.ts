@@ -116,6 +116,25 @@ describe('replicas', () => {
     const img = await fetch(url);
     expect(img.status).toBe(200);
     expect(img.headers.get('content-type')).toBe('image/png');
+    expect(new URL(url).pathname).toMatch(/^\/images\/b_[0-9a-f]{32}\.png$/);
+  });
+
+  it('serves an image URL any replica minted from any replica (the load balancer may send the fetch elsewhere)', async () => {
+    const id = await jobOnA({ mode: 'ONE_STEP' });
+    const res = await gqlPost(r.a, { query: 'query($id: ID!) { job(id: $id) { result { image { url sha256 } } } }', variables: { id } });
+    const { url, sha256 } = res.json.data.job.result.image;
+    const path = new URL(url).pathname;
+    expect(path).toMatch(/^\/images\/a_[0-9a-f]{32}\.png$/);
+    const direct = Buffer.from(await (await fetch(url)).arrayBuffer());
+    const viaB = await fetch(r.b.url.replace('/graphql', path));
+    expect(viaB.status).toBe(200);
+    expect(viaB.headers.get('content-type')).toBe('image/png');
+    expect(viaB.headers.get('etag')).toBe(`"${sha256}"`);
+    expect(Buffer.from(await viaB.arrayBuffer()).equals(direct)).toBe(true);
+    // tokens nobody has: 404 from either, including one naming a replica b has no address for
+    expect((await fetch(r.b.url.replace('/graphql', '/images/a_' + '0'.repeat(32) + '.png'))).status).toBe(404);
+    expect((await fetch(r.b.url.replace('/graphql', '/images/zz_' + '0'.repeat(32) + '.png'))).status).toBe(404);
+    expect((await fetch(r.b.url.replace('/graphql', '/images/a_xyz.png'))).status).toBe(404);
   });
 
   it('cancels a job on its owner through another replica', async () => {
@@ -204,6 +223,7 @@ describe('replicas', () => {
     r.peersB.set('c', 'http://127.0.0.1:9/graphql'); // nothing listens on port 9
     const res = await gqlPost(r.b, { query: '{ job(id: "c.1") { id } }' });
     expect(errorOf(res)).toBe('UNAVAILABLE');
+    expect((await fetch(r.b.url.replace('/graphql', '/images/c_' + '0'.repeat(32) + '.png'))).status).toBe(502);
     expect(res.json.errors[0].message).toMatch(/Replica "c" did not answer/);
     expect(codeOf(await wsRun(ws(r.b), EVENTS, { id: 'c.1' }))).toBe('UNAVAILABLE');
   });
