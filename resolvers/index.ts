@@ -333,19 +333,22 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
       if (e instanceof GatewayError && e.code === 'BUSY') rt.metrics.busy.inc();
       throw e;
     }
-    if (attached) {
-      const release = job.watch();
-      const closeStream = rt.openStream('image_mutation');
-      const onAbort = () => release();
-      ctx.signal.addEventListener('abort', onAbort, { once: true });
-      if (ctx.signal.aborted) release();
-      void job.finished.then(() => {
-        ctx.signal.removeEventListener('abort', onAbort);
-        closeStream();
-      });
-    }
+    if (attached) watchWhileConnected(job, ctx);
     job.sentSize = sentSizeOf(image);
     return localJobOut(job);
+  }
+
+  /** An attached job's mutation watches it until the client goes (then it is cancelled) or it ends. */
+  function watchWhileConnected(job: ImageJobRecord, ctx: GatewayContext): void {
+    const release = job.watch();
+    const closeStream = rt.openStream('image_mutation');
+    const onAbort = () => release();
+    ctx.signal.addEventListener('abort', onAbort, { once: true });
+    if (ctx.signal.aborted) release();
+    void job.finished.then(() => {
+      ctx.signal.removeEventListener('abort', onAbort);
+      closeStream();
+    });
   }
 
   const localJobOut = (job: ImageJobRecord) => jobOut({ id: job.id, mode: job.mode, seed: job.seed, status: () => job.status }, () => job);
@@ -365,17 +368,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
     const attached = selects(info, ['previews', 'result']);
     const forwarded = await portableInput(input as ImageJobInput & { image?: ImageInput | null });
     const { job, status } = await rt.relay!.startImageJob(field, owner, forwarded as unknown as Record<string, unknown>, attached, ctx.apiKey, ctx.signal);
-    if (attached) {
-      const release = job.watch();
-      const closeStream = rt.openStream('image_mutation');
-      const onAbort = () => release();
-      ctx.signal.addEventListener('abort', onAbort, { once: true });
-      if (ctx.signal.aborted) release();
-      void job.finished.then(() => {
-        ctx.signal.removeEventListener('abort', onAbort);
-        closeStream();
-      });
-    }
+    if (attached) watchWhileConnected(job, ctx);
     // the mirror learns the status from the owner's log once someone watches it; until then, the owner's answer
     return jobOut({ id: job.id, mode: job.mode, seed: job.seed, status: () => (job.events.length ? job.status : status) }, () => job);
   }

@@ -50,7 +50,7 @@ export class ImageJobRecord {
   private watchers = 0;
   private readonly listeners = new Set<() => void>();
   private unwatchedTimer?: NodeJS.Timeout;
-  /** resolves at the terminal state; never rejects */
+  /** resolves at the terminal state, or when the record breaks (`fail`); never rejects */
   readonly finished: Promise<void>;
   private resolveFinished!: () => void;
 
@@ -93,6 +93,7 @@ export class ImageJobRecord {
     if (this.terminal || this.broken) return;
     this.broken = error;
     clearTimeout(this.unwatchedTimer);
+    this.resolveFinished();
     for (const l of [...this.listeners]) l();
   }
 

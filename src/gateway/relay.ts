@@ -130,11 +130,14 @@ export class RelayedJob extends ImageJobRecord {
     return release;
   }
 
+  /** Nobody here watches any more: this mirror (one per operation) ends, and an attached job is cancelled at its owner. */
   private unwatched(): void {
     this.upstream?.abort();
     this.upstream = undefined;
+    if (this.terminal) return;
     const { peers, owner, url, apiKey } = this.source;
-    if (this.opts.cancelWhenUnwatched && !this.terminal) peers.request(owner, url, CANCEL_JOB, { id: this.id }, apiKey).catch(() => undefined);
+    if (this.opts.cancelWhenUnwatched) peers.request(owner, url, CANCEL_JOB, { id: this.id }, apiKey).catch(() => undefined);
+    this.fail(new GatewayError('CANCELLED', 'Nobody on this replica watches the job any more'));
   }
 
   /** Follows the owner's log from the last event received, reconnecting after a lost connection. */

@@ -212,6 +212,7 @@ describe('replicas', () => {
       (_p, all) => (all.length >= 1 ? 'stop' : undefined),
     );
     await waitFor(() => r.engineA.stats.generateAborted === aborted + 1, 'a cancelled the job b\'s client left');
+    await waitFor(() => r.b.runtime.activeStreamCount === 0, 'b closed its stream of that job');
   });
 
   it('counts forwarded operations on /metrics', async () => {
