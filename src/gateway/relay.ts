@@ -178,7 +178,9 @@ export class RelayedJob extends ImageJobRecord {
 
 /** The forwarding side of each operation the resolvers may have to send to another replica. */
 export class Relay {
-  private readonly closing = new AbortController();
+  private readonly closer = new AbortController();
+  /** aborted when this replica shuts down */
+  readonly closing = this.closer.signal;
 
   constructor(
     readonly peers: PeerClient,
@@ -186,12 +188,12 @@ export class Relay {
   ) {}
 
   private source(owner: string, url: string, apiKey: string | undefined): RelaySource {
-    return { peers: this.peers, owner, url, apiKey, closing: this.closing.signal };
+    return { peers: this.peers, owner, url, apiKey, closing: this.closing };
   }
 
   /** Closes every connection to an owner (shutdown). */
   dispose(): void {
-    this.closing.abort();
+    this.closer.abort();
   }
 
   get selfId(): string {

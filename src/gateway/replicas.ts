@@ -157,6 +157,38 @@ export class PeerClient {
     return { bytes, mimeType, etag: res.headers.get('etag') ?? undefined };
   }
 
+  /**
+   * Asks each peer's /health which replica it is, until it answers (a peer may start later), and
+   * logs a warning for one that answers as another replica (or as a single server).
+   */
+  async checkPeers(log: (message: string) => void, signal: AbortSignal, tries = 30, everyMs = 2000): Promise<void> {
+    await Promise.all(
+      [...this.config.peers].map(async ([id, endpoint]) => {
+        for (let i = 0; i < tries && !signal.aborted; i++) {
+          try {
+            const res = await this.fetchImpl(new URL('/health', endpoint), { signal: AbortSignal.any([signal, AbortSignal.timeout(this.config.requestTimeoutMs)]) });
+            const body = (await res.json()) as { replica?: unknown };
+            if (body.replica !== id)
+              log(`hyperbagel: WARNING: peer ${id} (${endpoint}) answers as ${typeof body.replica === 'string' ? `replica "${body.replica.slice(0, 32)}"` : 'a server with no replica id'}: operations on ${id}'s jobs and sessions will fail. Check --peer / HYPERBAGEL_PEERS.`);
+            return;
+          } catch {
+            // not up yet (or gone): try again
+          }
+          await new Promise<void>((resolve) => {
+            const done = () => {
+              clearTimeout(t);
+              signal.removeEventListener('abort', done);
+              resolve();
+            };
+            const t = setTimeout(done, everyMs);
+            t.unref();
+            signal.addEventListener('abort', done, { once: true });
+          });
+        }
+      }),
+    );
+  }
+
   /** Runs a query or mutation on the owner; returns its `data`, or throws the owner's typed error. */
   async request(owner: string, url: string, query: string, variables: Json, apiKey: string | undefined, signal?: AbortSignal): Promise<Json> {
     const timeout = AbortSignal.timeout(this.config.requestTimeoutMs);

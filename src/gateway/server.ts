@@ -457,7 +457,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
 
   const handler = (req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0]!;
-    if (path === '/health') return sendJson(res, 200, { status: 'ok', engine: rt.state });
+    if (path === '/health') return sendJson(res, 200, { status: 'ok', engine: rt.state, ...(rt.relay ? { replica: rt.relay.selfId } : {}) });
     if (path === '/ready') return sendJson(res, rt.ready ? 200 : 503, { ready: rt.ready, engine: rt.state });
     if (!hosts.allows(req.headers.host)) {
       rt.metrics.originRejected.inc({ transport: 'http' });
@@ -817,6 +817,10 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const addr = server.address() as AddressInfo;
   hosts.port = addr.port;
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${addr.port}/graphql`;
+
+  // each peer should answer as the replica its --peer entry names: a mismatch sends that replica's
+  // requests to the wrong server, so say so once the peer answers (it may still be starting)
+  if (rt.relay) void rt.relay.peers.checkPeers(log, rt.relay.closing);
 
   if (options.waitForEngine !== false) {
     try {

@@ -304,6 +304,28 @@ describe('replica misconfiguration and shutdown', () => {
     }
   });
 
+  it('warns at start when a peer answers as another replica, once that peer is up', async () => {
+    const single = await start({ engine: new FakeEngine() });
+    const impostor = await start({ engine: new FakeEngine(), replica: { id: 'c', peers: new Map(), requestTimeoutMs: 1000 } });
+    const logs: string[] = [];
+    const a = await start({
+      engine: new FakeEngine(),
+      log: (m) => logs.push(m),
+      replica: { id: 'a', peers: new Map([['b', single.url], ['c', impostor.url]]), requestTimeoutMs: 1000 },
+    });
+    try {
+      await waitFor(() => logs.some((l) => l.includes('peer b')), 'the check of peer b');
+      expect(logs.join('\n')).toMatch(/WARNING: peer b \(http:\/\/127\.0\.0\.1:\d+\/graphql\) answers as a server with no replica id/);
+      await new Promise((r) => setTimeout(r, 200));
+      expect(logs.join('\n')).not.toMatch(/peer c/); // c is who it says
+      expect(await (await fetch(impostor.url.replace('/graphql', '/health'))).json()).toMatchObject({ replica: 'c' });
+    } finally {
+      await a.close();
+      await single.close();
+      await impostor.close();
+    }
+  });
+
   it('says which replica it is in health', async () => {
     const r = await pair();
     try {
