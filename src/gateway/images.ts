@@ -187,10 +187,13 @@ export class ImageStore {
   }
 }
 
-/** `/images/<token>.<ext>` -> the token and the replica it names (undefined: a plain token); null for anything else. */
-export function parseImageToken(name: string): { token: string; owner?: string } | null {
-  const m = /^(?:([a-z0-9][a-z0-9-]{0,31})_)?[0-9a-f]{32}$/.exec(name.split('.')[0]!);
-  return m ? { token: m[0], owner: m[1] } : null;
+/**
+ * `/images/<token>[.<ext>]` -> the token, the replica it names (undefined: a plain token) and the
+ * canonical name to ask that replica for; null for anything else (so no other path can be built from it).
+ */
+export function parseImageToken(name: string): { token: string; owner?: string; name: string } | null {
+  const m = /^((?:([a-z0-9][a-z0-9-]{0,31})_)?[0-9a-f]{32})(\.(?:png|jpg|webp|bin))?$/.exec(name);
+  return m ? { token: m[1]!, owner: m[2], name: m[1]! + (m[3] ?? '') } : null;
 }
 
 export const IMAGE_EXT: Record<string, string> = { 'image/png': 'png', 'image/jpeg': 'jpg', 'image/webp': 'webp' };

@@ -88,6 +88,19 @@ export class ImageJobRecord {
     for (const l of [...this.listeners]) l();
   }
 
+  /**
+   * The job ended with `status`, though this record never saw its terminal event: a relayed record
+   * that was asked for the events after the job's last one (there are none to relay).
+   */
+  endWithoutEvent(status: JobStatus): void {
+    if (this.terminal || !TERMINAL.has(status)) return;
+    this.status = status;
+    this.finishedAt = Date.now();
+    clearTimeout(this.unwatchedTimer);
+    this.resolveFinished();
+    for (const l of [...this.listeners]) l();
+  }
+
   /** This record will get no more events (its owner is unreachable): waiting consumers get `error`. */
   fail(error: GatewayError): void {
     if (this.terminal || this.broken) return;

@@ -34,6 +34,8 @@ const UNDERSTAND = `subscription RelayUnderstand($input: UnderstandInput!) {
   }
 }`;
 
+const TERMINAL_STATUS: ReadonlySet<JobStatus> = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED']);
+
 /** Reconnects to the owner before a relayed job breaks, and the wait before each (ms). */
 const RETRY_DELAYS_MS = [100, 400, 1600];
 /** A relayed job nobody here watches closes its connection to the owner after this long. */
@@ -154,7 +156,13 @@ export class RelayedJob extends ImageJobRecord {
           this.relay(data['imageJob'] as RemoteEvent);
         }
         if (signal.aborted || this.terminal) return;
-        throw new GatewayError('UNAVAILABLE', `Replica "${owner}" ended job ${this.id}'s stream before the job ended`, { transient: true });
+        // the owner completed the stream with nothing after `after`: the job has ended there, and the
+        // client asked to start past its last event; learn how it ended
+        const summary = (await peers.request(owner, url, JOB, { id: this.id }, apiKey, signal))['job'] as RemoteJobSummary | null;
+        if (!summary) throw new GatewayError('JOB_NOT_FOUND', `No job ${JSON.stringify(this.id).slice(0, 80)} (it may have expired)`);
+        if (!TERMINAL_STATUS.has(summary.status)) throw new GatewayError('INTERNAL', `Replica "${owner}" ended job ${this.id}'s stream while the job is ${summary.status}`);
+        this.endWithoutEvent(summary.status);
+        return;
       } catch (e) {
         if (signal.aborted) return;
         if (!isTransient(e) || failures >= RETRY_DELAYS_MS.length) {
@@ -208,16 +216,18 @@ export class Relay {
     const owner = ownerOf(id);
     if (owner === undefined || owner === this.selfId) return undefined;
     if (forwardedBy !== undefined)
-      throw new GatewayError(kind === 'job' ? 'JOB_NOT_FOUND' : 'SESSION_NOT_FOUND', `No ${kind} ${JSON.stringify(id).slice(0, 80)} here: replica "${forwardedBy.slice(0, 32)}" forwarded it to this replica ("${this.selfId}"), but it belongs to "${owner.slice(0, 32)}" (check that each --peer URL is that replica's)`);
+      throw new GatewayError(kind === 'job' ? 'JOB_NOT_FOUND' : 'SESSION_NOT_FOUND', `No ${kind} ${JSON.stringify(id).slice(0, 80)} here: the request came forwarded (marked as from replica "${forwardedBy.slice(0, 32)}") to this replica ("${this.selfId}"), but the ${kind} belongs to "${owner.slice(0, 32)}", and a forwarded request is not forwarded again. If a replica sent it, its --peer URL for "${owner.slice(0, 32)}" points here`);
     return owner;
   }
 
+  /** Counts a forwarded operation: only to a known peer (ids are client input; their prefixes must not become metric labels). */
   private count(field: string, owner: string): void {
-    this.metrics.forwarded.inc({ field, replica: owner });
+    if (this.peers.config.peers.has(owner)) this.metrics.forwarded.inc({ field, replica: owner });
   }
 
   /** The owner's summary of a job (null when it has none), and a log mirror for its frames. */
   async job(owner: string, id: string, apiKey: string | undefined, signal?: AbortSignal): Promise<{ summary: RemoteJobSummary; mirror: () => RelayedJob } | null> {
+    if (!this.peers.config.peers.has(owner)) return null; // as for any job this system does not have
     this.count('job', owner);
     const url = this.peers.endpoint(owner, 'job', id);
     const data = await this.peers.request(owner, url, JOB, { id }, apiKey, signal);

@@ -22,8 +22,13 @@ export interface ReplicaConfig {
   readonly id: string;
   /** Other replicas: id -> base URL of their GraphQL endpoint (e.g. http://10.0.0.2:4000/graphql). */
   readonly peers: ReadonlyMap<string, string>;
-  /** How long a forwarded query or mutation may take before it fails with UNAVAILABLE. */
+  /** How long a forwarded query or mutation, or a relayed stream's response headers, may take before UNAVAILABLE. */
   readonly requestTimeoutMs: number;
+  /**
+   * A relayed stream that receives nothing for this long (the owner sends a keep-alive every 12 s) is
+   * treated as a lost connection: a frozen owner cannot hang its streams here. Default 30 s.
+   */
+  readonly streamIdleMs?: number;
 }
 
 export function checkReplicaId(id: string, what = 'replica id'): string {
@@ -87,9 +92,50 @@ function remoteError(e: RemoteError | undefined): GatewayError {
   return new GatewayError(code, message, details);
 }
 
+/** A lost or refused connection to a peer (not the peer's own answer): worth trying again. Not shown to clients. */
+const TRANSIENT = Symbol('transient');
+
+export function transient(e: GatewayError): GatewayError {
+  Object.defineProperty(e, TRANSIENT, { value: true });
+  return e;
+}
+
 /** True for a lost or refused connection to a peer (not the peer's own answer): worth trying again. */
 export function isTransient(e: unknown): boolean {
-  return e instanceof GatewayError && e.extensions['transient'] === true;
+  return e instanceof GatewayError && (e as unknown as Record<symbol, unknown>)[TRANSIENT] === true;
+}
+
+/** A network error's reason, with its cause (undici's "fetch failed" hides ECONNREFUSED there). */
+function reason(e: unknown): string {
+  const err = e as Error & { cause?: { code?: string; message?: string } };
+  const cause = err?.cause?.code ?? err?.cause?.message;
+  return cause ? `${err.message}: ${cause}` : String(err?.message ?? e);
+}
+
+/**
+ * A signal that aborts when `parent` does or `timeoutMs` passes; `dispose` detaches it. (Not
+ * AbortSignal.any: given the whatwg-node signal of a yoga request, that stops the request's own
+ * abort listeners from being called.)
+ */
+function linkedSignal(parent: AbortSignal | undefined, timeoutMs: number): { signal: AbortSignal; timedOut: () => boolean; dispose: () => void } {
+  const controller = new AbortController();
+  let timedOut = false;
+  const onAbort = () => controller.abort();
+  const timer = setTimeout(() => {
+    timedOut = true;
+    controller.abort();
+  }, timeoutMs);
+  timer.unref();
+  if (parent?.aborted) controller.abort();
+  else parent?.addEventListener('abort', onAbort, { once: true });
+  return {
+    signal: controller.signal,
+    timedOut: () => timedOut,
+    dispose: () => {
+      clearTimeout(timer);
+      parent?.removeEventListener('abort', onAbort);
+    },
+  };
 }
 
 export type Json = Record<string, unknown>;
@@ -127,11 +173,18 @@ export class PeerClient {
       const why = typeof errors?.[0]?.message === 'string' ? `: ${errors[0].message}` : '';
       return new GatewayError('UNAVAILABLE', `Replica "${owner}" refused a request forwarded from this replica (HTTP ${status}${why}); replicas must share their API keys and accept each other's Host`, { replica: owner });
     }
-    return errors?.length ? remoteError(errors[0]) : this.unreachable(owner, `HTTP ${status}`);
+    return errors?.length ? remoteError(errors[0]) : this.wrongAnswer(owner, status);
   }
 
+  /** The owner could not be reached, or the connection was lost: transient (a relayed stream tries again). */
   private unreachable(owner: string, why: string): GatewayError {
-    return new GatewayError('UNAVAILABLE', `Replica "${owner}" did not answer (${why}); retry shortly`, { replica: owner, transient: true });
+    return transient(new GatewayError('UNAVAILABLE', `Replica "${owner}" did not answer (${why}); retry shortly`, { replica: owner }));
+  }
+
+  /** The peer answered, but not as a gateway would (a wrong --peer URL, a proxy's error page). 5xx may pass. */
+  private wrongAnswer(owner: string, status: number): GatewayError {
+    if (status >= 500) return this.unreachable(owner, `HTTP ${status}`);
+    return new GatewayError('UNAVAILABLE', `Replica "${owner}" answered HTTP ${status} at ${this.config.peers.get(owner) ?? '?'}: check its --peer URL`, { replica: owner });
   }
 
   /**
@@ -139,21 +192,22 @@ export class PeerClient {
    * this replica's forwarding mark. Undefined when the owner has no such image (expired) or is
    * unknown; UNAVAILABLE when it does not answer.
    */
-  async image(owner: string, name: string): Promise<{ bytes: Buffer; mimeType: string; etag?: string } | undefined> {
+  async image(owner: string, token: string): Promise<{ bytes: Buffer; mimeType: string; etag?: string } | undefined> {
     const endpoint = this.config.peers.get(owner);
     if (!endpoint) return undefined;
-    const url = new URL(`/images/${name}`, endpoint);
+    // only the validated token travels: nothing of the client's path reaches the peer
+    const url = new URL(`/images/${token}`, endpoint);
     let res: Response;
     let bytes: Buffer;
     try {
       res = await this.fetchImpl(url, { headers: { [FORWARDED_HEADER]: this.config.id }, signal: AbortSignal.timeout(this.config.requestTimeoutMs) });
       bytes = Buffer.from(await res.arrayBuffer());
     } catch (e) {
-      throw this.unreachable(owner, (e as Error).message);
+      throw this.unreachable(owner, reason(e));
     }
     if (res.status === 404) return undefined;
     const mimeType = res.headers.get('content-type') ?? '';
-    if (res.status !== 200 || !mimeType.startsWith('image/')) throw this.unreachable(owner, `HTTP ${res.status}`);
+    if (res.status !== 200 || !mimeType.startsWith('image/')) throw this.wrongAnswer(owner, res.status);
     return { bytes, mimeType, etag: res.headers.get('etag') ?? undefined };
   }
 
@@ -166,8 +220,13 @@ export class PeerClient {
       [...this.config.peers].map(async ([id, endpoint]) => {
         for (let i = 0; i < tries && !signal.aborted; i++) {
           try {
-            const res = await this.fetchImpl(new URL('/health', endpoint), { signal: AbortSignal.any([signal, AbortSignal.timeout(this.config.requestTimeoutMs)]) });
-            const body = (await res.json()) as { replica?: unknown };
+            const linked = linkedSignal(signal, this.config.requestTimeoutMs);
+            let body: { replica?: unknown };
+            try {
+              body = (await (await this.fetchImpl(new URL('/health', endpoint), { signal: linked.signal })).json()) as typeof body;
+            } finally {
+              linked.dispose();
+            }
             if (body.replica !== id)
               log(`hyperbagel: WARNING: peer ${id} (${endpoint}) answers as ${typeof body.replica === 'string' ? `replica "${body.replica.slice(0, 32)}"` : 'a server with no replica id'}: operations on ${id}'s jobs and sessions will fail. Check --peer / HYPERBAGEL_PEERS.`);
             return;
@@ -191,7 +250,7 @@ export class PeerClient {
 
   /** Runs a query or mutation on the owner; returns its `data`, or throws the owner's typed error. */
   async request(owner: string, url: string, query: string, variables: Json, apiKey: string | undefined, signal?: AbortSignal): Promise<Json> {
-    const timeout = AbortSignal.timeout(this.config.requestTimeoutMs);
+    const linked = linkedSignal(signal, this.config.requestTimeoutMs);
     let res: Response;
     let text: string;
     try {
@@ -199,12 +258,14 @@ export class PeerClient {
         method: 'POST',
         headers: this.headers(apiKey, 'application/graphql-response+json, application/json'),
         body: JSON.stringify({ query, variables }),
-        signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
+        signal: linked.signal,
       });
       text = await res.text();
     } catch (e) {
       if (signal?.aborted) throw new GatewayError('CANCELLED', 'The request was cancelled');
-      throw this.unreachable(owner, timeout.aborted ? `no answer in ${this.config.requestTimeoutMs} ms` : (e as Error).message);
+      throw this.unreachable(owner, linked.timedOut() ? `no answer in ${this.config.requestTimeoutMs} ms` : reason(e));
+    } finally {
+      linked.dispose();
     }
     let body: { data?: Json | null; errors?: RemoteError[] } | undefined;
     try {
@@ -213,7 +274,7 @@ export class PeerClient {
       body = undefined; // not JSON (a proxy's error page): judged by the status below
     }
     if (res.status === 401 || res.status === 403 || body?.errors?.length) throw this.refused(owner, res.status, body?.errors);
-    if (!res.ok || !body?.data) throw this.unreachable(owner, `HTTP ${res.status}`);
+    if (!res.ok || !body?.data) throw this.wrongAnswer(owner, res.status);
     return body.data;
   }
 
@@ -233,6 +294,10 @@ export class PeerClient {
       headers: { ...this.headers(apiKey, 'text/event-stream'), 'content-length': Buffer.byteLength(body) },
       signal,
     });
+    // a socket silent for too long fails the stream: before the response, the request timeout; then
+    // the idle bound, which the owner's keep-alives reset (a frozen owner must not hang streams here)
+    const silentFor = (ms: number) => () => req.destroy(new Error(`nothing received for ${ms} ms`));
+    req.setTimeout(this.config.requestTimeoutMs, silentFor(this.config.requestTimeoutMs));
     req.end(body);
     let res: IncomingMessage;
     try {
@@ -242,8 +307,10 @@ export class PeerClient {
       });
     } catch (e) {
       if (signal.aborted) return;
-      throw this.unreachable(owner, (e as Error).message);
+      throw this.unreachable(owner, reason(e));
     }
+    const idleMs = this.config.streamIdleMs ?? 30_000;
+    req.setTimeout(idleMs, silentFor(idleMs));
     // from here the request's errors surface as the response stream's
     req.on('error', () => undefined);
     try {

@@ -474,8 +474,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     }
     if (path.startsWith('/images/')) {
       // Capability URLs (unguessable tokens): usable from <img> without the API key.
-      const name = path.slice('/images/'.length);
-      const parsed = parseImageToken(name);
+      const parsed = parseImageToken(path.slice('/images/'.length));
       // an allowed cross-origin page may fetch() the bytes
       const cors: Record<string, string> = origins.needsCors(req.headers.origin, req.headers.host) ? { 'access-control-allow-origin': req.headers.origin!, vary: 'Origin' } : {};
       const send = (bytes: Uint8Array, mimeType: string, etag: string) => {
@@ -484,11 +483,11 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       };
       const notFound = () => sendJson(res, 404, { error: 'image not found or expired' }, cors);
       const owner = parsed?.owner;
-      if (owner && rt.relay && owner !== rt.relay.selfId && !req.headers[FORWARDED_HEADER]) {
+      if (owner && rt.relay && owner !== rt.relay.selfId && rt.relay.peers.config.peers.has(owner) && !req.headers[FORWARDED_HEADER]) {
         // another replica's image (a client sent here by the load balancer): fetched from its owner
         rt.metrics.forwarded.inc({ field: 'image', replica: owner });
         rt.relay.peers
-          .image(owner, name)
+          .image(owner, parsed.name)
           .then((img) => (img ? send(img.bytes, img.mimeType, img.etag ?? '') : notFound()))
           .catch((e: unknown) => sendJson(res, 502, { error: e instanceof Error ? e.message : 'the owning replica did not answer' }, cors));
         return;

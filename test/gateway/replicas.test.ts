@@ -7,7 +7,7 @@ import { UsageError } from '../../src/cli/args.ts';
 import { parseServeArgs, replicaFrom, serveOptions } from '../../src/cli/commands/serve.ts';
 import { GatewayError } from '../../src/gateway/errors.ts';
 import { RelayedJob } from '../../src/gateway/relay.ts';
-import { ownerOf, parsePeers, PeerClient, type Json } from '../../src/gateway/replicas.ts';
+import { ownerOf, parsePeers, PeerClient, transient, type Json } from '../../src/gateway/replicas.ts';
 import type { RunningServer } from '../../src/gateway/server.ts';
 import { FakeEngine } from './fake-engine.ts';
 import { gqlPost, httpStream, start, waitFor, wsClient, wsRun, type Payload } from './helpers.ts';
@@ -153,9 +153,16 @@ describe('replicas', () => {
     expect((await gqlPost(r.b, { query: `{ job(id: "${missing}") { id } }` })).json.data.job).toBeNull();
     expect(errorOf(await gqlPost(r.b, { query: `mutation { cancelJob(id: "${missing}") }` }))).toBe('JOB_NOT_FOUND');
     expect(codeOf(await wsRun(ws(r.b), EVENTS, { id: missing }))).toBe('JOB_NOT_FOUND');
-    const stranger = await gqlPost(r.b, { query: '{ job(id: "zz.1") { id } }' });
+    // job(id) answers null for any job this system does not have, whichever replica the id names
+    expect((await gqlPost(r.b, { query: '{ job(id: "zz.1") { id } }' })).json).toEqual({ data: { job: null } });
+    const stranger = await gqlPost(r.b, { query: 'mutation { cancelJob(id: "zz.1") }' });
     expect(errorOf(stranger)).toBe('JOB_NOT_FOUND');
     expect(stranger.json.errors[0].message).toMatch(/replica "zz"/);
+    expect(codeOf(await wsRun(ws(r.b), EVENTS, { id: 'zz.1' }))).toBe('JOB_NOT_FOUND');
+    // ids are client input: only real peers become metric labels
+    for (let i = 0; i < 20; i++) await gqlPost(r.b, { query: `{ job(id: "junk${i}.x") { id } }` });
+    await fetch(r.b.url.replace('/graphql', `/images/junk_${'0'.repeat(32)}.png`));
+    expect(r.b.runtime.metrics.render()).not.toMatch(/replica="(junk|zz)/);
     expect(errorOf(await gqlPost(r.b, { query: 'mutation { closeSession(id: "zz.1") }' }))).toBe('SESSION_NOT_FOUND');
     expect(codeOf(await wsRun(ws(r.b), 'subscription { understand(input: { prompt: "hi", sessionId: "zz.1" }) { text } }'))).toBe('SESSION_NOT_FOUND');
   });
@@ -220,10 +227,59 @@ describe('replicas', () => {
     expect(text).toMatch(/hyperbagel_gateway_forwarded_total\{field="imageJob",replica="a"\} [1-9]/);
   });
 
+  it('ends at once, without events, a resume through another replica from past a finished job\'s last event', async () => {
+    const id = await jobOnA({ mode: 'ONE_STEP' });
+    const all = events(await wsRun(ws(r.a), EVENTS, { id }));
+    for (const after of [all.length, all.length + 5]) {
+      const t0 = Date.now();
+      const got = await wsRun(ws(r.b), EVENTS, { id, after });
+      expect(got).toEqual([]);
+      expect(Date.now() - t0).toBeLessThan(1000); // no retries of a "lost" connection
+    }
+  });
+
+  it('cancels a forwarded attached job when its plain-HTTP client goes away, and frees the session', async () => {
+    const sid = (await gqlPost(r.a, { query: 'mutation { createSession }' })).json.data.createSession;
+    const aborted = r.engineA.stats.generateAborted;
+    const ac = new AbortController();
+    const req = fetch(r.b.url, {
+      method: 'POST',
+      signal: ac.signal,
+      headers: { 'content-type': 'application/json', accept: 'application/json' },
+      body: JSON.stringify({ query: 'mutation($i: GenerateImageInput!) { generateImage(input: $i) { id result { stage } } }', variables: { i: { prompt: 'a red circle', sessionId: sid, mode: 'BASELINE', steps: 100 } } }),
+    }).catch(() => undefined);
+    await waitFor(() => r.engineA.stats.active > 0, 'the job running on a');
+    ac.abort();
+    await req;
+    await waitFor(() => r.engineA.stats.generateAborted === aborted + 1, 'a cancelled the work');
+    await waitFor(() => r.b.runtime.activeStreamCount === 0, 'b closed its stream');
+    await waitFor(() => r.a.runtime.activeStreamCount === 0, 'a closed the relay');
+    const closed = await gqlPost(r.b, { query: 'mutation($id: ID!) { closeSession(id: $id) }', variables: { id: sid } });
+    expect(closed.json.data?.closeSession, JSON.stringify(closed.json)).toBe(true);
+  });
+
+  it('refuses image paths other than a token: nothing of the client\'s path reaches a peer', async () => {
+    const { get } = await import('node:http');
+    const raw = (path: string) =>
+      new Promise<number>((resolve) => get({ host: '127.0.0.1', port: new URL(r.b.url).port, path }, (res) => (res.resume(), resolve(res.statusCode!))));
+    const token = 'a_' + '0'.repeat(32);
+    expect(await raw(`/images/${token}.png/../../metrics`)).toBe(404);
+    expect(await raw(`/images/${token}.png/../../graphql`)).toBe(404);
+    expect(await raw(`/images/${token}.png.exe`)).toBe(404);
+    expect(r.a.runtime.metrics.render()).not.toMatch(/"\/metrics"/);
+  });
+
   it('fails with UNAVAILABLE when the owner does not answer', async () => {
-    r.peersB.set('c', 'http://127.0.0.1:9/graphql'); // nothing listens on port 9
+    const { createServer } = await import('node:net');
+    const closed = createServer();
+    await new Promise<void>((res) => closed.listen(0, '127.0.0.1', res));
+    const port = (closed.address() as { port: number }).port;
+    await new Promise((res) => closed.close(res));
+    r.peersB.set('c', `http://127.0.0.1:${port}/graphql`); // nothing listens there any more
     const res = await gqlPost(r.b, { query: '{ job(id: "c.1") { id } }' });
     expect(errorOf(res)).toBe('UNAVAILABLE');
+    expect(res.json.errors[0].message).toMatch(/ECONNREFUSED/);
+    expect(res.json.errors[0].extensions).toEqual({ code: 'UNAVAILABLE', replica: 'c' }); // nothing internal
     expect((await fetch(r.b.url.replace('/graphql', '/images/c_' + '0'.repeat(32) + '.png'))).status).toBe(502);
     expect(res.json.errors[0].message).toMatch(/Replica "c" did not answer/);
     expect(codeOf(await wsRun(ws(r.b), EVENTS, { id: 'c.1' }))).toBe('UNAVAILABLE');
@@ -239,7 +295,7 @@ describe('replica misconfiguration and shutdown', () => {
       (r.a.runtime.relay!.peers.config.peers as Map<string, string>).set('x', r.b.url);
       const res = await gqlPost(r.b, { query: '{ job(id: "x.1") { id } }' });
       expect(errorOf(res)).toBe('JOB_NOT_FOUND');
-      expect(res.json.errors[0].message).toMatch(/replica "b" forwarded it to this replica \("a"\), but it belongs to "x"/);
+      expect(res.json.errors[0].message).toMatch(/marked as from replica "b"\) to this replica \("a"\), but the job belongs to "x".*its --peer URL for "x" points here/);
       expect(errorOf(await gqlPost(r.b, { query: 'mutation { closeSession(id: "x.1") }' }))).toBe('SESSION_NOT_FOUND');
       expect(r.a.runtime.metrics.forwarded.get({ field: 'job', replica: 'x' })).toBe(0);
     } finally {
@@ -282,7 +338,7 @@ describe('replica misconfiguration and shutdown', () => {
         mode = m;
         const res = await gqlPost(b, { query: '{ job(id: "j.1") { id } }' });
         expect(errorOf(res), m).toBe('UNAVAILABLE');
-        expect(res.json.errors[0].message).toMatch(/Replica "j" did not answer \(HTTP (502|200)\)/);
+        expect(res.json.errors[0].message).toMatch(m === 'html' ? /Replica "j" did not answer \(HTTP 502\)/ : /Replica "j" answered HTTP 200 at http:\/\/127\.0\.0\.1:\d+\/graphql: check its --peer URL/);
       }
       // a job the junk peer "has" ({"job":...} is never sent), so the subscription fails at its first question
       mode = 'html';
@@ -323,6 +379,35 @@ describe('replica misconfiguration and shutdown', () => {
       await a.close();
       await single.close();
       await impostor.close();
+    }
+  });
+
+  it('does not hang on an owner that stops sending (frozen): the stream fails with UNAVAILABLE after its retries', async () => {
+    const { createServer } = await import('node:http');
+    const streams: Array<{ destroy(): void }> = [];
+    const frozen = createServer((req, res) => {
+      req.resume();
+      if (req.headers.accept === 'text/event-stream') {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.flushHeaders(); // then silence: no events, no keep-alives
+        streams.push(res.socket!);
+      } else res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ data: { job: { id: 'f.1', status: 'RUNNING', mode: 'PROGRESSIVE', seed: 1 } } }));
+    });
+    await new Promise<void>((res) => frozen.listen(0, '127.0.0.1', res));
+    const peers = new Map([['f', `http://127.0.0.1:${(frozen.address() as { port: number }).port}/graphql`]]);
+    const b = await start({ engine: new FakeEngine(), replica: { id: 'b', peers, requestTimeoutMs: 1000, streamIdleMs: 300 } });
+    try {
+      const t0 = Date.now();
+      // the subscribe succeeded (the owner answered the job query), so the failure is the stream's `error` message
+      const code = await wsRun(ws(b), EVENTS, { id: 'f.1' }).then(codeOf, (e) => e.errors?.[0]?.extensions?.code);
+      expect(code).toBe('UNAVAILABLE');
+      expect(Date.now() - t0).toBeLessThan(10_000);
+      expect(streams.length).toBe(4); // the first try and three retries
+      await waitFor(() => b.runtime.activeStreamCount === 0, 'b closed the stream');
+    } finally {
+      await b.close();
+      for (const s of streams) s.destroy();
+      frozen.close();
     }
   });
 
@@ -390,7 +475,7 @@ describe('a relayed job whose connection to its owner drops', () => {
       calls.push(after);
       const rest = log.filter((e) => (e['seq'] as number) > after);
       for (const [i, e] of rest.entries()) {
-        if ((failAlways || calls.length === 1) && i === dropAfter) throw new GatewayError('UNAVAILABLE', 'connection lost', { transient: true });
+        if ((failAlways || calls.length === 1) && i === dropAfter) throw transient(new GatewayError('UNAVAILABLE', 'connection lost'));
         yield { imageJob: e };
       }
     };
