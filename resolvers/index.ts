@@ -260,7 +260,8 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
     field: 'generateImage' | 'editImage',
     prompt: string,
     input: ImageJobInput,
-    sourceImage: Promise<RgbImage | undefined>,
+    /** decodes the request's image; called only when this replica runs the job (a forwarded one sends the bytes on) */
+    decodeSourceImage: () => Promise<RgbImage | undefined>,
     ctx: GatewayContext,
     info: GraphQLResolveInfo,
   ): Promise<ImageJob> {
@@ -269,6 +270,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
     if (sessionOwner) return forwardImageJob(field, sessionOwner, input, ctx, info);
     // the image decodes while the input is checked; a check that throws first must not leave its
     // rejection unhandled (that would take the process down)
+    const sourceImage = decodeSourceImage();
     sourceImage.catch(() => undefined);
     rt.engine; // throws UNAVAILABLE before any work when the model is not loaded
     const mode = input.mode ?? 'PROGRESSIVE';
@@ -426,15 +428,16 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
   async function forwardUnderstand(owner: string, input: UnderstandInput, ctx: GatewayContext): Promise<AsyncIterableIterator<{ understand: UnderstandEvent }>> {
     const forwarded = await portableInput(input);
     const controller = new AbortController();
-    const onAbort = () => controller.abort();
-    ctx.signal.addEventListener('abort', onAbort, { once: true });
     const closeStream = rt.openStream('understand');
+    // the client leaving ends it all, even before the first event (yoga may never call next or return then)
+    const onAbort = () => close();
+    ctx.signal.addEventListener('abort', onAbort, { once: true });
     const events = rt.relay!.understand(owner, forwarded as unknown as Record<string, unknown>, ctx.apiKey, controller.signal);
-    const close = () => {
+    function close() {
       ctx.signal.removeEventListener('abort', onAbort);
       controller.abort();
       closeStream();
-    };
+    }
     // fail the subscribe itself (not its first event) when the owner refuses it outright
     let pending: IteratorResult<Record<string, unknown>> | undefined;
     try {
@@ -503,9 +506,9 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
       },
     },
     Mutation: {
-      generateImage: (_p, { input }, ctx, info) => startImageJob('generateImage', input.prompt, input, Promise.resolve(undefined), ctx, info),
+      generateImage: (_p, { input }, ctx, info) => startImageJob('generateImage', input.prompt, input, async () => undefined, ctx, info),
       editImage: (_p, { input }, ctx, info) =>
-        startImageJob('editImage', input.instruction, input, input.image ? imageFromInput(input.image, L) : Promise.resolve(undefined), ctx, info),
+        startImageJob('editImage', input.instruction, input, async () => (input.image ? imageFromInput(input.image, L) : undefined), ctx, info),
       cancelJob: (_p, { id }, ctx) => {
         rt.metrics.operations.inc({ field: 'cancelJob' });
         const owner = rt.relay?.remoteOwner(id, 'job', ctx.forwardedBy);

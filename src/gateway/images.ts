@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import sharp, { type Metadata, type ResizeOptions } from 'sharp';
 import type { RgbImage } from '../engine/types.ts';
 import { GatewayError } from './errors.ts';
+import { REPLICA_ID_RE } from './replicas.ts';
 import type { ImageInput } from './schema-types.ts';
 
 /** Decoded inputs larger than this are centre-cropped to a square and scaled down to this side, so a huge-but-allowed image cannot balloon memory. */
@@ -187,12 +188,15 @@ export class ImageStore {
   }
 }
 
+/** `[<replica id>_]<32 hex>[.<ext>]` (the replica id without its anchors) */
+const TOKEN_RE = new RegExp(`^((?:(${REPLICA_ID_RE.source.slice(1, -1)})_)?[0-9a-f]{32})(\\.(?:png|jpg|webp|bin))?$`);
+
 /**
  * `/images/<token>[.<ext>]` -> the token, the replica it names (undefined: a plain token) and the
  * canonical name to ask that replica for; null for anything else (so no other path can be built from it).
  */
 export function parseImageToken(name: string): { token: string; owner?: string; name: string } | null {
-  const m = /^((?:([a-z0-9][a-z0-9-]{0,31})_)?[0-9a-f]{32})(\.(?:png|jpg|webp|bin))?$/.exec(name);
+  const m = TOKEN_RE.exec(name);
   return m ? { token: m[1]!, owner: m[2], name: m[1]! + (m[3] ?? '') } : null;
 }
 

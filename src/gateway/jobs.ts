@@ -33,7 +33,9 @@ export interface JobEvent {
   readonly error?: { code: ErrorCode; message: string };
 }
 
-const TERMINAL: ReadonlySet<JobStatus> = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED']);
+export const TERMINAL: ReadonlySet<JobStatus> = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED']);
+
+export const jobNotFound = (id: string) => new GatewayError('JOB_NOT_FOUND', `No job ${JSON.stringify(id).slice(0, 80)} (it may have expired)`);
 
 export class ImageJobRecord {
   readonly createdAt = Date.now();
@@ -125,7 +127,7 @@ export class ImageJobRecord {
       released = true;
       this.watchers--;
       if (this.watchers > 0 || this.terminal) return;
-      if (this.attached) this.onUnwatchedCancel(this, 'client_gone');
+      if (this.attached) this.whenUnwatched('client_gone');
       else this.armUnwatchedTimer();
     };
   }
@@ -133,9 +135,14 @@ export class ImageJobRecord {
   private armUnwatchedTimer(): void {
     clearTimeout(this.unwatchedTimer);
     this.unwatchedTimer = setTimeout(() => {
-      if (this.watchers === 0 && !this.terminal) this.onUnwatchedCancel(this, 'unwatched_timeout');
+      if (this.watchers === 0 && !this.terminal) this.whenUnwatched('unwatched_timeout');
     }, this.unwatchedTimeoutMs);
     this.unwatchedTimer.unref();
+  }
+
+  /** Nobody watches the job (an attached one at once, a detached one after the timeout): here, cancel it. */
+  protected whenUnwatched(reason: string): void {
+    this.onUnwatchedCancel(this, reason);
   }
 
   /** The final frame, or the job's typed error. */
@@ -304,7 +311,7 @@ export class JobManager {
 
   get(id: string): ImageJobRecord {
     const job = this.jobs.get(id);
-    if (!job) throw new GatewayError('JOB_NOT_FOUND', `No job ${JSON.stringify(id).slice(0, 80)} (it may have expired)`);
+    if (!job) throw jobNotFound(id);
     return job;
   }
 

@@ -7,9 +7,11 @@
 // received, and after RETRIES failed tries the record breaks with UNAVAILABLE.
 import type { InputImageInfo as EngineInputImageInfo } from '../engine/types.ts';
 import { GatewayError, toGatewayError } from './errors.ts';
-import { ImageJobRecord, type FrameRecord, type JobEvent, type JobFrame } from './jobs.ts';
+import { ImageJobRecord, jobNotFound, TERMINAL, type FrameRecord, type JobEvent, type JobFrame } from './jobs.ts';
 import type { GatewayMetrics } from './metrics.ts';
-import { isTransient, ownerOf, PeerClient, type Json } from './replicas.ts';
+import { isTransient, PeerClient, type Json } from './peer-client.ts';
+import { ownerOf } from './replicas.ts';
+import { linkedSignal, sleep } from './signals.ts';
 import type { ErrorCode, GenerationMode, JobStatus } from './schema-types.ts';
 
 /** Everything a client can select on an ImageFrame, images as base64 (the owner's URLs may not be reachable from the client). */
@@ -21,6 +23,13 @@ const IMAGE_JOB = `subscription RelayImageJob($id: ID!, $after: Int) {
 }`;
 const JOB = `query RelayJob($id: ID!) { job(id: $id) { id status mode seed } }`;
 const CANCEL_JOB = `mutation RelayCancelJob($id: ID!) { cancelJob(id: $id) }`;
+/**
+ * An attached job (its mutation here selects previews or result) is started attached on its owner
+ * too: the deferred result keeps this request open for the job's life, and the owner cancels the job
+ * when the request goes, exactly as for a client of its own (this replica closing it, or failing).
+ */
+const ATTACHED = (field: 'generateImage' | 'editImage') =>
+  `mutation RelayAttached($input: ${field === 'generateImage' ? 'GenerateImageInput' : 'EditImageInput'}!) { job: ${field}(input: $input) { id status mode seed ... @defer { result { stage } } } }`;
 const CLOSE_SESSION = `mutation RelayCloseSession($id: ID!) { closeSession(id: $id) }`;
 const GENERATE = `mutation RelayGenerateImage($input: GenerateImageInput!) { job: generateImage(input: $input) { id status mode seed } }`;
 const EDIT = `mutation RelayEditImage($input: EditImageInput!) { job: editImage(input: $input) { id status mode seed } }`;
@@ -34,7 +43,8 @@ const UNDERSTAND = `subscription RelayUnderstand($input: UnderstandInput!) {
   }
 }`;
 
-const TERMINAL_STATUS: ReadonlySet<JobStatus> = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED']);
+/** The subscriptions whose events a relay passes on: they select every field (the schema test checks). */
+export const RELAYED_SUBSCRIPTIONS = { imageJob: IMAGE_JOB, understand: UNDERSTAND };
 
 /** Reconnects to the owner before a relayed job breaks, and the wait before each (ms). */
 const RETRY_DELAYS_MS = [100, 400, 1600];
@@ -81,17 +91,6 @@ function frameIn(f: RemoteFrame): JobFrame {
   };
 }
 
-const sleep = (ms: number, signal: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
-
 /** Where a relayed job's events come from. */
 export interface RelaySource {
   peers: PeerClient;
@@ -107,7 +106,7 @@ export interface RelaySource {
 /** An image job another replica runs, mirrored from that replica's event log. */
 export class RelayedJob extends ImageJobRecord {
   override readonly slidesPreviews = false;
-  private upstream?: AbortController;
+  private upstream?: ReturnType<typeof linkedSignal>;
 
   constructor(
     summary: Pick<RemoteJobSummary, 'id' | 'mode' | 'seed'>,
@@ -115,31 +114,33 @@ export class RelayedJob extends ImageJobRecord {
     private readonly opts: {
       /** the first event wanted is the one after this (the client's `after`; default 0) */
       from?: number;
-      /** an attached job (its mutation selected previews or result): cancel it at the owner when nobody here watches it */
-      cancelWhenUnwatched?: boolean;
+      /** an attached job's open request to its owner (ATTACHED): closing it cancels the job there */
+      attachment?: AbortController;
     } = {},
   ) {
-    super(summary.id, summary.mode, summary.seed, false, UNWATCHED_GRACE_MS, (job) => (job as RelayedJob).unwatched());
+    super(summary.id, summary.mode, summary.seed, false, UNWATCHED_GRACE_MS, () => undefined);
   }
 
   override watch(): () => void {
     const release = super.watch();
     if (!this.upstream && !this.terminal && !this.broken && !this.source.closing?.aborted) {
-      this.upstream = new AbortController();
-      const closing = this.source.closing;
-      void this.pump(closing ? AbortSignal.any([this.upstream.signal, closing]) : this.upstream.signal);
+      const upstream = (this.upstream = linkedSignal(this.source.closing));
+      void this.pump(upstream.signal).finally(upstream.dispose);
     }
     return release;
   }
 
   /** Nobody here watches any more: this mirror (one per operation) ends, and an attached job is cancelled at its owner. */
-  private unwatched(): void {
+  protected override whenUnwatched(): void {
+    this.fail(new GatewayError('CANCELLED', 'Nobody on this replica watches the job any more'));
+  }
+
+  /** Ends this mirror: its connection to the owner closes, and an attached job's request too (the owner cancels the job). */
+  override fail(error: GatewayError): void {
+    super.fail(error);
     this.upstream?.abort();
     this.upstream = undefined;
-    if (this.terminal) return;
-    const { peers, owner, url, apiKey } = this.source;
-    if (this.opts.cancelWhenUnwatched) peers.request(owner, url, CANCEL_JOB, { id: this.id }, apiKey).catch(() => undefined);
-    this.fail(new GatewayError('CANCELLED', 'Nobody on this replica watches the job any more'));
+    if (!this.terminal) this.opts.attachment?.abort();
   }
 
   /** Follows the owner's log from the last event received, reconnecting after a lost connection. */
@@ -159,8 +160,8 @@ export class RelayedJob extends ImageJobRecord {
         // the owner completed the stream with nothing after `after`: the job has ended there, and the
         // client asked to start past its last event; learn how it ended
         const summary = (await peers.request(owner, url, JOB, { id: this.id }, apiKey, signal))['job'] as RemoteJobSummary | null;
-        if (!summary) throw new GatewayError('JOB_NOT_FOUND', `No job ${JSON.stringify(this.id).slice(0, 80)} (it may have expired)`);
-        if (!TERMINAL_STATUS.has(summary.status)) throw new GatewayError('INTERNAL', `Replica "${owner}" ended job ${this.id}'s stream while the job is ${summary.status}`);
+        if (!summary) throw jobNotFound(this.id);
+        if (!TERMINAL.has(summary.status)) throw new GatewayError('INTERNAL', `Replica "${owner}" ended job ${this.id}'s stream while the job is ${summary.status}`);
         this.endWithoutEvent(summary.status);
         return;
       } catch (e) {
@@ -244,7 +245,7 @@ export class Relay {
     // ask first, so a missing job fails the subscribe itself, as a local one does
     const data = await this.peers.request(owner, url, JOB, { id }, apiKey, signal);
     const summary = data['job'] as RemoteJobSummary | null;
-    if (!summary) throw new GatewayError('JOB_NOT_FOUND', `No job ${JSON.stringify(id).slice(0, 80)} (it may have expired)`);
+    if (!summary) throw jobNotFound(id);
     return new RelayedJob(summary, this.source(owner, url, apiKey), { from: after });
   }
 
@@ -260,13 +261,48 @@ export class Relay {
     return data['closeSession'] === true;
   }
 
-  /** Starts the image job on the owner of the input's session; returns its mirror. */
+  /**
+   * Starts the image job on the owner of the input's session; returns its mirror. An attached one
+   * stays attached there (ATTACHED): a client leaving before the owner answers cancels it too.
+   */
   async startImageJob(field: 'generateImage' | 'editImage', owner: string, input: Json, attached: boolean, apiKey: string | undefined, signal?: AbortSignal): Promise<{ job: RelayedJob; status: JobStatus }> {
     this.count(field, owner);
     const url = this.peers.endpoint(owner, 'session', String(input['sessionId']));
-    const data = await this.peers.request(owner, url, field === 'generateImage' ? GENERATE : EDIT, { input }, apiKey, signal);
-    const summary = data['job'] as RemoteJobSummary;
-    return { job: new RelayedJob(summary, this.source(owner, url, apiKey), { cancelWhenUnwatched: attached }), status: summary.status };
+    if (!attached) {
+      const summary = (await this.peers.request(owner, url, field === 'generateImage' ? GENERATE : EDIT, { input }, apiKey, signal))['job'] as RemoteJobSummary;
+      return { job: new RelayedJob(summary, this.source(owner, url, apiKey)), status: summary.status };
+    }
+    const attachment = new AbortController();
+    const untilAnswer = linkedSignal(signal); // the client leaving before the answer ends the request (and the job)
+    const onAbort = () => attachment.abort();
+    untilAnswer.signal.addEventListener('abort', onAbort, { once: true });
+    this.closing.addEventListener('abort', onAbort, { once: true });
+    const stream = this.peers.subscribe(owner, url, ATTACHED(field), { input }, apiKey, attachment.signal);
+    let first: IteratorResult<Json>;
+    try {
+      first = await stream.next();
+      if (attachment.signal.aborted) throw new GatewayError('CANCELLED', 'The request was cancelled');
+      if (first.done) throw new GatewayError('INTERNAL', `Replica "${owner}" started no job`);
+    } catch (e) {
+      attachment.abort();
+      this.closing.removeEventListener('abort', onAbort);
+      throw e;
+    } finally {
+      untilAnswer.signal.removeEventListener('abort', onAbort);
+      untilAnswer.dispose();
+    }
+    // the rest of the response (the deferred result) only keeps the request open until the job ends
+    void (async () => {
+      try {
+        while (!(await stream.next()).done);
+      } catch {
+        // the job's own events say how it ended
+      } finally {
+        this.closing.removeEventListener('abort', onAbort);
+      }
+    })();
+    const summary = first.value['job'] as RemoteJobSummary;
+    return { job: new RelayedJob(summary, this.source(owner, url, apiKey), { attachment }), status: summary.status };
   }
 
   /** The owner's understand stream for the input's session, event by event (the schema's UnderstandEvent). */

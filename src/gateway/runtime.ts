@@ -6,7 +6,8 @@ import { JobManager } from './jobs.ts';
 import { DEFAULT_LIMITS, type GatewayLimits } from './limits.ts';
 import { GatewayMetrics } from './metrics.ts';
 import { Relay } from './relay.ts';
-import { PeerClient, type ReplicaConfig } from './replicas.ts';
+import { PeerClient } from './peer-client.ts';
+import type { ReplicaConfig } from './replicas.ts';
 import { Scheduler } from './scheduler.ts';
 import { SessionStore } from './sessions.ts';
 

@@ -6,8 +6,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/cli/args.ts';
 import { parseServeArgs, replicaFrom, serveOptions } from '../../src/cli/commands/serve.ts';
 import { GatewayError } from '../../src/gateway/errors.ts';
-import { RelayedJob } from '../../src/gateway/relay.ts';
-import { ownerOf, parsePeers, PeerClient, transient, type Json } from '../../src/gateway/replicas.ts';
+import { RELAYED_SUBSCRIPTIONS, RelayedJob } from '../../src/gateway/relay.ts';
+import { PeerClient, transient, type Json } from '../../src/gateway/peer-client.ts';
+import { ownerOf, parsePeers } from '../../src/gateway/replicas.ts';
 import type { RunningServer } from '../../src/gateway/server.ts';
 import { FakeEngine } from './fake-engine.ts';
 import { gqlPost, httpStream, start, waitFor, wsClient, wsRun, type Payload } from './helpers.ts';
@@ -440,6 +441,116 @@ describe('replica misconfiguration and shutdown', () => {
       expect(status.json.data.job.status).toBe('RUNNING'); // a detached job keeps running for later watchers
     } finally {
       await r.a.close();
+    }
+  });
+});
+
+describe('replicas: what a review found', () => {
+  it('survives a bad image sent with another replica\'s session (the decode is never started for a forwarded edit)', async () => {
+    const b = await start({ engine: new FakeEngine(), replica: { id: 'b', peers: new Map(), requestTimeoutMs: 1000 } });
+    try {
+      const edit = 'mutation($i: EditImageInput!) { editImage(input: $i) { id } }';
+      const bad = { instruction: 'make it blue', sessionId: 'zz.1', image: { base64: 'bm90IGFuIGltYWdl' } };
+      expect(errorOf(await gqlPost(b, { query: edit, variables: { i: bad } }))).toBe('SESSION_NOT_FOUND');
+      // also when the request claims to be forwarded (remoteOwner throws first)
+      expect(errorOf(await gqlPost(b, { query: edit, variables: { i: bad } }, { 'hyperbagel-forwarded-by': 'x' }))).toBe('SESSION_NOT_FOUND');
+      await new Promise((r) => setTimeout(r, 100)); // an unhandled rejection would have ended the process by now
+      expect((await gqlPost(b, { query: '{ health { status } }' })).json.data.health.status).toBe('ok');
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('lets a forwarded understand wait in the owner\'s queue longer than the request timeout, as a direct client may', async () => {
+    const peers = new Map<string, string>();
+    const engineA = new FakeEngine({ stepMs: 40 });
+    const a = await start({ engine: engineA, limits: { maxConcurrentJobs: 1 }, replica: { id: 'a', peers: new Map(), requestTimeoutMs: 300 } });
+    const b = await start({ engine: new FakeEngine(), replica: { id: 'b', peers, requestTimeoutMs: 300 } });
+    peers.set('a', a.url);
+    try {
+      const sid = (await gqlPost(a, { query: 'mutation { createSession }' })).json.data.createSession;
+      const busy = wsRun(ws(a), 'subscription { understand(input: { prompt: "hold the slot", maxTokens: 25 }) { done } }');
+      await waitFor(() => engineA.stats.active > 0, 'the slot taken');
+      const out = await wsRun(ws(b), 'subscription($i: UnderstandInput!) { understand(input: $i) { done } }', { i: { prompt: 'then me', sessionId: sid, maxTokens: 2 } });
+      expect(out.at(-1)).toMatchObject({ data: { understand: { done: true } } });
+      await busy;
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('releases a forwarded understand stream whose SSE client leaves before the first event', async () => {
+    const peers = new Map<string, string>();
+    const engineA = new FakeEngine({ stepMs: 40 });
+    const a = await start({ engine: engineA, limits: { maxConcurrentJobs: 1 }, replica: { id: 'a', peers: new Map(), requestTimeoutMs: 2000 } });
+    const b = await start({ engine: new FakeEngine(), replica: { id: 'b', peers, requestTimeoutMs: 2000 } });
+    peers.set('a', a.url);
+    try {
+      const sid = (await gqlPost(a, { query: 'mutation { createSession }' })).json.data.createSession;
+      const busy = wsRun(ws(a), 'subscription { understand(input: { prompt: "hold the slot", maxTokens: 25 }) { done } }');
+      await waitFor(() => engineA.stats.active > 0, 'the slot taken');
+      const ac = new AbortController();
+      const pending = fetch(b.url, {
+        method: 'POST',
+        signal: ac.signal,
+        headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
+        body: JSON.stringify({ query: `subscription { understand(input: { prompt: "then me", sessionId: "${sid}" }) { done } }` }),
+      }).catch(() => undefined);
+      await waitFor(() => b.runtime.activeStreamCount === 1, 'the forwarded stream open on b');
+      ac.abort();
+      await pending;
+      await waitFor(() => b.runtime.activeStreamCount === 0, 'b released it');
+      await busy;
+      await waitFor(() => a.runtime.activeStreamCount === 0, 'a released it');
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('starts a forwarded attached job attached on its owner: the owner cancels it when the forwarding replica goes', async () => {
+    const r = await pair();
+    try {
+      const sid = (await gqlPost(r.a, { query: 'mutation { createSession }' })).json.data.createSession;
+      const aborted = r.engineA.stats.generateAborted;
+      void wsRun(ws(r.b), 'mutation($i: GenerateImageInput!) { generateImage(input: $i) { id result { stage } } }', { i: { prompt: 'a red circle', sessionId: sid, mode: 'BASELINE', steps: 200 } }).catch(() => undefined);
+      await waitFor(() => r.engineA.stats.active > 0, 'the job running on a');
+      await r.b.close(); // no cancelJob is sent: the open request closing is what tells a
+      await waitFor(() => r.engineA.stats.generateAborted === aborted + 1, 'a cancelled the job');
+      await waitFor(() => r.a.runtime.activeStreamCount === 0, 'a released it');
+      expect((await gqlPost(r.a, { query: 'mutation($id: ID!) { closeSession(id: $id) }', variables: { id: sid } })).json.data.closeSession).toBe(true);
+    } finally {
+      await r.a.close();
+    }
+  });
+
+  it('relays every field the schema has for the events it forwards (a new schema field fails here until the relay selects it)', async () => {
+    const { buildSchema, getNamedType, isObjectType, parse, visit, TypeInfo, visitWithTypeInfo } = await import('graphql');
+    const { readFileSync } = await import('node:fs');
+    const schema = buildSchema(readFileSync(new URL('../../schema.graphql', import.meta.url), 'utf8'));
+    // computed here from the bytes (Image.byteLength), pointing here (Image.url), or the id asked for (jobId): not relayed
+    const local = new Set(['Image.byteLength', 'Image.url', 'ImageEvent.jobId']);
+    for (const [field, doc] of Object.entries(RELAYED_SUBSCRIPTIONS)) {
+      const selected = new Map<string, Set<string>>(); // type -> fields selected on it
+      const info = new TypeInfo(schema);
+      visit(parse(doc), visitWithTypeInfo(info, { Field: () => {
+        const parent = info.getParentType()!.name;
+        const name = info.getFieldDef()!.name;
+        selected.set(parent, (selected.get(parent) ?? new Set()).add(name));
+      } }));
+      const missing: string[] = [];
+      for (const [typeName, fields] of selected) {
+        if (typeName === 'Subscription') continue;
+        const t = schema.getType(typeName);
+        if (!isObjectType(t)) continue;
+        for (const f of Object.values(t.getFields())) if (!fields.has(f.name) && !local.has(`${typeName}.${f.name}`)) missing.push(`${typeName}.${f.name}`);
+        for (const f of Object.values(t.getFields())) {
+          const inner = getNamedType(f.type);
+          if (isObjectType(inner) && !local.has(`${typeName}.${f.name}`) && !selected.has(inner.name)) missing.push(`${inner.name} (under ${typeName}.${f.name})`);
+        }
+      }
+      expect(missing, field).toEqual([]);
     }
   });
 });

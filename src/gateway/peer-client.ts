@@ -1,0 +1,268 @@
+// The client side of forwarding (see replicas.ts): runs an operation on the replica that owns an id,
+// over that replica's own GraphQL API (HTTP for queries and mutations, SSE for subscriptions), and
+// turns whatever comes back into the owner's typed errors or UNAVAILABLE.
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { GatewayError } from './errors.ts';
+import { FORWARDED_HEADER, type ReplicaConfig } from './replicas.ts';
+import { ErrorCodeValues, type ErrorCode } from './schema-types.ts';
+import { linkedSignal, sleep } from './signals.ts';
+
+const CODES = new Set<string>(ErrorCodeValues);
+
+/** `path` beside a peer's GraphQL endpoint (…/graphql -> …/health), so a peer behind a path prefix works too. */
+function peerPath(endpoint: string, path: string): URL {
+  return new URL(path, endpoint);
+}
+
+interface RemoteError {
+  message?: unknown;
+  extensions?: { code?: unknown; [k: string]: unknown };
+}
+
+/** The peer's typed error, re-raised here with its code and its client-facing details. */
+function remoteError(e: RemoteError | undefined): GatewayError {
+  const code = typeof e?.extensions?.code === 'string' && CODES.has(e.extensions.code) ? (e.extensions.code as ErrorCode) : 'INTERNAL';
+  const message = typeof e?.message === 'string' ? e.message : 'The owning replica failed the request';
+  const { code: _code, ...details } = e?.extensions ?? {};
+  return new GatewayError(code, message, details);
+}
+
+/** A lost or refused connection to a peer (not the peer's own answer): worth trying again. Not shown to clients. */
+const TRANSIENT = Symbol('transient');
+
+export function transient(e: GatewayError): GatewayError {
+  Object.defineProperty(e, TRANSIENT, { value: true });
+  return e;
+}
+
+/** True for a lost or refused connection to a peer (not the peer's own answer): worth trying again. */
+export function isTransient(e: unknown): boolean {
+  return e instanceof GatewayError && (e as unknown as Record<symbol, unknown>)[TRANSIENT] === true;
+}
+
+/** A network error's reason, with its cause (undici's "fetch failed" hides ECONNREFUSED there). */
+function reason(e: unknown): string {
+  const err = e as Error & { cause?: { code?: string; message?: string } };
+  const cause = err?.cause?.code ?? err?.cause?.message;
+  return cause ? `${err.message}: ${cause}` : String(err?.message ?? e);
+}
+
+export type Json = Record<string, unknown>;
+
+
+/** Forwards operations to the replica that owns an id. */
+export class PeerClient {
+  constructor(
+    readonly config: ReplicaConfig,
+    private readonly fetchImpl: typeof fetch = fetch,
+  ) {}
+
+  /** The peer's endpoint for `owner`, or JOB_NOT_FOUND / SESSION_NOT_FOUND naming an unknown owner. */
+  endpoint(owner: string, kind: 'job' | 'session', id: string): string {
+    const url = this.config.peers.get(owner);
+    if (url) return url;
+    throw new GatewayError(kind === 'job' ? 'JOB_NOT_FOUND' : 'SESSION_NOT_FOUND', `No ${kind} ${JSON.stringify(id).slice(0, 80)}: it belongs to replica "${owner.slice(0, 32)}", which this replica has no address for`);
+  }
+
+  private headers(apiKey: string | undefined, accept: string): Record<string, string> {
+    return { 'content-type': 'application/json', accept, [FORWARDED_HEADER]: this.config.id, ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}) };
+  }
+
+  /**
+   * The owner's answer to a request it refused before running it. 401 / 403 there mean the replicas
+   * disagree (API keys, Host check): the client's own request was fine here, so that is not its error.
+   */
+  private refused(owner: string, status: number, errors: RemoteError[] | undefined): GatewayError {
+    if (status === 401 || status === 403) {
+      const why = typeof errors?.[0]?.message === 'string' ? `: ${errors[0].message}` : '';
+      return new GatewayError('UNAVAILABLE', `Replica "${owner}" refused a request forwarded from this replica (HTTP ${status}${why}); replicas must share their API keys and accept each other's Host`, { replica: owner });
+    }
+    return errors?.length ? remoteError(errors[0]) : this.wrongAnswer(owner, status);
+  }
+
+  /** The owner could not be reached, or the connection was lost: transient (a relayed stream tries again). */
+  private unreachable(owner: string, why: string): GatewayError {
+    return transient(new GatewayError('UNAVAILABLE', `Replica "${owner}" did not answer (${why}); retry shortly`, { replica: owner }));
+  }
+
+  /** The peer answered, but not as a gateway would (a wrong --peer URL, a proxy's error page). 5xx may pass. */
+  private wrongAnswer(owner: string, status: number): GatewayError {
+    if (status >= 500) return this.unreachable(owner, `HTTP ${status}`);
+    return new GatewayError('UNAVAILABLE', `Replica "${owner}" answered HTTP ${status} at ${this.config.peers.get(owner) ?? '?'}: check its --peer URL`, { replica: owner });
+  }
+
+  /**
+   * An image another replica stores (`Image.url` there): fetched from the owner's `/images/` with
+   * this replica's forwarding mark. Undefined when the owner has no such image (expired) or is
+   * unknown; UNAVAILABLE when it does not answer.
+   */
+  async image(owner: string, token: string): Promise<{ bytes: Buffer; mimeType: string; etag?: string } | undefined> {
+    const endpoint = this.config.peers.get(owner);
+    if (!endpoint) return undefined;
+    // only the validated token travels: nothing of the client's path reaches the peer
+    const url = peerPath(endpoint, `images/${token}`);
+    let res: Response;
+    let bytes: Buffer;
+    try {
+      res = await this.fetchImpl(url, { headers: { [FORWARDED_HEADER]: this.config.id }, signal: AbortSignal.timeout(this.config.requestTimeoutMs) });
+      bytes = Buffer.from(await res.arrayBuffer());
+    } catch (e) {
+      throw this.unreachable(owner, reason(e));
+    }
+    if (res.status === 404) return undefined;
+    const mimeType = res.headers.get('content-type') ?? '';
+    if (res.status !== 200 || !mimeType.startsWith('image/')) throw this.wrongAnswer(owner, res.status);
+    return { bytes, mimeType, etag: res.headers.get('etag') ?? undefined };
+  }
+
+  /**
+   * Asks each peer's /health which replica it is, until it answers (a peer may start later), and
+   * logs a warning for one that answers as another replica (or as a single server).
+   */
+  async checkPeers(log: (message: string) => void, signal: AbortSignal, tries = 30, everyMs = 2000): Promise<void> {
+    await Promise.all(
+      [...this.config.peers].map(async ([id, endpoint]) => {
+        const warn = (what: string) => log(`hyperbagel: WARNING: peer ${id} (${endpoint}) ${what}: operations on ${id}'s jobs and sessions will fail. Check --peer / HYPERBAGEL_PEERS.`);
+        for (let i = 0; i < tries && !signal.aborted; i++) {
+          const linked = linkedSignal(signal, this.config.requestTimeoutMs);
+          let text: string;
+          try {
+            text = await (await this.fetchImpl(peerPath(endpoint, 'health'), { signal: linked.signal })).text();
+          } catch {
+            await sleep(everyMs, signal); // not up yet (or gone): try again
+            continue;
+          } finally {
+            linked.dispose();
+          }
+          let replica: unknown;
+          try {
+            replica = (JSON.parse(text) as { replica?: unknown }).replica;
+          } catch {
+            return warn('answers, but not as a hyperbagel gateway');
+          }
+          if (replica !== id) warn(`answers as ${typeof replica === 'string' ? `replica "${replica.slice(0, 32)}"` : 'a server with no replica id'}`);
+          return;
+        }
+        if (!signal.aborted) log(`hyperbagel: WARNING: peer ${id} (${endpoint}) has not answered in ${Math.round((tries * everyMs) / 1000)} s; operations on its jobs and sessions answer UNAVAILABLE until it does.`);
+      }),
+    );
+  }
+
+  /** Runs a query or mutation on the owner; returns its `data`, or throws the owner's typed error. */
+  async request(owner: string, url: string, query: string, variables: Json, apiKey: string | undefined, signal?: AbortSignal): Promise<Json> {
+    const linked = linkedSignal(signal, this.config.requestTimeoutMs);
+    let res: Response;
+    let text: string;
+    try {
+      res = await this.fetchImpl(url, {
+        method: 'POST',
+        headers: this.headers(apiKey, 'application/graphql-response+json, application/json'),
+        body: JSON.stringify({ query, variables }),
+        signal: linked.signal,
+      });
+      text = await res.text();
+    } catch (e) {
+      if (signal?.aborted) throw new GatewayError('CANCELLED', 'The request was cancelled');
+      throw this.unreachable(owner, linked.timedOut() ? `no answer in ${this.config.requestTimeoutMs} ms` : reason(e));
+    } finally {
+      linked.dispose();
+    }
+    let body: { data?: Json | null; errors?: RemoteError[] } | undefined;
+    try {
+      body = JSON.parse(text) as typeof body;
+    } catch {
+      body = undefined; // not JSON (a proxy's error page): judged by the status below
+    }
+    if (res.status === 401 || res.status === 403 || body?.errors?.length) throw this.refused(owner, res.status, body?.errors);
+    if (!res.ok || !body?.data) throw this.wrongAnswer(owner, res.status);
+    return body.data;
+  }
+
+  /**
+   * Runs a subscription on the owner over SSE and yields each event's `data`. Ends when the owner
+   * completes it; throws the owner's typed error, or UNAVAILABLE (transient) when the connection is
+   * lost before the owner completed it. Aborting `signal` closes the connection, which the owner
+   * sees as a client gone.
+   */
+  async *subscribe(owner: string, url: string, query: string, variables: Json, apiKey: string | undefined, signal: AbortSignal): AsyncGenerator<Json> {
+    // node:http rather than fetch: a relayed stream carries every event of a job or an answer, and
+    // undici's web-stream body costs several times more per event than a classic socket stream
+    const target = new URL(url);
+    const body = JSON.stringify({ query, variables });
+    const req = (target.protocol === 'https:' ? httpsRequest : httpRequest)(target, {
+      method: 'POST',
+      headers: { ...this.headers(apiKey, 'text/event-stream'), 'content-length': Buffer.byteLength(body) },
+      signal,
+    });
+    // Before the response only the connection is timed: the owner answers a subscription once its
+    // subscribe returns, which for understand means once the request has a job slot there, and a
+    // client of the owner's own would wait as long. After it, the idle bound, which the owner's
+    // keep-alives reset: a frozen owner must not hang streams here.
+    const connectTimer = setTimeout(() => req.destroy(new Error(`no connection in ${this.config.requestTimeoutMs} ms`)), this.config.requestTimeoutMs);
+    req.once('socket', (socket) => {
+      if (socket.connecting) socket.once('connect', () => clearTimeout(connectTimer));
+      else clearTimeout(connectTimer);
+    });
+    req.once('close', () => clearTimeout(connectTimer));
+    req.end(body);
+    let res: IncomingMessage;
+    try {
+      res = await new Promise<IncomingMessage>((resolve, reject) => {
+        req.once('response', resolve);
+        req.once('error', reject);
+      });
+    } catch (e) {
+      if (signal.aborted) return;
+      throw this.unreachable(owner, reason(e));
+    }
+    clearTimeout(connectTimer);
+    const idleMs = this.config.streamIdleMs ?? 30_000;
+    req.setTimeout(idleMs, () => req.destroy(new Error(`nothing received for ${idleMs} ms`)));
+    // from here the request's errors surface as the response stream's
+    req.on('error', () => undefined);
+    try {
+      if (res.statusCode !== 200 || !(res.headers['content-type'] ?? '').startsWith('text/event-stream')) {
+        // the owner refused before streaming (auth, a malformed request): its JSON error, if any
+        let errors: RemoteError[] | undefined;
+        try {
+          const chunks: Buffer[] = [];
+          for await (const c of res) chunks.push(c as Buffer);
+          errors = (JSON.parse(Buffer.concat(chunks).toString('utf8')) as { errors?: RemoteError[] })?.errors;
+        } catch {
+          // not JSON: judged by the status
+        }
+        throw this.refused(owner, res.statusCode ?? 0, errors);
+      }
+      res.setEncoding('utf8'); // a multi-byte character split across chunks stays whole
+      let buffered = '';
+      let completed = false;
+      try {
+        for await (const chunk of res) {
+          buffered += chunk as string;
+          let end: number;
+          while ((end = buffered.indexOf('\n\n')) >= 0) {
+            const block = buffered.slice(0, end);
+            buffered = buffered.slice(end + 2);
+            const event = /^event: *(\S+)/m.exec(block)?.[1];
+            if (event === 'complete') {
+              completed = true;
+              return;
+            }
+            if (event !== 'next') continue; // comments (keep-alive pings)
+            const data = JSON.parse(block.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5)).join('\n')) as { data?: Json; errors?: RemoteError[] };
+            if (data.errors?.length) throw remoteError(data.errors[0]);
+            if (data.data) yield data.data;
+          }
+        }
+      } catch (e) {
+        if (signal.aborted) return;
+        if (e instanceof GatewayError) throw e;
+        throw this.unreachable(owner, `connection lost: ${(e as Error).message}`);
+      }
+      if (!completed && !signal.aborted) throw this.unreachable(owner, 'connection closed before the stream completed');
+    } finally {
+      res.destroy();
+    }
+  }
+}
