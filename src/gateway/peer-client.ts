@@ -3,12 +3,19 @@
 // turns whatever comes back into the owner's typed errors or UNAVAILABLE.
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
+import { lookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
 import { GatewayError } from './errors.ts';
-import { FORWARDED_HEADER, type ReplicaConfig } from './replicas.ts';
+import { FORWARDED_FOR_HEADER, FORWARDED_HEADER, type ReplicaConfig } from './replicas.ts';
 import { ErrorCodeValues, type ErrorCode } from './schema-types.ts';
 import { linkedSignal, sleep } from './signals.ts';
 
 const CODES = new Set<string>(ErrorCodeValues);
+
+/** An IPv4 address as IPv4 even when it arrives IPv4-mapped on an IPv6 socket. */
+function normalizeAddress(address: string): string {
+  return address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
+}
 
 /** `path` beside a peer's GraphQL endpoint (…/graphql -> …/health), so a peer behind a path prefix works too. */
 function peerPath(endpoint: string, path: string): URL {
@@ -50,13 +57,46 @@ function reason(e: unknown): string {
 
 export type Json = Record<string, unknown>;
 
+/** Who asked for a forwarded operation: the key to present to the owner, and the identity its per-client limits count. */
+export interface Caller {
+  apiKey?: string;
+  client?: string;
+}
+
 
 /** Forwards operations to the replica that owns an id. */
 export class PeerClient {
+  /** the addresses the peers' host names resolved to: requests from these (or from a peer's IP literal) may speak for a client */
+  private readonly addresses = new Set<string>();
+
   constructor(
     readonly config: ReplicaConfig,
     private readonly fetchImpl: typeof fetch = fetch,
   ) {}
+
+  /** Resolves the peers' host names (IP literals are known from the start); failures are retried by the next call. */
+  async resolveAddresses(): Promise<void> {
+    await Promise.all(
+      [...this.config.peers.values()].map(async (url) => {
+        const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
+        if (isIP(host)) return;
+        try {
+          for (const { address } of await lookup(host, { all: true })) this.addresses.add(normalizeAddress(address));
+        } catch {
+          // not resolvable yet
+        }
+      }),
+    );
+  }
+
+  /** Is this socket address one of the peers'? (Only then does the owner trust FORWARDED_FOR_HEADER.) */
+  isPeerAddress(address: string | undefined): boolean {
+    if (address === undefined) return false;
+    const a = normalizeAddress(address);
+    if (this.addresses.has(a)) return true;
+    for (const url of this.config.peers.values()) if (normalizeAddress(new URL(url).hostname.replace(/^\[|\]$/g, '')) === a) return true;
+    return false;
+  }
 
   /** The peer's endpoint for `owner`, or JOB_NOT_FOUND / SESSION_NOT_FOUND naming an unknown owner. */
   endpoint(owner: string, kind: 'job' | 'session', id: string): string {
@@ -65,8 +105,14 @@ export class PeerClient {
     throw new GatewayError(kind === 'job' ? 'JOB_NOT_FOUND' : 'SESSION_NOT_FOUND', `No ${kind} ${JSON.stringify(id).slice(0, 80)}: it belongs to replica "${owner.slice(0, 32)}", which this replica has no address for`);
   }
 
-  private headers(apiKey: string | undefined, accept: string): Record<string, string> {
-    return { 'content-type': 'application/json', accept, [FORWARDED_HEADER]: this.config.id, ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}) };
+  private headers(caller: Caller, accept: string): Record<string, string> {
+    return {
+      'content-type': 'application/json',
+      accept,
+      [FORWARDED_HEADER]: this.config.id,
+      ...(caller.client ? { [FORWARDED_FOR_HEADER]: caller.client } : {}),
+      ...(caller.apiKey ? { authorization: `Bearer ${caller.apiKey}` } : {}),
+    };
   }
 
   /**
@@ -121,6 +167,7 @@ export class PeerClient {
    * logs a warning for one that answers as another replica (or as a single server).
    */
   async checkPeers(log: (message: string) => void, signal: AbortSignal, tries = 30, everyMs = 2000): Promise<void> {
+    await this.resolveAddresses();
     await Promise.all(
       [...this.config.peers].map(async ([id, endpoint]) => {
         const warn = (what: string) => log(`hyperbagel: WARNING: peer ${id} (${endpoint}) ${what}: operations on ${id}'s jobs and sessions will fail. Check --peer / HYPERBAGEL_PEERS.`);
@@ -135,6 +182,7 @@ export class PeerClient {
           } finally {
             linked.dispose();
           }
+          void this.resolveAddresses(); // it answers now, so its name resolves (if it did not at start)
           let replica: unknown;
           try {
             replica = (JSON.parse(text) as { replica?: unknown }).replica;
@@ -150,14 +198,14 @@ export class PeerClient {
   }
 
   /** Runs a query or mutation on the owner; returns its `data`, or throws the owner's typed error. */
-  async request(owner: string, url: string, query: string, variables: Json, apiKey: string | undefined, signal?: AbortSignal): Promise<Json> {
+  async request(owner: string, url: string, query: string, variables: Json, caller: Caller, signal?: AbortSignal): Promise<Json> {
     const linked = linkedSignal(signal, this.config.requestTimeoutMs);
     let res: Response;
     let text: string;
     try {
       res = await this.fetchImpl(url, {
         method: 'POST',
-        headers: this.headers(apiKey, 'application/graphql-response+json, application/json'),
+        headers: this.headers(caller, 'application/graphql-response+json, application/json'),
         body: JSON.stringify({ query, variables }),
         signal: linked.signal,
       });
@@ -185,14 +233,14 @@ export class PeerClient {
    * lost before the owner completed it. Aborting `signal` closes the connection, which the owner
    * sees as a client gone.
    */
-  async *subscribe(owner: string, url: string, query: string, variables: Json, apiKey: string | undefined, signal: AbortSignal): AsyncGenerator<Json> {
+  async *subscribe(owner: string, url: string, query: string, variables: Json, caller: Caller, signal: AbortSignal): AsyncGenerator<Json> {
     // node:http rather than fetch: a relayed stream carries every event of a job or an answer, and
     // undici's web-stream body costs several times more per event than a classic socket stream
     const target = new URL(url);
     const body = JSON.stringify({ query, variables });
     const req = (target.protocol === 'https:' ? httpsRequest : httpRequest)(target, {
       method: 'POST',
-      headers: { ...this.headers(apiKey, 'text/event-stream'), 'content-length': Buffer.byteLength(body) },
+      headers: { ...this.headers(caller, 'text/event-stream'), 'content-length': Buffer.byteLength(body) },
       signal,
     });
     // Before the response only the connection is timed: the owner answers a subscription once its

@@ -9,7 +9,7 @@ import type { InputImageInfo as EngineInputImageInfo } from '../engine/types.ts'
 import { GatewayError, toGatewayError } from './errors.ts';
 import { ImageJobRecord, jobNotFound, TERMINAL, type FrameRecord, type JobEvent, type JobFrame } from './jobs.ts';
 import type { GatewayMetrics } from './metrics.ts';
-import { isTransient, PeerClient, type Json } from './peer-client.ts';
+import { isTransient, PeerClient, type Caller, type Json } from './peer-client.ts';
 import { ownerOf } from './replicas.ts';
 import { linkedSignal, sleep } from './signals.ts';
 import type { ErrorCode, GenerationMode, JobStatus } from './schema-types.ts';
@@ -97,8 +97,8 @@ export interface RelaySource {
   owner: string;
   /** the owner's GraphQL endpoint */
   url: string;
-  /** the key the client presented here, presented to the owner in turn */
-  apiKey: string | undefined;
+  /** who asked here (their API key and rate identity), presented to the owner in turn */
+  caller: Caller;
   /** aborted when this replica shuts down: every connection to an owner closes */
   closing?: AbortSignal;
 }
@@ -150,16 +150,16 @@ export class RelayedJob extends ImageJobRecord {
       // from one event before the client's `after`: the owner answers a finished job with at least its
       // terminal event, so this record learns the job ended (the local consumer skips that event)
       const after = this.events.at(-1)?.seq ?? Math.max(0, (this.opts.from ?? 0) - 1);
-      const { peers, owner, url, apiKey } = this.source;
+      const { peers, owner, url, caller } = this.source;
       try {
-        for await (const data of peers.subscribe(owner, url, IMAGE_JOB, { id: this.id, after }, apiKey, signal)) {
+        for await (const data of peers.subscribe(owner, url, IMAGE_JOB, { id: this.id, after }, caller, signal)) {
           failures = 0;
           this.relay(data['imageJob'] as RemoteEvent);
         }
         if (signal.aborted || this.terminal) return;
         // the owner completed the stream with nothing after `after`: the job has ended there, and the
         // client asked to start past its last event; learn how it ended
-        const summary = (await peers.request(owner, url, JOB, { id: this.id }, apiKey, signal))['job'] as RemoteJobSummary | null;
+        const summary = (await peers.request(owner, url, JOB, { id: this.id }, caller, signal))['job'] as RemoteJobSummary | null;
         if (!summary) throw jobNotFound(this.id);
         if (!TERMINAL.has(summary.status)) throw new GatewayError('INTERNAL', `Replica "${owner}" ended job ${this.id}'s stream while the job is ${summary.status}`);
         this.endWithoutEvent(summary.status);
@@ -196,8 +196,8 @@ export class Relay {
     private readonly metrics: GatewayMetrics,
   ) {}
 
-  private source(owner: string, url: string, apiKey: string | undefined): RelaySource {
-    return { peers: this.peers, owner, url, apiKey, closing: this.closing };
+  private source(owner: string, url: string, caller: Caller): RelaySource {
+    return { peers: this.peers, owner, url, caller, closing: this.closing };
   }
 
   /** Closes every connection to an owner (shutdown). */
@@ -227,37 +227,37 @@ export class Relay {
   }
 
   /** The owner's summary of a job (null when it has none), and a log mirror for its frames. */
-  async job(owner: string, id: string, apiKey: string | undefined, signal?: AbortSignal): Promise<{ summary: RemoteJobSummary; mirror: () => RelayedJob } | null> {
+  async job(owner: string, id: string, caller: Caller, signal?: AbortSignal): Promise<{ summary: RemoteJobSummary; mirror: () => RelayedJob } | null> {
     if (!this.peers.config.peers.has(owner)) return null; // as for any job this system does not have
     this.count('job', owner);
     const url = this.peers.endpoint(owner, 'job', id);
-    const data = await this.peers.request(owner, url, JOB, { id }, apiKey, signal);
+    const data = await this.peers.request(owner, url, JOB, { id }, caller, signal);
     const summary = data['job'] as RemoteJobSummary | null;
     if (!summary) return null;
     let mirror: RelayedJob | undefined;
-    return { summary, mirror: () => (mirror ??= new RelayedJob(summary, this.source(owner, url, apiKey))) };
+    return { summary, mirror: () => (mirror ??= new RelayedJob(summary, this.source(owner, url, caller))) };
   }
 
   /** A mirror of the owner's job from event `after` on; JOB_NOT_FOUND when the owner has no such job. */
-  async imageJob(owner: string, id: string, after: number, apiKey: string | undefined, signal?: AbortSignal): Promise<RelayedJob> {
+  async imageJob(owner: string, id: string, after: number, caller: Caller, signal?: AbortSignal): Promise<RelayedJob> {
     this.count('imageJob', owner);
     const url = this.peers.endpoint(owner, 'job', id);
     // ask first, so a missing job fails the subscribe itself, as a local one does
-    const data = await this.peers.request(owner, url, JOB, { id }, apiKey, signal);
+    const data = await this.peers.request(owner, url, JOB, { id }, caller, signal);
     const summary = data['job'] as RemoteJobSummary | null;
     if (!summary) throw jobNotFound(id);
-    return new RelayedJob(summary, this.source(owner, url, apiKey), { from: after });
+    return new RelayedJob(summary, this.source(owner, url, caller), { from: after });
   }
 
-  async cancelJob(owner: string, id: string, apiKey: string | undefined): Promise<boolean> {
+  async cancelJob(owner: string, id: string, caller: Caller): Promise<boolean> {
     this.count('cancelJob', owner);
-    const data = await this.peers.request(owner, this.peers.endpoint(owner, 'job', id), CANCEL_JOB, { id }, apiKey);
+    const data = await this.peers.request(owner, this.peers.endpoint(owner, 'job', id), CANCEL_JOB, { id }, caller);
     return data['cancelJob'] === true;
   }
 
-  async closeSession(owner: string, id: string, apiKey: string | undefined): Promise<boolean> {
+  async closeSession(owner: string, id: string, caller: Caller): Promise<boolean> {
     this.count('closeSession', owner);
-    const data = await this.peers.request(owner, this.peers.endpoint(owner, 'session', id), CLOSE_SESSION, { id }, apiKey);
+    const data = await this.peers.request(owner, this.peers.endpoint(owner, 'session', id), CLOSE_SESSION, { id }, caller);
     return data['closeSession'] === true;
   }
 
@@ -265,19 +265,19 @@ export class Relay {
    * Starts the image job on the owner of the input's session; returns its mirror. An attached one
    * stays attached there (ATTACHED): a client leaving before the owner answers cancels it too.
    */
-  async startImageJob(field: 'generateImage' | 'editImage', owner: string, input: Json, attached: boolean, apiKey: string | undefined, signal?: AbortSignal): Promise<{ job: RelayedJob; status: JobStatus }> {
+  async startImageJob(field: 'generateImage' | 'editImage', owner: string, input: Json, attached: boolean, caller: Caller, signal?: AbortSignal): Promise<{ job: RelayedJob; status: JobStatus }> {
     this.count(field, owner);
     const url = this.peers.endpoint(owner, 'session', String(input['sessionId']));
     if (!attached) {
-      const summary = (await this.peers.request(owner, url, field === 'generateImage' ? GENERATE : EDIT, { input }, apiKey, signal))['job'] as RemoteJobSummary;
-      return { job: new RelayedJob(summary, this.source(owner, url, apiKey)), status: summary.status };
+      const summary = (await this.peers.request(owner, url, field === 'generateImage' ? GENERATE : EDIT, { input }, caller, signal))['job'] as RemoteJobSummary;
+      return { job: new RelayedJob(summary, this.source(owner, url, caller)), status: summary.status };
     }
     const attachment = new AbortController();
     const untilAnswer = linkedSignal(signal); // the client leaving before the answer ends the request (and the job)
     const onAbort = () => attachment.abort();
     untilAnswer.signal.addEventListener('abort', onAbort, { once: true });
     this.closing.addEventListener('abort', onAbort, { once: true });
-    const stream = this.peers.subscribe(owner, url, ATTACHED(field), { input }, apiKey, attachment.signal);
+    const stream = this.peers.subscribe(owner, url, ATTACHED(field), { input }, caller, attachment.signal);
     let first: IteratorResult<Json>;
     try {
       first = await stream.next();
@@ -302,13 +302,13 @@ export class Relay {
       }
     })();
     const summary = first.value['job'] as RemoteJobSummary;
-    return { job: new RelayedJob(summary, this.source(owner, url, apiKey), { attachment }), status: summary.status };
+    return { job: new RelayedJob(summary, this.source(owner, url, caller), { attachment }), status: summary.status };
   }
 
   /** The owner's understand stream for the input's session, event by event (the schema's UnderstandEvent). */
-  async *understand(owner: string, input: Json, apiKey: string | undefined, signal: AbortSignal): AsyncGenerator<Json> {
+  async *understand(owner: string, input: Json, caller: Caller, signal: AbortSignal): AsyncGenerator<Json> {
     this.count('understand', owner);
     const url = this.peers.endpoint(owner, 'session', String(input['sessionId']));
-    for await (const data of this.peers.subscribe(owner, url, UNDERSTAND, { input }, apiKey, signal)) yield data['understand'] as Json;
+    for await (const data of this.peers.subscribe(owner, url, UNDERSTAND, { input }, caller, signal)) yield data['understand'] as Json;
   }
 }

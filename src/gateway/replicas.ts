@@ -78,3 +78,10 @@ export function ownerOf(id: string): string | undefined {
  * again: with peers whose addresses do not match their ids, it would otherwise go round in a loop.
  */
 export const FORWARDED_HEADER = 'hyperbagel-forwarded-by';
+
+/**
+ * The client a forwarded operation is for (`key:…` or `ip:…`, as the forwarding replica counted it).
+ * The owner counts its per-client limits by it instead of the forwarding replica's address, but only
+ * for requests that come from a peer's address: a client cannot claim another identity with it.
+ */
+export const FORWARDED_FOR_HEADER = 'hyperbagel-forwarded-for';

@@ -20,7 +20,7 @@ import { directNextStream } from './ws-direct.ts';
 import { HostPolicy, OriginPolicy } from './origin.ts';
 import { RateLimiter, rateLimitedError } from './rate-limit.ts';
 import { queryShapeRule, type GatewayLimits } from './limits.ts';
-import { FORWARDED_HEADER, type ReplicaConfig } from './replicas.ts';
+import { FORWARDED_FOR_HEADER, FORWARDED_HEADER, type ReplicaConfig } from './replicas.ts';
 import { parseImageToken } from './images.ts';
 import { GatewayRuntime, type GatewayContext } from './runtime.ts';
 
@@ -241,6 +241,15 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   /** The rate-limit identity: a valid API key when auth is on, else the client's IP address. */
   const rateClient = (key: string | undefined, req: IncomingMessage) =>
     authOn && key && keyAllowed(apiKeys, key) ? `key:${key}` : `ip:${req.socket.remoteAddress ?? 'unknown'}`;
+  /**
+   * The client a peer forwarded this request for (the peer already rate-limited it), or undefined:
+   * only a request from a peer's address may speak for another client.
+   */
+  const forwardedFor = (req: IncomingMessage): string | undefined => {
+    const v = req.headers[FORWARDED_FOR_HEADER];
+    if (typeof v !== 'string' || !/^(key|ip):.{1,300}$/.test(v) || !rt.relay?.peers.isPeerAddress(req.socket.remoteAddress)) return undefined;
+    return v;
+  };
 
   const schema = createSchema<GatewayContext>({
     typeDefs: readSchemaSdl(),
@@ -436,7 +445,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
         signal: init.opSignal ?? init.request?.signal ?? new AbortController().signal,
         baseUrl: init.baseUrl ?? options.publicUrl ?? (host ? `http://${host}` : ''),
         // graphql-ws passes its own; over HTTP, the API key or the address of the node request
-        client: init.client ?? (init.req ? rateClient(httpKey, init.req) : undefined),
+        client: init.client ?? (init.req ? (forwardedFor(init.req) ?? rateClient(httpKey, init.req)) : undefined),
         apiKey: init.apiKey ?? (authOn && httpKey && keyAllowed(apiKeys, httpKey) ? httpKey : undefined),
         forwardedBy: init.request?.headers.get(FORWARDED_HEADER)?.slice(0, 64) ?? undefined,
       };
@@ -504,7 +513,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       }
       // every operation counts; CORS preflights and the GraphiQL page do not
       const isPage = isGraphiqlPage(dev, req.method, req.headers.accept, req.url ?? '/');
-      if (limiter.enabled && req.method !== 'OPTIONS' && !isPage) {
+      if (limiter.enabled && req.method !== 'OPTIONS' && !isPage && !forwardedFor(req)) {
         const wait = limiter.take(rateClient(extractApiKey(req.headers.authorization), req));
         if (wait > 0) {
           rt.metrics.rateLimited.inc({ transport: 'http' });

@@ -347,7 +347,7 @@ describe('replica misconfiguration and shutdown', () => {
       // a stream whose event is not JSON, and one that is HTML: typed errors from the peer client itself
       const client = new PeerClient({ id: 'b', peers, requestTimeoutMs: 2000 });
       const drain = async () => {
-        for await (const _ of client.subscribe('j', peers.get('j')!, 'subscription { x }', {}, undefined, new AbortController().signal));
+        for await (const _ of client.subscribe('j', peers.get('j')!, 'subscription { x }', {}, {}, new AbortController().signal));
       };
       mode = 'sse';
       await expect(drain()).rejects.toMatchObject({ code: 'UNAVAILABLE', message: expect.stringMatching(/Replica "j" did not answer \(connection lost/) });
@@ -555,6 +555,36 @@ describe('replicas: what a review found', () => {
   });
 });
 
+describe('per-client limits across replicas', () => {
+  it('counts a forwarded operation for its own client at the owner, not for the forwarding replica (which already rate-limited it)', async () => {
+    const peersA = new Map<string, string>();
+    const peersB = new Map<string, string>();
+    const a = await start({ engine: new FakeEngine(), limits: { rateLimitPerSecond: 1, rateLimitBurst: 2 }, replica: { id: 'a', peers: peersA, requestTimeoutMs: 2000 } });
+    const b = await start({ engine: new FakeEngine(), replica: { id: 'b', peers: peersB, requestTimeoutMs: 2000 } });
+    peersA.set('b', b.url);
+    peersB.set('a', a.url);
+    try {
+      // eight clients' worth of forwarded queries in a burst: a would refuse them all as one client (b's address)
+      const results = await Promise.all(Array.from({ length: 8 }, () => gqlPost(b, { query: '{ job(id: "a.00000000-0000-0000-0000-000000000000") { id } }' })));
+      expect(results.map((r) => errorOf(r) ?? 'ok')).toEqual(Array(8).fill('ok'));
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('does not let a request from a non-peer address speak for another client', async () => {
+    // the only peer lives at 127.0.0.2, so this test's requests (from 127.0.0.1) are not a peer's
+    const a = await start({ engine: new FakeEngine(), limits: { rateLimitPerSecond: 1, rateLimitBurst: 2 }, replica: { id: 'a', peers: new Map([['b', 'http://127.0.0.2:4999/graphql']]), requestTimeoutMs: 500 } });
+    try {
+      const spoofed = await Promise.all(Array.from({ length: 6 }, () => gqlPost(a, { query: '{ health { status } }' }, { 'hyperbagel-forwarded-for': 'ip:10.9.9.9' })));
+      expect(spoofed.filter((r) => r.status === 429).length).toBeGreaterThanOrEqual(3);
+    } finally {
+      await a.close();
+    }
+  });
+});
+
 describe('replicas with auth', () => {
   let r: Awaited<ReturnType<typeof pair>>;
   beforeAll(async () => {
@@ -603,7 +633,7 @@ describe('a relayed job whose connection to its owner drops', () => {
 
   it('reconnects from the last event it got, and relays each event once, with the owner\'s numbers', async () => {
     const { peers, calls } = flakyPeer(log, 2);
-    const job = new RelayedJob({ id: 'a.1', mode: 'PROGRESSIVE', seed: 1 }, { peers, owner: 'a', url: 'http://a.invalid/graphql', apiKey: undefined });
+    const job = new RelayedJob({ id: 'a.1', mode: 'PROGRESSIVE', seed: 1 }, { peers, owner: 'a', url: 'http://a.invalid/graphql', caller: {} });
     const release = job.watch();
     const final = await job.result();
     release();
@@ -615,7 +645,7 @@ describe('a relayed job whose connection to its owner drops', () => {
 
   it('breaks with UNAVAILABLE after the retries, and its waiters get that error', async () => {
     const { peers, calls } = flakyPeer(log, 0, true);
-    const job = new RelayedJob({ id: 'a.1', mode: 'PROGRESSIVE', seed: 1 }, { peers, owner: 'a', url: 'http://a.invalid/graphql', apiKey: undefined });
+    const job = new RelayedJob({ id: 'a.1', mode: 'PROGRESSIVE', seed: 1 }, { peers, owner: 'a', url: 'http://a.invalid/graphql', caller: {} });
     const release = job.watch();
     await expect(job.result()).rejects.toMatchObject({ code: 'UNAVAILABLE' });
     release();
