@@ -222,12 +222,13 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
    * An ImageJob. `events` is the record whose log serves previews and result: the job itself, or for
    * a job another replica owns, a mirror of its log opened only if the client asks for them.
    */
-  function jobOut(head: { id: string; mode: GenerationMode; seed: number; status: () => JobStatus }, events: () => ImageJobRecord): ImageJob {
+  function jobOut(head: { id: string; mode: GenerationMode; seed: number; status: () => JobStatus; lastSeq: () => number }, events: () => ImageJobRecord): ImageJob {
     return {
       id: head.id,
       status: head.status,
       mode: head.mode,
       seed: head.seed,
+      lastSeq: head.lastSeq,
       previews: (_args: unknown, ctx: GatewayContext) => {
         const job = events();
         return iterateJob(job, 0, {
@@ -353,7 +354,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
     });
   }
 
-  const localJobOut = (job: ImageJobRecord) => jobOut({ id: job.id, mode: job.mode, seed: job.seed, status: () => job.status }, () => job);
+  const localJobOut = (job: ImageJobRecord) => jobOut({ id: job.id, mode: job.mode, seed: job.seed, status: () => job.status, lastSeq: () => job.historySeq() }, () => job);
 
   /** An input whose image another replica must read: the image's bytes, as base64 (an upload cannot be forwarded as is). */
   async function portableInput<T extends { image?: ImageInput | null }>(input: T): Promise<T> {
@@ -369,10 +370,10 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
   async function forwardImageJob(field: 'generateImage' | 'editImage', owner: string, input: ImageJobInput, ctx: GatewayContext, info: GraphQLResolveInfo): Promise<ImageJob> {
     const attached = selects(info, ['previews', 'result']);
     const forwarded = await portableInput(input as ImageJobInput & { image?: ImageInput | null });
-    const { job, status } = await rt.relay!.startImageJob(field, owner, forwarded as unknown as Record<string, unknown>, attached, ctx.apiKey, ctx.signal);
+    const { job, status } = await rt.relay!.startImageJob(field, owner, forwarded as unknown as Record<string, unknown>, attached, ctx, ctx.signal);
     if (attached) watchWhileConnected(job, ctx);
     // the mirror learns the status from the owner's log once someone watches it; until then, the owner's answer
-    return jobOut({ id: job.id, mode: job.mode, seed: job.seed, status: () => (job.events.length ? job.status : status) }, () => job);
+    return jobOut({ id: job.id, mode: job.mode, seed: job.seed, status: () => (job.events.length ? job.status : status), lastSeq: () => job.historySeq() }, () => job);
   }
 
   function modelOut(): Model {
@@ -432,7 +433,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
     // the client leaving ends it all, even before the first event (yoga may never call next or return then)
     const onAbort = () => close();
     ctx.signal.addEventListener('abort', onAbort, { once: true });
-    const events = rt.relay!.understand(owner, forwarded as unknown as Record<string, unknown>, ctx.apiKey, controller.signal);
+    const events = rt.relay!.understand(owner, forwarded as unknown as Record<string, unknown>, ctx, controller.signal);
     function close() {
       ctx.signal.removeEventListener('abort', onAbort);
       controller.abort();
@@ -496,10 +497,10 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
       job: async (_p, { id }, ctx) => {
         const owner = rt.relay?.remoteOwner(id, 'job', ctx.forwardedBy);
         if (owner) {
-          const remote = await rt.relay!.job(owner, id, ctx.apiKey, ctx.signal);
+          const remote = await rt.relay!.job(owner, id, ctx, ctx.signal);
           if (!remote) return null;
           const { summary } = remote;
-          return jobOut({ id: summary.id, mode: summary.mode, seed: summary.seed, status: () => summary.status }, remote.mirror);
+          return jobOut({ id: summary.id, mode: summary.mode, seed: summary.seed, status: () => summary.status, lastSeq: () => summary.lastSeq }, remote.mirror);
         }
         const job = rt.jobs.find(id);
         return job ? localJobOut(job) : null;
@@ -512,7 +513,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
       cancelJob: (_p, { id }, ctx) => {
         rt.metrics.operations.inc({ field: 'cancelJob' });
         const owner = rt.relay?.remoteOwner(id, 'job', ctx.forwardedBy);
-        return owner ? rt.relay!.cancelJob(owner, id, ctx.apiKey) : rt.jobs.cancel(id);
+        return owner ? rt.relay!.cancelJob(owner, id, ctx) : rt.jobs.cancel(id);
       },
       createSession: () => {
         rt.metrics.operations.inc({ field: 'createSession' });
@@ -522,7 +523,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
       closeSession: (_p, { id }, ctx) => {
         rt.metrics.operations.inc({ field: 'closeSession' });
         const owner = rt.relay?.remoteOwner(id, 'session', ctx.forwardedBy);
-        return owner ? rt.relay!.closeSession(owner, id, ctx.apiKey) : rt.sessions.closeIdle(id);
+        return owner ? rt.relay!.closeSession(owner, id, ctx) : rt.sessions.closeIdle(id);
       },
     },
     Subscription: {
@@ -595,7 +596,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
           rt.metrics.operations.inc({ field: 'imageJob' });
           const start = range(after, 'after', 0, MAX_SEED) ?? 0;
           const owner = rt.relay?.remoteOwner(id, 'job', ctx.forwardedBy);
-          const job = owner ? await rt.relay!.imageJob(owner, id, start, ctx.apiKey, ctx.signal) : rt.jobs.get(id);
+          const job = owner ? await rt.relay!.imageJob(owner, id, start, ctx, ctx.signal) : rt.jobs.get(id);
           const release = job.watch();
           const closeStream = rt.openStream('image_job');
           return iterateJob(job, start, {

@@ -56,11 +56,6 @@ export class ImageJobRecord {
   readonly finished: Promise<void>;
   private resolveFinished!: () => void;
 
-  /**
-   * Whether a consumer that falls behind skips stale live previews. A relayed job's events were
-   * already thinned by its owner, so it delivers all it got.
-   */
-  readonly slidesPreviews: boolean = true;
 
   constructor(
     readonly id: string,
@@ -101,6 +96,14 @@ export class ImageJobRecord {
     clearTimeout(this.unwatchedTimer);
     this.resolveFinished();
     for (const l of [...this.listeners]) l();
+  }
+
+  /**
+   * The sequence number up to which the job's events are history for a consumer subscribing now: a
+   * replay it asked for, delivered whole (later, live previews may slide). Here, everything logged.
+   */
+  historySeq(): number {
+    return this.events.at(-1)?.seq ?? 0;
   }
 
   /** This record will get no more events (its owner is unreachable): waiting consumers get `error`. */
@@ -183,15 +186,15 @@ const isPreview = (ev: JobEvent | undefined) => ev?.frame?.frame.stage === 'prev
 /**
  * Picks what a consumer at `cursor` (count of events already consumed) gets next. A live preview is
  * skipped (counted as dropped) when a newer preview is already waiting behind it: the consumer fell
- * behind. Events logged before the consumer subscribed (`history`: a replay it asked for) are never
- * skipped, nor are finals, status changes and the terminal event.
+ * behind. Events numbered up to `history` (logged before the consumer subscribed: a replay it asked
+ * for) are never skipped, nor are finals, status changes and the terminal event.
  */
 export function pickNext(events: readonly JobEvent[], cursor: number, filter: (ev: JobEvent) => boolean, history = 0): { index: number; dropped: number } | undefined {
   let dropped = 0;
   for (let i = cursor; i < events.length; i++) {
     const ev = events[i]!;
     if (!filter(ev)) continue;
-    if (i >= history && isPreview(ev)) {
+    if (ev.seq > history && isPreview(ev)) {
       let newer = false;
       for (let j = i + 1; j < events.length; j++) if (isPreview(events[j]) && filter(events[j]!)) newer = true;
       if (newer) {
@@ -225,7 +228,7 @@ export function iterateJob<T>(
   // `after` may be ahead of the log (a client that saw more than this replica logged yet), so the
   // cursor (an index into the log) moves past every event numbered up to `after` as they arrive
   let cursor = 0;
-  const history = job.slidesPreviews ? job.events.length : Infinity;
+  const history = job.historySeq();
   let closed = false;
   let wake: (() => void) | undefined;
   const off = job.onChange(() => wake?.());

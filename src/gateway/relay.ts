@@ -21,7 +21,7 @@ const FRAME = `stage nfe step elapsedMs seed thought
 const IMAGE_JOB = `subscription RelayImageJob($id: ID!, $after: Int) {
   imageJob(id: $id, after: $after) { seq status done error { code message } frame { ${FRAME} } }
 }`;
-const JOB = `query RelayJob($id: ID!) { job(id: $id) { id status mode seed } }`;
+const JOB = `query RelayJob($id: ID!) { job(id: $id) { id status mode seed lastSeq } }`;
 const CANCEL_JOB = `mutation RelayCancelJob($id: ID!) { cancelJob(id: $id) }`;
 /**
  * An attached job (its mutation here selects previews or result) is started attached on its owner
@@ -29,10 +29,10 @@ const CANCEL_JOB = `mutation RelayCancelJob($id: ID!) { cancelJob(id: $id) }`;
  * when the request goes, exactly as for a client of its own (this replica closing it, or failing).
  */
 const ATTACHED = (field: 'generateImage' | 'editImage') =>
-  `mutation RelayAttached($input: ${field === 'generateImage' ? 'GenerateImageInput' : 'EditImageInput'}!) { job: ${field}(input: $input) { id status mode seed ... @defer { result { stage } } } }`;
+  `mutation RelayAttached($input: ${field === 'generateImage' ? 'GenerateImageInput' : 'EditImageInput'}!) { job: ${field}(input: $input) { id status mode seed lastSeq ... @defer { result { stage } } } }`;
 const CLOSE_SESSION = `mutation RelayCloseSession($id: ID!) { closeSession(id: $id) }`;
-const GENERATE = `mutation RelayGenerateImage($input: GenerateImageInput!) { job: generateImage(input: $input) { id status mode seed } }`;
-const EDIT = `mutation RelayEditImage($input: EditImageInput!) { job: editImage(input: $input) { id status mode seed } }`;
+const GENERATE = `mutation RelayGenerateImage($input: GenerateImageInput!) { job: generateImage(input: $input) { id status mode seed lastSeq } }`;
+const EDIT = `mutation RelayEditImage($input: EditImageInput!) { job: editImage(input: $input) { id status mode seed lastSeq } }`;
 const UNDERSTAND = `subscription RelayUnderstand($input: UnderstandInput!) {
   understand(input: $input) {
     text tokenIds acceptedTokens draftedTokens steps done finishReason fullText
@@ -56,6 +56,8 @@ export interface RemoteJobSummary {
   status: JobStatus;
   mode: GenerationMode;
   seed: number;
+  /** the owner's latest event when it answered: a consumer here replays up to it whole, as the owner would */
+  lastSeq: number;
 }
 
 interface RemoteFrame {
@@ -105,11 +107,10 @@ export interface RelaySource {
 
 /** An image job another replica runs, mirrored from that replica's event log. */
 export class RelayedJob extends ImageJobRecord {
-  override readonly slidesPreviews = false;
   private upstream?: ReturnType<typeof linkedSignal>;
 
   constructor(
-    summary: Pick<RemoteJobSummary, 'id' | 'mode' | 'seed'>,
+    private readonly summary: Pick<RemoteJobSummary, 'id' | 'mode' | 'seed' | 'lastSeq'>,
     private readonly source: RelaySource,
     private readonly opts: {
       /** the first event wanted is the one after this (the client's `after`; default 0) */
@@ -119,6 +120,11 @@ export class RelayedJob extends ImageJobRecord {
     } = {},
   ) {
     super(summary.id, summary.mode, summary.seed, false, UNWATCHED_GRACE_MS, () => undefined);
+  }
+
+  /** History is what the owner had logged when asked (the relayed log may not hold it yet). */
+  override historySeq(): number {
+    return Math.max(this.summary.lastSeq, super.historySeq());
   }
 
   override watch(): () => void {

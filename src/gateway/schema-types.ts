@@ -196,6 +196,8 @@ export interface ImageJob {
   status: Field<JobStatus>;
   mode: Field<GenerationMode>;
   seed: Field<number>;
+  /** Sequence number of the job's latest event (0 before the first): imageJob(id, after: lastSeq) delivers only what comes next. */
+  lastSeq: Field<number>;
   /** Preview frames as they are produced; request with @stream. Only the latest is kept for slow clients. */
   previews: Field<ListOf<ImageFrame>>;
   /** The final frame; put it in a @defer fragment to receive it last. A job that fails or is cancelled

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/cli/args.ts';
 import { parseServeArgs, replicaFrom, serveOptions } from '../../src/cli/commands/serve.ts';
 import { GatewayError } from '../../src/gateway/errors.ts';
+import { iterateJob } from '../../src/gateway/jobs.ts';
 import { RELAYED_SUBSCRIPTIONS, RelayedJob } from '../../src/gateway/relay.ts';
 import { PeerClient, transient, type Json } from '../../src/gateway/peer-client.ts';
 import { ownerOf, parsePeers } from '../../src/gateway/replicas.ts';
@@ -96,6 +97,15 @@ describe('replicas', () => {
     const seqs = [...first, ...rest].map((e: any) => e.seq);
     expect(seqs).toEqual(seqs.map((_, i) => i + 1));
     expect(rest.at(-1)).toMatchObject({ status: 'SUCCEEDED', done: true });
+  });
+
+  it('tells where a job\'s log ends (lastSeq), the same through either replica; resuming from it gives nothing more', async () => {
+    const id = await jobOnA({ mode: 'ONE_STEP' });
+    const all = events(await wsRun(ws(r.a), EVENTS, { id }));
+    const q = { query: 'query($id: ID!) { job(id: $id) { lastSeq } }', variables: { id } };
+    expect((await gqlPost(r.a, q)).json.data.job.lastSeq).toBe(all.at(-1).seq);
+    expect((await gqlPost(r.b, q)).json.data.job.lastSeq).toBe(all.at(-1).seq);
+    expect(await wsRun(ws(r.b), EVENTS, { id, after: all.at(-1).seq })).toEqual([]);
   });
 
   it('answers job(id) through another replica: status, mode, seed and the final frame', async () => {
@@ -631,9 +641,33 @@ describe('a relayed job whose connection to its owner drops', () => {
     { seq: 6, status: 'SUCCEEDED', done: true, error: null, frame: null },
   ];
 
+  it('lets a slow consumer skip stale live previews, but replays whole what the owner had logged when asked', async () => {
+    const previews: Json[] = [
+      { seq: 1, status: 'RUNNING', done: false, error: null, frame: null },
+      { seq: 2, status: 'RUNNING', done: false, error: null, frame: frame('PREVIEW', 1) },
+      { seq: 3, status: 'RUNNING', done: false, error: null, frame: frame('PREVIEW', 2) },
+      { seq: 4, status: 'RUNNING', done: false, error: null, frame: frame('PREVIEW', 3) },
+      { seq: 5, status: 'RUNNING', done: false, error: null, frame: frame('PREVIEW', 4) },
+      { seq: 6, status: 'RUNNING', done: false, error: null, frame: frame('FINAL', 6) },
+      { seq: 7, status: 'SUCCEEDED', done: true, error: null, frame: null },
+    ];
+    const { peers } = flakyPeer(previews, -1);
+    // the owner had logged up to seq 3 when asked: 1-3 are a replay, 4 and 5 arrive live
+    const job = new RelayedJob({ id: 'a.1', mode: 'PROGRESSIVE', seed: 1, lastSeq: 3 }, { peers, owner: 'a', url: 'http://a.invalid/graphql', caller: {} });
+    let dropped = 0;
+    const it = iterateJob(job, 0, { filter: () => true, isEnd: (j, c) => j.terminal && c >= j.events.length, map: (e) => e.seq, onDropped: (n) => (dropped += n) });
+    const release = job.watch();
+    await job.finished; // every event is relayed before the consumer reads any: it is as slow as can be
+    const got: number[] = [];
+    for await (const seq of it) got.push(seq);
+    release();
+    expect(got).toEqual([1, 2, 3, 5, 6, 7]); // preview 4 was superseded by 5 while the consumer lagged
+    expect(dropped).toBe(1);
+  });
+
   it('reconnects from the last event it got, and relays each event once, with the owner\'s numbers', async () => {
     const { peers, calls } = flakyPeer(log, 2);
-    const job = new RelayedJob({ id: 'a.1', mode: 'PROGRESSIVE', seed: 1 }, { peers, owner: 'a', url: 'http://a.invalid/graphql', caller: {} });
+    const job = new RelayedJob({ id: 'a.1', mode: 'PROGRESSIVE', seed: 1, lastSeq: 0 }, { peers, owner: 'a', url: 'http://a.invalid/graphql', caller: {} });
     const release = job.watch();
     const final = await job.result();
     release();
@@ -645,7 +679,7 @@ describe('a relayed job whose connection to its owner drops', () => {
 
   it('breaks with UNAVAILABLE after the retries, and its waiters get that error', async () => {
     const { peers, calls } = flakyPeer(log, 0, true);
-    const job = new RelayedJob({ id: 'a.1', mode: 'PROGRESSIVE', seed: 1 }, { peers, owner: 'a', url: 'http://a.invalid/graphql', caller: {} });
+    const job = new RelayedJob({ id: 'a.1', mode: 'PROGRESSIVE', seed: 1, lastSeq: 0 }, { peers, owner: 'a', url: 'http://a.invalid/graphql', caller: {} });
     const release = job.watch();
     await expect(job.result()).rejects.toMatchObject({ code: 'UNAVAILABLE' });
     release();
