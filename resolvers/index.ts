@@ -354,7 +354,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
     });
   }
 
-  const localJobOut = (job: ImageJobRecord) => jobOut({ id: job.id, mode: job.mode, seed: job.seed, status: () => job.status, lastSeq: () => job.historySeq() }, () => job);
+  const localJobOut = (job: ImageJobRecord) => jobOut({ id: job.id, mode: job.mode, seed: job.seed, status: () => job.status, lastSeq: () => job.lastSeq }, () => job);
 
   /** An input whose image another replica must read: the image's bytes, as base64 (an upload cannot be forwarded as is). */
   async function portableInput<T extends { image?: ImageInput | null }>(input: T): Promise<T> {
@@ -370,10 +370,10 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
   async function forwardImageJob(field: 'generateImage' | 'editImage', owner: string, input: ImageJobInput, ctx: GatewayContext, info: GraphQLResolveInfo): Promise<ImageJob> {
     const attached = selects(info, ['previews', 'result']);
     const forwarded = await portableInput(input as ImageJobInput & { image?: ImageInput | null });
-    const { job, status } = await rt.relay!.startImageJob(field, owner, forwarded as unknown as Record<string, unknown>, attached, ctx, ctx.signal);
+    const { job, summary } = await rt.relay!.startImageJob(field, owner, forwarded as unknown as Record<string, unknown>, attached, ctx, ctx.signal);
     if (attached) watchWhileConnected(job, ctx);
     // the mirror learns the status from the owner's log once someone watches it; until then, the owner's answer
-    return jobOut({ id: job.id, mode: job.mode, seed: job.seed, status: () => (job.events.length ? job.status : status), lastSeq: () => job.historySeq() }, () => job);
+    return jobOut({ id: job.id, mode: job.mode, seed: job.seed, status: () => (job.events.length ? job.status : summary.status), lastSeq: () => Math.max(summary.lastSeq, job.lastSeq) }, () => job);
   }
 
   function modelOut(): Model {

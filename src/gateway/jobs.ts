@@ -103,6 +103,11 @@ export class ImageJobRecord {
    * replay it asked for, delivered whole (later, live previews may slide). Here, everything logged.
    */
   historySeq(): number {
+    return this.lastSeq;
+  }
+
+  /** The sequence number of the latest event logged (0 before the first). */
+  get lastSeq(): number {
     return this.events.at(-1)?.seq ?? 0;
   }
 

@@ -6,7 +6,7 @@ import { request as httpsRequest } from 'node:https';
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { GatewayError } from './errors.ts';
-import { FORWARDED_FOR_HEADER, FORWARDED_HEADER, type ReplicaConfig } from './replicas.ts';
+import { FORWARDED_FOR_HEADER, FORWARDED_HEADER, PEER_SECRET_HEADER, type ReplicaConfig } from './replicas.ts';
 import { ErrorCodeValues, type ErrorCode } from './schema-types.ts';
 import { linkedSignal, sleep } from './signals.ts';
 
@@ -111,6 +111,7 @@ export class PeerClient {
       accept,
       [FORWARDED_HEADER]: this.config.id,
       ...(caller.client ? { [FORWARDED_FOR_HEADER]: caller.client } : {}),
+      ...(this.config.secret !== undefined ? { [PEER_SECRET_HEADER]: this.config.secret } : {}),
       ...(caller.apiKey ? { authorization: `Bearer ${caller.apiKey}` } : {}),
     };
   }
@@ -163,38 +164,70 @@ export class PeerClient {
   }
 
   /**
-   * Asks each peer's /health which replica it is, until it answers (a peer may start later), and
-   * logs a warning for one that answers as another replica (or as a single server).
+   * Asks each peer's /health which replica it is, until it answers (a peer may start later: it keeps
+   * asking, less often), and logs a warning for one that answers as another replica, as something
+   * else than a gateway, or refuses this replica's requests (its Host check); and once, for one that
+   * has not answered after `quietMs`.
    */
-  async checkPeers(log: (message: string) => void, signal: AbortSignal, tries = 30, everyMs = 2000): Promise<void> {
+  async checkPeers(log: (message: string) => void, signal: AbortSignal, everyMs = 2000, quietMs = 60_000): Promise<void> {
     await this.resolveAddresses();
     await Promise.all(
       [...this.config.peers].map(async ([id, endpoint]) => {
-        const warn = (what: string) => log(`hyperbagel: WARNING: peer ${id} (${endpoint}) ${what}: operations on ${id}'s jobs and sessions will fail. Check --peer / HYPERBAGEL_PEERS.`);
-        for (let i = 0; i < tries && !signal.aborted; i++) {
-          const linked = linkedSignal(signal, this.config.requestTimeoutMs);
-          let text: string;
-          try {
-            text = await (await this.fetchImpl(peerPath(endpoint, 'health'), { signal: linked.signal })).text();
-          } catch {
-            await sleep(everyMs, signal); // not up yet (or gone): try again
+        const warn = (what: string) => log(`hyperbagel: WARNING: peer ${id} (${endpoint}) ${what}. Check --peer / HYPERBAGEL_PEERS.`);
+        const started = Date.now();
+        let toldQuiet = false;
+        for (let wait = everyMs; !signal.aborted; wait = Math.min(wait * 2, 30_000)) {
+          const text = await this.fetchText(peerPath(endpoint, 'health'), signal);
+          if (text === undefined) {
+            if (!toldQuiet && Date.now() - started >= quietMs) {
+              toldQuiet = true;
+              log(`hyperbagel: WARNING: peer ${id} (${endpoint}) has not answered in ${Math.round((Date.now() - started) / 1000)} s; operations on its jobs and sessions answer UNAVAILABLE until it does (still asking).`);
+            }
+            await sleep(wait, signal);
             continue;
-          } finally {
-            linked.dispose();
           }
           void this.resolveAddresses(); // it answers now, so its name resolves (if it did not at start)
           let replica: unknown;
           try {
             replica = (JSON.parse(text) as { replica?: unknown }).replica;
           } catch {
-            return warn('answers, but not as a hyperbagel gateway');
+            return warn(`answers, but not as a hyperbagel gateway: operations on ${id}'s jobs and sessions will fail`);
           }
-          if (replica !== id) warn(`answers as ${typeof replica === 'string' ? `replica "${replica.slice(0, 32)}"` : 'a server with no replica id'}`);
+          if (replica !== id)
+            return warn(`answers as ${typeof replica === 'string' ? `replica "${replica.slice(0, 32)}"` : 'a server with no replica id'}: operations on ${id}'s jobs and sessions will fail`);
+          // /health skips the Host check that forwarded operations meet: ask /graphql too (401 is fine: auth is on)
+          const status = await this.postStatus(endpoint, signal);
+          if (status === 403) warn(`refuses this replica's requests (HTTP 403: its Host check; allow this peer URL's host there with --allow-host)`);
           return;
         }
-        if (!signal.aborted) log(`hyperbagel: WARNING: peer ${id} (${endpoint}) has not answered in ${Math.round((tries * everyMs) / 1000)} s; operations on its jobs and sessions answer UNAVAILABLE until it does.`);
       }),
     );
+  }
+
+  /** GET a URL's body as text, or undefined when it does not answer in time. */
+  private async fetchText(url: URL, signal: AbortSignal): Promise<string | undefined> {
+    const linked = linkedSignal(signal, this.config.requestTimeoutMs);
+    try {
+      return await (await this.fetchImpl(url, { signal: linked.signal })).text();
+    } catch {
+      return undefined;
+    } finally {
+      linked.dispose();
+    }
+  }
+
+  /** The HTTP status a peer's /graphql gives this replica's forwarded requests (undefined: no answer). */
+  private async postStatus(endpoint: string, signal: AbortSignal): Promise<number | undefined> {
+    const linked = linkedSignal(signal, this.config.requestTimeoutMs);
+    try {
+      const res = await this.fetchImpl(endpoint, { method: 'POST', headers: this.headers({}, 'application/json'), body: JSON.stringify({ query: '{ __typename }' }), signal: linked.signal });
+      await res.arrayBuffer();
+      return res.status;
+    } catch {
+      return undefined;
+    } finally {
+      linked.dispose();
+    }
   }
 
   /** Runs a query or mutation on the owner; returns its `data`, or throws the owner's typed error. */
@@ -233,7 +266,12 @@ export class PeerClient {
    * lost before the owner completed it. Aborting `signal` closes the connection, which the owner
    * sees as a client gone.
    */
-  async *subscribe(owner: string, url: string, query: string, variables: Json, caller: Caller, signal: AbortSignal): AsyncGenerator<Json> {
+  /**
+   * `answersAtOnce`: the owner answers this subscription as soon as it looks it up (imageJob, a
+   * mutation), so the wait for its response is timed like a request's. Without it (understand, which
+   * the owner answers once the request has a job slot there) only the connection is timed.
+   */
+  async *subscribe(owner: string, url: string, query: string, variables: Json, caller: Caller, signal: AbortSignal, answersAtOnce = true): AsyncGenerator<Json> {
     // node:http rather than fetch: a relayed stream carries every event of a job or an answer, and
     // undici's web-stream body costs several times more per event than a classic socket stream
     const target = new URL(url);
@@ -243,15 +281,16 @@ export class PeerClient {
       headers: { ...this.headers(caller, 'text/event-stream'), 'content-length': Buffer.byteLength(body) },
       signal,
     });
-    // Before the response only the connection is timed: the owner answers a subscription once its
-    // subscribe returns, which for understand means once the request has a job slot there, and a
-    // client of the owner's own would wait as long. After it, the idle bound, which the owner's
-    // keep-alives reset: a frozen owner must not hang streams here.
-    const connectTimer = setTimeout(() => req.destroy(new Error(`no connection in ${this.config.requestTimeoutMs} ms`)), this.config.requestTimeoutMs);
-    req.once('socket', (socket) => {
-      if (socket.connecting) socket.once('connect', () => clearTimeout(connectTimer));
-      else clearTimeout(connectTimer);
-    });
+    // Before the response: the request timeout, or for a subscription the owner may hold back (see
+    // answersAtOnce) only the connection, as a client of the owner's own would wait as long. After it,
+    // the idle bound, which the owner's keep-alives reset: a frozen owner must not hang streams here.
+    const ms = this.config.requestTimeoutMs;
+    const connectTimer = setTimeout(() => req.destroy(new Error(`no ${answersAtOnce ? 'answer' : 'connection'} in ${ms} ms`)), ms);
+    if (!answersAtOnce)
+      req.once('socket', (socket) => {
+        if (socket.connecting) socket.once('connect', () => clearTimeout(connectTimer));
+        else clearTimeout(connectTimer);
+      });
     req.once('close', () => clearTimeout(connectTimer));
     req.end(body);
     let res: IncomingMessage;

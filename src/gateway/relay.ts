@@ -23,6 +23,7 @@ const IMAGE_JOB = `subscription RelayImageJob($id: ID!, $after: Int) {
 }`;
 const JOB = `query RelayJob($id: ID!) { job(id: $id) { id status mode seed lastSeq } }`;
 const CANCEL_JOB = `mutation RelayCancelJob($id: ID!) { cancelJob(id: $id) }`;
+const PING = `query RelayPing { __typename }`;
 /**
  * An attached job (its mutation here selects previews or result) is started attached on its owner
  * too: the deferred result keeps this request open for the job's life, and the owner cancels the job
@@ -48,7 +49,11 @@ export const RELAYED_SUBSCRIPTIONS = { imageJob: IMAGE_JOB, understand: UNDERSTA
 
 /** Reconnects to the owner before a relayed job breaks, and the wait before each (ms). */
 const RETRY_DELAYS_MS = [100, 400, 1600];
-/** A relayed job nobody here watches closes its connection to the owner after this long. */
+/**
+ * A relayed job nobody here watches closes its connection to the owner after this long (another
+ * field of the same operation may be about to watch it). An attached one at once: the owner cancels
+ * the job then, as it would a local client's.
+ */
 const UNWATCHED_GRACE_MS = 250;
 
 export interface RemoteJobSummary {
@@ -110,7 +115,7 @@ export class RelayedJob extends ImageJobRecord {
   private upstream?: ReturnType<typeof linkedSignal>;
 
   constructor(
-    private readonly summary: Pick<RemoteJobSummary, 'id' | 'mode' | 'seed' | 'lastSeq'>,
+    summary: Pick<RemoteJobSummary, 'id' | 'mode' | 'seed'>,
     private readonly source: RelaySource,
     private readonly opts: {
       /** the first event wanted is the one after this (the client's `after`; default 0) */
@@ -119,12 +124,16 @@ export class RelayedJob extends ImageJobRecord {
       attachment?: AbortController;
     } = {},
   ) {
-    super(summary.id, summary.mode, summary.seed, false, UNWATCHED_GRACE_MS, () => undefined);
+    super(summary.id, summary.mode, summary.seed, false, opts.attachment ? 0 : UNWATCHED_GRACE_MS, () => undefined);
   }
 
-  /** History is what the owner had logged when asked (the relayed log may not hold it yet). */
+  /**
+   * Everything relayed is delivered: the owner already let previews slide for this replica's reading
+   * speed, and relayed events arrive in bursts, so two queued previews here do not mean the client
+   * fell behind (sliding on them would drop previews a direct client gets).
+   */
   override historySeq(): number {
-    return Math.max(this.summary.lastSeq, super.historySeq());
+    return Infinity;
   }
 
   override watch(): () => void {
@@ -271,12 +280,12 @@ export class Relay {
    * Starts the image job on the owner of the input's session; returns its mirror. An attached one
    * stays attached there (ATTACHED): a client leaving before the owner answers cancels it too.
    */
-  async startImageJob(field: 'generateImage' | 'editImage', owner: string, input: Json, attached: boolean, caller: Caller, signal?: AbortSignal): Promise<{ job: RelayedJob; status: JobStatus }> {
+  async startImageJob(field: 'generateImage' | 'editImage', owner: string, input: Json, attached: boolean, caller: Caller, signal?: AbortSignal): Promise<{ job: RelayedJob; summary: RemoteJobSummary }> {
     this.count(field, owner);
     const url = this.peers.endpoint(owner, 'session', String(input['sessionId']));
     if (!attached) {
       const summary = (await this.peers.request(owner, url, field === 'generateImage' ? GENERATE : EDIT, { input }, caller, signal))['job'] as RemoteJobSummary;
-      return { job: new RelayedJob(summary, this.source(owner, url, caller)), status: summary.status };
+      return { job: new RelayedJob(summary, this.source(owner, url, caller)), summary };
     }
     const attachment = new AbortController();
     const untilAnswer = linkedSignal(signal); // the client leaving before the answer ends the request (and the job)
@@ -308,13 +317,16 @@ export class Relay {
       }
     })();
     const summary = first.value['job'] as RemoteJobSummary;
-    return { job: new RelayedJob(summary, this.source(owner, url, caller), { attachment }), status: summary.status };
+    return { job: new RelayedJob(summary, this.source(owner, url, caller), { attachment }), summary };
   }
 
   /** The owner's understand stream for the input's session, event by event (the schema's UnderstandEvent). */
   async *understand(owner: string, input: Json, caller: Caller, signal: AbortSignal): AsyncGenerator<Json> {
     this.count('understand', owner);
     const url = this.peers.endpoint(owner, 'session', String(input['sessionId']));
-    for await (const data of this.peers.subscribe(owner, url, UNDERSTAND, { input }, caller, signal)) yield data['understand'] as Json;
+    // the owner answers only once the request has a job slot there, so its stream is not timed until
+    // then; ask first whether it answers at all (a frozen owner would otherwise hold this client)
+    await this.peers.request(owner, url, PING, {}, caller, signal);
+    for await (const data of this.peers.subscribe(owner, url, UNDERSTAND, { input }, caller, signal, false)) yield data['understand'] as Json;
   }
 }

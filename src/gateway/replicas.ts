@@ -8,7 +8,7 @@
 // connected to B, and `imageJob(id, after)` resumes on B by A's sequence numbers.
 //
 // Without a replica id (the default, one process) ids are plain UUIDs and nothing is forwarded.
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 
 /** Replica ids: short, URL- and log-safe, and never containing the id separator. */
 export const REPLICA_ID_RE = /^[a-z0-9][a-z0-9-]{0,31}$/;
@@ -20,6 +20,12 @@ export interface ReplicaConfig {
   readonly peers: ReadonlyMap<string, string>;
   /** How long a forwarded query or mutation, or a relayed stream's response headers, may take before UNAVAILABLE. */
   readonly requestTimeoutMs: number;
+  /**
+   * A secret the replicas share: a forwarded request carries it, and only then does the owner take
+   * it as forwarded (trusting the client identity it names). Without one, a request counts as
+   * forwarded when it comes from a peer's address.
+   */
+  readonly secret?: string;
   /**
    * A relayed stream that receives nothing for this long (the owner sends a keep-alive every 12 s) is
    * treated as a lost connection: a frozen owner cannot hang its streams here. Default 30 s.
@@ -85,3 +91,13 @@ export const FORWARDED_HEADER = 'hyperbagel-forwarded-by';
  * for requests that come from a peer's address: a client cannot claim another identity with it.
  */
 export const FORWARDED_FOR_HEADER = 'hyperbagel-forwarded-for';
+
+/** Carries the replicas' shared secret (ReplicaConfig.secret) on a forwarded request. */
+export const PEER_SECRET_HEADER = 'hyperbagel-peer-secret';
+
+/** Constant-time comparison of a header value with the shared secret. */
+export function secretMatches(value: string | string[] | undefined, secret: string): boolean {
+  if (typeof value !== 'string') return false;
+  const digest = (s: string) => createHash('sha256').update(s).digest();
+  return timingSafeEqual(digest(value), digest(secret));
+}

@@ -20,7 +20,7 @@ import { directNextStream } from './ws-direct.ts';
 import { HostPolicy, OriginPolicy } from './origin.ts';
 import { RateLimiter, rateLimitedError } from './rate-limit.ts';
 import { queryShapeRule, type GatewayLimits } from './limits.ts';
-import { FORWARDED_FOR_HEADER, FORWARDED_HEADER, type ReplicaConfig } from './replicas.ts';
+import { FORWARDED_FOR_HEADER, FORWARDED_HEADER, PEER_SECRET_HEADER, secretMatches, type ReplicaConfig } from './replicas.ts';
 import { parseImageToken } from './images.ts';
 import { GatewayRuntime, type GatewayContext } from './runtime.ts';
 
@@ -242,12 +242,24 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const rateClient = (key: string | undefined, req: IncomingMessage) =>
     authOn && key && keyAllowed(apiKeys, key) ? `key:${key}` : `ip:${req.socket.remoteAddress ?? 'unknown'}`;
   /**
-   * The client a peer forwarded this request for (the peer already rate-limited it), or undefined:
-   * only a request from a peer's address may speak for another client.
+   * Did a peer forward this request? It names a configured peer, and proves it: with the replicas'
+   * shared secret when one is configured, else by coming from that peer's address (then a proxy on
+   * a replica's host must strip the hyperbagel-forwarded-* headers from clients' requests).
+   */
+  const fromPeer = (req: IncomingMessage): boolean => {
+    const by = req.headers[FORWARDED_HEADER];
+    const config = rt.relay?.peers.config;
+    if (!config || typeof by !== 'string' || !config.peers.has(by)) return false;
+    if (config.secret !== undefined) return secretMatches(req.headers[PEER_SECRET_HEADER], config.secret);
+    return rt.relay!.peers.isPeerAddress(req.socket.remoteAddress);
+  };
+  /**
+   * The client a peer forwarded this request for, which the owner's per-client queue share counts
+   * (the peer already rate-limited it). With auth on, the client's own key, forwarded with it, says who.
    */
   const forwardedFor = (req: IncomingMessage): string | undefined => {
     const v = req.headers[FORWARDED_FOR_HEADER];
-    if (typeof v !== 'string' || !/^(key|ip):.{1,300}$/.test(v) || !rt.relay?.peers.isPeerAddress(req.socket.remoteAddress)) return undefined;
+    if (authOn || typeof v !== 'string' || !/^ip:.{1,300}$/.test(v) || !fromPeer(req)) return undefined;
     return v;
   };
 
@@ -513,7 +525,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       }
       // every operation counts; CORS preflights and the GraphiQL page do not
       const isPage = isGraphiqlPage(dev, req.method, req.headers.accept, req.url ?? '/');
-      if (limiter.enabled && req.method !== 'OPTIONS' && !isPage && !forwardedFor(req)) {
+      if (limiter.enabled && req.method !== 'OPTIONS' && !isPage && !fromPeer(req)) {
         const wait = limiter.take(rateClient(extractApiKey(req.headers.authorization), req));
         if (wait > 0) {
           rt.metrics.rateLimited.inc({ transport: 'http' });

@@ -587,10 +587,92 @@ describe('per-client limits across replicas', () => {
     // the only peer lives at 127.0.0.2, so this test's requests (from 127.0.0.1) are not a peer's
     const a = await start({ engine: new FakeEngine(), limits: { rateLimitPerSecond: 1, rateLimitBurst: 2 }, replica: { id: 'a', peers: new Map([['b', 'http://127.0.0.2:4999/graphql']]), requestTimeoutMs: 500 } });
     try {
-      const spoofed = await Promise.all(Array.from({ length: 6 }, () => gqlPost(a, { query: '{ health { status } }' }, { 'hyperbagel-forwarded-for': 'ip:10.9.9.9' })));
+      const spoofed = await Promise.all(Array.from({ length: 6 }, () => gqlPost(a, { query: '{ health { status } }' }, { 'hyperbagel-forwarded-by': 'b', 'hyperbagel-forwarded-for': 'ip:10.9.9.9' })));
       expect(spoofed.filter((r) => r.status === 429).length).toBeGreaterThanOrEqual(3);
     } finally {
       await a.close();
+    }
+  });
+
+  it('takes a request as forwarded only when it names a peer, and with a shared secret only when it carries it', async () => {
+    const limits = { rateLimitPerSecond: 1, rateLimitBurst: 2 };
+    const burst = (s: RunningServer, headers: Record<string, string>) =>
+      Promise.all(Array.from({ length: 6 }, () => gqlPost(s, { query: '{ health { status } }' }, headers))).then((rs) => rs.filter((r) => r.status === 429).length);
+    // from a peer's address (loopback) but naming no peer: the client's own request, limited
+    const a = await start({ engine: new FakeEngine(), limits, replica: { id: 'a', peers: new Map([['b', 'http://127.0.0.1:4999/graphql']]), requestTimeoutMs: 500 } });
+    try {
+      expect(await burst(a, { 'hyperbagel-forwarded-for': 'ip:10.9.9.9' })).toBeGreaterThanOrEqual(3);
+      expect(await burst(a, { 'hyperbagel-forwarded-by': 'zz', 'hyperbagel-forwarded-for': 'ip:10.9.9.8' })).toBeGreaterThanOrEqual(3);
+    } finally {
+      await a.close();
+    }
+    // with a secret: a request without it is a client's, whatever it claims; the real peer's passes
+    const secret = 'correct horse battery staple';
+    const peersA = new Map<string, string>();
+    const peersB = new Map<string, string>();
+    const sa = await start({ engine: new FakeEngine(), limits, replica: { id: 'a', peers: peersA, requestTimeoutMs: 2000, secret } });
+    const sb = await start({ engine: new FakeEngine(), replica: { id: 'b', peers: peersB, requestTimeoutMs: 2000, secret } });
+    peersA.set('b', sb.url);
+    peersB.set('a', sa.url);
+    try {
+      expect(await burst(sa, { 'hyperbagel-forwarded-by': 'b', 'hyperbagel-forwarded-for': 'ip:10.9.9.7' })).toBeGreaterThanOrEqual(3);
+      expect(await burst(sa, { 'hyperbagel-forwarded-by': 'b', 'hyperbagel-peer-secret': 'wrong', 'hyperbagel-forwarded-for': 'ip:10.9.9.6' })).toBeGreaterThanOrEqual(3);
+      const viaB = await Promise.all(Array.from({ length: 8 }, () => gqlPost(sb, { query: '{ job(id: "a.00000000-0000-0000-0000-000000000000") { id } }' })));
+      expect(viaB.map((r) => errorOf(r) ?? 'ok')).toEqual(Array(8).fill('ok'));
+    } finally {
+      await sa.close();
+      await sb.close();
+    }
+  });
+});
+
+describe('an owner that accepts connections but never answers', () => {
+  it('fails forwarded operations with UNAVAILABLE in the request timeout, whatever they are', async () => {
+    const { createServer } = await import('node:net');
+    const sockets: Array<{ destroy(): void }> = [];
+    const silent = createServer((s) => void sockets.push(s)); // accepts, reads nothing, never writes
+    await new Promise<void>((res) => silent.listen(0, '127.0.0.1', res));
+    const peers = new Map([['s', `http://127.0.0.1:${(silent.address() as { port: number }).port}/graphql`]]);
+    const b = await start({ engine: new FakeEngine(), replica: { id: 'b', peers, requestTimeoutMs: 400 } });
+    try {
+      const t0 = Date.now();
+      const sub = (q: string, v: Record<string, unknown>) => wsRun(ws(b), q, v).then(codeOf, (e) => e.errors?.[0]?.extensions?.code);
+      const results = await Promise.all([
+        gqlPost(b, { query: '{ job(id: "s.1") { id } }' }).then(errorOf),
+        sub(EVENTS, { id: 's.1' }),
+        sub('subscription($i: UnderstandInput!) { understand(input: $i) { done } }', { i: { prompt: 'hi', sessionId: 's.1' } }),
+        sub('mutation($i: GenerateImageInput!) { generateImage(input: $i) { id result { stage } } }', { i: { prompt: 'a red circle', sessionId: 's.1' } }),
+        gqlPost(b, { query: 'mutation { generateImage(input: { prompt: "a red circle", sessionId: "s.1" }) { id } }' }).then(errorOf),
+      ]);
+      expect(results).toEqual(Array(5).fill('UNAVAILABLE'));
+      expect(Date.now() - t0).toBeLessThan(5000);
+    } finally {
+      await b.close();
+      for (const s of sockets) s.destroy();
+      silent.close();
+    }
+  });
+
+  it('the start-up check says so once the peer has been quiet long enough, and keeps asking', async () => {
+    const { createServer } = await import('node:net');
+    const sockets: Array<{ destroy(): void }> = [];
+    const silent = createServer((s) => void sockets.push(s));
+    await new Promise<void>((res) => silent.listen(0, '127.0.0.1', res));
+    const client = new PeerClient({ id: 'b', peers: new Map([['s', `http://127.0.0.1:${(silent.address() as { port: number }).port}/graphql`]]), requestTimeoutMs: 100 });
+    const logs: string[] = [];
+    const stop = new AbortController();
+    const done = client.checkPeers((m) => logs.push(m), stop.signal, 50, 400);
+    try {
+      await waitFor(() => logs.length > 0, 'the quiet warning');
+      expect(logs[0]).toMatch(/WARNING: peer s \(http:\/\/127\.0\.0\.1:\d+\/graphql\) has not answered in \d+ s; .*\(still asking\)/);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(logs).toHaveLength(1); // once
+      expect(sockets.length).toBeGreaterThan(2); // still asking
+    } finally {
+      stop.abort();
+      await done;
+      for (const s of sockets) s.destroy();
+      silent.close();
     }
   });
 });
@@ -641,33 +723,30 @@ describe('a relayed job whose connection to its owner drops', () => {
     { seq: 6, status: 'SUCCEEDED', done: true, error: null, frame: null },
   ];
 
-  it('lets a slow consumer skip stale live previews, but replays whole what the owner had logged when asked', async () => {
-    const previews: Json[] = [
+  it('delivers every event it relays, even previews that arrived in one burst (the owner already thinned them)', async () => {
+    const burst: Json[] = [
       { seq: 1, status: 'RUNNING', done: false, error: null, frame: null },
       { seq: 2, status: 'RUNNING', done: false, error: null, frame: frame('PREVIEW', 1) },
       { seq: 3, status: 'RUNNING', done: false, error: null, frame: frame('PREVIEW', 2) },
-      { seq: 4, status: 'RUNNING', done: false, error: null, frame: frame('PREVIEW', 3) },
-      { seq: 5, status: 'RUNNING', done: false, error: null, frame: frame('PREVIEW', 4) },
-      { seq: 6, status: 'RUNNING', done: false, error: null, frame: frame('FINAL', 6) },
-      { seq: 7, status: 'SUCCEEDED', done: true, error: null, frame: null },
+      { seq: 4, status: 'RUNNING', done: false, error: null, frame: frame('FINAL', 6) },
+      { seq: 5, status: 'SUCCEEDED', done: true, error: null, frame: null },
     ];
-    const { peers } = flakyPeer(previews, -1);
-    // the owner had logged up to seq 3 when asked: 1-3 are a replay, 4 and 5 arrive live
-    const job = new RelayedJob({ id: 'a.1', mode: 'PROGRESSIVE', seed: 1, lastSeq: 3 }, { peers, owner: 'a', url: 'http://a.invalid/graphql', caller: {} });
+    const { peers } = flakyPeer(burst, -1);
+    const job = new RelayedJob({ id: 'a.1', mode: 'PROGRESSIVE', seed: 1 }, { peers, owner: 'a', url: 'http://a.invalid/graphql', caller: {} });
     let dropped = 0;
     const it = iterateJob(job, 0, { filter: () => true, isEnd: (j, c) => j.terminal && c >= j.events.length, map: (e) => e.seq, onDropped: (n) => (dropped += n) });
     const release = job.watch();
-    await job.finished; // every event is relayed before the consumer reads any: it is as slow as can be
+    await job.finished; // all relayed before the consumer reads any
     const got: number[] = [];
     for await (const seq of it) got.push(seq);
     release();
-    expect(got).toEqual([1, 2, 3, 5, 6, 7]); // preview 4 was superseded by 5 while the consumer lagged
-    expect(dropped).toBe(1);
+    expect(got).toEqual([1, 2, 3, 4, 5]);
+    expect(dropped).toBe(0);
   });
 
   it('reconnects from the last event it got, and relays each event once, with the owner\'s numbers', async () => {
     const { peers, calls } = flakyPeer(log, 2);
-    const job = new RelayedJob({ id: 'a.1', mode: 'PROGRESSIVE', seed: 1, lastSeq: 0 }, { peers, owner: 'a', url: 'http://a.invalid/graphql', caller: {} });
+    const job = new RelayedJob({ id: 'a.1', mode: 'PROGRESSIVE', seed: 1 }, { peers, owner: 'a', url: 'http://a.invalid/graphql', caller: {} });
     const release = job.watch();
     const final = await job.result();
     release();
@@ -679,7 +758,7 @@ describe('a relayed job whose connection to its owner drops', () => {
 
   it('breaks with UNAVAILABLE after the retries, and its waiters get that error', async () => {
     const { peers, calls } = flakyPeer(log, 0, true);
-    const job = new RelayedJob({ id: 'a.1', mode: 'PROGRESSIVE', seed: 1, lastSeq: 0 }, { peers, owner: 'a', url: 'http://a.invalid/graphql', caller: {} });
+    const job = new RelayedJob({ id: 'a.1', mode: 'PROGRESSIVE', seed: 1 }, { peers, owner: 'a', url: 'http://a.invalid/graphql', caller: {} });
     const release = job.watch();
     await expect(job.result()).rejects.toMatchObject({ code: 'UNAVAILABLE' });
     release();
@@ -699,6 +778,8 @@ describe('serve --replica-id / --peer', () => {
     ]);
     expect(serveOptions(parseServeArgs([]), {}).replica).toBeUndefined();
     expect(serveOptions(parseServeArgs([]), { HYPERBAGEL_REPLICA_ID: 'z1' }).replica?.id).toBe('z1');
+    expect(serveOptions(parseServeArgs(['--replica-id', 'a']), { HYPERBAGEL_PEER_SECRET: 'a shared secret, 27 chars' }).replica?.secret).toBe('a shared secret, 27 chars');
+    expect(serveOptions(parseServeArgs(['--replica-id', 'a']), { HYPERBAGEL_PEER_SECRET: '' }).replica?.secret).toBeUndefined();
   });
 
   it.each([
@@ -711,6 +792,8 @@ describe('serve --replica-id / --peer', () => {
     [['--replica-id', 'a', '--peer', 'b=not a url'], {}, /not a URL/],
     [['--replica-id', 'a', '--peer', 'a=http://x:1'], {}, /this replica's own id/],
     [['--replica-id', 'a', '--peer', 'b=http://x:1', '--peer', 'b=http://y:1'], {}, /given twice/],
+    [['--replica-id', 'a', '--peer-secret', 'short'], {}, /at least 16 characters, got 5/],
+    [['--peer-secret', '0123456789abcdef'], {}, /--peer-secret \/ HYPERBAGEL_PEER_SECRET needs --replica-id/],
   ])('refuses %j %j', (argv, env, message) => {
     expect(() => serveOptions(parseServeArgs(argv as string[]), env as NodeJS.ProcessEnv)).toThrow(UsageError);
     expect(() => serveOptions(parseServeArgs(argv as string[]), env as NodeJS.ProcessEnv)).toThrow(message);

@@ -51,9 +51,13 @@ Also /health, /ready (503 until the model is loaded), /metrics (Prometheus) and 
   --peer ID=URL     another replica and its GraphQL endpoint, e.g. b=http://10.0.0.2:4000/graphql
                     (repeatable; also $HYPERBAGEL_PEERS, comma-separated; needs --replica-id).
                     Replicas must share their API keys: a forwarded operation presents the client's.
+  --peer-secret S   a secret the replicas share (at least 16 characters; also $HYPERBAGEL_PEER_SECRET):
+                    only requests carrying it count as forwarded by a peer (which already rate-limited
+                    the client). Without it, requests from a peer's address count as forwarded, so a
+                    proxy on a replica's host must strip hyperbagel-forwarded-* headers from clients.
   --production      no GraphiQL, no introspection (default when NODE_ENV=production)`;
 
-const VALUES = ['port', 'host', 'pack', 'threads', 'api-key', 'allow-origin', 'allow-host', 'rate-limit', 'rate-burst', 'max-concurrent', 'max-queue', 'public-url', 'replica-id', 'peer'];
+const VALUES = ['port', 'host', 'pack', 'threads', 'api-key', 'allow-origin', 'allow-host', 'rate-limit', 'rate-burst', 'max-concurrent', 'max-queue', 'public-url', 'replica-id', 'peer', 'peer-secret'];
 
 export async function run(argv: string[]): Promise<number> {
   const args = parseServeArgs(argv);
@@ -123,7 +127,7 @@ export function serveOptions(args: ParsedArgs, env: NodeJS.ProcessEnv = process.
     allowedHosts: allowedHostsFrom(args.flags.get('allow-host'), env.HYPERBAGEL_ALLOWED_HOSTS),
     dev: !production,
     publicUrl: flag(args, 'public-url'),
-    replica: replicaFrom(flag(args, 'replica-id') ?? env.HYPERBAGEL_REPLICA_ID, args.flags.get('peer'), env.HYPERBAGEL_PEERS),
+    replica: replicaFrom(flag(args, 'replica-id') ?? env.HYPERBAGEL_REPLICA_ID, args.flags.get('peer'), env.HYPERBAGEL_PEERS, flag(args, 'peer-secret') ?? env.HYPERBAGEL_PEER_SECRET),
     limits: {
       maxConcurrentJobs: intFlag(args, 'max-concurrent', 4, 1, 1024),
       maxQueuedJobs: intFlag(args, 'max-queue', 32, 0, 100_000),
@@ -136,14 +140,17 @@ export function serveOptions(args: ParsedArgs, env: NodeJS.ProcessEnv = process.
 }
 
 /** --replica-id / --peer (and their environment variables) as the gateway's replica config; a bad value is a usage error. */
-export function replicaFrom(id: string | undefined, peerFlags: readonly string[] | undefined, peerEnv: string | undefined): ReplicaConfig | undefined {
+export function replicaFrom(id: string | undefined, peerFlags: readonly string[] | undefined, peerEnv: string | undefined, secret?: string): ReplicaConfig | undefined {
+  if (secret === '') secret = undefined; // an empty variable is an unset one
   if (id === undefined || id === '') {
     if (peerFlags?.length || peerEnv?.trim()) throw new UsageError('--peer / HYPERBAGEL_PEERS need --replica-id (or HYPERBAGEL_REPLICA_ID): peers route by the replica id in each job and session id');
+    if (secret) throw new UsageError('--peer-secret / HYPERBAGEL_PEER_SECRET needs --replica-id (or HYPERBAGEL_REPLICA_ID)');
     return undefined;
   }
+  if (secret !== undefined && secret.length < 16) throw new UsageError(`--peer-secret / HYPERBAGEL_PEER_SECRET must have at least 16 characters, got ${secret.length}`);
   try {
     const self = checkReplicaId(id, '--replica-id');
-    return { id: self, peers: parsePeers(self, peerFlags, peerEnv), requestTimeoutMs: 10_000 };
+    return { id: self, peers: parsePeers(self, peerFlags, peerEnv), requestTimeoutMs: 10_000, ...(secret !== undefined ? { secret } : {}) };
   } catch (e) {
     throw new UsageError(e instanceof Error ? e.message : String(e));
   }
