@@ -471,16 +471,22 @@ describe('replicas: what a review found', () => {
     }
   });
 
-  it('lets a forwarded understand wait in the owner\'s queue longer than the request timeout, as a direct client may', async () => {
+  /** Replicas a (one job slot, taken by a 1 s understand stream) and b, and a session on a. */
+  async function busyOwner(requestTimeoutMs: number) {
     const peers = new Map<string, string>();
     const engineA = new FakeEngine({ stepMs: 40 });
-    const a = await start({ engine: engineA, limits: { maxConcurrentJobs: 1 }, replica: { id: 'a', peers: new Map(), requestTimeoutMs: 300 } });
-    const b = await start({ engine: new FakeEngine(), replica: { id: 'b', peers, requestTimeoutMs: 300 } });
+    const a = await start({ engine: engineA, limits: { maxConcurrentJobs: 1 }, replica: { id: 'a', peers: new Map(), requestTimeoutMs } });
+    const b = await start({ engine: new FakeEngine(), replica: { id: 'b', peers, requestTimeoutMs } });
     peers.set('a', a.url);
+    const sid = (await gqlPost(a, { query: 'mutation { createSession }' })).json.data.createSession as string;
+    const busy = wsRun(ws(a), 'subscription { understand(input: { prompt: "hold the slot", maxTokens: 25 }) { done } }');
+    await waitFor(() => engineA.stats.active > 0, 'the slot taken');
+    return { a, b, sid, busy };
+  }
+
+  it('lets a forwarded understand wait in the owner\'s queue longer than the request timeout, as a direct client may', async () => {
+    const { a, b, sid, busy } = await busyOwner(300);
     try {
-      const sid = (await gqlPost(a, { query: 'mutation { createSession }' })).json.data.createSession;
-      const busy = wsRun(ws(a), 'subscription { understand(input: { prompt: "hold the slot", maxTokens: 25 }) { done } }');
-      await waitFor(() => engineA.stats.active > 0, 'the slot taken');
       const out = await wsRun(ws(b), 'subscription($i: UnderstandInput!) { understand(input: $i) { done } }', { i: { prompt: 'then me', sessionId: sid, maxTokens: 2 } });
       expect(out.at(-1)).toMatchObject({ data: { understand: { done: true } } });
       await busy;
@@ -491,15 +497,8 @@ describe('replicas: what a review found', () => {
   });
 
   it('releases a forwarded understand stream whose SSE client leaves before the first event', async () => {
-    const peers = new Map<string, string>();
-    const engineA = new FakeEngine({ stepMs: 40 });
-    const a = await start({ engine: engineA, limits: { maxConcurrentJobs: 1 }, replica: { id: 'a', peers: new Map(), requestTimeoutMs: 2000 } });
-    const b = await start({ engine: new FakeEngine(), replica: { id: 'b', peers, requestTimeoutMs: 2000 } });
-    peers.set('a', a.url);
+    const { a, b, sid, busy } = await busyOwner(2000);
     try {
-      const sid = (await gqlPost(a, { query: 'mutation { createSession }' })).json.data.createSession;
-      const busy = wsRun(ws(a), 'subscription { understand(input: { prompt: "hold the slot", maxTokens: 25 }) { done } }');
-      await waitFor(() => engineA.stats.active > 0, 'the slot taken');
       const ac = new AbortController();
       const pending = fetch(b.url, {
         method: 'POST',
