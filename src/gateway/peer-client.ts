@@ -63,6 +63,8 @@ export interface Caller {
   client?: string;
 }
 
+/** A URL's host, without the brackets of an IPv6 literal. */
+const hostOf = (url: string) => new URL(url).hostname.replace(/^\[|\]$/g, '');
 
 /** Forwards operations to the replica that owns an id. */
 export class PeerClient {
@@ -78,7 +80,7 @@ export class PeerClient {
   async resolveAddresses(): Promise<void> {
     await Promise.all(
       [...this.config.peers.values()].map(async (url) => {
-        const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
+        const host = hostOf(url);
         if (isIP(host)) return;
         try {
           for (const { address } of await lookup(host, { all: true })) this.addresses.add(normalizeAddress(address));
@@ -89,12 +91,12 @@ export class PeerClient {
     );
   }
 
-  /** Is this socket address one of the peers'? (Only then does the owner trust FORWARDED_FOR_HEADER.) */
+  /** Is this socket address one of the peers'? (Without a shared secret, only such a request counts as forwarded.) */
   isPeerAddress(address: string | undefined): boolean {
     if (address === undefined) return false;
     const a = normalizeAddress(address);
     if (this.addresses.has(a)) return true;
-    for (const url of this.config.peers.values()) if (normalizeAddress(new URL(url).hostname.replace(/^\[|\]$/g, '')) === a) return true;
+    for (const url of this.config.peers.values()) if (normalizeAddress(hostOf(url)) === a) return true;
     return false;
   }
 
