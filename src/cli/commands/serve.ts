@@ -11,6 +11,7 @@ export { DEFAULT_PACK };
 export const FALLBACK_PACK = FIXTURE_PACK;
 
 export const HELP = `Usage: hyperbagel serve [--port N] [--host ADDR] [--pack DIR] [--threads N] [--api-key KEY ...] [--allow-origin ORIGIN ...]
+                       [--replica-id ID --peer ID=URL ... [--peer-secret S]]
 
 Serves the GraphQL gateway at http://HOST:PORT/graphql: queries and mutations over HTTP,
 subscriptions over SSE and graphql-ws (same path), @stream/@defer as multipart/mixed or SSE.
