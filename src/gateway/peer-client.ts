@@ -267,8 +267,7 @@ export class PeerClient {
    * completes it; throws the owner's typed error, or UNAVAILABLE (transient) when the connection is
    * lost before the owner completed it. Aborting `signal` closes the connection, which the owner
    * sees as a client gone.
-   */
-  /**
+   *
    * `answersAtOnce`: the owner answers this subscription as soon as it looks it up (imageJob, a
    * mutation), so the wait for its response is timed like a request's. Without it (understand, which
    * the owner answers once the request has a job slot there) only the connection is timed.

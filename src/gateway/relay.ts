@@ -288,9 +288,10 @@ export class Relay {
       return { job: new RelayedJob(summary, this.source(owner, url, caller)), summary };
     }
     const attachment = new AbortController();
-    const untilAnswer = linkedSignal(signal); // the client leaving before the answer ends the request (and the job)
     const onAbort = () => attachment.abort();
-    untilAnswer.signal.addEventListener('abort', onAbort, { once: true });
+    // the client leaving before the answer ends the request (and so the job)
+    if (signal?.aborted) attachment.abort();
+    signal?.addEventListener('abort', onAbort, { once: true });
     this.closing.addEventListener('abort', onAbort, { once: true });
     const stream = this.peers.subscribe(owner, url, ATTACHED(field), { input }, caller, attachment.signal);
     let first: IteratorResult<Json>;
@@ -303,8 +304,7 @@ export class Relay {
       this.closing.removeEventListener('abort', onAbort);
       throw e;
     } finally {
-      untilAnswer.signal.removeEventListener('abort', onAbort);
-      untilAnswer.dispose();
+      signal?.removeEventListener('abort', onAbort);
     }
     // the rest of the response (the deferred result) only keeps the request open until the job ends
     void (async () => {
