@@ -17,6 +17,7 @@ import { MAX_STOP_CHARS, MAX_STOP_SEQUENCES, SPECULATION_LIMITS as SPEC } from '
 import { GatewayError, toGatewayError } from '../src/gateway/errors.ts';
 import { IMAGE_EXT, imageFromInput, readImageInput, sentSizeOf } from '../src/gateway/images.ts';
 import { iterateJob, type FrameRecord, type ImageJobRecord, type JobEvent } from '../src/gateway/jobs.ts';
+import { timePerOutputToken } from '../src/gateway/metrics.ts';
 import type { GatewayContext, GatewayRuntime } from '../src/gateway/runtime.ts';
 import type {
   FinishReason,
@@ -577,6 +578,8 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
               summary: (s, firstChunkAt) => {
                 if (firstChunkAt !== undefined) rt.metrics.ttft.observe((firstChunkAt - receivedAt) / 1000);
                 rt.metrics.tokensPerSecond.observe(s.timings.tokensPerSecond);
+                const tpot = timePerOutputToken(s);
+                if (tpot !== undefined) rt.metrics.timePerOutputToken.observe(tpot);
                 return { understand: summaryOut(s, receivedAt, firstChunkAt, slot.waitedMs, image) };
               },
               onEngineChunk: (c) => {

@@ -90,6 +90,8 @@ export interface MetricsSources {
   sessionBytes?: () => number;
   imageStoreBytes: () => number;
   retainedJobs: () => number;
+  /** bytes written to graphql-ws sockets that the kernel has not yet taken (ws's bufferedAmount, all sockets) */
+  wsSendQueueBytes?: () => number;
 }
 
 export class GatewayMetrics {
@@ -106,6 +108,7 @@ export class GatewayMetrics {
   readonly forwarded = new Counter('hyperbagel_gateway_forwarded_total', 'Operations forwarded to the replica that owns their job or session id, by root field and replica');
   readonly tokens = new Counter('hyperbagel_gateway_generated_tokens_total', 'Tokens streamed to clients');
   readonly ttft = new Histogram('hyperbagel_gateway_ttft_seconds', 'Time to first token (gateway receipt to first chunk)', [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]);
+  readonly timePerOutputToken = new Histogram('hyperbagel_gateway_time_per_output_token_seconds', 'Decode time per token after the first (TPOT), per understand request of two or more tokens', [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1]);
   readonly tokensPerSecond = new Histogram('hyperbagel_gateway_tokens_per_second', 'Decode throughput per understand request', [1, 5, 10, 25, 50, 100, 250, 500, 1000]);
   readonly acceptanceLength = new Histogram('hyperbagel_gateway_acceptance_length', 'Tokens accepted per verification step', [0, 1, 2, 3, 4, 5, 6, 8, 12, 16]);
   readonly previewLatency = new Histogram('hyperbagel_gateway_preview_latency_seconds', 'Image job start to first preview frame', [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]);
@@ -120,6 +123,7 @@ export class GatewayMetrics {
       new Gauge('hyperbagel_gateway_queue_depth', 'Jobs waiting for a slot', src.queueDepth),
       new Gauge('hyperbagel_gateway_running_jobs', 'Jobs holding a slot', src.runningJobs),
       new Gauge('hyperbagel_gateway_ws_connections', 'Open graphql-ws connections', src.wsConnections),
+      new Gauge('hyperbagel_gateway_ws_send_queue_bytes', 'Bytes queued in graphql-ws sockets that clients have not yet taken (slow readers)', src.wsSendQueueBytes ?? (() => 0)),
       new Gauge('hyperbagel_gateway_sessions', 'Live sessions', src.sessions),
       new Gauge('hyperbagel_gateway_session_bytes', 'Bytes held by live sessions (engine KV cache + latest images)', src.sessionBytes ?? (() => 0)),
       new Gauge('hyperbagel_gateway_image_store_bytes', 'Bytes held for Image.url', src.imageStoreBytes),
@@ -143,6 +147,7 @@ export class GatewayMetrics {
       this.forwarded,
       this.tokens,
       this.ttft,
+      this.timePerOutputToken,
       this.tokensPerSecond,
       this.acceptanceLength,
       this.previewLatency,
@@ -152,4 +157,16 @@ export class GatewayMetrics {
     ];
     return all.map((m) => m.render()).join('\n') + '\n';
   }
+}
+
+/**
+ * Time per output token after the first (vLLM's TPOT), in seconds, from an understand summary:
+ * the decode time after the first token over the tokens after it. Undefined for answers of under two
+ * tokens, which have no decode phase to measure.
+ */
+export function timePerOutputToken(s: { usage: { completionTokens: number }; timings: { timeToFirstTokenMs: number; totalMs: number } }): number | undefined {
+  const n = s.usage.completionTokens;
+  const decodeMs = s.timings.totalMs - s.timings.timeToFirstTokenMs;
+  if (n < 2 || !(s.timings.timeToFirstTokenMs > 0) || !(decodeMs >= 0)) return undefined;
+  return decodeMs / (n - 1) / 1000;
 }

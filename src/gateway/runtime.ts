@@ -40,6 +40,8 @@ export class GatewayRuntime {
   readonly startedAt = Date.now();
   state: EngineState = 'loading';
   wsConnections = 0;
+  /** set by the server that owns the graphql-ws sockets: their summed bufferedAmount */
+  wsSendQueueBytes: () => number = () => 0;
   private engineRef?: Engine;
   private readonly active = new Map<StreamKind, number>();
 
@@ -53,6 +55,7 @@ export class GatewayRuntime {
       queueDepth: () => this.scheduler.queuedCount,
       runningJobs: () => this.scheduler.runningCount,
       wsConnections: () => this.wsConnections,
+      wsSendQueueBytes: () => this.wsSendQueueBytes(),
       sessions: () => this.sessions.size,
       sessionBytes: () => this.sessions.bytes,
       imageStoreBytes: () => this.images.bytes,

@@ -643,6 +643,11 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       : undefined;
   slowTimer?.unref();
 
+  rt.wsSendQueueBytes = () => {
+    let bytes = 0;
+    for (const socket of wss.clients) bytes += socket.bufferedAmount;
+    return bytes;
+  };
   wss.on('connection', (socket: WebSocket) => {
     rt.wsConnections++;
     // graphql-ws only returns() a streaming operation on `complete`; a still-running single-result

@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ImageFrame } from '../../src/engine/types.ts';
+import { timePerOutputToken } from '../../src/gateway/metrics.ts';
 import type { RunningServer } from '../../src/gateway/server.ts';
 import { FakeEngine } from './fake-engine.ts';
 import { gqlPost, start, waitFor, wsClient, wsRun } from './helpers.ts';
@@ -29,11 +30,12 @@ async function sample(name: string): Promise<number> {
 const PREVIEW = 'hyperbagel_gateway_preview_latency_seconds_count';
 const ACCEPTANCE = 'hyperbagel_gateway_acceptance_length_count';
 const TTFT = 'hyperbagel_gateway_ttft_seconds_count';
+const TPOT = 'hyperbagel_gateway_time_per_output_token_seconds_count';
 const DROPPED = 'hyperbagel_gateway_dropped_previews_total';
 
 describe('/metrics', () => {
   it('starts with empty histograms', async () => {
-    for (const name of [PREVIEW, ACCEPTANCE, TTFT, DROPPED]) expect(await sample(name)).toBe(0);
+    for (const name of [PREVIEW, ACCEPTANCE, TTFT, TPOT, DROPPED, 'hyperbagel_gateway_ws_send_queue_bytes']) expect(await sample(name)).toBe(0);
   });
 
   it('a progressive image job observes the preview latency; an understand stream TTFT and one acceptance length per step', async () => {
@@ -49,6 +51,9 @@ describe('/metrics', () => {
       await client.dispose();
     }
     expect(await sample(TTFT)).toBe(1);
+    // the fake engine's 4 tokens at 2 ms a step: 3 decode steps after the first token, 2 ms each
+    expect(await sample(TPOT)).toBe(1);
+    expect(await sample('hyperbagel_gateway_time_per_output_token_seconds_sum')).toBeCloseTo(0.002, 6);
     expect(await sample(ACCEPTANCE)).toBe(4); // the fake engine's 4 verification steps
     expect(await sample('hyperbagel_gateway_acceptance_length_sum')).toBe(8); // 2 accepted per step
   });
@@ -112,5 +117,19 @@ describe('/metrics', () => {
       await client.dispose();
       await s.close();
     }
+  });
+});
+
+describe('timePerOutputToken', () => {
+  const summary = (completionTokens: number, timeToFirstTokenMs: number, totalMs: number) => ({ usage: { completionTokens }, timings: { timeToFirstTokenMs, totalMs } });
+  it('is the decode time after the first token over the tokens after it, in seconds', () => {
+    expect(timePerOutputToken(summary(11, 5, 25))).toBeCloseTo(0.002, 9);
+    expect(timePerOutputToken(summary(2, 3, 3))).toBe(0);
+  });
+  it('is undefined where there is no decode phase or no first token time', () => {
+    expect(timePerOutputToken(summary(1, 5, 5))).toBeUndefined();
+    expect(timePerOutputToken(summary(0, 0, 4))).toBeUndefined();
+    expect(timePerOutputToken(summary(5, 0, 10))).toBeUndefined(); // cancelled before the first token
+    expect(timePerOutputToken(summary(5, 10, 8))).toBeUndefined(); // inconsistent timings are not observed
   });
 });

@@ -228,6 +228,11 @@ describe('slow socket protection', () => {
       ws.send(JSON.stringify({ id: '1', type: 'subscribe', payload: { query: 'subscription { understand(input: { prompt: "flood", maxTokens: 1000 }) { text } }' } }));
       // the client stops reading: the kernel buffers fill, then the server's send buffer grows
       (ws as unknown as { _socket: { pause(): void; resume(): void } })._socket.pause();
+      // the unread bytes show on /metrics as the send queue, over the bound before the close
+      const sendQueue = () => Number(/^hyperbagel_gateway_ws_send_queue_bytes (\S+)$/m.exec(s.runtime.metrics.render())?.[1]);
+      expect(sendQueue()).toBeLessThan(128 * 1024);
+      await waitFor(() => sendQueue() > 128 * 1024 || s.runtime.metrics.slowSocketCloses.get() > 0, 'the send queue to pass the bound', 20_000);
+      expect(sendQueue()).toBeGreaterThan(128 * 1024);
       await waitFor(() => s.runtime.metrics.slowSocketCloses.get() === 1, 'the slow socket to be closed', 20_000);
       await waitFor(() => engine.aborted, 'the model work to stop');
       (ws as unknown as { _socket: { resume(): void } })._socket.resume();
@@ -237,6 +242,7 @@ describe('slow socket protection', () => {
       const events = await normal;
       expect((events.at(-1)!.data as any).understand.done).toBe(true);
       expect(s.runtime.metrics.slowSocketCloses.get()).toBe(1);
+      await waitFor(() => sendQueue() === 0, 'the closed socket to leave the send queue');
     } finally {
       await reader.dispose();
       await s.close();
