@@ -19,9 +19,10 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { Engine, GenerateRequest, ImageFrame, SessionHandle, UnderstandEvent, UnderstandRequest } from '../src/engine/types.ts';
 import { startServer } from '../src/gateway/server.ts';
-import { flag, intFlag, parseArgs, UsageError } from '../src/cli/args.ts';
+import { flag, intFlag, parseArgs, UsageError, type ParsedArgs } from '../src/cli/args.ts';
 
 export const HELP = `Usage: hyperbagel bench gateway [--streams N] [--tokens N] [--step-ms MS] [--transport ws|sse] [--via-replica] [--json]
+       hyperbagel bench gateway --churn N [--concurrency C] [--step-ms MS] [--json]
 
 Measures the latency the gateway adds per understanding event (engine boundary -> client) and the
 gateway's event-loop lag, at N concurrent understanding streams on a synthetic engine.
@@ -33,7 +34,13 @@ gateway's event-loop lag, at N concurrent understanding streams on a synthetic e
                    replica (each stream on its own session there): the cost of one forwarding hop.
                    Both replicas share this process's thread, so lag covers both
   --json           print only the JSON result
-Prints one JSON object: {streams, added_latency_p50_ms, added_latency_p99_ms, event_loop_lag_p99_ms, ...}.`;
+Prints one JSON object: {streams, added_latency_p50_ms, added_latency_p99_ms, event_loop_lag_p99_ms, ...}.
+
+--churn N runs N subscribe -> cancel cycles instead (C at a time, default 20), through every way a
+client stops a stream (graphql-ws complete, socket close and teardown, SSE abort, @stream complete,
+cancelJob), and prints how soon model work stopped (stop_latency_ms, in steps too) and what was left
+behind: engine requests, streams, jobs, listeners on long-lived sockets, heap growth per cycle.
+It exits 1 on client errors or anything left behind.`;
 
 const now = () => performance.timeOrigin + performance.now();
 /** the after_warmup_* figures skip this much of the steady state */
@@ -162,12 +169,14 @@ function percentile(sorted: number[], p: number): number {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ['streams', 'tokens', 'step-ms', 'transport'], booleans: ['json', 'via-replica'] });
+  const args = parseArgs(argv, { values: ['streams', 'tokens', 'step-ms', 'transport', 'churn', 'concurrency'], booleans: ['json', 'via-replica'] });
   if (args.flags.has('help')) {
     console.log(HELP);
     return 0;
   }
   if (args.positionals.length) throw new UsageError(`unexpected argument "${args.positionals[0]}"`);
+  if (flag(args, 'churn') !== undefined) return churn(args);
+  if (flag(args, 'concurrency') !== undefined) throw new UsageError('--concurrency applies to --churn only');
   const streams = intFlag(args, 'streams', 200, 1, 100_000);
   const tokens = intFlag(args, 'tokens', 50, 1, 1_000_000);
   const stepMs = intFlag(args, 'step-ms', 20, 1, 60_000);
@@ -283,6 +292,26 @@ export async function run(argv: string[]): Promise<number> {
 }
 
 const round = (x: number) => Math.round(x * 1000) / 1000;
+
+/** --churn: subscribe -> cancel cycles, and what they leave behind (bench/gateway-churn.ts). */
+async function churn(args: ParsedArgs): Promise<number> {
+  for (const f of ['streams', 'tokens', 'transport', 'via-replica'])
+    if (args.flags.has(f)) throw new UsageError(`--${f} does not apply to --churn`);
+  const { runChurn, churnLeftSomething } = await import('./gateway-churn.ts');
+  const r = await runChurn({
+    cycles: intFlag(args, 'churn', 10_000, 1, 10_000_000),
+    concurrency: intFlag(args, 'concurrency', 20, 1, 1000),
+    stepMs: intFlag(args, 'step-ms', 20, 1, 60_000),
+  });
+  console.log(JSON.stringify(r));
+  const leaks = churnLeftSomething(r);
+  if (!args.flags.has('json'))
+    console.error(
+      `gateway churn: ${r.cycles} cycles, stop latency p99 ${r.stop_latency_ms.all?.p99} ms (${r.stop_latency_p99_steps} steps), heap ${r.heap_growth_bytes_per_cycle} B/cycle, ` +
+        (leaks.length ? `LEFT BEHIND: ${leaks.join(', ')}` : 'nothing left behind') + (r.errors ? `, ${r.errors} client errors` : ''),
+    );
+  return r.errors === 0 && leaks.length === 0 ? 0 : 1;
+}
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   process.exitCode = await run(process.argv.slice(2));

@@ -80,7 +80,20 @@ export interface RunningServer {
   /** Settles when the engine is loaded; rejects with the load error (serve ends on it). */
   engineReady: Promise<void>;
   close(): Promise<void>;
+  /**
+   * Leak diagnostics, one entry per open graphql-ws socket: its operations in flight, and the
+   * listeners attached to it and to its TCP socket (`bench gateway --churn` and its test).
+   */
+  wsSocketStats(): WsSocketStats[];
 }
+
+export interface WsSocketStats {
+  operations: number;
+  listeners: number;
+}
+
+const listenerTotal = (e: { eventNames(): Array<string | symbol>; listenerCount(name: string | symbol): number } | undefined): number =>
+  e ? e.eventNames().reduce((n, name) => n + e.listenerCount(name), 0) : 0;
 
 /** Loaded lazily so servers given an engine (tests, benchmarks) never load the model runtime. */
 async function loadEngineFactory(): Promise<(packDir: string, options?: Record<string, unknown>) => Promise<Engine>> {
@@ -855,5 +868,10 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       throw e;
     }
   }
-  return { url, port: addr.port, runtime: rt, engineReady, close };
+  const wsSocketStats = (): WsSocketStats[] =>
+    [...wss.clients].map((socket) => ({
+      operations: wsOps.get(socket)?.size ?? 0,
+      listeners: listenerTotal(socket) + listenerTotal((socket as unknown as { _socket?: import('node:net').Socket })._socket),
+    }));
+  return { url, port: addr.port, runtime: rt, engineReady, close, wsSocketStats };
 }

@@ -240,6 +240,20 @@ describe('bench arguments go through the shared parser', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout)).toMatchObject({ transport: 'sse', streams: 2, tokens_expected: 4 });
   }, 60_000);
+
+  it('--churn takes its own options only; a small churn run prints its JSON and exits 0', async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [['--churn', '0'], /--churn must be an integer in \[1, /],
+      [['--churn', '5', '--streams', '3'], /--streams does not apply to --churn/],
+      [['--churn', '5', '--via-replica'], /--via-replica does not apply to --churn/],
+      [['--concurrency', '3'], /--concurrency applies to --churn only/],
+      [['--churn', '5', '--concurrency', '0'], /--concurrency must be an integer in \[1, /],
+    ];
+    for (const [args, message] of cases) expect(failsWith(await inProc(['bench', 'gateway', ...args]), 2), args.join(' ')).toMatch(message);
+    const r = await inProc(['bench', 'gateway', '--churn', '10', '--concurrency', '2', '--step-ms', '2', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ cycles: 10, concurrency: 2, errors: 0, work_never_stopped: 0 });
+  }, 60_000);
 });
 
 describe('strict flag parsing', () => {
