@@ -21,7 +21,15 @@ import type { Engine, GenerateRequest, ImageFrame, SessionHandle, UnderstandEven
 import { startServer } from '../src/gateway/server.ts';
 import { flag, intFlag, parseArgs, UsageError, type ParsedArgs } from '../src/cli/args.ts';
 
+/** Each slow consumer: one graphql-ws socket with this many streams (the bench's per-socket limit) ... */
+const SLOW_SUBSCRIPTIONS = 4;
+/** ... each sending this much text per model step: far more than the consumer reads */
+const SLOW_CHUNK_BYTES = 8192;
+/** how long slow consumers may take to fill the kernel's socket buffers before the round starts */
+const SLOW_PREFILL_LIMIT_MS = 30_000;
+
 export const HELP = `Usage: hyperbagel bench gateway [--streams N] [--tokens N] [--step-ms MS] [--transport ws|sse] [--via-replica] [--json]
+       hyperbagel bench gateway --slow-consumers K [--slow-rate B] [--rounds R] [--streams N] [--tokens N] [--step-ms MS] [--json]
        hyperbagel bench gateway --churn N [--concurrency C] [--step-ms MS] [--json]
 
 Measures the latency the gateway adds per understanding event (engine boundary -> client) and the
@@ -35,6 +43,11 @@ gateway's event-loop lag, at N concurrent understanding streams on a synthetic e
                    Both replicas share this process's thread, so lag covers both
   --json           print only the JSON result
 Prints one JSON object: {streams, added_latency_p50_ms, added_latency_p99_ms, event_loop_lag_p99_ms, ...}.
+
+--slow-consumers K adds K graphql-ws clients that read at --slow-rate bytes/s (default 10240), each
+with ${SLOW_SUBSCRIPTIONS} streams of ${SLOW_CHUNK_BYTES} bytes per step, and runs --rounds R (default 3) rounds
+without and with them, alternating. It prints the other streams' p99 and lag without and with them
+(medians and their ratio), and the most unsent bytes the gateway held for one socket.
 
 --churn N runs N subscribe -> cancel cycles instead (C at a time, default 20), through every way a
 client stops a stream (graphql-ws complete, socket close and teardown, SSE abort, @stream complete,
@@ -74,6 +87,7 @@ class StampingEngine implements Engine {
     private readonly streams: number,
   ) {}
   async *understand(req: UnderstandRequest, signal?: AbortSignal): AsyncGenerator<UnderstandEvent> {
+    if (req.prompt === 'slow') return yield* this.heavy(req.maxTokens ?? 1024, signal);
     const n = req.maxTokens ?? this.tokens;
     if (++this.started === this.streams) this.release();
     await this.allStarted;
@@ -98,6 +112,15 @@ class StampingEngine implements Engine {
       timings: { queueMs: 0, timeToFirstTokenMs: this.stepMs, totalMs: n * this.stepMs, tokensPerSecond: 1000 / this.stepMs },
       speculation: { mode: 'off', drafts: 0, draftedTokens: 0, acceptedTokens: 0, meanAcceptedLength: 1, acceptanceRate: 0, acceptancePerPosition: [] },
     };
+  }
+  /** a slow consumer's stream: SLOW_CHUNK_BYTES per step until the client goes or maxTokens (outside the measured set) */
+  private async *heavy(maxTokens: number, signal?: AbortSignal): AsyncGenerator<UnderstandEvent> {
+    const text = 'x'.repeat(SLOW_CHUNK_BYTES);
+    for (let i = 0; i < maxTokens && !signal?.aborted; i++) {
+      await new Promise((r) => setTimeout(r, this.stepMs));
+      if (signal?.aborted) return;
+      yield { kind: 'chunk', text, tokenIds: [i], acceptedTokens: 1, draftedTokens: 1 };
+    }
   }
   // eslint-disable-next-line require-yield
   async *generate(_req: GenerateRequest): AsyncGenerator<ImageFrame> {
@@ -162,6 +185,56 @@ async function sseStream(query) {
 for (let i = 0; i < streams; i++) { const q = queries ? queries[i] : query; transport === 'sse' ? sseStream(q) : wsStream(q); }
 `;
 
+// Slow consumers: graphql-ws clients that read their socket at `rate` bytes/s (the TCP socket is paused
+// whenever the bytes read run ahead of the rate), in a worker of their own.
+const SLOW_CLIENT_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const WebSocket = require(workerData.wsPath);
+const { url, consumers, subscriptions, rate } = workerData;
+const query = 'subscription { understand(input: { prompt: "slow", maxTokens: 1024 }) { text } }';
+let bytes = 0, errors = 0, closedByServer = [], opened = 0;
+const t0 = performance.now();
+const sockets = [];
+for (let c = 0; c < consumers; c++) {
+  const ws = new WebSocket(url.replace(/^http/, 'ws'), 'graphql-transport-ws');
+  sockets.push(ws);
+  ws.on('open', () => {
+    const sock = ws._socket;
+    sock.on('data', (d) => { bytes += d.length; });
+    ws.send(JSON.stringify({ type: 'connection_init' }));
+  });
+  ws.on('message', (raw) => {
+    const m = JSON.parse(String(raw));
+    if (m.type === 'connection_ack') {
+      for (let i = 0; i < subscriptions; i++) ws.send(JSON.stringify({ id: String(i), type: 'subscribe', payload: { query } }));
+      if (++opened === consumers) parentPort.postMessage({ type: 'ready' });
+    } else if (m.type === 'error' || (m.type === 'next' && m.payload.errors)) errors++;
+  });
+  ws.on('close', (code) => { if (!stopping) closedByServer.push(code); });
+  ws.on('error', () => { errors++; });
+}
+// the reading rate: each tick, pause every socket whose reads are ahead of rate * elapsed, resume the rest
+const read = new Map();
+for (const ws of sockets) read.set(ws, 0);
+let stopping = false;
+const tick = setInterval(() => {
+  const allowed = (rate * (performance.now() - t0)) / 1000 / consumers;
+  for (const ws of sockets) {
+    const sock = ws._socket;
+    if (!sock) continue;
+    const mine = sock.bytesRead;
+    if (mine > allowed) sock.pause(); else sock.resume();
+  }
+}, 10);
+parentPort.on('message', () => {
+  stopping = true;
+  clearInterval(tick);
+  const seconds = (performance.now() - t0) / 1000;
+  for (const ws of sockets) ws.terminate();
+  parentPort.postMessage({ type: 'done', bytes, seconds, errors, closedByServer });
+});
+`;
+
 function percentile(sorted: number[], p: number): number {
   if (!sorted.length) return NaN;
   const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
@@ -169,7 +242,7 @@ function percentile(sorted: number[], p: number): number {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ['streams', 'tokens', 'step-ms', 'transport', 'churn', 'concurrency'], booleans: ['json', 'via-replica'] });
+  const args = parseArgs(argv, { values: ['streams', 'tokens', 'step-ms', 'transport', 'churn', 'concurrency', 'slow-consumers', 'slow-rate', 'rounds'], booleans: ['json', 'via-replica'] });
   if (args.flags.has('help')) {
     console.log(HELP);
     return 0;
@@ -177,16 +250,48 @@ export async function run(argv: string[]): Promise<number> {
   if (args.positionals.length) throw new UsageError(`unexpected argument "${args.positionals[0]}"`);
   if (flag(args, 'churn') !== undefined) return churn(args);
   if (flag(args, 'concurrency') !== undefined) throw new UsageError('--concurrency applies to --churn only');
-  const streams = intFlag(args, 'streams', 200, 1, 100_000);
-  const tokens = intFlag(args, 'tokens', 50, 1, 1_000_000);
-  const stepMs = intFlag(args, 'step-ms', 20, 1, 60_000);
-  const transport = flag(args, 'transport') ?? 'ws';
-  if (transport !== 'ws' && transport !== 'sse') throw new UsageError(`--transport must be ws or sse, got "${transport}"`);
+  const cfg: RoundConfig = {
+    streams: intFlag(args, 'streams', 200, 1, 100_000),
+    tokens: intFlag(args, 'tokens', 50, 1, 1_000_000),
+    stepMs: intFlag(args, 'step-ms', 20, 1, 60_000),
+    transport: (flag(args, 'transport') ?? 'ws') as 'ws' | 'sse',
+    viaReplica: args.flags.has('via-replica'),
+    slowConsumers: 0,
+    slowRate: 0,
+  };
+  if (cfg.transport !== 'ws' && cfg.transport !== 'sse') throw new UsageError(`--transport must be ws or sse, got "${cfg.transport}"`);
   const json = args.flags.has('json');
-  const viaReplica = args.flags.has('via-replica');
+  if (flag(args, 'slow-consumers') !== undefined) return slowConsumers(args, cfg, json);
+  for (const f of ['slow-rate', 'rounds']) if (args.flags.has(f)) throw new UsageError(`--${f} applies to --slow-consumers only`);
+  const out = await measureRound(cfg);
+  console.log(JSON.stringify(out));
+  if (!json)
+    console.error(
+      `gateway bench: ${cfg.streams} ${cfg.transport} streams, p50 ${out.added_latency_p50_ms} ms, p99 ${out.added_latency_p99_ms} ms added per event; event-loop lag p99 ${out.event_loop_lag_p99_ms} ms (goal: p99 <= 2 ms, lag <= 10 ms)`,
+    );
+  return out.errors === 0 && out.tokens_measured === out.tokens_expected ? 0 : 1;
+}
 
+interface RoundConfig {
+  streams: number;
+  tokens: number;
+  stepMs: number;
+  transport: 'ws' | 'sse';
+  viaReplica: boolean;
+  /** graphql-ws clients that read at slowRate bytes/s, each with SLOW_SUBSCRIPTIONS heavy streams */
+  slowConsumers: number;
+  slowRate: number;
+}
+
+type RoundResult = Awaited<ReturnType<typeof measureRound>>;
+
+/** One measured round: a fresh gateway on a fresh synthetic engine, N client streams, optional slow consumers. */
+async function measureRound(cfg: RoundConfig) {
+  const { streams, tokens, stepMs, transport, viaReplica } = cfg;
   const engine = new StampingEngine(tokens, stepMs, streams);
-  const limits = { maxConcurrentJobs: streams, maxQueuedJobs: streams, maxSubscriptionsPerSocket: 4, rateLimitPerSecond: 0, maxSessions: streams + 1 }; // one client IP opens every stream
+  const slowStreams = cfg.slowConsumers * SLOW_SUBSCRIPTIONS;
+  // one client IP opens every stream
+  const limits = { maxConcurrentJobs: streams + slowStreams, maxQueuedJobs: streams + slowStreams, maxSubscriptionsPerSocket: SLOW_SUBSCRIPTIONS, rateLimitPerSecond: 0, maxSessions: streams + 1 };
   const peers = new Map<string, string>();
   const server = await startServer({ engine, port: 0, webDemo: false, log: () => {}, limits, ...(viaReplica ? { replica: { id: 'a', peers: new Map(), requestTimeoutMs: 30_000 } } : {}) });
   // --via-replica: the clients' replica, which forwards every stream to `server`
@@ -202,6 +307,21 @@ export async function run(argv: string[]): Promise<number> {
       ? Array.from({ length: streams }, () => `subscription { understand(input: { prompt: "bench", maxTokens: ${tokens}, sessionId: "${server.runtime.sessions.create().id}" }) { text done } }`)
       : undefined;
     const wsPath = createRequire(import.meta.url).resolve('ws');
+    // slow consumers connect first, so their sockets are backed up before the measured streams start
+    const slow = cfg.slowConsumers > 0 ? new Worker(SLOW_CLIENT_SOURCE, { eval: true, workerData: { url: (front ?? server).url, consumers: cfg.slowConsumers, subscriptions: SLOW_SUBSCRIPTIONS, rate: cfg.slowRate, wsPath } }) : undefined;
+    if (slow) await new Promise((resolve, reject) => (slow.once('message', resolve), slow.once('error', reject)));
+    // ... and until the kernel's buffers for them are full, so the gateway itself holds unsent bytes
+    const prefill0 = performance.now();
+    if (slow)
+      while (!(front ?? server).wsSocketStats().some((st) => st.bufferedBytes > 0) && performance.now() - prefill0 < SLOW_PREFILL_LIMIT_MS)
+        await new Promise((r) => setTimeout(r, 20));
+    const prefillMs = performance.now() - prefill0;
+    // unsent bytes per graphql-ws socket, sampled through the round: the most any one socket held
+    let maxBuffered = 0;
+    const sampler = cfg.slowConsumers > 0 ? setInterval(() => {
+      for (const st of (front ?? server).wsSocketStats()) if (st.bufferedBytes > maxBuffered) maxBuffered = st.bufferedBytes;
+    }, 10) : undefined;
+    const coalesced0 = (front ?? server).runtime.metrics.coalescedChunks.get();
     const tStart = performance.now();
     let setupMs = 0;
     let t0 = 0;
@@ -230,6 +350,17 @@ export async function run(argv: string[]): Promise<number> {
     lag.disable();
     lagWarm.disable();
     clearTimeout(warmTimer);
+    clearInterval(sampler);
+    const slowDone = slow
+      ? await new Promise<{ bytes: number; seconds: number; errors: number; closedByServer: number[] }>((resolve, reject) => {
+          slow.once('message', (m) => {
+            resolve(m);
+            void slow.terminate();
+          });
+          slow.once('error', reject);
+          slow.postMessage('stop');
+        })
+      : undefined;
     const wallMs = performance.now() - t0;
     const elu = nodePerformance.eventLoopUtilization(elu0);
     const cpu = process.cpuUsage(cpu0);
@@ -278,13 +409,21 @@ export async function run(argv: string[]): Promise<number> {
       errors: result.errors,
       setup_s: round(setupMs / 1000),
       wall_s: round(wallMs / 1000),
+      ...(slowDone
+        ? {
+            slow_consumers: cfg.slowConsumers,
+            // from the slow consumers' subscriptions to the gateway holding unsent bytes for them
+            slow_prefill_s: round(prefillMs / 1000),
+            slow_read_bytes_per_s: round(slowDone.bytes / slowDone.seconds),
+            // the gateway's unsent bytes for one socket, at most (its slow consumers' included)
+            max_socket_buffered_bytes: maxBuffered,
+            coalesced_chunks: (front ?? server).runtime.metrics.coalescedChunks.get() - coalesced0,
+            slow_socket_closes: slowDone.closedByServer.length,
+            slow_errors: slowDone.errors,
+          }
+        : {}),
     };
-    console.log(JSON.stringify(out));
-    if (!json)
-      console.error(
-        `gateway bench: ${streams} ${transport} streams, p50 ${out.added_latency_p50_ms} ms, p99 ${out.added_latency_p99_ms} ms added per event; event-loop lag p99 ${out.event_loop_lag_p99_ms} ms (goal: p99 <= 2 ms, lag <= 10 ms)`,
-      );
-    return result.errors === 0 && arr.length === streams * tokens ? 0 : 1;
+    return out;
   } finally {
     await front?.close();
     await server.close();
@@ -292,6 +431,60 @@ export async function run(argv: string[]): Promise<number> {
 }
 
 const round = (x: number) => Math.round(x * 1000) / 1000;
+
+/**
+ * --slow-consumers K: rounds without and with K slow consumers, alternating (this machine's noise moves
+ * p99 between runs far more than 5 %, so one pair would say little), and the ratio of their medians.
+ */
+async function slowConsumers(args: ParsedArgs, cfg: RoundConfig, json: boolean): Promise<number> {
+  if (cfg.viaReplica) throw new UsageError('--via-replica does not apply to --slow-consumers');
+  if (cfg.transport !== 'ws') throw new UsageError('--slow-consumers measures graphql-ws streams (--transport ws)');
+  const k = intFlag(args, 'slow-consumers', 1, 1, 64);
+  const slowRate = intFlag(args, 'slow-rate', 10_240, 1, 1 << 30);
+  const rounds = intFlag(args, 'rounds', 3, 1, 50);
+  const base: RoundResult[] = [];
+  const slow: RoundResult[] = [];
+  for (let r = 0; r < rounds; r++) {
+    base.push(await measureRound({ ...cfg, slowConsumers: 0, slowRate: 0 }));
+    slow.push(await measureRound({ ...cfg, slowConsumers: k, slowRate }));
+  }
+  const median = (xs: number[]) => {
+    const s = [...xs].sort((a, b) => a - b);
+    return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+  };
+  const pick = (rs: RoundResult[], key: 'added_latency_p99_ms' | 'after_warmup_added_latency_p99_ms' | 'event_loop_lag_p99_ms' | 'gateway_thread_cpu_us_per_event') =>
+    rs.map((r) => r[key] ?? NaN);
+  const summary = (key: Parameters<typeof pick>[1]) => {
+    const b = median(pick(base, key));
+    const s = median(pick(slow, key));
+    return { base_median: round(b), slow_median: round(s), ratio: round(s / b), base: pick(base, key), slow: pick(slow, key) };
+  };
+  const out = {
+    streams: cfg.streams,
+    slow_consumers: k,
+    slow_subscriptions_each: SLOW_SUBSCRIPTIONS,
+    slow_rate_bytes_per_s: slowRate,
+    rounds,
+    added_latency_p99_ms: summary('added_latency_p99_ms'),
+    after_warmup_added_latency_p99_ms: summary('after_warmup_added_latency_p99_ms'),
+    event_loop_lag_p99_ms: summary('event_loop_lag_p99_ms'),
+    gateway_thread_cpu_us_per_event: summary('gateway_thread_cpu_us_per_event'),
+    slow_prefill_s: slow.map((r) => r.slow_prefill_s),
+    slow_read_bytes_per_s: slow.map((r) => r.slow_read_bytes_per_s),
+    max_socket_buffered_bytes: Math.max(...slow.map((r) => r.max_socket_buffered_bytes ?? 0)),
+    coalesced_chunks: slow.map((r) => r.coalesced_chunks),
+    slow_socket_closes: slow.reduce((n, r) => n + (r.slow_socket_closes ?? 0), 0),
+    errors: [...base, ...slow].reduce((n, r) => n + r.errors + (r.slow_errors ?? 0), 0),
+    tokens_missing: [...base, ...slow].reduce((n, r) => n + r.tokens_expected - r.tokens_measured, 0),
+  };
+  console.log(JSON.stringify(out));
+  if (!json)
+    console.error(
+      `gateway bench: ${cfg.streams} streams, ${k} consumer(s) reading ${slowRate} B/s: added p99 ${out.added_latency_p99_ms.base_median} -> ${out.added_latency_p99_ms.slow_median} ms (x${out.added_latency_p99_ms.ratio}), ` +
+        `largest socket send buffer ${out.max_socket_buffered_bytes} B (goal: p99 moved <= 5 %, <= 1 MiB per slow socket)`,
+    );
+  return out.errors === 0 && out.tokens_missing === 0 ? 0 : 1;
+}
 
 /** --churn: subscribe -> cancel cycles, and what they leave behind (bench/gateway-churn.ts). */
 async function churn(args: ParsedArgs): Promise<number> {

@@ -81,8 +81,9 @@ export interface RunningServer {
   engineReady: Promise<void>;
   close(): Promise<void>;
   /**
-   * Leak diagnostics, one entry per open graphql-ws socket: its operations in flight, and the
-   * listeners attached to it and to its TCP socket (`bench gateway --churn` and its test).
+   * Diagnostics, one entry per open graphql-ws socket: its operations in flight, the listeners
+   * attached to it and to its TCP socket, and its unsent bytes (`bench gateway --churn` and
+   * `--slow-consumers`, and their tests).
    */
   wsSocketStats(): WsSocketStats[];
 }
@@ -90,6 +91,8 @@ export interface RunningServer {
 export interface WsSocketStats {
   operations: number;
   listeners: number;
+  /** bytes written to the socket that the kernel has not taken yet (ws's bufferedAmount) */
+  bufferedBytes: number;
 }
 
 const listenerTotal = (e: { eventNames(): Array<string | symbol>; listenerCount(name: string | symbol): number } | undefined): number =>
@@ -872,6 +875,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     [...wss.clients].map((socket) => ({
       operations: wsOps.get(socket)?.size ?? 0,
       listeners: listenerTotal(socket) + listenerTotal((socket as unknown as { _socket?: import('node:net').Socket })._socket),
+      bufferedBytes: socket.bufferedAmount,
     }));
   return { url, port: addr.port, runtime: rt, engineReady, close, wsSocketStats };
 }

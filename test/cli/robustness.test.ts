@@ -241,6 +241,25 @@ describe('bench arguments go through the shared parser', () => {
     expect(JSON.parse(r.stdout)).toMatchObject({ transport: 'sse', streams: 2, tokens_expected: 4 });
   }, 60_000);
 
+  it('--slow-consumers: its options, and a small run in which the slow consumer backs the gateway up without costing tokens', async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [['--slow-consumers', '0'], /--slow-consumers must be an integer in \[1, /],
+      [['--slow-consumers', '1', '--via-replica'], /--via-replica does not apply to --slow-consumers/],
+      [['--slow-consumers', '1', '--transport', 'sse'], /graphql-ws streams/],
+      [['--slow-rate', '5'], /--slow-rate applies to --slow-consumers only/],
+      [['--rounds', '2'], /--rounds applies to --slow-consumers only/],
+    ];
+    for (const [args, message] of cases) expect(failsWith(await inProc(['bench', 'gateway', ...args]), 2), args.join(' ')).toMatch(message);
+    const r = await inProc(['bench', 'gateway', '--slow-consumers', '1', '--rounds', '1', '--streams', '4', '--tokens', '5', '--step-ms', '5', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out).toMatchObject({ streams: 4, slow_consumers: 1, rounds: 1, errors: 0, tokens_missing: 0, slow_socket_closes: 0 });
+    // the slow consumer's sockets filled up: the gateway held unsent bytes and merged its chunks
+    expect(out.max_socket_buffered_bytes).toBeGreaterThan(0);
+    expect(out.coalesced_chunks[0]).toBeGreaterThan(0);
+    expect(out.added_latency_p99_ms.base).toHaveLength(1);
+  }, 60_000);
+
   it('--churn takes its own options only; a small churn run prints its JSON and exits 0', async () => {
     const cases: Array<[string[], RegExp]> = [
       [['--churn', '0'], /--churn must be an integer in \[1, /],
