@@ -14,6 +14,7 @@
 // therefore also carries the time its step was due; step_due_latency_* is receipt minus that.
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { Socket } from 'node:net';
 import { monitorEventLoopDelay, performance as nodePerformance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
@@ -56,6 +57,41 @@ behind: engine requests, streams, jobs, listeners on long-lived sockets, heap gr
 It exits 1 on client errors or anything left behind.`;
 
 const now = () => performance.timeOrigin + performance.now();
+
+/**
+ * Records when the gateway hands each frame to the kernel: every Socket#write on the sockets of the
+ * server the clients connect to, with the written bytes (parsed after the round, so the hot path only
+ * pays a timestamp and a push). This is the reference's G1 definition of the gateway's latency:
+ * engine emits -> frame written. The client-receipt figures add the client thread's own delays.
+ */
+function captureWrites(port: number): { writes: Array<[number, unknown]>; stop(): void } {
+  const writes: Array<[number, unknown]> = [];
+  const original = Socket.prototype.write;
+  const facing = new WeakMap<Socket, boolean>();
+  Socket.prototype.write = function (this: Socket, chunk: unknown, ...rest: unknown[]) {
+    let mine = facing.get(this);
+    if (mine === undefined) facing.set(this, (mine = this.localPort === port));
+    if (mine) writes.push([now(), chunk]);
+    return (original as (...a: unknown[]) => boolean).call(this, chunk, ...rest);
+  } as typeof Socket.prototype.write;
+  return { writes, stop: () => void (Socket.prototype.write = original) };
+}
+
+/** per token in each captured frame: write time - engine-boundary stamp, and write time - step due */
+function writeLatencies(writes: Array<[number, unknown]>): { boundary: number[]; due: number[] } {
+  const boundary: number[] = [];
+  const due: number[] = [];
+  const stamp = /(\d{10,}\.\d{3})\/(\d{10,}\.\d{3})\|/g;
+  for (const [t, chunk] of writes) {
+    const text = typeof chunk === 'string' ? chunk : Buffer.isBuffer(chunk) ? chunk.toString('latin1') : chunk instanceof Uint8Array ? Buffer.from(chunk).toString('latin1') : '';
+    for (const m of text.matchAll(stamp)) {
+      boundary.push(t - Number(m[1]));
+      due.push(t - Number(m[2]));
+    }
+  }
+  const sort = (xs: number[]) => Array.from(Float64Array.from(xs).sort());
+  return { boundary: sort(boundary), due: sort(due) };
+}
 /** the after_warmup_* figures skip this much of the steady state */
 const WARMUP_MS = 500;
 
@@ -339,6 +375,7 @@ async function measureRound(cfg: RoundConfig) {
       lag.enable();
       warmTimer = setTimeout(() => lagWarm.enable(), WARMUP_MS);
     });
+    const capture = captureWrites((front ?? server).port);
     const result = await new Promise<{ latencies: number[]; scheduled: number[]; received: number[]; events: number; errors: number }>((resolve, reject) => {
       const w = new Worker(CLIENT_SOURCE, { eval: true, workerData: { url: (front ?? server).url, streams, transport, query, queries, wsPath } });
       w.once('message', (m) => {
@@ -347,6 +384,8 @@ async function measureRound(cfg: RoundConfig) {
       });
       w.once('error', reject);
     });
+    capture.stop();
+    const written = writeLatencies(capture.writes);
     lag.disable();
     lagWarm.disable();
     clearTimeout(warmTimer);
@@ -382,6 +421,14 @@ async function measureRound(cfg: RoundConfig) {
       added_latency_p50_ms: round(percentile(arr, 50)),
       added_latency_p99_ms: round(percentile(arr, 99)),
       added_latency_max_ms: round(arr.at(-1) ?? NaN),
+      // the gateway's own part: engine boundary -> the frame handed to the kernel (G1's definition);
+      // added_latency_* above runs on to the client's receipt
+      frame_written_latency_p50_ms: round(percentile(written.boundary, 50)),
+      frame_written_latency_p99_ms: round(percentile(written.boundary, 99)),
+      // the same from when the step was due: also counts the wait for the gateway's busy thread
+      // before the synthetic engine (on that thread) could emit
+      frame_written_step_due_latency_p99_ms: round(percentile(written.due, 99)),
+      frame_written_tokens: written.boundary.length,
       // from when each synthetic step was due to client receipt: also counts the time the chunk waited
       // for the gateway's busy event loop before it reached the engine boundary above (the synthetic
       // engine shares the gateway's thread; a real engine on its own thread would not wait for it)

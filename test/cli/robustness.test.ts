@@ -238,7 +238,11 @@ describe('bench arguments go through the shared parser', () => {
     }
     const r = await inProc(['bench', 'gateway', '--transport=sse', '--streams', '2', '--tokens', '2', '--step-ms', '1', '--json']);
     expect(r.code, r.stderr).toBe(0);
-    expect(JSON.parse(r.stdout)).toMatchObject({ transport: 'sse', streams: 2, tokens_expected: 4 });
+    // every token's frame was seen leaving the gateway as well as arriving at the client
+    expect(JSON.parse(r.stdout)).toMatchObject({ transport: 'sse', streams: 2, tokens_expected: 4, tokens_measured: 4, frame_written_tokens: 4 });
+    const ws = await inProc(['bench', 'gateway', '--streams', '3', '--tokens', '2', '--step-ms', '1', '--json']);
+    expect(ws.code, ws.stderr).toBe(0);
+    expect(JSON.parse(ws.stdout)).toMatchObject({ transport: 'ws', tokens_measured: 6, frame_written_tokens: 6 });
   }, 60_000);
 
   it('--slow-consumers: its options, and a small run in which the slow consumer backs the gateway up without costing tokens', async () => {
