@@ -7,6 +7,7 @@ import { DEFAULT_PACK, FIXTURE_PACK, resolvePack } from '../src/engine/cli-suppo
 import { createEngine, type LocalEngine } from '../src/engine/index.ts';
 import type { FrameTimings, GenerateRequest, ImageFrame } from '../src/engine/types.ts';
 import { parseCaption, renderScene } from '../src/world/index.ts';
+import { timeViaGateway } from './generate-gateway.ts';
 
 export const HELP = `Usage: hyperbagel bench generate [--json] [--pack DIR] [--runs N] [--threads N]
 
@@ -15,7 +16,10 @@ sampler (50 steps with CFG: 100 / 132 NFE) and with the 6-NFE path, plus the pro
 preview. Prints t2i_speedup_6nfe, edit_speedup_6nfe, preview_ms, final_ms, the sampling-loop-only
 ratios, the fixed costs each separately (prefill; for edits the source's ViT encode and VAE encode;
 VAE decode; image encode) and NFE counts; for packs
-that think, "think": {think_ms, preview_ms, final_ms} of a progressive think-mode request on a short prompt.`;
+that think, "think": {think_ms, preview_ms, final_ms} of a progressive think-mode request on a short prompt;
+"gateway": the progressive request through the GraphQL gateway over graphql-ws (previews @stream,
+@defer result) on the same engine: client-side preview_ms / final_ms, the gateway's overhead over the
+engine's own times, and the frames' base64 sizes.`;
 
 interface Run {
   ms: number;
@@ -96,6 +100,8 @@ export async function run(argv: string[]): Promise<number> {
     const editBase = await timeMany(engine, { prompt: instruction, sourceImage: src, mode: 'baseline', steps: 50 }, Math.max(1, Math.ceil(runs / 2)));
     const edit6 = await timeMany(engine, { prompt: instruction, sourceImage: src, mode: '6nfe' }, runs);
     const prog = await timeMany(engine, { prompt, mode: 'progressive' }, runs);
+    // the same progressive request through the gateway, as a streaming client sees it
+    const gateway = await timeViaGateway(engine, prompt, runs);
     // think mode on a short prompt: the thought is written before the preview (packs that think)
     const thinking = engine.info.capabilities.think ? await timeMany(engine, { prompt: 'a photo of a square', mode: 'progressive', think: true }, runs) : null;
     // the engine batches the CFG contexts of a step into one call; also time the baseline the way
@@ -117,6 +123,7 @@ export async function run(argv: string[]): Promise<number> {
       edit_speedup_6nfe: r(editBase.ms, edit6.ms),
       preview_ms: +prog.firstMs.toFixed(2),
       final_ms: +prog.ms.toFixed(2),
+      gateway,
       think: thinking ? { think_ms: thinking.timings.thinkMs, preview_ms: +thinking.firstMs.toFixed(2), final_ms: +thinking.ms.toFixed(2) } : null,
       t2i_sampling_speedup: r(t2iBase.timings.samplingMs, t2i6.timings.samplingMs),
       edit_sampling_speedup: r(editBase.timings.samplingMs, edit6.timings.samplingMs),
