@@ -12,6 +12,9 @@
 // The synthetic engine runs on the gateway's thread, so a busy gateway also delays the engine
 // boundary stamp itself (its step timers fire late) and that wait is not in added_latency. Each chunk
 // therefore also carries the time its step was due; step_due_latency_* is receipt minus that.
+// frame_written_latency_* stops at the gateway instead: engine boundary -> the frame's bytes handed to
+// the kernel (Socket#write on the clients' connections), the reference's G1 definition, without the
+// client thread's own delays.
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { Socket } from 'node:net';

@@ -9,6 +9,7 @@ import { EngineError, type SpeculationMode, type UnderstandRequest, type Underst
 import { renderScene } from '../src/world/index.ts';
 import { captionPrompt } from '../src/eval/engine-model.ts';
 import { loadUnderstandSuite } from '../src/eval/suites.ts';
+import { compareUnderstandViaGateway } from './understand-gateway.ts';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -16,7 +17,10 @@ export const HELP = `Usage: hyperbagel bench understand [--json] [--pack DIR] [-
 
 Times greedy answers over a fixed prompt set (10 test-suite images: caption + 2 questions each) with speculation off, chain, tree and auto (interleaved
 per prompt), and prints plain_tps, chain_tps, tree_tps, auto_tps, speedup (best speculative ÷ plain),
-tau (mean accepted length of the best mode) and lossless (all modes gave identical answers).`;
+tau (mean accepted length of the best mode) and lossless (all modes gave identical answers);
+"gateway": each request once straight to the engine and once through the GraphQL gateway over
+graphql-ws (image as base64 PNG), interleaved: time to first token and total both ways, the
+gateway's overhead (median per-request difference) and whether the text was the same.`;
 
 // The prompt set: the first BENCH_IMAGES scenes of the committed understanding test suite, each with
 // the pack's caption prompt (long answers, 8–30 tokens) and its first two questions (short answers),
@@ -127,6 +131,8 @@ export async function run(argv: string[]): Promise<number> {
     const dtps = (m: string) => (stats[m]!.decodeMs > 0 ? (stats[m]!.decodeTokens * 1000) / stats[m]!.decodeMs : 0);
     const tau = (m: string) => (stats[m]!.drafts ? 1 + stats[m]!.accepted / stats[m]!.drafts : 1);
     const best = ['chain', 'tree', 'auto'].reduce((a, b) => (tps(b) > tps(a) ? b : a));
+    // the same requests through the gateway, as a streaming client sees them
+    const gateway = await compareUnderstandViaGateway(engine, requests);
     const result = {
       pack: engine.info.name,
       pack_dir: pack,
@@ -148,6 +154,9 @@ export async function run(argv: string[]): Promise<number> {
       tau_tree: +tau('tree').toFixed(3),
       decode_only_tps: { plain: +dtps('off').toFixed(1), chain: +dtps('chain').toFixed(1), tree: +dtps('tree').toFixed(1), auto: +dtps('auto').toFixed(1) },
       lossless,
+      // every request once direct and once through the gateway over graphql-ws (auto speculation):
+      // time to first token and total as a client sees them, and the same text both ways
+      gateway,
       // by prompt type (caption prompt vs the questions): tau and tokens/s of every mode
       by_kind: Object.fromEntries(
         Object.entries(byKind).map(([k, ms]) => [

@@ -1,8 +1,10 @@
-// `bench generate`'s gateway section on the real fixture engine: a progressive request through the
-// gateway over graphql-ws (previews @stream, @defer result), as a streaming image client sees it.
+// The gateway sections of `bench generate` and `bench understand` on the real fixture engine: a
+// progressive image request (previews @stream, @defer result) and understand streams through the
+// gateway over graphql-ws, as streaming clients see them, beside the engine called directly.
 import path from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { timeViaGateway } from '../../bench/generate-gateway.ts';
+import { compareUnderstandViaGateway } from '../../bench/understand-gateway.ts';
 import { createEngine, type LocalEngine } from '../../src/engine/index.ts';
 import { FIXTURE } from '../engine/fixture-helpers.ts';
 
@@ -32,3 +34,14 @@ test('the preview reaches the client before the final; both frames carry the eng
 test('a request the gateway refuses is an error, not a hang', async () => {
   await expect(timeViaGateway(engine, '', 1)).rejects.toThrow(/gateway error|without a final/);
 }, 30_000);
+
+test('understand through the gateway: the same text as the engine alone, nothing coalesced for a fast client', async () => {
+  const image = { width: 32, height: 32, data: new Uint8Array(32 * 32 * 3).fill(200) };
+  const g = await compareUnderstandViaGateway(engine, [
+    { prompt: 'a red circle', maxTokens: 6, temperature: 0 },
+    { prompt: 'a red circle', image, maxTokens: 4, temperature: 0 },
+  ]);
+  expect(g).toMatchObject({ requests: 2, same_text: true, coalesced_chunks: 0 });
+  expect(g.gateway_ttft_ms).toBeLessThanOrEqual(g.gateway_total_ms);
+  expect(g.direct_ttft_ms).toBeLessThanOrEqual(g.direct_total_ms);
+}, 60_000);
