@@ -684,6 +684,15 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
         // graphql-ws closes the socket for invalid messages
       }
     });
+    // A client's close frame makes ws answer with close() at once, but 'close' fires only after the
+    // TCP close handshake (a round trip more, several ms under load): stop the model work at close(),
+    // whoever calls it (ws for the client's close frame, graphql-ws for a protocol fault, the slow-
+    // consumer guard). Writers check readyState, so nothing is sent after the close frame.
+    const close = socket.close.bind(socket);
+    socket.close = ((code?: number, reason?: string | Buffer) => {
+      abortSocketOps(socket);
+      close(code, reason);
+    }) as typeof socket.close;
     socket.once('close', () => {
       rt.wsConnections--;
       abortSocketOps(socket);

@@ -138,6 +138,29 @@ describe('cancellation', () => {
     }
   });
 
+  it("a graphql-ws client's close frame stops the work at once, before the TCP connection closes", async () => {
+    const aborted = engine.stats.understandAborted;
+    const ws = new WebSocket(wsUrl(server), 'graphql-transport-ws');
+    try {
+      await new Promise((r) => ws.once('open', r));
+      ws.send(JSON.stringify({ type: 'connection_init' }));
+      await new Promise((r) => ws.once('message', r));
+      ws.send(JSON.stringify({ id: '1', type: 'subscribe', payload: { query: UNDERSTAND, variables: { input: { prompt: 'long' } } } }));
+      await waitFor(() => engine.stats.active === 1 && engine.stats.steps > 0, 'the stream to run');
+      const steps = engine.stats.steps;
+      // the close frame goes out; then the client stops reading, so it never sees the server's close
+      // frame and never ends the TCP connection: the server's 'close' would wait for ws's 30 s timeout
+      ws.close(1000);
+      (ws as unknown as { _socket: { pause(): void } })._socket.pause();
+      await waitFor(() => engine.stats.active === 0, 'the engine to stop', 3_000);
+      expect(engine.stats.steps - steps).toBeLessThanOrEqual(1);
+      expect(engine.stats.understandAborted).toBe(aborted + 1);
+    } finally {
+      ws.terminate();
+    }
+    await waitFor(() => server.runtime.activeStreamCount === 0, 'streams to close');
+  });
+
   it('a graphql-ws client disconnecting (understand and image job at once)', async () => {
     const ua = engine.stats.understandAborted;
     const ga = engine.stats.generateAborted;
