@@ -179,6 +179,9 @@ const WebSocket = require(workerData.wsPath);
 const { url, streams, transport, query, queries } = workerData;
 const now = () => performance.timeOrigin + performance.now();
 const latencies = [], scheduled = [], received = [];
+// the client thread's own event-loop delay: where a receipt waits on the client, not on the gateway
+const clientLag = require('node:perf_hooks').monitorEventLoopDelay({ resolution: 1 });
+clientLag.enable();
 let events = 0, done = 0, errors = 0;
 function record(text) {
   const t = now();
@@ -190,7 +193,7 @@ function record(text) {
     scheduled.push(t - Number(s.slice(i + 1)));
   }
 }
-function finish() { if (++done === streams) parentPort.postMessage({ latencies, scheduled, received, events, errors }); }
+function finish() { if (++done === streams) { clientLag.disable(); parentPort.postMessage({ latencies, scheduled, received, events, errors, clientLagP99: clientLag.percentile(99) / 1e6 }); } }
 function wsStream(query) {
   const ws = new WebSocket(url.replace(/^http/, 'ws'), 'graphql-transport-ws');
   ws.on('open', () => ws.send(JSON.stringify({ type: 'connection_init' })));
@@ -379,7 +382,7 @@ async function measureRound(cfg: RoundConfig) {
       warmTimer = setTimeout(() => lagWarm.enable(), WARMUP_MS);
     });
     const capture = captureWrites((front ?? server).port);
-    const result = await new Promise<{ latencies: number[]; scheduled: number[]; received: number[]; events: number; errors: number }>((resolve, reject) => {
+    const result = await new Promise<{ latencies: number[]; scheduled: number[]; received: number[]; events: number; errors: number; clientLagP99: number }>((resolve, reject) => {
       const w = new Worker(CLIENT_SOURCE, { eval: true, workerData: { url: (front ?? server).url, streams, transport, query, queries, wsPath } });
       w.once('message', (m) => {
         resolve(m);
@@ -438,6 +441,8 @@ async function measureRound(cfg: RoundConfig) {
       step_due_latency_p50_ms: round(percentile(sched, 50)),
       step_due_latency_p99_ms: round(percentile(sched, 99)),
       event_loop_lag_p99_ms: round(lag.percentile(99) / 1e6),
+      // the clients' worker thread (connection storm included): its stalls delay receipt, not the gateway
+      client_event_loop_lag_p99_ms: round(result.clientLagP99),
       // everything above covers the whole steady state, including its first WARMUP_MS in which the
       // per-event code is still being optimized; these cover only what comes after (null for shorter runs)
       after_warmup_added_latency_p50_ms: round(percentile(warmAdded, 50)),
