@@ -15,15 +15,19 @@
 // ended; the client records when it cancelled. Stop latency is the difference (one clock, two
 // threads). The heap is the gateway thread's (the clients run in a worker), measured after forced
 // GCs once the warm-up cycles are done and again at the end: growth per cycle between the two is what
-// the run leaves behind, with job retention (bounded by `maxRetainedJobs`) already saturated.
+// the run leaves behind. Finished image jobs are retained for resume up to `maxRetainedJobs` (256): from
+// about 3,200 cycles on (2 of 5 kinds are image jobs, 20 % before the first checkpoint) retention is
+// full by then; shorter runs show it as growth.
 import { createRequire } from 'node:module';
 import { performance } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { Worker } from 'node:worker_threads';
+import { SyntheticEngine } from './synthetic-engine.ts';
 import { encodePng } from '../src/engine/image/png.ts';
-import type { Engine, GenerateRequest, ImageFrame, SessionHandle, UnderstandEvent, UnderstandRequest } from '../src/engine/types.ts';
+import type { GenerateRequest, ImageFrame, UnderstandEvent, UnderstandRequest } from '../src/engine/types.ts';
 import { startServer, type RunningServer } from '../src/gateway/server.ts';
+import { percentile, round3 } from './stats.ts';
 
 export const CHURN_KINDS = ['ws-complete', 'ws-close', 'sse-abort', 'stream-complete', 'job-cancel'] as const;
 export type ChurnKind = (typeof CHURN_KINDS)[number];
@@ -42,7 +46,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const cycleOf = (prompt: string) => Number(/churn (\d+)/.exec(prompt)?.[1] ?? -1);
 
 /** A model that runs until it is stopped: one chunk (or, for images, one NFE) per step. */
-class ChurnEngine implements Engine {
+class ChurnEngine extends SyntheticEngine {
   readonly info = {
     name: 'bench-churn',
     description: 'synthetic engine for the gateway churn benchmark',
@@ -52,8 +56,9 @@ class ChurnEngine implements Engine {
   };
   /** requests whose work has not ended */
   live = 0;
-  /** steps run after the request's signal was aborted (a step already running finishes) */
-  stepsAfterAbort = 0;
+  /** times the gateway asked a request for its next event after aborting its signal (it should
+   * return() or stop pulling instead: each such pull would start another model step) */
+  pullsAfterAbort = 0;
   /** requests that ran to their natural end (the cancel came too late) */
   finished = 0;
   /** per cycle: when its model work ended, and when its signal was aborted (epoch ms, sub-ms; NaN
@@ -66,6 +71,7 @@ class ChurnEngine implements Engine {
     private readonly stepMs: number,
     cycles: number,
   ) {
+    super();
     this.endedAt = new Float64Array(cycles).fill(NaN);
     this.abortedAt = new Float64Array(cycles).fill(NaN);
   }
@@ -77,12 +83,17 @@ class ChurnEngine implements Engine {
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
       for (let i = 0; i < steps; i++) {
-        const wasAborted = signal?.aborted;
         await sleep(this.stepMs); // a model call: not interruptible, as onnxruntime's run() is not
-        if (wasAborted) this.stepsAfterAbort++;
         if (signal?.aborted) return;
         const out = emit(i);
-        if (out !== undefined) yield out;
+        if (out !== undefined) {
+          yield out;
+          // resumed by next(): a pull after the abort would have the engine start another step
+          if (signal?.aborted) {
+            this.pullsAfterAbort++;
+            return;
+          }
+        }
       }
       this.finished++;
       yield last();
@@ -120,11 +131,6 @@ class ChurnEngine implements Engine {
     return this.work<ImageFrame>(req.prompt, 7, signal, (i) => (i === 0 ? frame('preview', 1) : undefined), () => frame('final', 6));
   }
 
-  createSession(): SessionHandle {
-    return { id: 'x' };
-  }
-  closeSession(): void {}
-  async close(): Promise<void> {}
 }
 
 // The clients: plain CommonJS run with eval so the worker needs no TypeScript loader.
@@ -218,12 +224,17 @@ function checkBarrier() {
   if (!gate || posted || arrived < lanesActive) return;
   posted = true;
   parentPort.once('message', () => { const open = openGate; markIdx++; arrived = 0; gate = null; posted = false; open(); });
-  parentPort.postMessage({ type: 'checkpoint', phase: 'mark' });
+  parentPort.postMessage({ type: 'checkpoint', cycle: next, lanes: lanesActive });
 }
 async function lane() {
   let sock;
   try { sock = await openSocket(); } catch (e) { fail('connect', e); lanesActive--; checkBarrier(); return null; }
   for (;;) {
+    // a lane socket the server closed: count it and open another, rather than time out every cycle on it
+    if (sock.ws.readyState !== WebSocket.OPEN) {
+      fail('lane', new Error('lane socket closed by the server'));
+      try { sock = await openSocket(); } catch (e) { fail('connect', e); lanesActive--; checkBarrier(); return null; }
+    }
     if (markIdx < marks.length && next >= marks[markIdx]) {
       const g = gate || (gate = new Promise((r) => (openGate = r)));
       arrived++; checkBarrier(); await g; continue;
@@ -246,7 +257,7 @@ async function lane() {
 }
 (async () => {
   const socks = await Promise.all(Array.from({ length: concurrency }, () => lane()));
-  await new Promise((resolve) => { parentPort.once('message', resolve); parentPort.postMessage({ type: 'checkpoint', phase: 'end' }); });
+  await new Promise((resolve) => { parentPort.once('message', resolve); parentPort.postMessage({ type: 'checkpoint', cycle: cycles, lanes: socks.filter(Boolean).length }); });
   for (const s of socks) if (s) s.ws.close(1000);
   parentPort.postMessage({ type: 'done', cancelledAt, byKind, errors, errorSamples });
 })().catch((e) => parentPort.postMessage({ type: 'done', cancelledAt, byKind, errors: errors + 1, errorSamples: errorSamples.concat(String(e)) }));
@@ -266,8 +277,8 @@ export interface ChurnResult {
   cancel_to_abort_ms: Record<string, { p50: number; p99: number; max: number }>;
   /** stop latency p99 over all kinds, in model steps */
   stop_latency_p99_steps: number;
-  /** model steps that ran after a request's signal was aborted (at most the one in progress each) */
-  steps_after_abort: number;
+  /** next() calls the gateway made on a request after aborting it (each would cost a model step) */
+  pulls_after_abort: number;
   /** requests that ran to their end because the cancel came late */
   ran_to_end: number;
   /** cancelled cycles whose model work never ended (leaked iterators) */
@@ -284,18 +295,12 @@ export interface ChurnResult {
   wall_s: number;
 }
 
-function percentile(sorted: number[], p: number): number {
-  if (!sorted.length) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
-}
-const round = (x: number) => Math.round(x * 1000) / 1000;
-
 /** p50 / p99 / max per kind, and over all kinds as `all` (ms) */
 function latencyStats(byKind: Map<string, number[]>): Record<string, { p50: number; p99: number; max: number }> {
   const out: Record<string, { p50: number; p99: number; max: number }> = {};
   const stats = (xs: number[]) => {
     xs.sort((a, b) => a - b);
-    return { p50: round(percentile(xs, 50)), p99: round(percentile(xs, 99)), max: round(xs.at(-1) ?? NaN) };
+    return { p50: round3(percentile(xs, 50)), p99: round3(percentile(xs, 99)), max: round3(xs.at(-1) ?? NaN) };
   };
   for (const [kind, xs] of byKind) out[kind] = stats(xs);
   out.all = stats([...byKind.values()].flat());
@@ -323,9 +328,10 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnResult> {
   const t0 = performance.now();
   const elu0 = performance.eventLoopUtilization();
   const checkpoints: ChurnResult['checkpoints'] = [];
-  /** after cycles: wait until the engine has stopped everything (bounded), so left-overs are leaks */
-  const settle = async () => {
-    for (let i = 0; i < 200 && (engine.live > 0 || rt.scheduler.runningCount > 0); i++) await sleep(10);
+  /** after cycles: wait until the engine has stopped everything and the gateway has seen every
+   * closed socket go (only the lanes' `lanes` sockets stay open), bounded, so left-overs are leaks */
+  const settle = async (lanes: number) => {
+    for (let i = 0; i < 300 && (engine.live > 0 || rt.scheduler.runningCount > 0 || rt.wsConnections > lanes); i++) await sleep(10);
   };
   try {
     const done = await new Promise<{ cancelledAt: Record<string, number>; byKind: Record<string, number>; errors: number; errorSamples: string[] }>((resolve, reject) => {
@@ -333,30 +339,30 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnResult> {
         eval: true,
         workerData: { url: server.url, cycles: o.cycles, concurrency: o.concurrency, marks, kinds, wsPath: createRequire(import.meta.url).resolve('ws') },
       });
-      w.on('message', (m: { type: string }) => {
+      w.on('message', (m: { type: string; cycle: number; lanes: number }) => {
         if (m.type === 'checkpoint') {
           void (async () => {
-            await settle();
+            await settle(m.lanes);
             checkpoints.push({
-              after_cycles: marks[checkpoints.length] ?? o.cycles,
-              heap_used_mb: round(heapAfterGc() / 1048576),
+              after_cycles: m.cycle,
+              heap_used_mb: round3(heapAfterGc() / 1048576),
               lane_socket_listeners: listeners(),
               lane_socket_operations: server.wsSocketStats().reduce((n, s) => n + s.operations, 0),
             });
             w.postMessage('continue');
-          })();
+          })().catch(reject);
         } else if (m.type === 'done') {
           resolve(m as never);
           void w.terminate();
         }
       });
       w.once('error', reject);
+      w.once('exit', (code) => reject(new Error(`the churn client worker exited (${code}) before reporting`)));
     });
     const wallS = (performance.now() - t0) / 1000;
     const elu = performance.eventLoopUtilization(elu0).utilization;
     // the lanes' sockets are closing: wait for the gateway to see it
-    for (let i = 0; i < 200 && rt.wsConnections > 0; i++) await sleep(10);
-    await settle();
+    await settle(0);
 
     // per kind: client cancel -> model work ended, and client cancel -> the request's signal aborted
     const stopByKind = new Map<string, number[]>();
@@ -377,7 +383,7 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnResult> {
       if (!Number.isNaN(aborted)) push(abortByKind, kind, Math.max(0, aborted - at));
     }
     const growth = (from: ChurnResult['checkpoints'][number] | undefined, to: ChurnResult['checkpoints'][number] | undefined) =>
-      from && to && to.after_cycles > from.after_cycles ? round(((to.heap_used_mb - from.heap_used_mb) * 1048576) / (to.after_cycles - from.after_cycles)) : NaN;
+      from && to && to.after_cycles > from.after_cycles ? round3(((to.heap_used_mb - from.heap_used_mb) * 1048576) / (to.after_cycles - from.after_cycles)) : NaN;
     const metricsText = rt.metrics.render();
     const gauge = (name: string) =>
       [...metricsText.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))].reduce((n, m) => n + Number(m[1]), 0);
@@ -392,8 +398,8 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnResult> {
       error_samples: done.errorSamples,
       stop_latency_ms: stop,
       cancel_to_abort_ms: latencyStats(abortByKind),
-      stop_latency_p99_steps: round(stop.all!.p99 / o.stepMs),
-      steps_after_abort: engine.stepsAfterAbort,
+      stop_latency_p99_steps: round3(stop.all!.p99 / o.stepMs),
+      pulls_after_abort: engine.pullsAfterAbort,
       ran_to_end: engine.finished,
       work_never_stopped: neverStopped,
       left_over: {
@@ -409,8 +415,8 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnResult> {
       checkpoints,
       heap_growth_bytes_per_cycle: growth(checkpoints[0], checkpoints.at(-1)),
       heap_growth_late_bytes_per_cycle: growth(checkpoints.at(-2), checkpoints.at(-1)),
-      wall_s: round(wallS),
-      gateway_loop_utilization: round(elu),
+      wall_s: round3(wallS),
+      gateway_loop_utilization: round3(elu),
     };
   } finally {
     await server.close();

@@ -21,9 +21,11 @@ import { Socket } from 'node:net';
 import { monitorEventLoopDelay, performance as nodePerformance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import type { Engine, GenerateRequest, ImageFrame, SessionHandle, UnderstandEvent, UnderstandRequest } from '../src/engine/types.ts';
-import { startServer } from '../src/gateway/server.ts';
+import type { GenerateRequest, ImageFrame, UnderstandEvent, UnderstandRequest } from '../src/engine/types.ts';
+import { SLOW_CONSUMER_CLOSE_CODE, startServer } from '../src/gateway/server.ts';
 import { flag, intFlag, parseArgs, UsageError, type ParsedArgs } from '../src/cli/args.ts';
+import { median, percentile, round3 } from './stats.ts';
+import { SyntheticEngine } from './synthetic-engine.ts';
 
 /** Each slow consumer: one graphql-ws socket with this many streams (the bench's per-socket limit) ... */
 const SLOW_SUBSCRIPTIONS = 4;
@@ -48,10 +50,10 @@ gateway's event-loop lag, at N concurrent understanding streams on a synthetic e
   --json           print only the JSON result
 Prints one JSON object: {streams, added_latency_p50_ms, added_latency_p99_ms, event_loop_lag_p99_ms, ...}.
 
---slow-consumers K adds K graphql-ws clients that read at --slow-rate bytes/s (default 10240), each
-with ${SLOW_SUBSCRIPTIONS} streams of ${SLOW_CHUNK_BYTES} bytes per step, and runs --rounds R (default 3) rounds
+--slow-consumers K adds K graphql-ws clients that each read at --slow-rate bytes/s (default 10240),
+each with ${SLOW_SUBSCRIPTIONS} streams of ${SLOW_CHUNK_BYTES} bytes per step, and runs --rounds R (default 3) rounds
 without and with them, alternating. It prints the other streams' p99 and lag without and with them
-(medians and their ratio), and the most unsent bytes the gateway held for one socket.
+(medians and their ratio), and the most unsent bytes the gateway held per slow consumer.
 
 --churn N runs N subscribe -> cancel cycles instead (C at a time, default 20), through every way a
 client stops a stream (graphql-ws complete, socket close and teardown, SSE abort, @stream complete,
@@ -74,7 +76,8 @@ function captureWrites(port: number): { writes: Array<[number, unknown]>; stop()
   Socket.prototype.write = function (this: Socket, chunk: unknown, ...rest: unknown[]) {
     let mine = facing.get(this);
     if (mine === undefined) facing.set(this, (mine = this.localPort === port));
-    if (mine) writes.push([now(), chunk]);
+    // stamped frames are small; skip big ones (slow consumers' merged text) rather than pin them
+    if (mine && (chunk as { length?: number }).length !== undefined && (chunk as { length: number }).length <= 4096) writes.push([now(), chunk]);
     return (original as (...a: unknown[]) => boolean).call(this, chunk, ...rest);
   } as typeof Socket.prototype.write;
   return { writes, stop: () => void (Socket.prototype.write = original) };
@@ -108,7 +111,7 @@ function threadCpuNs(): number | undefined {
 }
 
 /** Emits `tokens` chunks, one per step, each stamped with the engine-boundary time. */
-class StampingEngine implements Engine {
+class StampingEngine extends SyntheticEngine {
   readonly info = {
     name: 'bench-synthetic',
     description: 'synthetic engine for gateway benchmarks',
@@ -124,7 +127,9 @@ class StampingEngine implements Engine {
     private readonly tokens: number,
     private readonly stepMs: number,
     private readonly streams: number,
-  ) {}
+  ) {
+    super();
+  }
   async *understand(req: UnderstandRequest, signal?: AbortSignal): AsyncGenerator<UnderstandEvent> {
     if (req.prompt === 'slow') return yield* this.heavy(req.maxTokens ?? 1024, signal);
     const n = req.maxTokens ?? this.tokens;
@@ -165,11 +170,6 @@ class StampingEngine implements Engine {
   async *generate(_req: GenerateRequest): AsyncGenerator<ImageFrame> {
     throw new Error('not used');
   }
-  createSession(): SessionHandle {
-    return { id: 'x' };
-  }
-  closeSession(): void {}
-  async close(): Promise<void> {}
 }
 
 // The clients: plain CommonJS run with eval so the worker needs no TypeScript loader.
@@ -234,7 +234,7 @@ const { parentPort, workerData } = require('node:worker_threads');
 const WebSocket = require(workerData.wsPath);
 const { url, consumers, subscriptions, rate } = workerData;
 const query = 'subscription { understand(input: { prompt: "slow", maxTokens: 1024 }) { text } }';
-let bytes = 0, errors = 0, closedByServer = [], opened = 0;
+let bytes = 0, errors = 0, slowCloses = 0, opened = 0, stopping = false;
 const t0 = performance.now();
 const sockets = [];
 for (let c = 0; c < consumers; c++) {
@@ -252,15 +252,13 @@ for (let c = 0; c < consumers; c++) {
       if (++opened === consumers) parentPort.postMessage({ type: 'ready' });
     } else if (m.type === 'error' || (m.type === 'next' && m.payload.errors)) errors++;
   });
-  ws.on('close', (code) => { if (!stopping) closedByServer.push(code); });
+  ws.on('close', (code) => { if (!stopping && code === ${SLOW_CONSUMER_CLOSE_CODE}) slowCloses++; else if (!stopping) errors++; });
   ws.on('error', () => { errors++; });
 }
-// the reading rate: each tick, pause every socket whose reads are ahead of rate * elapsed, resume the rest
-const read = new Map();
-for (const ws of sockets) read.set(ws, 0);
-let stopping = false;
+// the reading rate, per consumer: each tick, pause every socket whose reads are ahead of rate * elapsed,
+// resume the rest
 const tick = setInterval(() => {
-  const allowed = (rate * (performance.now() - t0)) / 1000 / consumers;
+  const allowed = (rate * (performance.now() - t0)) / 1000;
   for (const ws of sockets) {
     const sock = ws._socket;
     if (!sock) continue;
@@ -273,15 +271,9 @@ parentPort.on('message', () => {
   clearInterval(tick);
   const seconds = (performance.now() - t0) / 1000;
   for (const ws of sockets) ws.terminate();
-  parentPort.postMessage({ type: 'done', bytes, seconds, errors, closedByServer });
+  parentPort.postMessage({ type: 'done', bytes, seconds, errors, slowCloses });
 });
 `;
-
-function percentile(sorted: number[], p: number): number {
-  if (!sorted.length) return NaN;
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[i]!;
-}
 
 export async function run(argv: string[]): Promise<number> {
   const args = parseArgs(argv, { values: ['streams', 'tokens', 'step-ms', 'transport', 'churn', 'concurrency', 'slow-consumers', 'slow-rate', 'rounds'], booleans: ['json', 'via-replica'] });
@@ -320,7 +312,7 @@ interface RoundConfig {
   stepMs: number;
   transport: 'ws' | 'sse';
   viaReplica: boolean;
-  /** graphql-ws clients that read at slowRate bytes/s, each with SLOW_SUBSCRIPTIONS heavy streams */
+  /** graphql-ws clients that each read at slowRate bytes/s, each with SLOW_SUBSCRIPTIONS heavy streams */
   slowConsumers: number;
   slowRate: number;
 }
@@ -342,6 +334,10 @@ async function measureRound(cfg: RoundConfig) {
   const lag = monitorEventLoopDelay({ resolution: 1 });
   const lagWarm = monitorEventLoopDelay({ resolution: 1 });
   let warmTimer: NodeJS.Timeout | undefined;
+  let sampler: NodeJS.Timeout | undefined;
+  let capture: ReturnType<typeof captureWrites> | undefined;
+  let slow: Worker | undefined;
+  let slowMessages: ReturnType<typeof workerMessages> | undefined;
   try {
     const query = `subscription { understand(input: { prompt: "bench", maxTokens: ${tokens} }) { text done } }`;
     // forwarded streams each run on a session of the engine's replica (one request at a time per session)
@@ -350,19 +346,24 @@ async function measureRound(cfg: RoundConfig) {
       : undefined;
     const wsPath = createRequire(import.meta.url).resolve('ws');
     // slow consumers connect first, so their sockets are backed up before the measured streams start
-    const slow = cfg.slowConsumers > 0 ? new Worker(SLOW_CLIENT_SOURCE, { eval: true, workerData: { url: (front ?? server).url, consumers: cfg.slowConsumers, subscriptions: SLOW_SUBSCRIPTIONS, rate: cfg.slowRate, wsPath } }) : undefined;
-    if (slow) await new Promise((resolve, reject) => (slow.once('message', resolve), slow.once('error', reject)));
+    if (cfg.slowConsumers > 0) {
+      slow = new Worker(SLOW_CLIENT_SOURCE, { eval: true, workerData: { url: (front ?? server).url, consumers: cfg.slowConsumers, subscriptions: SLOW_SUBSCRIPTIONS, rate: cfg.slowRate, wsPath } });
+      slowMessages = workerMessages(slow);
+      await withTimeout(slowMessages.next(), 30_000, 'the slow consumers to subscribe');
+    }
     // ... and until the kernel's buffers for them are full, so the gateway itself holds unsent bytes
     const prefill0 = performance.now();
     if (slow)
-      while (!(front ?? server).wsSocketStats().some((st) => st.bufferedBytes > 0) && performance.now() - prefill0 < SLOW_PREFILL_LIMIT_MS)
+      while ((front ?? server).runtime.wsSendQueueBytes() === 0 && performance.now() - prefill0 < SLOW_PREFILL_LIMIT_MS)
         await new Promise((r) => setTimeout(r, 20));
     const prefillMs = performance.now() - prefill0;
-    // unsent bytes per graphql-ws socket, sampled through the round: the most any one socket held
-    let maxBuffered = 0;
-    const sampler = cfg.slowConsumers > 0 ? setInterval(() => {
-      for (const st of (front ?? server).wsSocketStats()) if (st.bufferedBytes > maxBuffered) maxBuffered = st.bufferedBytes;
-    }, 10) : undefined;
+    // unsent bytes over all graphql-ws sockets, sampled through every round (base rounds too, so both
+    // kinds pay the same sampling cost): the most the gateway held at once
+    let maxQueued = 0;
+    sampler = setInterval(() => {
+      const q = (front ?? server).runtime.wsSendQueueBytes();
+      if (q > maxQueued) maxQueued = q;
+    }, 10);
     const coalesced0 = (front ?? server).runtime.metrics.coalescedChunks.get();
     const tStart = performance.now();
     let setupMs = 0;
@@ -381,35 +382,30 @@ async function measureRound(cfg: RoundConfig) {
       lag.enable();
       warmTimer = setTimeout(() => lagWarm.enable(), WARMUP_MS);
     });
-    const capture = captureWrites((front ?? server).port);
+    capture = captureWrites((front ?? server).port);
+    const clients = new Worker(CLIENT_SOURCE, { eval: true, workerData: { url: (front ?? server).url, streams, transport, query, queries, wsPath } });
     const result = await new Promise<{ latencies: number[]; scheduled: number[]; received: number[]; events: number; errors: number; clientLagP99: number }>((resolve, reject) => {
-      const w = new Worker(CLIENT_SOURCE, { eval: true, workerData: { url: (front ?? server).url, streams, transport, query, queries, wsPath } });
-      w.once('message', (m) => {
-        resolve(m);
-        void w.terminate();
-      });
-      w.once('error', reject);
-    });
+      clients.once('message', resolve);
+      clients.once('error', reject);
+      clients.once('exit', (code) => reject(new Error(`the bench's client worker exited (${code}) before reporting`)));
+    }).finally(() => void clients.terminate());
+    // the round's wall time and CPU end here: parsing the captured frames and stopping the slow
+    // consumers below are the bench's own work
+    const wallMs = performance.now() - t0;
+    const elu = nodePerformance.eventLoopUtilization(elu0);
+    const cpu = process.cpuUsage(cpu0);
+    const thread1 = threadCpuNs();
     capture.stop();
     const written = writeLatencies(capture.writes);
     lag.disable();
     lagWarm.disable();
     clearTimeout(warmTimer);
     clearInterval(sampler);
-    const slowDone = slow
-      ? await new Promise<{ bytes: number; seconds: number; errors: number; closedByServer: number[] }>((resolve, reject) => {
-          slow.once('message', (m) => {
-            resolve(m);
-            void slow.terminate();
-          });
-          slow.once('error', reject);
-          slow.postMessage('stop');
-        })
-      : undefined;
-    const wallMs = performance.now() - t0;
-    const elu = nodePerformance.eventLoopUtilization(elu0);
-    const cpu = process.cpuUsage(cpu0);
-    const thread1 = threadCpuNs();
+    let slowDone: { bytes: number; seconds: number; errors: number; slowCloses: number } | undefined;
+    if (slow && slowMessages) {
+      slow.postMessage('stop');
+      slowDone = (await withTimeout(slowMessages.next(), 30_000, 'the slow consumers to stop')) as never;
+    }
     const sorted = Float64Array.from(result.latencies).sort();
     const arr = Array.from(sorted);
     const sched = Array.from(Float64Array.from(result.scheduled).sort());
@@ -424,68 +420,103 @@ async function measureRound(cfg: RoundConfig) {
       via_replica: viaReplica,
       tokens_per_stream: tokens,
       step_ms: stepMs,
-      added_latency_p50_ms: round(percentile(arr, 50)),
-      added_latency_p99_ms: round(percentile(arr, 99)),
-      added_latency_max_ms: round(arr.at(-1) ?? NaN),
+      added_latency_p50_ms: round3(percentile(arr, 50)),
+      added_latency_p99_ms: round3(percentile(arr, 99)),
+      added_latency_max_ms: round3(arr.at(-1) ?? NaN),
       // the gateway's own part: engine boundary -> the frame handed to the kernel (G1's definition);
       // added_latency_* above runs on to the client's receipt
-      frame_written_latency_p50_ms: round(percentile(written.boundary, 50)),
-      frame_written_latency_p99_ms: round(percentile(written.boundary, 99)),
+      frame_written_latency_p50_ms: round3(percentile(written.boundary, 50)),
+      frame_written_latency_p99_ms: round3(percentile(written.boundary, 99)),
       // the same from when the step was due: also counts the wait for the gateway's busy thread
       // before the synthetic engine (on that thread) could emit
-      frame_written_step_due_latency_p99_ms: round(percentile(written.due, 99)),
+      frame_written_step_due_latency_p99_ms: round3(percentile(written.due, 99)),
       frame_written_tokens: written.boundary.length,
       // from when each synthetic step was due to client receipt: also counts the time the chunk waited
       // for the gateway's busy event loop before it reached the engine boundary above (the synthetic
       // engine shares the gateway's thread; a real engine on its own thread would not wait for it)
-      step_due_latency_p50_ms: round(percentile(sched, 50)),
-      step_due_latency_p99_ms: round(percentile(sched, 99)),
-      event_loop_lag_p99_ms: round(lag.percentile(99) / 1e6),
+      step_due_latency_p50_ms: round3(percentile(sched, 50)),
+      step_due_latency_p99_ms: round3(percentile(sched, 99)),
+      event_loop_lag_p99_ms: round3(lag.percentile(99) / 1e6),
       // the clients' worker thread (connection storm included): its stalls delay receipt, not the gateway
-      client_event_loop_lag_p99_ms: round(result.clientLagP99),
+      client_event_loop_lag_p99_ms: round3(result.clientLagP99),
       // everything above covers the whole steady state, including its first WARMUP_MS in which the
       // per-event code is still being optimized; these cover only what comes after (null for shorter runs)
-      after_warmup_added_latency_p50_ms: round(percentile(warmAdded, 50)),
-      after_warmup_added_latency_p99_ms: round(percentile(warmAdded, 99)),
-      after_warmup_step_due_latency_p99_ms: round(percentile(warmDue, 99)),
-      after_warmup_event_loop_lag_p99_ms: warmAdded.length ? round(lagWarm.percentile(99) / 1e6) : NaN,
+      after_warmup_added_latency_p50_ms: round3(percentile(warmAdded, 50)),
+      after_warmup_added_latency_p99_ms: round3(percentile(warmAdded, 99)),
+      after_warmup_step_due_latency_p99_ms: round3(percentile(warmDue, 99)),
+      after_warmup_event_loop_lag_p99_ms: warmAdded.length ? round3(lagWarm.percentile(99) / 1e6) : NaN,
       after_warmup_tokens: warmAdded.length,
       // steady state: share of wall time the gateway's event loop was busy, and CPU per delivered
       // event of the whole process (gateway thread + the client worker, which is the same code before/after)
-      gateway_loop_utilization: round(elu.utilization),
-      process_cpu_us_per_event: round((cpu.user + cpu.system) / Math.max(1, result.events)),
-      process_cpu_system_share: round(cpu.system / Math.max(1, cpu.user + cpu.system)),
+      gateway_loop_utilization: round3(elu.utilization),
+      process_cpu_us_per_event: round3((cpu.user + cpu.system) / Math.max(1, result.events)),
+      process_cpu_system_share: round3(cpu.system / Math.max(1, cpu.user + cpu.system)),
       // the gateway thread alone (JS, its GC pauses and its syscalls; not the client worker); null off Linux
       gateway_thread_cpu_us_per_event:
-        thread0 !== undefined && thread1 !== undefined ? round((thread1 - thread0) / 1000 / Math.max(1, result.events)) : null,
+        thread0 !== undefined && thread1 !== undefined ? round3((thread1 - thread0) / 1000 / Math.max(1, result.events)) : null,
       tokens_measured: arr.length,
       tokens_expected: streams * tokens,
       events: result.events,
       errors: result.errors,
-      setup_s: round(setupMs / 1000),
-      wall_s: round(wallMs / 1000),
+      setup_s: round3(setupMs / 1000),
+      wall_s: round3(wallMs / 1000),
+      // the most unsent bytes the gateway held in its graphql-ws sockets at once (all sockets), and the
+      // token chunks it merged for clients that were behind
+      max_send_queue_bytes: maxQueued,
+      coalesced_chunks: (front ?? server).runtime.metrics.coalescedChunks.get() - coalesced0,
       ...(slowDone
         ? {
             slow_consumers: cfg.slowConsumers,
             // from the slow consumers' subscriptions to the gateway holding unsent bytes for them
-            slow_prefill_s: round(prefillMs / 1000),
-            slow_read_bytes_per_s: round(slowDone.bytes / slowDone.seconds),
-            // the gateway's unsent bytes for one socket, at most (its slow consumers' included)
-            max_socket_buffered_bytes: maxBuffered,
-            coalesced_chunks: (front ?? server).runtime.metrics.coalescedChunks.get() - coalesced0,
-            slow_socket_closes: slowDone.closedByServer.length,
+            slow_prefill_s: round3(prefillMs / 1000),
+            // what each slow consumer read, on average
+            slow_read_bytes_per_s: round3(slowDone.bytes / slowDone.seconds / cfg.slowConsumers),
+            // sockets the gateway closed as slow consumers (4008)
+            slow_socket_closes: slowDone.slowCloses,
             slow_errors: slowDone.errors,
           }
         : {}),
     };
     return out;
   } finally {
+    // on every path, errors included: nothing of the round may outlive it
+    capture?.stop();
+    clearInterval(sampler);
+    clearTimeout(warmTimer);
+    lag.disable();
+    lagWarm.disable();
+    await slow?.terminate();
     await front?.close();
     await server.close();
   }
 }
 
-const round = (x: number) => Math.round(x * 1000) / 1000;
+/** A worker's messages in order; a worker error or exit rejects the pending and every later next(). */
+function workerMessages(w: Worker): { next(): Promise<unknown> } {
+  const queued: unknown[] = [];
+  const waiting: Array<{ resolve(v: unknown): void; reject(e: Error): void }> = [];
+  let failure: Error | undefined;
+  w.on('message', (m) => (waiting.length ? waiting.shift()!.resolve(m) : queued.push(m)));
+  const fail = (e: Error) => {
+    failure ??= e;
+    for (const p of waiting.splice(0)) p.reject(failure);
+  };
+  w.on('error', fail);
+  w.on('exit', (code) => fail(new Error(`worker exited (${code})`)));
+  return {
+    next: () =>
+      queued.length ? Promise.resolve(queued.shift()) : failure ? Promise.reject(failure) : new Promise((resolve, reject) => waiting.push({ resolve, reject })),
+  };
+}
+
+async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /**
  * --slow-consumers K: rounds without and with K slow consumers, alternating (this machine's noise moves
@@ -503,16 +534,12 @@ async function slowConsumers(args: ParsedArgs, cfg: RoundConfig, json: boolean):
     base.push(await measureRound({ ...cfg, slowConsumers: 0, slowRate: 0 }));
     slow.push(await measureRound({ ...cfg, slowConsumers: k, slowRate }));
   }
-  const median = (xs: number[]) => {
-    const s = [...xs].sort((a, b) => a - b);
-    return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-  };
   const pick = (rs: RoundResult[], key: 'added_latency_p99_ms' | 'after_warmup_added_latency_p99_ms' | 'event_loop_lag_p99_ms' | 'gateway_thread_cpu_us_per_event') =>
     rs.map((r) => r[key] ?? NaN);
   const summary = (key: Parameters<typeof pick>[1]) => {
     const b = median(pick(base, key));
     const s = median(pick(slow, key));
-    return { base_median: round(b), slow_median: round(s), ratio: round(s / b), base: pick(base, key), slow: pick(slow, key) };
+    return { base_median: round3(b), slow_median: round3(s), ratio: round3(s / b), base: pick(base, key), slow: pick(slow, key) };
   };
   const out = {
     streams: cfg.streams,
@@ -526,7 +553,10 @@ async function slowConsumers(args: ParsedArgs, cfg: RoundConfig, json: boolean):
     gateway_thread_cpu_us_per_event: summary('gateway_thread_cpu_us_per_event'),
     slow_prefill_s: slow.map((r) => r.slow_prefill_s),
     slow_read_bytes_per_s: slow.map((r) => r.slow_read_bytes_per_s),
-    max_socket_buffered_bytes: Math.max(...slow.map((r) => r.max_socket_buffered_bytes ?? 0)),
+    // the most unsent bytes the gateway held at once over all sockets, per slow consumer (the other
+    // clients read as fast as they are sent to: compare max_send_queue_bytes_base)
+    max_send_queue_bytes_per_slow_consumer: Math.round(Math.max(...slow.map((r) => r.max_send_queue_bytes)) / k),
+    max_send_queue_bytes_base: Math.max(...base.map((r) => r.max_send_queue_bytes)),
     coalesced_chunks: slow.map((r) => r.coalesced_chunks),
     slow_socket_closes: slow.reduce((n, r) => n + (r.slow_socket_closes ?? 0), 0),
     errors: [...base, ...slow].reduce((n, r) => n + r.errors + (r.slow_errors ?? 0), 0),
@@ -536,14 +566,14 @@ async function slowConsumers(args: ParsedArgs, cfg: RoundConfig, json: boolean):
   if (!json)
     console.error(
       `gateway bench: ${cfg.streams} streams, ${k} consumer(s) reading ${slowRate} B/s: added p99 ${out.added_latency_p99_ms.base_median} -> ${out.added_latency_p99_ms.slow_median} ms (x${out.added_latency_p99_ms.ratio}), ` +
-        `largest socket send buffer ${out.max_socket_buffered_bytes} B (goal: p99 moved <= 5 %, <= 1 MiB per slow socket)`,
+        `unsent bytes held per slow consumer ${out.max_send_queue_bytes_per_slow_consumer} B (goal: p99 moved <= 5 %, <= 1 MiB per slow socket)`,
     );
   return out.errors === 0 && out.tokens_missing === 0 ? 0 : 1;
 }
 
 /** --churn: subscribe -> cancel cycles, and what they leave behind (bench/gateway-churn.ts). */
 async function churn(args: ParsedArgs): Promise<number> {
-  for (const f of ['streams', 'tokens', 'transport', 'via-replica'])
+  for (const f of ['streams', 'tokens', 'transport', 'via-replica', 'slow-consumers', 'slow-rate', 'rounds'])
     if (args.flags.has(f)) throw new UsageError(`--${f} does not apply to --churn`);
   const { runChurn, churnLeftSomething } = await import('./gateway-churn.ts');
   const r = await runChurn({

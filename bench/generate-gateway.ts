@@ -2,9 +2,10 @@
 // graphql-ws (`previews @stream`, `@defer { result }`), on the same engine, so what the gateway adds to
 // an image preview shows beside the engine's own times (the gateway reference's target G3: the first
 // preview on the wire within the 1-step latency + 30 ms, previews under 60 KB).
-import WebSocket from 'ws';
 import type { Engine } from '../src/engine/types.ts';
 import { startServer } from '../src/gateway/server.ts';
+import { connectGraphqlWs, type BenchWsClient } from './graphql-ws-client.ts';
+import { median } from './stats.ts';
 
 export interface GatewayImageTimes {
   /** request sent -> first preview frame received, and -> final frame received (client side, ms) */
@@ -34,54 +35,34 @@ const QUERY = `mutation G($input: GenerateImageInput!) { generateImage(input: $i
   id previews @stream(initialCount: 0) { nfe elapsedMs image { mimeType base64 } }
   ... @defer { result { nfe elapsedMs image { mimeType base64 } } } } }`;
 
-function median(xs: number[]): number {
-  const s = xs.slice().sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
-
-/** One progressive request over an open graphql-ws connection: when its preview and its final arrived. */
-function request(ws: WebSocket, id: string, prompt: string, seed: number): Promise<{ previewAt: number; finalAt: number; preview: Frame; final: Frame }> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    let preview: { at: number; frame: Frame } | undefined;
-    const onMessage = (raw: WebSocket.RawData) => {
-      const m = JSON.parse(String(raw)) as { id?: string; type: string; payload?: any };
-      if (m.id !== id) return;
-      const at = performance.now() - t0;
-      if (m.type === 'next') {
-        if (m.payload.errors) return done(new Error(`gateway error: ${JSON.stringify(m.payload.errors)}`));
-        for (const inc of m.payload.incremental ?? []) {
-          if (inc.items?.length && !preview) preview = { at, frame: inc.items[0] };
-          if (inc.data?.result) {
-            if (!preview) return done(new Error('the final arrived before any preview'));
-            return done(undefined, { previewAt: preview.at, finalAt: at, preview: preview.frame, final: inc.data.result });
-          }
-        }
-      } else if (m.type === 'error' || m.type === 'complete') done(new Error(`the request ended (${m.type}) without a final: ${JSON.stringify(m.payload ?? null)}`));
-    };
-    const done = (e?: Error, r?: { previewAt: number; finalAt: number; preview: Frame; final: Frame }) => {
-      ws.off('message', onMessage);
-      if (e) reject(e);
-      else resolve(r!);
-    };
-    ws.on('message', onMessage);
-    ws.send(JSON.stringify({ id, type: 'subscribe', payload: { query: QUERY, variables: { input: { prompt, mode: 'PROGRESSIVE', seed } } } }));
+/** One progressive request over the connection: when its preview and its final arrived. */
+async function request(client: BenchWsClient, id: string, prompt: string, seed: number): Promise<{ previewAt: number; finalAt: number; preview: Frame; final: Frame }> {
+  const t0 = performance.now();
+  let preview: { at: number; frame: Frame } | undefined;
+  return client.operation(id, { query: QUERY, variables: { input: { prompt, mode: 'PROGRESSIVE', seed } } }, (m) => {
+    if (m.type !== 'next') return undefined;
+    const at = performance.now() - t0;
+    if (m.payload.errors) throw new Error(`gateway error: ${JSON.stringify(m.payload.errors)}`);
+    for (const inc of m.payload.incremental ?? []) {
+      if (inc.items?.length && !preview) preview = { at, frame: inc.items[0] };
+      if (inc.data?.result) {
+        if (!preview) throw new Error('the final arrived before any preview');
+        return { previewAt: preview.at, finalAt: at, preview: preview.frame, final: inc.data.result as Frame };
+      }
+    }
+    return undefined;
   });
 }
 
 /** `runs` progressive requests (after 3 warm-ups) through a gateway on `engine`; medians. */
 export async function timeViaGateway(engine: Engine, prompt: string, runs: number): Promise<GatewayImageTimes> {
   const server = await startServer({ engine, port: 0, webDemo: false, log: () => {} });
-  const ws = new WebSocket(server.url.replace(/^http/, 'ws'), 'graphql-transport-ws');
+  let client: BenchWsClient | undefined;
   try {
-    await new Promise<void>((resolve, reject) => {
-      ws.once('error', reject);
-      ws.once('open', () => ws.send(JSON.stringify({ type: 'connection_init' })));
-      ws.once('message', (raw) => (JSON.parse(String(raw)).type === 'connection_ack' ? resolve() : reject(new Error(`no connection_ack: ${String(raw)}`))));
-    });
-    for (let w = 0; w < 3; w++) await request(ws, `w${w}`, prompt, 900 + w);
+    client = await connectGraphqlWs(server.url);
+    for (let w = 0; w < 3; w++) await request(client, `w${w}`, prompt, 900 + w);
     const rs = [];
-    for (let i = 0; i < runs; i++) rs.push(await request(ws, `r${i}`, prompt, 1000 + i));
+    for (let i = 0; i < runs; i++) rs.push(await request(client, `r${i}`, prompt, 1000 + i));
     const last = rs.at(-1)!;
     const r2 = (x: number) => +x.toFixed(2);
     return {
@@ -98,7 +79,7 @@ export async function timeViaGateway(engine: Engine, prompt: string, runs: numbe
       runs,
     };
   } finally {
-    ws.terminate();
+    client?.close();
     await server.close();
   }
 }

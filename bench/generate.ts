@@ -8,6 +8,7 @@ import { createEngine, type LocalEngine } from '../src/engine/index.ts';
 import type { FrameTimings, GenerateRequest, ImageFrame } from '../src/engine/types.ts';
 import { parseCaption, renderScene } from '../src/world/index.ts';
 import { timeViaGateway } from './generate-gateway.ts';
+import { median } from './stats.ts';
 
 export const HELP = `Usage: hyperbagel bench generate [--json] [--pack DIR] [--runs N] [--threads N]
 
@@ -49,11 +50,6 @@ export function fixedCosts(t: FrameTimings, edit: boolean) {
     vae_decode: t.decodeMs,
     image_encode: t.imageEncodeMs,
   };
-}
-
-function median(xs: number[]): number {
-  const s = xs.slice().sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
 async function timeMany(engine: LocalEngine, req: GenerateRequest, runs: number) {

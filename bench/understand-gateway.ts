@@ -3,10 +3,11 @@
 // so what the gateway adds to time to first token shows against the model's own TTFT on the same
 // request (the gateway reference's target G2: first chunk within the model's TTFT + 15 ms), and the
 // text must be the same both ways.
-import WebSocket from 'ws';
 import { encodePng } from '../src/engine/image/png.ts';
 import type { Engine, UnderstandRequest } from '../src/engine/types.ts';
 import { startServer } from '../src/gateway/server.ts';
+import { connectGraphqlWs, type BenchWsClient } from './graphql-ws-client.ts';
+import { median } from './stats.ts';
 
 export interface GatewayUnderstandTimes {
   requests: number;
@@ -32,11 +33,6 @@ interface Measured {
 
 const QUERY = `subscription U($input: UnderstandInput!) { understand(input: $input) { text tokenIds done fullText } }`;
 
-function median(xs: number[]): number {
-  const s = xs.slice().sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
-
 async function direct(engine: Engine, req: UnderstandRequest): Promise<Measured> {
   const t0 = performance.now();
   let ttft = NaN;
@@ -50,40 +46,24 @@ async function direct(engine: Engine, req: UnderstandRequest): Promise<Measured>
   return { ttft, total: performance.now() - t0, text };
 }
 
-function viaGateway(ws: WebSocket, id: string, input: Record<string, unknown>): Promise<Measured> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    let ttft = NaN;
-    const onMessage = (raw: WebSocket.RawData) => {
-      const m = JSON.parse(String(raw)) as { id?: string; type: string; payload?: any };
-      if (m.id !== id) return;
-      if (m.type === 'next') {
-        const u = m.payload.data?.understand;
-        if (!u) return done(new Error(`gateway error: ${JSON.stringify(m.payload.errors ?? m.payload)}`));
-        if (Number.isNaN(ttft) && u.tokenIds.length) ttft = performance.now() - t0;
-        if (u.done) done(undefined, { ttft, total: performance.now() - t0, text: u.fullText });
-      } else if (m.type === 'error' || m.type === 'complete') done(new Error(`the stream ended (${m.type}) before its last event: ${JSON.stringify(m.payload ?? null)}`));
-    };
-    const done = (e?: Error, r?: Measured) => {
-      ws.off('message', onMessage);
-      if (e) reject(e);
-      else resolve(r!);
-    };
-    ws.on('message', onMessage);
-    ws.send(JSON.stringify({ id, type: 'subscribe', payload: { query: QUERY, variables: { input } } }));
+async function viaGateway(client: BenchWsClient, id: string, input: Record<string, unknown>): Promise<Measured> {
+  const t0 = performance.now();
+  let ttft = NaN;
+  return client.operation(id, { query: QUERY, variables: { input } }, (m) => {
+    if (m.type !== 'next') return undefined;
+    const u = m.payload.data?.understand;
+    if (!u) throw new Error(`gateway error: ${JSON.stringify(m.payload.errors ?? m.payload)}`);
+    if (Number.isNaN(ttft) && u.tokenIds.length) ttft = performance.now() - t0;
+    return u.done ? { ttft, total: performance.now() - t0, text: u.fullText as string } : undefined;
   });
 }
 
 /** Each request direct, then through a gateway on the same engine (after one warm-up of each). */
 export async function compareUnderstandViaGateway(engine: Engine, requests: UnderstandRequest[]): Promise<GatewayUnderstandTimes> {
   const server = await startServer({ engine, port: 0, webDemo: false, log: () => {} });
-  const ws = new WebSocket(server.url.replace(/^http/, 'ws'), 'graphql-transport-ws');
+  let client: BenchWsClient | undefined;
   try {
-    await new Promise<void>((resolve, reject) => {
-      ws.once('error', reject);
-      ws.once('open', () => ws.send(JSON.stringify({ type: 'connection_init' })));
-      ws.once('message', (raw) => (JSON.parse(String(raw)).type === 'connection_ack' ? resolve() : reject(new Error(`no connection_ack: ${String(raw)}`))));
-    });
+    client = await connectGraphqlWs(server.url);
     const inputOf = (r: UnderstandRequest) => ({
       prompt: r.prompt,
       ...(r.image ? { image: { base64: Buffer.from(encodePng(r.image)).toString('base64') } } : {}),
@@ -92,13 +72,13 @@ export async function compareUnderstandViaGateway(engine: Engine, requests: Unde
     });
     const inputs = requests.map(inputOf);
     await direct(engine, requests[0]!);
-    await viaGateway(ws, 'warm', inputs[0]!);
+    await viaGateway(client, 'warm', inputs[0]!);
     const d: Measured[] = [];
     const g: Measured[] = [];
     const coalesced0 = server.runtime.metrics.coalescedChunks.get();
     for (const [i, r] of requests.entries()) {
       d.push(await direct(engine, r));
-      g.push(await viaGateway(ws, `r${i}`, inputs[i]!));
+      g.push(await viaGateway(client, `r${i}`, inputs[i]!));
     }
     const r2 = (x: number) => +x.toFixed(2);
     return {
@@ -113,7 +93,7 @@ export async function compareUnderstandViaGateway(engine: Engine, requests: Unde
       coalesced_chunks: server.runtime.metrics.coalescedChunks.get() - coalesced0,
     };
   } finally {
-    ws.terminate();
+    client?.close();
     await server.close();
   }
 }

@@ -123,7 +123,7 @@ export class GatewayMetrics {
       new Gauge('hyperbagel_gateway_queue_depth', 'Jobs waiting for a slot', src.queueDepth),
       new Gauge('hyperbagel_gateway_running_jobs', 'Jobs holding a slot', src.runningJobs),
       new Gauge('hyperbagel_gateway_ws_connections', 'Open graphql-ws connections', src.wsConnections),
-      new Gauge('hyperbagel_gateway_ws_send_queue_bytes', 'Bytes queued in graphql-ws sockets that clients have not yet taken (slow readers)', src.wsSendQueueBytes ?? (() => 0)),
+      new Gauge('hyperbagel_gateway_ws_send_queue_bytes', 'Bytes written to graphql-ws sockets that the kernel has not taken yet (a slow reader, once its kernel buffers are full)', src.wsSendQueueBytes ?? (() => 0)),
       new Gauge('hyperbagel_gateway_sessions', 'Live sessions', src.sessions),
       new Gauge('hyperbagel_gateway_session_bytes', 'Bytes held by live sessions (engine KV cache + latest images)', src.sessionBytes ?? (() => 0)),
       new Gauge('hyperbagel_gateway_image_store_bytes', 'Bytes held for Image.url', src.imageStoreBytes),

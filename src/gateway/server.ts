@@ -628,12 +628,11 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
 
   // Slow consumers: graphql-ws waits for each write per operation, but a client that stops reading
   // still pins up to one (possibly large) message per operation plus the socket. A send buffer above
-  // the bound for longer than the grace period closes the socket with SLOW_CONSUMER_CLOSE_CODE,
-  // aborting its operations; if the client never reads the close frame, the socket is destroyed.
+  // the bound for longer than the grace period closes the socket with SLOW_CONSUMER_CLOSE_CODE (close()
+  // aborts its operations); if the client never reads the close frame, the socket is destroyed.
   const overSince = new WeakMap<WebSocket, number>();
   const closeSlow = (socket: WebSocket) => {
     rt.metrics.slowSocketCloses.inc();
-    abortSocketOps(socket);
     const mib = Math.round((L.maxSocketBufferedBytes / 1048576) * 10) / 10;
     socket.close(SLOW_CONSUMER_CLOSE_CODE, `Slow consumer: over ${mib} MiB unread for ${Math.round(L.slowSocketGraceMs / 100) / 10} s`);
     setTimeout(() => socket.terminate(), SLOW_CONSUMER_TERMINATE_MS).unref();

@@ -259,7 +259,7 @@ describe('bench arguments go through the shared parser', () => {
     const out = JSON.parse(r.stdout);
     expect(out).toMatchObject({ streams: 4, slow_consumers: 1, rounds: 1, errors: 0, tokens_missing: 0, slow_socket_closes: 0 });
     // the slow consumer's sockets filled up: the gateway held unsent bytes and merged its chunks
-    expect(out.max_socket_buffered_bytes).toBeGreaterThan(0);
+    expect(out.max_send_queue_bytes_per_slow_consumer).toBeGreaterThan(0);
     expect(out.coalesced_chunks[0]).toBeGreaterThan(0);
     expect(out.added_latency_p99_ms.base).toHaveLength(1);
   }, 60_000);
@@ -269,6 +269,7 @@ describe('bench arguments go through the shared parser', () => {
       [['--churn', '0'], /--churn must be an integer in \[1, /],
       [['--churn', '5', '--streams', '3'], /--streams does not apply to --churn/],
       [['--churn', '5', '--via-replica'], /--via-replica does not apply to --churn/],
+      [['--churn', '5', '--slow-consumers', '1'], /--slow-consumers does not apply to --churn/],
       [['--concurrency', '3'], /--concurrency applies to --churn only/],
       [['--churn', '5', '--concurrency', '0'], /--concurrency must be an integer in \[1, /],
     ];
