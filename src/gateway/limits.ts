@@ -78,6 +78,12 @@ export interface GatewayLimits {
   maxSocketBufferedBytes: number;
   /** ... for this long is closed with code 4008 ("slow consumer"). */
   slowSocketGraceMs: number;
+  /**
+   * graphql-ws sockets are pinged this often, and one that has not answered the previous ping by the
+   * next is terminated: a client gone without closing (network lost, device asleep, NAT entry expired).
+   * Browsers and ws answer pings on their own. 0 = off.
+   */
+  wsPingIntervalMs: number;
 }
 
 export const DEFAULT_LIMITS: GatewayLimits = {
@@ -111,6 +117,7 @@ export const DEFAULT_LIMITS: GatewayLimits = {
   rateLimitBurst: 200,
   maxSocketBufferedBytes: 8 * 1024 * 1024,
   slowSocketGraceMs: 10_000,
+  wsPingIntervalMs: 30_000,
 };
 
 const tooComplex = (message: string, node?: FieldNode) =>

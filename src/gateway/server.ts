@@ -658,6 +658,26 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       : undefined;
   slowTimer?.unref();
 
+  // Heartbeat (ws's recommended pattern): a client that vanished without closing would otherwise hold
+  // its socket, its streams and their model work until TCP gives up, hours later.
+  const answeredPing = new WeakMap<WebSocket, boolean>();
+  const heartbeat =
+    L.wsPingIntervalMs > 0
+      ? setInterval(() => {
+          for (const socket of wss.clients) {
+            if (socket.readyState !== socket.OPEN) continue;
+            if (answeredPing.get(socket) === false) {
+              rt.metrics.heartbeatTimeouts.inc();
+              socket.terminate();
+              continue;
+            }
+            answeredPing.set(socket, false);
+            socket.ping();
+          }
+        }, L.wsPingIntervalMs)
+      : undefined;
+  heartbeat?.unref();
+
   rt.wsSendQueueBytes = () => {
     let bytes = 0;
     for (const socket of wss.clients) bytes += socket.bufferedAmount;
@@ -665,6 +685,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   };
   wss.on('connection', (socket: WebSocket) => {
     rt.wsConnections++;
+    answeredPing.set(socket, true);
+    socket.on('pong', () => answeredPing.set(socket, true));
     // graphql-ws only returns() a streaming operation on `complete`; a still-running single-result
     // operation would keep going. Abort the operation's signal ourselves on `complete` or close.
     socket.on('message', (data) => {
@@ -835,6 +857,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       // state 'shutting-down': an engine still loading is closed as soon as its load finishes
       rt.dispose();
       if (slowTimer) clearInterval(slowTimer);
+      if (heartbeat) clearInterval(heartbeat);
       await Promise.resolve(wsServer.dispose()).catch(() => undefined);
       for (const s of sockets) s.destroy();
       // (a server that never listened calls back at once)

@@ -250,6 +250,67 @@ describe('slow socket protection', () => {
   }, 30_000);
 });
 
+describe('heartbeat', () => {
+  /** a raw graphql-ws client; autoPong: false plays a client that vanished without closing */
+  async function connect(s: RunningServer, autoPong: boolean) {
+    const ws = new WebSocket(wsUrl(s), 'graphql-transport-ws', { autoPong });
+    await new Promise((r) => ws.once('open', r));
+    ws.send(JSON.stringify({ type: 'connection_init' }));
+    await new Promise((r) => ws.once('message', r)); // connection_ack
+    return ws;
+  }
+
+  it('terminates a socket that stops answering pings, and stops its model work; answering clients stay', async () => {
+    const engine = new FakeEngine({ stepMs: 20, tokens: 1000 });
+    const s = await start({ engine, limits: { wsPingIntervalMs: 250, maxNewTokens: 1000 } });
+    const live = await connect(s, true);
+    const gone = await connect(s, false);
+    try {
+      const closed = new Promise<number>((r) => gone.once('close', (code) => r(code)));
+      gone.send(JSON.stringify({ id: '1', type: 'subscribe', payload: { query: 'subscription { understand(input: { prompt: "long", maxTokens: 1000 }) { text } }' } }));
+      await waitFor(() => engine.stats.active === 1, 'the stream to run');
+      expect(await closed).toBe(1006); // terminated: no close frame
+      await waitFor(() => engine.stats.active === 0, 'the model work to stop');
+      expect(engine.stats.understandAborted).toBe(1);
+      expect(s.runtime.metrics.heartbeatTimeouts.get()).toBe(1);
+      // the client that answers has been pinged several times meanwhile and is still served
+      let pings = 0;
+      live.on('ping', () => pings++);
+      await waitFor(() => pings >= 2, 'two more pings');
+      expect(live.readyState).toBe(WebSocket.OPEN);
+      const done = new Promise<any>((resolve) =>
+        live.on('message', (raw) => {
+          const m = JSON.parse(String(raw));
+          if (m.type === 'next' && m.payload.data?.understand?.done) resolve(m.payload.data.understand);
+        }),
+      );
+      live.send(JSON.stringify({ id: '2', type: 'subscribe', payload: { query: 'subscription { understand(input: { prompt: "hi", maxTokens: 3 }) { done } }' } }));
+      expect(await done).toEqual({ done: true });
+      expect(s.runtime.metrics.heartbeatTimeouts.get()).toBe(1);
+      await waitFor(() => s.runtime.wsConnections === 1, 'the terminated socket to be gone');
+    } finally {
+      live.terminate();
+      gone.terminate();
+      await s.close();
+    }
+  }, 30_000);
+
+  it('wsPingIntervalMs: 0 turns it off', async () => {
+    const s = await start({ engine: new FakeEngine({ stepMs: 1, tokens: 2 }), limits: { wsPingIntervalMs: 0 } });
+    const ws = await connect(s, false);
+    try {
+      let pings = 0;
+      ws.on('ping', () => pings++);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(pings).toBe(0);
+      expect(ws.readyState).toBe(WebSocket.OPEN);
+    } finally {
+      ws.terminate();
+      await s.close();
+    }
+  });
+});
+
 describe('subscription fast path', () => {
   it('only subscriptions free of @defer/@stream skip the incremental executor', async () => {
     const { parse } = await import('graphql/index.js');
