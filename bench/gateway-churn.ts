@@ -319,7 +319,8 @@ function heapAfterGc(): number {
 export async function runChurn(o: ChurnOptions): Promise<ChurnResult> {
   const kinds = o.kinds ?? CHURN_KINDS;
   const engine = new ChurnEngine(o.stepMs, o.cycles);
-  const limits = { maxConcurrentJobs: 2 * o.concurrency, maxQueuedJobs: 2 * o.concurrency, rateLimitPerSecond: 0 };
+  // one client address opens every lane's socket and the ws-close cycles' own
+  const limits = { maxConcurrentJobs: 2 * o.concurrency, maxQueuedJobs: 2 * o.concurrency, rateLimitPerSecond: 0, maxWsConnectionsPerClient: 2 * o.concurrency + 16 };
   const server: RunningServer = await startServer({ engine, port: 0, webDemo: false, log: () => {}, limits });
   const rt = server.runtime;
   // every lane pauses at these cycle indexes (and at the end) while the gateway's thread is measured

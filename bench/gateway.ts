@@ -325,7 +325,8 @@ async function measureRound(cfg: RoundConfig) {
   const engine = new StampingEngine(tokens, stepMs, streams);
   const slowStreams = cfg.slowConsumers * SLOW_SUBSCRIPTIONS;
   // one client IP opens every stream
-  const limits = { maxConcurrentJobs: streams + slowStreams, maxQueuedJobs: streams + slowStreams, maxSubscriptionsPerSocket: SLOW_SUBSCRIPTIONS, rateLimitPerSecond: 0, maxSessions: streams + 1 };
+  const sockets = streams + cfg.slowConsumers + 16;
+  const limits = { maxConcurrentJobs: streams + slowStreams, maxQueuedJobs: streams + slowStreams, maxSubscriptionsPerSocket: SLOW_SUBSCRIPTIONS, rateLimitPerSecond: 0, maxSessions: streams + 1, maxWsConnections: sockets, maxWsConnectionsPerClient: sockets };
   const peers = new Map<string, string>();
   const server = await startServer({ engine, port: 0, webDemo: false, log: () => {}, limits, ...(viaReplica ? { replica: { id: 'a', peers: new Map(), requestTimeoutMs: 30_000 } } : {}) });
   // --via-replica: the clients' replica, which forwards every stream to `server`

@@ -84,6 +84,10 @@ export interface GatewayLimits {
    * Browsers and ws answer pings on their own. 0 = off.
    */
   wsPingIntervalMs: number;
+  /** Open graphql-ws connections, in all and per client (its API key, else its address); an upgrade
+   * beyond either gets HTTP 429. A client stuck in a reconnect loop cannot exhaust file descriptors. */
+  maxWsConnections: number;
+  maxWsConnectionsPerClient: number;
 }
 
 export const DEFAULT_LIMITS: GatewayLimits = {
@@ -118,6 +122,8 @@ export const DEFAULT_LIMITS: GatewayLimits = {
   maxSocketBufferedBytes: 8 * 1024 * 1024,
   slowSocketGraceMs: 10_000,
   wsPingIntervalMs: 30_000,
+  maxWsConnections: 10_000,
+  maxWsConnectionsPerClient: 256,
 };
 
 const tooComplex = (message: string, node?: FieldNode) =>

@@ -22,6 +22,7 @@ import { RateLimiter, rateLimitedError } from './rate-limit.ts';
 import { queryShapeRule, type GatewayLimits } from './limits.ts';
 import { FORWARDED_FOR_HEADER, FORWARDED_HEADER, PEER_SECRET_HEADER, secretMatches, type ReplicaConfig } from './replicas.ts';
 import { parseImageToken } from './images.ts';
+import { clientAddress, parseTrustedProxies } from './client-address.ts';
 import { GatewayRuntime, type GatewayContext } from './runtime.ts';
 
 export interface ServerOptions {
@@ -48,6 +49,12 @@ export interface ServerOptions {
    * Binding 0.0.0.0 / :: with none configured logs a warning and accepts any Host.
    */
   allowedHosts?: string[];
+  /**
+   * Addresses of reverse proxies / load balancers in front of this server. A request from one of them
+   * counts as coming from the client its X-Forwarded-For names (per-client rate, queue and connection
+   * limits when auth is off); from anywhere else the header is ignored. Default: none.
+   */
+  trustedProxies?: string[];
   limits?: Partial<GatewayLimits>;
   /** GraphiQL and introspection. Default: NODE_ENV !== 'production'. */
   dev?: boolean;
@@ -255,8 +262,9 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const countCode = (code: string) => rt.metrics.errors.inc({ code }); // errors_total (see errorCountPlugin)
   const limiter = new RateLimiter({ ratePerSecond: L.rateLimitPerSecond, burst: L.rateLimitBurst });
   /** The rate-limit identity: a valid API key when auth is on, else the client's IP address. */
+  const trustedProxies = parseTrustedProxies(options.trustedProxies ?? []);
   const rateClient = (key: string | undefined, req: IncomingMessage) =>
-    authOn && key && keyAllowed(apiKeys, key) ? `key:${key}` : `ip:${req.socket.remoteAddress ?? 'unknown'}`;
+    authOn && key && keyAllowed(apiKeys, key) ? `key:${key}` : `ip:${clientAddress(req, trustedProxies)}`;
   /**
    * Did a peer forward this request? It names a configured peer, and proves it: with the replicas'
    * shared secret when one is configured, else by coming from that peer's address (then a proxy on
@@ -584,10 +592,34 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       done(false, 403, 'Origin not allowed');
     },
   });
+  let wsOpen = 0;
+  const wsPerClient = new Map<string, number>();
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     if ((q < 0 ? url : url.slice(0, q)) === '/graphql') {
+      // connection limits, counted from the upgrade (the API key in connection_init comes later: a
+      // browser client counts by its address here, as it does for the rate limit until then)
+      const client = rateClient(extractApiKey(req.headers.authorization), req);
+      const mine = wsPerClient.get(client) ?? 0;
+      const refuse = wsOpen >= L.maxWsConnections ? 'total' : mine >= L.maxWsConnectionsPerClient ? 'per_client' : undefined;
+      if (refuse) {
+        rt.metrics.wsRefused.inc({ reason: refuse });
+        const body = refuse === 'total' ? 'Too many WebSocket connections' : 'Too many WebSocket connections from this client';
+        socket.on('error', () => socket.destroy());
+        socket.once('finish', () => socket.destroy());
+        socket.end(`HTTP/1.1 429 Too Many Requests\r\nConnection: close\r\nRetry-After: 5\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+        return;
+      }
+      // counted until the TCP socket closes, whether or not the handshake succeeds
+      wsOpen++;
+      wsPerClient.set(client, mine + 1);
+      socket.once('close', () => {
+        wsOpen--;
+        const n = (wsPerClient.get(client) ?? 1) - 1;
+        if (n > 0) wsPerClient.set(client, n);
+        else wsPerClient.delete(client);
+      });
       wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
       return;
     }

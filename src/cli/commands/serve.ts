@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { flag, intFlag, parseArgs, threadsFlag, UsageError, type ParsedArgs } from '../args.ts';
 import { DEFAULT_PACK, FIXTURE_PACK, packChoice, packOrigin } from '../../engine/cli-support.ts';
+import { parseTrustedProxies } from '../../gateway/client-address.ts';
 import { parseAllowedHosts, parseAllowedOrigins } from '../../gateway/origin.ts';
 import { checkReplicaId, parsePeers, type ReplicaConfig } from '../../gateway/replicas.ts';
 import { startServer, type ServerOptions } from '../../gateway/server.ts';
@@ -44,6 +45,11 @@ Also /health, /ready (503 until the model is loaded), /metrics (Prometheus) and 
                     Over the limit: RATE_LIMITED with extensions.retryAfterMs (HTTP 429 + Retry-After).
   --max-concurrent N  jobs running at once (default 4); --max-queue N  jobs waiting (default 32;
                     one API key, or one client IP when auth is off, may hold at most 3/4 of them)
+  --trust-proxy ADDR  the address of a reverse proxy or load balancer in front of this server
+                    (repeatable; also $HYPERBAGEL_TRUST_PROXY, comma-separated; IP addresses). Requests
+                    from it count as coming from the client its X-Forwarded-For names, so per-client
+                    limits (rate, queue share, WebSocket connections) apply per client, not to the proxy
+                    as one client. From any other address X-Forwarded-For is ignored.
   --public-url URL  base for absolute image URLs (default: the request's Host)
   --replica-id ID   run as one of several replicas behind a load balancer (also $HYPERBAGEL_REPLICA_ID;
                     a-z, 0-9, "-"). Job and session ids then start with "ID.", and an operation on
@@ -58,7 +64,7 @@ Also /health, /ready (503 until the model is loaded), /metrics (Prometheus) and 
                     proxy on a replica's host must strip hyperbagel-forwarded-* headers from clients.
   --production      no GraphiQL, no introspection (default when NODE_ENV=production)`;
 
-const VALUES = ['port', 'host', 'pack', 'threads', 'api-key', 'allow-origin', 'allow-host', 'rate-limit', 'rate-burst', 'max-concurrent', 'max-queue', 'public-url', 'replica-id', 'peer', 'peer-secret'];
+const VALUES = ['port', 'host', 'pack', 'threads', 'api-key', 'allow-origin', 'allow-host', 'trust-proxy', 'rate-limit', 'rate-burst', 'max-concurrent', 'max-queue', 'public-url', 'replica-id', 'peer', 'peer-secret'];
 
 export async function run(argv: string[]): Promise<number> {
   const args = parseServeArgs(argv);
@@ -100,6 +106,17 @@ export async function run(argv: string[]): Promise<number> {
   return code;
 }
 
+/** --trust-proxy flags and $HYPERBAGEL_TRUST_PROXY: IP addresses, checked here so a typo is a usage error. */
+export function trustedProxiesFrom(flags: string[] | undefined, env: string | undefined): string[] {
+  const list = [...(flags ?? []), ...(env ?? '').split(',')].map((a) => a.trim()).filter(Boolean);
+  try {
+    parseTrustedProxies(list);
+  } catch (e) {
+    throw new UsageError(`--trust-proxy: ${(e as Error).message}`);
+  }
+  return list;
+}
+
 /** The gateway's options from serve's arguments and the environment; a bad value is a UsageError. */
 export function serveOptions(args: ParsedArgs, env: NodeJS.ProcessEnv = process.env): ServerOptions & { packDir: string; apiKeys: string[]; allowedOrigins: string[]; dev: boolean } {
   if (args.positionals.length) throw new UsageError(`unexpected argument "${args.positionals[0]}"`);
@@ -126,6 +143,7 @@ export function serveOptions(args: ParsedArgs, env: NodeJS.ProcessEnv = process.
     apiKeys,
     allowedOrigins: allowedOriginsFrom(args.flags.get('allow-origin'), env.HYPERBAGEL_ALLOWED_ORIGINS),
     allowedHosts: allowedHostsFrom(args.flags.get('allow-host'), env.HYPERBAGEL_ALLOWED_HOSTS),
+    trustedProxies: trustedProxiesFrom(args.flags.get('trust-proxy'), env.HYPERBAGEL_TRUST_PROXY),
     dev: !production,
     publicUrl: flag(args, 'public-url'),
     replica: replicaFrom(flag(args, 'replica-id') ?? env.HYPERBAGEL_REPLICA_ID, args.flags.get('peer'), env.HYPERBAGEL_PEERS, flag(args, 'peer-secret') ?? env.HYPERBAGEL_PEER_SECRET),
