@@ -233,7 +233,7 @@ const SLOW_CLIENT_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const WebSocket = require(workerData.wsPath);
 const { url, consumers, subscriptions, rate } = workerData;
-const query = 'subscription { understand(input: { prompt: "slow", maxTokens: 1024 }) { text } }';
+const query = 'subscription { understand(input: { prompt: "slow", maxTokens: 512 }) { text } }'; // 512 x 8 KB stays under maxStreamBacklogChars
 let bytes = 0, errors = 0, slowCloses = 0, opened = 0, stopping = false;
 const t0 = performance.now();
 const sockets = [];

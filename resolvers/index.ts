@@ -591,6 +591,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
             },
             ctx.signal,
             L.engineStallTimeoutMs,
+            L.maxStreamBacklogChars,
           );
         },
       },

@@ -79,13 +79,21 @@ export interface GatewayLimits {
   /** ... for this long is closed with code 4008 ("slow consumer"). */
   slowSocketGraceMs: number;
   /**
-   * graphql-ws sockets are pinged this often, and one that has not answered the previous ping by the
-   * next is terminated: a client gone without closing (network lost, device asleep, NAT entry expired).
-   * Browsers and ws answer pings on their own. 0 = off.
+   * Characters of an understand stream's text that may wait, coalesced, for a slow client (they wait in
+   * the stream, before the socket); beyond it the stream ends with SLOW_CONSUMER. Real answers are far
+   * smaller (maxNewTokens words): this bounds memory whatever an engine's tokens weigh.
+   */
+  maxStreamBacklogChars: number;
+  /**
+   * graphql-ws sockets are pinged this often, and one that has neither answered the previous ping nor
+   * let the kernel take any of its data by the next is terminated: a client gone without closing
+   * (network lost, device asleep, NAT entry expired). Browsers and ws answer pings on their own.
+   * 0 = off (graphql-ws's own keep-alive is off either way).
    */
   wsPingIntervalMs: number;
-  /** Open graphql-ws connections, in all and per client (its API key, else its address); an upgrade
-   * beyond either gets HTTP 429. A client stuck in a reconnect loop cannot exhaust file descriptors. */
+  /** Open graphql-ws connections, in all and per client (the API key in the upgrade's Authorization
+   * header, else its address, an IPv6 one by its /64); an upgrade beyond either gets HTTP 429, so a
+   * client stuck in a reconnect loop cannot exhaust file descriptors. 0 = no limit. */
   maxWsConnections: number;
   maxWsConnectionsPerClient: number;
 }
@@ -121,6 +129,7 @@ export const DEFAULT_LIMITS: GatewayLimits = {
   rateLimitBurst: 200,
   maxSocketBufferedBytes: 8 * 1024 * 1024,
   slowSocketGraceMs: 10_000,
+  maxStreamBacklogChars: 8 * 1024 * 1024,
   wsPingIntervalMs: 30_000,
   maxWsConnections: 10_000,
   maxWsConnectionsPerClient: 256,

@@ -22,7 +22,8 @@ import { RateLimiter, rateLimitedError } from './rate-limit.ts';
 import { queryShapeRule, type GatewayLimits } from './limits.ts';
 import { FORWARDED_FOR_HEADER, FORWARDED_HEADER, PEER_SECRET_HEADER, secretMatches, type ReplicaConfig } from './replicas.ts';
 import { parseImageToken } from './images.ts';
-import { clientAddress, parseTrustedProxies } from './client-address.ts';
+import { clientAddress, clientIdentity, parseTrustedProxies } from './client-address.ts';
+import { tookData, writeProgress, type WriteProgress } from './heartbeat.ts';
 import { GatewayRuntime, type GatewayContext } from './runtime.ts';
 
 export interface ServerOptions {
@@ -264,7 +265,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   /** The rate-limit identity: a valid API key when auth is on, else the client's IP address. */
   const trustedProxies = parseTrustedProxies(options.trustedProxies ?? []);
   const rateClient = (key: string | undefined, req: IncomingMessage) =>
-    authOn && key && keyAllowed(apiKeys, key) ? `key:${key}` : `ip:${clientAddress(req, trustedProxies)}`;
+    authOn && key && keyAllowed(apiKeys, key) ? `key:${key}` : `ip:${clientIdentity(clientAddress(req, trustedProxies))}`;
   /**
    * Did a peer forward this request? It names a configured peer, and proves it: with the replicas'
    * shared secret when one is configured, else by coming from that peer's address (then a proxy on
@@ -594,6 +595,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   });
   let wsOpen = 0;
   const wsPerClient = new Map<string, number>();
+  /** each graphql-ws socket's TCP socket (the heartbeat reads its write progress) */
+  const tcpOf = new WeakMap<WebSocket, Socket>();
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
@@ -602,7 +605,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       // browser client counts by its address here, as it does for the rate limit until then)
       const client = rateClient(extractApiKey(req.headers.authorization), req);
       const mine = wsPerClient.get(client) ?? 0;
-      const refuse = wsOpen >= L.maxWsConnections ? 'total' : mine >= L.maxWsConnectionsPerClient ? 'per_client' : undefined;
+      const refuse = L.maxWsConnections > 0 && wsOpen >= L.maxWsConnections ? 'total' : L.maxWsConnectionsPerClient > 0 && mine >= L.maxWsConnectionsPerClient ? 'per_client' : undefined;
       if (refuse) {
         rt.metrics.wsRefused.inc({ reason: refuse });
         const body = refuse === 'total' ? 'Too many WebSocket connections' : 'Too many WebSocket connections from this client';
@@ -620,7 +623,10 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
         if (n > 0) wsPerClient.set(client, n);
         else wsPerClient.delete(client);
       });
-      wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        tcpOf.set(ws, socket as Socket);
+        wss.emit('connection', ws, req);
+      });
       return;
     }
     // what ws does for a path it does not serve
@@ -691,14 +697,21 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   slowTimer?.unref();
 
   // Heartbeat (ws's recommended pattern): a client that vanished without closing would otherwise hold
-  // its socket, its streams and their model work until TCP gives up, hours later.
+  // its socket, its streams and their model work until TCP gives up, hours later. A socket that neither
+  // answered the last ping nor let the kernel take any of its data during an interval is terminated
+  // (heartbeat.ts: a slow reader still reading is spared, though its pong waits behind its backlog).
   const answeredPing = new WeakMap<WebSocket, boolean>();
+  const progressAtTick = new WeakMap<WebSocket, WriteProgress>();
   const heartbeat =
     L.wsPingIntervalMs > 0
       ? setInterval(() => {
           for (const socket of wss.clients) {
             if (socket.readyState !== socket.OPEN) continue;
-            if (answeredPing.get(socket) === false) {
+            const tcp = tcpOf.get(socket);
+            const progress = tcp ? writeProgress(tcp) : undefined;
+            const drained = progress !== undefined && tookData(progressAtTick.get(socket), progress);
+            if (progress) progressAtTick.set(socket, progress);
+            if (answeredPing.get(socket) === false && !drained) {
               rt.metrics.heartbeatTimeouts.inc();
               socket.terminate();
               continue;
@@ -855,6 +868,9 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       },
     },
     wss,
+    // graphql-ws's own keep-alive (12 s pings, terminate without a pong) is off: the heartbeat above
+    // is the one liveness check, with its own interval, metric, and patience for slow readers
+    0,
   );
 
   // ---------------------------------------------------------------- engine + listen

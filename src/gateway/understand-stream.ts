@@ -2,7 +2,8 @@
 // the transport pulls (graphql-ws awaits each socket write, SSE pulls on demand). Chunks that pile
 // up while the client is slow are coalesced into one event (text and token ids concatenated,
 // counts and engine `steps` summed); the terminal summary is never dropped. Memory per stream is bounded
-// by the request's maxTokens.
+// by the request's maxTokens and, whatever an engine's tokens weigh, by `maxPendingChars`: a client
+// that far behind gets a SLOW_CONSUMER error instead of the backlog.
 //
 // This is the gateway's per-token hot path, so it is written with plain promise callbacks rather
 // than async generators (each async-generator layer costs several microtask hops and allocations
@@ -11,7 +12,7 @@
 // leaves, the stream ends at once and the slot is released even if the engine ignores the signal;
 // an engine silent for `stallMs` fails the stream with a typed error.
 import type { UnderstandChunk, UnderstandSummary } from '../engine/types.ts';
-import { toGatewayError } from './errors.ts';
+import { GatewayError, toGatewayError } from './errors.ts';
 import { EngineStallError } from './guard.ts';
 
 export interface MergedChunk {
@@ -48,6 +49,7 @@ export function coalescingStream<T>(
   hooks: StreamHooks<T>,
   signal?: AbortSignal,
   stallMs = Infinity,
+  maxPendingChars = Infinity,
 ): AsyncIterableIterator<T> {
   let pending: MergedChunk | undefined;
   /** pending.tokenIds is a copy we may append to (the first chunk's array is borrowed) */
@@ -141,6 +143,11 @@ export function coalescingStream<T>(
       firstChunkAt ??= lastEventAt;
       hooks.onEngineChunk?.(ev);
       if (pending) {
+        if (pending.text.length + ev.text.length > maxPendingChars) {
+          // the client is this far behind: end its stream with a typed error, not a bigger backlog
+          pending = undefined;
+          return fail(new GatewayError('SLOW_CONSUMER', `The stream was ended: more than ${maxPendingChars} characters waited for this client to read them`, { limit: maxPendingChars }));
+        }
         pending.text += ev.text;
         if (!pendingOwned) {
           pending.tokenIds = pending.tokenIds.slice();
@@ -170,7 +177,8 @@ export function coalescingStream<T>(
     } catch (e) {
       return fail(e);
     }
-    p.then(onEngine, fail);
+    // onEngine throwing (a hook, or anything unforeseen) fails the stream rather than the process
+    p.then(onEngine, fail).catch(fail);
   };
 
   const arm = (ms: number) => {

@@ -63,6 +63,47 @@ describe('coalescing understand stream', () => {
     expect(ended).toMatchObject({ cancelled: false });
   });
 
+  it('a consumer so far behind that its backlog passes the bound gets SLOW_CONSUMER, and the engine is stopped', async () => {
+    const src = manualSource();
+    const controller = new AbortController();
+    let ended: { cancelled: boolean; error?: unknown } | undefined;
+    const big = (i: number): UnderstandChunk => ({ kind: 'chunk', text: 'x'.repeat(100), tokenIds: [i], acceptedTokens: 1, draftedTokens: 1 });
+    const it = coalescingStream<unknown>(src, controller, { chunk: (c) => c, summary: (s) => s, onEnd: (i) => (ended = i) }, undefined, Infinity, 250);
+    src.push(big(0));
+    expect(await it.next()).toMatchObject({ value: { steps: 1 } });
+    // the consumer stops pulling: 100 + 100 fit in the bound, the third chunk would pass it
+    for (let i = 1; i <= 3; i++) src.push(big(i));
+    await tick();
+    expect(controller.signal.aborted).toBe(true);
+    expect(ended).toMatchObject({ cancelled: false, error: expect.objectContaining({ code: 'SLOW_CONSUMER' }) });
+    await expect(it.next()).rejects.toMatchObject({ code: 'SLOW_CONSUMER', extensions: expect.objectContaining({ limit: 250 }) });
+  });
+
+  it('a hook that throws fails the stream with a typed error, not the process', async () => {
+    const src = manualSource();
+    const controller = new AbortController();
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown) => unhandled.push(e);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const it = coalescingStream<unknown>(src, controller, {
+        chunk: (c) => c,
+        summary: (s) => s,
+        onEngineChunk: () => {
+          throw new Error('metrics exploded');
+        },
+        onEnd: () => {},
+      });
+      src.push(chunk(0));
+      await expect(it.next()).rejects.toMatchObject({ code: 'INTERNAL' });
+      expect(controller.signal.aborted).toBe(true);
+      await tick();
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
   it('counts the engine steps a chunk covers (textless steps folded in) when merging', async () => {
     const src = manualSource();
     const it = coalescingStream<unknown>(src, new AbortController(), { chunk: (c) => c, summary: (s) => s, onEnd: () => {} });

@@ -3,8 +3,8 @@
 import type { IncomingMessage } from 'node:http';
 import WebSocket from 'ws';
 import { describe, expect, it } from 'vitest';
-import { clientAddress, normalizeAddress, parseTrustedProxies } from '../../src/gateway/client-address.ts';
-import { trustedProxiesFrom } from '../../src/cli/commands/serve.ts';
+import { clientAddress, clientIdentity, normalizeAddress, parseTrustedProxies } from '../../src/gateway/client-address.ts';
+import { parseServeArgs, serveOptions, trustedProxiesFrom } from '../../src/cli/commands/serve.ts';
 import { UsageError } from '../../src/cli/args.ts';
 import type { RunningServer } from '../../src/gateway/server.ts';
 import { FakeEngine } from './fake-engine.ts';
@@ -13,36 +13,58 @@ import { gqlPost, start, waitFor, wsUrl } from './helpers.ts';
 const req = (remoteAddress: string | undefined, xff?: string | string[]) => ({ socket: { remoteAddress }, headers: xff === undefined ? {} : { 'x-forwarded-for': xff } }) as unknown as IncomingMessage;
 
 describe('clientAddress', () => {
-  const trusted = parseTrustedProxies(['127.0.0.1', '10.0.0.2', '::1']);
+  const trusted = parseTrustedProxies(['127.0.0.1', '10.0.0.0/24', '::1', '2001:0db8::0001']);
 
   it('is the direct peer unless that peer is a trusted proxy', () => {
     expect(clientAddress(req('203.0.113.9', '198.51.100.1'), trusted)).toBe('203.0.113.9'); // a client cannot choose its identity
-    expect(clientAddress(req('203.0.113.9', '198.51.100.1'), new Set())).toBe('203.0.113.9');
+    expect(clientAddress(req('203.0.113.9', '198.51.100.1'), parseTrustedProxies([]))).toBe('203.0.113.9');
     expect(clientAddress(req('127.0.0.1', '198.51.100.1'), trusted)).toBe('198.51.100.1');
     expect(clientAddress(req('::ffff:127.0.0.1', '198.51.100.1'), trusted)).toBe('198.51.100.1'); // IPv4-mapped peer
+    expect(clientAddress(req('10.0.0.77', '198.51.100.1'), trusted)).toBe('198.51.100.1'); // inside a trusted range
+    expect(clientAddress(req('10.0.1.77', '198.51.100.1'), trusted)).toBe('10.0.1.77'); // outside it
+    expect(clientAddress(req('2001:db8::1', '198.51.100.1'), trusted)).toBe('198.51.100.1'); // configured as 2001:0db8::0001
   });
 
   it('takes the rightmost hop that is not a trusted proxy; what the client prepended is ignored', () => {
     expect(clientAddress(req('127.0.0.1', '6.6.6.6, 198.51.100.1, 10.0.0.2'), trusted)).toBe('198.51.100.1');
     expect(clientAddress(req('127.0.0.1', ['6.6.6.6', '198.51.100.1']), trusted)).toBe('198.51.100.1'); // repeated header
     expect(clientAddress(req('127.0.0.1', '2001:db8::7'), trusted)).toBe('2001:db8::7');
+    // proxies that append a port
+    expect(clientAddress(req('127.0.0.1', '198.51.100.1:4431'), trusted)).toBe('198.51.100.1');
+    expect(clientAddress(req('127.0.0.1', '[2001:db8::7]:443'), trusted)).toBe('2001:db8::7');
+    expect(clientAddress(req('127.0.0.1', '[2001:db8::7]'), trusted)).toBe('2001:db8::7');
   });
 
   it('falls back to the proxy itself: no header, only trusted hops, or a hop that is not an address', () => {
     expect(clientAddress(req('127.0.0.1'), trusted)).toBe('127.0.0.1');
     expect(clientAddress(req('127.0.0.1', ''), trusted)).toBe('127.0.0.1');
     expect(clientAddress(req('127.0.0.1', '10.0.0.2, ::1'), trusted)).toBe('127.0.0.1');
-    expect(clientAddress(req('127.0.0.1', '198.51.100.1, unknown'), trusted)).toBe('127.0.0.1');
-    expect(clientAddress(req('127.0.0.1', '198.51.100.1:4431'), trusted)).toBe('127.0.0.1');
+    for (const bad of ['198.51.100.1, unknown', '[1.2.3.4]', 'host:80', '2001:db8::7:443x']) expect(clientAddress(req('127.0.0.1', bad), trusted), bad).toBe('127.0.0.1');
     expect(clientAddress(req(undefined, '198.51.100.1'), trusted)).toBe('unknown');
   });
 
-  it('trusted proxies must be IP addresses; the command line says which one is not', () => {
+  it('trusted proxies are IP addresses or CIDR ranges; the command line says which one is not', () => {
     expect(normalizeAddress(' ::FFFF:10.0.0.2 ')).toBe('10.0.0.2');
-    expect([...parseTrustedProxies(['10.0.0.2', ' ', '::ffff:10.0.0.3'])]).toEqual(['10.0.0.2', '10.0.0.3']);
-    for (const bad of ['10.0.0.0/8', 'proxy.local', '10.0.0.2:80', '999.1.1.1']) expect(() => parseTrustedProxies([bad])).toThrow(new RegExp(`"${bad.replace(/[./]/g, '\\$&')}" is not an IP address`));
+    expect(parseTrustedProxies(['10.0.0.2', 'fd00::/8']).size).toBe(2);
+    for (const bad of ['proxy.local', '10.0.0.2:80', '999.1.1.1', '10.0.0.0/33', '10.0.0.0/8/1', '10.0.0.0/x'])
+      expect(() => parseTrustedProxies([bad]), bad).toThrow(`trusted proxy "${bad}" is not an IP address or CIDR range`);
+    expect(() => parseTrustedProxies([' '])).toThrow(/empty trusted proxy/);
     expect(trustedProxiesFrom(['10.0.0.2'], ' 10.0.0.3 ,')).toEqual(['10.0.0.2', '10.0.0.3']);
-    expect(() => trustedProxiesFrom(undefined, '10.0.0.2,lb')).toThrow(UsageError);
+    expect(() => trustedProxiesFrom(undefined, '10.0.0.2,lb')).toThrow(new UsageError('HYPERBAGEL_TRUST_PROXY: trusted proxy "lb" is not an IP address or CIDR range (e.g. 10.0.0.5, 10.0.0.0/8, fd00::/8; no ports)'));
+    expect(() => trustedProxiesFrom([''], undefined)).toThrow(/--trust-proxy: an empty trusted proxy/);
+  });
+});
+
+describe('clientIdentity', () => {
+  it('an IPv4 address is itself; an IPv6 address counts by its /64', () => {
+    expect(clientIdentity('198.51.100.1')).toBe('198.51.100.1');
+    expect(clientIdentity('2001:db8:0:7::1')).toBe('2001:db8:0:7::/64');
+    expect(clientIdentity('2001:db8:0:7:ffff:1:2:3')).toBe('2001:db8:0:7::/64');
+    expect(clientIdentity('2001:0db8:0000:0007::5')).toBe('2001:db8:0:7::/64');
+    expect(clientIdentity('::1')).toBe('0:0:0:0::/64');
+    expect(clientIdentity('::ffff:1.2.3.4'.slice(7))).toBe('1.2.3.4');
+    expect(clientIdentity('64:ff9b::198.51.100.1')).toBe('64:ff9b:0:0::/64');
+    expect(clientIdentity('unknown')).toBe('unknown');
   });
 });
 
@@ -102,6 +124,32 @@ describe('graphql-ws connection limits', () => {
       // the refused upgrades held nothing: the sockets are the three open ones
       expect(s.runtime.wsConnections).toBe(3);
       expect(s.wsSocketStats()).toHaveLength(3);
+    } finally {
+      for (const ws of sockets) ws.terminate();
+      await s.close();
+    }
+  });
+});
+
+describe('serve flags', () => {
+  it('--trust-proxy, the connection limits and the ping interval reach the gateway; 0 turns a limit off', () => {
+    const o = serveOptions(parseServeArgs(['--trust-proxy', '10.0.0.5', '--max-ws-connections', '0', '--max-ws-per-client', '8', '--ws-ping-interval', '0']), { HYPERBAGEL_TRUST_PROXY: '10.1.0.0/16' });
+    expect(o.trustedProxies).toEqual(['10.0.0.5', '10.1.0.0/16']);
+    expect(o.limits).toMatchObject({ maxWsConnections: 0, maxWsConnectionsPerClient: 8, wsPingIntervalMs: 0 });
+    expect(serveOptions(parseServeArgs([]), {}).limits).toMatchObject({ maxWsConnections: 10_000, maxWsConnectionsPerClient: 256, wsPingIntervalMs: 30_000 });
+    expect(() => serveOptions(parseServeArgs(['--max-ws-per-client', '-1']), {})).toThrow(UsageError);
+    expect(() => serveOptions(parseServeArgs(['--trust-proxy', '']), {})).toThrow(/--trust-proxy: an empty trusted proxy/);
+  });
+
+  it('a connection limit of 0 is no limit', async () => {
+    const s = await start({ engine: new FakeEngine(), limits: { maxWsConnectionsPerClient: 0, maxWsConnections: 0 } });
+    const sockets: WebSocket[] = [];
+    try {
+      for (let i = 0; i < 5; i++) {
+        const r = await open(s);
+        expect(typeof r).not.toBe('number');
+        sockets.push(r as WebSocket);
+      }
     } finally {
       for (const ws of sockets) ws.terminate();
       await s.close();

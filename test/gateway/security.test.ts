@@ -202,13 +202,15 @@ class FloodEngine extends FakeEngine {
   private readonly big = 'x'.repeat(256 * 1024);
   override async *understand(req: UnderstandRequest, signal?: AbortSignal): AsyncGenerator<UnderstandEvent> {
     if (!req.prompt.includes('flood')) return yield* super.understand(req, signal);
-    for (let i = 0; i < 1000; i++) {
-      await new Promise((r) => setTimeout(r, 10));
-      if (signal?.aborted) {
-        this.aborted = true;
-        return;
+    try {
+      for (let i = 0; i < 1000; i++) {
+        await new Promise((r) => setTimeout(r, 10));
+        if (signal?.aborted) return;
+        yield { kind: 'chunk', text: this.big, tokenIds: [i], acceptedTokens: 1, draftedTokens: 1 };
       }
-      yield { kind: 'chunk', text: this.big, tokenIds: [i], acceptedTokens: 1, draftedTokens: 1 };
+    } finally {
+      // stopped by its signal, or by return() while waiting at a yield
+      if (signal?.aborted) this.aborted = true;
     }
   }
 }
@@ -250,6 +252,36 @@ describe('slow socket protection', () => {
   }, 30_000);
 });
 
+describe('stream backlog bound', () => {
+  it("an understand stream whose client falls too far behind ends with SLOW_CONSUMER; the model work stops", async () => {
+    const engine = new FloodEngine({ stepMs: 1, tokens: 20 });
+    const s = await start({ engine, limits: { maxStreamBacklogChars: 4 * 1024 * 1024, maxSocketBufferedBytes: 1 << 30, maxNewTokens: 1000, wsPingIntervalMs: 0 } });
+    const ws = new WebSocket(wsUrl(s), 'graphql-transport-ws');
+    try {
+      await new Promise((r) => ws.once('open', r));
+      ws.send(JSON.stringify({ type: 'connection_init' }));
+      await new Promise((r) => ws.once('message', r)); // connection_ack
+      const errors: unknown[] = [];
+      ws.on('message', (raw) => {
+        const m = JSON.parse(String(raw));
+        if (m.type === 'error') errors.push(m.payload[0]);
+        if (m.type === 'next' && m.payload.errors) errors.push(m.payload.errors[0]);
+      });
+      ws.send(JSON.stringify({ id: '1', type: 'subscribe', payload: { query: 'subscription { understand(input: { prompt: "flood", maxTokens: 1000 }) { text } }' } }));
+      const tcp = (ws as unknown as { _socket: { pause(): void; resume(): void } })._socket;
+      tcp.pause(); // megabytes pile up in the kernel, then in the stream
+      await waitFor(() => engine.aborted, 'the model work to stop', 20_000);
+      tcp.resume();
+      await waitFor(() => errors.length > 0, 'the error to arrive', 20_000);
+      expect(errors[0]).toMatchObject({ extensions: { code: 'SLOW_CONSUMER', limit: 4 * 1024 * 1024 } });
+      expect(ws.readyState).toBe(WebSocket.OPEN); // the connection stays; only that stream ended
+    } finally {
+      ws.terminate();
+      await s.close();
+    }
+  }, 60_000);
+});
+
 describe('heartbeat', () => {
   /** a raw graphql-ws client; autoPong: false plays a client that vanished without closing */
   async function connect(s: RunningServer, autoPong: boolean) {
@@ -261,7 +293,8 @@ describe('heartbeat', () => {
   }
 
   it('terminates a socket that stops answering pings, and stops its model work; answering clients stay', async () => {
-    const engine = new FakeEngine({ stepMs: 20, tokens: 1000 });
+    // slow model steps: the silent client's stream is running but sends nothing meanwhile
+    const engine = new FakeEngine({ stepMs: 20_000, tokens: 1000 });
     const s = await start({ engine, limits: { wsPingIntervalMs: 250, maxNewTokens: 1000 } });
     const live = await connect(s, true);
     const gone = await connect(s, false);
@@ -278,14 +311,14 @@ describe('heartbeat', () => {
       live.on('ping', () => pings++);
       await waitFor(() => pings >= 2, 'two more pings');
       expect(live.readyState).toBe(WebSocket.OPEN);
-      const done = new Promise<any>((resolve) =>
+      const answered = new Promise<unknown>((resolve) =>
         live.on('message', (raw) => {
           const m = JSON.parse(String(raw));
-          if (m.type === 'next' && m.payload.data?.understand?.done) resolve(m.payload.data.understand);
+          if (m.id === '2' && m.type === 'next') resolve(m.payload.data);
         }),
       );
-      live.send(JSON.stringify({ id: '2', type: 'subscribe', payload: { query: 'subscription { understand(input: { prompt: "hi", maxTokens: 3 }) { done } }' } }));
-      expect(await done).toEqual({ done: true });
+      live.send(JSON.stringify({ id: '2', type: 'subscribe', payload: { query: '{ health { status } }' } }));
+      expect(await answered).toMatchObject({ health: { status: expect.any(String) } });
       expect(s.runtime.metrics.heartbeatTimeouts.get()).toBe(1);
       await waitFor(() => s.runtime.wsConnections === 1, 'the terminated socket to be gone');
     } finally {

@@ -45,11 +45,17 @@ Also /health, /ready (503 until the model is loaded), /metrics (Prometheus) and 
                     Over the limit: RATE_LIMITED with extensions.retryAfterMs (HTTP 429 + Retry-After).
   --max-concurrent N  jobs running at once (default 4); --max-queue N  jobs waiting (default 32;
                     one API key, or one client IP when auth is off, may hold at most 3/4 of them)
-  --trust-proxy ADDR  the address of a reverse proxy or load balancer in front of this server
-                    (repeatable; also $HYPERBAGEL_TRUST_PROXY, comma-separated; IP addresses). Requests
+  --trust-proxy ADDR  the address of a reverse proxy or load balancer in front of this server, or a
+                    CIDR range (repeatable; also $HYPERBAGEL_TRUST_PROXY, comma-separated). Requests
                     from it count as coming from the client its X-Forwarded-For names, so per-client
                     limits (rate, queue share, WebSocket connections) apply per client, not to the proxy
-                    as one client. From any other address X-Forwarded-For is ignored.
+                    as one client. From any other address X-Forwarded-For is ignored. The proxy must
+                    append the client's address to X-Forwarded-For (nginx: $proxy_add_x_forwarded_for).
+  --max-ws-connections N  open graphql-ws connections in all (default 10000); --max-ws-per-client N
+                    per client: API key in the upgrade's Authorization header, else client address
+                    (IPv6: its /64) (default 256). 0 = no limit. Beyond them upgrades get HTTP 429.
+  --ws-ping-interval MS  ping graphql-ws sockets this often (default 30000; 0 = off); one that neither
+                    answers nor takes any data for a whole interval is dropped
   --public-url URL  base for absolute image URLs (default: the request's Host)
   --replica-id ID   run as one of several replicas behind a load balancer (also $HYPERBAGEL_REPLICA_ID;
                     a-z, 0-9, "-"). Job and session ids then start with "ID.", and an operation on
@@ -64,7 +70,7 @@ Also /health, /ready (503 until the model is loaded), /metrics (Prometheus) and 
                     proxy on a replica's host must strip hyperbagel-forwarded-* headers from clients.
   --production      no GraphiQL, no introspection (default when NODE_ENV=production)`;
 
-const VALUES = ['port', 'host', 'pack', 'threads', 'api-key', 'allow-origin', 'allow-host', 'trust-proxy', 'rate-limit', 'rate-burst', 'max-concurrent', 'max-queue', 'public-url', 'replica-id', 'peer', 'peer-secret'];
+const VALUES = ['port', 'host', 'pack', 'threads', 'api-key', 'allow-origin', 'allow-host', 'trust-proxy', 'max-ws-connections', 'max-ws-per-client', 'ws-ping-interval', 'rate-limit', 'rate-burst', 'max-concurrent', 'max-queue', 'public-url', 'replica-id', 'peer', 'peer-secret'];
 
 export async function run(argv: string[]): Promise<number> {
   const args = parseServeArgs(argv);
@@ -84,7 +90,7 @@ export async function run(argv: string[]): Promise<number> {
     // startServer released what it started (the engine load is closed once it finishes)
     return 1;
   }
-  console.error(`hyperbagel serve: listening on ${server.url} (pack ${o.packDir}; auth ${o.apiKeys.length ? `on, ${o.apiKeys.length} key(s)` : 'off'}; origins: same-origin${o.allowedOrigins.length ? ` + ${o.allowedOrigins.join(' ')}` : ''}${o.replica ? `; replica ${o.replica.id}, peers: ${[...o.replica.peers.keys()].join(' ') || 'none'}` : ''}${o.dev ? '; GraphiQL at ' + server.url : ''})`);
+  console.error(`hyperbagel serve: listening on ${server.url} (pack ${o.packDir}; auth ${o.apiKeys.length ? `on, ${o.apiKeys.length} key(s)` : 'off'}; origins: same-origin${o.allowedOrigins.length ? ` + ${o.allowedOrigins.join(' ')}` : ''}${o.trustedProxies?.length ? `; trusted proxies: ${o.trustedProxies.join(' ')}` : ''}${o.replica ? `; replica ${o.replica.id}, peers: ${[...o.replica.peers.keys()].join(' ') || 'none'}` : ''}${o.dev ? '; GraphiQL at ' + server.url : ''})`);
 
   const running = server;
   const code = await new Promise<number>((resolve) => {
@@ -108,13 +114,17 @@ export async function run(argv: string[]): Promise<number> {
 
 /** --trust-proxy flags and $HYPERBAGEL_TRUST_PROXY: IP addresses, checked here so a typo is a usage error. */
 export function trustedProxiesFrom(flags: string[] | undefined, env: string | undefined): string[] {
-  const list = [...(flags ?? []), ...(env ?? '').split(',')].map((a) => a.trim()).filter(Boolean);
-  try {
-    parseTrustedProxies(list);
-  } catch (e) {
-    throw new UsageError(`--trust-proxy: ${(e as Error).message}`);
+  const fromFlags = (flags ?? []).map((a) => a.trim());
+  // a trailing comma in the variable is harmless; an empty flag value is an unset variable upstream
+  const fromEnv = (env ?? '').split(',').map((a) => a.trim()).filter(Boolean);
+  for (const [source, list] of [['--trust-proxy', fromFlags], ['HYPERBAGEL_TRUST_PROXY', fromEnv]] as const) {
+    try {
+      parseTrustedProxies(list);
+    } catch (e) {
+      throw new UsageError(`${source}: ${(e as Error).message}`);
+    }
   }
-  return list;
+  return [...fromFlags, ...fromEnv];
 }
 
 /** The gateway's options from serve's arguments and the environment; a bad value is a UsageError. */
@@ -152,6 +162,9 @@ export function serveOptions(args: ParsedArgs, env: NodeJS.ProcessEnv = process.
       maxQueuedJobs: intFlag(args, 'max-queue', 32, 0, 100_000),
       rateLimitPerSecond: intFlag(args, 'rate-limit', 50, 0, 1_000_000),
       rateLimitBurst: intFlag(args, 'rate-burst', 200, 1, 1_000_000),
+      maxWsConnections: intFlag(args, 'max-ws-connections', 10_000, 0, 10_000_000),
+      maxWsConnectionsPerClient: intFlag(args, 'max-ws-per-client', 256, 0, 10_000_000),
+      wsPingIntervalMs: intFlag(args, 'ws-ping-interval', 30_000, 0, 86_400_000),
     },
     // listen at once; /ready reports 503 until the model is loaded
     waitForEngine: false,
