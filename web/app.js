@@ -61,7 +61,9 @@ const ERROR_HINTS = /** @type {Record<string, string>} */ ({
   SESSION_BUSY: 'This session is busy with another request.',
   SESSION_FULL: 'The session’s context is full; start a new session.',
   UNAUTHENTICATED: 'Add ?apiKey=… to the page address.',
-  CONNECTION_FAILED: 'The server could not be reached; check that it is running, then try again.',
+  CONNECTION_FAILED: 'The server could not be reached (or refused more connections from here); check that it is running, then try again.',
+  RATE_LIMITED: 'Too many requests from here; wait a moment, then try again.',
+  SLOW_CONSUMER: 'The answer came faster than this page could take it; try again.',
 });
 
 /**

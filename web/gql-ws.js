@@ -18,6 +18,7 @@
 /** Close codes (the protocol's, and WebSocket ones a person can act on), in words. */
 export const CLOSE_REASONS = /** @type {Record<number, string>} */ ({
   1009: 'a message was larger than the server accepts (close code 1009)',
+  4008: 'the server closed the connection: this page was not reading what it sent (a stalled tab or network)',
   4400: 'the server rejected a malformed message',
   4401: 'unauthorized (subscribed before the connection was acknowledged)',
   4403: 'forbidden: the API key is missing or invalid',

@@ -18,6 +18,14 @@ const { IncrementalResult } = (await import(pathToFileURL(`${root}web/incrementa
   IncrementalResult: new () => IncrementalResultLike;
 };
 
+describe('close codes', () => {
+  it('the page has words for every close code of its own the gateway sends', async () => {
+    const { CLOSE_REASONS } = (await import(pathToFileURL(`${root}web/gql-ws.js`).href)) as { CLOSE_REASONS: Record<number, string> };
+    const { SLOW_CONSUMER_CLOSE_CODE } = await import('../../src/gateway/server.ts');
+    expect(CLOSE_REASONS[SLOW_CONSUMER_CLOSE_CODE]).toMatch(/not reading/);
+  });
+});
+
 describe('web/*.js', () => {
   it('type-checks with tsc (checkJs, strict, DOM)', () => {
     // Throws (and prints the diagnostics) on any type error.
