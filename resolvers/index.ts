@@ -591,7 +591,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
             },
             ctx.signal,
             L.engineStallTimeoutMs,
-            L.maxStreamBacklogChars,
+            L.maxStreamBacklogChars > 0 ? L.maxStreamBacklogChars : Infinity, // 0 = no bound
           );
         },
       },

@@ -6,10 +6,36 @@
 import { BlockList, isIP } from 'node:net';
 import type { IncomingMessage } from 'node:http';
 
-/** `::ffff:10.0.0.1` and `10.0.0.1` are the same peer; Node reports either depending on the socket. */
+/**
+ * An IPv6 address's eight 16-bit groups, from its canonical form (the WHATWG URL parser's: any
+ * spelling, an embedded dotted IPv4 tail included); undefined for anything else, zone ids included
+ * (`fe80::1%eth0`: never a client's address as a proxy forwards it).
+ */
+function ipv6Groups(address: string): number[] | undefined {
+  if (isIP(address) !== 6 || address.includes('%')) return undefined;
+  let host: string;
+  try {
+    host = new URL(`http://[${address}]`).hostname.slice(1, -1);
+  } catch {
+    return undefined;
+  }
+  const [head = '', tail] = host.split('::');
+  const left = head ? head.split(':') : [];
+  const right = tail ? tail.split(':') : [];
+  const groups = [...left, ...Array<string>(tail === undefined ? 0 : 8 - left.length - right.length).fill('0'), ...right].map((g) => parseInt(g, 16));
+  return groups.length === 8 && groups.every((g) => g >= 0 && g <= 0xffff) ? groups : undefined;
+}
+
+/**
+ * One spelling per address: `::ffff:10.0.0.1` (however written) is `10.0.0.1`, since Node reports either
+ * depending on the socket; other IPv6 addresses in canonical form. Anything else is returned trimmed.
+ */
 export function normalizeAddress(address: string): string {
   const a = address.trim().toLowerCase();
-  return a.startsWith('::ffff:') && isIP(a.slice(7)) === 4 ? a.slice(7) : a;
+  const g = ipv6Groups(a);
+  if (!g) return a;
+  if (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) return `${g[6]! >> 8}.${g[6]! & 255}.${g[7]! >> 8}.${g[7]! & 255}`;
+  return new URL(`http://[${a}]`).hostname.slice(1, -1);
 }
 
 /** The trusted proxies: addresses and CIDR ranges (a cloud load balancer's addresses change). */
@@ -48,6 +74,7 @@ export function parseTrustedProxies(list: readonly string[]): TrustedProxies {
 
 /** An X-Forwarded-For entry as an address: some proxies append a port ("1.2.3.4:5678", "[2001:db8::5]:443"). */
 function hopAddress(hop: string): string | undefined {
+  if (hop.includes('%')) return undefined; // a zone id is local to the proxy's host, never a client's
   const bracketed = /^\[([^\]]+)\](?::\d+)?$/.exec(hop);
   if (bracketed) return isIP(bracketed[1]!) === 6 ? bracketed[1] : undefined;
   if (isIP(hop)) return hop;
@@ -79,12 +106,6 @@ export function clientAddress(req: IncomingMessage, trusted: TrustedProxies): st
  * given a whole /64, so counting single IPv6 addresses would give it 2^64 identities).
  */
 export function clientIdentity(address: string): string {
-  if (isIP(address) !== 6) return address;
-  const [head = '', tail = ''] = address.split('::');
-  const left = head ? head.split(':') : [];
-  const right = tail ? tail.split(':') : [];
-  // an embedded IPv4 tail (::1.2.3.4 forms) counts as two groups
-  const groups = (xs: string[]) => xs.reduce((n, x) => n + (x.includes('.') ? 2 : 1), 0);
-  const full = address.includes('::') ? [...left, ...Array(8 - groups(left) - groups(right)).fill('0'), ...right] : left;
-  return `${full.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(':')}::/64`;
+  const g = ipv6Groups(address);
+  return g ? `${g.slice(0, 4).map((x) => x.toString(16)).join(':')}::/64` : address;
 }

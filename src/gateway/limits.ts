@@ -81,19 +81,21 @@ export interface GatewayLimits {
   /**
    * Characters of an understand stream's text that may wait, coalesced, for a slow client (they wait in
    * the stream, before the socket); beyond it the stream ends with SLOW_CONSUMER. Real answers are far
-   * smaller (maxNewTokens words): this bounds memory whatever an engine's tokens weigh.
+   * smaller (maxNewTokens words): this bounds that text however long an engine's tokens are. 0 = none.
    */
   maxStreamBacklogChars: number;
   /**
    * graphql-ws sockets are pinged this often, and one that has neither answered the previous ping nor
-   * let the kernel take any of its data by the next is terminated: a client gone without closing
+   * let the kernel take any of its data by the next (or has not answered for 3 intervals in a row,
+   * whatever it took) is terminated: a client gone without closing
    * (network lost, device asleep, NAT entry expired). Browsers and ws answer pings on their own.
    * 0 = off (graphql-ws's own keep-alive is off either way).
    */
   wsPingIntervalMs: number;
   /** Open graphql-ws connections, in all and per client (the API key in the upgrade's Authorization
-   * header, else its address, an IPv6 one by its /64); an upgrade beyond either gets HTTP 429, so a
-   * client stuck in a reconnect loop cannot exhaust file descriptors. 0 = no limit. */
+   * header, else its address, an IPv6 one by its /64); an upgrade beyond either gets HTTP 429, so one
+   * client stuck in a reconnect loop cannot take every connection (keep the total under the process's
+   * file-descriptor limit, `ulimit -n`). 0 = no limit. */
   maxWsConnections: number;
   maxWsConnectionsPerClient: number;
 }

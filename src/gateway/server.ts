@@ -78,6 +78,8 @@ export interface ServerOptions {
 
 /** Close code for a graphql-ws socket whose client stopped reading (send buffer over the bound too long). */
 export const SLOW_CONSUMER_CLOSE_CODE = 4008;
+/** The heartbeat spares a socket that does not answer but still takes data for at most this many intervals. */
+const MAX_SPARED_INTERVALS = 3;
 /** After the slow-consumer close frame, the socket is destroyed this long later if the client never reads it. */
 const SLOW_CONSUMER_TERMINATE_MS = 5000;
 
@@ -264,8 +266,15 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const limiter = new RateLimiter({ ratePerSecond: L.rateLimitPerSecond, burst: L.rateLimitBurst });
   /** The rate-limit identity: a valid API key when auth is on, else the client's IP address. */
   const trustedProxies = parseTrustedProxies(options.trustedProxies ?? []);
-  const rateClient = (key: string | undefined, req: IncomingMessage) =>
-    authOn && key && keyAllowed(apiKeys, key) ? `key:${key}` : `ip:${clientIdentity(clientAddress(req, trustedProxies))}`;
+  const rateClient = (key: string | undefined, req: IncomingMessage): string => {
+    if (authOn && key && keyAllowed(apiKeys, key)) return `key:${key}`;
+    try {
+      return `ip:${clientIdentity(clientAddress(req, trustedProxies))}`;
+    } catch {
+      // whatever a header holds, a request always has a client (its direct peer)
+      return `ip:${req.socket.remoteAddress ?? 'unknown'}`;
+    }
+  };
   /**
    * Did a peer forward this request? It names a configured peer, and proves it: with the replicas'
    * shared secret when one is configured, else by coming from that peer's address (then a proxy on
@@ -699,9 +708,13 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   // Heartbeat (ws's recommended pattern): a client that vanished without closing would otherwise hold
   // its socket, its streams and their model work until TCP gives up, hours later. A socket that neither
   // answered the last ping nor let the kernel take any of its data during an interval is terminated
-  // (heartbeat.ts: a slow reader still reading is spared, though its pong waits behind its backlog).
+  // (heartbeat.ts: a slow reader still reading is spared, though its pong waits behind its backlog),
+  // and so is one that has not answered for more than MAX_SPARED_INTERVALS intervals in a row.
   const answeredPing = new WeakMap<WebSocket, boolean>();
   const progressAtTick = new WeakMap<WebSocket, WriteProgress>();
+  /** consecutive intervals a socket went without answering: the kernel also takes data for a peer
+   * that is gone (into its send buffer), so taking data buys at most MAX_SPARED_INTERVALS */
+  const unanswered = new WeakMap<WebSocket, number>();
   const heartbeat =
     L.wsPingIntervalMs > 0
       ? setInterval(() => {
@@ -711,7 +724,9 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
             const progress = tcp ? writeProgress(tcp) : undefined;
             const drained = progress !== undefined && tookData(progressAtTick.get(socket), progress);
             if (progress) progressAtTick.set(socket, progress);
-            if (answeredPing.get(socket) === false && !drained) {
+            const missed = answeredPing.get(socket) === false ? (unanswered.get(socket) ?? 0) + 1 : 0;
+            unanswered.set(socket, missed);
+            if (missed > 0 && (!drained || missed > MAX_SPARED_INTERVALS)) {
               rt.metrics.heartbeatTimeouts.inc();
               socket.terminate();
               continue;

@@ -2,8 +2,8 @@
 // the transport pulls (graphql-ws awaits each socket write, SSE pulls on demand). Chunks that pile
 // up while the client is slow are coalesced into one event (text and token ids concatenated,
 // counts and engine `steps` summed); the terminal summary is never dropped. Memory per stream is bounded
-// by the request's maxTokens and, whatever an engine's tokens weigh, by `maxPendingChars`: a client
-// that far behind gets a SLOW_CONSUMER error instead of the backlog.
+// by the request's maxTokens and, however long an engine's tokens are, its text by `maxPendingChars`: a
+// client that far behind gets a SLOW_CONSUMER error instead of the backlog.
 //
 // This is the gateway's per-token hot path, so it is written with plain promise callbacks rather
 // than async generators (each async-generator layer costs several microtask hops and allocations
@@ -112,7 +112,11 @@ export function coalescingStream<T>(
     clearTimeout(timer);
     signal?.removeEventListener('abort', close);
     if (!engineDone) void Promise.resolve(engine.return?.()).catch(() => undefined);
-    hooks.onEnd({ cancelled: aborted && error === undefined, error, summary });
+    try {
+      hooks.onEnd({ cancelled: aborted && error === undefined, error, summary });
+    } catch (e) {
+      error ??= e; // the consumer learns of it; the stream still ends
+    }
     notify();
   };
 

@@ -104,6 +104,24 @@ describe('coalescing understand stream', () => {
     }
   });
 
+  it('an onEnd hook that throws still ends the stream (with the error), never leaves it hanging', async () => {
+    const src = manualSource();
+    const it = coalescingStream<unknown>(src, new AbortController(), {
+      chunk: (c) => c,
+      summary: (s) => s,
+      onEnd: () => {
+        throw new Error('slot release exploded');
+      },
+    });
+    src.push(chunk(0));
+    expect(await it.next()).toMatchObject({ value: { text: 't0 ' } });
+    src.push(summary);
+    src.push(null);
+    // the answer itself was complete: its summary is delivered, then the hook's failure
+    expect((await it.next()).value).toBe(summary);
+    await expect(it.next()).rejects.toMatchObject({ code: 'INTERNAL' });
+  });
+
   it('counts the engine steps a chunk covers (textless steps folded in) when merging', async () => {
     const src = manualSource();
     const it = coalescingStream<unknown>(src, new AbortController(), { chunk: (c) => c, summary: (s) => s, onEnd: () => {} });

@@ -39,12 +39,18 @@ describe('clientAddress', () => {
     expect(clientAddress(req('127.0.0.1'), trusted)).toBe('127.0.0.1');
     expect(clientAddress(req('127.0.0.1', ''), trusted)).toBe('127.0.0.1');
     expect(clientAddress(req('127.0.0.1', '10.0.0.2, ::1'), trusted)).toBe('127.0.0.1');
-    for (const bad of ['198.51.100.1, unknown', '[1.2.3.4]', 'host:80', '2001:db8::7:443x']) expect(clientAddress(req('127.0.0.1', bad), trusted), bad).toBe('127.0.0.1');
+    for (const bad of ['198.51.100.1, unknown', '[1.2.3.4]', 'host:80', '2001:db8::7:443x', 'fe80::1%eth0', 'a:b:c:d:e:f::1%a:b:c:d', '[fe80::1%25eth0]:80'])
+      expect(clientAddress(req('127.0.0.1', bad), trusted), bad).toBe('127.0.0.1');
     expect(clientAddress(req(undefined, '198.51.100.1'), trusted)).toBe('unknown');
   });
 
   it('trusted proxies are IP addresses or CIDR ranges; the command line says which one is not', () => {
     expect(normalizeAddress(' ::FFFF:10.0.0.2 ')).toBe('10.0.0.2');
+    // every spelling of an address is one client
+    expect(normalizeAddress('::ffff:a00:2')).toBe('10.0.0.2');
+    expect(normalizeAddress('0:0:0:0:0:ffff:10.0.0.2')).toBe('10.0.0.2');
+    expect(normalizeAddress('2001:0DB8:0000::0001')).toBe('2001:db8::1');
+    expect(normalizeAddress('fe80::1%eth0')).toBe('fe80::1%eth0'); // a zone id: left as it is
     expect(parseTrustedProxies(['10.0.0.2', 'fd00::/8']).size).toBe(2);
     for (const bad of ['proxy.local', '10.0.0.2:80', '999.1.1.1', '10.0.0.0/33', '10.0.0.0/8/1', '10.0.0.0/x'])
       expect(() => parseTrustedProxies([bad]), bad).toThrow(`trusted proxy "${bad}" is not an IP address or CIDR range`);
@@ -65,12 +71,26 @@ describe('clientIdentity', () => {
     expect(clientIdentity('::ffff:1.2.3.4'.slice(7))).toBe('1.2.3.4');
     expect(clientIdentity('64:ff9b::198.51.100.1')).toBe('64:ff9b:0:0::/64');
     expect(clientIdentity('unknown')).toBe('unknown');
+    // addresses Node's isIP accepts but no proxy forwards: never an exception (it would escape a request listener)
+    for (const odd of ['a:b:c:d:e:f::1%a:b:c:d', 'a:b:c:d:e:f:1:2%x::y', 'a::b:c:d:e:f:1%x.y', 'fe80::1%eth0']) expect(clientIdentity(odd), odd).toBe(odd);
   });
 });
 
 const Q = { query: '{ health { status } }' };
 
 describe('behind a trusted proxy', () => {
+  it('a forwarded address Node accepts but cannot group (a zone id) neither crashes nor picks an identity', async () => {
+    const s = await start({ engine: new FakeEngine(), limits: { rateLimitPerSecond: 0.5, rateLimitBurst: 1 }, trustedProxies: ['127.0.0.1', '::1'] });
+    try {
+      expect((await gqlPost(s, Q, { 'x-forwarded-for': 'a:b:c:d:e:f::1%a:b:c:d' })).status).toBe(200);
+      // it counted as the proxy itself: the proxy's bucket is now empty, another client's is not
+      expect((await gqlPost(s, Q)).status).toBe(429);
+      expect((await gqlPost(s, Q, { 'x-forwarded-for': '198.51.100.9' })).status).toBe(200);
+    } finally {
+      await s.close();
+    }
+  });
+
   it('rate limits each forwarded client on its own; without the proxy trusted, all of them share one bucket', async () => {
     for (const trusted of [true, false]) {
       const s = await start({ engine: new FakeEngine(), limits: { rateLimitPerSecond: 0.5, rateLimitBurst: 2 }, ...(trusted ? { trustedProxies: ['127.0.0.1', '::1'] } : {}) });
@@ -139,6 +159,8 @@ describe('serve flags', () => {
     expect(serveOptions(parseServeArgs([]), {}).limits).toMatchObject({ maxWsConnections: 10_000, maxWsConnectionsPerClient: 256, wsPingIntervalMs: 30_000 });
     expect(() => serveOptions(parseServeArgs(['--max-ws-per-client', '-1']), {})).toThrow(UsageError);
     expect(() => serveOptions(parseServeArgs(['--trust-proxy', '']), {})).toThrow(/--trust-proxy: an empty trusted proxy/);
+    expect(() => serveOptions(parseServeArgs(['--ws-ping-interval', '500']), {})).toThrow(/--ws-ping-interval must be 0 \(off\) or at least 1000 ms, got 500/);
+    expect(serveOptions(parseServeArgs(['--ws-ping-interval', '1000']), {}).limits?.wsPingIntervalMs).toBe(1000);
   });
 
   it('a connection limit of 0 is no limit', async () => {

@@ -295,7 +295,8 @@ describe('heartbeat', () => {
   it('terminates a socket that stops answering pings, and stops its model work; answering clients stay', async () => {
     // slow model steps: the silent client's stream is running but sends nothing meanwhile
     const engine = new FakeEngine({ stepMs: 20_000, tokens: 1000 });
-    const s = await start({ engine, limits: { wsPingIntervalMs: 250, maxNewTokens: 1000 } });
+    // 1 s: the answering client shares this process's event loop, and a loaded machine can stall it
+    const s = await start({ engine, limits: { wsPingIntervalMs: 1000, maxNewTokens: 1000 } });
     const live = await connect(s, true);
     const gone = await connect(s, false);
     try {
@@ -324,6 +325,26 @@ describe('heartbeat', () => {
     } finally {
       live.terminate();
       gone.terminate();
+      await s.close();
+    }
+  }, 30_000);
+
+  it('a client that never answers is dropped after a few intervals even while its stream keeps the kernel taking data', async () => {
+    // the kernel takes data into its send buffer for a peer that is gone, too: taking data buys at most 3 intervals
+    const engine = new FakeEngine({ stepMs: 20, tokens: 100_000 });
+    const s = await start({ engine, limits: { wsPingIntervalMs: 1000, maxNewTokens: 100_000 } });
+    const ws = await connect(s, false);
+    try {
+      const t0 = performance.now();
+      const closed = new Promise<number>((r) => ws.once('close', (code) => r(code)));
+      ws.send(JSON.stringify({ id: '1', type: 'subscribe', payload: { query: 'subscription { understand(input: { prompt: "long", maxTokens: 100000 }) { text } }' } }));
+      expect(await closed).toBe(1006);
+      // spared while data flowed (a slow reader would be), but not beyond 3 unanswered intervals
+      expect(performance.now() - t0).toBeGreaterThan(2500);
+      expect(s.runtime.metrics.heartbeatTimeouts.get()).toBe(1);
+      await waitFor(() => engine.stats.active === 0, 'the model work to stop');
+    } finally {
+      ws.terminate();
       await s.close();
     }
   }, 30_000);

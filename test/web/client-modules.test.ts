@@ -19,7 +19,7 @@ const { IncrementalResult } = (await import(pathToFileURL(`${root}web/incrementa
 };
 
 describe('close codes', () => {
-  it('the page has words for every close code of its own the gateway sends', async () => {
+  it('the page has words for the close code of its own the gateway sends (4008, slow consumer)', async () => {
     const { CLOSE_REASONS } = (await import(pathToFileURL(`${root}web/gql-ws.js`).href)) as { CLOSE_REASONS: Record<number, string> };
     const { SLOW_CONSUMER_CLOSE_CODE } = await import('../../src/gateway/server.ts');
     expect(CLOSE_REASONS[SLOW_CONSUMER_CLOSE_CODE]).toMatch(/not reading/);

@@ -54,8 +54,10 @@ Also /health, /ready (503 until the model is loaded), /metrics (Prometheus) and 
   --max-ws-connections N  open graphql-ws connections in all (default 10000); --max-ws-per-client N
                     per client: API key in the upgrade's Authorization header, else client address
                     (IPv6: its /64) (default 256). 0 = no limit. Beyond them upgrades get HTTP 429.
-  --ws-ping-interval MS  ping graphql-ws sockets this often (default 30000; 0 = off); one that neither
-                    answers nor takes any data for a whole interval is dropped
+                    Behind a proxy, without --trust-proxy every user counts as the proxy: one client.
+  --ws-ping-interval MS  ping graphql-ws sockets this often (default 30000, at least 1000; 0 = off); one
+                    that neither answers nor takes any data for a whole interval is dropped, and so is
+                    one that has not answered for 3 intervals
   --public-url URL  base for absolute image URLs (default: the request's Host)
   --replica-id ID   run as one of several replicas behind a load balancer (also $HYPERBAGEL_REPLICA_ID;
                     a-z, 0-9, "-"). Job and session ids then start with "ID.", and an operation on
@@ -112,6 +114,12 @@ export async function run(argv: string[]): Promise<number> {
   return code;
 }
 
+/** A client must answer a ping within one interval: under a second would drop healthy distant clients. */
+function pingInterval(ms: number): number {
+  if (ms !== 0 && ms < 1000) throw new UsageError(`--ws-ping-interval must be 0 (off) or at least 1000 ms, got ${ms}`);
+  return ms;
+}
+
 /** --trust-proxy flags and $HYPERBAGEL_TRUST_PROXY: IP addresses, checked here so a typo is a usage error. */
 export function trustedProxiesFrom(flags: string[] | undefined, env: string | undefined): string[] {
   const fromFlags = (flags ?? []).map((a) => a.trim());
@@ -164,7 +172,7 @@ export function serveOptions(args: ParsedArgs, env: NodeJS.ProcessEnv = process.
       rateLimitBurst: intFlag(args, 'rate-burst', 200, 1, 1_000_000),
       maxWsConnections: intFlag(args, 'max-ws-connections', 10_000, 0, 10_000_000),
       maxWsConnectionsPerClient: intFlag(args, 'max-ws-per-client', 256, 0, 10_000_000),
-      wsPingIntervalMs: intFlag(args, 'ws-ping-interval', 30_000, 0, 86_400_000),
+      wsPingIntervalMs: pingInterval(intFlag(args, 'ws-ping-interval', 30_000, 0, 86_400_000)),
     },
     // listen at once; /ready reports 503 until the model is loaded
     waitForEngine: false,
