@@ -105,7 +105,7 @@ export class GatewayMetrics {
   readonly originRejected = new Counter('hyperbagel_gateway_origin_rejected_total', 'Requests and WebSocket upgrades refused for their Origin or Host header, by transport');
   readonly wsProtocolErrors = new Counter('hyperbagel_gateway_ws_protocol_errors_total', 'graphql-ws sockets that ws closed for a client protocol fault (oversized or malformed frame), by ws error code');
   readonly wsRefused = new Counter('hyperbagel_gateway_ws_connections_refused_total', 'graphql-ws upgrades refused with HTTP 429, by reason (total or per_client connection limit)');
-  readonly heartbeatTimeouts = new Counter('hyperbagel_gateway_ws_heartbeat_timeouts_total', 'graphql-ws sockets terminated because the client did not answer a ping within an interval');
+  readonly heartbeatTimeouts = new Counter('hyperbagel_gateway_ws_heartbeat_timeouts_total', 'graphql-ws sockets the heartbeat terminated: no answer to its pings and no data taken for an interval, or no answer for 3');
   readonly slowSocketCloses = new Counter('hyperbagel_gateway_slow_socket_closes_total', 'graphql-ws sockets closed because the client stopped reading (code 4008)');
   readonly forwarded = new Counter('hyperbagel_gateway_forwarded_total', 'Operations forwarded to the replica that owns their job or session id, by root field and replica');
   readonly tokens = new Counter('hyperbagel_gateway_generated_tokens_total', 'Tokens streamed to clients');
