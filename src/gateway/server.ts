@@ -604,6 +604,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   });
   let wsOpen = 0;
   const wsPerClient = new Map<string, number>();
+  /** clients the per-client connection limit has been logged for (once each; bounded) */
+  const warnedClients = new Set<string>();
   /** each graphql-ws socket's TCP socket (the heartbeat reads its write progress) */
   const tcpOf = new WeakMap<WebSocket, Socket>();
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -617,6 +619,13 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       const refuse = L.maxWsConnections > 0 && wsOpen >= L.maxWsConnections ? 'total' : L.maxWsConnectionsPerClient > 0 && mine >= L.maxWsConnectionsPerClient ? 'per_client' : undefined;
       if (refuse) {
         rt.metrics.wsRefused.inc({ reason: refuse });
+        // an operator behind a proxy without --trust-proxy sees every user as one client: say so once per client
+        if (refuse === 'per_client' && !warnedClients.has(client) && warnedClients.size < 100) {
+          warnedClients.add(client);
+          log(
+            `hyperbagel: WARNING: refusing WebSocket connections from ${client.replace(/^key:.*/, 'an API key')}: ${L.maxWsConnectionsPerClient} already open (--max-ws-per-client). Behind a proxy, name it with --trust-proxy so each user counts on its own.`,
+          );
+        }
         const body = refuse === 'total' ? 'Too many WebSocket connections' : 'Too many WebSocket connections from this client';
         socket.on('error', () => socket.destroy());
         socket.once('finish', () => socket.destroy());

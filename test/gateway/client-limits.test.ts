@@ -121,7 +121,8 @@ function open(s: RunningServer, headers: Record<string, string> = {}): Promise<W
 
 describe('graphql-ws connection limits', () => {
   it('refuses upgrades past the per-client and the total limit with HTTP 429, and takes them again once sockets close', async () => {
-    const s = await start({ engine: new FakeEngine(), limits: { maxWsConnectionsPerClient: 2, maxWsConnections: 3 }, trustedProxies: ['127.0.0.1', '::1'] });
+    const logs: string[] = [];
+    const s = await start({ engine: new FakeEngine(), limits: { maxWsConnectionsPerClient: 2, maxWsConnections: 3 }, trustedProxies: ['127.0.0.1', '::1'], log: (m) => logs.push(m) });
     const sockets: WebSocket[] = [];
     const keep = (r: WebSocket | number) => {
       if (typeof r !== 'number') sockets.push(r);
@@ -132,10 +133,12 @@ describe('graphql-ws connection limits', () => {
       expect(keep(await open(s, a))).toBe('open');
       expect(keep(await open(s, a))).toBe('open');
       expect(keep(await open(s, a))).toBe(429); // a's third
+      expect(keep(await open(s, a))).toBe(429); // and fourth: logged once for the operator
+      expect(logs.filter((l) => l.includes('refusing WebSocket connections from ip:198.51.100.1: 2 already open'))).toHaveLength(1);
       expect(keep(await open(s, { 'x-forwarded-for': '198.51.100.2' }))).toBe('open'); // another client
       expect(keep(await open(s, { 'x-forwarded-for': '198.51.100.3' }))).toBe(429); // the fourth in all
       const text = s.runtime.metrics.render();
-      expect(text).toMatch(/^hyperbagel_gateway_ws_connections_refused_total\{reason="per_client"\} 1$/m);
+      expect(text).toMatch(/^hyperbagel_gateway_ws_connections_refused_total\{reason="per_client"\} 2$/m);
       expect(text).toMatch(/^hyperbagel_gateway_ws_connections_refused_total\{reason="total"\} 1$/m);
       // a closed socket frees its place, for its client and in all
       sockets.shift()!.close();
