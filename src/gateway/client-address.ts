@@ -7,11 +7,11 @@ import { BlockList, isIP } from 'node:net';
 import type { IncomingMessage } from 'node:http';
 
 /**
- * An IPv6 address's eight 16-bit groups, from its canonical form (the WHATWG URL parser's: any
- * spelling, an embedded dotted IPv4 tail included); undefined for anything else, zone ids included
+ * An IPv6 address's canonical form (the WHATWG URL parser's: any spelling, an embedded dotted IPv4
+ * tail included) and its eight 16-bit groups; undefined for anything else, zone ids included
  * (`fe80::1%eth0`: never a client's address as a proxy forwards it).
  */
-function ipv6Groups(address: string): number[] | undefined {
+function parseIpv6(address: string): { canonical: string; groups: number[] } | undefined {
   if (isIP(address) !== 6 || address.includes('%')) return undefined;
   let host: string;
   try {
@@ -23,7 +23,7 @@ function ipv6Groups(address: string): number[] | undefined {
   const left = head ? head.split(':') : [];
   const right = tail ? tail.split(':') : [];
   const groups = [...left, ...Array<string>(tail === undefined ? 0 : 8 - left.length - right.length).fill('0'), ...right].map((g) => parseInt(g, 16));
-  return groups.length === 8 && groups.every((g) => g >= 0 && g <= 0xffff) ? groups : undefined;
+  return groups.length === 8 && groups.every((g) => g >= 0 && g <= 0xffff) ? { canonical: host, groups } : undefined;
 }
 
 /**
@@ -32,10 +32,11 @@ function ipv6Groups(address: string): number[] | undefined {
  */
 export function normalizeAddress(address: string): string {
   const a = address.trim().toLowerCase();
-  const g = ipv6Groups(a);
-  if (!g) return a;
+  const v6 = parseIpv6(a);
+  if (!v6) return a;
+  const g = v6.groups;
   if (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) return `${g[6]! >> 8}.${g[6]! & 255}.${g[7]! >> 8}.${g[7]! & 255}`;
-  return new URL(`http://[${a}]`).hostname.slice(1, -1);
+  return v6.canonical;
 }
 
 /** The trusted proxies: addresses and CIDR ranges (a cloud load balancer's addresses change). */
@@ -106,6 +107,6 @@ export function clientAddress(req: IncomingMessage, trusted: TrustedProxies): st
  * given a whole /64, so counting single IPv6 addresses would give it 2^64 identities).
  */
 export function clientIdentity(address: string): string {
-  const g = ipv6Groups(address);
+  const g = parseIpv6(address)?.groups;
   return g ? `${g.slice(0, 4).map((x) => x.toString(16)).join(':')}::/64` : address;
 }

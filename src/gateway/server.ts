@@ -719,28 +719,27 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   // answered the last ping nor let the kernel take any of its data during an interval is terminated
   // (heartbeat.ts: a slow reader still reading is spared, though its pong waits behind its backlog),
   // and so is one that has not answered for more than MAX_SPARED_INTERVALS intervals in a row.
-  const answeredPing = new WeakMap<WebSocket, boolean>();
-  const progressAtTick = new WeakMap<WebSocket, WriteProgress>();
-  /** consecutive intervals a socket went without answering: the kernel also takes data for a peer
-   * that is gone (into its send buffer), so taking data buys at most MAX_SPARED_INTERVALS */
-  const unanswered = new WeakMap<WebSocket, number>();
+  /** per socket: a pong since the last ping; consecutive intervals without one (the kernel also takes
+   * data for a peer that is gone, into its send buffer, so taking data buys at most
+   * MAX_SPARED_INTERVALS); the write progress at the last tick */
+  const liveness = new WeakMap<WebSocket, { answered: boolean; missed: number; progress?: WriteProgress }>();
   const heartbeat =
     L.wsPingIntervalMs > 0
       ? setInterval(() => {
           for (const socket of wss.clients) {
-            if (socket.readyState !== socket.OPEN) continue;
+            const state = liveness.get(socket);
+            if (socket.readyState !== socket.OPEN || !state) continue;
             const tcp = tcpOf.get(socket);
             const progress = tcp ? writeProgress(tcp) : undefined;
-            const drained = progress !== undefined && tookData(progressAtTick.get(socket), progress);
-            if (progress) progressAtTick.set(socket, progress);
-            const missed = answeredPing.get(socket) === false ? (unanswered.get(socket) ?? 0) + 1 : 0;
-            unanswered.set(socket, missed);
-            if (missed > 0 && (!drained || missed > MAX_SPARED_INTERVALS)) {
+            const drained = progress !== undefined && tookData(state.progress, progress);
+            state.progress = progress;
+            state.missed = state.answered ? 0 : state.missed + 1;
+            if (state.missed > 0 && (!drained || state.missed > MAX_SPARED_INTERVALS)) {
               rt.metrics.heartbeatTimeouts.inc();
               socket.terminate();
               continue;
             }
-            answeredPing.set(socket, false);
+            state.answered = false;
             socket.ping();
           }
         }, L.wsPingIntervalMs)
@@ -754,8 +753,9 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   };
   wss.on('connection', (socket: WebSocket) => {
     rt.wsConnections++;
-    answeredPing.set(socket, true);
-    socket.on('pong', () => answeredPing.set(socket, true));
+    const state = { answered: true, missed: 0 };
+    liveness.set(socket, state);
+    socket.on('pong', () => (state.answered = true));
     // graphql-ws only returns() a streaming operation on `complete`; a still-running single-result
     // operation would keep going. Abort the operation's signal ourselves on `complete` or close.
     socket.on('message', (data) => {
@@ -844,8 +844,10 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
         const ops = opsOf(socket);
         if (ops.size >= L.maxSubscriptionsPerSocket)
           return refuse([new GatewayError('TOO_MANY_SUBSCRIPTIONS', `At most ${L.maxSubscriptionsPerSocket} concurrent operations per connection`)]);
+        const key = wsKey(ctx);
+        const client = rateClient(key, ctx.extra.request);
         if (limiter.enabled) {
-          const wait = limiter.take(rateClient(wsKey(ctx), ctx.extra.request));
+          const wait = limiter.take(client);
           if (wait > 0) {
             rt.metrics.rateLimited.inc({ transport: 'ws' });
             return refuse([rateLimitedError(wait)]);
@@ -860,8 +862,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
           params,
           opSignal: controller.signal,
           baseUrl: options.publicUrl ?? (host ? `http://${host}` : ''),
-          client: rateClient(wsKey(ctx), ctx.extra.request),
-          apiKey: authOn ? wsKey(ctx) : undefined,
+          client,
+          apiKey: authOn ? key : undefined,
         });
         let document;
         try {
@@ -977,7 +979,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const wsSocketStats = (): WsSocketStats[] =>
     [...wss.clients].map((socket) => ({
       operations: wsOps.get(socket)?.size ?? 0,
-      listeners: listenerTotal(socket) + listenerTotal((socket as unknown as { _socket?: import('node:net').Socket })._socket),
+      listeners: listenerTotal(socket) + listenerTotal(tcpOf.get(socket)),
       bufferedBytes: socket.bufferedAmount,
     }));
   return { url, port: addr.port, runtime: rt, engineReady, close, wsSocketStats };
