@@ -4,6 +4,7 @@ import { CliError, UsageError } from './args.ts';
 import { describeFsError, isFsError } from './output-path.ts';
 import { WorldError } from '../world/errors.ts';
 import { EngineError } from '../engine/types.ts';
+import { closeAllWorkers } from '../runtime/client.ts';
 
 interface Command {
   summary: string;
@@ -88,17 +89,24 @@ export function shownMessage(message: string): string {
 }
 
 let pipesHandled = false;
+let pipeClosed = false;
 /**
  * A reader that closes early (`hyperbagel … | head`) makes writes fail with EPIPE: exit quietly then,
  * as a command killed by SIGPIPE would (status 141), rather than crash with an unhandled 'error'.
+ * The model workers are stopped first: exiting inside a native onnxruntime run aborts the process.
  */
 function handleClosedPipes(): void {
   if (pipesHandled) return;
   pipesHandled = true;
   for (const stream of [process.stdout, process.stderr]) {
     stream.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'EPIPE' || err.code === 'ERR_STREAM_DESTROYED') process.exit(141);
-      throw err; // anything else: as without this listener
+      if (err.code !== 'EPIPE' && err.code !== 'ERR_STREAM_DESTROYED') throw err; // as without this listener
+      if (pipeClosed) return;
+      pipeClosed = true;
+      process.exitCode = 141;
+      // nothing more can be shown, and the command's errors from its closed engine are moot
+      for (const s of [process.stdout, process.stderr]) s.write = (() => true) as typeof s.write;
+      void closeAllWorkers().finally(() => process.exit(141));
     });
   }
 }
@@ -106,7 +114,8 @@ function handleClosedPipes(): void {
 /** The process's entry (bin/hyperbagel.js): runCli, with closed pipes handled. */
 export async function main(argv: string[]): Promise<number> {
   handleClosedPipes();
-  return runCli(argv);
+  const code = await runCli(argv);
+  return pipeClosed ? 141 : code;
 }
 
 /** Runs one command line; returns the exit status (usage error 2, typed error 1). */

@@ -22,6 +22,21 @@ export interface WorkerClientOptions {
 }
 
 const BOOT = new URL('./boot.mjs', import.meta.url);
+/** How long close() waits for a worker to finish the request it is running before terminating it. */
+const CLOSE_DRAIN_MS = 5000;
+
+/** Every started, not yet closed client: closeAllWorkers() stops them safely before a process exits. */
+const live = new Set<WorkerClient>();
+
+/**
+ * Closes every live model worker, each after the request it is running. A process that exits (or a
+ * worker terminated) inside a native onnxruntime run aborts with SIGABRT (onnxruntime-node throws a
+ * Napi::Error while the thread's environment is torn down), so callers that must exit early, such as
+ * the CLI when its reader closes the pipe, close the workers first.
+ */
+export async function closeAllWorkers(): Promise<void> {
+  await Promise.all([...live].map((c) => c.close()));
+}
 const ENTRY = new URL('./worker.ts', import.meta.url).href;
 
 export class WorkerClient {
@@ -30,6 +45,7 @@ export class WorkerClient {
   private pending = new Map<number, Pending>();
   private ready: Promise<InitResult> | null = null;
   private closed = false;
+  private closing: Promise<void> | undefined;
   /** incremented on every (re)start */
   generation = 0;
   crashes = 0;
@@ -51,6 +67,7 @@ export class WorkerClient {
     const gen = this.generation;
     const w = new Worker(BOOT, { workerData: { entry: ENTRY } });
     this.worker = w;
+    live.add(this);
     w.on('message', (reply: WorkerReply) => {
       const p = this.pending.get(reply.id);
       if (!p) return;
@@ -134,11 +151,28 @@ export class WorkerClient {
     return this.pending.size;
   }
 
-  async close(): Promise<void> {
+  /** Closes once: a second caller (the engine's own close after closeAllWorkers) waits for the first. */
+  close(): Promise<void> {
+    return (this.closing ??= this.shutDown());
+  }
+
+  private async shutDown(): Promise<void> {
     this.closed = true;
+    live.delete(this);
     const w = this.worker;
-    this.worker = null;
     for (const p of this.pending.values()) p.reject(new EngineError('CANCELLED', 'engine closed'));
+    this.pending.clear();
+    // terminating the worker inside a native run would abort the process (see closeAllWorkers):
+    // requests are served in order, so the reply to one sent now comes once the running one is done
+    if (w) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        this.post({ op: 'stats' }, [], this.generation).catch(() => undefined),
+        new Promise((r) => (timer = setTimeout(r, CLOSE_DRAIN_MS))),
+      ]);
+      clearTimeout(timer);
+    }
+    this.worker = null;
     this.pending.clear();
     if (w) await w.terminate();
   }

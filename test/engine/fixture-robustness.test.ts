@@ -144,6 +144,24 @@ describe('worker crash during a model call', () => {
   });
 });
 
+describe('closing while a model call runs', () => {
+  test('the worker is stopped only after the call in flight, however many close at once', async () => {
+    // terminating a worker inside a native onnxruntime run aborts the process; __sleep stands in for a long run
+    const e = await createEngine(FIXTURE, { calibrate: false, intraOpThreads: 1 });
+    const client = e.workerClient;
+    const sleeping = client.call({ op: '__sleep', ms: 400 }).catch((x: unknown) => x);
+    await new Promise((r) => setTimeout(r, 50)); // the worker is now inside the call
+    const t0 = performance.now();
+    const first = client.close();
+    // a second close (the engine's own, after the CLI's closeAllWorkers) must not cut the wait short
+    const second = e.close();
+    expect(client.close()).toBe(first);
+    await Promise.all([first, second]);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(300);
+    expect(await sleeping).toMatchObject({ code: 'CANCELLED' });
+  });
+});
+
 describe('bad input gives typed errors', () => {
   test('prompts', async () => {
     expect((await engineError(() => engine.understand({ prompt: '' }))).code).toBe('INVALID_INPUT');
