@@ -20,9 +20,8 @@
 // full by then; shorter runs show it as growth.
 import { createRequire } from 'node:module';
 import { performance } from 'node:perf_hooks';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { Worker } from 'node:worker_threads';
+import { forceGc } from './gc.ts';
 import { SyntheticEngine } from './synthetic-engine.ts';
 import { encodePng } from '../src/engine/image/png.ts';
 import type { GenerateRequest, ImageFrame, UnderstandEvent, UnderstandRequest } from '../src/engine/types.ts';
@@ -309,10 +308,7 @@ function latencyStats(byKind: Map<string, number[]>): Record<string, { p50: numb
 
 /** The gateway thread's heap after full collections (the flag must be set before the first call). */
 function heapAfterGc(): number {
-  setFlagsFromString('--expose-gc');
-  const gc = runInNewContext('gc') as () => void;
-  gc();
-  gc();
+  forceGc();
   return process.memoryUsage().heapUsed;
 }
 

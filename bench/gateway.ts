@@ -26,6 +26,8 @@ import { SLOW_CONSUMER_CLOSE_CODE, startServer } from '../src/gateway/server.ts'
 import { flag, intFlag, parseArgs, UsageError, type ParsedArgs } from '../src/cli/args.ts';
 import { median, percentile, round3 } from './stats.ts';
 import { SyntheticEngine } from './synthetic-engine.ts';
+import { startBareTransport } from './bare-transport.ts';
+import { forceGc } from './gc.ts';
 
 /** Each slow consumer: one graphql-ws socket with this many streams (the bench's per-socket limit) ... */
 const SLOW_SUBSCRIPTIONS = 4;
@@ -34,7 +36,7 @@ const SLOW_CHUNK_BYTES = 8192;
 /** how long slow consumers may take to fill the kernel's socket buffers before the round starts */
 const SLOW_PREFILL_LIMIT_MS = 30_000;
 
-export const HELP = `Usage: hyperbagel bench gateway [--streams N] [--tokens N] [--step-ms MS] [--transport ws|sse] [--via-replica] [--json]
+export const HELP = `Usage: hyperbagel bench gateway [--streams N] [--tokens N] [--step-ms MS] [--transport ws|sse] [--rounds R] [--no-floor | --via-replica --no-floor] [--json]
        hyperbagel bench gateway --slow-consumers K [--slow-rate B] [--rounds R] [--streams N] [--tokens N] [--step-ms MS] [--json]
        hyperbagel bench gateway --churn N [--concurrency C] [--step-ms MS] [--json]
 
@@ -44,11 +46,18 @@ gateway's event-loop lag, at N concurrent understanding streams on a synthetic e
   --tokens N       chunks per stream (default 50)
   --step-ms MS     synthetic model step time (default 20)
   --transport T    ws (graphql-ws, default) or sse
+  --rounds R       rounds through the gateway (default 3), each followed by a round through a bare
+                   transport: the same engine schedule, clients and bytes per event with no gateway
+                   (no GraphQL at all), i.e. what this machine's loopback, threads and client cost.
+                   Figures are medians over rounds; "transport_floor" holds the bare rounds' and
+                   added_over_floor_p99_ms the gateway's p99 over them
+  --no-floor       skip the bare-transport rounds
   --via-replica    clients connect to a second replica, which forwards each stream to the engine's
                    replica (each stream on its own session there): the cost of one forwarding hop.
-                   Both replicas share this process's thread, so lag covers both
+                   Both replicas share this process's thread, so lag covers both (needs --no-floor)
   --json           print only the JSON result
-Prints one JSON object: {streams, added_latency_p50_ms, added_latency_p99_ms, event_loop_lag_p99_ms, ...}.
+Prints one JSON object: {streams, added_latency_p50_ms, added_latency_p99_ms, event_loop_lag_p99_ms,
+transport_floor, added_over_floor_p99_ms, ...}.
 
 --slow-consumers K adds K graphql-ws clients that each read at --slow-rate bytes/s (default 10240),
 each with ${SLOW_SUBSCRIPTIONS} streams of ${SLOW_CHUNK_BYTES} bytes per step, and runs --rounds R (default 3) rounds
@@ -98,6 +107,8 @@ function writeLatencies(writes: Array<[number, unknown]>): { boundary: number[];
   const sort = (xs: number[]) => Array.from(Float64Array.from(xs).sort());
   return { boundary: sort(boundary), due: sort(due) };
 }
+/** the pause before each latency round, after a forced GC */
+const SETTLE_MS = 250;
 /** the after_warmup_* figures skip this much of the steady state */
 const WARMUP_MS = 500;
 
@@ -276,7 +287,7 @@ parentPort.on('message', () => {
 `;
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ['streams', 'tokens', 'step-ms', 'transport', 'churn', 'concurrency', 'slow-consumers', 'slow-rate', 'rounds'], booleans: ['json', 'via-replica'] });
+  const args = parseArgs(argv, { values: ['streams', 'tokens', 'step-ms', 'transport', 'churn', 'concurrency', 'slow-consumers', 'slow-rate', 'rounds'], booleans: ['json', 'via-replica', 'no-floor'] });
   if (args.flags.has('help')) {
     console.log(HELP);
     return 0;
@@ -296,14 +307,82 @@ export async function run(argv: string[]): Promise<number> {
   if (cfg.transport !== 'ws' && cfg.transport !== 'sse') throw new UsageError(`--transport must be ws or sse, got "${cfg.transport}"`);
   const json = args.flags.has('json');
   if (flag(args, 'slow-consumers') !== undefined) return slowConsumers(args, cfg, json);
-  for (const f of ['slow-rate', 'rounds']) if (args.flags.has(f)) throw new UsageError(`--${f} applies to --slow-consumers only`);
-  const out = await measureRound(cfg);
+  if (args.flags.has('slow-rate')) throw new UsageError('--slow-rate applies to --slow-consumers only');
+  const floor = !args.flags.has('no-floor');
+  if (floor && cfg.viaReplica) throw new UsageError('--via-replica measures the forwarding hop: give --no-floor with it');
+  const out = await latencyRounds(cfg, intFlag(args, 'rounds', 3, 1, 50), floor);
   console.log(JSON.stringify(out));
   if (!json)
     console.error(
-      `gateway bench: ${cfg.streams} ${cfg.transport} streams, p50 ${out.added_latency_p50_ms} ms, p99 ${out.added_latency_p99_ms} ms added per event; event-loop lag p99 ${out.event_loop_lag_p99_ms} ms (goal: p99 <= 2 ms, lag <= 10 ms)`,
+      `gateway bench: ${cfg.streams} ${cfg.transport} streams, ${out.rounds} round(s): p50 ${out.added_latency_p50_ms} ms, p99 ${out.added_latency_p99_ms} ms added per event; event-loop lag p99 ${out.event_loop_lag_p99_ms} ms (goal: p99 <= 2 ms, lag <= 10 ms)` +
+        (out.transport_floor ? `; the bare transport's p99 ${out.transport_floor.added_latency_p99_ms} ms, the gateway's p99 over it ${out.added_over_floor_p99_ms} ms` : ''),
     );
-  return out.errors === 0 && out.tokens_measured === out.tokens_expected ? 0 : 1;
+  const floorOk = !out.transport_floor || (out.transport_floor.errors === 0 && out.transport_floor.tokens_measured === out.transport_floor.tokens_expected);
+  return out.errors === 0 && out.tokens_measured === out.tokens_expected && floorOk ? 0 : 1;
+}
+
+/** Round figures that add up over rounds; maxima take the largest; every other number takes the median. */
+const SUMMED = new Set(['tokens_measured', 'tokens_expected', 'frame_written_tokens', 'events', 'errors', 'after_warmup_tokens', 'coalesced_chunks']);
+const MAXED = new Set(['added_latency_max_ms', 'max_send_queue_bytes']);
+
+function combineRounds(rs: RoundResult[]): RoundResult {
+  const out: Record<string, unknown> = { ...rs[0]! };
+  for (const [k, v] of Object.entries(rs[0]!)) {
+    if (typeof v !== 'number') continue;
+    const xs = rs.map((r) => (r as unknown as Record<string, number>)[k]!);
+    out[k] = SUMMED.has(k) ? xs.reduce((a, b) => a + b, 0) : MAXED.has(k) ? Math.max(...xs) : round3(median(xs));
+  }
+  return out as RoundResult;
+}
+
+/**
+ * The plain bench: `rounds` rounds through the gateway, each followed by one through the bare
+ * transport (bench/bare-transport.ts) with the same engine schedule, clients and bytes. Every figure
+ * is the median over rounds (counts are summed), because this shared machine moves a single round's
+ * p99 by milliseconds; the floor rounds give, in the same run, what the machine itself costs.
+ */
+async function latencyRounds(cfg: RoundConfig, rounds: number, floor: boolean) {
+  const through: RoundResult[] = [];
+  const bare: RoundResult[] = [];
+  // each round starts on a collected heap and a quiet machine: the previous round's garbage and
+  // worker teardown would otherwise land in it
+  const settled = async <T>(round: () => Promise<T>): Promise<T> => {
+    forceGc();
+    await new Promise((r) => setTimeout(r, SETTLE_MS));
+    return round();
+  };
+  for (let r = 0; r < rounds; r++) {
+    through.push(await settled(() => measureRound(cfg)));
+    if (floor) bare.push(await settled(() => measureRound({ ...cfg, floor: true })));
+  }
+  const p99 = (rs: RoundResult[]) => rs.map((r) => r.added_latency_p99_ms);
+  const f = floor ? combineRounds(bare) : undefined;
+  return {
+    ...combineRounds(through),
+    rounds,
+    // each gateway round's p99, then the floor's
+    round_added_latency_p99_ms: p99(through),
+    transport_floor: f
+      ? {
+          added_latency_p50_ms: f.added_latency_p50_ms,
+          added_latency_p99_ms: f.added_latency_p99_ms,
+          added_latency_max_ms: f.added_latency_max_ms,
+          frame_written_latency_p99_ms: f.frame_written_latency_p99_ms,
+          event_loop_lag_p99_ms: f.event_loop_lag_p99_ms,
+          client_event_loop_lag_p99_ms: f.client_event_loop_lag_p99_ms,
+          after_warmup_added_latency_p99_ms: f.after_warmup_added_latency_p99_ms,
+          gateway_thread_cpu_us_per_event: f.gateway_thread_cpu_us_per_event,
+          round_added_latency_p99_ms: p99(bare),
+          tokens_measured: f.tokens_measured,
+          tokens_expected: f.tokens_expected,
+          errors: f.errors,
+        }
+      : null,
+    // what the gateway adds over the bare transport: the median, over rounds, of each round's
+    // difference from the floor round that followed it
+    added_over_floor_p50_ms: f ? round3(median(through.map((r, i) => r.added_latency_p50_ms - bare[i]!.added_latency_p50_ms))) : null,
+    added_over_floor_p99_ms: f ? round3(median(through.map((r, i) => r.added_latency_p99_ms - bare[i]!.added_latency_p99_ms))) : null,
+  };
 }
 
 interface RoundConfig {
@@ -315,6 +394,8 @@ interface RoundConfig {
   /** graphql-ws clients that each read at slowRate bytes/s, each with SLOW_SUBSCRIPTIONS heavy streams */
   slowConsumers: number;
   slowRate: number;
+  /** the clients talk to a bare transport instead of the gateway (bench/bare-transport.ts): the floor */
+  floor?: boolean;
 }
 
 type RoundResult = Awaited<ReturnType<typeof measureRound>>;
@@ -328,10 +409,17 @@ async function measureRound(cfg: RoundConfig) {
   const sockets = streams + cfg.slowConsumers + 16;
   const limits = { maxConcurrentJobs: streams + slowStreams, maxQueuedJobs: streams + slowStreams, maxSubscriptionsPerSocket: SLOW_SUBSCRIPTIONS, rateLimitPerSecond: 0, maxSessions: streams + 1, maxWsConnections: sockets, maxWsConnectionsPerClient: sockets };
   const peers = new Map<string, string>();
-  const server = await startServer({ engine, port: 0, webDemo: false, log: () => {}, limits, ...(viaReplica ? { replica: { id: 'a', peers: new Map(), requestTimeoutMs: 30_000 } } : {}) });
+  if (cfg.floor && (viaReplica || cfg.slowConsumers)) throw new Error('the transport floor is measured without replicas or slow consumers');
+  const bare = cfg.floor ? await startBareTransport(engine, tokens) : undefined;
+  const server = bare ? undefined : await startServer({ engine, port: 0, webDemo: false, log: () => {}, limits, ...(viaReplica ? { replica: { id: 'a', peers: new Map(), requestTimeoutMs: 30_000 } } : {}) });
   // --via-replica: the clients' replica, which forwards every stream to `server`
-  const front = viaReplica ? await startServer({ engine, port: 0, webDemo: false, log: () => {}, limits, replica: { id: 'b', peers, requestTimeoutMs: 30_000 } }) : undefined;
-  peers.set('a', server.url);
+  const front = server && viaReplica ? await startServer({ engine, port: 0, webDemo: false, log: () => {}, limits, replica: { id: 'b', peers, requestTimeoutMs: 30_000 } }) : undefined;
+  if (server) peers.set('a', server.url);
+  // what the clients connect to, and the gateway figures read from it (none for the bare transport)
+  const target = { url: (front ?? server ?? bare)!.url, port: (front ?? server ?? bare)!.port };
+  const gateway = front ?? server;
+  const sendQueueBytes = () => gateway?.runtime.wsSendQueueBytes() ?? 0;
+  const coalescedChunks = () => gateway?.runtime.metrics.coalescedChunks.get() ?? 0;
   const lag = monitorEventLoopDelay({ resolution: 1 });
   const lagWarm = monitorEventLoopDelay({ resolution: 1 });
   let warmTimer: NodeJS.Timeout | undefined;
@@ -343,29 +431,29 @@ async function measureRound(cfg: RoundConfig) {
     const query = `subscription { understand(input: { prompt: "bench", maxTokens: ${tokens} }) { text done } }`;
     // forwarded streams each run on a session of the engine's replica (one request at a time per session)
     const queries = front
-      ? Array.from({ length: streams }, () => `subscription { understand(input: { prompt: "bench", maxTokens: ${tokens}, sessionId: "${server.runtime.sessions.create().id}" }) { text done } }`)
+      ? Array.from({ length: streams }, () => `subscription { understand(input: { prompt: "bench", maxTokens: ${tokens}, sessionId: "${server!.runtime.sessions.create().id}" }) { text done } }`)
       : undefined;
     const wsPath = createRequire(import.meta.url).resolve('ws');
     // slow consumers connect first, so their sockets are backed up before the measured streams start
     if (cfg.slowConsumers > 0) {
-      slow = new Worker(SLOW_CLIENT_SOURCE, { eval: true, workerData: { url: (front ?? server).url, consumers: cfg.slowConsumers, subscriptions: SLOW_SUBSCRIPTIONS, rate: cfg.slowRate, wsPath } });
+      slow = new Worker(SLOW_CLIENT_SOURCE, { eval: true, workerData: { url: target.url, consumers: cfg.slowConsumers, subscriptions: SLOW_SUBSCRIPTIONS, rate: cfg.slowRate, wsPath } });
       slowMessages = workerMessages(slow);
       await withTimeout(slowMessages.next(), 30_000, 'the slow consumers to subscribe');
     }
     // ... and until the kernel's buffers for them are full, so the gateway itself holds unsent bytes
     const prefill0 = performance.now();
     if (slow)
-      while ((front ?? server).runtime.wsSendQueueBytes() === 0 && performance.now() - prefill0 < SLOW_PREFILL_LIMIT_MS)
+      while (sendQueueBytes() === 0 && performance.now() - prefill0 < SLOW_PREFILL_LIMIT_MS)
         await new Promise((r) => setTimeout(r, 20));
     const prefillMs = performance.now() - prefill0;
     // unsent bytes over all graphql-ws sockets, sampled through every round (base rounds too, so both
     // kinds pay the same sampling cost): the most the gateway held at once
     let maxQueued = 0;
     sampler = setInterval(() => {
-      const q = (front ?? server).runtime.wsSendQueueBytes();
+      const q = sendQueueBytes();
       if (q > maxQueued) maxQueued = q;
     }, 10);
-    const coalesced0 = (front ?? server).runtime.metrics.coalescedChunks.get();
+    const coalesced0 = coalescedChunks();
     const tStart = performance.now();
     let setupMs = 0;
     let t0 = 0;
@@ -383,8 +471,8 @@ async function measureRound(cfg: RoundConfig) {
       lag.enable();
       warmTimer = setTimeout(() => lagWarm.enable(), WARMUP_MS);
     });
-    capture = captureWrites((front ?? server).port);
-    const clients = new Worker(CLIENT_SOURCE, { eval: true, workerData: { url: (front ?? server).url, streams, transport, query, queries, wsPath } });
+    capture = captureWrites(target.port);
+    const clients = new Worker(CLIENT_SOURCE, { eval: true, workerData: { url: target.url, streams, transport, query, queries, wsPath } });
     const result = await new Promise<{ latencies: number[]; scheduled: number[]; received: number[]; events: number; errors: number; clientLagP99: number }>((resolve, reject) => {
       clients.once('message', resolve);
       clients.once('error', reject);
@@ -464,7 +552,7 @@ async function measureRound(cfg: RoundConfig) {
       // the most unsent bytes the gateway held in its graphql-ws sockets at once (all sockets), and the
       // token chunks it merged for clients that were behind
       max_send_queue_bytes: maxQueued,
-      coalesced_chunks: (front ?? server).runtime.metrics.coalescedChunks.get() - coalesced0,
+      coalesced_chunks: coalescedChunks() - coalesced0,
       ...(slowDone
         ? {
             slow_consumers: cfg.slowConsumers,
@@ -488,7 +576,8 @@ async function measureRound(cfg: RoundConfig) {
     lagWarm.disable();
     await slow?.terminate();
     await front?.close();
-    await server.close();
+    await server?.close();
+    await bare?.close();
   }
 }
 
@@ -526,6 +615,7 @@ async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<
 async function slowConsumers(args: ParsedArgs, cfg: RoundConfig, json: boolean): Promise<number> {
   if (cfg.viaReplica) throw new UsageError('--via-replica does not apply to --slow-consumers');
   if (cfg.transport !== 'ws') throw new UsageError('--slow-consumers measures graphql-ws streams (--transport ws)');
+  if (args.flags.has('no-floor')) throw new UsageError('--no-floor does not apply to --slow-consumers (it runs no floor rounds)');
   const k = intFlag(args, 'slow-consumers', 1, 1, 64);
   const slowRate = intFlag(args, 'slow-rate', 10_240, 1, 1 << 30);
   const rounds = intFlag(args, 'rounds', 3, 1, 50);
@@ -574,7 +664,7 @@ async function slowConsumers(args: ParsedArgs, cfg: RoundConfig, json: boolean):
 
 /** --churn: subscribe -> cancel cycles, and what they leave behind (bench/gateway-churn.ts). */
 async function churn(args: ParsedArgs): Promise<number> {
-  for (const f of ['streams', 'tokens', 'transport', 'via-replica', 'slow-consumers', 'slow-rate', 'rounds'])
+  for (const f of ['streams', 'tokens', 'transport', 'via-replica', 'slow-consumers', 'slow-rate', 'rounds', 'no-floor'])
     if (args.flags.has(f)) throw new UsageError(`--${f} does not apply to --churn`);
   const { runChurn, churnLeftSomething } = await import('./gateway-churn.ts');
   const r = await runChurn({

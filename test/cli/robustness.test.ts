@@ -236,13 +236,35 @@ describe('bench arguments go through the shared parser', () => {
       const line = failsWith(await inProc(['bench', ...args]), 2);
       expect(line, args.join(' ')).toMatch(/unknown option --bogus|unexpected argument "extra"|--transport must be ws or sse, got "bogus"|--streams must be an integer in \[1, /);
     }
-    const r = await inProc(['bench', 'gateway', '--transport=sse', '--streams', '2', '--tokens', '2', '--step-ms', '1', '--json']);
+    const r = await inProc(['bench', 'gateway', '--transport=sse', '--streams', '2', '--tokens', '2', '--step-ms', '1', '--rounds', '2', '--json']);
     expect(r.code, r.stderr).toBe(0);
-    // every token's frame was seen leaving the gateway as well as arriving at the client
-    expect(JSON.parse(r.stdout)).toMatchObject({ transport: 'sse', streams: 2, tokens_expected: 4, tokens_measured: 4, frame_written_tokens: 4 });
+    // every token's frame was seen leaving the gateway as well as arriving at the client, in both
+    // rounds, and the same through the bare transport's rounds
+    const sse = JSON.parse(r.stdout);
+    expect(sse).toMatchObject({ transport: 'sse', streams: 2, rounds: 2, tokens_expected: 8, tokens_measured: 8, frame_written_tokens: 8, errors: 0 });
+    expect(sse.transport_floor).toMatchObject({ tokens_expected: 8, tokens_measured: 8, errors: 0 });
+    expect(sse.round_added_latency_p99_ms).toHaveLength(2);
+    expect(sse.transport_floor.round_added_latency_p99_ms).toHaveLength(2);
+    expect(typeof sse.added_over_floor_p99_ms).toBe('number');
     const ws = await inProc(['bench', 'gateway', '--streams', '3', '--tokens', '2', '--step-ms', '1', '--json']);
     expect(ws.code, ws.stderr).toBe(0);
-    expect(JSON.parse(ws.stdout)).toMatchObject({ transport: 'ws', tokens_measured: 6, frame_written_tokens: 6 });
+    const wsOut = JSON.parse(ws.stdout);
+    expect(wsOut).toMatchObject({ transport: 'ws', rounds: 3, tokens_measured: 18, frame_written_tokens: 18 });
+    expect(wsOut.transport_floor).toMatchObject({ tokens_expected: 18, tokens_measured: 18, errors: 0 });
+    const one = await inProc(['bench', 'gateway', '--streams', '2', '--tokens', '2', '--step-ms', '1', '--rounds', '1', '--no-floor', '--json']);
+    expect(one.code, one.stderr).toBe(0);
+    expect(JSON.parse(one.stdout)).toMatchObject({ rounds: 1, tokens_measured: 4, transport_floor: null, added_over_floor_p99_ms: null });
+  }, 60_000);
+
+  it('the plain gateway bench: --rounds and --no-floor, and where they do not apply', async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [['--rounds', '0'], /--rounds must be an integer in \[1, /],
+      [['--via-replica'], /--via-replica measures the forwarding hop: give --no-floor with it/],
+      [['--no-floor', '--slow-consumers', '1'], /--no-floor does not apply to --slow-consumers/],
+      [['--no-floor', '--churn', '5'], /--no-floor does not apply to --churn/],
+      [['--no-floor=1'], /option --no-floor takes no value/],
+    ];
+    for (const [args, message] of cases) expect(failsWith(await inProc(['bench', 'gateway', ...args]), 2), args.join(' ')).toMatch(message);
   }, 60_000);
 
   it('--slow-consumers: its options, and a small run in which the slow consumer backs the gateway up without costing tokens', async () => {
@@ -251,7 +273,6 @@ describe('bench arguments go through the shared parser', () => {
       [['--slow-consumers', '1', '--via-replica'], /--via-replica does not apply to --slow-consumers/],
       [['--slow-consumers', '1', '--transport', 'sse'], /graphql-ws streams/],
       [['--slow-rate', '5'], /--slow-rate applies to --slow-consumers only/],
-      [['--rounds', '2'], /--rounds applies to --slow-consumers only/],
     ];
     for (const [args, message] of cases) expect(failsWith(await inProc(['bench', 'gateway', ...args]), 2), args.join(' ')).toMatch(message);
     const r = await inProc(['bench', 'gateway', '--slow-consumers', '1', '--rounds', '1', '--streams', '4', '--tokens', '5', '--step-ms', '5', '--json']);
