@@ -42,7 +42,9 @@ export async function startBareTransport(engine: Engine, tokens: number): Promis
     const ac = new AbortController();
     streams.add(ac);
     res.on('close', () => ac.abort());
+    // the headers go out at once, as the gateway sends them, so the client's response is set up before the first event
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    res.flushHeaders();
     try {
       await run((body) => new Promise<void>((resolve, reject) => res.write(`event: next\ndata: ${body}\n\n`, (err) => (err ? reject(err) : resolve()))), ac.signal);
       res.end('event: complete\ndata:\n\n');
