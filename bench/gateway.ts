@@ -18,7 +18,7 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { Socket } from 'node:net';
-import { monitorEventLoopDelay, performance as nodePerformance } from 'node:perf_hooks';
+import { constants as perfConstants, monitorEventLoopDelay, performance as nodePerformance, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { GenerateRequest, ImageFrame, UnderstandEvent, UnderstandRequest } from '../src/engine/types.ts';
@@ -323,7 +323,7 @@ export async function run(argv: string[]): Promise<number> {
 
 /** Round figures that add up over rounds; maxima take the largest; every other number takes the median. */
 const SUMMED = new Set(['tokens_measured', 'tokens_expected', 'frame_written_tokens', 'events', 'errors', 'after_warmup_tokens', 'coalesced_chunks']);
-const MAXED = new Set(['added_latency_max_ms', 'max_send_queue_bytes']);
+const MAXED = new Set(['added_latency_max_ms', 'max_send_queue_bytes', 'gc_max_pause_ms']);
 
 function combineRounds(rs: RoundResult[]): RoundResult {
   const out: Record<string, unknown> = { ...rs[0]! };
@@ -372,6 +372,8 @@ async function latencyRounds(cfg: RoundConfig, rounds: number, floor: boolean) {
           client_event_loop_lag_p99_ms: f.client_event_loop_lag_p99_ms,
           after_warmup_added_latency_p99_ms: f.after_warmup_added_latency_p99_ms,
           gateway_thread_cpu_us_per_event: f.gateway_thread_cpu_us_per_event,
+          gc_scavenges: f.gc_scavenges,
+          gc_pause_ms: f.gc_pause_ms,
           round_added_latency_p99_ms: p99(bare),
           tokens_measured: f.tokens_measured,
           tokens_expected: f.tokens_expected,
@@ -421,6 +423,11 @@ async function measureRound(cfg: RoundConfig) {
   const sendQueueBytes = () => gateway?.runtime.wsSendQueueBytes() ?? 0;
   const coalescedChunks = () => gateway?.runtime.metrics.coalescedChunks.get() ?? 0;
   const lag = monitorEventLoopDelay({ resolution: 1 });
+  // the gateway thread's garbage-collection pauses (entries arrive a little after each pause, so they
+  // are kept by start time and cut to the steady state at the end)
+  const gcEntries: PerformanceEntry[] = [];
+  const gcWatch = new PerformanceObserver((list) => void gcEntries.push(...list.getEntries()));
+  gcWatch.observe({ entryTypes: ['gc'] });
   const lagWarm = monitorEventLoopDelay({ resolution: 1 });
   let warmTimer: NodeJS.Timeout | undefined;
   let sampler: NodeJS.Timeout | undefined;
@@ -488,6 +495,8 @@ async function measureRound(cfg: RoundConfig) {
     const written = writeLatencies(capture.writes);
     lag.disable();
     lagWarm.disable();
+    gcEntries.push(...gcWatch.takeRecords());
+    const pauses = gcEntries.filter((e) => e.startTime >= t0 && e.startTime <= t0 + wallMs).map((e) => [(e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind ?? 0, e.duration] as const);
     clearTimeout(warmTimer);
     clearInterval(sampler);
     let slowDone: { bytes: number; seconds: number; errors: number; slowCloses: number } | undefined;
@@ -528,6 +537,11 @@ async function measureRound(cfg: RoundConfig) {
       event_loop_lag_p99_ms: round3(lag.percentile(99) / 1e6),
       // the clients' worker thread (connection storm included): its stalls delay receipt, not the gateway
       client_event_loop_lag_p99_ms: round3(result.clientLagP99),
+      // the gateway thread's GC pauses in the steady state: young-generation collections (scavenges),
+      // and the total and longest pause of every kind (scavenges, mark-compact, incremental steps)
+      gc_scavenges: pauses.filter(([kind]) => kind === perfConstants.NODE_PERFORMANCE_GC_MINOR).length,
+      gc_pause_ms: round3(pauses.reduce((t, [, ms]) => t + ms, 0)),
+      gc_max_pause_ms: round3(Math.max(0, ...pauses.map(([, ms]) => ms))),
       // everything above covers the whole steady state, including its first WARMUP_MS in which the
       // per-event code is still being optimized; these cover only what comes after (null for shorter runs)
       after_warmup_added_latency_p50_ms: round3(percentile(warmAdded, 50)),
@@ -574,6 +588,7 @@ async function measureRound(cfg: RoundConfig) {
     clearTimeout(warmTimer);
     lag.disable();
     lagWarm.disable();
+    gcWatch.disconnect();
     await slow?.terminate();
     await front?.close();
     await server?.close();

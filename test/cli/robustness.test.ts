@@ -251,6 +251,11 @@ describe('bench arguments go through the shared parser', () => {
     const wsOut = JSON.parse(ws.stdout);
     expect(wsOut).toMatchObject({ transport: 'ws', rounds: 3, tokens_measured: 18, frame_written_tokens: 18 });
     expect(wsOut.transport_floor).toMatchObject({ tokens_expected: 18, tokens_measured: 18, errors: 0 });
+    // the gateway thread's GC pauses in the steady state, counted for both kinds of round
+    for (const r of [wsOut, wsOut.transport_floor]) {
+      expect(Number.isInteger(r.gc_scavenges)).toBe(true);
+      expect(r.gc_pause_ms).toBeGreaterThanOrEqual(0);
+    }
     const one = await inProc(['bench', 'gateway', '--streams', '2', '--tokens', '2', '--step-ms', '1', '--rounds', '1', '--no-floor', '--json']);
     expect(one.code, one.stderr).toBe(0);
     expect(JSON.parse(one.stdout)).toMatchObject({ rounds: 1, tokens_measured: 4, transport_floor: null, added_over_floor_p99_ms: null });
