@@ -264,12 +264,17 @@ describe('bench arguments go through the shared parser', () => {
   it('the plain gateway bench: --rounds and --no-floor, and where they do not apply', async () => {
     const cases: Array<[string[], RegExp]> = [
       [['--rounds', '0'], /--rounds must be an integer in \[1, /],
-      [['--via-replica'], /--via-replica measures the forwarding hop: give --no-floor with it/],
       [['--no-floor', '--slow-consumers', '1'], /--no-floor does not apply to --slow-consumers/],
       [['--no-floor', '--churn', '5'], /--no-floor does not apply to --churn/],
       [['--no-floor=1'], /option --no-floor takes no value/],
     ];
     for (const [args, message] of cases) expect(failsWith(await inProc(['bench', 'gateway', ...args]), 2), args.join(' ')).toMatch(message);
+    // through a forwarding replica: its floor rounds have no gateway (and so no replica) at all
+    const hop = await inProc(['bench', 'gateway', '--via-replica', '--streams', '2', '--tokens', '2', '--step-ms', '1', '--rounds', '1', '--json']);
+    expect(hop.code, hop.stderr).toBe(0);
+    const out = JSON.parse(hop.stdout);
+    expect(out).toMatchObject({ via_replica: true, tokens_measured: 4, errors: 0 });
+    expect(out.transport_floor).toMatchObject({ tokens_measured: 4, errors: 0 });
   }, 60_000);
 
   it('--slow-consumers: its options, and a small run in which the slow consumer backs the gateway up without costing tokens', async () => {
