@@ -52,6 +52,7 @@ class ChurnEngine extends SyntheticEngine {
     capabilities: { understand: true, generate: true, edit: false, draft: false, sixStep: true, oneStep: true, think: false },
     imageSize: { width: 8, height: 8 },
     vocabularySize: 1,
+    contextLength: 1 << 20,
   };
   /** requests whose work has not ended */
   live = 0;

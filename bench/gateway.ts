@@ -129,6 +129,7 @@ class StampingEngine extends SyntheticEngine {
     capabilities: { understand: true, generate: false, edit: false, draft: false, sixStep: false, oneStep: false, think: false },
     imageSize: { width: 64, height: 64 },
     vocabularySize: 1,
+    contextLength: 1 << 20,
   };
   private started = 0;
   private release!: () => void;

@@ -173,10 +173,11 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
         throw new GatewayError('OUT_OF_RANGE', `Stop sequences must have 1 to ${maxStopChars} characters`, { argument: 'stop', limit: maxStopChars });
     return {
       prompt: text(input.prompt, 'prompt', L.maxPromptChars),
-      maxTokens: range(input.maxTokens, 'maxTokens', 1, L.maxNewTokens),
+      // the model's own bounds where they are tighter than the server's, so one range is ever reported
+      maxTokens: range(input.maxTokens, 'maxTokens', 1, Math.min(L.maxNewTokens, rt.engine.info.contextLength)),
       temperature: range(input.temperature, 'temperature', 0, 10),
       topP: range(input.topP, 'topP', 0, 1, { exclusiveMin: true }),
-      topK: range(input.topK, 'topK', 0, 1_000_000),
+      topK: range(input.topK, 'topK', 0, rt.engine.info.vocabularySize),
       seed: range(input.seed, 'seed', 0, MAX_SEED),
       stop: stop ? [...stop] : undefined,
       speculation: speculation(input.speculation),
@@ -207,6 +208,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
       step: f.step,
       elapsedMs: f.elapsedMs,
       seed: f.seed,
+      sampler: f.sampler ?? null,
       image: imageOut(rec),
       sourceImage: () => inputImageOut(f.sourceImage, job.sentSize),
       thought: f.thought ?? null,
@@ -278,7 +280,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
     const mode = input.mode ?? 'PROGRESSIVE';
     if (mode !== 'BASELINE') {
       for (const k of ['steps', 'cfgTextScale', 'cfgImageScale', 'cfgInterval'] as const)
-        if (input[k] !== null && input[k] !== undefined) throw new GatewayError('INVALID_INPUT', `${k} applies to mode BASELINE only`);
+        if (input[k] !== null && input[k] !== undefined) throw new GatewayError('INVALID_INPUT', `${k} applies to mode BASELINE only`, { argument: k });
     }
     const interval = input.cfgInterval ?? undefined;
     if (interval && (interval.length !== 2 || interval.some((x) => !(x >= 0 && x <= 1)) || interval[0]! >= interval[1]!))
@@ -296,11 +298,11 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
       intermediatePreviews: input.intermediatePreviews ?? undefined,
     };
     if (input.think) {
-      if (!rt.engine.info.capabilities.think) throw new GatewayError('INVALID_INPUT', 'this model cannot think (capabilities.think is false); leave think out');
+      if (!rt.engine.info.capabilities.think) throw new GatewayError('INVALID_INPUT', 'this model cannot think (capabilities.think is false); leave think out', { argument: 'think' });
       req.think = true;
     }
     if (input.thinkTemperature !== null && input.thinkTemperature !== undefined) {
-      if (!input.think) throw new GatewayError('INVALID_INPUT', 'thinkTemperature applies with think: true only');
+      if (!input.think) throw new GatewayError('INVALID_INPUT', 'thinkTemperature applies with think: true only', { argument: 'thinkTemperature' });
       req.thinkTemperature = range(input.thinkTemperature, 'thinkTemperature', 0, 2);
     }
     const image = await sourceImage;
@@ -385,6 +387,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
       capabilities: { ...info.capabilities },
       imageSize: { ...info.imageSize },
       vocabularySize: info.vocabularySize,
+      contextLength: info.contextLength,
     };
   }
 
@@ -411,6 +414,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
       },
       speculation: {
         mode: SPEC_OUT[s.speculation.mode],
+        proposer: s.speculation.proposer ?? 'none',
         drafts: s.speculation.drafts,
         draftedTokens: s.speculation.draftedTokens,
         acceptedTokens: s.speculation.acceptedTokens,
@@ -419,6 +423,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
         acceptancePerPosition: [...s.speculation.acceptancePerPosition],
       },
       inputImage: inputImageOut(s.inputImage, sentSizeOf(sent)),
+      seed: s.seed ?? null,
     };
   }
 

@@ -231,6 +231,7 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
     },
     imageSize: { width: m.vision?.image_size ?? 64, height: m.vision?.image_size ?? 64 },
     vocabularySize: m.decoder.vocab,
+    contextLength: m.decoder.max_positions,
   };
 
   const session = (handle: SessionHandle | undefined): ConversationState | null => {

@@ -258,6 +258,8 @@ export interface ModelInfo {
   capabilities: { understand: boolean; generate: boolean; edit: boolean; draft: boolean; sixStep: boolean; oneStep: boolean; think: boolean };
   imageSize: { width: number; height: number };
   vocabularySize: number;
+  /** positions the model's context holds: a prompt (image tokens included) and its answer, or a session's whole conversation */
+  contextLength: number;
 }
 
 /** Errors the engine raises for bad input; the gateway maps `code` to a typed GraphQL error. */

@@ -31,29 +31,29 @@ function isUpload(v: unknown): v is UploadLike {
 }
 
 function tooLarge(bytes: number, limit: number): GatewayError {
-  return new GatewayError('IMAGE_TOO_LARGE', `The image is ${bytes} bytes; the limit is ${limit}`, { bytes, limit });
+  return new GatewayError('IMAGE_TOO_LARGE', `The image is ${bytes} bytes; the limit is ${limit}`, { argument: 'image', bytes, limit });
 }
 
 function decodeBase64(b64: string, limits: ImageLimits, what: string): Buffer {
   const s = b64.trim();
   const estimated = Math.floor((s.length * 3) / 4);
   if (estimated > limits.maxImageBytes) throw tooLarge(estimated, limits.maxImageBytes);
-  if (s.length === 0 || s.length % 4 === 1 || !BASE64_RE.test(s)) throw new GatewayError('BAD_IMAGE', `${what} is not valid base64`);
+  if (s.length === 0 || s.length % 4 === 1 || !BASE64_RE.test(s)) throw new GatewayError('BAD_IMAGE', `${what} is not valid base64`, { argument: what });
   return Buffer.from(s, 'base64');
 }
 
 /** Returns the encoded bytes of exactly one of the input's variants. */
 export async function readImageInput(input: ImageInput, limits: ImageLimits): Promise<Buffer> {
   const given = (['base64', 'dataUrl', 'upload'] as const).filter((k) => input[k] !== undefined && input[k] !== null);
-  if (given.length !== 1) throw new GatewayError('INVALID_INPUT', 'ImageInput needs exactly one of base64, dataUrl or upload');
+  if (given.length !== 1) throw new GatewayError('INVALID_INPUT', 'ImageInput needs exactly one of base64, dataUrl or upload', { argument: 'image' });
   if (input.base64 != null) return decodeBase64(input.base64, limits, 'image.base64');
   if (input.dataUrl != null) {
     const m = DATA_URL_RE.exec(input.dataUrl);
-    if (!m) throw new GatewayError('BAD_IMAGE', 'image.dataUrl must be a data:image/...;base64,... URL');
+    if (!m) throw new GatewayError('BAD_IMAGE', 'image.dataUrl must be a data:image/...;base64,... URL', { argument: 'image.dataUrl' });
     return decodeBase64(input.dataUrl.slice(m[0].length), limits, 'image.dataUrl');
   }
   const up = input.upload;
-  if (!isUpload(up)) throw new GatewayError('INVALID_INPUT', 'image.upload must be a multipart file upload');
+  if (!isUpload(up)) throw new GatewayError('INVALID_INPUT', 'image.upload must be a multipart file upload', { argument: 'image.upload' });
   if (up.size > limits.maxImageBytes) throw tooLarge(up.size, limits.maxImageBytes);
   return Buffer.from(await up.arrayBuffer());
 }
@@ -87,14 +87,15 @@ export async function decodeImage(bytes: Buffer, limits: ImageLimits): Promise<R
   try {
     meta = await sharp(bytes, { limitInputPixels: false }).metadata();
   } catch {
-    throw new GatewayError('BAD_IMAGE', 'The image could not be decoded (corrupt or unsupported format)');
+    throw new GatewayError('BAD_IMAGE', 'The image could not be decoded (corrupt or unsupported format)', { argument: 'image' });
   }
   // sharp decodes more (GIF, TIFF, SVG, HEIF, ...); the API promises these three only
   if (!meta.width || !meta.height || !ACCEPTED_FORMATS.includes(meta.format ?? ''))
-    throw new GatewayError('BAD_IMAGE', 'Unsupported image format; use PNG, JPEG or WebP');
+    throw new GatewayError('BAD_IMAGE', 'Unsupported image format; use PNG, JPEG or WebP', { argument: 'image' });
   const pixels = meta.width * meta.height;
   if (pixels > limits.maxImagePixels)
     throw new GatewayError('IMAGE_TOO_LARGE', `The image has ${pixels} pixels; the limit is ${limits.maxImagePixels}`, {
+      argument: 'image',
       width: meta.width,
       height: meta.height,
       limit: limits.maxImagePixels,
@@ -116,7 +117,7 @@ export async function decodeImage(bytes: Buffer, limits: ImageLimits): Promise<R
     sentSizes.set(rgb, quarterTurn ? { width: meta.height, height: meta.width } : { width: meta.width, height: meta.height });
     return rgb;
   } catch {
-    throw new GatewayError('BAD_IMAGE', 'The image could not be decoded (corrupt or truncated data)');
+    throw new GatewayError('BAD_IMAGE', 'The image could not be decoded (corrupt or truncated data)', { argument: 'image' });
   }
 }
 

@@ -16,7 +16,7 @@ import type { Scheduler } from './scheduler.ts';
 import type { ErrorCode, GenerationMode, JobStatus } from './schema-types.ts';
 
 /** What a client can be told about a frame: the engine's frame, or one relayed from the replica that ran it. */
-export type JobFrame = Pick<EngineFrame, 'stage' | 'nfe' | 'step' | 'elapsedMs' | 'seed' | 'image' | 'sourceImage' | 'thought'>;
+export type JobFrame = Pick<EngineFrame, 'stage' | 'nfe' | 'step' | 'elapsedMs' | 'seed' | 'image' | 'sourceImage' | 'thought' | 'sampler'>;
 
 export interface FrameRecord {
   readonly frame: JobFrame;

@@ -15,7 +15,7 @@ import { linkedSignal, sleep } from './signals.ts';
 import type { ErrorCode, GenerationMode, JobStatus } from './schema-types.ts';
 
 /** Everything a client can select on an ImageFrame, images as base64 (the owner's URLs may not be reachable from the client). */
-const FRAME = `stage nfe step elapsedMs seed thought
+const FRAME = `stage nfe step elapsedMs seed thought sampler
   image { mimeType width height base64 sha256 }
   sourceImage { originalWidth originalHeight width height resized cropped source }`;
 const IMAGE_JOB = `subscription RelayImageJob($id: ID!, $after: Int) {
@@ -39,7 +39,8 @@ const UNDERSTAND = `subscription RelayUnderstand($input: UnderstandInput!) {
     text tokenIds acceptedTokens draftedTokens steps done finishReason fullText
     usage { promptTokens completionTokens totalTokens }
     timings { queueMs timeToFirstTokenMs totalMs tokensPerSecond }
-    speculation { mode drafts draftedTokens acceptedTokens meanAcceptedLength acceptanceRate acceptancePerPosition }
+    seed
+    speculation { mode proposer drafts draftedTokens acceptedTokens meanAcceptedLength acceptanceRate acceptancePerPosition }
     inputImage { originalWidth originalHeight width height resized cropped source }
   }
 }`;
@@ -72,6 +73,7 @@ interface RemoteFrame {
   elapsedMs: number;
   seed: number;
   thought: string | null;
+  sampler: string | null;
   image: { mimeType: JobFrame['image']['mimeType']; width: number; height: number; base64: string; sha256: string };
   sourceImage: (Omit<EngineInputImageInfo, 'source'> & { source: 'SESSION' | 'REQUEST' }) | null;
 }
@@ -95,6 +97,7 @@ function frameIn(f: RemoteFrame): JobFrame {
     image: { mimeType: f.image.mimeType, width: f.image.width, height: f.image.height, bytes: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), sha256: f.image.sha256 },
     sourceImage: f.sourceImage ? { ...f.sourceImage, source: f.sourceImage.source === 'SESSION' ? 'session' : 'request' } : undefined,
     thought: f.thought ?? undefined,
+    sampler: f.sampler ?? undefined,
   };
 }
 

@@ -49,6 +49,7 @@ export interface EditImageInput {
   cfgInterval?: ReadonlyArray<number> | null;
   /** As in GenerateImageInput, in (0, 20]. */
   timestepShift?: number | null;
+  /** As in GenerateImageInput. */
   intermediatePreviews?: boolean | null;
   /** Share this session's latest image only: without `image`, that image is edited. The instruction
    * is taken on its own: the session's conversation (earlier understand turns, their KV cache) is
@@ -71,7 +72,7 @@ export interface GenerateImageInput {
   cfgInterval?: ReadonlyArray<number> | null;
   /** Timestep shift of the sampler schedule, in (0, 20]: t' = shift·t / (1 + (shift − 1)·t). Absent, BASELINE uses the model's default (`sampler_defaults.shift`, 3.0 for the default model) and the distilled samplers their own grid (the default model's 6-NFE grid is uniform, shift 1); given, it applies to every sampler of the job (a 1-step grid is the same for any shift). */
   timestepShift?: number | null;
-  /** PROGRESSIVE: also stream the 6-NFE sampler's intermediate predictions as previews. */
+  /** Also stream the sampler's intermediate predictions (its estimate of the final image at each step) as previews: the 6-NFE sampler's in PROGRESSIVE and SIX_STEP, the baseline's in BASELINE. ONE_STEP has none. `ImageFrame.sampler` tells them from the 1-NFE preview. */
   intermediatePreviews?: boolean | null;
   /** Think first (models with capabilities.think): the model expands the prompt into a full scene description, sampled with the job's seed, and the image is generated from that description; every frame reports it as `thought`. Short prompts that leave colours, sizes and places open gain the most. */
   think?: boolean | null;
@@ -93,7 +94,10 @@ export interface ImageInput {
   base64?: string | null;
   /** A `data:image/...;base64,...` URL. */
   dataUrl?: string | null;
-  /** A multipart upload (HTTP only). */
+  /** A multipart upload (HTTP only; the GraphQL multipart request spec). The request must carry the
+   * header `GraphQL-Require-Preflight: 1`: a multipart form is one a browser page on any site may
+   * send without asking (a CORS "simple" request), and the header, which such a form cannot set,
+   * shows the request comes from a GraphQL client. */
   upload?: unknown | null;
 }
 
@@ -112,19 +116,31 @@ export interface SpeculationInput {
 export interface UnderstandInput {
   prompt: string;
   image?: ImageInput | null;
+  /** Most tokens to generate, in [1, the smaller of the server's maxNewTokens (1,024 by default) and
+   * models.contextLength]. Absent: the engine's default (64). The prompt, its image and the answer
+   * share the model's context, so a long prompt or a long session can end an answer sooner
+   * (finishReason LENGTH). */
   maxTokens?: number | null;
-  /** 0 = greedy. */
+  /** Sampling temperature, in [0, 10]. 0 or absent: greedy (the most likely token at every step). */
   temperature?: number | null;
+  /** Nucleus sampling with temperature > 0, in (0, 1]. Absent: 1 (off). */
   topP?: number | null;
+  /** Sample among the K most likely tokens with temperature > 0, in [0, models.vocabularySize]. 0 or absent: off. */
   topK?: number | null;
+  /** Seed of the sampling noise with temperature > 0, in [0, 2147483647]. Absent: drawn by the server and reported on the last event, so a sampled answer can be reproduced. The same seed and input give the same answer in every speculation mode. */
   seed?: number | null;
+  /** Strings that end the answer when they appear (not included in the text): at most 8, of 1 to 64 characters. */
   stop?: ReadonlyArray<string> | null;
   speculation?: SpeculationInput | null;
   /** Continue the conversation held by this session (see createSession): the model sees the session's
    * earlier understand turns (prompts, answers and the images fed in them, kept as the engine's KV
    * cache) and this turn is added to them. The session's latest image is fed with this turn when the
    * conversation has not seen it yet (a final generated or edited in the session); `image`, when
-   * given, is fed instead and becomes the session's latest image. */
+   * given, is fed instead and becomes the session's latest image.
+   * The default model was trained on one question per image: it answers a first question about an
+   * image reliably, and follow-up questions in the same conversation much less so (it may describe
+   * the image again, or get a colour wrong). For a reliable answer to another question, send it with
+   * `image` (the same image starts a fresh reading of it) or without a sessionId. */
   sessionId?: string | null;
 }
 
@@ -183,6 +199,8 @@ export interface ImageFrame {
   step: Field<number>;
   elapsedMs: Field<number>;
   seed: Field<number>;
+  /** The sampler that produced this frame, e.g. `distilled-1nfe`, `distilled-6nfe` or `euler-50 baseline`: a 1-NFE preview and the 6-NFE sampler's first intermediate preview share nfe and step. Null when the engine does not name it. */
+  sampler?: Field<string | null>;
   image: Field<Image>;
   /** Edits: the source image (the request's, or the session's latest) and how it was fitted to the model. */
   sourceImage?: Field<InputImageInfo | null>;
@@ -193,6 +211,7 @@ export interface ImageFrame {
 export interface ImageJob {
   /** Opaque. With several replicas it starts with the owning replica's id, and any replica serves it (see health.replica). */
   id: Field<string>;
+  /** The job's state when this field is resolved: in a response that also waits for `result`, it is read before the final exists (RUNNING beside a FINAL result). `imageJob` events and `job(id)` give the state after the final. */
   status: Field<JobStatus>;
   mode: Field<GenerationMode>;
   seed: Field<number>;
@@ -238,10 +257,15 @@ export interface Model {
   capabilities: Field<Capabilities>;
   imageSize: Field<ImageSize>;
   vocabularySize: Field<number>;
+  /** Positions the model's context holds: a prompt (with its image's tokens) and its answer, or a session's whole conversation. */
+  contextLength: Field<number>;
 }
 
 export interface SpeculationStats {
+  /** The mode requested. AUTO chooses per verification step between plain decoding, a chain and a tree, from measured costs and running acceptance. */
   mode: Field<SpeculationMode>;
+  /** What produced the drafts: `draft-model` (the pack's draft graph), `retrieval` (the pack's retrieval datastore), `ngram` (prompt lookup) or `none` (plain decoding). */
+  proposer: Field<string>;
   /** Number of verification steps that carried drafted tokens. */
   drafts: Field<number>;
   draftedTokens: Field<number>;
@@ -287,6 +311,8 @@ export interface UnderstandEvent {
   speculation?: Field<SpeculationStats | null>;
   /** Set on the last event when an image was fed to the model in this turn (the request's, or the session's latest). */
   inputImage?: Field<InputImageInfo | null>;
+  /** Set on the last event: the sampling seed used (the request's, or the one the server drew). Send it back as `seed` with the same input to reproduce a sampled answer. */
+  seed?: Field<number | null>;
 }
 
 export interface Usage {

@@ -16,6 +16,7 @@ class FixedEngine extends SyntheticEngine {
     capabilities: { understand: true, generate: false, edit: false, draft: false, sixStep: false, oneStep: false, think: false },
     imageSize: { width: 64, height: 64 },
     vocabularySize: 1,
+    contextLength: 1 << 20,
   };
   readonly texts = ['a "red"', ' circle\n', ' é ✓'];
   async *understand(req: UnderstandRequest, signal?: AbortSignal): AsyncGenerator<UnderstandEvent> {

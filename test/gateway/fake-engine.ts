@@ -48,6 +48,7 @@ export class FakeEngine implements Engine {
     capabilities: { understand: true, generate: true, edit: true, draft: true, sixStep: true, oneStep: true, think: true },
     imageSize: { width: 8, height: 8 },
     vocabularySize: 100,
+    contextLength: 1 << 20,
   };
   readonly stats = {
     understandStarted: 0,

@@ -47,8 +47,8 @@ async function checkImage(frame: Record<string, any>) {
 
 describe('real engine on the tiny pack', () => {
   it('reports the model', async () => {
-    const r = await gqlPost(server, { query: '{ models { name imageSize { width height } vocabularySize capabilities { understand generate edit } } health { ready } }' });
-    expect(r.json.data.models[0]).toMatchObject({ name: 'tiny-pack', imageSize: { width: 64, height: 64 }, capabilities: { understand: true, generate: true, edit: true } });
+    const r = await gqlPost(server, { query: '{ models { name imageSize { width height } vocabularySize contextLength capabilities { understand generate edit } } health { ready } }' });
+    expect(r.json.data.models[0]).toMatchObject({ name: 'tiny-pack', imageSize: { width: 64, height: 64 }, vocabularySize: 81, contextLength: 256, capabilities: { understand: true, generate: true, edit: true } });
     expect(r.json.data.health.ready).toBe(true);
   });
 
@@ -112,7 +112,15 @@ describe('real engine on the tiny pack', () => {
       const long = await understandError({ prompt: 'describe the image', maxTokens: 257 });
       expect(long?.extensions).toMatchObject({ code: 'OUT_OF_RANGE', argument: 'maxTokens', min: 1, max: 256 });
       expect(long?.extensions?.param).toBeUndefined();
-      expect((await understandError({ prompt: 'describe the image', topK: 100 }))?.extensions).toMatchObject({ code: 'OUT_OF_RANGE', argument: 'topK' });
+      // beyond both: the error names the one range that applies, the model's, not the server's wider one
+      const longer = await understandError({ prompt: 'describe the image', maxTokens: 1025 });
+      expect(longer?.message).toBe('maxTokens must be in [1, 256], got 1025');
+      expect(longer?.extensions).toMatchObject({ code: 'OUT_OF_RANGE', argument: 'maxTokens', min: 1, max: 256 });
+      for (const topK of [100, 1_000_001]) {
+        const e = await understandError({ prompt: 'describe the image', topK });
+        expect(e?.message).toBe(`topK must be in [0, 81], got ${topK}`);
+        expect(e?.extensions).toMatchObject({ code: 'OUT_OF_RANGE', argument: 'topK', min: 0, max: 81 });
+      }
       expect((await understandError({ prompt: ' ' }))?.extensions).toMatchObject({ code: 'INVALID_INPUT', argument: 'prompt' });
     } finally {
       await client.dispose();
@@ -206,6 +214,38 @@ describe('real engine on the tiny pack', () => {
     expect(job2.result.stage).toBe('FINAL');
     // same seed, same image
     await checkImage(job2.result);
+  });
+
+  it('the last understand event reports the seed it sampled with (drawn when absent) and what drafted; the seed reproduces the answer', async () => {
+    const client = wsClient(server);
+    const Q = 'subscription U($input: UnderstandInput!) { understand(input: $input) { done fullText seed speculation { mode proposer } } }';
+    try {
+      const input = { prompt: 'describe the image', maxTokens: 10, temperature: 1.5, speculation: { mode: 'NGRAM' } };
+      const first = (await wsRun(client, Q, { input })).at(-1)!.data!.understand as { seed: number; fullText: string; speculation: { mode: string; proposer: string } };
+      expect(Number.isInteger(first.seed)).toBe(true);
+      expect(first.speculation).toEqual({ mode: 'NGRAM', proposer: 'ngram' });
+      const again = (await wsRun(client, Q, { input: { ...input, seed: first.seed, speculation: { mode: 'OFF' } } })).at(-1)!.data!.understand as typeof first;
+      expect(again.seed).toBe(first.seed);
+      expect(again.fullText).toBe(first.fullText);
+      expect(again.speculation).toEqual({ mode: 'OFF', proposer: 'none' });
+    } finally {
+      await client.dispose();
+    }
+  });
+
+  it('frames name their sampler: the 1-NFE preview and the 6-NFE intermediate previews share nfe and step, not the sampler', async () => {
+    const client = wsClient(server);
+    const Q = `mutation M($input: GenerateImageInput!) { generateImage(input: $input) { previews @stream(initialCount: 0) { stage nfe step sampler } ... @defer { result { stage nfe sampler } } } }`;
+    try {
+      const job = mergeIncremental(await wsRun(client, Q, { input: { prompt: 'a red circle', seed: 3, intermediatePreviews: true } })).generateImage;
+      const samplers = job.previews.map((p: { sampler: string }) => p.sampler);
+      expect(samplers[0]).toMatch(/1nfe|euler-1/);
+      expect(samplers.slice(1).every((x: string) => /6nfe|euler-6/.test(x))).toBe(true);
+      expect(job.previews.length).toBeGreaterThan(1);
+      expect(job.result.sampler).toBe(samplers.at(-1));
+    } finally {
+      await client.dispose();
+    }
   });
 
   it('editImage from a base64 image and a session conversation (describe, then edit without resending)', async () => {
