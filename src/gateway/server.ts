@@ -340,21 +340,34 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     },
   };
 
-  // multipart/form-data is a CORS "simple" content type: require a header a cross-site form cannot send.
+  // multipart/form-data, x-www-form-urlencoded and text/plain are CORS "simple" content types: a page on
+  // any site may POST them without asking. Require a header such a form cannot send.
   const csrfPlugin: Plugin = {
     onRequest({ request, endResponse, fetchAPI }) {
       const ct = request.headers.get('content-type') ?? '';
-      if (request.method === 'POST' && /multipart\/form-data|application\/x-www-form-urlencoded|text\/plain/i.test(ct)) {
-        if (!request.headers.get('graphql-require-preflight') && !request.headers.get('apollo-require-preflight') && !request.headers.get('authorization')) {
-          countCode('INVALID_INPUT');
-          endResponse(
-            new fetchAPI.Response(
-              JSON.stringify({ errors: [{ message: 'Uploads need a "GraphQL-Require-Preflight: 1" header', extensions: { code: 'INVALID_INPUT' } }] }),
-              { status: 400, headers: { 'content-type': 'application/json' } },
-            ),
-          );
-        }
-      }
+      const simple = /multipart\/form-data|application\/x-www-form-urlencoded|text\/plain/i.exec(ct)?.[0]?.toLowerCase();
+      if (request.method !== 'POST' || !simple) return;
+      if (request.headers.get('graphql-require-preflight') || request.headers.get('apollo-require-preflight') || request.headers.get('authorization')) return;
+      countCode('INVALID_INPUT');
+      const message =
+        simple === 'multipart/form-data'
+          ? 'A multipart request (a file upload) needs the header "GraphQL-Require-Preflight: 1": without it, a page on any site could send one'
+          : `A ${simple} request needs the header "GraphQL-Require-Preflight: 1" (a page on any site could send one); send GraphQL requests as application/json`;
+      endResponse(new fetchAPI.Response(JSON.stringify({ errors: [{ message, extensions: { code: 'INVALID_INPUT' } }] }), { status: 400, headers: { 'content-type': 'application/json' } }));
+    },
+    // yoga answers a body it has no parser for with a bare 415; say what it accepts instead
+    onRequestParse({ request, requestParser, endResponse, fetchAPI }) {
+      if (requestParser || request.method !== 'POST') return;
+      const ct = (request.headers.get('content-type') ?? '').split(';')[0]!.trim();
+      countCode('INVALID_INPUT');
+      endResponse(
+        new fetchAPI.Response(
+          JSON.stringify({
+            errors: [{ message: `${ct ? `Content-Type ${ct.slice(0, 100)}` : 'A body without a Content-Type'} is not a GraphQL request; send application/json (multipart/form-data for uploads)`, extensions: { code: 'INVALID_INPUT' } }],
+          }),
+          { status: 415, headers: { 'content-type': 'application/json' } },
+        ),
+      );
     },
   };
 
@@ -533,6 +546,12 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       // an allowed cross-origin page may fetch() the bytes
       const cors: Record<string, string> = origins.needsCors(req.headers.origin, req.headers.host) ? { 'access-control-allow-origin': req.headers.origin!, vary: 'Origin' } : {};
       const send = (bytes: Uint8Array, mimeType: string, etag: string) => {
+        // a client revalidating a copy it holds (If-None-Match with this ETag; weak tags compare equal)
+        const held = etag && req.headers['if-none-match']?.split(',').some((t) => ['*', etag].includes(t.trim().replace(/^W\//, '')));
+        if (held) {
+          res.writeHead(304, { ...cors, 'cache-control': 'private, max-age=600', etag });
+          return void res.end();
+        }
         res.writeHead(200, { ...cors, 'content-type': mimeType, 'content-length': String(bytes.byteLength), 'cache-control': 'private, max-age=600', etag, 'x-content-type-options': 'nosniff' });
         res.end(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
       };

@@ -67,6 +67,33 @@ describe('image inputs', () => {
     expect(engine.requests.generate.at(-1)!.sourceImage!.width).toBe(16);
     const csrf = await fetch(server.url, { method: 'POST', body: form() });
     expect(csrf.status).toBe(400);
+    expect(((await csrf.json()) as any).errors[0]).toMatchObject({ message: expect.stringMatching(/^A multipart request \(a file upload\) needs the header "GraphQL-Require-Preflight: 1"/), extensions: { code: 'INVALID_INPUT' } });
+  });
+
+  it('a body GraphQL is not sent in gets a typed error naming its Content-Type, with or without the preflight header', async () => {
+    const body = JSON.stringify({ query: '{ health { status } }' });
+    const plain = await fetch(server.url, { method: 'POST', body, headers: { 'content-type': 'text/plain' } });
+    expect(plain.status).toBe(400);
+    expect(((await plain.json()) as any).errors[0]).toEqual({
+      message: 'A text/plain request needs the header "GraphQL-Require-Preflight: 1" (a page on any site could send one); send GraphQL requests as application/json',
+      extensions: { code: 'INVALID_INPUT' },
+    });
+    for (const ct of ['text/plain; charset=utf-8', 'application/xml']) {
+      const r = await fetch(server.url, { method: 'POST', body, headers: { 'content-type': ct, 'graphql-require-preflight': '1' } });
+      expect(r.status, ct).toBe(415);
+      expect(r.headers.get('content-type')).toMatch(/application\/json/);
+      expect(((await r.json()) as any).errors[0]).toEqual({
+        message: `Content-Type ${ct.split(';')[0]} is not a GraphQL request; send application/json (multipart/form-data for uploads)`,
+        extensions: { code: 'INVALID_INPUT' },
+      });
+    }
+    // another method is still yoga's typed 405, not a 415
+    const put = await fetch(server.url, { method: 'PUT' });
+    expect(put.status).toBe(405);
+    expect(((await put.json()) as any).errors[0].extensions.code).toBe('INVALID_INPUT');
+    // what GraphQL is sent in still works
+    const ok = await fetch(server.url, { method: 'POST', body, headers: { 'content-type': 'application/json' } });
+    expect(((await ok.json()) as any).data.health.status).toBeDefined();
   });
 
   it('accepts JPEG and WebP; refuses GIF, TIFF and SVG (decodable, but not PNG, JPEG or WebP) in every input form', async () => {

@@ -43,6 +43,16 @@ async function checkImage(frame: Record<string, any>) {
   const served = await fetch(img.url);
   expect(served.status).toBe(200);
   expect(Buffer.from(await served.arrayBuffer()).equals(bytes)).toBe(true);
+  // a client holding the bytes revalidates them: 304 without a body for its ETag (weak or in a list), 200 for another
+  const etag = served.headers.get('etag')!;
+  expect(etag).toBe(`"${img.sha256}"`);
+  for (const held of [etag, `W/${etag}`, `"other", ${etag}`, '*']) {
+    const again = await fetch(img.url, { headers: { 'if-none-match': held } });
+    expect(again.status, held).toBe(304);
+    expect(again.headers.get('etag')).toBe(etag);
+    expect((await again.arrayBuffer()).byteLength).toBe(0);
+  }
+  expect((await fetch(img.url, { headers: { 'if-none-match': '"other"' } })).status).toBe(200);
 }
 
 describe('real engine on the tiny pack', () => {
