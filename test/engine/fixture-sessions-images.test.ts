@@ -96,6 +96,29 @@ describe('sessions: the latest image across understand, generate and edit', () =
     expect((await engineError(() => engine.generate({ prompt: 'a red circle', session }))).code).toBe('INVALID_INPUT');
   });
 
+  test("a follow-up turn's promptTokens are its own input, the same however the previous answer was decoded", async () => {
+    const turns = async (mode: 'off' | 'chain' | 'ngram' | 'tree') => {
+      const session = engine.createSession();
+      try {
+        const first = summary(await collect(engine.understand({ prompt: 'describe the image', image: pattern(64, 64, (x, y, c) => (x * 5 + y + c * 80) % 256), session, ...greedy, speculation: { mode } })));
+        const second = summary(await collect(engine.understand({ prompt: 'what colour is it', session, ...greedy, speculation: { mode } })));
+        return { first, second };
+      } finally {
+        engine.closeSession(session);
+      }
+    };
+    const plain = await turns('off');
+    const fresh = summary(await collect(engine.understand({ prompt: 'what colour is it', ...greedy })));
+    for (const mode of ['chain', 'ngram', 'tree'] as const) {
+      const t = await turns(mode);
+      expect(t.first.text, mode).toBe(plain.first.text);
+      expect(t.second.usage.promptTokens, mode).toBe(plain.second.usage.promptTokens);
+      expect(t.second.usage.totalTokens, mode).toBe(t.second.usage.promptTokens + t.second.usage.completionTokens);
+    }
+    // a follow-up's own input is its words and the turn's template: no BOS, none of the previous answer
+    expect(plain.second.usage.promptTokens).toBe(fresh.usage.promptTokens - 1);
+  });
+
   test('edit without sourceImage edits the latest image (understood, then edited), and its final becomes the latest', async () => {
     const photo = pattern(96, 80, (x, y, c) => (x * 7 + y * 3 + c * 50) % 256);
     const session = engine.createSession();

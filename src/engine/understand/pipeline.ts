@@ -279,6 +279,9 @@ export async function* runUnderstand(
     const kvStart = seq.length;
     const parts: Part[] = [];
     const lead = conversation?.seq && startPos > 0 ? [...conversation.pending] : [sp.bos];
+    // the previous answer's tail that its turn did not leave in the KV cache (how much depends on how
+    // it was decoded) is fed again here, but it was that turn's output: usage counts it there only
+    const carried = conversation?.seq && startPos > 0 ? lead.length : 0;
     // the image of this turn: the request's own (cropped/resized to the vision size), else the
     // session's latest image when the conversation has not seen it yet
     let image: RgbImage | null = null;
@@ -454,7 +457,7 @@ export async function* runUnderstand(
       kind: 'done',
       finishReason: finish,
       text,
-      usage: { promptTokens, completionTokens: n, totalTokens: promptTokens + n },
+      usage: { promptTokens: promptTokens - carried, completionTokens: n, totalTokens: promptTokens - carried + n },
       timings: {
         queueMs,
         timeToFirstTokenMs: tFirst ? tFirst - t0 : 0,
