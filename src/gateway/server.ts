@@ -502,7 +502,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       const host = init.request?.headers.get('host');
       return {
         signal: init.opSignal ?? init.request?.signal ?? new AbortController().signal,
-        baseUrl: init.baseUrl ?? options.publicUrl ?? (host ? `http://${host}` : ''),
+        baseUrl: init.baseUrl ?? options.publicUrl?.replace(/\/+$/, '') ?? (host ? `http://${host}` : ''),
         // graphql-ws passes its own; over HTTP, the API key or the address of the node request
         client: init.client ?? (init.req ? (forwardedFor(init.req) ?? rateClient(httpKey, init.req)) : undefined),
         apiKey: init.apiKey ?? (authOn && httpKey && keyAllowed(apiKeys, httpKey) ? httpKey : undefined),

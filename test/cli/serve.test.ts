@@ -119,7 +119,7 @@ describe('serve', () => {
       expect(r.code).toBe(2);
     }
     expect(oneLineError(await cli(['serve', '--pack', TINY, '--port', 'x']))).toMatch(/--port must be an integer/);
-    expect(oneLineError(await cli(['serve', '--pack', TINY], { PORT: 'eighty' }))).toMatch(/PORT must be an integer, got "eighty"/);
+    expect(oneLineError(await cli(['serve', '--pack', TINY], { PORT: 'eighty' }))).toMatch(/PORT must be an integer in \[0, 65535\], got "eighty"/);
   }, 90_000);
 
   it('--help documents --threads', async () => {
@@ -139,5 +139,29 @@ describe('serve', () => {
     expect(o([], { PORT: '5001' }).port).toBe(5001);
     expect(o(['--port', '5002'], { PORT: '5001' }).port).toBe(5002);
     expect(o(['--port', '0'], { PORT: '5001' }).port).toBe(0);
+    // PORT: empty is unset; out of range or not a number is a usage error, unless --port wins anyway
+    expect(o([], { PORT: '' }).port).toBe(4000);
+    expect(o(['--port', '4601'], { PORT: '' }).port).toBe(4601);
+    for (const bad of ['99999', '65536', '-1', 'abc', '80x']) expect(() => o([], { PORT: bad }), bad).toThrow(/^PORT must be an integer in \[0, 65535\], got /);
+    expect(o(['--port', '4600'], { PORT: '70000' }).port).toBe(4600);
   });
+
+  it('--public-url is an absolute http(s) URL, kept without a trailing slash; an empty --api-key or --host is refused', () => {
+    const o = (argv: string[]) => serveOptions(parseServeArgs(['--pack', TINY, ...argv]), {});
+    expect(o(['--public-url', 'http://127.0.0.1:4625/']).publicUrl).toBe('http://127.0.0.1:4625');
+    expect(o(['--public-url', 'https://api.example.com/hb//']).publicUrl).toBe('https://api.example.com/hb');
+    expect(o(['--public-url', 'https://api.example.com']).publicUrl).toBe('https://api.example.com');
+    for (const bad of ['api.example.com', 'notaurl', 'ftp://x.example', 'https://x.example/?a=1'])
+      expect(() => o(['--public-url', bad]), bad).toThrow(/^--public-url /);
+    expect(() => o(['--api-key', ''])).toThrow(/^--api-key is empty/);
+    expect(() => o(['--api-key', 'k1', '--api-key', ' '])).toThrow(/^--api-key is empty/);
+    expect(o(['--api-key', 'k1']).apiKeys).toEqual(['k1']);
+    expect(() => o(['--host', ''])).toThrow(/^--host is empty/);
+  });
+
+  it('a host name that does not resolve: one line, exit 1, no stack trace', async () => {
+    const r = await cli(['serve', '--pack', TINY, '--port', '0', '--host', 'no-such-host.invalid']);
+    expect(r.code).toBe(1);
+    expect(oneLineError(r)).toMatch(/^hyperbagel serve: cannot listen on no-such-host\.invalid:0: (no such host name|the host name could not be resolved) \((ENOTFOUND|EAI_AGAIN)\)/);
+  }, 60_000);
 });

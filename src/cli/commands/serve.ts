@@ -86,8 +86,9 @@ export async function run(argv: string[]): Promise<number> {
     server = await startServer(o);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code !== 'EADDRINUSE' && code !== 'EACCES' && code !== 'EADDRNOTAVAIL') throw e;
-    const why = code === 'EADDRINUSE' ? 'the port is in use' : code === 'EACCES' ? 'permission denied' : 'no such local address';
+    const reasons: Record<string, string> = { EADDRINUSE: 'the port is in use', EACCES: 'permission denied', EADDRNOTAVAIL: 'no such local address', ENOTFOUND: 'no such host name', EAI_AGAIN: 'the host name could not be resolved' };
+    const why = code ? reasons[code] : undefined;
+    if (!why) throw e;
     console.error(`hyperbagel serve: cannot listen on ${o.host}:${o.port}: ${why} (${code}); choose another with --port N (0 picks a free one) or --host ADDR`);
     // startServer released what it started (the engine load is closed once it finishes)
     return 1;
@@ -138,9 +139,7 @@ export function trustedProxiesFrom(flags: string[] | undefined, env: string | un
 /** The gateway's options from serve's arguments and the environment; a bad value is a UsageError. */
 export function serveOptions(args: ParsedArgs, env: NodeJS.ProcessEnv = process.env): ServerOptions & { packDir: string; apiKeys: string[]; allowedOrigins: string[]; dev: boolean } {
   if (args.positionals.length) throw new UsageError(`unexpected argument "${args.positionals[0]}"`);
-  const envPort = env.PORT;
-  if (envPort !== undefined && !/^\d+$/.test(envPort)) throw new UsageError(`PORT must be an integer, got "${envPort}"`);
-  const port = intFlag(args, 'port', envPort !== undefined ? Number(envPort) : 4000, 0, 65535);
+  const port = flag(args, 'port') !== undefined ? intFlag(args, 'port', 4000, 0, 65535) : envPortOr(env.PORT, 4000);
   const threads = threadsFlag(args);
   // the same choice as every other command: --pack, else $HYPERBAGEL_PACK, else the default pack
   const choice = packChoice(flag(args, 'pack'), env);
@@ -150,11 +149,16 @@ export function serveOptions(args: ParsedArgs, env: NodeJS.ProcessEnv = process.
     pack = FALLBACK_PACK;
   }
   if (!existsSync(pack)) throw new UsageError(`${packOrigin(choice.source)} ${pack}: no such directory`);
-  const apiKeys = [...(args.flags.get('api-key') ?? []), ...(env.HYPERBAGEL_API_KEYS ?? '').split(',').map((k) => k.trim())].filter(Boolean);
+  // an empty --api-key (an unset shell variable) must not turn off the auth it was given to turn on
+  const keyFlags = args.flags.get('api-key') ?? [];
+  if (keyFlags.some((k) => k.trim() === '')) throw new UsageError('--api-key is empty (an unset variable?): give the key, or leave --api-key out to serve without auth');
+  const apiKeys = [...keyFlags, ...(env.HYPERBAGEL_API_KEYS ?? '').split(',').map((k) => k.trim())].filter(Boolean);
+  const host = flag(args, 'host') ?? '127.0.0.1';
+  if (host.trim() === '') throw new UsageError('--host is empty (an unset variable?): give an address, e.g. 127.0.0.1 (the default) or 0.0.0.0 for every interface');
   const production = args.flags.has('production') || env.NODE_ENV === 'production';
   return {
     port,
-    host: flag(args, 'host') ?? '127.0.0.1',
+    host,
     packDir: pack,
     // as understand / generate pass it: onnxruntime intra-op threads; without --threads, the engine's default
     ...(threads !== undefined ? { engineOptions: { intraOpThreads: threads } } : {}),
@@ -163,7 +167,7 @@ export function serveOptions(args: ParsedArgs, env: NodeJS.ProcessEnv = process.
     allowedHosts: allowedHostsFrom(args.flags.get('allow-host'), env.HYPERBAGEL_ALLOWED_HOSTS),
     trustedProxies: trustedProxiesFrom(args.flags.get('trust-proxy'), env.HYPERBAGEL_TRUST_PROXY),
     dev: !production,
-    publicUrl: flag(args, 'public-url'),
+    publicUrl: publicUrlFrom(flag(args, 'public-url')),
     replica: replicaFrom(flag(args, 'replica-id') ?? env.HYPERBAGEL_REPLICA_ID, args.flags.get('peer'), env.HYPERBAGEL_PEERS, flag(args, 'peer-secret') ?? env.HYPERBAGEL_PEER_SECRET),
     limits: {
       maxConcurrentJobs: intFlag(args, 'max-concurrent', 4, 1, 1024),
@@ -177,6 +181,28 @@ export function serveOptions(args: ParsedArgs, env: NodeJS.ProcessEnv = process.
     // listen at once; /ready reports 503 until the model is loaded
     waitForEngine: false,
   };
+}
+
+/** $PORT as the default port: empty is unset, anything else must be a port number. */
+function envPortOr(v: string | undefined, fallback: number): number {
+  if (v === undefined || v.trim() === '') return fallback;
+  const n = /^\d+$/.test(v.trim()) ? Number(v) : NaN;
+  if (!(n >= 0 && n <= 65535)) throw new UsageError(`PORT must be an integer in [0, 65535], got "${v}"`);
+  return n;
+}
+
+/** --public-url: an absolute http(s) URL, without a trailing slash (image URLs are `${base}/images/...`). */
+export function publicUrlFrom(v: string | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    throw new UsageError(`--public-url must be an absolute http(s) URL such as https://api.example.com, got "${v}"`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new UsageError(`--public-url must be an http(s) URL, got "${v}"`);
+  if (u.search || u.hash) throw new UsageError(`--public-url takes no query or fragment, got "${v}"`);
+  return (u.origin + u.pathname).replace(/\/+$/, '');
 }
 
 /** --replica-id / --peer (and their environment variables) as the gateway's replica config; a bad value is a usage error. */
