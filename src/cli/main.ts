@@ -93,6 +93,7 @@ let pipeClosed = false;
 /**
  * A reader that closes early (`hyperbagel … | head`) makes writes fail with EPIPE: exit quietly then,
  * as a command killed by SIGPIPE would (status 141), rather than crash with an unhandled 'error'.
+ * Any other write failure (`> /dev/full`) is one line on stderr and status 1.
  * The model workers are stopped first: exiting inside a native onnxruntime run aborts the process.
  */
 function handleClosedPipes(): void {
@@ -100,13 +101,16 @@ function handleClosedPipes(): void {
   pipesHandled = true;
   for (const stream of [process.stdout, process.stderr]) {
     stream.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code !== 'EPIPE' && err.code !== 'ERR_STREAM_DESTROYED') throw err; // as without this listener
+      const closed = err.code === 'EPIPE' || err.code === 'ERR_STREAM_DESTROYED';
       if (pipeClosed) return;
       pipeClosed = true;
-      process.exitCode = 141;
+      // any other failure to write (a full disk, an I/O error): one line where it can still be shown
+      const status = closed ? 141 : 1;
+      if (!closed && stream === process.stdout) process.stderr.write(`hyperbagel: cannot write the output to stdout: ${shownMessage(err.message)}\n`);
+      process.exitCode = status;
       // nothing more can be shown, and the command's errors from its closed engine are moot
       for (const s of [process.stdout, process.stderr]) s.write = (() => true) as typeof s.write;
-      void closeAllWorkers().finally(() => process.exit(141));
+      void closeAllWorkers().finally(() => process.exit(status));
     });
   }
 }
@@ -115,7 +119,7 @@ function handleClosedPipes(): void {
 export async function main(argv: string[]): Promise<number> {
   handleClosedPipes();
   const code = await runCli(argv);
-  return pipeClosed ? 141 : code;
+  return pipeClosed ? (process.exitCode as number) : code;
 }
 
 /** Runs one command line; returns the exit status (usage error 2, typed error 1). */

@@ -5,7 +5,7 @@
 // refused before a model loads, so these run in well under a second each (serve and the pipe tests
 // load the tiny pack).
 import { execFile, spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, cpSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -186,6 +186,23 @@ describe('a reader that closes the pipe early', () => {
       expect(r.stderr).not.toMatch(/EPIPE|Unhandled|\n\s+at /);
       expect(r.signal).toBeNull();
       expect([0, 141]).toContain(r.code);
+    }
+  }, 60_000);
+
+  it.runIf(existsSync('/dev/full'))('stdout that cannot be written (a full disk): one line naming it on stderr, exit 1, no trace', async () => {
+    for (const args of [['render', '--seed', '2', '--out', join(dir, 'full.png')], ['--help']]) {
+      const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+        const out = openSync('/dev/full', 'w');
+        const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, HYPERBAGEL_PACK: undefined }, stdio: ['ignore', out, 'pipe'] });
+        let stderr = '';
+        child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
+        child.once('close', (code) => {
+          closeSync(out);
+          resolve({ code, stderr });
+        });
+      });
+      expect(r.code, args.join(' ')).toBe(1);
+      expect(r.stderr.trim(), args.join(' ')).toBe('hyperbagel: cannot write the output to stdout: ENOSPC: no space left on device, write');
     }
   }, 60_000);
 });
