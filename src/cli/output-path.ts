@@ -70,6 +70,8 @@ export function checkOutputFile(file: string, name: string): void {
   const what = `--${name} ${file}`;
   const st = statOrUndefined(file);
   if (st?.isDirectory()) throw new CliError('OUTPUT_PATH', `${what}: is a directory; give a file name`);
+  // "dir/": a directory's name whether or not it exists (resolve() would drop the slash)
+  if (/[\\/]$/.test(file)) throw new CliError('OUTPUT_PATH', `${what}: ends with a slash, so it names a directory${st ? '' : ' (which does not exist)'}; give a file name`);
   const dir = dirname(resolve(file));
   const ds = statOrUndefined(dir);
   if (!ds) throw new CliError('OUTPUT_PATH', `${what}: the directory "${dir}" does not exist`);

@@ -123,6 +123,7 @@ describe('output paths are checked before the work; file system errors are one c
     const cases: [string[], RegExp][] = [
       [['--out', join(dir, 'nope_dir', 'x.png')], /OUTPUT_PATH: --out .*nope_dir\/x\.png: the directory ".*nope_dir" does not exist/],
       [['--out', dir], /OUTPUT_PATH: --out .*: is a directory; give a file name/],
+      [['--out', join(dir, 'missing-dir') + '/'], /OUTPUT_PATH: --out .*missing-dir\/: ends with a slash, so it names a directory \(which does not exist\); give a file name/],
       [['--out', join(dir, 'ok.png'), '--previews', join(ROOT, 'package.json')], /OUTPUT_PATH: --previews .*package\.json: exists and is not a directory/],
     ];
     if (existsSync('/proc/self')) cases.push([['--out', '/proc/x.png'], /OUTPUT_PATH: --out \/proc\/x\.png: cannot create files in the directory "\/proc"/]);
