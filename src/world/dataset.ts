@@ -1,5 +1,5 @@
 // Dataset export for the Python recipes: images.npy / edited.npy (uint8 [N,64,64,3]), records.jsonl, meta.json.
-import { closeSync, mkdirSync, openSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Rng } from './rng.ts';
 import { sampleScene } from './sampler.ts';
@@ -94,5 +94,28 @@ export function writeDataset(dir: string, opts: DatasetOptions, onProgress?: (do
     if (onProgress && (i + 1) % 1000 === 0) onProgress(i + 1);
   }
   for (const fd of [images, edited, records]) closeSync(fd);
-  writeFileSync(join(dir, 'meta.json'), JSON.stringify({ split: opts.split, count: opts.count, offset, image_shape: [IMAGE_SIZE, IMAGE_SIZE, 3], vocabulary: VOCABULARY }, null, 2) + '\n');
+  writeFileSync(join(dir, 'meta.json'), JSON.stringify({ split: opts.split, count: opts.count, offset, min_objects: opts.minObjects ?? 1, max_objects: opts.maxObjects ?? 4, image_shape: [IMAGE_SIZE, IMAGE_SIZE, 3], vocabulary: VOCABULARY }, null, 2) + '\n');
+}
+
+/**
+ * The export DIR already holds, if it holds one that `opts` would not write again byte for byte
+ * (another split, range or object count): a description of it. Exports are deterministic, so writing
+ * the same one again is harmless; replacing a different one loses it.
+ */
+export function differentExportIn(dir: string, opts: DatasetOptions): string | undefined {
+  let meta: { split?: string; count?: number; offset?: number; min_objects?: number; max_objects?: number };
+  try {
+    meta = JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8'));
+  } catch {
+    return undefined;
+  }
+  const same =
+    meta.split === opts.split &&
+    meta.count === opts.count &&
+    (meta.offset ?? 0) === (opts.offset ?? 0) &&
+    (meta.min_objects ?? 1) === (opts.minObjects ?? 1) &&
+    (meta.max_objects ?? 4) === (opts.maxObjects ?? 4);
+  if (same) return undefined;
+  const from = meta.offset ?? 0;
+  return `${meta.split} samples ${from}–${from + (meta.count ?? 0) - 1}`;
 }

@@ -153,6 +153,15 @@ describe('output paths are checked before the work; file system errors are one c
     const ok = await inProc(['dataset', '--split', 'train', '--count', '2', '--out', deep]);
     expect(ok.code, ok.stderr).toBe(0);
     expect(readdirSync(deep).sort()).toEqual(['edited.npy', 'images.npy', 'meta.json', 'records.jsonl']);
+    // the same export again is fine; another one (the next shard) into the same DIR would lose this one
+    expect((await inProc(['dataset', '--split', 'train', '--count', '2', '--out', deep])).code).toBe(0);
+    const before = readFileSync(join(deep, 'records.jsonl'), 'utf8');
+    expect(failsWith(await inProc(['dataset', '--split', 'train', '--count', '2', '--offset', '2', '--out', deep]), 2)).toMatch(
+      /--out .*already holds another export \(train samples 0–1\); give another DIR \(each export is one shard\), or --force to replace it/,
+    );
+    expect(readFileSync(join(deep, 'records.jsonl'), 'utf8')).toBe(before);
+    expect((await inProc(['dataset', '--split', 'train', '--count', '2', '--offset', '2', '--out', deep, '--force'])).code).toBe(0);
+    expect(JSON.parse(readFileSync(join(deep, 'meta.json'), 'utf8'))).toMatchObject({ split: 'train', count: 2, offset: 2, min_objects: 1, max_objects: 4 });
   }, 60_000);
 
   it('a file system error that still happens is named in one line, not a stack', () => {

@@ -1,19 +1,20 @@
 // `hyperbagel dataset`: export shards for the Python training recipes.
 import { parseArgs, flag, intFlag, UsageError } from '../args.ts';
 import { checkOutputDir } from '../output-path.ts';
-import { SPLITS, writeDataset, type Split } from '../../world/index.ts';
+import { differentExportIn, SPLITS, writeDataset, type Split } from '../../world/index.ts';
 
 export const HELP = `Usage: hyperbagel dataset --split ${SPLITS.join('|')} --count N --out DIR [--offset K] [--min-objects A] [--max-objects B]
 
 Writes DIR/images.npy and DIR/edited.npy (uint8 [N,64,64,3]), DIR/records.jsonl (scene, caption,
 prompts, questions, edit per sample) and DIR/meta.json (split, count, vocabulary).
-  --offset K        start at sample K of the split (for continuing an export)
+  --offset K        start at sample K of the split (the next shard of an export, into another DIR)
+  --force           replace a different export already in DIR (the same one is simply written again)
   --min-objects A   fewest objects per scene (default 1)
   --max-objects B   most objects per scene (default 4), e.g. 1 for a curriculum's first stage
 Train, val and test never contain the held-out combinations (docs/world.md); heldout always does.`;
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ['split', 'count', 'out', 'offset', 'min-objects', 'max-objects'] });
+  const args = parseArgs(argv, { values: ['split', 'count', 'out', 'offset', 'min-objects', 'max-objects'], booleans: ['force'] });
   if (args.flags.has('help')) { console.log(HELP); return 0; }
   if (args.positionals.length) throw new UsageError(`unexpected argument "${args.positionals[0]}"`);
   const split = flag(args, 'split') as Split | undefined;
@@ -28,6 +29,8 @@ export async function run(argv: string[]): Promise<number> {
   const offset = intFlag(args, 'offset', 0, 0);
   if (offset + count > Number.MAX_SAFE_INTEGER) throw new UsageError(`--offset + --count must be at most ${Number.MAX_SAFE_INTEGER}`);
   checkOutputDir(out, 'out');
+  const held = differentExportIn(out, { split, count, offset, minObjects, maxObjects });
+  if (held && !args.flags.has('force')) throw new UsageError(`--out ${out} already holds another export (${held}); give another DIR (each export is one shard), or --force to replace it`);
   const t0 = Date.now();
   writeDataset(out, { split, count, offset, minObjects, maxObjects }, (n) => process.stderr.write(`\r${n}/${count}`));
   process.stderr.write(`\rwrote ${count} ${split} samples to ${out} in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
