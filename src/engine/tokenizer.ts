@@ -21,6 +21,17 @@ export class PackTokenizer {
 
   /** Word ids of a user text (no special tokens added). */
   encodeWords(text: string): number[] {
+    const { ids, unknown } = this.pieces(text);
+    if (unknown.length) {
+      // name the words as written: "what's" splits into what ' s, and "unknown word: s" would puzzle
+      const words = this.writtenWords(text, unknown);
+      throw new EngineError('UNKNOWN_WORDS', `unknown word${words.length > 1 ? 's' : ''}: ${words.join(', ')}`, { words });
+    }
+    return ids;
+  }
+
+  /** The text's word ids, and the pieces the vocabulary lacks (punctuation dropped). */
+  private pieces(text: string): { ids: number[]; unknown: string[] } {
     const enc = this.tok.encode(text, { add_special_tokens: false });
     const ids: number[] = [];
     const unknown: string[] = [];
@@ -37,9 +48,18 @@ export class PackTokenizer {
       }
       ids.push(id);
     });
-    if (unknown.length)
-      throw new EngineError('UNKNOWN_WORDS', `unknown word${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}`, { words: unknown });
-    return ids;
+    return { ids, unknown };
+  }
+
+  /** The whitespace-separated words of `text` (outer punctuation trimmed) that hold an unknown piece. */
+  private writtenWords(text: string, unknown: string[]): string[] {
+    const words: string[] = [];
+    for (const raw of text.split(/\s+/)) {
+      if (!raw || !this.pieces(raw).unknown.length) continue;
+      const w = raw.replace(/^[\p{P}\p{S}]+|[\p{P}\p{S}]+$/gu, '') || raw;
+      if (!words.includes(w)) words.push(w);
+    }
+    return words.length ? words : unknown;
   }
 
   decode(ids: number[]): string {

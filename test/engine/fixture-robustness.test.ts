@@ -170,6 +170,10 @@ describe('bad input gives typed errors', () => {
     expect(unk.code).toBe('UNKNOWN_WORDS');
     expect(unk.details?.['words']).toEqual(['zorblax', 'quux']);
     expect(unk.message).toMatch(/zorblax, quux/);
+    // words are named as written: a contraction splits into pieces, and its stray piece would puzzle
+    const contraction = await engineError(() => engine.understand({ prompt: "what's the colour, it's red?" }));
+    expect(contraction.message).toBe("unknown words: what's, it's");
+    expect(contraction.details?.['words']).toEqual(["what's", "it's"]);
     const long = await engineError(() => engine.understand({ prompt: Array(300).fill('red').join(' ') }));
     expect(long.code).toBe('PROMPT_TOO_LONG');
     expect((await engineError(() => engine.generate({ prompt: 'a glorp' }))).code).toBe('UNKNOWN_WORDS');
