@@ -17,11 +17,21 @@ export class Rng {
   private spare: number | null = null;
 
   constructor(seed: number) {
-    const st = { s: (seed >>> 0) ^ Math.floor(seed / 0x100000000) };
+    const lo = seed >>> 0;
+    const hi = Math.floor(seed / 0x100000000);
+    const st = { s: lo };
     this.a = splitmix32(st);
     this.b = splitmix32(st);
     this.c = splitmix32(st);
     this.d = splitmix32(st) | 1;
+    // seeds past 2^32 (up to 2^53) stir their high bits into the state: folding them into the low
+    // word made 2^32 + 1 the seed 0 (a 32-bit seed, the common case, starts exactly as before)
+    if (hi) {
+      const h = { s: hi ^ 0x6a09e667 };
+      this.a ^= splitmix32(h);
+      this.b ^= splitmix32(h);
+      this.c ^= splitmix32(h);
+    }
     for (let i = 0; i < 12; i++) this.nextU32();
   }
 

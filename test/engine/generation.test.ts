@@ -159,6 +159,14 @@ describe('rng noise', () => {
   test('fillNormal is seeded', () => {
     expect(Array.from(new Rng(1).fillNormal(new Float32Array(4)))).toEqual(Array.from(new Rng(1).fillNormal(new Float32Array(4))));
   });
+
+  test('every seed up to 2^53 has its own noise; 32-bit seeds are unchanged', () => {
+    const noise = (seed: number) => Array.from(new Rng(seed).fillNormal(new Float32Array(8)));
+    // 2^32 + k folded onto k before (and 2^32 onto 1, 2^32 + 1 onto 0)
+    for (const [a, b] of [[2 ** 32, 1], [2 ** 32 + 1, 0], [2 ** 32 + 7, 7], [2 ** 53 - 1, 2 ** 32 - 1], [2 ** 52, 0]]) expect(noise(a), `${a} vs ${b}`).not.toEqual(noise(b));
+    // the first values of seed 1 as every release so far drew them (images of 32-bit seeds reproduce)
+    expect(new Rng(1).nextU32()).toBe(1828152527);
+  });
 });
 
 describe('fixture: batched CFG', () => {
