@@ -5,8 +5,11 @@ import { flag, parseArgs, threadsFlag, UsageError } from '../cli/args.ts';
 import { checkPromptLength } from '../cli/input-limits.ts';
 import { checkOutputDir, checkOutputFile } from '../cli/output-path.ts';
 import { createEngine } from './index.ts';
-import { numberFlag, readImageFile, resolvePack } from './cli-support.ts';
+import { numberFlag, readImageFile, resolvePack, withFlagNames } from './cli-support.ts';
 import type { GenerateRequest, GenerationMode } from './types.ts';
+
+/** The request fields the engine names in its range errors, and the flags that set them. */
+const FLAGS = { seed: 'seed', steps: 'steps', cfgTextScale: 'cfg-text', cfgImageScale: 'cfg-image', timestepShift: 'shift', thinkTemperature: 'think-temperature' };
 
 const VALUES = ['out', 'mode', 'seed', 'steps', 'cfg-text', 'cfg-image', 'shift', 'previews', 'image', 'pack', 'threads', 'think-temperature'];
 
@@ -71,16 +74,20 @@ export async function runGenerateCommand(argv: string[], edit: boolean, help: st
     if (previews) fs.mkdirSync(previews, { recursive: true });
     let n = 0;
     let thought: string | undefined;
-    for await (const f of engine.generate(req)) {
-      const ext = f.image.mimeType.split('/')[1]!.replace('jpeg', 'jpg');
-      if (f.stage === 'final') fs.writeFileSync(out, f.image.bytes);
-      else if (previews) fs.writeFileSync(path.join(previews, `preview-${String(n).padStart(2, '0')}-nfe${f.nfe}.${ext}`), f.image.bytes);
-      n++;
-      if (f.thought !== undefined && thought === undefined && !args.flags.has('quiet')) process.stderr.write(JSON.stringify({ thought: (thought = f.thought) }) + '\n');
-      if (!args.flags.has('quiet'))
-        process.stderr.write(
-            JSON.stringify({ stage: f.stage, nfe: f.nfe, step: f.step, elapsedMs: +f.elapsedMs.toFixed(2), seed: f.seed, sampler: f.sampler, sha256: f.image.sha256, ...(f.sourceImage ? { sourceImage: f.sourceImage } : {}) }) + '\n',
-          );
+    try {
+      for await (const f of engine.generate(req)) {
+        const ext = f.image.mimeType.split('/')[1]!.replace('jpeg', 'jpg');
+        if (f.stage === 'final') fs.writeFileSync(out, f.image.bytes);
+        else if (previews) fs.writeFileSync(path.join(previews, `preview-${String(n).padStart(2, '0')}-nfe${f.nfe}.${ext}`), f.image.bytes);
+        n++;
+        if (f.thought !== undefined && thought === undefined && !args.flags.has('quiet')) process.stderr.write(JSON.stringify({ thought: (thought = f.thought) }) + '\n');
+        if (!args.flags.has('quiet'))
+          process.stderr.write(
+              JSON.stringify({ stage: f.stage, nfe: f.nfe, step: f.step, elapsedMs: +f.elapsedMs.toFixed(2), seed: f.seed, sampler: f.sampler, sha256: f.image.sha256, ...(f.sourceImage ? { sourceImage: f.sourceImage } : {}) }) + '\n',
+            );
+      }
+    } catch (e) {
+      throw withFlagNames(e, FLAGS);
     }
     console.log(out);
     return 0;

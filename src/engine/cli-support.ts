@@ -99,3 +99,16 @@ export function numberFlag(raw: string | undefined, name: string, opts: { intege
   if (opts.min !== undefined && n < opts.min) throw new EngineError('OUT_OF_RANGE', `--${name} must be at least ${opts.min}, got "${shown}"`, { param: name, min: opts.min });
   return n;
 }
+
+/**
+ * The engine names a request's fields (topP, speculation.chainLength); a command line user gave
+ * flags. An engine range error on a field a flag sets is reworded to name the flag.
+ */
+export function withFlagNames(e: unknown, flags: Readonly<Record<string, string>>): unknown {
+  if (!(e instanceof EngineError) || e.code !== 'OUT_OF_RANGE') return e;
+  const param = e.details?.['param'];
+  const f = typeof param === 'string' ? flags[param] : undefined;
+  if (!f || !e.message.startsWith(param as string)) return e;
+  return new EngineError(e.code, `--${f}${e.message.slice((param as string).length)}`, { ...e.details, param: f });
+}
+

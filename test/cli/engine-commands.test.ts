@@ -98,6 +98,17 @@ describe('understand', () => {
     expect(oneLineError(await cli(['understand', '--pack', TINY, '--temperature', 'warm', 'describe the image']))).toMatch(/--temperature must be a number, got "warm"/);
   }, 60_000);
 
+  it("the engine's range errors name the flag that was given, not the request field", async () => {
+    const cases: Array<[string[], string]> = [
+      [['understand', '--top-p', '2', 'describe the image'], 'understand: error OUT_OF_RANGE: --top-p must be in (0, 1], got 2'],
+      [['understand', '--max-tokens', '300', 'describe the image'], 'understand: error OUT_OF_RANGE: --max-tokens must be in [1, 256], got 300'],
+      [['understand', '--speculation', 'chain', '--chain-length', '99', 'describe the image'], 'understand: error OUT_OF_RANGE: --chain-length must be in [1, 16], got 99'],
+      [['generate', '--mode', 'baseline', '--cfg-text', '50', '--out', join(dir, 'r.png'), 'a red circle'], 'generate: error OUT_OF_RANGE: --cfg-text must be in [0, 20], got 50'],
+      [['generate', '--shift', '0', '--out', join(dir, 'r.png'), 'a red circle'], 'generate: error OUT_OF_RANGE: --shift must be in (0, 20], got 0'],
+    ];
+    for (const [[cmd, ...rest], line] of cases) expect(oneLineError(await cli([cmd!, '--pack', TINY, ...rest]))).toBe(`hyperbagel ${line}`);
+  }, 60_000);
+
   it('--threads must be a positive integer (1 to 256), as for serve; --help says so', async () => {
     for (const t of ['0', '2.5', '-1', 'many', '300']) {
       const r = await cli(['understand', '--pack', TINY, '--threads', t, 'describe the image']);

@@ -1,7 +1,7 @@
 // `hyperbagel understand`: image + prompt → answer streamed to stdout (stats to stderr).
 import { flag, parseArgs, threadsFlag, UsageError } from '../args.ts';
 import { createEngine } from '../../engine/index.ts';
-import { numberFlag, readImageFile, resolvePack } from '../../engine/cli-support.ts';
+import { numberFlag, readImageFile, resolvePack, withFlagNames } from '../../engine/cli-support.ts';
 import type { SpeculationMode, UnderstandRequest } from '../../engine/types.ts';
 import { checkPromptLength, checkStops, MAX_PROMPT_CHARS, MAX_STOP_CHARS, MAX_STOP_SEQUENCES } from '../input-limits.ts';
 
@@ -22,6 +22,9 @@ prints a JSON summary (usage, timings, speculation statistics) to stderr.
   --pack DIR            model pack (default models/shapes-mot, or $HYPERBAGEL_PACK)
   --threads N           onnxruntime intra-op threads (a positive integer, 1 to 256; default 2)
   --quiet               no summary on stderr`;
+
+/** The request fields the engine names in its range errors, and the flags that set them. */
+const FLAGS = { temperature: 'temperature', topP: 'top-p', topK: 'top-k', seed: 'seed', maxTokens: 'max-tokens', 'speculation.chainLength': 'chain-length', 'speculation.treeBudget': 'tree-budget' };
 
 const VALUES = ['image', 'speculation', 'chain-length', 'tree-budget', 'temperature', 'top-p', 'top-k', 'seed', 'max-tokens', 'stop', 'pack', 'threads'];
 
@@ -82,6 +85,8 @@ export async function run(argv: string[]): Promise<number> {
           return ev.finishReason === 'cancelled' ? 130 : 0; // Ctrl-C: the shell's SIGINT convention
         }
       }
+    } catch (e) {
+      throw withFlagNames(e, FLAGS);
     } finally {
       process.off('SIGINT', onSig);
     }
