@@ -1,5 +1,6 @@
 // Shared body of `hyperbagel generate` and `hyperbagel edit`.
 import fs from 'node:fs';
+import sharp from 'sharp';
 import path from 'node:path';
 import { flag, parseArgs, threadsFlag, UsageError } from '../cli/args.ts';
 import { checkPromptLength } from '../cli/input-limits.ts';
@@ -21,6 +22,7 @@ function parse(argv: string[], edit: boolean) {
   if (!prompt.trim()) throw new UsageError(edit ? 'an instruction is required' : 'a prompt is required');
   const out = flag(args, 'out');
   if (!out) throw new UsageError('--out FILE.png is required');
+  const outFormat = outputFormat(out);
   const mode = (flag(args, 'mode') ?? 'progressive') as GenerationMode;
   if (!['progressive', '6nfe', '1nfe', 'baseline'].includes(mode)) throw new UsageError('--mode must be progressive, 6nfe, 1nfe or baseline');
   const image = flag(args, 'image');
@@ -48,7 +50,21 @@ function parse(argv: string[], edit: boolean) {
     intermediatePreviews: !!previews,
     ...(think ? { think, ...(thinkTemperature !== undefined ? { thinkTemperature } : {}) } : {}),
   };
-  return { args, help: false as const, req, out, image, previews, threads };
+  return { args, help: false as const, req, out, outFormat, image, previews, threads };
+}
+
+/** The final's format, from --out's extension: PNG as the engine encodes it, or JPEG / WebP re-encoded. */
+function outputFormat(out: string): 'png' | 'jpeg' | 'webp' {
+  const ext = path.extname(out).toLowerCase();
+  if (ext === '' || ext === '.png') return 'png';
+  if (ext === '.jpg' || ext === '.jpeg') return 'jpeg';
+  if (ext === '.webp') return 'webp';
+  throw new UsageError(`--out ${out}: ${ext} is not a format this writes; name the file .png, .jpg or .webp`);
+}
+
+async function reencode(png: Uint8Array, format: 'jpeg' | 'webp'): Promise<Buffer> {
+  const img = sharp(Buffer.from(png.buffer, png.byteOffset, png.byteLength));
+  return format === 'jpeg' ? img.jpeg({ quality: 95 }).toBuffer() : img.webp({ quality: 95 }).toBuffer();
 }
 
 /** The checks runGenerateCommand makes before loading anything (main runs them first for an over-long command line). */
@@ -63,7 +79,7 @@ export async function runGenerateCommand(argv: string[], edit: boolean, help: st
     console.log(help);
     return 0;
   }
-  const { req, out, image, previews, threads } = parsed;
+  const { req, out, outFormat, image, previews, threads } = parsed;
   // output paths, then the image, before loading the model: a typo fails at once, not after the work
   checkOutputFile(out, 'out');
   if (previews) checkOutputDir(previews, 'previews');
@@ -77,7 +93,7 @@ export async function runGenerateCommand(argv: string[], edit: boolean, help: st
     try {
       for await (const f of engine.generate(req)) {
         const ext = f.image.mimeType.split('/')[1]!.replace('jpeg', 'jpg');
-        if (f.stage === 'final') fs.writeFileSync(out, f.image.bytes);
+        if (f.stage === 'final') fs.writeFileSync(out, outFormat === 'png' ? f.image.bytes : await reencode(f.image.bytes, outFormat));
         else if (previews) fs.writeFileSync(path.join(previews, `preview-${String(n).padStart(2, '0')}-nfe${f.nfe}.${ext}`), f.image.bytes);
         n++;
         if (f.thought !== undefined && thought === undefined && !args.flags.has('quiet')) process.stderr.write(JSON.stringify({ thought: (thought = f.thought) }) + '\n');

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp, { type Metadata } from 'sharp';
 import { decodeImageBytes, DEFAULT_DECODE_LIMITS } from './image/codec.ts';
-import { EngineError, type RgbImage } from './types.ts';
+import { EngineError, MIN_IMAGE_SIDE, type RgbImage } from './types.ts';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const DEFAULT_PACK = path.join(REPO_ROOT, 'models', 'shapes-mot');
@@ -74,12 +74,17 @@ export async function readImageFile(file: string): Promise<RgbImage> {
     throw new EngineError('BAD_IMAGE', `cannot read image file "${file}": ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
   bytes = await uprightOnWhite(bytes);
+  let img: RgbImage;
   try {
-    return await decodeImageBytes(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length));
+    img = await decodeImageBytes(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length));
   } catch (e) {
     if (e instanceof EngineError) throw new EngineError(e.code, `${file}: ${e.message}`, e.details);
     throw e;
   }
+  // the engine refuses this too, but names the request field; here the file is known
+  if (img.width < MIN_IMAGE_SIDE || img.height < MIN_IMAGE_SIDE)
+    throw new EngineError('BAD_IMAGE', `${file}: ${img.width}×${img.height} is too small (at least ${MIN_IMAGE_SIDE} pixels a side)`, { width: img.width, height: img.height });
+  return img;
 }
 
 /** A decimal number: "1", "-0.5", ".5", "2e-3"; not "", "0x10", "Infinity" or " 1". */

@@ -100,13 +100,52 @@ describe('understand', () => {
 
   it("the engine's range errors name the flag that was given, not the request field", async () => {
     const cases: Array<[string[], string]> = [
-      [['understand', '--top-p', '2', 'describe the image'], 'understand: error OUT_OF_RANGE: --top-p must be in (0, 1], got 2'],
+      [['understand', '--temperature', '1', '--top-p', '2', 'describe the image'], 'understand: error OUT_OF_RANGE: --top-p must be in (0, 1], got 2'],
       [['understand', '--max-tokens', '300', 'describe the image'], 'understand: error OUT_OF_RANGE: --max-tokens must be in [1, 256], got 300'],
       [['understand', '--speculation', 'chain', '--chain-length', '99', 'describe the image'], 'understand: error OUT_OF_RANGE: --chain-length must be in [1, 16], got 99'],
       [['generate', '--mode', 'baseline', '--cfg-text', '50', '--out', join(dir, 'r.png'), 'a red circle'], 'generate: error OUT_OF_RANGE: --cfg-text must be in [0, 20], got 50'],
       [['generate', '--shift', '0', '--out', join(dir, 'r.png'), 'a red circle'], 'generate: error OUT_OF_RANGE: --shift must be in (0, 20], got 0'],
     ];
     for (const [[cmd, ...rest], line] of cases) expect(oneLineError(await cli([cmd!, '--pack', TINY, ...rest]))).toBe(`hyperbagel ${line}`);
+  }, 60_000);
+
+  it('image files: the pixel limit and the smallest side are stated, naming the file', async () => {
+    const tiny = join(dir, 'one.png');
+    writeFileSync(tiny, await sharp({ create: { width: 1, height: 1, channels: 3, background: '#ff0000' } }).png().toBuffer());
+    expect(oneLineError(await cli(['understand', '--pack', TINY, '--image', tiny, 'describe the image']))).toBe(`hyperbagel understand: error BAD_IMAGE: ${tiny}: 1×1 is too small (at least 8 pixels a side)`);
+    expect(oneLineError(await cli(['edit', '--pack', TINY, '--image', tiny, '--out', join(dir, 'e.png'), 'make it blue']))).toBe(`hyperbagel edit: error BAD_IMAGE: ${tiny}: 1×1 is too small (at least 8 pixels a side)`);
+    const huge = join(dir, 'huge.png');
+    writeFileSync(huge, await sharp({ create: { width: 4097, height: 4097, channels: 3, background: '#ffffff' } }).png({ compressionLevel: 9 }).toBuffer());
+    expect(oneLineError(await cli(['understand', '--pack', TINY, '--image', huge, 'describe the image']))).toBe(
+      `hyperbagel understand: error BAD_IMAGE: ${huge}: image is 4097×4097, 16785409 pixels; the limit is 16777216 pixels (4096×4096)`,
+    );
+  }, 60_000);
+
+  it('generate --out: .jpg and .webp are written in their format; another extension is refused before any work', async () => {
+    for (const [name, format] of [['g.jpg', 'jpeg'], ['g.webp', 'webp'], ['g.png', 'png']] as const) {
+      const out = join(dir, name);
+      const r = await cli(['generate', '--pack', TINY, '--mode', '1nfe', '--quiet', '--out', out, 'a red circle']);
+      expect(r.code, r.stderr).toBe(0);
+      expect((await sharp(out).metadata()).format, name).toBe(format);
+    }
+    const r = await cli(['generate', '--pack', 'no/such/pack', '--out', join(dir, 'g.gif'), 'a red circle']);
+    expect(r.code).toBe(2);
+    expect(oneLineError(r)).toMatch(/--out .*g\.gif: \.gif is not a format this writes; name the file \.png, \.jpg or \.webp/);
+  }, 60_000);
+
+  it('understand refuses flags its other options would silently ignore (exit 2, before loading the model)', async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [['--top-k', '5'], /--top-k applies to sampling, with --temperature above 0/],
+      [['--temperature', '0', '--top-p', '0.9'], /--top-p applies to sampling/],
+      [['--speculation', 'tree', '--chain-length', '3'], /--chain-length applies to --speculation auto, chain or ngram, not tree/],
+      [['--speculation', 'off', '--chain-length', '3'], /--chain-length applies to .* not off/],
+      [['--speculation', 'chain', '--tree-budget', '8'], /--tree-budget applies to --speculation auto or tree, not chain/],
+    ];
+    for (const [flags, message] of cases) {
+      const r = await cli(['understand', '--pack', 'no/such/pack', ...flags, 'describe the image']);
+      expect(r.code, flags.join(' ')).toBe(2);
+      expect(oneLineError(r)).toMatch(message);
+    }
   }, 60_000);
 
   it('--threads must be a positive integer (1 to 256), as for serve; --help says so', async () => {

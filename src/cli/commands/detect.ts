@@ -7,8 +7,8 @@ import { detectScene } from '../../eval/detector.ts';
 
 export const HELP = `Usage: hyperbagel detect IMAGE.png
 
-Recovers the Shapes-world scene in a 64×64 image (PNG or JPEG) with the evaluator's analytic
-detector (colour model + template fit, no learned weights) and prints one JSON object:
+Recovers the Shapes-world scene in a 64×64 image (PNG, JPEG, WebP or another format sharp reads)
+with the evaluator's analytic detector (colour model + template fit, no learned weights) and prints one JSON object:
   {"scene": {"background": …, "objects": [{"shape", "color", "size", "cell"}, …]}, "caption": "…"}
 32×32 images (a generator's native size) are accepted too and upscaled to 64×64.
 An unreadable, corrupt or other-size image is an error (exit 1); an image with no object found is

@@ -3,9 +3,10 @@ import { precheckGenerateCommand, runGenerateCommand } from '../../engine/cli-ge
 
 export const HELP = `Usage: hyperbagel edit --image FILE "instruction" --out FILE.png [options]
 
-Edits an image (PNG/JPEG/WebP, any size up to 4096×4096 pixels: centre-cropped to a square and
-resized to the model's 64×64, reported as sourceImage on stderr) following the instruction; writes
-the final frame as PNG.
+Edits an image (PNG/JPEG/WebP of 8 to 16,777,216 pixels, i.e. up to 4096×4096, at least 8 a side:
+centre-cropped to a square and resized to the model's 64×64, reported as sourceImage on stderr)
+following the instruction; writes the final frame as PNG (JPEG / WebP for an --out ending in .jpg
+or .webp).
 Options as for \`hyperbagel generate\` (--mode progressive|6nfe|1nfe|baseline, --seed, --steps,
 --cfg-text, --cfg-image, --shift, --previews DIR, --pack DIR, --threads N, --quiet).`;
 

@@ -2,9 +2,10 @@
 import { MAX_PROMPT_CHARS } from '../input-limits.ts';
 import { precheckGenerateCommand, runGenerateCommand } from '../../engine/cli-generate.ts';
 
-export const HELP = `Usage: hyperbagel generate "prompt" --out FILE.png [options]   (the prompt: at most ${MAX_PROMPT_CHARS} characters)
+export const HELP = `Usage: hyperbagel generate "prompt" --out FILE.png [options]   (the prompt: at most ${MAX_PROMPT_CHARS} characters; the default model reads at most 128 words)
 
-Generates a 64×64 image; writes the final frame as PNG and prints its path. One JSON line per
+Generates a 64×64 image; writes the final frame as PNG (or JPEG / WebP when --out ends in .jpg or
+.webp) and prints its path. One JSON line per
 frame (stage, NFE count, elapsed ms, seed, sampler) goes to stderr. To edit an image instead:
 \`hyperbagel edit --image FILE "instruction" --out FILE.png\`.
   --mode MODE        progressive|6nfe|1nfe|baseline (default progressive: 1-NFE preview, then 6 steps)

@@ -5,17 +5,18 @@ import { numberFlag, readImageFile, resolvePack, withFlagNames } from '../../eng
 import type { SpeculationMode, UnderstandRequest } from '../../engine/types.ts';
 import { checkPromptLength, checkStops, MAX_PROMPT_CHARS, MAX_STOP_CHARS, MAX_STOP_SEQUENCES } from '../input-limits.ts';
 
-export const HELP = `Usage: hyperbagel understand [--image FILE] [options] "prompt"   (the prompt: at most ${MAX_PROMPT_CHARS} characters)
+export const HELP = `Usage: hyperbagel understand [--image FILE] [options] "prompt"   (the prompt: at most ${MAX_PROMPT_CHARS} characters; the default model reads at most 128 words)
 
 Answers a question about an image (or about nothing); streams only the answer text to stdout and
 prints a JSON summary (usage, timings, speculation statistics) to stderr.
-  --image FILE          PNG/JPEG/WebP of any size up to 4096×4096 pixels; centre-cropped to a square
-                        and resized to the model's image size (64×64), reported as inputImage
+  --image FILE          PNG/JPEG/WebP of up to 16,777,216 pixels (4096×4096), at least 8 a side;
+                        centre-cropped to a square and resized to the model's image size (64×64),
+                        reported as inputImage
   --speculation MODE    auto|off|chain|tree|ngram (default auto)
-  --chain-length K      drafted tokens per step in chain/ngram mode (default: sized from the hardware)
-  --tree-budget N       drafted nodes per step in tree mode (default: sized from the hardware)
+  --chain-length K      drafted tokens per step (auto, chain, ngram; default: sized from the hardware)
+  --tree-budget N       drafted nodes per step (auto, tree; default: sized from the hardware)
   --temperature T       0 = greedy (default 0)
-  --top-p P, --top-k K  nucleus / top-k truncation
+  --top-p P, --top-k K  nucleus / top-k truncation (with --temperature above 0)
   --seed N              makes sampling reproducible
   --max-tokens N        answer length limit (default 64)
   --stop TEXT           stop string (repeatable: at most ${MAX_STOP_SEQUENCES}, each of at most ${MAX_STOP_CHARS} characters)
@@ -36,6 +37,12 @@ function parse(argv: string[]) {
   if (!prompt.trim()) throw new UsageError('a prompt is required');
   const mode = (flag(args, 'speculation') ?? 'auto') as SpeculationMode;
   if (!['auto', 'off', 'chain', 'tree', 'ngram'].includes(mode)) throw new UsageError('--speculation must be auto, off, chain, tree or ngram');
+  // flags that would be silently ignored are refused, as generate refuses its own (and the API the speculation ones)
+  if (args.flags.has('chain-length') && !['auto', 'chain', 'ngram'].includes(mode)) throw new UsageError(`--chain-length applies to --speculation auto, chain or ngram, not ${mode}`);
+  if (args.flags.has('tree-budget') && !['auto', 'tree'].includes(mode)) throw new UsageError(`--tree-budget applies to --speculation auto or tree, not ${mode}`);
+  const sampled = Number(flag(args, 'temperature') ?? 0) > 0;
+  for (const f of ['top-p', 'top-k'])
+    if (args.flags.has(f) && !sampled) throw new UsageError(`--${f} applies to sampling, with --temperature above 0 (at 0, each step takes the most likely token)`);
   const threads = threadsFlag(args);
   checkPromptLength(prompt);
   const stop = args.flags.get('stop');

@@ -43,7 +43,8 @@ export async function decodeImageBytes(bytes: Uint8Array, limits: Partial<Decode
   if (!(bytes instanceof Uint8Array) || bytes.length === 0) throw new EngineError('BAD_IMAGE', 'image is empty');
   let meta: Metadata;
   try {
-    meta = await sharp(bytes, { limitInputPixels: lim.maxPixels }).metadata();
+    // the header only: the pixel limit is checked below, with a message that states it
+    meta = await sharp(bytes, { limitInputPixels: false }).metadata();
   } catch (e) {
     throw new EngineError('BAD_IMAGE', `image cannot be read: ${(e as Error).message}`);
   }
@@ -52,7 +53,7 @@ export async function decodeImageBytes(bytes: Uint8Array, limits: Partial<Decode
     throw new EngineError('BAD_IMAGE', `unsupported image format ${fmt ?? 'unknown'} (accepted: ${lim.formats.join(', ')})`, { format: fmt });
   const w = meta.width ?? 0;
   const h = meta.height ?? 0;
-  if (w * h > lim.maxPixels) throw new EngineError('BAD_IMAGE', `image has ${w * h} pixels, limit ${lim.maxPixels}`);
+  if (w * h > lim.maxPixels) throw new EngineError('BAD_IMAGE', `image is ${w}×${h}, ${w * h} pixels; the limit is ${lim.maxPixels} pixels (${Math.floor(Math.sqrt(lim.maxPixels))}×${Math.floor(Math.sqrt(lim.maxPixels))})`, { width: w, height: h, limit: lim.maxPixels });
   if (lim.size !== undefined && (w !== lim.size || h !== lim.size))
     throw new EngineError('BAD_IMAGE', `image must be ${lim.size}×${lim.size} pixels, got ${w}×${h}`, { expected: [lim.size, lim.size], got: [w, h] });
   try {
