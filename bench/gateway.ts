@@ -72,34 +72,64 @@ It exits 1 on client errors or anything left behind.`;
 
 const now = () => performance.timeOrigin + performance.now();
 
+/** The frames captured by captureWrites: frame i is bytes[starts[i], ends[i]), handed to the kernel at times[i]. */
+interface CapturedWrites {
+  count: number;
+  times: Float64Array;
+  starts: Uint32Array;
+  ends: Uint32Array;
+  bytes: Buffer;
+}
+
 /**
  * Records when the gateway hands each frame to the kernel: every Socket#write on the sockets of the
- * server the clients connect to, with the written bytes (parsed after the round, so the hot path only
- * pays a timestamp and a push). This is the reference's G1 definition of the gateway's latency:
- * engine emits -> frame written. The client-receipt figures add the client thread's own delays.
+ * server the clients connect to, with the written bytes (parsed after the round). This is the
+ * reference's G1 definition of the gateway's latency: engine emits -> frame written. The
+ * client-receipt figures add the client thread's own delays.
+ * The bytes are copied into one growing buffer rather than kept as the written objects: holding on to
+ * every frame would make each young-generation collection of the measured thread copy them all.
  */
-function captureWrites(port: number): { writes: Array<[number, unknown]>; stop(): void } {
-  const writes: Array<[number, unknown]> = [];
+function captureWrites(port: number): { captured(): CapturedWrites; stop(): void } {
+  const c: CapturedWrites = { count: 0, times: new Float64Array(1 << 14), starts: new Uint32Array(1 << 14), ends: new Uint32Array(1 << 14), bytes: Buffer.allocUnsafe(1 << 21) };
+  let used = 0;
   const original = Socket.prototype.write;
   const facing = new WeakMap<Socket, boolean>();
+  const grow = <T extends Float64Array | Uint32Array>(a: T): T => {
+    const b = new (a.constructor as new (n: number) => T)(a.length * 2);
+    b.set(a);
+    return b;
+  };
   Socket.prototype.write = function (this: Socket, chunk: unknown, ...rest: unknown[]) {
     let mine = facing.get(this);
     if (mine === undefined) facing.set(this, (mine = this.localPort === port));
-    // stamped frames are small; skip big ones (slow consumers' merged text) rather than pin them
-    if (mine && (chunk as { length?: number }).length !== undefined && (chunk as { length: number }).length <= 4096) writes.push([now(), chunk]);
+    const len = (chunk as { length?: number }).length;
+    // stamped frames are small; big ones (slow consumers' merged text) carry no stamps
+    if (mine && len !== undefined && len <= 4096 && (typeof chunk === 'string' || chunk instanceof Uint8Array)) {
+      if (c.count === c.times.length) [c.times, c.starts, c.ends] = [grow(c.times), grow(c.starts), grow(c.ends)];
+      if (used + len > c.bytes.length) {
+        const b = Buffer.allocUnsafe(c.bytes.length * 2);
+        c.bytes.copy(b, 0, 0, used);
+        c.bytes = b;
+      }
+      c.times[c.count] = now();
+      c.starts[c.count] = used;
+      // a string's stamps are ASCII: one byte per character
+      used += typeof chunk === 'string' ? c.bytes.write(chunk, used, 'latin1') : (c.bytes.set(chunk, used), chunk.length);
+      c.ends[c.count++] = used;
+    }
     return (original as (...a: unknown[]) => boolean).call(this, chunk, ...rest);
   } as typeof Socket.prototype.write;
-  return { writes, stop: () => void (Socket.prototype.write = original) };
+  return { captured: () => c, stop: () => void (Socket.prototype.write = original) };
 }
 
 /** per token in each captured frame: write time - engine-boundary stamp, and write time - step due */
-function writeLatencies(writes: Array<[number, unknown]>): { boundary: number[]; due: number[] } {
+function writeLatencies(c: CapturedWrites): { boundary: number[]; due: number[] } {
   const boundary: number[] = [];
   const due: number[] = [];
   const stamp = /(\d{10,}\.\d{3})\/(\d{10,}\.\d{3})\|/g;
-  for (const [t, chunk] of writes) {
-    const text = typeof chunk === 'string' ? chunk : Buffer.isBuffer(chunk) ? chunk.toString('latin1') : chunk instanceof Uint8Array ? Buffer.from(chunk).toString('latin1') : '';
-    for (const m of text.matchAll(stamp)) {
+  for (let i = 0; i < c.count; i++) {
+    const t = c.times[i]!;
+    for (const m of c.bytes.toString('latin1', c.starts[i], c.ends[i]).matchAll(stamp)) {
       boundary.push(t - Number(m[1]));
       due.push(t - Number(m[2]));
     }
@@ -493,7 +523,7 @@ async function measureRound(cfg: RoundConfig) {
     const cpu = process.cpuUsage(cpu0);
     const thread1 = threadCpuNs();
     capture.stop();
-    const written = writeLatencies(capture.writes);
+    const written = writeLatencies(capture.captured());
     lag.disable();
     lagWarm.disable();
     gcEntries.push(...gcWatch.takeRecords());
