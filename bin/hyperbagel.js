@@ -1,9 +1,9 @@
 #!/usr/bin/env -S node --max-semi-space-size=64
 // Entry point for `npx hyperbagel`: loads the TypeScript CLI through tsx so no build step is needed.
 // --max-semi-space-size=64 (MB; V8's default is 16): the gateway's thread collects its young
-// generation less often (`bench gateway` at 200 streams: 7 scavenges in 5 s instead of 16, 24 ms of
-// pauses instead of 68), so fewer events wait behind a pause (docs/gateway.md, "The V8 young
-// generation"). `npm start` passes the same flag.
+// generation less often (`bench gateway --tokens 250`: 4 scavenges in a 5 s round instead of 14-15,
+// 33-44 ms of pauses instead of 64-90), so fewer events wait behind a pause (docs/gateway.md, "The V8
+// young generation"). `npm start` passes the same flag.
 import { register } from 'tsx/esm/api';
 register();
 const { main } = await import('../src/cli/main.ts');
