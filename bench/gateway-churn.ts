@@ -127,8 +127,10 @@ class ChurnEngine extends SyntheticEngine {
       image: { mimeType: 'image/png', width: 8, height: 8, bytes: this.png, sha256: 'churn' },
       rgb: this.rgb,
     });
-    // progressive: the 1-NFE preview after one step, the 6-NFE final after six more
-    return this.work<ImageFrame>(req.prompt, 7, signal, (i) => (i === 0 ? frame('preview', 1) : undefined), () => frame('final', 6));
+    // progressive: the 1-NFE preview after one step, the 6-NFE final after six more; baseline: its steps
+    // (the detached jobs cancelJob stops: long enough that the cancel always finds them running)
+    const steps = req.mode === 'baseline' ? (req.steps ?? 50) : 7;
+    return this.work<ImageFrame>(req.prompt, steps, signal, (i) => (i === 0 ? frame('preview', 1) : undefined), () => frame('final', 6));
   }
 
 }
@@ -211,7 +213,8 @@ async function sseAbort(i) {
   if (cancelledAt[i] === undefined) throw new Error('SSE stream ended without an event');
 }
 async function jobCancel(i) {
-  const d = await post({ query: 'mutation { generateImage(input: { prompt: "churn ' + i + '" }) { id } }' });
+  // a baseline job of 250 steps: a 7-step job could finish before the cancel arrives on a busy machine
+  const d = await post({ query: 'mutation { generateImage(input: { prompt: "churn ' + i + '", mode: BASELINE, steps: 250 }) { id } }' });
   cancelledAt[i] = now();
   const c = await post({ query: 'mutation($id: ID!) { cancelJob(id: $id) }', variables: { id: d.generateImage.id } });
   if (c.cancelJob !== true) throw new Error('cancelJob answered ' + c.cancelJob);
