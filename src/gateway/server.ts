@@ -257,9 +257,11 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const authOn = apiKeys.length > 0;
   const rt = new GatewayRuntime(options.limits, options.replica);
   const L = rt.limits;
-  const origins = new OriginPolicy(options.allowedOrigins ?? [], options.publicUrl);
+  // image URLs are `${publicUrl}/images/...`: without its trailing slash, or they would hold "//"
+  const publicUrl = options.publicUrl?.replace(/\/+$/, '');
+  const origins = new OriginPolicy(options.allowedOrigins ?? [], publicUrl);
   const bindHost = options.host ?? '127.0.0.1';
-  const hosts = new HostPolicy(options.allowedHosts, bindHost, options.publicUrl);
+  const hosts = new HostPolicy(options.allowedHosts, bindHost, publicUrl);
   const hostRejection = (host: string | undefined) =>
     `Host header "${host ?? ''}" is not allowed (DNS rebinding protection); allow it with --allow-host / HYPERBAGEL_ALLOWED_HOSTS`;
   const countCode = (code: string) => rt.metrics.errors.inc({ code }); // errors_total (see errorCountPlugin)
@@ -502,7 +504,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       const host = init.request?.headers.get('host');
       return {
         signal: init.opSignal ?? init.request?.signal ?? new AbortController().signal,
-        baseUrl: init.baseUrl ?? options.publicUrl?.replace(/\/+$/, '') ?? (host ? `http://${host}` : ''),
+        baseUrl: init.baseUrl ?? publicUrl ?? (host ? `http://${host}` : ''),
         // graphql-ws passes its own; over HTTP, the API key or the address of the node request
         client: init.client ?? (init.req ? (forwardedFor(init.req) ?? rateClient(httpKey, init.req)) : undefined),
         apiKey: init.apiKey ?? (authOn && httpKey && keyAllowed(apiKeys, httpKey) ? httpKey : undefined),
@@ -880,7 +882,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
           socket,
           params,
           opSignal: controller.signal,
-          baseUrl: options.publicUrl ?? (host ? `http://${host}` : ''),
+          baseUrl: publicUrl ?? (host ? `http://${host}` : ''),
           client,
           apiKey: authOn ? key : undefined,
         });

@@ -6,7 +6,7 @@ import { allowedHostsFrom } from '../../src/cli/commands/serve.ts';
 import { HostPolicy } from '../../src/gateway/origin.ts';
 import type { RunningServer } from '../../src/gateway/server.ts';
 import { FakeEngine } from './fake-engine.ts';
-import { start, wsUrl } from './helpers.ts';
+import { gqlPost, start, wsClient, wsRun, wsUrl } from './helpers.ts';
 
 const EVIL = 'http://evil.example';
 
@@ -83,6 +83,20 @@ describe('Host allowlist (DNS rebinding)', () => {
       expect((await gql(server, { host: h, origin })).status).toBe(200);
       expect(await handshake(server, { host: h, origin })).toBe(101);
       expect((await raw(server, '/metrics', { host: h, origin })).status).toBe(200);
+    }
+  });
+
+  it('publicUrl with a trailing slash: image URLs have one slash before images/, over HTTP and graphql-ws alike', async () => {
+    const s = await start({ engine: new FakeEngine({ nfeMs: 1 }), publicUrl: 'https://public.example/hb/' });
+    const Q = 'mutation { generateImage(input: { prompt: "a red circle", mode: ONE_STEP }) { result { image { url } } } }';
+    try {
+      const http = (await gqlPost(s, { query: Q })).json.data.generateImage.result.image.url as string;
+      const client = wsClient(s);
+      const ws = ((await wsRun(client, Q)).at(-1)!.data as any).generateImage.result.image.url as string;
+      await client.dispose();
+      for (const url of [http, ws]) expect(url).toMatch(/^https:\/\/public\.example\/hb\/images\/[0-9a-f]{32}\.png$/);
+    } finally {
+      await s.close();
     }
   });
 
