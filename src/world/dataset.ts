@@ -1,5 +1,5 @@
 // Dataset export for the Python recipes: images.npy / edited.npy (uint8 [N,64,64,3]), records.jsonl, meta.json.
-import { closeSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Rng } from './rng.ts';
 import { sampleScene } from './sampler.ts';
@@ -99,23 +99,37 @@ export function writeDataset(dir: string, opts: DatasetOptions, onProgress?: (do
 
 /**
  * The export DIR already holds, if it holds one that `opts` would not write again byte for byte
- * (another split, range or object count): a description of it. Exports are deterministic, so writing
- * the same one again is harmless; replacing a different one loses it.
+ * (another split, range or object count), or files that look like an export it cannot read (a cut-off
+ * run, a meta.json of unknown shape): a description of it. Exports are deterministic, so writing the
+ * same one again is harmless; replacing anything else may lose it.
  */
 export function differentExportIn(dir: string, opts: DatasetOptions): string | undefined {
-  let meta: { split?: string; count?: number; offset?: number; min_objects?: number; max_objects?: number };
+  let text: string;
   try {
-    meta = JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8'));
-  } catch {
-    return undefined;
+    text = readFileSync(join(dir, 'meta.json'), 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT') return `a meta.json that cannot be read (${code ?? (e as Error).message})`;
+    const files = ['images.npy', 'edited.npy', 'records.jsonl'].filter((f) => existsSync(join(dir, f)));
+    return files.length ? `${files.join(', ')} without a meta.json (an export cut off?)` : undefined;
   }
+  let meta: unknown;
+  try {
+    meta = JSON.parse(text);
+  } catch {
+    return 'an export whose meta.json is not valid JSON (cut off?)';
+  }
+  const m = meta as { split?: unknown; count?: unknown; offset?: unknown; min_objects?: unknown; max_objects?: unknown } | null;
+  if (!m || typeof m !== 'object' || Array.isArray(m) || typeof m.split !== 'string' || typeof m.count !== 'number')
+    return 'a meta.json that is not an export\'s (no split and count)';
+  const from = typeof m.offset === 'number' ? m.offset : 0;
+  // exports before the object counts were recorded: their counts are unknown, so not the same
+  const objects = typeof m.min_objects === 'number' && typeof m.max_objects === 'number' ? `${m.min_objects}–${m.max_objects} objects per scene` : 'object counts not recorded';
   const same =
-    meta.split === opts.split &&
-    meta.count === opts.count &&
-    (meta.offset ?? 0) === (opts.offset ?? 0) &&
-    (meta.min_objects ?? 1) === (opts.minObjects ?? 1) &&
-    (meta.max_objects ?? 4) === (opts.maxObjects ?? 4);
-  if (same) return undefined;
-  const from = meta.offset ?? 0;
-  return `${meta.split} samples ${from}–${from + (meta.count ?? 0) - 1}`;
+    m.split === opts.split &&
+    m.count === opts.count &&
+    from === (opts.offset ?? 0) &&
+    m.min_objects === (opts.minObjects ?? 1) &&
+    m.max_objects === (opts.maxObjects ?? 4);
+  return same ? undefined : `${m.split} samples ${from}–${from + m.count - 1}, ${objects}`;
 }

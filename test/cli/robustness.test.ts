@@ -157,7 +157,7 @@ describe('output paths are checked before the work; file system errors are one c
     expect((await inProc(['dataset', '--split', 'train', '--count', '2', '--out', deep])).code).toBe(0);
     const before = readFileSync(join(deep, 'records.jsonl'), 'utf8');
     expect(failsWith(await inProc(['dataset', '--split', 'train', '--count', '2', '--offset', '2', '--out', deep]), 2)).toMatch(
-      /--out .*already holds another export \(train samples 0–1\); give another DIR \(each export is one shard\), or --force to replace it/,
+      /--out .*already holds another export \(train samples 0–1, 1–4 objects per scene\); give another DIR \(each export is one shard\), or --force to replace it/,
     );
     expect(readFileSync(join(deep, 'records.jsonl'), 'utf8')).toBe(before);
     expect((await inProc(['dataset', '--split', 'train', '--count', '2', '--offset', '2', '--out', deep, '--force'])).code).toBe(0);
