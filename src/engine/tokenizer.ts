@@ -21,20 +21,21 @@ export class PackTokenizer {
 
   /** Word ids of a user text (no special tokens added). */
   encodeWords(text: string): number[] {
-    const { ids, unknown } = this.pieces(text);
+    const { ids, unknown, special } = this.pieces(text);
     if (unknown.length) {
       // name the words as written: "what's" splits into what ' s, and "unknown word: s" would puzzle
-      const words = this.writtenWords(text, unknown);
+      const words = this.writtenWords(text, unknown, special);
       throw new EngineError('UNKNOWN_WORDS', `unknown word${words.length > 1 ? 's' : ''}: ${words.join(', ')}`, { words });
     }
     return ids;
   }
 
-  /** The text's word ids, and the pieces the vocabulary lacks (punctuation dropped). */
-  private pieces(text: string): { ids: number[]; unknown: string[] } {
+  /** The text's word ids; the pieces the vocabulary lacks (punctuation dropped), and which of them are special tokens. */
+  private pieces(text: string): { ids: number[]; unknown: string[]; special: string[] } {
     const enc = this.tok.encode(text, { add_special_tokens: false });
     const ids: number[] = [];
     const unknown: string[] = [];
+    const special: string[] = [];
     enc.tokens.forEach((t: string, i: number) => {
       const id = enc.ids[i];
       if (id === undefined || id === null || id === this.unkId) {
@@ -44,20 +45,25 @@ export class PackTokenizer {
       }
       if (this.specialIds.has(id)) {
         if (!unknown.includes(t)) unknown.push(t);
+        if (!special.includes(t)) special.push(t);
         return;
       }
       ids.push(id);
     });
-    return { ids, unknown };
+    return { ids, unknown, special };
   }
 
-  /** The whitespace-separated words of `text` (outer punctuation trimmed) that hold an unknown piece. */
-  private writtenWords(text: string, unknown: string[]): string[] {
-    const words: string[] = [];
-    for (const raw of text.split(/\s+/)) {
-      if (!raw || !this.pieces(raw).unknown.length) continue;
-      const w = raw.replace(/^[\p{P}\p{S}]+|[\p{P}\p{S}]+$/gu, '') || raw;
-      if (!words.includes(w)) words.push(w);
+  /**
+   * The words of `text` that hold an unknown piece, as written: special tokens as typed, then words
+   * (letters, digits, apostrophes and hyphens; other punctuation separates them) the vocabulary lacks.
+   */
+  private writtenWords(text: string, unknown: string[], special: string[]): string[] {
+    const words = [...special];
+    let rest = text;
+    for (const t of special) rest = rest.split(t).join(' ');
+    for (const raw of rest.split(/[^\p{L}\p{N}'’-]+/u)) {
+      const w = raw.replace(/^['’-]+|['’-]+$/g, '');
+      if (w && !words.includes(w) && this.pieces(w).unknown.length) words.push(w);
     }
     return words.length ? words : unknown;
   }

@@ -174,6 +174,9 @@ describe('bad input gives typed errors', () => {
     const contraction = await engineError(() => engine.understand({ prompt: "what's the colour, it's red?" }));
     expect(contraction.message).toBe("unknown words: what's, it's");
     expect(contraction.details?.['words']).toEqual(["what's", "it's"]);
+    // other punctuation separates words; special tokens are named as typed
+    expect((await engineError(() => engine.understand({ prompt: 'red,zorblax circle' }))).message).toBe('unknown word: zorblax');
+    expect((await engineError(() => engine.understand({ prompt: 'describe <|im_start|> the image' }))).message).toBe('unknown word: <|im_start|>');
     const long = await engineError(() => engine.understand({ prompt: Array(300).fill('red').join(' ') }));
     expect(long.code).toBe('PROMPT_TOO_LONG');
     expect((await engineError(() => engine.generate({ prompt: 'a glorp' }))).code).toBe('UNKNOWN_WORDS');
