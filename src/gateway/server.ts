@@ -354,18 +354,28 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       const message =
         simple === 'multipart/form-data'
           ? 'A multipart request (a file upload) needs the header "GraphQL-Require-Preflight: 1": without it, a page on any site could send one'
-          : `A ${simple} request needs the header "GraphQL-Require-Preflight: 1" (a page on any site could send one); send GraphQL requests as application/json`;
+          : `${simple === 'text/plain' ? 'A' : 'An'} ${simple} request needs the header "GraphQL-Require-Preflight: 1" (a page on any site could send one); send GraphQL requests as application/json`;
       endResponse(new fetchAPI.Response(JSON.stringify({ errors: [{ message, extensions: { code: 'INVALID_INPUT' } }] }), { status: 400, headers: { 'content-type': 'application/json' } }));
     },
     // yoga answers a body it has no parser for with a bare 415; say what it accepts instead
     onRequestParse({ request, requestParser, endResponse, fetchAPI }) {
       if (requestParser || request.method !== 'POST') return;
       const ct = (request.headers.get('content-type') ?? '').split(';')[0]!.trim();
+      // yoga matches media types as written; MIME types are case-insensitive, so say what differs
+      const lower = ct.toLowerCase();
+      const known = ['application/json', 'application/graphql+json', 'application/graphql', 'multipart/form-data', 'application/x-www-form-urlencoded'].includes(lower);
       countCode('INVALID_INPUT');
       endResponse(
         new fetchAPI.Response(
           JSON.stringify({
-            errors: [{ message: `${ct ? `Content-Type ${ct.slice(0, 100)}` : 'A body without a Content-Type'} is not a GraphQL request; send application/json (multipart/form-data for uploads)`, extensions: { code: 'INVALID_INPUT' } }],
+            errors: [
+              {
+                message: known
+                  ? `Content-Type ${ct.slice(0, 100)} must be written in lower case: ${lower}`
+                  : `${ct ? `Content-Type ${ct.slice(0, 100)}` : 'A body without a Content-Type'} is not a GraphQL request; send application/json (multipart/form-data for uploads)`,
+                extensions: { code: 'INVALID_INPUT' },
+              },
+            ],
           }),
           { status: 415, headers: { 'content-type': 'application/json' } },
         ),

@@ -87,6 +87,12 @@ describe('image inputs', () => {
         extensions: { code: 'INVALID_INPUT' },
       });
     }
+    // a media type yoga would take, written with capitals: the message says so, not "send application/json"
+    const caps = await fetch(server.url, { method: 'POST', body, headers: { 'content-type': 'Application/JSON' } });
+    expect(caps.status).toBe(415);
+    expect(((await caps.json()) as any).errors[0].message).toBe('Content-Type Application/JSON must be written in lower case: application/json');
+    const form = await fetch(server.url, { method: 'POST', body: 'query=x', headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+    expect(((await form.json()) as any).errors[0].message).toMatch(/^An application\/x-www-form-urlencoded request needs the header/);
     // another method is still yoga's typed 405, not a 415
     const put = await fetch(server.url, { method: 'PUT' });
     expect(put.status).toBe(405);
