@@ -4,6 +4,8 @@ import sharp, { type OutputInfo } from 'sharp';
 import type { RgbImage } from '../engine/types.ts';
 import { WorldError } from '../world/errors.ts';
 
+const MAX_FILE_PIXELS = 4096 * 4096;
+
 /**
  * Reads an image file as RGB; `expectSize` rejects other dimensions. Decoded as the gateway does
  * (src/gateway/images.ts): alpha flattened on white; and turned upright by its EXIF orientation.
@@ -15,9 +17,15 @@ export async function readRgbFile(path: string, expectSize?: number): Promise<Rg
   } catch (err) {
     throw new WorldError('BAD_IMAGE', `cannot read image file "${path}": ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
+  // the pixel limit from the header, with a message that states it (sharp's says only "exceeds pixel limit")
+  const meta = await sharp(bytes, { limitInputPixels: false })
+    .metadata()
+    .catch(() => undefined);
+  const pixels = (meta?.width ?? 0) * (meta?.height ?? 0);
+  if (pixels > MAX_FILE_PIXELS) throw new WorldError('BAD_IMAGE', `"${path}" is ${meta!.width}×${meta!.height}, ${pixels} pixels; the limit is ${MAX_FILE_PIXELS} pixels (4096×4096)`);
   let raw: { data: Buffer; info: OutputInfo };
   try {
-    raw = await sharp(bytes, { limitInputPixels: 4096 * 4096 })
+    raw = await sharp(bytes, { limitInputPixels: MAX_FILE_PIXELS })
       .rotate()
       .flatten({ background: '#ffffff' })
       .toColourspace('srgb')

@@ -89,7 +89,7 @@ export function shownMessage(message: string): string {
 }
 
 let pipesHandled = false;
-let pipeClosed = false;
+let outputFailed = false;
 /**
  * A reader that closes early (`hyperbagel … | head`) makes writes fail with EPIPE: exit quietly then,
  * as a command killed by SIGPIPE would (status 141), rather than crash with an unhandled 'error'.
@@ -102,9 +102,10 @@ function handleClosedPipes(): void {
   for (const stream of [process.stdout, process.stderr]) {
     stream.on('error', (err: NodeJS.ErrnoException) => {
       const closed = err.code === 'EPIPE' || err.code === 'ERR_STREAM_DESTROYED';
-      if (pipeClosed) return;
-      pipeClosed = true;
-      // any other failure to write (a full disk, an I/O error): one line where it can still be shown
+      if (outputFailed) return;
+      outputFailed = true;
+      // any other failure to write (a full disk, an I/O error): one line on stderr when stdout failed
+      // (when stderr itself failed, nothing can be shown: the status says it)
       const status = closed ? 141 : 1;
       if (!closed && stream === process.stdout) process.stderr.write(`hyperbagel: cannot write the output to stdout: ${shownMessage(err.message)}\n`);
       process.exitCode = status;
@@ -119,7 +120,7 @@ function handleClosedPipes(): void {
 export async function main(argv: string[]): Promise<number> {
   handleClosedPipes();
   const code = await runCli(argv);
-  return pipeClosed ? (process.exitCode as number) : code;
+  return outputFailed ? (process.exitCode as number) : code;
 }
 
 /** Runs one command line; returns the exit status (usage error 2, typed error 1). */

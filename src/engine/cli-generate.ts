@@ -1,4 +1,5 @@
 // Shared body of `hyperbagel generate` and `hyperbagel edit`.
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import sharp from 'sharp';
 import path from 'node:path';
@@ -93,13 +94,19 @@ export async function runGenerateCommand(argv: string[], edit: boolean, help: st
     try {
       for await (const f of engine.generate(req)) {
         const ext = f.image.mimeType.split('/')[1]!.replace('jpeg', 'jpg');
-        if (f.stage === 'final') fs.writeFileSync(out, outFormat === 'png' ? f.image.bytes : await reencode(f.image.bytes, outFormat));
+        // the sha256 reported is of the bytes written (a re-encoded final's, not the engine's PNG)
+        let sha256 = f.image.sha256;
+        if (f.stage === 'final') {
+          const bytes = outFormat === 'png' ? f.image.bytes : await reencode(f.image.bytes, outFormat);
+          if (bytes !== f.image.bytes) sha256 = createHash('sha256').update(bytes).digest('hex');
+          fs.writeFileSync(out, bytes);
+        }
         else if (previews) fs.writeFileSync(path.join(previews, `preview-${String(n).padStart(2, '0')}-nfe${f.nfe}.${ext}`), f.image.bytes);
         n++;
         if (f.thought !== undefined && thought === undefined && !args.flags.has('quiet')) process.stderr.write(JSON.stringify({ thought: (thought = f.thought) }) + '\n');
         if (!args.flags.has('quiet'))
           process.stderr.write(
-              JSON.stringify({ stage: f.stage, nfe: f.nfe, step: f.step, elapsedMs: +f.elapsedMs.toFixed(2), seed: f.seed, sampler: f.sampler, sha256: f.image.sha256, ...(f.sourceImage ? { sourceImage: f.sourceImage } : {}) }) + '\n',
+              JSON.stringify({ stage: f.stage, nfe: f.nfe, step: f.step, elapsedMs: +f.elapsedMs.toFixed(2), seed: f.seed, sampler: f.sampler, sha256, ...(f.sourceImage ? { sourceImage: f.sourceImage } : {}) }) + '\n',
             );
       }
     } catch (e) {

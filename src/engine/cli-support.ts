@@ -3,8 +3,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp, { type Metadata } from 'sharp';
-import { decodeImageBytes, DEFAULT_DECODE_LIMITS } from './image/codec.ts';
-import { EngineError, MIN_IMAGE_SIDE, type RgbImage } from './types.ts';
+import { checkInputImage, decodeImageBytes, DEFAULT_DECODE_LIMITS } from './image/codec.ts';
+import { EngineError, type RgbImage } from './types.ts';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const DEFAULT_PACK = path.join(REPO_ROOT, 'models', 'shapes-mot');
@@ -81,9 +81,8 @@ export async function readImageFile(file: string): Promise<RgbImage> {
     if (e instanceof EngineError) throw new EngineError(e.code, `${file}: ${e.message}`, e.details);
     throw e;
   }
-  // the engine refuses this too, but names the request field; here the file is known
-  if (img.width < MIN_IMAGE_SIDE || img.height < MIN_IMAGE_SIDE)
-    throw new EngineError('BAD_IMAGE', `${file}: ${img.width}×${img.height} is too small (at least ${MIN_IMAGE_SIDE} pixels a side)`, { width: img.width, height: img.height });
+  // the engine checks this too, but names the request field; here the file is known
+  checkInputImage(img, file);
   return img;
 }
 

@@ -141,6 +141,8 @@ describe('understand', () => {
       [['--speculation', 'off', '--chain-length', '3'], /--chain-length applies to .* not off/],
       [['--speculation', 'chain', '--tree-budget', '8'], /--tree-budget applies to --speculation auto or tree, not chain/],
     ];
+    // a bad --temperature is named as such, not taken as 0
+    expect(oneLineError(await cli(['understand', '--pack', 'no/such/pack', '--temperature', 'warm', '--top-p', '0.9', 'describe the image']))).toMatch(/--temperature must be a number, got "warm"/);
     for (const [flags, message] of cases) {
       const r = await cli(['understand', '--pack', 'no/such/pack', ...flags, 'describe the image']);
       expect(r.code, flags.join(' ')).toBe(2);

@@ -3,7 +3,7 @@ import { precheckGenerateCommand, runGenerateCommand } from '../../engine/cli-ge
 
 export const HELP = `Usage: hyperbagel edit --image FILE "instruction" --out FILE.png [options]
 
-Edits an image (PNG/JPEG/WebP of 8 to 16,777,216 pixels, i.e. up to 4096×4096, at least 8 a side:
+Edits an image (PNG/JPEG/WebP, at least 8×8 and at most 16,777,216 pixels, e.g. 4096×4096:
 centre-cropped to a square and resized to the model's 64×64, reported as sourceImage on stderr)
 following the instruction; writes the final frame as PNG (JPEG / WebP for an --out ending in .jpg
 or .webp).

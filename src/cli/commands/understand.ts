@@ -9,12 +9,14 @@ export const HELP = `Usage: hyperbagel understand [--image FILE] [options] "prom
 
 Answers a question about an image (or about nothing); streams only the answer text to stdout and
 prints a JSON summary (usage, timings, speculation statistics) to stderr.
-  --image FILE          PNG/JPEG/WebP of up to 16,777,216 pixels (4096×4096), at least 8 a side;
+  --image FILE          PNG/JPEG/WebP, at least 8×8 and at most 16,777,216 pixels (e.g. 4096×4096);
                         centre-cropped to a square and resized to the model's image size (64×64),
                         reported as inputImage
   --speculation MODE    auto|off|chain|tree|ngram (default auto)
-  --chain-length K      drafted tokens per step (auto, chain, ngram; default: sized from the hardware)
-  --tree-budget N       drafted nodes per step (auto, tree; default: sized from the hardware)
+  --chain-length K      drafted tokens per step in chain and ngram modes (auto: when it drafts a chain;
+                        default: sized from the hardware)
+  --tree-budget N       drafted nodes per step in tree mode (auto: when it drafts a tree; default: sized
+                        from the hardware)
   --temperature T       0 = greedy (default 0)
   --top-p P, --top-k K  nucleus / top-k truncation (with --temperature above 0)
   --seed N              makes sampling reproducible
@@ -37,10 +39,12 @@ function parse(argv: string[]) {
   if (!prompt.trim()) throw new UsageError('a prompt is required');
   const mode = (flag(args, 'speculation') ?? 'auto') as SpeculationMode;
   if (!['auto', 'off', 'chain', 'tree', 'ngram'].includes(mode)) throw new UsageError('--speculation must be auto, off, chain, tree or ngram');
-  // flags that would be silently ignored are refused, as generate refuses its own (and the API the speculation ones)
+  // flags that would be silently ignored are refused, as generate refuses its own (and the API the
+  // speculation ones); auto may draft chains or trees, so it takes both
   if (args.flags.has('chain-length') && !['auto', 'chain', 'ngram'].includes(mode)) throw new UsageError(`--chain-length applies to --speculation auto, chain or ngram, not ${mode}`);
   if (args.flags.has('tree-budget') && !['auto', 'tree'].includes(mode)) throw new UsageError(`--tree-budget applies to --speculation auto or tree, not ${mode}`);
-  const sampled = Number(flag(args, 'temperature') ?? 0) > 0;
+  const temperature = numberFlag(flag(args, 'temperature'), 'temperature');
+  const sampled = (temperature ?? 0) > 0;
   for (const f of ['top-p', 'top-k'])
     if (args.flags.has(f) && !sampled) throw new UsageError(`--${f} applies to sampling, with --temperature above 0 (at 0, each step takes the most likely token)`);
   const threads = threadsFlag(args);
@@ -50,7 +54,7 @@ function parse(argv: string[]) {
   // numbers are checked here, before the model loads; their pack-dependent ranges by the engine
   const req: UnderstandRequest = {
     prompt,
-    temperature: numberFlag(flag(args, 'temperature'), 'temperature'),
+    temperature,
     topP: numberFlag(flag(args, 'top-p'), 'top-p'),
     topK: numberFlag(flag(args, 'top-k'), 'top-k', { integer: true }),
     seed: numberFlag(flag(args, 'seed'), 'seed', { integer: true, min: 0 }),

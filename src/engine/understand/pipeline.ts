@@ -280,7 +280,8 @@ export async function* runUnderstand(
     const parts: Part[] = [];
     const lead = conversation?.seq && startPos > 0 ? [...conversation.pending] : [sp.bos];
     // the previous answer's tail that its turn did not leave in the KV cache (how much depends on how
-    // it was decoded) is fed again here, but it was that turn's output: usage counts it there only
+    // it was decoded) is fed again here, but it was that turn's output: usage counts it there only.
+    // The EOS that ended it, when it is in that tail, is counted in no turn: as when its turn cached it
     const carried = conversation?.seq && startPos > 0 ? lead.length : 0;
     // the image of this turn: the request's own (cropped/resized to the vision size), else the
     // session's latest image when the conversation has not seen it yet
