@@ -13,7 +13,7 @@ import type {
   UnderstandSummary,
 } from '../src/engine/types.ts';
 import { SAMPLER_LIMITS as SAMPLER } from '../src/engine/generation/pipeline.ts';
-import { MAX_STOP_CHARS, MAX_STOP_SEQUENCES, SPECULATION_LIMITS as SPEC } from '../src/engine/understand/pipeline.ts';
+import { MAX_STOP_CHARS, MAX_STOP_SEQUENCES, SPECULATION_FIELDS_READ, SPECULATION_LIMITS as SPEC } from '../src/engine/understand/pipeline.ts';
 import { GatewayError, toGatewayError } from '../src/gateway/errors.ts';
 import { IMAGE_EXT, imageFromInput, readImageInput, sentSizeOf } from '../src/gateway/images.ts';
 import { iterateJob, type FrameRecord, type ImageJobRecord, type JobEvent } from '../src/gateway/jobs.ts';
@@ -43,14 +43,6 @@ const SPEC_OUT: Record<EngineSpeculationMode, SpeculationMode> = { auto: 'AUTO',
 const SPEC_IN: Record<SpeculationMode, EngineSpeculationMode> = { AUTO: 'auto', OFF: 'off', CHAIN: 'chain', TREE: 'tree', NGRAM: 'ngram' };
 const MODE_IN: Record<GenerationMode, EngineGenerationMode> = { PROGRESSIVE: 'progressive', ONE_STEP: '1nfe', SIX_STEP: '6nfe', BASELINE: 'baseline' };
 
-/** The speculation sizing fields each mode reads (AUTO may pick a chain or a tree). */
-const SPEC_FIELDS_READ: Record<SpeculationMode, readonly (keyof SpeculationInput)[]> = {
-  AUTO: ['chainLength', 'treeBudget', 'treeTopK', 'treeDepth'],
-  OFF: [],
-  CHAIN: ['chainLength'],
-  NGRAM: ['chainLength'],
-  TREE: ['treeBudget', 'treeTopK', 'treeDepth'],
-};
 
 const MAX_SEED = 2 ** 31 - 1;
 // SPEC and SAMPLER are the engine's own limits, checked here too so a bad value fails the request
@@ -152,7 +144,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
     // a sizing field the mode never reads is refused, not silently ignored (as steps outside BASELINE)
     const mode = s.mode ?? 'AUTO';
     for (const k of ['chainLength', 'treeBudget', 'treeTopK', 'treeDepth'] as const) {
-      if (s[k] === null || s[k] === undefined || (SPEC_FIELDS_READ[mode] as readonly string[]).includes(k)) continue;
+      if (s[k] === null || s[k] === undefined || SPECULATION_FIELDS_READ[SPEC_IN[mode]].includes(k)) continue;
       throw new GatewayError('INVALID_INPUT', `speculation.${k} does not apply to mode ${mode}`, { argument: `speculation.${k}` });
     }
     return {

@@ -4,6 +4,7 @@ import { createEngine } from '../../engine/index.ts';
 import { numberFlag, readImageFile, resolvePack, withFlagNames } from '../../engine/cli-support.ts';
 import type { SpeculationMode, UnderstandRequest } from '../../engine/types.ts';
 import { checkPromptLength, checkStops, MAX_PROMPT_CHARS, MAX_STOP_CHARS, MAX_STOP_SEQUENCES } from '../input-limits.ts';
+import { SPECULATION_FIELDS_READ } from '../../engine/understand/pipeline.ts';
 
 export const HELP = `Usage: hyperbagel understand [--image FILE] [options] "prompt"   (the prompt: at most ${MAX_PROMPT_CHARS} characters; the default model reads at most 128 words)
 
@@ -41,8 +42,11 @@ function parse(argv: string[]) {
   if (!['auto', 'off', 'chain', 'tree', 'ngram'].includes(mode)) throw new UsageError('--speculation must be auto, off, chain, tree or ngram');
   // flags that would be silently ignored are refused, as generate refuses its own (and the API the
   // speculation ones); auto may draft chains or trees, so it takes both
-  if (args.flags.has('chain-length') && !['auto', 'chain', 'ngram'].includes(mode)) throw new UsageError(`--chain-length applies to --speculation auto, chain or ngram, not ${mode}`);
-  if (args.flags.has('tree-budget') && !['auto', 'tree'].includes(mode)) throw new UsageError(`--tree-budget applies to --speculation auto or tree, not ${mode}`);
+  for (const [f, field] of [['chain-length', 'chainLength'], ['tree-budget', 'treeBudget']] as const) {
+    if (!args.flags.has(f) || SPECULATION_FIELDS_READ[mode].includes(field)) continue;
+    const modes = (Object.keys(SPECULATION_FIELDS_READ) as SpeculationMode[]).filter((m) => SPECULATION_FIELDS_READ[m].includes(field));
+    throw new UsageError(`--${f} applies to --speculation ${modes.slice(0, -1).join(', ')}${modes.length > 1 ? ' or ' : ''}${modes.at(-1)}, not ${mode}`);
+  }
   const temperature = numberFlag(flag(args, 'temperature'), 'temperature');
   const sampled = (temperature ?? 0) > 0;
   for (const f of ['top-p', 'top-k'])

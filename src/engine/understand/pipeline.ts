@@ -47,6 +47,18 @@ export const SPECULATION_LIMITS = {
   treeDepth: { min: 1, max: 10 },
 } as const;
 
+/**
+ * The speculation sizing fields each mode reads (auto may draft a chain or a tree): the gateway and
+ * the CLI refuse a field its mode never reads rather than ignore it.
+ */
+export const SPECULATION_FIELDS_READ: Readonly<Record<SpeculationMode, readonly (keyof typeof SPECULATION_LIMITS)[]>> = {
+  auto: ['chainLength', 'treeBudget', 'treeTopK', 'treeDepth'],
+  off: [],
+  chain: ['chainLength'],
+  ngram: ['chainLength'],
+  tree: ['treeBudget', 'treeTopK', 'treeDepth'],
+};
+
 export interface ConversationState {
   seq: WorkerSequence | null;
   nextPos: number;
