@@ -25,14 +25,15 @@ export function captionPrompt(packDir: string): string {
 
 /** Wraps an engine; greedy decoding for understanding, `mode` (and `think`) for generation, `mode` for editing. */
 export function engineModel(engine: Engine, opts: { mode: GenerationMode; captionPrompt?: string; think?: boolean; thinkTemperature?: number }): EvalModel {
-  const understand = async (image: RgbImage, prompt: string): Promise<string> => {
+  const understand = async (image: RgbImage | undefined, prompt: string, session?: ReturnType<Engine['createSession']>): Promise<string> => {
     let text: string | undefined;
-    for await (const ev of engine.understand({ prompt, image, temperature: 0, maxTokens: EVAL_MAX_TOKENS })) {
+    for await (const ev of engine.understand({ prompt, ...(image ? { image } : {}), ...(session ? { session } : {}), temperature: 0, maxTokens: EVAL_MAX_TOKENS })) {
       if (ev.kind === 'done') text = ev.text;
     }
     if (text === undefined) throw new EngineError('INTERNAL', 'understand() ended without a summary');
     return text;
   };
+  const captionText = opts.captionPrompt ?? DEFAULT_CAPTION_PROMPT;
   const finalFrame = async (req: Parameters<Engine['generate']>[0]): Promise<{ image: RgbImage; thought?: string }> => {
     for await (const frame of engine.generate(req)) if (frame.stage === 'final') return { image: frame.rgb, ...(frame.thought !== undefined ? { thought: frame.thought } : {}) };
     throw new EngineError('INTERNAL', 'generate() ended without a final frame');
@@ -43,8 +44,17 @@ export function engineModel(engine: Engine, opts: { mode: GenerationMode; captio
     ...(opts.think ? { think: true, ...(opts.thinkTemperature !== undefined ? { thinkTemperature: opts.thinkTemperature } : {}) } : {}),
   });
   return {
-    caption: (image) => understand(image, opts.captionPrompt ?? DEFAULT_CAPTION_PROMPT),
+    caption: (image) => understand(image, captionText),
     answer: (image, question) => understand(image, question),
+    followUp: async (image, question) => {
+      const session = engine.createSession();
+      try {
+        await understand(image, captionText, session);
+        return await understand(undefined, question, session);
+      } finally {
+        engine.closeSession(session);
+      }
+    },
     generate: (prompt, seed) => lastFrame(t2i(prompt, seed)),
     generateDetailed: (prompt, seed) => finalFrame(t2i(prompt, seed)),
     edit: (image, instruction, seed) => lastFrame({ prompt: instruction, sourceImage: image, mode: opts.mode, seed }),

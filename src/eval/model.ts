@@ -6,6 +6,12 @@ export interface EvalModel {
   caption(image: RgbImage): Promise<string>;
   /** the answer to a question about the image */
   answer(image: RgbImage, question: string): Promise<string>;
+  /**
+   * the answer to a question asked in the same conversation right after the model captioned the image
+   * (the question sent without the image again, as a chat client's second turn); models without
+   * conversations leave it out
+   */
+  followUp?(image: RgbImage, question: string): Promise<string>;
   /** text → image */
   generate(prompt: string, seed: number): Promise<RgbImage>;
   /** text → image plus what the model wrote first in think mode (recorded in --details), when it thinks */

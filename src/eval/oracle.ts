@@ -49,6 +49,15 @@ export function oracleModel(): EvalModel {
         throw e;
       }
     },
+    // the oracle remembers the image across turns perfectly: a follow-up is answered as a first question
+    followUp: async (img, q) => {
+      try {
+        return answerQuestion(detectScene(img), q);
+      } catch (e) {
+        if (e instanceof WorldError && e.code === 'PARSE_ERROR') return '';
+        throw e;
+      }
+    },
     generate: async (prompt) => {
       const s = refs.get(prompt);
       if (!s) throw new WorldError('PARSE_ERROR', `oracle has no reference scene for "${prompt}"`);

@@ -28,6 +28,11 @@ export interface RunOptions {
    */
   shift?: number;
   /**
+   * understanding only: also ask every question as a follow-up, in one conversation after the model
+   * captioned the image, without the image again (EvalModel.followUp): followup_vqa
+   */
+  followup?: boolean;
+  /**
    * geneval/gedit: images per prompt (default 1). GenEval itself draws 4 per prompt; one per prompt leaves a
    * 300-prompt score with a standard error of about 0.03, too wide to choose between recipe variants that
    * differ by less. Sample k uses the item's seed + k × SAMPLE_SEED_STRIDE, so sample 0 is the fixed suite's
@@ -65,12 +70,17 @@ export interface UnderstandResult {
    */
   heldout_caption_by_combination: Record<string, { exact: number; images: number }>;
   counts: { images: number; questions: number; heldout_images: number; heldout_questions: number };
+  /** with `followup`: VQA accuracy of the same questions asked as a second turn after the caption */
+  followup_vqa?: number;
+  heldout_followup_vqa?: number;
 }
 
 async function understandSplit(model: EvalModel, split: EvalSplit, suite: EvalSuite, opts: RunOptions) {
   const name = suiteName('understand', split, suite);
   const items = loadUnderstandSuite(split, suite).items.slice(0, opts.limit);
-  let captions = 0, answers = 0, questions = 0;
+  let captions = 0, answers = 0, questions = 0, followUps = 0;
+  const followUp = opts.followup ? model.followUp?.bind(model) : undefined;
+  if (opts.followup && !followUp) throw new RangeError('this model has no conversations to ask follow-up questions in');
   const byCombination: Record<string, { exact: number; images: number }> = {};
   for (const [n, it] of items.entries()) {
     const img = opts.shift ? shiftImage(renderScene(it.scene), opts.shift, opts.shift) : renderScene(it.scene);
@@ -88,13 +98,20 @@ async function understandSplit(model: EvalModel, split: EvalSplit, suite: EvalSu
       const answer = await model.answer(img, q.question);
       const ok = answerCorrect(answer, q.answer);
       if (ok) answers++;
-      qs.push({ question: q.question, expected: q.answer, answer, correct: ok });
+      const rec: Record<string, unknown> = { question: q.question, expected: q.answer, answer, correct: ok };
+      if (followUp) {
+        const second = await followUp(img, q.question);
+        const okSecond = answerCorrect(second, q.answer);
+        if (okSecond) followUps++;
+        Object.assign(rec, { followup_answer: second, followup_correct: okSecond });
+      }
+      qs.push(rec);
     }
     opts.onItem?.({ suite: name, id: it.id, expected: it.caption, caption, correct: captionOk, questions: qs });
     opts.onProgress?.(`understand ${suiteTag(split, suite)}`, n + 1, items.length);
   }
   for (const c of Object.values(byCombination)) c.exact /= c.images;
-  return { caption: items.length ? captions / items.length : 0, vqa: questions ? answers / questions : 0, images: items.length, questions, byCombination };
+  return { caption: items.length ? captions / items.length : 0, vqa: questions ? answers / questions : 0, followupVqa: questions ? followUps / questions : 0, images: items.length, questions, byCombination };
 }
 
 export async function evaluateUnderstanding(model: EvalModel, opts: RunOptions = {}): Promise<UnderstandResult> {
@@ -106,6 +123,7 @@ export async function evaluateUnderstanding(model: EvalModel, opts: RunOptions =
     caption_exact: t.caption, vqa: t.vqa, heldout_caption_exact: h.caption, heldout_vqa: h.vqa,
     heldout_caption_by_combination: Object.fromEntries(Object.entries(h.byCombination).sort(([a], [b]) => a.localeCompare(b))),
     counts: { images: t.images, questions: t.questions, heldout_images: h.images, heldout_questions: h.questions },
+    ...(opts.followup ? { followup_vqa: t.followupVqa, heldout_followup_vqa: h.followupVqa } : {}),
   };
 }
 

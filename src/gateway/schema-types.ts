@@ -138,9 +138,10 @@ export interface UnderstandInput {
    * conversation has not seen it yet (a final generated or edited in the session); `image`, when
    * given, is fed instead and becomes the session's latest image.
    * The default model was trained on one question per image: it answers a first question about an
-   * image reliably, and follow-up questions in the same conversation much less so (it may describe
-   * the image again, or get a colour wrong). For a reliable answer to another question, send it with
-   * `image` (the same image starts a fresh reading of it) or without a sessionId. */
+   * image reliably (0.99 on the test suite), and a follow-up question in the same conversation rarely
+   * (0.11, `npx hyperbagel eval understand --followup`: it mostly describes the image again). For a
+   * reliable answer to another question, send it with `image` (the same image starts a fresh reading of
+   * it) or without a sessionId. */
   sessionId?: string | null;
 }
 

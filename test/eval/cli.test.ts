@@ -191,4 +191,38 @@ describe('hyperbagel eval', () => {
     expect(where.code).toBe(2);
     expect(where.stderr).toMatch(/--shift applies to eval understand only/);
   });
+
+  it('understand --followup asks every question again as a second turn after the caption, without the image, and scores it apart', async () => {
+    // what the harness asks: the image with the question; the first-turn answer is not consulted
+    const asked: Array<[string, boolean]> = [];
+    const model = {
+      caption: async () => '',
+      answer: async () => 'wrong',
+      followUp: async (img: RgbImage, q: string) => (asked.push([q, img.width === 64]), q.startsWith('is there') ? 'yes' : 'no'),
+      generate: async () => { throw new Error('unused'); },
+      edit: async () => { throw new Error('unused'); },
+    };
+    const r = await evaluateUnderstanding(model, { limit: 2, followup: true });
+    expect(r.vqa).toBe(0);
+    expect(asked).toHaveLength(r.counts.questions + r.counts.heldout_questions);
+    expect(r.followup_vqa).toBeGreaterThan(0);
+    expect(r.followup_vqa).toBeLessThan(1);
+    expect((await evaluateUnderstanding(model, { limit: 1 })).followup_vqa).toBeUndefined();
+    await expect(evaluateUnderstanding({ ...model, followUp: undefined }, { limit: 1, followup: true })).rejects.toThrow(/no conversations/);
+    // the oracle remembers perfectly; the engine's sessions run the real second turn (tiny random pack: any score)
+    const oracle = JSON.parse((await cli('eval', 'understand', '--model', 'oracle', '--followup', '--limit', '2', '--json')).stdout);
+    expect(oracle).toMatchObject({ followup_vqa: 1, heldout_followup_vqa: 1 });
+    const details = join(mkdtempSync(join(tmpdir(), 'hb-eval-followup-')), 'followup.jsonl');
+    const tiny = await cli('eval', 'understand', '--pack', 'test/fixtures/tiny-pack', '--followup', '--limit', '1', '--json', '--details', details);
+    expect(tiny.code, tiny.stderr).toBe(0);
+    const out = JSON.parse(tiny.stdout);
+    expect(out.followup_vqa).toBeGreaterThanOrEqual(0);
+    expect(out.followup_vqa).toBeLessThanOrEqual(1);
+    const rec = JSON.parse(readFileSync(details, 'utf8').split('\n')[0]!);
+    expect(typeof rec.questions[0].followup_answer).toBe('string');
+    expect(typeof rec.questions[0].followup_correct).toBe('boolean');
+    const where = await cli('eval', 'geneval', '--model', 'oracle', '--followup');
+    expect(where.code).toBe(2);
+    expect(where.stderr).toMatch(/--followup applies to eval understand only/);
+  }, 60_000);
 });

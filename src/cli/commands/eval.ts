@@ -51,6 +51,9 @@ Options:
   --shift N       understand: every image moved N pixels right and down (N in [-8, 8], edge pixels
                   replicated), answers unchanged: robustness to objects off the cell centres the world
                   always draws them at (the output gains "shift")
+  --followup      understand: also ask every question as a chat client's second turn, in one conversation
+                  after the model captioned the image and without sending the image again (the output gains
+                  "followup_vqa" and "heldout_followup_vqa")
   --samples N     geneval/gedit: images per prompt, N in [1, ${MAX_SAMPLES}] (default 1). Sample k is drawn with the
                   item's seed + k × ${SAMPLE_SEED_STRIDE.toLocaleString('en-US')}, so sample 0 is the fixed suite's image; every image is
                   judged and counted (the output gains "samples"). GenEval itself draws 4 per prompt: one per
@@ -87,7 +90,7 @@ function printResult(json: boolean, result: object, human: () => string): void {
 const pct = (x: number | undefined) => (x === undefined ? '   -  ' : `${(x * 100).toFixed(1).padStart(5)}%`);
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ['pack', 'mode', 'limit', 'count', 'model', 'details', 'variant', 'think-temperature', 'suite', 'shift', 'samples'], booleans: ['json', 'write', 'think'] });
+  const args = parseArgs(argv, { values: ['pack', 'mode', 'limit', 'count', 'model', 'details', 'variant', 'think-temperature', 'suite', 'shift', 'samples'], booleans: ['json', 'write', 'think', 'followup'] });
   if (args.flags.has('help')) { console.log(HELP); return 0; }
   const [target, ...extra] = args.positionals;
   if (!target) throw new UsageError(`say what to evaluate: ${TARGETS.join(', ')}`);
@@ -113,6 +116,8 @@ export async function run(argv: string[]): Promise<number> {
   if (args.flags.has('think') && target !== 'geneval') throw new UsageError('--think applies to geneval only');
   if (flag(args, 'shift') !== undefined && target !== 'understand') throw new UsageError('--shift applies to eval understand only');
   const shift = flag(args, 'shift') === undefined ? undefined : intFlag(args, 'shift', 0, -8, 8);
+  if (args.flags.has('followup') && target !== 'understand') throw new UsageError('--followup applies to eval understand only');
+  const followup = args.flags.has('followup');
   if (flag(args, 'samples') !== undefined && target !== 'geneval' && target !== 'gedit') throw new UsageError('--samples applies to eval geneval and gedit only');
   const samples = intFlag(args, 'samples', 1, 1, MAX_SAMPLES);
   const suiteRaw = flag(args, 'suite');
@@ -203,6 +208,7 @@ export async function run(argv: string[]): Promise<number> {
     suite,
     limit,
     ...(shift ? { shift } : {}),
+    ...(followup ? { followup } : {}),
     ...(samples > 1 ? { samples } : {}),
     onItem: detailsPath ? (rec) => details.push(JSON.stringify(rec)) : undefined,
     onProgress: process.stderr.isTTY ? (what, done, total) => process.stderr.write(`\r${what}: ${done}/${total}${done === total ? '\n' : ''}`) : undefined,
@@ -214,6 +220,7 @@ export async function run(argv: string[]): Promise<number> {
       printResult(json, { ...r, ...about }, () => [
         `understanding (${about.model}, ${suite} suites): caption exact ${pct(r.caption_exact)}, VQA ${pct(r.vqa)} on ${r.counts.images} ${suite} images / ${r.counts.questions} questions`,
         `  held-out${suite === 'val' ? ' (val)' : ''}: caption exact ${pct(r.heldout_caption_exact)}, VQA ${pct(r.heldout_vqa)} on ${r.counts.heldout_images} images / ${r.counts.heldout_questions} questions`,
+        ...(r.followup_vqa !== undefined ? [`  follow-up VQA (asked after the caption, in one conversation): ${pct(r.followup_vqa)}   held-out ${pct(r.heldout_followup_vqa!)}`] : []),
         ...Object.entries(r.heldout_caption_by_combination).map(([k, v]) => `    with a ${k.padEnd(22)} caption exact ${pct(v.exact)} (${v.images} images)`),
       ].join('\n'));
     } else if (target === 'geneval') {
