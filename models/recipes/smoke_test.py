@@ -152,6 +152,28 @@ def main():
     o = run([x if x != urun else frun for x in common] + ["--steps", "10", "--warmup", "2", "--init-weights", lite,
                                                           "--vit-input", "rgb+mask", "--vit-colour", "--vit-rgb-drop", "0.5", "--shift-aug", "2",
                                                           "--attr-noise", "0.5", "--factor-drop", "0.5"])
+    # --followup: two-turn sequences (data.followup_seq) train, and are laid out as the engine feeds a
+    # session's second turn: ... a1 <eos> q2 <|im_start|> a2 <eos>, with both answers (and their EOS) as targets
+    furun = os.path.join(work, "unified-followup")
+    o = run([x if x != urun else furun for x in common] + ["--steps", "12", "--warmup", "2", "--init-weights", lite,
+                                                           "--train-only", "readout", "--followup", "0.5"])
+    assert os.path.exists(os.path.join(furun, "unified.ckpt")), o[-300:]
+    p = subprocess.run([sys.executable] + [x if x != urun else furun for x in common] + ["--steps", "14", "--followup", "1.5"], capture_output=True, text=True)
+    assert p.returncode != 0 and "--followup 1.5" in p.stderr, p.stderr[-300:]
+    import random as _random
+    from hyperbagel.data import followup_seq, ShapesData
+    from hyperbagel.tokenizer import WordTokenizer as _WT
+    ftok = _WT.load(os.path.join(furun, "tokenizer.json"))
+    fds = ShapesData(data, ftok, limit=4)
+    for k in range(8):
+        sq = followup_seq(ftok, fds, k % 4, _random.Random(k), 4)
+        ids, labels = sq.ids, sq.labels
+        e1 = ids.index(ftok.eos)  # the first answer's EOS, read back as input
+        assert ids[:2] == [ftok.bos, ftok.vision_start] and ids.count(ftok.im_start) == 2, ids
+        assert labels[e1 - 1] == ftok.eos and labels[e1] == -100, (labels, e1)  # a1's last token predicts it; it predicts nothing
+        i2 = len(ids) - 1 - ids[::-1].index(ftok.im_start)
+        assert labels[-1] == ftok.eos and all(y != -100 for y in labels[i2:]), labels  # a2 and its EOS are targets
+        assert sq.pos == sorted(sq.pos) and sq.pos[-1] == len(ids) - 4, "positions run on through both turns (the 4-token image block is one)"
     fck = torch.load(os.path.join(frun, "unified.ckpt"), map_location="cpu")
     assert fck["config"]["vit_input"] == "rgb+mask" and fck["config"]["vit_colour"], fck["config"]
     assert fck["model"]["vision.stem.0.weight"][:, 3].abs().sum() > 0 and fck["model"]["vision.colour.weight"].abs().sum() > 0, \

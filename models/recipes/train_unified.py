@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from hyperbagel.config import DEFAULT, TINY, ModelConfig  # noqa: E402
 from hyperbagel.model import Unified, VAE, warm_start_state, trainable_subset  # noqa: E402
 from hyperbagel.tokenizer import WordTokenizer  # noqa: E402
-from hyperbagel.data import ShapesData, understanding_seq, t2i_seq, edit_seq, think_seq, has_short_prompts, collate, attribute_groups  # noqa: E402
+from hyperbagel.data import ShapesData, understanding_seq, followup_seq, t2i_seq, edit_seq, think_seq, has_short_prompts, collate, attribute_groups  # noqa: E402
 from hyperbagel.losses import joint_loss  # noqa: E402
 
 
@@ -147,10 +147,15 @@ def main():
     ap.add_argument("--factor-drop-words", action="store_true",
                     help="with --factor-drop: the hidden group's words are also random in the answer the model reads "
                          "(the targets stay true), so the text before a word cannot tell it either")
+    ap.add_argument("--followup", type=float, default=0.0,
+                    help="the fraction of understanding samples that are two turns about one image, as a session holds "
+                         "them (data.followup_seq): the second question is answered after the first answer's EOS")
     ap.add_argument("--save-lite", default=None, help="also write the EMA weights, step and config (no optimizer) here at the end")
     a = ap.parse_args()
     if a.und + a.t2i + a.edit + a.think == 0:
         sys.exit("--und, --t2i, --edit and --think are all 0: nothing to train on")
+    if not 0.0 <= a.followup <= 1.0:
+        sys.exit(f"--followup {a.followup}: a fraction in [0, 1]")
     dirs = require_data([d for d in a.data.split(",") if d])
     try:
         bounds = [int(x) for x in a.curriculum.split(",")]
@@ -284,6 +289,9 @@ def main():
         seqs = []
         for _ in range(a.und):
             ds, i = pick()
+            if a.followup and rng.random() < a.followup:
+                seqs.append(followup_seq(tok, ds, i, rng, nv, shift=a.shift_aug))
+                continue
             seqs.append(understanding_seq(tok, ds, i, rng, nv, shift=a.shift_aug, noise=(attr_groups, a.attr_noise),
                                            factor_drop=(attr_groups, a.factor_drop, a.factor_drop_words)))
         for _ in range(a.t2i):

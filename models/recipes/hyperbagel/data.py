@@ -187,6 +187,35 @@ def understanding_seq(tok, ds, i, rng, nv, caption_prob=0.35, shift=0, noise=Non
     return s
 
 
+def followup_seq(tok, ds, i, rng, nv, shift=0):
+    """Two turns about one image, as a chat's session holds them (the engine's layout for a turn after an
+    answer: the answer's EOS, then the words, then <|im_start|>): `<bos> <vision> q1 <|im_start|> a1 <eos>
+    q2 <|im_start|> a2 <eos>`. The first turn is the caption (half the time) or a question, the second a
+    question (or the caption after a question); both answers are trained. A model trained on one turn goes
+    on in caption mode after the first EOS (`eval understand --followup`: 0.11 of second turns right)."""
+    s = Seq()
+    s.text([tok.bos, tok.vision_start])
+    s.block(VIT, nv)
+    s.add_vit((ds, i, rng.randint(-shift, shift), rng.randint(-shift, shift)) if shift else (ds, i), 0)
+    s.text([tok.vision_end])
+    qa = ds.qa_ids[i]
+    cap = (tok.encode(CAPTION_PROMPT), ds.cap_ids[i])
+    if not qa:
+        turns = [cap, cap]
+    elif rng.random() < 0.5:
+        turns = [cap, qa[rng.randrange(len(qa))]]
+    else:
+        first = rng.randrange(len(qa))
+        rest = [k for k in range(len(qa)) if k != first]
+        turns = [qa[first], qa[rng.choice(rest)] if rest and rng.random() < 0.75 else cap]
+    for n, (q, a) in enumerate(turns):
+        if n:
+            s.text([tok.eos])  # the first answer's EOS, read as the engine feeds it back
+        s.text(q)
+        s.answer(tok.im_start, a, tok.eos)
+    return s
+
+
 def has_short_prompts(ds, i):
     """Does record i have GenEval-style prompts besides its caption (prompts[0] is the caption)?"""
     return len(ds.prompt_ids[i]) > 1
