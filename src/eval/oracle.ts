@@ -38,26 +38,20 @@ export function oracleModel(): EvalModel {
   const refs = new Map<string, Scene>();
   // test first: a prompt in both sets keeps its test reference (either satisfies the prompt)
   for (const suite of EVAL_SUITES) for (const split of suiteSplits(suite)) for (const it of loadT2iSuite(split, suite).items) if (!refs.has(it.prompt)) refs.set(it.prompt, it.reference);
+  // a degraded image can hide the object a question names: no answer (scored wrong), not a failed run
+  const answer = async (img: RgbImage, q: string): Promise<string> => {
+    try {
+      return answerQuestion(detectScene(img), q);
+    } catch (e) {
+      if (e instanceof WorldError && e.code === 'PARSE_ERROR') return '';
+      throw e;
+    }
+  };
   return {
     caption: async (img) => sceneToCaption(detectScene(img)),
-    // a degraded image can hide the object a question names: no answer (scored wrong), not a failed run
-    answer: async (img, q) => {
-      try {
-        return answerQuestion(detectScene(img), q);
-      } catch (e) {
-        if (e instanceof WorldError && e.code === 'PARSE_ERROR') return '';
-        throw e;
-      }
-    },
+    answer,
     // the oracle remembers the image across turns perfectly: a follow-up is answered as a first question
-    followUp: async (img, q) => {
-      try {
-        return answerQuestion(detectScene(img), q);
-      } catch (e) {
-        if (e instanceof WorldError && e.code === 'PARSE_ERROR') return '';
-        throw e;
-      }
-    },
+    followUp: answer,
     generate: async (prompt) => {
       const s = refs.get(prompt);
       if (!s) throw new WorldError('PARSE_ERROR', `oracle has no reference scene for "${prompt}"`);
