@@ -22,7 +22,7 @@ import { createRequire } from 'node:module';
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { forceGc } from './gc.ts';
-import { SyntheticEngine } from './synthetic-engine.ts';
+import { SyntheticEngine, syntheticInfo, syntheticSummary } from './synthetic-engine.ts';
 import { encodePng } from '../src/engine/image/png.ts';
 import type { GenerateRequest, ImageFrame, UnderstandEvent, UnderstandRequest } from '../src/engine/types.ts';
 import { startServer, type RunningServer } from '../src/gateway/server.ts';
@@ -46,14 +46,10 @@ const cycleOf = (prompt: string) => Number(/churn (\d+)/.exec(prompt)?.[1] ?? -1
 
 /** A model that runs until it is stopped: one chunk (or, for images, one NFE) per step. */
 class ChurnEngine extends SyntheticEngine {
-  readonly info = {
-    name: 'bench-churn',
-    description: 'synthetic engine for the gateway churn benchmark',
-    capabilities: { understand: true, generate: true, edit: false, draft: false, sixStep: true, oneStep: true, think: false },
+  readonly info = syntheticInfo('bench-churn', 'synthetic engine for the gateway churn benchmark', {
+    capabilities: { generate: true, sixStep: true, oneStep: true },
     imageSize: { width: 8, height: 8 },
-    vocabularySize: 1,
-    contextLength: 1 << 20,
-  };
+  });
   /** requests whose work has not ended */
   live = 0;
   /** times the gateway asked a request for its next event after aborting its signal (it should
@@ -106,14 +102,7 @@ class ChurnEngine extends SyntheticEngine {
 
   understand(req: UnderstandRequest, signal?: AbortSignal): AsyncGenerator<UnderstandEvent> {
     const n = req.maxTokens ?? 1000;
-    return this.work<UnderstandEvent>(req.prompt, n, signal, (i) => ({ kind: 'chunk', text: 'x', tokenIds: [i], acceptedTokens: 1, draftedTokens: 1 }), () => ({
-      kind: 'done',
-      finishReason: 'length',
-      text: '',
-      usage: { promptTokens: 1, completionTokens: n, totalTokens: n + 1 },
-      timings: { queueMs: 0, timeToFirstTokenMs: this.stepMs, totalMs: n * this.stepMs, tokensPerSecond: 1000 / this.stepMs },
-      speculation: { mode: 'off', drafts: 0, draftedTokens: 0, acceptedTokens: 0, meanAcceptedLength: 1, acceptanceRate: 0, acceptancePerPosition: [] },
-    }));
+    return this.work<UnderstandEvent>(req.prompt, n, signal, (i) => ({ kind: 'chunk', text: 'x', tokenIds: [i], acceptedTokens: 1, draftedTokens: 1 }), () => syntheticSummary(n, this.stepMs));
   }
 
   generate(req: GenerateRequest, signal?: AbortSignal): AsyncGenerator<ImageFrame> {

@@ -25,7 +25,7 @@ import type { GenerateRequest, ImageFrame, UnderstandEvent, UnderstandRequest } 
 import { SLOW_CONSUMER_CLOSE_CODE, startServer } from '../src/gateway/server.ts';
 import { flag, intFlag, parseArgs, UsageError, type ParsedArgs } from '../src/cli/args.ts';
 import { median, percentile, round3 } from './stats.ts';
-import { SyntheticEngine } from './synthetic-engine.ts';
+import { SyntheticEngine, syntheticInfo, syntheticSummary } from './synthetic-engine.ts';
 import { startBareTransport } from './bare-transport.ts';
 import { forceGc } from './gc.ts';
 
@@ -153,14 +153,7 @@ function threadCpuNs(): number | undefined {
 
 /** Emits `tokens` chunks, one per step, each stamped with the engine-boundary time. */
 class StampingEngine extends SyntheticEngine {
-  readonly info = {
-    name: 'bench-synthetic',
-    description: 'synthetic engine for gateway benchmarks',
-    capabilities: { understand: true, generate: false, edit: false, draft: false, sixStep: false, oneStep: false, think: false },
-    imageSize: { width: 64, height: 64 },
-    vocabularySize: 1,
-    contextLength: 1 << 20,
-  };
+  readonly info = syntheticInfo('bench-synthetic', 'synthetic engine for gateway benchmarks');
   private started = 0;
   private release!: () => void;
   /** resolves once every stream has been subscribed (the connection storm is over) */
@@ -190,14 +183,7 @@ class StampingEngine extends SyntheticEngine {
       const at = now();
       yield { kind: 'chunk', text: `${at.toFixed(3)}/${Math.min(at, performance.timeOrigin + due).toFixed(3)}|`, tokenIds: [i], acceptedTokens: 1, draftedTokens: 1 };
     }
-    yield {
-      kind: 'done',
-      finishReason: 'length',
-      text: '',
-      usage: { promptTokens: 1, completionTokens: n, totalTokens: n + 1 },
-      timings: { queueMs: 0, timeToFirstTokenMs: this.stepMs, totalMs: n * this.stepMs, tokensPerSecond: 1000 / this.stepMs },
-      speculation: { mode: 'off', drafts: 0, draftedTokens: 0, acceptedTokens: 0, meanAcceptedLength: 1, acceptanceRate: 0, acceptancePerPosition: [] },
-    };
+    yield syntheticSummary(n, this.stepMs);
   }
   /** a slow consumer's stream: SLOW_CHUNK_BYTES per step until the client goes or maxTokens (outside the measured set) */
   private async *heavy(maxTokens: number, signal?: AbortSignal): AsyncGenerator<UnderstandEvent> {

@@ -1,11 +1,10 @@
 // Shared body of `hyperbagel generate` and `hyperbagel edit`.
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import sharp from 'sharp';
 import path from 'node:path';
 import { flag, parseArgs, threadsFlag, UsageError } from '../cli/args.ts';
 import { checkPromptLength } from '../cli/input-limits.ts';
 import { checkOutputDir, checkOutputFile } from '../cli/output-path.ts';
+import { encodeImage } from './image/codec.ts';
 import { createEngine } from './index.ts';
 import { numberFlag, readImageFile, resolvePack, withFlagNames } from './cli-support.ts';
 import type { GenerateRequest, GenerationMode } from './types.ts';
@@ -63,11 +62,6 @@ function outputFormat(out: string): 'png' | 'jpeg' | 'webp' {
   throw new UsageError(`--out ${out}: ${ext} is not a format this writes; name the file .png, .jpg or .webp`);
 }
 
-async function reencode(png: Uint8Array, format: 'jpeg' | 'webp'): Promise<Buffer> {
-  const img = sharp(Buffer.from(png.buffer, png.byteOffset, png.byteLength));
-  return format === 'jpeg' ? img.jpeg({ quality: 95 }).toBuffer() : img.webp({ quality: 95 }).toBuffer();
-}
-
 /** The checks runGenerateCommand makes before loading anything (main runs them first for an over-long command line). */
 export function precheckGenerateCommand(argv: string[], edit: boolean): void {
   parse(argv, edit);
@@ -94,19 +88,16 @@ export async function runGenerateCommand(argv: string[], edit: boolean, help: st
     try {
       for await (const f of engine.generate(req)) {
         const ext = f.image.mimeType.split('/')[1]!.replace('jpeg', 'jpg');
-        // the sha256 reported is of the bytes written (a re-encoded final's, not the engine's PNG)
-        let sha256 = f.image.sha256;
-        if (f.stage === 'final') {
-          const bytes = outFormat === 'png' ? f.image.bytes : await reencode(f.image.bytes, outFormat);
-          if (bytes !== f.image.bytes) sha256 = createHash('sha256').update(bytes).digest('hex');
-          fs.writeFileSync(out, bytes);
-        }
+        // the final as --out names it (the engine's PNG, or its pixels encoded again); the sha256
+        // reported is of the bytes written
+        const written = f.stage === 'final' && outFormat !== 'png' ? await encodeImage(f.rgb, outFormat, 95) : f.image;
+        if (f.stage === 'final') fs.writeFileSync(out, written.bytes);
         else if (previews) fs.writeFileSync(path.join(previews, `preview-${String(n).padStart(2, '0')}-nfe${f.nfe}.${ext}`), f.image.bytes);
         n++;
         if (f.thought !== undefined && thought === undefined && !args.flags.has('quiet')) process.stderr.write(JSON.stringify({ thought: (thought = f.thought) }) + '\n');
         if (!args.flags.has('quiet'))
           process.stderr.write(
-              JSON.stringify({ stage: f.stage, nfe: f.nfe, step: f.step, elapsedMs: +f.elapsedMs.toFixed(2), seed: f.seed, sampler: f.sampler, sha256, ...(f.sourceImage ? { sourceImage: f.sourceImage } : {}) }) + '\n',
+              JSON.stringify({ stage: f.stage, nfe: f.nfe, step: f.step, elapsedMs: +f.elapsedMs.toFixed(2), seed: f.seed, sampler: f.sampler, sha256: written.sha256, ...(f.sourceImage ? { sourceImage: f.sourceImage } : {}) }) + '\n',
             );
       }
     } catch (e) {

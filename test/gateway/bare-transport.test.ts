@@ -4,20 +4,13 @@
 import { afterEach, expect, test } from 'vitest';
 import WebSocket from 'ws';
 import { startBareTransport, type BareTransport } from '../../bench/bare-transport.ts';
-import { SyntheticEngine } from '../../bench/synthetic-engine.ts';
+import { SyntheticEngine, syntheticInfo } from '../../bench/synthetic-engine.ts';
 import type { GenerateRequest, ImageFrame, UnderstandEvent, UnderstandRequest } from '../../src/engine/types.ts';
 import { startServer, type RunningServer } from '../../src/gateway/server.ts';
 
 /** Three chunks with JSON-escaped and non-ASCII text, 5 ms apart, then done. */
 class FixedEngine extends SyntheticEngine {
-  readonly info = {
-    name: 'fixed',
-    description: 'three fixed chunks',
-    capabilities: { understand: true, generate: false, edit: false, draft: false, sixStep: false, oneStep: false, think: false },
-    imageSize: { width: 64, height: 64 },
-    vocabularySize: 1,
-    contextLength: 1 << 20,
-  };
+  readonly info = syntheticInfo('fixed', 'three fixed chunks');
   readonly texts = ['a "red"', ' circle\n', ' é ✓'];
   async *understand(req: UnderstandRequest, signal?: AbortSignal): AsyncGenerator<UnderstandEvent> {
     const n = Math.min(req.maxTokens ?? 3, 3);

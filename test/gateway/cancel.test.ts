@@ -4,7 +4,7 @@ import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../src/gateway/server.ts';
 import { FakeEngine } from './fake-engine.ts';
-import { gqlPost, httpStream, start, waitFor, wsClient, wsRun, wsUrl } from './helpers.ts';
+import { ackedSocket, gqlPost, httpStream, start, waitFor, wsClient, wsRun } from './helpers.ts';
 
 const UNDERSTAND = `subscription U($input: UnderstandInput!) { understand(input: $input) { text done } }`;
 const GENERATE = `mutation G($input: GenerateImageInput!) { generateImage(input: $input) {
@@ -121,11 +121,8 @@ describe('cancellation', () => {
   it('completing a single-result (non-incremental) mutation over graphql-ws, socket kept open', async () => {
     // graphql-ws itself only stops streaming operations; the gateway aborts pending single results too
     const aborted = engine.stats.generateAborted;
-    const ws = new WebSocket(wsUrl(server), 'graphql-transport-ws');
+    const ws = await ackedSocket(server);
     try {
-      await new Promise((r) => ws.once('open', r));
-      ws.send(JSON.stringify({ type: 'connection_init' }));
-      await new Promise((r) => ws.once('message', r));
       ws.send(JSON.stringify({ id: 'm1', type: 'subscribe', payload: { query: `mutation { generateImage(input: { prompt: "x" }) { id result { nfe } } }` } }));
       await waitFor(() => engine.stats.steps > 0 && engine.stats.active === 1, 'the job to start');
       const steps = engine.stats.steps;
@@ -140,11 +137,8 @@ describe('cancellation', () => {
 
   it("a graphql-ws client's close frame stops the work at once, before the TCP connection closes", async () => {
     const aborted = engine.stats.understandAborted;
-    const ws = new WebSocket(wsUrl(server), 'graphql-transport-ws');
+    const ws = await ackedSocket(server);
     try {
-      await new Promise((r) => ws.once('open', r));
-      ws.send(JSON.stringify({ type: 'connection_init' }));
-      await new Promise((r) => ws.once('message', r));
       ws.send(JSON.stringify({ id: '1', type: 'subscribe', payload: { query: UNDERSTAND, variables: { input: { prompt: 'long' } } } }));
       await waitFor(() => engine.stats.active === 1 && engine.stats.steps > 0, 'the stream to run');
       const steps = engine.stats.steps;
@@ -164,10 +158,7 @@ describe('cancellation', () => {
   it('a graphql-ws client disconnecting (understand and image job at once)', async () => {
     const ua = engine.stats.understandAborted;
     const ga = engine.stats.generateAborted;
-    const ws = new WebSocket(wsUrl(server), 'graphql-transport-ws');
-    await new Promise((r) => ws.once('open', r));
-    ws.send(JSON.stringify({ type: 'connection_init' }));
-    await new Promise((r) => ws.once('message', r));
+    const ws = await ackedSocket(server);
     ws.send(JSON.stringify({ id: '1', type: 'subscribe', payload: { query: UNDERSTAND, variables: { input: { prompt: 'long' } } } }));
     ws.send(JSON.stringify({ id: '2', type: 'subscribe', payload: { query: GENERATE, variables: { input: { prompt: 'x' } } } }));
     await waitFor(() => engine.stats.active === 2 && engine.stats.steps > 0, 'both to run');

@@ -8,6 +8,15 @@ export async function start(opts: ServerOptions): Promise<RunningServer> {
 
 export const wsUrl = (s: RunningServer) => s.url.replace(/^http/, 'ws');
 
+/** A raw graphql-transport-ws socket, open and acknowledged (connection_init sent, the ack read). */
+export async function ackedSocket(s: RunningServer, options?: WebSocket.ClientOptions): Promise<WebSocket> {
+  const ws = new WebSocket(wsUrl(s), 'graphql-transport-ws', options);
+  await new Promise((r) => ws.once('open', r));
+  ws.send(JSON.stringify({ type: 'connection_init' }));
+  await new Promise((r) => ws.once('message', r)); // connection_ack
+  return ws;
+}
+
 export function wsClient(s: RunningServer, connectionParams?: Record<string, unknown>, onClose?: (code: number) => void): Client {
   return createClient({
     url: wsUrl(s),

@@ -9,7 +9,7 @@ import { OriginPolicy } from '../../src/gateway/origin.ts';
 import { RateLimiter } from '../../src/gateway/rate-limit.ts';
 import { SLOW_CONSUMER_CLOSE_CODE, type RunningServer } from '../../src/gateway/server.ts';
 import { FakeEngine } from './fake-engine.ts';
-import { gqlPost, start, waitFor, wsClient, wsRun, wsUrl } from './helpers.ts';
+import { ackedSocket, gqlPost, start, waitFor, wsClient, wsRun, wsUrl } from './helpers.ts';
 
 const Q = { query: '{ health { status } }' };
 const EVIL = 'http://evil.example';
@@ -222,10 +222,7 @@ describe('slow socket protection', () => {
     const reader = wsClient(s);
     try {
       const normal = wsRun(reader, 'subscription { understand(input: { prompt: "hi", maxTokens: 20 }) { text done } }');
-      const ws = new WebSocket(wsUrl(s), 'graphql-transport-ws');
-      await new Promise((r) => ws.once('open', r));
-      ws.send(JSON.stringify({ type: 'connection_init' }));
-      await new Promise((r) => ws.once('message', r)); // connection_ack
+      const ws = await ackedSocket(s);
       const closed = new Promise<{ code: number; reason: string }>((r) => ws.once('close', (code, reason) => r({ code, reason: String(reason) })));
       ws.send(JSON.stringify({ id: '1', type: 'subscribe', payload: { query: 'subscription { understand(input: { prompt: "flood", maxTokens: 1000 }) { text } }' } }));
       // the client stops reading: the kernel buffers fill, then the server's send buffer grows
@@ -256,11 +253,8 @@ describe('stream backlog bound', () => {
   it("an understand stream whose client falls too far behind ends with SLOW_CONSUMER; the model work stops", async () => {
     const engine = new FloodEngine({ stepMs: 1, tokens: 20 });
     const s = await start({ engine, limits: { maxStreamBacklogChars: 4 * 1024 * 1024, maxSocketBufferedBytes: 1 << 30, maxNewTokens: 1000, wsPingIntervalMs: 0 } });
-    const ws = new WebSocket(wsUrl(s), 'graphql-transport-ws');
+    const ws = await ackedSocket(s);
     try {
-      await new Promise((r) => ws.once('open', r));
-      ws.send(JSON.stringify({ type: 'connection_init' }));
-      await new Promise((r) => ws.once('message', r)); // connection_ack
       const errors: unknown[] = [];
       ws.on('message', (raw) => {
         const m = JSON.parse(String(raw));
@@ -284,13 +278,7 @@ describe('stream backlog bound', () => {
 
 describe('heartbeat', () => {
   /** a raw graphql-ws client; autoPong: false plays a client that vanished without closing */
-  async function connect(s: RunningServer, autoPong: boolean) {
-    const ws = new WebSocket(wsUrl(s), 'graphql-transport-ws', { autoPong });
-    await new Promise((r) => ws.once('open', r));
-    ws.send(JSON.stringify({ type: 'connection_init' }));
-    await new Promise((r) => ws.once('message', r)); // connection_ack
-    return ws;
-  }
+  const connect = (s: RunningServer, autoPong: boolean) => ackedSocket(s, { autoPong });
 
   it('terminates a socket that stops answering pings, and stops its model work; answering clients stay', async () => {
     // slow model steps: the silent client's stream is running but sends nothing meanwhile

@@ -8,14 +8,15 @@ import { encodePng } from './png.ts';
 
 export type ImageFormat = 'png' | 'jpeg' | 'webp';
 
-export async function encodeImage(img: RgbImage, format: ImageFormat): Promise<EncodedImage> {
+/** `quality`: JPEG / WebP quality (80: the previews'). */
+export async function encodeImage(img: RgbImage, format: ImageFormat, quality = 80): Promise<EncodedImage> {
   let bytes: Uint8Array;
   if (format === 'png') bytes = encodePng(img);
   else {
     const s = sharp(Buffer.from(img.data.buffer, img.data.byteOffset, img.data.length), {
       raw: { width: img.width, height: img.height, channels: 3 },
     });
-    const buf = format === 'jpeg' ? await s.jpeg({ quality: 80 }).toBuffer() : await s.webp({ quality: 80, effort: 0 }).toBuffer();
+    const buf = format === 'jpeg' ? await s.jpeg({ quality }).toBuffer() : await s.webp({ quality, effort: 0 }).toBuffer();
     bytes = new Uint8Array(buf.buffer, buf.byteOffset, buf.length);
   }
   return {
