@@ -243,6 +243,19 @@ def main():
         assert all((r in hidden) if t in hidden else r == t for r, t in zip(ans, [5, 1, 7, 9, 2, 8])), ans
         read.append(tuple(ans))
     assert len(set(read)) > 2, "the hidden words were not randomised"
+    # the two-turn samples carry the same regularisers: a hiding image opens with the caption and neither
+    # answer trains the hidden words; attribute noise changes what is read in both answers, never the targets
+    from hyperbagel.data import followup_seq
+    for k in range(20):
+        fs = followup_seq(stub_tok, stub_ds, 0, random.Random(k), 1, factor_drop=(groups, 1.0))
+        hidden = groups[1] if fs.vit_hide[0] == HIDE_SHAPE else groups[0]
+        labels = [y for y in fs.labels if y != -100]
+        assert fs.vit_hide[0] in (HIDE_SHAPE, HIDE_COLOUR) and fs.ids.index(11) < fs.ids.index(4), "not caption first"
+        assert labels == [y for y in [5, 1, 7, 9, 2, 8, 6, 3, 6] if y not in hidden], labels
+    assert followup_seq(stub_tok, stub_ds, 0, random.Random(1), 1).vit_hide == [0], "no factor_drop hid an attribute"
+    noisy = [followup_seq(stub_tok, stub_ds, 0, random.Random(k), 1, noise=(groups, 1.0)) for k in range(20)]
+    assert all(sorted(y for y in fs.labels if y != -100) == sorted([5, 1, 7, 9, 2, 8, 6, 3, 6]) for fs in noisy), "targets changed"
+    assert any(fs.ids[fs.ids.index(11) + 2:fs.ids.index(11) + 8] != [5, 1, 7, 9, 2, 8] for fs in noisy), "nothing read was noised"
     img = np.zeros((64, 64, 3), np.uint8)
     img[:] = 9
     img[10:20, 30:40] = 200

@@ -290,7 +290,8 @@ def main():
         for _ in range(a.und):
             ds, i = pick()
             if a.followup and rng.random() < a.followup:
-                seqs.append(followup_seq(tok, ds, i, rng, nv, shift=a.shift_aug))
+                seqs.append(followup_seq(tok, ds, i, rng, nv, shift=a.shift_aug, noise=(attr_groups, a.attr_noise),
+                                         factor_drop=(attr_groups, a.factor_drop, a.factor_drop_words)))
                 continue
             seqs.append(understanding_seq(tok, ds, i, rng, nv, shift=a.shift_aug, noise=(attr_groups, a.attr_noise),
                                            factor_drop=(attr_groups, a.factor_drop, a.factor_drop_words)))

@@ -151,6 +151,27 @@ def attribute_noise(ids, groups, rng, p):
 HIDE_SHAPE, HIDE_COLOUR = 1, 2  # = VisionEncoder.HIDE_SHAPE / HIDE_COLOUR (no torch here)
 
 
+def _draw_hide(rng, factor_drop):
+    """0, or the attribute an image hides (`factor_drop` = (groups, p[, words]); even odds shape / colour)."""
+    if factor_drop and factor_drop[1] > 0 and rng.random() < factor_drop[1]:
+        return HIDE_SHAPE if rng.random() < 0.5 else HIDE_COLOUR
+    return 0
+
+
+def _trained_answer(s, tok, a, rng, noise, factor_drop, hide):
+    """One answer and its EOS as targets: `noise` on the side the model reads; with `hide`, the hidden group's
+    words untrained (and, with factor_drop's `words`, random as read)."""
+    start = len(s.labels)
+    inputs = attribute_noise(a, noise[0], rng, noise[1]) if noise and noise[1] > 0 else None
+    unseen = factor_drop[0][1 if hide == HIDE_SHAPE else 0] if hide else ()
+    if hide and len(factor_drop) > 2 and factor_drop[2]:
+        # the hidden group's words are hidden from the text read as well: each is a random one of its group
+        inputs = attribute_noise(inputs if inputs is not None else a, [unseen], rng, 1.0)
+    s.answer(tok.im_start, a, tok.eos, inputs)
+    if hide:
+        s.labels[start:] = [-100 if y in unseen else y for y in s.labels[start:]]
+
+
 def understanding_seq(tok, ds, i, rng, nv, caption_prob=0.35, shift=0, noise=None, factor_drop=None):
     """`shift` > 0: the image is translated by a random whole number of pixels in [-shift, shift] on each
     axis (see `shifted`), so the ViT sees every shape at many phases of its 16-pixel token grid; the
@@ -165,9 +186,7 @@ def understanding_seq(tok, ds, i, rng, nv, caption_prob=0.35, shift=0, noise=Non
     s.text([tok.bos, tok.vision_start])
     s.block(VIT, nv)
     entry = (ds, i, rng.randint(-shift, shift), rng.randint(-shift, shift)) if shift else (ds, i)
-    hide = 0
-    if factor_drop and factor_drop[1] > 0 and rng.random() < factor_drop[1]:
-        hide = HIDE_SHAPE if rng.random() < 0.5 else HIDE_COLOUR
+    hide = _draw_hide(rng, factor_drop)
     s.add_vit(entry, hide)
     s.text([tok.vision_end])
     if hide or rng.random() < caption_prob or not ds.qa_ids[i]:
@@ -175,34 +194,32 @@ def understanding_seq(tok, ds, i, rng, nv, caption_prob=0.35, shift=0, noise=Non
     else:
         q, a = ds.qa_ids[i][rng.randrange(len(ds.qa_ids[i]))]
     s.text(q)
-    start = len(s.labels)
-    inputs = attribute_noise(a, noise[0], rng, noise[1]) if noise and noise[1] > 0 else None
-    unseen = factor_drop[0][1 if hide == HIDE_SHAPE else 0] if hide else ()
-    if hide and len(factor_drop) > 2 and factor_drop[2]:
-        # the hidden group's words are hidden from the text read as well: each is a random one of its group
-        inputs = attribute_noise(inputs if inputs is not None else a, [unseen], rng, 1.0)
-    s.answer(tok.im_start, a, tok.eos, inputs)
-    if hide:
-        s.labels[start:] = [-100 if y in unseen else y for y in s.labels[start:]]
+    _trained_answer(s, tok, a, rng, noise, factor_drop, hide)
     return s
 
 
-def followup_seq(tok, ds, i, rng, nv, shift=0):
+def followup_seq(tok, ds, i, rng, nv, shift=0, noise=None, factor_drop=None):
     """Two turns about one image, as a chat's session holds them (the engine's layout for a turn after an
     answer: the answer's EOS, then the words, then <|im_start|>): `<bos> <vision> q1 <|im_start|> a1 <eos>
     q2 <|im_start|> a2 <eos>`. The first turn is the caption (half the time) or a question, the second a
     question (or the caption after a question); both answers are trained. A model trained on one turn goes
-    on in caption mode after the first EOS (`eval understand --followup`: 0.11 of second turns right)."""
+    on in caption mode after the first EOS (`eval understand --followup`: 0.11 of second turns right).
+    `noise` and `factor_drop` as in `understanding_seq`, over both answers: an image that hides an attribute
+    opens with the caption, and neither answer trains the hidden group's words. Without them the two-turn
+    samples are the only understanding samples with no regulariser, and session 22's legs lost held-out
+    captions."""
     s = Seq()
     s.text([tok.bos, tok.vision_start])
     s.block(VIT, nv)
-    s.add_vit((ds, i, rng.randint(-shift, shift), rng.randint(-shift, shift)) if shift else (ds, i), 0)
+    entry = (ds, i, rng.randint(-shift, shift), rng.randint(-shift, shift)) if shift else (ds, i)
+    hide = _draw_hide(rng, factor_drop)
+    s.add_vit(entry, hide)
     s.text([tok.vision_end])
     qa = ds.qa_ids[i]
     cap = (tok.encode(CAPTION_PROMPT), ds.cap_ids[i])
     if not qa:
         turns = [cap, cap]
-    elif rng.random() < 0.5:
+    elif hide or rng.random() < 0.5:
         turns = [cap, qa[rng.randrange(len(qa))]]
     else:
         first = rng.randrange(len(qa))
@@ -212,7 +229,7 @@ def followup_seq(tok, ds, i, rng, nv, shift=0):
         if n:
             s.text([tok.eos])  # the first answer's EOS, read as the engine feeds it back
         s.text(q)
-        s.answer(tok.im_start, a, tok.eos)
+        _trained_answer(s, tok, a, rng, noise, factor_drop, hide)
     return s
 
 
