@@ -1,6 +1,10 @@
 // What the benchmarks' synthetic engines share: sessions are not part of what they measure.
 import type { Engine, GenerateRequest, ImageFrame, ModelInfo, SessionHandle, UnderstandEvent, UnderstandRequest, UnderstandSummary } from '../src/engine/types.ts';
 
+/** Every sampler's guidance as a pack without distilled graphs reports it: the default model's sampler defaults (text 4, image 1.5) over [0, 20]. */
+const FLAT = { text: { default: 4, min: 0, max: 20 }, image: { default: 1.5, min: 0, max: 20 } };
+export const SYNTHETIC_GUIDANCE: ModelInfo['guidance'] = { baseline: FLAT, sixStep: FLAT, oneStep: FLAT };
+
 /**
  * A synthetic engine's model info: understanding only unless `capabilities` says more, a 64×64 image,
  * and no vocabulary or context limit of its own (the gateway's limits are the ones measured).
@@ -13,6 +17,7 @@ export function syntheticInfo(name: string, description: string, o: { capabiliti
     imageSize: o.imageSize ?? { width: 64, height: 64 },
     vocabularySize: 1,
     contextLength: 1 << 20,
+    guidance: SYNTHETIC_GUIDANCE,
   };
 }
 

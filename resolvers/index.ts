@@ -271,9 +271,11 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
     rt.engine; // throws UNAVAILABLE before any work when the model is not loaded
     const mode = input.mode ?? 'PROGRESSIVE';
     if (mode !== 'BASELINE') {
-      for (const k of ['steps', 'cfgTextScale', 'cfgImageScale', 'cfgInterval'] as const)
+      for (const k of ['steps', 'cfgInterval'] as const)
         if (input[k] !== null && input[k] !== undefined) throw new GatewayError('INVALID_INPUT', `${k} applies to mode BASELINE only`, { argument: k });
     }
+    if (field === 'generateImage' && input.cfgImageScale != null)
+      throw new GatewayError('INVALID_INPUT', 'cfgImageScale applies to editImage only (text-to-image has no image guidance)', { argument: 'cfgImageScale' });
     const interval = input.cfgInterval ?? undefined;
     if (interval && (interval.length !== 2 || interval.some((x) => !(x >= 0 && x <= 1)) || interval[0]! >= interval[1]!))
       throw new GatewayError('OUT_OF_RANGE', 'cfgInterval must be [start, end] with 0 <= start < end <= 1', { argument: 'cfgInterval' });
@@ -380,6 +382,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
       imageSize: { ...info.imageSize },
       vocabularySize: info.vocabularySize,
       contextLength: info.contextLength,
+      guidance: info.guidance,
     };
   }
 

@@ -32,7 +32,7 @@ import { WorkerClient } from '../runtime/client.ts';
 import { loadPack } from '../runtime/manifest.ts';
 import type { WorkerStats } from '../runtime/protocol.ts';
 import type { EngineCtx, EngineOptions } from './context.ts';
-import { runGenerate, validateGenerate } from './generation/pipeline.ts';
+import { planSamplers, runGenerate, samplerGuidance, validateGenerate } from './generation/pipeline.ts';
 import { canThink, thinkFirst, validateThink } from './generation/think.ts';
 import { Limiter } from './limiter.ts';
 import { AcceptanceStats } from './speculative/metrics.ts';
@@ -232,6 +232,7 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
     imageSize: { width: m.vision?.image_size ?? 64, height: m.vision?.image_size ?? 64 },
     vocabularySize: m.decoder.vocab,
     contextLength: m.decoder.max_positions,
+    guidance: { baseline: samplerGuidance(m, 'denoiser'), sixStep: samplerGuidance(m, 'denoise_6nfe'), oneStep: samplerGuidance(m, 'denoise_1nfe') },
   };
 
   const session = (handle: SessionHandle | undefined): ConversationState | null => {
@@ -278,8 +279,8 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
     },
     checkGenerate(req: GenerateRequest): void {
       const conv = session(req?.session);
-      if (req?.think === undefined || req.think === false) validateGenerate(ctx, req, conv);
-      else validateThink(ctx, req, conv);
+      const v = req?.think === undefined || req.think === false ? validateGenerate(ctx, req, conv) : validateThink(ctx, req, conv).v;
+      planSamplers(ctx, v); // a scale outside a distilled graph's training range fails here, not in the job
     },
     createSession(): SessionHandle {
       const id = `s${nextSession++}`;

@@ -260,6 +260,21 @@ export interface ModelInfo {
   vocabularySize: number;
   /** positions the model's context holds: a prompt (image tokens included) and its answer, or a session's whole conversation */
   contextLength: number;
+  /** each sampler's guidance scales: the defaults and the ranges a request's must lie in */
+  guidance: { baseline: SamplerGuidance; sixStep: SamplerGuidance; oneStep: SamplerGuidance };
+}
+
+/** A guidance scale's default and the range a request's value must lie in. */
+export interface ScaleRange {
+  default: number;
+  min: number;
+  max: number;
+}
+
+/** A sampler's text guidance scale and (editing only) its image guidance scale. */
+export interface SamplerGuidance {
+  text: ScaleRange;
+  image: ScaleRange;
 }
 
 /** Errors the engine raises for bad input; the gateway maps `code` to a typed GraphQL error. */

@@ -41,9 +41,9 @@ export interface EditImageInput {
   mode?: GenerationMode | null;
   /** As in GenerateImageInput (BASELINE only, in [1, 250]). */
   steps?: number | null;
-  /** As in GenerateImageInput (BASELINE only, in [0, 20]). */
+  /** As in GenerateImageInput: every mode, within the sampler's range (`models.guidance`). */
   cfgTextScale?: number | null;
-  /** As in GenerateImageInput (BASELINE only, in [0, 20]). */
+  /** Image guidance scale, in every mode. BASELINE: in [0, 20]. SIX_STEP and ONE_STEP: within the distilled graph's training range (the default model: [1, 2.5]); PROGRESSIVE: within both. Absent, each sampler uses its own default (`models.guidance`). */
   cfgImageScale?: number | null;
   /** As in GenerateImageInput (BASELINE only, 0 <= start < end <= 1). */
   cfgInterval?: ReadonlyArray<number> | null;
@@ -64,9 +64,9 @@ export interface GenerateImageInput {
   mode?: GenerationMode | null;
   /** BASELINE only: sampler steps, in [1, 250]. */
   steps?: number | null;
-  /** BASELINE only: text guidance scale, in [0, 20]. */
+  /** Text guidance scale, in every mode. BASELINE: in [0, 20]. SIX_STEP and ONE_STEP: the distilled graph's scale input, within the range it was trained on (the default model: [1, 5]); PROGRESSIVE: within both. Absent, each sampler uses its own default. `models.guidance` lists every sampler's default and range. */
   cfgTextScale?: number | null;
-  /** BASELINE only: image guidance scale, in [0, 20]. */
+  /** Refused here: text-to-image has no image guidance (EditImageInput.cfgImageScale is the editing one). */
   cfgImageScale?: number | null;
   /** BASELINE only: [start, end] of the guided interval, 0 <= start < end <= 1. */
   cfgInterval?: ReadonlyArray<number> | null;
@@ -154,6 +154,13 @@ export interface Capabilities {
   oneStep: Field<boolean>;
   /** The model can expand a short prompt into a full scene description before generating (GenerateImageInput.think). */
   think: Field<boolean>;
+}
+
+/** The samplers a generation mode runs: BASELINE the baseline; SIX_STEP the 6-NFE one; ONE_STEP the 1-NFE one; PROGRESSIVE the 1-NFE preview, then the 6-NFE final. */
+export interface Guidance {
+  baseline: Field<SamplerGuidance>;
+  sixStep: Field<SamplerGuidance>;
+  oneStep: Field<SamplerGuidance>;
 }
 
 export interface Health {
@@ -260,6 +267,22 @@ export interface Model {
   vocabularySize: Field<number>;
   /** Positions the model's context holds: a prompt (with its image's tokens) and its answer, or a session's whole conversation. */
   contextLength: Field<number>;
+  /** Each sampler's guidance scales: what it uses when a request gives none, and the range a request's must lie in. */
+  guidance: Field<Guidance>;
+}
+
+export interface SamplerGuidance {
+  /** cfgTextScale. */
+  text: Field<ScaleRange>;
+  /** cfgImageScale (editing only). */
+  image: Field<ScaleRange>;
+}
+
+/** A guidance scale's default, and the range [min, max] a request's value must lie in (else OUT_OF_RANGE). */
+export interface ScaleRange {
+  default: Field<number>;
+  min: Field<number>;
+  max: Field<number>;
 }
 
 export interface SpeculationStats {

@@ -49,6 +49,20 @@ test('guidance scales reach the graph and are checked against the trained range'
   // the baseline is not limited to the distilled range
   const base = await collect(engine.generate({ prompt: 'a red circle', mode: 'baseline', steps: 4, cfgTextScale: 9, seed: 1 }));
   expect(base[0]!.sampler).toBe('euler-4 baseline');
+  // checkGenerate (the gateway's check before it hands out a job id) applies the same range, with no model call
+  const calls = (await engine.workerStats()).modelCalls;
+  expect(() => engine.checkGenerate({ prompt: 'a red circle', mode: 'progressive', cfgTextScale: 5.5 })).toThrow(/cfgTextScale must be in \[1, 5\] for the denoise_\dnfe sampler/);
+  expect(() => engine.checkGenerate({ prompt: 'a red circle', mode: '1nfe', cfgTextScale: 5 })).not.toThrow();
+  expect((await engine.workerStats()).modelCalls).toBe(calls);
+  // info.guidance is the manifest's, for the client to read
+  expect(engine.info.guidance.sixStep).toEqual({ text: { default: 4, min: 1, max: 5 }, image: { default: 1.5, min: 1, max: 2.5 } });
+  expect(engine.info.guidance.baseline.text).toEqual({ default: 4, min: 0, max: 20 });
+});
+
+test('text-to-image refuses an image guidance scale (it has no image to guide by)', async () => {
+  const err = await engineError(() => engine.generate({ prompt: 'a red circle', mode: '6nfe', cfgImageScale: 2 }));
+  expect(err.code).toBe('INVALID_INPUT');
+  expect(err.details?.['param']).toBe('cfgImageScale');
 });
 
 test('editing: 6 distilled evaluations; the baseline still uses the base denoiser with CFG', async () => {

@@ -3,6 +3,7 @@
 // test/fixtures/tiny-pack in real-engine.test.ts.
 import { createHash } from 'node:crypto';
 import sharp from 'sharp';
+import { SYNTHETIC_GUIDANCE } from '../../bench/synthetic-engine.ts';
 import {
   EngineError,
   type Engine,
@@ -49,6 +50,7 @@ export class FakeEngine implements Engine {
     imageSize: { width: 8, height: 8 },
     vocabularySize: 100,
     contextLength: 1 << 20,
+    guidance: SYNTHETIC_GUIDANCE,
   };
   readonly stats = {
     understandStarted: 0,

@@ -266,7 +266,7 @@ describe('query limits', () => {
     } finally {
       await client.dispose();
     }
-    const g = await gqlPost(server, { query: `mutation { generateImage(input: { prompt: "x", cfgTextScale: 3 }) { id } }` });
+    const g = await gqlPost(server, { query: `mutation { generateImage(input: { prompt: "x", steps: 3 }) { id } }` });
     expect(code(g)).toBe('INVALID_INPUT');
   });
 

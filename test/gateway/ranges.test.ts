@@ -1,6 +1,7 @@
 // The gateway checks numeric arguments against the engine's own limits (exported by the engine's
 // pipelines), so an out-of-range value fails the request itself, typed and naming the field and the
 // real range, before any engine work or job id; boundary values pass through to the engine.
+import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SAMPLER_LIMITS } from '../../src/engine/generation/pipeline.ts';
 import { SPECULATION_LIMITS } from '../../src/engine/understand/pipeline.ts';
@@ -84,9 +85,17 @@ describe('speculation fields a mode never reads', () => {
 
 describe('sampler ranges (generateImage / editImage)', () => {
   const G = `mutation G($input: GenerateImageInput!) { generateImage(input: $input) { id result { nfe } } }`;
+  const E = `mutation E($input: EditImageInput!) { editImage(input: $input) { id result { nfe } } }`;
+  /** a BASELINE job; one given cfgImageScale is an edit (text-to-image refuses that field) */
   const gen = async (input: Record<string, unknown>) => {
-    const r = await gqlPost(server, { query: G, variables: { input: { prompt: 'x', mode: 'BASELINE', steps: 2, ...input } } });
-    return { data: r.json.data, error: r.json.errors?.[0] as Err | undefined };
+    const edit = 'cfgImageScale' in input;
+    const png = edit ? (await sharp({ create: { width: 8, height: 8, channels: 3, background: '#ff0000' } }).png().toBuffer()).toString('base64') : '';
+    const r = await gqlPost(server, {
+      query: edit ? E : G,
+      variables: { input: { ...(edit ? { instruction: 'x', image: { base64: png } } : { prompt: 'x' }), mode: 'BASELINE', steps: 2, ...input } },
+    });
+    const data = r.json.data && { generateImage: r.json.data.generateImage ?? r.json.data.editImage };
+    return { data, error: r.json.errors?.[0] as Err | undefined };
   };
   /** rejected with the request: no data (so no job id), no job, no engine call */
   const rejected = async (input: Record<string, unknown>) => {

@@ -7,7 +7,7 @@ import { encodeImage } from '../image/codec.ts';
 import { checkInputImage, fitImage } from '../image/codec.ts';
 import { chwToRgb, latentToRgb, rgbToChw } from '../image/pixels.ts';
 import { Rng, randomSeed } from '../rng.ts';
-import { EngineError, type FrameTimings, type GenerateRequest, type GenerationMode, type ImageFrame, type InputImageInfo, type RgbImage } from '../types.ts';
+import { EngineError, type FrameTimings, type GenerateRequest, type GenerationMode, type ImageFrame, type InputImageInfo, type RgbImage, type SamplerGuidance, type ScaleRange } from '../types.ts';
 import type { ConversationState } from '../understand/pipeline.ts';
 import * as V from '../validate.ts';
 import { WorkerSequence } from '../understand/worker-target.ts';
@@ -79,6 +79,8 @@ export function validateGenerate(ctx: EngineCtx, req: GenerateRequest, conversat
     if (!m.graphs.vision || !m.graphs.vae_encoder) throw new EngineError('INVALID_INPUT', 'this model pack cannot edit images');
     checkInputImage(source.image, 'sourceImage');
   }
+  if (!edit && req.cfgImageScale != null)
+    throw new EngineError('INVALID_INPUT', 'cfgImageScale applies to edits only (text-to-image has no image guidance)', { param: 'cfgImageScale' });
   const d = m.sampler_defaults;
   const seed = V.opt(req.seed, (v) => V.num('seed', v, 0, Number.MAX_SAFE_INTEGER, { integer: true }), randomSeed());
   const steps = V.opt(req.steps, (v) => V.num('steps', v, SAMPLER_LIMITS.steps.min, SAMPLER_LIMITS.steps.max, { integer: true }), d.steps);
@@ -144,25 +146,40 @@ export function planSamplers(ctx: EngineCtx, v: ValidatedGenerate): { preview?: 
 }
 
 /**
- * The guidance scales a distilled graph runs with: the request's, else the graph's own defaults
- * (manifest.distilled.<graph>.cfg_text_scale / cfg_image_scale), else the pack's sampler defaults;
- * checked against the range the graph was trained on (cfg_*_range). Text-to-image has no image guidance.
+ * The guidance scales a sampler uses where a request gives none, and the range a request's must lie in:
+ * a distilled graph's own (manifest.distilled.<graph>: cfg_*_scale, and cfg_*_range, the scales it was
+ * trained on), else the pack's sampler defaults over SAMPLER_LIMITS (the baseline, and the base denoiser
+ * standing in for a graph the pack lacks).
+ */
+export function samplerGuidance(manifest: EngineCtx['manifest'], graph: 'denoiser' | 'denoise_6nfe' | 'denoise_1nfe'): SamplerGuidance {
+  const d = manifest.sampler_defaults;
+  const dd = graph !== 'denoiser' && manifest.graphs[graph] ? manifest.distilled?.[graph] : undefined;
+  const { min, max } = SAMPLER_LIMITS.cfgScale;
+  const scale = (dflt: number, range?: [number, number]): ScaleRange => ({ default: dflt, min: range?.[0] ?? min, max: range?.[1] ?? max });
+  return {
+    text: scale(dd?.cfg_text_scale ?? d.cfg_text_scale, dd?.cfg_text_range),
+    image: scale(dd?.cfg_image_scale ?? d.cfg_image_scale, dd?.cfg_image_range),
+  };
+}
+
+/**
+ * The guidance scales a distilled graph runs with: the request's, else the graph's own defaults, checked
+ * against the range the graph was trained on (samplerGuidance). Text-to-image has no image guidance.
  */
 function distilledScales(ctx: EngineCtx, graph: 'denoise_6nfe' | 'denoise_1nfe', v: ValidatedGenerate): CfgParams {
-  const d = ctx.manifest.distilled?.[graph];
-  if (!d) return v.cfg;
-  const textScale = v.scalesGiven.text ? v.cfg.textScale : (d.cfg_text_scale ?? v.cfg.textScale);
-  const imageScale = !v.edit ? 1 : v.scalesGiven.image ? v.cfg.imageScale : (d.cfg_image_scale ?? v.cfg.imageScale);
-  const check = (name: string, value: number, range?: [number, number]) => {
-    if (range && (value < range[0] || value > range[1]))
-      throw new EngineError('OUT_OF_RANGE', `${name} must be in [${range[0]}, ${range[1]}] for the ${graph} sampler (its training range), got ${value}`, {
+  const g = samplerGuidance(ctx.manifest, graph);
+  const textScale = v.scalesGiven.text ? v.cfg.textScale : g.text.default;
+  const imageScale = !v.edit ? 1 : v.scalesGiven.image ? v.cfg.imageScale : g.image.default;
+  const check = (name: string, value: number, range: ScaleRange) => {
+    if (value < range.min || value > range.max)
+      throw new EngineError('OUT_OF_RANGE', `${name} must be in [${range.min}, ${range.max}] for the ${graph} sampler (its training range), got ${value}`, {
         param: name,
-        min: range[0],
-        max: range[1],
+        min: range.min,
+        max: range.max,
       });
   };
-  check('cfgTextScale', textScale, d.cfg_text_range);
-  if (v.edit) check('cfgImageScale', imageScale, d.cfg_image_range);
+  check('cfgTextScale', textScale, g.text);
+  if (v.edit) check('cfgImageScale', imageScale, g.image);
   return { ...v.cfg, textScale, imageScale };
 }
 
