@@ -749,7 +749,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   // its socket, its streams and their model work until TCP gives up, hours later. A socket that neither
   // answered the last ping nor let the kernel take any of its data during an interval is terminated
   // (heartbeat.ts: a slow reader still reading is spared, though its pong waits behind its backlog),
-  // and so is one that has not answered for more than MAX_SPARED_INTERVALS intervals in a row.
+  // and so is one that has not answered for MAX_SPARED_INTERVALS intervals in a row.
   /** per socket: a pong since the last ping; consecutive intervals without one (the kernel also takes
    * data for a peer that is gone, into its send buffer, so taking data buys at most
    * MAX_SPARED_INTERVALS); the write progress at the last tick */
@@ -765,7 +765,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
             const drained = progress !== undefined && tookData(state.progress, progress);
             state.progress = progress;
             state.missed = state.answered ? 0 : state.missed + 1;
-            if (state.missed > 0 && (!drained || state.missed > MAX_SPARED_INTERVALS)) {
+            if (state.missed > 0 && (!drained || state.missed >= MAX_SPARED_INTERVALS)) {
               rt.metrics.heartbeatTimeouts.inc();
               socket.terminate();
               continue;
