@@ -271,6 +271,9 @@ function forgetSessionImage() {
 
 /** New session: the old one is closed (now, or when this page's request that uses it ends). */
 function resetSession() {
+  // an answer still streaming belongs to the old conversation: stop it (its message is about to go, and
+  // Ask stays disabled while it runs)
+  stopChat?.();
   const old = sessionId;
   sessionId = null;
   forgetSessionImage();
@@ -640,6 +643,8 @@ async function ask(retry) {
   const bot = addMessage('assistant', '');
   bot.li.dataset.state = 'streaming';
   bot.li.dataset.chunks = '0';
+  // screen readers announce the answer once, when it is complete, not once per chunk
+  bot.li.setAttribute('aria-busy', 'true');
   bot.body.classList.add('cursor');
   resetStats();
 
@@ -651,6 +656,7 @@ async function ask(retry) {
   /** @param {string} state @param {string} metaText */
   const finish = (state, metaText) => {
     bot.li.dataset.state = state;
+    bot.li.removeAttribute('aria-busy');
     bot.body.classList.remove('cursor');
     bot.meta.textContent = metaText;
     scrollChat();
@@ -931,12 +937,21 @@ async function runJob(action, retry) {
           return;
         }
         serverError(e);
-        finish('error', e.code === 'CONNECTION_CLOSED' || e.code === 'CONNECTION_FAILED'
-          ? `connection lost: gave up on job ${id} after ${attempt} reconnect attempt${attempt === 1 ? '' : 's'}`
+        const lost = e.code === 'CONNECTION_CLOSED' || e.code === 'CONNECTION_FAILED';
+        if (lost) {
+          // The job may still run on the server, and its final would become the session's latest image:
+          // cancel it if the server can be reached, and send the image on screen with the next edit.
+          void client.request({ query: CANCEL_JOB, variables: { id } }).catch(() => undefined);
+          forgetSessionImage();
+        }
+        finish('error', lost
+          ? `connection lost: gave up on job ${id} after ${attempt} reconnect attempt${attempt === 1 ? '' : 's'} (cancel sent)`
           : `failed: ${e.code}`);
       },
       complete: () => {
-        if (stopGeneration && ui.genStatus.dataset.state === 'running') finish('error', `job ${id} ended without a final image`);
+        // (also after a reconnect: a job that ended meanwhile may have nothing left to send)
+        const state = ui.genStatus.dataset.state;
+        if (stopGeneration && (state === 'running' || state === 'reconnecting')) finish('error', `job ${id} ended without a final image`);
       },
     });
   };
@@ -979,6 +994,13 @@ async function runJob(action, retry) {
     serverError(e);
     const closeCode = err instanceof GraphQLRequestError ? err.errors[0]?.extensions?.closeCode : undefined;
     if (input.image) refuseImage(source, closeCode === 1009 ? 'IMAGE_TOO_LARGE' : e.code);
+    if (e.code === 'CONNECTION_CLOSED' || e.code === 'CONNECTION_FAILED') {
+      // The server may have started the job before the reply was lost: its final would then become the
+      // session's latest image, not the one on screen, so the next edit sends the image on screen.
+      forgetSessionImage();
+      finish('error', `failed: ${e.code} · the job may still run on the server; the next edit sends the image on screen`);
+      return;
+    }
     finish('error', `failed: ${e.code}`);
     return;
   }

@@ -84,8 +84,8 @@ export class IncrementalResult {
     let node = this.data;
     for (let i = 0; i < path.length; i++) {
       const key = path[i];
-      if (node === null || typeof node !== 'object') return undefined;
-      if (node[key] === undefined || node[key] === null) {
+      if (node === null || typeof node !== 'object' || UNSAFE_KEYS.has(String(key))) return undefined;
+      if (!Object.hasOwn(node, key) || node[key] === undefined || node[key] === null) {
         if (i === path.length - 1 && wantList) node[key] = [];
         else return undefined;
       }
@@ -95,13 +95,17 @@ export class IncrementalResult {
   }
 }
 
+/** Keys a response must not reach through: they lead to (and would change) every object's prototype. */
+const UNSAFE_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+
 /**
  * @param {any} target
  * @param {any} source
  */
 function deepMerge(target, source) {
   for (const [k, v] of Object.entries(source)) {
-    if (v && typeof v === 'object' && !Array.isArray(v) && target[k] && typeof target[k] === 'object' && !Array.isArray(target[k])) {
+    if (UNSAFE_KEYS.has(k)) continue;
+    if (v && typeof v === 'object' && !Array.isArray(v) && Object.hasOwn(target, k) && target[k] && typeof target[k] === 'object' && !Array.isArray(target[k])) {
       deepMerge(target[k], v);
     } else {
       target[k] = v;

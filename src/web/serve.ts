@@ -55,7 +55,7 @@ export function handleDemoRequest(req: IncomingMessage, res: ServerResponse): bo
     return true;
   }
   if (path === '/demo') {
-    res.writeHead(308, { Location: '/', ...SECURITY_HEADERS });
+    res.writeHead(308, { Location: `/${url.search}`, ...SECURITY_HEADERS }); // the query (?apiKey=…) goes along
     res.end();
     return true;
   }

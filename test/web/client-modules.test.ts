@@ -115,6 +115,17 @@ describe('IncrementalResult', () => {
     expect(r.hasNext).toBe(false);
   });
 
+  it('a response cannot reach Object.prototype through __proto__, constructor or prototype', () => {
+    const r = new IncrementalResult();
+    r.apply({ data: { generateImage: { id: 'j', previews: [] } }, hasNext: true });
+    r.apply(JSON.parse('{"incremental":[{"data":{"__proto__":{"polluted":"yes"},"result":{"nfe":6}},"path":["generateImage"]}],"hasNext":true}'));
+    r.apply({ incremental: [{ items: ['x'], path: ['__proto__', 'x'] }, { data: { y: 1 }, path: ['constructor', 'prototype'] }], hasNext: true });
+    r.apply({ incremental: [{ data: { z: 1 }, path: ['generateImage', 'toString'] }], hasNext: false });
+    const probe = {} as Record<string, unknown>;
+    expect([probe['polluted'], probe['x'], probe['y'], probe['z']]).toEqual([undefined, undefined, undefined, undefined]);
+    expect(r.data.generateImage.result).toEqual({ nfe: 6 }); // the rest of the payload is kept
+  });
+
   it('keeps errors from every level', () => {
     const r = new IncrementalResult();
     r.apply({ data: null, errors: [{ message: 'busy', extensions: { code: 'BUSY' } }] });

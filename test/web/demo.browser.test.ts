@@ -796,6 +796,95 @@ suite('web demo in Chromium', () => {
     }
   });
 
+  it('New session while an answer streams stops that answer (engine call ended) and Ask works at once in the new session', async () => {
+    const other = await context.newPage();
+    const release = engine.hold('understand', (ev, i) => i >= 1);
+    try {
+      await other.goto(page.url());
+      await other.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
+      const first = (await other.textContent('#session-id')) ?? '';
+      await other.fill('#chat-max', '200');
+      await other.fill('#chat-input', 'describe this image');
+      const before = engine.calls.length;
+      await other.click('#chat-send');
+      await other.waitForFunction(() => Number(document.querySelector('.msg.assistant:last-child')?.getAttribute('data-chunks')) >= 1);
+      // announced once complete, not chunk by chunk
+      expect(await other.getAttribute('.msg.assistant:last-child', 'aria-busy')).toBe('true');
+      await expect.poll(() => engine.calls[before]?.held, { timeout: 30_000 }).toBe(true);
+      await other.click('#new-session');
+      await expect.poll(() => engine.calls[before]!.aborted && engine.calls[before]!.ended, { timeout: 5_000 }).toBe(true);
+      release();
+      await other.waitForFunction((o) => { const t = document.getElementById('session-id')?.textContent ?? ''; return /\w{8}/.test(t) && t !== o; }, first);
+      expect(await other.locator('.msg').count()).toBe(0);
+      expect(await other.isDisabled('#chat-send')).toBe(false);
+      await other.fill('#chat-max', '4');
+      await other.fill('#chat-input', 'what is in this picture?');
+      await other.click('#chat-send');
+      await other.waitForSelector('.msg.assistant:last-child:not([data-state="streaming"])', { timeout: 30_000 });
+      expect(await other.getAttribute('.msg.assistant:last-child', 'data-state')).toBe('done');
+      expect(await other.getAttribute('.msg.assistant:last-child', 'aria-busy')).toBeNull();
+      expect(await other.locator('.msg.assistant').count()).toBe(1);
+    } finally {
+      release();
+      await other.close();
+    }
+  });
+
+  it('a job whose mutation reply is lost with the socket may still finish on the server: the next edit sends the image on screen', async () => {
+    const other = await context.newPage();
+    const sent: any[] = [];
+    let armed = false;
+    let dropId: string | null = null;
+    await other.routeWebSocket(/\/graphql$/, (route) => {
+      const upstream = route.connectToServer();
+      route.onMessage((m) => {
+        let j: any;
+        try { j = JSON.parse(String(m)); sent.push(j); } catch { /* not JSON */ }
+        if (armed && j?.type === 'subscribe' && String(j.payload?.query).includes('generateImage(')) {
+          armed = false;
+          dropId = j.id;
+        }
+        upstream.send(m);
+      });
+      upstream.onMessage((m) => {
+        let j: any;
+        try { j = JSON.parse(String(m)); } catch { /* not JSON */ }
+        if (dropId !== null && j?.id === dropId && j.type === 'next') {
+          // the server started the job and answered; the page never hears it
+          dropId = null;
+          void route.close({ code: 1012, reason: 'test: reply lost' });
+          return;
+        }
+        route.send(m);
+      });
+    });
+    try {
+      await other.goto(page.url());
+      await other.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
+      // a final on screen that is the session's latest image
+      await other.fill('#gen-prompt', 'a small red circle at the center on a white background');
+      await other.click('#gen-generate');
+      await other.waitForSelector('#gen-status[data-state="done"]', { timeout: 30_000 });
+      const before = engine.calls.length;
+      armed = true;
+      await other.fill('#gen-prompt', 'a large blue square at the top left on a black background');
+      await other.click('#gen-generate');
+      await other.waitForSelector('#gen-status[data-state="error"]', { timeout: 30_000 });
+      expect(await other.textContent('#gen-status')).toMatch(/^failed: CONNECTION_CLOSED · the job may still run on the server; the next edit sends the image on screen$/);
+      // it did run, to the end: its final is now the session's latest image, not the one on screen
+      await expect.poll(() => engine.calls[before]?.ended, { timeout: 30_000 }).toBe(true);
+      await other.waitForTimeout(200); // the job's end reaches the session (unlocked) just after the engine's
+      await other.fill('#gen-prompt', 'make the circle blue');
+      await other.click('#gen-edit');
+      await other.waitForSelector('#gen-status[data-state="done"], #gen-status[data-state="error"]', { timeout: 30_000 });
+      const edit = [...sent].reverse().find((m) => m.type === 'subscribe' && String(m.payload?.query).includes('editImage('));
+      expect(edit.payload.variables.input.image?.dataUrl).toMatch(/^data:image\/png;base64,/);
+      expect(await other.getAttribute('#gen-status', 'data-state')).toBe('done');
+    } finally {
+      await other.close();
+    }
+  });
+
   it('refuses an undecodable file over the server\'s image limit before sending it', async () => {
     await dismissError();
     const labelBefore = await page.textContent('#image-label');

@@ -87,6 +87,14 @@ describe('handleDemoRequest', () => {
     expect(resolveStatic('app.js')).toBe(`${WEB_ROOT}/app.js`);
   });
 
+  it('redirects /demo to / with its query (the page reads ?apiKey= from it)', async () => {
+    for (const [from, to] of [['/demo', '/'], ['/demo?apiKey=K', '/?apiKey=K'], ['/demo?a=1&b=%20', '/?a=1&b=%20']]) {
+      const r = await get(from!);
+      expect(r.status).toBe(308);
+      expect(r.headers['location']).toBe(to);
+    }
+  });
+
   it('answers other methods with 405', async () => {
     const r = await get('/demo/app.js', 'POST');
     expect(r.status).toBe(405);
