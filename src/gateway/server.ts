@@ -11,7 +11,7 @@ import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { createResolvers } from '../../resolvers/index.ts';
 import type { Engine } from '../engine/types.ts';
-import { handleDemoRequest } from '../web/serve.ts';
+import { DEMO_RENDER_PATH, handleDemoRequest } from '../web/serve.ts';
 import { readSchemaSdl } from './codegen.ts';
 import { GatewayError, maskError } from './errors.ts';
 import type { ErrorCode } from './schema-types.ts';
@@ -535,6 +535,21 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     sendJson(res, status, { errors: [{ message, extensions }] }, headers);
   };
 
+  /** Takes one operation from the client's rate limit; over it, answers 429 (typed, Retry-After) and says so. */
+  const rateLimited = (req: IncomingMessage, res: ServerResponse): boolean => {
+    if (!limiter.enabled) return false;
+    const wait = limiter.take(rateClient(extractApiKey(req.headers.authorization), req));
+    if (wait <= 0) return false;
+    rt.metrics.rateLimited.inc({ transport: 'http' });
+    const err = rateLimitedError(wait);
+    const headers: Record<string, string> = { 'retry-after': String(err.extensions.retryAfterSeconds) };
+    // an allowed cross-origin page must be able to read the 429 (yoga's CORS headers are not applied here)
+    if (origins.needsCors(req.headers.origin, req.headers.host))
+      Object.assign(headers, { 'access-control-allow-origin': req.headers.origin!, 'access-control-expose-headers': 'Retry-After', vary: 'Origin' });
+    sendError(res, 429, err.message, { ...err.extensions, code: err.code }, headers);
+    return true;
+  };
+
   const handler = (req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0]!;
     if (path === '/health') return sendJson(res, 200, { status: 'ok', engine: rt.state, ...(rt.relay ? { replica: rt.relay.selfId } : {}) });
@@ -582,6 +597,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       if (!img) return notFound();
       return send(img.bytes, img.mimeType, `"${img.sha256}"`);
     }
+    // the demo's caption renderer does work per request (a render and a PNG encode): it counts as an operation
+    if (options.webDemo !== false && path === DEMO_RENDER_PATH && rateLimited(req, res)) return;
     if (options.webDemo !== false && path !== '/graphql' && handleDemoRequest(req, res)) return;
     if (path === '/graphql') {
       if (!origins.allows(req.headers.origin, req.headers.host)) {
@@ -590,18 +607,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       }
       // every operation counts; CORS preflights and the GraphiQL page do not
       const isPage = isGraphiqlPage(dev, req.method, req.headers.accept, req.url ?? '/');
-      if (limiter.enabled && req.method !== 'OPTIONS' && !isPage && !fromPeer(req)) {
-        const wait = limiter.take(rateClient(extractApiKey(req.headers.authorization), req));
-        if (wait > 0) {
-          rt.metrics.rateLimited.inc({ transport: 'http' });
-          const err = rateLimitedError(wait);
-          const headers: Record<string, string> = { 'retry-after': String(err.extensions.retryAfterSeconds) };
-          // an allowed cross-origin page must be able to read the 429 (yoga's CORS headers are not applied here)
-          if (origins.needsCors(req.headers.origin, req.headers.host))
-            Object.assign(headers, { 'access-control-allow-origin': req.headers.origin!, 'access-control-expose-headers': 'Retry-After', vary: 'Origin' });
-          return sendError(res, 429, err.message, { ...err.extensions, code: err.code }, headers);
-        }
-      }
+      if (req.method !== 'OPTIONS' && !isPage && !fromPeer(req) && rateLimited(req, res)) return;
     }
     if (path === '/graphql' && (req.headers.accept ?? '').includes('text/event-stream')) res.setHeader('X-Accel-Buffering', 'no');
     return yoga(req, res);

@@ -35,6 +35,9 @@ const SECURITY_HEADERS: Record<string, string> = {
 
 const MAX_CAPTION_LENGTH = 500;
 
+/** The caption renderer the page calls (the gateway rate-limits it as an operation). */
+export const DEMO_RENDER_PATH = '/demo/api/render';
+
 /**
  * Serves the demo. Returns true when the request is the demo's (the response is then written,
  * possibly asynchronously); false when the caller should route it elsewhere.
@@ -59,7 +62,7 @@ export function handleDemoRequest(req: IncomingMessage, res: ServerResponse): bo
     res.end();
     return true;
   }
-  if (path === '/demo/api/render') {
+  if (path === DEMO_RENDER_PATH) {
     void renderRoute(url, res);
     return true;
   }

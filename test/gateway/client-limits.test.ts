@@ -78,6 +78,23 @@ describe('clientIdentity', () => {
 
 const Q = { query: '{ health { status } }' };
 
+describe('the demo\'s caption renderer', () => {
+  it('counts against the client\'s rate limit like an operation: 429, typed, with Retry-After', async () => {
+    const s = await start({ engine: new FakeEngine(), webDemo: true, limits: { rateLimitPerSecond: 0.5, rateLimitBurst: 2 } });
+    try {
+      const render = () => fetch(s.url.replace(/\/graphql$/, '/demo/api/render?caption=' + encodeURIComponent('a large red circle at the center on a white background')));
+      expect([(await render()).status, (await render()).status]).toEqual([200, 200]);
+      const over = await render();
+      expect(over.status).toBe(429);
+      expect(Number(over.headers.get('retry-after'))).toBeGreaterThan(0);
+      expect(((await over.json()) as any).errors[0].extensions.code).toBe('RATE_LIMITED');
+      expect((await gqlPost(s, Q)).status).toBe(429); // one bucket per client, for both
+    } finally {
+      await s.close();
+    }
+  });
+});
+
 describe('behind a trusted proxy', () => {
   it('a forwarded address Node accepts but cannot group (a zone id) neither crashes nor picks an identity', async () => {
     const s = await start({ engine: new FakeEngine(), limits: { rateLimitPerSecond: 0.5, rateLimitBurst: 1 }, trustedProxies: ['127.0.0.1', '::1'] });
