@@ -961,8 +961,15 @@ async function runJob(action, retry) {
     clearTimeout(retryTimer);
     unsubscribe?.();
     const id = jobId;
-    finish('cancelled', `cancelled${id ? ` job ${id}` : ''}`);
-    if (!id) return;
+    if (!id) {
+      // The server may be starting the job: the buttons come back once its id has arrived and cancelJob
+      // is sent (below), so a Generate pressed at once does not meet it still holding the session.
+      ui.genStatus.dataset.state = 'cancelling';
+      ui.genStatus.textContent = 'cancelling…';
+      ui.genStop.disabled = true;
+      return;
+    }
+    finish('cancelled', `cancelled job ${id}`);
     // The job is detached, so stopping the subscription alone does not end it: cancelJob does, then we
     // report what the server says the job's status is.
     client.request({ query: CANCEL_JOB, variables: { id } })
@@ -983,7 +990,7 @@ async function runJob(action, retry) {
     const r = await client.request({ query: action === 'generate' ? GENERATE : EDIT, variables: { input } });
     jobId = String(r.data?.[field]?.id ?? '') || null;
   } catch (err) {
-    if (stopped) return;
+    if (stopped) { finish('cancelled', 'cancelled'); return; }
     const e = err instanceof GraphQLRequestError ? firstError(err.errors) : describeError(err);
     if (e.code === 'SESSION_NOT_FOUND' && !retry) {
       finish('error', 'session expired');
@@ -1004,10 +1011,12 @@ async function runJob(action, retry) {
     finish('error', `failed: ${e.code}`);
     return;
   }
-  if (!jobId) { if (!stopped) finish('error', 'the server returned no job id'); return; }
+  if (!jobId) { finish(stopped ? 'cancelled' : 'error', stopped ? 'cancelled' : 'the server returned no job id'); return; }
   if (stopped) {
-    // Stop was pressed before the job id arrived: cancel it now.
-    void client.request({ query: CANCEL_JOB, variables: { id: jobId } }).catch(() => undefined);
+    // Stop was pressed before the job id arrived: cancel it now, then give the buttons back.
+    const id = jobId;
+    await client.request({ query: CANCEL_JOB, variables: { id } }).catch(() => undefined);
+    finish('cancelled', `cancelled job ${id}`);
     return;
   }
   runningJobId = jobId;

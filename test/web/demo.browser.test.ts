@@ -885,6 +885,64 @@ suite('web demo in Chromium', () => {
     }
   });
 
+  it('Stop before the job id arrives: the buttons come back only once cancelJob went out, so a Generate at once is not SESSION_BUSY', async () => {
+    const other = await context.newPage();
+    const sent: any[] = [];
+    let hold: { id: string; reply: () => void } | null = null;
+    let holdNext = false;
+    await other.routeWebSocket(/\/graphql$/, (route) => {
+      const upstream = route.connectToServer();
+      route.onMessage((m) => {
+        try {
+          const j = JSON.parse(String(m));
+          sent.push(j);
+          if (holdNext && j.type === 'subscribe' && String(j.payload?.query).includes('generateImage(')) { holdNext = false; hold = { id: j.id, reply: () => undefined }; }
+        } catch { /* not JSON */ }
+        upstream.send(m);
+      });
+      upstream.onMessage((m) => {
+        let j: any;
+        try { j = JSON.parse(String(m)); } catch { /* not JSON */ }
+        const h = hold;
+        if (h && j?.id === h.id) {
+          // the mutation's reply waits until the test lets it go
+          const prev = h.reply;
+          h.reply = () => { prev(); route.send(m); };
+          return;
+        }
+        route.send(m);
+      });
+    });
+    const release = engine.hold('generate', (ev) => 'stage' in ev && ev.stage === 'final');
+    try {
+      await other.goto(page.url());
+      await other.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
+      await other.fill('#gen-prompt', 'a small green star at the bottom on a white background');
+      const before = engine.calls.length;
+      holdNext = true;
+      await other.click('#gen-generate');
+      await expect.poll(() => engine.calls[before]?.held, { timeout: 30_000 }).toBe(true); // the job runs; its id is held back
+      await other.click('#gen-stop');
+      expect(await other.getAttribute('#gen-status', 'data-state')).toBe('cancelling');
+      expect(await other.isDisabled('#gen-generate')).toBe(true);
+      const h = hold as { id: string; reply: () => void } | null;
+      hold = null;
+      h!.reply();
+      await other.waitForSelector('#gen-status[data-state="cancelled"]', { timeout: 10_000 });
+      // cancelJob was sent before the buttons came back, and the engine's work stopped
+      expect(sent.some((m) => m.type === 'subscribe' && String(m.payload?.query).includes('cancelJob('))).toBe(true);
+      await expect.poll(() => engine.calls[before]!.aborted && engine.calls[before]!.ended, { timeout: 5_000 }).toBe(true);
+      release();
+      await other.waitForTimeout(100);
+      await other.click('#gen-generate');
+      await other.waitForSelector('#gen-status[data-state="done"], #gen-status[data-state="error"]', { timeout: 30_000 });
+      expect(await other.textContent('#gen-status')).toMatch(/^job \S+ done/);
+    } finally {
+      release();
+      await other.close();
+    }
+  });
+
   it('refuses an undecodable file over the server\'s image limit before sending it', async () => {
     await dismissError();
     const labelBefore = await page.textContent('#image-label');
