@@ -1,18 +1,62 @@
 // Typed errors. Every error a client sees carries `extensions.code` (an ErrorCode from the schema);
 // anything unexpected is masked to INTERNAL with no internals leaked.
+import { randomBytes } from 'node:crypto';
 import { GraphQLError } from 'graphql/index.js'; // the CJS entry yoga uses: one graphql instance under tsx and vitest
 import { EngineError, type EngineErrorCode } from '../engine/types.ts';
 import { ErrorCodeValues, type ErrorCode } from './schema-types.ts';
 
 export class GatewayError extends GraphQLError {
+  /**
+   * INTERNAL only: what actually went wrong, for the server log (never serialised: GraphQL responses carry
+   * message, locations, path and extensions). `extensions.errorId` ties the client's error to that line.
+   */
+  readonly internalCause?: unknown;
+
   constructor(
     readonly code: ErrorCode,
     message: string,
     details?: Record<string, unknown>,
+    internalCause?: unknown,
   ) {
-    super(message, { extensions: { code, ...(details ?? {}) } });
+    const errorId = code === 'INTERNAL' ? ((details?.['errorId'] as string | undefined) ?? randomBytes(4).toString('hex')) : undefined;
+    super(errorId && !message.includes(errorId) ? `${message} (error id ${errorId})` : message, { extensions: { code, ...(details ?? {}), ...(errorId ? { errorId } : {}) } });
     this.name = 'GatewayError';
+    if (internalCause !== undefined) this.internalCause = internalCause;
   }
+}
+
+/** An unexpected failure as a client sees it: INTERNAL, a safe message and an error id; `cause` stays for the log. */
+export function internalError(cause: unknown, message = 'Internal server error'): GatewayError {
+  return new GatewayError('INTERNAL', message, undefined, cause);
+}
+
+const gatewayErrorIn = (error: unknown): GatewayError | undefined =>
+  error instanceof GatewayError ? error : error instanceof GraphQLError && error.originalError instanceof GatewayError ? error.originalError : undefined;
+
+/** INTERNAL errors already written to a log: one error (a failed job's, read by several clients) is one line. */
+const LOGGED = new WeakSet<GatewayError>();
+
+/** Writes `internalLogLine` for `error` unless this GatewayError was logged before; `suffix` adds context. */
+export function logInternal(log: (line: string) => void, error: unknown, errorId?: unknown, suffix = ''): void {
+  const g = gatewayErrorIn(error);
+  if (g) {
+    if (LOGGED.has(g)) return;
+    LOGGED.add(g);
+  }
+  log(internalLogLine(error, errorId) + suffix);
+}
+
+/**
+ * The server log's line for an INTERNAL error a client was given (`error`: the GatewayError, or a GraphQL
+ * error around one or around the thrown value): its error id and what went wrong, with the stack.
+ */
+export function internalLogLine(error: unknown, errorId?: unknown): string {
+  const g = gatewayErrorIn(error);
+  const id = errorId ?? g?.extensions['errorId'];
+  let cause: unknown = g ? (g.internalCause ?? g) : error instanceof GraphQLError && error.originalError ? error.originalError : error;
+  if (cause instanceof GraphQLError && cause.originalError) cause = cause.originalError;
+  const what = cause instanceof Error ? (cause.stack ?? cause.message) : String(cause);
+  return `hyperbagel: internal error${typeof id === 'string' ? ` ${id}` : ''}: ${what}`;
 }
 
 const ENGINE_CODES: Record<EngineErrorCode, ErrorCode> = {
@@ -60,9 +104,9 @@ export function toGatewayError(err: unknown): GatewayError {
       }
       return new GatewayError(code, err.message, details);
     }
-    return new GatewayError(code, SAFE_MESSAGES[code] ?? 'Internal server error');
+    return new GatewayError(code, SAFE_MESSAGES[code] ?? 'Internal server error', undefined, code === 'INTERNAL' ? err : undefined);
   }
-  return new GatewayError('INTERNAL', 'Internal server error');
+  return internalError(err);
 }
 
 const ERROR_CODES: ReadonlySet<unknown> = new Set(ErrorCodeValues);

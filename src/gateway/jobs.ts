@@ -8,7 +8,7 @@
 // for later `imageJob` subscribers (resume after reconnect); it is cancelled by `cancelJob`, or
 // when nobody has watched it for `unwatchedJobTimeoutMs`.
 import type { Engine, GenerateRequest, ImageFrame as EngineFrame } from '../engine/types.ts';
-import { GatewayError, cancelledError, toGatewayError } from './errors.ts';
+import { GatewayError, cancelledError, logInternal, toGatewayError } from './errors.ts';
 import { guarded } from './guard.ts';
 import type { GatewayMetrics } from './metrics.ts';
 import { newId } from './replicas.ts';
@@ -292,6 +292,8 @@ export interface JobManagerOptions {
   engineStallTimeoutMs: number;
   /** this replica's id, the prefix of its job ids (see replicas.ts); none: plain UUIDs */
   replicaId?: string;
+  /** the server log: a job that fails with INTERNAL is written there with its error id and cause */
+  log?: (line: string) => void;
 }
 
 export class JobManager {
@@ -385,6 +387,7 @@ export class JobManager {
     } else if (!succeeded) {
       job.error = failure !== undefined ? toGatewayError(failure) : new GatewayError('INTERNAL', 'The engine produced no final frame');
       metrics.errors.inc({ code: job.error.code });
+      if (job.error.code === 'INTERNAL' && this.o.log) logInternal(this.o.log, job.error, undefined, ` (image job ${job.id})`);
       job.push({ status: 'FAILED', done: true, error: { code: job.error.code, message: job.error.message } });
     } else {
       job.push({ status: 'SUCCEEDED', done: true });

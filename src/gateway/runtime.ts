@@ -45,7 +45,8 @@ export class GatewayRuntime {
   private engineRef?: Engine;
   private readonly active = new Map<StreamKind, number>();
 
-  constructor(limits: Partial<GatewayLimits> = {}, replica?: ReplicaConfig) {
+  /** @param log  where a job's INTERNAL failure is written (with its error id), as the server logs its own */
+  constructor(limits: Partial<GatewayLimits> = {}, replica?: ReplicaConfig, log: (line: string) => void = (line) => console.error(line)) {
     this.limits = { ...DEFAULT_LIMITS, ...limits };
     const L = this.limits;
     this.scheduler = new Scheduler(L.maxConcurrentJobs, L.maxQueuedJobs, L.maxQueuedPerClient ?? Math.ceil(0.75 * L.maxQueuedJobs));
@@ -72,6 +73,7 @@ export class GatewayRuntime {
       unwatchedJobTimeoutMs: L.unwatchedJobTimeoutMs,
       engineStallTimeoutMs: L.engineStallTimeoutMs,
       replicaId: replica?.id,
+      log,
     });
   }
 

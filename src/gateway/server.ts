@@ -13,7 +13,7 @@ import { createResolvers } from '../../resolvers/index.ts';
 import type { Engine } from '../engine/types.ts';
 import { DEMO_RENDER_PATH, handleDemoRequest } from '../web/serve.ts';
 import { readSchemaSdl } from './codegen.ts';
-import { GatewayError, maskError } from './errors.ts';
+import { GatewayError, logInternal, maskError } from './errors.ts';
 import type { ErrorCode } from './schema-types.ts';
 import { fastSubscribe, setEventMask } from './fast-subscribe.ts';
 import { directNextStream } from './ws-direct.ts';
@@ -149,11 +149,6 @@ function keyAllowed(keys: readonly string[], key: string | undefined): boolean {
   return ok;
 }
 
-function describeError(e: unknown): string {
-  const inner = e instanceof GraphQLError && e.originalError ? e.originalError : e;
-  return inner instanceof Error ? (inner.stack ?? inner.message) : String(inner);
-}
-
 /** Does the document use @defer or @stream anywhere (operations and fragments)? */
 const incrementalCache = new WeakMap<DocumentNode, boolean>();
 export function usesIncrementalDelivery(doc: DocumentNode): boolean {
@@ -255,7 +250,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const dev = options.dev ?? process.env.NODE_ENV !== 'production';
   const apiKeys = (options.apiKeys ?? []).filter((k) => k.length > 0);
   const authOn = apiKeys.length > 0;
-  const rt = new GatewayRuntime(options.limits, options.replica);
+  const rt = new GatewayRuntime(options.limits, options.replica, (line) => log(line));
   const L = rt.limits;
   // image URLs are `${publicUrl}/images/...`: without its trailing slash, or they would hold "//"
   const publicUrl = options.publicUrl?.replace(/\/+$/, '');
@@ -493,8 +488,9 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     maskedErrors: {
       maskError: (error) => {
         const masked = maskError(error);
-        // internals stay in the server log, never in the response
-        if ((masked as GraphQLError).extensions?.code === 'INTERNAL') log(`hyperbagel: internal error: ${describeError(error)}`);
+        // internals stay in the server log, never in the response; the error id ties the two together
+        const ext = (masked as GraphQLError).extensions;
+        if (ext?.code === 'INTERNAL') logInternal(log, error, ext['errorId']);
         return masked;
       },
     },
