@@ -17,6 +17,7 @@ export function syntheticInfo(name: string, description: string, o: { capabiliti
     imageSize: o.imageSize ?? { width: 64, height: 64 },
     vocabularySize: 1,
     contextLength: 1 << 20,
+    sessionContext: 'conversation' as const,
     guidance: SYNTHETIC_GUIDANCE,
   };
 }

@@ -383,6 +383,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
       vocabularySize: info.vocabularySize,
       contextLength: info.contextLength,
       guidance: info.guidance,
+      sessionContext: info.sessionContext === 'image' ? 'IMAGE' : 'CONVERSATION',
     };
   }
 

@@ -158,6 +158,8 @@ def main():
     o = run([x if x != urun else furun for x in common] + ["--steps", "12", "--warmup", "2", "--init-weights", lite,
                                                            "--train-only", "readout", "--followup", "0.5"])
     assert os.path.exists(os.path.join(furun, "unified.ckpt")), o[-300:]
+    # its checkpoint counts the two-turn samples, from which export_pack declares prompts.session_context "conversation"
+    assert torch.load(os.path.join(furun, "unified.ckpt"), map_location="cpu")["followup_samples"] > 0
     p = subprocess.run([sys.executable] + [x if x != urun else furun for x in common] + ["--steps", "14", "--followup", "1.5"], capture_output=True, text=True)
     assert p.returncode != 0 and "--followup 1.5" in p.stderr, p.stderr[-300:]
     import random as _random
@@ -294,6 +296,7 @@ def main():
          "--out", os.path.join(work, "factor-pack"), "--name", "smoke-factor", "--parity"])
     man = json.load(open(os.path.join(out, "manifest.json")))
     assert man["prompts"].get("think") is True, "a run trained with --think must export prompts.think"
+    assert man["prompts"].get("session_context") == "image", "a run without two-turn samples reads one question per image"
     # the retrieval datastore: captions, VQA answers and (the pack thinks) short prompt -> caption
     run([os.path.join(HERE, "build_retrieval.py"), "--records", os.path.join(data, "records.jsonl"), "--pack", out])
     rec = [json.loads(x) for x in open(os.path.join(data, "records.jsonl")) if x.strip()]

@@ -245,15 +245,18 @@ def main():
     step = 0
     warm_from = 0  # the step the learning-rate warm-up counts from (a fresh optimizer re-warms)
     think_samples = 0  # prompt-expansion sequences trained so far (export_pack.py declares prompts.think from it)
+    followup_samples = 0  # two-turn sequences trained so far (export_pack.py declares prompts.session_context from it)
     if init:
         weights = warm_start_state(init["ema"], model)
         model.load_state_dict(weights)
         ema.model.load_state_dict(weights)
         step = warm_from = init["step"]
         think_samples = init.get("think_samples", 0)
+        followup_samples = init.get("followup_samples", 0)
         print(f"initialised from the EMA weights of {a.init_weights} at step {step} (fresh optimizer)", flush=True)
     if ck:
         think_samples = ck.get("think_samples", 0)
+        followup_samples = ck.get("followup_samples", 0)
         model.load_state_dict(ck["model"])
         ema.model.load_state_dict(ck["ema"])
         opt.load_state_dict(ck["opt"])
@@ -278,7 +281,7 @@ def main():
     def save():
         save_ckpt(ckpt_path, {"model": cpu(model.state_dict()), "ema": cpu(ema.model.state_dict()), "opt": cpu(opt.state_dict()),
                               "step": step, "warm_from": warm_from, "rng": torch.get_rng_state(), "py_rng": rng.getstate(), "config": c.to_dict(),
-                              "think_samples": think_samples, "vae": os.path.abspath(a.vae), "scale": scale})
+                              "think_samples": think_samples, "followup_samples": followup_samples, "vae": os.path.abspath(a.vae), "scale": scale})
 
     while step < a.steps:
         w = curriculum(step, len(sets), bounds)
@@ -290,6 +293,7 @@ def main():
         for _ in range(a.und):
             ds, i = pick()
             if a.followup and rng.random() < a.followup:
+                followup_samples += 1
                 seqs.append(followup_seq(tok, ds, i, rng, nv, shift=a.shift_aug, noise=(attr_groups, a.attr_noise),
                                          factor_drop=(attr_groups, a.factor_drop, a.factor_drop_words)))
                 continue
@@ -338,7 +342,7 @@ def main():
     save()
     if a.save_lite:
         save_ckpt(a.save_lite, lite_ckpt({"ema": cpu(ema.model.state_dict()), "step": step, "config": c.to_dict(),
-                                          "think_samples": think_samples, "scale": scale}))
+                                          "think_samples": think_samples, "followup_samples": followup_samples, "scale": scale}))
     print(f"done at step {step}", flush=True)
 
 

@@ -260,6 +260,8 @@ export interface ModelInfo {
   vocabularySize: number;
   /** positions the model's context holds: a prompt (image tokens included) and its answer, or a session's whole conversation */
   contextLength: number;
+  /** what a session's later understanding turn reads: the whole conversation, or only the session's image (manifest prompts.session_context) */
+  sessionContext: 'conversation' | 'image';
   /** each sampler's guidance scales: the defaults and the ranges a request's must lie in */
   guidance: { baseline: SamplerGuidance; sixStep: SamplerGuidance; oneStep: SamplerGuidance };
 }

@@ -30,6 +30,9 @@ export const ImageSourceValues = ['REQUEST', 'SESSION'] as const;
 export type JobStatus = 'QUEUED' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED';
 export const JobStatusValues = ['QUEUED', 'RUNNING', 'SUCCEEDED', 'FAILED', 'CANCELLED'] as const;
 
+export type SessionContext = 'CONVERSATION' | 'IMAGE';
+export const SessionContextValues = ['CONVERSATION', 'IMAGE'] as const;
+
 export type SpeculationMode = 'AUTO' | 'OFF' | 'CHAIN' | 'TREE' | 'NGRAM';
 export const SpeculationModeValues = ['AUTO', 'OFF', 'CHAIN', 'TREE', 'NGRAM'] as const;
 
@@ -132,16 +135,17 @@ export interface UnderstandInput {
   /** Strings that end the answer when they appear (not included in the text): at most 8, of 1 to 64 characters. */
   stop?: ReadonlyArray<string> | null;
   speculation?: SpeculationInput | null;
-  /** Continue the conversation held by this session (see createSession): the model sees the session's
-   * earlier understand turns (prompts, answers and the images fed in them, kept as the engine's KV
-   * cache) and this turn is added to them. The session's latest image is fed with this turn when the
-   * conversation has not seen it yet (a final generated or edited in the session); `image`, when
-   * given, is fed instead and becomes the session's latest image.
-   * The default model was trained on one question per image: it answers a first question about an
-   * image reliably (0.99 on the test suite), and a follow-up question in the same conversation rarely
-   * (0.11, `npx hyperbagel eval understand --followup`: it mostly describes the image again). For a
-   * reliable answer to another question, send it with `image` (the same image starts a fresh reading of
-   * it) or without a sessionId. */
+  /** Continue the conversation held by this session (see createSession). What this turn reads depends on
+   * the model (`models.sessionContext`):
+   * - CONVERSATION: the session's earlier understand turns (prompts, answers and the images fed in them,
+   *   kept as the engine's KV cache), with this turn added to them;
+   * - IMAGE (the default model, trained on one question per image): the session's image and this turn's
+   *   question only, read from the image's cached context exactly as a first question about it would be
+   *   (a transcript of earlier turns made this model describe the image again: 0.11 of second questions
+   *   answered, against 0.99 now; `npx hyperbagel eval understand --followup`).
+   * The session's latest image is fed with this turn when the conversation has not seen it yet (a final
+   * generated or edited in the session); `image`, when given, is fed instead and becomes the session's
+   * latest image. */
   sessionId?: string | null;
 }
 
@@ -269,6 +273,8 @@ export interface Model {
   contextLength: Field<number>;
   /** Each sampler's guidance scales: what it uses when a request gives none, and the range a request's must lie in. */
   guidance: Field<Guidance>;
+  /** What a session's later understand turn reads (UnderstandInput.sessionId). */
+  sessionContext: Field<SessionContext>;
 }
 
 export interface SamplerGuidance {
@@ -378,7 +384,8 @@ export interface MutationResolvers<Ctx> {
   /** True when the job was queued or running and is now cancelled. */
   cancelJob: (parent: unknown, args: MutationCancelJobArgs, context: Ctx, info: GraphQLResolveInfo) => Resolved<boolean>;
   /** Returns the id of a new server-side session. Understand turns given its id continue one
-   * conversation (the engine's KV cache of the earlier turns); generateImage and editImage given its
+   * conversation (the engine's KV cache of the earlier turns, or of the session's image alone: see
+   * `models.sessionContext`); generateImage and editImage given its
    * id share only the session's latest image, not the conversation. One request at a time per
    * session (SESSION_BUSY); a session expires when idle (SESSION_NOT_FOUND) and is bounded in tokens
    * and bytes (SESSION_FULL). With several replicas the session lives on the one that created it, and

@@ -60,7 +60,16 @@ export interface Manifest {
    * Prompts the model was trained with. `think`: the model expands a short text-to-image prompt into a
    * full scene description in a text-only turn (`<bos> prompt <|im_start|> description <eos>`).
    */
-  prompts?: { caption?: string; think?: boolean };
+  prompts?: {
+    caption?: string;
+    think?: boolean;
+    /**
+     * What a session's later understanding turn reads: `conversation` (the default) the whole conversation
+     * so far; `image` only the session's image, as a first question (a model trained on one question per
+     * image reads a transcript of earlier turns poorly; the default model answers 0.11 of such second turns).
+     */
+    session_context?: 'conversation' | 'image';
+  };
   /** retrieval datastore for speculative decoding (file name in the pack; docs/model-pack.md) */
   retrieval?: string;
   /** EAGLE-style draft (with graphs.draft): its own KV cache shape (docs/model-pack.md "Draft rows") */
@@ -179,6 +188,8 @@ export function validateManifest(m: unknown, file = 'manifest.json'): Manifest {
     if (!pr || typeof pr !== 'object' || Array.isArray(pr)) fail(file, `expected an object, got ${JSON.stringify(mm.prompts)}`, 'prompts');
     if (pr.caption !== undefined && typeof pr.caption !== 'string') fail(file, `expected a string, got ${JSON.stringify(pr.caption)}`, 'prompts.caption');
     if (pr.think !== undefined && typeof pr.think !== 'boolean') fail(file, `expected a boolean, got ${JSON.stringify(pr.think)}`, 'prompts.think');
+    if (pr.session_context !== undefined && pr.session_context !== 'conversation' && pr.session_context !== 'image')
+      fail(file, `expected "conversation" or "image", got ${JSON.stringify(pr.session_context)}`, 'prompts.session_context');
   }
   if (mm.retrieval !== undefined) {
     if (typeof mm.retrieval !== 'string' || !mm.retrieval) fail(file, `expected a file name, got ${JSON.stringify(mm.retrieval)}`, 'retrieval');

@@ -116,10 +116,15 @@ describe.runIf(present)('default pack', () => {
   // GEdit 0.61): they catch a broken export, a wrong tokenizer or a sampler regression.
   test('smoke evaluation: understanding, text-to-image and editing stay above their floors', async () => {
     const model = engineModel(engine, { mode: 'baseline', captionPrompt: captionPrompt(PACK) });
-    const u = await evaluateUnderstanding(model, { limit: 10 });
+    const u = await evaluateUnderstanding(model, { limit: 10, followup: true });
     expect(u.caption_exact).toBeGreaterThanOrEqual(0.7);
     expect(u.vqa).toBeGreaterThanOrEqual(0.7);
     expect(u.heldout_vqa).toBeGreaterThanOrEqual(0.6);
+    // a session's second question (after the caption, without the image again) reads the image as the
+    // first did (prompts.session_context "image"); read after the caption's transcript it scored 0.11
+    expect(engine.info.sessionContext).toBe('image');
+    expect(u.followup_vqa).toBe(u.vqa);
+    expect(u.heldout_followup_vqa).toBe(u.heldout_vqa);
     const g = await evaluateGenEval(model, { limit: 2 });
     expect(g.categories['colors']).toBeGreaterThan(0);
     const e = await evaluateGEdit(model, { limit: 2 });

@@ -50,6 +50,7 @@ export class FakeEngine implements Engine {
     imageSize: { width: 8, height: 8 },
     vocabularySize: 100,
     contextLength: 1 << 20,
+    sessionContext: 'conversation' as const,
     guidance: SYNTHETIC_GUIDANCE,
   };
   readonly stats = {

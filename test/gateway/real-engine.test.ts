@@ -57,8 +57,8 @@ async function checkImage(frame: Record<string, any>) {
 
 describe('real engine on the tiny pack', () => {
   it('reports the model', async () => {
-    const r = await gqlPost(server, { query: '{ models { name imageSize { width height } vocabularySize contextLength capabilities { understand generate edit } } health { ready } }' });
-    expect(r.json.data.models[0]).toMatchObject({ name: 'tiny-pack', imageSize: { width: 64, height: 64 }, vocabularySize: 81, contextLength: 256, capabilities: { understand: true, generate: true, edit: true } });
+    const r = await gqlPost(server, { query: '{ models { name imageSize { width height } vocabularySize contextLength sessionContext capabilities { understand generate edit } } health { ready } }' });
+    expect(r.json.data.models[0]).toMatchObject({ name: 'tiny-pack', imageSize: { width: 64, height: 64 }, vocabularySize: 81, contextLength: 256, sessionContext: 'CONVERSATION', capabilities: { understand: true, generate: true, edit: true } });
     expect(r.json.data.health.ready).toBe(true);
   });
 

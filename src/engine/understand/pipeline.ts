@@ -72,10 +72,30 @@ export interface ConversationState {
   imageInContext: boolean;
   /** how `image` was brought to the vision size when it came in */
   imageInfo: InputImageInfo | null;
+  /**
+   * With `prompts.session_context` "image": the conversation's state right after its image block
+   * (`<bos> <vision_start> image <vision_end>`), where every turn without a new image starts; null before
+   * an image came in.
+   */
+  anchor: { kvLength: number; nextPos: number; history: number[] } | null;
 }
 
 export function newConversation(): ConversationState {
-  return { seq: null, nextPos: 0, history: [], pending: [], busy: false, image: null, imageInContext: false, imageInfo: null };
+  return { seq: null, nextPos: 0, history: [], pending: [], busy: false, image: null, imageInContext: false, imageInfo: null, anchor: null };
+}
+
+/** Does this pack's session turn read only the session's image (manifest prompts.session_context "image")? */
+export const imageOnlySessions = (ctx: EngineCtx): boolean => ctx.manifest.prompts?.session_context === 'image';
+
+/**
+ * For image-only sessions: takes the conversation back to its image (`anchor`), or to nothing when there is
+ * no image to keep (`fresh`: this turn brings a new one), dropping earlier questions and answers.
+ */
+async function backToImage(conversation: ConversationState, fresh: boolean): Promise<void> {
+  const a = fresh ? null : conversation.anchor;
+  if (conversation.seq?.alive) await truncateSequence(conversation.seq, a?.kvLength ?? 0);
+  Object.assign(conversation, { nextPos: a?.nextPos ?? 0, history: a ? [...a.history] : [], pending: [], anchor: a });
+  if (!a) conversation.imageInContext = false;
 }
 
 export interface ValidatedUnderstand {
@@ -97,10 +117,12 @@ export interface ValidatedUnderstand {
  * yet in context), the words and the assistant marker, as layout() places them.
  */
 export function promptPositions(ctx: EngineCtx, v: ValidatedUnderstand, conversation: ConversationState | null, requestImage: boolean): { startPos: number; need: number } {
-  const continuing = !!conversation?.seq && conversation.seq.alive && conversation.seq.length > 0;
-  const startPos = continuing ? conversation!.nextPos : 0;
-  const lead = continuing ? conversation!.pending.length : 1;
   const image = requestImage || (!!conversation?.image && !conversation.imageInContext && !!ctx.manifest.graphs.vision);
+  // image-only sessions start at their image's anchor, or afresh with a new image (or none kept)
+  const anchor = conversation && imageOnlySessions(ctx) && !image ? conversation.anchor : undefined; // undefined: not such a turn
+  const continuing = anchor !== undefined ? anchor !== null : !!conversation?.seq && conversation.seq.alive && conversation.seq.length > 0;
+  const startPos = anchor ? anchor.nextPos : continuing ? conversation!.nextPos : 0;
+  const lead = anchor ? 0 : continuing ? conversation!.pending.length : 1;
   // an image block takes one position id for all its tokens, between its start and end markers
   return { startPos, need: lead + (image ? 3 : 0) + v.words.length + 1 };
 }
@@ -276,10 +298,14 @@ export async function* runUnderstand(
       // the worker crashed since the last turn: the conversation's KV cache is gone. Say so once,
       // and start the conversation afresh on the next request.
       // (the latest image survives on this side and is fed again by the next turn that needs it)
-      Object.assign(conversation, { seq: null, nextPos: 0, history: [], pending: [], imageInContext: false });
+      Object.assign(conversation, { seq: null, nextPos: 0, history: [], pending: [], imageInContext: false, anchor: null });
       throw new EngineError('WORKER_CRASHED', 'the session lost its context in a model worker crash; the next request starts a new conversation');
     }
-    if (conversation?.seq && conversation.seq.length > 0) {
+    const imageOnly = !!conversation && imageOnlySessions(ctx);
+    const bringsImage = !!req.image || (!!conversation?.image && !conversation.imageInContext && !!ctx.manifest.graphs.vision);
+    // (also undoes what a turn that failed half-way left in the cache)
+    if (imageOnly && conversation.seq) await backToImage(conversation, bringsImage);
+    if (conversation?.seq && (conversation.seq.length > 0 || imageOnly)) {
       seq = conversation.seq;
       startPos = conversation.nextPos;
       history = conversation.history;
@@ -326,6 +352,10 @@ export async function* runUnderstand(
       parts.push({ kind: 'ids', ids: [...lead, sp.vision_start] }, img, { kind: 'ids', ids: [sp.vision_end, ...v.words, sp.im_start] });
     } else parts.push({ kind: 'ids', ids: [...lead, ...v.words, sp.im_start] });
     const lay = layout(parts, startPos);
+    // image-only sessions: where the next turns start, after <bos> <vision_start> image <vision_end> (the image
+    // block is one position); read before the prefill, which hands the layout's arrays to the worker
+    const imageRows = lead.length + 1 + ctx.manifest.vision.tokens + 1;
+    const imageAnchor = imageOnly && image ? { kvLength: kvStart + imageRows, nextPos: lay.positions[imageRows - 1]! + 1, history: [...history, ...lay.ids.slice(0, lead.length + 2)] } : null;
     const promptTokens = lay.positions.length;
     const maxPos = ctx.manifest.decoder.max_positions;
     checkRoom(startPos, lay.nextPos, maxPos);
@@ -365,6 +395,7 @@ export async function* runUnderstand(
       first = { tokens: [...res.acceptedTokens, res.nextToken], drafted: N - 1, accepted: res.acceptedNodes.length, depth };
       lastLogits = logits.subarray((T - 1) * V, T * V);
     } else lastLogits = await seq.extend(lay.segments, lay.positions, lay.mask, 'last', !!proposer?.needsFeatures);
+    if (imageOnly && image) conversation.anchor = imageAnchor;
     if (conversation && image && inputImage) {
       // the image is in the conversation's KV cache now: it is the session's latest image
       if (inputImage.source === 'request') {
@@ -455,7 +486,10 @@ export async function* runUnderstand(
     }
     if (cancelled) finish = 'cancelled';
     const tEnd = performance.now();
-    if (conversation && seq) {
+    if (imageOnly) {
+      // the model reads one question per image: the next turn starts from the image again
+      await backToImage(conversation, false);
+    } else if (conversation && seq) {
       // keep prompt + answer (+ EOS) in the conversation's KV; drop drafted tokens past the cut
       const desired = finish === 'eos' ? [...generated, sp.eos] : generated;
       const cached = Math.min(Math.max(0, chosenTotal - 1), desired.length);
