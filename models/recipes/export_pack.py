@@ -41,9 +41,9 @@ def main():
     ap.add_argument("--raw", action="store_true")
     ap.add_argument("--parity", action="store_true")
     ap.add_argument("--session-context", choices=["conversation", "image"], default=None,
-                    help="declare prompts.session_context: what a session's later understanding turn reads (default: "
-                         "'conversation' when the checkpoint records two-turn training samples (train_unified --followup), "
-                         "else 'image', the session's image alone)")
+                    help="declare prompts.session_context: what a session's later understanding turn reads (default: what "
+                         "the checkpoint's pack declared, for one made by import_pack.py; else 'conversation' when it records "
+                         "two-turn training samples (train_unified --followup), else 'image', the session's image alone)")
     ap.add_argument("--think", action="store_true",
                     help="declare prompts.think (the run trained prompt expansion; implied when the checkpoint records think samples)")
     ap.add_argument("--note", default="", help="free text for manifest.training.note (e.g. measured quality)")
@@ -160,7 +160,8 @@ def build(a, model, vae, scale, c, ck, vck, tok, imgs, out):
     think = a.think or ck.get("think_samples", 0) > 0
     # what a session's later turn should read (docs/model-pack.md): a model never trained on a second turn
     # answers one poorly after a transcript of the first, so the engine gives it the image alone
-    session_context = a.session_context or ("conversation" if ck.get("followup_samples", 0) > 0 else "image")
+    # (a checkpoint imported from a pack carries the pack's declaration; training runs record their samples)
+    session_context = a.session_context or ck.get("session_context") or ("conversation" if ck.get("followup_samples", 0) > 0 else "image")
     prompts = {"caption": CAPTION_PROMPT, **({"think": True} if think else {}), "session_context": session_context}
     ex.write_manifest(out, c, tok, specs, scale, preview, a.name,
                       f"Miniature BAGEL (MoT decoder {c.layers}x{c.hidden}, conv-stem ViT, conv VAE "

@@ -284,9 +284,10 @@ def main():
                 "step": training.get("vae_steps", 0), "imported_from": os.path.abspath(a.pack)})
     step = int(training.get("unified_steps", 0))
     think = 1 if (man.get("prompts") or {}).get("think") else 0
-    followup = 1 if (man.get("prompts") or {}).get("session_context") == "conversation" else 0  # re-exports declare the same
+    # what the pack declares (absent: the engine's default, conversation): a re-export declares the same
+    session_context = (man.get("prompts") or {}).get("session_context", "conversation")
     save_ckpt(os.path.join(out, "unified.ckpt"), {"ema": model.state_dict(), "step": step, "config": c.to_dict(), "think_samples": think,
-                "followup_samples": followup,
+                "session_context": session_context,
                 "vae": vae_path, "scale": scale, "imported_from": os.path.abspath(a.pack)})
     shutil.copy(os.path.join(a.pack, man.get("tokenizer", "tokenizer.json")), os.path.join(out, "tokenizer.json"))
     acc = training.get("acceleration") or {}

@@ -199,6 +199,19 @@ def main():
     p = subprocess.run([sys.executable, *[x if x != urun else grun + "-no" for x in common], "--steps", "10",
                         "--init-weights", lite, "--layers", str(L0 - 1)], capture_output=True, text=True)
     assert p.returncode != 0 and "cannot warm-start from a deeper checkpoint" in p.stderr, p.stderr[-300:]
+    # interpolate_ckpt: base + alpha * (tuned - base) over the EMA weights; models that differ are refused
+    wout = os.path.join(work, "unified-interp", "unified.ckpt")
+    run([os.path.join(HERE, "interpolate_ckpt.py"), "--base", lite, "--tuned", os.path.join(furun, "unified.ckpt"),
+         "--alpha", "0.25", "--out", wout])
+    wa, wb, wi = lite_ck["ema"], torch.load(os.path.join(furun, "unified.ckpt"), map_location="cpu")["ema"], torch.load(wout, map_location="cpu")
+    assert wi["step"] == lite_ck["step"] and wi["config"] == lite_ck["config"], "not the base's step and config"
+    moved = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert moved and all(torch.allclose(wi["ema"][k], wa[k] + 0.25 * (wb[k] - wa[k])) for k in wa), "not base + 0.25 (tuned - base)"
+    for bad, msg in ((["--alpha", "1.5"], "--alpha 1.5"), (["--tuned", os.path.join(grun, "unified.ckpt")], "different model configs")):
+        args = {"--base": lite, "--tuned": os.path.join(furun, "unified.ckpt"), "--alpha": "0.5", "--out": wout + ".bad"}
+        args.update(dict(zip(bad[::2], bad[1::2])))
+        p = subprocess.run([sys.executable, os.path.join(HERE, "interpolate_ckpt.py"), *[x for kv in args.items() for x in kv]], capture_output=True, text=True)
+        assert p.returncode != 0 and msg in p.stderr and not os.path.exists(wout + ".bad"), p.stderr[-300:]
     import numpy as np
     import random
     from hyperbagel.data import shifted, attribute_noise

@@ -36,6 +36,12 @@ const gatewayErrorIn = (error: unknown): GatewayError | undefined =>
 /** INTERNAL errors already written to a log: one error (a failed job's, read by several clients) is one line. */
 const LOGGED = new WeakSet<GatewayError>();
 
+/** An INTERNAL error whose line is in another log (a peer replica's, which gave it its id): never written here. */
+export function loggedElsewhere(error: GatewayError): GatewayError {
+  LOGGED.add(error);
+  return error;
+}
+
 /** Writes `internalLogLine` for `error` unless this GatewayError was logged before; `suffix` adds context. */
 export function logInternal(log: (line: string) => void, error: unknown, errorId?: unknown, suffix = ''): void {
   const g = gatewayErrorIn(error);

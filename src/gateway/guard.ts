@@ -9,7 +9,12 @@ export class EngineStallError extends GatewayError {
   }
 }
 
-export async function* guarded<T>(source: AsyncIterable<T>, signal: AbortSignal, stallMs: number): AsyncGenerator<T> {
+/**
+ * @param onAbandon  called when iteration ends before the source did, with a promise that settles once the
+ *   source has actually stopped (its return() after the step in progress), for a caller that must not hand
+ *   on what the source holds before then
+ */
+export async function* guarded<T>(source: AsyncIterable<T>, signal: AbortSignal, stallMs: number, onAbandon?: (stopped: Promise<void>) => void): AsyncGenerator<T> {
   const it = source[Symbol.asyncIterator]();
   let finished = false;
   let last = performance.now();
@@ -54,6 +59,12 @@ export async function* guarded<T>(source: AsyncIterable<T>, signal: AbortSignal,
   } finally {
     clearTimeout(timer);
     signal.removeEventListener('abort', onAbort);
-    if (!finished) void Promise.resolve(it.return?.()).catch(() => undefined);
+    if (!finished) {
+      const stopped = Promise.resolve(it.return?.()).then(
+        () => undefined,
+        () => undefined,
+      );
+      onAbandon?.(stopped);
+    }
   }
 }

@@ -30,7 +30,7 @@ export interface JobEvent {
   readonly status: JobStatus;
   readonly frame?: FrameRecord;
   readonly done: boolean;
-  readonly error?: { code: ErrorCode; message: string };
+  readonly error?: { code: ErrorCode; message: string; errorId?: string };
 }
 
 export const TERMINAL: ReadonlySet<JobStatus> = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED']);
@@ -282,6 +282,16 @@ export function iterateJob<T>(
   return it;
 }
 
+/** How long cancelJob waits for a cancelled job to end before answering anyway (a stalled engine step). */
+export const CANCEL_SETTLE_MS = 2000;
+
+/** Resolves when `p` settles or after `ms`, whichever is first. */
+async function settleWithin(p: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([p, new Promise<void>((r) => (timer = setTimeout(r, ms)))]);
+  clearTimeout(timer);
+}
+
 export interface JobManagerOptions {
   engine: () => Engine;
   scheduler: Scheduler;
@@ -329,9 +339,15 @@ export class JobManager {
     return this.jobs.get(id);
   }
 
-  cancel(id: string): boolean {
+  /**
+   * Cancels the job; when it was running or queued, resolves once it has ended (the engine stops within one
+   * model step) or after `settleMs`, so a client told "cancelled" can use the job's session at once.
+   */
+  async cancel(id: string, settleMs = CANCEL_SETTLE_MS): Promise<boolean> {
     const job = this.get(id);
-    return this.cancelRecord(job, 'cancel_job');
+    if (!this.cancelRecord(job, 'cancel_job')) return false;
+    await settleWithin(job.finished, settleMs);
+    return true;
   }
 
   private cancelRecord(job: ImageJobRecord, reason: string): boolean {
@@ -347,6 +363,8 @@ export class JobManager {
     let slot: { release(): void; waitedMs: number } | undefined;
     let failure: unknown;
     let start = 0;
+    /** settles when an engine stream this job stopped listening to has stopped (it holds the session until then) */
+    let engineStopped: Promise<void> | undefined;
     try {
       slot = await this.o.scheduler.acquire(signal, client);
       metrics.queueWait.observe(slot.waitedMs / 1000);
@@ -354,7 +372,7 @@ export class JobManager {
       job.push({ status: 'RUNNING', done: false });
       let sawPreview = false;
       let sawFrame = false;
-      for await (const frame of guarded(this.o.engine().generate(req, signal), signal, this.o.engineStallTimeoutMs)) {
+      for await (const frame of guarded(this.o.engine().generate(req, signal), signal, this.o.engineStallTimeoutMs, (p) => (engineStopped = p))) {
         if (signal.aborted) break;
         const rec: FrameRecord = { frame };
         if (!sawFrame && frame.timings?.thinkMs !== undefined) metrics.thinkTime.observe(frame.timings.thinkMs / 1000);
@@ -375,6 +393,9 @@ export class JobManager {
       slot?.release();
       if (start) metrics.jobDuration.observe((performance.now() - start) / 1000);
     }
+    // the engine finishes the model step in progress after a cancel: the job ends once it has (or after
+    // CANCEL_SETTLE_MS, for an engine that ignores its signal), so the session is really free when unlocked
+    if (engineStopped) await settleWithin(engineStopped, CANCEL_SETTLE_MS);
     // session bookkeeping and unlock happen before the terminal event, so a client that sees the
     // job end can use the session again at once
     const cancelled = signal.aborted && failure === undefined;
@@ -388,7 +409,8 @@ export class JobManager {
       job.error = failure !== undefined ? toGatewayError(failure) : new GatewayError('INTERNAL', 'The engine produced no final frame');
       metrics.errors.inc({ code: job.error.code });
       if (job.error.code === 'INTERNAL' && this.o.log) logInternal(this.o.log, job.error, undefined, ` (image job ${job.id})`);
-      job.push({ status: 'FAILED', done: true, error: { code: job.error.code, message: job.error.message } });
+      const errorId = job.error.extensions['errorId'];
+      job.push({ status: 'FAILED', done: true, error: { code: job.error.code, message: job.error.message, ...(typeof errorId === 'string' ? { errorId } : {}) } });
     } else {
       job.push({ status: 'SUCCEEDED', done: true });
     }

@@ -5,7 +5,7 @@ import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
-import { GatewayError } from './errors.ts';
+import { GatewayError, loggedElsewhere } from './errors.ts';
 import { FORWARDED_FOR_HEADER, FORWARDED_HEADER, PEER_SECRET_HEADER, type ReplicaConfig } from './replicas.ts';
 import { ErrorCodeValues, type ErrorCode } from './schema-types.ts';
 import { linkedSignal, sleep } from './signals.ts';
@@ -32,7 +32,9 @@ function remoteError(e: RemoteError | undefined): GatewayError {
   const code = typeof e?.extensions?.code === 'string' && CODES.has(e.extensions.code) ? (e.extensions.code as ErrorCode) : 'INTERNAL';
   const message = typeof e?.message === 'string' ? e.message : 'The owning replica failed the request';
   const { code: _code, ...details } = e?.extensions ?? {};
-  return new GatewayError(code, message, details);
+  const g = new GatewayError(code, message, details);
+  // the owner logged its INTERNAL error under this id; a second line here would hold only this stack
+  return code === 'INTERNAL' && typeof details['errorId'] === 'string' ? loggedElsewhere(g) : g;
 }
 
 /** A lost or refused connection to a peer (not the peer's own answer): worth trying again. Not shown to clients. */

@@ -6,7 +6,7 @@
 // is open while someone here watches it; a lost connection is resumed from the last event
 // received, and after RETRIES failed tries the record breaks with UNAVAILABLE.
 import type { InputImageInfo as EngineInputImageInfo } from '../engine/types.ts';
-import { GatewayError, toGatewayError } from './errors.ts';
+import { GatewayError, loggedElsewhere, toGatewayError } from './errors.ts';
 import { ImageJobRecord, jobNotFound, TERMINAL, type FrameRecord, type JobEvent, type JobFrame } from './jobs.ts';
 import type { GatewayMetrics } from './metrics.ts';
 import { isTransient, PeerClient, type Caller, type Json } from './peer-client.ts';
@@ -19,7 +19,7 @@ const FRAME = `stage nfe step elapsedMs seed thought sampler
   image { mimeType width height base64 sha256 }
   sourceImage { originalWidth originalHeight width height resized cropped source }`;
 const IMAGE_JOB = `subscription RelayImageJob($id: ID!, $after: Int) {
-  imageJob(id: $id, after: $after) { seq status done error { code message } frame { ${FRAME} } }
+  imageJob(id: $id, after: $after) { seq status done error { code message errorId } frame { ${FRAME} } }
 }`;
 const JOB = `query RelayJob($id: ID!) { job(id: $id) { id status mode seed lastSeq } }`;
 const CANCEL_JOB = `mutation RelayCancelJob($id: ID!) { cancelJob(id: $id) }`;
@@ -82,7 +82,7 @@ interface RemoteEvent {
   seq: number;
   status: JobStatus;
   done: boolean;
-  error: { code: ErrorCode; message: string } | null;
+  error: { code: ErrorCode; message: string; errorId?: string | null } | null;
   frame: RemoteFrame | null;
 }
 
@@ -197,8 +197,11 @@ export class RelayedJob extends ImageJobRecord {
     if (ev.seq <= (this.events.at(-1)?.seq ?? 0)) return; // already relayed (a resumed connection)
     const frame: FrameRecord | undefined = ev.frame ? { frame: frameIn(ev.frame) } : undefined;
     if (frame?.frame.stage === 'final') this.finalFrame = frame;
-    if (ev.done && ev.error) this.error = new GatewayError(ev.error.code, ev.error.message);
-    const event: Omit<JobEvent, 'seq'> & { seq: number } = { seq: ev.seq, status: ev.status, done: ev.done, frame, error: ev.error ?? undefined };
+    // an owner's INTERNAL error keeps its id, and its log line stays the owner's
+    const errorId = typeof ev.error?.errorId === 'string' ? ev.error.errorId : undefined;
+    if (ev.done && ev.error) this.error = errorId ? loggedElsewhere(new GatewayError(ev.error.code, ev.error.message, { errorId })) : new GatewayError(ev.error.code, ev.error.message);
+    const error = ev.error ? { code: ev.error.code, message: ev.error.message, ...(errorId ? { errorId } : {}) } : undefined;
+    const event: Omit<JobEvent, 'seq'> & { seq: number } = { seq: ev.seq, status: ev.status, done: ev.done, frame, error };
     this.push(event);
   }
 }

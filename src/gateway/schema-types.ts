@@ -261,6 +261,8 @@ export interface InputImageInfo {
 export interface JobError {
   code: Field<ErrorCode>;
   message: Field<string>;
+  /** INTERNAL only: the id of the server log line with the cause (as extensions.errorId of a GraphQL error). */
+  errorId?: Field<string | null>;
 }
 
 export interface Model {
@@ -381,7 +383,7 @@ export interface MutationCloseSessionArgs {
 export interface MutationResolvers<Ctx> {
   generateImage: (parent: unknown, args: MutationGenerateImageArgs, context: Ctx, info: GraphQLResolveInfo) => Resolved<ImageJob>;
   editImage: (parent: unknown, args: MutationEditImageArgs, context: Ctx, info: GraphQLResolveInfo) => Resolved<ImageJob>;
-  /** True when the job was queued or running and is now cancelled. */
+  /** True when the job was queued or running and is now cancelled. It answers once the job has ended (within one model step; at most 2 s), so its session is free for the next request. */
   cancelJob: (parent: unknown, args: MutationCancelJobArgs, context: Ctx, info: GraphQLResolveInfo) => Resolved<boolean>;
   /** Returns the id of a new server-side session. Understand turns given its id continue one
    * conversation (the engine's KV cache of the earlier turns, or of the session's image alone: see

@@ -11,7 +11,7 @@ import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { createResolvers } from '../../resolvers/index.ts';
 import type { Engine } from '../engine/types.ts';
-import { DEMO_RENDER_PATH, handleDemoRequest } from '../web/serve.ts';
+import { handleDemoRequest, isDemoRender } from '../web/serve.ts';
 import { readSchemaSdl } from './codegen.ts';
 import { GatewayError, logInternal, maskError } from './errors.ts';
 import type { ErrorCode } from './schema-types.ts';
@@ -594,7 +594,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       return send(img.bytes, img.mimeType, `"${img.sha256}"`);
     }
     // the demo's caption renderer does work per request (a render and a PNG encode): it counts as an operation
-    if (options.webDemo !== false && path === DEMO_RENDER_PATH && rateLimited(req, res)) return;
+    if (options.webDemo !== false && isDemoRender(req) && rateLimited(req, res)) return;
     if (options.webDemo !== false && path !== '/graphql' && handleDemoRequest(req, res)) return;
     if (path === '/graphql') {
       if (!origins.allows(req.headers.origin, req.headers.host)) {

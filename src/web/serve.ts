@@ -35,20 +35,30 @@ const SECURITY_HEADERS: Record<string, string> = {
 
 const MAX_CAPTION_LENGTH = 500;
 
-/** The caption renderer the page calls (the gateway rate-limits it as an operation). */
-export const DEMO_RENDER_PATH = '/demo/api/render';
+/** The caption renderer the page calls (the gateway rate-limits it as an operation: `isDemoRender`). */
+const DEMO_RENDER_PATH = '/demo/api/render';
+
+/** The request's URL as the demo routes it (dot segments, `%2e` and backslashes resolved); null if unparsable. */
+function demoUrl(req: IncomingMessage): URL | null {
+  try {
+    return new URL(req.url ?? '/', 'http://localhost');
+  } catch {
+    return null;
+  }
+}
+
+/** Would `handleDemoRequest` render a caption for this request? (by the path it routes on, not the raw one) */
+export function isDemoRender(req: IncomingMessage): boolean {
+  return demoUrl(req)?.pathname === DEMO_RENDER_PATH;
+}
 
 /**
  * Serves the demo. Returns true when the request is the demo's (the response is then written,
  * possibly asynchronously); false when the caller should route it elsewhere.
  */
 export function handleDemoRequest(req: IncomingMessage, res: ServerResponse): boolean {
-  let url: URL;
-  try {
-    url = new URL(req.url ?? '/', 'http://localhost');
-  } catch {
-    return false;
-  }
+  const url = demoUrl(req);
+  if (!url) return false;
   const path = url.pathname;
   if (path !== '/' && path !== '/demo' && !path.startsWith('/demo/')) return false;
 

@@ -11,9 +11,9 @@ import { answerIds, collect, FIXTURE } from './fixture-helpers.ts';
 
 let dir: string;
 let engine: LocalEngine;
-const withContext = (value: unknown) => {
+const withContext = (value: unknown, pack = FIXTURE) => {
   const d = mkdtempSync(join(tmpdir(), 'hb-image-only-'));
-  cpSync(FIXTURE, d, { recursive: true });
+  cpSync(pack, d, { recursive: true });
   const m = JSON.parse(readFileSync(join(d, 'manifest.json'), 'utf8'));
   m.prompts = { ...m.prompts, session_context: value };
   writeFileSync(join(d, 'manifest.json'), JSON.stringify(m));
@@ -76,6 +76,45 @@ describe('image-only sessions', () => {
     expect(final.image.width).toBe(64);
     engine.closeSession(s);
     engine.closeSession(t);
+  });
+
+  test('the room check agrees with the turn: a new image starts from position 0; a follow-up too long for the model is PROMPT_TOO_LONG', async () => {
+    const wide = await createEngine(dir, { calibrate: false, intraOpThreads: 1, maxPromptWords: 400 });
+    const words = (n: number) => Array(n).fill('circle').join(' ');
+    try {
+      const s = wide.createSession();
+      await collect(wide.understand({ prompt: 'describe the image', image: image(7), session: s, ...greedy }));
+      // <bos> <vision_start> image <vision_end> + 249 words + <|im_start|> = 253 positions: fits afresh, as it runs
+      expect(() => wide.checkUnderstand!({ prompt: words(249), image: image(9), session: s })).not.toThrow();
+      expect(summary(await collect(wide.understand({ prompt: words(249), image: image(9), session: s, maxTokens: 1, speculation: { mode: 'off' } }))).finishReason).toBe('length');
+      // a follow-up that cannot fit after the image: a new session would hold the same image, so not SESSION_FULL
+      for (const check of [() => wide.checkUnderstand!({ prompt: words(251), session: s }), () => wide.checkUnderstand!({ prompt: words(251), image: image(9) })])
+        expect(check).toThrow(expect.objectContaining({ code: 'PROMPT_TOO_LONG' }));
+      wide.closeSession(s);
+    } finally {
+      await wide.close();
+    }
+  });
+
+  test('with a draft model, every speculation mode answers a follow-up as the same first question unspeculated', async () => {
+    const accelDir = withContext('image', join(FIXTURE, '..', 'tiny-pack-accel'));
+    const accel = await createEngine(accelDir, { calibrate: false, intraOpThreads: 1 });
+    try {
+      const a = image(7);
+      for (const mode of ['auto', 'chain', 'tree', 'ngram'] as const) {
+        const s = accel.createSession();
+        await collect(accel.understand({ prompt: 'describe the image', image: a, session: s, maxTokens: 12, speculation: { mode } }));
+        for (const q of ['what color is the circle', 'describe the image']) {
+          const turn = await collect(accel.understand({ prompt: q, session: s, maxTokens: 12, speculation: { mode } }));
+          const alone = await collect(accel.understand({ prompt: q, image: a, maxTokens: 12, speculation: { mode: 'off' } }));
+          expect(answerIds(turn), `${mode}: ${q}`).toEqual(answerIds(alone));
+        }
+        accel.closeSession(s);
+      }
+    } finally {
+      await accel.close();
+      rmSync(accelDir, { recursive: true, force: true });
+    }
   });
 
   test('engine.info says how sessions read; a manifest with another value is refused at load, naming the field', async () => {

@@ -2,6 +2,7 @@
 // grows by at most one after the client's cancel, and the engine sees its signal aborted.
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EngineError, type GenerateRequest, type ImageFrame } from '../../src/engine/types.ts';
 import type { RunningServer } from '../../src/gateway/server.ts';
 import { FakeEngine } from './fake-engine.ts';
 import { ackedSocket, gqlPost, httpStream, start, waitFor, wsClient, wsRun } from './helpers.ts';
@@ -193,6 +194,43 @@ describe('cancellation', () => {
       expect(unknown.json.errors[0].extensions.code).toBe('JOB_NOT_FOUND');
     } finally {
       await client.dispose();
+    }
+  });
+
+  it('cancelJob answers once the job has ended: its status is CANCELLED and its session takes the next request at once', async () => {
+    // model steps of 150 ms that look at the signal only between steps, and a session that is busy until the
+    // engine's stream has ended, as in the real engine (admission.ts)
+    class StepwiseEngine extends FakeEngine {
+      readonly busy = new Set<string>();
+      override async *generate(req: GenerateRequest, signal?: AbortSignal): AsyncGenerator<ImageFrame> {
+        const sid = req.session?.id;
+        if (sid && this.busy.has(sid)) throw new EngineError('BUSY', 'this session is already answering a request');
+        if (sid) this.busy.add(sid);
+        this.stats.active++;
+        try {
+          for (let i = 0; i < 100 && !signal?.aborted; i++) await new Promise((r) => setTimeout(r, 150));
+        } finally {
+          this.stats.active--;
+          if (sid) this.busy.delete(sid);
+        }
+      }
+    }
+    const slow = new StepwiseEngine();
+    const s = await start({ engine: slow });
+    try {
+      const sid = (await gqlPost(s, { query: 'mutation { createSession }' })).json.data.createSession as string;
+      const gen = (p: string) => gqlPost(s, { query: `mutation($sid: ID!) { generateImage(input: { prompt: "${p}", sessionId: $sid }) { id } }`, variables: { sid } });
+      const id = (await gen('x')).json.data.generateImage.id as string;
+      await waitFor(() => slow.stats.active === 1, 'the job to run');
+      const c = await gqlPost(s, { query: `mutation($id: ID!) { cancelJob(id: $id) }`, variables: { id } });
+      expect(c.json.data.cancelJob).toBe(true);
+      expect(s.runtime.jobs.get(id).status).toBe('CANCELLED');
+      const next = (await gen('y')).json.data.generateImage.id as string;
+      await waitFor(() => s.runtime.jobs.get(next).status !== 'QUEUED', 'the next job to start');
+      expect(s.runtime.jobs.get(next).status).toBe('RUNNING'); // not failed BUSY: the session was free
+      await gqlPost(s, { query: `mutation($id: ID!) { cancelJob(id: $id) }`, variables: { id: next } });
+    } finally {
+      await s.close();
     }
   });
 

@@ -89,6 +89,14 @@ describe('the demo\'s caption renderer', () => {
       expect(Number(over.headers.get('retry-after'))).toBeGreaterThan(0);
       expect(((await over.json()) as any).errors[0].extensions.code).toBe('RATE_LIMITED');
       expect((await gqlPost(s, Q)).status).toBe(429); // one bucket per client, for both
+      // the same route by another spelling of its path is the same route
+      const { request } = await import('node:http');
+      const raw = (p: string) => new Promise<number>((resolve, reject) => {
+        const u = new URL(s.url);
+        request({ host: u.hostname, port: u.port, path: p }, (r) => { r.resume(); resolve(r.statusCode ?? 0); }).on('error', reject).end();
+      });
+      for (const p of ['/demo/./api/render?caption=x', '/demo/x/../api/render?caption=x', '/demo/%2e/api/render?caption=x', '/demo\\api\\render?caption=x'])
+        expect(await raw(p), p).toBe(429);
     } finally {
       await s.close();
     }

@@ -239,6 +239,10 @@ def main():
     o = run([os.path.join(RECIPES, "import_pack.py"), "--pack", os.path.join(os.path.dirname(RECIPES), "shapes-mot"),
              "--out", W("imported-release")])
     assert "bitwise re-export, 12 parity references" in o and '"students": ["one.pt", "six.pt"], "draft": true' in o, o
+    # the release's declarations go along: its session context (image) for a re-export; a pack without one is the
+    # engine's default (conversation), which a re-export must not change
+    assert torch.load(W("imported-release/unified.ckpt"), map_location="cpu")["session_context"] == "image"
+    assert imp["session_context"] == json.load(open(os.path.join(out, "manifest.json")))["prompts"].get("session_context", "conversation")
     # a pack whose references disagree with its graphs is refused, with the reason
     bad = W("bad-pack")
     shutil.rmtree(bad, ignore_errors=True)

@@ -117,24 +117,37 @@ export interface ValidatedUnderstand {
  * yet in context), the words and the assistant marker, as layout() places them.
  */
 export function promptPositions(ctx: EngineCtx, v: ValidatedUnderstand, conversation: ConversationState | null, requestImage: boolean): { startPos: number; need: number } {
-  const image = requestImage || (!!conversation?.image && !conversation.imageInContext && !!ctx.manifest.graphs.vision);
-  // image-only sessions start at their image's anchor, or afresh with a new image (or none kept)
-  const anchor = conversation && imageOnlySessions(ctx) && !image ? conversation.anchor : undefined; // undefined: not such a turn
-  const continuing = anchor !== undefined ? anchor !== null : !!conversation?.seq && conversation.seq.alive && conversation.seq.length > 0;
-  const startPos = anchor ? anchor.nextPos : continuing ? conversation!.nextPos : 0;
-  const lead = anchor ? 0 : continuing ? conversation!.pending.length : 1;
+  const image = turnBringsImage(ctx, conversation, requestImage);
+  let startPos: number, lead: number;
+  if (conversation && imageOnlySessions(ctx)) {
+    // from the image's anchor, or afresh (BOS) with a new image or none kept
+    const anchor = image ? null : conversation.anchor;
+    startPos = anchor?.nextPos ?? 0;
+    lead = anchor ? 0 : 1;
+  } else {
+    const continuing = !!conversation?.seq && conversation.seq.alive && conversation.seq.length > 0;
+    startPos = continuing ? conversation!.nextPos : 0;
+    lead = continuing ? conversation!.pending.length : 1;
+  }
   // an image block takes one position id for all its tokens, between its start and end markers
   return { startPos, need: lead + (image ? 3 : 0) + v.words.length + 1 };
+}
+
+/** Does this turn feed an image: the request's own, or the session's latest that its context does not hold yet? */
+function turnBringsImage(ctx: EngineCtx, conversation: ConversationState | null, requestImage: boolean): boolean {
+  return requestImage || (!!conversation?.image && !conversation.imageInContext && !!ctx.manifest.graphs.vision);
 }
 
 /**
  * A prompt placed from `startPos` that ends at `nextPos` must leave the model's context room for one
  * answer token. A session turn that does not is SESSION_FULL, so the client starts a new session
- * instead of reading it as a prompt that is too long.
+ * instead of reading it as a prompt that is too long; unless a new session would hold as much
+ * (`sessionGrows` false: an image-only session holds only its image, which the turn needs), when it is
+ * PROMPT_TOO_LONG.
  */
-function checkRoom(startPos: number, nextPos: number, maxPos: number): void {
+function checkRoom(startPos: number, nextPos: number, maxPos: number, sessionGrows = true): void {
   if (nextPos < maxPos) return;
-  if (startPos > 0)
+  if (startPos > 0 && sessionGrows)
     throw new EngineError('SESSION_FULL', `the session's conversation holds ${startPos} of the model's ${maxPos} positions and this turn needs ${nextPos - startPos} more; start a new session`, {
       positions: startPos,
       needed: nextPos - startPos,
@@ -146,7 +159,7 @@ function checkRoom(startPos: number, nextPos: number, maxPos: number): void {
 /** checkRoom before any model work (engine.checkUnderstand), from the positions layout() will place. */
 export function checkContextRoom(ctx: EngineCtx, v: ValidatedUnderstand, conversation: ConversationState | null, requestImage: boolean): void {
   const { startPos, need } = promptPositions(ctx, v, conversation, requestImage);
-  checkRoom(startPos, startPos + need, ctx.manifest.decoder.max_positions);
+  checkRoom(startPos, startPos + need, ctx.manifest.decoder.max_positions, !(conversation && imageOnlySessions(ctx)));
 }
 
 export function validateUnderstand(ctx: EngineCtx, req: UnderstandRequest): ValidatedUnderstand {
@@ -302,7 +315,7 @@ export async function* runUnderstand(
       throw new EngineError('WORKER_CRASHED', 'the session lost its context in a model worker crash; the next request starts a new conversation');
     }
     const imageOnly = !!conversation && imageOnlySessions(ctx);
-    const bringsImage = !!req.image || (!!conversation?.image && !conversation.imageInContext && !!ctx.manifest.graphs.vision);
+    const bringsImage = turnBringsImage(ctx, conversation, !!req.image);
     // (also undoes what a turn that failed half-way left in the cache)
     if (imageOnly && conversation.seq) await backToImage(conversation, bringsImage);
     if (conversation?.seq && (conversation.seq.length > 0 || imageOnly)) {
@@ -329,7 +342,7 @@ export async function* runUnderstand(
       const fit = await fitImage(req.image, ctx.manifest.vision.image_size, 'request');
       image = fit.image;
       inputImage = fit.info;
-    } else if (conversation?.image && !conversation.imageInContext && ctx.manifest.graphs.vision) {
+    } else if (bringsImage && conversation?.image) {
       image = conversation.image;
       inputImage = { ...(conversation.imageInfo ?? { originalWidth: image.width, originalHeight: image.height, width: image.width, height: image.height, resized: false, cropped: false }), source: 'session' };
     }
@@ -358,7 +371,7 @@ export async function* runUnderstand(
     const imageAnchor = imageOnly && image ? { kvLength: kvStart + imageRows, nextPos: lay.positions[imageRows - 1]! + 1, history: [...history, ...lay.ids.slice(0, lead.length + 2)] } : null;
     const promptTokens = lay.positions.length;
     const maxPos = ctx.manifest.decoder.max_positions;
-    checkRoom(startPos, lay.nextPos, maxPos);
+    checkRoom(startPos, lay.nextPos, maxPos, !imageOnly);
     const maxTokens = Math.min(v.maxTokens, maxPos - lay.nextPos);
     if (signal?.aborted) throw new EngineError('CANCELLED', 'request cancelled');
     const pEmbeds = proposer?.needsFeatures ? promptEmbeds(ctx, lay.segments, promptTokens) : null;
