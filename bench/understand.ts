@@ -9,6 +9,7 @@ import { EngineError, type SpeculationMode, type UnderstandRequest, type Underst
 import { renderScene } from '../src/world/index.ts';
 import { captionPrompt } from '../src/eval/engine-model.ts';
 import { loadUnderstandSuite } from '../src/eval/suites.ts';
+import { benchSessionFollowups } from './session-followup.ts';
 import { compareUnderstandViaGateway } from './understand-gateway.ts';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -133,6 +134,9 @@ export async function run(argv: string[]): Promise<number> {
     const best = ['chain', 'tree', 'auto'].reduce((a, b) => (tps(b) > tps(a) ? b : a));
     // the same requests through the gateway, as a streaming client sees them
     const gateway = await compareUnderstandViaGateway(engine, requests);
+    // a chat's follow-ups: each image captioned in a session, then its questions asked there without the image
+    const conversations = items.map((it) => ({ image: renderScene(it.scene, size), opening: captionPrompt(pack), questions: it.questions.slice(0, QUESTIONS_PER_IMAGE).map((q) => q.question) }));
+    const sessionFollowup = await benchSessionFollowups(engine, conversations, { maxTokens, temperature: 0, speculation: { mode: 'auto' } }, rounds);
     const result = {
       pack: engine.info.name,
       pack_dir: pack,
@@ -157,6 +161,9 @@ export async function run(argv: string[]): Promise<number> {
       // every request once direct and once through the gateway over graphql-ws (auto speculation):
       // time to first token and total as a client sees them, and the same text both ways
       gateway,
+      // follow-up questions in a session (no image sent again) against the same questions with their image:
+      // medians of time to first token, total and prompt tokens, and whether the answers are the same
+      session_followup: sessionFollowup,
       // by prompt type (caption prompt vs the questions): tau and tokens/s of every mode
       by_kind: Object.fromEntries(
         Object.entries(byKind).map(([k, ms]) => [

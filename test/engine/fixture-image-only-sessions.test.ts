@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createEngine, type LocalEngine } from '../../src/engine/index.ts';
 import type { RgbImage, UnderstandEvent, UnderstandSummary } from '../../src/engine/types.ts';
+import { benchSessionFollowups } from '../../bench/session-followup.ts';
 import { answerIds, collect, FIXTURE } from './fixture-helpers.ts';
 
 let dir: string;
@@ -115,6 +116,13 @@ describe('image-only sessions', () => {
       await accel.close();
       rmSync(accelDir, { recursive: true, force: true });
     }
+  });
+
+  test('bench understand\'s follow-up row: the same answers, the image\'s rows fewer prompt tokens', async () => {
+    const r = await benchSessionFollowups(engine, [{ image: image(7), opening: 'describe the image', questions: ['what color is the circle', 'where is the square'] }], greedy, 1);
+    expect(r).toMatchObject({ session_context: 'image', followups: 2, same_answers: true });
+    expect(r.prompt_tokens.with_image - r.prompt_tokens.followup).toBe(IMAGE_ROWS);
+    expect(r.ttft_ms.followup).toBeGreaterThan(0);
   });
 
   test('engine.info says how sessions read; a manifest with another value is refused at load, naming the field', async () => {
