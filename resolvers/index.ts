@@ -485,8 +485,11 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
   return {
     Upload: UploadScalar,
     Query: {
-      models: () => [modelOut()],
-      health: () => ({
+      models: () => {
+        rt.metrics.operations.inc({ field: 'models' });
+        return [modelOut()];
+      },
+      health: () => (rt.metrics.operations.inc({ field: 'health' }), {
         status: rt.state,
         ready: rt.ready,
         uptimeSeconds: (Date.now() - rt.startedAt) / 1000,
@@ -497,6 +500,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
         replica: rt.relay?.selfId ?? null,
       }),
       job: async (_p, { id }, ctx) => {
+        rt.metrics.operations.inc({ field: 'job' });
         const owner = rt.relay?.remoteOwner(id, 'job', ctx.forwardedBy);
         if (owner) {
           const remote = await rt.relay!.job(owner, id, ctx, ctx.signal);
@@ -584,7 +588,8 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
                 return { understand: summaryOut(s, receivedAt, firstChunkAt, slot.waitedMs, image) };
               },
               onEngineChunk: (c) => {
-                rt.metrics.acceptanceLength.observe(c.acceptedTokens);
+                // a verification step of drafted tokens yields its accepted drafts and one token of its own
+                if (c.draftedTokens > 0) rt.metrics.acceptanceLength.observe(c.acceptedTokens + 1);
                 rt.metrics.tokens.inc(undefined, c.tokenIds.length);
               },
               onCoalesced: () => rt.metrics.coalescedChunks.inc(),

@@ -1,10 +1,10 @@
 // The `hyperbagel` command line: one entry, one module per subcommand, each with --help.
-import { readFileSync } from 'node:fs';
 import { CliError, UsageError } from './args.ts';
 import { describeFsError, isFsError } from './output-path.ts';
 import { WorldError } from '../world/errors.ts';
 import { EngineError } from '../engine/types.ts';
 import { closeAllWorkers } from '../runtime/client.ts';
+import { packageVersion } from '../version.ts';
 
 interface Command {
   summary: string;
@@ -51,10 +51,7 @@ function usage(): string {
 }
 
 /** package.json's version. */
-export function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
-  return typeof pkg.version === 'string' ? pkg.version : 'unknown';
-}
+export const version = packageVersion;
 
 /** Why the command line is refused before anything runs, or undefined when it is fine. */
 export function argvProblem(argv: readonly string[]): string | undefined {

@@ -1,3 +1,5 @@
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+
 // A small Prometheus text-format registry (no extra dependency). Covers HTTP and graphql-ws alike,
 // since everything is recorded by the gateway's own code rather than HTTP middleware.
 
@@ -17,10 +19,17 @@ const labelKey = (l: Labels) =>
 
 export class Counter {
   private readonly values = new Map<string, number>();
+  /**
+   * @param declared  label sets shown at 0 before their first event, so a scraper sees every series from the
+   *   start and rate()/increase() catch the first event after a restart
+   */
   constructor(
     readonly name: string,
     readonly help: string,
-  ) {}
+    declared: Labels[] = [],
+  ) {
+    for (const l of declared) this.values.set(labelKey(l), 0);
+  }
   /** `labels` undefined: the label-less series (the per-token hot path skips key building) */
   inc(labels?: Labels, by = 1): void {
     const k = labels === undefined ? '' : labelKey(labels);
@@ -37,14 +46,16 @@ export class Counter {
   }
 }
 
+/** A value read at scrape time; `type` counter for one that only grows (process_cpu_seconds_total). */
 export class Gauge {
   constructor(
     readonly name: string,
     readonly help: string,
     private readonly read: () => number | Array<[Labels, number]>,
+    private readonly type: 'gauge' | 'counter' = 'gauge',
   ) {}
   render(): string {
-    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`];
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} ${this.type}`];
     const v = this.read();
     if (typeof v === 'number') lines.push(`${this.name} ${v}`);
     else for (const [l, n] of v) lines.push(`${this.name}{${labelKey(l)}} ${n}`);
@@ -81,6 +92,12 @@ export class Histogram {
 }
 
 export interface MetricsSources {
+  /** 1 when the model is loaded and requests are served, else 0 (loading, failed, shutting down) */
+  ready?: () => number;
+  /** the package version and the model's name, for hyperbagel_build_info */
+  build?: () => { version: string; model: string };
+  /** configured limits, for saturation ratios (running_jobs / max_concurrent_jobs, ...) */
+  limits?: () => Array<[Labels, number]>;
   activeStreams: () => Array<[Labels, number]>;
   queueDepth: () => number;
   runningJobs: () => number;
@@ -108,19 +125,43 @@ export class GatewayMetrics {
   readonly heartbeatTimeouts = new Counter('hyperbagel_gateway_ws_heartbeat_timeouts_total', 'graphql-ws sockets the heartbeat terminated: no answer to its pings and no data taken for an interval, or no answer for 3');
   readonly slowSocketCloses = new Counter('hyperbagel_gateway_slow_socket_closes_total', 'graphql-ws sockets closed because the client stopped reading (code 4008)');
   readonly forwarded = new Counter('hyperbagel_gateway_forwarded_total', 'Operations forwarded to the replica that owns their job or session id, by root field and replica');
-  readonly tokens = new Counter('hyperbagel_gateway_generated_tokens_total', 'Tokens streamed to clients');
+  readonly tokens = new Counter('hyperbagel_gateway_generated_tokens_total', 'Tokens the engine generated for understand streams');
   readonly ttft = new Histogram('hyperbagel_gateway_ttft_seconds', 'Time to first token (gateway receipt to first chunk)', [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]);
   readonly timePerOutputToken = new Histogram('hyperbagel_gateway_time_per_output_token_seconds', 'Decode time per token after the first (TPOT), per understand request of two or more tokens', [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1]);
-  readonly tokensPerSecond = new Histogram('hyperbagel_gateway_tokens_per_second', 'Decode throughput per understand request', [1, 5, 10, 25, 50, 100, 250, 500, 1000]);
-  readonly acceptanceLength = new Histogram('hyperbagel_gateway_acceptance_length', 'Tokens accepted per verification step', [0, 1, 2, 3, 4, 5, 6, 8, 12, 16]);
+  readonly tokensPerSecond = new Histogram('hyperbagel_gateway_tokens_per_second', 'Decode throughput per understand request', [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000]);
+  readonly acceptanceLength = new Histogram('hyperbagel_gateway_acceptance_length', 'Tokens a verification step of drafted tokens yields (accepted drafts + 1, as speculation.meanAcceptedLength); steps without a draft are not observed', [1, 2, 3, 4, 5, 6, 8, 12, 16]);
   readonly previewLatency = new Histogram('hyperbagel_gateway_preview_latency_seconds', 'Image job start to first preview frame', [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]);
   readonly thinkTime = new Histogram('hyperbagel_gateway_think_seconds', 'Think mode: time the model spent writing the scene description', [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1]);
   readonly jobDuration = new Histogram('hyperbagel_gateway_image_job_seconds', 'Image job start to terminal state', [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]);
   readonly queueWait = new Histogram('hyperbagel_gateway_queue_wait_seconds', 'Time spent waiting for a job slot', [0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30]);
   private readonly gauges: Gauge[];
 
-  constructor(src: MetricsSources) {
+  /** the event loop's delay over time, sampled by Node (perf_hooks); reset at each scrape */
+  private readonly loopDelay = monitorEventLoopDelay({ resolution: 10 });
+
+  constructor(src: MetricsSources, declared: { errorCodes?: readonly string[]; fields?: readonly string[] } = {}) {
+    this.loopDelay.enable();
+    for (const code of declared.errorCodes ?? []) this.errors.inc({ code }, 0);
+    for (const field of declared.fields ?? []) this.operations.inc({ field }, 0);
+    for (const transport of ['http', 'ws']) this.rateLimited.inc({ transport }, 0);
+    const start = Date.now() / 1000 - process.uptime();
     this.gauges = [
+      new Gauge('hyperbagel_build_info', 'Always 1: the package version and the model served, as labels', () => (src.build ? [[src.build(), 1]] : [])),
+      new Gauge('hyperbagel_gateway_ready', '1 when the model is loaded and requests are served, else 0 (loading, failed to load, shutting down)', src.ready ?? (() => 1)),
+      new Gauge('hyperbagel_gateway_limit', 'Configured limits, by name (max_concurrent_jobs, max_queued_jobs, max_ws_connections, ...): divide a gauge by its limit for saturation', src.limits ?? (() => [])),
+      new Gauge('process_start_time_seconds', 'Start time of the process since the Unix epoch, in seconds', () => start),
+      new Gauge('process_cpu_seconds_total', 'User and system CPU time the process has spent, in seconds', () => {
+        const u = process.cpuUsage();
+        return (u.user + u.system) / 1e6;
+      }, 'counter'),
+      new Gauge('process_resident_memory_bytes', 'Resident memory size, in bytes', () => process.memoryUsage.rss()),
+      new Gauge('nodejs_heap_used_bytes', 'V8 heap in use, in bytes', () => process.memoryUsage().heapUsed),
+      new Gauge('nodejs_eventloop_delay_seconds', 'Event-loop delay since the last scrape, by quantile (p50, p99, max): how long ready callbacks waited', () => {
+        const h = this.loopDelay;
+        const out: Array<[Labels, number]> = h.count ? [[{ quantile: '0.5' }, h.percentile(50) / 1e9], [{ quantile: '0.99' }, h.percentile(99) / 1e9], [{ quantile: '1' }, h.max / 1e9]] : [];
+        h.reset();
+        return out;
+      }),
       new Gauge('hyperbagel_gateway_active_streams', 'Open streaming operations, by kind', src.activeStreams),
       new Gauge('hyperbagel_gateway_queue_depth', 'Jobs waiting for a slot', src.queueDepth),
       new Gauge('hyperbagel_gateway_running_jobs', 'Jobs holding a slot', src.runningJobs),
@@ -131,6 +172,11 @@ export class GatewayMetrics {
       new Gauge('hyperbagel_gateway_image_store_bytes', 'Bytes held for Image.url', src.imageStoreBytes),
       new Gauge('hyperbagel_gateway_retained_jobs', 'Image jobs held for resume', src.retainedJobs),
     ];
+  }
+
+  /** Stops sampling the event loop (the server's close). */
+  close(): void {
+    this.loopDelay.disable();
   }
 
   render(): string {

@@ -10,6 +10,11 @@ import { PeerClient } from './peer-client.ts';
 import type { ReplicaConfig } from './replicas.ts';
 import { Scheduler } from './scheduler.ts';
 import { SessionStore } from './sessions.ts';
+import { ErrorCodeValues } from './schema-types.ts';
+import { packageVersion } from '../version.ts';
+
+/** Every root field of the schema: operations_total shows each from the start (test/gateway/metrics-format.test.ts checks the list). */
+export const ROOT_FIELDS = ['models', 'health', 'job', 'generateImage', 'editImage', 'cancelJob', 'createSession', 'closeSession', 'understand', 'imageJob'] as const;
 
 /** Per-operation GraphQL context (HTTP and graphql-ws). */
 export interface GatewayContext {
@@ -61,7 +66,15 @@ export class GatewayRuntime {
       sessionBytes: () => this.sessions.bytes,
       imageStoreBytes: () => this.images.bytes,
       retainedJobs: () => this.jobs.size,
-    });
+      ready: () => (this.ready ? 1 : 0),
+      build: () => ({ version: packageVersion(), model: this.engineRef?.info.name ?? '' }),
+      limits: () => [
+        [{ name: 'max_concurrent_jobs' }, L.maxConcurrentJobs],
+        [{ name: 'max_queued_jobs' }, L.maxQueuedJobs],
+        [{ name: 'max_sessions' }, L.maxSessions],
+        [{ name: 'max_ws_connections' }, L.maxWsConnections],
+      ],
+    }, { errorCodes: ErrorCodeValues, fields: ROOT_FIELDS });
     this.sessions = new SessionStore(() => this.engine, L, Date.now, replica?.id);
     if (replica) this.relay = new Relay(new PeerClient(replica), this.metrics);
     this.jobs = new JobManager({
@@ -112,6 +125,7 @@ export class GatewayRuntime {
 
   dispose(): void {
     this.state = 'shutting-down';
+    this.metrics.close();
     this.relay?.dispose();
     this.jobs.dispose();
     this.scheduler.drain(new GatewayError('UNAVAILABLE', 'The server is shutting down'));

@@ -559,7 +559,10 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       return sendError(res, 403, 'This Origin is not allowed (see --allow-origin)', { code: 'FORBIDDEN' });
     }
     if (path === '/metrics') {
-      if (authOn && !keyAllowed(apiKeys, extractApiKey(req.headers.authorization))) return sendJson(res, 401, { error: 'Missing or invalid API key' });
+      if (authOn && !keyAllowed(apiKeys, extractApiKey(req.headers.authorization))) {
+        countCode('UNAUTHENTICATED');
+        return sendJson(res, 401, { error: 'Missing or invalid API key' });
+      }
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'cache-control': 'no-store' });
       return res.end(rt.metrics.render());
     }
@@ -798,10 +801,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
         const msg = JSON.parse(s) as { type?: string; id?: string };
         if (msg.type === 'complete' && typeof msg.id === 'string') {
           const op = wsOps.get(socket)?.get(msg.id);
-          if (op) {
-            rt.metrics.cancellations.inc({ reason: 'ws_complete', operation: 'any' });
-            op.controller.abort();
-          }
+          // (model work it stops is counted by the operation itself, as client_gone)
+          if (op) op.controller.abort();
         }
       } catch {
         // graphql-ws closes the socket for invalid messages
@@ -836,7 +837,9 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       connectionInitWaitTimeout: 3000,
       onConnect: (ctx) => {
         if (!authOn) return true;
-        return keyAllowed(apiKeys, wsKey(ctx)); // false -> close 4403 Forbidden
+        if (keyAllowed(apiKeys, wsKey(ctx))) return true;
+        countCode('UNAUTHENTICATED'); // as an HTTP 401 is
+        return false; // -> close 4403 Forbidden
       },
       execute: async (args) => wsResult(await (args.rootValue as Roots).execute(args)) as never,
       // The subscribe goes through envelop (plugins, masking of subscribe-time errors). Each event

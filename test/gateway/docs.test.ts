@@ -25,6 +25,7 @@ describe('docs/gateway.md', () => {
   it('lists every metric /metrics renders, and the gateway close code', () => {
     const m = new GatewayMetrics({ activeStreams: () => [], queueDepth: () => 0, runningJobs: () => 0, wsConnections: () => 0, sessions: () => 0, imageStoreBytes: () => 0, retainedJobs: () => 0 });
     const names = [...m.render().matchAll(/^# HELP (\S+) /gm)].map((x) => x[1]!);
+    m.close();
     expect(names.length).toBeGreaterThan(25);
     for (const name of names) expect(doc, name).toContain(`| \`${name}\` |`);
     expect(doc).toContain(`| ${SLOW_CONSUMER_CLOSE_CODE} |`);

@@ -55,7 +55,7 @@ describe('/metrics', () => {
     expect(await sample(TPOT)).toBe(1);
     expect(await sample('hyperbagel_gateway_time_per_output_token_seconds_sum')).toBeCloseTo(0.002, 6);
     expect(await sample(ACCEPTANCE)).toBe(4); // the fake engine's 4 verification steps
-    expect(await sample('hyperbagel_gateway_acceptance_length_sum')).toBe(8); // 2 accepted per step
+    expect(await sample('hyperbagel_gateway_acceptance_length_sum')).toBe(12); // 2 accepted per step, + 1 of its own
   });
 
   it('a replay of a finished job delivers every preview: none counted as dropped', async () => {
