@@ -554,7 +554,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
             if (e instanceof GatewayError && e.code === 'BUSY') rt.metrics.busy.inc();
             throw e;
           }
-          rt.metrics.queueWait.observe(slot.waitedMs / 1000);
+          rt.metrics.queueWait.observe(slot.waitedMs / 1000, { kind: 'understand' });
           const controller = new AbortController();
           const closeStream = rt.openStream('understand');
           const end = (info: { cancelled: boolean; error?: unknown; summary?: UnderstandSummary }) => {

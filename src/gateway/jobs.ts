@@ -367,7 +367,7 @@ export class JobManager {
     let engineStopped: Promise<void> | undefined;
     try {
       slot = await this.o.scheduler.acquire(signal, client);
-      metrics.queueWait.observe(slot.waitedMs / 1000);
+      metrics.queueWait.observe(slot.waitedMs / 1000, { kind: 'image_job' });
       start = performance.now();
       job.push({ status: 'RUNNING', done: false });
       let sawPreview = false;
@@ -391,7 +391,6 @@ export class JobManager {
       }
     } finally {
       slot?.release();
-      if (start) metrics.jobDuration.observe((performance.now() - start) / 1000);
     }
     // the engine finishes the model step in progress after a cancel: the job ends once it has (or after
     // CANCEL_SETTLE_MS, for an engine that ignores its signal), so the session is really free when unlocked
@@ -400,6 +399,8 @@ export class JobManager {
     // job end can use the session again at once
     const cancelled = signal.aborted && failure === undefined;
     const succeeded = !cancelled && failure === undefined && !!job.finalFrame;
+    // (a job cancelled while queued never ran: no duration)
+    if (start) metrics.jobDuration.observe((performance.now() - start) / 1000, { mode: job.mode, outcome: succeeded ? 'succeeded' : cancelled ? 'cancelled' : 'failed' });
     if (succeeded) hooks.onSuccess?.(job);
     hooks.onEnd?.();
     if (cancelled) {

@@ -64,29 +64,36 @@ export class Gauge {
 }
 
 export class Histogram {
-  private readonly counts: number[];
-  private sum = 0;
-  private count = 0;
+  /** per label set (labelKey; '' for none): bucket counts, sum, count */
+  private readonly series = new Map<string, { counts: number[]; sum: number; count: number }>();
   constructor(
     readonly name: string,
     readonly help: string,
     readonly buckets: number[],
-  ) {
-    this.counts = buckets.map(() => 0);
-  }
-  observe(v: number): void {
+  ) {}
+  observe(v: number, labels?: Labels): void {
     if (!Number.isFinite(v)) return;
-    this.sum += v;
-    this.count++;
-    for (let i = 0; i < this.buckets.length; i++) if (v <= this.buckets[i]!) this.counts[i]!++;
+    const k = labels === undefined ? '' : labelKey(labels);
+    let s = this.series.get(k);
+    if (!s) this.series.set(k, (s = { counts: this.buckets.map(() => 0), sum: 0, count: 0 }));
+    s.sum += v;
+    s.count++;
+    for (let i = 0; i < this.buckets.length; i++) if (v <= this.buckets[i]!) s.counts[i]!++;
   }
+  /** observations over every label set */
   get observations(): number {
-    return this.count;
+    let n = 0;
+    for (const s of this.series.values()) n += s.count;
+    return n;
   }
   render(): string {
     const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`];
-    this.buckets.forEach((b, i) => lines.push(`${this.name}_bucket{le="${b}"} ${this.counts[i]}`));
-    lines.push(`${this.name}_bucket{le="+Inf"} ${this.count}`, `${this.name}_sum ${this.sum}`, `${this.name}_count ${this.count}`);
+    const all = this.series.size ? this.series : new Map([['', { counts: this.buckets.map(() => 0), sum: 0, count: 0 }]]);
+    for (const [k, s] of all) {
+      const l = (extra?: string) => (k || extra ? `{${[k, extra].filter(Boolean).join(',')}}` : '');
+      this.buckets.forEach((b, i) => lines.push(`${this.name}_bucket${l(`le="${b}"`)} ${s.counts[i]}`));
+      lines.push(`${this.name}_bucket${l('le="+Inf"')} ${s.count}`, `${this.name}_sum${l()} ${s.sum}`, `${this.name}_count${l()} ${s.count}`);
+    }
     return lines.join('\n');
   }
 }
@@ -132,8 +139,8 @@ export class GatewayMetrics {
   readonly acceptanceLength = new Histogram('hyperbagel_gateway_acceptance_length', 'Tokens a verification step of drafted tokens yields (accepted drafts + 1, as speculation.meanAcceptedLength); steps without a draft are not observed', [1, 2, 3, 4, 5, 6, 8, 12, 16]);
   readonly previewLatency = new Histogram('hyperbagel_gateway_preview_latency_seconds', 'Image job start to first preview frame', [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]);
   readonly thinkTime = new Histogram('hyperbagel_gateway_think_seconds', 'Think mode: time the model spent writing the scene description', [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1]);
-  readonly jobDuration = new Histogram('hyperbagel_gateway_image_job_seconds', 'Image job start to terminal state', [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]);
-  readonly queueWait = new Histogram('hyperbagel_gateway_queue_wait_seconds', 'Time spent waiting for a job slot', [0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30]);
+  readonly jobDuration = new Histogram('hyperbagel_gateway_image_job_seconds', 'Image job start (slot taken) to terminal state, by mode and outcome (succeeded, failed, cancelled)', [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]);
+  readonly queueWait = new Histogram('hyperbagel_gateway_queue_wait_seconds', 'Time spent waiting for a slot, by kind (understand, image_job)', [0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30]);
   private readonly gauges: Gauge[];
 
   /** the event loop's delay over time, sampled by Node (perf_hooks); reset at each scrape */

@@ -38,8 +38,14 @@ describe('/metrics', () => {
     for (const [name, type] of families) {
       if (type === 'counter') expect(name).toMatch(/_total$/);
       if (type === 'histogram') {
+        // per label set: a +Inf bucket equal to the count
         const s = series(text);
-        expect(s.get(`${name}_bucket{le="+Inf"}`)).toBe(s.get(`${name}_count`));
+        const counts = [...s].filter(([k]) => k === `${name}_count` || k.startsWith(`${name}_count{`));
+        expect(counts.length, name).toBeGreaterThan(0);
+        for (const [k, v] of counts) {
+          const labels = k.slice(`${name}_count`.length).replace(/^\{|\}$/g, '');
+          expect(s.get(`${name}_bucket{${labels ? `${labels},` : ''}le="+Inf"}`), k).toBe(v);
+        }
       }
     }
   });
@@ -61,6 +67,14 @@ describe('/metrics', () => {
     expect(s.get('hyperbagel_gateway_ready')).toBe(1);
     expect(s.get('hyperbagel_gateway_limit{name="max_concurrent_jobs"}')).toBe(server.runtime.limits.maxConcurrentJobs);
     for (const name of ['process_start_time_seconds', 'process_cpu_seconds_total', 'process_resident_memory_bytes', 'nodejs_heap_used_bytes']) expect(s.get(name), name).toBeGreaterThan(0);
+  });
+
+  it('image job durations by mode and outcome; queue waits by kind', async () => {
+    const r = await gqlPost(server, { query: 'mutation { generateImage(input: { prompt: "x", mode: ONE_STEP }) { result { nfe } } }' }, auth);
+    expect(r.json.errors).toBeUndefined();
+    const s = series(await scrape());
+    expect(s.get('hyperbagel_gateway_image_job_seconds_count{mode="ONE_STEP",outcome="succeeded"}')).toBeGreaterThanOrEqual(1);
+    expect(s.get('hyperbagel_gateway_queue_wait_seconds_count{kind="image_job"}')).toBeGreaterThanOrEqual(1);
   });
 
   it('counts queries as operations; acceptance length is per drafted step, accepted + 1', async () => {
