@@ -46,7 +46,7 @@ const CANCEL_JOB = 'mutation CancelJob($id: ID!) { cancelJob(id: $id) }';
 const JOB_STATUS = 'query JobStatus($id: ID!) { job(id: $id) { id status } }';
 const CREATE_SESSION = 'mutation CreateSession { createSession }';
 const CLOSE_SESSION = 'mutation CloseSession($id: ID!) { closeSession(id: $id) }';
-const MODELS = 'query Models { models { name description capabilities { understand generate edit draft sixStep oneStep think } imageSize { width height } } }';
+const MODELS = 'query Models { models { name description capabilities { understand generate edit draft sixStep oneStep think } imageSize { width height } guidance { sixStep { text { default min max } } oneStep { text { default min max } } } } }';
 
 /** What each server error code means for someone at the page. */
 const ERROR_HINTS = /** @type {Record<string, string>} */ ({
@@ -117,6 +117,7 @@ const ui = {
   genThinkLabel: $('gen-think-label', HTMLElement),
   genThought: $('gen-thought', HTMLElement),
   genSeed: $('gen-seed', HTMLInputElement),
+  genGuidance: $('gen-guidance', HTMLInputElement),
   genStatus: $('gen-status', HTMLElement),
   frames: $('frames', HTMLOListElement),
   messages: $('messages', HTMLOListElement),
@@ -394,6 +395,22 @@ function closeOnExit() {
 let capabilities = null;
 /** @type {{ width: number, height: number } | null} */
 let imageSize = null;
+/** @typedef {{ default: number, min: number, max: number }} ScaleRange */
+/** @type {{ sixStep: { text: ScaleRange }, oneStep: { text: ScaleRange } } | null} */
+let guidance = null;
+
+/** The guidance box takes the range the selected mode's samplers accept (progressive: both), and shows their default. */
+function showGuidanceRange() {
+  if (!guidance) return;
+  const mode = ui.genMode.value;
+  const ranges = mode === 'ONE_STEP' ? [guidance.oneStep.text] : mode === 'SIX_STEP' ? [guidance.sixStep.text] : [guidance.oneStep.text, guidance.sixStep.text];
+  const min = Math.max(...ranges.map((r) => r.min));
+  const max = Math.min(...ranges.map((r) => r.max));
+  ui.genGuidance.min = String(min);
+  ui.genGuidance.max = String(max);
+  ui.genGuidance.placeholder = `default ${ranges.map((r) => r.default).join(' / ')}`;
+  ui.genGuidance.title = `text guidance scale, ${min} to ${max}; empty: each sampler's default`;
+}
 
 async function loadModel() {
   try {
@@ -405,6 +422,8 @@ async function loadModel() {
     ui.model.textContent = `model: ${m.name} · ${m.imageSize.width}×${m.imageSize.height}${m.capabilities.draft ? ' · draft' : ' · no draft model'}`;
     ui.model.title = m.description;
     ui.genThinkLabel.hidden = !m.capabilities.think;
+    guidance = m.guidance ?? null;
+    showGuidanceRange();
   } catch (err) {
     const e = describeError(err);
     ui.model.textContent = `model: unavailable (${e.code})`;
@@ -817,6 +836,7 @@ async function runJob(action, retry) {
   if (ui.genIntermediate.checked) input.intermediatePreviews = true;
   if (action === 'generate' && ui.genThink.checked && !ui.genThinkLabel.hidden) input.think = true;
   if (ui.genSeed.value !== '') input.seed = Number(ui.genSeed.value);
+  if (ui.genGuidance.value !== '') input.cfgTextScale = Number(ui.genGuidance.value);
   if (sid) input.sessionId = sid;
   const source = current;
   if (action === 'generate') {
@@ -1027,6 +1047,7 @@ async function runJob(action, retry) {
 // ---------------------------------------------------------------- wiring
 
 ui.errorClose.addEventListener('click', clearError);
+ui.genMode.addEventListener('change', showGuidanceRange);
 ui.image.addEventListener('error', () => {
   if (!ui.image.getAttribute('src')) return;
   ui.image.hidden = true;

@@ -942,6 +942,34 @@ suite('web demo in Chromium', () => {
     }
   });
 
+  it('guidance: the box takes the selected mode\'s range from models.guidance, sends cfgTextScale, and shows a refusal', async () => {
+    const g = server.runtime.engine.info.guidance;
+    await page.selectOption('#gen-mode', 'SIX_STEP');
+    expect(await page.getAttribute('#gen-guidance', 'min')).toBe(String(g.sixStep.text.min));
+    expect(await page.getAttribute('#gen-guidance', 'max')).toBe(String(g.sixStep.text.max));
+    expect(await page.getAttribute('#gen-guidance', 'placeholder')).toBe(`default ${g.sixStep.text.default}`);
+    await page.selectOption('#gen-mode', 'PROGRESSIVE');
+    expect(await page.getAttribute('#gen-guidance', 'placeholder')).toBe(`default ${g.oneStep.text.default} / ${g.sixStep.text.default}`);
+    await page.fill('#gen-prompt', 'a small red circle at the center on a white background');
+    await page.fill('#gen-guidance', '2.5');
+    await page.click('#gen-generate');
+    await page.waitForSelector('#gen-status[data-state="done"]', { timeout: 30_000 });
+    const sent = operation(ws, 'generateImage(').subscribe.payload.variables.input;
+    expect(sent.cfgTextScale).toBe(2.5);
+    expect(engine.calls.at(-1)).toMatchObject({ kind: 'generate' });
+    // a scale outside the range: the browser refuses the form (the box is :invalid) and nothing is sent
+    const jobs = ws.sent.filter((m) => m.type === 'subscribe' && String(m.payload?.query).includes('generateImage(')).length;
+    try {
+      await page.fill('#gen-guidance', String(g.sixStep.text.max + 5));
+      await page.click('#gen-generate');
+      expect(await page.evaluate(() => (document.getElementById('gen-guidance') as HTMLInputElement).validity.rangeOverflow)).toBe(true);
+      await page.waitForTimeout(200);
+      expect(ws.sent.filter((m) => m.type === 'subscribe' && String(m.payload?.query).includes('generateImage(')).length).toBe(jobs);
+    } finally {
+      await page.fill('#gen-guidance', '');
+    }
+  });
+
   it('refuses an undecodable file over the server\'s image limit before sending it', async () => {
     await dismissError();
     const labelBefore = await page.textContent('#image-label');
