@@ -20,6 +20,7 @@ import argparse
 import collections
 import json
 import os
+import sys
 
 CAPTION_PROMPT = "describe the image"  # hyperbagel/data.py CAPTION_PROMPT; the manifest's prompts.caption wins
 
@@ -32,10 +33,19 @@ def main():
     ap.add_argument("--out", default="retrieval.json")
     ap.add_argument("--no-manifest", action="store_true", help="do not add the key to manifest.json")
     a = ap.parse_args()
-
+    if a.max_n < 1:
+        sys.exit(f"--max-n {a.max_n}: at least 1 context token")
+    if not os.path.isfile(a.records):
+        sys.exit(f"--records {a.records!r}: no such file (a dataset's records.jsonl: npx hyperbagel dataset --out DIR)")
     mpath = os.path.join(a.pack, "manifest.json")
-    with open(mpath) as f:
-        manifest = json.load(f)
+    try:
+        with open(mpath) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as e:
+        sys.exit(f"--pack {a.pack!r}: no readable manifest.json ({e})")
+    taken = {g.get("file") for g in (manifest.get("graphs") or {}).values() if isinstance(g, dict)} | {"manifest.json", manifest.get("tokenizer")}
+    if os.path.basename(a.out) != a.out or not a.out.endswith(".json") or a.out in taken:
+        sys.exit(f"--out {a.out!r}: a new .json file name in the pack (not a path, a graph, the tokenizer or the manifest)")
     with open(os.path.join(a.pack, manifest["tokenizer"])) as f:
         vocab = json.load(f)["model"]["vocab"]
     sp = manifest["special_tokens"]

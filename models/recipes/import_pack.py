@@ -27,6 +27,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hyperbagel.utils import setup_threads, save_ckpt  # noqa: E402
+from hyperbagel.ckpts import refuse_overwrite  # noqa: E402
 
 setup_threads()
 import numpy as np  # noqa: E402
@@ -252,7 +253,20 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pack", default="models/shapes-mot")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--force", action="store_true", help="replace checkpoints a training run already keeps in --out")
     a = ap.parse_args()
+    if os.path.realpath(a.out) == os.path.realpath(a.pack):
+        sys.exit(f"--out {a.out!r} is the pack itself: give a folder for the training checkpoints (e.g. runs/r8)")
+    if os.path.exists(a.out) and not os.path.isdir(a.out):
+        sys.exit(f"--out {a.out!r} is a file: give a folder")
+    if not a.force:
+        for f in ("unified.ckpt", "vae.ckpt"):
+            p = os.path.join(a.out, f)
+            if os.path.isfile(p):
+                try:
+                    refuse_overwrite(p, f"--out: {f}")
+                except SystemExit as e:
+                    sys.exit(f"{e} (or --force)")
     man_path = os.path.join(a.pack, "manifest.json")
     if not os.path.exists(man_path):
         sys.exit(f"--pack: no manifest.json in {a.pack}")

@@ -15,6 +15,7 @@ import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hyperbagel.ckpts import refuse_overwrite  # noqa: E402
 from hyperbagel.utils import save_ckpt, torch_load  # noqa: E402
 
 
@@ -42,6 +43,7 @@ def main():
     for p in (a.base, a.tuned):
         if not os.path.isfile(p):
             sys.exit(f"{p}: no such checkpoint")
+    refuse_overwrite(a.out, "--out", [("--base", a.base), ("--tuned", a.tuned)])
     try:
         ck = interpolate(torch_load(a.base), torch_load(a.tuned), a.alpha)
     except ValueError as e:
@@ -49,8 +51,9 @@ def main():
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     save_ckpt(a.out, ck)
     tok = os.path.join(os.path.dirname(a.base), "tokenizer.json")
-    if os.path.isfile(tok):
-        shutil.copy(tok, os.path.join(os.path.dirname(os.path.abspath(a.out)), "tokenizer.json"))
+    dest = os.path.join(os.path.dirname(os.path.abspath(a.out)), "tokenizer.json")
+    if os.path.isfile(tok) and not (os.path.exists(dest) and os.path.samefile(tok, dest)):
+        shutil.copy(tok, dest)
     print(f"wrote {a.out}: {a.base} + {a.alpha} x ({a.tuned} - base)", flush=True)
 
 

@@ -57,7 +57,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="test/fixtures/tiny-pack")
     ap.add_argument("--meta", default=None, help="dataset meta.json whose vocabulary to use")
+    ap.add_argument("--force", action="store_true", help="replace a pack in --out that is not a tiny-pack fixture")
     a = ap.parse_args()
+    man = os.path.join(a.out, "manifest.json")
+    if os.path.isfile(man) and not a.force:
+        try:
+            name = json.load(open(man)).get("name")
+        except (OSError, ValueError):
+            name = None
+        if name != "tiny-pack":
+            sys.exit(f"--out {a.out!r} holds a pack named {name!r}, not the tiny-pack fixture: random weights would "
+                     "replace it (--force to do so anyway)")
     torch.set_num_threads(1)
     words = json.load(open(a.meta))["vocabulary"] if a.meta else WORLD_VOCAB
     tok, c, model, vae = build(words)

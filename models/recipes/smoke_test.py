@@ -8,6 +8,7 @@ check -> export_pack with parity references into --out.
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -326,6 +327,40 @@ def main():
              "--steps", "3", "--batch", "8", "--shift-aug", "2", "--clip-grad", "1.0", "--vit-input", "mask", "--vit-colour", "--json"])
     probe = json.loads(o.strip().splitlines()[-1])
     assert probe["shift_aug"] == 2 and probe["clip_grad"] == 1.0 and probe["vit_input"] == "mask" and 0 <= probe["val"]["all"] <= 1 and "all" in probe["heldout"], probe
+    # malformed inputs: one line naming the problem, nothing overwritten (the file listed is unchanged)
+    import numpy as np
+    vae_ck = os.path.join(work, "vae", "vae.ckpt")
+    short = os.path.join(work, "data-short")
+    shutil.copytree(data, short, dirs_exist_ok=True)
+    np.save(os.path.join(short, "images.npy"), np.load(os.path.join(data, "images.npy"))[:2])
+    trunc = os.path.join(work, "data-trunc")
+    shutil.copytree(data, trunc, dirs_exist_ok=True)
+    with open(os.path.join(data, "images.npy"), "rb") as f:
+        head = f.read(300)
+    with open(os.path.join(trunc, "images.npy"), "wb") as f:
+        f.write(head)
+    cases = [
+        (["train_unified.py", "--tiny", "--data", data, "--vae", vae_ck, "--run", os.path.join(work, "u-bad"), "--steps", "1",
+          "--save-lite", vae_ck], "is also --vae", vae_ck),
+        (["train_unified.py", "--tiny", "--data", short, "--vae", vae_ck, "--run", os.path.join(work, "u-bad2"), "--steps", "1"],
+         "images.npy holds 2 images for", None),
+        (["train_vae.py", "--tiny", "--data", trunc, "--run", os.path.join(work, "v-bad"), "--steps", "1"], "images.npy cannot be read", None),
+        (["interpolate_ckpt.py", "--base", lite, "--tuned", os.path.join(furun, "unified.ckpt"), "--alpha", "0.5", "--out", lite],
+         "is also --base", lite),
+        (["interpolate_ckpt.py", "--base", lite, "--tuned", os.path.join(furun, "unified.ckpt"), "--alpha", "0.5",
+          "--out", os.path.join(urun, "unified.ckpt")], "training run's checkpoint", os.path.join(urun, "unified.ckpt")),
+        (["import_pack.py", "--pack", out, "--out", urun], "training run's checkpoint", os.path.join(urun, "unified.ckpt")),
+        (["import_pack.py", "--pack", out, "--out", out], "is the pack itself", os.path.join(out, "manifest.json")),
+        (["build_retrieval.py", "--records", os.path.join(data, "records.jsonl"), "--pack", out, "--out", "decoder.onnx"],
+         "a new .json file name", os.path.join(out, "decoder.onnx")),
+        (["make_fixture.py", "--out", out], "not the tiny-pack fixture", os.path.join(out, "manifest.json")),
+    ]
+    for args, msg, kept in cases:
+        before = open(kept, "rb").read() if kept else None
+        p = subprocess.run([sys.executable, os.path.join(HERE, args[0]), *args[1:]], capture_output=True, text=True,
+                           env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+        assert p.returncode != 0 and msg in p.stderr and "Traceback" not in p.stderr, (args[0], p.stderr[-400:])
+        assert kept is None or open(kept, "rb").read() == before, f"{args[0]} changed {kept}"
     print(f"smoke test OK in {time.time() - t0:.1f}s: {out}", flush=True)
 
 

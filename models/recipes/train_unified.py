@@ -15,7 +15,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hyperbagel.utils import setup_threads, seed_all, save_ckpt, load_ckpt, lite_ckpt, CsvLog, EMA, Timer  # noqa: E402
 from hyperbagel.utils import positive_int, non_negative_int, positive_float  # noqa: E402
-from hyperbagel.ckpts import require_vae, require_unified, require_data  # noqa: E402
+from hyperbagel.ckpts import require_vae, require_unified, require_data, data_key, refuse_overwrite  # noqa: E402
 
 setup_threads()
 import json  # noqa: E402
@@ -165,6 +165,10 @@ def main():
         sys.exit(f"--curriculum {a.curriculum!r}: {len(dirs)} data sets need {len(dirs) - 1} boundaries")
     dev = torch.device(a.device)
     ckpt_path = os.path.join(a.run, "unified.ckpt")
+    if a.save_lite:  # checked before training: it is written at the end
+        refuse_overwrite(a.save_lite, "--save-lite", [("--vae", a.vae), ("the run's checkpoint", ckpt_path), ("--init-weights", a.init_weights)])
+        if not os.path.isdir(os.path.dirname(os.path.abspath(a.save_lite))):
+            sys.exit(f"--save-lite {a.save_lite!r}: no folder {os.path.dirname(os.path.abspath(a.save_lite))!r}")
     ck = load_ckpt(ckpt_path)
     if ck and a.steps < ck["step"]:
         print(f"{ckpt_path} is already at step {ck['step']}, past --steps {a.steps}: nothing to do", flush=True)
@@ -219,7 +223,7 @@ def main():
     for i, d in enumerate(dirs):
         ds = ShapesData(d, tok, limit=a.limit)
         # the cache's name holds the VAE's key: latents of another VAE (or scale) are never reused
-        ds.attach_latents(vae, scale, os.path.join(a.run, f"latents_{os.path.basename(d.rstrip('/'))}_{ds.n}_{vkey}.npz"),
+        ds.attach_latents(vae, scale, os.path.join(a.run, f"latents_{os.path.basename(d.rstrip('/'))}_{ds.n}_{vkey}_{data_key(d)}.npz"),
                           device=dev)
         sets.append(ds)
         print(f"data {d}: {ds.n} records, latents {ds.latents.shape} ({timer():.0f}s)", flush=True)

@@ -13,6 +13,7 @@ if RECIPES not in sys.path:
     sys.path.insert(0, RECIPES)
 
 from hyperbagel.utils import setup_threads, require_ckpt  # noqa: E402
+from hyperbagel.ckpts import check_dataset_rows, data_key  # noqa: E402
 
 setup_threads()
 
@@ -105,6 +106,17 @@ def target_from_args(a):
     return random_target(words, seed=0)
 
 
+def vae_weights_key(vae, scale):
+    """A short digest of the VAE encoder's weights and the latent scale (what cached latents depend on)."""
+    import hashlib
+    h = hashlib.sha1(repr(float(scale)).encode())
+    for k, v in sorted(vae.state_dict().items()):
+        if k.startswith("enc."):
+            h.update(k.encode())
+            h.update(v.detach().cpu().numpy().tobytes())
+    return h.hexdigest()[:10]
+
+
 def load_sets(dirs, tok, vae, scale, cache_dir=None, limit=None):
     sets = []
     ds_dirs = [x for x in dirs.split(",") if x]
@@ -113,10 +125,12 @@ def load_sets(dirs, tok, vae, scale, cache_dir=None, limit=None):
     for d in ds_dirs:
         if not os.path.isfile(os.path.join(d, "records.jsonl")):
             raise SystemExit(f"--data: no dataset at {d!r} (no records.jsonl)")
+        check_dataset_rows(d, "--data", [f for f in ("images.npy", "edited.npy") if os.path.exists(os.path.join(d, f))] or ["images.npy"])
     for d in ds_dirs:
         ds = ShapesData(d, tok, limit=limit)
         if vae is not None:
-            cp = os.path.join(cache_dir, f"latents_{os.path.basename(d.rstrip('/'))}_{ds.n}.npz") if cache_dir else None
+            # keyed by the dataset files and the VAE's weights: a re-exported dataset or another VAE is encoded again
+            cp = os.path.join(cache_dir, f"latents_{os.path.basename(d.rstrip('/'))}_{ds.n}_{data_key(d)}_{vae_weights_key(vae, scale)}.npz") if cache_dir else None
             ds.attach_latents(vae, scale, cp)
             # freshly encoded latents are a strided view, cached ones contiguous: the same values, but the VAE
             # decode of a batch of them rounds differently, so a resumed run (cache) drifted from a straight one

@@ -7,6 +7,7 @@ manifest entries (same format as export_pack) and, with --parity, PyTorch refere
 Any of --draft/--six/--one may be left out (that graph is then not written)."""
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -196,7 +197,7 @@ def export_into(pack, c, draft=None, six=None, one=None, parity=False, provenanc
             # merge: graphs exported by earlier calls keep their provenance
             man["training"]["acceleration"] = {**(man["training"].get("acceleration") or {}), **provenance}
     with open(man_path, "w") as f:
-        json.dump(man, f, indent=2)
+        json.dump(man, f, indent=2, allow_nan=False)  # NaN/Infinity are not JSON: the engine could not load it
     if parity:
         write_parity(pack, c, draft, six, one, sp)
     return written
@@ -278,6 +279,8 @@ def main():
     a = ap.parse_args()
     if not TEXT_RANGE[0] <= a.one_text_scale <= TEXT_RANGE[1]:
         sys.exit(f"--one-text-scale {a.one_text_scale}: outside the distilled range {list(TEXT_RANGE)}")
+    if not (math.isfinite(a.six_shift) and a.six_shift > 0):
+        sys.exit(f"--six-shift {a.six_shift}: a timestep shift is a finite number > 0")
     read_pack_manifest(a.pack)  # a missing pack: say so before loading anything
     m, tok, _, _ = target_from_args(a)
     check_pack_matches(a.pack, m.c)  # before the (slow) student / draft loading and before writing anything

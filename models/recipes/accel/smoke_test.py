@@ -198,6 +198,11 @@ def main():
     p = subprocess.run([sys.executable, P("export_accel.py"), "--target", T, "--pack", W("no-pack"), "--one-text-scale", "6"],
                        capture_output=True, text=True)
     assert p.returncode != 0 and "outside the distilled range" in p.stderr, p.stderr[-300:]
+    # a shift that is not a finite positive number would write -Infinity into the manifest (not JSON): refused
+    man_before = open(os.path.join(out, "manifest.json")).read()
+    p = subprocess.run([sys.executable, P("export_accel.py"), "--target", T, "--pack", out, "--six", W("g_dmdo/ckpt.pt"), "--six-shift", "-2"],
+                       capture_output=True, text=True)
+    assert p.returncode != 0 and "--six-shift -2.0" in p.stderr and open(os.path.join(out, "manifest.json")).read() == man_before, p.stderr[-300:]
     # a pack exported from a target of another architecture is refused before anything is written
     mis = W("mismatched-pack")
     os.makedirs(mis, exist_ok=True)

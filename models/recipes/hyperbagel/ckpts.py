@@ -44,4 +44,57 @@ def require_data(dirs, what="--data", files=("meta.json", "images.npy", "edited.
         if missing:
             raise SystemExit(f"{what}: {d!r} is not a dataset folder (no {', '.join(missing)}; make one with "
                              "`npx hyperbagel dataset --out DIR`)")
+        check_dataset_rows(d, what, [f for f in files if f.endswith(".npy")])
     return dirs
+
+
+def check_dataset_rows(d, what, arrays):
+    """Every image array must read (not truncated) and hold a row per record: a short one trains on part of the
+    data, or fails mid-run on an index."""
+    import numpy as np
+    try:
+        with open(os.path.join(d, "records.jsonl")) as f:
+            n = sum(1 for line in f if line.strip())
+    except (OSError, UnicodeDecodeError) as e:
+        raise SystemExit(f"{what}: {d!r}: records.jsonl cannot be read ({e})")
+    if n == 0:
+        raise SystemExit(f"{what}: {d!r}: records.jsonl holds no records")
+    for name in arrays:
+        try:
+            rows = np.load(os.path.join(d, name), mmap_mode="r").shape[0]
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"{what}: {d!r}: {name} cannot be read ({e}); export the dataset again")
+        if rows != n:
+            raise SystemExit(f"{what}: {d!r}: {name} holds {rows} images for {n} records; export the dataset again")
+
+
+def refuse_overwrite(out, what, inputs=(), training_ckpt=True):
+    """An output path must not be one of the inputs (resolved), and must not replace a training run's full
+    checkpoint (it holds the optimizer state a resume needs): one line naming the problem, before any work."""
+    real = os.path.realpath(out)
+    for name, p in inputs:
+        if p and os.path.realpath(p) == real:
+            raise SystemExit(f"{what} {out!r} is also {name}: it would be overwritten; write elsewhere")
+    if os.path.isdir(out):
+        raise SystemExit(f"{what} {out!r} is a folder; give a file path")
+    if training_ckpt and os.path.isfile(out):
+        from .utils import torch_load
+        try:
+            ck = torch_load(out)
+        except Exception:  # noqa: BLE001 - not a checkpoint: an ordinary file to replace
+            return
+        if isinstance(ck, dict) and "opt" in ck:
+            raise SystemExit(f"{what} {out!r} is a training run's checkpoint (with optimizer state): it would be "
+                             "replaced; write elsewhere")
+
+
+def data_key(d):
+    """What latents cached for dataset folder `d` depend on besides the VAE: the folder (resolved) and its image
+    files as they are now (size, modification time), so a dataset exported again is encoded again."""
+    import hashlib
+    parts = [os.path.realpath(d)]
+    for name in ("images.npy", "edited.npy"):
+        p = os.path.join(d, name)
+        st = os.stat(p) if os.path.exists(p) else None
+        parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}" if st else f"{name}:-")
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:10]

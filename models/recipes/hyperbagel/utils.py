@@ -81,7 +81,7 @@ def _checked_number(text, kind, ok, what):
     return v
 
 
-LITE_KEYS = ("ema", "step", "config", "think_samples", "scale")
+LITE_KEYS = ("ema", "step", "config", "think_samples", "followup_samples", "session_context", "scale")
 
 
 def lite_ckpt(ck):
