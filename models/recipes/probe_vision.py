@@ -21,7 +21,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hyperbagel.utils import setup_threads, seed_all  # noqa: E402
+from hyperbagel.utils import setup_threads, seed_all, positive_int, non_negative_int, positive_float  # noqa: E402
 
 setup_threads()
 import numpy as np  # noqa: E402
@@ -115,11 +115,11 @@ def main():
     ap.add_argument("--train", default="data/train")
     ap.add_argument("--val", default="data/val")
     ap.add_argument("--heldout", default="data/heldout")
-    ap.add_argument("--limit", type=int, default=None, help="at most this many records per folder")
-    ap.add_argument("--steps", type=int, default=3000)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--shift-aug", type=int, default=0)
+    ap.add_argument("--limit", type=positive_int, default=None, help="at most this many records per folder")
+    ap.add_argument("--steps", type=positive_int, default=3000)
+    ap.add_argument("--batch", type=positive_int, default=64)
+    ap.add_argument("--lr", type=positive_float, default=1e-3)
+    ap.add_argument("--shift-aug", type=non_negative_int, default=0)
     ap.add_argument("--gray-aug", type=float, default=0.0,
                     help="probability that a training image is shown in grey (luminance in all channels), its colours unlabelled")
     ap.add_argument("--clip-grad", type=float, default=0.0, help="clip the gradient norm to this (0 = off)")

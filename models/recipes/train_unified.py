@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hyperbagel.utils import setup_threads, seed_all, save_ckpt, load_ckpt, lite_ckpt, CsvLog, EMA, Timer  # noqa: E402
-from hyperbagel.utils import positive_int, non_negative_int, positive_float  # noqa: E402
+from hyperbagel.utils import positive_int, non_negative_int, positive_float, fraction  # noqa: E402
 from hyperbagel.ckpts import require_vae, require_unified, require_data, data_key, refuse_overwrite  # noqa: E402
 
 setup_threads()
@@ -104,8 +104,8 @@ def main():
     ap.add_argument("--think", type=non_negative_int, default=0, help="prompt-expansion (short prompt -> caption) samples per step")
     ap.add_argument("--lr", type=positive_float, default=1e-3)
     ap.add_argument("--warmup", type=positive_int, default=300)
-    ap.add_argument("--cooldown-from", type=int, default=0, help="linear lr decay to 10%% from this step to --steps (0 = constant)")
-    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--cooldown-from", type=non_negative_int, default=0, help="linear lr decay to 10%% from this step to --steps (0 = constant)")
+    ap.add_argument("--ema", type=fraction, default=0.999)
     ap.add_argument("--curriculum", default="1500,4000")
     ap.add_argument("--limit", type=positive_int, default=None, help="use only the first N records of each set (default: all)")
     ap.add_argument("--seed", type=int, default=0)
@@ -133,14 +133,14 @@ def main():
     ap.add_argument("--vit-colour", action="store_true",
                     help="add the shape-free per-token colour feature (ModelConfig.vit_colour; from --init-weights its "
                          "projection starts at zero)")
-    ap.add_argument("--vit-rgb-drop", type=float, default=0.0,
+    ap.add_argument("--vit-rgb-drop", type=fraction, default=0.0,
                     help="with --vit-input rgb+mask: the fraction of training images whose RGB channels the stem does "
                          "not see (it still gets the mask and the colour feature), so a warm-started model learns to "
                          "read objects from the factorised inputs")
-    ap.add_argument("--attr-noise", type=float, default=0.0,
+    ap.add_argument("--attr-noise", type=fraction, default=0.0,
                     help="understanding answers: the probability that the model reads a colour or shape word replaced by "
                          "a random one of its kind while learning to write the true one (data.attribute_noise)")
-    ap.add_argument("--factor-drop", type=float, default=0.0,
+    ap.add_argument("--factor-drop", type=fraction, default=0.0,
                     help="with --vit-input rgb+mask: the fraction of understanding samples that are captions of an image "
                          "hiding its objects' shapes or their colours, with the hidden words untrained "
                          "(data.understanding_seq), so colour words are read without the shape and shape words without the colour")

@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hyperbagel.utils import setup_threads, seed_all, save_ckpt, load_ckpt, CsvLog, EMA, Timer  # noqa: E402
-from hyperbagel.utils import positive_int, positive_float  # noqa: E402
+from hyperbagel.utils import positive_int, positive_float, non_negative_float  # noqa: E402
 from hyperbagel.ckpts import require_vae, require_data  # noqa: E402
 
 setup_threads()
@@ -37,7 +37,7 @@ def main():
     ap.add_argument("--steps", type=positive_int, default=6000)
     ap.add_argument("--batch", type=positive_int, default=64)
     ap.add_argument("--lr", type=positive_float, default=2e-3)
-    ap.add_argument("--kl", type=float, default=1e-4)
+    ap.add_argument("--kl", type=non_negative_float, default=1e-4)
     ap.add_argument("--obj-weight", type=float, default=9.0, help="extra loss weight on object pixels")
     ap.add_argument("--limit", type=positive_int, default=None, help="use only the first N records (default: all)")
     ap.add_argument("--seed", type=int, default=0)

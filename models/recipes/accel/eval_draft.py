@@ -14,6 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from accel.common import target_from_args, torch  # noqa: E402
+from hyperbagel.ckpts import require_out_folder  # noqa: E402
 from accel.train_draft import DraftData  # noqa: E402
 from hyperbagel.data import VIT, CAPTION_PROMPT, collate  # noqa: E402
 from hyperbagel.losses import embed_batch  # noqa: E402
@@ -187,6 +188,7 @@ def main():
     ap.add_argument("--out", default=None, help="also write the JSON here")
     ap.add_argument("--max-new", type=positive_int, default=40)
     a = ap.parse_args()
+    require_out_folder(a.out)
     # inputs checked before loading the target
     if not os.path.isfile(a.test):
         sys.exit(f"--test: no draft data at {a.test!r} (write it with draft_data.py)")

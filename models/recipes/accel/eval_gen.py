@@ -16,6 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from accel.common import target_from_args, load_sets, GenBatch, teacher_cfg, gen_velocity, shifted, torch  # noqa: E402
+from hyperbagel.ckpts import require_out_folder  # noqa: E402
 from accel.train_gen import euler, decode, load_student  # noqa: E402
 from hyperbagel.sample import scene_match  # noqa: E402
 from hyperbagel.utils import require_ckpt, non_negative_int  # noqa: E402
@@ -52,6 +53,7 @@ def main():
     a = ap.parse_args()
     if a.t2i + a.edit < 1:
         ap.error("--t2i + --edit must be at least 1")
+    require_out_folder(a.out)  # before the evaluation, whose results it would otherwise lose
     # every student spec is checked before the (slow) baseline sampling
     students = []
     for spec in [s for s in a.students.split(",") if s]:

@@ -88,6 +88,17 @@ def refuse_overwrite(out, what, inputs=(), training_ckpt=True):
                              "replaced; write elsewhere")
 
 
+def require_out_folder(out, what="--out"):
+    """An output file's folder must exist before a long run writes into it at the end."""
+    if out is None:
+        return
+    folder = os.path.dirname(os.path.abspath(out))
+    if os.path.isdir(out):
+        raise SystemExit(f"{what} {out!r} is a folder; give a file path")
+    if not os.path.isdir(folder):
+        raise SystemExit(f"{what} {out!r}: no folder {folder!r}")
+
+
 def data_key(d):
     """What latents cached for dataset folder `d` depend on besides the VAE: the folder (resolved) and its image
     files as they are now (size, modification time), so a dataset exported again is encoded again."""

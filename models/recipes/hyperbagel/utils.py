@@ -70,6 +70,16 @@ def positive_float(text):
     return _checked_number(text, float, lambda v: v > 0 and v != float("inf"), "a finite number > 0")
 
 
+def non_negative_float(text):
+    """argparse type: a finite number >= 0."""
+    return _checked_number(text, float, lambda v: 0.0 <= v < float("inf"), "a finite number >= 0")
+
+
+def fraction(text):
+    """argparse type: a probability or decay, a number in [0, 1]."""
+    return _checked_number(text, float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
+
+
 def _checked_number(text, kind, ok, what):
     import argparse
     try:
