@@ -339,6 +339,10 @@ def main():
         head = f.read(300)
     with open(os.path.join(trunc, "images.npy"), "wb") as f:
         f.write(head)
+    bad_run = os.path.join(work, "u-corrupt")
+    os.makedirs(bad_run, exist_ok=True)
+    with open(os.path.join(bad_run, "unified.ckpt"), "wb") as f:
+        f.write(b"not a checkpoint")
     cases = [
         (["train_unified.py", "--tiny", "--data", data, "--vae", vae_ck, "--run", os.path.join(work, "u-bad"), "--steps", "1",
           "--save-lite", vae_ck], "is also --vae", vae_ck),
@@ -354,6 +358,9 @@ def main():
         (["build_retrieval.py", "--records", os.path.join(data, "records.jsonl"), "--pack", out, "--out", "decoder.onnx"],
          "a new .json file name", os.path.join(out, "decoder.onnx")),
         (["make_fixture.py", "--out", out], "not the tiny-pack fixture", os.path.join(out, "manifest.json")),
+        (["train_unified.py", "--tiny", "--data", data, "--vae", vae_ck, "--run", bad_run, "--steps", "1"], "cannot read",
+         os.path.join(bad_run, "unified.ckpt")),
+        (["train_unified.py", "--tiny", "--data", data, "--vae", vae_ck, "--run", lite, "--steps", "1"], "is a file", lite),
     ]
     for args, msg, kept in cases:
         before = open(kept, "rb").read() if kept else None

@@ -15,7 +15,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hyperbagel.utils import setup_threads, seed_all, save_ckpt, load_ckpt, lite_ckpt, CsvLog, EMA, Timer  # noqa: E402
 from hyperbagel.utils import positive_int, non_negative_int, positive_float, fraction  # noqa: E402
-from hyperbagel.ckpts import require_vae, require_unified, require_data, data_key, refuse_overwrite  # noqa: E402
+from hyperbagel.ckpts import require_vae, require_unified, require_data, data_key, refuse_overwrite, is_vae  # noqa: E402
 
 setup_threads()
 import json  # noqa: E402
@@ -169,7 +169,11 @@ def main():
         refuse_overwrite(a.save_lite, "--save-lite", [("--vae", a.vae), ("the run's checkpoint", ckpt_path), ("--init-weights", a.init_weights)])
         if not os.path.isdir(os.path.dirname(os.path.abspath(a.save_lite))):
             sys.exit(f"--save-lite {a.save_lite!r}: no folder {os.path.dirname(os.path.abspath(a.save_lite))!r}")
-    ck = load_ckpt(ckpt_path)
+    if os.path.exists(a.run) and not os.path.isdir(a.run):
+        sys.exit(f"--run {a.run!r} is a file: give a folder for the run")
+    ck = load_ckpt(ckpt_path, f"--run {a.run!r}: its unified.ckpt (delete it to start afresh)", ("model", "ema", "opt", "step", "config"))
+    if ck is not None and is_vae(ck):
+        sys.exit(f"--run {a.run!r}: its unified.ckpt is a VAE checkpoint, not a unified run's")
     if ck and a.steps < ck["step"]:
         print(f"{ckpt_path} is already at step {ck['step']}, past --steps {a.steps}: nothing to do", flush=True)
         return

@@ -51,7 +51,9 @@ def main():
     require_data([a.data])
     ick = require_vae(a.init, "--init") if a.init else None
     ckpt_path = os.path.join(a.run, "vae.ckpt")
-    ck = load_ckpt(ckpt_path)
+    if os.path.exists(a.run) and not os.path.isdir(a.run):
+        sys.exit(f"--run {a.run!r} is a file: give a folder for the run")
+    ck = load_ckpt(ckpt_path, f"--run {a.run!r}: its vae.ckpt (delete it to start afresh)", ("model", "ema", "opt", "step", "config"))
     if ck and a.steps < ck["step"]:
         print(f"{ckpt_path} is already at step {ck['step']}, past --steps {a.steps}: nothing to do", flush=True)
         return

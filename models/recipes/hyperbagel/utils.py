@@ -35,8 +35,14 @@ def torch_load(path):
         return torch.load(path, map_location="cpu")
 
 
-def load_ckpt(path):
-    return torch_load(path) if os.path.exists(path) else None
+def load_ckpt(path, what=None, keys=()):
+    """A checkpoint that may not exist yet (None), e.g. the one a run resumes from. `what`: name it in the one-line
+    error when it exists but cannot be read or lacks `keys` (a corrupt file, another kind's checkpoint)."""
+    if not os.path.exists(path):
+        return None
+    if what is None:
+        return torch_load(path)
+    return require_ckpt(path, what, keys)
 
 
 def require_ckpt(path, what, keys):
