@@ -88,6 +88,12 @@ lane_gen() {
 
 lane_draft > "$OUT/draft.log" 2>&1 & d=$!
 lane_gen > "$OUT/gen.log" 2>&1 & g=$!
-rc=0; wait $d || rc=1; wait $g || rc=1
-echo "[$(date -u +%T)] pipeline finished (rc $rc); export with export_accel.py --draft $OUT/draft/full --six $OUT/gen/$SIX_FINAL/ckpt.pt --one $OUT/gen/refl/ckpt.pt"
+rc=0; failed=()
+wait $d || { rc=1; failed+=("draft lane: $(grep -o 'start [a-z0-9-]*' "$OUT/draft.log" | tail -1 | cut -d' ' -f2) (see $OUT/draft.log)"); }
+wait $g || { rc=1; failed+=("generator lane: $(grep -o 'start [a-z0-9-]*' "$OUT/gen.log" | tail -1 | cut -d' ' -f2) (see $OUT/gen.log)"); }
+if [ $rc -ne 0 ]; then
+  echo "[$(date -u +%T)] pipeline failed in: ${failed[*]}; rerun to resume after fixing it" >&2
+else
+  echo "[$(date -u +%T)] pipeline finished; export with export_accel.py --draft $OUT/draft/full --six $OUT/gen/$SIX_FINAL/ckpt.pt --one $OUT/gen/refl/ckpt.pt"
+fi
 exit $rc

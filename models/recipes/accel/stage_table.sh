@@ -32,7 +32,13 @@ SUITE=${SUITE:-test}  # val to pick stages and variants, test to report them (do
 
 score() { # row pack mode
   for suite in geneval gedit; do
-    local j; j=$($HB eval "$suite" --mode "$3" --suite "$SUITE" --json --pack "$2" ${LIMIT:-} 2>/dev/null | tail -1)
+    local j err; err=$(mktemp)
+    # the evaluator's stderr is kept: a failed row says why (set -e would otherwise end the table silently)
+    if ! j=$($HB eval "$suite" --mode "$3" --suite "$SUITE" --json --pack "$2" ${LIMIT:-} 2>"$err" | tail -1) || [ -z "$j" ]; then
+      echo "stage_table.sh: row \"$1\" ($suite, --pack $2): the evaluator failed: $(tail -3 "$err")" >&2
+      rm -f "$err"; exit 1
+    fi
+    rm -f "$err"
     echo "{\"row\":\"$1\",\"suite\":\"$suite\",\"split\":\"$SUITE\",\"mode\":\"$3\",\"result\":$j}"
   done
 }
