@@ -53,7 +53,8 @@ Options:
                   always draws them at (the output gains "shift")
   --followup      understand: also ask every question as a chat client's second turn, in one conversation
                   after the model captioned the image and without sending the image again (the output gains
-                  "followup_vqa" and "heldout_followup_vqa")
+                  "followup_vqa" and "heldout_followup_vqa"); the session reads what the pack's
+                  prompts.session_context says: the conversation, or the image alone
   --samples N     geneval/gedit: images per prompt, N in [1, ${MAX_SAMPLES}] (default 1). Sample k is drawn with the
                   item's seed + k × ${SAMPLE_SEED_STRIDE.toLocaleString('en-US')}, so sample 0 is the fixed suite's image; every image is
                   judged and counted (the output gains "samples"). GenEval itself draws 4 per prompt: one per
