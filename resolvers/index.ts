@@ -581,6 +581,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
             {
               chunk: (c) => ({ understand: chunkOut(c) }),
               summary: (s, firstChunkAt) => {
+                if (s.trailing?.tokenIds.length) rt.metrics.tokens.inc(undefined, s.trailing.tokenIds.length); // steps after the last chunk
                 if (firstChunkAt !== undefined) rt.metrics.ttft.observe((firstChunkAt - receivedAt) / 1000);
                 rt.metrics.tokensPerSecond.observe(s.timings.tokensPerSecond);
                 const tpot = timePerOutputToken(s);

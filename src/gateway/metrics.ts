@@ -1,5 +1,8 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 
+const LOOP_RESOLUTION_MS = 10;
+const LOOP_WINDOW_MS = 15_000;
+
 // A small Prometheus text-format registry (no extra dependency). Covers HTTP and graphql-ws alike,
 // since everything is recorded by the gateway's own code rather than HTTP middleware.
 
@@ -66,11 +69,15 @@ export class Gauge {
 export class Histogram {
   /** per label set (labelKey; '' for none): bucket counts, sum, count */
   private readonly series = new Map<string, { counts: number[]; sum: number; count: number }>();
+  /** @param declared  label sets shown (empty) from the start, as Counter's */
   constructor(
     readonly name: string,
     readonly help: string,
     readonly buckets: number[],
-  ) {}
+    declared: Labels[] = [],
+  ) {
+    for (const l of declared) this.series.set(labelKey(l), { counts: buckets.map(() => 0), sum: 0, count: 0 });
+  }
   observe(v: number, labels?: Labels): void {
     if (!Number.isFinite(v)) return;
     const k = labels === undefined ? '' : labelKey(labels);
@@ -121,7 +128,7 @@ export interface MetricsSources {
 export class GatewayMetrics {
   readonly operations = new Counter('hyperbagel_gateway_operations_total', 'GraphQL operations started, by root field');
   readonly errors = new Counter('hyperbagel_gateway_errors_total', 'Errors returned to clients, by code');
-  readonly cancellations = new Counter('hyperbagel_gateway_cancellations_total', 'Model work cancelled, by reason');
+  readonly cancellations = new Counter('hyperbagel_gateway_cancellations_total', 'Model work cancelled, by reason and operation');
   readonly busy = new Counter('hyperbagel_gateway_busy_rejections_total', 'Requests rejected with BUSY');
   readonly droppedPreviews = new Counter('hyperbagel_gateway_dropped_previews_total', 'Preview frames superseded before a slow client took them');
   readonly coalescedChunks = new Counter('hyperbagel_gateway_coalesced_chunks_total', 'Token chunks merged into a previous event because the client was slow');
@@ -136,18 +143,34 @@ export class GatewayMetrics {
   readonly ttft = new Histogram('hyperbagel_gateway_ttft_seconds', 'Time to first token (gateway receipt to first chunk)', [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]);
   readonly timePerOutputToken = new Histogram('hyperbagel_gateway_time_per_output_token_seconds', 'Decode time per token after the first (TPOT), per understand request of two or more tokens', [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1]);
   readonly tokensPerSecond = new Histogram('hyperbagel_gateway_tokens_per_second', 'Decode throughput per understand request', [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000]);
-  readonly acceptanceLength = new Histogram('hyperbagel_gateway_acceptance_length', 'Tokens a verification step of drafted tokens yields (accepted drafts + 1, as speculation.meanAcceptedLength); steps without a draft are not observed', [1, 2, 3, 4, 5, 6, 8, 12, 16]);
+  readonly acceptanceLength = new Histogram('hyperbagel_gateway_acceptance_length', 'Tokens a streamed chunk with drafts yields per verification: its accepted drafts + 1 (a chunk that folds textless steps counts once; chunks without drafts and the steps after the last chunk are not observed)', [1, 2, 3, 4, 5, 6, 8, 12, 16]);
   readonly previewLatency = new Histogram('hyperbagel_gateway_preview_latency_seconds', 'Image job start to first preview frame', [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]);
   readonly thinkTime = new Histogram('hyperbagel_gateway_think_seconds', 'Think mode: time the model spent writing the scene description', [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1]);
-  readonly jobDuration = new Histogram('hyperbagel_gateway_image_job_seconds', 'Image job start (slot taken) to terminal state, by mode and outcome (succeeded, failed, cancelled)', [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]);
-  readonly queueWait = new Histogram('hyperbagel_gateway_queue_wait_seconds', 'Time spent waiting for a slot, by kind (understand, image_job)', [0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30]);
+  readonly jobDuration = new Histogram(
+    'hyperbagel_gateway_image_job_seconds',
+    'Image job start (slot taken) to terminal state, by mode and outcome (succeeded, failed, cancelled)',
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    ['PROGRESSIVE', 'ONE_STEP', 'SIX_STEP', 'BASELINE'].flatMap((mode) => ['succeeded', 'failed', 'cancelled'].map((outcome) => ({ mode, outcome }))),
+  );
+  readonly queueWait = new Histogram('hyperbagel_gateway_queue_wait_seconds', 'Time spent waiting for a slot, by kind (understand, image_job)', [0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30], [{ kind: 'understand' }, { kind: 'image_job' }]);
   private readonly gauges: Gauge[];
 
-  /** the event loop's delay over time, sampled by Node (perf_hooks); reset at each scrape */
-  private readonly loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  /** the event loop's delay, sampled by Node (perf_hooks) every LOOP_RESOLUTION_MS, in windows of LOOP_WINDOW_MS */
+  private readonly loopDelay = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
+  /** the last complete window's quantiles (seconds, the sampling interval taken off) */
+  private loopWindow: Array<[Labels, number]> = [];
+  private readonly loopTimer: NodeJS.Timeout;
 
   constructor(src: MetricsSources, declared: { errorCodes?: readonly string[]; fields?: readonly string[] } = {}) {
     this.loopDelay.enable();
+    // a window of its own, not "since the last scrape": several scrapers (or a curl) must not take each other's
+    this.loopTimer = setInterval(() => {
+      const h = this.loopDelay;
+      const s = (ns: number) => Math.max(0, ns / 1e9 - LOOP_RESOLUTION_MS / 1000); // Node counts the interval itself
+      this.loopWindow = h.count ? [[{ quantile: '0.5' }, s(h.percentile(50))], [{ quantile: '0.99' }, s(h.percentile(99))], [{ quantile: '1' }, s(h.max)]] : [];
+      h.reset();
+    }, LOOP_WINDOW_MS);
+    this.loopTimer.unref();
     for (const code of declared.errorCodes ?? []) this.errors.inc({ code }, 0);
     for (const field of declared.fields ?? []) this.operations.inc({ field }, 0);
     for (const transport of ['http', 'ws']) this.rateLimited.inc({ transport }, 0);
@@ -163,12 +186,7 @@ export class GatewayMetrics {
       }, 'counter'),
       new Gauge('process_resident_memory_bytes', 'Resident memory size, in bytes', () => process.memoryUsage.rss()),
       new Gauge('nodejs_heap_used_bytes', 'V8 heap in use, in bytes', () => process.memoryUsage().heapUsed),
-      new Gauge('nodejs_eventloop_delay_seconds', 'Event-loop delay since the last scrape, by quantile (p50, p99, max): how long ready callbacks waited', () => {
-        const h = this.loopDelay;
-        const out: Array<[Labels, number]> = h.count ? [[{ quantile: '0.5' }, h.percentile(50) / 1e9], [{ quantile: '0.99' }, h.percentile(99) / 1e9], [{ quantile: '1' }, h.max / 1e9]] : [];
-        h.reset();
-        return out;
-      }),
+      new Gauge('nodejs_eventloop_delay_seconds', `Event-loop delay over the last complete ${LOOP_WINDOW_MS / 1000} s window, by quantile (0.5, 0.99, 1 = max): how late a timer callback ran`, () => this.loopWindow),
       new Gauge('hyperbagel_gateway_active_streams', 'Open streaming operations, by kind', src.activeStreams),
       new Gauge('hyperbagel_gateway_queue_depth', 'Jobs waiting for a slot', src.queueDepth),
       new Gauge('hyperbagel_gateway_running_jobs', 'Jobs holding a slot', src.runningJobs),
@@ -183,6 +201,7 @@ export class GatewayMetrics {
 
   /** Stops sampling the event loop (the server's close). */
   close(): void {
+    clearInterval(this.loopTimer);
     this.loopDelay.disable();
   }
 

@@ -72,7 +72,8 @@ export class GatewayRuntime {
         [{ name: 'max_concurrent_jobs' }, L.maxConcurrentJobs],
         [{ name: 'max_queued_jobs' }, L.maxQueuedJobs],
         [{ name: 'max_sessions' }, L.maxSessions],
-        [{ name: 'max_ws_connections' }, L.maxWsConnections],
+        // (0 turns this one off: no series then, rather than a limit of 0)
+        ...(L.maxWsConnections > 0 ? [[{ name: 'max_ws_connections' }, L.maxWsConnections] as [Record<string, string>, number]] : []),
       ],
     }, { errorCodes: ErrorCodeValues, fields: ROOT_FIELDS });
     this.sessions = new SessionStore(() => this.engine, L, Date.now, replica?.id);

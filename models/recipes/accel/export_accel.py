@@ -196,8 +196,11 @@ def export_into(pack, c, draft=None, six=None, one=None, parity=False, provenanc
         if isinstance(man["training"], dict):
             # merge: graphs exported by earlier calls keep their provenance
             man["training"]["acceleration"] = {**(man["training"].get("acceleration") or {}), **provenance}
-    with open(man_path, "w") as f:
-        json.dump(man, f, indent=2, allow_nan=False)  # NaN/Infinity are not JSON: the engine could not load it
+    # the whole text first (NaN/Infinity are not JSON: the engine could not load them), then swapped in whole
+    text = json.dumps(man, indent=2, allow_nan=False)
+    with open(man_path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(man_path + ".tmp", man_path)
     if parity:
         write_parity(pack, c, draft, six, one, sp)
     return written

@@ -89,8 +89,10 @@ lane_gen() {
 lane_draft > "$OUT/draft.log" 2>&1 & d=$!
 lane_gen > "$OUT/gen.log" 2>&1 & g=$!
 rc=0; failed=()
-wait $d || { rc=1; failed+=("draft lane: $(grep -o 'start [a-z0-9-]*' "$OUT/draft.log" | tail -1 | cut -d' ' -f2) (see $OUT/draft.log)"); }
-wait $g || { rc=1; failed+=("generator lane: $(grep -o 'start [a-z0-9-]*' "$OUT/gen.log" | tail -1 | cut -d' ' -f2) (see $OUT/gen.log)"); }
+# the stage a lane was in: its log's last "start NAME" (none if it died before its first stage)
+last_stage() { { grep -o 'start [a-z0-9-]*' "$1" || true; } | tail -1 | cut -d' ' -f2; }
+wait $d || { rc=1; failed+=("draft lane: $(last_stage "$OUT/draft.log") (see $OUT/draft.log)"); }
+wait $g || { rc=1; failed+=("generator lane: $(last_stage "$OUT/gen.log") (see $OUT/gen.log)"); }
 if [ $rc -ne 0 ]; then
   echo "[$(date -u +%T)] pipeline failed in: ${failed[*]}; rerun to resume after fixing it" >&2
 else
