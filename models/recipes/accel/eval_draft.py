@@ -195,7 +195,7 @@ def main():
     for run in a.drafts.split(","):
         require_ckpt(os.path.join(run, "draft.ckpt"), f"--drafts {run}", ("model", "dc", "step"))
     m, tok, _, _ = target_from_args(a)
-    data = DraftData(a.test, tok)
+    data = DraftData(a.test, tok, what="--test")
     rows = {}
     for run in a.drafts.split(","):
         d = load_draft(m, run)

@@ -68,6 +68,10 @@ def main():
          "--max-new", "16"])
     dcommon = [P("train_draft.py"), "--target", T, "--train", W("draft_train.jsonl"), "--batch", "8",
                "--log-every", "5", "--ckpt-every", "10", "--ttt", "3"]
+    # a dataset's records.jsonl is draft_data.py's input, not draft data: one line, and no run folder left behind
+    p = subprocess.run([sys.executable, P("train_draft.py"), "--target", T, "--train", os.path.join(data, "records.jsonl"),
+                        "--run", W("draft_bad"), "--steps", "1"], capture_output=True, text=True)
+    assert p.returncode != 0 and "not draft data" in p.stderr and "Traceback" not in p.stderr and not os.path.exists(W("draft_bad")), p.stderr[-300:]
     run(dcommon + ["--run", W("draft_full"), "--variant", "full", "--steps", "10"])
     run(dcommon + ["--run", W("draft_full"), "--variant", "full", "--steps", "20"], expect="resumed from")
     for v in ("eagle3", "noinit", "noce"):

@@ -20,9 +20,24 @@ from hyperbagel.utils import (seed_all, save_ckpt, require_ckpt, CsvLog, Timer, 
                               positive_float)
 
 
+def read_draft_rows(path, what):
+    """draft_data.py's JSONL (one regenerated answer per line: data, index, ...): one line naming the problem when
+    the file is another kind (a dataset's records.jsonl, a binary file) or cut short."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            rows = [json.loads(x) for x in f if x.strip()]
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise SystemExit(f"{what} {path!r}: not draft data ({type(e).__name__}: {e}); write it with draft_data.py")
+    bad = next((r for r in rows if not (isinstance(r, dict) and "data" in r and "index" in r)), None)
+    if not rows or bad is not None:
+        raise SystemExit(f"{what} {path!r}: not draft data (each line needs 'data' and 'index'; a dataset's records.jsonl "
+                         "is the input of draft_data.py, not its output)")
+    return rows
+
+
 class DraftData:
-    def __init__(self, path, tok, limit=None):
-        self.rows = [json.loads(x) for x in open(path) if x.strip()]
+    def __init__(self, path, tok, limit=None, what="--train"):
+        self.rows = read_draft_rows(path, what)
         if limit:
             self.rows = self.rows[:limit]
         self.sets = {}
@@ -104,12 +119,10 @@ def main():
             return
     seed_all(a.seed)
     m, tok, _, _ = target_from_args(a)
-    os.makedirs(a.run, exist_ok=True)  # after the target loaded: a bad --target leaves no folder behind
     if ck and isinstance(ck.get("config"), dict) and ck["config"] != m.c.to_dict():
         sys.exit(f"{ckpt_path} was trained against a target of another architecture than --target {a.target}")
     data = DraftData(a.train, tok, a.limit)
-    if not data.rows:
-        sys.exit(f"--train {a.train!r}: no rows")
+    os.makedirs(a.run, exist_ok=True)  # after the target and the data loaded: bad inputs leave no folder behind
     d = build_draft(m, ck["variant"] if ck else (a.variant or "full"), ck["dc"]["ttt_steps"] if ck else (a.ttt or 4))
     params = [p for p in d.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.95), weight_decay=0.0)
