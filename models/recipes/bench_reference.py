@@ -31,7 +31,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hyperbagel.utils import setup_threads  # noqa: E402
+from hyperbagel.utils import setup_threads, positive_int, non_negative_int  # noqa: E402
+from hyperbagel.ckpts import require_unified, require_vae  # noqa: E402
 
 setup_threads()
 import torch  # noqa: E402
@@ -51,11 +52,13 @@ CFG_TEXT, CFG_IMG = 4.0, 1.5  # the shipped pack's sampler_defaults; the engine 
 
 
 def load(ckpt_path, vae_path):
-    ck = torch.load(ckpt_path, map_location="cpu")
+    ck = require_unified(ckpt_path, "--ckpt", vae=not vae_path)
     m = Unified(ModelConfig.from_dict(ck["config"]))
     m.load_state_dict(ck["ema"])
     m.eval()
-    vck = torch.load(vae_path or ck["vae"], map_location="cpu")
+    vck = require_vae(vae_path or ck["vae"], "--vae" if vae_path else f"the VAE named in {ckpt_path}")
+    if not os.path.isfile(os.path.join(os.path.dirname(ckpt_path), "tokenizer.json")):
+        sys.exit(f"--ckpt {ckpt_path!r}: no tokenizer.json beside it (a training run's or import_pack.py's folder has one)")
     vae = VAE(ModelConfig.from_dict(vck["config"]))
     vae.load_state_dict(vck["ema"])
     vae.eval()
@@ -105,13 +108,13 @@ class Probe:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--ckpt", default="runs/unified/unified-13600.ckpt")
+    ap.add_argument("--ckpt", required=True, help="a unified checkpoint with tokenizer.json beside it (e.g. import_pack.py's OUT/unified.ckpt)")
     ap.add_argument("--vae", default=None, help="VAE checkpoint (default: the one named in the unified ckpt)")
     ap.add_argument("--six", default=None, help="6-NFE student ckpt.pt (train_gen dmdo stage): rows *_distilled6")
     ap.add_argument("--one", default=None, help="1-NFE student ckpt.pt (train_gen refl stage): rows *_distilled1")
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (recipes use 1)")
+    ap.add_argument("--runs", type=positive_int, default=5)
+    ap.add_argument("--warmup", type=non_negative_int, default=2)
+    ap.add_argument("--threads", type=positive_int, default=1, help="torch intra-op threads (recipes use 1)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
