@@ -489,16 +489,19 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
         rt.metrics.operations.inc({ field: 'models' });
         return [modelOut()];
       },
-      health: () => (rt.metrics.operations.inc({ field: 'health' }), {
-        status: rt.state,
-        ready: rt.ready,
-        uptimeSeconds: (Date.now() - rt.startedAt) / 1000,
-        activeStreams: rt.activeStreamCount,
-        runningJobs: rt.scheduler.runningCount,
-        queuedJobs: rt.scheduler.queuedCount,
-        sessions: rt.sessions.size,
-        replica: rt.relay?.selfId ?? null,
-      }),
+      health: () => {
+        rt.metrics.operations.inc({ field: 'health' });
+        return {
+          status: rt.state,
+          ready: rt.ready,
+          uptimeSeconds: (Date.now() - rt.startedAt) / 1000,
+          activeStreams: rt.activeStreamCount,
+          runningJobs: rt.scheduler.runningCount,
+          queuedJobs: rt.scheduler.queuedCount,
+          sessions: rt.sessions.size,
+          replica: rt.relay?.selfId ?? null,
+        };
+      },
       job: async (_p, { id }, ctx) => {
         rt.metrics.operations.inc({ field: 'job' });
         const owner = rt.relay?.remoteOwner(id, 'job', ctx.forwardedBy);

@@ -263,10 +263,7 @@ def main():
         for f in ("unified.ckpt", "vae.ckpt"):
             p = os.path.join(a.out, f)
             if os.path.isfile(p):
-                try:
-                    refuse_overwrite(p, f"--out: {f}")
-                except SystemExit as e:
-                    sys.exit(f"{e} (or --force)")
+                refuse_overwrite(p, f"--out: {f}", instead="write elsewhere (or --force)")
     man_path = os.path.join(a.pack, "manifest.json")
     if not os.path.exists(man_path):
         sys.exit(f"--pack: no manifest.json in {a.pack}")

@@ -56,7 +56,7 @@ export function logInternal(log: (line: string) => void, error: unknown, errorId
  * The server log's line for an INTERNAL error a client was given (`error`: the GatewayError, or a GraphQL
  * error around one or around the thrown value): its error id and what went wrong, with the stack.
  */
-export function internalLogLine(error: unknown, errorId?: unknown): string {
+function internalLogLine(error: unknown, errorId?: unknown): string {
   const g = gatewayErrorIn(error);
   const id = errorId ?? g?.extensions['errorId'];
   let cause: unknown = g ? (g.internalCause ?? g) : error instanceof GraphQLError && error.originalError ? error.originalError : error;

@@ -22,17 +22,10 @@ const labelKey = (l: Labels) =>
 
 export class Counter {
   private readonly values = new Map<string, number>();
-  /**
-   * @param declared  label sets shown at 0 before their first event, so a scraper sees every series from the
-   *   start and rate()/increase() catch the first event after a restart
-   */
   constructor(
     readonly name: string,
     readonly help: string,
-    declared: Labels[] = [],
-  ) {
-    for (const l of declared) this.values.set(labelKey(l), 0);
-  }
+  ) {}
   /** `labels` undefined: the label-less series (the per-token hot path skips key building) */
   inc(labels?: Labels, by = 1): void {
     const k = labels === undefined ? '' : labelKey(labels);
@@ -69,7 +62,7 @@ export class Gauge {
 export class Histogram {
   /** per label set (labelKey; '' for none): bucket counts, sum, count */
   private readonly series = new Map<string, { counts: number[]; sum: number; count: number }>();
-  /** @param declared  label sets shown (empty) from the start, as Counter's */
+  /** @param declared  label sets shown (empty) from the start, as GatewayMetrics declares counters' */
   constructor(
     readonly name: string,
     readonly help: string,
@@ -161,6 +154,10 @@ export class GatewayMetrics {
   private loopWindow: Array<[Labels, number]> = [];
   private readonly loopTimer: NodeJS.Timeout;
 
+  /**
+   * @param declared  label sets shown at 0 before their first event (`inc(labels, 0)`), so a scraper sees every
+   *   series from the start and rate()/increase() catch the first event after a restart
+   */
   constructor(src: MetricsSources, declared: { errorCodes?: readonly string[]; fields?: readonly string[] } = {}) {
     this.loopDelay.enable();
     // a window of its own, not "since the last scrape": several scrapers (or a curl) must not take each other's

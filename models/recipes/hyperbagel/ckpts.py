@@ -68,9 +68,10 @@ def check_dataset_rows(d, what, arrays):
             raise SystemExit(f"{what}: {d!r}: {name} holds {rows} images for {n} records; export the dataset again")
 
 
-def refuse_overwrite(out, what, inputs=(), training_ckpt=True):
+def refuse_overwrite(out, what, inputs=(), training_ckpt=True, instead="write elsewhere"):
     """An output path must not be one of the inputs (resolved), and must not replace a training run's full
-    checkpoint (it holds the optimizer state a resume needs): one line naming the problem, before any work."""
+    checkpoint (it holds the optimizer state a resume needs): one line naming the problem and `instead`, before
+    any work."""
     real = os.path.realpath(out)
     for name, p in inputs:
         if p and os.path.realpath(p) == real:
@@ -85,7 +86,7 @@ def refuse_overwrite(out, what, inputs=(), training_ckpt=True):
             return
         if isinstance(ck, dict) and "opt" in ck:
             raise SystemExit(f"{what} {out!r} is a training run's checkpoint (with optimizer state): it would be "
-                             "replaced; write elsewhere")
+                             f"replaced; {instead}")
 
 
 def require_out_folder(out, what="--out"):

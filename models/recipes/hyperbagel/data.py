@@ -172,6 +172,19 @@ def _trained_answer(s, tok, a, rng, noise, factor_drop, hide):
         s.labels[start:] = [-100 if y in unseen else y for y in s.labels[start:]]
 
 
+def _image_prefix(tok, ds, i, rng, nv, shift, factor_drop):
+    """`<bos> <vision_start> image <vision_end>` of record i, moved by up to `shift` pixels, hiding what
+    `_draw_hide` draws: the sequence so far and what it hides."""
+    s = Seq()
+    s.text([tok.bos, tok.vision_start])
+    s.block(VIT, nv)
+    entry = (ds, i, rng.randint(-shift, shift), rng.randint(-shift, shift)) if shift else (ds, i)
+    hide = _draw_hide(rng, factor_drop)
+    s.add_vit(entry, hide)
+    s.text([tok.vision_end])
+    return s, hide
+
+
 def understanding_seq(tok, ds, i, rng, nv, caption_prob=0.35, shift=0, noise=None, factor_drop=None):
     """`shift` > 0: the image is translated by a random whole number of pixels in [-shift, shift] on each
     axis (see `shifted`), so the ViT sees every shape at many phases of its 16-pixel token grid; the
@@ -182,13 +195,7 @@ def understanding_seq(tok, ds, i, rng, nv, caption_prob=0.35, shift=0, noise=Non
     group's words must then be read from what the image still shows, so the colour word cannot lean on
     the shape, nor the shape on the colour: training pairs stop standing in for an unseen one. `words`: the
     hidden group's words are also random in the answer as read, so the text cannot tell them either."""
-    s = Seq()
-    s.text([tok.bos, tok.vision_start])
-    s.block(VIT, nv)
-    entry = (ds, i, rng.randint(-shift, shift), rng.randint(-shift, shift)) if shift else (ds, i)
-    hide = _draw_hide(rng, factor_drop)
-    s.add_vit(entry, hide)
-    s.text([tok.vision_end])
+    s, hide = _image_prefix(tok, ds, i, rng, nv, shift, factor_drop)
     if hide or rng.random() < caption_prob or not ds.qa_ids[i]:
         q, a = tok.encode(CAPTION_PROMPT), ds.cap_ids[i]
     else:
@@ -208,13 +215,7 @@ def followup_seq(tok, ds, i, rng, nv, shift=0, noise=None, factor_drop=None):
     opens with the caption, and neither answer trains the hidden group's words. Without them the two-turn
     samples are the only understanding samples with no regulariser, and session 22's legs lost held-out
     captions."""
-    s = Seq()
-    s.text([tok.bos, tok.vision_start])
-    s.block(VIT, nv)
-    entry = (ds, i, rng.randint(-shift, shift), rng.randint(-shift, shift)) if shift else (ds, i)
-    hide = _draw_hide(rng, factor_drop)
-    s.add_vit(entry, hide)
-    s.text([tok.vision_end])
+    s, hide = _image_prefix(tok, ds, i, rng, nv, shift, factor_drop)
     qa = ds.qa_ids[i]
     cap = (tok.encode(CAPTION_PROMPT), ds.cap_ids[i])
     if not qa:
