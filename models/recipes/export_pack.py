@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hyperbagel.utils import setup_threads  # noqa: E402
+from hyperbagel.utils import setup_threads, pixel_offset  # noqa: E402
 from hyperbagel.ckpts import require_unified, require_vae  # noqa: E402
 
 setup_threads()
@@ -44,6 +44,10 @@ def main():
                     help="declare prompts.session_context: what a session's later understanding turn reads (default: what "
                          "the checkpoint's pack declared, for one made by import_pack.py; else 'conversation' when it records "
                          "two-turn training samples (train_unified --followup), else 'image', the session's image alone)")
+    ap.add_argument("--understand-offset", type=pixel_offset, default=None, metavar="DX,DY",
+                    help="declare vision.understand_offset: understanding reads each image moved by DX,DY pixels (right "
+                         "and down; pick it on the val suite, e.g. eval understand --shift N). Default: what the checkpoint's "
+                         "pack declared, for one made by import_pack.py, else 0,0. The pixel bound is an eighth of the image")
     ap.add_argument("--think", action="store_true",
                     help="declare prompts.think (the run trained prompt expansion; implied when the checkpoint records think samples)")
     ap.add_argument("--note", default="", help="free text for manifest.training.note (e.g. measured quality)")
@@ -62,6 +66,10 @@ def main():
     c = ModelConfig.from_dict(ck["config"])
     if len(tok) != c.vocab:
         sys.exit(f"--ckpt: {tok_path} has {len(tok)} tokens, the checkpoint's vocabulary {c.vocab}")
+    most = c.vit_image_size // 8  # the engine's bound (src/runtime/manifest.ts): off the grid, not off the frame
+    if a.understand_offset and any(abs(v) > most for v in a.understand_offset):
+        sys.exit(f"--understand-offset {','.join(map(str, a.understand_offset))}: each move at most {most} pixels "
+                 f"(an eighth of the {c.vit_image_size}-pixel image)")
     img_path = os.path.join(a.data, "images.npy")
     if not os.path.isfile(img_path):
         sys.exit(f"--data: no images.npy in {a.data!r} (a dataset folder: `npx hyperbagel dataset --out DIR`)")
@@ -163,11 +171,13 @@ def build(a, model, vae, scale, c, ck, vck, tok, imgs, out):
     # (a checkpoint imported from a pack carries the pack's declaration; training runs record their samples)
     session_context = a.session_context or ck.get("session_context") or ("conversation" if ck.get("followup_samples", 0) > 0 else "image")
     prompts = {"caption": CAPTION_PROMPT, **({"think": True} if think else {}), "session_context": session_context}
+    # the offset belongs to these weights (chosen on val): only a re-export of the same weights carries it
+    offset = a.understand_offset or tuple(ck.get("understand_offset") or (0, 0))
     ex.write_manifest(out, c, tok, specs, scale, preview, a.name,
                       f"Miniature BAGEL (MoT decoder {c.layers}x{c.hidden}, conv-stem ViT, conv VAE "
                       f"{c.gen_image_size}px -> {c.latent_channels}x{c.latent_size}x{c.latent_size}) trained on the "
                       f"Shapes world by models/recipes.",
-                      extra={"prompts": prompts, "training": training})
+                      extra={"prompts": prompts, "training": training}, understand_offset=offset)
     if a.parity:
         ex.write_parity(model, vae, scale, out)
     return training

@@ -297,8 +297,12 @@ def main():
     think = 1 if (man.get("prompts") or {}).get("think") else 0
     # what the pack declares (absent: the engine's default, conversation): a re-export declares the same
     session_context = (man.get("prompts") or {}).get("session_context", "conversation")
+    # and how its understanding reads images: a re-export of these weights keeps the offset chosen for them
+    offset = (man.get("vision") or {}).get("understand_offset")
+    if offset is not None and not (isinstance(offset, list) and len(offset) == 2 and all(type(v) is int for v in offset)):
+        sys.exit(f"import_pack: {a.pack}/manifest.json vision.understand_offset: expected [dx, dy], two integers, got {offset!r}")
     save_ckpt(os.path.join(out, "unified.ckpt"), {"ema": model.state_dict(), "step": step, "config": c.to_dict(), "think_samples": think,
-                "session_context": session_context,
+                "session_context": session_context, **({"understand_offset": list(offset)} if offset else {}),
                 "vae": vae_path, "scale": scale, "imported_from": os.path.abspath(a.pack)})
     shutil.copy(os.path.join(a.pack, man.get("tokenizer", "tokenizer.json")), os.path.join(out, "tokenizer.json"))
     acc = training.get("acceleration") or {}

@@ -51,6 +51,7 @@ def main():
               "--log-every", "2", "--ckpt-every", "4", "--curriculum", "4,8"]
     run(common + ["--steps", "4"])
     import torch
+    from hyperbagel.utils import LITE_KEYS
     lite = os.path.join(work, "unified-lite.ckpt")
     with open(os.path.join(urun, "loss.csv"), "a") as f:  # a row of a run stopped after step 4's checkpoint
         f.write("6,9,9,9,0,0,0,0\n")
@@ -307,7 +308,19 @@ def main():
     assert p.returncode != 0 and "--data" in p.stderr and snapshot(out) == pack0, p.stderr[-300:]
     # the factorised vision encoder through ONNX: onnxruntime-node checks its parity refs (test/recipes/smoke.test.ts)
     run([os.path.join(HERE, "export_pack.py"), "--ckpt", os.path.join(frun, "unified.ckpt"), "--data", data,
-         "--out", os.path.join(work, "factor-pack"), "--name", "smoke-factor", "--parity"])
+         "--out", os.path.join(work, "factor-pack"), "--name", "smoke-factor", "--parity", "--understand-offset", "1,-1"])
+    fman = json.load(open(os.path.join(work, "factor-pack", "manifest.json")))
+    assert fman["vision"]["understand_offset"] == [1, -1], fman["vision"]
+    # a checkpoint that records an offset (import_pack.py writes the pack's) exports it without the flag
+    orun = os.path.join(work, "u-offset")
+    os.makedirs(orun, exist_ok=True)
+    shutil.copy(os.path.join(frun, "tokenizer.json"), orun)
+    ock = torch.load(os.path.join(frun, "unified.ckpt"), map_location="cpu")
+    torch.save({**{k: ock[k] for k in LITE_KEYS if k in ock}, "vae": ock["vae"], "understand_offset": [-2, 3]},
+               os.path.join(orun, "unified.ckpt"))
+    run([os.path.join(HERE, "export_pack.py"), "--ckpt", os.path.join(orun, "unified.ckpt"), "--data", data,
+         "--out", os.path.join(work, "offset-pack"), "--name", "smoke-offset"])
+    assert json.load(open(os.path.join(work, "offset-pack", "manifest.json")))["vision"]["understand_offset"] == [-2, 3]
     man = json.load(open(os.path.join(out, "manifest.json")))
     assert man["prompts"].get("think") is True, "a run trained with --think must export prompts.think"
     assert man["prompts"].get("session_context") == "image", "a run without two-turn samples reads one question per image"
@@ -361,6 +374,10 @@ def main():
         (["train_unified.py", "--tiny", "--data", data, "--vae", vae_ck, "--run", bad_run, "--steps", "1"], "cannot read",
          os.path.join(bad_run, "unified.ckpt")),
         (["train_unified.py", "--tiny", "--data", data, "--vae", vae_ck, "--run", lite, "--steps", "1"], "is a file", lite),
+        (["export_pack.py", "--ckpt", os.path.join(frun, "unified.ckpt"), "--data", data, "--out", out,
+          "--understand-offset", "2"], "expected DX,DY", os.path.join(out, "manifest.json")),
+        (["export_pack.py", "--ckpt", os.path.join(frun, "unified.ckpt"), "--data", data, "--out", out,
+          "--understand-offset", "9,0"], "each move at most 8 pixels", os.path.join(out, "manifest.json")),
     ]
     for args, msg, kept in cases:
         before = open(kept, "rb").read() if kept else None

@@ -4,6 +4,9 @@ import type { RgbImage } from '../engine/types.ts';
 import { Rng } from '../world/rng.ts';
 import { resampleRgb } from './detector.ts';
 
+// moving an image is also what the engine does to read it at a pack's vision.understand_offset
+export { shiftImage } from '../engine/image/pixels.ts';
+
 const clamp = (v: number) => Math.min(255, Math.max(0, Math.round(v)));
 
 /** Adds i.i.d. Gaussian noise of standard deviation `sigma` (0–255 scale), seeded. */
@@ -46,17 +49,6 @@ export const gaussianBlur3 = (img: RgbImage) => blur3(img, [0.25, 0.5, 0.25]);
 /** 64 → 32 (area average) → 64 (bilinear): what a generator working at 32×32 and upscaled produces. */
 export function downUp(img: RgbImage, low = 32): RgbImage {
   return resampleRgb(resampleRgb(img, low), img.width);
-}
-
-/** Moves the whole image by (dx, dy) pixels, replicating edge pixels: objects drawn off the grid. */
-export function shiftImage(img: RgbImage, dx: number, dy: number): RgbImage {
-  const { width: w, height: h, data } = img;
-  const out = new Uint8Array(data.length);
-  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
-    const sx = Math.min(w - 1, Math.max(0, x - dx)), sy = Math.min(h - 1, Math.max(0, y - dy));
-    out.set(data.subarray((sy * w + sx) * 3, (sy * w + sx) * 3 + 3), (y * w + x) * 3);
-  }
-  return { width: w, height: h, data: out };
 }
 
 /** Encodes as JPEG at `quality` and decodes again: the artefacts of a lossy image transport. */

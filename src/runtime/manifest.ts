@@ -43,7 +43,12 @@ export interface Manifest {
     gen_end: number;
   };
   decoder: { layers: number; heads: number; head_dim: number; hidden: number; vocab: number; max_positions: number };
-  vision: { image_size: number; tokens: number };
+  /**
+   * `understand_offset` [dx, dy]: understanding reads each image moved by this many pixels (right and down when
+   * positive, edge pixels replicated) before the vision encoder; edits read it as given. For an encoder that reads
+   * images slightly off the grid the world draws on more reliably than on it (chosen on a validation suite).
+   */
+  vision: { image_size: number; tokens: number; understand_offset?: [number, number] };
   latent: { image_size: number; channels: number; height: number; width: number; patch: number; scale: number; resize?: string };
   preview: { latent_rgb_factors: number[][]; latent_rgb_bias: number[] };
   sampler_defaults: {
@@ -196,6 +201,13 @@ export function validateManifest(m: unknown, file = 'manifest.json'): Manifest {
     packFile(mm.retrieval, 'retrieval', file);
   }
   if (g.vision) for (const k of ['image_size', 'tokens']) positiveInt(m, `vision.${k}`, file);
+  const off = (mm.vision as { understand_offset?: unknown } | undefined)?.understand_offset;
+  if (off !== undefined) {
+    // at most an eighth of the image: a larger move pushes objects off the frame, not off the grid
+    const most = Math.floor((mm.vision?.image_size ?? 0) / 8);
+    if (!Array.isArray(off) || off.length !== 2 || !off.every((v) => Number.isInteger(v) && Math.abs(v) <= most))
+      fail(file, `expected [dx, dy], two integers in [-${most}, ${most}] (an eighth of vision.image_size), got ${JSON.stringify(off)}`, 'vision.understand_offset');
+  }
   if (g.denoiser || g.vae_decoder || g.vae_encoder) {
     for (const k of ['image_size', 'channels', 'height', 'width', 'patch']) positiveInt(m, `latent.${k}`, file);
     need(m, 'latent.scale', 'number', file);

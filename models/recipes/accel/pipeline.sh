@@ -16,6 +16,7 @@ usage: $0 TARGET.ckpt [OUT]   (run from the repository root: reads data/train an
   OUT          output folder (default runs/accel): OUT/draft, OUT/gen, OUT/<lane>.log, OUT/.done-<stage>
 Step counts and options come from the environment: DRAFT_IMAGES DRAFT_TEST_IMAGES DRAFT_STEPS DRAFT_VARIANTS
 CFG_STEPS TSCD_STEPS DMDO_STEPS REWARD_STEPS ADP_STEPS REFL_STEPS REFL_MSE SIX_FINAL(dmdo|tscd) ADP_INIT GEN_LIMIT
+IMAGE_OFFSET (DX,DY: the draft's data reads images as a pack with vision.understand_offset DX,DY does)
 EOF
 }
 case ${1:-} in -h|--help) usage; exit 0 ;; "") usage >&2; exit 2 ;; -*) echo "$0: unknown option $1" >&2; usage >&2; exit 2 ;; esac
@@ -32,6 +33,10 @@ case $OUT in -*) echo "$0: OUT '$OUT' looks like an option" >&2; exit 2 ;; esac
 PY="env OPENBLAS_NUM_THREADS=1 /usr/bin/python3"
 DRAFT_IMAGES=${DRAFT_IMAGES:-8000}; DRAFT_TEST_IMAGES=${DRAFT_TEST_IMAGES:-500}
 DRAFT_STEPS=${DRAFT_STEPS:-2000}; DRAFT_VARIANTS=${DRAFT_VARIANTS:-full eagle3 noinit noce}
+# the pack's vision.understand_offset, when it declares one: the draft learns the features of the images as they are read
+IMAGE_OFFSET=${IMAGE_OFFSET:-}
+[ -z "$IMAGE_OFFSET" ] || [[ $IMAGE_OFFSET =~ ^-?[0-9]+,-?[0-9]+$ ]] || { echo "$0: IMAGE_OFFSET must be DX,DY (two integers), not '$IMAGE_OFFSET'" >&2; exit 2; }
+DRAFT_OFFSET=(); [ -z "$IMAGE_OFFSET" ] || DRAFT_OFFSET=(--image-offset "$IMAGE_OFFSET")
 # DMDO 4500: resuming DMDO raised the scores on release 3 (1500 -> 3000: GEdit 0.722 -> 0.741, GenEval 0.390
 # both) and release 4 (3000 -> 4500: GenEval 0.473 -> 0.503, GEdit 0.810 -> 0.817); 6000 was no better (0.483 / 0.808)
 CFG_STEPS=${CFG_STEPS:-2500}; TSCD_STEPS=${TSCD_STEPS:-1500}; DMDO_STEPS=${DMDO_STEPS:-4500}
@@ -61,8 +66,8 @@ stage() { local name=$1; shift; local mark="$OUT/.done-$name"
   echo "[$(date -u +%T)] start $name"; "$@"; touch "$mark"; echo "[$(date -u +%T)] done $name"; }
 
 lane_draft() {
-  stage data-train $PY "$A/draft_data.py" --target "$T" --data data/train --out "$OUT/draft/data_train.jsonl" --count "$DRAFT_IMAGES"
-  stage data-test $PY "$A/draft_data.py" --target "$T" --data data/val --out "$OUT/draft/data_test.jsonl" --count "$DRAFT_TEST_IMAGES"
+  stage data-train $PY "$A/draft_data.py" --target "$T" --data data/train --out "$OUT/draft/data_train.jsonl" --count "$DRAFT_IMAGES" "${DRAFT_OFFSET[@]}"
+  stage data-test $PY "$A/draft_data.py" --target "$T" --data data/val --out "$OUT/draft/data_test.jsonl" --count "$DRAFT_TEST_IMAGES" "${DRAFT_OFFSET[@]}"
   local runs=()
   for v in $DRAFT_VARIANTS; do
     stage "draft-$v" $PY "$A/train_draft.py" --target "$T" --train "$OUT/draft/data_train.jsonl" --run "$OUT/draft/$v" \

@@ -89,6 +89,18 @@ def main():
              W("draft_eval.json"), "--drafts", ",".join(W(f"draft_{v}") for v in ("eagle3", "full", "noinit", "noce"))])
     ev = json.load(open(W("draft_eval.json")))
     assert all(r["lossless"] for r in ev["ablation"]), "speculative output differs from plain greedy"
+    # a pack that reads images at an offset (vision.understand_offset): its rows record it, training and eval read it
+    run([P("draft_data.py"), "--target", T, "--data", val, "--out", W("draft_off.jsonl"), "--count", "3",
+         "--max-new", "16", "--image-offset", "2,-1"])
+    from accel.train_draft import DraftData
+    off = DraftData(W("draft_off.jsonl"), tok)
+    assert all(r["offset"] == [2, -1] for r in off.rows) and off.seq(0, m.c.vit_grid ** 2).vit[0][2:] == (2, -1)
+    p = subprocess.run([sys.executable, P("draft_data.py"), "--target", T, "--data", val, "--out", W("draft_off.jsonl"),
+                        "--count", "4", "--max-new", "16"], capture_output=True, text=True)
+    assert p.returncode != 0 and "read images at offset [2, -1], not 0,0" in p.stderr and "Traceback" not in p.stderr, p.stderr[-300:]
+    run([P("eval_draft.py"), "--target", T, "--test", W("draft_off.jsonl"), "--limit", "2", "--max-new", "16", "--out",
+         W("draft_eval_off.json"), "--drafts", W("draft_full")])
+    assert all(r["lossless"] for r in json.load(open(W("draft_eval_off.json")))["ablation"])
     res["draft_eval"] = ev
     # ---- generation ----
     from accel.common import load_sets
@@ -250,7 +262,10 @@ def main():
     assert "bitwise re-export, 12 parity references" in o and '"students": ["one.pt", "six.pt"], "draft": true' in o, o
     # the release's declarations go along: its session context (image) for a re-export; a pack without one is the
     # engine's default (conversation), which a re-export must not change
-    assert torch.load(W("imported-release/unified.ckpt"), map_location="cpu")["session_context"] == "image"
+    rel = torch.load(W("imported-release/unified.ckpt"), map_location="cpu")
+    assert rel["session_context"] == "image"
+    # and the offset its understanding reads images at, chosen for these weights
+    assert rel["understand_offset"] == json.load(open(os.path.join(os.path.dirname(RECIPES), "shapes-mot", "manifest.json")))["vision"]["understand_offset"]
     assert imp["session_context"] == json.load(open(os.path.join(out, "manifest.json")))["prompts"].get("session_context", "conversation")
     # a pack whose references disagree with its graphs is refused, with the reason
     bad = W("bad-pack")

@@ -29,6 +29,10 @@ def read_draft_rows(path, what):
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise SystemExit(f"{what} {path!r}: not draft data ({type(e).__name__}: {e}); write it with draft_data.py")
     bad = next((r for r in rows if not (isinstance(r, dict) and "data" in r and "index" in r)), None)
+    odd = next((r for r in rows if bad is None and "offset" in r and not (
+        isinstance(r["offset"], list) and len(r["offset"]) == 2 and all(type(v) is int for v in r["offset"]))), None)
+    if odd is not None:
+        raise SystemExit(f"{what} {path!r}: a row's 'offset' is {odd['offset']!r}, not [dx, dy] (two integers)")
     if not rows or bad is not None:
         raise SystemExit(f"{what} {path!r}: not draft data (each line needs 'data' and 'index'; a dataset's records.jsonl "
                          "is the input of draft_data.py, not its output)")
@@ -52,7 +56,9 @@ class DraftData:
         s = Seq()
         s.text([tok.bos, tok.vision_start])
         s.block(VIT, nv)
-        s.add_vit((self.sets[r["data"]], r["index"]))
+        # the image as the target read it when the row was written (draft_data.py --image-offset)
+        dx, dy = r.get("offset", (0, 0))
+        s.add_vit((self.sets[r["data"]], r["index"], dx, dy) if dx or dy else (self.sets[r["data"]], r["index"]))
         s.text([tok.vision_end])
         s.text(r["q"])
         s.answer(tok.im_start, r["a"], tok.eos)

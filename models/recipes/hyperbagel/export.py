@@ -205,7 +205,7 @@ def fit_preview(vae, scale, pixels32):
     return W[:C].tolist(), W[C].tolist(), rmse
 
 
-def write_manifest(out_dir, c, tok, specs, scale, preview, name, description, extra=None):
+def write_manifest(out_dir, c, tok, specs, scale, preview, name, description, extra=None, understand_offset=(0, 0)):
     factors, bias, _ = preview
     man = {
         "format": "hyperbagel-pack/1",
@@ -225,6 +225,9 @@ def write_manifest(out_dir, c, tok, specs, scale, preview, name, description, ex
                              "cfg_interval": [0.4, 1.0], "cfg_renorm_min": 0.0, "cfg_renorm_type": "global"},
         "graphs": specs,
     }
+    if any(understand_offset):
+        # understanding reads each image moved by [dx, dy] pixels (docs/model-pack.md); absent means [0, 0]
+        man["vision"]["understand_offset"] = [int(v) for v in understand_offset]
     if extra:
         man.update(extra)
     with open(os.path.join(out_dir, "manifest.json"), "w") as f:

@@ -86,6 +86,18 @@ def fraction(text):
     return _checked_number(text, float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
 
 
+def pixel_offset(text):
+    """argparse type: "DX,DY", two integers (a move in pixels, right and down when positive)."""
+    import argparse
+    parts = text.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected DX,DY (two integers, e.g. 2,2), got {text!r}")
+
+
 def _checked_number(text, kind, ok, what):
     import argparse
     try:
@@ -97,7 +109,7 @@ def _checked_number(text, kind, ok, what):
     return v
 
 
-LITE_KEYS = ("ema", "step", "config", "think_samples", "followup_samples", "session_context", "scale")
+LITE_KEYS = ("ema", "step", "config", "think_samples", "followup_samples", "session_context", "understand_offset", "scale")
 
 
 def lite_ckpt(ck):

@@ -21,6 +21,17 @@ export function requireSize(img: RgbImage, size: number, what = 'image'): void {
     });
 }
 
+/** Moves the whole image by (dx, dy) pixels (right and down when positive), replicating edge pixels. */
+export function shiftImage(img: RgbImage, dx: number, dy: number): RgbImage {
+  const { width: w, height: h, data } = img;
+  const out = new Uint8Array(data.length);
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
+    const sx = Math.min(w - 1, Math.max(0, x - dx)), sy = Math.min(h - 1, Math.max(0, y - dy));
+    out.set(data.subarray((sy * w + sx) * 3, (sy * w + sx) * 3 + 3), (y * w + x) * 3);
+  }
+  return { width: w, height: h, data: out };
+}
+
 /** RGB (HWC uint8) → CHW float in [-1, 1] at `size`, box-averaging by an integer factor if smaller. */
 export function rgbToChw(img: RgbImage, size: number): Float32Array {
   if (img.width % size !== 0 || img.height !== img.width)

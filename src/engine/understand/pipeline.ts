@@ -3,7 +3,7 @@
 import { randomSeed } from '../rng.ts';
 import { admit } from '../admission.ts';
 import { layout, type EngineCtx, type Part } from '../context.ts';
-import { rgbToChw } from '../image/pixels.ts';
+import { rgbToChw, shiftImage } from '../image/pixels.ts';
 import { checkInputImage, fitImage } from '../image/codec.ts';
 import { SpecMetrics } from '../speculative/metrics.ts';
 import { DraftModelProposer, ngramProposer, type Proposer, type ProposerConfig } from '../speculative/proposer.ts';
@@ -355,7 +355,9 @@ export async function* runUnderstand(
     if (image) {
       if (signal?.aborted) throw new EngineError('CANCELLED', 'request cancelled');
       const S = ctx.manifest.vision.image_size;
-      const pixels = rgbToChw(image, S);
+      // the pack's reading offset applies to the encoder's input only: the session keeps the image as given
+      const [dx, dy] = ctx.manifest.vision.understand_offset ?? [0, 0];
+      const pixels = rgbToChw(dx || dy ? shiftImage(image, dx, dy) : image, S);
       const count = ctx.manifest.vision.tokens;
       // the worker runs vision.onnx inside the prefill forward (one request); only an EAGLE draft,
       // which needs the prompt's input embeddings here, asks for the image embeddings first
