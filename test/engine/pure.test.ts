@@ -7,6 +7,7 @@ import { NgramExpander } from '../../src/engine/speculative/ngram.ts';
 import { AcceptanceStats, SpecMetrics } from '../../src/engine/speculative/metrics.ts';
 import { chooseChainLength, chooseTreeSize, CostCurve } from '../../src/engine/speculative/sizing.ts';
 import { KvCache } from '../../src/runtime/kv-cache.ts';
+import { shiftImage } from '../../src/engine/image/pixels.ts';
 
 describe('rng', () => {
   test('seeded and reproducible, uniform in [0,1)', () => {
@@ -218,5 +219,27 @@ describe('Limiter', () => {
     await expect(waiting).rejects.toMatchObject({ code: 'CANCELLED' });
     held();
     expect(limiter.running).toBe(0);
+  });
+});
+
+describe('shiftImage', () => {
+  test('output pixel (x, y) is input pixel (x − dx, y − dy), clamped to the edge, for every move and size', () => {
+    const rng = new Rng(5);
+    for (const [w, h] of [[64, 64], [5, 3], [1, 1], [7, 9]] as const) {
+      const img = { width: w, height: h, data: Uint8Array.from({ length: w * h * 3 }, () => Math.floor(rng.uniform() * 256)) };
+      for (let dx = -10; dx <= 10; dx++)
+        for (let dy = -10; dy <= 10; dy++) {
+          const out = shiftImage(img, dx, dy).data;
+          for (let y = 0; y < h; y++)
+            for (let x = 0; x < w; x++) {
+              const sx = Math.min(w - 1, Math.max(0, x - dx)), sy = Math.min(h - 1, Math.max(0, y - dy));
+              for (let c = 0; c < 3; c++) if (out[(y * w + x) * 3 + c] !== img.data[(sy * w + sx) * 3 + c]) throw new Error(`${w}×${h} move (${dx}, ${dy}) differs at (${x}, ${y})`);
+            }
+        }
+    }
+    // the image itself is not touched
+    const a = { width: 2, height: 1, data: Uint8Array.from([1, 2, 3, 4, 5, 6]) };
+    expect([...shiftImage(a, 1, 0).data]).toEqual([1, 2, 3, 1, 2, 3]);
+    expect([...a.data]).toEqual([1, 2, 3, 4, 5, 6]);
   });
 });

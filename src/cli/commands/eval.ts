@@ -50,7 +50,8 @@ Options:
                   suite); draft: at most N prompts (default 50)
   --shift N       understand: every image moved N pixels right and down (N in [-8, 8], edge pixels
                   replicated), answers unchanged: robustness to objects off the cell centres the world
-                  always draws them at (the output gains "shift")
+                  always draws them at (the output gains "shift"); a pack's vision.understand_offset
+                  moves it again as the engine reads it
   --followup      understand: also ask every question as a chat client's second turn, in one conversation
                   after the model captioned the image and without sending the image again (the output gains
                   "followup_vqa" and "heldout_followup_vqa"); the session reads what the pack's

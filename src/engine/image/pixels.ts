@@ -25,9 +25,14 @@ export function requireSize(img: RgbImage, size: number, what = 'image'): void {
 export function shiftImage(img: RgbImage, dx: number, dy: number): RgbImage {
   const { width: w, height: h, data } = img;
   const out = new Uint8Array(data.length);
-  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
-    const sx = Math.min(w - 1, Math.max(0, x - dx)), sy = Math.min(h - 1, Math.max(0, y - dy));
-    out.set(data.subarray((sy * w + sx) * 3, (sy * w + sx) * 3 + 3), (y * w + x) * 3);
+  const m = Math.min(Math.abs(dx), w); // columns taken from the edge pixel
+  for (let y = 0; y < h; y++) {
+    const src = Math.min(h - 1, Math.max(0, y - dy)) * w * 3, dst = y * w * 3;
+    // the row's kept pixels in one copy, then its uncovered end filled with the edge pixel beside it
+    if (dx >= 0) out.set(data.subarray(src, src + (w - m) * 3), dst + m * 3);
+    else out.set(data.subarray(src + m * 3, src + w * 3), dst);
+    const edge = dx >= 0 ? src : src + (w - 1) * 3, from = dx >= 0 ? dst : dst + (w - m) * 3;
+    for (let x = 0; x < m; x++) out.set(data.subarray(edge, edge + 3), from + x * 3);
   }
   return { width: w, height: h, data: out };
 }
