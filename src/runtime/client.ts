@@ -95,6 +95,11 @@ export class WorkerClient {
     w.on('error', (e) => onDeath(e.message));
     w.on('exit', (code) => {
       if (!this.closed) onDeath(`exit code ${code}`);
+      // closing: whatever still waits on this worker (close()'s drain request) ends now, not at the drain's timeout
+      else for (const [id, p] of this.pending) if (p.generation === gen) {
+        this.pending.delete(id);
+        p.reject(new EngineError('CANCELLED', 'engine closed'));
+      }
     });
     const ready = this.post<InitResult>(this.init, [], gen).then((r) => {
       this.initResult = r;
@@ -138,6 +143,8 @@ export class WorkerClient {
     if (this.closed) throw new EngineError('INTERNAL', 'engine is closed');
     if (this.pending.size >= this.opts.maxPending) throw new EngineError('BUSY', `model worker queue is full (${this.opts.maxPending} requests)`);
     await this.whenReady();
+    // close() may have run while this call waited: a request posted after its drain would never be answered
+    if (this.closed) throw new EngineError('CANCELLED', 'engine closed');
     if (expectGeneration !== undefined && expectGeneration !== this.generation)
       throw new EngineError('WORKER_CRASHED', 'model worker crashed and was restarted; this request lost its state');
     return this.post<T>(msg, transfer, this.generation);
@@ -173,6 +180,8 @@ export class WorkerClient {
       clearTimeout(timer);
     }
     this.worker = null;
+    // nothing is posted after the drain (call() checks `closed`), but nothing may be left unsettled either
+    for (const p of this.pending.values()) p.reject(new EngineError('CANCELLED', 'engine closed'));
     this.pending.clear();
     if (w) await w.terminate();
   }

@@ -631,31 +631,44 @@ async function handle(msg: WorkerMessage): Promise<{ result: unknown; transfer?:
   }
 }
 
-// Requests are handled strictly one at a time (sessions are not re-entrant; order is FIFO).
-// After a reply the worker may spin-poll its port for up to `spinUs` (SessionTuning.replySpinUs):
-// in a decode loop the next request follows within a fraction of a millisecond, and picking it up
-// while still on the CPU skips the thread wake-up, which on a busy host costs more than the run.
-let chain: Promise<void> = Promise.resolve();
+// Requests are handled strictly one at a time, in the order they were sent (sessions are not re-entrant,
+// and a sequence's `open` must run before its first `decode`). After a reply the worker may spin-poll its
+// port for up to `spinUs` (SessionTuning.replySpinUs): in a decode loop the next request follows within a
+// fraction of a millisecond, and picking it up while still on the CPU skips the thread wake-up, which on a
+// busy host costs more than the run. Messages delivered as events while a request ran wait in `queue`, and
+// are older than anything still on the port, so the spin only runs when the queue is empty.
+const queue: WorkerMessage[] = [];
+let serving = false;
 let spinUs = 0;
 
-async function serve(first: WorkerMessage): Promise<void> {
-  for (let msg: WorkerMessage | null = first; msg; msg = spinForNext()) {
-    let reply: WorkerReply;
-    let transfer: ArrayBuffer[] = [];
-    try {
-      const t0 = performance.now();
-      const r = await handle(msg);
-      stats.handleMs += performance.now() - t0;
-      if (msg.op === 'init') spinUs = Math.max(0, msg.tuning.replySpinUs ?? 0);
-      reply = { id: msg.id, ok: true, result: r.result };
-      transfer = r.transfer ?? [];
-    } catch (e) {
-      const err = e as CodedError;
-      const code = err.code ?? 'INTERNAL';
-      const message = code === 'INTERNAL' || !err.code ? `${msg.op}: ${err.message ?? String(e)}` : err.message;
-      reply = { id: msg.id, ok: false, error: { code, message, details: err.details } };
+async function serveQueue(): Promise<void> {
+  serving = true;
+  try {
+    for (let msg: WorkerMessage | null = queue.shift() ?? null; msg; msg = queue.shift() ?? spinForNext()) {
+      let reply: WorkerReply;
+      let transfer: ArrayBuffer[] = [];
+      try {
+        const t0 = performance.now();
+        const r = await handle(msg);
+        stats.handleMs += performance.now() - t0;
+        if (msg.op === 'init') spinUs = Math.max(0, msg.tuning.replySpinUs ?? 0);
+        reply = { id: msg.id, ok: true, result: r.result };
+        transfer = r.transfer ?? [];
+      } catch (e) {
+        const err = e as CodedError;
+        const code = err.code ?? 'INTERNAL';
+        const message = code === 'INTERNAL' || !err.code ? `${msg.op}: ${err.message ?? String(e)}` : err.message;
+        reply = { id: msg.id, ok: false, error: { code, message, details: err.details } };
+      }
+      try {
+        port!.postMessage(reply, transfer);
+      } catch (e) {
+        // a reply that cannot be sent still answers its request, and the requests behind it are served
+        port!.postMessage({ id: msg.id, ok: false, error: { code: 'INTERNAL', message: `${msg.op}: reply could not be sent: ${(e as Error).message}` } });
+      }
     }
-    port!.postMessage(reply, transfer);
+  } finally {
+    serving = false;
   }
 }
 
@@ -673,5 +686,6 @@ function spinForNext(): WorkerMessage | null {
 }
 
 port.on('message', (msg: WorkerMessage) => {
-  chain = chain.then(() => serve(msg));
+  queue.push(msg);
+  if (!serving) void serveQueue();
 });

@@ -160,6 +160,59 @@ describe('closing while a model call runs', () => {
     expect(performance.now() - t0).toBeGreaterThanOrEqual(300);
     expect(await sleeping).toMatchObject({ code: 'CANCELLED' });
   });
+
+  test('a call made in the same tick as close() is cancelled, never left pending or run after the drain', async () => {
+    const e = await createEngine(FIXTURE, { calibrate: false, intraOpThreads: 1 });
+    const client = e.workerClient;
+    // call() passes its closed check, then waits on readiness while close() posts its drain request
+    const late = client.call({ op: '__sleep', ms: 300 }).then(() => 'resolved', (x: unknown) => x);
+    const t0 = performance.now();
+    await e.close();
+    const settled = await Promise.race([late, new Promise((r) => setTimeout(() => r('still pending'), 2000))]);
+    expect(settled).toMatchObject({ code: 'CANCELLED' });
+    // the late sleep never ran: close did not wait for it
+    expect(performance.now() - t0).toBeLessThan(250);
+  });
+
+  test('a worker that exits while close() drains ends the wait at once, not at the drain timeout', async () => {
+    const e = await createEngine(FIXTURE, { calibrate: false, intraOpThreads: 1 });
+    const client = e.workerClient;
+    const sleeping = client.call({ op: '__sleep', ms: 3000 }).catch((x: unknown) => x);
+    await new Promise((r) => setTimeout(r, 50));
+    const w = (client as unknown as { worker: { terminate(): Promise<number> } }).worker;
+    const t0 = performance.now();
+    const closing = e.close();
+    setTimeout(() => void w.terminate(), 20); // stands in for a native crash during the drain
+    await closing;
+    expect(performance.now() - t0).toBeLessThan(2000);
+    expect(await sleeping).toMatchObject({ code: 'CANCELLED' });
+  });
+});
+
+describe('worker request order', () => {
+  test('with the reply spin on, requests are still handled in the order they were sent', async () => {
+    // the spin after a reply polls the port; a request already delivered while the previous one ran
+    // (here `open`) must still go before one that arrives during the spin (its `decode`)
+    const e = await createEngine(FIXTURE, { calibrate: false, intraOpThreads: 1, replySpinUs: 300_000 });
+    try {
+      const c = e.workerClient;
+      await new Promise((r) => setTimeout(r, 600)); // the spin after init runs out
+      const order: string[] = [];
+      const B = 300;
+      const a = c.call({ op: 'vision', pixels: new Float32Array(B * 3 * 64 * 64), batch: B }).then(() => order.push('A'));
+      await new Promise((r) => setTimeout(r, 30)); // the worker is inside A's onnxruntime run
+      const seq = 424242;
+      const open = c.call({ op: 'open', seq, capacity: 64 }).then(() => order.push('open'), (x: Error) => order.push(`open failed: ${x.message}`));
+      await a;
+      const decode = c
+        .call({ op: 'decode', seq, segments: [{ kind: 'ids', ids: Int32Array.of(1) }], positions: Int32Array.of(0), mask: Uint8Array.of(1), rows: 'last' })
+        .then(() => order.push('decode'), (x: Error) => order.push(`decode failed: ${x.message}`));
+      await Promise.all([open, decode]);
+      expect(order).toEqual(['A', 'open', 'decode']);
+    } finally {
+      await e.close();
+    }
+  });
 });
 
 describe('bad input gives typed errors', () => {
