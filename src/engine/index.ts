@@ -78,10 +78,11 @@ export interface LocalEngine extends Engine {
   readonly draftCost: DraftCost | null;
 }
 
-function intOpt(o: Record<string, unknown>, k: string, d: number): number {
+function intOpt(o: Record<string, unknown>, k: string, d: number, min = 0): number {
   const v = o[k];
   if (v === undefined) return d;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new EngineError('OUT_OF_RANGE', `engine option ${k} must be a non-negative integer`);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min)
+    throw new EngineError('OUT_OF_RANGE', `engine option ${k} must be ${min ? `an integer >= ${min}` : 'a non-negative integer'}, got ${JSON.stringify(v)}`);
   return v;
 }
 
@@ -98,13 +99,14 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
     interOpThreads: intOpt(o, 'interOpThreads', 1),
     allowSpinning: o['allowSpinning'] === true,
     replySpinUs: intOpt(o, 'replySpinUs', 0),
-    maxConcurrent: intOpt(o, 'maxConcurrent', 4),
+    // 0 would admit nothing, ever: every request would wait forever
+    maxConcurrent: intOpt(o, 'maxConcurrent', 4, 1),
     maxQueue: intOpt(o, 'maxQueue', 32),
     calibrate: o['calibrate'] !== false,
-    defaultMaxTokens: intOpt(o, 'defaultMaxTokens', Math.min(64, m.decoder.max_positions)),
+    defaultMaxTokens: intOpt(o, 'defaultMaxTokens', Math.min(64, m.decoder.max_positions), 1),
     maxChainLength: intOpt(o, 'maxChainLength', 8),
     batchCfg: o['batchCfg'] !== false,
-    maxPromptWords: intOpt(o, 'maxPromptWords', Math.floor(m.decoder.max_positions / 2)),
+    maxPromptWords: intOpt(o, 'maxPromptWords', Math.floor(m.decoder.max_positions / 2), 1),
   };
   const client = new WorkerClient(
     { op: 'init', files: pack.files, manifest: m, tuning: { intraOpThreads: opts.intraOpThreads, decodeIntraOpThreads: opts.decodeIntraOpThreads, interOpThreads: opts.interOpThreads, allowSpinning: opts.allowSpinning, replySpinUs: opts.replySpinUs } },
@@ -305,6 +307,8 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
       if (closed) return;
       closed = true;
       conversations.clear();
+      // requests still waiting for a slot would otherwise wait for one that never frees
+      ctx.limiter.rejectWaiting(new EngineError('CANCELLED', 'engine closed'));
       await client.close();
     },
     async workerStats() {
@@ -315,8 +319,9 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
       await client.whenReady();
       const gen = client.generation;
       void client.call({ op: '__crash' }).catch(() => {});
-      // return once the crash has been noticed (in-flight calls failed) and a new worker is starting
-      while (client.generation === gen) await new Promise((r) => setTimeout(r, 2));
+      // return once the crash has been noticed (in-flight calls failed) and a new worker is starting,
+      // or the client has stopped restarting it (then the next request says so)
+      while (client.generation === gen && !client.givenUp) await new Promise((r) => setTimeout(r, 2));
     },
     calibrate,
     workerClient: client,

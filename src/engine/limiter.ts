@@ -51,6 +51,11 @@ export class Limiter {
     };
   }
 
+  /** Ends every wait with `err` (the engine is closing): nothing waits for a slot that will never free. */
+  rejectWaiting(err: Error): void {
+    for (const w of this.waiters.splice(0)) w.reject(err);
+  }
+
   get running(): number {
     return this.active;
   }

@@ -51,6 +51,10 @@ export class WorkerClient {
   crashes = 0;
   private deaths: number[] = [];
   private gaveUp = false;
+  /** the worker kept crashing and is not restarted again */
+  get givenUp(): boolean {
+    return this.gaveUp;
+  }
   initResult: InitResult | null = null;
   private opts: WorkerClientOptions;
 

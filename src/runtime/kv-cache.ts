@@ -112,6 +112,8 @@ export class KvCache {
     const len = this.length;
     const H = this.shape.heads;
     const Dh = this.shape.headDim;
+    if (!Number.isInteger(keepFrom) || keepFrom < 0 || keepFrom > len) throw new Error(`compact: keepFrom ${keepFrom} outside [0, ${len}]`);
+    if (keep.length && !(Number.isInteger(keep[0]) && keep[0]! >= 0)) throw new Error(`compact: keep index ${keep[0]} is negative`);
     for (let i = 1; i < keep.length; i++) if (keep[i]! <= keep[i - 1]!) throw new Error('compact: keep must increase');
     if (keep.length && keepFrom + keep[keep.length - 1]! >= len) throw new Error('compact: index out of range');
     const newLen = keepFrom + keep.length;

@@ -200,7 +200,10 @@ export function validateManifest(m: unknown, file = 'manifest.json'): Manifest {
     if (typeof mm.retrieval !== 'string' || !mm.retrieval) fail(file, `expected a file name, got ${JSON.stringify(mm.retrieval)}`, 'retrieval');
     packFile(mm.retrieval, 'retrieval', file);
   }
-  if (g.vision) for (const k of ['image_size', 'tokens']) positiveInt(m, `vision.${k}`, file);
+  // the world's image size: what every image is read at, and what generated images are shown at
+  positiveInt(m, 'vision.image_size', file);
+  if (g.vision) positiveInt(m, 'vision.tokens', file);
+  checkDims(mm, file);
   const off = (mm.vision as { understand_offset?: unknown } | undefined)?.understand_offset;
   if (off !== undefined) {
     // at most an eighth of the image: a larger move pushes objects off the frame, not off the grid
@@ -227,6 +230,37 @@ export function validateManifest(m: unknown, file = 'manifest.json'): Manifest {
     need(m, 'preview.latent_rgb_bias', 'array', file);
   }
   return mm;
+}
+
+/**
+ * The model sizes the engine builds tensors from (decoder.*, vision.*) against the graph specs' fixed
+ * dimensions: a disagreement would load and then fail every request. The worker checks the specs
+ * against the graphs themselves.
+ */
+function checkDims(mm: Manifest, file: string): void {
+  const dim = (g: GraphName, io: 'inputs' | 'outputs', name: string, i: number) => {
+    const d = mm.graphs[g]?.[io]?.[name]?.shape?.[i];
+    return typeof d === 'number' ? d : undefined;
+  };
+  const expect = (field: string, want: number, g: GraphName, io: 'inputs' | 'outputs', name: string, i: number) => {
+    const d = dim(g, io, name, i);
+    if (d !== undefined && d !== want)
+      fail(file, `${want} disagrees with graphs.${g}.${io}.${name}, whose dimension ${i} is ${d}`, field);
+  };
+  const dec = mm.decoder;
+  expect('decoder.hidden', dec.hidden, 'decoder', 'inputs', 'inputs_embeds', 2);
+  expect('decoder.hidden', dec.hidden, 'embed', 'outputs', 'inputs_embeds', 2);
+  expect('decoder.vocab', dec.vocab, 'decoder', 'outputs', 'logits', 2);
+  expect('decoder.heads', dec.heads, 'decoder', 'inputs', 'past_key_values.0.key', 1);
+  expect('decoder.head_dim', dec.head_dim, 'decoder', 'inputs', 'past_key_values.0.key', 3);
+  const layers = Object.keys(mm.graphs.decoder?.inputs ?? {}).filter((n) => /^past_key_values\.\d+\.key$/.test(n)).length;
+  if (layers && layers !== dec.layers) fail(file, `${dec.layers} disagrees with graphs.decoder.inputs, which has ${layers} layers of past keys`, 'decoder.layers');
+  if (mm.graphs.vision && mm.vision) {
+    expect('vision.image_size', mm.vision.image_size, 'vision', 'inputs', 'pixels', 2);
+    expect('vision.image_size', mm.vision.image_size, 'vision', 'inputs', 'pixels', 3);
+    expect('vision.tokens', mm.vision.tokens, 'vision', 'outputs', 'image_embeds', 1);
+    expect('decoder.hidden', dec.hidden, 'vision', 'outputs', 'image_embeds', 2);
+  }
 }
 
 export function loadPack(dir: string): LoadedPack {

@@ -3,7 +3,7 @@
 import { parentPort, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import ort from 'onnxruntime-node';
 import { KvCache } from './kv-cache.ts';
-import type { GraphName, Manifest } from './manifest.ts';
+import type { GraphName, GraphSpec, Manifest } from './manifest.ts';
 import { CostCurve, chooseTreeSize } from '../engine/speculative/sizing.ts';
 import { buildDynamicTree, replayExpander, treeMask, treePositions } from '../engine/speculative/tree.ts';
 import { causalMask } from '../engine/understand/target.ts';
@@ -86,12 +86,33 @@ async function init(files: Partial<Record<GraphName, string>>, m: Manifest, tuni
     for (const name of Object.keys(spec.outputs))
       if (!s.outputNames.includes(name))
         throw new CodedError('MODEL_LOAD_FAILED', `${file}: graph "${g}" has no output "${name}" (manifest graphs.${g}.outputs)`, { file, graph: g, field: name });
+    checkGraphShapes(g, file, spec, s);
     sessions[g] = s;
     inputNames[g] = [...s.inputNames];
     outputNames[g] = [...s.outputNames];
   }
   await buildEmbedTable();
   return { inputNames, outputNames, embedTable: embedTable !== null };
+}
+
+/**
+ * The manifest's dtypes and fixed dimensions against the graph's own: a pack whose manifest disagrees with
+ * its graphs fails here, naming the file and the field, instead of failing every request.
+ */
+function checkGraphShapes(g: GraphName, file: string, spec: GraphSpec, s: ort.InferenceSession): void {
+  const meta = (list: readonly ort.InferenceSession.ValueMetadata[] | undefined, name: string) =>
+    list?.find((x) => x.name === name) as { isTensor: boolean; type?: string; shape?: Array<number | string> } | undefined;
+  for (const [io, specs, list] of [['inputs', spec.inputs, s.inputMetadata], ['outputs', spec.outputs, s.outputMetadata]] as const)
+    for (const [name, t] of Object.entries(specs)) {
+      const m = meta(list, name);
+      if (!m?.isTensor || !m.shape) continue;
+      const field = `graphs.${g}.${io}.${name}`;
+      if (m.type && m.type !== t.dtype)
+        throw new CodedError('MODEL_LOAD_FAILED', `${file}: graph "${g}" ${io.slice(0, -1)} "${name}" is ${m.type}, the manifest says ${t.dtype} (${field})`, { file, graph: g, field });
+      const bad = m.shape.length !== t.shape.length || m.shape.some((d, i) => typeof d === 'number' && typeof t.shape[i] === 'number' && d !== t.shape[i]);
+      if (bad)
+        throw new CodedError('MODEL_LOAD_FAILED', `${file}: graph "${g}" ${io.slice(0, -1)} "${name}" has shape [${m.shape.join(', ')}], the manifest says [${t.shape.join(', ')}] (${field})`, { file, graph: g, field });
+    }
 }
 
 /**

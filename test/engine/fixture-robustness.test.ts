@@ -122,6 +122,33 @@ describe('worker crash', () => {
   });
 });
 
+describe('engine options and closing', () => {
+  test('maxConcurrent 0 (nothing would ever run) is refused; waiting requests end when the engine closes', async () => {
+    await expect(createEngine(FIXTURE, { calibrate: false, maxConcurrent: 0 })).rejects.toMatchObject({ code: 'OUT_OF_RANGE', message: expect.stringMatching(/maxConcurrent must be an integer >= 1, got 0/) });
+    await expect(createEngine(FIXTURE, { calibrate: false, defaultMaxTokens: 0 })).rejects.toMatchObject({ code: 'OUT_OF_RANGE' });
+    const e = await createEngine(FIXTURE, { calibrate: false, intraOpThreads: 1, maxConcurrent: 1 });
+    // one request holds the only slot (a long answer), a second waits for it
+    const first = e.understand({ prompt: 'describe the image', maxTokens: 200, temperature: 1, seed: 9, speculation: { mode: 'off' } })[Symbol.asyncIterator]();
+    await first.next();
+    const second = collect(e.understand({ prompt: 'describe the image', maxTokens: 2 })).then(() => 'done', (x: unknown) => x);
+    await e.close();
+    const settled = await Promise.race([second, new Promise((r) => setTimeout(() => r('still waiting'), 2000))]);
+    expect(settled).toMatchObject({ code: 'CANCELLED', message: 'engine closed' });
+  });
+
+  test('crashWorkerForTest returns once the client has given up restarting the worker', async () => {
+    const e = await createEngine(FIXTURE, { calibrate: false, intraOpThreads: 1 });
+    try {
+      for (let i = 0; i < 6; i++) await e.crashWorkerForTest();
+      const after = await Promise.race([e.crashWorkerForTest().then(() => 'returned', (x: Error) => x.message), new Promise((r) => setTimeout(() => r('still pending'), 3000))]);
+      expect(after).toMatch(/returned|crashed repeatedly/);
+      expect((await engineError(() => e.understand({ prompt: 'describe the image', maxTokens: 2 }))).code).toBe('WORKER_CRASHED');
+    } finally {
+      await e.close();
+    }
+  });
+});
+
 describe('worker crash during a model call', () => {
   test('the call in flight is rejected with WORKER_CRASHED', async () => {
     const e = await createEngine(FIXTURE, { calibrate: false, intraOpThreads: 1 });
@@ -336,6 +363,49 @@ describe('broken packs fail at load with the file named', () => {
     err = await engineError(() => createEngine(dir, { calibrate: false }));
     expect(err.message).toMatch(/manifest\.json.*invalid JSON/);
   });
+  test('a manifest whose graph specs disagree with the graphs themselves fails at load, naming file and field', async () => {
+    const dir = copyPack();
+    const mf = path.join(dir, 'manifest.json');
+    const m = JSON.parse(fs.readFileSync(mf, 'utf8'));
+    // every size moved together, so the manifest agrees with itself but not with decoder.onnx (vocab 81)
+    m.decoder.vocab = 90;
+    m.graphs.decoder.outputs.logits.shape[2] = 90;
+    fs.writeFileSync(mf, JSON.stringify(m));
+    let err = await engineError(() => createEngine(dir, { calibrate: false }));
+    expect(err.code).toBe('MODEL_LOAD_FAILED');
+    expect(err.message).toMatch(/decoder\.onnx: graph "decoder" output "logits" has shape \[batch, seq, 81\], the manifest says \[batch, seq, 90\] \(graphs\.decoder\.outputs\.logits\)/);
+    const m2 = JSON.parse(fs.readFileSync(path.join(FIXTURE, 'manifest.json'), 'utf8'));
+    m2.graphs.decoder.inputs.position_ids.dtype = 'int32';
+    fs.writeFileSync(mf, JSON.stringify(m2));
+    err = await engineError(() => createEngine(dir, { calibrate: false }));
+    expect(err.message).toMatch(/input "position_ids" is int64, the manifest says int32/);
+  });
+  test('a text-to-image pack (no vision graph) needs vision.image_size, and then serves', async () => {
+    const dir = copyPack();
+    fs.rmSync(path.join(dir, 'vision.onnx'));
+    const mf = path.join(dir, 'manifest.json');
+    const m = JSON.parse(fs.readFileSync(mf, 'utf8'));
+    delete m.graphs.vision;
+    delete m.vision;
+    fs.writeFileSync(mf, JSON.stringify(m));
+    // without it every generate request failed with a TypeError
+    const err = await engineError(() => createEngine(dir, { calibrate: false }));
+    expect(err.code).toBe('MODEL_LOAD_FAILED');
+    expect(err.message).toContain('field "vision.image_size"');
+    m.vision = { image_size: 64 };
+    fs.writeFileSync(mf, JSON.stringify(m));
+    const e = await createEngine(dir, { calibrate: false, intraOpThreads: 1 });
+    try {
+      expect(e.info.capabilities).toMatchObject({ generate: true, edit: false });
+      const frames = await collect(e.generate({ prompt: 'a red circle', mode: 'baseline', steps: 2, seed: 1 }));
+      expect(frames.at(-1)).toMatchObject({ stage: 'final', image: { width: 64, height: 64 } });
+      const evs = await collect(e.understand({ prompt: 'describe the image', maxTokens: 2, speculation: { mode: 'off' } }));
+      expect(evs.at(-1)).toMatchObject({ kind: 'done' });
+      expect((await engineError(() => e.understand({ prompt: 'describe the image', image: { width: 64, height: 64, data: new Uint8Array(64 * 64 * 3) } }))).code).toBe('INVALID_INPUT');
+    } finally {
+      await e.close();
+    }
+  });
   test('manifest values that would break every request are refused at load, naming the field', async () => {
     const dir = copyPack();
     const mf = path.join(dir, 'manifest.json');
@@ -347,6 +417,12 @@ describe('broken packs fail at load with the file named', () => {
       ['special_tokens.eos', (m) => (m.special_tokens.eos = 999), /token id in \[0, 81\), got 999/],
       ['graphs.decoder.file', (m) => (m.graphs.decoder.file = '../../../../etc/passwd'), /inside the pack's folder/],
       ['tokenizer', (m) => (m.tokenizer = '/etc/passwd'), /inside the pack's folder/],
+      // sizes the engine builds tensors from, against the graph specs (each loaded, then failed every request)
+      ['decoder.vocab', (m) => (m.decoder.vocab = 80), /80 disagrees with graphs\.decoder\.outputs\.logits, whose dimension 2 is 81/],
+      ['decoder.hidden', (m) => (m.decoder.hidden = 48), /48 disagrees with graphs\.decoder\.inputs\.inputs_embeds/],
+      ['decoder.heads', (m) => (m.decoder.heads = 4), /4 disagrees with graphs\.decoder\.inputs\.past_key_values\.0\.key, whose dimension 1 is 2/],
+      ['decoder.layers', (m) => (m.decoder.layers = 3), /3 disagrees with graphs\.decoder\.inputs, which has 2 layers/],
+      ['vision.tokens', (m) => (m.vision.tokens = 9), /9 disagrees with graphs\.vision\.outputs\.image_embeds/],
     ];
     for (const [field, edit, msg] of cases) {
       const m = JSON.parse(good);

@@ -188,6 +188,12 @@ describe('KV cache', () => {
     expect(c.row(1, 2, 7)[0]).toBe(1210);
     expect(c.row(1, 2, 8)[0]).toBe(1250);
     expect(() => c.compact(5, [2, 1])).toThrow();
+    // arguments outside the cache are refused, the cache untouched (they used to copy rows from the wrong place)
+    expect(() => c.compact(12, [])).toThrow(/keepFrom 12 outside \[0, 9\]/);
+    expect(() => c.compact(-1, [0])).toThrow(/keepFrom -1/);
+    expect(() => c.compact(2, [-1, 0])).toThrow(/keep index -1 is negative/);
+    expect(c.length).toBe(9);
+    expect(c.row(1, 2, 8)[0]).toBe(1250);
     c.truncate(3);
     expect(c.length).toBe(3);
     expect(c.row(0, 1, 2)[0]).toBe(102);

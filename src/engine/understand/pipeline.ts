@@ -369,7 +369,7 @@ export async function* runUnderstand(
     const lay = layout(parts, startPos);
     // image-only sessions: where the next turns start, after <bos> <vision_start> image <vision_end> (the image
     // block is one position); read before the prefill, which hands the layout's arrays to the worker
-    const imageRows = lead.length + 1 + ctx.manifest.vision.tokens + 1;
+    const imageRows = image ? lead.length + 1 + ctx.manifest.vision.tokens + 1 : 0;
     const imageAnchor = imageOnly && image ? { kvLength: kvStart + imageRows, nextPos: lay.positions[imageRows - 1]! + 1, history: [...history, ...lay.ids.slice(0, lead.length + 2)] } : null;
     const promptTokens = lay.positions.length;
     const maxPos = ctx.manifest.decoder.max_positions;
