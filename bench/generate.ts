@@ -74,9 +74,11 @@ export async function run(argv: string[]): Promise<number> {
   }
   if (args.positionals.length) throw new UsageError(`unexpected argument "${args.positionals[0]}"`);
   const packFlag = flag(args, 'pack') ?? (fs.existsSync(path.join(DEFAULT_PACK, 'manifest.json')) ? undefined : FIXTURE_PACK);
-  const pack = resolvePack(packFlag);
+  // the flags first: a usage mistake is one whatever the pack
   const runs = intFlag(args, 'runs', 5, 1, 100);
-  const engine = await createEngine(pack, { intraOpThreads: intFlag(args, 'threads', 2, 1, 64), calibrate: false, maxConcurrent: 1 });
+  const threads = intFlag(args, 'threads', 2, 1, 64);
+  const pack = resolvePack(packFlag);
+  const engine = await createEngine(pack, { intraOpThreads: threads, calibrate: false, maxConcurrent: 1 });
   try {
     const prompt = 'a large red circle at the top left on a white background';
     const src = renderScene(parseCaption(prompt), engine.info.imageSize.width);

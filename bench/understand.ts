@@ -49,10 +49,12 @@ export async function run(argv: string[]): Promise<number> {
   }
   if (args.positionals.length) throw new UsageError(`unexpected argument "${args.positionals[0]}"`);
   const packFlag = flag(args, 'pack') ?? (fs.existsSync(path.join(DEFAULT_PACK, 'manifest.json')) ? undefined : FIXTURE_PACK);
-  const pack = resolvePack(packFlag);
+  // the flags first: a usage mistake is one whatever the pack
   const maxTokens = intFlag(args, 'max-tokens', 64, 1, 1024);
   const rounds = intFlag(args, 'rounds', 3, 1, 50);
-  const engine = await createEngine(pack, { intraOpThreads: intFlag(args, 'threads', 2, 1, 64), calibrate: true, maxConcurrent: 1 });
+  const threads = intFlag(args, 'threads', 2, 1, 64);
+  const pack = resolvePack(packFlag);
+  const engine = await createEngine(pack, { intraOpThreads: threads, calibrate: true, maxConcurrent: 1 });
   const modes: SpeculationMode[] = ['off', 'chain', 'tree', 'auto'];
   const stats: Record<string, ModeStats> = Object.fromEntries(modes.map((m) => [m, { split: { decoder: 0, draft: 0, otherGraphs: 0, workerJs: 0, outsideWorker: 0, requests: 0 }, tokens: 0, ms: 0, decodeTokens: 0, decodeMs: 0, drafts: 0, accepted: 0, outputs: [] }]));
   let lossless = true;

@@ -2,6 +2,8 @@
 // and `--` (everything after it is a positional, as POSIX utilities do).
 
 export class UsageError extends Error {
+  /** the command whose --help explains the mistake, when it is not the top-level one (`bench understand`) */
+  help?: string;
   constructor(message: string) {
     super(message);
     this.name = 'UsageError';
@@ -59,6 +61,8 @@ export function parseArgs(argv: string[], known: { values: string[]; booleans?: 
     if (!values.has(name)) throw new UsageError(`unknown option --${shown(name)}`);
     const value = eq >= 0 ? a.slice(eq + 1) : argv[++i];
     if (value === undefined) throw new UsageError(`option --${name} needs a value`);
+    // an unset shell variable (--image "$IMG") must not quietly mean "no image" or "the current folder"
+    if (value === '') throw new UsageError(`option --${name} needs a value, got an empty one`);
     flags.set(name, [...(flags.get(name) ?? []), value]);
   }
   return { flags, positionals };

@@ -1,7 +1,8 @@
 // PNG/JPEG files ↔ RgbImage, with errors that name what is wrong with the file.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import sharp, { type OutputInfo } from 'sharp';
 import type { RgbImage } from '../engine/types.ts';
+import { readImageFileBytes } from '../engine/image/file.ts';
 import { WorldError } from '../world/errors.ts';
 
 const MAX_FILE_PIXELS = 4096 * 4096;
@@ -13,9 +14,9 @@ const MAX_FILE_PIXELS = 4096 * 4096;
 export async function readRgbFile(path: string, expectSize?: number): Promise<RgbImage> {
   let bytes: Buffer;
   try {
-    bytes = readFileSync(path);
+    bytes = readImageFileBytes(path);
   } catch (err) {
-    throw new WorldError('BAD_IMAGE', `cannot read image file "${path}": ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new WorldError('BAD_IMAGE', (err as Error).message);
   }
   // the pixel limit from the header, with a message that states it (sharp's says only "exceeds pixel limit")
   const meta = await sharp(bytes, { limitInputPixels: false })

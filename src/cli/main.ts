@@ -135,7 +135,8 @@ export async function runCli(argv: string[]): Promise<number> {
     console.log(version());
     return 0;
   }
-  const cmd = COMMANDS[name];
+  // own properties only: `constructor` or `toString` are unknown commands, not Object.prototype's
+  const cmd = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
   if (!cmd) {
     console.error(`hyperbagel: unknown command "${shownMessage(name)}"\n\n${usage()}`);
     return 2;
@@ -151,7 +152,7 @@ export async function runCli(argv: string[]): Promise<number> {
     return await mod.run(rest);
   } catch (err) {
     if (err instanceof UsageError) {
-      console.error(`hyperbagel ${name}: ${shownMessage(err.message)} (see hyperbagel ${name} --help)`);
+      console.error(`hyperbagel ${name}: ${shownMessage(err.message)} (see hyperbagel ${err.help ?? name} --help)`);
       return 2;
     }
     if (err instanceof WorldError || err instanceof EngineError || err instanceof CliError) {

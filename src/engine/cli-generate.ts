@@ -36,6 +36,8 @@ function parse(argv: string[], edit: boolean) {
   const thinkTemperature = numberFlag(flag(args, 'think-temperature'), 'think-temperature');
   if (thinkTemperature !== undefined && !think) throw new UsageError('--think-temperature needs --think');
   const previews = flag(args, 'previews');
+  // one step has no intermediate frames, and no preview comes before it
+  if (previews !== undefined && mode === '1nfe') throw new UsageError('--previews needs previews to write: --mode progressive or 6nfe (or baseline); --mode 1nfe draws only its final');
   const threads = threadsFlag(args);
   checkPromptLength(prompt, edit ? 'instruction' : 'prompt');
   // numbers are checked before the model loads; their ranges (some from the pack) by the engine

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp, { type Metadata } from 'sharp';
 import { checkInputImage, decodeImageBytes, DEFAULT_DECODE_LIMITS } from './image/codec.ts';
+import { readImageFileBytes } from './image/file.ts';
 import { EngineError, type RgbImage } from './types.ts';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -67,12 +68,7 @@ async function uprightOnWhite(bytes: Buffer): Promise<Buffer> {
 
 /** Reads an image file of any reasonable size (the engine centre-crops and resizes it to the model's). */
 export async function readImageFile(file: string): Promise<RgbImage> {
-  let bytes: Buffer;
-  try {
-    bytes = fs.readFileSync(file);
-  } catch (e) {
-    throw new EngineError('BAD_IMAGE', `cannot read image file "${file}": ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
+  let bytes = readImageFileBytes(file);
   bytes = await uprightOnWhite(bytes);
   let img: RgbImage;
   try {

@@ -1,5 +1,5 @@
 // Dataset export for the Python recipes: images.npy / edited.npy (uint8 [N,64,64,3]), records.jsonl, meta.json.
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Rng } from './rng.ts';
 import { sampleScene } from './sampler.ts';
@@ -76,25 +76,39 @@ function makeDirs(dir: string): void {
   for (const d of missing.reverse()) mkdirSync(d);
 }
 
-/** Writes synchronously: a shard export is a batch job with nothing else on the event loop. */
+/**
+ * Writes synchronously: a shard export is a batch job with nothing else on the event loop. The files are
+ * written beside the old ones (`*.partial`) and renamed into place at the end, meta.json last: a run that is
+ * stopped leaves the previous export as it was, and never a meta.json describing files it did not finish.
+ */
 export function writeDataset(dir: string, opts: DatasetOptions, onProgress?: (done: number) => void): void {
   makeDirs(dir);
   const shape = [opts.count, IMAGE_SIZE, IMAGE_SIZE, 3];
-  const images = openSync(join(dir, 'images.npy'), 'w');
-  const edited = openSync(join(dir, 'edited.npy'), 'w');
-  const records = openSync(join(dir, 'records.jsonl'), 'w');
-  writeSync(images, encodeNpyHeader(shape));
-  writeSync(edited, encodeNpyHeader(shape));
-  const offset = opts.offset ?? 0;
-  for (let i = 0; i < opts.count; i++) {
-    const rec = datasetRecord(opts.split, offset + i, opts);
-    writeSync(images, renderScene(rec.scene).data);
-    writeSync(edited, renderScene(rec.edit.scene).data);
-    writeSync(records, JSON.stringify(rec) + '\n');
-    if (onProgress && (i + 1) % 1000 === 0) onProgress(i + 1);
+  const names = ['images.npy', 'edited.npy', 'records.jsonl'] as const;
+  const partial = (f: string) => join(dir, `${f}.partial`);
+  const fds: number[] = [];
+  try {
+    for (const f of names) fds.push(openSync(partial(f), 'w'));
+    const [images, edited, records] = fds as [number, number, number];
+    writeSync(images, encodeNpyHeader(shape));
+    writeSync(edited, encodeNpyHeader(shape));
+    const offset = opts.offset ?? 0;
+    for (let i = 0; i < opts.count; i++) {
+      const rec = datasetRecord(opts.split, offset + i, opts);
+      writeSync(images, renderScene(rec.scene).data);
+      writeSync(edited, renderScene(rec.edit.scene).data);
+      writeSync(records, JSON.stringify(rec) + '\n');
+      if (onProgress && (i + 1) % 1000 === 0) onProgress(i + 1);
+    }
+  } finally {
+    for (const fd of fds.splice(0)) closeSync(fd);
   }
-  for (const fd of [images, edited, records]) closeSync(fd);
-  writeFileSync(join(dir, 'meta.json'), JSON.stringify({ split: opts.split, count: opts.count, offset, min_objects: opts.minObjects ?? 1, max_objects: opts.maxObjects ?? 4, image_shape: [IMAGE_SIZE, IMAGE_SIZE, 3], vocabulary: VOCABULARY }, null, 2) + '\n');
+  // between these steps the folder has no meta.json: a stop there reads as a cut-off export, never a whole one
+  rmSync(join(dir, 'meta.json'), { force: true });
+  for (const f of names) renameSync(partial(f), join(dir, f));
+  const meta = { split: opts.split, count: opts.count, offset: opts.offset ?? 0, min_objects: opts.minObjects ?? 1, max_objects: opts.maxObjects ?? 4, image_shape: [IMAGE_SIZE, IMAGE_SIZE, 3], vocabulary: VOCABULARY };
+  writeFileSync(partial('meta.json'), JSON.stringify(meta, null, 2) + '\n');
+  renameSync(partial('meta.json'), join(dir, 'meta.json'));
 }
 
 /**

@@ -5,7 +5,7 @@
 // refused before a model loads, so these run in well under a second each (serve and the pipe tests
 // load the tiny pack).
 import { execFile, spawn } from 'node:child_process';
-import { closeSync, cpSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, cpSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -129,7 +129,7 @@ describe('output paths are checked before the work; file system errors are one c
     if (existsSync('/proc/self')) cases.push([['--out', '/proc/x.png'], /OUTPUT_PATH: --out \/proc\/x\.png: cannot create files in the directory "\/proc"/]);
     for (const [flags, msg] of cases) {
       // a missing pack: the path must be refused before the model would load
-      const line = failsWith(await inProc(['generate', '--pack', NO_PACK, '--mode', '1nfe', ...flags, 'a red circle']), 1);
+      const line = failsWith(await inProc(['generate', '--pack', NO_PACK, '--mode', '6nfe', ...flags, 'a red circle']), 1);
       expect(line).toMatch(msg);
     }
     expect(existsSync(join(dir, 'ok.png'))).toBe(false);
@@ -352,8 +352,10 @@ describe('strict flag parsing', () => {
   it('integers: decimal digits and safe integers only', () => {
     const v = (raw: string) => intFlag(parseArgs(['--seed', raw], known), 'seed', 7, 0);
     expect(v('42')).toBe(42);
-    for (const bad of ['', ' ', '0x10', '1e3', '1e20', '4.0', '9007199254740992', '-1', 'Infinity'])
+    for (const bad of [' ', '0x10', '1e3', '1e20', '4.0', '9007199254740992', '-1', 'Infinity'])
       expect(() => v(bad), JSON.stringify(bad)).toThrow(/--seed must be an integer in \[0, 9007199254740991\]/);
+    // an empty value (an unset shell variable) is refused by the parser, for every flag
+    expect(() => v('')).toThrow(/option --seed needs a value, got an empty one/);
     expect(v('9007199254740991')).toBe(Number.MAX_SAFE_INTEGER);
   });
 
@@ -370,7 +372,9 @@ describe('strict flag parsing', () => {
   it('the CLI checks flags before loading the model (a missing pack is never reached)', async () => {
     const bad: [string[], number, RegExp][] = [
       [['understand', '--seed', '0x10', 'hi'], 1, /--seed must be a number, got "0x10"/],
-      [['understand', '--seed', '', 'hi'], 1, /--seed must be a number, got ""/],
+      [['understand', '--seed', '', 'hi'], 2, /option --seed needs a value, got an empty one/],
+      [['understand', '--image', '', 'hi'], 2, /option --image needs a value, got an empty one/],
+      [['eval', 'understand', '--model', 'oracle', '--details', ''], 2, /option --details needs a value, got an empty one/],
       [['understand', '--quiet=false', 'hi'], 2, /--quiet takes no value/],
       [['understand', '-x', 'hi'], 2, /unknown option -x/],
       [['generate', '--seed', '1e20', '--out', join(dir, 'n.png'), 'hi'], 1, /--seed must be an integer of at most/],
@@ -402,9 +406,32 @@ describe('flags that do not apply are refused, not ignored', () => {
       [['eval', 'understand', '--count', '5'], /--count applies to eval detector only/],
       [['eval', 'detector', '--limit', '5'], /--limit applies to eval understand, geneval, gedit, draft only/],
       [['render', '--caption', 'a red circle', '--seed', '3', '--out', out], /give --caption "TEXT" or --seed N, not both/],
+      // models without the engine: what they would have ignored, or crashed on with a stack trace
+      [['eval', 'understand', '--model', 'constant', '--followup', '--limit', '1'], /--followup needs a model that holds a conversation: --model engine or oracle, not constant/],
+      [['eval', 'understand', '--model', 'lowres-oracle', '--followup', '--limit', '1'], /not lowres-oracle/],
+      [['eval', 'understand', '--model', 'oracle', '--pack', '/nonexistent', '--limit', '1'], /--pack applies to --model engine, vae-oracle and lowres-oracle \(oracle reads no pack\)/],
+      [['eval', 'geneval', '--model', 'constant', '--mode', '1nfe', '--limit', '1'], /--mode applies to --model engine only \(constant draws no samples\)/],
+      [['eval', 'detector', '--count', '1', '--think-temperature', '0.5'], /--think-temperature applies to eval geneval only/],
+      [['eval', 'draft', '--pack', TINY, '--variant', 'x=/nonexistent'], /MODEL_LOAD_FAILED: \/nonexistent\/manifest\.json: no model pack here/],
+      [['generate', '--pack', NO_PACK, '--mode', '1nfe', '--previews', join(dir, 'pv'), '--out', out, 'hi'], /--previews needs previews to write: --mode progressive or 6nfe/],
+      [['bench'], /which benchmark\? one of understand, generate, gateway/],
+      [['bench', 'toString'], /unknown benchmark "toString"/],
+      [['bench', 'understand', '--rounds', '0'], /\(see hyperbagel bench understand --help\)/],
+      [['bench', 'understand', '--max-tokens', 'NaN', '--pack', '/nonexistent'], /--max-tokens/],
     ];
-    for (const [args, msg] of bad) expect(failsWith(await inProc(args), 2), args.join(' ')).toMatch(msg);
+    for (const [args, msg] of bad) {
+      // a missing draft variant is a missing pack (exit 1), found before the main pack is scored
+      const code = args[1] === 'draft' && args.includes('--variant') ? 1 : 2;
+      expect(failsWith(await inProc(args), code), args.join(' ')).toMatch(msg);
+    }
     expect(existsSync(out)).toBe(false);
+    expect(existsSync(join(dir, 'pv'))).toBe(false);
+    // Object.prototype's names are unknown commands too (they crashed with "cmd.load is not a function")
+    for (const name of ['constructor', 'toString', '__proto__']) {
+      const r = await inProc([name]);
+      expect(r.code, name).toBe(2);
+      expect(r.stderr).toContain(`unknown command "${name}"`);
+    }
     // the help says where --image and --cfg-image belong
     const help = await cli(['generate', '--help']);
     expect(help.stdout).toMatch(/hyperbagel edit --image FILE/);
@@ -413,6 +440,24 @@ describe('flags that do not apply are refused, not ignored', () => {
 });
 
 describe('image files, usage and --version', () => {
+  it('only a regular file up to the gateway\'s image size is read: a device, a folder or 21 MiB is refused at once', async () => {
+    const big = join(dir, 'big.png');
+    closeSync(openSync(big, 'w'));
+    truncateSync(big, DEFAULT_LIMITS.maxImageBytes + 1); // sparse: nothing is written
+    const cases: Array<[string, RegExp]> = [
+      ['/dev/zero', /not a regular file \(a device, pipe or socket\)/], // read whole, it hung and took 8 GB
+      [dir, /it is a directory/],
+      [big, new RegExp(`${DEFAULT_LIMITS.maxImageBytes + 1} bytes; the limit is ${DEFAULT_LIMITS.maxImageBytes} bytes \\(20 MiB\\)`)],
+      [join(dir, 'missing.png'), /ENOENT/],
+    ];
+    for (const [file, msg] of cases) {
+      for (const read of [readImageFile, (f: string) => readRgbFile(f)])
+        await expect(read(file), file).rejects.toMatchObject({ code: 'BAD_IMAGE', message: expect.stringMatching(msg) });
+    }
+    const r = await inProc(['understand', '--pack', TINY, '--image', '/dev/zero', 'describe the image']);
+    expect(failsWith(r, 1)).toMatch(/BAD_IMAGE: cannot read image file "\/dev\/zero": not a regular file/);
+  }, 30_000);
+
   /** 64×64: top half `top`, bottom half `bottom` (RGB). */
   function halves(top: number[], bottom: number[]): Buffer {
     const data = Buffer.alloc(64 * 64 * 3);

@@ -153,10 +153,10 @@ describe('serve', () => {
     expect(o(['--public-url', 'https://api.example.com']).publicUrl).toBe('https://api.example.com');
     for (const bad of ['api.example.com', 'notaurl', 'ftp://x.example', 'https://x.example/?a=1'])
       expect(() => o(['--public-url', bad]), bad).toThrow(/^--public-url /);
-    expect(() => o(['--api-key', ''])).toThrow(/^--api-key is empty/);
+    expect(() => o(['--api-key', ''])).toThrow(/option --api-key needs a value, got an empty one/);
     expect(() => o(['--api-key', 'k1', '--api-key', ' '])).toThrow(/^--api-key is empty/);
     expect(o(['--api-key', 'k1']).apiKeys).toEqual(['k1']);
-    expect(() => o(['--host', ''])).toThrow(/^--host is empty/);
+    expect(() => o(['--host', ''])).toThrow(/option --host needs a value, got an empty one/);
   });
 
   it('a host name that does not resolve: one line, exit 1, no stack trace', async () => {

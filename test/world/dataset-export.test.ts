@@ -1,6 +1,6 @@
 // `hyperbagel dataset` replaces an export in its --out directory only when it is the same export
 // (deterministic, so nothing is lost) or --force says so: what is there is recognised, or named.
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
@@ -39,4 +39,18 @@ it('what it cannot read counts as something to lose, never as empty', () => {
     else writeFileSync(join(dir, 'meta.json'), meta);
     expect(differentExportIn(dir, opts), String(meta)).toMatch(message);
   }
+});
+
+it('a run stopped part way leaves the previous export whole, and its meta.json describing it', () => {
+  const dir = fresh();
+  writeDataset(dir, opts);
+  const before = ['images.npy', 'edited.npy', 'records.jsonl', 'meta.json'].map((f) => readFileSync(join(dir, f)));
+  // stopped after 1,000 of 1,001 samples (Ctrl-C, a full disk): it used to truncate the old files in place
+  expect(() => writeDataset(dir, { ...opts, count: 1001 }, () => { throw new Error('stopped'); })).toThrow('stopped');
+  ['images.npy', 'edited.npy', 'records.jsonl', 'meta.json'].forEach((f, i) => expect(readFileSync(join(dir, f)).equals(before[i]!), f).toBe(true));
+  expect(differentExportIn(dir, opts)).toBeUndefined();
+  // the next run finishes and replaces it, leaving no partial files
+  writeDataset(dir, { ...opts, count: 3 });
+  expect(JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')).count).toBe(3);
+  for (const f of ['images.npy', 'edited.npy', 'records.jsonl', 'meta.json']) expect(existsSync(join(dir, `${f}.partial`))).toBe(false);
 });

@@ -14,8 +14,15 @@ Each prints one JSON object with --json; run "hyperbagel bench NAME --help" for 
 
 export async function run(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
-  if (!name || name === '--help' || name === '-h') { console.log(HELP); return name ? 0 : 2; }
-  const bench = BENCHES[name];
+  if (!name) throw new UsageError('which benchmark? one of ' + Object.keys(BENCHES).join(', '));
+  if (name === '--help' || name === '-h') { console.log(HELP); return 0; }
+  const bench = Object.hasOwn(BENCHES, name) ? BENCHES[name] : undefined;
   if (!bench) throw new UsageError(`unknown benchmark "${name}" (one of ${Object.keys(BENCHES).join(', ')})`);
-  return (await bench.load()).run(rest);
+  try {
+    return await (await bench.load()).run(rest);
+  } catch (e) {
+    // its options are on its own help page
+    if (e instanceof UsageError) e.help ??= `bench ${name}`;
+    throw e;
+  }
 }

@@ -47,7 +47,7 @@ Options:
                   "picked on val, reported on test". Output keys are the same (unprefixed ones and
                   thoughts.test: the set's main part; heldout: its held-out part); "suite" says which.
   --limit N       understand/geneval/gedit: at most N items per category/kind/split (default: the whole
-                  suite); draft: at most N prompts (default 50)
+                  suite); draft: at most N images, each with its caption prompt and its questions (default 50)
   --shift N       understand: every image moved N pixels right and down (N in [-8, 8], edge pixels
                   replicated), answers unchanged: robustness to objects off the cell centres the world
                   always draws them at (the output gains "shift"); a pack's vision.understand_offset
@@ -111,6 +111,7 @@ export async function run(argv: string[]): Promise<number> {
   only(['pack'], [...SUITE_TARGETS, 'draft']);
   only(['variant'], ['draft']);
   only(['write'], ['suites']);
+  only(['think-temperature'], ['geneval']);
   const modeRaw = flag(args, 'mode');
   if (modeRaw !== undefined && !(MODES as string[]).includes(modeRaw)) throw new UsageError(`--mode must be one of ${MODES.join(', ')}`);
   const detailsPath = flag(args, 'details');
@@ -162,6 +163,8 @@ export async function run(argv: string[]): Promise<number> {
       return { name: v.slice(0, eq), dir: v.slice(eq + 1) };
     });
     const pack = resolvePack(flag(args, 'pack'));
+    // every pack is found before the first is scored (a missing variant used to fail after the main run)
+    for (const v of variants) resolvePack(v.dir);
     const score = async (dir: string) => {
       const engine = await openEngine(dir);
       try { return await evaluateDraft(engine, { captionPrompt: captionPrompt(dir), limit }); } finally { await engine.close(); }
@@ -185,6 +188,10 @@ export async function run(argv: string[]): Promise<number> {
   const which = (flag(args, 'model') ?? 'engine') as (typeof MODELS)[number];
   if (!MODELS.includes(which)) throw new UsageError(`--model must be one of ${MODELS.join(', ')}`);
   const limit = flag(args, 'limit') === undefined ? undefined : intFlag(args, 'limit', 0, 1);
+  // what a model without the engine would silently ignore
+  if (modeRaw !== undefined && which !== 'engine') throw new UsageError(`--mode applies to --model engine only (${which} draws no samples)`);
+  if (flag(args, 'pack') !== undefined && (which === 'oracle' || which === 'constant')) throw new UsageError(`--pack applies to --model engine, vae-oracle and lowres-oracle (${which} reads no pack)`);
+  if (followup && which !== 'engine' && which !== 'oracle') throw new UsageError(`--followup needs a model that holds a conversation: --model engine or oracle, not ${which}`);
   // oracle and constant need no pack: the default one is only looked for when it is used
   const pack = which === 'engine' || which.endsWith('-oracle') ? resolvePack(flag(args, 'pack')) : (flag(args, 'pack') ?? DEFAULT_PACK);
   const think = args.flags.has('think');
