@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createEngine, type LocalEngine } from '../../src/engine/index.ts';
 import { fitImage } from '../../src/engine/image/codec.ts';
-import type { ImageFrame, RgbImage, UnderstandChunk, UnderstandEvent, UnderstandSummary } from '../../src/engine/types.ts';
+import { EngineError, type ImageFrame, type RgbImage, type UnderstandChunk, type UnderstandEvent, type UnderstandSummary } from '../../src/engine/types.ts';
 import { answerIds, collect, engineError, FIXTURE } from './fixture-helpers.ts';
 import { WorkerSequence } from '../../src/engine/understand/worker-target.ts';
 
@@ -268,5 +268,64 @@ describe('image rows in the prefill request', () => {
     expect(viaPixels).toEqual(viaEmbeds);
     // the closed sequences' caches are pooled and reused by the next open: same result
     expect(await run({ kind: 'pixels', pixels: pixels(), count })).toEqual(viaEmbeds);
+  });
+});
+
+describe('a turn that fails part way', () => {
+  test('leaves the conversation as it was before the turn: the next turn answers as if it never ran', async () => {
+    const img = pattern(64, 64, (x, y, c) => (x * 3 + y * 5 + c * 70) % 256);
+    const turn = (e: LocalEngine, s: ReturnType<LocalEngine['createSession']>, prompt: string, withImage = false) =>
+      collect(e.understand({ prompt, session: s, ...(withImage ? { image: img } : {}), maxTokens: 6, speculation: { mode: 'off' } }));
+    // the reference: turn 1, then turn 3
+    const ref = engine.createSession();
+    await turn(engine, ref, 'describe the image', true);
+    const want = answerIds(await turn(engine, ref, 'what color is the circle'));
+    const refTokens = engine.sessionInfo(ref).tokens;
+    // the same, with a turn between them whose third decode fails (a worker error that is not a crash)
+    const s = engine.createSession();
+    await turn(engine, s, 'describe the image', true);
+    const before = engine.sessionInfo(s).tokens;
+    const client = engine.workerClient;
+    const call = client.call.bind(client);
+    let decodes = 0;
+    client.call = (async (msg: { op: string }, ...rest: unknown[]) => {
+      if (msg.op === 'decode' && ++decodes === 3) throw new EngineError('INTERNAL', 'decode: injected failure');
+      return (call as (...a: unknown[]) => unknown)(msg, ...rest);
+    }) as typeof client.call;
+    try {
+      const err = await engineError(() => turn(engine, s, 'where is the square'));
+      expect(err.message).toMatch(/injected failure/);
+    } finally {
+      client.call = call;
+    }
+    expect(engine.sessionInfo(s).tokens).toBe(before);
+    expect(answerIds(await turn(engine, s, 'what color is the circle'))).toEqual(want);
+    expect(engine.sessionInfo(s).tokens).toBe(refTokens);
+    engine.closeSession(ref);
+    engine.closeSession(s);
+  });
+
+  test('a failed turn that brought an image leaves the session\'s image as it was', async () => {
+    const first = pattern(64, 64, (x, y, c) => (x * 3 + y * 5 + c * 70) % 256);
+    const second = pattern(64, 64, (x, y, c) => (x * 11 + c * 40) % 256);
+    const s = engine.createSession();
+    await collect(engine.understand({ prompt: 'describe the image', image: first, session: s, ...greedy }));
+    const client = engine.workerClient;
+    const call = client.call.bind(client);
+    let decodes = 0;
+    client.call = (async (msg: { op: string }, ...rest: unknown[]) => {
+      if (msg.op === 'decode' && ++decodes === 3) throw new EngineError('INTERNAL', 'decode: injected failure');
+      return (call as (...a: unknown[]) => unknown)(msg, ...rest);
+    }) as typeof client.call;
+    try {
+      await engineError(() => collect(engine.understand({ prompt: 'describe the image', image: second, session: s, ...greedy })));
+    } finally {
+      client.call = call;
+    }
+    // an edit of the session's latest image edits the first one, as if the failed turn never ran
+    const viaSession = finalOf(await collect(engine.generate({ prompt: 'make the circle red', edit: true, session: s, mode: 'baseline', steps: 2, seed: 5 })));
+    const direct = finalOf(await collect(engine.generate({ prompt: 'make the circle red', sourceImage: first, mode: 'baseline', steps: 2, seed: 5 })));
+    expect(viaSession.image.sha256).toBe(direct.image.sha256);
+    engine.closeSession(s);
   });
 });

@@ -303,6 +303,9 @@ export async function* runUnderstand(
   let seq: WorkerSequence | null = null;
   let proposer: Proposer | null = null;
   let draft: WorkerDraftModel | null = null;
+  // a conversation's cache length and image before this turn: a turn that fails part way is undone to them
+  let turnStart: number | null = null;
+  let imageBefore: Pick<ConversationState, 'image' | 'imageInfo' | 'imageInContext'> | null = null;
   try {
     // ---- prefill
     let startPos = 0;
@@ -323,11 +326,17 @@ export async function* runUnderstand(
       startPos = conversation.nextPos;
       history = conversation.history;
     } else {
+      // (an empty cache a failed first turn left behind is closed, not leaked in the worker)
+      if (conversation?.seq?.alive) void conversation.seq.close();
       seq = await WorkerSequence.open(ctx.client, ctx.manifest.decoder.vocab, 64, ctx.manifest.decoder.hidden * ctx.manifest.decoder.layers);
       if (conversation) conversation.seq = seq;
     }
     await seq.flush();
     const kvStart = seq.length;
+    if (conversation && !imageOnly) {
+      turnStart = kvStart;
+      imageBefore = { image: conversation.image, imageInfo: conversation.imageInfo, imageInContext: conversation.imageInContext };
+    }
     const parts: Part[] = [];
     const lead = conversation?.seq && startPos > 0 ? [...conversation.pending] : [sp.bos];
     // the previous answer's tail that its turn did not leave in the KV cache (how much depends on how
@@ -545,6 +554,12 @@ export async function* runUnderstand(
     freeSession();
     yield summary;
   } catch (e) {
+    // the conversation's state was not updated: its cache must not keep this turn's rows either (the next
+    // turn would read them as context it never had). Image-only sessions go back to their image anyway.
+    if (conversation && turnStart !== null && seq && conversation.seq === seq && seq.alive) {
+      Object.assign(conversation, imageBefore);
+      await truncateSequence(seq, turnStart).catch(() => Object.assign(conversation, { seq: null, nextPos: 0, history: [], pending: [], imageInContext: false, anchor: null }));
+    }
     // cancelled during prefill (after admission): end the stream like a cancelled decode would
     if (!(e instanceof EngineError && e.code === 'CANCELLED')) throw e;
     const total = performance.now() - t0;
