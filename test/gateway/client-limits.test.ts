@@ -186,7 +186,7 @@ describe('serve flags', () => {
     expect(o.limits).toMatchObject({ maxWsConnections: 0, maxWsConnectionsPerClient: 8, wsPingIntervalMs: 0 });
     expect(serveOptions(parseServeArgs([]), {}).limits).toMatchObject({ maxWsConnections: 10_000, maxWsConnectionsPerClient: 256, wsPingIntervalMs: 30_000 });
     expect(() => serveOptions(parseServeArgs(['--max-ws-per-client', '-1']), {})).toThrow(UsageError);
-    expect(() => serveOptions(parseServeArgs(['--trust-proxy', '']), {})).toThrow(/--trust-proxy: an empty trusted proxy/);
+    expect(() => serveOptions(parseServeArgs(['--trust-proxy', '']), {})).toThrow(/option --trust-proxy needs a value, got an empty one/);
     expect(() => serveOptions(parseServeArgs(['--ws-ping-interval', '500']), {})).toThrow(/--ws-ping-interval must be 0 \(off\) or at least 1000 ms, got 500/);
     expect(serveOptions(parseServeArgs(['--ws-ping-interval', '1000']), {}).limits?.wsPingIntervalMs).toBe(1000);
   });
