@@ -47,7 +47,8 @@ def main():
     ap.add_argument("--understand-offset", type=pixel_offset, default=None, metavar="DX,DY",
                     help="declare vision.understand_offset: understanding reads each image moved by DX,DY pixels (right "
                          "and down; pick it on the val suite, e.g. eval understand --shift N). Default: what the checkpoint's "
-                         "pack declared, for one made by import_pack.py, else 0,0. The pixel bound is an eighth of the image")
+                         "pack declared, for one made by import_pack.py, else 0,0. The pixel bound is an eighth of the image. A "
+                         "negative first move needs the = form: --understand-offset=-2,2")
     ap.add_argument("--think", action="store_true",
                     help="declare prompts.think (the run trained prompt expansion; implied when the checkpoint records think samples)")
     ap.add_argument("--note", default="", help="free text for manifest.training.note (e.g. measured quality)")

@@ -32,7 +32,10 @@ export class Limiter {
           signal?.removeEventListener('abort', onAbort);
           resolve();
         },
-        reject,
+        reject: (e: Error) => {
+          signal?.removeEventListener('abort', onAbort);
+          reject(e);
+        },
       };
       this.waiters.push(w);
       signal?.addEventListener('abort', onAbort, { once: true });

@@ -685,7 +685,8 @@ async function serveQueue(): Promise<void> {
         port!.postMessage(reply, transfer);
       } catch (e) {
         // a reply that cannot be sent still answers its request, and the requests behind it are served
-        port!.postMessage({ id: msg.id, ok: false, error: { code: 'INTERNAL', message: `${msg.op}: reply could not be sent: ${(e as Error).message}` } });
+        const was = reply.ok ? '' : ` (it was the error ${reply.error.code}: ${reply.error.message})`;
+        port!.postMessage({ id: msg.id, ok: false, error: { code: 'INTERNAL', message: `${msg.op}: reply could not be sent: ${(e as Error).message}${was}` } });
       }
     }
   } finally {

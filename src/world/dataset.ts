@@ -78,8 +78,9 @@ function makeDirs(dir: string): void {
 
 /**
  * Writes synchronously: a shard export is a batch job with nothing else on the event loop. The files are
- * written beside the old ones (`*.partial`) and renamed into place at the end, meta.json last: a run that is
- * stopped leaves the previous export as it was, and never a meta.json describing files it did not finish.
+ * written beside the old ones (`*.partial`, so a run needs room for both) and renamed into place at the end,
+ * meta.json last: a run that is stopped leaves the previous export as it was, and never a meta.json
+ * describing files it did not finish. A run that fails removes its partial files (a killed one cannot).
  */
 export function writeDataset(dir: string, opts: DatasetOptions, onProgress?: (done: number) => void): void {
   makeDirs(dir);
@@ -100,6 +101,11 @@ export function writeDataset(dir: string, opts: DatasetOptions, onProgress?: (do
       writeSync(records, JSON.stringify(rec) + '\n');
       if (onProgress && (i + 1) % 1000 === 0) onProgress(i + 1);
     }
+  } catch (e) {
+    // a failed run leaves only the previous export (a full disk stays no fuller than before it)
+    for (const fd of fds.splice(0)) closeSync(fd);
+    for (const f of names) rmSync(partial(f), { force: true });
+    throw e;
   } finally {
     for (const fd of fds.splice(0)) closeSync(fd);
   }

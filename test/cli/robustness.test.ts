@@ -4,7 +4,7 @@
 // with EXIF orientation or alpha, a pack that fails to load under serve. Everything refused here is
 // refused before a model loads, so these run in well under a second each (serve and the pipe tests
 // load the tiny pack).
-import { execFile, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { closeSync, cpSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -440,12 +440,12 @@ describe('flags that do not apply are refused, not ignored', () => {
 });
 
 describe('image files, usage and --version', () => {
-  it('only a regular file up to the gateway\'s image size is read: a device, a folder or 21 MiB is refused at once', async () => {
+  it('an image file is read up to the gateway\'s image size: a folder, 21 MiB or an endless device is refused at once; a pipe is read', async () => {
     const big = join(dir, 'big.png');
     closeSync(openSync(big, 'w'));
     truncateSync(big, DEFAULT_LIMITS.maxImageBytes + 1); // sparse: nothing is written
     const cases: Array<[string, RegExp]> = [
-      ['/dev/zero', /not a regular file \(a device, pipe or socket\)/], // read whole, it hung and took 8 GB
+      ['/dev/zero', /more than 20971520 bytes; the limit is 20971520 bytes/], // read whole, it hung and took 8 GB
       [dir, /it is a directory/],
       [big, new RegExp(`${DEFAULT_LIMITS.maxImageBytes + 1} bytes; the limit is ${DEFAULT_LIMITS.maxImageBytes} bytes \\(20 MiB\\)`)],
       [join(dir, 'missing.png'), /ENOENT/],
@@ -455,7 +455,17 @@ describe('image files, usage and --version', () => {
         await expect(read(file), file).rejects.toMatchObject({ code: 'BAD_IMAGE', message: expect.stringMatching(msg) });
     }
     const r = await inProc(['understand', '--pack', TINY, '--image', '/dev/zero', 'describe the image']);
-    expect(failsWith(r, 1)).toMatch(/BAD_IMAGE: cannot read image file "\/dev\/zero": not a regular file/);
+    expect(failsWith(r, 1)).toMatch(/BAD_IMAGE: cannot read image file "\/dev\/zero": more than 20971520 bytes/);
+    // a pipe is read (process substitution, --image <(curl …)), up to the same limit
+    const png = join(dir, 'red.png');
+    await sharp({ create: { width: 64, height: 64, channels: 3, background: { r: 255, g: 0, b: 0 } } }).png().toFile(png);
+    const fifo = join(dir, 'image.fifo');
+    execFileSync('mkfifo', [fifo]);
+    const writer = spawn('sh', ['-c', 'cat "$1" > "$2"', '_', png, fifo]);
+    const written = new Promise((r) => writer.on('close', r));
+    const img = await readImageFile(fifo);
+    await written;
+    expect([img.width, img.height, ...img.data.slice(0, 3)]).toEqual([64, 64, 255, 0, 0]);
   }, 30_000);
 
   /** 64×64: top half `top`, bottom half `bottom` (RGB). */

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createEngine, type LocalEngine } from '../../src/engine/index.ts';
-import { shiftImage } from '../../src/engine/image/pixels.ts';
+import { rgbToChw, shiftImage } from '../../src/engine/image/pixels.ts';
 import type { RgbImage } from '../../src/engine/types.ts';
 import { renderScene } from '../../src/world/render.ts';
 import { sampleScene } from '../../src/world/sampler.ts';
@@ -46,6 +46,18 @@ const scenes = (n: number, seed: number): RgbImage[] => {
   return Array.from({ length: n }, () => renderScene(sampleScene(rng)));
 };
 const greedy = (mode: 'off' | 'chain' | 'tree') => ({ maxTokens: 8, speculation: { mode } });
+/** Every image the engine hands its vision encoder, as sent (the worker's 'vision' call or a 'pixels' segment). */
+function readPixels(e: LocalEngine): Float32Array[] {
+  const seen: Float32Array[] = [];
+  const client = e.workerClient;
+  const call = client.call.bind(client);
+  client.call = ((msg: { op: string; pixels?: Float32Array; segments?: Array<{ kind: string; pixels?: Float32Array }> }, ...rest: unknown[]) => {
+    if (msg.op === 'vision' && msg.pixels) seen.push(msg.pixels.slice());
+    for (const s of msg.segments ?? []) if (s.kind === 'pixels' && s.pixels) seen.push(s.pixels.slice());
+    return (call as (...a: unknown[]) => unknown)(msg, ...rest);
+  }) as typeof client.call;
+  return seen;
+}
 
 describe('vision.understand_offset', () => {
   test('answers are those of the image moved by the offset, read by a pack without one, on every decoding path', async () => {
@@ -75,14 +87,21 @@ describe('vision.understand_offset', () => {
     const given = await collect(plain.generate({ prompt: 'make the circle red', sourceImage: img!, mode: 'baseline', steps: 2, seed: 3 }));
     expect(viaSession.at(-1)!.image.sha256).toBe(given.at(-1)!.image.sha256);
     moved.closeSession(s);
-    // image-only sessions: a follow-up is the same question asked first, offset included
+    // image-only sessions: a follow-up is the same question asked first, offset included; and what the
+    // encoder reads is checked directly (this tiny pack's answers barely depend on the image)
     const io = await createEngine(withOffset([2, -3], FIXTURE, 'image'), { calibrate: false, intraOpThreads: 1 });
+    const seen = readPixels(io);
     try {
       const t = io.createSession();
       await collect(io.understand({ prompt: 'describe the image', image: img!, session: t, ...greedy('off') }));
+      // a new image-only turn re-reads the session's image (after a generated final, say): at the offset
+      const frames = await collect(io.generate({ prompt: 'a red circle', mode: 'baseline', steps: 2, seed: 1, session: t }));
+      const final = frames.find((f) => f.stage === 'final')!;
       const turn = answerIds(await collect(io.understand({ prompt: 'where is the circle', session: t, ...greedy('off') })));
-      const alone = answerIds(await collect(plain.understand({ prompt: 'where is the circle', image: shiftImage(img!, 2, -3), ...greedy('off') })));
+      const alone = answerIds(await collect(plain.understand({ prompt: 'where is the circle', image: shiftImage(final.rgb, 2, -3), ...greedy('off') })));
       expect(turn).toEqual(alone);
+      const moved = (x: RgbImage) => [...rgbToChw(shiftImage(x, 2, -3), 64)];
+      expect(seen.map((p) => [...p])).toEqual([moved(img!), moved(final.rgb)]);
     } finally {
       await io.close();
     }

@@ -49,6 +49,7 @@ it('a run stopped part way leaves the previous export whole, and its meta.json d
   expect(() => writeDataset(dir, { ...opts, count: 1001 }, () => { throw new Error('stopped'); })).toThrow('stopped');
   ['images.npy', 'edited.npy', 'records.jsonl', 'meta.json'].forEach((f, i) => expect(readFileSync(join(dir, f)).equals(before[i]!), f).toBe(true));
   expect(differentExportIn(dir, opts)).toBeUndefined();
+  for (const f of ['images.npy', 'edited.npy', 'records.jsonl']) expect(existsSync(join(dir, `${f}.partial`)), f).toBe(false);
   // the next run finishes and replaces it, leaving no partial files
   writeDataset(dir, { ...opts, count: 3 });
   expect(JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')).count).toBe(3);

@@ -55,9 +55,14 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-new", type=int, default=40)
     ap.add_argument("--image-offset", type=pixel_offset, default=(0, 0), metavar="DX,DY",
-                    help="the pack's vision.understand_offset: each image is read moved by DX,DY pixels")
+                    help="the pack's vision.understand_offset: each image is read moved by DX,DY pixels "
+                         "(a negative first move needs the = form: --image-offset=-2,2)")
     a = ap.parse_args()
     m, tok, _, _ = target_from_args(a)
+    most = m.c.vit_image_size // 8  # the engine's bound on vision.understand_offset (src/runtime/manifest.ts)
+    if any(abs(v) > most for v in a.image_offset):
+        sys.exit(f"--image-offset {a.image_offset[0]},{a.image_offset[1]}: each move at most {most} pixels "
+                 f"(an eighth of the {m.c.vit_image_size}-pixel image), as the engine allows")
     ds = load_sets(a.data.split(",")[0], tok, None, 1.0, limit=a.offset + a.count)[0]
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     done = sum(1 for _ in open(a.out)) if os.path.exists(a.out) else 0

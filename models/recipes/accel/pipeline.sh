@@ -36,7 +36,8 @@ DRAFT_STEPS=${DRAFT_STEPS:-2000}; DRAFT_VARIANTS=${DRAFT_VARIANTS:-full eagle3 n
 # the pack's vision.understand_offset, when it declares one: the draft learns the features of the images as they are read
 IMAGE_OFFSET=${IMAGE_OFFSET:-}
 [ -z "$IMAGE_OFFSET" ] || [[ $IMAGE_OFFSET =~ ^-?[0-9]+,-?[0-9]+$ ]] || { echo "$0: IMAGE_OFFSET must be DX,DY (two integers), not '$IMAGE_OFFSET'" >&2; exit 2; }
-DRAFT_OFFSET=(); [ -z "$IMAGE_OFFSET" ] || DRAFT_OFFSET=(--image-offset "$IMAGE_OFFSET")
+# (the = form: argparse would read a value that starts with "-" as an option)
+DRAFT_OFFSET=(); [ -z "$IMAGE_OFFSET" ] || DRAFT_OFFSET=("--image-offset=$IMAGE_OFFSET")
 # DMDO 4500: resuming DMDO raised the scores on release 3 (1500 -> 3000: GEdit 0.722 -> 0.741, GenEval 0.390
 # both) and release 4 (3000 -> 4500: GenEval 0.473 -> 0.503, GEdit 0.810 -> 0.817); 6000 was no better (0.483 / 0.808)
 CFG_STEPS=${CFG_STEPS:-2500}; TSCD_STEPS=${TSCD_STEPS:-1500}; DMDO_STEPS=${DMDO_STEPS:-4500}

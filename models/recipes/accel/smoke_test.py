@@ -92,6 +92,13 @@ def main():
     # a pack that reads images at an offset (vision.understand_offset): its rows record it, training and eval read it
     run([P("draft_data.py"), "--target", T, "--data", val, "--out", W("draft_off.jsonl"), "--count", "3",
          "--max-new", "16", "--image-offset", "2,-1"])
+    # a negative first move in the = form (pipeline.sh passes it so); a move the engine would refuse is refused
+    run([P("draft_data.py"), "--target", T, "--data", val, "--out", W("draft_neg.jsonl"), "--count", "1",
+         "--max-new", "4", "--image-offset=-2,1"])
+    assert json.loads(open(W("draft_neg.jsonl")).readline())["offset"] == [-2, 1]
+    p = subprocess.run([sys.executable, P("draft_data.py"), "--target", T, "--data", val, "--out", W("draft_far.jsonl"),
+                        "--count", "1", "--image-offset", "9,0"], capture_output=True, text=True)
+    assert p.returncode != 0 and "each move at most 8 pixels" in p.stderr and not os.path.exists(W("draft_far.jsonl")), p.stderr[-300:]
     from accel.train_draft import DraftData
     off = DraftData(W("draft_off.jsonl"), tok)
     assert all(r["offset"] == [2, -1] for r in off.rows) and off.seq(0, m.c.vit_grid ** 2).vit[0][2:] == (2, -1)

@@ -207,7 +207,7 @@ export function publicUrlFrom(v: string | undefined): string | undefined {
 
 /** --replica-id / --peer (and their environment variables) as the gateway's replica config; a bad value is a usage error. */
 export function replicaFrom(id: string | undefined, peerFlags: readonly string[] | undefined, peerEnv: string | undefined, secret?: string): ReplicaConfig | undefined {
-  if (secret === '') secret = undefined; // an empty variable is an unset one
+  if (secret === '') secret = undefined; // an empty environment variable is an unset one (parseArgs refuses an empty flag)
   if (id === undefined || id === '') {
     if (peerFlags?.length || peerEnv?.trim()) throw new UsageError('--peer / HYPERBAGEL_PEERS need --replica-id (or HYPERBAGEL_REPLICA_ID): peers route by the replica id in each job and session id');
     if (secret) throw new UsageError('--peer-secret / HYPERBAGEL_PEER_SECRET needs --replica-id (or HYPERBAGEL_REPLICA_ID)');

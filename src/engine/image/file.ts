@@ -1,5 +1,6 @@
-// Reading an image file for the command line: only a regular file, and only up to the size the gateway
-// accepts in a request, so a device (/dev/zero) or a multi-gigabyte file is refused before it is read.
+// Reading an image file for the command line, never more than the size the gateway accepts in a request:
+// a regular file is checked by its size first; a pipe (`--image <(curl …)`) or a device is read up to that
+// size and refused beyond it, so /dev/zero or an endless stream cannot hang the command or fill memory.
 import fs from 'node:fs';
 import { EngineError } from '../types.ts';
 
@@ -8,19 +9,33 @@ export const MAX_IMAGE_FILE_BYTES = 20 * 1024 * 1024;
 
 export function readImageFileBytes(file: string, maxBytes = MAX_IMAGE_FILE_BYTES): Buffer {
   const fail = (why: string) => new EngineError('BAD_IMAGE', `cannot read image file "${file}": ${why}`);
+  const tooLarge = (size: string) => fail(`${size} bytes; the limit is ${maxBytes} bytes (${maxBytes / 1024 / 1024} MiB)`);
+  const code = (e: unknown) => (e as NodeJS.ErrnoException).code ?? (e as Error).message;
   let st: fs.Stats;
   try {
-    // stat, not open: opening a FIFO would wait for a writer
     st = fs.statSync(file);
   } catch (e) {
-    throw fail((e as NodeJS.ErrnoException).code ?? (e as Error).message);
+    throw fail(code(e));
   }
   if (st.isDirectory()) throw fail('it is a directory');
-  if (!st.isFile()) throw fail('not a regular file (a device, pipe or socket)');
-  if (st.size > maxBytes) throw fail(`${st.size} bytes; the limit is ${maxBytes} bytes (${maxBytes / 1024 / 1024} MiB)`);
+  if (st.isFile() && st.size > maxBytes) throw tooLarge(String(st.size));
+  let fd: number;
   try {
-    return fs.readFileSync(file);
+    fd = fs.openSync(file, 'r');
   } catch (e) {
-    throw fail((e as NodeJS.ErrnoException).code ?? (e as Error).message);
+    throw fail(code(e));
+  }
+  try {
+    // at most one byte past the limit, whatever the file says its size is
+    const buf = Buffer.allocUnsafe(maxBytes + 1);
+    let n = 0;
+    for (let r: number; n < buf.length && (r = fs.readSync(fd, buf, n, buf.length - n, null)) > 0; ) n += r;
+    if (n > maxBytes) throw tooLarge('more than ' + maxBytes);
+    return Buffer.from(buf.subarray(0, n));
+  } catch (e) {
+    if (e instanceof EngineError) throw e;
+    throw fail(code(e));
+  } finally {
+    fs.closeSync(fd);
   }
 }
