@@ -272,6 +272,22 @@ describe('image rows in the prefill request', () => {
 });
 
 describe('a turn that fails part way', () => {
+  /** Runs `f` while the worker client fails its third decode call (a worker error that is not a crash). */
+  async function failingThirdDecode<T>(f: () => Promise<T>): Promise<T> {
+    const client = engine.workerClient;
+    const call = client.call.bind(client);
+    let decodes = 0;
+    client.call = (async (msg: { op: string }, ...rest: unknown[]) => {
+      if (msg.op === 'decode' && ++decodes === 3) throw new EngineError('INTERNAL', 'decode: injected failure');
+      return (call as (...a: unknown[]) => unknown)(msg, ...rest);
+    }) as typeof client.call;
+    try {
+      return await f();
+    } finally {
+      client.call = call;
+    }
+  }
+
   test('leaves the conversation as it was before the turn: the next turn answers as if it never ran', async () => {
     const img = pattern(64, 64, (x, y, c) => (x * 3 + y * 5 + c * 70) % 256);
     const turn = (e: LocalEngine, s: ReturnType<LocalEngine['createSession']>, prompt: string, withImage = false) =>
@@ -285,19 +301,8 @@ describe('a turn that fails part way', () => {
     const s = engine.createSession();
     await turn(engine, s, 'describe the image', true);
     const before = engine.sessionInfo(s).tokens;
-    const client = engine.workerClient;
-    const call = client.call.bind(client);
-    let decodes = 0;
-    client.call = (async (msg: { op: string }, ...rest: unknown[]) => {
-      if (msg.op === 'decode' && ++decodes === 3) throw new EngineError('INTERNAL', 'decode: injected failure');
-      return (call as (...a: unknown[]) => unknown)(msg, ...rest);
-    }) as typeof client.call;
-    try {
-      const err = await engineError(() => turn(engine, s, 'where is the square'));
-      expect(err.message).toMatch(/injected failure/);
-    } finally {
-      client.call = call;
-    }
+    const err = await failingThirdDecode(() => engineError(() => turn(engine, s, 'where is the square')));
+    expect(err.message).toMatch(/injected failure/);
     expect(engine.sessionInfo(s).tokens).toBe(before);
     expect(answerIds(await turn(engine, s, 'what color is the circle'))).toEqual(want);
     expect(engine.sessionInfo(s).tokens).toBe(refTokens);
@@ -310,18 +315,7 @@ describe('a turn that fails part way', () => {
     const second = pattern(64, 64, (x, y, c) => (x * 11 + c * 40) % 256);
     const s = engine.createSession();
     await collect(engine.understand({ prompt: 'describe the image', image: first, session: s, ...greedy }));
-    const client = engine.workerClient;
-    const call = client.call.bind(client);
-    let decodes = 0;
-    client.call = (async (msg: { op: string }, ...rest: unknown[]) => {
-      if (msg.op === 'decode' && ++decodes === 3) throw new EngineError('INTERNAL', 'decode: injected failure');
-      return (call as (...a: unknown[]) => unknown)(msg, ...rest);
-    }) as typeof client.call;
-    try {
-      await engineError(() => collect(engine.understand({ prompt: 'describe the image', image: second, session: s, ...greedy })));
-    } finally {
-      client.call = call;
-    }
+    await failingThirdDecode(() => engineError(() => collect(engine.understand({ prompt: 'describe the image', image: second, session: s, ...greedy }))));
     // an edit of the session's latest image edits the first one, as if the failed turn never ran
     const viaSession = finalOf(await collect(engine.generate({ prompt: 'make the circle red', edit: true, session: s, mode: 'baseline', steps: 2, seed: 5 })));
     const direct = finalOf(await collect(engine.generate({ prompt: 'make the circle red', sourceImage: first, mode: 'baseline', steps: 2, seed: 5 })));
