@@ -17,7 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from accel.common import target_from_args, load_sets, torch  # noqa: E402
 from hyperbagel.data import CAPTION_PROMPT, to_pixels, shifted  # noqa: E402
-from hyperbagel.utils import pixel_offset  # noqa: E402
+from hyperbagel.utils import pixel_offset, torch_load  # noqa: E402
 from hyperbagel.sample import Ctx  # noqa: E402
 
 
@@ -54,11 +54,17 @@ def main():
     ap.add_argument("--offset", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-new", type=int, default=40)
-    ap.add_argument("--image-offset", type=pixel_offset, default=(0, 0), metavar="DX,DY",
+    ap.add_argument("--image-offset", type=pixel_offset, default=None, metavar="DX,DY",
                     help="the pack's vision.understand_offset: each image is read moved by DX,DY pixels "
-                         "(a negative first move needs the = form: --image-offset=-2,2)")
+                         "(a negative first move needs the = form: --image-offset=-2,2). Default: the offset the "
+                         "target checkpoint records (import_pack.py writes its pack's), else 0,0")
     a = ap.parse_args()
     m, tok, _, _ = target_from_args(a)
+    if a.image_offset is None:
+        recorded = torch_load(a.target).get("understand_offset") if a.target else None
+        a.image_offset = tuple(recorded or (0, 0))
+        if recorded:
+            print(f"reading images at the target's recorded understand_offset {list(recorded)}", flush=True)
     most = m.c.vit_image_size // 8  # the engine's bound on vision.understand_offset (src/runtime/manifest.ts)
     if any(abs(v) > most for v in a.image_offset):
         sys.exit(f"--image-offset {a.image_offset[0]},{a.image_offset[1]}: each move at most {most} pixels "

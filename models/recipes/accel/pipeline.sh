@@ -16,7 +16,8 @@ usage: $0 TARGET.ckpt [OUT]   (run from the repository root: reads data/train an
   OUT          output folder (default runs/accel): OUT/draft, OUT/gen, OUT/<lane>.log, OUT/.done-<stage>
 Step counts and options come from the environment: DRAFT_IMAGES DRAFT_TEST_IMAGES DRAFT_STEPS DRAFT_VARIANTS
 CFG_STEPS TSCD_STEPS DMDO_STEPS REWARD_STEPS ADP_STEPS REFL_STEPS REFL_MSE SIX_FINAL(dmdo|tscd) ADP_INIT GEN_LIMIT
-IMAGE_OFFSET (DX,DY: the draft's data reads images as a pack with vision.understand_offset DX,DY does)
+IMAGE_OFFSET (DX,DY: the draft's data reads images as a pack with vision.understand_offset DX,DY does;
+  default: the offset the target checkpoint records, as import_pack.py writes it, else none)
 EOF
 }
 case ${1:-} in -h|--help) usage; exit 0 ;; "") usage >&2; exit 2 ;; -*) echo "$0: unknown option $1" >&2; usage >&2; exit 2 ;; esac

@@ -273,6 +273,10 @@ def main():
     assert rel["session_context"] == "image"
     # and the offset its understanding reads images at, chosen for these weights
     assert rel["understand_offset"] == json.load(open(os.path.join(os.path.dirname(RECIPES), "shapes-mot", "manifest.json")))["vision"]["understand_offset"]
+    # ... which the draft's data then reads images at, unless told otherwise
+    run([P("draft_data.py"), "--target", W("imported-release/unified.ckpt"), "--data", val, "--out", W("draft_rel.jsonl"),
+         "--count", "1", "--max-new", "4"], expect="recorded understand_offset")
+    assert json.loads(open(W("draft_rel.jsonl")).readline())["offset"] == rel["understand_offset"]
     assert imp["session_context"] == json.load(open(os.path.join(out, "manifest.json")))["prompts"].get("session_context", "conversation")
     # a pack whose references disagree with its graphs is refused, with the reason
     bad = W("bad-pack")
