@@ -162,6 +162,13 @@ describe('output paths are checked before the work; file system errors are one c
     expect(readFileSync(join(deep, 'records.jsonl'), 'utf8')).toBe(before);
     expect((await inProc(['dataset', '--split', 'train', '--count', '2', '--offset', '2', '--out', deep, '--force'])).code).toBe(0);
     expect(JSON.parse(readFileSync(join(deep, 'meta.json'), 'utf8'))).toMatchObject({ split: 'train', count: 2, offset: 2, min_objects: 1, max_objects: 4 });
+    // into a log (stderr not a terminal): the result line only, no carriage-return progress
+    const logged = await cli(['dataset', '--split', 'val', '--count', '1000', '--out', join(dir, 'ds-log')]);
+    expect(logged.code).toBe(0);
+    expect(logged.stderr.replace(/^npm warn.*\n/gm, '')).toMatch(/^wrote 1000 val samples to .*ds-log in [\d.]+ s\n$/);
+    // render writes PNG bytes, so it names its file so
+    expect(failsWith(await inProc(['render', '--seed', '3', '--out', join(dir, 'c.gif')]), 2)).toMatch(/--out .*c\.gif: render writes PNG; name the file \.png/);
+    expect(existsSync(join(dir, 'c.gif'))).toBe(false);
   }, 60_000);
 
   it('a file system error that still happens is named in one line, not a stack', () => {

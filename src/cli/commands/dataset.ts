@@ -32,7 +32,9 @@ export async function run(argv: string[]): Promise<number> {
   const held = differentExportIn(out, { split, count, offset, minObjects, maxObjects });
   if (held && !args.flags.has('force')) throw new UsageError(`--out ${out} already holds another export (${held}); give another DIR (each export is one shard), or --force to replace it`);
   const t0 = Date.now();
-  writeDataset(out, { split, count, offset, minObjects, maxObjects }, (n) => process.stderr.write(`\r${n}/${count}`));
-  process.stderr.write(`\rwrote ${count} ${split} samples to ${out} in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
+  // a progress line redrawn in place on a terminal; in a log, only the result
+  const tty = process.stderr.isTTY;
+  writeDataset(out, { split, count, offset, minObjects, maxObjects }, tty ? (n) => process.stderr.write(`\r${n}/${count}`) : undefined);
+  process.stderr.write(`${tty ? '\r' : ''}wrote ${count} ${split} samples to ${out} in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
   return 0;
 }

@@ -19,6 +19,8 @@ export async function run(argv: string[]): Promise<number> {
   if (args.flags.has('help')) { console.log(HELP); return 0; }
   const out = flag(args, 'out');
   if (!out) throw new UsageError('--out FILE is required');
+  // it writes PNG bytes: a file named otherwise would lie about its format (generate re-encodes, render does not)
+  if (!/\.png$/i.test(out)) throw new UsageError(`--out ${out}: render writes PNG; name the file .png`);
   if (flag(args, 'caption') !== undefined && args.positionals.length) throw new UsageError(`unexpected argument "${args.positionals[0]}" (the caption is given with --caption)`);
   const caption = flag(args, 'caption') ?? (args.positionals.length ? args.positionals.join(' ') : undefined);
   if (caption !== undefined && flag(args, 'seed') !== undefined) throw new UsageError('give --caption "TEXT" or --seed N, not both');
