@@ -18,6 +18,7 @@ export function syntheticInfo(name: string, description: string, o: { capabiliti
     vocabularySize: 1,
     contextLength: 1 << 20,
     sessionContext: 'conversation' as const,
+    understandOffset: [0, 0] as [number, number],
     guidance: SYNTHETIC_GUIDANCE,
   };
 }

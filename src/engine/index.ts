@@ -232,6 +232,7 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
       think: canThink(ctx),
     },
     imageSize: { width: m.vision?.image_size ?? 64, height: m.vision?.image_size ?? 64 },
+    understandOffset: m.vision?.understand_offset ? [...m.vision.understand_offset] : [0, 0],
     vocabularySize: m.decoder.vocab,
     contextLength: m.decoder.max_positions,
     sessionContext: m.prompts?.session_context ?? 'conversation',

@@ -262,6 +262,8 @@ export interface ModelInfo {
   contextLength: number;
   /** what a session's later understanding turn reads: the whole conversation, or only the session's image (manifest prompts.session_context) */
   sessionContext: 'conversation' | 'image';
+  /** how far understanding moves each image before reading it, [dx, dy] pixels (manifest vision.understand_offset; [0, 0] when none) */
+  understandOffset: [number, number];
   /** each sampler's guidance scales: the defaults and the ranges a request's must lie in */
   guidance: { baseline: SamplerGuidance; sixStep: SamplerGuidance; oneStep: SamplerGuidance };
 }

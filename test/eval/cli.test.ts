@@ -1,6 +1,6 @@
 // `hyperbagel eval`: JSON output, clear errors, and the adapter to the real engine (tiny random pack).
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -11,6 +11,7 @@ import { renderScene } from '../../src/world/render.ts';
 import type { RgbImage } from '../../src/engine/types.ts';
 
 const ROOT = join(import.meta.dirname, '../..');
+const TINY_PACK = join(ROOT, 'test/fixtures/tiny-pack');
 function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(process.execPath, [join(ROOT, 'bin/hyperbagel.js'), ...args], { cwd: ROOT, timeout: 90_000 }, (err, stdout, stderr) => {
@@ -171,6 +172,19 @@ describe('hyperbagel eval', () => {
     const bad = await cli('eval', 'draft', '--pack', accel, '--variant', 'nodir');
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--variant must be NAME=PACKDIR/);
+  });
+
+  it('understand reports the offset a pack reads its images at, so results read at different offsets differ in name', async () => {
+    const pack = mkdtempSync(join(tmpdir(), 'hb-eval-offset-'));
+    cpSync(TINY_PACK, pack, { recursive: true });
+    const m = JSON.parse(readFileSync(join(pack, 'manifest.json'), 'utf8'));
+    m.vision.understand_offset = [1, -2];
+    writeFileSync(join(pack, 'manifest.json'), JSON.stringify(m));
+    const moved = await cli('eval', 'understand', '--pack', pack, '--limit', '1', '--json');
+    expect(moved.code, moved.stderr).toBe(0);
+    expect(JSON.parse(moved.stdout).understand_offset).toEqual([1, -2]);
+    const plain = await cli('eval', 'understand', '--pack', TINY_PACK, '--limit', '1', '--json');
+    expect(JSON.parse(plain.stdout)).not.toHaveProperty('understand_offset');
   });
 
   it('understand --shift N shows the model shifted images, reports "shift", and is refused elsewhere or out of range', async () => {

@@ -51,6 +51,7 @@ export class FakeEngine implements Engine {
     vocabularySize: 100,
     contextLength: 1 << 20,
     sessionContext: 'conversation' as const,
+    understandOffset: [0, 0] as [number, number],
     guidance: SYNTHETIC_GUIDANCE,
   };
   readonly stats = {

@@ -76,6 +76,12 @@ Options:
 Definitions: docs/world.md ("Evaluation").`;
 
 /** The draft variant a pack ships (manifest.draft.variant), if it has a draft model. */
+/** The pack's vision.understand_offset when it declares one: results read at different offsets must say so. */
+function understandOffset(engine: Engine | undefined): [number, number] | undefined {
+  const off = engine?.info.understandOffset;
+  return off && (off[0] || off[1]) ? off : undefined;
+}
+
 function draftVariant(packDir: string): string | undefined {
   try {
     const m = JSON.parse(readFileSync(join(packDir, 'manifest.json'), 'utf8')) as { draft?: { variant?: unknown } };
@@ -222,7 +228,8 @@ export async function run(argv: string[]): Promise<number> {
     onItem: detailsPath ? (rec) => details.push(JSON.stringify(rec)) : undefined,
     onProgress: process.stderr.isTTY ? (what, done, total) => process.stderr.write(`\r${what}: ${done}/${total}${done === total ? '\n' : ''}`) : undefined,
   };
-  const about = { model: which === 'engine' ? pack : which.endsWith('-oracle') ? `${which} ${pack}` : which, suite, ...(target === 'understand' ? (shift ? { shift } : {}) : { mode, ...(samples > 1 ? { samples } : {}) }), ...(think ? { think, ...(thinkTemperature !== undefined ? { think_temperature: thinkTemperature } : {}) } : {}) };
+  const offset = target === 'understand' ? understandOffset(engine) : undefined;
+  const about = { model: which === 'engine' ? pack : which.endsWith('-oracle') ? `${which} ${pack}` : which, suite, ...(target === 'understand' ? { ...(shift ? { shift } : {}), ...(offset ? { understand_offset: offset } : {}) } : { mode, ...(samples > 1 ? { samples } : {}) }), ...(think ? { think, ...(thinkTemperature !== undefined ? { think_temperature: thinkTemperature } : {}) } : {}) };
   try {
     if (target === 'understand') {
       const r = await evaluateUnderstanding(model, opts);
