@@ -4,7 +4,8 @@ import { renderScene } from '../world/render.ts';
 import { parseCaption, sceneToCaption } from '../world/caption.ts';
 import { satisfies, type PromptSpec } from '../world/prompts.ts';
 import type { Scene } from '../world/scene.ts';
-import { heldoutCombinations } from '../world/splits.ts';
+import { heldoutCombinations, isHeldoutObject } from '../world/splits.ts';
+import { questionObject } from '../world/questions.ts';
 import { shiftImage } from './degrade.ts';
 import type { EvalModel } from './model.ts';
 import { aggregateT2i, judgeT2i, type T2iJudgement, type T2iScores } from './score-t2i.ts';
@@ -69,7 +70,12 @@ export interface UnderstandResult {
    * "triangle at top left", …; world/splits.ts), with how many images that is
    */
   heldout_caption_by_combination: Record<string, { exact: number; images: number }>;
-  counts: { images: number; questions: number; heldout_images: number; heldout_questions: number };
+  /**
+   * held-out VQA over the questions about a held-out object ("where is the cyan triangle", "what shape is at the
+   * top left" when a triangle is there): heldout_vqa also counts questions about the scene's other objects
+   */
+  heldout_object_vqa: number;
+  counts: { images: number; questions: number; heldout_images: number; heldout_questions: number; heldout_object_questions: number };
   /** with `followup`: VQA accuracy of the same questions asked as a second turn after the caption */
   followup_vqa?: number;
   heldout_followup_vqa?: number;
@@ -78,7 +84,7 @@ export interface UnderstandResult {
 async function understandSplit(model: EvalModel, split: EvalSplit, suite: EvalSuite, opts: RunOptions) {
   const name = suiteName('understand', split, suite);
   const items = loadUnderstandSuite(split, suite).items.slice(0, opts.limit);
-  let captions = 0, answers = 0, questions = 0, followUps = 0;
+  let captions = 0, answers = 0, questions = 0, followUps = 0, objectQuestions = 0, objectAnswers = 0;
   const followUp = opts.followup ? model.followUp?.bind(model) : undefined;
   if (opts.followup && !followUp) throw new RangeError('this model has no conversations to ask follow-up questions in');
   const byCombination: Record<string, { exact: number; images: number }> = {};
@@ -98,6 +104,11 @@ async function understandSplit(model: EvalModel, split: EvalSplit, suite: EvalSu
       const answer = await model.answer(img, q.question);
       const ok = answerCorrect(answer, q.answer);
       if (ok) answers++;
+      const about = questionObject(q, it.scene);
+      if (about && isHeldoutObject(about)) {
+        objectQuestions++;
+        if (ok) objectAnswers++;
+      }
       const rec: Record<string, unknown> = { question: q.question, expected: q.answer, answer, correct: ok };
       if (followUp) {
         const second = await followUp(img, q.question);
@@ -111,7 +122,7 @@ async function understandSplit(model: EvalModel, split: EvalSplit, suite: EvalSu
     opts.onProgress?.(`understand ${suiteTag(split, suite)}`, n + 1, items.length);
   }
   for (const c of Object.values(byCombination)) c.exact /= c.images;
-  return { caption: items.length ? captions / items.length : 0, vqa: questions ? answers / questions : 0, followupVqa: questions ? followUps / questions : 0, images: items.length, questions, byCombination };
+  return { caption: items.length ? captions / items.length : 0, vqa: questions ? answers / questions : 0, followupVqa: questions ? followUps / questions : 0, images: items.length, questions, byCombination, objectVqa: objectQuestions ? objectAnswers / objectQuestions : 0, objectQuestions };
 }
 
 export async function evaluateUnderstanding(model: EvalModel, opts: RunOptions = {}): Promise<UnderstandResult> {
@@ -122,7 +133,8 @@ export async function evaluateUnderstanding(model: EvalModel, opts: RunOptions =
   return {
     caption_exact: t.caption, vqa: t.vqa, heldout_caption_exact: h.caption, heldout_vqa: h.vqa,
     heldout_caption_by_combination: Object.fromEntries(Object.entries(h.byCombination).sort(([a], [b]) => a.localeCompare(b))),
-    counts: { images: t.images, questions: t.questions, heldout_images: h.images, heldout_questions: h.questions },
+    heldout_object_vqa: h.objectVqa,
+    counts: { images: t.images, questions: t.questions, heldout_images: h.images, heldout_questions: h.questions, heldout_object_questions: h.objectQuestions },
     ...(opts.followup ? { followup_vqa: t.followupVqa, heldout_followup_vqa: h.followupVqa } : {}),
   };
 }

@@ -1,6 +1,6 @@
 // Question templates with their answers, computed from the scene.
 import type { Rng } from './rng.ts';
-import type { Scene } from './scene.ts';
+import type { Scene, SceneObject } from './scene.ts';
 import { COLORS, NUMBER_WORDS, PLURAL, SHAPES } from './vocabulary.ts';
 import { HELDOUT_COLOR_SHAPE } from './splits.ts';
 
@@ -41,4 +41,24 @@ export function questionsForScene(scene: Scene, rng: Rng): QA[] {
   }
   qa.push({ kind: 'background', question: 'what color is the background', answer: scene.background });
   return qa;
+}
+
+/**
+ * The object a question asks about, if it asks about one ("where is the red circle", "what shape is at the
+ * top left"); counts, the background and a "no" existence question ask about none.
+ */
+export function questionObject(q: QA, scene: Scene): SceneObject | undefined {
+  const objs = scene.objects;
+  switch (q.kind) {
+    case 'color_of':
+      return objs.find((o) => q.question === `what color is the ${o.shape}`);
+    case 'shape_at':
+      return objs.find((o) => q.question === `what shape is at the ${o.cell}`);
+    case 'where':
+    case 'size_of':
+    case 'exists':
+      return q.answer === 'no' ? undefined : objs.find((o) => q.question.endsWith(` ${o.color} ${o.shape}`));
+    default:
+      return undefined;
+  }
 }

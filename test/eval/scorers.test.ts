@@ -17,8 +17,11 @@ const LIMIT = { limit: 12 };
 describe('oracle scores 1.0', () => {
   it('understanding', async () => {
     const r = await evaluateUnderstanding(oracleModel(), { limit: 30 });
-    expect(r).toMatchObject({ caption_exact: 1, vqa: 1, heldout_caption_exact: 1, heldout_vqa: 1 });
+    expect(r).toMatchObject({ caption_exact: 1, vqa: 1, heldout_caption_exact: 1, heldout_vqa: 1, heldout_object_vqa: 1 });
     expect(r.counts.questions).toBe(90);
+    // some, not all, held-out questions ask about the held-out object
+    expect(r.counts.heldout_object_questions).toBeGreaterThan(0);
+    expect(r.counts.heldout_object_questions).toBeLessThan(r.counts.heldout_questions);
   });
   it('the oracle answers "" (scored wrong) when the image does not show what a question names, instead of failing the run', async () => {
     const img = renderScene({ background: 'white', objects: [{ shape: 'circle', color: 'red', size: 'large', cell: 'center' }] });

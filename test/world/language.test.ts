@@ -1,7 +1,7 @@
 // The world's language: scene ↔ caption round trips, prompts, questions, vocabulary errors.
 import { describe, expect, it } from 'vitest';
 import {
-  assertKnownWords, canonicalScene, parseCaption, promptsForScene, promptText, PROMPT_CATEGORIES, questionsForScene, Rng,
+  assertKnownWords, canonicalScene, parseCaption, promptsForScene, promptText, PROMPT_CATEGORIES, questionObject, questionsForScene, Rng,
   satisfies, sceneFor, sceneToCaption, scenesEqual, SPLITS, unknownWords, VOCABULARY, WorldError,
 } from '../../src/world/index.ts';
 
@@ -102,6 +102,15 @@ describe('questions', () => {
     expect(ask('where is the blue star')).toBe('center');
     expect(ask('what size is the red circle')).toBe('large');
     expect(ask('what shape is at the center')).toBe('star');
+    // which object each question asks about (eval: held-out VQA about the held-out object)
+    const about = (q: string) => questionObject(qa.find((x) => x.question === q)!, scene);
+    expect(about('what color is the circle')).toMatchObject({ shape: 'circle', color: 'red' });
+    expect(about('where is the blue star')).toMatchObject({ shape: 'star', cell: 'center' });
+    expect(about('what size is the red circle')).toMatchObject({ shape: 'circle' });
+    expect(about('what shape is at the center')).toMatchObject({ shape: 'star' });
+    expect(about('how many objects are there')).toBeUndefined();
+    expect(about('what color is the background')).toBeUndefined();
+    for (const q of qa.filter((x) => x.kind === 'exists')) expect(questionObject(q, scene) === undefined, q.question).toBe(q.answer === 'no');
     expect(ask('how many objects are there')).toBe('two');
     expect(ask('what color is the background')).toBe('gray');
     expect(qa.filter((q) => q.kind === 'exists').map((q) => q.answer).sort()).toEqual(['no', 'yes']);

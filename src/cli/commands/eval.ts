@@ -235,7 +235,7 @@ export async function run(argv: string[]): Promise<number> {
       const r = await evaluateUnderstanding(model, opts);
       printResult(json, { ...r, ...about }, () => [
         `understanding (${about.model}, ${suite} suites): caption exact ${pct(r.caption_exact)}, VQA ${pct(r.vqa)} on ${r.counts.images} ${suite} images / ${r.counts.questions} questions`,
-        `  held-out${suite === 'val' ? ' (val)' : ''}: caption exact ${pct(r.heldout_caption_exact)}, VQA ${pct(r.heldout_vqa)} on ${r.counts.heldout_images} images / ${r.counts.heldout_questions} questions`,
+        `  held-out${suite === 'val' ? ' (val)' : ''}: caption exact ${pct(r.heldout_caption_exact)}, VQA ${pct(r.heldout_vqa)} on ${r.counts.heldout_images} images / ${r.counts.heldout_questions} questions; about the held-out object ${pct(r.heldout_object_vqa)} (${r.counts.heldout_object_questions} questions)`,
         ...(r.followup_vqa !== undefined ? [`  follow-up VQA (asked after the caption, in one conversation): ${pct(r.followup_vqa)}   held-out ${pct(r.heldout_followup_vqa!)}`] : []),
         ...Object.entries(r.heldout_caption_by_combination).map(([k, v]) => `    with a ${k.padEnd(22)} caption exact ${pct(v.exact)} (${v.images} images)`),
       ].join('\n'));
