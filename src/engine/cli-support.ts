@@ -94,8 +94,10 @@ export function numberFlag(raw: string | undefined, name: string, opts: { intege
   const shown = raw.length > 40 ? `${raw.slice(0, 40)}…` : raw;
   const n = DECIMAL.test(raw) ? Number(raw) : NaN;
   if (!Number.isFinite(n)) throw new EngineError('OUT_OF_RANGE', `--${name} must be a number, got "${shown}"`, { param: name });
+  // integers in decimal digits, as every other integer flag reads them ("1.0" and "1e3" are refused there too)
+  if (opts.integer && !/^[+-]?\d+$/.test(raw)) throw new EngineError('OUT_OF_RANGE', `--${name} must be an integer in decimal digits, got "${shown}"`, { param: name });
   if (opts.integer && !Number.isSafeInteger(n))
-    throw new EngineError('OUT_OF_RANGE', `--${name} must be an integer${Number.isInteger(n) ? ` of at most ${Number.MAX_SAFE_INTEGER}` : ''}, got "${shown}"`, { param: name });
+    throw new EngineError('OUT_OF_RANGE', `--${name} must be an integer of at most ${Number.MAX_SAFE_INTEGER}, got "${shown}"`, { param: name });
   if (opts.min !== undefined && n < opts.min) throw new EngineError('OUT_OF_RANGE', `--${name} must be at least ${opts.min}, got "${shown}"`, { param: name, min: opts.min });
   return n;
 }

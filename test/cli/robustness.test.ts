@@ -371,8 +371,11 @@ describe('strict flag parsing', () => {
     expect(numberFlag('-.5', 't')).toBe(-0.5);
     expect(numberFlag('2e-3', 't')).toBe(0.002);
     for (const bad of ['', '0x10', 'Infinity', ' 1', '1,5', 'NaN']) expect(() => numberFlag(bad, 't'), JSON.stringify(bad)).toThrow(/--t must be a number/);
-    expect(() => numberFlag('1.5', 'seed', { integer: true })).toThrow(/--seed must be an integer, got "1.5"/);
-    expect(() => numberFlag('1e20', 'seed', { integer: true })).toThrow(/--seed must be an integer of at most 9007199254740991/);
+    expect(() => numberFlag('1.5', 'seed', { integer: true })).toThrow(/--seed must be an integer in decimal digits, got "1.5"/);
+    // as intFlag reads integers: "1.0" and "1e3" are refused, not read as 1 and 1000
+    for (const bad of ['1.0', '1e3', '-2.0']) expect(() => numberFlag(bad, 'seed', { integer: true }), bad).toThrow(/must be an integer in decimal digits/);
+    expect(numberFlag('42', 'seed', { integer: true })).toBe(42);
+    expect(() => numberFlag('100000000000000000000', 'seed', { integer: true })).toThrow(/--seed must be an integer of at most 9007199254740991/);
     expect(() => numberFlag('-1', 'seed', { integer: true, min: 0 })).toThrow(/--seed must be at least 0/);
   });
 
@@ -384,7 +387,8 @@ describe('strict flag parsing', () => {
       [['eval', 'understand', '--model', 'oracle', '--details', ''], 2, /option --details needs a value, got an empty one/],
       [['understand', '--quiet=false', 'hi'], 2, /--quiet takes no value/],
       [['understand', '-x', 'hi'], 2, /unknown option -x/],
-      [['generate', '--seed', '1e20', '--out', join(dir, 'n.png'), 'hi'], 1, /--seed must be an integer of at most/],
+      [['generate', '--seed', '100000000000000000000', '--out', join(dir, 'n.png'), 'hi'], 1, /--seed must be an integer of at most/],
+      [['generate', '--seed', '1e3', '--out', join(dir, 'n.png'), 'hi'], 1, /--seed must be an integer in decimal digits, got "1e3"/],
       [['generate', '--steps', 'many', '--mode', 'baseline', '--out', join(dir, 'n.png'), 'hi'], 1, /--steps must be a number/],
       [['render', '--seed', '1e20', '--out', join(dir, 'n.png')], 2, /--seed must be an integer in \[0, 9007199254740991\], got "1e20"/],
       [['dataset', '--split', 'train', '--count', '1', '--offset', '1e300', '--out', join(dir, 'n')], 2, /--offset must be an integer/],
