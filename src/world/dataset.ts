@@ -88,6 +88,7 @@ export function writeDataset(dir: string, opts: DatasetOptions, onProgress?: (do
   const names = ['images.npy', 'edited.npy', 'records.jsonl'] as const;
   const partial = (f: string) => join(dir, `${f}.partial`);
   const fds: number[] = [];
+  let written = false;
   try {
     for (const f of names) fds.push(openSync(partial(f), 'w'));
     const [images, edited, records] = fds as [number, number, number];
@@ -101,13 +102,11 @@ export function writeDataset(dir: string, opts: DatasetOptions, onProgress?: (do
       writeSync(records, JSON.stringify(rec) + '\n');
       if (onProgress && (i + 1) % 1000 === 0) onProgress(i + 1);
     }
-  } catch (e) {
-    // a failed run leaves only the previous export (a full disk stays no fuller than before it)
-    for (const fd of fds.splice(0)) closeSync(fd);
-    for (const f of names) rmSync(partial(f), { force: true });
-    throw e;
+    written = true;
   } finally {
-    for (const fd of fds.splice(0)) closeSync(fd);
+    for (const fd of fds) closeSync(fd);
+    // a failed run leaves only the previous export (a full disk stays no fuller than before it)
+    if (!written) for (const f of names) rmSync(partial(f), { force: true });
   }
   // between these steps the folder has no meta.json: a stop there reads as a cut-off export, never a whole one
   rmSync(join(dir, 'meta.json'), { force: true });

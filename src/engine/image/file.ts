@@ -26,12 +26,16 @@ export function readImageFileBytes(file: string, maxBytes = MAX_IMAGE_FILE_BYTES
     throw fail(code(e));
   }
   try {
-    // at most one byte past the limit, whatever the file says its size is
-    const buf = Buffer.allocUnsafe(maxBytes + 1);
-    let n = 0;
-    for (let r: number; n < buf.length && (r = fs.readSync(fd, buf, n, buf.length - n, null)) > 0; ) n += r;
-    if (n > maxBytes) throw tooLarge('more than ' + maxBytes);
-    return Buffer.from(buf.subarray(0, n));
+    // in chunks, stopping one byte past the limit whatever the file says its size is (a pipe or device says 0)
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for (let r: number; total <= maxBytes; total += r) {
+      const chunk = Buffer.allocUnsafe(Math.min(1 << 20, maxBytes + 1 - total));
+      if ((r = fs.readSync(fd, chunk, 0, chunk.length, null)) === 0) break;
+      chunks.push(chunk.subarray(0, r));
+    }
+    if (total > maxBytes) throw tooLarge('more than ' + maxBytes);
+    return Buffer.concat(chunks, total);
   } catch (e) {
     if (e instanceof EngineError) throw e;
     throw fail(code(e));
