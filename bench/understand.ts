@@ -19,6 +19,7 @@ export const HELP = `Usage: hyperbagel bench understand [--json] [--pack DIR] [-
 Times greedy answers over a fixed prompt set (10 test-suite images: caption + 2 questions each) with speculation off, chain, tree and auto (interleaved
 per prompt), and prints plain_tps, chain_tps, tree_tps, auto_tps, speedup (best speculative ÷ plain),
 tau (mean accepted length of the best mode) and lossless (all modes gave identical answers);
+speedup_ceiling (plain's time over its time to first token: the speedup if every later token were free);
 "gateway": each request once straight to the engine and once through the GraphQL gateway over
 graphql-ws (image as base64 PNG), interleaved: time to first token and total both ways, the
 gateway's overhead (median per-request difference) and whether the text was the same.`;
@@ -36,6 +37,8 @@ interface ModeStats {
   ms: number;
   decodeTokens: number;
   decodeMs: number;
+  /** wall ms up to each request's first token (prefill + first step): what speculation cannot shorten */
+  firstTokenMs: number;
   drafts: number;
   accepted: number;
   outputs: string[];
@@ -56,7 +59,7 @@ export async function run(argv: string[]): Promise<number> {
   const pack = resolvePack(packFlag);
   const engine = await createEngine(pack, { intraOpThreads: threads, calibrate: true, maxConcurrent: 1 });
   const modes: SpeculationMode[] = ['off', 'chain', 'tree', 'auto'];
-  const stats: Record<string, ModeStats> = Object.fromEntries(modes.map((m) => [m, { split: { decoder: 0, draft: 0, otherGraphs: 0, workerJs: 0, outsideWorker: 0, requests: 0 }, tokens: 0, ms: 0, decodeTokens: 0, decodeMs: 0, drafts: 0, accepted: 0, outputs: [] }]));
+  const stats: Record<string, ModeStats> = Object.fromEntries(modes.map((m) => [m, { split: { decoder: 0, draft: 0, otherGraphs: 0, workerJs: 0, outsideWorker: 0, requests: 0 }, tokens: 0, ms: 0, decodeTokens: 0, decodeMs: 0, firstTokenMs: 0, drafts: 0, accepted: 0, outputs: [] }]));
   let lossless = true;
   const proposers: Record<string, Set<string>> = { chain: new Set(), tree: new Set(), auto: new Set() };
   const size = engine.info.imageSize.width;
@@ -65,7 +68,7 @@ export async function run(argv: string[]): Promise<number> {
     const requests: UnderstandRequest[] = [];
     // caption or vqa, per request (for tau by prompt type)
     const kinds: Array<'caption' | 'vqa'> = [];
-    const byKind: Record<string, Record<string, { drafts: number; accepted: number; tokens: number; ms: number }>> = {};
+    const byKind: Record<string, Record<string, { drafts: number; accepted: number; tokens: number; ms: number; firstMs: number }>> = {};
     for (const it of items) {
       const image = renderScene(it.scene, size);
       for (const [k, prompt] of [captionPrompt(pack), ...it.questions.slice(0, QUESTIONS_PER_IMAGE).map((q) => q.question)].entries()) {
@@ -106,13 +109,15 @@ export async function run(argv: string[]): Promise<number> {
             st.ms += ms;
             st.decodeTokens += Math.max(0, s.usage.completionTokens - 1);
             st.decodeMs += s.timings.totalMs - s.timings.timeToFirstTokenMs;
+            st.firstTokenMs += Math.max(0, ms - (s.timings.totalMs - s.timings.timeToFirstTokenMs));
             st.drafts += s.speculation.drafts;
             st.accepted += s.speculation.acceptedTokens;
-            const bk = ((byKind[kinds[i]!] ??= {})[mode] ??= { drafts: 0, accepted: 0, tokens: 0, ms: 0 });
+            const bk = ((byKind[kinds[i]!] ??= {})[mode] ??= { drafts: 0, accepted: 0, tokens: 0, ms: 0, firstMs: 0 });
             bk.drafts += s.speculation.drafts;
             bk.accepted += s.speculation.acceptedTokens;
             bk.tokens += s.usage.completionTokens;
             bk.ms += ms;
+            bk.firstMs += Math.max(0, ms - (s.timings.totalMs - s.timings.timeToFirstTokenMs));
             const g = (w: typeof w0, k: string) => w.byGraph[k]?.ms ?? 0;
             const run = w1.runMs - w0.runMs;
             const handle = w1.handleMs - w0.handleMs;
@@ -160,6 +165,9 @@ export async function run(argv: string[]): Promise<number> {
       tau_tree: +tau('tree').toFixed(3),
       decode_only_tps: { plain: +dtps('off').toFixed(1), chain: +dtps('chain').toFixed(1), tree: +dtps('tree').toFixed(1), auto: +dtps('auto').toFixed(1) },
       lossless,
+      // the most any speculation could reach on this prompt set: plain's time if every token after the
+      // first were free (prefill and the first step stay; questions answer in about one token)
+      speedup_ceiling: stats['off']!.firstTokenMs > 0 ? +(stats['off']!.ms / stats['off']!.firstTokenMs).toFixed(3) : null,
       // every request once direct and once through the gateway over graphql-ws (auto speculation):
       // time to first token and total as a client sees them, and the same text both ways
       gateway,
@@ -171,7 +179,7 @@ export async function run(argv: string[]): Promise<number> {
         Object.entries(byKind).map(([k, ms]) => [
           k,
           Object.fromEntries(
-            Object.entries(ms).map(([m, x]) => [m, { tau: +(x.drafts ? 1 + x.accepted / x.drafts : 1).toFixed(3), tps: +((x.tokens * 1000) / x.ms).toFixed(1), tokens_per_request: +(x.tokens / Math.max(1, kinds.filter((q) => q === k).length * Math.max(1, rounds - 1))).toFixed(2) }]),
+            Object.entries(ms).map(([m, x]) => [m, { tau: +(x.drafts ? 1 + x.accepted / x.drafts : 1).toFixed(3), tps: +((x.tokens * 1000) / x.ms).toFixed(1), tokens_per_request: +(x.tokens / Math.max(1, kinds.filter((q) => q === k).length * Math.max(1, rounds - 1))).toFixed(2), ...(m === 'off' && x.firstMs > 0 ? { speedup_ceiling: +(x.ms / x.firstMs).toFixed(3) } : {}) }]),
           ),
         ]),
       ),
