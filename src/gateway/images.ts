@@ -34,9 +34,14 @@ function tooLarge(bytes: number, limit: number): GatewayError {
   return new GatewayError('IMAGE_TOO_LARGE', `The image is ${bytes} bytes; the limit is ${limit}`, { argument: 'image', bytes, limit });
 }
 
+/** ASCII whitespace: line-wrapped base64 (the `base64` tool's 76 columns, MIME) is still base64. */
+const WHITESPACE_RE = /[\t\n\f\r ]+/g;
+
 function decodeBase64(b64: string, limits: ImageLimits, what: string): Buffer {
-  const s = b64.trim();
-  const estimated = Math.floor((s.length * 3) / 4);
+  const s = b64.replace(WHITESPACE_RE, '');
+  // the decoded size, exactly for valid input: the padding encodes no bytes
+  const padding = s.endsWith('==') ? 2 : s.endsWith('=') ? 1 : 0;
+  const estimated = Math.max(0, Math.floor((s.length * 3) / 4) - padding);
   if (estimated > limits.maxImageBytes) throw tooLarge(estimated, limits.maxImageBytes);
   if (s.length === 0 || s.length % 4 === 1 || !BASE64_RE.test(s)) throw new GatewayError('BAD_IMAGE', `${what} is not valid base64`, { argument: what });
   return Buffer.from(s, 'base64');

@@ -351,7 +351,9 @@ export class JobManager {
   }
 
   private cancelRecord(job: ImageJobRecord, reason: string): boolean {
-    if (job.terminal || job.controller.signal.aborted) return false;
+    // a job whose final frame is out has done its work (and a session's latest image is that frame):
+    // it is finishing, not cancellable
+    if (job.terminal || job.finalFrame || job.controller.signal.aborted) return false;
     this.o.metrics.cancellations.inc({ reason, operation: 'image_job' });
     job.controller.abort(cancelledError());
     return true;

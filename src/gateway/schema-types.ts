@@ -46,7 +46,7 @@ export interface EditImageInput {
   steps?: number | null;
   /** As in GenerateImageInput: every mode, within the sampler's range (`models.guidance`). */
   cfgTextScale?: number | null;
-  /** Image guidance scale, in every mode. BASELINE: in [0, 20]. SIX_STEP and ONE_STEP: within the distilled graph's training range (the default model: [1, 2.5]); PROGRESSIVE: within both. Absent, each sampler uses its own default (`models.guidance`). */
+  /** Image guidance scale, in every mode; 1 turns it off. BASELINE: in [1, 20]. SIX_STEP and ONE_STEP: within the distilled graph's training range (the default model: [1, 2.5]); PROGRESSIVE: within both. Absent, each sampler uses its own default (`models.guidance`). */
   cfgImageScale?: number | null;
   /** As in GenerateImageInput (BASELINE only, 0 <= start < end <= 1). */
   cfgInterval?: ReadonlyArray<number> | null;
@@ -67,7 +67,7 @@ export interface GenerateImageInput {
   mode?: GenerationMode | null;
   /** BASELINE only: sampler steps, in [1, 250]. */
   steps?: number | null;
-  /** Text guidance scale, in every mode. BASELINE: in [0, 20]. SIX_STEP and ONE_STEP: the distilled graph's scale input, within the range it was trained on (the default model: [1, 5]); PROGRESSIVE: within both. Absent, each sampler uses its own default. `models.guidance` lists every sampler's default and range. */
+  /** Text guidance scale, in every mode; 1 turns it off. BASELINE: in [1, 20]. SIX_STEP and ONE_STEP: the distilled graph's scale input, within the range it was trained on (the default model: [1, 5]); PROGRESSIVE: within both. Absent, each sampler uses its own default. `models.guidance` lists every sampler's default and range. */
   cfgTextScale?: number | null;
   /** Refused here: text-to-image has no image guidance (EditImageInput.cfgImageScale is the editing one). */
   cfgImageScale?: number | null;
@@ -93,7 +93,7 @@ export interface GenerateImageInput {
  * least 8 pixels a side); the model centre-crops a non-square image and resizes it to its vision size
  * (`models.imageSize`). `inputImage` / `sourceImage` report what was done. */
 export interface ImageInput {
-  /** Raw image bytes, standard base64. */
+  /** Raw image bytes, standard base64 (line breaks and spaces are ignored). */
   base64?: string | null;
   /** A `data:image/...;base64,...` URL. */
   dataUrl?: string | null;
@@ -383,7 +383,7 @@ export interface MutationCloseSessionArgs {
 export interface MutationResolvers<Ctx> {
   generateImage: (parent: unknown, args: MutationGenerateImageArgs, context: Ctx, info: GraphQLResolveInfo) => Resolved<ImageJob>;
   editImage: (parent: unknown, args: MutationEditImageArgs, context: Ctx, info: GraphQLResolveInfo) => Resolved<ImageJob>;
-  /** True when the job was queued or running and is now cancelled. It answers once the job has ended (within one model step; at most 2 s), so its session is free for the next request. */
+  /** True when the job was queued or running and is now cancelled. It answers once the job has ended (within one model step; at most 2 s), so its session is free for the next request. False once the job's final frame is out: it is finishing, and ends SUCCEEDED (with a session, that final is already the session's latest image). */
   cancelJob: (parent: unknown, args: MutationCancelJobArgs, context: Ctx, info: GraphQLResolveInfo) => Resolved<boolean>;
   /** Returns the id of a new server-side session. Understand turns given its id continue one
    * conversation (the engine's KV cache of the earlier turns, or of the session's image alone: see

@@ -218,7 +218,9 @@ export function validateManifest(m: unknown, file = 'manifest.json'): Manifest {
     positiveInt(m, 'sampler_defaults.steps', file);
     for (const k of ['shift', 'cfg_text_scale', 'cfg_image_scale', 'cfg_renorm_min']) {
       const v = need(m, `sampler_defaults.${k}`, 'number', file) as number;
-      if (k === 'shift' ? !(v > 0) : !(v >= 0)) fail(file, `expected a ${k === 'shift' ? 'positive' : 'non-negative'} number, got ${v}`, `sampler_defaults.${k}`);
+      // a guidance scale of 1 is guidance off; below 1 the sampler would run it as 1 (and requests may not ask for it)
+      const [ok, what] = k === 'shift' ? [v > 0, 'a positive number'] : k === 'cfg_renorm_min' ? [v >= 0, 'a non-negative number'] : [v >= 1, 'a number ≥ 1 (1 = no guidance)'];
+      if (!ok) fail(file, `expected ${what}, got ${v}`, `sampler_defaults.${k}`);
     }
     const iv = need(m, 'sampler_defaults.cfg_interval', 'array', file) as unknown[];
     if (iv.length !== 2 || !iv.every((x) => typeof x === 'number')) fail(file, 'expected [lo, hi]', 'sampler_defaults.cfg_interval');

@@ -56,7 +56,7 @@ test('guidance scales reach the graph and are checked against the trained range'
   expect((await engine.workerStats()).modelCalls).toBe(calls);
   // info.guidance is the manifest's, for the client to read
   expect(engine.info.guidance.sixStep).toEqual({ text: { default: 4, min: 1, max: 5 }, image: { default: 1.5, min: 1, max: 2.5 } });
-  expect(engine.info.guidance.baseline.text).toEqual({ default: 4, min: 0, max: 20 });
+  expect(engine.info.guidance.baseline.text).toEqual({ default: 4, min: 1, max: 20 });
 });
 
 test('text-to-image refuses an image guidance scale (it has no image to guide by)', async () => {

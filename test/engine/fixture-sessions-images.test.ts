@@ -190,6 +190,28 @@ describe('sessions: the latest image across understand, generate and edit', () =
     await u.next();
     engine.closeSession(session);
   });
+
+  test('a cancel that comes while the final is decoded: the request ends CANCELLED and the session keeps no image', async () => {
+    const session = engine.createSession();
+    const client = engine.workerClient;
+    const call = client.call.bind(client);
+    const ac = new AbortController();
+    // 1-NFE: its one VAE decode is the final's (after the last model step)
+    client.call = ((msg: { op: string }, ...rest: unknown[]) => {
+      if (msg.op === 'vae_decode') ac.abort();
+      return (call as (...a: unknown[]) => unknown)(msg, ...rest);
+    }) as typeof client.call;
+    try {
+      const e = await engineError(() => engine.generate({ prompt: 'a red circle', mode: '1nfe', seed: 1, session }, ac.signal));
+      expect(e.code).toBe('CANCELLED');
+    } finally {
+      client.call = call;
+    }
+    expect(engine.sessionInfo(session).hasImage).toBe(false);
+    // an edit of "the session's image" is refused, not run on an image the client never saw
+    expect((await engineError(() => engine.generate({ prompt: 'make the circle green', edit: true, session, mode: '1nfe', seed: 1 }))).message).toMatch(/no image to edit yet/);
+    engine.closeSession(session);
+  });
 });
 
 describe('chunks never carry empty text', () => {

@@ -26,7 +26,7 @@ describe('guidance scales', () => {
     const r = await gqlPost(server, { query: '{ models { guidance { baseline { text { default min max } image { default min max } } sixStep { text { default min max } image { default min max } } oneStep { text { default min max } image { default min max } } } } }' });
     expect(r.json.errors).toBeUndefined();
     const distilled = { text: { default: 4, min: 1, max: 5 }, image: { default: 1.5, min: 1, max: 2.5 } };
-    expect(r.json.data.models[0].guidance).toEqual({ baseline: { text: { default: 4, min: 0, max: 20 }, image: { default: 1.5, min: 0, max: 20 } }, sixStep: distilled, oneStep: distilled });
+    expect(r.json.data.models[0].guidance).toEqual({ baseline: { text: { default: 4, min: 1, max: 20 }, image: { default: 1.5, min: 1, max: 20 } }, sixStep: distilled, oneStep: distilled });
   });
 
   it('a distilled mode takes a scale inside its graph\'s range, and refuses one outside it before any job', async () => {
@@ -34,7 +34,7 @@ describe('guidance scales', () => {
     expect(ok.json.errors).toBeUndefined();
     expect(ok.json.data.generateImage.result).toMatchObject({ nfe: 1, sampler: 'distilled-1nfe' });
     const jobs = server.runtime.jobs.size;
-    for (const [mode, v] of [['SIX_STEP', 9], ['ONE_STEP', 0.5], ['PROGRESSIVE', 5.5]] as const) {
+    for (const [mode, v] of [['SIX_STEP', 9], ['ONE_STEP', 7], ['PROGRESSIVE', 5.5]] as const) {
       const r = await generate({ mode, cfgTextScale: v });
       expect(r.json.data).toBeNull();
       expect(r.json.errors[0].extensions).toMatchObject({ code: 'OUT_OF_RANGE', argument: 'cfgTextScale', min: 1, max: 5 });
@@ -44,7 +44,7 @@ describe('guidance scales', () => {
     expect(img.json.data).toBeNull();
     expect(img.json.errors[0].extensions).toMatchObject({ code: 'OUT_OF_RANGE', argument: 'cfgImageScale', min: 1, max: 2.5 });
     expect(server.runtime.jobs.size).toBe(jobs);
-    // the baseline's range is [0, 20]: 9 is fine there
+    // the baseline's range is [1, 20]: 9 is fine there
     const base = await generate({ mode: 'BASELINE', steps: 1, cfgTextScale: 9 });
     expect(base.json.errors).toBeUndefined();
     const e = await edit({ mode: 'ONE_STEP', cfgImageScale: 2.5, cfgTextScale: 1 });

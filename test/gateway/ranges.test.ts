@@ -115,16 +115,16 @@ describe('sampler ranges (generateImage / editImage)', () => {
   };
 
   it('the engine limits are the documented ones', () => {
-    expect(SAMPLER_LIMITS).toEqual({ steps: { min: 1, max: 250 }, cfgScale: { min: 0, max: 20 }, timestepShift: { min: 0, max: 20 } });
+    expect(SAMPLER_LIMITS).toEqual({ steps: { min: 1, max: 250 }, cfgScale: { min: 1, max: 20 }, timestepShift: { min: 0, max: 20 } });
   });
 
-  it('CFG scales: outside [0, 20] is OUT_OF_RANGE naming the field; 0 and 20 are accepted', async () => {
+  it('CFG scales: outside [1, 20] is OUT_OF_RANGE naming the field (below 1 would run as 1, guidance off); 1 and 20 are accepted', async () => {
     const { min, max } = SAMPLER_LIMITS.cfgScale;
     for (const field of ['cfgTextScale', 'cfgImageScale']) {
-      for (const v of [max + 0.5, 21, 50, -0.1]) {
+      for (const v of [max + 0.5, 21, 50, -0.1, 0, 0.5, 0.999]) {
         const e = await rejected({ [field]: v });
         expect(e.extensions).toMatchObject({ code: 'OUT_OF_RANGE', argument: field, min, max });
-        expect(e.message).toBe(`${field} must be in [0, 20], got ${v}`);
+        expect(e.message).toBe(`${field} must be in [1, 20], got ${v}`);
       }
       expect(await rejected({ [field]: 'high' })).toBeTruthy(); // not a Float
       for (const v of [min, max]) expect((await accepted({ [field]: v }))[field as 'cfgTextScale']).toBe(v);

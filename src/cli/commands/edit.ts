@@ -9,7 +9,7 @@ following the instruction; writes the final frame as PNG (JPEG / WebP for an --o
 or .webp).
 Options as for \`hyperbagel generate\` (--mode progressive|6nfe|1nfe|baseline, --seed, --steps,
 --cfg-text, --cfg-image, --shift, --previews DIR, --pack DIR, --threads N, --quiet).
-  --cfg-image S      image guidance scale, every mode: baseline [0, 20], default 1.5; the distilled
+  --cfg-image S      image guidance scale, every mode: baseline [1, 20] (1 = off), default 1.5; the distilled
                      samplers within their training range (default pack [1, 2.5], default 1.5)`;
 
 export function run(argv: string[]): Promise<number> {

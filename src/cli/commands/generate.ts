@@ -11,7 +11,7 @@ frame (stage, NFE count, elapsed ms, seed, sampler) goes to stderr. To edit an i
   --mode MODE        progressive|6nfe|1nfe|baseline (default progressive: 1-NFE preview, then 6 steps)
   --seed N           makes the image reproducible
   --steps N          baseline steps (default from the pack: 50; --mode baseline only)
-  --cfg-text S       text guidance scale, every mode: baseline [0, 20], default 4; the distilled samplers
+  --cfg-text S       text guidance scale, every mode: baseline [1, 20] (1 = off), default 4; the distilled samplers
                      within their training range (default pack [1, 5]; 6-NFE default 4, 1-NFE 5);
                      --cfg-image, the image guidance scale, is for \`hyperbagel edit\`
   --shift S          timestep shift (default: the pack's, 3.0, for the baseline; the distilled

@@ -18,10 +18,12 @@ const MODES: GenerationMode[] = ['progressive', '1nfe', '6nfe', 'baseline'];
 /**
  * Sampler parameter limits (inclusive; timestepShift's min is exclusive); the gateway checks the
  * same ones before a job is created. cfgInterval is [start, end] with 0 <= start < end <= 1.
+ * A guidance scale of 1 turns that guidance off (BAGEL applies CFG above 1 only), so scales below 1,
+ * which would otherwise be run as 1 without a word, are refused.
  */
 export const SAMPLER_LIMITS = {
   steps: { min: 1, max: 250 },
-  cfgScale: { min: 0, max: 20 },
+  cfgScale: { min: 1, max: 20 },
   timestepShift: { min: 0, max: 20 },
 } as const;
 
@@ -376,6 +378,9 @@ export async function* runGenerate(
       // understand turn feeds it). The session is free once this is recorded.
       // (a copy: the caller owns the frame's pixels and may transfer them)
       const kept = await fitImage(final.rgb, m.vision.image_size);
+      // a cancel that came while the final was decoded and encoded: the client will not get this image,
+      // so the session must not keep it (no await between this check and the yield below)
+      throwIfAborted(signal);
       conversation.image = kept.image === final.rgb ? { ...final.rgb, data: final.rgb.data.slice() } : kept.image;
       conversation.imageInfo = { originalWidth: final.rgb.width, originalHeight: final.rgb.height, width: display, height: display, resized: final.rgb.width !== display, cropped: false, source: 'session' };
       conversation.imageInContext = false;
