@@ -63,6 +63,13 @@ describe('logits processing', () => {
     const one = processLogits(l, 0, 4, { temperature: 1, topK: 0, topP: 0.01 });
     expect(Array.from(one)).toEqual([1, 0, 0, 0]);
   });
+  test('a temperature too small for 1/T to be finite gives the T → 0 limit, not NaN; ties share it', () => {
+    for (const temperature of [4e-309, 1e-320, Number.MIN_VALUE]) {
+      expect(Array.from(processLogits([1, 3, 2, 0], 0, 4, { temperature, topK: 0, topP: 1 }))).toEqual([0, 1, 0, 0]);
+      expect(Array.from(processLogits([3, 1, 3, 0], 0, 4, { temperature, topK: 0, topP: 0.4 }))).toEqual([1, 0, 0, 0]);
+      expect(Array.from(processLogits([3, 1, 3, 0], 0, 4, { temperature, topK: 0, topP: 1 }))).toEqual([0.5, 0, 0.5, 0]);
+    }
+  });
 });
 
 describe('incremental detokeniser', () => {

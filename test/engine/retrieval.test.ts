@@ -147,6 +147,14 @@ describe('retrieval proposer', () => {
     expect(Array.from(c.tokens)).toEqual([20, 21, EOS]); // stops where the datastore has nothing more
   });
 
+  test('auto with chainLength drafts chains of that length (the schema: "AUTO then drafts chains of this length")', async () => {
+    const a = await proposer(small(), 'auto', { chainLength: 1 }).propose([1, 10, 11, IM, 20]);
+    expect(Array.from(a.tokens)).toEqual([20, 21]);
+    const b = await proposer(small(), 'auto', { chainLength: 3 }).propose([1, 10, 11, IM, 20]);
+    expect(Array.from(b.tokens)).toEqual([20, 21, EOS]);
+    expect(childrenOf(b).every((k) => k.length <= 1)).toBe(true);
+  });
+
   test('random datastores: proposals are well-formed trees within the budget and made of datastore continuations', async () => {
     const rng = new Rng(11);
     const r = (n: number) => Math.floor(rng.uniform() * n);

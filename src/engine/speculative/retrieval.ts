@@ -169,7 +169,8 @@ export const RETRIEVAL_PREFILL = { topK: 8, depth: 6, budget: 16 };
  * Retrieval proposer. chain: the most frequent continuation, length from the chain statistics (or
  * chainLength). tree: the trie of frequent continuations (treeTopK/treeDepth/treeBudget, defaults
  * RETRIEVAL_TREE), sized from the cost curve unless treeBudget is given. auto: the sized tree; the size
- * chooser keeps 0 nodes (plain decoding) when no draft is expected to pay. Node scores are the
+ * chooser keeps 0 nodes (plain decoding) when no draft is expected to pay; with chainLength, chains of
+ * that length (as the draft-model proposer's auto). Node scores are the
  * datastore's count shares, calibrated per level by measured vs predicted acceptance.
  */
 export class RetrievalProposer extends TreeProposer {
@@ -202,7 +203,7 @@ export class RetrievalProposer extends TreeProposer {
     this.lastAt = now;
     this.rx.setContext(committed);
     this.rx.logCalib = calibration(this.state);
-    if (c.mode === 'chain' || c.mode === 'ngram') {
+    if (c.mode === 'chain' || c.mode === 'ngram' || (c.mode === 'auto' && c.chainLength)) {
       let K = c.chainLength ?? 0;
       if (!K) K = Math.max(1, c.curve ? chooseChainLength(c.curve, c.stats, c.maxChainLength).size : Math.min(4, c.maxChainLength));
       const t = await this.chain(root, K);

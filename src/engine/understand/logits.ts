@@ -46,7 +46,10 @@ export function processLogits(logits: ArrayLike<number>, offset: number, V: numb
   for (let i = 0; i < V; i++) max = Math.max(max, logits[offset + i]!);
   let sum = 0;
   for (let i = 0; i < V; i++) {
-    const e = Math.exp((logits[offset + i]! - max) * invT);
+    // (a temperature so small that 1/T is Infinity: the maxima's 0 · Infinity would be NaN; the limit, a
+    // one-hot at the argmax, is what 0 gives)
+    const d = logits[offset + i]! - max;
+    const e = Math.exp(d === 0 ? 0 : d * invT);
     out[i] = e;
     sum += e;
   }
