@@ -211,6 +211,19 @@ describe('draft.onnx through the worker', () => {
       }
   });
 
+  test('near maxTokens the draft stays within the tokens left: every step verifies in its draft request (one target run per step)', async () => {
+    for (const maxTokens of [2, 3, 40])
+      for (const speculation of [{ mode: 'chain' as const, chainLength: 8 }, { mode: 'tree' as const, treeDepth: 6, treeBudget: 24, treeTopK: 4 }]) {
+        const before = (await engine.workerStats()).decodeCalls;
+        const evs = await collect(engine.understand({ prompt: 'describe the image', maxTokens, temperature: 1, seed: 2, speculation }));
+        const s = evs.at(-1) as UnderstandSummary;
+        expect(s.finishReason).toBe('length');
+        // the prefill gives the first token; every later step commits at least one
+        const calls = (await engine.workerStats()).decodeCalls - before;
+        expect(calls, `${speculation.mode} maxTokens ${maxTokens}`).toBeLessThanOrEqual(s.usage.completionTokens);
+      }
+  });
+
   test('sampled: the first two tokens follow the exact target distribution with EAGLE trees (chi-square)', async () => {
     const client = engine.workerClient;
     const sampling = { temperature: 1, topK: 3, topP: 1 };
@@ -277,12 +290,13 @@ describe('draft.onnx through the worker', () => {
       let branched = 0;
       for (const prompt of ['describe the image', 'what is in the picture', 'where is the red circle']) {
         const off = (await collect(e.understand({ prompt, maxTokens: 16, speculation: { mode: 'off' } }))).at(-1) as UnderstandSummary;
-        const auto = (await collect(e.understand({ prompt, maxTokens: 16, speculation: { mode: 'auto' } }))).at(-1) as UnderstandSummary;
+        const evs = await collect(e.understand({ prompt, maxTokens: 16, speculation: { mode: 'auto' } }));
+        const auto = evs.at(-1) as UnderstandSummary;
         expect(auto.text).toBe(off.text);
         expect(auto.speculation.proposer).toBe('draft-model');
-        // more drafted nodes per step than the deepest position: some step verified a branching tree
-        const sp = auto.speculation;
-        if (sp.drafts && sp.draftedTokens / sp.drafts > sp.acceptancePerPosition.length) branched++;
+        // a step that drafted more nodes than the deepest position any step reached verified a branching tree
+        const deepest = auto.speculation.acceptancePerPosition.length;
+        if (evs.some((ev) => ev.kind === 'chunk' && (ev.steps ?? 1) === 1 && ev.draftedTokens > deepest)) branched++;
       }
       expect(branched).toBeGreaterThan(0);
     } finally {

@@ -244,6 +244,36 @@ describe('chunks never carry empty text', () => {
     // the random fixture samples special tokens often: the folding above was exercised
     expect(specialSeen).toBeGreaterThan(0);
     expect(folded).toBeGreaterThan(0);
+  });
+
+  test('a cancel while text is held back for a stop string: that text still arrives, in a last chunk', async () => {
+    const prompt = { prompt: 'describe the image', maxTokens: 8, speculation: { mode: 'off' as const } };
+    const full = summary(await collect(engine.understand(prompt)));
+    expect(full.text).toBe('photo photo photo gray gray gray'); // the fixture's greedy answer
+    // "gray zzz" never completes, but "gray" could start it: held back once the 6th token gives it (two of
+    // the first five are textless special tokens)
+    const client = engine.workerClient;
+    const call = client.call.bind(client);
+    const ac = new AbortController();
+    let decodes = 0;
+    client.call = ((msg: { op: string }, ...rest: unknown[]) => {
+      // the prefill gives token 1, each later decode one more
+      if (msg.op === 'decode' && ++decodes === 6) ac.abort();
+      return (call as (...a: unknown[]) => unknown)(msg, ...rest);
+    }) as typeof client.call;
+    let evs: UnderstandEvent[];
+    try {
+      evs = await collect(engine.understand({ ...prompt, stop: ['gray zzz'] }, ac.signal));
+    } finally {
+      client.call = call;
+    }
+    const s = summary(evs);
+    expect(s.finishReason).toBe('cancelled');
+    expect(s.usage.completionTokens).toBe(6);
+    expect(s.text).toBe('photo photo photo gray');
+    const chunks = evs.filter((e): e is UnderstandChunk => e.kind === 'chunk');
+    expect(chunks.map((c) => c.text).join('')).toBe(s.text);
+    expect(answerIds(evs)).toHaveLength(6);
   }, 30000);
 
   test('meanAcceptedLength = 1 + accepted/drafts, 1.0 when nothing was drafted', async () => {

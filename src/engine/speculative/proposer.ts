@@ -15,7 +15,12 @@ export interface Proposer {
   readonly needsFeatures?: boolean;
   /** feed newly committed rows with their target hidden states to the draft (EAGLE catch-up) */
   commit?(rows: CommitRows): Promise<void>;
-  propose(committed: number[]): Promise<DraftTree>;
+  /**
+   * @param maxDepth  the deepest draft the step may verify (tokens left before maxTokens or the context
+   *   end); a proposer that drafts within it lets a draft request verify in the same call (a deeper
+   *   draft would be cut after the worker had verified it, and verified again)
+   */
+  propose(committed: number[], maxDepth?: number): Promise<DraftTree>;
   /** feedback after verification: tree depth drafted and tokens accepted */
   observe(depth: number, accepted: number): void;
 }
@@ -52,12 +57,16 @@ export class TreeProposer implements Proposer {
   /** shape of the last proposal (which statistics its verification updates) */
   lastShape: 'none' | 'chain' | 'tree' = 'none';
 
-  async propose(committed: number[]): Promise<DraftTree> {
+  async propose(committed: number[], maxDepth = Infinity): Promise<DraftTree> {
     const root = committed[committed.length - 1]!;
+    if (maxDepth <= 0) {
+      this.lastShape = 'none';
+      return rootOnly(root);
+    }
     this.expander.setContext?.(committed);
     const c = this.cfg;
     const topK = c.treeTopK ?? 4;
-    const depth = c.treeDepth ?? 5;
+    const depth = Math.min(c.treeDepth ?? 5, maxDepth);
     const budget = c.treeBudget ?? 24;
     // auto with tree statistics (model drafting): plain, chain or tree, whichever pays (chooseShape)
     if (c.mode === 'auto' && c.treeStats && c.curve && !c.chainLength) {
@@ -66,8 +75,8 @@ export class TreeProposer implements Proposer {
         this.lastShape = 'none';
         return rootOnly(root);
       }
-      if (s.kind === 'tree') return this.tree(root, s.topK, s.depth, s.budget, true);
-      return this.chain(root, s.size);
+      if (s.kind === 'tree') return this.tree(root, s.topK, Math.min(s.depth, maxDepth), s.budget, true);
+      return this.chain(root, Math.min(s.size, maxDepth));
     }
     const useTree = c.mode === 'tree';
     if (!useTree) {
@@ -76,6 +85,7 @@ export class TreeProposer implements Proposer {
         K = c.curve ? chooseChainLength(c.curve, c.stats, c.maxChainLength, c.draftCost).size : Math.min(4, c.maxChainLength);
         if (c.mode !== 'auto') K = Math.max(1, K); // explicit chain/ngram modes always draft
       }
+      K = Math.min(K, maxDepth);
       if (K <= 0) {
         this.lastShape = 'none';
         return rootOnly(root);

@@ -190,9 +190,15 @@ export class RetrievalProposer extends TreeProposer {
   /** when the previous proposal of this request was made (step wall time, for overheadMs) */
   private lastAt = -1;
 
-  override async propose(committed: number[]): Promise<DraftTree> {
+  override async propose(committed: number[], maxDepth = Infinity): Promise<DraftTree> {
     const root = committed[committed.length - 1]!;
     const c = this.cfg;
+    if (maxDepth <= 0) {
+      // (the answer's last step: nothing to draft, and no step after it to time)
+      this.lastShape = 'none';
+      this.lastNodes = 0;
+      return rootOnly(root);
+    }
     const now = performance.now();
     if (this.lastAt >= 0 && c.curve && this.lastNodes > 0) {
       const s = this.state;
@@ -206,12 +212,12 @@ export class RetrievalProposer extends TreeProposer {
     if (c.mode === 'chain' || c.mode === 'ngram' || (c.mode === 'auto' && c.chainLength)) {
       let K = c.chainLength ?? 0;
       if (!K) K = Math.max(1, c.curve ? chooseChainLength(c.curve, c.stats, c.maxChainLength).size : Math.min(4, c.maxChainLength));
-      const t = await this.chain(root, K);
+      const t = await this.chain(root, Math.min(K, maxDepth));
       this.note(t);
       return t;
     }
     const topK = c.treeTopK ?? RETRIEVAL_TREE.topK;
-    const depth = c.treeDepth ?? RETRIEVAL_TREE.depth;
+    const depth = Math.min(c.treeDepth ?? RETRIEVAL_TREE.depth, maxDepth);
     const budget = c.treeBudget ?? RETRIEVAL_TREE.budget;
     const t = await this.tree(root, topK, depth, budget, !c.treeBudget);
     if (t.tokens.length === 1) this.lastShape = 'none';

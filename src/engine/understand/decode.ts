@@ -94,8 +94,10 @@ export async function* decodeSteps(
       pendingCommit = null;
       throwIfAborted(o.signal);
     }
-    let tree: DraftTree = o.proposer ? await o.proposer.propose(committed) : rootOnly(root);
-    if (o.maxDraftDepth) tree = pruneDepth(tree, Math.max(0, o.maxDraftDepth()));
+    const maxDepth = o.maxDraftDepth ? Math.max(0, o.maxDraftDepth()) : Infinity;
+    let tree: DraftTree = o.proposer ? await o.proposer.propose(committed, maxDepth) : rootOnly(root);
+    // (a proposer drafts within maxDepth; this is for one that does not)
+    if (o.maxDraftDepth) tree = pruneDepth(tree, maxDepth);
     throwIfAborted(o.signal);
     const N = tree.tokens.length;
     const base = seq.length;

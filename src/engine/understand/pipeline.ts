@@ -508,7 +508,18 @@ export async function* runUnderstand(
     } finally {
       await steps.return();
     }
-    if (cancelled) finish = 'cancelled';
+    if (cancelled) {
+      finish = 'cancelled';
+      // text held back as the possible start of a stop string was not one: the answer ends here, so it is
+      // part of the answer (its tokens are counted), sent as a last chunk with the steps that made it
+      const held = stopper.push(detok.flush()).text + stopper.flush();
+      if (held) {
+        text += held;
+        const c: TrailingSteps = carry ?? { tokenIds: [], acceptedTokens: 0, draftedTokens: 0, steps: 0 };
+        carry = null;
+        yield { kind: 'chunk', text: held, tokenIds: c.tokenIds, acceptedTokens: c.acceptedTokens, draftedTokens: c.draftedTokens, steps: c.steps };
+      }
+    }
     const tEnd = performance.now();
     if (imageOnly) {
       // the model reads one question per image: the next turn starts from the image again
