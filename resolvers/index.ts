@@ -1,7 +1,7 @@
 // Resolvers: map schema.graphql <-> the Engine. No model logic here: validation of client input
 // against server limits, enum/shape mapping, and wiring to the gateway's scheduler, sessions and
 // job log. Typed by src/gateway/schema-types.ts (generated from the schema).
-import { GraphQLScalarType, Kind, type GraphQLResolveInfo, type SelectionSetNode } from 'graphql/index.js'; // the CJS entry yoga uses: one graphql instance under tsx and vitest
+import { getDirectiveValues, GraphQLIncludeDirective, GraphQLScalarType, GraphQLSkipDirective, Kind, type GraphQLResolveInfo, type SelectionNode, type SelectionSetNode } from 'graphql/index.js'; // the CJS entry yoga uses: one graphql instance under tsx and vitest
 import type {
   FinishReason as EngineFinishReason,
   GenerateRequest,
@@ -16,7 +16,7 @@ import { SAMPLER_LIMITS as SAMPLER } from '../src/engine/generation/pipeline.ts'
 import { MAX_STOP_CHARS, MAX_STOP_SEQUENCES, SPECULATION_FIELDS_READ, SPECULATION_LIMITS as SPEC } from '../src/engine/understand/pipeline.ts';
 import { GatewayError, toGatewayError } from '../src/gateway/errors.ts';
 import { IMAGE_EXT, imageFromInput, readImageInput, sentSizeOf } from '../src/gateway/images.ts';
-import { iterateJob, type FrameRecord, type ImageJobRecord, type JobEvent } from '../src/gateway/jobs.ts';
+import { afterPastEnd, iterateJob, type FrameRecord, type ImageJobRecord, type JobEvent } from '../src/gateway/jobs.ts';
 import { timePerOutputToken } from '../src/gateway/metrics.ts';
 import type { GatewayContext, GatewayRuntime } from '../src/gateway/runtime.ts';
 import type {
@@ -105,9 +105,14 @@ function text(v: string, name: string, maxChars: number): string {
 /** Does the field's selection (fragments included) ask for any of `names`? */
 function selects(info: GraphQLResolveInfo, names: string[]): boolean {
   const seen = new Set<string>();
+  // a selection under @skip(if: true) or @include(if: false) is not executed: it does not attach the job
+  const included = (sel: SelectionNode) =>
+    getDirectiveValues(GraphQLSkipDirective, sel, info.variableValues)?.['if'] !== true &&
+    getDirectiveValues(GraphQLIncludeDirective, sel, info.variableValues)?.['if'] !== false;
   const visit = (set: SelectionSetNode | undefined): boolean => {
     if (!set) return false;
     for (const sel of set.selections) {
+      if (!included(sel)) continue;
       if (sel.kind === Kind.FIELD && names.includes(sel.name.value)) return true;
       if (sel.kind === Kind.INLINE_FRAGMENT && visit(sel.selectionSet)) return true;
       if (sel.kind === Kind.FRAGMENT_SPREAD && !seen.has(sel.name.value)) {
@@ -611,6 +616,9 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
           const start = range(after, 'after', 0, MAX_SEED) ?? 0;
           const owner = rt.relay?.remoteOwner(id, 'job', ctx.forwardedBy);
           const job = owner ? await rt.relay!.imageJob(owner, id, start, ctx, ctx.signal) : rt.jobs.get(id);
+          // a cursor past the job's last event was never handed out (lastSeq only grows): say so, rather
+          // than wait for the job to end and complete with nothing
+          if (!owner && start > job.lastSeq) throw afterPastEnd(start, job.lastSeq);
           const release = job.watch();
           const closeStream = rt.openStream('image_job');
           return iterateJob(job, start, {

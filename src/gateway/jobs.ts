@@ -35,6 +35,9 @@ export interface JobEvent {
 
 export const TERMINAL: ReadonlySet<JobStatus> = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED']);
 
+/** imageJob's cursor past the job's last event: never handed out (lastSeq only grows), so a client's mistake */
+export const afterPastEnd = (after: number, lastSeq: number) =>
+  new GatewayError('OUT_OF_RANGE', `after must be at most the job's lastSeq, ${lastSeq}; got ${after}`, { argument: 'after', min: 0, max: lastSeq });
 export const jobNotFound = (id: string) => new GatewayError('JOB_NOT_FOUND', `No job ${JSON.stringify(id).slice(0, 80)} (it may have expired)`);
 
 export class ImageJobRecord {
@@ -345,9 +348,11 @@ export class JobManager {
    */
   async cancel(id: string, settleMs = CANCEL_SETTLE_MS): Promise<boolean> {
     const job = this.get(id);
-    if (!this.cancelRecord(job, 'cancel_job')) return false;
-    await settleWithin(job.finished, settleMs);
-    return true;
+    const cancelled = this.cancelRecord(job, 'cancel_job');
+    // a repeated cancel (a client retrying) answers false, but also once the job has ended, so it too
+    // finds the job's session free
+    if (cancelled || (job.controller.signal.aborted && !job.terminal)) await settleWithin(job.finished, settleMs);
+    return cancelled;
   }
 
   private cancelRecord(job: ImageJobRecord, reason: string): boolean {

@@ -7,7 +7,7 @@
 // received, and after RETRIES failed tries the record breaks with UNAVAILABLE.
 import type { InputImageInfo as EngineInputImageInfo } from '../engine/types.ts';
 import { GatewayError, loggedElsewhere, toGatewayError } from './errors.ts';
-import { ImageJobRecord, jobNotFound, TERMINAL, type FrameRecord, type JobEvent, type JobFrame } from './jobs.ts';
+import { afterPastEnd, ImageJobRecord, jobNotFound, TERMINAL, type FrameRecord, type JobEvent, type JobFrame } from './jobs.ts';
 import type { GatewayMetrics } from './metrics.ts';
 import { isTransient, PeerClient, type Caller, type Json } from './peer-client.ts';
 import { ownerOf } from './replicas.ts';
@@ -267,6 +267,7 @@ export class Relay {
     const data = await this.peers.request(owner, url, JOB, { id }, caller, signal);
     const summary = data['job'] as RemoteJobSummary | null;
     if (!summary) throw jobNotFound(id);
+    if (after > summary.lastSeq) throw afterPastEnd(after, summary.lastSeq);
     return new RelayedJob(summary, this.source(owner, url, caller), { from: after });
   }
 

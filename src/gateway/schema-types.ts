@@ -413,7 +413,7 @@ export interface SubscriptionResolvers<Ctx> {
   understand: {
     subscribe: (parent: unknown, args: SubscriptionUnderstandArgs, context: Ctx, info: GraphQLResolveInfo) => Resolved<AsyncIterable<{ understand: UnderstandEvent }>>;
   };
-  /** The job's events after `after` (default 0: from the start), then live ones until the terminal event. */
+  /** The job's events after `after` (default 0: from the start), then live ones until the terminal event. `after` past the job's `lastSeq` is OUT_OF_RANGE. */
   imageJob: {
     subscribe: (parent: unknown, args: SubscriptionImageJobArgs, context: Ctx, info: GraphQLResolveInfo) => Resolved<AsyncIterable<{ imageJob: ImageEvent }>>;
   };
