@@ -126,9 +126,9 @@ export interface UnderstandInput {
   maxTokens?: number | null;
   /** Sampling temperature, in [0, 10]. 0 or absent: greedy (the most likely token at every step). */
   temperature?: number | null;
-  /** Nucleus sampling with temperature > 0, in (0, 1]. Absent: 1 (off). */
+  /** Nucleus sampling with temperature > 0, in (0, 1]: the fewest most likely tokens whose probabilities reach topP (after topK; ties ordered by token id). Absent: 1 (off). */
   topP?: number | null;
-  /** Sample among the K most likely tokens with temperature > 0, in [0, models.vocabularySize]. 0 or absent: off. */
+  /** Sample among the K most likely tokens with temperature > 0, in [0, models.vocabularySize]; exactly K, equal probabilities ordered by token id. 0 or absent: off. */
   topK?: number | null;
   /** Seed of the sampling noise with temperature > 0, in [0, 2147483647]. Absent: drawn by the server and reported on the last event, so a sampled answer can be reproduced. The same seed and input give the same answer in every speculation mode. */
   seed?: number | null;
