@@ -20,9 +20,12 @@ Times greedy answers over a fixed prompt set (10 test-suite images: caption + 2 
 per prompt), and prints plain_tps, chain_tps, tree_tps, auto_tps, speedup (best speculative ÷ plain),
 tau (mean accepted length of the best mode) and lossless (all modes gave identical answers);
 speedup_ceiling (plain's time over its time to first token: the speedup if every later token were free);
+by_kind (caption vs questions: tau, tokens/s, tokens per request, plain's ceiling); time_split_ms per mode;
 "gateway": each request once straight to the engine and once through the GraphQL gateway over
 graphql-ws (image as base64 PNG), interleaved: time to first token and total both ways, the
-gateway's overhead (median per-request difference) and whether the text was the same.`;
+gateway's overhead (median per-request difference) and whether the text was the same;
+"session_followup": each image captioned in a session, then its questions asked there without the image
+against the same questions with their image (medians of time to first token, total and prompt tokens).`;
 
 // The prompt set: the first BENCH_IMAGES scenes of the committed understanding test suite, each with
 // the pack's caption prompt (long answers, 8–30 tokens) and its first two questions (short answers),

@@ -39,7 +39,7 @@ import torch  # noqa: E402
 
 from types import SimpleNamespace  # noqa: E402
 
-from accel.common import Context  # noqa: E402
+from accel.common import SERVE_ONE_TEXT_SCALE, SERVE_SIX_SHIFT, Context  # noqa: E402
 from accel.train_gen import decode, euler, load_student  # noqa: E402
 from hyperbagel import sample  # noqa: E402
 from hyperbagel.config import ModelConfig  # noqa: E402
@@ -156,8 +156,10 @@ def main():
                 "src_tokens": None if src is None else src[1], "with_text": True, "with_img": True}
         gb = SimpleNamespace(full=Context(m, [item], tok))
         xT = torch.randn(1, N, td, generator=torch.Generator().manual_seed(seed))
-        st, si = torch.full((1,), CFG_TEXT), torch.full((1,), CFG_IMG if src is not None else 1.0)
-        x = euler(students[student], xT, gb, st, si, student)[0][-1]
+        # as served: the 6-NFE graph on its serving grid, the 1-NFE graph at its serving text scale
+        st = torch.full((1,), SERVE_ONE_TEXT_SCALE if student == 1 else CFG_TEXT)
+        si = torch.full((1,), CFG_IMG if src is not None else 1.0)
+        x = euler(students[student], xT, gb, st, si, student, SERVE_SIX_SHIFT)[0][-1]
         return decode(vae, scale, c, x)[0].clamp(-1, 1)
 
     def once(kw, seed):
@@ -177,7 +179,8 @@ def main():
            "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"), "runs": a.runs,
            "ckpt": a.ckpt, "step": ck.get("step"), "vae": a.vae or ck["vae"],
            "students": student_info,
-           "distilled_scales": {"cfg_text": CFG_TEXT, "cfg_img_edit": CFG_IMG, "cfg_img_t2i": 1.0},
+           "distilled_scales": {"cfg_text": CFG_TEXT, "cfg_text_1nfe": SERVE_ONE_TEXT_SCALE, "cfg_img_edit": CFG_IMG,
+                                "cfg_img_t2i": 1.0, "six_grid_shift": SERVE_SIX_SHIFT},
            "sampling_ms": {}, "e2e_ms": {}, "nfe": {}, "ms_per_nfe": {}}
     for name, kw in paths.items():
         e2e, loop, nfe = [], [], None

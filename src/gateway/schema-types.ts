@@ -40,6 +40,7 @@ export interface EditImageInput {
   /** The source image. May be left out with a sessionId: the session's latest image (the last image understood, or the last final image generated or edited, in the session) is used. */
   image?: ImageInput | null;
   instruction: string;
+  /** As in GenerateImageInput: in [0, 2147483647], chosen by the server when absent. */
   seed?: number | null;
   mode?: GenerationMode | null;
   /** As in GenerateImageInput (BASELINE only, in [1, 250]). */
@@ -62,7 +63,7 @@ export interface EditImageInput {
 
 export interface GenerateImageInput {
   prompt: string;
-  /** Chosen by the server when absent; reported on the job and every frame. */
+  /** In [0, 2147483647]. Chosen by the server when absent; reported on the job and every frame. The same seed, input and mode give the same image. */
   seed?: number | null;
   mode?: GenerationMode | null;
   /** BASELINE only: sampler steps, in [1, 250]. */

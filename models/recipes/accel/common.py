@@ -9,6 +9,13 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RECIPES = os.path.dirname(HERE)
+
+# How the engine serves the shipped students (export_accel writes them into the manifest): the 6-NFE
+# graph on grid(6, SERVE_SIX_SHIFT), the uniform grid (session 14), and the 1-NFE graph at text scale
+# SERVE_ONE_TEXT_SCALE (session 18). The Python monitoring paths (eval_gen, bench_reference) sample the
+# same way, so their numbers describe what is served.
+SERVE_SIX_SHIFT = 1.0
+SERVE_ONE_TEXT_SCALE = 5.0
 if RECIPES not in sys.path:
     sys.path.insert(0, RECIPES)
 

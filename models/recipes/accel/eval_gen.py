@@ -15,7 +15,7 @@ import random
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from accel.common import target_from_args, load_sets, GenBatch, teacher_cfg, gen_velocity, shifted, torch  # noqa: E402
+from accel.common import SERVE_ONE_TEXT_SCALE, SERVE_SIX_SHIFT, target_from_args, load_sets, GenBatch, teacher_cfg, gen_velocity, shifted, torch  # noqa: E402
 from hyperbagel.ckpts import require_out_folder  # noqa: E402
 from accel.train_gen import euler, decode, load_student  # noqa: E402
 from hyperbagel.sample import scene_match  # noqa: E402
@@ -23,14 +23,19 @@ from hyperbagel.utils import require_ckpt, non_negative_int  # noqa: E402
 
 
 @torch.no_grad()
-def baseline(m, xT, gb, st, si, steps=50, interval=(0.4, 1.0)):
+def baseline(m, xT, gb, st, si, steps=50, edit_interval=(0.4, 1.0)):
+    """sample.py's reference loop: guidance over the whole trajectory for text-to-image (GenEval's
+    setting, as the engine and eval_ckpt), over `edit_interval` for edits (GEdit's)."""
     ts = shifted(torch.linspace(1, 0, steps), 3.0)
     x = xT
     B = x.shape[0]
+    edit = gb.is_edit.view(B, 1, 1)
     for i in range(steps - 1):
         t, u = float(ts[i]), float(ts[i + 1])
         tt = torch.full((B,), t)
-        v = teacher_cfg(m, x, tt, gb, st, si) if interval[0] < t <= interval[1] else gen_velocity(m, x, tt, gb.full)
+        v = teacher_cfg(m, x, tt, gb, st, si)
+        if not edit_interval[0] < t <= edit_interval[1]:
+            v = torch.where(edit, gen_velocity(m, x, tt, gb.full), v)
         x = x + (u - t) * v
     return x
 
@@ -80,8 +85,10 @@ def main():
     res["data_vae_recon"] = rates(vae, scale, c, gb.x0, gb.scenes)
     for name, ck, s in loaded:
         nfe = ck.get("nfe", 6)
+        # as served: the 6-NFE graph on its serving grid, the 1-NFE graph at its serving text scale
+        st_s = torch.full((gb.B,), SERVE_ONE_TEXT_SCALE) if nfe == 1 else st
         with torch.no_grad():
-            x = euler(s, xT, gb, st, si, nfe)[0][-1]
+            x = euler(s, xT, gb, st_s, si, nfe, SERVE_SIX_SHIFT)[0][-1]
         res[name] = {"stage": ck.get("stage"), "steps": ck.get("step"), "nfe": nfe,
                      "latent_mse_to_baseline": float(((x - ref) ** 2).mean()), **rates(vae, scale, c, x, gb.scenes)}
     if a.out:

@@ -12,7 +12,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from accel.common import target_from_args, grid, torch  # noqa: E402
+from accel.common import SERVE_ONE_TEXT_SCALE, SERVE_SIX_SHIFT, target_from_args, grid, torch  # noqa: E402
 from accel.draft import Draft, DraftConfig  # noqa: E402
 from accel.gen import student_from  # noqa: E402
 from hyperbagel import export as ex  # noqa: E402
@@ -271,10 +271,10 @@ def main():
     ap.add_argument("--draft", default=None, help="train_draft run folder")
     ap.add_argument("--six", default=None, help="6-NFE student ckpt.pt (after dmdo)")
     ap.add_argument("--one", default=None, help="1-NFE student ckpt.pt (after refl)")
-    ap.add_argument("--six-shift", type=float, default=1.0,
+    ap.add_argument("--six-shift", type=float, default=SERVE_SIX_SHIFT,
                     help="the 6-NFE sampler's serving grid, grid(6, shift), written to the manifest: session 14 measured "
                          "the uniform grid (1) above BAGEL's shift 3 for the shipped student (docs/results.md)")
-    ap.add_argument("--one-text-scale", type=float, default=5.0,
+    ap.add_argument("--one-text-scale", type=float, default=SERVE_ONE_TEXT_SCALE,
                     help="the 1-NFE graph's default text-guidance scale (manifest distilled.denoise_1nfe.cfg_text_scale), "
                          "within the distilled range [1, 5]: session 18 measured 5 above 4 for the shipped student, so a "
                          "re-export keeps the shipped setting unless told otherwise")

@@ -209,6 +209,16 @@ def main():
         rows = list(csv.DictReader(open(W(f"g_{st}/loss.csv"))))
         res[f"gen_{st}_last"] = rows[-1]
     assert float(res["gen_refl_last"]["pmse"]) > 0, "refl --pixel-mse-weight logs its term"
+    # the monitoring paths sample the students as served (6-NFE grid, 1-NFE text scale) and run end to end
+    run([P("eval_gen.py"), "--target", T, "--data", val, "--students", f"six={W('g_dmdo/ckpt.pt')},one={W('g_refl/ckpt.pt')}",
+         "--t2i", "2", "--edit", "2", "--out", W("eval_gen.json")])
+    eg = json.load(open(W("eval_gen.json")))
+    assert (eg["six"]["nfe"], eg["one"]["nfe"]) == (6, 1) and all(0 <= eg[k]["exact"] <= 1 for k in ("baseline", "six", "one")), eg
+    from accel.common import SERVE_ONE_TEXT_SCALE, SERVE_SIX_SHIFT
+    assert (SERVE_SIX_SHIFT, SERVE_ONE_TEXT_SCALE) == (1.0, 5.0), "the shipped serving settings (docs/recipes.md)"
+    br = json.loads(run([os.path.join(RECIPES, "bench_reference.py"), "--ckpt", T, "--six", W("g_dmdo/ckpt.pt"), "--one",
+                         W("g_refl/ckpt.pt"), "--runs", "1", "--warmup", "0", "--json"]).strip().splitlines()[-1])
+    res["bench_reference_keys"] = sorted(br)
     # ---- export ----
     run([os.path.join(RECIPES, "export_pack.py"), "--ckpt", T, "--data", data, "--out", out, "--name",
          "accel-smoke", "--parity"])
