@@ -16,7 +16,7 @@ import { SAMPLER_LIMITS as SAMPLER } from '../src/engine/generation/pipeline.ts'
 import { MAX_STOP_CHARS, MAX_STOP_SEQUENCES, SPECULATION_FIELDS_READ, SPECULATION_LIMITS as SPEC } from '../src/engine/understand/pipeline.ts';
 import { GatewayError, toGatewayError } from '../src/gateway/errors.ts';
 import { IMAGE_EXT, imageFromInput, readImageInput, sentSizeOf } from '../src/gateway/images.ts';
-import { afterPastEnd, iterateJob, type FrameRecord, type ImageJobRecord, type JobEvent } from '../src/gateway/jobs.ts';
+import { afterPastEnd, CANCEL_SETTLE_MS, iterateJob, settleWithin, type FrameRecord, type ImageJobRecord, type JobEvent } from '../src/gateway/jobs.ts';
 import { timePerOutputToken } from '../src/gateway/metrics.ts';
 import type { GatewayContext, GatewayRuntime } from '../src/gateway/runtime.ts';
 import type {
@@ -311,7 +311,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
     }
     let lock: ReturnType<GatewayRuntime['sessions']['lock']> | undefined;
     if (input.sessionId != null) {
-      lock = rt.sessions.lock(input.sessionId);
+      lock = rt.sessions.lock(input.sessionId, ctx.client);
       // the session's latest image (last understood, or last final generated/edited) is the engine's:
       // an edit without an image edits it, and every final frame here becomes it
       req.session = lock.entry.handle;
@@ -529,15 +529,20 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
         const owner = rt.relay?.remoteOwner(id, 'job', ctx.forwardedBy);
         return owner ? rt.relay!.cancelJob(owner, id, ctx) : rt.jobs.cancel(id);
       },
-      createSession: () => {
+      createSession: (_p, _a, ctx) => {
         rt.metrics.operations.inc({ field: 'createSession' });
         rt.engine;
-        return rt.sessions.create().id;
+        try {
+          return rt.sessions.create(ctx.client).id;
+        } catch (e) {
+          if (e instanceof GatewayError && e.code === 'BUSY') rt.metrics.busy.inc();
+          throw e;
+        }
       },
       closeSession: (_p, { id }, ctx) => {
         rt.metrics.operations.inc({ field: 'closeSession' });
         const owner = rt.relay?.remoteOwner(id, 'session', ctx.forwardedBy);
-        return owner ? rt.relay!.closeSession(owner, id, ctx) : rt.sessions.closeIdle(id);
+        return owner ? rt.relay!.closeSession(owner, id, ctx) : rt.sessions.closeIdle(id, ctx.client);
       },
     },
     Subscription: {
@@ -551,7 +556,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
           const req = understandRequest(input);
           const image = input.image ? await imageFromInput(input.image, L) : undefined;
           if (image) req.image = image;
-          const lock = input.sessionId != null ? rt.sessions.lock(input.sessionId) : undefined;
+          const lock = input.sessionId != null ? rt.sessions.lock(input.sessionId, ctx.client) : undefined;
           if (lock) req.session = lock.entry.handle;
           let slot;
           try {
@@ -565,14 +570,19 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
           rt.metrics.queueWait.observe(slot.waitedMs / 1000, { kind: 'understand' });
           const controller = new AbortController();
           const closeStream = rt.openStream('understand');
-          const end = (info: { cancelled: boolean; error?: unknown; summary?: UnderstandSummary }) => {
-            slot.release();
+          const end = (info: { cancelled: boolean; error?: unknown; summary?: UnderstandSummary; engineStopped?: Promise<void> }) => {
             closeStream();
-            if (lock) {
-              // a fallback count for engines without sessionInfo (the store prefers the engine's)
-              lock.entry.tokens += info.summary?.usage.totalTokens ?? 0;
-              lock.unlock();
-            }
+            // (a fallback count for engines without sessionInfo; the store prefers the engine's)
+            if (lock) lock.entry.tokens += info.summary?.usage.totalTokens ?? 0;
+            const free = () => {
+              slot.release();
+              lock?.unlock();
+            };
+            // a stream ended before the engine (a client that left, a stall): the slot and the session are
+            // the engine's until its step in progress is over (or CANCEL_SETTLE_MS, for an engine that
+            // ignores its signal), so the session's next request is not refused as BUSY by the engine
+            if (info.engineStopped) void settleWithin(info.engineStopped, CANCEL_SETTLE_MS).then(free);
+            else free();
             if (info.cancelled) rt.metrics.cancellations.inc({ reason: 'client_gone', operation: 'understand' });
             if (info.error !== undefined) rt.metrics.errors.inc({ code: toGatewayError(info.error).code });
           };

@@ -110,6 +110,9 @@ export function toGatewayError(err: unknown): GatewayError {
       }
       return new GatewayError(code, err.message, details);
     }
+    // a session whose context the crash took: the client must know its next turn starts a new conversation
+    if (err.code === 'WORKER_CRASHED' && err.details?.['sessionReset'] === true)
+      return new GatewayError(code, `${SAFE_MESSAGES.WORKER_CRASHED}: this session's conversation was lost, and its next request starts a new one`, { sessionReset: true });
     return new GatewayError(code, SAFE_MESSAGES[code] ?? 'Internal server error', undefined, code === 'INTERNAL' ? err : undefined);
   }
   return internalError(err);

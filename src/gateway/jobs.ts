@@ -289,7 +289,7 @@ export function iterateJob<T>(
 export const CANCEL_SETTLE_MS = 2000;
 
 /** Resolves when `p` settles or after `ms`, whichever is first. */
-async function settleWithin(p: Promise<void>, ms: number): Promise<void> {
+export async function settleWithin(p: Promise<void>, ms: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([p, new Promise<void>((r) => (timer = setTimeout(r, ms)))]);
   clearTimeout(timer);

@@ -52,6 +52,12 @@ export interface GatewayLimits {
   /** Concurrent operations per graphql-ws connection. */
   maxSubscriptionsPerSocket: number;
   maxSessions: number;
+  /**
+   * Of those, the most one client (its API key when auth is on, else its IP address) may hold: its next
+   * createSession closes its own least recently used idle session, never another client's. Default: 3/4
+   * of maxSessions.
+   */
+  maxSessionsPerClient?: number;
   /** Idle time after which a session expires. */
   sessionTtlMs: number;
   /** Tokens a session's context may accumulate (the engine's count when it reports one). */

@@ -1,9 +1,10 @@
-// Server-side conversation contexts. Bounded in count (LRU eviction of idle sessions), in memory
-// (per session and in total, in bytes as the engine reports them via `Engine.sessionInfo`: the KV
-// cache buffers plus the session's latest image; and in tokens, which bounds the context length),
-// and in time (idle expiry). One request at a time per session. The session's latest image (for
-// edits without an image, and understand turns about a just-generated image) is the engine's
-// bookkeeping: the gateway only passes the session handle along.
+// Server-side conversation contexts. Bounded in count (LRU eviction of idle sessions; per client, the
+// client's own first), in memory (per session and in total, in bytes as the engine reports them via
+// `Engine.sessionInfo`: the KV cache buffers plus the session's latest image; and in tokens, which bounds
+// the context length), and in time (idle expiry). One request at a time per session. With auth on, a
+// session belongs to the API key that created it: to any other key it does not exist. The session's
+// latest image (for edits without an image, and understand turns about a just-generated image) is the
+// engine's bookkeeping: the gateway only passes the session handle along.
 import { EngineError, type Engine, type SessionHandle, type SessionInfo } from '../engine/types.ts';
 import { GatewayError } from './errors.ts';
 import { newId } from './replicas.ts';
@@ -11,6 +12,8 @@ import { newId } from './replicas.ts';
 export interface SessionEntry {
   readonly id: string;
   readonly handle: SessionHandle;
+  /** the client that created it (GatewayContext.client: `key:<API key>` with auth on, else `ip:<address>`) */
+  readonly client?: string;
   lastUsed: number;
   /** Tokens counted by the gateway from usage (a fallback for engines without sessionInfo). */
   tokens: number;
@@ -19,6 +22,8 @@ export interface SessionEntry {
 
 export interface SessionLimits {
   maxSessions: number;
+  /** sessions one client may hold (default 3/4 of maxSessions) */
+  maxSessionsPerClient?: number;
   sessionTtlMs: number;
   maxSessionTokens: number;
   /** Bytes one session may hold (engine-reported KV cache + latest image) before it is full. */
@@ -27,10 +32,23 @@ export interface SessionLimits {
   maxTotalSessionBytes: number;
 }
 
-const notFound = (id: string) => new GatewayError('SESSION_NOT_FOUND', `No session ${JSON.stringify(id).slice(0, 80)} (it may have expired)`);
+type Removal = 'expired' | 'evicted' | 'evicted_memory' | 'closed';
+const WHY: Record<Removal, string> = {
+  expired: 'it expired: idle too long',
+  evicted: 'it was closed to make room for a newer session',
+  evicted_memory: 'it was closed to keep the sessions within their memory limit',
+  closed: 'it was closed',
+};
+/** How many removed session ids are remembered, so a client asking for one learns why it is gone. */
+const REMEMBERED = 1024;
+
+/** A session of API key A is not visible to key B: the same answer as for an id that never existed. */
+const ownedByOther = (s: { client?: string }, client: string | undefined) => s.client?.startsWith('key:') === true && s.client !== client;
 
 export class SessionStore {
   private readonly sessions = new Map<string, SessionEntry>();
+  /** recently removed sessions: why, and whose (only its own client is told) */
+  private readonly removed = new Map<string, { why: Removal; client?: string }>();
   private readonly timer: NodeJS.Timeout;
   evictions = 0;
   expirations = 0;
@@ -72,7 +90,7 @@ export class SessionStore {
     } catch (e) {
       if (e instanceof EngineError && e.code === 'INVALID_INPUT') {
         this.sessions.delete(entry.id);
-        throw notFound(entry.id);
+        throw this.notFound(entry.id, entry.client);
       }
       throw e;
     }
@@ -97,33 +115,59 @@ export class SessionStore {
     return n;
   }
 
-  create(): SessionEntry {
+  /** Sessions one client may hold. */
+  get perClient(): number {
+    return Math.max(1, Math.min(this.limits.maxSessions, this.limits.maxSessionsPerClient ?? Math.ceil(0.75 * this.limits.maxSessions)));
+  }
+
+  /** @param client  who creates it (GatewayContext.client); with an API key, only that key may use it */
+  create(client?: string): SessionEntry {
     this.sweep();
-    if (this.sessions.size >= this.limits.maxSessions) {
+    const mine = client === undefined ? 0 : [...this.sessions.values()].filter((s) => s.client === client).length;
+    if (mine >= this.perClient) {
+      // this client's own least recently used idle session makes room, never another client's
+      const victim = this.lruIdle(undefined, client);
+      if (!victim)
+        throw new GatewayError('BUSY', `This client has ${mine} sessions in use (at most ${this.perClient} of the ${this.limits.maxSessions}); close one or retry later`, {
+          sessions: mine,
+          clientLimit: this.perClient,
+          limit: this.limits.maxSessions,
+        });
+      this.remove(victim, 'evicted');
+      this.evictions++;
+    } else if (this.sessions.size >= this.limits.maxSessions) {
       // evict the least recently used idle session
       const victim = this.lruIdle();
-      if (!victim) throw new GatewayError('BUSY', `All ${this.limits.maxSessions} sessions are in use; retry later`);
-      this.close(victim.id);
+      if (!victim) throw new GatewayError('BUSY', `All ${this.limits.maxSessions} sessions are in use; retry later`, { limit: this.limits.maxSessions });
+      this.remove(victim, 'evicted');
       this.evictions++;
     }
     const handle = this.engine().createSession();
-    const entry: SessionEntry = { id: newId(this.replicaId), handle, lastUsed: this.now(), tokens: 0, busy: false };
+    const entry: SessionEntry = { id: newId(this.replicaId), handle, ...(client !== undefined ? { client } : {}), lastUsed: this.now(), tokens: 0, busy: false };
     this.sessions.set(entry.id, entry);
     return entry;
   }
 
-  get(id: string): SessionEntry {
+  /** @param client  who asks (GatewayContext.client): another API key's session is not found */
+  get(id: string, client?: string): SessionEntry {
     const s = this.sessions.get(id);
-    if (!s || this.expired(s)) {
-      if (s) this.expire(s);
-      throw notFound(id);
+    if (!s || ownedByOther(s, client) || this.expired(s)) {
+      if (s && !ownedByOther(s, client)) this.expire(s);
+      throw this.notFound(id, client);
     }
     return s;
   }
 
+  /** SESSION_NOT_FOUND, saying why when this client's session was removed recently. */
+  private notFound(id: string, client: string | undefined): GatewayError {
+    const r = this.removed.get(id);
+    const why = r && !ownedByOther(r, client) ? WHY[r.why] : 'it may have expired';
+    return new GatewayError('SESSION_NOT_FOUND', `No session ${JSON.stringify(id).slice(0, 80)} (${why})`);
+  }
+
   /** Marks the session busy for one request; call the returned function when done. */
-  lock(id: string): { entry: SessionEntry; info?: SessionInfo; unlock: () => void } {
-    const entry = this.get(id);
+  lock(id: string, client?: string): { entry: SessionEntry; info?: SessionInfo; unlock: () => void } {
+    const entry = this.get(id, client);
     if (entry.busy) throw new GatewayError('SESSION_BUSY', 'Another request is using this session; wait for it to finish');
     const info = this.info(entry);
     const tokens = this.tokensOf(entry, info);
@@ -176,14 +220,16 @@ export class SessionStore {
       const victim = this.lruIdle(keep);
       if (!victim) return;
       total -= sizes.get(victim) ?? 0;
-      this.close(victim.id);
+      this.remove(victim, 'evicted_memory');
       this.memoryEvictions++;
     }
   }
 
-  private lruIdle(keep?: SessionEntry): SessionEntry | undefined {
+  /** The least recently used idle session (of `client` only, when given), never `keep`. */
+  private lruIdle(keep?: SessionEntry, client?: string): SessionEntry | undefined {
     let victim: SessionEntry | undefined;
-    for (const s of this.sessions.values()) if (s !== keep && !s.busy && (!victim || s.lastUsed < victim.lastUsed)) victim = s;
+    for (const s of this.sessions.values())
+      if (s !== keep && !s.busy && (client === undefined || s.client === client) && (!victim || s.lastUsed < victim.lastUsed)) victim = s;
     return victim;
   }
 
@@ -193,15 +239,23 @@ export class SessionStore {
    * and that request would fail with an internal error. An expired session (not swept yet) is a
    * missing one: it is expired now and the answer is false.
    */
-  closeIdle(id: string): boolean {
+  closeIdle(id: string, client?: string): boolean {
     const s = this.sessions.get(id);
-    if (!s) return false;
+    if (!s || ownedByOther(s, client)) return false;
     if (this.expired(s)) {
       this.expire(s);
       return false;
     }
     if (s.busy) throw new GatewayError('SESSION_BUSY', 'A request is using this session; let it finish or cancel it, then close the session');
-    return this.close(id);
+    return this.remove(s, 'closed');
+  }
+
+  private remove(s: SessionEntry, why: Removal): boolean {
+    const closed = this.close(s.id);
+    this.removed.delete(s.id);
+    this.removed.set(s.id, { why, ...(s.client !== undefined ? { client: s.client } : {}) });
+    if (this.removed.size > REMEMBERED) this.removed.delete(this.removed.keys().next().value!);
+    return closed;
   }
 
   /** Closes now, busy or not (eviction of idle sessions, expiry, shutdown). */
@@ -222,7 +276,7 @@ export class SessionStore {
   }
 
   private expire(s: SessionEntry): void {
-    this.close(s.id);
+    this.remove(s, 'expired');
     this.expirations++;
   }
 

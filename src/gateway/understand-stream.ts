@@ -30,8 +30,12 @@ export interface StreamHooks<T> {
   /** called once per engine step, at the engine boundary */
   onEngineChunk?: (c: UnderstandChunk) => void;
   onCoalesced?: () => void;
-  /** called exactly once when the engine is done or abandoned; `cancelled` when the client left */
-  onEnd: (info: { cancelled: boolean; error?: unknown; summary?: UnderstandSummary }) => void;
+  /**
+   * called exactly once when the engine is done or abandoned; `cancelled` when the client left.
+   * `engineStopped`, when the stream ended before the engine did (the client left, a stall), settles once
+   * the engine has stopped (after the model step in progress): what it holds (a session) is not free before.
+   */
+  onEnd: (info: { cancelled: boolean; error?: unknown; summary?: UnderstandSummary; engineStopped?: Promise<void> }) => void;
 }
 
 interface Waiter<T> {
@@ -111,9 +115,14 @@ export function coalescingStream<T>(
     ended = true;
     clearTimeout(timer);
     signal?.removeEventListener('abort', close);
-    if (!engineDone) void Promise.resolve(engine.return?.()).catch(() => undefined);
+    const engineStopped = engineDone
+      ? undefined
+      : Promise.resolve(engine.return?.()).then(
+          () => undefined,
+          () => undefined,
+        );
     try {
-      hooks.onEnd({ cancelled: aborted && error === undefined, error, summary });
+      hooks.onEnd({ cancelled: aborted && error === undefined, error, summary, engineStopped });
     } catch (e) {
       error ??= e; // the consumer learns of it; the stream still ends
     }

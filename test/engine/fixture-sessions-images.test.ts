@@ -164,6 +164,32 @@ describe('sessions: the latest image across understand, generate and edit', () =
     }
   });
 
+  test('a worker crash during a turn: that turn says the conversation was lost, and the next turn is served afresh', async () => {
+    const e = await createEngine(FIXTURE, { calibrate: false, intraOpThreads: 1 });
+    try {
+      const session = e.createSession();
+      await collect(e.understand({ prompt: 'describe the image', image: pattern(64, 64, () => 90), session, ...greedy }));
+      const it = e.understand({ prompt: 'describe the image', session, maxTokens: 60, speculation: { mode: 'off' } })[Symbol.asyncIterator]();
+      expect((await it.next()).value?.kind).toBe('chunk');
+      await e.crashWorkerForTest();
+      let err: unknown;
+      try {
+        while (!(await it.next()).done);
+      } catch (x) {
+        err = x;
+      }
+      expect(err).toBeInstanceOf(EngineError);
+      expect(err).toMatchObject({ code: 'WORKER_CRASHED', details: { sessionReset: true } });
+      expect((err as Error).message).toMatch(/next request starts a new conversation/);
+      // the next turn is served, from a fresh context that re-reads the session's image
+      const s = summary(await collect(e.understand({ prompt: 'what colour is it', session, ...greedy })));
+      expect(s.finishReason).not.toBe('cancelled');
+      expect(s.inputImage).toMatchObject({ source: 'session' });
+    } finally {
+      await e.close();
+    }
+  });
+
   test('one request at a time per session; the session is free as soon as the final frame / summary is out', async () => {
     const session = engine.createSession();
     const a = engine.generate({ prompt: 'a red circle', mode: '1nfe', seed: 1, session })[Symbol.asyncIterator]();

@@ -80,6 +80,15 @@ export interface ConversationState {
   anchor: { kvLength: number; nextPos: number; history: number[] } | null;
 }
 
+/**
+ * A conversation whose KV cache died with its worker: reset it (its latest image stays, and is fed again
+ * by the next turn that needs it), and the error that tells the client (details.sessionReset).
+ */
+function sessionLost(conversation: ConversationState): EngineError {
+  Object.assign(conversation, { seq: null, nextPos: 0, history: [], pending: [], imageInContext: false, anchor: null });
+  return new EngineError('WORKER_CRASHED', 'the session lost its context in a model worker crash; the next request starts a new conversation', { sessionReset: true });
+}
+
 export function newConversation(): ConversationState {
   return { seq: null, nextPos: 0, history: [], pending: [], busy: false, image: null, imageInContext: false, imageInfo: null, anchor: null };
 }
@@ -314,8 +323,7 @@ export async function* runUnderstand(
       // the worker crashed since the last turn: the conversation's KV cache is gone. Say so once,
       // and start the conversation afresh on the next request.
       // (the latest image survives on this side and is fed again by the next turn that needs it)
-      Object.assign(conversation, { seq: null, nextPos: 0, history: [], pending: [], imageInContext: false, anchor: null });
-      throw new EngineError('WORKER_CRASHED', 'the session lost its context in a model worker crash; the next request starts a new conversation');
+      throw sessionLost(conversation);
     }
     const imageOnly = !!conversation && imageOnlySessions(ctx);
     const bringsImage = turnBringsImage(ctx, conversation, !!req.image);
@@ -570,6 +578,12 @@ export async function* runUnderstand(
     if (conversation && turnStart !== null && seq && conversation.seq === seq && seq.alive) {
       Object.assign(conversation, imageBefore);
       await truncateSequence(seq, turnStart).catch(() => Object.assign(conversation, { seq: null, nextPos: 0, history: [], pending: [], imageInContext: false, anchor: null }));
+    }
+    // a worker crash during this turn took the conversation's cache with it: this turn says so, and the
+    // next one starts afresh (it failed the same way before)
+    if (conversation?.seq && !conversation.seq.alive && e instanceof EngineError && e.code === 'WORKER_CRASHED') {
+      if (imageBefore) Object.assign(conversation, imageBefore);
+      throw sessionLost(conversation);
     }
     // cancelled during prefill (after admission): end the stream like a cancelled decode would
     if (!(e instanceof EngineError && e.code === 'CANCELLED')) throw e;
