@@ -103,7 +103,8 @@ describe('understand', () => {
       [['understand', '--temperature', '1', '--top-p', '2', 'describe the image'], 'understand: error OUT_OF_RANGE: --top-p must be in (0, 1], got 2'],
       [['understand', '--max-tokens', '300', 'describe the image'], 'understand: error OUT_OF_RANGE: --max-tokens must be in [1, 256], got 300'],
       [['understand', '--speculation', 'chain', '--chain-length', '99', 'describe the image'], 'understand: error OUT_OF_RANGE: --chain-length must be in [1, 16], got 99'],
-      [['generate', '--mode', 'baseline', '--cfg-text', '50', '--out', join(dir, 'r.png'), 'a red circle'], 'generate: error OUT_OF_RANGE: --cfg-text must be in [0, 20], got 50'],
+      [['generate', '--mode', 'baseline', '--cfg-text', '50', '--out', join(dir, 'r.png'), 'a red circle'], 'generate: error OUT_OF_RANGE: --cfg-text must be in [1, 20], got 50'],
+      [['generate', '--mode', 'baseline', '--cfg-text', '0.5', '--out', join(dir, 'r.png'), 'a red circle'], 'generate: error OUT_OF_RANGE: --cfg-text must be in [1, 20], got 0.5'],
       [['generate', '--shift', '0', '--out', join(dir, 'r.png'), 'a red circle'], 'generate: error OUT_OF_RANGE: --shift must be in (0, 20], got 0'],
     ];
     for (const [[cmd, ...rest], line] of cases) expect(oneLineError(await cli([cmd!, '--pack', TINY, ...rest]))).toBe(`hyperbagel ${line}`);

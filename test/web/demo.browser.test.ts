@@ -172,9 +172,10 @@ function operation(log: WsLog, needle: string): { subscribe: any; messages: any[
 }
 
 /** Whether the server still holds the session (`get` throws SESSION_NOT_FOUND otherwise; it does not touch it). */
-function sessionAlive(s: RunningServer, id: string): boolean {
+/** @param client  with auth on, the key that owns the session (`key:<API key>`): to any other it does not exist */
+function sessionAlive(s: RunningServer, id: string, client?: string): boolean {
   try {
-    s.runtime.sessions.get(id);
+    s.runtime.sessions.get(id, client);
     return true;
   } catch {
     return false;
@@ -627,9 +628,9 @@ suite('web demo in Chromium', () => {
       expect(await other.isVisible('#error')).toBe(false);
       // Leaving the page closes its session: a keepalive POST that carries the key.
       const sid = (await other.textContent('#session-id'))!;
-      expect(sessionAlive(secured, sid)).toBe(true);
+      expect(sessionAlive(secured, sid, 'key:demo-key-1')).toBe(true);
       await other.goto('about:blank');
-      await expect.poll(() => sessionAlive(secured, sid), { timeout: 5_000 }).toBe(false);
+      await expect.poll(() => sessionAlive(secured, sid, 'key:demo-key-1'), { timeout: 5_000 }).toBe(false);
     } finally {
       await other.close();
       await secured.close();
