@@ -1,8 +1,8 @@
 // What the benchmarks' synthetic engines share: sessions are not part of what they measure.
 import type { Engine, GenerateRequest, ImageFrame, ModelInfo, SessionHandle, UnderstandEvent, UnderstandRequest, UnderstandSummary } from '../src/engine/types.ts';
 
-/** Every sampler's guidance as a pack without distilled graphs reports it: the default model's sampler defaults (text 4, image 1.5) over [0, 20]. */
-const FLAT = { text: { default: 4, min: 0, max: 20 }, image: { default: 1.5, min: 0, max: 20 } };
+/** Every sampler's guidance as a pack without distilled graphs reports it: the default model's sampler defaults (text 4, image 1.5) over [1, 20]. */
+const FLAT = { text: { default: 4, min: 1, max: 20 }, image: { default: 1.5, min: 1, max: 20 } };
 export const SYNTHETIC_GUIDANCE: ModelInfo['guidance'] = { baseline: FLAT, sixStep: FLAT, oneStep: FLAT };
 
 /**

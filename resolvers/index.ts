@@ -311,6 +311,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
     }
     let lock: ReturnType<GatewayRuntime['sessions']['lock']> | undefined;
     if (input.sessionId != null) {
+      await rt.sessions.settled(input.sessionId, ctx.client);
       lock = rt.sessions.lock(input.sessionId, ctx.client);
       // the session's latest image (last understood, or last final generated/edited) is the engine's:
       // an edit without an image edits it, and every final frame here becomes it
@@ -339,6 +340,12 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
       throw e;
     }
     if (attached) watchWhileConnected(job, ctx);
+    if (lock) {
+      // a cancelled job holds its session until its model step in progress is over: say so to the store,
+      // so a close or a next request waits for that instead of meeting SESSION_BUSY
+      const entry = lock.entry;
+      job.controller.signal.addEventListener('abort', () => void (entry.busy && (entry.stopping = settleWithin(job.finished, CANCEL_SETTLE_MS))), { once: true });
+    }
     job.sentSize = sentSizeOf(image);
     return localJobOut(job);
   }
@@ -542,7 +549,9 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
       closeSession: (_p, { id }, ctx) => {
         rt.metrics.operations.inc({ field: 'closeSession' });
         const owner = rt.relay?.remoteOwner(id, 'session', ctx.forwardedBy);
-        return owner ? rt.relay!.closeSession(owner, id, ctx) : rt.sessions.closeIdle(id, ctx.client);
+        if (owner) return rt.relay!.closeSession(owner, id, ctx);
+        // (after a stopped request: once its model step is over, as its client would expect)
+        return rt.sessions.settled(id, ctx.client).then(() => rt.sessions.closeIdle(id, ctx.client));
       },
     },
     Subscription: {
@@ -556,6 +565,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
           const req = understandRequest(input);
           const image = input.image ? await imageFromInput(input.image, L) : undefined;
           if (image) req.image = image;
+          if (input.sessionId != null) await rt.sessions.settled(input.sessionId, ctx.client);
           const lock = input.sessionId != null ? rt.sessions.lock(input.sessionId, ctx.client) : undefined;
           if (lock) req.session = lock.entry.handle;
           let slot;
@@ -581,8 +591,11 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
             // a stream ended before the engine (a client that left, a stall): the slot and the session are
             // the engine's until its step in progress is over (or CANCEL_SETTLE_MS, for an engine that
             // ignores its signal), so the session's next request is not refused as BUSY by the engine
-            if (info.engineStopped) void settleWithin(info.engineStopped, CANCEL_SETTLE_MS).then(free);
-            else free();
+            if (info.engineStopped) {
+              const stopped = settleWithin(info.engineStopped, CANCEL_SETTLE_MS);
+              if (lock) lock.entry.stopping = stopped;
+              void stopped.then(free);
+            } else free();
             if (info.cancelled) rt.metrics.cancellations.inc({ reason: 'client_gone', operation: 'understand' });
             if (info.error !== undefined) rt.metrics.errors.inc({ code: toGatewayError(info.error).code });
           };

@@ -997,6 +997,9 @@ async function runJob(action, retry) {
       .then(() => client.request({ query: JOB_STATUS, variables: { id } }))
       .then((r) => {
         const status = r.data?.job?.status;
+        // the job finished before the cancel reached it (cancelJob answers false): its final, never shown
+        // here, is now the session's latest image, so the next edit sends the image on screen
+        if (status === 'SUCCEEDED') forgetSessionImage();
         if (status && ui.genStatus.dataset.state === 'cancelled') {
           ui.genStatus.textContent = `cancelled job ${id} · server status ${status}`;
           ui.genStatus.dataset.serverStatus = status;
@@ -1035,7 +1038,9 @@ async function runJob(action, retry) {
   if (stopped) {
     // Stop was pressed before the job id arrived: cancel it now, then give the buttons back.
     const id = jobId;
-    await client.request({ query: CANCEL_JOB, variables: { id } }).catch(() => undefined);
+    const r = await client.request({ query: CANCEL_JOB, variables: { id } }).catch(() => undefined);
+    // false: the job had already produced its final (now the session's latest image, never shown here)
+    if (r?.data?.cancelJob === false) forgetSessionImage();
     finish('cancelled', `cancelled job ${id}`);
     return;
   }

@@ -349,9 +349,9 @@ export class JobManager {
   async cancel(id: string, settleMs = CANCEL_SETTLE_MS): Promise<boolean> {
     const job = this.get(id);
     const cancelled = this.cancelRecord(job, 'cancel_job');
-    // a repeated cancel (a client retrying) answers false, but also once the job has ended, so it too
-    // finds the job's session free
-    if (cancelled || (job.controller.signal.aborted && !job.terminal)) await settleWithin(job.finished, settleMs);
+    // a repeated cancel (a client retrying), or one after the final frame, answers false, but also once the
+    // job has ended, so it too finds the job's session free
+    if (cancelled || (!job.terminal && (job.controller.signal.aborted || job.finalFrame))) await settleWithin(job.finished, settleMs);
     return cancelled;
   }
 

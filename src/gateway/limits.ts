@@ -53,9 +53,9 @@ export interface GatewayLimits {
   maxSubscriptionsPerSocket: number;
   maxSessions: number;
   /**
-   * Of those, the most one client (its API key when auth is on, else its IP address) may hold: its next
-   * createSession closes its own least recently used idle session, never another client's. Default: 3/4
-   * of maxSessions.
+   * With auth on, the most one API key may hold of those: its next createSession closes its own least
+   * recently used idle session, never another key's. Default: 3/4 of maxSessions. (Without auth there is
+   * no share: one address may be a whole NAT, a proxy or this machine.)
    */
   maxSessionsPerClient?: number;
   /** Idle time after which a session expires. */

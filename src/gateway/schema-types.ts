@@ -391,18 +391,18 @@ export interface MutationResolvers<Ctx> {
    * `models.sessionContext`); generateImage and editImage given its
    * id share only the session's latest image, not the conversation. One request at a time per
    * session (SESSION_BUSY); a session expires when idle (SESSION_NOT_FOUND) and is bounded in tokens
-   * and bytes (SESSION_FULL). A client (its API key with auth on, else its address) holds at most
-   * 3/4 of the server's sessions by default: past that, its own least recently used idle session is
-   * closed to make room (BUSY when all of them are in use); when the server is full, the least recently
-   * used idle session of any client is. A session closed for either reason, or expired, answers
-   * SESSION_NOT_FOUND saying so. With auth on, a session belongs to the API key that created it: to
-   * other keys it does not exist. With several replicas the session lives on the one that created it,
+   * and bytes (SESSION_FULL). With auth on, an API key holds at most 3/4 of the server's sessions by
+   * default: past that, its own least recently used idle session is closed to make room (BUSY when all
+   * of them are in use); when the server is full, the least recently used idle session of any client is.
+   * A session closed for either reason, or expired, answers SESSION_NOT_FOUND saying so. With auth on, a
+   * session belongs to the API key that created it: to other keys it does not exist. With several replicas the session lives on the one that created it,
    * and requests naming it on another replica are forwarded there. */
   createSession: (parent: unknown, args: Record<string, never>, context: Ctx, info: GraphQLResolveInfo) => Resolved<string>;
   /** Closes the session and frees what it holds. True when the session existed, false when it did not
-   * (or had expired, or belongs to another API key). Refused with SESSION_BUSY while a request uses the session (an understand
-   * stream, or an image job queued or running): that request is never cut off. Let it finish, or
-   * cancel it (complete the subscription, or cancelJob), then close. */
+   * (or had expired, or belongs to another API key). Refused with SESSION_BUSY while a request uses the
+   * session (an understand stream, or an image job queued or running): that request is never cut off.
+   * Let it finish, or cancel it (complete the subscription, or cancelJob), then close: a close (or a next
+   * request) right after a stopped request waits for its model step in progress to end, at most 2 s. */
   closeSession: (parent: unknown, args: MutationCloseSessionArgs, context: Ctx, info: GraphQLResolveInfo) => Resolved<boolean>;
 }
 

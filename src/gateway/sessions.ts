@@ -1,5 +1,5 @@
-// Server-side conversation contexts. Bounded in count (LRU eviction of idle sessions; per client, the
-// client's own first), in memory (per session and in total, in bytes as the engine reports them via
+// Server-side conversation contexts. Bounded in count (LRU eviction of idle sessions; with auth on, per
+// API key, the key's own first), in memory (per session and in total, in bytes as the engine reports them via
 // `Engine.sessionInfo`: the KV cache buffers plus the session's latest image; and in tokens, which bounds
 // the context length), and in time (idle expiry). One request at a time per session. With auth on, a
 // session belongs to the API key that created it: to any other key it does not exist. The session's
@@ -15,6 +15,12 @@ export interface SessionEntry {
   /** the client that created it (GatewayContext.client: `key:<API key>` with auth on, else `ip:<address>`) */
   readonly client?: string;
   lastUsed: number;
+  /**
+   * Set while a request the client stopped still holds the session (its model step in progress ends
+   * first): settles when the session is free, within CANCEL_SETTLE_MS. A close or a next request waits
+   * for it rather than meeting SESSION_BUSY.
+   */
+  stopping?: Promise<void>;
   /** Tokens counted by the gateway from usage (a fallback for engines without sessionInfo). */
   tokens: number;
   busy: boolean;
@@ -123,8 +129,10 @@ export class SessionStore {
   /** @param client  who creates it (GatewayContext.client); with an API key, only that key may use it */
   create(client?: string): SessionEntry {
     this.sweep();
-    const mine = client === undefined ? 0 : [...this.sessions.values()].filter((s) => s.client === client).length;
-    if (mine >= this.perClient) {
+    // (a share per API key only: without auth, one address may be a whole NAT, proxy or this machine)
+    const keyed = client?.startsWith('key:') === true;
+    const mine = keyed ? [...this.sessions.values()].filter((s) => s.client === client).length : 0;
+    if (keyed && mine >= this.perClient) {
       // this client's own least recently used idle session makes room, never another client's
       const victim = this.lruIdle(undefined, client);
       if (!victim)
@@ -165,6 +173,16 @@ export class SessionStore {
     return new GatewayError('SESSION_NOT_FOUND', `No session ${JSON.stringify(id).slice(0, 80)} (${why})`);
   }
 
+  /**
+   * Resolves once a request that was stopped no longer holds the session (at once when none is
+   * stopping): a client that stopped a stream, or cancelled a job, and goes on with the session right
+   * away finds it free.
+   */
+  async settled(id: string, client?: string): Promise<void> {
+    const s = this.sessions.get(id);
+    if (s?.busy && s.stopping && !ownedByOther(s, client)) await s.stopping;
+  }
+
   /** Marks the session busy for one request; call the returned function when done. */
   lock(id: string, client?: string): { entry: SessionEntry; info?: SessionInfo; unlock: () => void } {
     const entry = this.get(id, client);
@@ -191,6 +209,7 @@ export class SessionStore {
         if (done) return;
         done = true;
         entry.busy = false;
+        delete entry.stopping;
         entry.lastUsed = this.now();
         this.enforceTotalBytes(entry);
       },

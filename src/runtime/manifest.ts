@@ -181,11 +181,15 @@ export function validateManifest(m: unknown, file = 'manifest.json'): Manifest {
       fail(file, 'expected ≥ 2 decreasing timesteps in [0, 1]', `distilled.${k}.timesteps`);
     // a graph's default guidance scales are used whenever a request gives none: they must be ones it was trained on
     for (const [scale, range] of [['cfg_text_scale', 'cfg_text_range'], ['cfg_image_scale', 'cfg_image_range']] as const) {
+      // a range the requests may ask within: no scale below 1 passes the gateway's and the engine's checks
+      const r0 = dk?.[range] as unknown;
+      if (r0 !== undefined && (!Array.isArray(r0) || r0.length !== 2 || !r0.every((x) => typeof x === 'number' && Number.isFinite(x)) || r0[0] < 1 || r0[0] > r0[1]))
+        fail(file, `expected [lo, hi] with 1 ≤ lo ≤ hi (a scale of 1 is guidance off), got ${JSON.stringify(r0)}`, `distilled.${k}.${range}`);
       const v = dk?.[scale];
       if (v === undefined) continue;
       const r = dk?.[range];
-      if (typeof v !== 'number' || !Number.isFinite(v) || (Array.isArray(r) && (v < r[0] || v > r[1])))
-        fail(file, `expected a number${Array.isArray(r) ? ` in [${r[0]}, ${r[1]}] (${range})` : ''}, got ${JSON.stringify(v)}`, `distilled.${k}.${scale}`);
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < 1 || (Array.isArray(r) && (v < r[0] || v > r[1])))
+        fail(file, `expected a number${Array.isArray(r) ? ` in [${r[0]}, ${r[1]}] (${range})` : ' ≥ 1'}, got ${JSON.stringify(v)}`, `distilled.${k}.${scale}`);
     }
   }
   if (mm.prompts !== undefined) {

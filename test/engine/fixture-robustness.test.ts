@@ -416,6 +416,9 @@ describe('broken packs fail at load with the file named', () => {
       // a default scale below 1 would run as 1 (guidance off) while requests may not ask for it
       ['sampler_defaults.cfg_text_scale', (m) => (m.sampler_defaults.cfg_text_scale = 0.5), /expected a number ≥ 1 \(1 = no guidance\), got 0\.5/],
       ['sampler_defaults.cfg_renorm_min', (m) => (m.sampler_defaults.cfg_renorm_min = -0.1), /expected a non-negative number, got -0\.1/],
+      // a distilled graph's range and default: requests may not go below 1 whatever the pack says
+      ['distilled.denoise_6nfe.cfg_text_range', (m) => ((m.distilled ??= {}).denoise_6nfe = { cfg_text_range: [0.5, 5] }), /expected \[lo, hi\] with 1 ≤ lo ≤ hi .*got \[0\.5,5\]/],
+      ['distilled.denoise_1nfe.cfg_text_scale', (m) => ((m.distilled ??= {}).denoise_1nfe = { cfg_text_scale: 0.5 }), /expected a number ≥ 1, got 0\.5/],
       ['vision.image_size', (m) => (m.vision.image_size = 0), /expected a positive integer/],
       ['special_tokens.eos', (m) => (m.special_tokens.eos = 999), /token id in \[0, 81\), got 999/],
       ['graphs.decoder.file', (m) => (m.graphs.decoder.file = '../../../../etc/passwd'), /inside the pack's folder/],

@@ -190,6 +190,38 @@ describe('sessions: the latest image across understand, generate and edit', () =
     }
   });
 
+  test('a worker crash during an image job in a session: the job says the conversation was lost, and the next turn is served', async () => {
+    const e = await createEngine(FIXTURE, { calibrate: false, intraOpThreads: 1 });
+    try {
+      const session = e.createSession();
+      await collect(e.understand({ prompt: 'describe the image', image: pattern(64, 64, () => 90), session, ...greedy }));
+      const client = e.workerClient;
+      const call = client.call.bind(client);
+      let crashed = false;
+      client.call = (async (msg: { op: string }, ...rest: unknown[]) => {
+        if (msg.op === 'denoise' && !crashed) {
+          crashed = true;
+          await e.crashWorkerForTest();
+        }
+        return (call as (...a: unknown[]) => Promise<unknown>)(msg, ...rest);
+      }) as typeof client.call;
+      let err: unknown;
+      try {
+        await collect(e.generate({ prompt: 'make the circle green', edit: true, session, mode: '1nfe', seed: 1 }));
+      } catch (x) {
+        err = x;
+      } finally {
+        client.call = call;
+      }
+      expect(crashed).toBe(true);
+      expect(err).toMatchObject({ code: 'WORKER_CRASHED', details: { sessionReset: true } });
+      const s = summary(await collect(e.understand({ prompt: 'what colour is it', session, ...greedy })));
+      expect(s.inputImage).toMatchObject({ source: 'session' });
+    } finally {
+      await e.close();
+    }
+  });
+
   test('one request at a time per session; the session is free as soon as the final frame / summary is out', async () => {
     const session = engine.createSession();
     const a = engine.generate({ prompt: 'a red circle', mode: '1nfe', seed: 1, session })[Symbol.asyncIterator]();

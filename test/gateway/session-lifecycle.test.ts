@@ -85,23 +85,58 @@ describe('sessions and API keys', () => {
 });
 
 describe('an understand turn the client stopped', () => {
-  it('keeps its session until the engine has stopped: the next turn meets SESSION_BUSY, never the engine', async () => {
+  const stopAfterFirst = async (client: ReturnType<typeof wsClient>, id: string) =>
+    wsRun(client, 'subscription($i: UnderstandInput!) { understand(input: $i) { text } }', { i: { prompt: 'long', sessionId: id, maxTokens: 500 } }, () => 'stop');
+
+  it('holds its session until the engine has stopped; a next request right away waits for that, then runs', async () => {
     const id = await create('k-one');
     engine.stopMs = 300;
     const client = wsClient(server, { authorization: 'Bearer k-one' });
     try {
-      const started = engine.stats.understandStarted;
-      await wsRun(client, 'subscription($i: UnderstandInput!) { understand(input: $i) { text } }', { i: { prompt: 'long', sessionId: id, maxTokens: 500 } }, () => 'stop');
-      // the engine is still finishing the turn: the session is the engine's
-      const next = await q('k-one', 'mutation($s: ID!) { generateImage(input: { prompt: "a red circle", mode: ONE_STEP, sessionId: $s }) { id } }', { s: id });
-      expect(codeOf(next)).toBe('SESSION_BUSY');
-      expect(engine.stats.understandStarted).toBe(started + 1);
-      await waitFor(() => engine.stats.active === 0, 'the engine to stop');
-      await waitFor(() => !server.runtime.sessions.get(id, 'key:k-one').busy, 'the session to be free');
-      expect((await generate('k-one', id)).errors).toBeUndefined();
+      await stopAfterFirst(client, id);
+      // the engine is still finishing the turn: the session is the engine's, and the store knows it is stopping
+      const entry = server.runtime.sessions.get(id, 'key:k-one');
+      await waitFor(() => entry.stopping !== undefined, 'the server to see the stop');
+      expect(entry.busy).toBe(true);
+      const t0 = performance.now();
+      const next = await generate('k-one', id);
+      expect(next.errors).toBeUndefined();
+      // it ran once the old turn had stopped, never beside it
+      expect(performance.now() - t0).toBeGreaterThan(200);
+      expect(engine.stats.active).toBe(0);
     } finally {
       engine.stopMs = 0;
       await client.dispose();
+    }
+  });
+
+  it('"complete the subscription, then close": closeSession right away waits for the engine and closes', async () => {
+    const id = await create('k-one');
+    engine.stopMs = 300;
+    const client = wsClient(server, { authorization: 'Bearer k-one' });
+    try {
+      await stopAfterFirst(client, id);
+      expect(await close('k-one', id)).toBe(true);
+      expect(engine.stats.active).toBe(0);
+    } finally {
+      engine.stopMs = 0;
+      await client.dispose();
+    }
+  });
+
+  it('a cancelled image job: closeSession right away waits for it and closes', async () => {
+    const id = await create('k-one');
+    engine.stopMs = 0;
+    engine.nfeMs = 100;
+    try {
+      const { data } = await q('k-one', 'mutation($s: ID!) { generateImage(input: { prompt: "a red circle", mode: BASELINE, steps: 50, sessionId: $s }) { id } }', { s: id });
+      await waitFor(() => engine.stats.active > 0, 'the job to run');
+      // cancel without waiting for the answer, then close at once
+      void q('k-one', 'mutation($id: ID!) { cancelJob(id: $id) }', { id: data.generateImage.id });
+      await waitFor(() => server.runtime.jobs.find(data.generateImage.id)!.controller.signal.aborted, 'the cancel');
+      expect(await close('k-one', id)).toBe(true);
+    } finally {
+      engine.nfeMs = 2;
     }
   });
 });

@@ -8,7 +8,7 @@ import { checkInputImage, fitImage } from '../image/codec.ts';
 import { chwToRgb, latentToRgb, rgbToChw } from '../image/pixels.ts';
 import { Rng, randomSeed } from '../rng.ts';
 import { EngineError, type FrameTimings, type GenerateRequest, type GenerationMode, type ImageFrame, type InputImageInfo, type RgbImage, type SamplerGuidance, type ScaleRange } from '../types.ts';
-import type { ConversationState } from '../understand/pipeline.ts';
+import { sessionLost, type ConversationState } from '../understand/pipeline.ts';
 import * as V from '../validate.ts';
 import { WorkerSequence } from '../understand/worker-target.ts';
 import { cfgActive, combineCfg, EulerFlowScheduler, patchify, unpatchify, type CfgParams } from './scheduler.ts';
@@ -214,7 +214,8 @@ async function buildContext(ectx: EngineCtx, pieces: Piece[], signal?: AbortSign
       }
       await flush();
       throwIfAborted(signal);
-      await ectx.client.call({ op: 'denoise', graph: 'denoiser', seqs: [seq.id], positions: [pos], latent: p.tokens, t: 0, append: true });
+      // (the expected worker generation: after a crash the context's cache is gone, WORKER_CRASHED)
+      await ectx.client.call({ op: 'denoise', graph: 'denoiser', seqs: [seq.id], positions: [pos], latent: p.tokens, t: 0, append: true }, [], seq.generation);
       pos += 1;
     }
     await flush();
@@ -338,7 +339,7 @@ export async function* runGenerate(
           vel = await ctx.client.call<Float32Array>({
             op: 'denoise', graph: plan.graph, seqs: [cond.seq.id], positions: [cond.latentPos], latent: x, t, append: false,
             cfgText: plan.cfg.textScale, cfgImage: plan.cfg.imageScale,
-          });
+          }, [], cond.seq.generation);
           nfe += 1;
         } else {
           const on = cfgActive(t, plan.cfg.interval);
@@ -346,7 +347,7 @@ export async function* runGenerate(
           const out = await ctx.client.call<Float32Array>({
             op: 'denoise', graph: 'denoiser', seqs: use.map((c) => c.seq.id), positions: use.map((c) => c.latentPos), latent: x, t, append: false,
             batch: ctx.opts.batchCfg,
-          });
+          }, [], cond.seq.generation);
           nfe += use.length;
           const n = x.length;
           const part = (c: Ctx | null) => (c && use.includes(c) ? out.subarray(use.indexOf(c) * n, (use.indexOf(c) + 1) * n) : null);
@@ -387,6 +388,11 @@ export async function* runGenerate(
       freeSession();
     }
     yield final;
+  } catch (e) {
+    // a worker crash during the job took the session's conversation (its KV cache) with it too: reset it
+    // and say so here, rather than fail the session's next understand turn with it
+    if (conversation?.seq && !conversation.seq.alive && e instanceof EngineError && e.code === 'WORKER_CRASHED') throw sessionLost(conversation);
+    throw e;
   } finally {
     freeSession();
     await Promise.all(contexts.map((c) => c.seq.close()));

@@ -84,7 +84,7 @@ export interface ConversationState {
  * A conversation whose KV cache died with its worker: reset it (its latest image stays, and is fed again
  * by the next turn that needs it), and the error that tells the client (details.sessionReset).
  */
-function sessionLost(conversation: ConversationState): EngineError {
+export function sessionLost(conversation: ConversationState): EngineError {
   Object.assign(conversation, { seq: null, nextPos: 0, history: [], pending: [], imageInContext: false, anchor: null });
   return new EngineError('WORKER_CRASHED', 'the session lost its context in a model worker crash; the next request starts a new conversation', { sessionReset: true });
 }
