@@ -523,7 +523,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
           const { summary } = remote;
           return jobOut({ id: summary.id, mode: summary.mode, seed: summary.seed, status: () => summary.status, lastSeq: () => summary.lastSeq }, remote.mirror);
         }
-        const job = rt.jobs.find(id);
+        const job = rt.jobs.find(id, ctx.client);
         return job ? localJobOut(job) : null;
       },
     },
@@ -534,7 +534,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
       cancelJob: (_p, { id }, ctx) => {
         rt.metrics.operations.inc({ field: 'cancelJob' });
         const owner = rt.relay?.remoteOwner(id, 'job', ctx.forwardedBy);
-        return owner ? rt.relay!.cancelJob(owner, id, ctx) : rt.jobs.cancel(id);
+        return owner ? rt.relay!.cancelJob(owner, id, ctx) : rt.jobs.cancel(id, undefined, ctx.client);
       },
       createSession: (_p, _a, ctx) => {
         rt.metrics.operations.inc({ field: 'createSession' });
@@ -638,7 +638,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
           rt.metrics.operations.inc({ field: 'imageJob' });
           const start = range(after, 'after', 0, MAX_SEED) ?? 0;
           const owner = rt.relay?.remoteOwner(id, 'job', ctx.forwardedBy);
-          const job = owner ? await rt.relay!.imageJob(owner, id, start, ctx, ctx.signal) : rt.jobs.get(id);
+          const job = owner ? await rt.relay!.imageJob(owner, id, start, ctx, ctx.signal) : rt.jobs.get(id, ctx.client);
           // a cursor past the job's last event was never handed out (lastSeq only grows): say so, rather
           // than wait for the job to end and complete with nothing
           if (!owner && start > job.lastSeq) throw afterPastEnd(start, job.lastSeq);

@@ -67,6 +67,8 @@ export class ImageJobRecord {
     readonly attached: boolean,
     private readonly unwatchedTimeoutMs: number,
     private readonly onUnwatchedCancel: (job: ImageJobRecord, reason: string) => void,
+    /** who started it (GatewayContext.client): with auth on (`key:<API key>`), only that key sees it */
+    readonly client?: string,
   ) {
     this.finished = new Promise((r) => (this.resolveFinished = r));
     if (!attached) this.armUnwatchedTimer();
@@ -326,28 +328,31 @@ export class JobManager {
   start(req: GenerateRequest, mode: GenerationMode, seed: number, attached: boolean, hooks: { onSuccess?: (job: ImageJobRecord) => void; onEnd?: () => void } = {}, client?: string): ImageJobRecord {
     this.o.scheduler.checkCapacity(client);
     this.sweep();
-    const job = new ImageJobRecord(newId(this.o.replicaId), mode, seed, attached, this.o.unwatchedJobTimeoutMs, (j, reason) => this.cancelRecord(j, reason));
+    const job = new ImageJobRecord(newId(this.o.replicaId), mode, seed, attached, this.o.unwatchedJobTimeoutMs, (j, reason) => this.cancelRecord(j, reason), client);
     this.jobs.set(job.id, job);
     void this.run(job, req, hooks, client);
     return job;
   }
 
-  get(id: string): ImageJobRecord {
-    const job = this.jobs.get(id);
+  /** @param client  who asks (GatewayContext.client): another API key's job is not found, as sessions are */
+  get(id: string, client?: string): ImageJobRecord {
+    const job = this.find(id, client);
     if (!job) throw jobNotFound(id);
     return job;
   }
 
-  find(id: string): ImageJobRecord | undefined {
-    return this.jobs.get(id);
+  find(id: string, client?: string): ImageJobRecord | undefined {
+    const job = this.jobs.get(id);
+    if (job && client !== undefined && job.client?.startsWith('key:') && job.client !== client) return undefined;
+    return job;
   }
 
   /**
    * Cancels the job; when it was running or queued, resolves once it has ended (the engine stops within one
    * model step) or after `settleMs`, so a client told "cancelled" can use the job's session at once.
    */
-  async cancel(id: string, settleMs = CANCEL_SETTLE_MS): Promise<boolean> {
-    const job = this.get(id);
+  async cancel(id: string, settleMs = CANCEL_SETTLE_MS, client?: string): Promise<boolean> {
+    const job = this.get(id, client);
     const cancelled = this.cancelRecord(job, 'cancel_job');
     // a repeated cancel (a client retrying), or one after the final frame, answers false, but also once the
     // job has ended, so it too finds the job's session free

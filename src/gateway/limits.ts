@@ -23,6 +23,11 @@ export interface GatewayLimits {
   maxAliases: number;
   /** Max lexical tokens in a document (enforced by the parser). */
   maxTokens: number;
+  /**
+   * Characters in a GraphQL document (QUERY_TOO_COMPLEX beyond it), checked before it is parsed: the token
+   * limit does not count the length of strings and comments. Large values (images) go in variables.
+   */
+  maxQueryChars: number;
   maxDirectives: number;
   /** Estimated cost: objects 2, scalars 1, x1.5 per nesting level, lists x10. */
   maxCost: number;
@@ -110,6 +115,7 @@ export const DEFAULT_LIMITS: GatewayLimits = {
   maxDepth: 6,
   maxAliases: 15,
   maxTokens: 1000,
+  maxQueryChars: 256 * 1024,
   maxDirectives: 50,
   maxCost: 5000,
   maxPromptChars: 4000,

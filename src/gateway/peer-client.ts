@@ -140,7 +140,8 @@ export class PeerClient {
   /** The peer answered, but not as a gateway would (a wrong --peer URL, a proxy's error page). 5xx may pass. */
   private wrongAnswer(owner: string, status: number): GatewayError {
     if (status >= 500) return this.unreachable(owner, `HTTP ${status}`);
-    return new GatewayError('UNAVAILABLE', `Replica "${owner}" answered HTTP ${status} at ${this.config.peers.get(owner) ?? '?'}: check its --peer URL`, { replica: owner });
+    // (the peer's address is the operator's to know: clients see the error too)
+    return new GatewayError('UNAVAILABLE', `Replica "${owner}" answered HTTP ${status}, not as a gateway: check the --peer URL given for it`, { replica: owner });
   }
 
   /**

@@ -136,16 +136,59 @@ export function isGraphiqlPage(dev: boolean, method: string | undefined, accept:
   return !OPERATION_PARAMS.some((k) => params.has(k));
 }
 
-/** Constant-time-ish membership check. */
+/** The largest graphql-ws message read before connection_ack: a connection_init with its payload. */
+const PRE_ACK_MAX_BYTES = 64 * 1024;
+/** Deeper JSON than any GraphQL request needs (the query is a string; variables mirror the input types). */
+const MAX_JSON_DEPTH = 64;
+
+/** Is the JSON text nested deeper than `max` arrays/objects? One pass over the bytes, strings skipped. */
+export function jsonDeeperThan(bytes: Uint8Array, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < bytes.length; i++) {
+    const c = bytes[i]!;
+    if (inString) {
+      if (c === 0x5c) i++; // a backslash escapes the next byte
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) return true;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return false;
+}
+
+/** A least-recently-used cache of at most `max` entries whose keys (GraphQL documents) are at most `maxKeyChars` long. */
+export class BoundedCache<T> {
+  private readonly m = new Map<string, T>();
+  constructor(
+    private readonly max: number,
+    private readonly maxKeyChars: number,
+  ) {}
+  get(key: string): T | undefined {
+    const v = this.m.get(key);
+    if (v !== undefined) {
+      this.m.delete(key);
+      this.m.set(key, v);
+    }
+    return v;
+  }
+  set(key: string, value: T): void {
+    if (key.length > this.maxKeyChars) return;
+    this.m.delete(key);
+    this.m.set(key, value);
+    if (this.m.size > this.max) this.m.delete(this.m.keys().next().value!);
+  }
+  get size(): number {
+    return this.m.size;
+  }
+}
+
+/** Membership check in constant time per key, whatever the lengths (digests compared, as secretMatches). */
 function keyAllowed(keys: readonly string[], key: string | undefined): boolean {
   if (!key) return false;
   let ok = false;
-  for (const k of keys) {
-    if (k.length !== key.length) continue;
-    let diff = 0;
-    for (let i = 0; i < k.length; i++) diff |= k.charCodeAt(i) ^ key.charCodeAt(i);
-    if (diff === 0) ok = true;
-  }
+  for (const k of keys) if (secretMatches(key, k)) ok = true;
   return ok;
 }
 
@@ -304,6 +347,10 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     onParse({ params }) {
       // Count lexical tokens before parsing (yoga's parser cache supplies its own parse function).
       const source = typeof params.source === 'string' ? params.source : params.source.body;
+      if (source.length > L.maxQueryChars)
+        throw new GraphQLError(`Query is ${source.length} characters; the limit is ${L.maxQueryChars} (send large values such as images as variables)`, {
+          extensions: { code: 'QUERY_TOO_COMPLEX' },
+        });
       const lexer = new Lexer(new Source(source));
       let n = 0;
       try {
@@ -341,6 +388,13 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   // any site may POST them without asking. Require a header such a form cannot send.
   const csrfPlugin: Plugin = {
     onRequest({ request, endResponse, fetchAPI }) {
+      // a GET operation from another site's <script> or <img> carries no Origin, but browsers say where it
+      // came from: such a request could start model work (a subscription over SSE) with auth off
+      if (request.method === 'GET' && request.headers.get('sec-fetch-site') === 'cross-site' && new URL(request.url).searchParams.has('query')) {
+        countCode('FORBIDDEN');
+        endResponse(new fetchAPI.Response(JSON.stringify({ errors: [{ message: 'A GraphQL operation over GET from another site is refused; send it as a POST (CORS applies)', extensions: { code: 'FORBIDDEN' } }] }), { status: 403, headers: { 'content-type': 'application/json' } }));
+        return;
+      }
       const ct = request.headers.get('content-type') ?? '';
       const simple = /multipart\/form-data|application\/x-www-form-urlencoded|text\/plain/i.exec(ct)?.[0]?.toLowerCase();
       if (request.method !== 'POST' || !simple) return;
@@ -478,6 +532,9 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const yoga: YogaServerInstance<Record<string, unknown>, GatewayContext> = createYoga<Record<string, unknown>, GatewayContext>({
     schema: schema as never,
     graphqlEndpoint: '/graphql',
+    // parsed documents are cached by their text: only short ones, and a bounded number of them (yoga's
+    // default keeps 1,024 of any size for an hour, so distinct large queries could fill the heap)
+    parserAndValidationCache: { documentCache: new BoundedCache(512, 8 * 1024), errorCache: new BoundedCache(512, 8 * 1024), validationCache: true },
     graphiql: dev ? { subscriptionsProtocol: 'WS', title: 'hyperbagel' } : false,
     // GraphiQL's page with its assets inlined: yoga's default loads them from a CDN, which leaves the
     // page blank offline and would make the gateway depend on the network at run time. Imported on the
@@ -608,7 +665,10 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       const isPage = isGraphiqlPage(dev, req.method, req.headers.accept, req.url ?? '/');
       if (req.method !== 'OPTIONS' && !isPage && !fromPeer(req) && rateLimited(req, res)) return;
     }
-    if (path === '/graphql' && (req.headers.accept ?? '').includes('text/event-stream')) res.setHeader('X-Accel-Buffering', 'no');
+    // yoga answers any path that ends in /graphql: the Origin check and the rate limit above are for exactly
+    // this one, so every other path is not found
+    if (path !== '/graphql') return sendJson(res, 404, { error: 'not found: the GraphQL endpoint is /graphql' });
+    if ((req.headers.accept ?? '').includes('text/event-stream')) res.setHeader('X-Accel-Buffering', 'no');
     return yoga(req, res);
   };
 
@@ -695,6 +755,21 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   wss.on('connection', (socket: WebSocket) => {
     const emit = socket.emit.bind(socket);
     socket.emit = ((event: string | symbol, ...args: unknown[]) => {
+      // graphql-ws JSON.parses every message, the first (connection_init) before the API key is checked: a
+      // large one, or one nested thousands deep, would hold the event loop for seconds. Before the
+      // connection is acknowledged only small messages are read; a large one later must not be deeply nested.
+      if (event === 'message') {
+        const data = args[0] as Buffer | ArrayBuffer | Buffer[];
+        const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
+        if (!wsAcked.has(socket) && bytes.length > PRE_ACK_MAX_BYTES) {
+          socket.close(1009, `a message before connection_ack may be at most ${PRE_ACK_MAX_BYTES} bytes`);
+          return true;
+        }
+        if (bytes.length > PRE_ACK_MAX_BYTES && jsonDeeperThan(bytes, MAX_JSON_DEPTH)) {
+          socket.close(4400, `JSON nested deeper than ${MAX_JSON_DEPTH} levels`);
+          return true;
+        }
+      }
       const code = event === 'error' ? (args[0] as { code?: unknown } | undefined)?.code : undefined;
       if (typeof code === 'string' && code.startsWith('WS_ERR_')) {
         rt.metrics.wsProtocolErrors.inc({ code });
@@ -704,6 +779,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     }) as typeof socket.emit;
   });
   const wsOps = new WeakMap<WebSocket, Map<string, WsOp>>();
+  /** sockets whose connection_init was accepted: past it, messages up to maxBodyBytes are read */
+  const wsAcked = new WeakSet<WebSocket>();
   const opsOf = (socket: WebSocket) => {
     let m = wsOps.get(socket);
     if (!m) wsOps.set(socket, (m = new Map()));
@@ -836,8 +913,10 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     {
       connectionInitWaitTimeout: 3000,
       onConnect: (ctx) => {
-        if (!authOn) return true;
-        if (keyAllowed(apiKeys, wsKey(ctx))) return true;
+        if (!authOn || keyAllowed(apiKeys, wsKey(ctx))) {
+          wsAcked.add(ctx.extra.socket);
+          return true;
+        }
         countCode('UNAUTHENTICATED'); // as an HTTP 401 is
         return false; // -> close 4403 Forbidden
       },
