@@ -60,7 +60,7 @@ const ERROR_HINTS = /** @type {Record<string, string>} */ ({
   SESSION_NOT_FOUND: 'The session expired; the next request starts a new one.',
   SESSION_BUSY: 'This session is busy with another request.',
   SESSION_FULL: 'The session’s context is full; start a new session.',
-  UNAUTHENTICATED: 'Add ?apiKey=… to the page address.',
+  UNAUTHENTICATED: 'Add #apiKey=… to the page address.',
   CONNECTION_FAILED: 'The server could not be reached (or refused more connections from here); check that it is running, then try again.',
   RATE_LIMITED: 'Too many requests from here; wait a moment, then try again.',
   SLOW_CONSUMER: 'The answer came faster than this page could take it; try again.',
@@ -152,8 +152,18 @@ function h(tag, className, text) {
 
 // ---------------------------------------------------------------- state
 
+// The API key: `#apiKey=KEY` (a fragment never reaches a server or its logs), or `?apiKey=KEY`. Either way it
+// is taken out of the page address at once, so it stays out of the history and of bookmarks.
 const params = new URLSearchParams(location.search);
-const apiKey = params.get('apiKey') ?? undefined;
+const fragment = new URLSearchParams(location.hash.slice(1));
+const apiKey = fragment.get('apiKey') ?? params.get('apiKey') ?? undefined;
+if (fragment.has('apiKey') || params.has('apiKey')) {
+  params.delete('apiKey');
+  fragment.delete('apiKey');
+  const query = params.toString();
+  const hash = fragment.toString();
+  history.replaceState(history.state, '', `${location.pathname}${query ? `?${query}` : ''}${hash ? `#${hash}` : ''}`);
+}
 
 const client = new GraphQLWsClient(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/graphql`, {
   connectionParams: () => (apiKey ? { apiKey, authorization: `Bearer ${apiKey}` } : undefined),

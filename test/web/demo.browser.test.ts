@@ -610,7 +610,7 @@ suite('web demo in Chromium', () => {
     expect(pageErrors).toEqual([]);
   });
 
-  it('with API keys configured, the page says the key is missing and works with ?apiKey=', async () => {
+  it('with API keys configured, the page says the key is missing and works with #apiKey= or ?apiKey=, which it takes out of its address', async () => {
     const secured = await startServer({ port: 0, engine: engine.engine, closeEngine: false, apiKeys: ['demo-key-1'], log: () => {} });
     const other = await context.newPage();
     try {
@@ -618,14 +618,20 @@ suite('web demo in Chromium', () => {
       await other.goto(base);
       await other.waitForSelector('#error:not([hidden])', { timeout: 10_000 });
       expect(await other.getAttribute('#error', 'data-code')).toBe('UNAUTHENTICATED');
-      expect(await other.textContent('#error-message')).toContain('?apiKey=');
+      expect(await other.textContent('#error-message')).toContain('#apiKey=');
       expect(await other.textContent('#conn')).toContain('forbidden');
       await other.screenshot({ path: join(ARTIFACTS, '13-auth-missing.png'), fullPage: true });
 
-      await other.goto(`${base}?apiKey=demo-key-1`);
+      // the old form still works; the key leaves the address (and so the history) at once
+      await other.goto(`${base}?apiKey=demo-key-1&x=1`);
+      await other.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
+      expect(await other.textContent('#conn')).toBe('connected');
+      expect(other.url()).toBe(`${base}?x=1`);
+      await other.goto(`${base}#apiKey=demo-key-1`);
       await other.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
       expect(await other.textContent('#conn')).toBe('connected');
       expect(await other.isVisible('#error')).toBe(false);
+      expect(other.url()).toBe(base);
       // Leaving the page closes its session: a keepalive POST that carries the key.
       const sid = (await other.textContent('#session-id'))!;
       expect(sessionAlive(secured, sid, 'key:demo-key-1')).toBe(true);
