@@ -111,8 +111,10 @@ export async function run(argv: string[]): Promise<number> {
             st.tokens += s.usage.completionTokens;
             st.ms += ms;
             st.decodeTokens += Math.max(0, s.usage.completionTokens - 1);
-            st.decodeMs += s.timings.totalMs - s.timings.timeToFirstTokenMs;
-            st.firstTokenMs += Math.max(0, ms - (s.timings.totalMs - s.timings.timeToFirstTokenMs));
+            const decodeMs = s.timings.totalMs - s.timings.timeToFirstTokenMs;
+            const firstMs = Math.max(0, ms - decodeMs); // the request's wall time up to its first token
+            st.decodeMs += decodeMs;
+            st.firstTokenMs += firstMs;
             st.drafts += s.speculation.drafts;
             st.accepted += s.speculation.acceptedTokens;
             const bk = ((byKind[kinds[i]!] ??= {})[mode] ??= { drafts: 0, accepted: 0, tokens: 0, ms: 0, firstMs: 0 });
@@ -120,7 +122,7 @@ export async function run(argv: string[]): Promise<number> {
             bk.accepted += s.speculation.acceptedTokens;
             bk.tokens += s.usage.completionTokens;
             bk.ms += ms;
-            bk.firstMs += Math.max(0, ms - (s.timings.totalMs - s.timings.timeToFirstTokenMs));
+            bk.firstMs += firstMs;
             const g = (w: typeof w0, k: string) => w.byGraph[k]?.ms ?? 0;
             const run = w1.runMs - w0.runMs;
             const handle = w1.handleMs - w0.handleMs;

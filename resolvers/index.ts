@@ -534,7 +534,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
       cancelJob: (_p, { id }, ctx) => {
         rt.metrics.operations.inc({ field: 'cancelJob' });
         const owner = rt.relay?.remoteOwner(id, 'job', ctx.forwardedBy);
-        return owner ? rt.relay!.cancelJob(owner, id, ctx) : rt.jobs.cancel(id, undefined, ctx.client);
+        return owner ? rt.relay!.cancelJob(owner, id, ctx) : rt.jobs.cancel(id, ctx.client);
       },
       createSession: (_p, _a, ctx) => {
         rt.metrics.operations.inc({ field: 'createSession' });

@@ -11,6 +11,7 @@ import type { Engine, GenerateRequest, ImageFrame as EngineFrame } from '../engi
 import { GatewayError, cancelledError, logInternal, toGatewayError } from './errors.ts';
 import { guarded } from './guard.ts';
 import type { GatewayMetrics } from './metrics.ts';
+import { hiddenFrom } from './owner.ts';
 import { newId } from './replicas.ts';
 import type { Scheduler } from './scheduler.ts';
 import type { ErrorCode, GenerationMode, JobStatus } from './schema-types.ts';
@@ -343,15 +344,14 @@ export class JobManager {
 
   find(id: string, client?: string): ImageJobRecord | undefined {
     const job = this.jobs.get(id);
-    if (job && client !== undefined && job.client?.startsWith('key:') && job.client !== client) return undefined;
-    return job;
+    return job && hiddenFrom(job.client, client) ? undefined : job;
   }
 
   /**
    * Cancels the job; when it was running or queued, resolves once it has ended (the engine stops within one
    * model step) or after `settleMs`, so a client told "cancelled" can use the job's session at once.
    */
-  async cancel(id: string, settleMs = CANCEL_SETTLE_MS, client?: string): Promise<boolean> {
+  async cancel(id: string, client?: string, settleMs = CANCEL_SETTLE_MS): Promise<boolean> {
     const job = this.get(id, client);
     const cancelled = this.cancelRecord(job, 'cancel_job');
     // a repeated cancel (a client retrying), or one after the final frame, answers false, but also once the

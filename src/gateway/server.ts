@@ -758,14 +758,16 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       // graphql-ws JSON.parses every message, the first (connection_init) before the API key is checked: a
       // large one, or one nested thousands deep, would hold the event loop for seconds. Before the
       // connection is acknowledged only small messages are read; a large one later must not be deeply nested.
-      if (event === 'message') {
-        const data = args[0] as Buffer | ArrayBuffer | Buffer[];
-        const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
-        if (!wsAcked.has(socket) && bytes.length > PRE_ACK_MAX_BYTES) {
+      // (small messages, every ordinary one, are passed on without a copy or a scan)
+      const data = event === 'message' ? (args[0] as Buffer | ArrayBuffer | Buffer[]) : undefined;
+      const size = data === undefined ? 0 : Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : data.byteLength;
+      if (size > PRE_ACK_MAX_BYTES) {
+        if (!wsAcked.has(socket)) {
           socket.close(1009, `a message before connection_ack may be at most ${PRE_ACK_MAX_BYTES} bytes`);
           return true;
         }
-        if (bytes.length > PRE_ACK_MAX_BYTES && jsonDeeperThan(bytes, MAX_JSON_DEPTH)) {
+        const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data!);
+        if (jsonDeeperThan(bytes, MAX_JSON_DEPTH)) {
           socket.close(4400, `JSON nested deeper than ${MAX_JSON_DEPTH} levels`);
           return true;
         }

@@ -7,6 +7,7 @@
 // engine's bookkeeping: the gateway only passes the session handle along.
 import { EngineError, type Engine, type SessionHandle, type SessionInfo } from '../engine/types.ts';
 import { GatewayError } from './errors.ts';
+import { hiddenFrom, isKeyClient } from './owner.ts';
 import { newId } from './replicas.ts';
 
 export interface SessionEntry {
@@ -47,9 +48,6 @@ const WHY: Record<Removal, string> = {
 };
 /** How many removed session ids are remembered, so a client asking for one learns why it is gone. */
 const REMEMBERED = 1024;
-
-/** A session of API key A is not visible to key B: the same answer as for an id that never existed. */
-const ownedByOther = (s: { client?: string }, client: string | undefined) => s.client?.startsWith('key:') === true && s.client !== client;
 
 export class SessionStore {
   private readonly sessions = new Map<string, SessionEntry>();
@@ -130,7 +128,7 @@ export class SessionStore {
   create(client?: string): SessionEntry {
     this.sweep();
     // (a share per API key only: without auth, one address may be a whole NAT, proxy or this machine)
-    const keyed = client?.startsWith('key:') === true;
+    const keyed = isKeyClient(client);
     const mine = keyed ? [...this.sessions.values()].filter((s) => s.client === client).length : 0;
     if (keyed && mine >= this.perClient) {
       // this client's own least recently used idle session makes room, never another client's
@@ -159,8 +157,8 @@ export class SessionStore {
   /** @param client  who asks (GatewayContext.client): another API key's session is not found */
   get(id: string, client?: string): SessionEntry {
     const s = this.sessions.get(id);
-    if (!s || ownedByOther(s, client) || this.expired(s)) {
-      if (s && !ownedByOther(s, client)) this.expire(s);
+    if (!s || hiddenFrom(s.client, client) || this.expired(s)) {
+      if (s && !hiddenFrom(s.client, client)) this.expire(s);
       throw this.notFound(id, client);
     }
     return s;
@@ -169,7 +167,7 @@ export class SessionStore {
   /** SESSION_NOT_FOUND, saying why when this client's session was removed recently. */
   private notFound(id: string, client: string | undefined): GatewayError {
     const r = this.removed.get(id);
-    const why = r && !ownedByOther(r, client) ? WHY[r.why] : 'it may have expired';
+    const why = r && !hiddenFrom(r.client, client) ? WHY[r.why] : 'it may have expired';
     return new GatewayError('SESSION_NOT_FOUND', `No session ${JSON.stringify(id).slice(0, 80)} (${why})`);
   }
 
@@ -180,7 +178,7 @@ export class SessionStore {
    */
   async settled(id: string, client?: string): Promise<void> {
     const s = this.sessions.get(id);
-    if (s?.busy && s.stopping && !ownedByOther(s, client)) await s.stopping;
+    if (s?.busy && s.stopping && !hiddenFrom(s.client, client)) await s.stopping;
   }
 
   /** Marks the session busy for one request; call the returned function when done. */
@@ -260,7 +258,7 @@ export class SessionStore {
    */
   closeIdle(id: string, client?: string): boolean {
     const s = this.sessions.get(id);
-    if (!s || ownedByOther(s, client)) return false;
+    if (!s || hiddenFrom(s.client, client)) return false;
     if (this.expired(s)) {
       this.expire(s);
       return false;

@@ -84,3 +84,20 @@ export async function exactTwoTokenJoint(
   await base.s.close();
   return { exact, support };
 }
+
+/**
+ * Runs `f` with `before` called ahead of every request the worker client sends (given its op), then
+ * restores the client: for tests that cancel, crash or fail at a chosen model call.
+ */
+export async function withWorkerCalls<T>(client: WorkerClient, before: (op: string) => void | Promise<void>, f: () => Promise<T>): Promise<T> {
+  const call = client.call.bind(client);
+  client.call = (async (msg: { op: string }, ...rest: unknown[]) => {
+    await before(msg.op);
+    return (call as (...a: unknown[]) => unknown)(msg, ...rest);
+  }) as typeof client.call;
+  try {
+    return await f();
+  } finally {
+    client.call = call;
+  }
+}

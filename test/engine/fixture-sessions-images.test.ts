@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createEngine, type LocalEngine } from '../../src/engine/index.ts';
 import { fitImage } from '../../src/engine/image/codec.ts';
 import { EngineError, type ImageFrame, type RgbImage, type UnderstandChunk, type UnderstandEvent, type UnderstandSummary } from '../../src/engine/types.ts';
-import { answerIds, collect, engineError, FIXTURE } from './fixture-helpers.ts';
+import { answerIds, collect, engineError, FIXTURE, withWorkerCalls } from './fixture-helpers.ts';
 import { WorkerSequence } from '../../src/engine/understand/worker-target.ts';
 
 let engine: LocalEngine;
@@ -195,24 +195,16 @@ describe('sessions: the latest image across understand, generate and edit', () =
     try {
       const session = e.createSession();
       await collect(e.understand({ prompt: 'describe the image', image: pattern(64, 64, () => 90), session, ...greedy }));
-      const client = e.workerClient;
-      const call = client.call.bind(client);
       let crashed = false;
-      client.call = (async (msg: { op: string }, ...rest: unknown[]) => {
-        if (msg.op === 'denoise' && !crashed) {
-          crashed = true;
-          await e.crashWorkerForTest();
-        }
-        return (call as (...a: unknown[]) => Promise<unknown>)(msg, ...rest);
-      }) as typeof client.call;
-      let err: unknown;
-      try {
-        await collect(e.generate({ prompt: 'make the circle green', edit: true, session, mode: '1nfe', seed: 1 }));
-      } catch (x) {
-        err = x;
-      } finally {
-        client.call = call;
-      }
+      const crashAtFirstDenoise = async (op: string) => {
+        if (op !== 'denoise' || crashed) return;
+        crashed = true;
+        await e.crashWorkerForTest();
+      };
+      const err = await withWorkerCalls(e.workerClient, crashAtFirstDenoise, () => collect(e.generate({ prompt: 'make the circle green', edit: true, session, mode: '1nfe', seed: 1 }))).then(
+        () => undefined,
+        (x: unknown) => x,
+      );
       expect(crashed).toBe(true);
       expect(err).toMatchObject({ code: 'WORKER_CRASHED', details: { sessionReset: true } });
       const s = summary(await collect(e.understand({ prompt: 'what colour is it', session, ...greedy })));
@@ -251,20 +243,11 @@ describe('sessions: the latest image across understand, generate and edit', () =
 
   test('a cancel that comes while the final is decoded: the request ends CANCELLED and the session keeps no image', async () => {
     const session = engine.createSession();
-    const client = engine.workerClient;
-    const call = client.call.bind(client);
     const ac = new AbortController();
     // 1-NFE: its one VAE decode is the final's (after the last model step)
-    client.call = ((msg: { op: string }, ...rest: unknown[]) => {
-      if (msg.op === 'vae_decode') ac.abort();
-      return (call as (...a: unknown[]) => unknown)(msg, ...rest);
-    }) as typeof client.call;
-    try {
-      const e = await engineError(() => engine.generate({ prompt: 'a red circle', mode: '1nfe', seed: 1, session }, ac.signal));
-      expect(e.code).toBe('CANCELLED');
-    } finally {
-      client.call = call;
-    }
+    const cancelAtDecode = (op: string) => void (op === 'vae_decode' && ac.abort());
+    const e = await withWorkerCalls(engine.workerClient, cancelAtDecode, () => engineError(() => engine.generate({ prompt: 'a red circle', mode: '1nfe', seed: 1, session }, ac.signal)));
+    expect(e.code).toBe('CANCELLED');
     expect(engine.sessionInfo(session).hasImage).toBe(false);
     // an edit of "the session's image" is refused, not run on an image the client never saw
     expect((await engineError(() => engine.generate({ prompt: 'make the circle green', edit: true, session, mode: '1nfe', seed: 1 }))).message).toMatch(/no image to edit yet/);
@@ -310,21 +293,11 @@ describe('chunks never carry empty text', () => {
     expect(full.text).toBe('photo photo photo gray gray gray'); // the fixture's greedy answer
     // "gray zzz" never completes, but "gray" could start it: held back once the 6th token gives it (two of
     // the first five are textless special tokens)
-    const client = engine.workerClient;
-    const call = client.call.bind(client);
     const ac = new AbortController();
     let decodes = 0;
-    client.call = ((msg: { op: string }, ...rest: unknown[]) => {
-      // the prefill gives token 1, each later decode one more
-      if (msg.op === 'decode' && ++decodes === 6) ac.abort();
-      return (call as (...a: unknown[]) => unknown)(msg, ...rest);
-    }) as typeof client.call;
-    let evs: UnderstandEvent[];
-    try {
-      evs = await collect(engine.understand({ ...prompt, stop: ['gray zzz'] }, ac.signal));
-    } finally {
-      client.call = call;
-    }
+    // the prefill gives token 1, each later decode one more
+    const cancelAtSixthDecode = (op: string) => void (op === 'decode' && ++decodes === 6 && ac.abort());
+    const evs = await withWorkerCalls(engine.workerClient, cancelAtSixthDecode, () => collect(engine.understand({ ...prompt, stop: ['gray zzz'] }, ac.signal)));
     const s = summary(evs);
     expect(s.finishReason).toBe('cancelled');
     expect(s.usage.completionTokens).toBe(6);
@@ -384,18 +357,14 @@ describe('image rows in the prefill request', () => {
 describe('a turn that fails part way', () => {
   /** Runs `f` while the worker client fails its third decode call (a worker error that is not a crash). */
   async function failingThirdDecode<T>(f: () => Promise<T>): Promise<T> {
-    const client = engine.workerClient;
-    const call = client.call.bind(client);
     let decodes = 0;
-    client.call = (async (msg: { op: string }, ...rest: unknown[]) => {
-      if (msg.op === 'decode' && ++decodes === 3) throw new EngineError('INTERNAL', 'decode: injected failure');
-      return (call as (...a: unknown[]) => unknown)(msg, ...rest);
-    }) as typeof client.call;
-    try {
-      return await f();
-    } finally {
-      client.call = call;
-    }
+    return withWorkerCalls(
+      engine.workerClient,
+      (op) => {
+        if (op === 'decode' && ++decodes === 3) throw new EngineError('INTERNAL', 'decode: injected failure');
+      },
+      f,
+    );
   }
 
   test('leaves the conversation as it was before the turn: the next turn answers as if it never ran', async () => {

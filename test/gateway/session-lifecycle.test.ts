@@ -85,15 +85,22 @@ describe('sessions and API keys', () => {
 });
 
 describe('an understand turn the client stopped', () => {
-  const stopAfterFirst = async (client: ReturnType<typeof wsClient>, id: string) =>
-    wsRun(client, 'subscription($i: UnderstandInput!) { understand(input: $i) { text } }', { i: { prompt: 'long', sessionId: id, maxTokens: 500 } }, () => 'stop');
-
-  it('holds its session until the engine has stopped; a next request right away waits for that, then runs', async () => {
+  /** A session of k-one whose understand turn the client stopped after its first event, the engine 300 ms from stopping. */
+  async function afterStoppedTurn(then: (id: string) => Promise<void>): Promise<void> {
     const id = await create('k-one');
     engine.stopMs = 300;
     const client = wsClient(server, { authorization: 'Bearer k-one' });
     try {
-      await stopAfterFirst(client, id);
+      await wsRun(client, 'subscription($i: UnderstandInput!) { understand(input: $i) { text } }', { i: { prompt: 'long', sessionId: id, maxTokens: 500 } }, () => 'stop');
+      await then(id);
+    } finally {
+      engine.stopMs = 0;
+      await client.dispose();
+    }
+  }
+
+  it('holds its session until the engine has stopped; a next request right away waits for that, then runs', () =>
+    afterStoppedTurn(async (id) => {
       // the engine is still finishing the turn: the session is the engine's, and the store knows it is stopping
       const entry = server.runtime.sessions.get(id, 'key:k-one');
       await waitFor(() => entry.stopping !== undefined, 'the server to see the stop');
@@ -104,25 +111,13 @@ describe('an understand turn the client stopped', () => {
       // it ran once the old turn had stopped, never beside it
       expect(performance.now() - t0).toBeGreaterThan(200);
       expect(engine.stats.active).toBe(0);
-    } finally {
-      engine.stopMs = 0;
-      await client.dispose();
-    }
-  });
+    }));
 
-  it('"complete the subscription, then close": closeSession right away waits for the engine and closes', async () => {
-    const id = await create('k-one');
-    engine.stopMs = 300;
-    const client = wsClient(server, { authorization: 'Bearer k-one' });
-    try {
-      await stopAfterFirst(client, id);
+  it('"complete the subscription, then close": closeSession right away waits for the engine and closes', () =>
+    afterStoppedTurn(async (id) => {
       expect(await close('k-one', id)).toBe(true);
       expect(engine.stats.active).toBe(0);
-    } finally {
-      engine.stopMs = 0;
-      await client.dispose();
-    }
-  });
+    }));
 
   it('a cancelled image job: closeSession right away waits for it and closes', async () => {
     const id = await create('k-one');
