@@ -26,8 +26,8 @@ import torch  # noqa: E402
 
 from hyperbagel.config import ModelConfig  # noqa: E402
 from hyperbagel.model import Unified, VAE  # noqa: E402
-from hyperbagel.tokenizer import WordTokenizer  # noqa: E402
-from hyperbagel.data import to_pixels, CAPTION_PROMPT  # noqa: E402
+from hyperbagel.tokenizer import WordTokenizer, untrained_words  # noqa: E402
+from hyperbagel.data import to_pixels, record_texts, CAPTION_PROMPT  # noqa: E402
 from hyperbagel import export as ex  # noqa: E402
 
 
@@ -178,7 +178,9 @@ def build(a, model, vae, scale, c, ck, vck, tok, imgs, out):
                       f"Miniature BAGEL (MoT decoder {c.layers}x{c.hidden}, conv-stem ViT, conv VAE "
                       f"{c.gen_image_size}px -> {c.latent_channels}x{c.latent_size}x{c.latent_size}) trained on the "
                       f"Shapes world by models/recipes.",
-                      extra={"prompts": prompts, "training": training}, understand_offset=offset)
+                      extra={"prompts": prompts, "training": training,
+                             "untrained_words": untrained_words(tok, [CAPTION_PROMPT, *record_texts(a.data)])},
+                      understand_offset=offset)
     if a.parity:
         ex.write_parity(model, vae, scale, out)
     return training

@@ -323,6 +323,22 @@ def main():
     assert json.load(open(os.path.join(work, "offset-pack", "manifest.json")))["vision"]["understand_offset"] == [-2, 3]
     man = json.load(open(os.path.join(out, "manifest.json")))
     assert man["prompts"].get("think") is True, "a run trained with --think must export prompts.think"
+    # word handling: untrained words are the vocabulary words no training text (nor the caption prompt) uses,
+    # and pack_words.py, which brings an exported pack up to date, writes the same
+    from hyperbagel.tokenizer import WordTokenizer as _WT2, fold
+    from hyperbagel.data import record_texts
+    seen = set(fold("describe the image").split()) | {w for t in record_texts(data) for w in fold(t).split()}
+    vocab = _WT2.load(os.path.join(out, "tokenizer.json")).vocab
+    assert man["untrained_words"] == sorted(w for w in vocab[10:] if w not in seen and fold(w) == w), man["untrained_words"]
+    assert fold("Is there AN orange square NOW in this picture, colour?").split() == \
+        ["is", "there", "a", "orange", "square", "in", "the", "image,", "color?"]
+    pack1 = snapshot(out)
+    run([os.path.join(HERE, "pack_words.py"), "--pack", out, "--data", data])
+    after = snapshot(out)
+    assert json.loads(after["manifest.json"]) == json.loads(pack1["manifest.json"]) and after["tokenizer.json"] == pack1["tokenizer.json"]
+    p = subprocess.run([sys.executable, os.path.join(HERE, "pack_words.py"), "--pack", out, "--data", os.path.join(work, "no-data")],
+                       capture_output=True, text=True)
+    assert p.returncode != 0 and "--data" in p.stderr and snapshot(out) == after, p.stderr[-300:]
     assert man["prompts"].get("session_context") == "image", "a run without two-turn samples reads one question per image"
     # the retrieval datastore: captions, VQA answers and (the pack thinks) short prompt -> caption
     run([os.path.join(HERE, "build_retrieval.py"), "--records", os.path.join(data, "records.jsonl"), "--pack", out])

@@ -91,7 +91,7 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
   const pack = loadPack(packDir);
   const m = pack.manifest;
   const sp = m.special_tokens;
-  const tokenizer = new PackTokenizer(pack.tokenizerJson, sp.unk, Object.values(sp));
+  const tokenizer = new PackTokenizer(pack.tokenizerJson, sp.unk, Object.values(sp), m.untrained_words);
   const cores = Math.max(1, os.availableParallelism?.() ?? os.cpus().length);
   const opts: EngineCtx['opts'] = {
     intraOpThreads: intOpt(o, 'intraOpThreads', Math.min(2, cores)),

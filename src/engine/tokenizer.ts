@@ -1,6 +1,9 @@
 // Tokenizer over the pack's tokenizer.json (@huggingface/tokenizers). The world's vocabulary is
 // finite: words the tokenizer does not know give EngineError('UNKNOWN_WORDS') listing them.
-// Punctuation-only pieces carry nothing in this world and are dropped.
+// Punctuation-only pieces carry nothing in this world and are dropped. Words the pack declares untrained
+// (manifest `untrained_words`: in the vocabulary, but in no training text) are refused the same way: the
+// model would read them as noise. The pack's tokenizer.json normalizer folds forms its training text never
+// writes ("an", "colour") onto the ones it does.
 import { Tokenizer } from '@huggingface/tokenizers';
 import { EngineError } from './types.ts';
 
@@ -9,14 +12,18 @@ const PUNCT = /^[\p{P}\p{S}]+$/u;
 export class PackTokenizer {
   private tok: Tokenizer;
   readonly specialIds: Set<number>;
+  private untrainedIds: Set<number>;
 
   constructor(
     json: unknown,
     private unkId: number,
     specialIds: number[],
+    untrainedWords: string[] = [],
   ) {
     this.tok = new Tokenizer(json as object, {});
     this.specialIds = new Set(specialIds);
+    const vocab = (json as { model?: { vocab?: Record<string, number> } }).model?.vocab ?? {};
+    this.untrainedIds = new Set(untrainedWords.filter((w) => Object.hasOwn(vocab, w)).map((w) => vocab[w]!));
   }
 
   /** Word ids of a user text (no special tokens added). */
@@ -26,6 +33,11 @@ export class PackTokenizer {
       // name the words as written: "what's" splits into what ' s, and "unknown word: s" would puzzle
       const words = this.writtenWords(text, unknown, special);
       throw new EngineError('UNKNOWN_WORDS', `unknown word${words.length > 1 ? 's' : ''}: ${words.join(', ')}`, { words });
+    }
+    const untrained = [...new Set(ids.filter((id) => this.untrainedIds.has(id)))].map((id) => this.tok.decode([id], { skip_special_tokens: true }));
+    if (untrained.length) {
+      const s = untrained.length > 1 ? 's' : '';
+      throw new EngineError('UNKNOWN_WORDS', `word${s} the model was never trained on: ${untrained.join(', ')}`, { words: untrained, untrained: true });
     }
     return ids;
   }
@@ -38,7 +50,9 @@ export class PackTokenizer {
     const special: string[] = [];
     enc.tokens.forEach((t: string, i: number) => {
       const id = enc.ids[i];
-      if (id === undefined || id === null || id === this.unkId) {
+      // a special token typed as text (<unk> included: its id is also what an unknown word could map to)
+      const typedSpecial = id !== undefined && id !== null && this.specialIds.has(id) && t.startsWith('<');
+      if (!typedSpecial && (id === undefined || id === null || id === this.unkId)) {
         if (PUNCT.test(t)) return;
         if (!unknown.includes(t)) unknown.push(t);
         return;

@@ -77,6 +77,11 @@ export interface Manifest {
   };
   /** retrieval datastore for speculative decoding (file name in the pack; docs/model-pack.md) */
   retrieval?: string;
+  /**
+   * Vocabulary words no training text used: their embeddings learned nothing, so a prompt holding one is
+   * refused (UNKNOWN_WORDS) rather than answered from noise. Each must be in the tokenizer's vocabulary.
+   */
+  untrained_words?: string[];
   /** EAGLE-style draft (with graphs.draft): its own KV cache shape (docs/model-pack.md "Draft rows") */
   draft?: { layers: number; heads: number; head_dim: number; hidden?: number; chain_steps?: number };
   /** distilled samplers: timestep grids, default and trained guidance scales */
@@ -208,6 +213,9 @@ export function validateManifest(m: unknown, file = 'manifest.json'): Manifest {
   positiveInt(m, 'vision.image_size', file);
   if (g.vision) positiveInt(m, 'vision.tokens', file);
   checkDims(mm, file);
+  const untrained = (m as { untrained_words?: unknown }).untrained_words;
+  if (untrained !== undefined && (!Array.isArray(untrained) || !untrained.every((w) => typeof w === 'string' && w.length > 0)))
+    fail(file, `expected a list of words, got ${JSON.stringify(untrained)}`, 'untrained_words');
   const off = (mm.vision as { understand_offset?: unknown } | undefined)?.understand_offset;
   if (off !== undefined) {
     // at most an eighth of the image: a larger move pushes objects off the frame, not off the grid
@@ -304,6 +312,10 @@ export function loadPack(dir: string): LoadedPack {
   } catch (e) {
     fail(tp, `cannot load tokenizer: ${(e as Error).message}`, 'tokenizer');
   }
+  const vocab = (tokenizerJson as { model?: { vocab?: Record<string, number> } } | null)?.model?.vocab;
+  for (const w of manifest.untrained_words ?? [])
+    if (!vocab || typeof vocab !== 'object' || !Object.hasOwn(vocab, w))
+      fail(path.join(dir, 'manifest.json'), `untrained word ${JSON.stringify(w)} is not in the tokenizer's vocabulary`, 'untrained_words');
   const pack: LoadedPack = { dir, manifest, files, tokenizerJson };
   if (manifest.retrieval !== undefined) pack.retrieval = loadRetrieval(path.join(dir, manifest.retrieval), manifest.decoder.vocab);
   return pack;

@@ -14,6 +14,7 @@ import { loadUnderstandSuite } from '../../src/eval/suites.ts';
 import { renderScene } from '../../src/world/render.ts';
 
 import { collect, ids, PACK, present } from './helpers.ts';
+import { engineError } from '../engine/fixture-helpers.ts';
 
 describe.runIf(present)('default pack', () => {
   let engine: LocalEngine;
@@ -96,6 +97,19 @@ describe.runIf(present)('default pack', () => {
       }
     }
   }, 120_000);
+
+  test('forms users write that the training text never does read as the ones it does; untrained words are refused', async () => {
+    const manifest = JSON.parse(fs.readFileSync(path.join(PACK, 'manifest.json'), 'utf8')) as { untrained_words?: string[] };
+    expect(manifest.untrained_words).toEqual(['in', 'it', 'object']);
+    const image = renderScene({ background: 'white', objects: [{ shape: 'square', color: 'orange', size: 'large', cell: 'center' }] });
+    const answer = async (prompt: string) => ids(await collect(engine.understand({ prompt, image, temperature: 0, maxTokens: 24 })));
+    // the world writes "a orange", "color", "the image" and no "now"
+    expect(await answer('Is there AN orange square?')).toEqual(await answer('is there a orange square'));
+    expect(await answer('what colour is the square now?')).toEqual(await answer('what color is the square'));
+    expect(await answer('describe this picture')).toEqual(await answer(captionPrompt(PACK)));
+    const e = await engineError(() => collect(engine.understand({ prompt: 'what is in this picture?', image })));
+    expect(e).toMatchObject({ code: 'UNKNOWN_WORDS', message: 'word the model was never trained on: in' });
+  }, 60_000);
 
   test('every generation mode the pack offers returns a final image; progressive previews first', async () => {
     const modes = ['baseline', '6nfe', '1nfe', 'progressive'] as const;

@@ -257,6 +257,8 @@ describe('bad input gives typed errors', () => {
     // other punctuation separates words; special tokens are named as typed
     expect((await engineError(() => engine.understand({ prompt: 'red,zorblax circle' }))).message).toBe('unknown word: zorblax');
     expect((await engineError(() => engine.understand({ prompt: 'describe <|im_start|> the image' }))).message).toBe('unknown word: <|im_start|>');
+    // <unk> typed as text too (its id is the one unknown words map to: it was named "unk")
+    expect((await engineError(() => engine.understand({ prompt: 'describe <unk> the image' }))).message).toBe('unknown word: <unk>');
     const long = await engineError(() => engine.understand({ prompt: Array(300).fill('red').join(' ') }));
     expect(long.code).toBe('PROMPT_TOO_LONG');
     expect((await engineError(() => engine.generate({ prompt: 'a glorp' }))).code).toBe('UNKNOWN_WORDS');

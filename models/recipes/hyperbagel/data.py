@@ -15,6 +15,23 @@ CAPTION_PROMPT = "describe the image"
 TEXT, VIT, CLEAN, NOISY = 0, 1, 2, 3
 
 
+def record_texts(folder):
+    """Every text a dataset folder's records hold (captions, prompts, questions, answers, edit instructions and
+    captions): with CAPTION_PROMPT, the text the recipes train on."""
+    with open(os.path.join(folder, "records.jsonl")) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            yield r["caption"]
+            yield from r.get("prompts") or []
+            for q in r.get("qa", []):
+                yield q["question"]
+                yield q["answer"]
+            e = r.get("edit") or {}
+            yield from (v for v in (e.get("instruction"), e.get("caption")) if isinstance(v, str))
+
+
 class ShapesData:
     """One dataset folder: images.npy / edited.npy (uint8 [N,64,64,3]), records.jsonl, meta.json."""
 

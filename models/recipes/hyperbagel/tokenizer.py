@@ -1,5 +1,6 @@
 """Word-level tokenizer saved as a standard Hugging Face tokenizer.json (WordLevel + Whitespace)."""
 import json
+import re
 
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>", "<|im_start|>", "<|im_end|>", "<|vision_start|>",
             "<|vision_end|>", "<|gen_start|>", "<|gen_end|>"]
@@ -7,6 +8,28 @@ SPECIAL_KEYS = ["pad", "bos", "eos", "unk", "im_start", "im_end", "vision_start"
                 "gen_end"]
 # words the recipes use in prompts even if the world vocabulary lacks them
 EXTRA_WORDS = []  # every prompt the recipes use is made of world words
+# Forms a user writes that the world's text never does, folded onto the form it does write (the tokenizer.json
+# normalizer, so the engine reads them the same way): the world writes "a" before every word ("a orange"),
+# American spelling, "the image", and no "now" (every request is about the current image).
+FOLDS = [("an", "a"), ("colour", "color"), ("this", "the"), ("picture", "image"), ("now", "")]
+
+
+def fold(text):
+    """Lowercase and FOLDS, as the tokenizer.json normalizer does."""
+    text = text.lower()
+    for src, dst in FOLDS:
+        text = re.sub(rf"\b{src}\b", dst, text)
+    return text
+
+
+def untrained_words(tok, texts):
+    """Vocabulary words no training text uses (FOLDS' sources never reach the model): their embeddings never learned
+    anything, so the engine refuses a prompt holding them (manifest `untrained_words`) instead of answering from
+    noise."""
+    seen = {src for src, _ in FOLDS}
+    for t in texts:
+        seen.update(fold(t).split())
+    return sorted(w for w in tok.vocab[len(SPECIALS):] if w not in seen)
 
 
 class WordTokenizer:
@@ -27,7 +50,7 @@ class WordTokenizer:
         return len(self.vocab)
 
     def encode(self, text):
-        return [self.ids.get(w, self.unk) for w in text.lower().split()]
+        return [self.ids.get(w, self.unk) for w in fold(text).split()]
 
     def decode(self, ids):
         return " ".join(self.vocab[i] for i in ids if i >= len(SPECIALS))
@@ -39,7 +62,8 @@ class WordTokenizer:
             "padding": None,
             "added_tokens": [{"id": i, "content": s, "single_word": False, "lstrip": False, "rstrip": False,
                               "normalized": False, "special": True} for i, s in enumerate(SPECIALS)],
-            "normalizer": {"type": "Lowercase"},
+            "normalizer": {"type": "Sequence", "normalizers": [{"type": "Lowercase"}] + [
+                {"type": "Replace", "pattern": {"Regex": rf"\b{src}\b"}, "content": dst} for src, dst in FOLDS]},
             "pre_tokenizer": {"type": "Whitespace"},
             "post_processor": None,
             "decoder": None,
