@@ -19,6 +19,7 @@ import { IMAGE_EXT, imageFromInput, readImageInput, sentSizeOf } from '../src/ga
 import { afterPastEnd, CANCEL_SETTLE_MS, iterateJob, settleWithin, type FrameRecord, type ImageJobRecord, type JobEvent } from '../src/gateway/jobs.ts';
 import { timePerOutputToken } from '../src/gateway/metrics.ts';
 import type { GatewayContext, GatewayRuntime } from '../src/gateway/runtime.ts';
+import type { Slot } from '../src/gateway/scheduler.ts';
 import type {
   FinishReason,
   GenerateImageInput,
@@ -36,7 +37,7 @@ import type {
   UnderstandEvent,
   UnderstandInput,
 } from '../src/gateway/schema-types.ts';
-import { coalescingStream, type MergedChunk } from '../src/gateway/understand-stream.ts';
+import { afterSlot, coalescingStream, type MergedChunk } from '../src/gateway/understand-stream.ts';
 
 const FINISH: Record<EngineFinishReason, FinishReason> = { eos: 'EOS', stop: 'STOP', length: 'LENGTH', cancelled: 'CANCELLED' };
 const SPEC_OUT: Record<EngineSpeculationMode, SpeculationMode> = { auto: 'AUTO', off: 'OFF', chain: 'CHAIN', tree: 'TREE', ngram: 'NGRAM' };
@@ -568,69 +569,81 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
           if (input.sessionId != null) await rt.sessions.settled(input.sessionId, ctx.client);
           const lock = input.sessionId != null ? rt.sessions.lock(input.sessionId, ctx.client) : undefined;
           if (lock) req.session = lock.entry.handle;
-          let slot;
-          try {
-            engineCheck(engine.checkUnderstand?.bind(engine, req));
-            slot = await rt.scheduler.acquire(ctx.signal, ctx.client);
-          } catch (e) {
+          /** The answer's stream, once the request holds an engine slot. */
+          function startStream(slot: Slot) {
+            rt.metrics.queueWait.observe(slot.waitedMs / 1000, { kind: 'understand' });
+            const controller = new AbortController();
+            const closeStream = rt.openStream('understand');
+            const end = (info: { cancelled: boolean; error?: unknown; summary?: UnderstandSummary; engineStopped?: Promise<void> }) => {
+              closeStream();
+              // (a fallback count for engines without sessionInfo; the store prefers the engine's)
+              if (lock) lock.entry.tokens += info.summary?.usage.totalTokens ?? 0;
+              const free = () => {
+                slot.release();
+                lock?.unlock();
+              };
+              // a stream ended before the engine (a client that left, a stall): the slot and the session are
+              // the engine's until its step in progress is over (or CANCEL_SETTLE_MS, for an engine that
+              // ignores its signal), so the session's next request is not refused as BUSY by the engine
+              if (info.engineStopped) {
+                const stopped = settleWithin(info.engineStopped, CANCEL_SETTLE_MS);
+                if (lock) lock.entry.stopping = stopped;
+                void stopped.then(free);
+              } else free();
+              if (info.cancelled) rt.metrics.cancellations.inc({ reason: 'client_gone', operation: 'understand' });
+              if (info.error !== undefined) rt.metrics.errors.inc({ code: toGatewayError(info.error).code });
+            };
+            let source;
+            try {
+              source = engine.understand(req, controller.signal);
+            } catch (e) {
+              end({ cancelled: false, error: e });
+              throw toGatewayError(e);
+            }
+            return coalescingStream(
+              source,
+              controller,
+              {
+                chunk: (c) => ({ understand: chunkOut(c) }),
+                summary: (s, firstChunkAt) => {
+                  if (s.trailing?.tokenIds.length) rt.metrics.tokens.inc(undefined, s.trailing.tokenIds.length); // steps after the last chunk
+                  if (firstChunkAt !== undefined) rt.metrics.ttft.observe((firstChunkAt - receivedAt) / 1000);
+                  rt.metrics.tokensPerSecond.observe(s.timings.tokensPerSecond);
+                  const tpot = timePerOutputToken(s);
+                  if (tpot !== undefined) rt.metrics.timePerOutputToken.observe(tpot);
+                  return { understand: summaryOut(s, receivedAt, firstChunkAt, slot.waitedMs, image) };
+                },
+                onEngineChunk: (c) => {
+                  // a verification step of drafted tokens yields its accepted drafts and one token of its own
+                  if (c.draftedTokens > 0) rt.metrics.acceptanceLength.observe(c.acceptedTokens + 1);
+                  rt.metrics.tokens.inc(undefined, c.tokenIds.length);
+                },
+                onCoalesced: () => rt.metrics.coalescedChunks.inc(),
+                onEnd: end,
+              },
+              ctx.signal,
+              L.engineStallTimeoutMs,
+              L.maxStreamBacklogChars > 0 ? L.maxStreamBacklogChars : Infinity, // 0 = no bound
+            );
+          }
+          const refused = (e: unknown): never => {
             lock?.unlock();
             if (e instanceof GatewayError && e.code === 'BUSY') rt.metrics.busy.inc();
             throw e;
-          }
-          rt.metrics.queueWait.observe(slot.waitedMs / 1000, { kind: 'understand' });
-          const controller = new AbortController();
-          const closeStream = rt.openStream('understand');
-          const end = (info: { cancelled: boolean; error?: unknown; summary?: UnderstandSummary; engineStopped?: Promise<void> }) => {
-            closeStream();
-            // (a fallback count for engines without sessionInfo; the store prefers the engine's)
-            if (lock) lock.entry.tokens += info.summary?.usage.totalTokens ?? 0;
-            const free = () => {
-              slot.release();
-              lock?.unlock();
-            };
-            // a stream ended before the engine (a client that left, a stall): the slot and the session are
-            // the engine's until its step in progress is over (or CANCEL_SETTLE_MS, for an engine that
-            // ignores its signal), so the session's next request is not refused as BUSY by the engine
-            if (info.engineStopped) {
-              const stopped = settleWithin(info.engineStopped, CANCEL_SETTLE_MS);
-              if (lock) lock.entry.stopping = stopped;
-              void stopped.then(free);
-            } else free();
-            if (info.cancelled) rt.metrics.cancellations.inc({ reason: 'client_gone', operation: 'understand' });
-            if (info.error !== undefined) rt.metrics.errors.inc({ code: toGatewayError(info.error).code });
           };
-          let source;
+          let waiting: Promise<Slot> | undefined;
           try {
-            source = engine.understand(req, controller.signal);
+            engineCheck(engine.checkUnderstand?.bind(engine, req));
+            rt.scheduler.checkCapacity(ctx.client); // BUSY at once, as the request's own error
+            if (!rt.scheduler.full) return startStream(await rt.scheduler.acquire(ctx.signal, ctx.client));
+            waiting = rt.scheduler.acquire(ctx.signal, ctx.client);
           } catch (e) {
-            end({ cancelled: false, error: e });
-            throw toGatewayError(e);
+            return refused(e);
           }
-          return coalescingStream(
-            source,
-            controller,
-            {
-              chunk: (c) => ({ understand: chunkOut(c) }),
-              summary: (s, firstChunkAt) => {
-                if (s.trailing?.tokenIds.length) rt.metrics.tokens.inc(undefined, s.trailing.tokenIds.length); // steps after the last chunk
-                if (firstChunkAt !== undefined) rt.metrics.ttft.observe((firstChunkAt - receivedAt) / 1000);
-                rt.metrics.tokensPerSecond.observe(s.timings.tokensPerSecond);
-                const tpot = timePerOutputToken(s);
-                if (tpot !== undefined) rt.metrics.timePerOutputToken.observe(tpot);
-                return { understand: summaryOut(s, receivedAt, firstChunkAt, slot.waitedMs, image) };
-              },
-              onEngineChunk: (c) => {
-                // a verification step of drafted tokens yields its accepted drafts and one token of its own
-                if (c.draftedTokens > 0) rt.metrics.acceptanceLength.observe(c.acceptedTokens + 1);
-                rt.metrics.tokens.inc(undefined, c.tokenIds.length);
-              },
-              onCoalesced: () => rt.metrics.coalescedChunks.inc(),
-              onEnd: end,
-            },
-            ctx.signal,
-            L.engineStallTimeoutMs,
-            L.maxStreamBacklogChars > 0 ? L.maxStreamBacklogChars : Infinity, // 0 = no bound
-          );
+          // a queued request: the stream (its HTTP response and SSE keep-alives, or graphql-ws's subscription)
+          // starts now and its first event waits for the slot; a client can tell "queued" from "hung", and a
+          // proxy's idle timeout does not cut it while it waits
+          return afterSlot(waiting.then(startStream, refused));
         },
       },
       imageJob: {

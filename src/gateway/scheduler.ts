@@ -59,6 +59,11 @@ export class Scheduler {
     }
   }
 
+  /** Would a job asking now wait in the queue (every slot taken)? */
+  get full(): boolean {
+    return this.running >= this.maxConcurrent;
+  }
+
   /** Jobs of `client` waiting now. */
   queuedFor(client: string): number {
     return this.queuedBy.get(client) ?? 0;

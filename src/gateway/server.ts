@@ -1,7 +1,10 @@
 // The gateway server: graphql-yoga on Node's http server, graphql-ws on the same port and path
 // (/graphql), SSE and multipart incremental delivery from yoga, plus /health, /ready, /metrics and
 // /images/<token>. Both transports run the same envelop pipeline (limits, masking, defer/stream).
+import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { promisify } from 'node:util';
+import { gzip as gzipBuffer } from 'node:zlib';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { useDeferStream } from '@graphql-yoga/plugin-defer-stream';
@@ -22,6 +25,9 @@ import { RateLimiter, rateLimitedError } from './rate-limit.ts';
 import { queryShapeRule, type GatewayLimits } from './limits.ts';
 import { FORWARDED_FOR_HEADER, FORWARDED_HEADER, PEER_SECRET_HEADER, secretMatches, type ReplicaConfig } from './replicas.ts';
 import { parseImageToken } from './images.ts';
+import { guardedParser, jsonDeeperThan, MAX_JSON_DEPTH } from './request-body.ts';
+
+export { jsonDeeperThan } from './request-body.ts';
 import { clientAddress, clientIdentity, parseTrustedProxies } from './client-address.ts';
 import { tookData, writeProgress, type WriteProgress } from './heartbeat.ts';
 import { GatewayRuntime, type GatewayContext } from './runtime.ts';
@@ -138,26 +144,6 @@ export function isGraphiqlPage(dev: boolean, method: string | undefined, accept:
 
 /** The largest graphql-ws message read before connection_ack: a connection_init with its payload. */
 const PRE_ACK_MAX_BYTES = 64 * 1024;
-/** Deeper JSON than any GraphQL request needs (the query is a string; variables mirror the input types). */
-const MAX_JSON_DEPTH = 64;
-
-/** Is the JSON text nested deeper than `max` arrays/objects? One pass over the bytes, strings skipped. */
-export function jsonDeeperThan(bytes: Uint8Array, max: number): boolean {
-  let depth = 0;
-  let inString = false;
-  for (let i = 0; i < bytes.length; i++) {
-    const c = bytes[i]!;
-    if (inString) {
-      if (c === 0x5c) i++; // a backslash escapes the next byte
-      else if (c === 0x22) inString = false;
-    } else if (c === 0x22) inString = true;
-    else if (c === 0x5b || c === 0x7b) {
-      if (++depth > max) return true;
-    } else if (c === 0x5d || c === 0x7d) depth--;
-  }
-  return false;
-}
-
 /** A least-recently-used cache of at most `max` entries whose keys (GraphQL documents) are at most `maxKeyChars` long. */
 export class BoundedCache<T> {
   private readonly m = new Map<string, T>();
@@ -407,8 +393,13 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       endResponse(new fetchAPI.Response(JSON.stringify({ errors: [{ message, extensions: { code: 'INVALID_INPUT' } }] }), { status: 400, headers: { 'content-type': 'application/json' } }));
     },
     // yoga answers a body it has no parser for with a bare 415; say what it accepts instead
-    onRequestParse({ request, requestParser, endResponse, fetchAPI }) {
-      if (requestParser || request.method !== 'POST') return;
+    onRequestParse({ request, requestParser, setRequestParser, endResponse, fetchAPI }) {
+      if (requestParser) {
+        const guarded = guardedParser(request, requestParser as never, fetchAPI, { maxFieldBytes: L.maxBodyBytes, maxFileBytes: L.maxImageBytes });
+        if (guarded) setRequestParser(guarded as never);
+        return;
+      }
+      if (request.method !== 'POST') return;
       const ct = (request.headers.get('content-type') ?? '').split(';')[0]!.trim();
       // yoga matches media types as written; MIME types are case-insensitive, so say what differs
       const lower = ct.toLowerCase();
@@ -529,6 +520,35 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     },
   };
 
+  // GraphiQL's page, rendered once and kept as bytes (and gzipped): 9 MB of HTML that every request rendered and
+  // copied afresh, so clients that requested it and read slowly held 9 MB each (60 of them: 1.7 GB)
+  let page: Promise<{ html: string; raw: Buffer; gzip: Buffer; etag: string }> | undefined;
+  const graphiqlPage = () =>
+    (page ??= (async () => {
+      const html = (await import('@graphql-yoga/render-graphiql')).renderGraphiQL({ subscriptionsProtocol: 'WS', title: 'hyperbagel', endpoint: '/graphql' });
+      const raw = Buffer.from(html);
+      const gzip = await promisify(gzipBuffer)(raw);
+      return { html, raw, gzip, etag: `"${createHash('sha256').update(raw).digest('base64url').slice(0, 22)}"` };
+    })());
+  const servePage = (req: IncomingMessage, res: ServerResponse) =>
+    graphiqlPage().then(
+      (p) => {
+        const headers = { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-cache', etag: p.etag, vary: 'Accept-Encoding' };
+        if (req.headers['if-none-match']?.split(',').some((t) => t.trim() === p.etag)) {
+          res.writeHead(304, headers);
+          return void res.end();
+        }
+        const gz = /\bgzip\b/.test(req.headers['accept-encoding'] ?? '');
+        const body = gz ? p.gzip : p.raw;
+        res.writeHead(200, { ...headers, 'content-length': String(body.length), ...(gz ? { 'content-encoding': 'gzip' } : {}) });
+        res.end(body);
+      },
+      (e: unknown) => {
+        logInternal(log, e, 'graphiql');
+        sendJson(res, 500, { error: 'the GraphiQL page could not be rendered' });
+      },
+    );
+
   const yoga: YogaServerInstance<Record<string, unknown>, GatewayContext> = createYoga<Record<string, unknown>, GatewayContext>({
     schema: schema as never,
     graphqlEndpoint: '/graphql',
@@ -539,7 +559,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     // GraphiQL's page with its assets inlined: yoga's default loads them from a CDN, which leaves the
     // page blank offline and would make the gateway depend on the network at run time. Imported on the
     // first page request only: the bundle is 9 MB of JavaScript (about 0.5 s and 50 MB to load).
-    renderGraphiQL: async (opts) => (await import('@graphql-yoga/render-graphiql')).renderGraphiQL(opts),
+    renderGraphiQL: async () => (await graphiqlPage()).html,
     landingPage: false,
     batching: false,
     maskedErrors: {
@@ -661,9 +681,9 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
         rt.metrics.originRejected.inc({ transport: 'http' });
         return sendError(res, 403, 'This Origin is not allowed (see --allow-origin)', { code: 'FORBIDDEN' });
       }
-      // every operation counts; CORS preflights and the GraphiQL page do not
-      const isPage = isGraphiqlPage(dev, req.method, req.headers.accept, req.url ?? '/');
-      if (req.method !== 'OPTIONS' && !isPage && !fromPeer(req) && rateLimited(req, res)) return;
+      // every operation counts, and so does the GraphiQL page (9 MB); CORS preflights do not
+      if (req.method !== 'OPTIONS' && !fromPeer(req) && rateLimited(req, res)) return;
+      if (path === '/graphql' && isGraphiqlPage(dev, req.method, req.headers.accept, req.url ?? '/')) return void servePage(req, res);
     }
     // yoga answers any path that ends in /graphql: the Origin check and the rate limit above are for exactly
     // this one, so every other path is not found

@@ -239,3 +239,38 @@ export function coalescingStream<T>(
   };
   return it;
 }
+
+/**
+ * A stream that exists before its source does: `source` settles when the request gets its engine slot.
+ * The first next() waits for it; a client that leaves before then ends this stream at once, and the
+ * source, should it still arrive, is returned unread (its slot released).
+ */
+export function afterSlot<T>(source: Promise<AsyncIterableIterator<T>>): AsyncIterableIterator<T> {
+  let inner: AsyncIterableIterator<T> | undefined;
+  let closed = false;
+  const close = async (): Promise<IteratorResult<T>> => {
+    closed = true;
+    if (inner) await inner.return?.();
+    else void source.then((it) => it.return?.(), () => undefined);
+    return { done: true, value: undefined };
+  };
+  return {
+    async next() {
+      if (closed) return { done: true, value: undefined };
+      inner ??= await source;
+      if (closed) {
+        await inner.return?.();
+        return { done: true, value: undefined };
+      }
+      return inner.next();
+    },
+    return: close,
+    throw: async (e?: unknown) => {
+      await close();
+      throw e;
+    },
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+  };
+}

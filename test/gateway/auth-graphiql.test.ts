@@ -108,3 +108,32 @@ for (const dev of [false, true]) {
     });
   });
 }
+
+describe('the GraphiQL page', () => {
+  let server: RunningServer;
+  beforeAll(async () => {
+    server = await start({ engine: new FakeEngine(), dev: true, limits: { rateLimitPerSecond: 0.001, rateLimitBurst: 3 } });
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('is rendered once and sent as the same bytes (gzipped when asked, 304 when held), and counts in the rate limit', async () => {
+    const a = await fetch(server.url, { headers: { accept: 'text/html' } });
+    const body = await a.text();
+    expect(a.status).toBe(200);
+    expect(body.toLowerCase()).toContain('graphiql');
+    const etag = a.headers.get('etag')!;
+    expect(etag).toMatch(/^"[\w-]{22}"$/);
+    // node's fetch asks for gzip and decodes it: the same page, in fewer bytes on the wire
+    const b = await fetch(server.url, { headers: { accept: 'text/html', 'accept-encoding': 'gzip' } });
+    expect(b.headers.get('content-encoding')).toBe('gzip');
+    expect(Number(b.headers.get('content-length'))).toBeLessThan(body.length / 2);
+    expect(await b.text()).toBe(body);
+    const held = await fetch(server.url, { headers: { accept: 'text/html', 'if-none-match': etag } });
+    expect(held.status).toBe(304);
+    // the burst of 3 is spent: the page is refused like an operation would be
+    const over = await fetch(server.url, { headers: { accept: 'text/html' } });
+    expect(over.status).toBe(429);
+  });
+});

@@ -1,0 +1,72 @@
+// An understand request that waits in the queue (every engine slot taken) still gets its stream at once:
+// over SSE its response and keep-alives start while it waits (a proxy's idle timeout would otherwise cut a
+// silent request, and its client could not tell queued from hung), and its events follow when it gets a slot.
+// A client that leaves while queued leaves the queue; BUSY beyond the queue stays the request's own error.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { RunningServer } from '../../src/gateway/server.ts';
+import { FakeEngine } from './fake-engine.ts';
+import { parseSse, start, waitFor, wsClient, wsRun } from './helpers.ts';
+
+let engine: FakeEngine;
+let server: RunningServer;
+beforeAll(async () => {
+  engine = new FakeEngine({ stepMs: 40, tokens: 6 });
+  server = await start({ engine, limits: { maxConcurrentJobs: 1, maxQueuedJobs: 1, maxQueuedPerClient: 1 } });
+});
+afterAll(async () => {
+  await server?.close();
+});
+
+const U = (n: number) => ({ query: `subscription { understand(input: { prompt: "q${n}", maxTokens: 6 }) { text done } }` });
+const sse = (body: unknown, signal?: AbortSignal) =>
+  fetch(server.url, { method: 'POST', signal, headers: { 'content-type': 'application/json', accept: 'text/event-stream' }, body: JSON.stringify(body) });
+
+describe('a queued understand request', () => {
+  it('gets its SSE response while it waits, then its answer; BUSY beyond the queue is the request error it was', async () => {
+    const client = wsClient(server);
+    try {
+      const first = wsRun(client, U(1).query); // holds the one slot for about 240 ms
+      await waitFor(() => server.runtime.scheduler.runningCount === 1, 'the first request running');
+      const t0 = performance.now();
+      const queued = await sse(U(2));
+      const headersAfter = performance.now() - t0;
+      expect(queued.status).toBe(200);
+      expect(queued.headers.get('content-type')).toMatch(/text\/event-stream/);
+      expect(server.runtime.scheduler.queuedCount).toBe(1);
+      expect(server.runtime.scheduler.runningCount).toBe(1); // the headers came while it waited
+      // the queue (one place) is full: another request is refused as before, with BUSY
+      const other = wsClient(server);
+      const busy = await wsRun(other, U(3).query);
+      await other.dispose();
+      expect((busy[0]!.errors as any)[0].extensions.code).toBe('BUSY');
+      const events = parseSse(await queued.text()).map((p) => p.data!.understand as { done: boolean });
+      expect(events.at(-1)!.done).toBe(true);
+      expect((await first).at(-1)!.data!.understand).toMatchObject({ done: true });
+      expect(headersAfter).toBeLessThan(10_000);
+    } finally {
+      await client.dispose();
+    }
+  });
+
+  it('a client that leaves while queued leaves the queue, and the slot goes on to the next request', async () => {
+    const client = wsClient(server);
+    try {
+      const first = wsRun(client, U(4).query);
+      await waitFor(() => server.runtime.scheduler.runningCount === 1, 'the first request running');
+      const ac = new AbortController();
+      const started = engine.stats.understandStarted;
+      const queued = await sse(U(5), ac.signal);
+      expect(queued.status).toBe(200);
+      expect(server.runtime.scheduler.queuedCount).toBe(1);
+      ac.abort();
+      await waitFor(() => server.runtime.scheduler.queuedCount === 0, 'the queue emptied');
+      await first;
+      await waitFor(() => server.runtime.scheduler.runningCount === 0, 'the slot released');
+      expect(engine.stats.understandStarted).toBe(started); // the left request never ran
+      const next = await wsRun(client, U(6).query);
+      expect(next.at(-1)!.data!.understand).toMatchObject({ done: true });
+    } finally {
+      await client.dispose();
+    }
+  });
+});
