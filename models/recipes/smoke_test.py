@@ -368,6 +368,10 @@ def main():
         head = f.read(300)
     with open(os.path.join(trunc, "images.npy"), "wb") as f:
         f.write(head)
+    for split in ("val", "test", "heldout"):  # evaluation exports (meta.json split) are refused as training data
+        shutil.copytree(data, os.path.join(work, f"data-{split}"), dirs_exist_ok=True)
+        with open(os.path.join(work, f"data-{split}", "meta.json"), "w") as f:
+            json.dump(dict(json.load(open(os.path.join(data, "meta.json"))), split=split), f)
     bad_run = os.path.join(work, "u-corrupt")
     os.makedirs(bad_run, exist_ok=True)
     with open(os.path.join(bad_run, "unified.ckpt"), "wb") as f:
@@ -378,6 +382,12 @@ def main():
         (["train_unified.py", "--tiny", "--data", short, "--vae", vae_ck, "--run", os.path.join(work, "u-bad2"), "--steps", "1"],
          "images.npy holds 2 images for", None),
         (["train_vae.py", "--tiny", "--data", trunc, "--run", os.path.join(work, "v-bad"), "--steps", "1"], "images.npy cannot be read", None),
+        (["train_unified.py", "--tiny", "--data", f"{data},{os.path.join(work, 'data-test')}", "--vae", vae_ck, "--run",
+          os.path.join(work, "u-test"), "--steps", "1"], 'is the test split (meta.json "split": "test")', None),
+        (["train_vae.py", "--tiny", "--data", os.path.join(work, "data-heldout"), "--run", os.path.join(work, "v-heldout"), "--steps", "1"],
+         "is the heldout split", None),
+        (["train_vae.py", "--tiny", "--data", os.path.join(work, "data-val"), "--run", os.path.join(work, "v-val"), "--steps", "1"],
+         "is the val split", None),
         (["interpolate_ckpt.py", "--base", lite, "--tuned", os.path.join(furun, "unified.ckpt"), "--alpha", "0.5", "--out", lite],
          "is also --base", lite),
         (["interpolate_ckpt.py", "--base", lite, "--tuned", os.path.join(furun, "unified.ckpt"), "--alpha", "0.5",
@@ -401,6 +411,7 @@ def main():
                            env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
         assert p.returncode != 0 and msg in p.stderr and "Traceback" not in p.stderr, (args[0], p.stderr[-400:])
         assert kept is None or open(kept, "rb").read() == before, f"{args[0]} changed {kept}"
+    assert not any(os.path.exists(os.path.join(work, r)) for r in ("u-test", "v-heldout", "v-val")), "a refused run left its folder"
     print(f"smoke test OK in {time.time() - t0:.1f}s: {out}", flush=True)
 
 

@@ -36,12 +36,16 @@ const NEGATIVE_NUMBER = /^-(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
 const SHOWN_NAME = 40;
 const shown = (s: string) => (s.length > SHOWN_NAME ? `${s.slice(0, SHOWN_NAME)}…` : s);
 
-/** `booleans` lists flags that take no value. */
-export function parseArgs(argv: string[], known: { values: string[]; booleans?: string[] }): ParsedArgs {
+/**
+ * `booleans` lists flags that take no value; `repeatable`, the value flags that may be given more than once
+ * (each value kept). Any other value flag given twice is refused: `--split train --split val` took the last.
+ */
+export function parseArgs(argv: string[], known: { values: string[]; booleans?: string[]; repeatable?: string[] }): ParsedArgs {
   const flags = new Map<string, string[]>();
   const positionals: string[] = [];
   const booleans = new Set(['help', ...(known.booleans ?? [])]);
   const values = new Set(known.values);
+  const repeatable = new Set(known.repeatable ?? []);
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--') {
@@ -63,6 +67,7 @@ export function parseArgs(argv: string[], known: { values: string[]; booleans?: 
     if (value === undefined) throw new UsageError(`option --${name} needs a value`);
     // an unset shell variable (--image "$IMG") must not quietly mean "no image" or "the current folder"
     if (value === '') throw new UsageError(`option --${name} needs a value, got an empty one`);
+    if (flags.has(name) && !repeatable.has(name)) throw new UsageError(`option --${name} is given more than once; give it once`);
     flags.set(name, [...(flags.get(name) ?? []), value]);
   }
   return { flags, positionals };

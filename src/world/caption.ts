@@ -63,7 +63,8 @@ export function readWords(text: string): WordReader {
 }
 
 export function parseObject(r: WordReader): SceneObject {
-  if (!r.accept('a')) r.expect('an');
+  // the world writes "a" before every word; "an" is what people write before a vowel
+  if (!r.accept('a') && !r.accept('an')) r.fail('"a" or "an"');
   const size: Size = r.oneOf(SIZES, 'a size');
   const color: ObjectColor = r.oneOf(COLORS, 'a colour');
   const shape: Shape = r.oneOf(SHAPES, 'a shape');

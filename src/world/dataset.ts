@@ -76,44 +76,77 @@ function makeDirs(dir: string): void {
   for (const d of missing.reverse()) mkdirSync(d);
 }
 
+/** Writes all of `data`: writeSync may write less than it was given (then returns how much). */
+function writeAll(fd: number, data: Uint8Array, path: string): void {
+  for (let off = 0; off < data.length; ) {
+    const n = writeSync(fd, data, off);
+    if (n <= 0) throw Object.assign(new Error(`EIO: nothing written, write '${path}'`), { code: 'EIO', syscall: 'write', path });
+    off += n;
+  }
+}
+
+/**
+ * rmSync and friends throw a SystemError (code ERR_FS_EISDIR, the errno one in `info`) that the CLI would
+ * not know for a file system error: it becomes the plain errno error (EISDIR, syscall, path) Node's others are.
+ */
+function errnoError(e: unknown): unknown {
+  const sys = e as { code?: unknown; info?: { code?: unknown; message?: string; syscall?: string; path?: string; errno?: number } };
+  if (!(e instanceof Error) || typeof sys.code !== 'string' || !sys.code.startsWith('ERR_FS_') || typeof sys.info?.code !== 'string') return e;
+  const { code, message = e.message, syscall, path, errno } = sys.info;
+  return Object.assign(new Error(`${code}: ${message}${syscall ? `, ${syscall}` : ''}${path ? ` '${path}'` : ''}`), { code, syscall, path, errno: errno && -Math.abs(errno) });
+}
+
 /**
  * Writes synchronously: a shard export is a batch job with nothing else on the event loop. The files are
  * written beside the old ones (`*.partial`, so a run needs room for both) and renamed into place at the end,
  * meta.json last: a run that is stopped leaves the previous export as it was, and never a meta.json
- * describing files it did not finish. A run that fails removes its partial files (a killed one cannot).
+ * describing files it did not finish. A run that fails, writing or renaming, removes its partial files (a
+ * killed one cannot).
  */
 export function writeDataset(dir: string, opts: DatasetOptions, onProgress?: (done: number) => void): void {
   makeDirs(dir);
   const shape = [opts.count, IMAGE_SIZE, IMAGE_SIZE, 3];
   const names = ['images.npy', 'edited.npy', 'records.jsonl'] as const;
   const partial = (f: string) => join(dir, `${f}.partial`);
-  const fds: number[] = [];
-  let written = false;
+  let done = false;
   try {
-    for (const f of names) fds.push(openSync(partial(f), 'w'));
-    const [images, edited, records] = fds as [number, number, number];
-    writeSync(images, encodeNpyHeader(shape));
-    writeSync(edited, encodeNpyHeader(shape));
-    const offset = opts.offset ?? 0;
-    for (let i = 0; i < opts.count; i++) {
-      const rec = datasetRecord(opts.split, offset + i, opts);
-      writeSync(images, renderScene(rec.scene).data);
-      writeSync(edited, renderScene(rec.edit.scene).data);
-      writeSync(records, JSON.stringify(rec) + '\n');
-      if (onProgress && (i + 1) % 1000 === 0) onProgress(i + 1);
+    const fds: number[] = [];
+    try {
+      for (const f of names) fds.push(openSync(partial(f), 'w'));
+      const [images, edited, records] = fds as [number, number, number];
+      writeAll(images, encodeNpyHeader(shape), partial('images.npy'));
+      writeAll(edited, encodeNpyHeader(shape), partial('edited.npy'));
+      const offset = opts.offset ?? 0;
+      for (let i = 0; i < opts.count; i++) {
+        const rec = datasetRecord(opts.split, offset + i, opts);
+        writeAll(images, renderScene(rec.scene).data, partial('images.npy'));
+        writeAll(edited, renderScene(rec.edit.scene).data, partial('edited.npy'));
+        writeAll(records, Buffer.from(JSON.stringify(rec) + '\n'), partial('records.jsonl'));
+        if (onProgress && (i + 1) % 1000 === 0) onProgress(i + 1);
+      }
+    } finally {
+      for (const fd of fds) closeSync(fd);
     }
-    written = true;
+    // between these steps the folder has no meta.json: a stop there reads as a cut-off export, never a whole one
+    rmSync(join(dir, 'meta.json'), { force: true });
+    for (const f of names) renameSync(partial(f), join(dir, f));
+    const meta = { split: opts.split, count: opts.count, offset: opts.offset ?? 0, min_objects: opts.minObjects ?? 1, max_objects: opts.maxObjects ?? 4, image_shape: [IMAGE_SIZE, IMAGE_SIZE, 3], vocabulary: VOCABULARY };
+    writeFileSync(partial('meta.json'), JSON.stringify(meta, null, 2) + '\n');
+    renameSync(partial('meta.json'), join(dir, 'meta.json'));
+    done = true;
+  } catch (e) {
+    throw errnoError(e);
   } finally {
-    for (const fd of fds) closeSync(fd);
-    // a failed run leaves only the previous export (a full disk stays no fuller than before it)
-    if (!written) for (const f of names) rmSync(partial(f), { force: true });
+    // a failed run leaves no partial files (a full disk stays no fuller than before it); removing them must not
+    // hide the error that stopped it
+    if (!done)
+      for (const f of [...names, 'meta.json'])
+        try {
+          rmSync(partial(f), { force: true });
+        } catch {
+          /* a partial that is not a file (a folder of that name) is not this run's */
+        }
   }
-  // between these steps the folder has no meta.json: a stop there reads as a cut-off export, never a whole one
-  rmSync(join(dir, 'meta.json'), { force: true });
-  for (const f of names) renameSync(partial(f), join(dir, f));
-  const meta = { split: opts.split, count: opts.count, offset: opts.offset ?? 0, min_objects: opts.minObjects ?? 1, max_objects: opts.maxObjects ?? 4, image_shape: [IMAGE_SIZE, IMAGE_SIZE, 3], vocabulary: VOCABULARY };
-  writeFileSync(partial('meta.json'), JSON.stringify(meta, null, 2) + '\n');
-  renameSync(partial('meta.json'), join(dir, 'meta.json'));
 }
 
 /**

@@ -71,17 +71,25 @@ function findTarget(scene: Scene, target: ObjectRef): number {
   return i;
 }
 
-/** The edited scene; throws INVALID_EDIT when the edit cannot apply (missing target, occupied cell, …). */
+/**
+ * The edited scene; throws INVALID_EDIT when the edit cannot apply (missing target, occupied cell, …) or
+ * would change nothing ("make the red circle red"): an edit case whose answer is its source scores a model
+ * that ignores the instruction as right.
+ */
 export function applyEdit(scene: Scene, e: Edit): Scene {
   const objects = scene.objects.map((o) => ({ ...o }));
   let background = scene.background;
+  const unchanged = (what: string): never => {
+    throw new WorldError('INVALID_EDIT', `cannot ${editInstruction(e)}: ${what}, so the edit would change nothing`);
+  };
+  const at = (t: ObjectRef) => objects[findTarget(scene, t)]!;
   switch (e.kind) {
-    case 'recolor': objects[findTarget(scene, e.target)]!.color = e.color; break;
-    case 'resize': objects[findTarget(scene, e.target)]!.size = e.size; break;
-    case 'move': objects[findTarget(scene, e.target)]!.cell = e.cell; break;
+    case 'recolor': { const o = at(e.target); if (o.color === e.color) unchanged(`it is already ${e.color}`); o.color = e.color; break; }
+    case 'resize': { const o = at(e.target); if (o.size === e.size) unchanged(`it is already ${e.size}`); o.size = e.size; break; }
+    case 'move': { const o = at(e.target); if (o.cell === e.cell) unchanged(`it is already at the ${e.cell}`); o.cell = e.cell; break; }
     case 'remove': objects.splice(findTarget(scene, e.target), 1); break;
     case 'add': objects.push({ ...e.object }); break;
-    case 'background': background = e.background; break;
+    case 'background': if (background === e.background) unchanged(`the background is already ${e.background}`); background = e.background; break;
   }
   const out = { background, objects };
   try {

@@ -1,6 +1,6 @@
 // CLI: render → detect round trip, and bad input → clear error, non-zero exit, nothing written.
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -103,5 +103,45 @@ describe('bad input: clear error, non-zero exit, nothing written', () => {
     const r = await cli('detect', '--frob', 'x.png');
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/unknown option --frob/);
+  });
+});
+
+describe('repeated flags and file system errors', () => {
+  it('a value flag given twice is refused, naming it (it used to take the last)', async () => {
+    const out = join(dir, 'twice');
+    const cases: Array<[string, string[]]> = [
+      ['split', ['dataset', '--split', 'train', '--split', 'val', '--count', '1', '--out', out]],
+      ['count', ['dataset', '--split', 'train', '--count', '1', '--count=2', '--out', out]],
+      ['caption', ['render', '--caption', CAPTION, '--caption', CAPTION, '--out', join(dir, 'twice.png')]],
+    ];
+    for (const [name, args] of cases) {
+      const r = await cli(...args);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr).toMatch(`option --${name} is given more than once`);
+    }
+    expect(existsSync(out)).toBe(false);
+    expect(existsSync(join(dir, 'twice.png'))).toBe(false);
+  });
+
+  it('flags documented as repeatable still are', async () => {
+    const { parseServeArgs } = await import('../../src/cli/commands/serve.ts');
+    const a = parseServeArgs(['--api-key', 'k1', '--api-key', 'k2', '--allow-origin', 'https://a.example', '--allow-origin', 'https://b.example',
+      '--allow-host', 'a.example', '--allow-host', 'b.example', '--trust-proxy', '10.0.0.1', '--trust-proxy', '10.0.0.2', '--peer', 'b=http://b/graphql', '--peer', 'c=http://c/graphql']);
+    for (const f of ['api-key', 'allow-origin', 'allow-host', 'trust-proxy', 'peer']) expect(a.flags.get(f), f).toHaveLength(2);
+    expect(() => parseServeArgs(['--port', '1', '--port', '2'])).toThrow(/--port is given more than once/);
+    // understand --stop and eval --variant: past argument parsing (the pack or variant is what fails)
+    const u = await cli('understand', '--stop', 'x', '--stop', 'y', '--pack', join(dir, 'no-pack'), 'describe the image');
+    expect(u.stderr).not.toMatch(/more than once/);
+    const e = await cli('eval', 'draft', '--variant', 'a=x', '--variant', 'b=y', '--pack', join(dir, 'no-pack'));
+    expect(e.stderr).not.toMatch(/more than once/);
+  });
+
+  it('dataset --force over a meta.json that is a folder: one FILESYSTEM line, no stack trace, no partial files', async () => {
+    const out = join(dir, 'meta-dir');
+    mkdirSync(join(out, 'meta.json'), { recursive: true });
+    const r = await cli('dataset', '--split', 'train', '--count', '2', '--out', out, '--force');
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim()).toMatch(/^hyperbagel dataset: error FILESYSTEM: cannot rm ".*meta\.json": is a directory \(EISDIR\)$/);
+    expect(readdirSync(out)).toEqual(['meta.json']);
   });
 });

@@ -1,6 +1,6 @@
 // `hyperbagel dataset` replaces an export in its --out directory only when it is the same export
 // (deterministic, so nothing is lost) or --force says so: what is there is recognised, or named.
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
@@ -54,4 +54,25 @@ it('a run stopped part way leaves the previous export whole, and its meta.json d
   writeDataset(dir, { ...opts, count: 3 });
   expect(JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')).count).toBe(3);
   for (const f of ['images.npy', 'edited.npy', 'records.jsonl', 'meta.json']) expect(existsSync(join(dir, `${f}.partial`))).toBe(false);
+});
+
+it('a run that fails while renaming leaves no partial files, and a plain file system error (EISDIR, not ERR_FS_EISDIR)', () => {
+  const partials = (dir: string) => readdirSync(dir).filter((f) => f.endsWith('.partial'));
+  // meta.json is a folder: removing it before the renames fails
+  const dir = fresh();
+  mkdirSync(join(dir, 'meta.json'));
+  const err = (() => { try { writeDataset(dir, opts); } catch (e) { return e as NodeJS.ErrnoException; } })();
+  expect(err?.code).toBe('EISDIR');
+  expect(err?.syscall).toBe('rm');
+  expect(err?.path).toBe(join(dir, 'meta.json'));
+  expect(partials(dir)).toEqual([]);
+  expect(statSync(join(dir, 'meta.json')).isDirectory()).toBe(true);
+  // records.jsonl is a folder: the third rename fails, after the first two
+  const dir2 = fresh();
+  mkdirSync(join(dir2, 'records.jsonl'));
+  writeFileSync(join(dir2, 'records.jsonl', 'x'), 'x');
+  expect(() => writeDataset(dir2, opts)).toThrow(/records\.jsonl/);
+  expect(partials(dir2)).toEqual([]);
+  expect(existsSync(join(dir2, 'meta.json'))).toBe(false);
+  expect(differentExportIn(dir2, opts)).toMatch(/without a meta\.json/);
 });

@@ -59,6 +59,14 @@ describe('invalid edits', () => {
     expect(code(() => applyEdit(parseCaption('a large red circle at the top on a white background'), { kind: 'remove', target: { color: 'red', shape: 'circle' } }))).toBe('INVALID_EDIT');
   });
 
+  it('an edit that changes nothing → INVALID_EDIT naming why', () => {
+    const why = (text: string) => { try { applyEdit(scene, parseInstruction(text)); } catch (err) { return `${(err as WorldError).code}: ${(err as Error).message}`; } return 'accepted'; };
+    expect(why('make the red circle red')).toBe('INVALID_EDIT: cannot make the red circle red: it is already red, so the edit would change nothing');
+    expect(why('make the blue star small')).toBe('INVALID_EDIT: cannot make the blue star small: it is already small, so the edit would change nothing');
+    expect(why('move the red circle to the top left')).toBe('INVALID_EDIT: cannot move the red circle to the top left: it is already at the top left, so the edit would change nothing');
+    expect(why('change the background to gray')).toBe('INVALID_EDIT: cannot change the background to gray: the background is already gray, so the edit would change nothing');
+  });
+
   it('unparseable instructions → PARSE_ERROR / UNKNOWN_WORDS', () => {
     expect(code(() => parseInstruction('make the red circle'))).toBe('PARSE_ERROR');
     expect(code(() => parseInstruction('move the red circle to the moon'))).toBe('UNKNOWN_WORDS');

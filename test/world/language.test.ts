@@ -39,6 +39,9 @@ describe('scene → caption → scene', () => {
     expect(e.message).toMatch(/expected a position/);
     expect(worldError(() => parseCaption('a large red circle at the top')).message).toMatch(/expected "on".*end of text/);
     expect(worldError(() => parseCaption('')).code).toBe('PARSE_ERROR');
+    // "a" and "an" are both accepted, and the message names both (it said expected "an")
+    expect(worldError(() => parseCaption('large red circle at the top on a white background')).message).toMatch(/expected "a" or "an" at word 1, got "large"/);
+    expect(worldError(() => parseCaption('a large red circle at the top and the blue star at the left on a white background')).message).toMatch(/expected "a" or "an" at word 9, got "the"/);
   });
 
   it('rejects captions of invalid scenes with INVALID_SCENE', () => {

@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from accel.common import target_from_args, torch  # noqa: E402
 from accel.draft import Draft, DraftConfig, draft_loss  # noqa: E402
 from hyperbagel.data import Seq, VIT, collate, ShapesData  # noqa: E402
+from hyperbagel.ckpts import require_training_split  # noqa: E402
 from hyperbagel.losses import embed_batch  # noqa: E402
 from hyperbagel.utils import (seed_all, save_ckpt, require_ckpt, CsvLog, Timer, positive_int, non_negative_int,  # noqa: E402
                               positive_float)
@@ -128,6 +129,9 @@ def main():
     if ck and isinstance(ck.get("config"), dict) and ck["config"] != m.c.to_dict():
         sys.exit(f"{ckpt_path} was trained against a target of another architecture than --target {a.target}")
     data = DraftData(a.train, tok, a.limit)
+    for d in data.sets:  # the datasets the draft data was written from
+        require_training_split(d, f"--train {a.train!r} (draft data)",
+                               "write the draft data from a train export (draft_data.py --data data/train)")
     os.makedirs(a.run, exist_ok=True)  # after the target and the data loaded: bad inputs leave no folder behind
     d = build_draft(m, ck["variant"] if ck else (a.variant or "full"), ck["dc"]["ttt_steps"] if ck else (a.ttt or 4))
     params = [p for p in d.parameters() if p.requires_grad]

@@ -24,6 +24,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from accel.common import target_from_args, load_sets, GenBatch, PromptIndex, teacher_cfg, gen_velocity, grid, shifted, torch  # noqa: E402
 from accel.gen import Student, LatentDisc, PixelDisc, student_from, load_reward, hinge_d, hinge_g  # noqa: E402
+from hyperbagel.ckpts import require_training_split  # noqa: E402
 from hyperbagel.model import unpatchify  # noqa: E402
 from hyperbagel.utils import (seed_all, save_ckpt, require_ckpt, CsvLog, Timer, positive_int, non_negative_int,  # noqa: E402
                               positive_float)
@@ -186,6 +187,8 @@ def main():
     if a.stage == "refl":
         for p in a.reward.split(","):
             require_ckpt(p, "--reward", ("model", "vocab", "alpha"))
+    for d in (x for x in a.data.split(",") if x):
+        require_training_split(d)  # before any work: an evaluation export is not training data
     ckpt_path = os.path.join(a.run, "ckpt.pt")
     ck = require_ckpt(ckpt_path, "resume", ("student", "step", "rng", "stage")) if os.path.exists(ckpt_path) else None
     if ck:

@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from accel.common import target_from_args, load_sets, torch  # noqa: E402
 from accel.gen import Reward  # noqa: E402
 from accel.hard_negatives import perturb_ids  # noqa: E402
+from hyperbagel.ckpts import require_training_split  # noqa: E402
 from hyperbagel.utils import (seed_all, save_ckpt, require_ckpt, CsvLog, Timer, positive_int, non_negative_int,  # noqa: E402
                               positive_float)
 
@@ -55,6 +56,8 @@ def main():
     ap.add_argument("--hard-negatives", type=non_negative_int, default=0, help="one-word false edits of each prompt per row")
     ap.add_argument("--eval", action="store_true", help="only print the held-out metrics of RUN/reward.pt")
     a = ap.parse_args()
+    if not a.eval:  # --eval only scores a trained reward
+        require_training_split(a.data.split(",")[0])
     path = os.path.join(a.run, "reward.pt")
     ck = require_ckpt(path, "resume", ("model", "opt", "step", "rng", "vocab")) if os.path.exists(path) else None
     if a.eval and not ck:

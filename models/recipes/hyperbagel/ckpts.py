@@ -1,6 +1,7 @@
 """Checkpoint kinds, checked up front: a VAE checkpoint (train_vae.py, import_pack's OUT/vae.ckpt), a full
 unified one (train_unified.py: raw + EMA weights, optimizer, VAE path) or a lite unified one (--save-lite,
 gpu_leg.sh's lite.ckpt: EMA weights, step, config; no VAE path). Each check exits with one clear line."""
+import json
 import os
 
 from .utils import require_ckpt
@@ -35,8 +36,30 @@ def require_unified(path, what, raw=False, vae=False):
     return ck
 
 
-def require_data(dirs, what="--data", files=("meta.json", "images.npy", "edited.npy", "records.jsonl")):
-    """The dataset folders (`npx hyperbagel dataset --out DIR`) must exist and hold the dataset's files."""
+# the splits models are scored on (docs/world.md): a training run that reads one scores itself on its own data
+EVAL_SPLITS = ("val", "test", "heldout")
+
+
+def require_training_split(d, what="--data", instead="pass a train export (`npx hyperbagel dataset --split train --out DIR`)"):
+    """A training run must not read an evaluation export: its meta.json `split` (written by `npx hyperbagel dataset
+    --split`) must not be val, test or heldout. A folder without one (the recipes' synthetic data, `synthetic`) is
+    not an evaluation export."""
+    try:
+        with open(os.path.join(d, "meta.json"), encoding="utf-8") as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        return
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise SystemExit(f"{what}: {d!r}: meta.json cannot be read ({e}); export the dataset again")
+    split = meta.get("split") if isinstance(meta, dict) else None
+    if split in EVAL_SPLITS:
+        raise SystemExit(f"{what}: {d!r} is the {split} split (meta.json \"split\": \"{split}\"), kept for evaluation; "
+                         f"training on it would score the model on data it has seen: {instead}")
+
+
+def require_data(dirs, what="--data", files=("meta.json", "images.npy", "edited.npy", "records.jsonl"), training=True):
+    """The dataset folders (`npx hyperbagel dataset --out DIR`) must exist and hold the dataset's files; for
+    `training`, none may be an evaluation split (require_training_split)."""
     if not dirs:
         raise SystemExit(f"{what}: no dataset folder given")
     for d in dirs:
@@ -44,6 +67,8 @@ def require_data(dirs, what="--data", files=("meta.json", "images.npy", "edited.
         if missing:
             raise SystemExit(f"{what}: {d!r} is not a dataset folder (no {', '.join(missing)}; make one with "
                              "`npx hyperbagel dataset --out DIR`)")
+        if training:
+            require_training_split(d, what)
         check_dataset_rows(d, what, [f for f in files if f.endswith(".npy")])
     return dirs
 

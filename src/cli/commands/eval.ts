@@ -98,7 +98,7 @@ function printResult(json: boolean, result: object, human: () => string): void {
 const pct = (x: number | undefined) => (x === undefined ? '   -  ' : `${(x * 100).toFixed(1).padStart(5)}%`);
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ['pack', 'mode', 'limit', 'count', 'model', 'details', 'variant', 'think-temperature', 'suite', 'shift', 'samples'], booleans: ['json', 'write', 'think', 'followup'] });
+  const args = parseArgs(argv, { values: ['pack', 'mode', 'limit', 'count', 'model', 'details', 'variant', 'think-temperature', 'suite', 'shift', 'samples'], booleans: ['json', 'write', 'think', 'followup'], repeatable: ['variant'] });
   if (args.flags.has('help')) { console.log(HELP); return 0; }
   const [target, ...extra] = args.positionals;
   if (!target) throw new UsageError(`say what to evaluate: ${TARGETS.join(', ')}`);

@@ -224,7 +224,7 @@ export function replicaFrom(id: string | undefined, peerFlags: readonly string[]
 
 /** serve's arguments parsed (for tests). */
 export function parseServeArgs(argv: string[]): ParsedArgs {
-  return parseArgs(argv, { values: VALUES, booleans: ['production'] });
+  return parseArgs(argv, { values: VALUES, booleans: ['production'], repeatable: ['api-key', 'allow-origin', 'allow-host', 'trust-proxy', 'peer'] });
 }
 
 /** --allow-origin values (repeatable, comma-separated) plus $HYPERBAGEL_ALLOWED_ORIGINS; a malformed entry is a usage error. */

@@ -34,7 +34,7 @@ const VALUES = ['image', 'speculation', 'chain-length', 'tree-budget', 'temperat
 
 /** Everything understand needs from its arguments, checked without loading anything. */
 function parse(argv: string[]) {
-  const args = parseArgs(argv, { values: VALUES, booleans: ['quiet'] });
+  const args = parseArgs(argv, { values: VALUES, booleans: ['quiet'], repeatable: ['stop'] });
   if (args.flags.has('help')) return { args, help: true as const };
   const prompt = args.positionals.join(' ');
   if (!prompt.trim()) throw new UsageError('a prompt is required');
