@@ -649,7 +649,8 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
       imageJob: {
         subscribe: async (_p, { id, after }, ctx) => {
           rt.metrics.operations.inc({ field: 'imageJob' });
-          const start = range(after, 'after', 0, MAX_SEED) ?? 0;
+          // a reconnecting EventSource names the last event it got (Last-Event-ID): resume after it
+          const start = range(after ?? ctx.lastEventId, 'after', 0, MAX_SEED) ?? 0;
           const owner = rt.relay?.remoteOwner(id, 'job', ctx.forwardedBy);
           const job = owner ? await rt.relay!.imageJob(owner, id, start, ctx, ctx.signal) : rt.jobs.get(id, ctx.client);
           // a cursor past the job's last event was never handed out (lastSeq only grows): say so, rather

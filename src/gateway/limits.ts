@@ -109,6 +109,10 @@ export interface GatewayLimits {
    * file-descriptor limit, `ulimit -n`). 0 = no limit. */
   maxWsConnections: number;
   maxWsConnectionsPerClient: number;
+  /** Open streamed HTTP responses (SSE, multipart/mixed), in all and per client (API key, else address),
+   * graphql-ws's connection limits for HTTP: a request beyond either gets 429. 0 = no limit. */
+  maxHttpStreams: number;
+  maxHttpStreamsPerClient: number;
 }
 
 export const DEFAULT_LIMITS: GatewayLimits = {
@@ -147,6 +151,8 @@ export const DEFAULT_LIMITS: GatewayLimits = {
   wsPingIntervalMs: 30_000,
   maxWsConnections: 10_000,
   maxWsConnectionsPerClient: 256,
+  maxHttpStreams: 10_000,
+  maxHttpStreamsPerClient: 64,
 };
 
 const tooComplex = (message: string, node?: FieldNode) =>

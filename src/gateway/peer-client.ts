@@ -6,7 +6,7 @@ import { request as httpsRequest } from 'node:https';
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { GatewayError, loggedElsewhere } from './errors.ts';
-import { FORWARDED_FOR_HEADER, FORWARDED_HEADER, PEER_SECRET_HEADER, type ReplicaConfig } from './replicas.ts';
+import { FORWARDED_FOR_HEADER, FORWARDED_HEADER, PEER_REJECTED_HEADER, PEER_SECRET_HEADER, type ReplicaConfig } from './replicas.ts';
 import { ErrorCodeValues, type ErrorCode } from './schema-types.ts';
 import { linkedSignal, sleep } from './signals.ts';
 
@@ -50,12 +50,47 @@ export function isTransient(e: unknown): boolean {
   return e instanceof GatewayError && (e as unknown as Record<symbol, unknown>)[TRANSIENT] === true;
 }
 
-/** A network error's reason, with its cause (undici's "fetch failed" hides ECONNREFUSED there). */
+/**
+ * A network error's reason, with its cause (undici's "fetch failed" hides ECONNREFUSED there). Clients
+ * see it: node:http's own messages name the peer's address ("connect ECONNREFUSED 10.0.0.1:4000",
+ * "getaddrinfo ENOTFOUND a.internal"), so an error with a code is reduced to that code.
+ */
 function reason(e: unknown): string {
-  const err = e as Error & { cause?: { code?: string; message?: string } };
+  const err = e as Error & { code?: unknown; cause?: { code?: string; message?: string } };
+  if (typeof err?.code === 'string') return err.code;
   const cause = err?.cause?.code ?? err?.cause?.message;
   return cause ? `${err.message}: ${cause}` : String(err?.message ?? e);
 }
+
+/** An HTTP redirect: fetch does not follow one to a peer (see redirect: 'manual'), and it is no gateway's answer. */
+const isRedirect = (status: number) => status >= 300 && status < 400;
+
+/** A peer's answer over this many bytes is none a gateway gives (see PeerClient.maxAnswerBytes): it is not read on. */
+class TooLarge extends Error {}
+
+/** A fetch response's body, at most `max` bytes of it (TooLarge past that; the rest is not read). */
+async function readCapped(res: Response, max: number): Promise<Buffer> {
+  if (Number(res.headers.get('content-length')) > max) {
+    void res.body?.cancel().catch(() => undefined);
+    throw new TooLarge();
+  }
+  if (!res.body) return Buffer.alloc(0);
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let n = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return Buffer.concat(chunks);
+    if ((n += value.byteLength) > max) {
+      void reader.cancel().catch(() => undefined);
+      throw new TooLarge();
+    }
+    chunks.push(value);
+  }
+}
+
+/** How often one warning about a peer is logged again (one per forwarded request would flood the log). */
+const WARN_EVERY_MS = 60_000;
 
 export type Json = Record<string, unknown>;
 
@@ -73,10 +108,44 @@ export class PeerClient {
   /** the addresses the peers' host names resolved to: requests from these (or from a peer's IP literal) may speak for a client */
   private readonly addresses = new Set<string>();
 
+  /** a JSON answer (queries, mutations, a refusal) past this many bytes is not a gateway's: none is near it */
+  maxAnswerBytes = 4 * 1024 * 1024;
+  /** an SSE event past this many characters is not a gateway's (a relayed frame holds one image, as base64) */
+  maxEventChars = 64 * 1024 * 1024;
+  /** when each throttled warning (peer and what) was last logged */
+  private readonly warned = new Map<string, number>();
+
   constructor(
     readonly config: ReplicaConfig,
     private readonly fetchImpl: typeof fetch = fetch,
+    /** where peer problems are logged (checkPeers adopts the server's log) */
+    public log: (line: string) => void = (line) => console.error(line),
   ) {}
+
+  /** Logs a warning about peer `owner`, at most once every WARN_EVERY_MS per `what` (a problem every forwarded request meets). */
+  private warnThrottled(owner: string, what: string, line: string): void {
+    const key = `${owner}\n${what}`;
+    const now = Date.now();
+    if (now - (this.warned.get(key) ?? -Infinity) < WARN_EVERY_MS) return;
+    this.warned.set(key, now);
+    this.log(`hyperbagel: WARNING: peer ${owner} (${this.config.peers.get(owner) ?? 'no address'}) ${line}`);
+  }
+
+  /**
+   * The owner took a request this replica forwarded as a client's own (PEER_REJECTED_HEADER): its
+   * per-client limits count this replica as one client, and every relayed request is rate-limited
+   * twice. Nothing fails, so only the log can say so.
+   */
+  private noticeRejected(owner: string, why: string | null | undefined): void {
+    if (!why) return;
+    const fix =
+      this.config.secret !== undefined
+        ? 'did not accept this replica\'s peer secret: give every replica the same --peer-secret / HYPERBAGEL_PEER_SECRET'
+        : why === 'secret'
+          ? 'expects a peer secret, and this replica has none: give every replica the same --peer-secret / HYPERBAGEL_PEER_SECRET'
+          : 'does not see this replica\'s requests come from the address of its --peer entry for this replica: give the replicas a shared --peer-secret / HYPERBAGEL_PEER_SECRET';
+    this.warnThrottled(owner, 'rejected', `${fix}. Until then it takes requests forwarded from here as this replica's own (its rate limit counts them again, as one client).`);
+  }
 
   /** Resolves the peers' host names (IP literals are known from the start); failures are retried by the next call. */
   async resolveAddresses(): Promise<void> {
@@ -114,7 +183,9 @@ export class PeerClient {
       'content-type': 'application/json',
       accept,
       [FORWARDED_HEADER]: this.config.id,
-      ...(caller.client ? { [FORWARDED_FOR_HEADER]: caller.client } : {}),
+      // only an address: with auth on the owner counts the client's key, which Authorization carries
+      // (a `key:` identity here would be one more copy of the credential, in a header proxies log)
+      ...(caller.client?.startsWith('ip:') ? { [FORWARDED_FOR_HEADER]: caller.client } : {}),
       ...(this.config.secret !== undefined ? { [PEER_SECRET_HEADER]: this.config.secret } : {}),
       ...(caller.apiKey ? { authorization: `Bearer ${caller.apiKey}` } : {}),
     };
@@ -123,11 +194,14 @@ export class PeerClient {
   /**
    * The owner's answer to a request it refused before running it. 401 / 403 there mean the replicas
    * disagree (API keys, Host check): the client's own request was fine here, so that is not its error.
+   * The owner's words go to this replica's log only: its Host check quotes the peer URL's host.
    */
   private refused(owner: string, status: number, errors: RemoteError[] | undefined): GatewayError {
+    if (isRedirect(status)) return this.wrongAnswer(owner, status);
     if (status === 401 || status === 403) {
-      const why = typeof errors?.[0]?.message === 'string' ? `: ${errors[0].message}` : '';
-      return new GatewayError('UNAVAILABLE', `Replica "${owner}" refused a request forwarded from this replica (HTTP ${status}${why}); replicas must share their API keys and accept each other's Host`, { replica: owner });
+      const why = typeof errors?.[0]?.message === 'string' ? `: ${JSON.stringify(errors[0].message.slice(0, 300))}` : '';
+      this.warnThrottled(owner, `refused ${status}`, `refuses requests forwarded from this replica (HTTP ${status}${why}). Replicas must share their API keys (--api-key) and accept each other's Host (--allow-host).`);
+      return new GatewayError('UNAVAILABLE', `Replica "${owner}" refused a request forwarded from this replica (HTTP ${status}); replicas must share their API keys and accept each other's Host (this replica's log says more)`, { replica: owner });
     }
     return errors?.length ? remoteError(errors[0]) : this.wrongAnswer(owner, status);
   }
@@ -144,6 +218,11 @@ export class PeerClient {
     return new GatewayError('UNAVAILABLE', `Replica "${owner}" answered HTTP ${status}, not as a gateway: check the --peer URL given for it`, { replica: owner });
   }
 
+  /** The peer answered more than a gateway would (TooLarge): not read on, and as wrong as any other answer. */
+  private tooLarge(owner: string): GatewayError {
+    return new GatewayError('UNAVAILABLE', `Replica "${owner}" answered more than a gateway would, not as one: check the --peer URL given for it`, { replica: owner });
+  }
+
   /**
    * An image another replica stores (`Image.url` there): fetched from the owner's `/images/` with
    * this replica's forwarding mark. Undefined when the owner has no such image (expired) or is
@@ -157,9 +236,12 @@ export class PeerClient {
     let res: Response;
     let bytes: Buffer;
     try {
-      res = await this.fetchImpl(url, { headers: { [FORWARDED_HEADER]: this.config.id }, signal: AbortSignal.timeout(this.config.requestTimeoutMs) });
-      bytes = Buffer.from(await res.arrayBuffer());
+      // redirects not followed (here and for every request to a peer): they would carry this replica's requests elsewhere
+      res = await this.fetchImpl(url, { headers: { [FORWARDED_HEADER]: this.config.id }, redirect: 'manual', signal: AbortSignal.timeout(this.config.requestTimeoutMs) });
+      // an image no larger than a relayed frame's event could hold
+      bytes = await readCapped(res, this.maxEventChars);
     } catch (e) {
+      if (e instanceof TooLarge) throw this.tooLarge(owner);
       throw this.unreachable(owner, reason(e));
     }
     if (res.status === 404) return undefined;
@@ -175,6 +257,7 @@ export class PeerClient {
    * has not answered after `quietMs`.
    */
   async checkPeers(log: (message: string) => void, signal: AbortSignal, everyMs = 2000, quietMs = 60_000): Promise<void> {
+    this.log = log; // the server's: forwarding problems are logged with its other warnings
     await this.resolveAddresses();
     await Promise.all(
       [...this.config.peers].map(async ([id, endpoint]) => {
@@ -201,8 +284,9 @@ export class PeerClient {
           if (replica !== id)
             return warn(`answers as ${typeof replica === 'string' ? `replica "${replica.slice(0, 32)}"` : 'a server with no replica id'}: operations on ${id}'s jobs and sessions will fail`);
           // /health skips the Host check that forwarded operations meet: ask /graphql too (401 is fine: auth is on)
-          const status = await this.postStatus(endpoint, signal);
+          const status = await this.postStatus(id, endpoint, signal);
           if (status === 403) warn(`refuses this replica's requests (HTTP 403: its Host check; allow this peer URL's host there with --allow-host)`);
+          else if (status !== undefined && isRedirect(status)) warn(`answers this replica's requests with a redirect (HTTP ${status}), which is not followed: give the URL it redirects to`);
           return;
         }
       }),
@@ -213,7 +297,7 @@ export class PeerClient {
   private async fetchText(url: URL, signal: AbortSignal): Promise<string | undefined> {
     const linked = linkedSignal(signal, this.config.requestTimeoutMs);
     try {
-      return await (await this.fetchImpl(url, { signal: linked.signal })).text();
+      return (await readCapped(await this.fetchImpl(url, { redirect: 'manual', signal: linked.signal }), this.maxAnswerBytes)).toString('utf8');
     } catch {
       return undefined;
     } finally {
@@ -222,11 +306,12 @@ export class PeerClient {
   }
 
   /** The HTTP status a peer's /graphql gives this replica's forwarded requests (undefined: no answer). */
-  private async postStatus(endpoint: string, signal: AbortSignal): Promise<number | undefined> {
+  private async postStatus(owner: string, endpoint: string, signal: AbortSignal): Promise<number | undefined> {
     const linked = linkedSignal(signal, this.config.requestTimeoutMs);
     try {
-      const res = await this.fetchImpl(endpoint, { method: 'POST', headers: this.headers({}, 'application/json'), body: JSON.stringify({ query: '{ __typename }' }), signal: linked.signal });
-      await res.arrayBuffer();
+      const res = await this.fetchImpl(endpoint, { method: 'POST', headers: this.headers({}, 'application/json'), body: JSON.stringify({ query: '{ __typename }' }), redirect: 'manual', signal: linked.signal });
+      this.noticeRejected(owner, res.headers.get(PEER_REJECTED_HEADER));
+      await readCapped(res, this.maxAnswerBytes);
       return res.status;
     } catch {
       return undefined;
@@ -245,10 +330,13 @@ export class PeerClient {
         method: 'POST',
         headers: this.headers(caller, 'application/graphql-response+json, application/json'),
         body: JSON.stringify({ query, variables }),
+        redirect: 'manual', // a redirect would carry the peer secret and the client's key to another origin
         signal: linked.signal,
       });
-      text = await res.text();
+      this.noticeRejected(owner, res.headers.get(PEER_REJECTED_HEADER));
+      text = (await readCapped(res, this.maxAnswerBytes)).toString('utf8');
     } catch (e) {
+      if (e instanceof TooLarge) throw this.tooLarge(owner);
       if (signal?.aborted) throw new GatewayError('CANCELLED', 'The request was cancelled');
       throw this.unreachable(owner, linked.timedOut() ? `no answer in ${this.config.requestTimeoutMs} ms` : reason(e));
     } finally {
@@ -260,7 +348,7 @@ export class PeerClient {
     } catch {
       body = undefined; // not JSON (a proxy's error page): judged by the status below
     }
-    if (res.status === 401 || res.status === 403 || body?.errors?.length) throw this.refused(owner, res.status, body?.errors);
+    if (res.status === 401 || res.status === 403 || isRedirect(res.status) || body?.errors?.length) throw this.refused(owner, res.status, body?.errors);
     if (!res.ok || !body?.data) throw this.wrongAnswer(owner, res.status);
     return body.data;
   }
@@ -308,6 +396,8 @@ export class PeerClient {
       throw this.unreachable(owner, reason(e));
     }
     clearTimeout(connectTimer);
+    const rejected = res.headers[PEER_REJECTED_HEADER];
+    this.noticeRejected(owner, typeof rejected === 'string' ? rejected : undefined);
     const idleMs = this.config.streamIdleMs ?? 30_000;
     req.setTimeout(idleMs, () => req.destroy(new Error(`nothing received for ${idleMs} ms`)));
     // from here the request's errors surface as the response stream's
@@ -318,9 +408,14 @@ export class PeerClient {
         let errors: RemoteError[] | undefined;
         try {
           const chunks: Buffer[] = [];
-          for await (const c of res) chunks.push(c as Buffer);
+          let n = 0;
+          for await (const c of res) {
+            if ((n += (c as Buffer).byteLength) > this.maxAnswerBytes) throw new TooLarge();
+            chunks.push(c as Buffer);
+          }
           errors = (JSON.parse(Buffer.concat(chunks).toString('utf8')) as { errors?: RemoteError[] })?.errors;
-        } catch {
+        } catch (e) {
+          if (e instanceof TooLarge) throw this.tooLarge(owner);
           // not JSON: judged by the status
         }
         throw this.refused(owner, res.statusCode ?? 0, errors);
@@ -345,11 +440,14 @@ export class PeerClient {
             if (data.errors?.length) throw remoteError(data.errors[0]);
             if (data.data) yield data.data;
           }
+          // what is left is one unfinished event: no gateway's is this large, and a peer that never ends
+          // one must not grow this buffer without bound
+          if (buffered.length > this.maxEventChars) throw this.tooLarge(owner);
         }
       } catch (e) {
         if (signal.aborted) return;
         if (e instanceof GatewayError) throw e;
-        throw this.unreachable(owner, `connection lost: ${(e as Error).message}`);
+        throw this.unreachable(owner, `connection lost: ${reason(e)}`);
       }
       if (!completed && !signal.aborted) throw this.unreachable(owner, 'connection closed before the stream completed');
     } finally {

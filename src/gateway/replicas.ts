@@ -86,14 +86,23 @@ export function ownerOf(id: string): string | undefined {
 export const FORWARDED_HEADER = 'hyperbagel-forwarded-by';
 
 /**
- * The client a forwarded operation is for (`key:…` or `ip:…`, as the forwarding replica counted it).
- * The owner counts its per-client limits by it instead of the forwarding replica's address, but only
- * for requests that come from a peer's address: a client cannot claim another identity with it.
+ * The client a forwarded operation is for (`ip:…`, as the forwarding replica counted it), sent only
+ * with auth off: with auth on the owner counts the client's key, which the forwarded request's
+ * Authorization carries (a copy of it here would be one more, in a header proxies log). The owner
+ * counts its per-client limits by it instead of the forwarding replica's address, but only for a
+ * request a peer proves it forwarded: a client cannot claim another identity with it.
  */
 export const FORWARDED_FOR_HEADER = 'hyperbagel-forwarded-for';
 
 /** Carries the replicas' shared secret (ReplicaConfig.secret) on a forwarded request. */
 export const PEER_SECRET_HEADER = 'hyperbagel-peer-secret';
+
+/**
+ * The owner's answer to a request that names one of its peers (FORWARDED_HEADER) but does not prove
+ * it: `secret` (the shared secret is missing or wrong) or `address` (no secret, and not from the
+ * peer's address). The owner then takes it as a client's own, so the forwarding replica logs it.
+ */
+export const PEER_REJECTED_HEADER = 'hyperbagel-peer-rejected';
 
 /** Constant-time comparison of a header value with the shared secret. */
 export function secretMatches(value: string | string[] | undefined, secret: string): boolean {

@@ -28,6 +28,8 @@ export interface GatewayContext {
   apiKey?: string;
   /** the replica that forwarded this request here (replicas.ts FORWARDED_HEADER), if one did */
   forwardedBy?: string;
+  /** SSE over HTTP: the `Last-Event-ID` a reconnecting EventSource sent (imageJob resumes after it) */
+  lastEventId?: number;
 }
 
 export type EngineState = 'loading' | 'ok' | 'failed' | 'shutting-down';

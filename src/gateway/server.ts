@@ -23,9 +23,10 @@ import { directNextStream } from './ws-direct.ts';
 import { HostPolicy, OriginPolicy } from './origin.ts';
 import { RateLimiter, rateLimitedError } from './rate-limit.ts';
 import { queryShapeRule, type GatewayLimits } from './limits.ts';
-import { FORWARDED_FOR_HEADER, FORWARDED_HEADER, PEER_SECRET_HEADER, secretMatches, type ReplicaConfig } from './replicas.ts';
+import { FORWARDED_FOR_HEADER, FORWARDED_HEADER, PEER_REJECTED_HEADER, PEER_SECRET_HEADER, secretMatches, type ReplicaConfig } from './replicas.ts';
 import { parseImageToken } from './images.ts';
 import { guardedParser, jsonDeeperThan, MAX_JSON_DEPTH } from './request-body.ts';
+import { lastEventId, withEventIds } from './sse-ids.ts';
 
 export { jsonDeeperThan } from './request-body.ts';
 import { clientAddress, clientIdentity, parseTrustedProxies } from './client-address.ts';
@@ -313,6 +314,26 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     if (config.secret !== undefined) return secretMatches(req.headers[PEER_SECRET_HEADER], config.secret);
     return rt.relay!.peers.isPeerAddress(req.socket.remoteAddress);
   };
+  /** when an unproven request naming each peer was last logged (one line per request would flood the log) */
+  const unprovenLogged = new Map<string, number>();
+  /**
+   * A request that names a configured peer but does not prove it (not fromPeer): most likely that peer
+   * with another --peer-secret, or none. It is taken as a client's own (rate-limited again here), and
+   * nothing fails, so the answer says so (PEER_REJECTED_HEADER: the forwarding replica logs it), and so
+   * does this log, at most once a minute per peer.
+   */
+  const unprovenPeer = (req: IncomingMessage, res: ServerResponse): void => {
+    const by = req.headers[FORWARDED_HEADER];
+    const config = rt.relay?.peers.config;
+    if (!config || typeof by !== 'string' || !config.peers.has(by)) return;
+    const why = config.secret !== undefined ? 'secret' : 'address';
+    res.setHeader(PEER_REJECTED_HEADER, why);
+    const now = Date.now();
+    if (now - (unprovenLogged.get(by) ?? -Infinity) < 60_000) return;
+    unprovenLogged.set(by, now);
+    const how = why === 'secret' ? `${req.headers[PEER_SECRET_HEADER] === undefined ? 'without the' : 'with a wrong'} peer secret` : `from ${req.socket.remoteAddress ?? 'an unknown address'}, not from that peer's address`;
+    log(`hyperbagel: WARNING: a request marked as forwarded by peer ${by} came ${how}: taken as a client's own (rate-limited here). If replica ${by} sent it, give every replica the same --peer-secret / HYPERBAGEL_PEER_SECRET.`);
+  };
   /**
    * The client a peer forwarded this request for, which the owner's per-client queue share counts
    * (the peer already rate-limited it). With auth on, the client's own key, forwarded with it, says who.
@@ -516,7 +537,18 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     },
     onResultProcess({ request, resultProcessor, setResultProcessor }) {
       // the refusal is JSON even when the Accept header admits no JSON type
-      if (notAcceptable.has(request) && !resultProcessor) setResultProcessor(processRegularResult, 'application/json');
+      if (notAcceptable.has(request) && !resultProcessor) return setResultProcessor(processRegularResult, 'application/json');
+      // imageJob over SSE: `id:` lines, so an EventSource resumes where it was (sse-ids.ts)
+      if (resultProcessor && (request.headers.get('accept') ?? '').includes('text/event-stream')) {
+        const original = resultProcessor;
+        setResultProcessor(
+          (result, api, mediaType) => {
+            const res = original(result, api, mediaType);
+            return res instanceof Promise ? res.then((r) => withEventIds(r, api)) : withEventIds(res as Response, api);
+          },
+          'text/event-stream',
+        );
+      }
     },
   };
 
@@ -592,6 +624,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
         client: init.client ?? (init.req ? (forwardedFor(init.req) ?? rateClient(httpKey, init.req)) : undefined),
         apiKey: init.apiKey ?? (authOn && httpKey && keyAllowed(apiKeys, httpKey) ? httpKey : undefined),
         forwardedBy: init.request?.headers.get(FORWARDED_HEADER)?.slice(0, 64) ?? undefined,
+        lastEventId: lastEventId(init.request?.headers.get('last-event-id')),
       };
     },
     // errorCountPlugin before acceptPlugin: its hooks also see acceptPlugin's refusals
@@ -681,18 +714,45 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
         rt.metrics.originRejected.inc({ transport: 'http' });
         return sendError(res, 403, 'This Origin is not allowed (see --allow-origin)', { code: 'FORBIDDEN' });
       }
-      // every operation counts, and so does the GraphiQL page (9 MB); CORS preflights do not
-      if (req.method !== 'OPTIONS' && !fromPeer(req) && rateLimited(req, res)) return;
+      // every operation counts, and so does the GraphiQL page (9 MB); CORS preflights do not; nor does
+      // one a peer forwarded (the forwarding replica counted it)
+      const forwarded = fromPeer(req);
+      if (!forwarded) unprovenPeer(req, res);
+      if (req.method !== 'OPTIONS' && !forwarded && rateLimited(req, res)) return;
       if (path === '/graphql' && isGraphiqlPage(dev, req.method, req.headers.accept, req.url ?? '/')) return void servePage(req, res);
     }
     // yoga answers any path that ends in /graphql: the Origin check and the rate limit above are for exactly
     // this one, so every other path is not found
     if (path !== '/graphql') return sendJson(res, 404, { error: 'not found: the GraphQL endpoint is /graphql' });
-    if ((req.headers.accept ?? '').includes('text/event-stream')) res.setHeader('X-Accel-Buffering', 'no');
+    const accept = req.headers.accept ?? '';
+    if (/text\/event-stream|multipart\/mixed/.test(accept) && req.method !== 'OPTIONS' && !fromPeer(req)) {
+      // a streamed response may stay open for minutes: counted per client, as graphql-ws connections are
+      const client = rateClient(extractApiKey(req.headers.authorization), req);
+      const mine = httpStreamsOf.get(client) ?? 0;
+      const over = L.maxHttpStreams > 0 && httpStreams >= L.maxHttpStreams ? 'Too many streamed responses open' : L.maxHttpStreamsPerClient > 0 && mine >= L.maxHttpStreamsPerClient ? `Too many streamed responses open from this client (at most ${L.maxHttpStreamsPerClient}); close one, or use one graphql-ws connection for many operations` : undefined;
+      if (over) {
+        rt.metrics.rateLimited.inc({ transport: 'http' });
+        return sendError(res, 429, over, { code: 'RATE_LIMITED', retryAfterSeconds: 5 }, { 'retry-after': '5' });
+      }
+      httpStreams++;
+      httpStreamsOf.set(client, mine + 1);
+      res.once('close', () => {
+        httpStreams--;
+        const n = (httpStreamsOf.get(client) ?? 1) - 1;
+        if (n > 0) httpStreamsOf.set(client, n);
+        else httpStreamsOf.delete(client);
+      });
+      // proxies that buffer (nginx) would hold previews and chunks back
+      res.setHeader('X-Accel-Buffering', 'no');
+    }
     return yoga(req, res);
   };
+  let httpStreams = 0;
+  const httpStreamsOf = new Map<string, number>();
 
-  const server: Server = createServer(handler);
+  // Node's defaults let a client take 60 s to send its headers and 5 minutes its body, checked every 30 s:
+  // slow clients held sockets for up to 81 s and 321 s
+  const server: Server = createServer({ headersTimeout: 20_000, requestTimeout: 120_000, connectionsCheckingInterval: 5_000 }, handler);
   const sockets = new Set<Socket>();
   server.on('connection', (s) => {
     sockets.add(s);

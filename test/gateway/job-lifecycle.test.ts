@@ -127,4 +127,30 @@ describe('cancelJob twice, and imageJob cursors', () => {
     expect(atEnd).not.toContain('"seq"');
     expect(await sub(last - 1)).toContain(`"seq":${last}`);
   });
+
+  it('imageJob over SSE: each event carries its seq as the SSE id, and a reconnect naming Last-Event-ID resumes after it', async () => {
+    const { data } = await query('mutation { generateImage(input: { prompt: "a red circle", mode: PROGRESSIVE }) { id lastSeq result { nfe } } }');
+    const id = data.generateImage.id;
+    await waitFor(() => server.runtime.jobs.find(id)!.terminal, 'the job to end');
+    const last = server.runtime.jobs.find(id)!.lastSeq;
+    expect(last).toBeGreaterThanOrEqual(3);
+    const sub = async (headers: Record<string, string>, variables: Record<string, unknown> = { id }, fields = 'seq status') => {
+      const res = await fetch(server.url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'text/event-stream', ...headers }, body: JSON.stringify({ query: `subscription($id: ID!, $after: Int) { imageJob(id: $id, after: $after) { ${fields} } }`, variables }) });
+      const text = await res.text();
+      const events = text.split('\n\n').filter((e) => e.includes('event: next'));
+      return { text, ids: events.map((e) => /^id: (\d+)$/m.exec(e)?.[1]).map(Number), seqs: events.map((e) => Number(/"seq":(\d+)/.exec(e)?.[1])) };
+    };
+    const all = await sub({});
+    expect(all.seqs).toEqual(Array.from({ length: last }, (_, i) => i + 1));
+    expect(all.ids).toEqual(all.seqs);
+    // what an EventSource sends when it reconnects
+    const resumed = await sub({ 'last-event-id': '2' });
+    expect(resumed.seqs).toEqual(Array.from({ length: last - 2 }, (_, i) => i + 3));
+    // an explicit after wins; a Last-Event-ID that is not a seq is ignored; past the end is OUT_OF_RANGE as for after
+    expect((await sub({ 'last-event-id': '2' }, { id, after: 1 })).seqs[0]).toBe(2);
+    expect((await sub({ 'last-event-id': 'abc' })).seqs[0]).toBe(1);
+    expect((await sub({ 'last-event-id': String(last + 5) })).text).toContain('OUT_OF_RANGE');
+    // without seq selected there is nothing to name the event by: no id lines
+    expect((await sub({}, { id }, 'status')).text).not.toMatch(/^id:/m);
+  });
 });

@@ -70,3 +70,40 @@ describe('a queued understand request', () => {
     }
   });
 });
+
+describe('streamed HTTP responses per client', () => {
+  it('a client holds at most maxHttpStreamsPerClient of them; one more is 429 naming the limit, and a closed one frees its place', async () => {
+    const slow = new FakeEngine({ stepMs: 50, tokens: 1000 });
+    const s = await start({ engine: slow, limits: { maxHttpStreamsPerClient: 2 } });
+    const open = (ac: AbortController) =>
+      fetch(s.url, { method: 'POST', signal: ac.signal, headers: { 'content-type': 'application/json', accept: 'text/event-stream' }, body: JSON.stringify(U(7)) });
+    const a = new AbortController();
+    const b = new AbortController();
+    try {
+      expect((await open(a)).status).toBe(200);
+      expect((await open(b)).status).toBe(200);
+      const c = await fetch(s.url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'text/event-stream' }, body: JSON.stringify(U(8)) });
+      expect(c.status).toBe(429);
+      expect(c.headers.get('retry-after')).toBe('5');
+      const err = ((await c.json()) as any).errors[0];
+      expect(err.extensions.code).toBe('RATE_LIMITED');
+      expect(err.message).toMatch(/at most 2/);
+      // a plain JSON request is not a stream and is not counted
+      const plain = await fetch(s.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: '{ health { status } }' }) });
+      expect(plain.status).toBe(200);
+      a.abort();
+      const d = new AbortController();
+      let status = 0;
+      for (let i = 0; i < 50 && status !== 200; i++) {
+        const r = await open(d).catch(() => undefined);
+        status = r?.status ?? 0;
+        if (status !== 200) await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(status).toBe(200);
+      d.abort();
+    } finally {
+      b.abort();
+      await s.close();
+    }
+  });
+});

@@ -319,13 +319,16 @@ describe('replica misconfiguration and shutdown', () => {
 
   it('tells a client when the owner refuses the forwarded request (replicas that do not share API keys)', async () => {
     const peers = new Map<string, string>();
+    const logs: string[] = [];
     const a = await start({ engine: new FakeEngine(), apiKeys: ['only-a'], replica: { id: 'a', peers: new Map(), requestTimeoutMs: 2000 } });
-    const b = await start({ engine: new FakeEngine(), replica: { id: 'b', peers, requestTimeoutMs: 2000 } });
+    const b = await start({ engine: new FakeEngine(), log: (m) => logs.push(m), replica: { id: 'b', peers, requestTimeoutMs: 2000 } });
     peers.set('a', a.url);
     try {
       const res = await gqlPost(b, { query: '{ job(id: "a.1") { id } }' });
       expect(errorOf(res)).toBe('UNAVAILABLE');
-      expect(res.json.errors[0].message).toMatch(/Replica "a" refused a request forwarded from this replica \(HTTP 401: .*\); replicas must share their API keys/);
+      expect(res.json.errors[0].message).toMatch(/Replica "a" refused a request forwarded from this replica \(HTTP 401\); replicas must share their API keys/);
+      // the owner's own words go to this replica's log (they may quote the peer URL's host)
+      expect(logs.join('\n')).toMatch(/WARNING: peer a \(.*\) refuses requests forwarded from this replica \(HTTP 401: "Missing or invalid API key"\)/);
       expect(codeOf(await wsRun(ws(b), EVENTS, { id: 'a.1' }))).toBe('UNAVAILABLE');
     } finally {
       await a.close();

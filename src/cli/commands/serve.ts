@@ -55,6 +55,8 @@ Also /health, /ready (503 until the model is loaded), /metrics (Prometheus) and 
                     per client: API key in the upgrade's Authorization header, else client address
                     (IPv6: its /64) (default 256). 0 = no limit. Beyond them upgrades get HTTP 429.
                     Behind a proxy, without --trust-proxy every user counts as the proxy: one client.
+  --max-streams-per-client N  open streamed HTTP responses (SSE, multipart/mixed) per client, counted
+                    as WebSocket connections are (default 64; 10000 in all); 0 = no limit. Beyond it: 429.
   --ws-ping-interval MS  ping graphql-ws sockets this often (default 30000, at least 1000; 0 = off); one
                     that neither answers nor takes any data for a whole interval is dropped, and so is
                     one that has not answered for 3 intervals
@@ -72,7 +74,7 @@ Also /health, /ready (503 until the model is loaded), /metrics (Prometheus) and 
                     proxy on a replica's host must strip hyperbagel-forwarded-* headers from clients.
   --production      no GraphiQL, no introspection (default when NODE_ENV=production)`;
 
-const VALUES = ['port', 'host', 'pack', 'threads', 'api-key', 'allow-origin', 'allow-host', 'trust-proxy', 'max-ws-connections', 'max-ws-per-client', 'ws-ping-interval', 'rate-limit', 'rate-burst', 'max-concurrent', 'max-queue', 'public-url', 'replica-id', 'peer', 'peer-secret'];
+const VALUES = ['port', 'host', 'pack', 'threads', 'api-key', 'allow-origin', 'allow-host', 'trust-proxy', 'max-ws-connections', 'max-ws-per-client', 'max-streams-per-client', 'ws-ping-interval', 'rate-limit', 'rate-burst', 'max-concurrent', 'max-queue', 'public-url', 'replica-id', 'peer', 'peer-secret'];
 
 export async function run(argv: string[]): Promise<number> {
   const args = parseServeArgs(argv);
@@ -176,6 +178,7 @@ export function serveOptions(args: ParsedArgs, env: NodeJS.ProcessEnv = process.
       rateLimitBurst: intFlag(args, 'rate-burst', 200, 1, 1_000_000),
       maxWsConnections: intFlag(args, 'max-ws-connections', 10_000, 0, 10_000_000),
       maxWsConnectionsPerClient: intFlag(args, 'max-ws-per-client', 256, 0, 10_000_000),
+      maxHttpStreamsPerClient: intFlag(args, 'max-streams-per-client', 64, 0, 10_000_000),
       wsPingIntervalMs: pingInterval(intFlag(args, 'ws-ping-interval', 30_000, 0, 86_400_000)),
     },
     // listen at once; /ready reports 503 until the model is loaded

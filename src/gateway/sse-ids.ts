@@ -1,0 +1,41 @@
+// SSE event ids for imageJob: each event of a job's log goes out with `id: <seq>`, so a browser's
+// EventSource that reconnects sends `Last-Event-ID: <seq>` and the subscription resumes after it
+// (resolvers read that header as `after` when the query gives none). yoga's SSE writer emits every data
+// line as its own chunk ("data: {...}\n\n"), so the id is put in front of the line it belongs to.
+
+const LINE = Buffer.from('data: {"data":{"imageJob":');
+
+/** The imageJob event's `seq`, when the line is one and the client selected it. */
+export function imageJobSeq(line: string): number | undefined {
+  try {
+    const seq = (JSON.parse(line.slice('data: '.length)) as { data?: { imageJob?: { seq?: unknown } } }).data?.imageJob?.seq;
+    return Number.isSafeInteger(seq) ? (seq as number) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `res` with `id:` lines added to its imageJob events, when it is an SSE response; else `res` itself. */
+export function withEventIds(res: Response, api: { Response: typeof Response; TransformStream: typeof TransformStream }): Response {
+  if (!res.body || !(res.headers.get('content-type') ?? '').startsWith('text/event-stream')) return res;
+  const enc = new TextEncoder();
+  const ids = new api.TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, controller) {
+      // the stream may join yoga's writes ("event: next\ndata: {...}\n\n" arrives as one chunk)
+      const buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+      if (buf.indexOf(LINE) < 0) return controller.enqueue(chunk);
+      const text = buf.toString('utf8').replace(/(^|\n)(data: \{"data":\{"imageJob":[^\n]*)/g, (whole, nl: string, line: string) => {
+        const seq = imageJobSeq(line);
+        return seq === undefined ? whole : `${nl}id: ${seq}\n${line}`;
+      });
+      controller.enqueue(enc.encode(text));
+    },
+  });
+  return new api.Response(res.body.pipeThrough(ids), { status: res.status, statusText: res.statusText, headers: res.headers });
+}
+
+/** The resume point a reconnecting EventSource names: a non-negative integer, else undefined. */
+export function lastEventId(header: string | null | undefined): number | undefined {
+  if (!header || !/^\d{1,15}$/.test(header.trim())) return undefined;
+  return Number(header.trim());
+}
