@@ -36,8 +36,8 @@ interface FetchApi {
   Request: typeof Request;
 }
 
-const refuse = (message: string, status = 400): never => {
-  throw createGraphQLError(message, { extensions: { http: { status }, code: status === 413 ? 'REQUEST_ENTITY_TOO_LARGE' : 'BAD_REQUEST' } });
+const refuse = (message: string, status = 400, extensions: Record<string, unknown> = {}): never => {
+  throw createGraphQLError(message, { extensions: { http: { status }, code: status === 413 ? 'REQUEST_ENTITY_TOO_LARGE' : 'BAD_REQUEST', ...extensions } });
 };
 
 /** `variables` and `extensions` of a query string or form body must be JSON (yoga parsed them outside a try). */
@@ -98,7 +98,8 @@ function multipartFailure(e: unknown, limits: BodyLimits): never {
   if (e instanceof Error && 'extensions' in e) throw e; // yoga's own (the body-size limit)
   const m = e instanceof Error ? e.message : String(e);
   if (/Request body too large/.test(m)) refuse('Request body too large', 413);
-  if (/^File size limit exceeded/.test(m)) refuse(`An uploaded file is over the limit of ${limits.maxFileBytes} bytes`, 413);
+  // the code an image sent as base64 over the limit gets (busboy stops at the limit: the size is not known)
+  if (/^File size limit exceeded/.test(m)) refuse(`An uploaded image is over the limit of ${limits.maxFileBytes} bytes`, 413, { code: 'IMAGE_TOO_LARGE', limit: limits.maxFileBytes });
   if (/^Field value size exceeded/.test(m)) refuse(`A multipart field (operations or map) is over the limit of ${limits.maxFieldBytes} bytes`, 413);
   if (/^(Files|Parts) limit exceeded/.test(m)) refuse(`A multipart request carries at most ${MAX_UPLOADS} files (one image per operation)`);
   if (/^Fields limit exceeded/.test(m)) refuse('A multipart request carries the fields "operations" and "map" and its files, nothing else');

@@ -5,8 +5,8 @@ import { differentExportIn, SPLITS, writeDataset, type Split } from '../../world
 
 export const HELP = `Usage: hyperbagel dataset --split ${SPLITS.join('|')} --count N --out DIR [--offset K] [--min-objects A] [--max-objects B]
 
-Writes DIR/images.npy and DIR/edited.npy (uint8 [N,64,64,3]), DIR/records.jsonl (scene, caption,
-prompts, questions, edit per sample) and DIR/meta.json (split, count, offset, min/max objects, vocabulary).
+Writes DIR/images.npy and DIR/edited.npy (uint8 [N,64,64,3]), DIR/records.jsonl (index, scene,
+caption, prompts, qa: questions with answers, edit per sample) and DIR/meta.json (split, count, offset, min/max objects, vocabulary).
   --offset K        start at sample K of the split (the next shard of an export, into another DIR)
   --force           replace a different export already in DIR (the same one is simply written again)
   --min-objects A   fewest objects per scene (default 1)
