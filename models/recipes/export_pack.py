@@ -36,6 +36,10 @@ def main():
     ap.add_argument("--ckpt", default="runs/unified/unified.ckpt")
     ap.add_argument("--vae", default=None, help="VAE checkpoint (default: the one the unified run used)")
     ap.add_argument("--data", default="data/train", help="images for fitting the latent->RGB preview factors")
+    ap.add_argument("--train-data", action="append", default=None,
+                    help="a dataset folder the model was trained on (repeatable; default: --data): vocabulary words "
+                         "none of their texts uses become the manifest's untrained_words, which the engine refuses. "
+                         "Name every folder of the curriculum: a one-object stage alone lacks the counting words")
     ap.add_argument("--out", default="models/shapes-mot")
     ap.add_argument("--name", default="shapes-mot")
     ap.add_argument("--raw", action="store_true")
@@ -172,14 +176,20 @@ def build(a, model, vae, scale, c, ck, vck, tok, imgs, out):
     # (a checkpoint imported from a pack carries the pack's declaration; training runs record their samples)
     session_context = a.session_context or ck.get("session_context") or ("conversation" if ck.get("followup_samples", 0) > 0 else "image")
     prompts = {"caption": CAPTION_PROMPT, **({"think": True} if think else {}), "session_context": session_context}
+    texts = [CAPTION_PROMPT]
+    for d in a.train_data or [a.data]:
+        if not os.path.isfile(os.path.join(d, "records.jsonl")):
+            sys.exit(f"--train-data: no records.jsonl in {d!r} (a dataset folder: `npx hyperbagel dataset --out DIR`)")
+        texts.extend(record_texts(d))
+    refused = untrained_words(tok, texts)
+    print(f"untrained_words (refused by the engine): {', '.join(refused) or 'none'}", file=sys.stderr, flush=True)
     # the offset belongs to these weights (chosen on val): only a re-export of the same weights carries it
     offset = a.understand_offset or tuple(ck.get("understand_offset") or (0, 0))
     ex.write_manifest(out, c, tok, specs, scale, preview, a.name,
                       f"Miniature BAGEL (MoT decoder {c.layers}x{c.hidden}, conv-stem ViT, conv VAE "
                       f"{c.gen_image_size}px -> {c.latent_channels}x{c.latent_size}x{c.latent_size}) trained on the "
                       f"Shapes world by models/recipes.",
-                      extra={"prompts": prompts, "training": training,
-                             "untrained_words": untrained_words(tok, [CAPTION_PROMPT, *record_texts(a.data)])},
+                      extra={"prompts": prompts, "training": training, "untrained_words": refused},
                       understand_offset=offset)
     if a.parity:
         ex.write_parity(model, vae, scale, out)

@@ -336,6 +336,9 @@ def main():
     run([os.path.join(HERE, "pack_words.py"), "--pack", out, "--data", data])
     after = snapshot(out)
     assert json.loads(after["manifest.json"]) == json.loads(pack1["manifest.json"]) and after["tokenizer.json"] == pack1["tokenizer.json"]
+    p = subprocess.run([sys.executable, os.path.join(HERE, "export_pack.py"), "--ckpt", os.path.join(urun, "unified.ckpt"), "--data", data,
+                        "--train-data", os.path.join(work, "no-data"), "--out", out], capture_output=True, text=True)
+    assert p.returncode != 0 and "--train-data" in p.stderr and snapshot(out) == after, p.stderr[-300:]
     p = subprocess.run([sys.executable, os.path.join(HERE, "pack_words.py"), "--pack", out, "--data", os.path.join(work, "no-data")],
                        capture_output=True, text=True)
     assert p.returncode != 0 and "--data" in p.stderr and snapshot(out) == after, p.stderr[-300:]

@@ -360,8 +360,9 @@ export class PeerClient {
    * sees as a client gone.
    *
    * `answersAtOnce`: the owner answers this subscription as soon as it looks it up (imageJob, a
-   * mutation), so the wait for its response is timed like a request's. Without it (understand, which
-   * the owner answers once the request has a job slot there) only the connection is timed.
+   * mutation), so the wait for its response is timed like a request's. Without it (understand: an owner
+   * of this version answers at once and sends its first event once the request has a job slot there, an
+   * older one answered only then) only the connection is timed.
    */
   async *subscribe(owner: string, url: string, query: string, variables: Json, caller: Caller, signal: AbortSignal, answersAtOnce = true): AsyncGenerator<Json> {
     // node:http rather than fetch: a relayed stream carries every event of a job or an answer, and

@@ -12,6 +12,8 @@ export const MAX_JSON_DEPTH = 64;
 const SCAN_OVER_BYTES = 64 * 1024;
 /** One operation per request (batching is off), and the schema takes one image per operation. */
 export const MAX_UPLOADS = 4;
+/** A map of MAX_UPLOADS files to their variable paths is far smaller. */
+const MAX_MAP_CHARS = 64 * 1024;
 
 /** Is the JSON text nested deeper than `max` arrays/objects? One pass over the bytes, strings skipped. */
 export function jsonDeeperThan(bytes: Uint8Array, max: number): boolean {
@@ -40,17 +42,26 @@ const refuse = (message: string, status = 400, extensions: Record<string, unknow
   throw createGraphQLError(message, { extensions: { http: { status }, code: status === 413 ? 'REQUEST_ENTITY_TOO_LARGE' : 'BAD_REQUEST', ...extensions } });
 };
 
-/** `variables` and `extensions` of a query string or form body must be JSON (yoga parsed them outside a try). */
-function checkJsonParams(params: URLSearchParams): void {
-  for (const k of ['variables', 'extensions']) {
-    const v = params.get(k);
-    if (!v) continue;
-    try {
-      JSON.parse(v);
-    } catch {
-      refuse(`The "${k}" parameter is not valid JSON`);
-    }
+/** JSON text parsed only after the depth scan (when long enough to hold a costly nesting); `what` names it. */
+function parseJson(text: string, what: string): unknown {
+  if (text.length > SCAN_OVER_BYTES && jsonDeeperThan(Buffer.from(text), MAX_JSON_DEPTH)) refuse(`${what} is nested deeper than ${MAX_JSON_DEPTH} levels`);
+  try {
+    return JSON.parse(text);
+  } catch {
+    return refuse(`${what} is not valid JSON`);
   }
+}
+
+/**
+ * The GraphQL parameters of a query string or form body, as yoga reads them, with `variables` and
+ * `extensions` checked (yoga parsed them outside a try, and without the depth scan).
+ */
+function paramsOf(params: URLSearchParams): Params {
+  const json = (k: string) => {
+    const v = params.get(k);
+    return v ? parseJson(v, `The "${k}" parameter`) : undefined;
+  };
+  return { operationName: params.get('operationName') || undefined, query: params.get('query') || undefined, variables: json('variables'), extensions: json('extensions') };
 }
 
 const sameRequest = (api: FetchApi, req: Request, body: Uint8Array) =>
@@ -72,17 +83,11 @@ export function guardedParser(request: Request, original: Parser, api: FetchApi,
   if (request.method === 'GET') {
     return (req) => {
       const q = req.url.indexOf('?');
-      if (q >= 0) checkJsonParams(new URLSearchParams(req.url.slice(q + 1)));
-      return original(req);
+      return paramsOf(new URLSearchParams(q >= 0 ? req.url.slice(q + 1) : ''));
     };
   }
   if (request.method !== 'POST') return undefined;
-  if (ct === 'application/x-www-form-urlencoded')
-    return async (req) => {
-      const bytes = new Uint8Array(await req.arrayBuffer());
-      checkJsonParams(new URLSearchParams(new TextDecoder().decode(bytes)));
-      return original(sameRequest(api, req, bytes));
-    };
+  if (ct === 'application/x-www-form-urlencoded') return async (req) => paramsOf(new URLSearchParams(await req.text()));
   if (ct === 'application/json' || ct === 'application/graphql+json')
     return async (req) => {
       const bytes = new Uint8Array(await req.arrayBuffer());
@@ -123,12 +128,7 @@ async function parseMultipart(req: Request, limits: BodyLimits): Promise<Params>
   };
   const opsText = field('operations');
   if (!opsText) refuse('Missing multipart form field "operations"');
-  let operations: unknown;
-  try {
-    operations = JSON.parse(opsText!);
-  } catch {
-    refuse('Multipart form field "operations" must be a valid JSON string');
-  }
+  const operations = parseJson(opsText!, 'Multipart field "operations"');
   if (!operations || typeof operations !== 'object' || Array.isArray(operations)) refuse('Multipart field "operations" must be a JSON object (one operation: batching is off)');
   const files = new Map<string, File>();
   form.forEach((v, k) => {
@@ -139,12 +139,8 @@ async function parseMultipart(req: Request, limits: BodyLimits): Promise<Params>
     if (files.size) refuse(`The request carries file${files.size > 1 ? 's' : ''} ${[...files.keys()].map((k) => JSON.stringify(k)).join(', ')} but no "map" field saying which variable each is`);
     return operations as Params;
   }
-  let map: unknown;
-  try {
-    map = JSON.parse(mapText);
-  } catch {
-    refuse('Multipart form field "map" must be a valid JSON string');
-  }
+  if (mapText.length > MAX_MAP_CHARS) refuse(`Multipart field "map" is over ${MAX_MAP_CHARS} characters (it names at most ${MAX_UPLOADS} files)`);
+  const map = parseJson(mapText, 'Multipart field "map"');
   if (!map || typeof map !== 'object' || Array.isArray(map)) refuse('Multipart field "map" must be a JSON object: { "<file field>": ["variables.<path>"] }');
   const ops = operations as { variables?: unknown };
   for (const [name, paths] of Object.entries(map as Record<string, unknown>)) {

@@ -314,6 +314,37 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     if (config.secret !== undefined) return secretMatches(req.headers[PEER_SECRET_HEADER], config.secret);
     return rt.relay!.peers.isPeerAddress(req.socket.remoteAddress);
   };
+  let httpStreams = 0;
+  const httpStreamsOf = new Map<string, number>();
+  /**
+   * A streamed HTTP response (SSE, multipart/mixed) may stay open for minutes: counted per client, as
+   * graphql-ws connections are, until it closes. Over a limit: the RATE_LIMITED error to answer instead.
+   */
+  const admitStream = (req: IncomingMessage, res: ServerResponse): GatewayError | undefined => {
+    if (fromPeer(req)) return undefined; // counted where the client is
+    const client = rateClient(extractApiKey(req.headers.authorization), req);
+    const mine = httpStreamsOf.get(client) ?? 0;
+    const over =
+      L.maxHttpStreams > 0 && httpStreams >= L.maxHttpStreams
+        ? 'Too many streamed responses open'
+        : L.maxHttpStreamsPerClient > 0 && mine >= L.maxHttpStreamsPerClient
+          ? `Too many streamed responses open from this client (at most ${L.maxHttpStreamsPerClient}); close one, or use one graphql-ws connection for many operations`
+          : undefined;
+    if (over) {
+      rt.metrics.rateLimited.inc({ transport: 'http' });
+      countCode('RATE_LIMITED');
+      return new GatewayError('RATE_LIMITED', over, { retryAfterSeconds: 5, http: { status: 429, headers: { 'retry-after': '5' } } });
+    }
+    httpStreams++;
+    httpStreamsOf.set(client, mine + 1);
+    res.once('close', () => {
+      httpStreams--;
+      const n = (httpStreamsOf.get(client) ?? 1) - 1;
+      if (n > 0) httpStreamsOf.set(client, n);
+      else httpStreamsOf.delete(client);
+    });
+    return undefined;
+  };
   /** when an unproven request naming each peer was last logged (one line per request would flood the log) */
   const unprovenLogged = new Map<string, number>();
   /**
@@ -521,25 +552,37 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const notAcceptable = new WeakSet<object>();
   const acceptGuard = (args: ExecutionArgs, types: readonly string[], message: string, refuse: (r: ExecutionResult) => void) => {
     const request = (args.contextValue as { request?: Request } | undefined)?.request; // none over graphql-ws
-    if (!request || acceptsAny(request.headers.get('accept'), types)) return;
+    if (!request || acceptsAny(request.headers.get('accept'), types)) return false;
     notAcceptable.add(request);
     refuse({ errors: [new GatewayError('INVALID_INPUT', message, { http: { status: 406 } })] });
+    return true;
+  };
+  const streamRefused = new WeakSet<Request>();
+  /** An operation whose HTTP response will be a stream: counted while it is open, refused (429) before any work beyond the limit. */
+  const streamGuard = (args: ExecutionArgs, refuse: (r: ExecutionResult) => void) => {
+    const c = args.contextValue as { request?: Request; req?: IncomingMessage; res?: ServerResponse } | undefined; // none over graphql-ws
+    const refusal = c?.request && c.req && c.res ? admitStream(c.req, c.res) : undefined;
+    if (!refusal) return;
+    streamRefused.add(c!.request!); // answered as JSON, with its status, not as an event stream
+    refuse({ errors: [refusal] });
   };
   const acceptPlugin: Plugin = {
     onExecute({ args, setResultAndStopExecution }) {
-      if (deliversIncrementally(args))
-        acceptGuard(args, STREAM_TYPES, 'An operation with @defer or @stream is streamed as text/event-stream or multipart/mixed, which the Accept header does not allow; send Accept: text/event-stream or multipart/mixed', setResultAndStopExecution);
-      else
-        acceptGuard(args, SINGLE_RESULT_TYPES, 'The Accept header allows no format a result is sent in; send Accept: application/json (or application/graphql-response+json, text/event-stream, multipart/mixed)', setResultAndStopExecution);
+      if (deliversIncrementally(args)) {
+        if (!acceptGuard(args, STREAM_TYPES, 'An operation with @defer or @stream is streamed as text/event-stream or multipart/mixed, which the Accept header does not allow; send Accept: text/event-stream or multipart/mixed', setResultAndStopExecution))
+          streamGuard(args, setResultAndStopExecution);
+      } else acceptGuard(args, SINGLE_RESULT_TYPES, 'The Accept header allows no format a result is sent in; send Accept: application/json (or application/graphql-response+json, text/event-stream, multipart/mixed)', setResultAndStopExecution);
     },
     onSubscribe({ args, setResultAndStopExecution }) {
-      acceptGuard(args, SUBSCRIPTION_TYPES, 'A subscription is streamed over HTTP as text/event-stream, which the Accept header does not allow; send Accept: text/event-stream (or subscribe over graphql-ws)', setResultAndStopExecution);
+      if (!acceptGuard(args, SUBSCRIPTION_TYPES, 'A subscription is streamed over HTTP as text/event-stream, which the Accept header does not allow; send Accept: text/event-stream (or subscribe over graphql-ws)', setResultAndStopExecution))
+        streamGuard(args, setResultAndStopExecution);
     },
-    onResultProcess({ request, resultProcessor, setResultProcessor }) {
-      // the refusal is JSON even when the Accept header admits no JSON type
-      if (notAcceptable.has(request) && !resultProcessor) return setResultProcessor(processRegularResult, 'application/json');
-      // imageJob over SSE: `id:` lines, so an EventSource resumes where it was (sse-ids.ts)
-      if (resultProcessor && (request.headers.get('accept') ?? '').includes('text/event-stream')) {
+    onResultProcess({ request, result, resultProcessor, setResultProcessor }) {
+      // the refusals are JSON even when the Accept header admits no JSON type
+      if ((notAcceptable.has(request) && !resultProcessor) || streamRefused.has(request)) return setResultProcessor(processRegularResult, 'application/json');
+      // imageJob over SSE: `id:` lines, so an EventSource resumes where it was (sse-ids.ts). yoga sends a
+      // stream as SSE whenever the Accept header admits it (its first choice for streams)
+      if (resultProcessor && isAsyncIterable(result) && (request.headers.get('accept') ?? '').includes('text/event-stream')) {
         const original = resultProcessor;
         setResultProcessor(
           (result, api, mediaType) => {
@@ -719,36 +762,16 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       const forwarded = fromPeer(req);
       if (!forwarded) unprovenPeer(req, res);
       if (req.method !== 'OPTIONS' && !forwarded && rateLimited(req, res)) return;
-      if (path === '/graphql' && isGraphiqlPage(dev, req.method, req.headers.accept, req.url ?? '/')) return void servePage(req, res);
+      // yoga renders GraphiQL for any GET asking for HTML (prefilled from the query string): the same bytes
+      if (dev && req.method === 'GET' && (req.headers.accept ?? '').includes('text/html')) return void servePage(req, res);
     }
     // yoga answers any path that ends in /graphql: the Origin check and the rate limit above are for exactly
     // this one, so every other path is not found
     if (path !== '/graphql') return sendJson(res, 404, { error: 'not found: the GraphQL endpoint is /graphql' });
-    const accept = req.headers.accept ?? '';
-    if (/text\/event-stream|multipart\/mixed/.test(accept) && req.method !== 'OPTIONS' && !fromPeer(req)) {
-      // a streamed response may stay open for minutes: counted per client, as graphql-ws connections are
-      const client = rateClient(extractApiKey(req.headers.authorization), req);
-      const mine = httpStreamsOf.get(client) ?? 0;
-      const over = L.maxHttpStreams > 0 && httpStreams >= L.maxHttpStreams ? 'Too many streamed responses open' : L.maxHttpStreamsPerClient > 0 && mine >= L.maxHttpStreamsPerClient ? `Too many streamed responses open from this client (at most ${L.maxHttpStreamsPerClient}); close one, or use one graphql-ws connection for many operations` : undefined;
-      if (over) {
-        rt.metrics.rateLimited.inc({ transport: 'http' });
-        return sendError(res, 429, over, { code: 'RATE_LIMITED', retryAfterSeconds: 5 }, { 'retry-after': '5' });
-      }
-      httpStreams++;
-      httpStreamsOf.set(client, mine + 1);
-      res.once('close', () => {
-        httpStreams--;
-        const n = (httpStreamsOf.get(client) ?? 1) - 1;
-        if (n > 0) httpStreamsOf.set(client, n);
-        else httpStreamsOf.delete(client);
-      });
-      // proxies that buffer (nginx) would hold previews and chunks back
-      res.setHeader('X-Accel-Buffering', 'no');
-    }
+    // proxies that buffer (nginx) would hold a stream's previews and chunks back
+    if (/text\/event-stream|multipart\/mixed/.test(req.headers.accept ?? '')) res.setHeader('X-Accel-Buffering', 'no');
     return yoga(req, res);
   };
-  let httpStreams = 0;
-  const httpStreamsOf = new Map<string, number>();
 
   // Node's defaults let a client take 60 s to send its headers and 5 minutes its body, checked every 30 s:
   // slow clients held sockets for up to 81 s and 321 s

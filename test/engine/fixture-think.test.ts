@@ -78,6 +78,25 @@ describe('think mode on the fixture', () => {
     }
   });
 
+  test('a thought holding a word the pack declares untrained falls back to the prompt (the user never typed that word)', async () => {
+    const req: GenerateRequest = { prompt: 'a photo of a square', mode: '6nfe', seed: 77, think: true };
+    const thought = finalOf(await collect(engine.generate(req))).thought!;
+    const word = thought.split(' ').find((w) => !req.prompt.split(' ').includes(w));
+    expect(word, thought).toBeDefined();
+    const dir = packWithThink(true);
+    dirs.push(dir);
+    const m = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8'));
+    fs.writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify({ ...m, untrained_words: [word] }));
+    const strict = await createEngine(dir, { calibrate: false, intraOpThreads: 1 });
+    try {
+      const frames = await collect(strict.generate(req));
+      expect(finalOf(frames).thought).toBe(req.prompt);
+      expect(finalOf(frames).image.sha256).toBe(finalOf(await collect(strict.generate({ prompt: req.prompt, mode: '6nfe', seed: 77 }))).image.sha256);
+    } finally {
+      await strict.close();
+    }
+  });
+
   test('malformed think requests are refused with the parameter named', async () => {
     const src = { width: 16, height: 16, data: new Uint8Array(16 * 16 * 3).fill(128) };
     const cases: Array<[GenerateRequest, string, string]> = [

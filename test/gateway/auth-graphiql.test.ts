@@ -112,7 +112,7 @@ for (const dev of [false, true]) {
 describe('the GraphiQL page', () => {
   let server: RunningServer;
   beforeAll(async () => {
-    server = await start({ engine: new FakeEngine(), dev: true, limits: { rateLimitPerSecond: 0.001, rateLimitBurst: 3 } });
+    server = await start({ engine: new FakeEngine(), dev: true, limits: { rateLimitPerSecond: 0.001, rateLimitBurst: 4 } });
   });
   afterAll(async () => {
     await server?.close();
@@ -132,7 +132,10 @@ describe('the GraphiQL page', () => {
     expect(await b.text()).toBe(body);
     const held = await fetch(server.url, { headers: { accept: 'text/html', 'if-none-match': etag } });
     expect(held.status).toBe(304);
-    // the burst of 3 is spent: the page is refused like an operation would be
+    // a GET with a query (GraphiQL prefills it) gets the same cached page
+    const prefilled = await fetch(`${server.url}?query=${encodeURIComponent('{ health { status } }')}`, { headers: { accept: 'text/html', 'if-none-match': etag } });
+    expect(prefilled.status).toBe(304);
+    // the burst of 4 is spent: the page is refused like an operation would be
     const over = await fetch(server.url, { headers: { accept: 'text/html' } });
     expect(over.status).toBe(429);
   });

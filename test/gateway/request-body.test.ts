@@ -66,6 +66,16 @@ describe('multipart uploads', () => {
   };
   const file = () => new Blob([new Uint8Array(png)], { type: "image/png" });
 
+  it('JSON nested deeper than 64 levels in operations, a map over 64 KiB, or a deep form variable is refused before it is parsed', async () => {
+    const deep = `${'['.repeat(70_000)}${']'.repeat(70_000)}`;
+    const ops2 = `{"query":"{ health { status } }","variables":{"x":${deep}}}`;
+    expect(await first(await send(form([['operations', ops2]])))).toMatchObject({ status: 400, error: { message: 'Multipart field "operations" is nested deeper than 64 levels' } });
+    expect(await first(await send(form([['operations', ops()], ['map', deep]])))).toMatchObject({ status: 400, error: { message: expect.stringMatching(/^Multipart field "map" is over 65536 characters/) } });
+    const body = `query=${encodeURIComponent('{ health { status } }')}&variables={"x":${deep}}`; // (brackets need no escaping in a form body)
+    const r = await fetch(server.url, { method: 'POST', body, headers: { 'content-type': 'application/x-www-form-urlencoded', ...PREFLIGHT } });
+    expect(await first(r)).toMatchObject({ status: 400, error: { message: 'The "variables" parameter is nested deeper than 64 levels' } });
+  });
+
   it('a well-formed upload runs', async () => {
     const r = await send(form([['operations', ops()], ['map', JSON.stringify({ 0: ['variables.input.image.upload'] })], ['0', file()]]));
     const body = (await r.json()) as any;

@@ -61,8 +61,18 @@ export async function thinkFirst(
     cancelled = ev.finishReason === 'cancelled';
   }
   if (cancelled || signal?.aborted) throw new EngineError('CANCELLED', 'request cancelled');
-  // a thought with no words the generator knows would fail its prompt check: fall back to the prompt
-  if (!ctx.tokenizer.encodeWords(text).length) text = req.prompt;
+  // a thought the generator cannot read (no words, or a sampled word the pack declares untrained) would
+  // fail its prompt check on words the user never typed: fall back to the prompt
+  if (!usable(ctx, text)) text = req.prompt;
   const { think: _t, thinkTemperature: _tt, ...rest } = req;
   return { request: { ...rest, prompt: text, seed: v.seed }, thought: { text, ms: performance.now() - t0 } };
+}
+
+function usable(ctx: EngineCtx, text: string): boolean {
+  try {
+    return ctx.tokenizer.encodeWords(text).length > 0;
+  } catch (e) {
+    if (e instanceof EngineError && e.code === 'UNKNOWN_WORDS') return false;
+    throw e;
+  }
 }
