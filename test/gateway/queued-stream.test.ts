@@ -10,14 +10,14 @@ import { parseSse, start, waitFor, wsClient, wsRun } from './helpers.ts';
 let engine: FakeEngine;
 let server: RunningServer;
 beforeAll(async () => {
-  engine = new FakeEngine({ stepMs: 40, tokens: 6 });
+  engine = new FakeEngine({ stepMs: 40, tokens: 30 });
   server = await start({ engine, limits: { maxConcurrentJobs: 1, maxQueuedJobs: 1, maxQueuedPerClient: 1 } });
 });
 afterAll(async () => {
   await server?.close();
 });
 
-const U = (n: number) => ({ query: `subscription { understand(input: { prompt: "q${n}", maxTokens: 6 }) { text done } }` });
+const U = (n: number, maxTokens = 6) => ({ query: `subscription { understand(input: { prompt: "q${n}", maxTokens: ${maxTokens} }) { text done } }` });
 const sse = (body: unknown, signal?: AbortSignal) =>
   fetch(server.url, { method: 'POST', signal, headers: { 'content-type': 'application/json', accept: 'text/event-stream' }, body: JSON.stringify(body) });
 
@@ -25,11 +25,9 @@ describe('a queued understand request', () => {
   it('gets its SSE response while it waits, then its answer; BUSY beyond the queue is the request error it was', async () => {
     const client = wsClient(server);
     try {
-      const first = wsRun(client, U(1).query); // holds the one slot for about 240 ms
+      const first = wsRun(client, U(1, 30).query); // holds the one slot for about 1.2 s
       await waitFor(() => server.runtime.scheduler.runningCount === 1, 'the first request running');
-      const t0 = performance.now();
       const queued = await sse(U(2));
-      const headersAfter = performance.now() - t0;
       expect(queued.status).toBe(200);
       expect(queued.headers.get('content-type')).toMatch(/text\/event-stream/);
       expect(server.runtime.scheduler.queuedCount).toBe(1);
@@ -42,7 +40,6 @@ describe('a queued understand request', () => {
       const events = parseSse(await queued.text()).map((p) => p.data!.understand as { done: boolean });
       expect(events.at(-1)!.done).toBe(true);
       expect((await first).at(-1)!.data!.understand).toMatchObject({ done: true });
-      expect(headersAfter).toBeLessThan(10_000);
     } finally {
       await client.dispose();
     }
@@ -51,7 +48,7 @@ describe('a queued understand request', () => {
   it('a client that leaves while queued leaves the queue, and the slot goes on to the next request', async () => {
     const client = wsClient(server);
     try {
-      const first = wsRun(client, U(4).query);
+      const first = wsRun(client, U(4, 30).query);
       await waitFor(() => server.runtime.scheduler.runningCount === 1, 'the first request running');
       const ac = new AbortController();
       const started = engine.stats.understandStarted;
