@@ -16,6 +16,7 @@ export function syntheticInfo(name: string, description: string, o: { capabiliti
     capabilities: { understand: true, generate: false, edit: false, draft: false, sixStep: false, oneStep: false, think: false, ...o.capabilities },
     imageSize: o.imageSize ?? { width: 64, height: 64 },
     vocabularySize: 1,
+    words: [],
     contextLength: 1 << 20,
     sessionContext: 'conversation' as const,
     understandOffset: [0, 0] as [number, number],

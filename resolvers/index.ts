@@ -394,6 +394,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
       capabilities: { ...info.capabilities },
       imageSize: { ...info.imageSize },
       vocabularySize: info.vocabularySize,
+      words: info.words,
       contextLength: info.contextLength,
       guidance: info.guidance,
       sessionContext: info.sessionContext === 'image' ? 'IMAGE' : 'CONVERSATION',

@@ -234,6 +234,7 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
     imageSize: { width: m.vision?.image_size ?? 64, height: m.vision?.image_size ?? 64 },
     understandOffset: m.vision?.understand_offset ? [...m.vision.understand_offset] : [0, 0],
     vocabularySize: m.decoder.vocab,
+    words: tokenizer.words(),
     contextLength: m.decoder.max_positions,
     sessionContext: m.prompts?.session_context ?? 'conversation',
     guidance: { baseline: samplerGuidance(m, 'denoiser'), sixStep: samplerGuidance(m, 'denoise_6nfe'), oneStep: samplerGuidance(m, 'denoise_1nfe') },

@@ -15,7 +15,7 @@ export class PackTokenizer {
   private untrainedIds: Set<number>;
 
   constructor(
-    json: unknown,
+    private json: unknown,
     private unkId: number,
     specialIds: number[],
     untrainedWords: string[] = [],
@@ -80,6 +80,15 @@ export class PackTokenizer {
       if (w && !words.includes(w) && this.pieces(w).unknown.length) words.push(w);
     }
     return words.length ? words : unknown;
+  }
+
+  /** The words a prompt may use: the vocabulary less special tokens and untrained words, sorted. */
+  words(): string[] {
+    const vocab = (this.json as { model?: { vocab?: Record<string, number> } }).model?.vocab ?? {};
+    return Object.entries(vocab)
+      .filter(([, id]) => !this.specialIds.has(id) && !this.untrainedIds.has(id))
+      .map(([w]) => w)
+      .sort();
   }
 
   decode(ids: number[]): string {

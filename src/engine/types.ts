@@ -258,6 +258,8 @@ export interface ModelInfo {
   capabilities: { understand: boolean; generate: boolean; edit: boolean; draft: boolean; sixStep: boolean; oneStep: boolean; think: boolean };
   imageSize: { width: number; height: number };
   vocabularySize: number;
+  /** the words prompts may use: the tokenizer's vocabulary less special tokens and the pack's untrained words, sorted */
+  words: string[];
   /** positions the model's context holds: a prompt (image tokens included) and its answer, or a session's whole conversation */
   contextLength: number;
   /** what a session's later understanding turn reads: the whole conversation, or only the session's image (manifest prompts.session_context) */

@@ -272,6 +272,10 @@ export interface Model {
   capabilities: Field<Capabilities>;
   imageSize: Field<ImageSize>;
   vocabularySize: Field<number>;
+  /** The words prompts, questions and instructions may use, sorted: the model's vocabulary less its special tokens and
+   * the words it was never trained on. Any other word is refused with UNKNOWN_WORDS. Forms the model's tokenizer folds
+   * onto these are accepted too (for the default model "an", "colour", "this", "picture", and "now", which it drops). */
+  words: Field<ListOf<string>>;
   /** Positions the model's context holds: a prompt (with its image's tokens) and its answer, or a session's whole conversation. */
   contextLength: Field<number>;
   /** Each sampler's guidance scales: what it uses when a request gives none, and the range a request's must lie in. */

@@ -101,6 +101,11 @@ describe.runIf(present)('default pack', () => {
   test('forms users write that the training text never does read as the ones it does; untrained words are refused', async () => {
     const manifest = JSON.parse(fs.readFileSync(path.join(PACK, 'manifest.json'), 'utf8')) as { untrained_words?: string[] };
     expect(manifest.untrained_words).toEqual(['in', 'it', 'object']);
+    // what models.words tells clients: every listed word is one a prompt may hold
+    const words = engine.info.words;
+    expect(words).not.toContain('in');
+    expect(words).toContain('orange');
+    expect(ids(await collect(engine.understand({ prompt: words.join(' '), maxTokens: 1 })))).toHaveLength(1);
     const image = renderScene({ background: 'white', objects: [{ shape: 'square', color: 'orange', size: 'large', cell: 'center' }] });
     const answer = async (prompt: string) => ids(await collect(engine.understand({ prompt, image, temperature: 0, maxTokens: 24 })));
     // the world writes "a orange", "color", "the image" and no "now"

@@ -41,6 +41,16 @@ describe('untrained words', () => {
     expect(ok.at(-1)).toMatchObject({ kind: 'done' });
   });
 
+  test('engine.info.words lists what prompts may use: the vocabulary less special tokens and untrained words', () => {
+    const words = engine.info.words;
+    expect(words).toContain('circle');
+    expect(words).not.toContain('it');
+    expect(words).not.toContain('object');
+    expect(words.some((w) => w.startsWith('<'))).toBe(false);
+    expect(words).toEqual([...words].sort());
+    expect(words.length).toBe(engine.info.vocabularySize - 10 - 2); // 10 special tokens, 2 untrained
+  });
+
   test('words the vocabulary lacks are named first, as before', async () => {
     const e = await engineError(() => engine.understand({ prompt: 'what color is zorblax it' }));
     expect(e.message).toBe('unknown word: zorblax');

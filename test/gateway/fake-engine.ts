@@ -49,6 +49,7 @@ export class FakeEngine implements Engine {
     capabilities: { understand: true, generate: true, edit: true, draft: true, sixStep: true, oneStep: true, think: true },
     imageSize: { width: 8, height: 8 },
     vocabularySize: 100,
+    words: ['a', 'blue', 'circle', 'describe', 'image', 'red', 'the'],
     contextLength: 1 << 20,
     sessionContext: 'conversation' as const,
     understandOffset: [0, 0] as [number, number],

@@ -57,7 +57,11 @@ async function checkImage(frame: Record<string, any>) {
 
 describe('real engine on the tiny pack', () => {
   it('reports the model', async () => {
-    const r = await gqlPost(server, { query: '{ models { name imageSize { width height } vocabularySize contextLength sessionContext capabilities { understand generate edit } } health { ready } }' });
+    const r = await gqlPost(server, { query: '{ models { name imageSize { width height } vocabularySize words contextLength sessionContext capabilities { understand generate edit } } health { ready } }' });
+    // the words a prompt may use: every one is accepted, and they are all the vocabulary's non-special words
+    const words = r.json.data.models[0].words as string[];
+    expect(words.length).toBe(81 - 10);
+    expect(words).toContain('circle');
     expect(r.json.data.models[0]).toMatchObject({ name: 'tiny-pack', imageSize: { width: 64, height: 64 }, vocabularySize: 81, contextLength: 256, sessionContext: 'CONVERSATION', capabilities: { understand: true, generate: true, edit: true } });
     expect(r.json.data.health.ready).toBe(true);
   });
