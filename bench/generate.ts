@@ -14,8 +14,11 @@ export const HELP = `Usage: hyperbagel bench generate [--json] [--pack DIR] [--r
 
 Times, end to end (request → encoded final image), text-to-image and editing with the baseline
 sampler (50 steps with CFG: 100 / 132 NFE) and with the 6-NFE path, plus the progressive 1-NFE
-preview. Prints t2i_speedup_6nfe, edit_speedup_6nfe, preview_ms, final_ms, the sampling-loop-only
-ratios, the fixed costs each separately (prefill; for edits the source's ViT encode and VAE encode;
+preview. Every kind runs once per seed (--runs N seeds, default 10) in an order rotating from seed to
+seed, and each ratio is the median over seeds of that seed's ratio (speedup_spread: the smallest and
+largest). Prints t2i_speedup_6nfe, edit_speedup_6nfe (SIX_STEP), t2i_speedup_progressive and
+edit_speedup_progressive (baseline ÷ the final of a default PROGRESSIVE request, preview included),
+preview_ms, final_ms, the sampling-loop-only ratios, the fixed costs each separately (prefill; for edits the source's ViT encode and VAE encode;
 VAE decode; image encode) and NFE counts; for packs
 that think, "think": {think_ms, preview_ms, final_ms} of a progressive think-mode request on a short prompt;
 "gateway": the progressive request through the GraphQL gateway over graphql-ws (previews @stream,
@@ -52,18 +55,48 @@ export function fixedCosts(t: FrameTimings, edit: boolean) {
   };
 }
 
-async function timeMany(engine: LocalEngine, req: GenerateRequest, runs: number) {
-  for (let w = 0; w < 3; w++) await once(engine, { ...req, seed: 900 + w }); // warm-up
-  const rs: Run[] = [];
-  for (let i = 0; i < runs; i++) rs.push(await once(engine, { ...req, seed: 1000 + i }));
+/** Medians of a request kind's runs, and each run's time (in seed order) for per-seed ratios. */
+function summarize(rs: Run[]) {
   const t = (k: keyof FrameTimings): number => +median(rs.map((r) => r.final.timings?.[k] ?? 0)).toFixed(3);
   return {
     ms: median(rs.map((r) => r.ms)),
+    each: rs.map((r) => r.ms),
+    eachSampling: rs.map((r) => r.final.timings?.samplingMs ?? 0),
     firstMs: median(rs.map((r) => r.first.elapsedMs)),
     nfe: rs[0]!.final.nfe,
     sampler: rs[0]!.final.sampler,
     timings: { prefillMs: t('prefillMs'), encodeSourceMs: t('encodeSourceMs'), vitEncodeMs: t('vitEncodeMs'), vaeEncodeMs: t('vaeEncodeMs'), samplingMs: t('samplingMs'), decodeMs: t('decodeMs'), imageEncodeMs: t('imageEncodeMs'), thinkMs: t('thinkMs') },
   };
+}
+
+async function timeMany(engine: LocalEngine, req: GenerateRequest, runs: number) {
+  for (let w = 0; w < 3; w++) await once(engine, { ...req, seed: 900 + w }); // warm-up
+  const rs: Run[] = [];
+  for (let i = 0; i < runs; i++) rs.push(await once(engine, { ...req, seed: 1000 + i }));
+  return summarize(rs);
+}
+
+/**
+ * Every request kind once per seed, in an order that rotates from seed to seed: a burst of load on this
+ * shared machine then falls on every kind alike, and the ratios are taken per seed (the same seed on
+ * both sides) before their median. Timing each kind in its own block let one burst move one side's median.
+ */
+async function timeInterleaved<K extends string>(engine: LocalEngine, reqs: Record<K, GenerateRequest>, runs: number) {
+  const kinds = Object.keys(reqs) as K[];
+  const rs = Object.fromEntries(kinds.map((k) => [k, [] as Run[]])) as Record<K, Run[]>;
+  for (let i = 0; i < runs; i++)
+    for (let j = 0; j < kinds.length; j++) {
+      const k = kinds[(i + j) % kinds.length]!;
+      rs[k].push(await once(engine, { ...reqs[k], seed: 1000 + i }));
+    }
+  return Object.fromEntries(kinds.map((k) => [k, summarize(rs[k])])) as Record<K, ReturnType<typeof summarize>>;
+}
+
+/** The median over seeds of a / b (same seed on both sides), and the smallest and largest of them. */
+export function pairedRatio(a: number[], b: number[]): { median: number; min: number; max: number } {
+  const rs = a.map((x, i) => x / b[i]!);
+  const round = (x: number) => +x.toFixed(3);
+  return { median: round(median(rs)), min: round(Math.min(...rs)), max: round(Math.max(...rs)) };
 }
 
 export async function run(argv: string[]): Promise<number> {
@@ -75,7 +108,7 @@ export async function run(argv: string[]): Promise<number> {
   if (args.positionals.length) throw new UsageError(`unexpected argument "${args.positionals[0]}"`);
   const packFlag = flag(args, 'pack') ?? (fs.existsSync(path.join(DEFAULT_PACK, 'manifest.json')) ? undefined : FIXTURE_PACK);
   // the flags first: a usage mistake is one whatever the pack
-  const runs = intFlag(args, 'runs', 5, 1, 100);
+  const runs = intFlag(args, 'runs', 10, 1, 100);
   const threads = intFlag(args, 'threads', 2, 1, 64);
   const pack = resolvePack(packFlag);
   const engine = await createEngine(pack, { intraOpThreads: threads, calibrate: false, maxConcurrent: 1 });
@@ -91,13 +124,22 @@ export async function run(argv: string[]): Promise<number> {
         { prompt: instruction, sourceImage: src, mode: 'baseline' as const, steps: 50 },
         { prompt: instruction, sourceImage: src, mode: '6nfe' as const },
         { prompt, mode: 'progressive' as const },
+        { prompt: instruction, sourceImage: src, mode: 'progressive' as const },
       ])
         await once(engine, { ...req, seed: w });
-    const t2iBase = await timeMany(engine, { prompt, mode: 'baseline', steps: 50 }, Math.max(1, Math.ceil(runs / 2)));
-    const t2i6 = await timeMany(engine, { prompt, mode: '6nfe' }, runs);
-    const editBase = await timeMany(engine, { prompt: instruction, sourceImage: src, mode: 'baseline', steps: 50 }, Math.max(1, Math.ceil(runs / 2)));
-    const edit6 = await timeMany(engine, { prompt: instruction, sourceImage: src, mode: '6nfe' }, runs);
-    const prog = await timeMany(engine, { prompt, mode: 'progressive' }, runs);
+    const timed = await timeInterleaved(
+      engine,
+      {
+        t2iBase: { prompt, mode: 'baseline', steps: 50 },
+        t2i6: { prompt, mode: '6nfe' },
+        editBase: { prompt: instruction, sourceImage: src, mode: 'baseline', steps: 50 },
+        edit6: { prompt: instruction, sourceImage: src, mode: '6nfe' },
+        prog: { prompt, mode: 'progressive' },
+        editProg: { prompt: instruction, sourceImage: src, mode: 'progressive' },
+      },
+      runs,
+    );
+    const { t2iBase, t2i6, editBase, edit6, prog, editProg } = timed;
     // the same progressive request through the gateway, as a streaming client sees it
     const gateway = await timeViaGateway(engine, prompt, runs);
     // think mode on a short prompt: the thought is written before the preview (packs that think)
@@ -117,14 +159,19 @@ export async function run(argv: string[]): Promise<number> {
       pack: engine.info.name,
       pack_dir: pack,
       distilled_graphs: { sixStep: engine.info.capabilities.sixStep, oneStep: engine.info.capabilities.oneStep },
-      t2i_speedup_6nfe: r(t2iBase.ms, t2i6.ms),
-      edit_speedup_6nfe: r(editBase.ms, edit6.ms),
+      // per seed, then the median (the spread: the smallest and largest per-seed ratio)
+      t2i_speedup_6nfe: pairedRatio(t2iBase.each, t2i6.each).median,
+      edit_speedup_6nfe: pairedRatio(editBase.each, edit6.each).median,
+      speedup_spread: { t2i: pairedRatio(t2iBase.each, t2i6.each), edit: pairedRatio(editBase.each, edit6.each) },
+      // what a request in the default mode (PROGRESSIVE: the 1-NFE preview first) gets: baseline ÷ its final
+      t2i_speedup_progressive: pairedRatio(t2iBase.each, prog.each).median,
+      edit_speedup_progressive: pairedRatio(editBase.each, editProg.each).median,
       preview_ms: +prog.firstMs.toFixed(2),
       final_ms: +prog.ms.toFixed(2),
       gateway,
       think: thinking ? { think_ms: thinking.timings.thinkMs, preview_ms: +thinking.firstMs.toFixed(2), final_ms: +thinking.ms.toFixed(2) } : null,
-      t2i_sampling_speedup: r(t2iBase.timings.samplingMs, t2i6.timings.samplingMs),
-      edit_sampling_speedup: r(editBase.timings.samplingMs, edit6.timings.samplingMs),
+      t2i_sampling_speedup: pairedRatio(t2iBase.eachSampling, t2i6.eachSampling).median,
+      edit_sampling_speedup: pairedRatio(editBase.eachSampling, edit6.eachSampling).median,
       baseline_cfg_batched: true,
       t2i_speedup_6nfe_vs_unbatched_baseline: r(t2iUnb.ms, t2i6.ms),
       edit_speedup_6nfe_vs_unbatched_baseline: r(editUnb.ms, edit6.ms),

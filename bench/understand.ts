@@ -94,11 +94,14 @@ export async function run(argv: string[]): Promise<number> {
         for (const mode of order) {
           let summary: UnderstandSummary | null = null;
           const ids: number[] = [];
+          let firstStepTokens: number | undefined; // the first chunk's: time to first token covers them
           const w0 = await engine.workerStats();
           const t0 = performance.now();
           for await (const ev of engine.understand({ ...r, speculation: { mode } })) {
-            if (ev.kind === 'chunk') ids.push(...ev.tokenIds);
-            else {
+            if (ev.kind === 'chunk') {
+              ids.push(...ev.tokenIds);
+              if (firstStepTokens === undefined && ev.tokenIds.length) firstStepTokens = ev.tokenIds.length;
+            } else {
               summary = ev;
               ids.push(...(ev.trailing?.tokenIds ?? [])); // textless steps after the last chunk
             }
@@ -110,7 +113,8 @@ export async function run(argv: string[]): Promise<number> {
             const st = stats[mode]!;
             st.tokens += s.usage.completionTokens;
             st.ms += ms;
-            st.decodeTokens += Math.max(0, s.usage.completionTokens - 1);
+            // tokens after the first step (drafts verified in the prefill forward come with the first token)
+            st.decodeTokens += Math.max(0, s.usage.completionTokens - (firstStepTokens ?? 1));
             const decodeMs = s.timings.totalMs - s.timings.timeToFirstTokenMs;
             const firstMs = Math.max(0, ms - decodeMs); // the request's wall time up to its first token
             st.decodeMs += decodeMs;
@@ -209,6 +213,11 @@ export async function run(argv: string[]): Promise<number> {
     };
     if (args.flags.has('json')) console.log(JSON.stringify(result));
     else console.log(JSON.stringify(result, null, 2));
+    // speculation that changed an answer is a bug, not a number to read past
+    if (!lossless) {
+      console.error('hyperbagel bench understand: NOT LOSSLESS: a speculative mode answered differently from plain decoding');
+      return 1;
+    }
     return 0;
   } finally {
     await engine.close();
