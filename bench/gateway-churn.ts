@@ -267,6 +267,8 @@ export interface ChurnResult {
   stop_latency_ms: Record<string, { p50: number; p99: number; max: number }>;
   /** client cancel → the request's AbortSignal fired: the gateway's part of the stop latency (ms) */
   cancel_to_abort_ms: Record<string, { p50: number; p99: number; max: number }>;
+  /** per kind: cancelled cycles whose request's AbortSignal fired (the rest stopped only as an abandoned iterator, or never) */
+  aborted: Record<string, number>;
   /** stop latency p99 over all kinds, in model steps */
   stop_latency_p99_steps: number;
   /** next() calls the gateway made on a request after aborting it (each would cost a model step) */
@@ -388,6 +390,7 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnResult> {
       error_samples: done.errorSamples,
       stop_latency_ms: stop,
       cancel_to_abort_ms: latencyStats(abortByKind),
+      aborted: Object.fromEntries([...abortByKind].map(([kind, xs]) => [kind, xs.length])),
       stop_latency_p99_steps: round3(stop.all!.p99 / o.stepMs),
       pulls_after_abort: engine.pullsAfterAbort,
       ran_to_end: engine.finished,

@@ -102,7 +102,7 @@ export class WorkerClient {
     w.on('exit', (code) => {
       if (!this.closed) onDeath(`exit code ${code}`);
       // closing: whatever still waits on this worker (close()'s drain request) ends now, not at the drain's timeout
-      else for (const [id, p] of this.pending) if (p.generation === gen && false) {
+      else for (const [id, p] of this.pending) if (p.generation === gen) {
         this.pending.delete(id);
         p.reject(new EngineError('CANCELLED', 'engine closed'));
       }

@@ -46,6 +46,7 @@ describe.skipIf(!enabled)('acceleration recipes smoke test (python train + expor
     const d = (manifest as Manifest & { distilled: Record<string, { shift: number; timesteps: number[] }> }).distilled;
     expect(d.denoise_6nfe!.shift).toBe(1);
     const want = shiftedTimesteps(6, d.denoise_6nfe!.shift);
+    expect(d.denoise_6nfe!.timesteps).toHaveLength(7); // 6 steps: 7 grid points, from 1 to 0
     d.denoise_6nfe!.timesteps.forEach((t, i) => expect(t, `t${i}`).toBeCloseTo(want[i]!, 6));
     expect(d.denoise_1nfe!.timesteps).toEqual([1, 0]);
   });

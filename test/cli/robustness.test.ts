@@ -253,15 +253,14 @@ describe('serve exits when the pack fails to load', () => {
     const pack = join(dir, 'corrupt-pack');
     cpSync(join(ROOT, TINY), pack, { recursive: true });
     writeFileSync(join(pack, 'manifest.json'), '{not json');
-    const t0 = performance.now();
+    // a serve that stays up fails the test at its timeout, before runIn's 60 s kill could end it some other way
     const r = await runIn(['serve', '--pack', pack, '--port', '0']);
     expect(r.code, r.stderr).toBe(1);
     expect(r.stderr).toMatch(/listening on http/);
     const last = r.stderr.trim().split('\n').at(-1)!;
     expect(last).toMatch(/^hyperbagel serve: error MODEL_LOAD_FAILED: .*manifest\.json/);
     expect(r.stderr).not.toMatch(/\n\s+at /);
-    expect(performance.now() - t0).toBeLessThan(30_000);
-  }, 60_000);
+  }, 45_000);
 });
 
 describe('bench arguments go through the shared parser', () => {

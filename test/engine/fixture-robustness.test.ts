@@ -192,13 +192,22 @@ describe('closing while a model call runs', () => {
   test('a call made in the same tick as close() is cancelled, never left pending or run after the drain', async () => {
     const e = await createEngine(FIXTURE, { calibrate: false, intraOpThreads: 1 });
     const client = e.workerClient;
-    // if the late sleep ran, close() would wait the whole minute for it and the test would time out
+    // if the late sleep ran before the drain, close() would wait the whole minute for it and the test would time out
     client.closeDrainMs = 120_000;
+    // what reaches the worker: posted after the drain, the sleep would run until terminate() cut it (an abort in a native run)
+    const w = (client as unknown as { worker: { postMessage(m: { op: string }, t?: readonly ArrayBuffer[]): void } }).worker;
+    const post = w.postMessage.bind(w);
+    const posted: string[] = [];
+    w.postMessage = (m, t) => {
+      posted.push(m.op);
+      post(m, t);
+    };
     // call() passes its closed check, then waits on readiness while close() posts its drain request
     const late = client.call({ op: '__sleep', ms: 60_000 }).then(() => 'resolved', (x: unknown) => x);
     await e.close();
     const settled = await Promise.race([late, new Promise((r) => setTimeout(() => r('still pending'), 2000))]);
     expect(settled).toMatchObject({ code: 'CANCELLED' });
+    expect(posted).toEqual(['stats']); // the drain request, and never the late sleep
   }, 30_000);
 
   test('a worker that exits while close() drains ends the wait at once, not at the drain timeout', async () => {

@@ -16,7 +16,7 @@ describe('subscribe -> cancel churn (G4)', () => {
     // the gateway never asked a request for another event after aborting its signal
     expect(r.pulls_after_abort).toBe(0);
     // every cancel path reached the engine as an abort, not only as an abandoned iterator
-    for (const kind of CHURN_KINDS) expect(r.cancel_to_abort_ms[kind], kind).toBeDefined();
+    for (const kind of CHURN_KINDS) expect(r.aborted[kind], kind).toBe(r.cycles_ok[kind]);
     expect(r.checkpoints.map((c) => c.after_cycles)).toEqual([50, 150, cycles]);
     expect(r.left_over.retained_jobs).toBe(100); // the two image-job kinds, within maxRetainedJobs
   }, 60_000);
@@ -24,7 +24,7 @@ describe('subscribe -> cancel churn (G4)', () => {
   it('churnLeftSomething names what a run left behind', () => {
     const clean: ChurnResult = {
       cycles: 10, concurrency: 1, step_ms: 1, kinds: CHURN_KINDS, cycles_ok: {}, errors: 0, error_samples: [],
-      stop_latency_ms: {}, cancel_to_abort_ms: {}, stop_latency_p99_steps: 0, pulls_after_abort: 0, ran_to_end: 0, work_never_stopped: 0,
+      stop_latency_ms: {}, cancel_to_abort_ms: {}, aborted: {}, stop_latency_p99_steps: 0, pulls_after_abort: 0, ran_to_end: 0, work_never_stopped: 0,
       left_over: { engine_requests: 0, active_streams: 0, running_jobs: 0, queued_jobs: 0, ws_connections: 0, ws_send_queue_bytes: 0, retained_jobs: 3, max_retained_jobs: 4 },
       checkpoints: [
         { after_cycles: 2, heap_used_mb: 1, lane_socket_listeners: 12, lane_socket_operations: 0 },

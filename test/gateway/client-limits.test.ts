@@ -80,7 +80,7 @@ const Q = { query: '{ health { status } }' };
 
 describe('the demo\'s caption renderer', () => {
   it('counts against the client\'s rate limit like an operation: 429, typed, with Retry-After', async () => {
-    const s = await start({ engine: new FakeEngine(), webDemo: true, limits: { rateLimitPerSecond: 0.5, rateLimitBurst: 2 } });
+    const s = await start({ engine: new FakeEngine(), webDemo: true, limits: { rateLimitPerSecond: 0.001, rateLimitBurst: 2 } }); // no refill within the test
     try {
       const render = () => fetch(s.url.replace(/\/graphql$/, '/demo/api/render?caption=' + encodeURIComponent('a large red circle at the center on a white background')));
       expect([(await render()).status, (await render()).status]).toEqual([200, 200]);
@@ -105,7 +105,7 @@ describe('the demo\'s caption renderer', () => {
 
 describe('behind a trusted proxy', () => {
   it('a forwarded address Node accepts but cannot group (a zone id) neither crashes nor picks an identity', async () => {
-    const s = await start({ engine: new FakeEngine(), limits: { rateLimitPerSecond: 0.5, rateLimitBurst: 1 }, trustedProxies: ['127.0.0.1', '::1'] });
+    const s = await start({ engine: new FakeEngine(), limits: { rateLimitPerSecond: 0.001, rateLimitBurst: 1 }, trustedProxies: ['127.0.0.1', '::1'] });
     try {
       expect((await gqlPost(s, Q, { 'x-forwarded-for': 'a:b:c:d:e:f::1%a:b:c:d' })).status).toBe(200);
       // it counted as the proxy itself: the proxy's bucket is now empty, another client's is not
@@ -118,7 +118,7 @@ describe('behind a trusted proxy', () => {
 
   it('rate limits each forwarded client on its own; without the proxy trusted, all of them share one bucket', async () => {
     for (const trusted of [true, false]) {
-      const s = await start({ engine: new FakeEngine(), limits: { rateLimitPerSecond: 0.5, rateLimitBurst: 2 }, ...(trusted ? { trustedProxies: ['127.0.0.1', '::1'] } : {}) });
+      const s = await start({ engine: new FakeEngine(), limits: { rateLimitPerSecond: 0.001, rateLimitBurst: 2 }, ...(trusted ? { trustedProxies: ['127.0.0.1', '::1'] } : {}) });
       try {
         const a = { 'x-forwarded-for': '198.51.100.1' };
         const b = { 'x-forwarded-for': '198.51.100.2' };

@@ -261,7 +261,7 @@ describe('query limits', () => {
       expect(await run({ prompt: 'x', maxTokens: 100_000 })).toBe('OUT_OF_RANGE');
       expect(await run({ prompt: 'x', topP: 0 })).toBe('OUT_OF_RANGE');
       expect(await run({ prompt: 'x', stop: ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i'] })).toBe('OUT_OF_RANGE');
-      expect(await run({ prompt: 'x', speculation: { mode: 'BOGUS' } })).toBeTruthy();
+      expect(await run({ prompt: 'x', speculation: { mode: 'BOGUS' } })).toBe('INVALID_INPUT'); // not a SpeculationMode
       expect(await run({ prompt: 'x' })).toBeUndefined();
     } finally {
       await client.dispose();

@@ -48,7 +48,8 @@ describe('speculation ranges (understand)', () => {
         expect(e?.message).toBe(`speculation.${field} must be in [${min}, ${max}], got ${v}`);
       }
       // malformed: not an Int
-      for (const v of [2.5, '3', true]) expect((await run({ mode: 'AUTO', [field]: v }))?.extensions.code).toBeTruthy();
+      for (const v of [2.5, '3', true])
+        expect(await run({ mode: 'AUTO', [field]: v }), String(v)).toMatchObject({ extensions: { code: 'INVALID_INPUT' }, message: expect.stringMatching(/^Int cannot represent non-integer value: /) });
       expect(engine.requests.understand.length).toBe(calls);
       for (const v of [min, max]) {
         expect(await run({ mode: 'AUTO', [field]: v })).toBeUndefined();
@@ -126,7 +127,7 @@ describe('sampler ranges (generateImage / editImage)', () => {
         expect(e.extensions).toMatchObject({ code: 'OUT_OF_RANGE', argument: field, min, max });
         expect(e.message).toBe(`${field} must be in [1, 20], got ${v}`);
       }
-      expect(await rejected({ [field]: 'high' })).toBeTruthy(); // not a Float
+      expect(await rejected({ [field]: 'high' })).toMatchObject({ extensions: { code: 'INVALID_INPUT' }, message: 'Float cannot represent non numeric value: "high"' }); // not a Float
       for (const v of [min, max]) expect((await accepted({ [field]: v }))[field as 'cfgTextScale']).toBe(v);
     }
   });

@@ -233,7 +233,6 @@ describe('peer answers of unbounded size', () => {
     const client = new PeerClient({ id: 'b', peers: new Map([['a', peer.url]]), requestTimeoutMs: 2000, streamIdleMs: 20_000 });
     client.maxEventChars = 4000;
     try {
-      const t0 = Date.now();
       const got: unknown[] = [];
       await expect(
         (async () => {
@@ -241,11 +240,10 @@ describe('peer answers of unbounded size', () => {
         })(),
       ).rejects.toMatchObject({ code: 'UNAVAILABLE', message: expect.stringMatching(/answered more than a gateway would/) });
       expect(got).toEqual([{ x: 1 }]); // events below the bound pass
-      expect(Date.now() - t0).toBeLessThan(5000);
     } finally {
       peer.close();
     }
-  }, 10_000);
+  }, 10_000); // a wait for the 20 s idle timeout exceeds it
 });
 
 describe('a peer secret the owner does not accept', () => {

@@ -880,7 +880,9 @@ suite('web demo in Chromium', () => {
       expect(await other.textContent('#gen-status')).toMatch(/^failed: CONNECTION_CLOSED · the job may still run on the server; the next edit sends the image on screen$/);
       // it did run, to the end: its final is now the session's latest image, not the one on screen
       await expect.poll(() => engine.calls[before]?.ended, { timeout: 30_000 }).toBe(true);
-      await other.waitForTimeout(200); // the job's end reaches the session (unlocked) just after the engine's
+      // the job's end reaches the session (unlocked) just after the engine's
+      const sid = (await other.textContent('#session-id'))!;
+      await expect.poll(() => server.runtime.sessions.get(sid).busy, { timeout: 10_000 }).toBe(false);
       await other.fill('#gen-prompt', 'make the circle blue');
       await other.click('#gen-edit');
       await other.waitForSelector('#gen-status[data-state="done"], #gen-status[data-state="error"]', { timeout: 30_000 });
