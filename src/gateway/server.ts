@@ -27,6 +27,7 @@ import { FORWARDED_FOR_HEADER, FORWARDED_HEADER, PEER_REJECTED_HEADER, PEER_SECR
 import { parseImageToken } from './images.ts';
 import { guardedParser, jsonDeeperThan, MAX_JSON_DEPTH } from './request-body.ts';
 import { lastEventId, withEventIds } from './sse-ids.ts';
+import { OpenCounter } from './open-counter.ts';
 
 export { jsonDeeperThan } from './request-body.ts';
 import { clientAddress, clientIdentity, parseTrustedProxies } from './client-address.ts';
@@ -314,8 +315,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     if (config.secret !== undefined) return secretMatches(req.headers[PEER_SECRET_HEADER], config.secret);
     return rt.relay!.peers.isPeerAddress(req.socket.remoteAddress);
   };
-  let httpStreams = 0;
-  const httpStreamsOf = new Map<string, number>();
+  const httpStreams = new OpenCounter();
   /**
    * A streamed HTTP response (SSE, multipart/mixed) may stay open for minutes: counted per client, as
    * graphql-ws connections are, until it closes. Over a limit: the RATE_LIMITED error to answer instead.
@@ -323,9 +323,9 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const admitStream = (req: IncomingMessage, res: ServerResponse): GatewayError | undefined => {
     if (fromPeer(req)) return undefined; // counted where the client is
     const client = rateClient(extractApiKey(req.headers.authorization), req);
-    const mine = httpStreamsOf.get(client) ?? 0;
+    const mine = httpStreams.of(client);
     const over =
-      L.maxHttpStreams > 0 && httpStreams >= L.maxHttpStreams
+      L.maxHttpStreams > 0 && httpStreams.total >= L.maxHttpStreams
         ? 'Too many streamed responses open'
         : L.maxHttpStreamsPerClient > 0 && mine >= L.maxHttpStreamsPerClient
           ? `Too many streamed responses open from this client (at most ${L.maxHttpStreamsPerClient}); close one, or use one graphql-ws connection for many operations`
@@ -335,14 +335,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       countCode('RATE_LIMITED');
       return new GatewayError('RATE_LIMITED', over, { retryAfterSeconds: 5, http: { status: 429, headers: { 'retry-after': '5' } } });
     }
-    httpStreams++;
-    httpStreamsOf.set(client, mine + 1);
-    res.once('close', () => {
-      httpStreams--;
-      const n = (httpStreamsOf.get(client) ?? 1) - 1;
-      if (n > 0) httpStreamsOf.set(client, n);
-      else httpStreamsOf.delete(client);
-    });
+    httpStreams.hold(client, res);
     return undefined;
   };
   /** when an unproven request naming each peer was last logged (one line per request would flood the log) */
@@ -801,8 +794,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       done(false, 403, 'Origin not allowed');
     },
   });
-  let wsOpen = 0;
-  const wsPerClient = new Map<string, number>();
+  const wsConnections = new OpenCounter();
   /** clients the per-client connection limit has been logged for (once each; bounded) */
   const warnedClients = new Set<string>();
   /** each graphql-ws socket's TCP socket (the heartbeat reads its write progress) */
@@ -814,8 +806,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       // connection limits, counted from the upgrade (the API key in connection_init comes later: a
       // browser client counts by its address here, as it does for the rate limit until then)
       const client = rateClient(extractApiKey(req.headers.authorization), req);
-      const mine = wsPerClient.get(client) ?? 0;
-      const refuse = L.maxWsConnections > 0 && wsOpen >= L.maxWsConnections ? 'total' : L.maxWsConnectionsPerClient > 0 && mine >= L.maxWsConnectionsPerClient ? 'per_client' : undefined;
+      const mine = wsConnections.of(client);
+      const refuse = L.maxWsConnections > 0 && wsConnections.total >= L.maxWsConnections ? 'total' : L.maxWsConnectionsPerClient > 0 && mine >= L.maxWsConnectionsPerClient ? 'per_client' : undefined;
       if (refuse) {
         rt.metrics.wsRefused.inc({ reason: refuse });
         // an operator behind a proxy without --trust-proxy sees every user as one client: say so once per client
@@ -832,14 +824,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
         return;
       }
       // counted until the TCP socket closes, whether or not the handshake succeeds
-      wsOpen++;
-      wsPerClient.set(client, mine + 1);
-      socket.once('close', () => {
-        wsOpen--;
-        const n = (wsPerClient.get(client) ?? 1) - 1;
-        if (n > 0) wsPerClient.set(client, n);
-        else wsPerClient.delete(client);
-      });
+      wsConnections.hold(client, socket);
       wss.handleUpgrade(req, socket, head, (ws) => {
         tcpOf.set(ws, socket as Socket);
         wss.emit('connection', ws, req);
