@@ -98,10 +98,10 @@ describe('sessions and API keys', () => {
 });
 
 describe('an understand turn the client stopped', () => {
-  /** A session of k-one whose understand turn the client stopped after its first event, the engine 300 ms from stopping. */
+  /** A session of k-one whose understand turn the client stopped after its first event, the engine 1 s from stopping (a window no stall closes). */
   async function afterStoppedTurn(then: (id: string) => Promise<void>): Promise<void> {
     const id = await create('k-one');
-    engine.stopMs = 300;
+    engine.stopMs = 1000;
     engine.log = [];
     const client = wsClient(server, { authorization: 'Bearer k-one' });
     try {
