@@ -16,7 +16,8 @@ Times, end to end (request → encoded final image), text-to-image and editing w
 sampler (50 steps with CFG: 100 / 132 NFE) and with the 6-NFE path, plus the progressive 1-NFE
 preview. Every kind runs once per seed (--runs N seeds, default 10) in an order rotating from seed to
 seed, and each ratio is the median over seeds of that seed's ratio (speedup_spread: the smallest and
-largest). Prints t2i_speedup_6nfe, edit_speedup_6nfe (SIX_STEP), t2i_speedup_progressive and
+largest; the *_vs_unbatched_baseline ratios are the exception: medians of a second engine's runs
+afterwards). Prints t2i_speedup_6nfe, edit_speedup_6nfe (SIX_STEP), t2i_speedup_progressive and
 edit_speedup_progressive (baseline ÷ the final of a default PROGRESSIVE request, preview included),
 preview_ms, final_ms, the sampling-loop-only ratios, the fixed costs each separately (prefill; for edits the source's ViT encode and VAE encode;
 VAE decode; image encode) and NFE counts; for packs

@@ -100,7 +100,8 @@ export async function run(argv: string[]): Promise<number> {
           for await (const ev of engine.understand({ ...r, speculation: { mode } })) {
             if (ev.kind === 'chunk') {
               ids.push(...ev.tokenIds);
-              if (firstStepTokens === undefined && ev.tokenIds.length) firstStepTokens = ev.tokenIds.length;
+              // (a chunk of several steps folds textless ones into it: then only the first step is in the first token's time)
+              if (firstStepTokens === undefined && ev.tokenIds.length) firstStepTokens = (ev.steps ?? 1) === 1 ? ev.tokenIds.length : 1;
             } else {
               summary = ev;
               ids.push(...(ev.trailing?.tokenIds ?? [])); // textless steps after the last chunk

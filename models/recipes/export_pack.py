@@ -68,6 +68,10 @@ def main():
     if not os.path.isfile(tok_path):
         sys.exit(f"--ckpt: no tokenizer.json next to {a.ckpt} (train_unified.py and import_pack.py write it there)")
     tok = WordTokenizer.load(tok_path)
+    for d in a.train_data or [a.data]:
+        if not os.path.isfile(os.path.join(d, "records.jsonl")):
+            flag = "--train-data" if a.train_data else "--data (the default --train-data)"
+            sys.exit(f"{flag}: no records.jsonl in {d!r} (a dataset folder: `npx hyperbagel dataset --out DIR`)")
     c = ModelConfig.from_dict(ck["config"])
     if len(tok) != c.vocab:
         sys.exit(f"--ckpt: {tok_path} has {len(tok)} tokens, the checkpoint's vocabulary {c.vocab}")
@@ -177,9 +181,7 @@ def build(a, model, vae, scale, c, ck, vck, tok, imgs, out):
     session_context = a.session_context or ck.get("session_context") or ("conversation" if ck.get("followup_samples", 0) > 0 else "image")
     prompts = {"caption": CAPTION_PROMPT, **({"think": True} if think else {}), "session_context": session_context}
     texts = [CAPTION_PROMPT]
-    for d in a.train_data or [a.data]:
-        if not os.path.isfile(os.path.join(d, "records.jsonl")):
-            sys.exit(f"--train-data: no records.jsonl in {d!r} (a dataset folder: `npx hyperbagel dataset --out DIR`)")
+    for d in a.train_data or [a.data]:  # (checked in main())
         texts.extend(record_texts(d))
     refused = untrained_words(tok, texts)
     print(f"untrained_words (refused by the engine): {', '.join(refused) or 'none'}", file=sys.stderr, flush=True)

@@ -82,13 +82,22 @@ export class PackTokenizer {
     return words.length ? words : unknown;
   }
 
-  /** The words a prompt may use: the vocabulary less special tokens and untrained words, sorted. */
+  /**
+   * The words a prompt may use, sorted: the vocabulary less special tokens, untrained words and the forms
+   * the normalizer folds onto others (they are accepted, but as the word they fold to).
+   */
   words(): string[] {
-    const vocab = (this.json as { model?: { vocab?: Record<string, number> } }).model?.vocab ?? {};
-    return Object.entries(vocab)
-      .filter(([, id]) => !this.specialIds.has(id) && !this.untrainedIds.has(id))
+    const vocab = (this.json as { model?: { vocab?: unknown } }).model?.vocab;
+    if (!vocab || typeof vocab !== 'object' || Array.isArray(vocab)) return []; // a WordLevel vocabulary only
+    return Object.entries(vocab as Record<string, number>)
+      .filter(([w, id]) => !this.specialIds.has(id) && !this.untrainedIds.has(id) && this.readsAsItself(w, id))
       .map(([w]) => w)
       .sort();
+  }
+
+  private readsAsItself(word: string, id: number): boolean {
+    const ids = this.tok.encode(word, { add_special_tokens: false }).ids;
+    return ids.length === 1 && ids[0] === id;
   }
 
   decode(ids: number[]): string {

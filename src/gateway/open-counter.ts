@@ -4,6 +4,7 @@
 /** Anything that says when it is gone (a socket, a ServerResponse). */
 interface Closes {
   once(event: 'close', listener: () => void): unknown;
+  off(event: 'close', listener: () => void): unknown;
 }
 
 export class OpenCounter {
@@ -20,14 +21,20 @@ export class OpenCounter {
   }
 
   /** Counts one for `client` until `thing` closes. */
-  hold(client: string, thing: Closes): void {
+  hold(client: string, ...things: Closes[]): void {
     this.open++;
     this.byClient.set(client, this.of(client) + 1);
-    thing.once('close', () => {
+    let held = true;
+    const release = () => {
+      if (!held) return;
+      held = false;
+      for (const t of things) t.off('close', release);
       this.open--;
       const n = this.of(client) - 1;
       if (n > 0) this.byClient.set(client, n);
       else this.byClient.delete(client);
-    });
+    };
+    for (const t of things) t.once('close', release);
+    if (things.some((t) => (t as { destroyed?: boolean; closed?: boolean }).closed === true || (t as { destroyed?: boolean }).destroyed === true)) release();
   }
 }

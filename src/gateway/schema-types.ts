@@ -272,9 +272,10 @@ export interface Model {
   capabilities: Field<Capabilities>;
   imageSize: Field<ImageSize>;
   vocabularySize: Field<number>;
-  /** The words prompts, questions and instructions may use, sorted: the model's vocabulary less its special tokens and
-   * the words it was never trained on. Any other word is refused with UNKNOWN_WORDS. Forms the model's tokenizer folds
-   * onto these are accepted too (for the default model "an", "colour", "this", "picture", and "now", which it drops). */
+  /** The words prompts, questions and instructions may use, sorted: the model's vocabulary less its special tokens, the
+   * words it was never trained on, and the forms its tokenizer folds onto others. Any other word is refused with
+   * UNKNOWN_WORDS. The folded forms are accepted too, read as the word they fold to (for the default model "an" as
+   * "a", "colour" as "color", "this" as "the", "picture" as "image"; "now" is dropped). */
   words: Field<ListOf<string>>;
   /** Positions the model's context holds: a prompt (with its image's tokens) and its answer, or a session's whole conversation. */
   contextLength: Field<number>;

@@ -331,11 +331,10 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
           ? `Too many streamed responses open from this client (at most ${L.maxHttpStreamsPerClient}); close one, or use one graphql-ws connection for many operations`
           : undefined;
     if (over) {
-      rt.metrics.rateLimited.inc({ transport: 'http' });
-      countCode('RATE_LIMITED');
+      rt.metrics.rateLimited.inc({ transport: 'http' }); // errors_total: errorCountPlugin counts the refusal's error
       return new GatewayError('RATE_LIMITED', over, { retryAfterSeconds: 5, http: { status: 429, headers: { 'retry-after': '5' } } });
     }
-    httpStreams.hold(client, res);
+    httpStreams.hold(client, res, req.socket); // a pipelined response never gets the socket, so never emits close
     return undefined;
   };
   /** when an unproven request naming each peer was last logged (one line per request would flood the log) */
@@ -573,8 +572,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     onResultProcess({ request, result, resultProcessor, setResultProcessor }) {
       // the refusals are JSON even when the Accept header admits no JSON type
       if ((notAcceptable.has(request) && !resultProcessor) || streamRefused.has(request)) return setResultProcessor(processRegularResult, 'application/json');
-      // imageJob over SSE: `id:` lines, so an EventSource resumes where it was (sse-ids.ts). yoga sends a
-      // stream as SSE whenever the Accept header admits it (its first choice for streams)
+      // imageJob over SSE: `id:` lines, so an EventSource resumes where it was (sse-ids.ts; it changes only
+      // a response yoga sends as text/event-stream: with multipart/mixed also accepted, yoga may pick that)
       if (resultProcessor && isAsyncIterable(result) && (request.headers.get('accept') ?? '').includes('text/event-stream')) {
         const original = resultProcessor;
         setResultProcessor(

@@ -104,6 +104,7 @@ describe.runIf(present)('default pack', () => {
     // what models.words tells clients: every listed word is one a prompt may hold
     const words = engine.info.words;
     expect(words).not.toContain('in');
+    for (const folded of ['an', 'colour', 'this', 'picture', 'now']) expect(words, folded).not.toContain(folded);
     expect(words).toContain('orange');
     expect(ids(await collect(engine.understand({ prompt: words.join(' '), maxTokens: 1 })))).toHaveLength(1);
     const image = renderScene({ background: 'white', objects: [{ shape: 'square', color: 'orange', size: 'large', cell: 'center' }] });

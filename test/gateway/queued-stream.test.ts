@@ -2,6 +2,7 @@
 // over SSE its response and keep-alives start while it waits (a proxy's idle timeout would otherwise cut a
 // silent request, and its client could not tell queued from hung), and its events follow when it gets a slot.
 // A client that leaves while queued leaves the queue; BUSY beyond the queue stays the request's own error.
+import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../src/gateway/server.ts';
 import { FakeEngine } from './fake-engine.ts';
@@ -110,4 +111,34 @@ describe('streamed HTTP responses per client', () => {
       await s.close();
     }
   });
+
+  it('a refusal is counted once in errors_total; a stream pipelined behind another on a connection the client drops frees its place', async () => {
+    const slow = new FakeEngine({ stepMs: 50, tokens: 1000 });
+    const s = await start({ engine: slow, limits: { maxHttpStreamsPerClient: 2 } });
+    const metric = async () => Number(/hyperbagel_gateway_errors_total\{code="RATE_LIMITED"\} (\d+)/.exec(await (await fetch(s.url.replace(/\/graphql$/, '/metrics'))).text())?.[1] ?? 0);
+    const open = (ac: AbortController, n: number) =>
+      fetch(s.url, { method: 'POST', signal: ac.signal, headers: { 'content-type': 'application/json', accept: 'text/event-stream' }, body: JSON.stringify(U(n, 1000)) });
+    const acs = [new AbortController(), new AbortController()];
+    try {
+      // two pipelined streams on one socket; the client leaves while the second waits for the first to end
+      const { port } = new URL(s.url);
+      const raw = (body: string) => `POST /graphql HTTP/1.1\r\nHost: localhost:${port}\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+      const sock = net.connect(Number(port), '127.0.0.1');
+      await new Promise((r) => sock.once('connect', r));
+      sock.write(raw(JSON.stringify(U(20, 20))) + raw(JSON.stringify(U(21, 20))));
+      sock.resume();
+      await waitFor(() => slow.stats.understandStarted >= 1, 'the first stream running');
+      sock.destroy();
+      await waitFor(() => slow.stats.active === 0, 'the dropped streams over', 20_000);
+      // the client holds nothing now: two fresh streams fit, a third is refused, once
+      expect((await open(acs[0]!, 22)).status).toBe(200);
+      expect((await open(acs[1]!, 23)).status).toBe(200);
+      const before = await metric();
+      expect((await fetch(s.url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'text/event-stream' }, body: JSON.stringify(U(24)) })).status).toBe(429);
+      expect(await metric()).toBe(before + 1);
+    } finally {
+      for (const ac of acs) ac.abort();
+      await s.close();
+    }
+  }, 30_000);
 });
