@@ -762,6 +762,16 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     if (path !== '/graphql') return sendJson(res, 404, { error: 'not found: the GraphQL endpoint is /graphql' });
     // proxies that buffer (nginx) would hold a stream's previews and chunks back
     if (/text\/event-stream|multipart\/mixed/.test(req.headers.accept ?? '')) res.setHeader('X-Accel-Buffering', 'no');
+    // a request pipelined behind another on this connection has no socket yet: if the client drops the
+    // connection first, Node never closes its response, so its operation would run on for no one. Closing
+    // the response then aborts it (the request's signal follows the response's close)
+    if (!res.socket) {
+      const dropped = () => {
+        if (!res.socket) res.emit('close');
+      };
+      req.socket.once('close', dropped);
+      res.once('socket', () => req.socket.off('close', dropped));
+    }
     return yoga(req, res);
   };
 

@@ -112,7 +112,7 @@ describe('streamed HTTP responses per client', () => {
     }
   });
 
-  it('a refusal is counted once in errors_total; a stream pipelined behind another on a connection the client drops frees its place', async () => {
+  it('a refusal is counted once in errors_total; a stream pipelined behind another on a connection the client drops stops and frees its place', async () => {
     const slow = new FakeEngine({ stepMs: 50, tokens: 1000 });
     const s = await start({ engine: slow, limits: { maxHttpStreamsPerClient: 2 } });
     const metric = async () => Number(/hyperbagel_gateway_errors_total\{code="RATE_LIMITED"\} (\d+)/.exec(await (await fetch(s.url.replace(/\/graphql$/, '/metrics'))).text())?.[1] ?? 0);
@@ -130,6 +130,8 @@ describe('streamed HTTP responses per client', () => {
       await waitFor(() => slow.stats.understandStarted >= 1, 'the first stream running');
       sock.destroy();
       await waitFor(() => slow.stats.active === 0, 'the dropped streams over', 20_000);
+      // both stopped, the pipelined one too (it never got the socket, yet its client is gone)
+      expect(slow.stats.understandAborted).toBe(slow.stats.understandStarted);
       // the client holds nothing now: two fresh streams fit, a third is refused, once
       expect((await open(acs[0]!, 22)).status).toBe(200);
       expect((await open(acs[1]!, 23)).status).toBe(200);
