@@ -28,8 +28,6 @@ import { parseImageToken } from './images.ts';
 import { guardedParser, jsonDeeperThan, MAX_JSON_DEPTH } from './request-body.ts';
 import { lastEventId, withEventIds } from './sse-ids.ts';
 import { OpenCounter } from './open-counter.ts';
-
-export { jsonDeeperThan } from './request-body.ts';
 import { clientAddress, clientIdentity, parseTrustedProxies } from './client-address.ts';
 import { tookData, writeProgress, type WriteProgress } from './heartbeat.ts';
 import { GatewayRuntime, type GatewayContext } from './runtime.ts';

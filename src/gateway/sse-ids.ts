@@ -1,12 +1,12 @@
 // SSE event ids for imageJob: each event of a job's log goes out with `id: <seq>`, so a browser's
 // EventSource that reconnects sends `Last-Event-ID: <seq>` and the subscription resumes after it
-// (resolvers read that header as `after` when the query gives none). yoga's SSE writer emits every data
-// line as its own chunk ("data: {...}\n\n"), so the id is put in front of the line it belongs to.
+// (resolvers read that header as `after` when the query gives none). yoga writes each event's data line
+// whole (the stream may join several writes into one chunk), so the id is put in front of the line.
 
 const LINE = Buffer.from('data: {"data":{"imageJob":');
 
 /** The imageJob event's `seq`, when the line is one and the client selected it. */
-export function imageJobSeq(line: string): number | undefined {
+function imageJobSeq(line: string): number | undefined {
   try {
     const seq = (JSON.parse(line.slice('data: '.length)) as { data?: { imageJob?: { seq?: unknown } } }).data?.imageJob?.seq;
     return Number.isSafeInteger(seq) ? (seq as number) : undefined;

@@ -5,7 +5,8 @@
 // job belongs to its API key; a misconfigured peer's address is not shown to clients.
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BoundedCache, jsonDeeperThan, type RunningServer } from '../../src/gateway/server.ts';
+import { jsonDeeperThan } from '../../src/gateway/request-body.ts';
+import { BoundedCache, type RunningServer } from '../../src/gateway/server.ts';
 import { FakeEngine } from './fake-engine.ts';
 import { gqlPost, start, waitFor, wsUrl } from './helpers.ts';
 
