@@ -16,8 +16,8 @@ Times, end to end (request → encoded final image), text-to-image and editing w
 sampler (50 steps with CFG: 100 / 132 NFE) and with the 6-NFE path, plus the progressive 1-NFE
 preview. Every kind runs once per seed (--runs N seeds, default 10) in an order rotating from seed to
 seed, and each ratio is the median over seeds of that seed's ratio (speedup_spread: the smallest and
-largest; the *_vs_unbatched_baseline ratios are the exception: medians of a second engine's runs
-afterwards). Prints t2i_speedup_6nfe, edit_speedup_6nfe (SIX_STEP), t2i_speedup_progressive and
+largest). The *_vs_unbatched_baseline ratios time the baseline as BAGEL runs it (one call per CFG
+context, on a second engine) in the same rotation. Prints t2i_speedup_6nfe, edit_speedup_6nfe (SIX_STEP), t2i_speedup_progressive and
 edit_speedup_progressive (baseline ÷ the final of a default PROGRESSIVE request, preview included),
 preview_ms, final_ms, the sampling-loop-only ratios, the fixed costs each separately (prefill; for edits the source's ViT encode and VAE encode;
 VAE decode; image encode) and NFE counts; for packs
@@ -81,14 +81,15 @@ async function timeMany(engine: LocalEngine, req: GenerateRequest, runs: number)
  * Every request kind once per seed, in an order that rotates from seed to seed: a burst of load on this
  * shared machine then falls on every kind alike, and the ratios are taken per seed (the same seed on
  * both sides) before their median. Timing each kind in its own block let one burst move one side's median.
+ * Each kind runs on its own engine (the engines take turns, never run at once).
  */
-async function timeInterleaved<K extends string>(engine: LocalEngine, reqs: Record<K, GenerateRequest>, runs: number) {
+async function timeInterleaved<K extends string>(reqs: Record<K, { engine: LocalEngine; req: GenerateRequest }>, runs: number) {
   const kinds = Object.keys(reqs) as K[];
   const rs = Object.fromEntries(kinds.map((k) => [k, [] as Run[]])) as Record<K, Run[]>;
   for (let i = 0; i < runs; i++)
     for (let j = 0; j < kinds.length; j++) {
       const k = kinds[(i + j) % kinds.length]!;
-      rs[k].push(await once(engine, { ...reqs[k], seed: 1000 + i }));
+      rs[k].push(await once(reqs[k].engine, { ...reqs[k].req, seed: 1000 + i }));
     }
   return Object.fromEntries(kinds.map((k) => [k, summarize(rs[k])])) as Record<K, ReturnType<typeof summarize>>;
 }
@@ -113,49 +114,34 @@ export async function run(argv: string[]): Promise<number> {
   const threads = intFlag(args, 'threads', 2, 1, 64);
   const pack = resolvePack(packFlag);
   const engine = await createEngine(pack, { intraOpThreads: threads, calibrate: false, maxConcurrent: 1 });
+  // the engine batches the CFG contexts of a step into one call; a second engine times the baseline the
+  // way BAGEL runs it (one call per context), to show what the batching is worth
+  let unb: LocalEngine | null = null;
   try {
+    unb = await createEngine(pack, { intraOpThreads: threads, calibrate: false, maxConcurrent: 1, batchCfg: false });
     const prompt = 'a large red circle at the top left on a white background';
     const src = renderScene(parseCaption(prompt), engine.info.imageSize.width);
     const instruction = 'make the circle blue';
+    const t2iBaseReq: GenerateRequest = { prompt, mode: 'baseline', steps: 50 };
+    const editBaseReq: GenerateRequest = { prompt: instruction, sourceImage: src, mode: 'baseline', steps: 50 };
+    const kinds = {
+      t2iBase: { engine, req: t2iBaseReq },
+      t2i6: { engine, req: { prompt, mode: '6nfe' } },
+      editBase: { engine, req: editBaseReq },
+      edit6: { engine, req: { prompt: instruction, sourceImage: src, mode: '6nfe' } },
+      prog: { engine, req: { prompt, mode: 'progressive' } },
+      editProg: { engine, req: { prompt: instruction, sourceImage: src, mode: 'progressive' } },
+      t2iUnb: { engine: unb, req: t2iBaseReq },
+      editUnb: { engine: unb, req: editBaseReq },
+    } satisfies Record<string, { engine: LocalEngine; req: GenerateRequest }>;
     // global warm-up (JIT, onnxruntime allocations) before anything is timed
-    for (let w = 0; w < 3; w++)
-      for (const req of [
-        { prompt, mode: 'baseline' as const, steps: 50 },
-        { prompt, mode: '6nfe' as const },
-        { prompt: instruction, sourceImage: src, mode: 'baseline' as const, steps: 50 },
-        { prompt: instruction, sourceImage: src, mode: '6nfe' as const },
-        { prompt, mode: 'progressive' as const },
-        { prompt: instruction, sourceImage: src, mode: 'progressive' as const },
-      ])
-        await once(engine, { ...req, seed: w });
-    const timed = await timeInterleaved(
-      engine,
-      {
-        t2iBase: { prompt, mode: 'baseline', steps: 50 },
-        t2i6: { prompt, mode: '6nfe' },
-        editBase: { prompt: instruction, sourceImage: src, mode: 'baseline', steps: 50 },
-        edit6: { prompt: instruction, sourceImage: src, mode: '6nfe' },
-        prog: { prompt, mode: 'progressive' },
-        editProg: { prompt: instruction, sourceImage: src, mode: 'progressive' },
-      },
-      runs,
-    );
-    const { t2iBase, t2i6, editBase, edit6, prog, editProg } = timed;
+    for (let w = 0; w < 3; w++) for (const k of Object.values(kinds)) await once(k.engine, { ...k.req, seed: w });
+    const timed = await timeInterleaved(kinds, runs);
+    const { t2iBase, t2i6, editBase, edit6, prog, editProg, t2iUnb, editUnb } = timed;
     // the same progressive request through the gateway, as a streaming client sees it
     const gateway = await timeViaGateway(engine, prompt, runs);
     // think mode on a short prompt: the thought is written before the preview (packs that think)
     const thinking = engine.info.capabilities.think ? await timeMany(engine, { prompt: 'a photo of a square', mode: 'progressive', think: true }, runs) : null;
-    // the engine batches the CFG contexts of a step into one call; also time the baseline the way
-    // BAGEL runs it (one call per context) to show what the batching is worth
-    const unb = await createEngine(pack, { intraOpThreads: intFlag(args, 'threads', 2, 1, 64), calibrate: false, maxConcurrent: 1, batchCfg: false });
-    let t2iUnb, editUnb;
-    try {
-      t2iUnb = await timeMany(unb, { prompt, mode: 'baseline', steps: 50 }, Math.max(1, Math.ceil(runs / 2)));
-      editUnb = await timeMany(unb, { prompt: instruction, sourceImage: src, mode: 'baseline', steps: 50 }, Math.max(1, Math.ceil(runs / 2)));
-    } finally {
-      await unb.close();
-    }
-    const r = (a: number, b: number) => +(a / b).toFixed(3);
     const result = {
       pack: engine.info.name,
       pack_dir: pack,
@@ -174,8 +160,8 @@ export async function run(argv: string[]): Promise<number> {
       t2i_sampling_speedup: pairedRatio(t2iBase.eachSampling, t2i6.eachSampling).median,
       edit_sampling_speedup: pairedRatio(editBase.eachSampling, edit6.eachSampling).median,
       baseline_cfg_batched: true,
-      t2i_speedup_6nfe_vs_unbatched_baseline: r(t2iUnb.ms, t2i6.ms),
-      edit_speedup_6nfe_vs_unbatched_baseline: r(editUnb.ms, edit6.ms),
+      t2i_speedup_6nfe_vs_unbatched_baseline: pairedRatio(t2iUnb.each, t2i6.each).median,
+      edit_speedup_6nfe_vs_unbatched_baseline: pairedRatio(editUnb.each, edit6.each).median,
       t2i_ms: { baseline: +t2iBase.ms.toFixed(2), baseline_unbatched: +t2iUnb.ms.toFixed(2), six: +t2i6.ms.toFixed(2) },
       edit_ms: { baseline: +editBase.ms.toFixed(2), baseline_unbatched: +editUnb.ms.toFixed(2), six: +edit6.ms.toFixed(2) },
       fixed_ms: {
@@ -193,6 +179,7 @@ export async function run(argv: string[]): Promise<number> {
     else console.log(JSON.stringify(result, null, 2));
     return 0;
   } finally {
+    await unb?.close();
     await engine.close();
   }
 }

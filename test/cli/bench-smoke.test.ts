@@ -47,6 +47,8 @@ describe('bench generate (smoke, fixture pack with distilled graphs)', () => {
     expect(Object.keys(out.fixed_ms.edit).sort()).toEqual(['image_encode', 'prefill', 'vae_decode', 'vae_encode', 'vit_encode']);
     // one seed: the per-seed ratio is the totals' ratio, its spread that one value
     expect(out.t2i_speedup_6nfe).toBeCloseTo(out.t2i_ms.baseline / out.t2i_ms.six, 1);
+    expect(out.t2i_speedup_6nfe_vs_unbatched_baseline).toBeCloseTo(out.t2i_ms.baseline_unbatched / out.t2i_ms.six, 1);
+    expect(out.edit_speedup_6nfe_vs_unbatched_baseline).toBeCloseTo(out.edit_ms.baseline_unbatched / out.edit_ms.six, 1);
     expect(out.speedup_spread.t2i).toEqual({ median: out.t2i_speedup_6nfe, min: out.t2i_speedup_6nfe, max: out.t2i_speedup_6nfe });
     for (const k of ['t2i_speedup_progressive', 'edit_speedup_progressive']) expect(out[k], k).toBeGreaterThan(0);
     // the fixed costs and the sampling loop are parts of the request's time
