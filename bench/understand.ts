@@ -17,7 +17,7 @@ import path from 'node:path';
 export const HELP = `Usage: hyperbagel bench understand [--json] [--pack DIR] [--max-tokens N] [--rounds R] [--threads N]
 
 Times greedy answers over a fixed prompt set (10 test-suite images: caption + 2 questions each) with speculation off, chain, tree and auto (interleaved
-per prompt), and prints plain_tps, chain_tps, tree_tps, auto_tps, speedup (best speculative ÷ plain),
+per prompt; auto on an engine of its own, so its choices learn only from its own requests), and prints plain_tps, chain_tps, tree_tps, auto_tps, speedup (best speculative ÷ plain),
 tau (mean accepted length of the best mode) and lossless (all modes gave identical answers);
 speedup_ceiling (plain's time over its time to first token: the speedup if every later token were free);
 by_kind (caption vs questions: tau, tokens/s, tokens per request, plain's ceiling); time_split_ms per mode;
@@ -61,6 +61,17 @@ export async function run(argv: string[]): Promise<number> {
   const threads = intFlag(args, 'threads', 2, 1, 64);
   const pack = resolvePack(packFlag);
   const engine = await createEngine(pack, { intraOpThreads: threads, calibrate: true, maxConcurrent: 1 });
+  // auto on an engine of its own: its choices learn from its own acceptance statistics only, as on a
+  // server whose clients all send AUTO (sharing an engine, it learned from the chain and tree runs too).
+  // The engines take turns, never run at once.
+  let autoEngine: Awaited<ReturnType<typeof createEngine>>;
+  try {
+    autoEngine = await createEngine(pack, { intraOpThreads: threads, calibrate: true, maxConcurrent: 1 });
+  } catch (e) {
+    await engine.close();
+    throw e;
+  }
+  const engineFor = (mode: SpeculationMode) => (mode === 'auto' ? autoEngine : engine);
   const modes: SpeculationMode[] = ['off', 'chain', 'tree', 'auto'];
   const stats: Record<string, ModeStats> = Object.fromEntries(modes.map((m) => [m, { split: { decoder: 0, draft: 0, otherGraphs: 0, workerJs: 0, outsideWorker: 0, requests: 0 }, tokens: 0, ms: 0, decodeTokens: 0, decodeMs: 0, firstTokenMs: 0, drafts: 0, accepted: 0, outputs: [] }]));
   let lossless = true;
@@ -95,9 +106,10 @@ export async function run(argv: string[]): Promise<number> {
           let summary: UnderstandSummary | null = null;
           const ids: number[] = [];
           let firstStepTokens: number | undefined; // the first chunk's: time to first token covers them
-          const w0 = await engine.workerStats();
+          const eng = engineFor(mode);
+          const w0 = await eng.workerStats();
           const t0 = performance.now();
-          for await (const ev of engine.understand({ ...r, speculation: { mode } })) {
+          for await (const ev of eng.understand({ ...r, speculation: { mode } })) {
             if (ev.kind === 'chunk') {
               ids.push(...ev.tokenIds);
               // (a chunk of several steps folds textless ones into it: then only the first step is in the first token's time)
@@ -108,7 +120,7 @@ export async function run(argv: string[]): Promise<number> {
             }
           }
           const ms = performance.now() - t0;
-          const w1 = await engine.workerStats();
+          const w1 = await eng.workerStats();
           const s = summary!;
           if (round > 0 || rounds === 1) {
             const st = stats[mode]!;
@@ -150,10 +162,10 @@ export async function run(argv: string[]): Promise<number> {
     const tau = (m: string) => (stats[m]!.drafts ? 1 + stats[m]!.accepted / stats[m]!.drafts : 1);
     const best = ['chain', 'tree', 'auto'].reduce((a, b) => (tps(b) > tps(a) ? b : a));
     // the same requests through the gateway, as a streaming client sees them
-    const gateway = await compareUnderstandViaGateway(engine, requests);
+    const gateway = await compareUnderstandViaGateway(autoEngine, requests);
     // a chat's follow-ups: each image captioned in a session, then its questions asked there without the image
     const conversations = items.map((it) => ({ image: renderScene(it.scene, size), opening: captionPrompt(pack), questions: it.questions.slice(0, QUESTIONS_PER_IMAGE).map((q) => q.question) }));
-    const sessionFollowup = await benchSessionFollowups(engine, conversations, { maxTokens, temperature: 0, speculation: { mode: 'auto' } }, rounds);
+    const sessionFollowup = await benchSessionFollowups(autoEngine, conversations, { maxTokens, temperature: 0, speculation: { mode: 'auto' } }, rounds);
     const result = {
       pack: engine.info.name,
       pack_dir: pack,
@@ -208,8 +220,8 @@ export async function run(argv: string[]): Promise<number> {
       draft_cost_ms: engine.draftCost,
       // what auto would pick for the next step with the draft model (plain/chain/tree; draft cost included)
       auto_draft_shape:
-        engine.info.capabilities.draft && engine.costCurve
-          ? chooseShape(new CostCurve(engine.costCurve), engine.draftAcceptance.chain, engine.draftAcceptance.tree, 8, engine.draftCost ?? undefined)
+        autoEngine.info.capabilities.draft && autoEngine.costCurve
+          ? chooseShape(new CostCurve(autoEngine.costCurve), autoEngine.draftAcceptance.chain, autoEngine.draftAcceptance.tree, 8, autoEngine.draftCost ?? undefined)
           : null,
     };
     if (args.flags.has('json')) console.log(JSON.stringify(result));
@@ -221,6 +233,7 @@ export async function run(argv: string[]): Promise<number> {
     }
     return 0;
   } finally {
+    await autoEngine.close();
     await engine.close();
   }
 }
