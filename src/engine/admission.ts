@@ -25,3 +25,12 @@ export async function admit(ctx: EngineCtx, conversation: { busy: boolean } | nu
     throw e;
   }
 }
+
+/**
+ * An admission for a part of a request whose caller holds the real one (think mode: the thought, then
+ * the drawing, under one admission): the slot stays with the caller, and the session is freed only if
+ * freeSession is passed on.
+ */
+export function heldAdmission(freeSession: () => void = () => {}): Admission {
+  return { release: () => {}, freeSession };
+}

@@ -31,6 +31,7 @@ import os from 'node:os';
 import { WorkerClient } from '../runtime/client.ts';
 import { loadPack } from '../runtime/manifest.ts';
 import type { WorkerStats } from '../runtime/protocol.ts';
+import { admit, heldAdmission } from './admission.ts';
 import type { EngineCtx, EngineOptions } from './context.ts';
 import { planSamplers, runGenerate, samplerGuidance, validateGenerate } from './generation/pipeline.ts';
 import { canThink, thinkFirst, validateThink } from './generation/think.ts';
@@ -272,10 +273,21 @@ export async function createEngine(packDir: string, options: EngineOptions | Rec
         if (closed) throw new EngineError('INTERNAL', 'engine is closed');
         const conv = session(req?.session);
         if (req?.think === undefined || req.think === false) return yield* runGenerate(ctx, req, signal, conv);
-        const { request, thought } = await thinkFirst(ctx, req, signal, conv);
-        // elapsedMs counts from the request, the thought included (timings.thinkMs says how much of it)
-        for await (const frame of runGenerate(ctx, request, signal, conv))
-          yield { ...frame, thought: thought.text, elapsedMs: frame.elapsedMs + thought.ms, ...(frame.timings ? { timings: { ...frame.timings, thinkMs: thought.ms } } : {}) };
+        const t0 = performance.now();
+        validateThink(ctx, req, conv); // refused before it waits for a slot
+        // one admission for the thought and the drawing: the session stays busy and the slot stays taken
+        // in between (a second request on the session is BUSY, and none is drawn before this one)
+        const adm = await admit(ctx, conv, signal);
+        try {
+          const { request, thought } = await thinkFirst(ctx, req, signal, conv, heldAdmission());
+          const drawFrom = performance.now() - t0;
+          // elapsedMs counts from the request: the queue and the thought included (timings.thinkMs: the thought)
+          for await (const frame of runGenerate(ctx, request, signal, conv, heldAdmission(adm.freeSession)))
+            yield { ...frame, thought: thought.text, elapsedMs: frame.elapsedMs + drawFrom, ...(frame.timings ? { timings: { ...frame.timings, thinkMs: thought.ms } } : {}) };
+        } finally {
+          adm.freeSession();
+          adm.release();
+        }
       })();
     },
     checkUnderstand(req: UnderstandRequest): void {

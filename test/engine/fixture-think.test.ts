@@ -125,6 +125,38 @@ describe('think mode on the fixture', () => {
     expect(err.code).toBe('CANCELLED');
   });
 
+  test('a think request holds its session and its engine slot from the thought to the final', async () => {
+    // on a session: a second request while the first is thinking is BUSY, and the first still succeeds
+    const session = engine.createSession();
+    const a = engine.generate({ prompt: 'a photo of a square', mode: '6nfe', seed: 5, think: true, session })[Symbol.asyncIterator]();
+    const first = a.next(); // runs up to its first wait: admitted, the session claimed
+    for (const other of [() => collect(engine.generate({ prompt: 'a red circle', mode: '1nfe', seed: 1, session })), () => collect(engine.understand({ prompt: 'a red circle', maxTokens: 2, session }))]) {
+      const err = await engineError(other);
+      expect(err.code).toBe('BUSY');
+    }
+    const frames: ImageFrame[] = [];
+    for (let r = await first; !r.done; r = await a.next()) frames.push(r.value);
+    expect(finalOf(frames).thought!.length).toBeGreaterThan(0);
+    engine.closeSession(session);
+
+    // one slot: a request that arrives while a think request is thinking is drawn after it, not between
+    // its thought and its drawing
+    const one = await createEngine(dirs[0]!, { calibrate: false, intraOpThreads: 1, maxConcurrent: 1 });
+    try {
+      const order: string[] = [];
+      const run = async (name: string, req: GenerateRequest) => {
+        await collect(one.generate(req));
+        order.push(name);
+      };
+      const thinking = run('think', { prompt: 'a photo of a square', mode: '6nfe', seed: 5, think: true });
+      const later = run('plain', { prompt: 'a red circle', mode: '1nfe', seed: 1 });
+      await Promise.all([thinking, later]);
+      expect(order).toEqual(['think', 'plain']);
+    } finally {
+      await one.close();
+    }
+  });
+
   test('a manifest whose prompts.think is not a boolean fails at load, naming the field', async () => {
     const dir = packWithThink('yes');
     dirs.push(dir);

@@ -1,7 +1,7 @@
 // Generation and editing: shared prefill of the CFG contexts (one KV per context, reused by every
 // sampler of the request), samplers behind one step() interface, progressive frames, decoding and
 // encoding.
-import { admit } from '../admission.ts';
+import { admit, type Admission } from '../admission.ts';
 import { layout, type EngineCtx, type Part } from '../context.ts';
 import { encodeImage } from '../image/codec.ts';
 import { checkInputImage, fitImage } from '../image/codec.ts';
@@ -239,13 +239,15 @@ export async function* runGenerate(
   req: GenerateRequest,
   signal?: AbortSignal,
   conversation: ConversationState | null = null,
+  /** the request's admission when the caller already holds it (think mode), else this admits */
+  admitted?: Admission,
 ): AsyncGenerator<ImageFrame, void, void> {
   const t0 = performance.now();
   const v = validateGenerate(ctx, req, conversation);
   const plans = planSamplers(ctx, v);
   // the session is ours until freeSession(): called once its state is final (before the last event, so
   // the caller may send the next turn at once), never later, when a next request may hold it
-  const { release, freeSession } = await admit(ctx, conversation, signal);
+  const { release, freeSession } = admitted ?? (await admit(ctx, conversation, signal));
   const m = ctx.manifest;
   const sp = m.special_tokens;
   const L = m.latent;

@@ -4,6 +4,7 @@
 // which colour, size, place, background?); a small flow model averages the open choices into a blank
 // image, whereas sampling the description commits to one scene first. The expansion runs through the
 // ordinary understanding path, so it is speculatively decoded and seeded like any sampled answer.
+import type { Admission } from '../admission.ts';
 import type { EngineCtx } from '../context.ts';
 import { runUnderstand, type ConversationState } from '../understand/pipeline.ts';
 import * as V from '../validate.ts';
@@ -49,13 +50,15 @@ export async function thinkFirst(
   req: GenerateRequest,
   signal: AbortSignal | undefined,
   conversation: ConversationState | null,
+  /** the request's admission, held by the caller for the thought and the drawing alike */
+  admitted?: Admission,
 ): Promise<{ request: GenerateRequest; thought: Thought }> {
   const { v, temperature } = validateThink(ctx, req, conversation);
   const maxTokens = Math.min(THINK_MAX_TOKENS, ctx.opts.maxPromptWords);
   const t0 = performance.now();
   let text = '';
   let cancelled = false;
-  for await (const ev of runUnderstand(ctx, { prompt: req.prompt, temperature, seed: v.seed, maxTokens }, signal, null)) {
+  for await (const ev of runUnderstand(ctx, { prompt: req.prompt, temperature, seed: v.seed, maxTokens }, signal, null, admitted)) {
     if (ev.kind !== 'done') continue;
     text = ev.text.trim();
     cancelled = ev.finishReason === 'cancelled';

@@ -1,7 +1,7 @@
 // Understanding requests: validation, prefill (vision + text), decoding (plain or speculative),
 // streaming chunks with text deltas and stop conditions, final summary.
 import { randomSeed } from '../rng.ts';
-import { admit } from '../admission.ts';
+import { admit, type Admission } from '../admission.ts';
 import { layout, type EngineCtx, type Part } from '../context.ts';
 import { rgbToChw, shiftImage } from '../image/pixels.ts';
 import { checkInputImage, fitImage } from '../image/codec.ts';
@@ -301,12 +301,14 @@ export async function* runUnderstand(
   req: UnderstandRequest,
   signal: AbortSignal | undefined,
   conversation: ConversationState | null,
+  /** the request's admission when the caller already holds it (think mode's thought), else this admits */
+  admitted?: Admission,
 ): AsyncGenerator<UnderstandEvent, void, void> {
   const t0 = performance.now();
   const v = validateUnderstand(ctx, req);
   // the session is ours until freeSession(): called once its state is final (before the last event, so
   // the caller may send the next turn at once), never later, when a next request may hold it
-  const { release, freeSession } = await admit(ctx, conversation, signal);
+  const { release, freeSession } = admitted ?? (await admit(ctx, conversation, signal));
   const queueMs = performance.now() - t0;
   const sp = ctx.manifest.special_tokens;
   let seq: WorkerSequence | null = null;
