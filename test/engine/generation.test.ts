@@ -53,6 +53,12 @@ describe('flow-matching sampler units', () => {
     const ch = combineCfg(v, vt, null, { ...p, renormMin: 0, renormType: 'text_channel' }, 2);
     expect(Math.hypot(ch[0]!, ch[1]!)).toBeCloseTo(1, 5);
     expect(combineCfg(v, vt, vi, { ...p, textScale: 1, imageScale: 1 }, 2)).toBe(v);
+    // text_channel renorms v_text only (BAGEL): with text guidance off, image guidance is not renormed
+    // (before, it was renormed per token, so the image term vanished at text scale 1 and came back above it)
+    const imgOnly = combineCfg(v, null, vi, { ...p, textScale: 1, imageScale: 2, renormMin: 0, renormType: 'text_channel' }, 2);
+    expect(Array.from(imgOnly)).toEqual([1, -1, -1, 1]); // vi + 2 (v - vi)
+    const justAbove = combineCfg(v, v, vi, { ...p, textScale: 1.0001, imageScale: 2, renormMin: 0, renormType: 'text_channel' }, 2);
+    for (let k = 0; k < 4; k++) expect(justAbove[k]).toBeCloseTo(imgOnly[k]!, 3);
   });
 
   test('patchify round trip and layout', () => {

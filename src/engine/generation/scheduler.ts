@@ -95,13 +95,16 @@ function renorm(x: Float32Array, ref: Float32Array, perToken: number | null, min
  * BAGEL's dual CFG: v_text = v_t_uncond + s_t·(v − v_t_uncond); v_cfg = v_i_uncond + s_i·(v_text − v_i_uncond);
  * then renorm ('global' over everything, 'channel' per token, 'text_channel' per token on v_text only).
  * `vText` / `vImage` null = that branch off (scale treated as 1). `tokenDim` = channels per token.
+ * Unlike BAGEL, which guides only when the text scale is above 1, each guidance switches on by its own
+ * scale (the API documents image guidance alone as valid).
  */
 export function combineCfg(v: Float32Array, vText: Float32Array | null, vImage: Float32Array | null, p: CfgParams, tokenDim: number): Float32Array {
   if (!vText || p.textScale <= 1) {
     if (!vImage || p.imageScale <= 1) return v;
     const out = new Float32Array(v.length);
     for (let k = 0; k < v.length; k++) out[k] = vImage[k]! + p.imageScale * (v[k]! - vImage[k]!);
-    return p.renormMin >= 1 ? out : renorm(out, v, p.renormType === 'global' ? null : tokenDim, p.renormMin);
+    // (text_channel renorms v_text only, which is v here: nothing to renorm)
+    return p.renormMin >= 1 || p.renormType === 'text_channel' ? out : renorm(out, v, p.renormType === 'global' ? null : tokenDim, p.renormMin);
   }
   let vt: Float32Array = new Float32Array(v.length);
   for (let k = 0; k < v.length; k++) vt[k] = vText[k]! + p.textScale * (v[k]! - vText[k]!);
