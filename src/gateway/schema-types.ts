@@ -76,7 +76,7 @@ export interface GenerateImageInput {
   cfgInterval?: ReadonlyArray<number> | null;
   /** Timestep shift of the sampler schedule, in (0, 20]: t' = shift·t / (1 + (shift − 1)·t). Absent, BASELINE uses the model's default (`sampler_defaults.shift`, 3.0 for the default model) and the distilled samplers their own grid (the default model's 6-NFE grid is uniform, shift 1); given, it applies to every sampler of the job (a 1-step grid is the same for any shift). */
   timestepShift?: number | null;
-  /** Also stream the sampler's intermediate predictions (its estimate of the final image at each step) as previews: the 6-NFE sampler's in PROGRESSIVE and SIX_STEP, the baseline's in BASELINE. ONE_STEP has none. `ImageFrame.sampler` tells them from the 1-NFE preview. */
+  /** Also stream the sampler's intermediate predictions (its estimate of the final image at each step) as previews: the 6-NFE sampler's in PROGRESSIVE and SIX_STEP, the baseline's in BASELINE (one per step: each costs a VAE decode and a JPEG encode). ONE_STEP has none. `ImageFrame.sampler` tells them from the 1-NFE preview. */
   intermediatePreviews?: boolean | null;
   /** Think first (models with capabilities.think): the model expands the prompt into a full scene description, sampled with the job's seed, and the image is generated from that description; every frame reports it as `thought`. Short prompts that leave colours, sizes and places open gain the most. */
   think?: boolean | null;

@@ -131,6 +131,17 @@ describe.runIf(present)('default pack', () => {
     }
   }, 300_000);
 
+  test('intermediate previews show the image forming: each within 6 levels of the final on average, the last within 1', async () => {
+    const frames: ImageFrame[] = await collect(engine.generate({ prompt: 'a large red circle at the top left on a white background', mode: '6nfe', seed: 3, intermediatePreviews: true }));
+    const final = frames.at(-1)!;
+    const mad = (f: ImageFrame) => f.rgb.data.reduce((s, x, i) => s + Math.abs(x - final.rgb.data[i]!), 0) / f.rgb.data.length;
+    const previews = frames.slice(0, -1);
+    expect(previews.map((f) => f.step)).toEqual([1, 2, 3, 4, 5]);
+    // (through the pack's linear latent→RGB factors they were grey blocks: 12–15 from the final at every step)
+    for (const f of previews) expect(mad(f), `step ${f.step}`).toBeLessThan(6);
+    expect(mad(previews.at(-1)!)).toBeLessThan(1);
+  }, 60_000);
+
   // Floors well above what random weights score (0 everywhere) and below what the release scores
   // (docs/results.md; at these limits the 27k release scores caption 1.0, VQA 0.9, held-out VQA 0.8,
   // GEdit 0.61): they catch a broken export, a wrong tokenizer or a sampler regression.

@@ -35,8 +35,8 @@ test('progressive with distilled graphs: 1 evaluation for the preview, 6 for the
   ]);
   expect(frames[0]!.sampler).toBe('distilled-1nfe');
   expect(frames[6]!.sampler).toBe('distilled-6nfe');
-  // one context prefill (no CFG contexts) + 7 distilled calls + 2 VAE decodes
-  expect(after.modelCalls - before.modelCalls).toBe(1 + 7 + 2);
+  // one context prefill (no CFG contexts) + 7 distilled calls + a VAE decode per frame (7)
+  expect(after.modelCalls - before.modelCalls).toBe(1 + 7 + 7);
 });
 
 test('guidance scales reach the graph and are checked against the trained range', async () => {

@@ -18,7 +18,8 @@ frame (stage, NFE count, elapsed ms, seed, sampler) goes to stderr. To edit an i
                      samplers' own grid, uniform for the default pack's 6-NFE; given, it applies to all)
   --think            the model first expands the prompt into a full scene description (printed as
                      {"thought": …} on stderr) and generates from it; --think-temperature T (default 0.5)
-  --previews DIR     also write preview frames (JPEG/WebP) there, with 6-step intermediate x0 previews
+  --previews DIR     also write preview frames (JPEG) there, with the sampler's intermediate x0
+                     previews (each 6-NFE step; each step with --mode baseline)
   --pack DIR         model pack (default models/shapes-mot, or $HYPERBAGEL_PACK)
   --threads N        onnxruntime intra-op threads (a positive integer, 1 to 256; default 2)
   --quiet            no per-frame lines on stderr`;

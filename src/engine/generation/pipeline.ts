@@ -5,7 +5,7 @@ import { admit, type Admission } from '../admission.ts';
 import { layout, type EngineCtx, type Part } from '../context.ts';
 import { encodeImage } from '../image/codec.ts';
 import { checkInputImage, fitImage } from '../image/codec.ts';
-import { chwToRgb, latentToRgb, rgbToChw } from '../image/pixels.ts';
+import { chwToRgb, rgbToChw } from '../image/pixels.ts';
 import { Rng, randomSeed } from '../rng.ts';
 import { EngineError, type FrameTimings, type GenerateRequest, type GenerationMode, type ImageFrame, type InputImageInfo, type RgbImage, type SamplerGuidance, type ScaleRange } from '../types.ts';
 import { sessionLost, type ConversationState } from '../understand/pipeline.ts';
@@ -311,17 +311,16 @@ export async function* runGenerate(
     const rng = new Rng(v.seed);
     const noise = patchify(rng.fillNormal(new Float32Array(L.channels * L.height * L.width)), L.channels, L.height, L.width, L.patch);
 
-    const frame = async (stage: ImageFrame['stage'], nfe: number, step: number, tokens: Float32Array, how: 'vae' | 'factors', plan: SamplerPlan): Promise<ImageFrame> => {
+    // every frame is decoded by the VAE: the pack's linear latent→RGB factors (manifest preview) cannot
+    // show this VAE's latents (even the final's own latent shows as grey blocks through them)
+    const frame = async (stage: ImageFrame['stage'], nfe: number, step: number, tokens: Float32Array, plan: SamplerPlan): Promise<ImageFrame> => {
       const latent = unpatchify(tokens, L.channels, L.height, L.width, L.patch);
-      let rgb: RgbImage;
       const d0 = performance.now();
-      if (how === 'vae') {
-        throwIfAborted(signal);
-        const px = await ctx.client.call<Float32Array>({ op: 'vae_decode', latent }, [latent.buffer as ArrayBuffer]);
-        rgb = chwToRgb(px, L.image_size, display);
-      } else rgb = latentToRgb(latent, L.channels, L.height, L.width, m.preview.latent_rgb_factors, m.preview.latent_rgb_bias, display);
+      throwIfAborted(signal);
+      const px = await ctx.client.call<Float32Array>({ op: 'vae_decode', latent }, [latent.buffer as ArrayBuffer]);
+      const rgb = chwToRgb(px, L.image_size, display);
       tm.decodeMs += performance.now() - d0;
-      const image = await timed('imageEncodeMs', () => encodeImage(rgb, stage === 'final' ? 'png' : how === 'vae' ? 'jpeg' : 'webp'));
+      const image = await timed('imageEncodeMs', () => encodeImage(rgb, stage === 'final' ? 'png' : 'jpeg'));
       const f: ImageFrame = { stage, nfe, step, elapsedMs: performance.now() - t0, seed: v.seed, image, rgb, sampler: plan.name, timings: { ...tm } };
       if (sourceInfo) f.sourceImage = sourceInfo;
       return f;
@@ -358,7 +357,7 @@ export async function* runGenerate(
         const r = s.step(vel, i, x);
         x = r.prev;
         tm.samplingMs += performance.now() - st0;
-        if (previews && i < s.steps - 1) yield await frame('preview', nfe, i + 1, r.x0, 'factors', plan);
+        if (previews && i < s.steps - 1) yield await frame('preview', nfe, i + 1, r.x0, plan);
       }
       return { x, nfe };
     }
@@ -367,7 +366,7 @@ export async function* runGenerate(
       const it = sample(plans.preview, false);
       let r = await it.next();
       while (!r.done) r = await it.next();
-      yield await frame('preview', r.value.nfe, plans.preview.scheduler.steps, r.value.x, 'vae', plans.preview);
+      yield await frame('preview', r.value.nfe, plans.preview.scheduler.steps, r.value.x, plans.preview);
     }
     const it = sample(plans.main, v.intermediatePreviews);
     let r = await it.next();
@@ -375,7 +374,7 @@ export async function* runGenerate(
       yield r.value;
       r = await it.next();
     }
-    const final = await frame('final', r.value.nfe, plans.main.scheduler.steps, r.value.x, 'vae', plans.main);
+    const final = await frame('final', r.value.nfe, plans.main.scheduler.steps, r.value.x, plans.main);
     if (conversation) {
       // the final is the session's latest image; the conversation has not seen it yet (the next
       // understand turn feeds it). The session is free once this is recorded.

@@ -71,16 +71,3 @@ export function chwToRgb(chw: Float32Array, G: number, display = G): RgbImage {
   }
   return { width: W, height: W, data };
 }
-
-/** Cheap preview: latent [C,h,w] → RGB through the pack's linear latent→RGB factors (values in [-1,1]). */
-export function latentToRgb(latent: Float32Array, C: number, h: number, w: number, factors: number[][], bias: number[], display: number): RgbImage {
-  const chw = new Float32Array(3 * h * w);
-  for (let i = 0; i < h * w; i++)
-    for (let k = 0; k < 3; k++) {
-      let s = bias[k] ?? 0;
-      for (let c = 0; c < C; c++) s += latent[c * h * w + i]! * factors[c]![k]!;
-      chw[k * h * w + i] = s;
-    }
-  if (h !== w) throw new Error('non-square latent');
-  return chwToRgb(chw, h, display);
-}
