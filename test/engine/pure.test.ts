@@ -63,6 +63,15 @@ describe('logits processing', () => {
     const one = processLogits(l, 0, 4, { temperature: 1, topK: 0, topP: 0.01 });
     expect(Array.from(one)).toEqual([1, 0, 0, 0]);
   });
+  test('with top-k and top-p, top-p runs on the top-k distribution renormalised (HF, vLLM)', () => {
+    // top-2 of [.5, .3, .2] is [.625, .375]: .625 alone reaches 0.6 (on the full distribution .5 did not)
+    const l = Float32Array.from([0.5, 0.3, 0.2].map(Math.log));
+    expect(Array.from(processLogits(l, 0, 3, { temperature: 1, topK: 2, topP: 0.6 }))).toEqual([1, 0, 0]);
+    const both = processLogits(l, 0, 3, { temperature: 1, topK: 2, topP: 0.7 });
+    expect(both[0]).toBeCloseTo(0.625, 6);
+    expect(both[1]).toBeCloseTo(0.375, 6);
+    expect(both[2]).toBe(0);
+  });
   test('a temperature too small for 1/T to be finite gives the T → 0 limit, not NaN; ties share it', () => {
     for (const temperature of [4e-309, 1e-320, Number.MIN_VALUE]) {
       expect(Array.from(processLogits([1, 3, 2, 0], 0, 4, { temperature, topK: 0, topP: 1 }))).toEqual([0, 1, 0, 0]);

@@ -61,12 +61,19 @@ export function processLogits(logits: ArrayLike<number>, offset: number, V: numb
   const order = Array.from({ length: V }, (_, i) => i).sort((a, b) => out[b]! - out[a]! || a - b);
   let keep = useK ? p.topK : V;
   if (useP) {
+    // top-p over the top-k distribution renormalised (HF and vLLM: top-k masks the logits, then top-p's
+    // softmax and cumulative sum run on what is left)
+    let massK = 1;
+    if (useK) {
+      massK = 0;
+      for (let n = 0; n < keep; n++) massK += out[order[n]!]!;
+    }
     let cum = 0;
     let n = 0;
     while (n < keep) {
       cum += out[order[n]!]!;
       n++;
-      if (cum >= p.topP) break;
+      if (cum / massK >= p.topP) break;
     }
     keep = Math.max(1, n);
   }
