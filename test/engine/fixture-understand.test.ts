@@ -251,4 +251,38 @@ describe('fixture: sessions', () => {
       expect(answer2, `${maxTokens} ${mode} ${t1.finishReason} ids1=${ids1.join(' ')}`).toEqual(cut >= 0 ? ref.tokens.slice(0, cut) : ref.tokens);
     }
   }, 30000);
+
+  test('a turn the consumer stops reading (break, a client gone) leaves the session as a cancelled turn does', async () => {
+    for (const mode of ['off', 'chain'] as const) {
+      const turn1 = { prompt: 'describe the image', maxTokens: 6, speculation: { mode } };
+      const turn2 = { prompt: 'what colour is it', maxTokens: 12, speculation: { mode } };
+      const turn3 = { prompt: 'describe the image', maxTokens: 8, speculation: { mode } };
+      // the reference: turn 2 cancelled by its signal after its first chunk
+      const ref = engine.createSession();
+      await collect(engine.understand({ ...turn1, session: ref }));
+      const ac = new AbortController();
+      let refFirst: number[] = [];
+      for await (const ev of engine.understand({ ...turn2, session: ref }, ac.signal))
+        if (ev.kind === 'chunk' && !refFirst.length) {
+          refFirst = ev.tokenIds;
+          ac.abort();
+        }
+      const refRows = engine.sessionInfo(ref).tokens;
+      const refTurn3 = answerIds(await collect(engine.understand({ ...turn3, session: ref })));
+      engine.closeSession(ref);
+      // the same turn 2, its consumer gone after the first chunk
+      const s = engine.createSession();
+      await collect(engine.understand({ ...turn1, session: s }));
+      let first: number[] = [];
+      for await (const ev of engine.understand({ ...turn2, session: s }))
+        if (ev.kind === 'chunk') {
+          first = ev.tokenIds;
+          break;
+        }
+      expect(first, mode).toEqual(refFirst);
+      expect(engine.sessionInfo(s).tokens, mode).toBe(refRows);
+      expect(answerIds(await collect(engine.understand({ ...turn3, session: s }))), mode).toEqual(refTurn3);
+      engine.closeSession(s);
+    }
+  }, 30000);
 });

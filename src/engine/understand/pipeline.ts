@@ -462,6 +462,27 @@ export async function* runUnderstand(
       first,
       maxDraftDepth: () => Math.min(maxTokens - generated.length - 1, maxPos - 1 - (lay.nextPos + generated.length)),
     });
+    /**
+     * What the turn leaves in a session: the prompt and the answer as far as it went, in the cache and the
+     * history alike (an image-only session goes back to its image). Every way a turn ends runs it once.
+     */
+    const keepTurn = async (end: FinishReason) => {
+      if (imageOnly) {
+        // the model reads one question per image: the next turn starts from the image again
+        await backToImage(conversation, false);
+      } else if (conversation && seq) {
+        // keep prompt + answer (+ EOS) in the conversation's KV; drop drafted tokens past the cut
+        const desired = end === 'eos' ? [...generated, sp.eos] : generated;
+        const cached = Math.min(Math.max(0, chosenTotal - 1), desired.length);
+        await truncateSequence(seq, kvStart + promptTokens + cached);
+        conversation.history = [...context, ...desired.slice(0, cached)];
+        conversation.nextPos = lay.nextPos + cached;
+        conversation.pending = desired.slice(cached);
+      }
+    };
+    // set until the loop ends by itself (or throws): reaching the finally with it set means the consumer
+    // stopped reading at a chunk (return(): a `break`, or a client that unsubscribed)
+    let consumerLeft = true;
     try {
       for await (const step of steps) {
         chosenTotal += step.tokens.length;
@@ -512,36 +533,33 @@ export async function* runUnderstand(
           break;
         }
       }
+      consumerLeft = false;
     } catch (e) {
+      consumerLeft = false;
       if (e instanceof EngineError && e.code === 'CANCELLED') cancelled = true;
       else throw e;
     } finally {
       await steps.return();
+      // the session keeps what was streamed, as after a cancel (without this its cache kept the turn's rows
+      // while its history did not, and the next turn read a half turn at positions it reused)
+      if (consumerLeft && conversation && seq === conversation.seq && seq.alive)
+        await keepTurn('cancelled').catch(() => Object.assign(conversation, { seq: null, nextPos: 0, history: [], pending: [], imageInContext: false, anchor: null }));
     }
+    let held = '';
     if (cancelled) {
       finish = 'cancelled';
       // text held back as the possible start of a stop string was not one: the answer ends here, so it is
       // part of the answer (its tokens are counted), sent as a last chunk with the steps that made it
-      const held = stopper.push(detok.flush()).text + stopper.flush();
-      if (held) {
-        text += held;
-        const c: TrailingSteps = carry ?? { tokenIds: [], acceptedTokens: 0, draftedTokens: 0, steps: 0 };
-        carry = null;
-        yield { kind: 'chunk', text: held, tokenIds: c.tokenIds, acceptedTokens: c.acceptedTokens, draftedTokens: c.draftedTokens, steps: c.steps };
-      }
+      held = stopper.push(detok.flush()).text + stopper.flush();
+      text += held;
     }
     const tEnd = performance.now();
-    if (imageOnly) {
-      // the model reads one question per image: the next turn starts from the image again
-      await backToImage(conversation, false);
-    } else if (conversation && seq) {
-      // keep prompt + answer (+ EOS) in the conversation's KV; drop drafted tokens past the cut
-      const desired = finish === 'eos' ? [...generated, sp.eos] : generated;
-      const cached = Math.min(Math.max(0, chosenTotal - 1), desired.length);
-      await truncateSequence(seq, kvStart + promptTokens + cached);
-      conversation.history = [...context, ...desired.slice(0, cached)];
-      conversation.nextPos = lay.nextPos + cached;
-      conversation.pending = desired.slice(cached);
+    // (before the held chunk's yield: a consumer that stops reading there leaves the session as it is now)
+    await keepTurn(finish);
+    if (held) {
+      const c: TrailingSteps = carry ?? { tokenIds: [], acceptedTokens: 0, draftedTokens: 0, steps: 0 };
+      carry = null;
+      yield { kind: 'chunk', text: held, tokenIds: c.tokenIds, acceptedTokens: c.acceptedTokens, draftedTokens: c.draftedTokens, steps: c.steps };
     }
     const n = generated.length;
     const decodeMs = tFirst ? tEnd - tFirst : 0;
