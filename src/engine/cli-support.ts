@@ -2,10 +2,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import sharp, { type Metadata } from 'sharp';
-import { checkInputImage, decodeImageBytes, DEFAULT_DECODE_LIMITS } from './image/codec.ts';
+import { checkInputImage, decodeInputImage, sentSizeOf } from './image/codec.ts';
 import { readImageFileBytes } from './image/file.ts';
-import { EngineError, type RgbImage } from './types.ts';
+import { EngineError, MIN_IMAGE_SIDE, type RgbImage } from './types.ts';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const DEFAULT_PACK = path.join(REPO_ROOT, 'models', 'shapes-mot');
@@ -44,39 +43,28 @@ export function resolvePack(flagValue: string | undefined, env: NodeJS.ProcessEn
 }
 
 /**
- * Bytes as the gateway decodes them (src/gateway/images.ts): alpha flattened on white, not dropped;
- * and upright by the EXIF orientation, as viewers show it. Other images are returned unchanged, as
- * are any the checks of decodeImageBytes refuse (so its typed errors stay the same).
+ * Reads an image file of any reasonable size (the engine centre-crops and resizes it to the model's)
+ * with the gateway's decode (decodeInputImage, shared with src/gateway/images.ts): its default pixel
+ * limit, upright by the EXIF orientation, alpha flattened on white, and larger than MAX_DECODED_SIDE
+ * a side centre-cropped and scaled down first; so the same file gives the same edit or answer here
+ * as through the API.
  */
-async function uprightOnWhite(bytes: Buffer): Promise<Buffer> {
-  let meta: Metadata;
-  try {
-    meta = await sharp(bytes, { limitInputPixels: false }).metadata();
-  } catch {
-    return bytes;
-  }
-  const rotate = (meta.orientation ?? 1) > 1;
-  if (!rotate && !meta.hasAlpha) return bytes;
-  const lim = DEFAULT_DECODE_LIMITS;
-  if (!lim.formats.includes(meta.format as never) || (meta.width ?? 0) * (meta.height ?? 0) > lim.maxPixels) return bytes;
-  try {
-    return await sharp(bytes, { limitInputPixels: lim.maxPixels, failOn: 'error' }).rotate().flatten({ background: '#ffffff' }).png({ compressionLevel: 1 }).toBuffer();
-  } catch {
-    return bytes;
-  }
-}
-
-/** Reads an image file of any reasonable size (the engine centre-crops and resizes it to the model's). */
 export async function readImageFile(file: string): Promise<RgbImage> {
-  let bytes = readImageFileBytes(file);
-  bytes = await uprightOnWhite(bytes);
+  const bytes = readImageFileBytes(file);
   let img: RgbImage;
   try {
-    img = await decodeImageBytes(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length));
+    img = await decodeInputImage(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length));
   } catch (e) {
     if (e instanceof EngineError) throw new EngineError(e.code, `${file}: ${e.message}`, e.details);
     throw e;
   }
+  // the smallest side as the file has it (a long thin image is decoded to its short side, squared)
+  const sent = sentSizeOf(img) ?? img;
+  if (sent.width < MIN_IMAGE_SIDE || sent.height < MIN_IMAGE_SIDE)
+    throw new EngineError('BAD_IMAGE', `${file}: ${sent.width}×${sent.height} is too small (at least ${MIN_IMAGE_SIDE} pixels a side)`, {
+      got: [sent.width, sent.height],
+      minSide: MIN_IMAGE_SIDE,
+    });
   // the engine checks this too, but names the request field; here the file is known
   checkInputImage(img, file);
   return img;

@@ -44,8 +44,8 @@ export interface InputImageInfo {
   source: 'request' | 'session';
 }
 
-/** Largest accepted input image, in pixels (width × height). */
-export const MAX_IMAGE_PIXELS = 4096 * 4096;
+/** Largest accepted input image, in pixels (width × height): the gateway's default `maxImagePixels` too. */
+export const MAX_IMAGE_PIXELS = 25_000_000;
 /** Smallest accepted side of an input image, in pixels. */
 export const MIN_IMAGE_SIDE = 8;
 
@@ -155,7 +155,7 @@ export interface GenerateRequest {
   cfgImageScale?: number;
   cfgInterval?: [number, number];
   timestepShift?: number;
-  /** progressive: also stream the 6-NFE intermediate x0 predictions */
+  /** also stream the main sampler's intermediate x0 predictions (6-NFE, or baseline steps), VAE-decoded JPEG previews */
   intermediatePreviews?: boolean;
   /**
    * Text-to-image only, packs with `capabilities.think`: the model first expands the prompt into a full

@@ -2,7 +2,7 @@
 import { EngineError } from './types.ts';
 
 export function num(name: string, v: unknown, lo: number, hi: number, opts: { integer?: boolean; loExclusive?: boolean } = {}): number {
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new EngineError('OUT_OF_RANGE', `${name} must be a number, got ${JSON.stringify(v)}`, { param: name });
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new EngineError('OUT_OF_RANGE', `${name} must be a number, got ${typeof v === 'number' ? v : JSON.stringify(v)}`, { param: name });
   if (opts.integer && !Number.isInteger(v)) throw new EngineError('OUT_OF_RANGE', `${name} must be an integer, got ${v}`, { param: name });
   if ((opts.loExclusive ? v <= lo : v < lo) || v > hi)
     throw new EngineError('OUT_OF_RANGE', `${name} must be in ${opts.loExclusive ? '(' : '['}${lo}, ${hi}], got ${v}`, { param: name, min: lo, max: hi });

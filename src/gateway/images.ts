@@ -1,20 +1,20 @@
 // Image input decoding (base64 / data URL / multipart upload) with byte and pixel limits, and the
 // bounded in-memory store behind `Image.url`.
 import { randomBytes } from 'node:crypto';
-import sharp, { type Metadata, type ResizeOptions } from 'sharp';
-import type { RgbImage } from '../engine/types.ts';
+import { decodeInputImage, type DecodeProblem, type ImageFormat } from '../engine/image/codec.ts';
+import { EngineError, type RgbImage } from '../engine/types.ts';
 import { GatewayError } from './errors.ts';
 import { REPLICA_ID_RE } from './replicas.ts';
 import type { ImageInput } from './schema-types.ts';
 
-/** Decoded inputs larger than this are centre-cropped to a square and scaled down to this side, so a huge-but-allowed image cannot balloon memory. */
-export const MAX_DECODED_SIDE = 1024;
+// the bounded decode is the engine's (shared with the command line); re-exported for the resolvers and tests
+export { MAX_DECODED_SIDE, sentSizeOf } from '../engine/image/codec.ts';
 
 const BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
 const DATA_URL_RE = /^data:(image\/[a-z0-9.+-]+)?(;[a-z0-9=.-]+)*;base64,/i;
 
 /** Input formats, as sharp names them: PNG, JPEG and WebP (schema.graphql's ImageInput). */
-const ACCEPTED_FORMATS: readonly string[] = ['png', 'jpeg', 'webp'];
+const ACCEPTED_FORMATS: ImageFormat[] = ['png', 'jpeg', 'webp'];
 
 export interface ImageLimits {
   maxImageBytes: number;
@@ -64,65 +64,42 @@ export async function readImageInput(input: ImageInput, limits: ImageLimits): Pr
 }
 
 /**
- * How the decode fits an image: unchanged when both sides are within MAX_DECODED_SIDE (the engine
- * centre-crops and resizes any size itself); a larger one is centre-cropped to a square first, as
- * the engine would, then scaled to at most MAX_DECODED_SIDE, so memory stays bounded and a long thin
- * image keeps its short side rather than being scaled below the engine's minimum side.
- */
-function decodedFit(width: number, height: number): ResizeOptions | undefined {
-  if (width <= MAX_DECODED_SIDE && height <= MAX_DECODED_SIDE) return undefined;
-  const side = Math.min(MAX_DECODED_SIDE, width, height);
-  return { width: side, height: side, fit: 'cover', position: 'centre' };
-}
-
-/** The size of the image as the client sent it, before the decode fit it within MAX_DECODED_SIDE. */
-const sentSizes = new WeakMap<RgbImage, { width: number; height: number }>();
-export function sentSizeOf(image: RgbImage | undefined): { width: number; height: number } | undefined {
-  return image ? sentSizes.get(image) : undefined;
-}
-
-/**
- * Decodes to RGB (turned upright from its EXIF orientation, alpha flattened on white), enforcing the
- * pixel limit before the full decode. Any size within the limits is fine: the engine centre-crops and
- * resizes to the model's vision size.
+ * Decodes to RGB with the engine's decodeInputImage, the decode the command line uses too (turned
+ * upright from its EXIF orientation, alpha flattened on white, larger than MAX_DECODED_SIDE a side:
+ * centre-cropped and scaled down), enforcing this gateway's byte and pixel limits before the full
+ * decode. Any size within the limits is fine: the engine centre-crops and resizes to the model's
+ * vision size. Refusals are the gateway's BAD_IMAGE / IMAGE_TOO_LARGE.
  */
 export async function decodeImage(bytes: Buffer, limits: ImageLimits): Promise<RgbImage> {
   if (bytes.byteLength > limits.maxImageBytes) throw tooLarge(bytes.byteLength, limits.maxImageBytes);
-  let meta: Metadata;
   try {
-    meta = await sharp(bytes, { limitInputPixels: false }).metadata();
-  } catch {
-    throw new GatewayError('BAD_IMAGE', 'The image could not be decoded (corrupt or unsupported format)', { argument: 'image' });
+    return await decodeInputImage(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), { maxPixels: limits.maxImagePixels, formats: ACCEPTED_FORMATS });
+  } catch (e) {
+    throw decodeRefusal(e, limits);
   }
-  // sharp decodes more (GIF, TIFF, SVG, HEIF, ...); the API promises these three only
-  if (!meta.width || !meta.height || !ACCEPTED_FORMATS.includes(meta.format ?? ''))
-    throw new GatewayError('BAD_IMAGE', 'Unsupported image format; use PNG, JPEG or WebP', { argument: 'image' });
-  const pixels = meta.width * meta.height;
-  if (pixels > limits.maxImagePixels)
-    throw new GatewayError('IMAGE_TOO_LARGE', `The image has ${pixels} pixels; the limit is ${limits.maxImagePixels}`, {
-      argument: 'image',
-      width: meta.width,
-      height: meta.height,
-      limit: limits.maxImagePixels,
-    });
-  try {
-    // upright as a viewer shows it (EXIF orientation), alpha flattened on white
-    let pipeline = sharp(bytes, { limitInputPixels: limits.maxImagePixels, failOn: 'error' }).rotate().flatten({ background: '#ffffff' }).toColourspace('srgb');
-    const fit = decodedFit(meta.width, meta.height);
-    if (fit) pipeline = pipeline.resize(fit);
-    const { data, info } = await pipeline
-      .removeAlpha()
-      .raw()
-      .toBuffer({ resolveWithObject: true });
-    if (info.channels !== 3) throw new Error(`unexpected channel count ${info.channels}`);
-    // a fresh, exactly-sized buffer (not a view into a pooled one): the engine may transfer it to a worker
-    const rgb: RgbImage = { width: info.width, height: info.height, data: new Uint8Array(data) };
-    // orientations 5-8 turn the image a quarter: its sent size is the upright one
-    const quarterTurn = (meta.orientation ?? 1) >= 5;
-    sentSizes.set(rgb, quarterTurn ? { width: meta.height, height: meta.width } : { width: meta.width, height: meta.height });
-    return rgb;
-  } catch {
-    throw new GatewayError('BAD_IMAGE', 'The image could not be decoded (corrupt or truncated data)', { argument: 'image' });
+}
+
+/** The engine's decode refusal (EngineError BAD_IMAGE, `details.problem`) as the gateway's error. */
+function decodeRefusal(e: unknown, limits: ImageLimits): GatewayError {
+  const d = e instanceof EngineError ? (e.details ?? {}) : {};
+  switch (d['problem'] as DecodeProblem | undefined) {
+    case 'pixels': {
+      const { width, height } = d as { width: number; height: number };
+      return new GatewayError('IMAGE_TOO_LARGE', `The image has ${width * height} pixels; the limit is ${limits.maxImagePixels}`, {
+        argument: 'image',
+        width,
+        height,
+        limit: limits.maxImagePixels,
+      });
+    }
+    // sharp decodes more (GIF, TIFF, SVG, HEIF, ...); the API promises these three only
+    case 'format':
+      return new GatewayError('BAD_IMAGE', 'Unsupported image format; use PNG, JPEG or WebP', { argument: 'image' });
+    case 'empty':
+    case 'unreadable':
+      return new GatewayError('BAD_IMAGE', 'The image could not be decoded (corrupt or unsupported format)', { argument: 'image' });
+    default:
+      return new GatewayError('BAD_IMAGE', 'The image could not be decoded (corrupt or truncated data)', { argument: 'image' });
   }
 }
 

@@ -116,9 +116,9 @@ describe('understand', () => {
     expect(oneLineError(await cli(['understand', '--pack', TINY, '--image', tiny, 'describe the image']))).toBe(`hyperbagel understand: error BAD_IMAGE: ${tiny}: 1×1 is too small (at least 8 pixels a side)`);
     expect(oneLineError(await cli(['edit', '--pack', TINY, '--image', tiny, '--out', join(dir, 'e.png'), 'make it blue']))).toBe(`hyperbagel edit: error BAD_IMAGE: ${tiny}: 1×1 is too small (at least 8 pixels a side)`);
     const huge = join(dir, 'huge.png');
-    writeFileSync(huge, await sharp({ create: { width: 4097, height: 4097, channels: 3, background: '#ffffff' } }).png({ compressionLevel: 9 }).toBuffer());
+    writeFileSync(huge, await sharp({ create: { width: 5001, height: 5000, channels: 3, background: '#ffffff' } }).png({ compressionLevel: 9 }).toBuffer());
     expect(oneLineError(await cli(['understand', '--pack', TINY, '--image', huge, 'describe the image']))).toBe(
-      `hyperbagel understand: error BAD_IMAGE: ${huge}: image is 4097×4097, 16785409 pixels; the limit is 16777216 pixels (4096×4096)`,
+      `hyperbagel understand: error BAD_IMAGE: ${huge}: image is 5001×5000, 25005000 pixels; the limit is 25000000 pixels (5000×5000)`,
     );
   }, 60_000);
 

@@ -18,6 +18,9 @@ import { parseServeArgs, serveOptions } from '../../src/cli/commands/serve.ts';
 import { DEFAULT_PACK, FIXTURE_PACK, numberFlag, packChoice, readImageFile, resolvePack } from '../../src/engine/cli-support.ts';
 import { DEFAULT_PACK as EVAL_DEFAULT_PACK } from '../../src/eval/engine-model.ts';
 import { DEFAULT_LIMITS } from '../../src/gateway/limits.ts';
+import { decodeImage } from '../../src/gateway/images.ts';
+import { fitImage } from '../../src/engine/image/codec.ts';
+import { MAX_IMAGE_PIXELS } from '../../src/engine/types.ts';
 import { MAX_STOP_CHARS } from '../../src/engine/understand/pipeline.ts';
 import { writeDataset } from '../../src/world/dataset.ts';
 import { BIN, cli, oneLineError, ROOT, TINY } from './helpers.ts';
@@ -508,6 +511,56 @@ describe('image files, usage and --version', () => {
     await sharp(raw, { raw: { width: 64, height: 64, channels: 3 } }).png().toFile(plain);
     expect(Buffer.compare(Buffer.from((await readImageFile(plain)).data), raw)).toBe(0);
   });
+
+  /** w×h, white with hard edges: a dark-red disc left of centre and a blue bar near the top (so a wrong turn or crop shows). */
+  function hardEdged(w: number, h: number): Buffer {
+    const d = Buffer.alloc(w * h * 3, 255);
+    const r = Math.min(w, h) / 4;
+    for (let y = 0; y < h; y++)
+      for (let x = 0; x < w; x++) {
+        const dx = x - w * 0.4;
+        const dy = y - h / 2;
+        if (dx * dx + dy * dy < r * r) d.set([200, 20, 30], (y * w + x) * 3);
+        else if (y > h * 0.15 && y < h * 0.25 && x > w * 0.3) d.set([20, 40, 220], (y * w + x) * 3);
+      }
+    return d;
+  }
+
+  it('an image over 1024 px a side (and one EXIF-turned) is decoded as the gateway decodes it: the same 64×64 fit byte for byte', async () => {
+    const png = join(dir, 'big2048.png');
+    await sharp(hardEdged(2048, 2048), { raw: { width: 2048, height: 2048, channels: 3 } }).png({ compressionLevel: 1 }).toFile(png);
+    // stored 1600×1200, shown 1200×1600 (orientation 8: turned a quarter)
+    const jpg = join(dir, 'o8-1600x1200.jpg');
+    await sharp(hardEdged(1600, 1200), { raw: { width: 1600, height: 1200, channels: 3 } }).jpeg({ quality: 90 }).withMetadata({ orientation: 8 }).toFile(jpg);
+    expect((await sharp(jpg).metadata()).orientation).toBe(8);
+    const differing: Record<string, number> = {};
+    const infos: Array<[unknown, unknown]> = [];
+    for (const f of [png, jpg]) {
+      const viaCli = await fitImage(await readImageFile(f), 64);
+      const viaGateway = await fitImage(await decodeImage(readFileSync(f), DEFAULT_LIMITS), 64);
+      differing[f] = viaCli.image.data.filter((v, i) => v !== viaGateway.image.data[i]).length;
+      infos.push([viaCli.info, viaGateway.info]);
+    }
+    expect(differing).toEqual({ [png]: 0, [jpg]: 0 }); // bytes that differ, of 64×64×3
+    for (const [a, b] of infos) expect(a).toEqual(b);
+    // both report the size the file has (upright), not the bounded decode's
+    expect((await fitImage(await readImageFile(jpg), 64)).info).toMatchObject({ originalWidth: 1200, originalHeight: 1600, resized: true, cropped: true });
+  }, 60_000);
+
+  it("the command line takes an image up to the gateway's pixel limit: edit of a 4200×4200 PNG exits 0", async () => {
+    const big = join(dir, 'big4200.png');
+    await sharp({ create: { width: 4200, height: 4200, channels: 3, background: '#3366cc' } }).png({ compressionLevel: 9 }).toFile(big);
+    const out = join(dir, 'big4200-edit.png');
+    const r = await cli(['edit', '--pack', TINY, '--mode', '1nfe', '--seed', '1', '--image', big, '--out', out, 'make it red']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(existsSync(out)).toBe(true);
+    expect(r.stderr).toContain('"sourceImage":{"originalWidth":4200,"originalHeight":4200');
+    expect(MAX_IMAGE_PIXELS).toBe(DEFAULT_LIMITS.maxImagePixels);
+    // over the limit: refused naming it
+    const over = join(dir, 'over.png');
+    await sharp({ create: { width: 5001, height: 5000, channels: 3, background: '#ffffff' } }).png({ compressionLevel: 9 }).toFile(over);
+    await expect(readImageFile(over)).rejects.toMatchObject({ code: 'BAD_IMAGE', message: expect.stringMatching(/5001×5000, 25005000 pixels; the limit is 25000000 pixels/) });
+  }, 60_000);
 
   it('no arguments: usage on stderr, exit 1; --help on stdout, exit 0; --version prints package.json\'s version', async () => {
     const none = await inProc([]);

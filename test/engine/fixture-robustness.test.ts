@@ -294,9 +294,9 @@ describe('bad input gives typed errors', () => {
       expect(err.details?.['param']).toBe(param);
     }
     const gen: Array<[Record<string, unknown>, string]> = [
-      [{ steps: 0 }, 'steps'],
+      [{ steps: 0, mode: 'baseline' }, 'steps'],
       [{ cfgTextScale: -1 }, 'cfgTextScale'],
-      [{ cfgInterval: [0.8, 0.2] }, 'cfgInterval'],
+      [{ cfgInterval: [0.8, 0.2], mode: 'baseline' }, 'cfgInterval'],
       [{ timestepShift: 0 }, 'timestepShift'],
       [{ mode: 'fast' }, 'mode'],
     ];
@@ -305,6 +305,16 @@ describe('bad input gives typed errors', () => {
       expect(err.code, param).toBe('OUT_OF_RANGE');
       expect(err.details?.['param']).toBe(param);
     }
+    // a number that is not finite is named as given (JSON wrote NaN as null)
+    const nan = await engineError(() => engine.generate({ prompt: 'a red circle', cfgTextScale: Number.NaN }));
+    expect(nan.message).toBe('cfgTextScale must be a number, got NaN');
+    // sizing fields a mode never reads are refused, not ignored (the 6-NFE sampler ran 6 steps for steps: 3)
+    for (const mode of ['progressive', '6nfe', '1nfe'] as const)
+      for (const [extra, param] of [[{ steps: 3 }, 'steps'], [{ cfgInterval: [0.2, 0.8] }, 'cfgInterval']] as const) {
+        const err = await engineError(() => engine.generate({ prompt: 'a red circle', mode, ...extra } as never));
+        expect(err.code, `${mode} ${param}`).toBe('INVALID_INPUT');
+        expect(err.details?.['param']).toBe(param);
+      }
   });
 
   test('images: too small, too large, wrong data, corrupt bytes, wrong format, pixel limits', async () => {
@@ -312,7 +322,7 @@ describe('bad input gives typed errors', () => {
     const tiny = { width: 4, height: 4, data: new Uint8Array(4 * 4 * 3) };
     expect((await engineError(() => engine.understand({ prompt: 'describe the image', image: tiny }))).code).toBe('BAD_IMAGE');
     expect((await engineError(() => engine.generate({ prompt: 'make it red', sourceImage: tiny }))).code).toBe('BAD_IMAGE');
-    const huge = { width: 5000, height: 4000, data: new Uint8Array(3) }; // refused on its size alone
+    const huge = { width: 5001, height: 5000, data: new Uint8Array(3) }; // refused on its size alone
     const e = await engineError(() => engine.understand({ prompt: 'describe the image', image: huge }));
     expect(e.code).toBe('BAD_IMAGE');
     expect(e.message).toMatch(/limit/);

@@ -3,7 +3,7 @@ import { precheckGenerateCommand, runGenerateCommand } from '../../engine/cli-ge
 
 export const HELP = `Usage: hyperbagel edit --image FILE "instruction" --out FILE.png [options]
 
-Edits an image (PNG/JPEG/WebP, at least 8×8 and at most 16,777,216 pixels, e.g. 4096×4096:
+Edits an image (PNG/JPEG/WebP, at least 8×8 and at most 25,000,000 pixels, e.g. 5000×5000:
 centre-cropped to a square and resized to the model's 64×64, reported as sourceImage on stderr)
 following the instruction; writes the final frame as PNG (JPEG / WebP for an --out ending in .jpg
 or .webp).

@@ -10,7 +10,7 @@ export const HELP = `Usage: hyperbagel understand [--image FILE] [options] "prom
 
 Answers a question about an image (or about nothing); streams only the answer text to stdout and
 prints a JSON summary (usage, timings, speculation statistics) to stderr.
-  --image FILE          PNG/JPEG/WebP, at least 8×8 and at most 16,777,216 pixels (e.g. 4096×4096);
+  --image FILE          PNG/JPEG/WebP, at least 8×8 and at most 25,000,000 pixels (e.g. 5000×5000);
                         centre-cropped to a square and resized to the model's image size (64×64),
                         reported as inputImage
   --speculation MODE    auto|off|chain|tree|ngram (default auto)

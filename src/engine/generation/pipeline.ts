@@ -66,6 +66,10 @@ export function validateGenerate(ctx: EngineCtx, req: GenerateRequest, conversat
     throw new EngineError('PROMPT_TOO_LONG', `prompt has ${words.length} words, limit ${ctx.opts.maxPromptWords}`, { words: words.length, limit: ctx.opts.maxPromptWords });
   const mode = req.mode ?? 'progressive';
   if (!MODES.includes(mode)) throw new EngineError('OUT_OF_RANGE', `mode must be one of ${MODES.join(', ')}`, { param: 'mode' });
+  // a sizing field the mode never reads is refused, not silently ignored
+  if (mode !== 'baseline')
+    for (const k of ['steps', 'cfgInterval'] as const)
+      if (req[k] !== undefined && req[k] !== null) throw new EngineError('INVALID_INPUT', `${k} applies to mode baseline only (the ${mode} samplers have their own fixed steps)`, { param: k });
   if (req.edit !== undefined && req.edit !== null && typeof req.edit !== 'boolean') throw new EngineError('INVALID_INPUT', 'edit must be a boolean', { param: 'edit' });
   if (req.thinkTemperature !== undefined && req.thinkTemperature !== null && req.think !== true)
     throw new EngineError('INVALID_INPUT', 'thinkTemperature applies with think: true only', { param: 'thinkTemperature' });
