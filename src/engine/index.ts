@@ -25,8 +25,9 @@
 //
 // Errors are EngineError with a `code` (types.ts); they surface while iterating, never synchronously.
 // checkUnderstand / checkGenerate throw the same input errors up front, without model work.
-// Aborting `signal` stops model work before the next model call: an understanding stream then ends with
-// a summary whose finishReason is 'cancelled'; a generation stream rejects with CANCELLED.
+// Aborting `signal` stops model work before the next model call: an understanding stream that has been
+// admitted then ends with a summary whose finishReason is 'cancelled'; one still waiting for a slot (or
+// given an aborted signal), and a generation stream, reject with CANCELLED.
 import os from 'node:os';
 import { WorkerClient } from '../runtime/client.ts';
 import { loadPack } from '../runtime/manifest.ts';
