@@ -275,7 +275,8 @@ export interface Model {
   /** The words prompts, questions and instructions may use, sorted: the model's vocabulary less its special tokens, the
    * words it was never trained on, and the forms its tokenizer folds onto others. Any other word is refused with
    * UNKNOWN_WORDS. The folded forms are accepted too, read as the word they fold to (for the default model "an" as
-   * "a", "colour" as "color", "this" as "the", "picture" as "image"; "now" is dropped). */
+   * "a", "colour" as "color", "this" as "the", "picture" as "image"; "now" is dropped). Punctuation and symbols (emoji included) are not words: they are
+   * dropped, as the tokenizer splits on them. */
   words: Field<ListOf<string>>;
   /** Positions the model's context holds: a prompt (with its image's tokens) and its answer, or a session's whole conversation. */
   contextLength: Field<number>;
