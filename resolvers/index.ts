@@ -334,7 +334,19 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
     const attached = selects(info, ['previews', 'result']);
     let job: ImageJobRecord;
     try {
-      job = rt.jobs.start(req, mode, seed, attached, { onEnd: () => lock?.unlock() }, ctx.client);
+      job = rt.jobs.start(
+        req,
+        mode,
+        seed,
+        attached,
+        {
+          onEnd: () => lock?.unlock(),
+          // a client that sees the final may use the session at once (edit that image): the engine still
+          // holds it while it closes the job, so the next request waits for that instead of SESSION_BUSY
+          onFinal: (j) => void (lock?.entry.busy && (lock.entry.stopping = settleWithin(j.finished, CANCEL_SETTLE_MS))),
+        },
+        ctx.client,
+      );
     } catch (e) {
       lock?.unlock();
       if (e instanceof GatewayError && e.code === 'BUSY') rt.metrics.busy.inc();

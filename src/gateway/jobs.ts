@@ -41,6 +41,13 @@ export const afterPastEnd = (after: number, lastSeq: number) =>
   new GatewayError('OUT_OF_RANGE', `after must be at most the job's lastSeq, ${lastSeq}; got ${after}`, { argument: 'after', min: 0, max: lastSeq });
 export const jobNotFound = (id: string) => new GatewayError('JOB_NOT_FOUND', `No job ${JSON.stringify(id).slice(0, 80)} (it may have expired)`);
 
+/** What a job's starter hears: its success, its final frame (before any client sees it), its end (before the terminal event). */
+export interface JobHooks {
+  onSuccess?: (job: ImageJobRecord) => void;
+  onFinal?: (job: ImageJobRecord) => void;
+  onEnd?: () => void;
+}
+
 export class ImageJobRecord {
   readonly createdAt = Date.now();
   status: JobStatus = 'QUEUED';
@@ -326,7 +333,7 @@ export class JobManager {
   }
 
   /** Creates and starts a job; throws BUSY when the scheduler's queue (or `client`'s share of it) is full. */
-  start(req: GenerateRequest, mode: GenerationMode, seed: number, attached: boolean, hooks: { onSuccess?: (job: ImageJobRecord) => void; onEnd?: () => void } = {}, client?: string): ImageJobRecord {
+  start(req: GenerateRequest, mode: GenerationMode, seed: number, attached: boolean, hooks: JobHooks = {}, client?: string): ImageJobRecord {
     this.o.scheduler.checkCapacity(client);
     this.sweep();
     const job = new ImageJobRecord(newId(this.o.replicaId), mode, seed, attached, this.o.unwatchedJobTimeoutMs, (j, reason) => this.cancelRecord(j, reason), client);
@@ -369,7 +376,7 @@ export class JobManager {
     return true;
   }
 
-  private async run(job: ImageJobRecord, req: GenerateRequest, hooks: { onSuccess?: (job: ImageJobRecord) => void; onEnd?: () => void }, client?: string): Promise<void> {
+  private async run(job: ImageJobRecord, req: GenerateRequest, hooks: JobHooks, client?: string): Promise<void> {
     const signal = job.controller.signal;
     const { metrics } = this.o;
     let slot: { release(): void; waitedMs: number } | undefined;
@@ -393,7 +400,10 @@ export class JobManager {
           sawPreview = true;
           metrics.previewLatency.observe((performance.now() - start) / 1000);
         }
-        if (frame.stage === 'final') job.finalFrame = rec;
+        if (frame.stage === 'final') {
+          job.finalFrame = rec;
+          hooks.onFinal?.(job);
+        }
         job.push({ status: 'RUNNING', frame: rec, done: false });
       }
     } catch (e) {

@@ -56,6 +56,20 @@ describe('cancelJob after the final frame', () => {
     expect(edit.data.editImage.result.sourceImage.source).toBe('SESSION');
   });
 
+  it('a request on the session sent as soon as the final arrives waits for the job to let go of it (not SESSION_BUSY)', async () => {
+    const sessionId = (await query('mutation { createSession }')).data.createSession;
+    engine.finalOut = false;
+    const { data } = await query('mutation($s: ID!) { generateImage(input: { prompt: "a red circle", mode: SIX_STEP, sessionId: $s }) { id } }', { s: sessionId });
+    const id = data.generateImage.id;
+    // the final is out and the engine still holds the session (it lingers 300 ms): the job has not ended
+    await waitFor(() => engine.finalOut, 'the final frame');
+    expect(server.runtime.jobs.find(id)!.terminal).toBe(false);
+    const edit = await query('mutation($s: ID!) { editImage(input: { instruction: "make it blue", mode: SIX_STEP, sessionId: $s }) { result { sourceImage { source } } } }', { s: sessionId });
+    expect(edit.errors).toBeUndefined();
+    expect(edit.data.editImage.result.sourceImage.source).toBe('SESSION');
+    expect((await query('query($id: ID!) { job(id: $id) { status } }', { id })).data.job.status).toBe('SUCCEEDED');
+  });
+
   it('before the final, a cancel still cancels', async () => {
     const { data } = await query('mutation { generateImage(input: { prompt: "a red circle", mode: BASELINE, steps: 200 }) { id } }');
     const id = data.generateImage.id;
