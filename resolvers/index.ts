@@ -7,6 +7,7 @@ import type {
   GenerateRequest,
   GenerationMode as EngineGenerationMode,
   InputImageInfo as EngineInputImageInfo,
+  ModelInfo,
   RgbImage,
   SpeculationMode as EngineSpeculationMode,
   UnderstandRequest,
@@ -54,6 +55,23 @@ function range(v: number | null | undefined, name: string, min: number, max: num
   const low = opts.exclusiveMin ? v <= min : v < min;
   if (!Number.isFinite(v) || low || v > max)
     throw new GatewayError('OUT_OF_RANGE', `${name} must be in ${opts.exclusiveMin ? '(' : '['}${min}, ${max}], got ${v}`, { argument: name, min, max });
+  return v;
+}
+
+/**
+ * A guidance scale checked against the range of each sampler the mode runs (models.guidance), in the order
+ * the engine runs them: PROGRESSIVE's 1-NFE preview, then its 6-NFE final, with the same scale. The range
+ * reported is the sampler's own, so a retry inside it is accepted (not the baseline's wider one).
+ */
+function scaleIn(v: number | null | undefined, name: string, g: ModelInfo['guidance'], mode: GenerationMode, which: 'text' | 'image'): number | undefined {
+  if (v === null || v === undefined) return undefined;
+  const samplers: Array<[string, ModelInfo['guidance']['baseline']]> =
+    mode === 'BASELINE' ? [['', g.baseline]] : mode === 'SIX_STEP' ? [['6-NFE', g.sixStep]] : mode === 'ONE_STEP' ? [['1-NFE', g.oneStep]] : [['1-NFE', g.oneStep], ['6-NFE', g.sixStep]];
+  for (const [label, s] of samplers) {
+    const { min, max } = s[which];
+    if (!Number.isFinite(v) || v < min || v > max)
+      throw new GatewayError('OUT_OF_RANGE', `${name} must be in [${min}, ${max}]${label ? ` for the ${label} sampler (its training range)` : ''}, got ${v}`, { argument: name, min, max });
+  }
   return v;
 }
 
@@ -274,7 +292,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
     // rejection unhandled (that would take the process down)
     const sourceImage = decodeSourceImage();
     sourceImage.catch(() => undefined);
-    rt.engine; // throws UNAVAILABLE before any work when the model is not loaded
+    const { guidance } = rt.engine.info; // (rt.engine throws UNAVAILABLE before any work when the model is not loaded)
     const mode = input.mode ?? 'PROGRESSIVE';
     if (mode !== 'BASELINE') {
       for (const k of ['steps', 'cfgInterval'] as const)
@@ -291,8 +309,8 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
       mode: MODE_IN[mode],
       seed,
       steps: range(input.steps, 'steps', SAMPLER.steps.min, SAMPLER.steps.max),
-      cfgTextScale: range(input.cfgTextScale, 'cfgTextScale', SAMPLER.cfgScale.min, SAMPLER.cfgScale.max),
-      cfgImageScale: range(input.cfgImageScale, 'cfgImageScale', SAMPLER.cfgScale.min, SAMPLER.cfgScale.max),
+      cfgTextScale: scaleIn(input.cfgTextScale, 'cfgTextScale', guidance, mode, 'text'),
+      cfgImageScale: scaleIn(input.cfgImageScale, 'cfgImageScale', guidance, mode, 'image'),
       cfgInterval: interval ? [interval[0]!, interval[1]!] : undefined,
       timestepShift: range(input.timestepShift, 'timestepShift', SAMPLER.timestepShift.min, SAMPLER.timestepShift.max, { exclusiveMin: true }),
       intermediatePreviews: input.intermediatePreviews ?? undefined,

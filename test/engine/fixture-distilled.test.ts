@@ -51,7 +51,7 @@ test('guidance scales reach the graph and are checked against the trained range'
   expect(base[0]!.sampler).toBe('euler-4 baseline');
   // checkGenerate (the gateway's check before it hands out a job id) applies the same range, with no model call
   const calls = (await engine.workerStats()).modelCalls;
-  expect(() => engine.checkGenerate!({ prompt: 'a red circle', mode: 'progressive', cfgTextScale: 5.5 })).toThrow(/cfgTextScale must be in \[1, 5\] for the denoise_\dnfe sampler/);
+  expect(() => engine.checkGenerate!({ prompt: 'a red circle', mode: 'progressive', cfgTextScale: 5.5 })).toThrow(/cfgTextScale must be in \[1, 5\] for the \d-NFE sampler/);
   expect(() => engine.checkGenerate!({ prompt: 'a red circle', mode: '1nfe', cfgTextScale: 5 })).not.toThrow();
   expect((await engine.workerStats()).modelCalls).toBe(calls);
   // info.guidance is the manifest's, for the client to read

@@ -178,7 +178,7 @@ function distilledScales(ctx: EngineCtx, graph: 'denoise_6nfe' | 'denoise_1nfe',
   const imageScale = !v.edit ? 1 : v.scalesGiven.image ? v.cfg.imageScale : g.image.default;
   const check = (name: string, value: number, range: ScaleRange) => {
     if (value < range.min || value > range.max)
-      throw new EngineError('OUT_OF_RANGE', `${name} must be in [${range.min}, ${range.max}] for the ${graph} sampler (its training range), got ${value}`, {
+      throw new EngineError('OUT_OF_RANGE', `${name} must be in [${range.min}, ${range.max}] for the ${graph === 'denoise_6nfe' ? '6-NFE' : '1-NFE'} sampler (its training range), got ${value}`, {
         param: name,
         min: range.min,
         max: range.max,
