@@ -13,7 +13,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hyperbagel.utils import setup_threads, positive_int, non_negative_int  # noqa: E402
-from hyperbagel.ckpts import require_unified, require_vae  # noqa: E402
+from hyperbagel.ckpts import require_unified, require_vae, check_vae_matches  # noqa: E402
 
 setup_threads()
 import numpy as np  # noqa: E402
@@ -29,6 +29,9 @@ from hyperbagel.sample import answer, generate, scene_match  # noqa: E402
 def load(ckpt_path, use_ema=True, vae_path=None):
     ck = require_unified(ckpt_path, "--ckpt", raw=not use_ema, vae=not vae_path)
     vck = require_vae(vae_path or ck["vae"], "--vae" if vae_path else "--ckpt's VAE (pass --vae to use another)")
+    # the VAE the model was trained with, up to its decoder (same encoder and latent scale)
+    check_vae_matches(ck, vae_path or ck["vae"], float(vck["scale"]), "--vae" if vae_path else "--ckpt's VAE",
+                      "pass that VAE or a decoder fine-tune of it (train_vae.py --init VAE --decoder-only)")
     tok_path = os.path.join(os.path.dirname(ckpt_path), "tokenizer.json")
     if not os.path.isfile(tok_path):
         raise SystemExit(f"--ckpt: no tokenizer.json next to {ckpt_path} (train_unified.py and import_pack.py write it there)")
@@ -47,7 +50,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ckpt", default="runs/unified/unified.ckpt")
     ap.add_argument("--data", default="data/val")
-    ap.add_argument("--vae", default=None, help="VAE checkpoint (default: the one the unified run used; needed for a lite checkpoint)")
+    ap.add_argument("--vae", default=None, help="VAE checkpoint (default: the one the unified run used; needed for a lite "
+                                                "checkpoint); it must have that VAE's encoder and latent scale")
     ap.add_argument("--n-und", type=non_negative_int, default=100)
     ap.add_argument("--n-gen", type=non_negative_int, default=24)
     ap.add_argument("--steps", type=positive_int, default=50)

@@ -18,7 +18,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hyperbagel.utils import setup_threads, pixel_offset  # noqa: E402
-from hyperbagel.ckpts import require_unified, require_vae  # noqa: E402
+from hyperbagel.ckpts import require_unified, require_vae, check_vae_matches  # noqa: E402
 
 setup_threads()
 import numpy as np  # noqa: E402
@@ -34,7 +34,9 @@ from hyperbagel import export as ex  # noqa: E402
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ckpt", default="runs/unified/unified.ckpt")
-    ap.add_argument("--vae", default=None, help="VAE checkpoint (default: the one the unified run used)")
+    ap.add_argument("--vae", default=None,
+                    help="VAE checkpoint (default: the one the unified run used); another must have that VAE's encoder "
+                         "and latent scale (a copy, or a decoder fine-tune: train_vae.py --init VAE --decoder-only)")
     ap.add_argument("--data", default="data/train", help="images for fitting the latent->RGB preview factors")
     ap.add_argument("--train-data", action="append", default=None,
                     help="a dataset folder the model was trained on (repeatable; default: --data): vocabulary words "
@@ -64,6 +66,10 @@ def main():
     ck = require_unified(a.ckpt, "--ckpt", raw=a.raw, vae=not a.vae)
     vae_path = a.vae or ck["vae"]
     vck = require_vae(vae_path, "--vae" if a.vae else "--ckpt's VAE (pass --vae to use another)")
+    # the model's latents are in its VAE's latent space at its scale: a VAE with another encoder or scale would
+    # export a pack that decodes (and edits from) the wrong latents
+    check_vae_matches(ck, vae_path, float(vck["scale"]), "--vae" if a.vae else "--ckpt's VAE",
+                      "pass that VAE or a decoder fine-tune of it (train_vae.py --init VAE --decoder-only)")
     tok_path = os.path.join(os.path.dirname(a.ckpt), "tokenizer.json")
     if not os.path.isfile(tok_path):
         sys.exit(f"--ckpt: no tokenizer.json next to {a.ckpt} (train_unified.py and import_pack.py write it there)")

@@ -29,6 +29,27 @@ def run(args):
     return p.stdout
 
 
+def refused(script, args, msg):
+    """SCRIPT's main() with ARGS must exit with one line holding MSG (no traceback): the argument and resume checks
+    that exit before any work, run in this process (no interpreter start per case)."""
+    import contextlib
+    import importlib
+    import io
+    mod = importlib.import_module(script)
+    err, argv = io.StringIO(), sys.argv
+    sys.argv = [script + ".py", *args]
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            mod.main()
+    except SystemExit as e:
+        text = err.getvalue() + (e.code if isinstance(e.code, str) else "")
+        assert e.code not in (0, None) and msg in text, (script, args, text[-400:])
+        return text
+    finally:
+        sys.argv = argv
+    raise AssertionError(f"{script} {' '.join(args)}: not refused ({msg})")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True, help="pack output folder")
@@ -45,12 +66,23 @@ def main():
     synth.write(data, 48)
     run([os.path.join(HERE, "train_vae.py"), "--tiny", "--data", data, "--run", os.path.join(work, "vae"),
          "--steps", "12", "--batch", "16", "--log-every", "4", "--ckpt-every", "6"])
+    # a decoder fine-tune keeps --init's encoder and latent scale (here on other data than --init's: --limit), so
+    # a model trained on the VAE exports with it (the factorised pack below); resuming it as a full run is refused
+    vae_ck, dec_ck = os.path.join(work, "vae", "vae.ckpt"), os.path.join(work, "vae-dec", "vae.ckpt")
+    run([os.path.join(HERE, "train_vae.py"), "--tiny", "--data", data, "--run", os.path.dirname(dec_ck), "--init", vae_ck,
+         "--decoder-only", "--steps", "1", "--batch", "4", "--limit", "16", "--log-every", "1"])
+    import torch
+    v0, v1 = (torch.load(x, map_location="cpu") for x in (vae_ck, dec_ck))
+    assert v1["scale"] == v0["scale"] and v1["decoder_only"] and all(
+        torch.equal(v, v0["ema"][k]) for k, v in v1["ema"].items() if k.startswith("enc.")), (v0["scale"], v1["scale"])
+    refused("train_vae", ["--tiny", "--data", data, "--run", os.path.dirname(dec_ck), "--steps", "2"], "--decoder-only")
+    refused("train_vae", ["--tiny", "--data", data, "--run", os.path.join(work, "v-neg"), "--obj-weight", "-1"],
+            "argument --obj-weight: expected a finite number >= 0")
     urun = os.path.join(work, "unified")
     common = [os.path.join(HERE, "train_unified.py"), "--tiny", "--data", data, "--vae",
               os.path.join(work, "vae", "vae.ckpt"), "--run", urun, "--und", "4", "--t2i", "3", "--edit", "3", "--think", "2",
               "--log-every", "2", "--ckpt-every", "4", "--curriculum", "4,8"]
     run(common + ["--steps", "4"])
-    import torch
     from hyperbagel.utils import LITE_KEYS
     lite = os.path.join(work, "unified-lite.ckpt")
     with open(os.path.join(urun, "loss.csv"), "a") as f:  # a row of a run stopped after step 4's checkpoint
@@ -72,6 +104,31 @@ def main():
     p = subprocess.run([sys.executable, *[x if x != os.path.join(work, "vae", "vae.ckpt") else other_vae for x in common],
                         "--steps", "10"], capture_output=True, text=True)
     assert p.returncode != 0 and "latent scale" in p.stderr, p.stderr[-300:]
+    # ... and so is an export or an evaluation with it, or with a VAE of another encoder at the same scale
+    other_enc = os.path.join(work, "vae-other-enc.ckpt")
+    torch.save({**vck0, "ema": {k: v + 0.01 if k.startswith("enc.") else v for k, v in vck0["ema"].items()}}, other_enc)
+    for script, extra in (("export_pack", ["--out", out]), ("eval_ckpt", ["--n-und", "0", "--n-gen", "0"])):
+        refused(script, ["--ckpt", os.path.join(urun, "unified.ckpt"), "--vae", other_vae, "--data", data, *extra], "latent scale")
+        refused(script, ["--ckpt", os.path.join(urun, "unified.ckpt"), "--vae", other_enc, "--data", data, *extra], "encoder differs")
+    # arguments checked before any work: a fourth --data set (the curriculum schedules 1, 2 or 3), a folder whose
+    # vocabulary the tokenizer lacks (its words would be <unk>), sizes, a cool-down that never starts
+    vdata = os.path.join(work, "data-vocab")
+    shutil.copytree(data, vdata, dirs_exist_ok=True)
+    vmeta = json.load(open(os.path.join(data, "meta.json")))
+    json.dump(dict(vmeta, vocabulary=vmeta["vocabulary"] + ["zebra"]), open(os.path.join(vdata, "meta.json"), "w"))
+    u0 = ["--tiny", "--vae", vae_ck, "--run", os.path.join(work, "u-refused"), "--steps", "4"]
+    for args, msg in ((["--data", ",".join([data] * 4), "--curriculum", "1,2,3"], "the curriculum has schedules for 1, 2 or 3"),
+                      (["--data", f"{data},{vdata}", "--curriculum", "2"], "words the tokenizer"),
+                      (["--data", data, "--layers", "0"], "argument --layers: expected an integer >= 1"),
+                      (["--data", data, "--hidden", "-1"], "argument --hidden: expected an integer >= 1"),
+                      (["--data", data, "--shift-aug", "-2"], "argument --shift-aug: expected an integer >= 0"),
+                      (["--data", data, "--cooldown-from", "4"], "--cooldown-from 4: the decay must start before --steps 4")):
+        refused("train_unified", u0 + args, msg)
+    assert not os.path.exists(os.path.join(work, "u-refused")), "a refused run left its folder"
+    # the decay reaches 10 % at the last step (a checkpoint of the earlier schedule, mid-decay, keeps it)
+    from train_unified import learning_rate
+    assert abs(learning_rate(1.0, 9, 0, 1, 8, 10) - 0.1) < 1e-12 and abs(learning_rate(1.0, 8, 0, 1, 8, 10) - 0.55) < 1e-12
+    assert abs(learning_rate(1.0, 9, 0, 1, 8, 10, schedule=1) - 0.55) < 1e-12 and learning_rate(1.0, 7, 0, 1, 8, 10) == 1.0
     # a run started from a lite checkpoint (EMA weights + step, no optimizer): how a GPU leg is seeded
     lrun = os.path.join(work, "unified-from-lite")
     # (also with translated understanding images and only the vision encoder trained)
@@ -79,7 +136,9 @@ def main():
                                                           "--shift-aug", "2", "--train-only", "vision"])
     assert "initialised from the EMA weights" in o, "train_unified ignored --init-weights"
     lck = torch.load(os.path.join(lrun, "unified.ckpt"), map_location="cpu")
-    assert (lck["step"], lck["warm_from"]) == (10, 8), (lck["step"], lck["warm_from"])
+    assert (lck["step"], lck["warm_from"], lck["train_only"]) == (10, 8, "vision"), (lck["step"], lck["warm_from"])
+    # what a run trains is in its checkpoint: a resume that would train other parameters is refused
+    refused("train_unified", [x if x != urun else lrun for x in common[1:]] + ["--steps", "12"], "--train-only vision")
     before = torch.load(lite, map_location="cpu")["ema"]
     moved = {k for k, v in lck["model"].items() if not torch.equal(v, before[k])}
     assert moved and all(k.startswith("vision.") for k in moved), f"--train-only vision moved {sorted(moved)[:5]}"
@@ -120,6 +179,16 @@ def main():
     vck = torch.load(os.path.join(work, "vae", "vae.ckpt"), map_location="cpu")
     vae = VAE(ModelConfig.from_dict(vck["config"]))
     vae.load_state_dict(vck["ema"])
+    # a latent cache that cannot be read (a run killed while writing one) is encoded again, and rewritten whole
+    from hyperbagel.data import ShapesData as _SD
+    cache = os.path.join(work, "latents-truncated.npz")
+    with open(cache, "wb") as f:
+        f.write(b"PK\x03\x04 a truncated zip")
+    cds = _SD(data, None, limit=4)
+    cds.attach_latents(vae.eval(), float(vck["scale"]), cache)
+    import numpy as np
+    assert np.load(cache)["latents"].shape[0] == 4 and not [f for f in os.listdir(work) if f.startswith("latents-truncated.npz.")], \
+        "cache not rebuilt"
     rtok = WordTokenizer.load(os.path.join(rrun, "tokenizer.json"))
     rcfg = ModelConfig.from_dict(rck["config"])
     pair, g = [], torch.Generator().manual_seed(3)
@@ -194,10 +263,12 @@ def main():
     assert torch.equal(drawn[0], drawn[1]), "growing the model changed what it draws"
     grun = os.path.join(work, "unified-grown")
     run([x if x != urun else grun for x in common] + ["--steps", "10", "--warmup", "2", "--init-weights", lite,
-                                                      "--layers", str(L0 + 1)])
+                                                      "--layers", str(L0 + 1), "--cooldown-from", "8"])
     gck = torch.load(os.path.join(grun, "unified.ckpt"), map_location="cpu")
     assert gck["config"]["layers"] == L0 + 1 and gck["model"][f"layers.{L0}.und.o_proj.weight"].abs().sum() > 0, \
         "the grown layer did not train"
+    glr = [r["lr"] for r in csv.DictReader(open(os.path.join(grun, "loss.csv")))]
+    assert glr[-1] == "1.00e-04", f"the cool-down did not reach 10 % at the last step: {glr}"
     p = subprocess.run([sys.executable, *[x if x != urun else grun + "-no" for x in common], "--steps", "10",
                         "--init-weights", lite, "--layers", str(L0 - 1)], capture_output=True, text=True)
     assert p.returncode != 0 and "cannot warm-start from a deeper checkpoint" in p.stderr, p.stderr[-300:]
@@ -307,7 +378,7 @@ def main():
                         "--data", os.path.join(work, "no-data"), "--out", out], capture_output=True, text=True)
     assert p.returncode != 0 and "--data" in p.stderr and snapshot(out) == pack0, p.stderr[-300:]
     # the factorised vision encoder through ONNX: onnxruntime-node checks its parity refs (test/recipes/smoke.test.ts)
-    run([os.path.join(HERE, "export_pack.py"), "--ckpt", os.path.join(frun, "unified.ckpt"), "--data", data,
+    run([os.path.join(HERE, "export_pack.py"), "--ckpt", os.path.join(frun, "unified.ckpt"), "--data", data, "--vae", dec_ck,
          "--out", os.path.join(work, "factor-pack"), "--name", "smoke-factor", "--parity", "--understand-offset", "1,-1"])
     fman = json.load(open(os.path.join(work, "factor-pack", "manifest.json")))
     assert fman["vision"]["understand_offset"] == [1, -1], fman["vision"]

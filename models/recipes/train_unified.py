@@ -15,7 +15,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hyperbagel.utils import setup_threads, seed_all, save_ckpt, load_ckpt, lite_ckpt, CsvLog, EMA, Timer  # noqa: E402
 from hyperbagel.utils import positive_int, non_negative_int, positive_float, fraction  # noqa: E402
-from hyperbagel.ckpts import require_vae, require_unified, require_data, data_key, refuse_overwrite, is_vae  # noqa: E402
+from hyperbagel.ckpts import require_vae, require_unified, require_data, data_key, refuse_overwrite, is_vae, check_vae_matches  # noqa: E402
 
 setup_threads()
 import json  # noqa: E402
@@ -29,8 +29,13 @@ from hyperbagel.data import ShapesData, understanding_seq, followup_seq, t2i_seq
 from hyperbagel.losses import joint_loss  # noqa: E402
 
 
+CURRICULUM_SETS = (1, 2, 3)  # the numbers of --data folders curriculum() has a schedule for
+
+
 def curriculum(step, n_sets, boundaries):
-    """Mixture weights over the data sets (ordered from fewest to most objects)."""
+    """Mixture weights over the data sets (ordered from fewest to most objects): one set alone; two sets 70/30 %
+    before the first boundary, then 20/80 %; three sets 70/30/0 %, 25/45/30 % from the first boundary, 10/25/65 %
+    from the second (docs/recipes.md)."""
     if n_sets == 1:
         return [1.0]
     if n_sets == 2:
@@ -63,22 +68,27 @@ def vae_key(path, scale):
 def check_resume_vae(ck, path, scale):
     """A resumed run must encode with the VAE it was trained on: its cached latents and its model's latent space
     come from it. The same file (resolved path) or, where the checkpoint's file is gone (a run moved to another
-    machine) or is another copy, a VAE with the same encoder weights and latent scale."""
+    machine) or is another copy, a VAE with the same encoder weights and latent scale (ckpts.check_vae_matches,
+    which export_pack.py and eval_ckpt.py run too)."""
     old = ck.get("vae")
-    if "scale" in ck and float(ck["scale"]) != scale:
-        sys.exit(f"--vae {path}: latent scale {scale!r} differs from the one this run was trained with "
-                 f"({float(ck['scale'])!r}, VAE {old}); resume with --vae {old}, or start a new --run")
-    if not old or os.path.realpath(old) == os.path.realpath(path):
-        return
-    if os.path.isfile(old):
-        enc = {k: v for k, v in load_ckpt(path)["ema"].items() if k.startswith("enc.")}
-        prev = {k: v for k, v in load_ckpt(old)["ema"].items() if k.startswith("enc.")}
-        if enc.keys() != prev.keys() or not all(torch.equal(v, prev[k]) for k, v in enc.items()):
-            sys.exit(f"--vae {path}: this run was trained with the VAE {old} (another encoder); resume with "
-                     f"--vae {old}, or start a new --run")
-        print(f"--vae {path}: same encoder and latent scale as the run's VAE {old}", flush=True)
-    else:
-        print(f"note: the run's VAE {old} is gone; --vae {path} has the same latent scale", flush=True)
+    check_vae_matches(ck, path, scale, "--vae", f"resume with --vae {old}, or start a new --run" if old else "start a new --run")
+
+
+def learning_rate(lr, step, warm_from, warmup, cooldown_from, steps, schedule=2):
+    """The lr of the step after `step` steps: a linear warm-up over `warmup` steps from `warm_from`, then, with
+    `cooldown_from` S > 0, a linear decay from step S to 10 % at the last step (--steps): step k (1-based, k > S)
+    trains at lr * (1 - 0.9 * (k - S) / (steps - S)). `schedule` 1 is the decay before it reached 10 %
+    (lr * (1 - 0.9 * (k - 1 - S) / (steps - S))): a checkpoint from before `lr_schedule` was recorded that was
+    already decaying keeps it, so a resumed run trains as the uninterrupted one did."""
+    x = lr * min(1.0, (step + 1 - warm_from) / warmup)
+    if cooldown_from and step >= cooldown_from:
+        done = step + 1 - cooldown_from if schedule >= 2 else step - cooldown_from
+        x *= 1.0 - 0.9 * done / max(1, steps - cooldown_from)
+    return x
+
+
+def train_only_flag(v):
+    return f"--train-only {v}" if v else "no --train-only (every parameter)"
 
 
 def build_model(args_tiny, vocab, vae_cfg, overrides=None):
@@ -104,7 +114,9 @@ def main():
     ap.add_argument("--think", type=non_negative_int, default=0, help="prompt-expansion (short prompt -> caption) samples per step")
     ap.add_argument("--lr", type=positive_float, default=1e-3)
     ap.add_argument("--warmup", type=positive_int, default=300)
-    ap.add_argument("--cooldown-from", type=non_negative_int, default=0, help="linear lr decay to 10%% from this step to --steps (0 = constant)")
+    ap.add_argument("--cooldown-from", type=non_negative_int, default=0,
+                    help="linear lr decay from this step, reaching 10%% at the last step (--steps); below --steps "
+                         "(0 = constant lr)")
     ap.add_argument("--ema", type=fraction, default=0.999)
     ap.add_argument("--curriculum", default="1500,4000")
     ap.add_argument("--limit", type=positive_int, default=None, help="use only the first N records of each set (default: all)")
@@ -112,14 +124,14 @@ def main():
     ap.add_argument("--ckpt-every", type=positive_int, default=200)
     ap.add_argument("--log-every", type=positive_int, default=25)
     ap.add_argument("--tiny", action="store_true", help="TINY config (smoke test)")
-    ap.add_argument("--hidden", type=int, default=None)
-    ap.add_argument("--layers", type=int, default=None,
+    ap.add_argument("--hidden", type=positive_int, default=None)
+    ap.add_argument("--layers", type=positive_int, default=None,
                     help="decoder layers; with --init-weights, grow a shallower checkpoint to this many (identity layers appended)")
     ap.add_argument("--device", default="cpu", help="torch device (cpu, cuda); checkpoints are always saved as CPU tensors")
     ap.add_argument("--init-weights", default=None,
                     help="when RUN has no checkpoint: start from this checkpoint's EMA weights and step (e.g. a lite one "
                          "written by --save-lite), with a fresh optimizer re-warmed over --warmup steps")
-    ap.add_argument("--shift-aug", type=int, default=0,
+    ap.add_argument("--shift-aug", type=non_negative_int, default=0,
                     help="understanding images translated by up to this many pixels per axis (0 = off)")
     ap.add_argument("--train-only", default=None, choices=["vision", "readout", "vision+readout", "understanding", "generation"],
                     help="update only these parameters (vision: the ViT and its connector; text-to-image is then "
@@ -156,7 +168,15 @@ def main():
         sys.exit("--und, --t2i, --edit and --think are all 0: nothing to train on")
     if not 0.0 <= a.followup <= 1.0:
         sys.exit(f"--followup {a.followup}: a fraction in [0, 1]")
-    dirs = require_data([d for d in a.data.split(",") if d])
+    if a.cooldown_from and a.cooldown_from >= a.steps:
+        sys.exit(f"--cooldown-from {a.cooldown_from}: the decay must start before --steps {a.steps} (it reaches 10 % "
+                 "at the last step); a first segment that stops before it: leave --cooldown-from out (the lr is "
+                 "constant until then either way)")
+    named = [d for d in a.data.split(",") if d]
+    if len(named) > max(CURRICULUM_SETS):
+        sys.exit(f"--data: {len(named)} folders; the curriculum has schedules for 1, 2 or 3 data sets (fewest objects "
+                 "first; docs/recipes.md): merge folders, or train in stages")
+    dirs = require_data(named)
     try:
         bounds = [int(x) for x in a.curriculum.split(",")]
     except ValueError:
@@ -177,6 +197,12 @@ def main():
     if ck and a.steps < ck["step"]:
         print(f"{ckpt_path} is already at step {ck['step']}, past --steps {a.steps}: nothing to do", flush=True)
         return
+    # the parameters a run trains are in its optimizer state: a resume must train the same ones (checkpoints from
+    # before train_only was recorded are checked when the optimizer state loads)
+    if ck and "train_only" in ck and ck["train_only"] != a.train_only:
+        want = f"pass --train-only {ck['train_only']}" if ck["train_only"] else "leave --train-only out"
+        sys.exit(f"{ckpt_path} was trained with {train_only_flag(ck['train_only'])}; resuming it with "
+                 f"{train_only_flag(a.train_only)} is refused ({want}, or start a new --run)")
     init = None
     if a.init_weights and not ck:
         init = require_unified(a.init_weights, "--init-weights")
@@ -200,6 +226,15 @@ def main():
             sys.exit(f"--init-weights: the vocabulary of {src} ({len(tok)} tokens) differs from the checkpoint's "
                      f"{init_tok_path} ({len(init_tok)} tokens; e.g. {diff or 'the order'}): use data made for that "
                      "model, or a matching tokenizer")
+    # every folder is encoded with this one tokenizer: a word it lacks would train as <unk> in prompts and targets
+    src = tok_path if os.path.exists(tok_path) else f"{dirs[0]}/meta.json"
+    for d in dirs:
+        meta = json.load(open(os.path.join(d, "meta.json")))
+        missing = [w for w in (meta.get("vocabulary") or []) if w.strip().lower() and w.strip().lower() not in tok.ids]
+        if missing:
+            sys.exit(f"--data {d!r}: its vocabulary (meta.json) has {len(missing)} words the tokenizer ({src}, "
+                     f"{len(tok)} tokens) lacks (e.g. {missing[:6]}): they would train as <unk>; use data of one "
+                     "vocabulary (or name first the folder whose vocabulary holds the others')")
     if (ck or init) and len(tok) != (ck or init)["config"]["vocab"]:
         sys.exit(f"the tokenizer ({len(tok)} tokens) does not fit the checkpoint's vocabulary of "
                  f"{(ck or init)['config']['vocab']} tokens")
@@ -267,11 +302,25 @@ def main():
         followup_samples = ck.get("followup_samples", 0)
         model.load_state_dict(ck["model"])
         ema.model.load_state_dict(ck["ema"])
-        opt.load_state_dict(ck["opt"])
+        try:
+            opt.load_state_dict(ck["opt"])
+        except ValueError as e:  # a checkpoint from before train_only was recorded, resumed with another set
+            sys.exit(f"{ckpt_path}: its optimizer state does not fit the parameters this command trains "
+                     f"({train_only_flag(a.train_only)}; {e}): resume with the run's own --train-only, or start a new --run")
         step = ck["step"]
         warm_from = ck.get("warm_from", 0)
         torch.set_rng_state(ck["rng"])
+        if dev.type == "cuda":  # CUDA draws (noise on the device) go on where they stopped, where the checkpoint has them
+            if ck.get("cuda_rng"):
+                torch.cuda.set_rng_state_all(list(ck["cuda_rng"])[:torch.cuda.device_count()])
+            else:
+                print("note: the checkpoint holds no CUDA RNG state (written on the CPU): CUDA draws restart from --seed", flush=True)
         print(f"resumed from {ckpt_path} at step {step}", flush=True)
+    # a checkpoint from before lr_schedule was recorded that was already decaying keeps the decay it ran with
+    schedule = 1 if ck and ck.get("lr_schedule", 1) == 1 and a.cooldown_from and ck["step"] > a.cooldown_from else 2
+    if schedule == 1:
+        print(f"note: {ckpt_path} was decaying its lr under the earlier schedule (one step short of 10 % at the end); "
+              "it keeps it", flush=True)
     nparams = sum(p.numel() for p in model.parameters())
     print(f"unified params {nparams / 1e6:.2f}M, config {c.to_dict()}", flush=True)
     rng = random.Random(a.seed * 1000003 + step)
@@ -287,9 +336,13 @@ def main():
         return {k: (cpu(v) if isinstance(v, dict) else v.cpu() if torch.is_tensor(v) else v) for k, v in sd.items()}
 
     def save():
-        save_ckpt(ckpt_path, {"model": cpu(model.state_dict()), "ema": cpu(ema.model.state_dict()), "opt": cpu(opt.state_dict()),
-                              "step": step, "warm_from": warm_from, "rng": torch.get_rng_state(), "py_rng": rng.getstate(), "config": c.to_dict(),
-                              "think_samples": think_samples, "followup_samples": followup_samples, "vae": os.path.abspath(a.vae), "scale": scale})
+        obj = {"model": cpu(model.state_dict()), "ema": cpu(ema.model.state_dict()), "opt": cpu(opt.state_dict()),
+               "step": step, "warm_from": warm_from, "rng": torch.get_rng_state(), "py_rng": rng.getstate(), "config": c.to_dict(),
+               "think_samples": think_samples, "followup_samples": followup_samples, "vae": os.path.abspath(a.vae), "scale": scale,
+               "train_only": a.train_only, "lr_schedule": schedule}
+        if dev.type == "cuda":
+            obj["cuda_rng"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
+        save_ckpt(ckpt_path, obj)
 
     while step < a.steps:
         w = curriculum(step, len(sets), bounds)
@@ -319,9 +372,7 @@ def main():
             seqs.append(think_seq(tok, ds, rng.choice(thinkable[sets.index(ds)]), rng))
         think_samples += a.think
         b = collate(seqs, dev)
-        lr = a.lr * min(1.0, (step + 1 - warm_from) / a.warmup)
-        if a.cooldown_from and step >= a.cooldown_from:
-            lr *= 1.0 - 0.9 * (step - a.cooldown_from) / max(1, a.steps - a.cooldown_from)
+        lr = learning_rate(a.lr, step, warm_from, a.warmup, a.cooldown_from, a.steps, schedule)
         for g in opt.param_groups:
             g["lr"] = lr
         model.train()

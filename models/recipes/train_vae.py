@@ -3,7 +3,8 @@
 
   OPENBLAS_NUM_THREADS=2 /usr/bin/python3 models/recipes/train_vae.py --data data/train --run runs/vae --steps 6000
 Resumes from RUN/vae.ckpt. Writes RUN/loss.csv. Every checkpoint, the last included, stores the latent scale
-(1/std of latent means, from the EMA weights).
+(1/std of latent means, from the EMA weights); a --decoder-only fine-tune keeps --init's (its encoder, hence its
+latent space, is --init's: a unified model trained on that VAE runs with the fine-tune unchanged).
 """
 import argparse
 import os
@@ -38,7 +39,7 @@ def main():
     ap.add_argument("--batch", type=positive_int, default=64)
     ap.add_argument("--lr", type=positive_float, default=2e-3)
     ap.add_argument("--kl", type=non_negative_float, default=1e-4)
-    ap.add_argument("--obj-weight", type=float, default=9.0, help="extra loss weight on object pixels")
+    ap.add_argument("--obj-weight", type=non_negative_float, default=9.0, help="extra loss weight on object pixels")
     ap.add_argument("--limit", type=positive_int, default=None, help="use only the first N records (default: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ckpt-every", type=positive_int, default=250)
@@ -46,7 +47,8 @@ def main():
     ap.add_argument("--tiny", action="store_true", help="TINY config (smoke test)")
     ap.add_argument("--init", default=None, help="start from this VAE checkpoint's EMA weights (new run)")
     ap.add_argument("--decoder-only", action="store_true",
-                    help="freeze the encoder (keeps the latent space, so a unified model trained on it stays valid)")
+                    help="freeze the encoder and keep --init's latent scale (keeps the latent space, so a unified model "
+                         "trained on it stays valid); needs --init")
     a = ap.parse_args()
     require_data([a.data])
     ick = require_vae(a.init, "--init") if a.init else None
@@ -57,6 +59,19 @@ def main():
     if ck and a.steps < ck["step"]:
         print(f"{ckpt_path} is already at step {ck['step']}, past --steps {a.steps}: nothing to do", flush=True)
         return
+    # what the run trains is in its optimizer state and its scale: a resume must train the same (checkpoints from
+    # before decoder_only was recorded are taken as they come)
+    if ck and "decoder_only" in ck and bool(ck["decoder_only"]) != a.decoder_only:
+        sys.exit(f"{ckpt_path} is a {'--decoder-only' if ck['decoder_only'] else 'full (encoder and decoder)'} run; "
+                 f"resuming it {'without' if ck['decoder_only'] else 'with'} --decoder-only is refused "
+                 f"({'pass' if ck['decoder_only'] else 'leave out'} --decoder-only, or start a new --run)")
+    if a.decoder_only and not ick and not ck:
+        sys.exit("--decoder-only needs --init VAE.ckpt (the VAE whose encoder and latent scale it keeps)")
+    # --decoder-only: the latent scale is --init's (the run's, on resume), never recomputed: a recomputed one
+    # (another --data or --limit) would not be the scale the unified model was trained with
+    fixed_scale = None
+    if a.decoder_only:
+        fixed_scale = float(ck["scale"] if ck and (ck.get("decoder_only") or not ick) else ick["scale"])
     os.makedirs(a.run, exist_ok=True)
     seed_all(a.seed)
     from hyperbagel.config import TINY
@@ -94,9 +109,10 @@ def main():
     timer, t_last, acc = Timer(), 0.0, []
 
     def save():
-        scale = latent_scale(ema.model, to_pixels(allpx[:: max(1, len(allpx) // 2000)][:2000], G))
+        scale = fixed_scale if fixed_scale is not None else latent_scale(ema.model, to_pixels(allpx[:: max(1, len(allpx) // 2000)][:2000], G))
         save_ckpt(ckpt_path, {"model": vae.state_dict(), "ema": ema.model.state_dict(), "opt": opt.state_dict(),
-                              "step": step, "rng": torch.get_rng_state(), "np_rng": gen.bit_generator.state, "config": c.to_dict(), "scale": scale})
+                              "step": step, "rng": torch.get_rng_state(), "np_rng": gen.bit_generator.state, "config": c.to_dict(), "scale": scale,
+                              "decoder_only": a.decoder_only})
         return scale
 
     while step < a.steps:

@@ -182,7 +182,7 @@ def main():
     ap.add_argument("--target", default=None)
     ap.add_argument("--data", default=None)
     ap.add_argument("--test", required=True)
-    ap.add_argument("--drafts", required=True, help="comma-separated draft run folders")
+    ap.add_argument("--drafts", required=True, help="comma-separated draft run folders (one ablation row each)")
     ap.add_argument("--limit", type=positive_int, default=None)
     ap.add_argument("--steps", type=positive_int, default=10, help="extrapolation steps K")
     ap.add_argument("--out", default=None, help="also write the JSON here")
@@ -196,16 +196,20 @@ def main():
         require_ckpt(os.path.join(run, "draft.ckpt"), f"--drafts {run}", ("model", "dc", "step"))
     m, tok, _, _ = target_from_args(a)
     data = DraftData(a.test, tok, what="--test")
+    # one row per run, in the order given (two runs of one variant, e.g. two lengths or seeds, are two rows);
+    # the headline numbers are the first "full" run's, else the first run's
     rows = {}
     for run in a.drafts.split(","):
+        if run in rows:
+            continue
         d = load_draft(m, run)
         r = evaluate(m, tok, d, data, a.steps, a.limit, a.max_new)
         r["variant"] = d.dc.variant
         r["run"] = run
-        rows[d.dc.variant] = r
+        rows[run] = r
         print(json.dumps(r), flush=True)
-    res = {"tau_chain": rows.get("full", next(iter(rows.values())))["tau_chain"],
-           "acceptance_10": rows.get("full", next(iter(rows.values())))["acceptance_10"],
+    head = next((r for r in rows.values() if r["variant"] == "full"), next(iter(rows.values())))
+    res = {"tau_chain": head["tau_chain"], "acceptance_10": head["acceptance_10"], "run": head["run"],
            "ablation": list(rows.values())}
     if a.out:
         json.dump(res, open(a.out, "w"), indent=2)

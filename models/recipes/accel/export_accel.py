@@ -161,52 +161,70 @@ def check_pack_matches(pack, c, man=None):
 def export_into(pack, c, draft=None, six=None, one=None, parity=False, provenance=None, six_shift=1.0, one_text_scale=5.0):
     """Writes the graphs that are given, updates PACK/manifest.json, optional parity references. The 6-NFE
     sampler serves on grid(6, six_shift); the 1-NFE grid is [1, 0] whatever the shift. Refuses (before writing
-    anything) a pack exported from a target of another architecture (check_pack_matches)."""
+    anything) a pack exported from a target of another architecture (check_pack_matches). Every graph and
+    parity file is written under a temporary name first and renamed into place only once all of them (and the
+    manifest's text) were made, the manifest last: an export that fails or is interrupted leaves the pack as
+    it was (graphs that match its manifest), and no temporary files."""
     n_draft = draft.n_layers if draft is not None else 0
     sp = specs(c, max(1, n_draft))
     man_path = os.path.join(pack, "manifest.json")
     man = check_pack_matches(pack, c)
     written = {}
-    if draft is not None:
-        draft.eval()
-        _export(DraftGraph(draft), _draft_dummy(c, n_draft), os.path.join(pack, "draft.onnx"), sp["draft"])
-        written["draft"] = sp["draft"]
-        man["draft"] = {"layers": n_draft, "heads": c.heads, "head_dim": c.head_dim, "hidden": c.hidden,
-                        "variant": draft.dc.variant, "feature_layers": draft.feat_idx, "dec_skip_layer": draft.depth,
-                        "meta_queries": draft.dc.meta_queries if draft.dc.use_ca else 0,
-                        "ttt_steps": draft.dc.ttt_steps, "chain_steps": DRAFT_CHAIN_STEPS,
-                        "row_convention": "row i: target hidden_states of row i + inputs_embeds of row i+1; "
-                                          "predicts the token of row i+2"}
-    dist = man.get("distilled", {})
-    for key, s, nfe in (("denoise_6nfe", six, 6), ("denoise_1nfe", one, 1)):
-        if s is None:
-            continue
-        s.eval()
-        shift = six_shift if nfe == 6 else 1.0
-        _export(DistilledGraph(s), _den_dummy(c), os.path.join(pack, sp[key]["file"]), sp[key])
-        written[key] = sp[key]
-        dist[key] = {"nfe": nfe, "shift": shift, "timesteps": [float(t) for t in grid(nfe, shift)],
-                     "cfg_text_scale": one_text_scale if nfe == 1 else 4.0, "cfg_image_scale": 1.5,
-                     "cfg_text_range": list(TEXT_RANGE), "cfg_image_range": list(IMAGE_RANGE), "contexts": 1}
-    if dist:
-        man["distilled"] = dist
-    man["graphs"].update(written)
-    if provenance:
-        man.setdefault("training", {})
-        if isinstance(man["training"], dict):
-            # merge: graphs exported by earlier calls keep their provenance
-            man["training"]["acceleration"] = {**(man["training"].get("acceleration") or {}), **provenance}
-    # the whole text first (NaN/Infinity are not JSON: the engine could not load them), then swapped in whole
-    text = json.dumps(man, indent=2, allow_nan=False)
-    with open(man_path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(man_path + ".tmp", man_path)
-    if parity:
-        write_parity(pack, c, draft, six, one, sp)
+    staged = []  # (temporary path, final path), renamed in this order once everything is written
+
+    def stage(final):
+        tmp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.tmp-{os.getpid()}")
+        staged.append((tmp, final))
+        return tmp
+
+    try:
+        if draft is not None:
+            draft.eval()
+            _export(DraftGraph(draft), _draft_dummy(c, n_draft), stage(os.path.join(pack, "draft.onnx")), sp["draft"])
+            written["draft"] = sp["draft"]
+            man["draft"] = {"layers": n_draft, "heads": c.heads, "head_dim": c.head_dim, "hidden": c.hidden,
+                            "variant": draft.dc.variant, "feature_layers": draft.feat_idx, "dec_skip_layer": draft.depth,
+                            "meta_queries": draft.dc.meta_queries if draft.dc.use_ca else 0,
+                            "ttt_steps": draft.dc.ttt_steps, "chain_steps": DRAFT_CHAIN_STEPS,
+                            "row_convention": "row i: target hidden_states of row i + inputs_embeds of row i+1; "
+                                              "predicts the token of row i+2"}
+        dist = man.get("distilled", {})
+        for key, s, nfe in (("denoise_6nfe", six, 6), ("denoise_1nfe", one, 1)):
+            if s is None:
+                continue
+            s.eval()
+            shift = six_shift if nfe == 6 else 1.0
+            _export(DistilledGraph(s), _den_dummy(c), stage(os.path.join(pack, sp[key]["file"])), sp[key])
+            written[key] = sp[key]
+            dist[key] = {"nfe": nfe, "shift": shift, "timesteps": [float(t) for t in grid(nfe, shift)],
+                         "cfg_text_scale": one_text_scale if nfe == 1 else 4.0, "cfg_image_scale": 1.5,
+                         "cfg_text_range": list(TEXT_RANGE), "cfg_image_range": list(IMAGE_RANGE), "contexts": 1}
+        if dist:
+            man["distilled"] = dist
+        man["graphs"].update(written)
+        if provenance:
+            man.setdefault("training", {})
+            if isinstance(man["training"], dict):
+                # merge: graphs exported by earlier calls keep their provenance
+                man["training"]["acceleration"] = {**(man["training"].get("acceleration") or {}), **provenance}
+        if parity:
+            write_parity(pack, c, draft, six, one, sp, stage=stage)
+        # the whole text first (NaN/Infinity are not JSON: the engine could not load them), then swapped in whole
+        text = json.dumps(man, indent=2, allow_nan=False)
+        with open(stage(man_path), "w") as f:
+            f.write(text)
+        for tmp, final in staged:  # every graph and reference, then the manifest
+            os.replace(tmp, final)
+    finally:
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.remove(tmp)
     return written
 
 
-def write_parity(pack, c, draft, six, one, sp, seed=4321):
+def write_parity(pack, c, draft, six, one, sp, seed=4321, stage=None):
+    """PyTorch references in PACK/parity/; `stage(path)` names the temporary file to write `path` under
+    (export_into renames them into place)."""
     pdir = os.path.join(pack, "parity")
     os.makedirs(pdir, exist_ok=True)
     g = torch.Generator().manual_seed(seed)
@@ -216,7 +234,8 @@ def write_parity(pack, c, draft, six, one, sp, seed=4321):
         outs = ex.exact_outputs(mod, inputs)
         j = {"graph": key, "inputs": {k: ex._t(v) for k, v in zip(sp[key]["inputs"], inputs)},
              "outputs": {k: ex._t(v) for k, v in zip(sp[key]["outputs"], outs)}}
-        with open(os.path.join(pdir, fname), "w") as f:
+        path = os.path.join(pdir, fname)
+        with open(stage(path) if stage else path, "w") as f:
             json.dump(j, f)
         return outs
 

@@ -34,6 +34,27 @@ def run(args, expect=None):
     return p.stdout
 
 
+def refused(module, args, msg):
+    """MODULE's main() with ARGS must exit with one line holding MSG (no traceback): the argument and resume checks
+    that exit before any work, run in this process (no interpreter start per case)."""
+    import contextlib
+    import importlib
+    import io
+    mod = importlib.import_module(module)
+    err, argv = io.StringIO(), sys.argv
+    sys.argv = [module.split(".")[-1] + ".py", *args]
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            mod.main()
+    except SystemExit as e:
+        text = err.getvalue() + (e.code if isinstance(e.code, str) else "")
+        assert e.code not in (0, None) and msg in text, (module, args, text[-400:])
+        return text
+    finally:
+        sys.argv = argv
+    raise AssertionError(f"{module} {' '.join(args)}: not refused ({msg})")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True, help="pack output folder")
@@ -105,9 +126,12 @@ def main():
     p = subprocess.run([sys.executable, P("draft_data.py"), "--target", T, "--data", val, "--out", W("draft_off.jsonl"),
                         "--count", "4", "--max-new", "16"], capture_output=True, text=True)
     assert p.returncode != 0 and "read images at offset [2, -1], not 0,0" in p.stderr and "Traceback" not in p.stderr, p.stderr[-300:]
+    # two runs of one variant (a copy here; two lengths or seeds in use) are two rows, each with its run
+    shutil.copytree(W("draft_full"), W("draft_full_copy"))
     run([P("eval_draft.py"), "--target", T, "--test", W("draft_off.jsonl"), "--limit", "2", "--max-new", "16", "--out",
-         W("draft_eval_off.json"), "--drafts", W("draft_full")])
-    assert all(r["lossless"] for r in json.load(open(W("draft_eval_off.json")))["ablation"])
+         W("draft_eval_off.json"), "--drafts", W("draft_full") + "," + W("draft_full_copy")])
+    rows_off = json.load(open(W("draft_eval_off.json")))["ablation"]
+    assert all(r["lossless"] for r in rows_off) and [r["run"] for r in rows_off] == [W("draft_full"), W("draft_full_copy")], rows_off
     res["draft_eval"] = ev
     # ---- generation ----
     from accel.common import load_sets
@@ -131,6 +155,10 @@ def main():
     run([P("train_reward.py"), "--target", T, "--data", data, "--run", W("reward_seq"), "--eval"], expect="'arch': 'seq'")
     g = [P("train_gen.py"), "--target", T, "--data", data, "--t2i", "2", "--edit", "2", "--log-every", "2",
          "--ckpt-every", "2"]
+    # a fresh run starts a new loss log: one left by a run whose checkpoint was deleted is not appended to
+    os.makedirs(W("g_cfg"), exist_ok=True)
+    with open(W("g_cfg/loss.csv"), "w") as f:
+        f.write("step,loss\n2,9\n")
     run(g + ["--stage", "cfg", "--run", W("g_cfg"), "--steps", "3"])
     run(g + ["--stage", "cfg", "--run", W("g_cfg"), "--steps", "6"], expect="resumed from")
     # a resumed run equals an uninterrupted one (the samplers' states are in the checkpoint), and its loss log
@@ -146,6 +174,25 @@ def main():
     run(g + ["--stage", "dmdo", "--run", W("g_dmdo"), "--init", W("g_tscd/ckpt.pt"), "--steps", "3",
              "--fake-warmup", "1", "--anchor-weight", "1.0", "--gen-lr", "1e-4", "--grid-shift", "1"])
     assert torch.load(W("g_dmdo/ckpt.pt"), map_location="cpu")["grid_shift"] == 1.0, "dmdo records its grid"
+    # a resume trains against what the run was trained against: the anchor (--init), the grid, the target
+    gm = g[1:] + ["--stage", "dmdo", "--run", W("g_dmdo"), "--steps", "4", "--fake-warmup", "1", "--anchor-weight", "1.0",
+                  "--gen-lr", "1e-4"]
+    refused("accel.train_gen", gm + ["--grid-shift", "1"], "fresh, undistilled student")
+    refused("accel.train_gen", gm + ["--init", W("g_tscd/ckpt.pt")], "the 6-NFE grid --grid-shift 1")
+    m_other = random_target(words, seed=1)[0]
+    save_target(W("target-other/unified.ckpt"), m_other, tok, vae, scale)
+    refused("accel.train_gen", [x if x != T else W("target-other/unified.ckpt") for x in gm]
+            + ["--init", W("g_tscd/ckpt.pt"), "--grid-shift", "1"], "the target --target")
+    # options a stage never reads are refused, not ignored
+    tscd = g[1:] + ["--stage", "tscd", "--run", W("g_tscd_bad"), "--init", W("g_cfg/ckpt.pt"), "--steps", "1"]
+    for extra, msg in ((["--teacher6", W("g_cfg/ckpt.pt")], "--teacher6 is read only by --stage adp, refl, dmdo --nfe 1"),
+                       (["--nfe", "1"], "--nfe is read only by --stage dmdo"),
+                       (["--fake-warmup", "5"], "--fake-warmup is read only by --stage dmdo"),
+                       (["--reward", W("reward/reward.pt")], "--reward is read only by --stage refl")):
+        refused("accel.train_gen", tscd + extra, msg)
+    refused("accel.train_gen", g[1:] + ["--stage", "dmdo", "--run", W("g_dmdo_bad"), "--init", W("g_tscd/ckpt.pt"),
+                                        "--teacher6", W("g_tscd/ckpt.pt")], "--stage dmdo (6-NFE) would ignore it")
+    assert not any(os.path.exists(W(r)) for r in ("g_tscd_bad", "g_dmdo_bad")), "a refused run left its folder"
     # DMD's fresh-noise variant (the fake model learns the student's marginal, t' up to 0.98), kind-balanced prompts
     run(g + ["--stage", "dmdo", "--run", W("g_dmdo_fresh"), "--init", W("g_tscd/ckpt.pt"), "--steps", "2",
              "--fake-warmup", "1", "--dmd-noise", "fresh", "--dmd-tmax", "0.98", "--prompt-balance"])
@@ -227,6 +274,30 @@ def main():
     man = json.load(open(os.path.join(out, "manifest.json")))
     for k in ("draft", "denoise_6nfe", "denoise_1nfe"):
         assert os.path.exists(os.path.join(out, man["graphs"][k]["file"])), k
+    # an export interrupted after its first graph (here: the 6-NFE one fails) leaves the pack as it was: no graph of
+    # the new draft (another architecture) under the old manifest, no temporary files
+    import accel.export_accel as ea
+
+    def snapshot(folder):
+        return {os.path.relpath(os.path.join(dp, f), folder): open(os.path.join(dp, f), "rb").read()
+                for dp, _, fs in os.walk(folder) for f in fs}
+    pack0, real_export, calls = snapshot(out), ea._export, []
+
+    def interrupted(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("the second graph")
+        return real_export(*args, **kw)
+    ea._export = interrupted
+    try:
+        ea.export_into(out, m.c, ea.load_draft_run(m, W("draft_eagle3"))[0], ea.load_student_ckpt(m, W("g_dmdo/ckpt.pt"))[0],
+                       parity=True)
+        raise AssertionError("the interrupted export went through")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        ea._export = real_export
+    assert len(calls) == 2 and snapshot(out) == pack0, "an interrupted export_accel changed the pack"
     assert (man["distilled"]["denoise_1nfe"]["cfg_text_scale"], man["distilled"]["denoise_6nfe"]["cfg_text_scale"]) == (5.0, 4.0)
     p = subprocess.run([sys.executable, P("export_accel.py"), "--target", T, "--pack", W("no-pack"), "--one-text-scale", "6"],
                        capture_output=True, text=True)

@@ -151,10 +151,11 @@ def main():
     print(f"draft {d.dc.variant}: {sum(p.numel() for p in d.parameters()) / 1e6:.3f}M params, "
           f"{len(data.rows)} sequences", flush=True)
     nv = m.c.vit_grid ** 2
-    # rows logged after the checkpoint (by a run stopped before its next one) are dropped on resume
+    # rows logged after the checkpoint (by a run stopped before its next one) are dropped on resume, and a fresh
+    # run (step 0) drops the log of a run whose checkpoint was deleted
     log = CsvLog(os.path.join(a.run, "loss.csv"), ["step", "loss"] + [f"{k}{s}" for s in range(d.dc.ttt_steps)
                                                                        for k in ("kl", "acc")] + ["lr", "elapsed"],
-                 resume_step=step if ck else None)
+                 resume_step=step)
     timer = Timer()
 
     def save():

@@ -23,7 +23,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from accel.common import target_from_args, load_sets, GenBatch, PromptIndex, teacher_cfg, gen_velocity, grid, shifted, torch  # noqa: E402
-from accel.gen import Student, LatentDisc, PixelDisc, student_from, load_reward, hinge_d, hinge_g  # noqa: E402
+from accel.gen import Student, LatentDisc, PixelDisc, student_from, load_reward, hinge_d, hinge_g, is_gen_param  # noqa: E402
 from hyperbagel.ckpts import require_training_split  # noqa: E402
 from hyperbagel.model import unpatchify  # noqa: E402
 from hyperbagel.utils import (seed_all, save_ckpt, require_ckpt, CsvLog, Timer, positive_int, non_negative_int,  # noqa: E402
@@ -31,12 +31,108 @@ from hyperbagel.utils import (seed_all, save_ckpt, require_ckpt, CsvLog, Timer, 
 
 F = torch.nn.functional
 STAGES = ["cfg", "tscd", "dmdo", "adp", "refl"]
+SIX_STAGES = ("tscd", "dmdo", "dmdo1", "adp", "refl")  # every stage but cfg ("dmdo1": --stage dmdo --nfe 1)
+# Options only some stages read, with their defaults: given to another stage they would be silently ignored, so
+# they are refused ("dmdo1" is --stage dmdo --nfe 1, whose fake model and anchor come from --teacher6; 6-NFE DMDO
+# anchors to --init)
+STAGE_OPTIONS = {
+    "teacher6": (("adp", "refl", "dmdo1"), None),
+    "reward": (("refl",), None),
+    "alpha": (("refl",), None),
+    "reward_text": (("refl",), "caption"),
+    "refl_edit_weight": (("refl",), 0.0),
+    "nfe": (("dmdo", "dmdo1"), 6),
+    "fake_warmup": (("dmdo", "dmdo1"), 300),
+    "gen_lr": (("dmdo", "dmdo1"), 5e-5),
+    "anchor_weight": (("dmdo", "dmdo1"), 0.5),  # release 3: 0.5 beat 1.0 (docs/recipes-acceleration.md)
+    "dmd_tmax": (("dmdo", "dmdo1"), 0.5),
+    "dmd_shift": (("dmdo", "dmdo1"), 1.0),
+    "dmd_noise": (("dmdo", "dmdo1"), "trajectory"),
+    "teacher_steps": (("tscd",), 4),
+    "consistency_weight": (("tscd",), 1.0),
+    "adv_weight": (("tscd",), 0.1),
+    "d_lr": (("tscd", "adp"), 2e-4),
+    "mse_weight": (("adp", "refl"), 1.0),
+    "pixel_mse_weight": (("adp", "refl"), 0.0),
+    "grid_shift": (SIX_STAGES, 3.0),
+    "text_scale_range": (SIX_STAGES, "1,5"),
+}
+
+
+def stage_name(key):
+    return {"dmdo1": "dmdo --nfe 1", "dmdo": "dmdo (6-NFE)"}.get(key, key)
+
+
+def stages_label(stages):
+    """'tscd, dmdo, adp' for the stages of STAGE_OPTIONS (dmdo: both --nfe values)."""
+    both = "dmdo" in stages and "dmdo1" in stages
+    return ", ".join("dmdo" if both and k == "dmdo" else stage_name(k) for k in stages if not (both and k == "dmdo1"))
+
+
+def check_stage_options(a):
+    """Refuses (one line) an option of STAGE_OPTIONS given to a stage that does not read it; fills the defaults
+    of those not given."""
+    key = "dmdo1" if a.stage == "dmdo" and a.nfe == 1 else a.stage
+    for dest, (stages, default) in STAGE_OPTIONS.items():
+        if getattr(a, dest) is None:
+            setattr(a, dest, default)
+        elif key not in stages:
+            sys.exit(f"--{dest.replace('_', '-')} is read only by --stage {stages_label(stages)}: "
+                     f"--stage {stage_name(key)} would ignore it; leave it out")
+
+
+def weights_digest(state, keep=lambda k: True):
+    """A short digest of a state dict's tensors (names, shapes, values) for which keep(name)."""
+    import hashlib
+    h = hashlib.sha1()
+    for k in sorted(state):
+        v = state[k]
+        if keep(k) and torch.is_tensor(v):
+            h.update(f"{k}:{tuple(v.shape)}:{v.dtype}".encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+_NAMED = {}
+
+
+def named_ckpt(path, what):
+    """A student checkpoint named on the command line (exits with one clear line when missing or of another kind),
+    read once."""
+    if path not in _NAMED:
+        _NAMED[path] = require_ckpt(path, what, ("student",))
+    return _NAMED[path]
 
 
 def load_student(m, path, what="--init"):
     """A student of target m: from a previous stage's ckpt.pt (its generation path; gen.student_from), or fresh.
     A missing file or a checkpoint of another kind exits with one clear line."""
-    return student_from(m, require_ckpt(path, what, ("student",))["student"], f"{what} {path}") if path else Student(m)
+    return student_from(m, named_ckpt(path, what)["student"], f"{what} {path}") if path else Student(m)
+
+
+def student_input(path, what):
+    """(digest, description) of the frozen student load_student(m, path, what) builds: what it takes from the
+    checkpoint is the generation path (the rest is the target's, checked as the target)."""
+    if not path:
+        return "fresh", f"no {what} (a fresh, undistilled student)"
+    d = weights_digest(named_ckpt(path, what)["student"], is_gen_param)
+    return d, f"{what} {path} (weights {d})"
+
+
+def check_run_inputs(ckpt_path, ck, inputs):
+    """A resumed run must train against what it was trained against. inputs: key -> (value, label, description
+    of this command's); ckpt.pt records {"value", "shown"} per key ("inputs"; older checkpoints record only
+    grid_shift, and an input a checkpoint does not record is not checked). One line naming the first that
+    differs."""
+    have = dict(ck.get("inputs") or {})
+    if "grid_shift" not in have and "grid_shift" in ck:
+        have["grid_shift"] = {"value": float(ck["grid_shift"]), "shown": f"--grid-shift {float(ck['grid_shift']):g}"}
+    for key, (value, label, shown) in inputs.items():
+        old = have.get(key)
+        if old is None or old["value"] == value:
+            continue
+        sys.exit(f"{ckpt_path} was trained against {label} {old['shown']}; this command's is {shown}: resuming is "
+                 "refused (pass the run's own options, or use another --run)")
 
 
 def non_negative_float(text):
@@ -103,31 +199,31 @@ def main():
     ap.add_argument("--t2i", type=non_negative_int, default=6)
     ap.add_argument("--edit", type=non_negative_int, default=6)
     ap.add_argument("--lr", type=positive_float, default=2e-4)
-    ap.add_argument("--d-lr", type=positive_float, default=2e-4)
-    ap.add_argument("--teacher-steps", type=positive_int, default=4, help="tscd: teacher Euler sub-steps to the segment end")
-    ap.add_argument("--mse-weight", type=non_negative_float, default=1.0, help="adp/refl: regression to the 6-NFE output")
-    ap.add_argument("--consistency-weight", type=non_negative_float, default=1.0,
+    ap.add_argument("--d-lr", type=positive_float, default=None)
+    ap.add_argument("--teacher-steps", type=positive_int, default=None, help="tscd: teacher Euler sub-steps to the segment end")
+    ap.add_argument("--mse-weight", type=non_negative_float, default=None, help="adp/refl: regression to the 6-NFE output")
+    ap.add_argument("--consistency-weight", type=non_negative_float, default=None,
                     help="tscd: weight of the consistency term MSE(student jump, teacher segment end); 0 = adversarial only")
-    ap.add_argument("--adv-weight", type=non_negative_float, default=0.1, help="tscd: weight of the adversarial (hinge) generator term")
-    ap.add_argument("--fake-warmup", type=non_negative_int, default=300,
+    ap.add_argument("--adv-weight", type=non_negative_float, default=None, help="tscd: weight of the adversarial (hinge) generator term")
+    ap.add_argument("--fake-warmup", type=non_negative_int, default=None,
                     help="dmdo: fake-model-only steps before the generator's first update (the critic must track the student first)")
-    ap.add_argument("--gen-lr", type=non_negative_float, default=5e-5, help="dmdo: the generator's lr (0 = --lr)")
-    ap.add_argument("--anchor-weight", type=non_negative_float, default=0.5,  # release 3: 0.5 beat 1.0 (docs/recipes-acceleration.md)
+    ap.add_argument("--gen-lr", type=non_negative_float, default=None, help="dmdo: the generator's lr (0 = --lr)")
+    ap.add_argument("--anchor-weight", type=non_negative_float, default=None,
                     help="dmdo: MSE of the generator's x0 prediction to the frozen --init student's on the same state (keeps DMD from drifting)")
-    ap.add_argument("--dmd-tmax", type=float, default=0.5,
+    ap.add_argument("--dmd-tmax", type=float, default=None,
                     help="dmdo: t' (where real and fake are compared) ~ shift(U[0.02, tmax]); at high t the teacher's x0 is a blurred mean")
-    ap.add_argument("--dmd-shift", type=positive_float, default=1.0, help="dmdo: timestep shift applied to t'")
-    ap.add_argument("--dmd-noise", choices=["trajectory", "fresh"], default="trajectory",
+    ap.add_argument("--dmd-shift", type=positive_float, default=None, help="dmdo: timestep shift applied to t'")
+    ap.add_argument("--dmd-noise", choices=["trajectory", "fresh"], default=None,
                     help="dmdo: the noise x0_hat is re-noised with at t', and what the fake model learns. 'trajectory' "
                          "(the paper's DMDO): the student's own x_T, the fake model trained on its (x_T, x_0) couplings; "
                          "at high t' the fake then predicts the student's sharp x0 and the teacher a blurred mean, so "
                          "--dmd-tmax stays low. 'fresh' (DMD's): new noise, the fake model trained by flow matching on "
                          "the student's outputs, so real and fake are both posterior means and layout (high t') is compared")
-    ap.add_argument("--nfe", type=int, default=6, choices=[1, 6],
+    ap.add_argument("--nfe", type=int, default=None, choices=[1, 6],
                     help="dmdo: the student's steps. 1 distils a 1-NFE student by DMD (not in the paper, which uses "
                          "ADP -> ReFL): its fake model starts from --teacher6, and --anchor-weight regresses its output "
                          "to --teacher6's 6-step output from the same noise, as ADP and ReFL do")
-    ap.add_argument("--grid-shift", type=positive_float, default=3.0,
+    ap.add_argument("--grid-shift", type=positive_float, default=None,
                     help="the 6-NFE grid the stages train on (TSCD's segments, DMDO's own trajectories, the ADP/ReFL "
                          "teacher's): grid(6, shift). Every run before session 14 used 3 (BAGEL's shift); the shipped "
                          "student serves on the uniform grid, shift 1 (export_accel.py --six-shift)")
@@ -135,15 +231,15 @@ def main():
                     help="draw text-to-image conditions kind-balanced (scene captions and each GenEval-style prompt "
                          "category equally often, accel.common.PromptIndex) instead of a uniform scene and prompt")
     ap.add_argument("--alpha", type=float, default=None, help="refl hinge threshold (default: the reward ckpt's)")
-    ap.add_argument("--reward-text", choices=["caption", "prompt"], default="caption",
+    ap.add_argument("--reward-text", choices=["caption", "prompt"], default=None,
                     help="refl: what the reward scores a text-to-image sample against: the full caption of the training "
                          "scene the prompt was drawn from (default; it scored better on release 4, docs/results.md), or "
                          "the prompt itself, as HPS-style ReFL does. Edits always use the edited scene's caption.")
-    ap.add_argument("--refl-edit-weight", type=non_negative_float, default=0.0,
+    ap.add_argument("--refl-edit-weight", type=non_negative_float, default=None,
                     help="refl: weight of the reward term on edit samples (the reward model scores the image against "
                          "the edited scene's caption only, so it cannot reward preserving the source; edits keep the "
                          "regression to the 6-NFE output)")
-    ap.add_argument("--pixel-mse-weight", type=non_negative_float, default=0.0,
+    ap.add_argument("--pixel-mse-weight", type=non_negative_float, default=None,
                     help="adp/refl: weight of a regression to the 6-NFE output in pixel space (both decoded by the VAE). "
                          "The 1-NFE student's commonest GenEval miss is the right colour at the right place in the wrong "
                          "shape; a latent MSE weighs a shape's thin edges little")
@@ -152,20 +248,27 @@ def main():
                          "written as RUN/ema.pt in the student format every checkpoint. Adversarial and reward steps at a "
                          "constant lr leave the last iterate noisy; the average is what a GAN generator ships")
     ap.add_argument("--limit", type=positive_int, default=None)
-    ap.add_argument("--text-scale-range", default="1,5",
+    ap.add_argument("--text-scale-range", default=None,
                     help="LO,HI: the text-guidance scales a stage trains at, drawn from U[LO,HI] within CFG distillation's "
                          "[1,5] (the cfg stage always uses all of it): a later stage can focus on the scale it serves at")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ckpt-every", type=positive_int, default=100)
     ap.add_argument("--log-every", type=positive_int, default=10)
+    for act in ap._actions:  # the stage-specific options' defaults and stages, in --help
+        if act.dest in STAGE_OPTIONS:
+            stages, default = STAGE_OPTIONS[act.dest]
+            dflt = f"default {default}; " if default is not None else ""
+            act.help = f"{act.help or ''} ({dflt}--stage {stages_label(stages)} only)".lstrip()
     a = ap.parse_args()
+    _NAMED.clear()
+    check_stage_options(a)
     try:
         text_range = tuple(float(x) for x in a.text_scale_range.split(","))
     except ValueError:
         text_range = ()
     if len(text_range) != 2 or not 1.0 <= text_range[0] <= text_range[1] <= 5.0:
         sys.exit(f"--text-scale-range {a.text_scale_range!r}: want LO,HI with 1 <= LO <= HI <= 5")
-    if a.stage == "cfg":
+    if a.stage == "cfg":  # CFG distillation always trains on the whole range
         text_range = (1.0, 5.0)
     if a.t2i + a.edit < 1:
         ap.error("--t2i + --edit must be at least 1")
@@ -183,7 +286,7 @@ def main():
     # every checkpoint named is checked (exists, right kind) before any work
     for what, path in (("--init", a.init), ("--teacher6", a.teacher6)):
         if path:
-            require_ckpt(path, what, ("student",))
+            named_ckpt(path, what)
     if a.stage == "refl":
         for p in a.reward.split(","):
             require_ckpt(p, "--reward", ("model", "vocab", "alpha"))
@@ -191,6 +294,23 @@ def main():
         require_training_split(d)  # before any work: an evaluation export is not training data
     ckpt_path = os.path.join(a.run, "ckpt.pt")
     ck = require_ckpt(ckpt_path, "resume", ("student", "step", "rng", "stage")) if os.path.exists(ckpt_path) else None
+    # what defines the run besides its stage: the frozen models it trains against (digests of their weights), the
+    # grid and the guidance scales; recorded in ckpt.pt and checked on resume (the target: once it is loaded)
+    stage_key = "dmdo1" if one_step_dmd else a.stage
+    inputs = {}
+    if stage_key in SIX_STAGES:
+        inputs["grid_shift"] = (float(a.grid_shift), "the 6-NFE grid", f"--grid-shift {float(a.grid_shift):g}")
+        inputs["text_scale_range"] = (list(text_range), "the text-guidance scales",
+                                      f"--text-scale-range {text_range[0]:g},{text_range[1]:g}")
+    if stage_key == "dmdo" and a.anchor_weight > 0:
+        anc = student_input(a.init, "--init")
+        inputs["anchor"] = (anc[0], "the DMDO anchor", anc[1])
+    if stage_key in ("adp", "refl", "dmdo1"):
+        t6 = student_input(a.teacher6, "--teacher6") if a.teacher6 else student_input(a.init, "--init")
+        inputs["teacher6"] = (t6[0], "the 6-NFE teacher (--teacher6, else --init)", t6[1])
+    if a.stage == "refl":
+        rd = ",".join(weights_digest(require_ckpt(p, "--reward", ("model",))["model"]) for p in a.reward.split(","))
+        inputs["reward"] = (rd, "the reward model", f"--reward {a.reward} (weights {rd})")
     if ck:
         nfe = 1 if a.stage in ("adp", "refl") or one_step_dmd else 6
         if ck["stage"] != a.stage or ck.get("nfe", nfe) != nfe:
@@ -199,6 +319,7 @@ def main():
         if ck["step"] >= a.steps:
             print(f"{ckpt_path} is at step {ck['step']}, --steps {a.steps}: nothing to train (unchanged)", flush=True)
             return
+        check_run_inputs(ckpt_path, ck, inputs)
     seed_all(a.seed)
     m, tok, vae, scale = target_from_args(a)
     os.makedirs(a.run, exist_ok=True)  # after the target loaded: a bad --target leaves no folder behind
@@ -207,6 +328,10 @@ def main():
         sys.exit(f"--target {a.target}: its VAE checkpoint (the 'vae' path inside it) is missing")
     if ck and isinstance(ck.get("config"), dict) and ck["config"] != c.to_dict():
         sys.exit(f"{ckpt_path} was trained against a target of another architecture than --target {a.target}")
+    td = weights_digest(m.state_dict())
+    inputs["target"] = (td, "the target", f"--target {a.target} (weights {td})" if a.target else f"the random target (weights {td})")
+    if ck:
+        check_run_inputs(ckpt_path, ck, {"target": inputs["target"]})
     sets = load_sets(a.data, tok, vae, scale, cache_dir=a.run, limit=a.limit)
     stu = load_student(m, a.init)
     mods = {"student": stu}
@@ -227,6 +352,7 @@ def main():
         for p in t6.parameters():
             p.requires_grad_(False)
         frozen_mods["t6"] = t6
+    _NAMED.clear()  # the named checkpoints are built into modules now
     if a.stage == "refl":
         rews = [load_reward(p) for p in a.reward.split(",")]
         alphas = [r_alpha if a.alpha is None else a.alpha for _, r_alpha in rews]
@@ -258,7 +384,7 @@ def main():
     print(f"stage {a.stage}: student trainable {n_tr / 1e6:.3f}M", flush=True)
     fields = ["step", "loss", "g", "d", "fake", "mse", "pmse", "reward", "elapsed"]
     # rows logged after the checkpoint (by a run stopped before its next one) are dropped on resume
-    log = CsvLog(os.path.join(a.run, "loss.csv"), fields, resume_step=step if ck else None)
+    log = CsvLog(os.path.join(a.run, "loss.csv"), fields, resume_step=step)  # a fresh run (0) starts a new log
     timer = Timer()
     g6 = grid(6, a.grid_shift)
     prompt_index = PromptIndex(sets) if a.prompt_balance else None
@@ -269,7 +395,8 @@ def main():
         obj.update({"step": step, "rng": torch.get_rng_state(), "data_rng": rng.getstate(), "gen_rng": gen.get_state(),
                     "stage": a.stage, "config": c.to_dict(),
                     "init": a.init, "nfe": 1 if a.stage in ("adp", "refl") or one_step_dmd else 6,
-                    "grid_shift": a.grid_shift})
+                    "grid_shift": a.grid_shift, "teacher6": a.teacher6, "reward": a.reward,
+                    "inputs": {k: {"value": v, "shown": shown} for k, (v, _, shown) in inputs.items()}})
         if ema is not None:
             obj["student_ema"] = ema
         save_ckpt(ckpt_path, obj)

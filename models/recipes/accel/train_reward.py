@@ -131,8 +131,9 @@ def main():
     if a.eval:
         print({"arch": r.arch, "step": step, **{k: round(v, 4) for k, v in held_out().items()}}, flush=True)
         return
-    # rows logged after the checkpoint (by a run stopped before its next one) are dropped on resume
-    log = CsvLog(os.path.join(a.run, "loss.csv"), ["step", "loss", "acc", "elapsed"], resume_step=step if ck else None)
+    # rows logged after the checkpoint (by a run stopped before its next one) are dropped on resume, and a fresh
+    # run (step 0) drops the log of a run whose checkpoint was deleted
+    log = CsvLog(os.path.join(a.run, "loss.csv"), ["step", "loss", "acc", "elapsed"], resume_step=step)
 
     def save():
         h = held_out()

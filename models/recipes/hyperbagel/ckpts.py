@@ -135,3 +135,30 @@ def data_key(d):
         st = os.stat(p) if os.path.exists(p) else None
         parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}" if st else f"{name}:-")
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:10]
+
+
+def check_vae_matches(ck, path, scale, what="--vae", fix=None):
+    """The VAE a unified model runs with must be the one it was trained on, up to its decoder: the encoder
+    defines the latent space (and a run's cached latents), the latent scale maps it to the model's. `ck` is the
+    unified checkpoint (its `vae` path and `scale`, where it records them), `path`/`scale` the VAE used now.
+    Passes for the same file (resolved path), or another file with the same encoder weights and scale (a copy,
+    or a decoder fine-tune: train_vae.py --init VAE --decoder-only keeps both); where the checkpoint's VAE file
+    is gone (a run moved to another machine), the scale alone is checked. Exits with one line naming `fix`."""
+    import sys
+    import torch
+    from .utils import torch_load
+    old = ck.get("vae")
+    fix = fix or (f"pass --vae {old}" if old else "pass the VAE it was trained with")
+    if "scale" in ck and float(ck["scale"]) != float(scale):
+        raise SystemExit(f"{what} {path}: latent scale {float(scale)!r} differs from the one the model was trained with "
+                         f"({float(ck['scale'])!r}, VAE {old or 'not recorded'}); {fix}")
+    if not old or os.path.realpath(old) == os.path.realpath(path):
+        return
+    if os.path.isfile(old):
+        enc = {k: v for k, v in torch_load(path)["ema"].items() if k.startswith("enc.")}
+        prev = {k: v for k, v in torch_load(old)["ema"].items() if k.startswith("enc.")}
+        if enc.keys() != prev.keys() or not all(torch.equal(v, prev[k]) for k, v in enc.items()):
+            raise SystemExit(f"{what} {path}: the model was trained with the VAE {old}, whose encoder differs; {fix}")
+        print(f"{what} {path}: same encoder and latent scale as the model's VAE {old}", file=sys.stderr, flush=True)
+    else:
+        print(f"note: the model's VAE {old} is gone; {what} {path} has the same latent scale", file=sys.stderr, flush=True)

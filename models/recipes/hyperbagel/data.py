@@ -65,11 +65,19 @@ class ShapesData:
         self.edit_ids = [e(r["edit"]["instruction"]) for r in self.records]
 
     def attach_latents(self, vae, scale, cache_path=None, batch=256, device=None):
+        """Encodes the images (scaled latent means), or reads them from `cache_path` when it holds this set's.
+        The cache is written whole or not at all (a temporary file renamed into place); one that cannot be read
+        (a run killed while writing it before this was so, a full disk) is a miss: encoded again and rewritten."""
         if cache_path and os.path.exists(cache_path):
-            d = np.load(cache_path)
-            if d["latents"].shape[0] == self.n:
-                self.latents, self.edited_latents = d["latents"], d["edited"]
-                return
+            try:
+                with np.load(cache_path) as d:
+                    lat, ed = d["latents"], d["edited"]
+                if lat.shape[0] == self.n and ed.shape == lat.shape:
+                    self.latents, self.edited_latents = lat, ed
+                    return
+            except Exception as e:  # noqa: BLE001 - any unreadable cache (truncated zip, bad header) is rebuilt
+                print(f"note: latent cache {cache_path} cannot be read ({type(e).__name__}: {e}); encoding again",
+                      flush=True)
         outs = []
         vae.eval()
         with torch.no_grad():
@@ -81,7 +89,14 @@ class ShapesData:
                 outs.append(np.concatenate(lat))
         self.latents, self.edited_latents = outs
         if cache_path:
-            np.savez(cache_path, latents=self.latents, edited=self.edited_latents)
+            tmp = f"{cache_path}.tmp-{os.getpid()}"
+            try:
+                with open(tmp, "wb") as f:  # a file object: np.savez adds no ".npz" to its name
+                    np.savez(f, latents=self.latents, edited=self.edited_latents)
+                os.replace(tmp, cache_path)
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
 
 
 def vae_size(vae):

@@ -120,11 +120,14 @@ def lite_ckpt(ck):
 class CsvLog:
     """Appends rows to a CSV loss log. `resume_step`: the step of the checkpoint a run resumes from; rows
     logged after it (by the run that was stopped before its next checkpoint) are dropped, so a resumed
-    run's log has each step once."""
+    run's log has each step once. 0 (a fresh run) starts a new log: one left by a run whose checkpoint was
+    deleted belongs to that run (its columns too)."""
 
     def __init__(self, path, fields, resume_step=None):
         self.path, self.fields = path, fields
-        if resume_step is not None and os.path.exists(path):
+        if resume_step == 0 and os.path.exists(path):
+            os.remove(path)
+        elif resume_step is not None and os.path.exists(path):
             truncate_log(path, resume_step)
         new = not os.path.exists(path)
         self.f = open(path, "a", newline="")
