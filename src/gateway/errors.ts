@@ -147,6 +147,11 @@ export function maskError(error: unknown): Error {
       }
       return new GraphQLError(error.message, { nodes: error.nodes, source: error.source, positions: error.positions, path: error.path, extensions: { ...extensions, code } });
     }
+    // a variable's value refused by graphql-js's coercion (no path: before execution): its message names the
+    // variable and where in it ('Variable "$input" got invalid value 5 at "input.image.base64"; String cannot
+    // represent ...'); the inner error alone says only what, not where
+    if (!error.path && orig instanceof GraphQLError && !(orig instanceof GatewayError))
+      return new GraphQLError(error.message, { nodes: error.nodes, source: error.source, positions: error.positions, extensions: { code: 'INVALID_INPUT' } });
     const mapped = toGatewayError(orig);
     return new GraphQLError(mapped.message, { nodes: error.nodes, source: error.source, positions: error.positions, path: error.path, extensions: mapped.extensions });
   }

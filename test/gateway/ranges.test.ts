@@ -47,9 +47,12 @@ describe('speculation ranges (understand)', () => {
         expect(e?.extensions).toMatchObject({ code: 'OUT_OF_RANGE', argument: `speculation.${field}`, min, max });
         expect(e?.message).toBe(`speculation.${field} must be in [${min}, ${max}], got ${v}`);
       }
-      // malformed: not an Int
+      // malformed: not an Int (the message says where in the variable)
       for (const v of [2.5, '3', true])
-        expect(await run({ mode: 'AUTO', [field]: v }), String(v)).toMatchObject({ extensions: { code: 'INVALID_INPUT' }, message: expect.stringMatching(/^Int cannot represent non-integer value: /) });
+        expect(await run({ mode: 'AUTO', [field]: v }), String(v)).toMatchObject({
+          extensions: { code: 'INVALID_INPUT' },
+          message: expect.stringMatching(new RegExp(`^Variable "\\$input" got invalid value .* at "input\\.speculation\\.${field}"; Int cannot represent non-integer value: `)),
+        });
       expect(engine.requests.understand.length).toBe(calls);
       for (const v of [min, max]) {
         expect(await run({ mode: 'AUTO', [field]: v })).toBeUndefined();
@@ -127,7 +130,7 @@ describe('sampler ranges (generateImage / editImage)', () => {
         expect(e.extensions).toMatchObject({ code: 'OUT_OF_RANGE', argument: field, min, max });
         expect(e.message).toBe(`${field} must be in [1, 20], got ${v}`);
       }
-      expect(await rejected({ [field]: 'high' })).toMatchObject({ extensions: { code: 'INVALID_INPUT' }, message: 'Float cannot represent non numeric value: "high"' }); // not a Float
+      expect(await rejected({ [field]: 'high' })).toMatchObject({ extensions: { code: 'INVALID_INPUT' }, message: `Variable "$input" got invalid value "high" at "input.${field}"; Float cannot represent non numeric value: "high"` }); // not a Float
       for (const v of [min, max]) expect((await accepted({ [field]: v }))[field as 'cfgTextScale']).toBe(v);
     }
   });
