@@ -556,6 +556,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
           return jobOut({ id: summary.id, mode: summary.mode, seed: summary.seed, status: () => summary.status, lastSeq: () => summary.lastSeq }, remote.mirror);
         }
         const job = rt.jobs.find(id, ctx.client);
+        job?.touch(); // a client polling a detached job's status keeps it from being cancelled as unwatched
         return job ? localJobOut(job) : null;
       },
     },

@@ -6,7 +6,7 @@
 // cancelled as soon as no operation watches it (client disconnect, stopped @stream, completed
 // subscription). A mutation that selects neither creates a *detached* job that runs to completion
 // for later `imageJob` subscribers (resume after reconnect); it is cancelled by `cancelJob`, or
-// when nobody has watched it for `unwatchedJobTimeoutMs`.
+// when nobody has watched it (nor asked about it with `job(id)`) for `unwatchedJobTimeoutMs`.
 import type { Engine, GenerateRequest, ImageFrame as EngineFrame } from '../engine/types.ts';
 import { GatewayError, cancelledError, logInternal, toGatewayError } from './errors.ts';
 import { guarded } from './guard.ts';
@@ -151,6 +151,14 @@ export class ImageJobRecord {
       if (this.attached) this.whenUnwatched('client_gone');
       else this.armUnwatchedTimer();
     };
+  }
+
+  /**
+   * A client asked about the job (`job(id)`, e.g. polling its status): a detached job nobody watches
+   * gets a fresh unwatchedJobTimeoutMs, as if watched until now.
+   */
+  touch(): void {
+    if (this.watchers === 0 && !this.terminal && !this.attached) this.armUnwatchedTimer();
   }
 
   private armUnwatchedTimer(): void {

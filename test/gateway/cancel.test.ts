@@ -255,4 +255,23 @@ describe('cancellation', () => {
       await s.close();
     }
   });
+
+  it('a client polling job(id) { status } keeps a detached job from being cancelled as unwatched', async () => {
+    // 6 NFE x 250 ms: the job outlives the 600 ms timeout more than twice over (polls every 100 ms)
+    const slow = new FakeEngine({ stepMs: 2, tokens: 3, nfeMs: 250 });
+    const s = await start({ engine: slow, limits: { unwatchedJobTimeoutMs: 600 } });
+    try {
+      const r = await gqlPost(s, { query: `mutation { generateImage(input: { prompt: "x", mode: SIX_STEP }) { id } }` });
+      const id = r.json.data.generateImage.id as string;
+      let status = 'QUEUED';
+      while (status === 'QUEUED' || status === 'RUNNING') {
+        await new Promise((res) => setTimeout(res, 100));
+        status = (await gqlPost(s, { query: `query($id: ID!) { job(id: $id) { status } }`, variables: { id } })).json.data.job.status;
+      }
+      expect(status).toBe('SUCCEEDED');
+      expect(slow.stats.generateAborted).toBe(0);
+    } finally {
+      await s.close();
+    }
+  });
 });
