@@ -26,7 +26,7 @@ import { queryShapeRule, type GatewayLimits } from './limits.ts';
 import { FORWARDED_FOR_HEADER, FORWARDED_HEADER, PEER_REJECTED_HEADER, PEER_SECRET_HEADER, secretMatches, type ReplicaConfig } from './replicas.ts';
 import { parseImageToken } from './images.ts';
 import { guardedParser, jsonDeeperThan, MAX_JSON_DEPTH } from './request-body.ts';
-import { lastEventId, withEventIds } from './sse-ids.ts';
+import { imageJobKey, lastEventId, withEventIds } from './sse-ids.ts';
 import { OpenCounter } from './open-counter.ts';
 import { clientAddress, clientIdentity, parseTrustedProxies } from './client-address.ts';
 import { tookData, writeProgress, type WriteProgress } from './heartbeat.ts';
@@ -548,6 +548,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     return true;
   };
   const streamRefused = new WeakSet<Request>();
+  /** imageJob subscriptions over HTTP, by request: the response key of the field (for sse-ids.ts) */
+  const imageJobKeys = new WeakMap<Request, string>();
   /** An operation whose HTTP response will be a stream: counted while it is open, refused (429) before any work beyond the limit. */
   const streamGuard = (args: ExecutionArgs, refuse: (r: ExecutionResult) => void) => {
     const c = args.contextValue as { request?: Request; req?: IncomingMessage; res?: ServerResponse } | undefined; // none over graphql-ws
@@ -564,6 +566,10 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       } else acceptGuard(args, SINGLE_RESULT_TYPES, 'The Accept header allows no format a result is sent in; send Accept: application/json (or application/graphql-response+json, text/event-stream, multipart/mixed)', setResultAndStopExecution);
     },
     onSubscribe({ args, setResultAndStopExecution }) {
+      // an imageJob subscription over HTTP: the response key its events carry (the field's alias, if any)
+      const request = (args.contextValue as { request?: Request } | undefined)?.request;
+      const key = request && imageJobKey(args.document, args.operationName);
+      if (key) imageJobKeys.set(request, key);
       if (!acceptGuard(args, SUBSCRIPTION_TYPES, 'A subscription is streamed over HTTP as text/event-stream, which the Accept header does not allow; send Accept: text/event-stream (or subscribe over graphql-ws)', setResultAndStopExecution))
         streamGuard(args, setResultAndStopExecution);
     },
@@ -572,12 +578,13 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       if ((notAcceptable.has(request) && !resultProcessor) || streamRefused.has(request)) return setResultProcessor(processRegularResult, 'application/json');
       // imageJob over SSE: `id:` lines, so an EventSource resumes where it was (sse-ids.ts; it changes only
       // a response yoga sends as text/event-stream: with multipart/mixed also accepted, yoga may pick that)
-      if (resultProcessor && isAsyncIterable(result) && (request.headers.get('accept') ?? '').includes('text/event-stream')) {
+      const key = imageJobKeys.get(request);
+      if (key && resultProcessor && isAsyncIterable(result) && (request.headers.get('accept') ?? '').includes('text/event-stream')) {
         const original = resultProcessor;
         setResultProcessor(
           (result, api, mediaType) => {
             const res = original(result, api, mediaType);
-            return res instanceof Promise ? res.then((r) => withEventIds(r, api)) : withEventIds(res as Response, api);
+            return res instanceof Promise ? res.then((r) => withEventIds(r, api, key)) : withEventIds(res as Response, api, key);
           },
           'text/event-stream',
         );

@@ -148,8 +148,8 @@ describe('cancelJob twice, and imageJob cursors', () => {
     await waitFor(() => server.runtime.jobs.find(id)!.terminal, 'the job to end');
     const last = server.runtime.jobs.find(id)!.lastSeq;
     expect(last).toBeGreaterThanOrEqual(3);
-    const sub = async (headers: Record<string, string>, variables: Record<string, unknown> = { id }, fields = 'seq status') => {
-      const res = await fetch(server.url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'text/event-stream', ...headers }, body: JSON.stringify({ query: `subscription($id: ID!, $after: Int) { imageJob(id: $id, after: $after) { ${fields} } }`, variables }) });
+    const sub = async (headers: Record<string, string>, variables: Record<string, unknown> = { id }, fields = 'seq status', alias = '') => {
+      const res = await fetch(server.url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'text/event-stream', ...headers }, body: JSON.stringify({ query: `subscription($id: ID!, $after: Int) { ${alias}imageJob(id: $id, after: $after) { ${fields} } }`, variables }) });
       const text = await res.text();
       const events = text.split('\n\n').filter((e) => e.includes('event: next'));
       return { text, ids: events.map((e) => /^id: (\d+)$/m.exec(e)?.[1]).map(Number), seqs: events.map((e) => Number(/"seq":(\d+)/.exec(e)?.[1])) };
@@ -164,6 +164,10 @@ describe('cancelJob twice, and imageJob cursors', () => {
     expect((await sub({ 'last-event-id': '2' }, { id, after: 1 })).seqs[0]).toBe(2);
     expect((await sub({ 'last-event-id': 'abc' })).seqs[0]).toBe(1);
     expect((await sub({ 'last-event-id': String(last + 5) })).text).toContain('OUT_OF_RANGE');
+    // an aliased field's events are named too (they had no id lines: a reconnect replayed from the start)
+    const aliased = await sub({}, { id }, 'seq status', 'j: ');
+    expect(aliased.ids).toEqual(all.seqs);
+    expect((await sub({ 'last-event-id': '2' }, { id }, 'seq', 'j: ')).seqs).toEqual(resumed.seqs);
     // without seq selected there is nothing to name the event by: no id lines
     expect((await sub({}, { id }, 'status')).text).not.toMatch(/^id:/m);
   });
