@@ -115,6 +115,14 @@ export interface GatewayLimits {
   maxHttpStreamsPerClient: number;
 }
 
+/**
+ * One client's default share of `n` places (queued jobs, sessions): ¾ of them, but at least one place left
+ * for the others whenever there are two or more (¾ of 2 or 3, rounded up, was all or all but none).
+ */
+export function defaultShare(n: number): number {
+  return n >= 2 ? Math.min(n - 1, Math.ceil(0.75 * n)) : n;
+}
+
 export const DEFAULT_LIMITS: GatewayLimits = {
   maxDepth: 6,
   maxAliases: 15,

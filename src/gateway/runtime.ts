@@ -3,7 +3,7 @@ import type { Engine } from '../engine/types.ts';
 import { GatewayError } from './errors.ts';
 import { ImageStore } from './images.ts';
 import { JobManager } from './jobs.ts';
-import { DEFAULT_LIMITS, type GatewayLimits } from './limits.ts';
+import { DEFAULT_LIMITS, defaultShare, type GatewayLimits } from './limits.ts';
 import { GatewayMetrics } from './metrics.ts';
 import { Relay } from './relay.ts';
 import { PeerClient } from './peer-client.ts';
@@ -56,7 +56,7 @@ export class GatewayRuntime {
   constructor(limits: Partial<GatewayLimits> = {}, replica?: ReplicaConfig, log: (line: string) => void = (line) => console.error(line)) {
     this.limits = { ...DEFAULT_LIMITS, ...limits };
     const L = this.limits;
-    this.scheduler = new Scheduler(L.maxConcurrentJobs, L.maxQueuedJobs, L.maxQueuedPerClient ?? Math.ceil(0.75 * L.maxQueuedJobs));
+    this.scheduler = new Scheduler(L.maxConcurrentJobs, L.maxQueuedJobs, L.maxQueuedPerClient ?? defaultShare(L.maxQueuedJobs));
     this.images = new ImageStore(L.imageStoreBytes, L.imageStoreTtlMs, Date.now, replica?.id);
     this.metrics = new GatewayMetrics({
       activeStreams: () => (['understand', 'image_job', 'image_mutation'] as const).map((k) => [{ kind: k }, this.active.get(k) ?? 0]),

@@ -7,6 +7,7 @@
 // engine's bookkeeping: the gateway only passes the session handle along.
 import { EngineError, type Engine, type SessionHandle, type SessionInfo } from '../engine/types.ts';
 import { GatewayError } from './errors.ts';
+import { defaultShare } from './limits.ts';
 import { hiddenFrom, isKeyClient } from './owner.ts';
 import { newId } from './replicas.ts';
 
@@ -121,7 +122,7 @@ export class SessionStore {
 
   /** Sessions one client may hold. */
   get perClient(): number {
-    return Math.max(1, Math.min(this.limits.maxSessions, this.limits.maxSessionsPerClient ?? Math.ceil(0.75 * this.limits.maxSessions)));
+    return Math.max(1, Math.min(this.limits.maxSessions, this.limits.maxSessionsPerClient ?? defaultShare(this.limits.maxSessions)));
   }
 
   /** @param client  who creates it (GatewayContext.client); with an API key, only that key may use it */

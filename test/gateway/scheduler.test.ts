@@ -2,6 +2,8 @@
 // cannot take every queue place).
 import { describe, expect, it } from 'vitest';
 import { Scheduler, type Slot } from '../../src/gateway/scheduler.ts';
+import { GatewayRuntime } from '../../src/gateway/runtime.ts';
+import { defaultShare } from '../../src/gateway/limits.ts';
 
 const busy = async (p: Promise<unknown>) => {
   const e = await p.then(
@@ -38,6 +40,20 @@ describe('Scheduler', () => {
     expect(s.queuedCount).toBe(0);
     expect(s.runningCount).toBe(0);
     expect(s.queuedFor('ip:a')).toBe(0);
+  });
+
+  it('the default share leaves a place for others however small the queue (¾ of 2, rounded up, was the whole queue)', async () => {
+    expect([1, 2, 3, 4, 8, 64].map(defaultShare)).toEqual([1, 1, 2, 3, 6, 48]);
+    const rt = new GatewayRuntime({ maxConcurrentJobs: 1, maxQueuedJobs: 2 }, undefined, () => {});
+    const s = rt.scheduler;
+    const running = await s.acquire(undefined, 'key:a');
+    const a1 = s.acquire(undefined, 'key:a');
+    await busy(s.acquire(undefined, 'key:a'));
+    const b1 = s.acquire(undefined, 'key:b');
+    expect(s.queuedCount).toBe(2);
+    running.release();
+    (await a1).release();
+    (await b1).release();
   });
 
   it('an aborted wait gives its place back to its client', async () => {
