@@ -151,6 +151,7 @@ describe('real engine on the tiny pack', () => {
     const small = await gqlPost(server, { query: EDIT, variables: { i: { instruction: 'make it blue', image: { base64: tiny.toString('base64') } } } });
     expect(small.json.errors[0].extensions.code).toBe('BAD_IMAGE');
     expect(small.json.errors[0].message).toMatch(/^image: 4×4 is too small/);
+    expect(small.json.errors[0].extensions.argument).toBe('image'); // as every other refusal of an input field
     expect(server.runtime.jobs.size).toBe(jobs); // no job was created for any of them
   });
 

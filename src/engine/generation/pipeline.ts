@@ -83,7 +83,7 @@ export function validateGenerate(ctx: EngineCtx, req: GenerateRequest, conversat
   const edit = !!source;
   if (source) {
     if (!m.graphs.vision || !m.graphs.vae_encoder) throw new EngineError('INVALID_INPUT', 'this model pack cannot edit images');
-    checkInputImage(source.image, 'sourceImage');
+    checkInputImage(source.image, 'sourceImage', 'sourceImage');
   }
   if (!edit && req.cfgImageScale != null)
     throw new EngineError('INVALID_INPUT', 'cfgImageScale applies to edits only (text-to-image has no image guidance)', { param: 'cfgImageScale' });

@@ -147,14 +147,16 @@ export async function decodeInputImage(bytes: Uint8Array, limits: Partial<Pick<D
  * [MIN_IMAGE_SIDE, …] a side with at most MAX_IMAGE_PIXELS pixels passes; fitImage() then brings it
  * to the model's size.
  */
-export function checkInputImage(img: RgbImage, what = 'image'): void {
+/** @param param the request field the image came in (named in the error's details), if it came in one */
+export function checkInputImage(img: RgbImage, what = 'image', param?: string): void {
   const { width: w, height: h } = img ?? {};
+  const named = param ? { param } : {};
   // the pixel limit first: an oversized image is refused before its data is looked at
   if (Number.isInteger(w) && Number.isInteger(h) && w * h > MAX_IMAGE_PIXELS)
-    throw new EngineError('BAD_IMAGE', `${what}: ${w}×${h} is ${w * h} pixels, limit ${MAX_IMAGE_PIXELS}`, { got: [w, h], maxPixels: MAX_IMAGE_PIXELS });
+    throw new EngineError('BAD_IMAGE', `${what}: ${w}×${h} is ${w * h} pixels, limit ${MAX_IMAGE_PIXELS}`, { got: [w, h], maxPixels: MAX_IMAGE_PIXELS, ...named });
   validateRgb(img, what);
   if (w < MIN_IMAGE_SIDE || h < MIN_IMAGE_SIDE)
-    throw new EngineError('BAD_IMAGE', `${what}: ${w}×${h} is too small (at least ${MIN_IMAGE_SIDE} pixels a side)`, { got: [w, h], minSide: MIN_IMAGE_SIDE });
+    throw new EngineError('BAD_IMAGE', `${what}: ${w}×${h} is too small (at least ${MIN_IMAGE_SIDE} pixels a side)`, { got: [w, h], minSide: MIN_IMAGE_SIDE, ...named });
 }
 
 /**

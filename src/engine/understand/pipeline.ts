@@ -199,7 +199,7 @@ export function validateUnderstand(ctx: EngineCtx, req: UnderstandRequest): Vali
   if (spec.treeDepth != null) v.treeDepth = V.num('speculation.treeDepth', spec.treeDepth, SPECULATION_LIMITS.treeDepth.min, SPECULATION_LIMITS.treeDepth.max, { integer: true });
   if (req.image !== undefined && req.image !== null) {
     if (!ctx.manifest.graphs.vision) throw new EngineError('INVALID_INPUT', 'this model pack cannot read images (no vision graph)');
-    checkInputImage(req.image);
+    checkInputImage(req.image, 'image', 'image');
   }
   return v;
 }
