@@ -178,9 +178,14 @@ const TOKEN_RE = new RegExp(`^((?:(${REPLICA_ID_RE.source.slice(1, -1)})_)?[0-9a
  * `/images/<token>[.<ext>]` -> the token, the replica it names (undefined: a plain token) and the
  * canonical name to ask that replica for; null for anything else (so no other path can be built from it).
  */
-export function parseImageToken(name: string): { token: string; owner?: string; name: string } | null {
+export function parseImageToken(name: string): { token: string; owner?: string; name: string; ext?: string } | null {
   const m = TOKEN_RE.exec(name);
-  return m ? { token: m[1]!, owner: m[2], name: m[1]! + (m[3] ?? '') } : null;
+  return m ? { token: m[1]!, owner: m[2], name: m[1]! + (m[3] ?? ''), ...(m[3] ? { ext: m[3].slice(1) } : {}) } : null;
+}
+
+/** Does a URL's extension (if any) name the image's type? (`.bin`: a type with no extension of its own) */
+export function extensionFits(ext: string | undefined, mimeType: string): boolean {
+  return ext === undefined || ext === (IMAGE_EXT[mimeType] ?? 'bin');
 }
 
 export const IMAGE_EXT: Record<string, string> = { 'image/png': 'png', 'image/jpeg': 'jpg', 'image/webp': 'webp' };

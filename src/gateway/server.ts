@@ -24,7 +24,7 @@ import { HostPolicy, OriginPolicy } from './origin.ts';
 import { RateLimiter, rateLimitedError } from './rate-limit.ts';
 import { queryShapeRule, type GatewayLimits } from './limits.ts';
 import { FORWARDED_FOR_HEADER, FORWARDED_HEADER, PEER_REJECTED_HEADER, PEER_SECRET_HEADER, secretMatches, type ReplicaConfig } from './replicas.ts';
-import { parseImageToken } from './images.ts';
+import { extensionFits, parseImageToken } from './images.ts';
 import { guardedParser, jsonDeeperThan, MAX_JSON_DEPTH } from './request-body.ts';
 import { imageJobKey, lastEventId, withEventIds } from './sse-ids.ts';
 import { OpenCounter } from './open-counter.ts';
@@ -721,7 +721,11 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       const parsed = parseImageToken(path.slice('/images/'.length));
       // an allowed cross-origin page may fetch() the bytes
       const cors: Record<string, string> = origins.needsCors(req.headers.origin, req.headers.host) ? { 'access-control-allow-origin': req.headers.origin!, vary: 'Origin' } : {};
+      // read-only: an image is fetched, never posted to or deleted
+      if (req.method !== 'GET' && req.method !== 'HEAD') return sendJson(res, 405, { error: `${req.method} is not allowed on an image; use GET` }, { ...cors, allow: 'GET, HEAD' });
       const send = (bytes: Uint8Array, mimeType: string, etag: string) => {
+        // the URL's extension names the type it was given out with: an image under another is not that file
+        if (!extensionFits(parsed?.ext, mimeType)) return notFound();
         // a client revalidating a copy it holds (If-None-Match with this ETag; weak tags compare equal)
         const held = etag && req.headers['if-none-match']?.split(',').some((t) => ['*', etag].includes(t.trim().replace(/^W\//, '')));
         if (held) {

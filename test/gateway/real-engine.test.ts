@@ -53,6 +53,16 @@ async function checkImage(frame: Record<string, any>) {
     expect((await again.arrayBuffer()).byteLength).toBe(0);
   }
   expect((await fetch(img.url, { headers: { 'if-none-match': '"other"' } })).status).toBe(200);
+  // read-only, and only under its own type's extension
+  const head = await fetch(img.url, { method: 'HEAD' });
+  expect([head.status, head.headers.get('content-type')]).toEqual([200, img.mimeType]);
+  for (const method of ['POST', 'DELETE', 'PUT']) {
+    const r = await fetch(img.url, { method });
+    expect([r.status, r.headers.get('allow')], method).toEqual([405, 'GET, HEAD']);
+  }
+  const other = img.mimeType === 'image/png' ? '.jpg' : '.png';
+  expect((await fetch(img.url.replace(/\.(png|jpg|webp)$/, other))).status).toBe(404);
+  expect((await fetch(img.url.replace(/\.(png|jpg|webp)$/, ''))).status).toBe(200); // no extension: the token alone
 }
 
 describe('real engine on the tiny pack', () => {
