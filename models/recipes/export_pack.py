@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from hyperbagel.config import ModelConfig  # noqa: E402
 from hyperbagel.model import Unified, VAE  # noqa: E402
 from hyperbagel.tokenizer import WordTokenizer, untrained_words  # noqa: E402
-from hyperbagel.data import to_pixels, record_texts, CAPTION_PROMPT  # noqa: E402
+from hyperbagel.data import to_pixels, record_texts, think_prefix, CAPTION_PROMPT  # noqa: E402
 from hyperbagel import export as ex  # noqa: E402
 
 
@@ -185,7 +185,10 @@ def build(a, model, vae, scale, c, ck, vck, tok, imgs, out):
     # answers one poorly after a transcript of the first, so the engine gives it the image alone
     # (a checkpoint imported from a pack carries the pack's declaration; training runs record their samples)
     session_context = a.session_context or ck.get("session_context") or ("conversation" if ck.get("followup_samples", 0) > 0 else "image")
-    prompts = {"caption": CAPTION_PROMPT, **({"think": True} if think else {}), "session_context": session_context}
+    # think prompts framed as the training ones were (docs/model-pack.md, prompts.think_prefix)
+    prefix = think_prefix(a.train_data or [a.data]) if think else None
+    prompts = {"caption": CAPTION_PROMPT, **({"think": True} if think else {}), **({"think_prefix": prefix} if prefix else {}),
+               "session_context": session_context}
     texts = [CAPTION_PROMPT]
     for d in a.train_data or [a.data]:  # (checked in main())
         texts.extend(record_texts(d))

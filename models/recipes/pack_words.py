@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Writes a pack's word handling from its training data, without re-exporting its graphs: the tokenizer.json
 normalizer (hyperbagel.tokenizer.FOLDS: forms users write that the training text never does, folded onto the
-ones it does) and the manifest's `untrained_words` (vocabulary words no training text uses; the engine refuses
-prompts holding them). export_pack.py writes both itself; this brings an already exported pack up to date.
+ones it does), the manifest's `untrained_words` (vocabulary words no training text uses; the engine refuses
+prompts holding them) and, for a pack that thinks, `prompts.think_prefix` (the words its think prompts began with). export_pack.py writes both itself; this brings an already exported pack up to date.
 
   /usr/bin/python3 models/recipes/pack_words.py --pack models/shapes-mot --data data/train"""
 import argparse
@@ -12,7 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hyperbagel.tokenizer import WordTokenizer, untrained_words  # noqa: E402
-from hyperbagel.data import CAPTION_PROMPT, record_texts  # noqa: E402
+from hyperbagel.data import CAPTION_PROMPT, record_texts, think_prefix  # noqa: E402
 
 
 def main():
@@ -35,11 +35,18 @@ def main():
             sys.exit(f"--data: no records.jsonl in {d!r} (a dataset folder: `npx hyperbagel dataset --out DIR`)")
         texts.extend(record_texts(d))
     man["untrained_words"] = untrained_words(tok, texts)
+    prompts = man.get("prompts") or {}
+    if prompts.get("think"):
+        prefix = think_prefix(a.data)
+        if prefix:
+            prompts["think_prefix"] = prefix
+        else:
+            prompts.pop("think_prefix", None)
     tok.save(tok_path)
     with open(man_path, "w") as f:
         json.dump(man, f, indent=2)
         f.write("\n")
-    print(json.dumps({"pack": a.pack, "untrained_words": man["untrained_words"], "texts": len(texts)}))
+    print(json.dumps({"pack": a.pack, "untrained_words": man["untrained_words"], "think_prefix": prompts.get("think_prefix"), "texts": len(texts)}))
 
 
 if __name__ == "__main__":

@@ -394,6 +394,8 @@ def main():
     assert json.load(open(os.path.join(work, "offset-pack", "manifest.json")))["vision"]["understand_offset"] == [-2, 3]
     man = json.load(open(os.path.join(out, "manifest.json")))
     assert man["prompts"].get("think") is True, "a run trained with --think must export prompts.think"
+    # the words every think prompt began with (the engine frames a think prompt without them)
+    assert man["prompts"].get("think_prefix") == "a photo of", man["prompts"]
     # word handling: untrained words are the vocabulary words no training text (nor the caption prompt) uses,
     # and pack_words.py, which brings an exported pack up to date, writes the same
     from hyperbagel.tokenizer import WordTokenizer as _WT2, fold

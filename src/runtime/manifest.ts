@@ -69,6 +69,12 @@ export interface Manifest {
     caption?: string;
     think?: boolean;
     /**
+     * The words every prompt the model learned to expand began with (the default model: "a photo of", as
+     * GenEval writes them). A think prompt without them is framed with them: without, the turn reads as a
+     * text-only question ("a red circle" → "no circle at the left ...").
+     */
+    think_prefix?: string;
+    /**
      * What a session's later understanding turn reads: `conversation` (the default) the whole conversation
      * so far; `image` only the session's image, as a first question (a model trained on one question per
      * image reads a transcript of earlier turns poorly; the default model answers 0.11 of such second turns).
@@ -202,6 +208,8 @@ export function validateManifest(m: unknown, file = 'manifest.json'): Manifest {
     if (!pr || typeof pr !== 'object' || Array.isArray(pr)) fail(file, `expected an object, got ${JSON.stringify(mm.prompts)}`, 'prompts');
     if (pr.caption !== undefined && typeof pr.caption !== 'string') fail(file, `expected a string, got ${JSON.stringify(pr.caption)}`, 'prompts.caption');
     if (pr.think !== undefined && typeof pr.think !== 'boolean') fail(file, `expected a boolean, got ${JSON.stringify(pr.think)}`, 'prompts.think');
+    if (pr.think_prefix !== undefined && (typeof pr.think_prefix !== 'string' || !pr.think_prefix.trim()))
+      fail(file, `expected a non-empty string, got ${JSON.stringify(pr.think_prefix)}`, 'prompts.think_prefix');
     if (pr.session_context !== undefined && pr.session_context !== 'conversation' && pr.session_context !== 'image')
       fail(file, `expected "conversation" or "image", got ${JSON.stringify(pr.session_context)}`, 'prompts.session_context');
   }

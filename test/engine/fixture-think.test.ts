@@ -10,12 +10,12 @@ import type { GenerateRequest, ImageFrame, UnderstandSummary } from '../../src/e
 import { collect, engineError, FIXTURE } from './fixture-helpers.ts';
 import { THINK_TEMPERATURE } from '../../src/engine/generation/think.ts';
 
-/** A copy of the fixture whose manifest says the model was trained to think (or `think` as given). */
-function packWithThink(think: unknown): string {
+/** A copy of the fixture whose manifest says the model was trained to think (or `think` as given), with more `prompts` fields if given. */
+function packWithThink(think: unknown, prompts: Record<string, unknown> = {}): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hb-think-'));
   for (const f of fs.readdirSync(FIXTURE)) if (fs.statSync(path.join(FIXTURE, f)).isFile()) fs.copyFileSync(path.join(FIXTURE, f), path.join(dir, f));
   const m = JSON.parse(fs.readFileSync(path.join(FIXTURE, 'manifest.json'), 'utf8'));
-  fs.writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify({ ...m, prompts: { ...(m.prompts ?? {}), think } }));
+  fs.writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify({ ...m, prompts: { ...(m.prompts ?? {}), think, ...prompts } }));
   return dir;
 }
 
@@ -154,6 +154,34 @@ describe('think mode on the fixture', () => {
       expect(order).toEqual(['think', 'plain']);
     } finally {
       await one.close();
+    }
+  });
+
+  test('prompts.think_prefix: a think prompt without the words the model\'s think prompts began with is framed with them', async () => {
+    const dir = packWithThink(true, { think_prefix: 'a photo of' });
+    dirs.push(dir);
+    const framed = await createEngine(dir, { calibrate: false, intraOpThreads: 1 });
+    try {
+      const thoughtOf = async (e: LocalEngine, prompt: string) => finalOf(await collect(e.generate({ prompt, mode: '1nfe', seed: 12, think: true }))).thought!;
+      const sampled = async (prompt: string) => {
+        const evs = await collect(framed.understand({ prompt, temperature: THINK_TEMPERATURE, seed: 12, maxTokens: 48 }));
+        return (evs.at(-1) as UnderstandSummary).text.trim();
+      };
+      // framed: the thought is the model's expansion of "a photo of a red circle"
+      expect(await thoughtOf(framed, 'a red circle')).toBe(await sampled('a photo of a red circle'));
+      // already framed (in any case): as given, not twice
+      expect(await thoughtOf(framed, 'A Photo of a red circle')).toBe(await sampled('a photo of a red circle'));
+      // without the field, the prompt goes as given
+      expect(await thoughtOf(engine, 'a red circle')).toBe(await sampled('a red circle'));
+    } finally {
+      await framed.close();
+    }
+    for (const bad of [3, '', '  ']) {
+      const d = packWithThink(true, { think_prefix: bad });
+      dirs.push(d);
+      const err = await engineError(() => createEngine(d, { calibrate: false }));
+      expect(err.code).toBe('MODEL_LOAD_FAILED');
+      expect(err.message).toContain('prompts.think_prefix');
     }
   });
 

@@ -15,6 +15,28 @@ CAPTION_PROMPT = "describe the image"
 TEXT, VIT, CLEAN, NOISY = 0, 1, 2, 3
 
 
+def think_prefix(folders):
+    """The words every prompt that think samples expand begins with (a record's prompts after its caption, as
+    think_seq draws them), over the dataset folders: the manifest's prompts.think_prefix, "a photo of" for the
+    Shapes world. None when they share no first word."""
+    common = None
+    for folder in folders:
+        with open(os.path.join(folder, "records.jsonl")) as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                for p in (json.loads(line).get("prompts") or [])[1:]:
+                    words = p.split()
+                    if common is None:
+                        common = words
+                    else:
+                        n = 0
+                        while n < min(len(common), len(words)) and common[n] == words[n]:
+                            n += 1
+                        common = common[:n]
+    return " ".join(common) if common else None
+
+
 def record_texts(folder):
     """Every text a dataset folder's records hold (captions, prompts, questions, answers, edit instructions and
     captions): with CAPTION_PROMPT, the text the recipes train on."""

@@ -58,7 +58,7 @@ export async function thinkFirst(
   const t0 = performance.now();
   let text = '';
   let cancelled = false;
-  for await (const ev of runUnderstand(ctx, { prompt: req.prompt, temperature, seed: v.seed, maxTokens }, signal, null, admitted)) {
+  for await (const ev of runUnderstand(ctx, { prompt: thinkPrompt(ctx, req.prompt), temperature, seed: v.seed, maxTokens }, signal, null, admitted)) {
     if (ev.kind !== 'done') continue;
     text = ev.text.trim();
     cancelled = ev.finishReason === 'cancelled';
@@ -69,6 +69,18 @@ export async function thinkFirst(
   if (!usable(ctx, text)) text = req.prompt;
   const { think: _t, thinkTemperature: _tt, ...rest } = req;
   return { request: { ...rest, prompt: text, seed: v.seed }, thought: { text, ms: performance.now() - t0 } };
+}
+
+/**
+ * The prompt as the model learned to expand it: framed with the pack's `prompts.think_prefix` when it does
+ * not already begin with those words (compared as the tokenizer reads them, so "A photo of" counts).
+ */
+export function thinkPrompt(ctx: EngineCtx, prompt: string): string {
+  const prefix = ctx.manifest.prompts?.think_prefix;
+  if (!prefix) return prompt;
+  const want = ctx.tokenizer.encodeWords(prefix);
+  const have = ctx.tokenizer.encodeWords(prompt);
+  return want.every((id, i) => have[i] === id) ? prompt : `${prefix.trim()} ${prompt.trim()}`;
 }
 
 function usable(ctx: EngineCtx, text: string): boolean {
