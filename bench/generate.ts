@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { flag, intFlag, parseArgs, UsageError } from '../src/cli/args.ts';
-import { DEFAULT_PACK, FIXTURE_PACK, resolvePack } from '../src/engine/cli-support.ts';
+import { DEFAULT_PACK, FIXTURE_PACK, resolvePack } from '../src/engine/pack-location.ts';
 import { createEngine, type LocalEngine } from '../src/engine/index.ts';
 import type { FrameTimings, GenerateRequest, ImageFrame } from '../src/engine/types.ts';
 import { parseCaption, renderScene } from '../src/world/index.ts';

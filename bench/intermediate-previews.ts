@@ -2,7 +2,7 @@
 // RGB levels (0-255) per step, over the first N (default 20) text-to-image test prompts at seed 0, as the
 // engine streams them. Usage: npx tsx bench/intermediate-previews.ts [PACK] [N] (docs/results.md, session 27)
 import { createEngine } from '../src/engine/index.ts';
-import { DEFAULT_PACK } from '../src/engine/cli-support.ts';
+import { DEFAULT_PACK } from '../src/engine/pack-location.ts';
 import { loadT2iSuite } from '../src/eval/suites.ts';
 import type { ImageFrame } from '../src/engine/types.ts';
 

@@ -4,7 +4,7 @@
 // npx tsx bench/think-unframed.ts [PACK] (docs/results.md, session 27; a pack whose manifest has no
 // prompts.think_prefix shows the engine before it framed such prompts)
 import { createEngine } from '../src/engine/index.ts';
-import { DEFAULT_PACK } from '../src/engine/cli-support.ts';
+import { DEFAULT_PACK } from '../src/engine/pack-location.ts';
 import { loadT2iSuite } from '../src/eval/suites.ts';
 import { parseCaption } from '../src/world/caption.ts';
 import { satisfies } from '../src/world/prompts.ts';

@@ -2,7 +2,7 @@
 // run on one pack (default models/shapes-mot; falls back to the fixture pack if it is not built).
 // Greedy, so the outputs of every mode must be identical (`lossless`).
 import { flag, intFlag, parseArgs, UsageError } from '../src/cli/args.ts';
-import { DEFAULT_PACK, FIXTURE_PACK, resolvePack } from '../src/engine/cli-support.ts';
+import { DEFAULT_PACK, FIXTURE_PACK, resolvePack } from '../src/engine/pack-location.ts';
 import { createEngine } from '../src/engine/index.ts';
 import { chooseShape, CostCurve } from '../src/engine/speculative/sizing.ts';
 import { EngineError, type SpeculationMode, type UnderstandRequest, type UnderstandSummary } from '../src/engine/types.ts';

@@ -7,9 +7,9 @@ import type { EvalModel } from './model.ts';
 
 /**
  * The embedded default pack, found from the repository (not the current directory), as every
- * command finds it; with --pack and $HYPERBAGEL_PACK, resolvePack in src/engine/cli-support.ts.
+ * command finds it; with --pack and $HYPERBAGEL_PACK, resolvePack in src/engine/pack-location.ts.
  */
-export { DEFAULT_PACK } from '../engine/cli-support.ts';
+export { DEFAULT_PACK } from '../engine/pack-location.ts';
 /** Used when the pack's manifest names no caption prompt; the recipes train with this one. */
 export const DEFAULT_CAPTION_PROMPT = 'describe the image';
 export const EVAL_MAX_TOKENS = 64;

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readImageFile } from '../../src/engine/cli-support.ts';
+import { readImageFile } from '../../src/engine/image/file.ts';
 import { createEngine, type LocalEngine } from '../../src/engine/index.ts';
 import type { UnderstandSummary } from '../../src/engine/types.ts';
 import { cli, oneLineError, ROOT, TINY } from './helpers.ts';

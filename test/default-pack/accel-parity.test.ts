@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_PACK } from '../../src/engine/cli-support.ts';
+import { DEFAULT_PACK } from '../../src/engine/pack-location.ts';
 import { expectParity, readJson, runParityCase, type Manifest, type ParityCase } from '../recipes/helpers.ts';
 
 const PARITY = path.join(DEFAULT_PACK, 'parity');

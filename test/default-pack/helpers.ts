@@ -1,7 +1,7 @@
 // Shared by the default-pack tests: which pack they run on, and small stream helpers.
 import fs from 'node:fs';
 import path from 'node:path';
-import { DEFAULT_PACK } from '../../src/engine/cli-support.ts';
+import { DEFAULT_PACK } from '../../src/engine/pack-location.ts';
 import type { UnderstandEvent } from '../../src/engine/types.ts';
 
 // HYPERBAGEL_TEST_PACK lets a candidate release run these tests before it replaces the default.

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { DEFAULT_PACK } from '../../src/engine/cli-support.ts';
+import { DEFAULT_PACK } from '../../src/engine/pack-location.ts';
 import { createEngine, type LocalEngine } from '../../src/engine/index.ts';
 import { buildRetrievalData } from '../../src/engine/speculative/retrieval.ts';
 import type { SpeculationMode, UnderstandRequest, UnderstandSummary } from '../../src/engine/types.ts';

@@ -1,5 +1,5 @@
 // `hyperbagel edit`: source image + instruction → edited image.
-import { precheckGenerateCommand, runGenerateCommand } from '../../engine/cli-generate.ts';
+import { precheckGenerateCommand, runGenerateCommand } from '../generate-command.ts';
 
 export const HELP = `Usage: hyperbagel edit --image FILE "instruction" --out FILE.png [options]
 

@@ -3,7 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs, flag, intFlag, UsageError } from '../args.ts';
 import { checkOutputFile } from '../output-path.ts';
-import { resolvePack } from '../../engine/cli-support.ts';
+import { resolvePack } from '../../engine/pack-location.ts';
 import type { Engine, GenerationMode } from '../../engine/types.ts';
 import { DETECTOR_CONDITIONS, evaluateDetector } from '../../eval/detector-eval.ts';
 import { buildAllSuites, EVAL_SUITES, SUITE_DIR, suiteFileText, writeSuites, type EvalSuite } from '../../eval/suites.ts';

@@ -1,6 +1,6 @@
 // `hyperbagel generate`: prompt → image.
 import { MAX_PROMPT_CHARS } from '../input-limits.ts';
-import { precheckGenerateCommand, runGenerateCommand } from '../../engine/cli-generate.ts';
+import { precheckGenerateCommand, runGenerateCommand } from '../generate-command.ts';
 
 export const HELP = `Usage: hyperbagel generate "prompt" --out FILE.png [options]   (the prompt: at most ${MAX_PROMPT_CHARS} characters; the default model reads at most 128 words)
 

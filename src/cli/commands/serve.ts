@@ -2,7 +2,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { flag, intFlag, parseArgs, threadsFlag, UsageError, type ParsedArgs } from '../args.ts';
-import { DEFAULT_PACK, FIXTURE_PACK, packChoice, packOrigin } from '../../engine/cli-support.ts';
+import { DEFAULT_PACK, FIXTURE_PACK, packChoice, packOrigin } from '../../engine/pack-location.ts';
 import { parseTrustedProxies } from '../../gateway/client-address.ts';
 import { parseAllowedHosts, parseAllowedOrigins } from '../../gateway/origin.ts';
 import { checkReplicaId, parsePeers, type ReplicaConfig } from '../../gateway/replicas.ts';

@@ -1,7 +1,9 @@
 // `hyperbagel understand`: image + prompt → answer streamed to stdout (stats to stderr).
 import { flag, parseArgs, threadsFlag, UsageError } from '../args.ts';
 import { createEngine } from '../../engine/index.ts';
-import { numberFlag, readImageFile, resolvePack, withFlagNames } from '../../engine/cli-support.ts';
+import { readImageFile } from '../../engine/image/file.ts';
+import { resolvePack } from '../../engine/pack-location.ts';
+import { numberFlag, withFlagNames } from '../flag-values.ts';
 import type { SpeculationMode, UnderstandRequest } from '../../engine/types.ts';
 import { checkPromptLength, checkStops, MAX_PROMPT_CHARS, MAX_STOP_CHARS, MAX_STOP_SEQUENCES } from '../input-limits.ts';
 import { SPECULATION_FIELDS_READ } from '../../engine/understand/pipeline.ts';

@@ -1,6 +1,6 @@
 // Encoding: JPEG/WebP for previews (sharp), PNG for finals (png.ts, node:zlib); decoding of user uploads with format,
 // corruption and pixel-limit checks → EngineError('BAD_IMAGE'). decodeInputImage is the one bounded decode of an
-// input image that the gateway (src/gateway/images.ts) and the command line (cli-support.ts readImageFile) share.
+// input image that the gateway (src/gateway/images.ts) and the command line (image/file.ts readImageFile) share.
 import { createHash } from 'node:crypto';
 import sharp, { type Metadata, type ResizeOptions } from 'sharp';
 import { EngineError, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, type EncodedImage, type InputImageInfo, type RgbImage } from '../types.ts';

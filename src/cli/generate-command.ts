@@ -1,13 +1,15 @@
 // Shared body of `hyperbagel generate` and `hyperbagel edit`.
 import fs from 'node:fs';
 import path from 'node:path';
-import { flag, parseArgs, threadsFlag, UsageError } from '../cli/args.ts';
-import { checkPromptLength } from '../cli/input-limits.ts';
-import { checkOutputDir, checkOutputFile } from '../cli/output-path.ts';
-import { encodeImage } from './image/codec.ts';
-import { createEngine } from './index.ts';
-import { numberFlag, readImageFile, resolvePack, withFlagNames } from './cli-support.ts';
-import type { GenerateRequest, GenerationMode } from './types.ts';
+import { encodeImage } from '../engine/image/codec.ts';
+import { readImageFile } from '../engine/image/file.ts';
+import { createEngine } from '../engine/index.ts';
+import { resolvePack } from '../engine/pack-location.ts';
+import type { GenerateRequest, GenerationMode } from '../engine/types.ts';
+import { flag, parseArgs, threadsFlag, UsageError } from './args.ts';
+import { numberFlag, withFlagNames } from './flag-values.ts';
+import { checkPromptLength } from './input-limits.ts';
+import { checkOutputDir, checkOutputFile } from './output-path.ts';
 
 /** The request fields the engine names in its range errors, and the flags that set them. */
 const FLAGS = { seed: 'seed', steps: 'steps', cfgTextScale: 'cfg-text', cfgImageScale: 'cfg-image', timestepShift: 'shift', thinkTemperature: 'think-temperature' };
