@@ -18,7 +18,7 @@ subscription Understand($input: UnderstandInput!) {
   }
 }`;
 
-const FRAME_FIELDS = 'stage nfe step elapsedMs seed thought image { mimeType width height byteLength base64 sha256 }';
+const FRAME_FIELDS = 'stage nfe step elapsedMs seed sampler thought image { mimeType width height byteLength base64 sha256 }';
 
 // The mutations start a *detached* job (they select neither `previews` nor `result`), so the job keeps
 // running if the socket drops; its frames come from `imageJob(id, after)`, which can be resumed after a
@@ -41,18 +41,32 @@ subscription ImageJob($id: ID!, $after: Int) {
 /** Reconnect attempts for a running image job after the socket drops, and the first delay (doubled each time). */
 const RESUME_ATTEMPTS = 5;
 const RESUME_BASE_DELAY_MS = 250;
+/** How many times in a row an `imageJob` refused RATE_LIMITED is subscribed again (after the server's retryAfterMs). */
+const RATE_LIMIT_RETRIES = 8;
+/** `models` while the server loads its model (UNAVAILABLE) or cannot be reached: the first retry delay (doubled each time), and the longest. */
+const MODEL_RETRY_BASE_MS = 1000;
+const MODEL_RETRY_MAX_MS = 30_000;
+/** The socket closed while the page was idle: the first delay before reconnecting (doubled each time), and the longest. */
+const RECONNECT_BASE_MS = 1000;
+const RECONNECT_MAX_MS = 15_000;
 
 const CANCEL_JOB = 'mutation CancelJob($id: ID!) { cancelJob(id: $id) }';
 const JOB_STATUS = 'query JobStatus($id: ID!) { job(id: $id) { id status } }';
 const CREATE_SESSION = 'mutation CreateSession { createSession }';
 const CLOSE_SESSION = 'mutation CloseSession($id: ID!) { closeSession(id: $id) }';
-const MODELS = 'query Models { models { name description capabilities { understand generate edit draft sixStep oneStep think } imageSize { width height } guidance { sixStep { text { default min max } } oneStep { text { default min max } } } } }';
+const MODELS = 'query Models { models { name description capabilities { understand generate edit draft sixStep oneStep think } imageSize { width height } words guidance { sixStep { text { default min max } } oneStep { text { default min max } } } } }';
 
 /** What each server error code means for someone at the page. */
 const ERROR_HINTS = /** @type {Record<string, string>} */ ({
   BUSY: 'Every job slot is taken and the queue is full; try again in a moment.',
-  UNKNOWN_WORDS: 'The model only knows the Shapes-world vocabulary.',
+  UNKNOWN_WORDS: 'The model knows only the Shapes-world words: see “Words the model knows”.',
   INVALID_INPUT: 'The request was not valid.',
+  OUT_OF_RANGE: 'A number is outside what the server accepts (max tokens, seed, guidance, …).',
+  JOB_NOT_FOUND: 'The server no longer knows this job (it restarted, or the job expired); generate again.',
+  TOO_MANY_SUBSCRIPTIONS: 'This page has too many operations open on its connection; wait for one to end.',
+  UNAVAILABLE: 'The model is still loading (or the server is restarting); try again in a moment.',
+  MODEL_LOAD_FAILED: 'The server could not load its model; ask whoever runs it to check its log.',
+  NETWORK: 'The server could not be reached; check that it is running, then try again.',
   PARSE_ERROR: 'That is not a caption the Shapes world understands.',
   BAD_IMAGE: 'Try a PNG, JPEG or WebP file.',
   IMAGE_TOO_LARGE: 'Try a smaller image.',
@@ -111,6 +125,8 @@ const ui = {
   genGenerate: $('gen-generate', HTMLButtonElement),
   genEdit: $('gen-edit', HTMLButtonElement),
   genStop: $('gen-stop', HTMLButtonElement),
+  genHint: $('gen-hint', HTMLElement),
+  genVocab: $('gen-vocab', HTMLDetailsElement),
   genMode: $('gen-mode', HTMLSelectElement),
   genIntermediate: $('gen-intermediate', HTMLInputElement),
   genThink: $('gen-think', HTMLInputElement),
@@ -125,6 +141,8 @@ const ui = {
   chatInput: $('chat-input', HTMLInputElement),
   chatSend: $('chat-send', HTMLButtonElement),
   chatStop: $('chat-stop', HTMLButtonElement),
+  chatHint: $('chat-hint', HTMLElement),
+  chatVocab: $('chat-vocab', HTMLDetailsElement),
   chatMax: $('chat-max', HTMLInputElement),
   chatTemp: $('chat-temp', HTMLInputElement),
   chatAttach: $('chat-attach', HTMLInputElement),
@@ -170,8 +188,32 @@ const client = new GraphQLWsClient(`${location.protocol === 'https:' ? 'wss' : '
   onStatus: (status, detail) => {
     ui.conn.dataset.state = status;
     ui.conn.textContent = status === 'closed' ? `disconnected${detail ? `: ${detail}` : ''}` : status;
+    if (status === 'connected') {
+      wasConnected = true;
+      reconnectTries = 0;
+      clearTimeout(reconnectTimer);
+    } else if (status === 'closed' && wasConnected && !leaving) {
+      scheduleReconnect();
+    }
   },
 });
+
+// The connection pill. The client connects lazily (on the next operation), so a page left idle after the
+// server went away would say "disconnected" after the server is back: once a connection has been
+// acknowledged, a closed socket is reopened in the background (1 s, doubling to 15 s), which also tells
+// the page the server is back. (Not before a first acknowledgement: a refused API key stays refused.)
+let wasConnected = false;
+let leaving = false;
+let reconnectTries = 0;
+/** @type {ReturnType<typeof setTimeout> | undefined} */
+let reconnectTimer;
+function scheduleReconnect() {
+  clearTimeout(reconnectTimer);
+  const delay = Math.min(RECONNECT_MAX_MS, RECONNECT_BASE_MS * 2 ** reconnectTries++);
+  reconnectTimer = setTimeout(() => {
+    if (!leaving) client.connect().catch(() => undefined); // a failure closes the socket again: the next try is scheduled then
+  }, delay);
+}
 
 /**
  * The image the page is working on.
@@ -192,6 +234,14 @@ let sessionPromise = null;
 let stopChat = null;
 /** @type {(() => void) | null} */
 let stopGeneration = null;
+/** The session the running answer / image job of this page uses (a session runs one request at a time). */
+let chatSid = /** @type {string | null} */ (null);
+let jobSid = /** @type {string | null} */ (null);
+/**
+ * The current session holds an image on the server (one sent with a question, or a job's final, shown or
+ * not): the model sees it in the next question even when nothing is on screen.
+ */
+let sessionHasImage = false;
 
 // ---------------------------------------------------------------- errors
 
@@ -211,14 +261,18 @@ function showError(code, message, withHint = true) {
 
 /**
  * Shows a server error; a session the server no longer knows is dropped so the next call makes one.
+ * UNKNOWN_WORDS opens the list of the words the model knows next to the box the words came from.
  * @param {{ code: string, message: string }} e
+ * @param {HTMLDetailsElement} [vocabulary]  the list to open on UNKNOWN_WORDS
  */
-function serverError(e) {
+function serverError(e, vocabulary) {
   showError(e.code, e.message);
+  if (e.code === 'UNKNOWN_WORDS' && vocabulary && !vocabulary.hidden) vocabulary.open = true;
   if (e.code === 'SESSION_NOT_FOUND') {
     sessionId = null;
     ui.sessionId.textContent = 'expired';
     forgetSessionImage();
+    refreshButtons();
   }
 }
 
@@ -238,24 +292,38 @@ function describeError(err) {
 }
 
 /**
+ * The error to show for a failed operation: the first error's code, every message, and the words an
+ * UNKNOWN_WORDS names (`extensions.words`) when its message does not.
  * @param {{ message: string, extensions?: Record<string, unknown> }[]} errors
- * @returns {{ code: string, message: string }}
+ * @returns {{ code: string, message: string, extensions: Record<string, unknown> }}
  */
 function firstError(errors) {
   const withCode = errors.find((e) => typeof e.extensions?.code === 'string') ?? errors[0];
-  const code = typeof withCode?.extensions?.code === 'string' ? withCode.extensions.code : 'ERROR';
+  const extensions = withCode?.extensions ?? {};
+  const code = typeof extensions.code === 'string' ? extensions.code : 'ERROR';
   let message = errors.map((e) => e.message).join('; ') || 'request failed';
-  const words = withCode?.extensions?.unknownWords;
-  if (Array.isArray(words) && words.length && !words.every((w) => message.includes(String(w)))) {
-    message += ` (unknown: ${words.join(', ')})`;
+  const words = extensions.words;
+  if (code === 'UNKNOWN_WORDS' && Array.isArray(words) && words.length && !words.every((w) => message.includes(String(w)))) {
+    message += ` (${extensions.untrained ? 'never trained on' : 'unknown'}: ${words.join(', ')})`;
   }
-  return { code, message };
+  return { code, message, extensions };
+}
+
+/**
+ * How long a RATE_LIMITED refusal asks to wait (`extensions.retryAfterMs`, else `retryAfterSeconds`), within 100 ms to 30 s.
+ * @param {Record<string, unknown>} extensions
+ */
+function retryAfterMs(extensions) {
+  const ms = Number(extensions.retryAfterMs ?? Number(extensions.retryAfterSeconds) * 1000);
+  return Math.min(30_000, Math.max(100, Number.isFinite(ms) ? Math.ceil(ms) : 1000));
 }
 
 // ---------------------------------------------------------------- session and model
 
 /** @returns {Promise<string | null>} */
 function ensureSession() {
+  // the model's details did not load (the server was loading its model, or unreachable): try again now
+  if (capabilities === null && !modelLoading) void loadModel();
   if (sessionId) return Promise.resolve(sessionId);
   if (sessionPromise) return sessionPromise;
   ui.sessionId.textContent = '…';
@@ -263,6 +331,7 @@ function ensureSession() {
     (r) => {
       sessionId = String(r.data?.createSession ?? '') || null;
       ui.sessionId.textContent = sessionId ?? 'none';
+      sessionHasImage = false;
       forgetSessionImage();
       return sessionId;
     },
@@ -272,7 +341,10 @@ function ensureSession() {
       ui.sessionId.textContent = 'none';
       return null;
     },
-  ).finally(() => { sessionPromise = null; });
+  ).finally(() => {
+    sessionPromise = null;
+    refreshButtons();
+  });
   return sessionPromise;
 }
 
@@ -290,6 +362,7 @@ function resetSession() {
   forgetSessionImage();
   ui.messages.replaceChildren();
   if (old) retireSession(old);
+  refreshButtons(); // a job of this page in the old session no longer holds Ask back
   return ensureSession();
 }
 
@@ -303,6 +376,7 @@ function dropExpiredSession(sid) {
   sessionId = null;
   ui.sessionId.textContent = 'expired';
   forgetSessionImage();
+  refreshButtons();
 }
 
 // Closing sessions. The server keeps a bounded number of sessions (least recently used idle ones are
@@ -392,6 +466,9 @@ function postOnExit(query, variables) {
  * refused by the server and expires on its own.
  */
 function closeOnExit() {
+  leaving = true; // no reconnecting in the background
+  clearTimeout(reconnectTimer);
+  clearTimeout(modelTimer);
   const ids = new Set(retiring.keys());
   if (sessionId) ids.add(sessionId);
   if (runningJobId) postOnExit(CANCEL_JOB, { id: runningJobId });
@@ -422,21 +499,67 @@ function showGuidanceRange() {
   ui.genGuidance.title = `text guidance scale, ${min} to ${max}; empty: each sampler's default`;
 }
 
-async function loadModel() {
-  try {
-    const r = await client.request({ query: MODELS });
-    const m = r.data?.models?.[0];
-    if (!m) { ui.model.textContent = 'model: none'; return; }
-    capabilities = m.capabilities;
-    imageSize = m.imageSize;
-    ui.model.textContent = `model: ${m.name} · ${m.imageSize.width}×${m.imageSize.height}${m.capabilities.draft ? ' · draft' : ' · no draft model'}`;
-    ui.model.title = m.description;
-    ui.genThinkLabel.hidden = !m.capabilities.think;
-    guidance = m.guidance ?? null;
-    showGuidanceRange();
-  } catch (err) {
-    const e = describeError(err);
-    ui.model.textContent = `model: unavailable (${e.code})`;
+/** The `models` request in flight, if any. */
+let modelLoading = /** @type {Promise<void> | null} */ (null);
+let modelTries = 0;
+/** @type {ReturnType<typeof setTimeout> | undefined} */
+let modelTimer;
+
+/**
+ * Loads the model's details (name, capabilities, image size, guidance ranges, words). While the server is
+ * loading its model (UNAVAILABLE) or cannot be reached, it tries again (1 s, doubling to 30 s; at once
+ * when a request needs a session); once loaded after such a failure, it starts the session that could not
+ * be created meanwhile.
+ * @returns {Promise<void>}
+ */
+function loadModel() {
+  clearTimeout(modelTimer);
+  if (modelLoading) return modelLoading;
+  modelLoading = (async () => {
+    try {
+      const r = await client.request({ query: MODELS });
+      const m = r.data?.models?.[0];
+      if (!m) { ui.model.textContent = 'model: none'; return; }
+      capabilities = m.capabilities;
+      imageSize = m.imageSize;
+      ui.model.textContent = `model: ${m.name} · ${m.imageSize.width}×${m.imageSize.height}${m.capabilities.draft ? ' · draft' : ' · no draft model'}`;
+      ui.model.title = m.description;
+      ui.genThinkLabel.hidden = !m.capabilities.think;
+      guidance = m.guidance ?? null;
+      showGuidanceRange();
+      showVocabulary(Array.isArray(m.words) ? m.words.map(String) : []);
+      if (modelTries > 0) {
+        // the model was still loading when the page opened: its session could not be created then
+        if (ui.error.dataset.code === 'UNAVAILABLE' || ui.error.dataset.code === 'CONNECTION_FAILED') clearError();
+        if (!sessionId) void ensureSession();
+      }
+      modelTries = 0;
+    } catch (err) {
+      const e = describeError(err);
+      if (e.code === 'UNAVAILABLE' || e.code === 'CONNECTION_FAILED' || e.code === 'CONNECTION_CLOSED' || e.code === 'RATE_LIMITED') {
+        const delay = Math.min(MODEL_RETRY_MAX_MS, MODEL_RETRY_BASE_MS * 2 ** modelTries++);
+        ui.model.textContent = `model: ${e.code === 'UNAVAILABLE' ? 'loading' : 'unavailable'} (${e.code}) · retrying in ${Math.round(delay / 1000)} s`;
+        modelTimer = setTimeout(() => { if (!leaving) void loadModel(); }, delay);
+      } else {
+        ui.model.textContent = `model: unavailable (${e.code})`;
+      }
+    }
+  })().finally(() => { modelLoading = null; });
+  return modelLoading;
+}
+
+/**
+ * Fills the two "Words the model knows" lists (under the prompt and under the question): prompts,
+ * questions and instructions may use only these (others are refused with UNKNOWN_WORDS).
+ * @param {string[]} words
+ */
+function showVocabulary(words) {
+  for (const details of [ui.genVocab, ui.chatVocab]) {
+    details.hidden = words.length === 0;
+    const summary = details.querySelector('summary');
+    const list = details.querySelector('.words');
+    if (summary) summary.textContent = `Words the model knows (${words.length})`;
+    if (list) list.textContent = words.join(' ');
   }
 }
 
@@ -456,6 +579,7 @@ function setImage(dataUrl, label, sessionLatest) {
   ui.image.alt = label;
   ui.dropHint.hidden = true;
   ui.imageLabel.textContent = label;
+  refreshButtons();
 }
 
 /**
@@ -477,6 +601,7 @@ function clearImage() {
   ui.dropHint.hidden = false;
   ui.dropHint.textContent = DROP_HINT;
   ui.imageLabel.textContent = 'no image';
+  refreshButtons(); // nothing to edit
 }
 
 /** @param {Blob} blob @returns {Promise<string>} */
@@ -552,13 +677,17 @@ async function renderScene(query) {
   try {
     res = await fetch(`/demo/api/render?${query}`);
   } catch (err) {
-    showError('NETWORK', describeError(err).message);
+    showError('NETWORK', `could not render the scene: ${describeError(err).message}`);
     return;
   }
   if (!res.ok) {
+    // the renderer's own refusals are { error: { code, message } }; the gateway's (429 RATE_LIMITED, 403)
+    // are GraphQL-shaped, { errors: [{ message, extensions: { code } }] }
     /** @type {any} */
     const body = await res.json().catch(() => null);
-    showError(body?.error?.code ?? `HTTP_${res.status}`, body?.error?.message ?? res.statusText);
+    const first = Array.isArray(body?.errors) ? body.errors[0] : body?.error;
+    const code = first?.extensions?.code ?? first?.code;
+    showError(typeof code === 'string' ? code : `HTTP_${res.status}`, typeof first?.message === 'string' ? first.message : res.statusText || `HTTP ${res.status}`);
     return;
   }
   const caption = res.headers.get('X-Caption') ?? '';
@@ -598,8 +727,9 @@ function recordComparison(mode, cells) {
 /** @param {HTMLElement} node @param {string} text */
 function setStat(node, text) { node.textContent = text; }
 
-function resetStats() {
-  for (const n of [ui.stSteps, ui.stTokens, ui.stMal, ui.stRate, ui.stTps, ui.stTtft]) n.textContent = '…';
+/** @param {string} [text]  '…' while an answer starts, '–' when it ended without any */
+function resetStats(text = '…') {
+  for (const n of [ui.stSteps, ui.stTokens, ui.stMal, ui.stRate, ui.stTps, ui.stTtft]) n.textContent = text;
   ui.chart.replaceChildren();
 }
 
@@ -621,25 +751,53 @@ let chatStarting = false;
 let jobStarting = false;
 
 /**
- * Disables buttons. A disabled button loses focus (it drops to <body>), so focus on one of them moves to
- * `to` first.
- * @param {HTMLButtonElement[]} buttons
+ * Enables or disables a button. A disabled button loses focus (it drops to <body>), so focus on it moves
+ * to `to` first.
+ * @param {HTMLButtonElement} button
+ * @param {boolean} disabled
  * @param {HTMLElement} to
  */
-function disableButtons(buttons, to) {
-  if (buttons.some((b) => b === document.activeElement)) to.focus();
-  for (const b of buttons) b.disabled = true;
+function setDisabled(button, disabled, to) {
+  if (disabled && button === document.activeElement) to.focus();
+  button.disabled = disabled;
 }
 
 /**
- * Enables `on` and disables `off`; focus on `off` moves to `on`.
- * @param {HTMLButtonElement[]} on
- * @param {HTMLButtonElement} off
+ * Ask, Generate and Edit, from what runs. A session runs one request at a time (the server answers
+ * SESSION_BUSY otherwise), so while this page's answer uses the current session Generate and Edit wait,
+ * and while its image job does, Ask waits; each says why. (After New session the old session's request
+ * holds nothing back.) Edit needs an image on screen.
  */
-function swapButtons(on, off) {
-  for (const b of on) b.disabled = false;
-  if (on[0] && off === document.activeElement) on[0].focus();
-  off.disabled = true;
+function refreshButtons() {
+  const chatRunning = chatStarting || stopChat !== null;
+  const jobRunning = jobStarting || stopGeneration !== null;
+  const chatHolds = chatRunning && (chatStarting || (chatSid !== null && chatSid === sessionId));
+  const jobHolds = jobRunning && (jobStarting || (jobSid !== null && jobSid === sessionId));
+  setDisabled(ui.chatSend, chatRunning || jobHolds, ui.chatInput);
+  setDisabled(ui.genGenerate, jobRunning || chatHolds, ui.genPrompt);
+  setDisabled(ui.genEdit, jobRunning || chatHolds || !current, ui.genPrompt);
+  const chatHint = jobHolds && !chatRunning ? 'Ask waits for this session’s image job (a session runs one request at a time): Stop it, or start a New session.' : '';
+  const genHint = chatHolds && !jobRunning
+    ? 'Generate and Edit wait for this session’s answer (a session runs one request at a time): Stop it, or start a New session.'
+    : !current ? 'Edit current image: no image on screen (upload, render or generate one).' : '';
+  ui.chatHint.textContent = chatHint;
+  ui.chatHint.hidden = !chatHint;
+  ui.genHint.textContent = genHint;
+  ui.genHint.hidden = !genHint;
+  ui.genEdit.title = current ? '' : 'no image on screen';
+}
+
+/**
+ * A request ended: the buttons come back, and focus on its Stop button moves to `to` (or `fallback` when
+ * `to` stays disabled).
+ * @param {HTMLButtonElement} stop
+ * @param {HTMLButtonElement} to
+ * @param {HTMLElement} fallback
+ */
+function requestEnded(stop, to, fallback) {
+  refreshButtons();
+  if (stop === document.activeElement) (to.disabled ? fallback : to).focus();
+  stop.disabled = true;
 }
 
 /**
@@ -648,11 +806,13 @@ function swapButtons(on, off) {
  */
 async function ask(retry) {
   const prompt = retry?.prompt ?? ui.chatInput.value.trim();
-  if (!prompt || stopChat || chatStarting) return;
+  // (Ask is disabled while this page's image job holds the session: see refreshButtons)
+  if (!prompt || stopChat || chatStarting || (!retry && ui.chatSend.disabled)) return;
   clearError();
-  chatStarting = true;
-  disableButtons([ui.chatSend], ui.chatInput);
-  const sid = await ensureSession().finally(() => { chatStarting = false; });
+  chatStarting = true; // until stopChat is set below
+  refreshButtons();
+  const sid = await ensureSession();
+  chatSid = sid;
   if (retry) showError('SESSION_NOT_FOUND', retry.notice, false);
   const releaseSession = useSession(sid);
   /** @type {Record<string, unknown>} */
@@ -669,6 +829,11 @@ async function ask(retry) {
 
   const user = addMessage('user', prompt);
   if (sendImage) user.meta.textContent = `with image · ${image.label}`;
+  else if (!image && sessionHasImage && sid && sid === sessionId) {
+    // Clear took the image off the screen, but the session still holds it and the model sees it: say so
+    user.meta.textContent = 'no image on screen · the model still sees the image this session holds (New session asks without it)';
+    user.li.dataset.sessionImage = 'true';
+  }
   const bot = addMessage('assistant', '');
   bot.li.dataset.state = 'streaming';
   bot.li.dataset.chunks = '0';
@@ -689,8 +854,11 @@ async function ask(retry) {
     bot.body.classList.remove('cursor');
     bot.meta.textContent = metaText;
     scrollChat();
+    // no chunk arrived (an error, a Stop before the first chunk): the stats say so instead of staying at …
+    if (chunks === 0 && state !== 'done') resetStats('–');
     stopChat = null;
-    swapButtons([ui.chatSend], ui.chatStop);
+    chatSid = null;
+    requestEnded(ui.chatStop, ui.chatSend, ui.chatInput);
     releaseSession();
   };
 
@@ -722,12 +890,11 @@ async function ask(retry) {
       finish('connection-lost', `connection lost after ${chunks} chunk${chunks === 1 ? '' : 's'} · answer incomplete`);
       return;
     }
-    serverError(e);
+    serverError(e, ui.chatVocab);
     if (sendImage) refuseImage(image, e.code);
     finish('error', `error: ${e.code}`);
   };
 
-  disableButtons([ui.chatSend], ui.chatInput);
   ui.chatStop.disabled = false;
   const unsubscribe = client.subscribe({ query: UNDERSTAND, variables: { input } }, {
     next: (payload) => {
@@ -739,7 +906,10 @@ async function ask(retry) {
       const ev = payload.data?.understand;
       if (!ev) return;
       // (not after New session: the image belongs to the old session then)
-      if (sendImage && image && sid && sid === sessionId) image.chatHasIt = image.sessionLatest = true;
+      if (sendImage && image && sid && sid === sessionId) {
+        image.chatHasIt = image.sessionLatest = true;
+        sessionHasImage = true;
+      }
       const n = Array.isArray(ev.tokenIds) ? ev.tokenIds.length : 0;
       const s = Math.max(1, ev.steps ?? 1);
       if (ev.text || n > 0) {
@@ -801,6 +971,8 @@ async function ask(retry) {
     unsubscribe();
     finish('cancelled', `stopped after ${chunks} chunk${chunks === 1 ? '' : 's'}`);
   };
+  chatStarting = false;
+  refreshButtons();
 }
 
 // ---------------------------------------------------------------- generate and edit
@@ -810,9 +982,26 @@ function frameDataUrl(frame) {
   return `data:${frame.image.mimeType};base64,${frame.image.base64}`;
 }
 
+/**
+ * An intermediate preview of a multi-step sampler (intermediatePreviews): its sampler and step, e.g.
+ * "6-NFE step 1/6" (`distilled-6nfe`) or "euler-6 step 1/6"; null for any other frame. A 1-NFE preview and
+ * the 6-NFE sampler's first step share nfe and step: only `sampler` tells them apart.
+ * @param {any} frame
+ * @returns {string | null}
+ */
+function samplerStep(frame) {
+  if (frame.stage !== 'PREVIEW' || typeof frame.sampler !== 'string') return null;
+  const distilled = /^distilled-(\d+)nfe\b/.exec(frame.sampler);
+  const euler = /^euler-(\d+)\b/.exec(frame.sampler);
+  const steps = Number((distilled ?? euler)?.[1]);
+  if (!steps || !(Number(frame.step) < steps)) return null;
+  return `${distilled ? `${steps}-NFE` : `euler-${steps}`} step ${frame.step}/${steps}`;
+}
+
 /** @param {any} frame */
 function frameLabel(frame) {
-  return `${String(frame.stage).toLowerCase()} · ${frame.nfe} NFE · ${Number(frame.elapsedMs).toFixed(0)} ms`;
+  const step = samplerStep(frame);
+  return `${String(frame.stage).toLowerCase()}${step ? ` · ${step}` : ''} · ${frame.nfe} NFE · ${Number(frame.elapsedMs).toFixed(0)} ms`;
 }
 
 /** @param {any} frame */
@@ -820,6 +1009,8 @@ function addFrame(frame) {
   const li = h('li', `frame ${String(frame.stage).toLowerCase()}`);
   li.dataset.stage = String(frame.stage);
   li.dataset.nfe = String(frame.nfe);
+  if (typeof frame.sampler === 'string') li.dataset.sampler = frame.sampler;
+  li.title = frame.sampler ? `sampler ${frame.sampler}, step ${frame.step}` : '';
   const img = /** @type {HTMLImageElement} */ (h('img'));
   img.src = frameDataUrl(frame);
   img.alt = frameLabel(frame);
@@ -834,11 +1025,13 @@ function addFrame(frame) {
  */
 async function runJob(action, retry) {
   const text = retry?.text ?? ui.genPrompt.value.trim();
-  if (!text || stopGeneration || jobStarting) return;
+  // (disabled while this page's answer holds the session, and Edit while no image is on screen: refreshButtons)
+  if (!text || stopGeneration || jobStarting || (!retry && (action === 'edit' ? ui.genEdit : ui.genGenerate).disabled)) return;
   clearError();
-  jobStarting = true;
-  disableButtons([ui.genGenerate, ui.genEdit], ui.genPrompt);
-  const sid = await ensureSession().finally(() => { jobStarting = false; });
+  jobStarting = true; // until stopGeneration is set below
+  refreshButtons();
+  const sid = await ensureSession();
+  jobSid = sid;
   if (retry) showError('SESSION_NOT_FOUND', retry.notice, false);
   const releaseSession = useSession(sid);
   /** @type {Record<string, unknown>} */
@@ -863,7 +1056,8 @@ async function runJob(action, retry) {
   ui.genThought.textContent = '';
   ui.genStatus.dataset.state = 'running';
   ui.genStatus.textContent = `${action === 'generate' ? 'generating' : 'editing'}…`;
-  disableButtons([ui.genGenerate, ui.genEdit], ui.genPrompt);
+  delete ui.genStatus.dataset.serverStatus;
+  delete ui.genStatus.dataset.job;
   ui.genStop.disabled = false;
 
   const started = performance.now();
@@ -874,6 +1068,8 @@ async function runJob(action, retry) {
   /** seq of the last event received: where a resumed `imageJob` picks up */
   let lastSeq = 0;
   let attempt = 0;
+  /** `imageJob` refusals (RATE_LIMITED) in a row */
+  let rateLimited = 0;
   let stopped = false;
   /** @type {(() => void) | null} */
   let unsubscribe = null;
@@ -884,12 +1080,46 @@ async function runJob(action, retry) {
   const finish = (state, text) => {
     ui.genStatus.dataset.state = state;
     ui.genStatus.textContent = text;
-    swapButtons([ui.genGenerate, ui.genEdit], ui.genStop);
     stopGeneration = null;
+    jobSid = null;
+    requestEnded(ui.genStop, ui.genGenerate, ui.genPrompt);
     if (runningJobId === jobId) runningJobId = null;
     releaseSession();
   };
+  /**
+   * The job may have produced a final this page never showed: it is then the session's latest image, so
+   * the next edit sends the image on screen, and a question sees that final.
+   */
+  const unseenFinal = () => {
+    forgetSessionImage();
+    if (sid && sid === sessionId) sessionHasImage = true;
+  };
+  /**
+   * Sends cancelJob for a job this page stops following; `then` gets what the server said (true: cancelled,
+   * false: it had ended already) or the error code. A RATE_LIMITED cancel is sent again after the wait.
+   * @param {string} id
+   * @param {(result: boolean | string) => void} [then]
+   */
+  const cancel = (id, then, tries = 0) => {
+    client.request({ query: CANCEL_JOB, variables: { id } }).then(
+      (r) => then?.(r.data?.cancelJob === true),
+      (err) => {
+        const e = err instanceof GraphQLRequestError ? firstError(err.errors) : { ...describeError(err), extensions: {} };
+        if (e.code === 'RATE_LIMITED' && tries < 3) setTimeout(() => cancel(id, then, tries + 1), retryAfterMs(e.extensions));
+        else then?.(e.code);
+      },
+    );
+  };
+  /**
+   * Appends what cancelJob answered to the job's status line, if that line still tells of this job.
+   * @param {string} id @param {string} text @param {boolean | string} result
+   */
+  const cancelOutcome = (id, text, result) => {
+    if (ui.genStatus.dataset.job !== id || ui.genStatus.textContent !== text) return;
+    ui.genStatus.textContent = `${text} · ${result === true ? 'cancelled on the server' : result === false ? 'it had already ended on the server' : `the cancel did not reach the server (${result})`}`;
+  };
   const progress = () => {
+    if (jobId) ui.genStatus.dataset.job = jobId;
     ui.genStatus.dataset.state = 'running';
     ui.genStatus.textContent = `job ${jobId ?? '…'} · ${shownPreviews} preview${shownPreviews === 1 ? '' : 's'}${gotFinal ? ' · final' : ''}`;
   };
@@ -910,6 +1140,7 @@ async function runJob(action, retry) {
     // The server stores only a FINAL frame as the session's latest image, and only in the session the
     // job ran in: a preview, or a final that arrives after New session, is not it (an edit sends it).
     const latest = isFinal && Boolean(sid) && sid === sessionId;
+    if (latest) sessionHasImage = true;
     if (!isFinal) shownPreviews++;
     if (current !== null && current !== mine) {
       // The user put another image on screen (upload, drop, paste, render) while the job ran: keep it.
@@ -923,6 +1154,31 @@ async function runJob(action, retry) {
     if (isFinal) gotFinal = true;
   };
 
+  /**
+   * The server refused `imageJob` (the job itself runs on: the mutation started it). RATE_LIMITED: wait
+   * as long as the server asks, then subscribe again after the last event seen, as after a dropped
+   * connection. Anything else (TOO_MANY_SUBSCRIPTIONS, JOB_NOT_FOUND, …): nobody would see the job's
+   * frames, and its final would become the session's latest image unseen (the next "Edit current image"
+   * would edit it), so the job is cancelled and the next edit sends the image on screen.
+   * @param {string} id
+   * @param {{ code: string, message: string, extensions: Record<string, unknown> }} e
+   */
+  const refused = (id, e) => {
+    if (e.code === 'RATE_LIMITED' && rateLimited < RATE_LIMIT_RETRIES) {
+      rateLimited++;
+      const wait = retryAfterMs(e.extensions);
+      ui.genStatus.dataset.state = 'reconnecting';
+      ui.genStatus.textContent = `rate limited by the server · following job ${id} again in ${wait} ms · ${lastSeq} event${lastSeq === 1 ? '' : 's'} received`;
+      retryTimer = setTimeout(() => { if (!stopped) watch(id); }, wait);
+      return;
+    }
+    serverError(e);
+    unseenFinal();
+    const text = `failed: ${e.code} · stopped following job ${id}, cancel sent`;
+    finish('error', text);
+    cancel(id, (result) => cancelOutcome(id, text, result));
+  };
+
   /** @param {string} id */
   const watch = (id) => {
     unsubscribe = client.subscribe({ query: IMAGE_JOB, variables: { id, after: lastSeq } }, {
@@ -930,14 +1186,13 @@ async function runJob(action, retry) {
         const ev = payload.data?.imageJob;
         if (!ev) {
           if (payload.errors?.length) {
-            const e = firstError(payload.errors);
-            serverError(e);
             unsubscribe?.();
-            finish('error', `failed: ${e.code}`);
+            refused(id, firstError(payload.errors));
           }
           return;
         }
         attempt = 0;
+        rateLimited = 0;
         if (typeof ev.seq === 'number') {
           if (ev.seq <= lastSeq) return; // already shown before a reconnect
           lastSeq = ev.seq;
@@ -949,7 +1204,7 @@ async function runJob(action, retry) {
         if (ev.status === 'SUCCEEDED' && gotFinal) {
           finish('done', `job ${id} done in ${ms} ms · ${previewsText}${displaced ? ' · not put on screen, another image was put there meanwhile (the frames are listed below)' : ''}`);
         } else if (ev.error) {
-          serverError({ code: ev.error.code, message: ev.error.message });
+          serverError({ code: ev.error.code, message: ev.error.message }, ui.genVocab);
           if (input.image) refuseImage(source, ev.error.code);
           finish('error', `failed: ${ev.error.code}`);
         } else if (ev.status === 'CANCELLED') finish('cancelled', `cancelled job ${id} · server status CANCELLED`);
@@ -966,17 +1221,15 @@ async function runJob(action, retry) {
           retryTimer = setTimeout(() => { if (!stopped) watch(id); }, delay);
           return;
         }
-        serverError(e);
         const lost = e.code === 'CONNECTION_CLOSED' || e.code === 'CONNECTION_FAILED';
-        if (lost) {
-          // The job may still run on the server, and its final would become the session's latest image:
-          // cancel it if the server can be reached, and send the image on screen with the next edit.
-          void client.request({ query: CANCEL_JOB, variables: { id } }).catch(() => undefined);
-          forgetSessionImage();
-        }
-        finish('error', lost
-          ? `connection lost: gave up on job ${id} after ${attempt} reconnect attempt${attempt === 1 ? '' : 's'} (cancel sent)`
-          : `failed: ${e.code}`);
+        if (!lost) { refused(id, e); return; }
+        serverError(e);
+        // The job may still run on the server, and its final would become the session's latest image:
+        // cancel it if the server can be reached (it may not be), and send the image on screen with the next edit.
+        unseenFinal();
+        const text = `connection lost: gave up on job ${id} after ${attempt} reconnect attempt${attempt === 1 ? '' : 's'} (cancel attempted)`;
+        finish('error', text);
+        cancel(id, (result) => cancelOutcome(id, text, result));
       },
       complete: () => {
         // (also after a reconnect: a job that ended meanwhile may have nothing left to send)
@@ -1009,7 +1262,7 @@ async function runJob(action, retry) {
         const status = r.data?.job?.status;
         // the job finished before the cancel reached it (cancelJob answers false): its final, never shown
         // here, is now the session's latest image, so the next edit sends the image on screen
-        if (status === 'SUCCEEDED') forgetSessionImage();
+        if (status === 'SUCCEEDED') unseenFinal();
         if (status && ui.genStatus.dataset.state === 'cancelled') {
           ui.genStatus.textContent = `cancelled job ${id} · server status ${status}`;
           ui.genStatus.dataset.serverStatus = status;
@@ -1017,6 +1270,8 @@ async function runJob(action, retry) {
       })
       .catch(() => undefined);
   };
+  jobStarting = false;
+  refreshButtons();
 
   const field = action === 'generate' ? 'generateImage' : 'editImage';
   try {
@@ -1031,14 +1286,19 @@ async function runJob(action, retry) {
       void runJob(action, { text, notice: `Session ${sid} had expired on the server, so a new one was started and the job was started again.` });
       return;
     }
-    serverError(e);
+    serverError(e, ui.genVocab);
     const closeCode = err instanceof GraphQLRequestError ? err.errors[0]?.extensions?.closeCode : undefined;
     if (input.image) refuseImage(source, closeCode === 1009 ? 'IMAGE_TOO_LARGE' : e.code);
-    if (e.code === 'CONNECTION_CLOSED' || e.code === 'CONNECTION_FAILED') {
+    if (e.code === 'CONNECTION_CLOSED') {
       // The server may have started the job before the reply was lost: its final would then become the
       // session's latest image, not the one on screen, so the next edit sends the image on screen.
-      forgetSessionImage();
+      unseenFinal();
       finish('error', `failed: ${e.code} · the job may still run on the server; the next edit sends the image on screen`);
+      return;
+    }
+    if (e.code === 'CONNECTION_FAILED') {
+      // The socket never opened: the mutation did not reach the server.
+      finish('error', `failed: ${e.code} · the server could not be reached; no job was started`);
       return;
     }
     finish('error', `failed: ${e.code}`);
@@ -1050,7 +1310,7 @@ async function runJob(action, retry) {
     const id = jobId;
     const r = await client.request({ query: CANCEL_JOB, variables: { id } }).catch(() => undefined);
     // false: the job had already produced its final (now the session's latest image, never shown here)
-    if (r?.data?.cancelJob === false) forgetSessionImage();
+    if (r?.data?.cancelJob === false) unseenFinal();
     finish('cancelled', `cancelled job ${id}`);
     return;
   }
@@ -1087,6 +1347,15 @@ ui.dropzone.addEventListener('drop', (ev) => {
 ui.dropzone.addEventListener('keydown', (ev) => {
   if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); ui.fileInput.click(); }
 });
+// (role=button: a click chooses a file too)
+ui.dropzone.addEventListener('click', () => ui.fileInput.click());
+// Ctrl+Enter (⌘+Enter) in the prompt: Generate (Enter alone starts a new line)
+ui.genPrompt.addEventListener('keydown', (ev) => {
+  if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey)) {
+    ev.preventDefault();
+    if (!ui.genGenerate.disabled) ui.genForm.requestSubmit(ui.genGenerate);
+  }
+});
 // Pasting an image anywhere on the page attaches it, as in chat apps.
 document.addEventListener('paste', (ev) => {
   const file = [...(ev.clipboardData?.files ?? [])].find((f) => f.type.startsWith('image/'));
@@ -1110,12 +1379,15 @@ addEventListener('pagehide', closeOnExit);
 addEventListener('pageshow', (ev) => {
   // Back from the back/forward cache: the sessions were closed when the page was hidden.
   if (ev.persisted) {
+    leaving = false;
+    sessionHasImage = false;
     forgetSessionImage();
     ui.messages.replaceChildren();
     void ensureSession();
   }
 });
 
+refreshButtons();
 document.body.dataset.ready = 'true';
 void loadModel();
 void ensureSession();

@@ -15,6 +15,7 @@ import { chromium, type BrowserContext, type Page, type WebSocket as PwWebSocket
 import sharp from 'sharp';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Engine, GenerateRequest, ImageFrame, UnderstandEvent, UnderstandRequest } from '../../src/engine/types.ts';
+import { rateLimitedError } from '../../src/gateway/rate-limit.ts';
 import { startServer, type RunningServer } from '../../src/gateway/server.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -196,6 +197,28 @@ suite('web demo in Chromium', () => {
     expect(await page.isVisible('#error')).toBe(false);
   };
   const shot = (name: string) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
+  const dismissErrorOn = async (p: Page) => {
+    if (await p.isVisible('#error')) await p.click('#error-close');
+  };
+  /**
+   * A new page whose graphql-ws socket goes through Playwright: each message the page sends is recorded
+   * in `sent`, then given to `intercept`, which may answer it in the server's place (`reply`) and return
+   * true to keep it from the server.
+   */
+  const routedPage = async (intercept: (m: any, reply: (answer: object) => void) => boolean) => {
+    const p = await context.newPage();
+    const sent: any[] = [];
+    await p.routeWebSocket(/\/graphql$/, (route) => {
+      const upstream = route.connectToServer();
+      route.onMessage((raw) => {
+        let m: any;
+        try { m = JSON.parse(String(raw)); sent.push(m); } catch { /* not JSON */ }
+        if (m && intercept(m, (answer) => route.send(JSON.stringify(answer)))) return;
+        upstream.send(raw);
+      });
+    });
+    return { page: p, sent };
+  };
 
   beforeAll(async () => {
     // Screenshots of this run only.
@@ -541,15 +564,29 @@ suite('web demo in Chromium', () => {
     }
   });
 
-  it('shows invalid input clearly: unknown words from the server and from the caption renderer', async () => {
+  it('shows invalid input clearly: unknown words from the server (with the words the model knows) and from the caption renderer', async () => {
     await dismissError();
+    // The words the model knows (models.words) are listed, closed, under the prompt and under the question.
+    const words = server.runtime.engine.info.words;
+    expect(words.length).toBeGreaterThan(10);
+    expect(operation(ws, 'models').subscribe.payload.query).toMatch(/\bwords\b/);
+    for (const id of ['#gen-vocab', '#chat-vocab']) {
+      expect(await page.textContent(`${id} summary`)).toBe(`Words the model knows (${words.length})`);
+      expect(await page.textContent(`${id} .words`)).toBe(words.join(' '));
+      expect(await page.getAttribute(id, 'open')).toBeNull();
+    }
     await page.fill('#gen-prompt', 'a large red squircle at the center on a white background');
     await page.click('#gen-generate');
     await page.waitForSelector('#error:not([hidden])', { timeout: 30_000 });
     expect(await page.getAttribute('#error', 'data-code')).toBe('UNKNOWN_WORDS');
     expect(await page.textContent('#error-message')).toContain('squircle');
+    expect(await page.textContent('#error-message')).toContain('see “Words the model knows”');
     expect(await page.textContent('#gen-status')).toBe('failed: UNKNOWN_WORDS');
+    // the list next to the prompt opens; the one under the question stays closed
+    expect(await page.getAttribute('#gen-vocab', 'open')).toBe('');
+    expect(await page.getAttribute('#chat-vocab', 'open')).toBeNull();
     await shot('10-unknown-words');
+    await page.$eval('#gen-vocab', (d) => { (d as HTMLDetailsElement).open = false; });
 
     await dismissError();
     await page.fill('#caption-input', 'a large red blob at the top on a white background');
@@ -564,12 +601,13 @@ suite('web demo in Chromium', () => {
     await page.click('#chat-send');
     await page.waitForSelector('#error:not([hidden])', { timeout: 30_000 });
     expect(await page.getAttribute('#error', 'data-code')).toBe('OUT_OF_RANGE');
+    expect(await page.textContent('#error-message')).toContain('outside what the server accepts');
     expect(await page.getAttribute('.msg.assistant:last-child', 'data-state')).toBe('error');
     await shot('11-out-of-range');
     await page.fill('#chat-max', '24');
   });
 
-  it('shows SESSION_BUSY, and BUSY when another client holds every job slot', async () => {
+  it('while this page\'s answer uses the session, Generate and Edit wait and say why (they met SESSION_BUSY); BUSY when another client holds every job slot', async () => {
     await dismissError();
     // Answers stay open (every chunk after the first is held) for the whole test.
     const release = engine.hold('understand', (ev, i) => i >= 1);
@@ -579,13 +617,14 @@ suite('web demo in Chromium', () => {
       await page.fill('#chat-input', 'describe this image');
       await page.click('#chat-send');
       await page.waitForFunction(() => Number(document.querySelector('.msg.assistant:last-child')?.getAttribute('data-chunks')) >= 1);
-      // Same session, while it answers: the session is locked.
+      // Same session, while it answers: a session runs one request at a time, so Generate and Edit wait.
       await page.fill('#gen-prompt', 'a large red circle at the top left on a white background');
-      await page.click('#gen-generate');
-      await page.waitForSelector('#error:not([hidden])', { timeout: 30_000 });
-      expect(await page.getAttribute('#error', 'data-code')).toBe('SESSION_BUSY');
-      expect(await page.textContent('#gen-status')).toBe('failed: SESSION_BUSY');
+      expect(await page.isDisabled('#gen-generate')).toBe(true);
+      expect(await page.isDisabled('#gen-edit')).toBe(true);
+      expect(await page.textContent('#gen-hint')).toBe('Generate and Edit wait for this session’s answer (a session runs one request at a time): Stop it, or start a New session.');
       await page.click('#chat-stop');
+      expect(await page.isDisabled('#gen-generate')).toBe(false);
+      expect(await page.textContent('#gen-hint')).not.toContain('answer');
       await expect.poll(() => server.runtime.activeStreamCount, { timeout: 5_000 }).toBe(0);
 
       // Another visitor's answer takes the only job slot (the server runs 1 job and queues none).
@@ -666,6 +705,26 @@ suite('web demo in Chromium', () => {
     expect(await page.isVisible('#gen-thought')).toBe(false);
     await page.uncheck('#gen-think');
     expect(pageErrors).toEqual([]);
+  });
+
+  it('Clear: Edit waits for an image on screen, and a question then says the model still sees the session\'s image', async () => {
+    await dismissError();
+    // (think first ended with an edit: its final, the session's latest image, is on screen)
+    expect(await page.isDisabled('#gen-edit')).toBe(false);
+    expect(await page.isVisible('#gen-hint')).toBe(false);
+    await page.click('#clear-image');
+    expect(await page.textContent('#image-label')).toBe('no image');
+    expect(await page.isDisabled('#gen-edit')).toBe(true);
+    expect(await page.isDisabled('#gen-generate')).toBe(false);
+    expect(await page.textContent('#gen-hint')).toBe('Edit current image: no image on screen (upload, render or generate one).');
+    // Ask sends no image, but the session still holds its final and the model sees it: the chat says so
+    await page.fill('#chat-max', '4');
+    await page.fill('#chat-input', 'what is in this picture?');
+    await page.click('#chat-send');
+    await page.waitForSelector('.msg.assistant:last-child:not([data-state="streaming"])', { timeout: 30_000 });
+    expect((await settled(ws, 'understand(')).subscribe.payload.variables.input.image).toBeUndefined();
+    expect(await page.locator('.msg.user').last().locator('.meta').textContent()).toBe('no image on screen · the model still sees the image this session holds (New session asks without it)');
+    await shot('14a-cleared');
   });
 
   it('an image left on screen that is not the session\'s latest (a stopped preview, a final after New session, an upload during a job) is sent with the next edit', async () => {
@@ -951,6 +1010,152 @@ suite('web demo in Chromium', () => {
     }
   });
 
+  it('an imageJob refused RATE_LIMITED is followed again after the wait; one refused otherwise is cancelled, and the next edit sends the image on screen', async () => {
+    // The page's socket goes through Playwright; `refuse` answers the next imageJob subscription in the
+    // server's place (over graphql-ws a refusal before execution is an `error` message; a resolver's is a
+    // `next` with errors, then `complete`).
+    let refuse: { code: string; message: string; extensions?: Record<string, unknown>; asNext?: boolean } | null = null;
+    const { page: other, sent } = await routedPage((m, reply) => {
+      if (!refuse || m.type !== 'subscribe' || !String(m.payload?.query).includes('imageJob(')) return false;
+      const r = refuse;
+      refuse = null;
+      const error = { message: r.message, extensions: { code: r.code, ...r.extensions } };
+      if (r.asNext) {
+        reply({ id: m.id, type: 'next', payload: { data: null, errors: [error] } });
+        reply({ id: m.id, type: 'complete' });
+      } else {
+        reply({ id: m.id, type: 'error', payload: [error] });
+      }
+      return true;
+    });
+    const imageJobs = () => sent.filter((m) => m.type === 'subscribe' && String(m.payload?.query).includes('imageJob('));
+    let release = engine.hold('generate', (ev) => 'stage' in ev && ev.stage === 'final');
+    try {
+      await other.goto(page.url());
+      await other.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
+      // 1. RATE_LIMITED: the page waits retryAfterMs, then follows the job again (the job ran on meanwhile)
+      refuse = { code: 'RATE_LIMITED', message: 'Too many operations; retry in 1 s', extensions: { retryAfterMs: 300, retryAfterSeconds: 1 } };
+      await other.fill('#gen-prompt', 'a small red circle at the center on a white background');
+      let before = engine.calls.length;
+      await other.click('#gen-generate');
+      await other.waitForSelector('#gen-status[data-state="reconnecting"]', { timeout: 10_000 });
+      expect(await other.textContent('#gen-status')).toMatch(/^rate limited by the server · following job \S+ again in 300 ms · 0 events received$/);
+      await expect.poll(() => imageJobs().length, { timeout: 10_000 }).toBe(2);
+      expect(imageJobs()[1].payload.variables).toEqual(imageJobs()[0].payload.variables); // same id, after: 0 (nothing seen yet)
+      release();
+      await other.waitForSelector('#gen-status[data-state="done"]', { timeout: 30_000 });
+      expect(engine.calls.length).toBe(before + 1);
+      expect(await other.isVisible('#error')).toBe(false);
+      const finalOnScreen = await other.getAttribute('#current-image', 'src');
+
+      // 2. TOO_MANY_SUBSCRIPTIONS: nobody would see the job, and its final would become the session's
+      //    latest image unseen: the page cancels it, and the next edit sends the image on screen.
+      release = engine.hold('generate', (ev) => 'stage' in ev && ev.stage === 'final');
+      refuse = { code: 'TOO_MANY_SUBSCRIPTIONS', message: 'At most 16 concurrent operations per connection' };
+      await other.fill('#gen-prompt', 'a large blue square at the top left on a black background');
+      before = engine.calls.length;
+      await other.click('#gen-generate');
+      await other.waitForSelector('#gen-status[data-state="error"]', { timeout: 10_000 });
+      expect(await other.getAttribute('#error', 'data-code')).toBe('TOO_MANY_SUBSCRIPTIONS');
+      const cancels = () => sent.filter((m) => m.type === 'subscribe' && String(m.payload?.query).includes('cancelJob(')).map((m) => m.payload.variables.id);
+      await expect.poll(cancels, { timeout: 5_000 }).toEqual([imageJobs().at(-1).payload.variables.id]);
+      await expect.poll(() => engine.calls[before]?.aborted, { timeout: 10_000 }).toBe(true);
+      await expect.poll(() => other.textContent('#gen-status'), { timeout: 10_000 }).toMatch(/^failed: TOO_MANY_SUBSCRIPTIONS · stopped following job \S+, cancel sent · cancelled on the server$/);
+      release();
+      expect(await other.getAttribute('#current-image', 'src')).toBe(finalOnScreen);
+      await dismissErrorOn(other);
+      await other.fill('#gen-prompt', 'make the circle blue');
+      await other.click('#gen-edit');
+      await other.waitForSelector('#gen-status[data-state="done"]', { timeout: 30_000 });
+      const edit = [...sent].reverse().find((m) => m.type === 'subscribe' && String(m.payload?.query).includes('editImage('));
+      expect(edit.payload.variables.input.image?.dataUrl).toBe(finalOnScreen);
+
+      // 3. JOB_NOT_FOUND (a resolver's error: next, then complete): the hint says what to do
+      refuse = { code: 'JOB_NOT_FOUND', message: 'No job "x" (it may have expired)', asNext: true };
+      await other.click('#gen-generate');
+      await other.waitForSelector('#gen-status[data-state="error"]', { timeout: 10_000 });
+      expect(await other.getAttribute('#error', 'data-code')).toBe('JOB_NOT_FOUND');
+      expect(await other.textContent('#error-message')).toContain('generate again');
+    } finally {
+      release();
+      await other.close();
+    }
+  });
+
+  it('opened while the server loads its model (UNAVAILABLE): the page tries again, then shows the model and starts its session', async () => {
+    // The first `models` and `createSession` are answered UNAVAILABLE, as by a server still loading its model.
+    const loading = new Set(['query Models', 'mutation CreateSession']);
+    const { page: other, sent } = await routedPage((m, reply) => {
+      const op = [...loading].find((q) => m.type === 'subscribe' && String(m.payload?.query).startsWith(q));
+      if (!op) return false;
+      loading.delete(op);
+      reply({ id: m.id, type: 'next', payload: { data: null, errors: [{ message: 'The model is still loading; retry shortly', extensions: { code: 'UNAVAILABLE' } }] } });
+      reply({ id: m.id, type: 'complete' });
+      return true;
+    });
+    // what the model pill and the error banner said, in order (both change within a second)
+    await other.addInitScript(() => {
+      const w = window as unknown as { __said: string[] };
+      w.__said = [];
+      new MutationObserver(() => {
+        const model = document.getElementById('model')?.textContent ?? '';
+        const error = document.getElementById('error');
+        const banner = error && !error.hidden ? `error: ${error.textContent?.replace(/\s+/g, ' ').trim()}` : '';
+        for (const what of [`model: ${model}`, banner]) if (what && !w.__said.includes(what)) w.__said.push(what);
+      }).observe(document, { subtree: true, childList: true, characterData: true, attributes: true });
+    });
+    try {
+      await other.goto(page.url());
+      await other.waitForFunction((name) => document.getElementById('model')?.textContent?.includes(name), engine.engine.info.name, { timeout: 10_000 });
+      const said = await other.evaluate(() => (window as unknown as { __said: string[] }).__said);
+      expect(said).toContain('model: model: loading (UNAVAILABLE) · retrying in 1 s');
+      expect(said.find((t) => t.startsWith('error: UNAVAILABLE'))).toMatch(/could not create a session: .* — The model is still loading \(or the server is restarting\)/);
+      await other.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''), undefined, { timeout: 10_000 });
+      expect(await other.isVisible('#error')).toBe(false);
+      expect(await other.isVisible('#gen-think')).toBe(true);
+      expect(await other.getAttribute('#gen-guidance', 'placeholder')).toMatch(/^default /);
+      expect(sent.filter((m) => m.type === 'subscribe' && String(m.payload?.query).startsWith('query Models')).length).toBe(2);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('gives up on a job after 5 failed reconnects and says the cancel was attempted (the server could not be reached), not sent', async () => {
+    const other = await context.newPage();
+    await other.clock.install(); // the reconnect delays (250 ms doubling) are fast-forwarded
+    let refuse = false;
+    const routes: { close: (o?: { code?: number; reason?: string }) => Promise<void> }[] = [];
+    await other.routeWebSocket(/\/graphql$/, (route) => {
+      // the server is unreachable: the socket closes before the connection is acknowledged
+      if (refuse) { void route.close({ code: 1013, reason: 'test: unreachable' }); return; }
+      route.connectToServer();
+      routes.push(route);
+    });
+    const release = engine.hold('generate', (ev) => 'stage' in ev && ev.stage === 'final');
+    try {
+      await other.goto(page.url());
+      await other.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
+      await other.fill('#gen-prompt', 'a small yellow triangle at the top on a black background');
+      const before = engine.calls.length;
+      await other.click('#gen-generate');
+      await other.waitForSelector('.frame[data-stage="PREVIEW"]', { timeout: 30_000 }); // imageJob follows the job (the mutation's reply is in)
+      await expect.poll(() => engine.calls[before]?.held, { timeout: 30_000 }).toBe(true);
+      refuse = true;
+      await routes.at(-1)!.close({ code: 1012, reason: 'test: connection dropped' });
+      await other.waitForSelector('#gen-status[data-state="reconnecting"]', { timeout: 10_000 });
+      for (let i = 0; i < 20 && (await other.getAttribute('#gen-status', 'data-state')) === 'reconnecting'; i++) {
+        await other.clock.fastForward(2_000);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await expect.poll(() => other.textContent('#gen-status'), { timeout: 5_000 })
+        .toMatch(/^connection lost: gave up on job \S+ after 5 reconnect attempts \(cancel attempted\) · the cancel did not reach the server \(CONNECTION_FAILED\)$/);
+      expect(await other.getAttribute('#gen-status', 'data-state')).toBe('error');
+    } finally {
+      release();
+      await other.close();
+    }
+  });
+
   it('guidance: the box takes the selected mode\'s range from models.guidance, sends cfgTextScale, and shows a refusal', async () => {
     const g = server.runtime.engine.info.guidance;
     await page.selectOption('#gen-mode', 'SIX_STEP');
@@ -977,6 +1182,123 @@ suite('web demo in Chromium', () => {
     } finally {
       await page.fill('#gen-guidance', '');
     }
+  });
+
+  it('intermediate previews are labelled with their sampler\'s step: the 1-NFE preview and the 6-step sampler\'s first step differ', async () => {
+    await dismissError();
+    await page.selectOption('#gen-mode', 'PROGRESSIVE');
+    await page.check('#gen-intermediate');
+    try {
+      await page.fill('#gen-prompt', 'a small green square at the top on a white background');
+      await page.click('#gen-generate');
+      await page.waitForSelector('#gen-status[data-state="done"]', { timeout: 30_000 });
+    } finally {
+      await page.uncheck('#gen-intermediate');
+    }
+    const op = await settled(ws, 'imageJob(');
+    const frames = op.messages.filter((m) => m.type === 'next').map((m) => m.payload.data.imageJob.frame).filter(Boolean);
+    // (the server tells them apart only by `sampler`: they share nfe and step)
+    expect(frames[0]).toMatchObject({ stage: 'PREVIEW', step: 1 });
+    expect(frames[1]).toMatchObject({ stage: 'PREVIEW', step: 1 });
+    expect(frames[0].sampler).not.toBe(frames[1].sampler);
+    const captions = await page.$$eval('#frames .cap', (n) => n.map((c) => c.textContent ?? ''));
+    expect(captions.length).toBe(frames.length);
+    expect(captions[0]).toMatch(/^preview · \d+ NFE · \d+ ms$/);
+    expect(captions[1]).toMatch(/^preview · (6-NFE|euler-6) step 1\/6 · \d+ NFE · \d+ ms$/);
+    expect(captions[frames.length - 2]).toMatch(/^preview · (6-NFE|euler-6) step 5\/6 · /);
+    expect(captions.at(-1)).toMatch(/^final · \d+ NFE · \d+ ms$/);
+  });
+
+  it('while this page\'s image job uses the session, Ask waits and says why (it met SESSION_BUSY)', async () => {
+    await page.fill('#gen-prompt', 'a large blue circle at the center on a white background');
+    const before = engine.calls.length;
+    const release = engine.hold('generate', (ev) => 'stage' in ev && ev.stage === 'final');
+    try {
+      await page.click('#gen-generate');
+      await expect.poll(() => engine.calls[before]?.held, { timeout: 30_000 }).toBe(true);
+      expect(await page.isDisabled('#chat-send')).toBe(true);
+      expect(await page.textContent('#chat-hint')).toBe('Ask waits for this session’s image job (a session runs one request at a time): Stop it, or start a New session.');
+      await shot('16a-ask-waits');
+    } finally {
+      release();
+    }
+    await page.waitForSelector('#gen-status[data-state="done"]', { timeout: 30_000 });
+    expect(await page.isDisabled('#chat-send')).toBe(false);
+    expect(await page.isVisible('#chat-hint')).toBe(false);
+  });
+
+  it('stats say – (not …) after an answer that failed, or was stopped, before its first chunk', async () => {
+    await dismissError();
+    const stats = () => page.$$eval('#stats .v', (n) => n.map((v) => v.textContent));
+    await page.fill('#chat-max', '5000');
+    await page.click('#chat-send');
+    await page.waitForSelector('.msg.assistant:last-child[data-state="error"]', { timeout: 30_000 });
+    expect(await stats()).toEqual(Array(6).fill('–'));
+    await dismissError();
+    await page.fill('#chat-max', '8');
+    const before = engine.calls.length;
+    const release = engine.hold('understand', () => true);
+    try {
+      await page.click('#chat-send');
+      await expect.poll(() => engine.calls[before]?.held, { timeout: 30_000 }).toBe(true);
+      expect(await stats()).toEqual(Array(6).fill('…'));
+      await page.click('#chat-stop');
+    } finally {
+      release();
+    }
+    expect(await page.getAttribute('.msg.assistant:last-child', 'data-state')).toBe('cancelled');
+    expect(await stats()).toEqual(Array(6).fill('–'));
+    expect(await page.locator('#steps-chart .bar').count()).toBe(0);
+  });
+
+  it('Random scene: the gateway\'s 429 (GraphQL-shaped) and a network failure are shown with their codes and hints', async () => {
+    await dismissError();
+    const limited = rateLimitedError(1500);
+    const pattern = '**/demo/api/render?*';
+    await page.route(pattern, (route) => route.fulfill({
+      status: 429,
+      headers: { 'retry-after': String(limited.extensions.retryAfterSeconds) },
+      contentType: 'application/json',
+      body: JSON.stringify({ errors: [{ message: limited.message, extensions: { ...limited.extensions, code: limited.code } }] }),
+    }));
+    try {
+      await page.click('#random-scene');
+      await page.waitForSelector('#error:not([hidden])', { timeout: 10_000 });
+      expect(await page.getAttribute('#error', 'data-code')).toBe('RATE_LIMITED');
+      expect(await page.textContent('#error-message')).toBe(`${limited.message} — Too many requests from here; wait a moment, then try again.`);
+      await dismissError();
+      await page.unroute(pattern);
+      await page.route(pattern, (route) => route.abort('connectionrefused'));
+      await page.click('#random-scene');
+      await page.waitForSelector('#error:not([hidden])', { timeout: 10_000 });
+      expect(await page.getAttribute('#error', 'data-code')).toBe('NETWORK');
+      expect(await page.textContent('#error-message')).toMatch(/^could not render the scene: .+ — The server could not be reached; check that it is running, then try again\.$/);
+    } finally {
+      await page.unroute(pattern);
+    }
+    await dismissError();
+  });
+
+  it('a click on the image area chooses a file (it is a button); Ctrl+Enter in the prompt generates', async () => {
+    let chooser: import('playwright-core').FileChooser | undefined;
+    for (let attempt = 0; attempt < 3 && !chooser; attempt++) {
+      [chooser] = await Promise.all([page.waitForEvent('filechooser', { timeout: 10_000 }).catch(() => undefined), page.click('#dropzone')]);
+    }
+    if (!chooser) throw new Error('a click on #dropzone opened no file chooser in three tries');
+    const png = await sharp({ create: { width: 64, height: 64, channels: 3, background: { r: 250, g: 200, b: 0 } } }).png().toBuffer();
+    await chooser.setFiles({ name: 'clicked.png', mimeType: 'image/png', buffer: png });
+    await page.waitForFunction(() => document.getElementById('image-label')?.textContent?.startsWith('uploaded: clicked.png'));
+
+    const jobs = () => ws.sent.filter((m) => m.type === 'subscribe' && String(m.payload?.query).includes('generateImage(')).length;
+    const before = jobs();
+    const prompt = 'a small red circle at the center on a white background';
+    await page.fill('#gen-prompt', prompt);
+    await page.focus('#gen-prompt');
+    await page.keyboard.press('Control+Enter');
+    await expect.poll(jobs, { timeout: 10_000 }).toBe(before + 1);
+    expect(await page.inputValue('#gen-prompt')).toBe(prompt); // no new line
+    await page.waitForSelector('#gen-status[data-state="done"], #gen-status[data-state="error"]', { timeout: 30_000 });
+    expect(operation(ws, 'generateImage(').subscribe.payload.variables.input.prompt).toBe(prompt);
   });
 
   it('refuses an undecodable file over the server\'s image limit before sending it', async () => {
@@ -1052,9 +1374,11 @@ suite('web demo in Chromium', () => {
     expect(pageErrors).toEqual([]);
   });
 
-  it('asking while the server is down says it is unreachable and that nothing was sent', async () => {
+  it('asking or generating while the server is down says it is unreachable and that nothing was sent; the pill says connected once it is back', async () => {
     const down = await startServer({ port: 0, engine: engine.engine, closeEngine: false, log: () => {} });
+    let back: RunningServer | undefined;
     const other = await context.newPage();
+    await other.clock.install(); // the background reconnect's delays are fast-forwarded
     try {
       await other.goto(down.url.replace(/\/graphql$/, '/'));
       await other.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
@@ -1067,9 +1391,21 @@ suite('web demo in Chromium', () => {
       expect(await other.getAttribute('.msg.assistant:last-child', 'data-state')).toBe('error');
       expect(await other.textContent('.msg.assistant:last-child .meta')).toBe('not sent: server unreachable');
       await other.screenshot({ path: join(ARTIFACTS, '16-server-down.png'), fullPage: true });
+      // Generate: the socket never opened, so no job was started (not "the job may still run")
+      await other.click('#gen-generate');
+      await other.waitForSelector('#gen-status[data-state="error"]', { timeout: 10_000 });
+      expect(await other.textContent('#gen-status')).toBe('failed: CONNECTION_FAILED · the server could not be reached; no job was started');
+      // The server comes back while the page is idle: the pill stops saying "disconnected".
+      back = await startServer({ port: Number(new URL(down.url).port), engine: engine.engine, closeEngine: false, log: () => {} });
+      for (let i = 0; i < 10 && (await other.getAttribute('#conn', 'data-state')) !== 'connected'; i++) {
+        await other.clock.fastForward(16_000);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(await other.textContent('#conn')).toBe('connected');
     } finally {
       await other.close();
       await down.close();
+      await back?.close();
     }
   });
 });
