@@ -34,6 +34,10 @@ def think_prefix(folders):
                         while n < min(len(common), len(words)) and common[n] == words[n]:
                             n += 1
                         common = common[:n]
+    # a frame is followed by a noun phrase, which starts with an article or a number: a prefix ending in one
+    # (all of a small dataset's prompts may read "a photo of a ...") has run into the noun phrases
+    while common and common[-1] in ("a", "an", "the", "one", "two", "three", "four"):
+        common = common[:-1]
     return " ".join(common) if common else None
 
 
