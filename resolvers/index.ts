@@ -687,7 +687,7 @@ export function createResolvers(rt: GatewayRuntime): Resolvers<GatewayContext> {
           const job = owner ? await rt.relay!.imageJob(owner, id, start, ctx, ctx.signal) : rt.jobs.get(id, ctx.client);
           // a cursor past the job's last event was never handed out (lastSeq only grows): say so, rather
           // than wait for the job to end and complete with nothing
-          if (!owner && start > job.lastSeq) throw afterPastEnd(start, job.lastSeq);
+          if (!owner && start > job.lastSeq) throw afterPastEnd(start, job.lastSeq, after == null);
           const release = job.watch();
           const closeStream = rt.openStream('image_job');
           return iterateJob(job, start, {

@@ -37,8 +37,10 @@ export interface JobEvent {
 export const TERMINAL: ReadonlySet<JobStatus> = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED']);
 
 /** imageJob's cursor past the job's last event: never handed out (lastSeq only grows), so a client's mistake */
-export const afterPastEnd = (after: number, lastSeq: number) =>
-  new GatewayError('OUT_OF_RANGE', `after must be at most the job's lastSeq, ${lastSeq}; got ${after}`, { argument: 'after', min: 0, max: lastSeq });
+export const afterPastEnd = (after: number, lastSeq: number, fromLastEventId = false) =>
+  fromLastEventId
+    ? new GatewayError('OUT_OF_RANGE', `the Last-Event-ID header (the resume point of a reconnecting EventSource) must be at most the job's lastSeq, ${lastSeq}; got ${after}`, { header: 'Last-Event-ID', min: 0, max: lastSeq })
+    : new GatewayError('OUT_OF_RANGE', `after must be at most the job's lastSeq, ${lastSeq}; got ${after}`, { argument: 'after', min: 0, max: lastSeq });
 export const jobNotFound = (id: string) => new GatewayError('JOB_NOT_FOUND', `No job ${JSON.stringify(id).slice(0, 80)} (it may have expired)`);
 
 /** What a job's starter hears: its success, its final frame (before any client sees it), its end (before the terminal event). */
