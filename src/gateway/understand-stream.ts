@@ -257,7 +257,16 @@ export function afterSlot<T>(source: Promise<AsyncIterableIterator<T>>): AsyncIt
   return {
     async next() {
       if (closed) return { done: true, value: undefined };
-      inner ??= await source;
+      if (!inner) {
+        try {
+          inner = await source;
+        } catch (e) {
+          // no slot (refused, the server draining): the stream fails once and is over. Thrown again on every
+          // next(), a transport that pulls after an error event (SSE) looped on it, starving the event loop
+          closed = true;
+          throw e;
+        }
+      }
       if (closed) {
         await inner.return?.();
         return { done: true, value: undefined };

@@ -3,8 +3,10 @@
 // silent request, and its client could not tell queued from hung), and its events follow when it gets a slot.
 // A client that leaves while queued leaves the queue; BUSY beyond the queue stays the request's own error.
 import net from 'node:net';
+import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../src/gateway/server.ts';
+import { afterSlot } from '../../src/gateway/understand-stream.ts';
 import { FakeEngine } from './fake-engine.ts';
 import { parseSse, start, waitFor, wsClient, wsRun } from './helpers.ts';
 
@@ -143,4 +145,36 @@ describe('streamed HTTP responses per client', () => {
       await s.close();
     }
   }, 30_000);
+
+  it('a stream whose slot is refused fails once and is over (it threw on every pull: SSE looped on it)', async () => {
+    const it = afterSlot<number>(Promise.reject(new Error('shutting down')));
+    await expect(it.next()).rejects.toThrow('shutting down');
+    expect(await it.next()).toEqual({ done: true, value: undefined });
+  });
+
+  it('a server closing with an SSE understand queued and a graphql-ws connection open closes, the stream ending with one error', async () => {
+    const slow = new FakeEngine({ stepMs: 40, tokens: 200 });
+    const s = await start({ engine: slow, limits: { maxConcurrentJobs: 1, maxQueuedJobs: 4 } });
+    // an open graphql-ws connection (a web demo keeps one): closing waits on its close handshake
+    const idle = new WebSocket(s.url.replace(/^http/, 'ws'), 'graphql-transport-ws');
+    idle.on('open', () => idle.send(JSON.stringify({ type: 'connection_init' })));
+    idle.on('error', () => undefined);
+    // an image job holds the one slot
+    await fetch(s.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: 'mutation { generateImage(input: { prompt: "a red circle", mode: BASELINE, steps: 250 }) { id } }' }) });
+    await waitFor(() => s.runtime.scheduler.runningCount === 1, 'the slot taken');
+    const queued = await fetch(s.url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'text/event-stream' }, body: JSON.stringify(U(30)) });
+    await waitFor(() => s.runtime.scheduler.queuedCount === 1, 'the SSE request queued');
+    // every byte that arrives, also when the connection is cut part way (text() would reject)
+    let text = '';
+    const body = (async () => {
+      const rd = queued.body!.getReader();
+      for (let r = await rd.read(); !r.done; r = await rd.read()) text += Buffer.from(r.value).toString();
+    })().catch(() => undefined);
+    const closed = await Promise.race([s.close().then(() => 'closed'), new Promise((r) => setTimeout(() => r('still closing'), 5000))]);
+    expect(closed).toBe('closed');
+    await body;
+    expect(text.length).toBeLessThan(10_000); // one error event (it sent megabytes of the same error, a loop)
+    expect(parseSse(text).filter((p) => p.errors).length).toBeLessThanOrEqual(1);
+    idle.terminate();
+  }, 20_000);
 });
