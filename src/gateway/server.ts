@@ -32,6 +32,9 @@ import { clientAddress, clientIdentity, parseTrustedProxies } from './client-add
 import { tookData, writeProgress, type WriteProgress } from './heartbeat.ts';
 import { GatewayRuntime, type GatewayContext } from './runtime.ts';
 
+/** How long a shutdown waits for graphql-ws clients to answer its close (1001) before cutting them off. */
+const WS_CLOSE_GRACE_MS = 1000;
+
 export interface ServerOptions {
   /** 0 picks a free port. Default: PORT or 4000. */
   port?: number;
@@ -1155,7 +1158,15 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       rt.dispose();
       if (slowTimer) clearInterval(slowTimer);
       if (heartbeat) clearInterval(heartbeat);
-      await Promise.resolve(wsServer.dispose()).catch(() => undefined);
+      // graphql-ws closes every socket with 1001 and waits for each close handshake; a client that does not
+      // answer (not reading, gone without a FIN) would hold the shutdown for ws's 30 s close timeout: after
+      // WS_CLOSE_GRACE_MS the rest are terminated
+      const disposed = Promise.resolve(wsServer.dispose()).catch(() => undefined);
+      let graceTimer: NodeJS.Timeout | undefined;
+      await Promise.race([disposed, new Promise<void>((r) => (graceTimer = setTimeout(r, WS_CLOSE_GRACE_MS)))]);
+      clearTimeout(graceTimer);
+      for (const c of wss.clients) c.terminate();
+      await disposed;
       for (const s of sockets) s.destroy();
       // (a server that never listened calls back at once)
       await new Promise<void>((r) => server.close(() => r()));

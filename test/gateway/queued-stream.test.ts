@@ -178,3 +178,22 @@ describe('streamed HTTP responses per client', () => {
     idle.terminate();
   }, 20_000);
 });
+
+describe('closing the server', () => {
+  it('cuts off a graphql-ws client that does not answer its close (not reading) after a grace, instead of ws\'s 30 s', async () => {
+    const s = await start({ engine: new FakeEngine({ stepMs: 5, tokens: 3 }) });
+    const ws = new WebSocket(s.url.replace(/^http/, 'ws'), 'graphql-transport-ws');
+    ws.on('error', () => undefined);
+    await new Promise<void>((r) => {
+      ws.on('open', () => ws.send(JSON.stringify({ type: 'connection_init' })));
+      ws.on('message', () => r());
+    });
+    // the client stops reading: the server's close frame is never read, so never answered
+    (ws as unknown as { _socket: net.Socket })._socket.pause();
+    const t0 = performance.now();
+    const closed = await Promise.race([s.close().then(() => 'closed'), new Promise((r) => setTimeout(() => r('still closing'), 10_000))]);
+    expect(closed).toBe('closed');
+    expect(performance.now() - t0).toBeLessThan(10_000);
+    ws.terminate();
+  }, 40_000);
+});
