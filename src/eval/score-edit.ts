@@ -2,10 +2,11 @@
 // (shape, colour, size, cell). With S the source scene, E the expected edited scene and D the scene
 // detected in the model's output:
 //   instruction  1 if D contains every object of E∖S (what the edit creates), none of S∖E (what it
-//                destroys), and, for a background edit, D's background is E's; else 0.
+//                destroys; for a removal, nothing of the removed object's colour and shape at any size or
+//                cell), and, for a background edit, D's background is E's; else 0.
 //   preserved    of the things the edit must leave alone (the objects of S∩E, plus the background
 //                unless the edit is a background change), the fraction D still shows exactly, with
-//                every extra object in D (not in E) counted as one more failed item.
+//                every extra object in D (not in E, or a second copy of one) counted as one more failed item.
 //   quality      cleanColorFraction(image): share of pixels that are clean palette colour/blends.
 //   overall      per case the geometric mean ∛(instruction·preserved·quality), averaged over cases —
 //                so returning the source unchanged (preserved 1, quality 1, instruction 0) scores 0.
@@ -30,14 +31,22 @@ export function judgeEdit(kind: EditKind, source: Scene, expected: Scene, image:
 export function judgeEditScenes(kind: EditKind, source: Scene, expected: Scene, detected: Scene): { instruction: number; preserved: number } {
   const S = new Set(source.objects.map(key));
   const E = new Set(expected.objects.map(key));
-  const D = new Set(detected.objects.map(key));
+  // the detected scene as a multiset: an object drawn twice is there twice (a copy is one extra)
+  const inD = new Map<string, number>();
+  for (const o of detected.objects) inD.set(key(o), (inD.get(key(o)) ?? 0) + 1);
+  const has = (k: string) => (inD.get(k) ?? 0) > 0;
   const created = [...E].filter((k) => !S.has(k));
   const destroyed = [...S].filter((k) => !E.has(k));
   const kept = [...S].filter((k) => E.has(k));
-  const instruction = created.every((k) => D.has(k)) && destroyed.every((k) => !D.has(k)) && (kind !== 'background' || detected.background === expected.background) ? 1 : 0;
-  let items = kept.length, ok = kept.filter((k) => D.has(k)).length;
+  // a removed object is referred to by colour and shape (unique in a scene): it is gone only if nothing of
+  // that colour and shape is left, whatever its size or cell (a resized or moved target is not removed)
+  const gone = (o: SceneObject) => !detected.objects.some((d) => d.color === o.color && d.shape === o.shape);
+  const removedOk = kind !== 'remove' || source.objects.filter((o) => !E.has(key(o))).every(gone);
+  const instruction = created.every(has) && destroyed.every((k) => !has(k)) && removedOk && (kind !== 'background' || detected.background === expected.background) ? 1 : 0;
+  let items = kept.length, ok = kept.filter(has).length;
   if (kind !== 'background') { items++; if (detected.background === source.background) ok++; }
-  const extras = [...D].filter((k) => !E.has(k)).length;
+  let extras = 0;
+  for (const [k, n] of inD) extras += Math.max(0, n - (E.has(k) ? 1 : 0));
   const preserved = items + extras === 0 ? 1 : ok / (items + extras);
   return { instruction, preserved };
 }

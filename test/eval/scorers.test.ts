@@ -169,6 +169,19 @@ describe('edit judgement, scene level', () => {
   it('background changed by an object edit: preserved < 1', () => {
     expect(judgeEditScenes('recolor', src, exp, { ...exp, background: 'white' }).preserved).toBe(0.5);
   });
+  it('a removal is followed only if nothing of the target\'s colour and shape is left (a resized or moved target is not removed)', () => {
+    const rsrc = parseCaption('a large red circle at the top left and a small blue star at the center on a gray background');
+    const rexp = parseCaption('a small blue star at the center on a gray background');
+    expect(judgeEditScenes('remove', rsrc, rexp, rexp)).toEqual({ instruction: 1, preserved: 1 });
+    for (const left of ['a small red circle at the top left', 'a large red circle at the bottom']) {
+      const d = parseCaption(`${left} and a small blue star at the center on a gray background`);
+      expect(judgeEditScenes('remove', rsrc, rexp, d).instruction, left).toBe(0);
+    }
+  });
+  it('an object drawn twice is one extra (the detected scene is a multiset)', () => {
+    const twice = { background: exp.background, objects: [...exp.objects, exp.objects[1]!] };
+    expect(judgeEditScenes('recolor', src, exp, twice)).toEqual({ instruction: 1, preserved: 2 / 3 });
+  });
   it('background edit is judged on the background', () => {
     const bexp = { ...src, background: 'beige' as const };
     expect(judgeEditScenes('background', src, bexp, bexp)).toEqual({ instruction: 1, preserved: 1 });
