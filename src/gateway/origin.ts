@@ -3,6 +3,7 @@
 // Host header, or `publicUrl`) or be listed in `allowedOrigins` ("*" allows every origin).
 // Applied to the graphql-ws upgrade (HTTP 403 before the handshake) and to HTTP /graphql (403),
 // and it decides yoga's CORS headers, so both transports follow one rule.
+import { isIP } from 'node:net';
 
 /** Normalises "https://App.Example.com:443/" to "https://app.example.com"; throws on garbage. */
 export function normalizeOrigin(origin: string): string {
@@ -163,6 +164,9 @@ export class HostPolicy {
     }
     if (u.username || u.password || u.pathname !== '/' || u.search || u.hash) return false;
     if (this.exact.has(u.host) || this.anyPort.has(u.hostname)) return true;
+    // an address on the server's port (a scraper or probe that reaches it by IP, as Prometheus's service
+    // discovery does): DNS rebinding always arrives with a name, never an address
+    if (isIP(u.hostname.replace(/^\[|\]$/g, '')) && Number(u.port || 80) === this.port) return true;
     return this.onPort.has(u.hostname) && Number(u.port || 80) === this.port;
   }
 }

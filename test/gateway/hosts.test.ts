@@ -123,6 +123,11 @@ describe('Host allowlist (DNS rebinding)', () => {
     p.port = 4000;
     expect(p.allows('192.168.1.5:4000')).toBe(true);
     expect(p.allows('192.168.1.5:4001')).toBe(false);
+    // any address on the server's port (a scraper reaching it by IP): rebinding never sends an address
+    const named = new HostPolicy(['api.example.com'], '0.0.0.0');
+    named.port = 4733;
+    for (const h of ['192.0.2.2:4733', '10.1.2.3:4733', '[2001:db8::1]:4733']) expect(named.allows(h), h).toBe(true);
+    for (const h of ['192.0.2.2:4734', 'evil.example:4733', '192.0.2.2.nip.io:4733']) expect(named.allows(h), h).toBe(false);
     expect(p.allows(undefined)).toBe(false);
     const v6 = new HostPolicy([], '::1');
     v6.port = 80;
