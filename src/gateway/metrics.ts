@@ -22,9 +22,14 @@ const labelKey = (l: Labels) =>
 
 export class Counter {
   private readonly values = new Map<string, number>();
+  /**
+   * @param labelled  every series has labels: none is shown before the first event or declared label set (a
+   *   label-less `name 0` would vanish at the first event, when the labelled series appears)
+   */
   constructor(
     readonly name: string,
     readonly help: string,
+    private readonly labelled = false,
   ) {}
   /** `labels` undefined: the label-less series (the per-token hot path skips key building) */
   inc(labels?: Labels, by = 1): void {
@@ -36,7 +41,7 @@ export class Counter {
   }
   render(): string {
     const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`];
-    if (this.values.size === 0) lines.push(`${this.name} 0`);
+    if (this.values.size === 0 && !this.labelled) lines.push(`${this.name} 0`);
     for (const [k, v] of this.values) lines.push(`${this.name}${k ? `{${k}}` : ''} ${v}`);
     return lines.join('\n');
   }
@@ -119,19 +124,19 @@ export interface MetricsSources {
 }
 
 export class GatewayMetrics {
-  readonly operations = new Counter('hyperbagel_gateway_operations_total', 'GraphQL operations started, by root field');
-  readonly errors = new Counter('hyperbagel_gateway_errors_total', 'Errors returned to clients, by code');
-  readonly cancellations = new Counter('hyperbagel_gateway_cancellations_total', 'Model work cancelled, by reason and operation');
+  readonly operations = new Counter('hyperbagel_gateway_operations_total', 'GraphQL operations started, by root field', true);
+  readonly errors = new Counter('hyperbagel_gateway_errors_total', 'Errors returned to clients, by code', true);
+  readonly cancellations = new Counter('hyperbagel_gateway_cancellations_total', 'Model work cancelled, by reason and operation', true);
   readonly busy = new Counter('hyperbagel_gateway_busy_rejections_total', 'Requests rejected with BUSY');
   readonly droppedPreviews = new Counter('hyperbagel_gateway_dropped_previews_total', 'Preview frames superseded before a slow client took them');
   readonly coalescedChunks = new Counter('hyperbagel_gateway_coalesced_chunks_total', 'Token chunks merged into a previous event because the client was slow');
-  readonly rateLimited = new Counter('hyperbagel_gateway_rate_limited_total', 'Operations rejected with RATE_LIMITED, by transport');
-  readonly originRejected = new Counter('hyperbagel_gateway_origin_rejected_total', 'Requests and WebSocket upgrades refused for their Origin or Host header, by transport');
-  readonly wsProtocolErrors = new Counter('hyperbagel_gateway_ws_protocol_errors_total', 'graphql-ws sockets that ws closed for a client protocol fault (oversized or malformed frame), by ws error code');
-  readonly wsRefused = new Counter('hyperbagel_gateway_ws_connections_refused_total', 'graphql-ws upgrades refused with HTTP 429, by reason (total or per_client connection limit)');
+  readonly rateLimited = new Counter('hyperbagel_gateway_rate_limited_total', 'Operations rejected with RATE_LIMITED, by transport', true);
+  readonly originRejected = new Counter('hyperbagel_gateway_origin_rejected_total', 'Requests and WebSocket upgrades refused for their Origin or Host header, by transport', true);
+  readonly wsProtocolErrors = new Counter('hyperbagel_gateway_ws_protocol_errors_total', 'graphql-ws sockets that ws closed for a client protocol fault (oversized or malformed frame), by ws error code', true);
+  readonly wsRefused = new Counter('hyperbagel_gateway_ws_connections_refused_total', 'graphql-ws upgrades refused with HTTP 429, by reason (total or per_client connection limit)', true);
   readonly heartbeatTimeouts = new Counter('hyperbagel_gateway_ws_heartbeat_timeouts_total', 'graphql-ws sockets the heartbeat terminated: no answer to its pings and no data taken for an interval, or no answer for 3');
   readonly slowSocketCloses = new Counter('hyperbagel_gateway_slow_socket_closes_total', 'graphql-ws sockets closed because the client stopped reading (code 4008)');
-  readonly forwarded = new Counter('hyperbagel_gateway_forwarded_total', 'Operations forwarded to the replica that owns their job or session id, by root field and replica');
+  readonly forwarded = new Counter('hyperbagel_gateway_forwarded_total', 'Operations forwarded to the replica that owns their job or session id, by root field and replica', true);
   readonly tokens = new Counter('hyperbagel_gateway_generated_tokens_total', 'Tokens the engine generated for understand streams');
   readonly ttft = new Histogram('hyperbagel_gateway_ttft_seconds', 'Time to first token (gateway receipt to first chunk)', [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]);
   readonly timePerOutputToken = new Histogram('hyperbagel_gateway_time_per_output_token_seconds', 'Decode time per token after the first (TPOT), per understand request of two or more tokens', [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1]);
@@ -171,6 +176,11 @@ export class GatewayMetrics {
     for (const code of declared.errorCodes ?? []) this.errors.inc({ code }, 0);
     for (const field of declared.fields ?? []) this.operations.inc({ field }, 0);
     for (const transport of ['http', 'ws']) this.rateLimited.inc({ transport }, 0);
+    for (const transport of ['http', 'ws']) this.originRejected.inc({ transport }, 0);
+    for (const reason of ['total', 'per_client']) this.wsRefused.inc({ reason }, 0);
+    // every way model work is cancelled: a client gone, cancelJob, nobody watching a detached job, shutdown
+    this.cancellations.inc({ reason: 'client_gone', operation: 'understand' }, 0);
+    for (const reason of ['client_gone', 'cancel_job', 'unwatched_timeout', 'shutdown']) this.cancellations.inc({ reason, operation: 'image_job' }, 0);
     const start = Date.now() / 1000 - process.uptime();
     this.gauges = [
       new Gauge('hyperbagel_build_info', 'Always 1: the package version and the model served, as labels', () => (src.build ? [[src.build(), 1]] : [])),

@@ -61,6 +61,17 @@ describe('/metrics', () => {
     expect([...ROOT_FIELDS].sort()).toEqual(roots.sort());
   });
 
+  it('a counter with labels shows no label-less series, ever; the ways work is cancelled are at 0 from the start', async () => {
+    const s = series(await scrape());
+    for (const name of ['operations_total', 'errors_total', 'cancellations_total', 'rate_limited_total', 'origin_rejected_total', 'ws_protocol_errors_total', 'ws_connections_refused_total', 'forwarded_total'])
+      expect(s.has(`hyperbagel_gateway_${name}`), name).toBe(false); // it vanished at the first event (a reset to increase())
+    expect(s.get('hyperbagel_gateway_cancellations_total{operation="understand",reason="client_gone"}')).toBeGreaterThanOrEqual(0);
+    for (const reason of ['client_gone', 'cancel_job', 'unwatched_timeout', 'shutdown'])
+      expect(s.has(`hyperbagel_gateway_cancellations_total{operation="image_job",reason="${reason}"}`), reason).toBe(true);
+    expect(s.get('hyperbagel_gateway_origin_rejected_total{transport="ws"}')).toBeGreaterThanOrEqual(0);
+    expect(s.get('hyperbagel_gateway_ws_connections_refused_total{reason="per_client"}')).toBeGreaterThanOrEqual(0);
+  });
+
   it('the build, readiness, limits and process series', async () => {
     const s = series(await scrape());
     expect(s.get(`hyperbagel_build_info{model="fake",version="${JSON.parse((await import('node:fs')).readFileSync('package.json', 'utf8')).version}"}`)).toBe(1);
