@@ -54,7 +54,7 @@ export function logInternal(log: (line: string) => void, error: unknown, errorId
 
 /**
  * The server log's line for an INTERNAL error a client was given (`error`: the GatewayError, or a GraphQL
- * error around one or around the thrown value): its error id and what went wrong, with the stack.
+ * error around one or around the thrown value): its error id and what went wrong, with the stack, on one line.
  */
 function internalLogLine(error: unknown, errorId?: unknown): string {
   const g = gatewayErrorIn(error);
@@ -62,7 +62,8 @@ function internalLogLine(error: unknown, errorId?: unknown): string {
   let cause: unknown = g ? (g.internalCause ?? g) : error instanceof GraphQLError && error.originalError ? error.originalError : error;
   if (cause instanceof GraphQLError && cause.originalError) cause = cause.originalError;
   const what = cause instanceof Error ? (cause.stack ?? cause.message) : String(cause);
-  return `hyperbagel: internal error${typeof id === 'string' ? ` ${id}` : ''}: ${what}`;
+  // one line (a line-based log collector keeps the error id with its stack): the stack's frames joined by " | "
+  return `hyperbagel: internal error${typeof id === 'string' ? ` ${id}` : ''}: ${what.replace(/\s*\n\s*/g, ' | ')}`;
 }
 
 const ENGINE_CODES: Record<EngineErrorCode, ErrorCode> = {

@@ -1140,7 +1140,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     } catch (e) {
       if (rt.state === 'shutting-down') return; // closed (or failed to listen) while loading: nothing to report
       rt.state = 'failed';
-      log(`hyperbagel: engine failed to load from ${packDir}: ${e instanceof Error ? e.message : String(e)}`);
+      log(`hyperbagel: engine failed to load from ${packDir}: ${(e instanceof Error ? e.message : String(e)).replace(/\s*\n\s*/g, ' ')}`); // one line
       throw e;
     }
   })();

@@ -25,7 +25,9 @@ function expectTraced(e: { message: string; extensions?: Record<string, unknown>
   expect(JSON.stringify(e)).not.toContain(SECRET);
   const lines = logged.filter((l) => l.includes(id));
   expect(lines).toHaveLength(1);
-  expect(lines[0]).toMatch(new RegExp(`^hyperbagel: internal error ${id}: Error: ${SECRET}\\n    at `));
+  // one line, the stack's frames joined: a line-based collector keeps the id with its stack
+  expect(lines[0]).toMatch(new RegExp(`^hyperbagel: internal error ${id}: Error: ${SECRET} \\| at `));
+  expect(lines[0]).not.toContain('\n');
   if (context) expect(lines[0]).toContain(context);
   return id;
 }
