@@ -194,7 +194,7 @@ export class GatewayMetrics {
       new Gauge('process_resident_memory_bytes', 'Resident memory size, in bytes', () => process.memoryUsage.rss()),
       new Gauge('nodejs_heap_used_bytes', 'V8 heap in use, in bytes', () => process.memoryUsage().heapUsed),
       new Gauge('nodejs_eventloop_delay_seconds', `Event-loop delay over the last complete ${LOOP_WINDOW_MS / 1000} s window, by quantile (0.5, 0.99, 1 = max): how late a timer callback ran`, () => this.loopWindow),
-      new Gauge('hyperbagel_gateway_active_streams', 'Open streaming operations, by kind', src.activeStreams),
+      new Gauge('hyperbagel_gateway_active_streams', 'Open streaming operations, by kind; an understand stream from when it has an engine slot (before: queue_depth)', src.activeStreams),
       new Gauge('hyperbagel_gateway_queue_depth', 'Jobs waiting for a slot', src.queueDepth),
       new Gauge('hyperbagel_gateway_running_jobs', 'Jobs holding a slot', src.runningJobs),
       new Gauge('hyperbagel_gateway_ws_connections', 'Open graphql-ws connections', src.wsConnections),
