@@ -470,4 +470,13 @@ export class JobManager {
     clearInterval(this.timer);
     this.cancelAll();
   }
+
+  /** Resolves once every job has ended (its terminal event logged), or after `ms`. */
+  async ended(ms: number): Promise<void> {
+    const open = [...this.jobs.values()].filter((j) => !j.terminal).map((j) => j.finished);
+    if (!open.length) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(open), new Promise<void>((r) => (timer = setTimeout(r, ms)))]);
+    clearTimeout(timer);
+  }
 }

@@ -1158,6 +1158,10 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       rt.dispose();
       if (slowTimer) clearInterval(slowTimer);
       if (heartbeat) clearInterval(heartbeat);
+      // the jobs just cancelled end (their CANCELLED event) before the sockets close, so a graphql-ws subscriber
+      // learns its job's fate rather than only the 1001 close; then a turn for those events to be written
+      await rt.jobs.ended(WS_CLOSE_GRACE_MS);
+      await new Promise((r) => setImmediate(r));
       // graphql-ws closes every socket with 1001 and waits for each close handshake; a client that does not
       // answer (not reading, gone without a FIN) would hold the shutdown for ws's 30 s close timeout: after
       // WS_CLOSE_GRACE_MS the rest are terminated

@@ -197,3 +197,32 @@ describe('closing the server', () => {
     ws.terminate();
   }, 40_000);
 });
+
+describe('closing the server with image jobs', () => {
+  it('an imageJob subscriber over graphql-ws gets its job\'s CANCELLED before the 1001 close', async () => {
+    const s = await start({ engine: new FakeEngine({ nfeMs: 50 }), limits: { maxConcurrentJobs: 1, maxQueuedJobs: 4 } });
+    const post = async (query: string) => (await fetch(s.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query }) })).json();
+    const running = (await post('mutation { generateImage(input: { prompt: "x", mode: BASELINE, steps: 250 }) { id } }')).data.generateImage.id;
+    const queued = (await post('mutation { generateImage(input: { prompt: "y", mode: BASELINE, steps: 250 }) { id } }')).data.generateImage.id;
+    const ws = new WebSocket(s.url.replace(/^http/, 'ws'), 'graphql-transport-ws');
+    ws.on('error', () => undefined);
+    const got: string[] = [];
+    const closeCode = new Promise<number>((r) => ws.on('close', (c) => r(c)));
+    await new Promise<void>((r) => {
+      ws.on('open', () => ws.send(JSON.stringify({ type: 'connection_init' })));
+      ws.on('message', (d) => {
+        const m = JSON.parse(String(d));
+        if (m.type === 'connection_ack') {
+          for (const [n, id] of [running, queued].entries()) ws.send(JSON.stringify({ id: String(n), type: 'subscribe', payload: { query: `subscription { imageJob(id: "${id}") { status done } }` } }));
+          r();
+        }
+        if (m.type === 'next' && m.payload.data?.imageJob?.done) got.push(`${m.id}:${m.payload.data.imageJob.status}`);
+      });
+    });
+    await waitFor(() => s.runtime.scheduler.queuedCount === 1 && s.runtime.scheduler.runningCount === 1, 'one job running, one queued');
+    await waitFor(() => s.runtime.activeStreamCount === 2, 'both subscriptions open (a queued job has no event yet)');
+    await s.close();
+    expect(await closeCode).toBe(1001);
+    expect(got.sort()).toEqual(['0:CANCELLED', '1:CANCELLED']);
+  }, 20_000);
+});
