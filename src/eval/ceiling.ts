@@ -1,9 +1,10 @@
 // Ceilings for a pack's image path: the oracle's ground-truth images squeezed through what any
 // generator of the pack must draw through. `lowres-oracle` keeps only the latent grid's pixel
 // resolution (area-downsampled, then enlarged like the engine's frames); `vae-oracle` also passes
-// them through the pack's VAE (encode, decode). No generator drawing in that latent space can
-// score above the second on GenEval or GEdit, so it bounds what more training of the unified model can
-// reach (docs/results.md, "Session 17").
+// them through the pack's VAE (encode, decode). It is the suite's reference scenes after the image path, not an
+// upper bound: the reference draws one scene per prompt (small stars, objects near a cell edge blur in the VAE),
+// and a generator choosing scenes that survive the VAE can score above it (think mode does: docs/results.md,
+// "Session 27"); what it shows is how much the image path costs those scenes ("Session 17").
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { EngineError, type RgbImage } from '../engine/types.ts';
