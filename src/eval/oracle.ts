@@ -17,10 +17,13 @@ export function answerQuestion(scene: Scene, question: string): string {
   const objs = scene.objects;
   let m: RegExpMatchArray | null;
   if (q === 'what color is the background') return scene.background;
-  if (q === 'how many objects are there') return NUMBER_WORDS[objs.length]!;
+  if (q === 'how many objects are there') return NUMBER_WORDS[objs.length] ?? String(objs.length); // (a detected scene may hold more than the world's 4)
   if ((m = q.match(/^how many (\w+) are there$/))) {
     const shape = SHAPES.find((s) => PLURAL[s] === m![1]);
-    if (shape) return NUMBER_WORDS[objs.filter((o) => o.shape === shape).length]!;
+    if (shape) {
+      const n = objs.filter((o) => o.shape === shape).length;
+      return NUMBER_WORDS[n] ?? String(n);
+    }
   }
   if ((m = q.match(/^what color is the (\w+)$/))) { const o = objs.find((p) => p.shape === m![1]); if (o) return o.color; }
   if ((m = q.match(/^where is the (\w+) (\w+)$/))) { const o = objs.find((p) => p.color === m![1] && p.shape === m![2]); if (o) return o.cell; }
