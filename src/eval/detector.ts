@@ -19,7 +19,7 @@
 // the world's rules; the scene itself is never trimmed to a valid one).
 import type { RgbImage } from '../engine/types.ts';
 import { canonicalScene, MAX_OBJECTS, type Scene, type SceneObject } from '../world/scene.ts';
-import { IMAGE_SIZE, insideUnitShape, objectCenter, objectCoverage, RADIUS } from '../world/render.ts';
+import { IMAGE_SIZE, objectCenter, objectCoverage, RADIUS, shapeCoverage } from '../world/render.ts';
 import { BACKGROUND_COLORS, BACKGROUNDS, CELLS, COLORS, OBJECT_COLORS, SHAPES, SIZES, type BackgroundColor, type Cell, type ObjectColor, type Shape, type Size } from '../world/vocabulary.ts';
 import { WorldError } from '../world/errors.ts';
 
@@ -124,30 +124,16 @@ function boxBlur(t: Float32Array, w: number, h: number): Float32Array {
 export const TEMPLATE_RADII: readonly number[] = Array.from({ length: 14 }, (_, i) => 4.5 + 0.5 * i);
 /** A fitted radius below this (halfway between the rendered small and large radii) reads as small. */
 export const SIZE_SPLIT_RADIUS = (RADIUS.small + RADIUS.large) / 2;
-const SUPERSAMPLE = 4;
 
 /**
  * Coverage (0..16) of `shape` centred on `cell` at circumradius `r`, over the whole image. At a rendered
- * radius it is the renderer's own objectCoverage (so clean renders fit exactly); elsewhere the same 4×4
- * supersampled inside test at that radius.
+ * radius it is the renderer's own objectCoverage (so clean renders fit exactly); elsewhere the renderer's
+ * drawing at that radius (shapeCoverage).
  */
 function coverageAt(shape: Shape, cell: Cell, r: number): Uint8Array {
   for (const size of SIZES) if (RADIUS[size] === r) return objectCoverage({ shape, size, cell });
-  const cov = new Uint8Array(S * S);
   const { cx, cy } = objectCenter({ cell });
-  const x0 = Math.max(0, Math.floor(cx - r - 1)), x1 = Math.min(S - 1, Math.ceil(cx + r + 1));
-  const y0 = Math.max(0, Math.floor(cy - r - 1)), y1 = Math.min(S - 1, Math.ceil(cy + r + 1));
-  for (let y = y0; y <= y1; y++) {
-    for (let x = x0; x <= x1; x++) {
-      let c = 0;
-      for (let sy = 0; sy < SUPERSAMPLE; sy++) {
-        const py = y + (sy + 0.5) / SUPERSAMPLE;
-        for (let sx = 0; sx < SUPERSAMPLE; sx++) if (insideUnitShape(shape, (x + (sx + 0.5) / SUPERSAMPLE - cx) / r, (py - cy) / r)) c++;
-      }
-      cov[y * S + x] = c;
-    }
-  }
-  return cov;
+  return shapeCoverage(shape, cx, cy, r);
 }
 
 function sparseMask(t: Float32Array, w: number): Mask {

@@ -50,10 +50,17 @@ export function objectCenter(cellObj: Pick<SceneObject, 'cell'>): { cx: number; 
 
 /** Coverage (0..SUPERSAMPLE²) of one object over each pixel of its cell's bounding box. */
 export function objectCoverage(o: Pick<SceneObject, 'shape' | 'size' | 'cell'>, size = IMAGE_SIZE): Uint8Array {
-  const cov = new Uint8Array(size * size);
   const scale = size / IMAGE_SIZE;
-  const { cx: cx0, cy: cy0 } = objectCenter(o);
-  const cx = cx0 * scale, cy = cy0 * scale, r = RADIUS[o.size] * scale;
+  const { cx, cy } = objectCenter(o);
+  return shapeCoverage(o.shape, cx * scale, cy * scale, RADIUS[o.size] * scale, size);
+}
+
+/**
+ * Coverage (0..SUPERSAMPLE²) of `shape` centred at (cx, cy) with circumradius `r`, over a size×size image: the
+ * renderer's drawing, also at radii it does not draw (the evaluator's detector fits those).
+ */
+export function shapeCoverage(shape: Shape, cx: number, cy: number, r: number, size = IMAGE_SIZE): Uint8Array {
+  const cov = new Uint8Array(size * size);
   const x0 = Math.max(0, Math.floor(cx - r - 1)), x1 = Math.min(size - 1, Math.ceil(cx + r + 1));
   const y0 = Math.max(0, Math.floor(cy - r - 1)), y1 = Math.min(size - 1, Math.ceil(cy + r + 1));
   for (let y = y0; y <= y1; y++) {
@@ -63,7 +70,7 @@ export function objectCoverage(o: Pick<SceneObject, 'shape' | 'size' | 'cell'>, 
         const py = y + (sy + 0.5) / SUPERSAMPLE;
         for (let sx = 0; sx < SUPERSAMPLE; sx++) {
           const px = x + (sx + 0.5) / SUPERSAMPLE;
-          if (insideUnitShape(o.shape, (px - cx) / r, (py - cy) / r)) c++;
+          if (insideUnitShape(shape, (px - cx) / r, (py - cy) / r)) c++;
         }
       }
       cov[y * size + x] = c;
