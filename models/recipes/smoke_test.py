@@ -15,6 +15,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from hyperbagel.smoke import refused  # noqa: E402
 
 
 def run(args):
@@ -27,27 +28,6 @@ def run(args):
     last = [line for line in p.stdout.splitlines() if line.strip()][-1]
     print(f"[{time.time() - t:5.1f}s] {os.path.basename(args[0])}: {last}", flush=True)
     return p.stdout
-
-
-def refused(script, args, msg):
-    """SCRIPT's main() with ARGS must exit with one line holding MSG (no traceback): the argument and resume checks
-    that exit before any work, run in this process (no interpreter start per case)."""
-    import contextlib
-    import importlib
-    import io
-    mod = importlib.import_module(script)
-    err, argv = io.StringIO(), sys.argv
-    sys.argv = [script + ".py", *args]
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            mod.main()
-    except SystemExit as e:
-        text = err.getvalue() + (e.code if isinstance(e.code, str) else "")
-        assert e.code not in (0, None) and msg in text, (script, args, text[-400:])
-        return text
-    finally:
-        sys.argv = argv
-    raise AssertionError(f"{script} {' '.join(args)}: not refused ({msg})")
 
 
 def main():
