@@ -5,7 +5,7 @@ import { WorldError } from '../world/errors.ts';
 import { sceneToCaption } from '../world/caption.ts';
 import { applyEdit, parseInstruction } from '../world/edits.ts';
 import { renderScene } from '../world/render.ts';
-import type { Scene } from '../world/scene.ts';
+import { MAX_OBJECTS, type Scene } from '../world/scene.ts';
 import { CELLS, NUMBER_WORDS, normalizeText, PLURAL, SHAPES, type Shape } from '../world/vocabulary.ts';
 import { detectScene } from './detector.ts';
 import type { EvalModel } from './model.ts';
@@ -60,8 +60,24 @@ export function oracleModel(): EvalModel {
       if (!s) throw new WorldError('PARSE_ERROR', `oracle has no reference scene for "${prompt}"`);
       return renderScene(s);
     },
-    edit: async (img, instruction) => renderScene(applyEdit(detectScene(img), parseInstruction(instruction))),
+    // (the detector reports every object it sees; an edit applies to a world scene: one object per colour and
+    // shape, at most MAX_OBJECTS, as the first of each)
+    edit: async (img, instruction) => renderScene(applyEdit(asWorldScene(detectScene(img)), parseInstruction(instruction))),
   };
+}
+
+/** A detected scene as a valid world scene: the first object of each colour and shape, at most MAX_OBJECTS. */
+function asWorldScene(scene: Scene): Scene {
+  const seen = new Set<string>();
+  const objects = scene.objects
+    .filter((o) => {
+      const k = `${o.color} ${o.shape}`;
+      if (seen.has(k)) return false;
+      seen.add(k);
+      return true;
+    })
+    .slice(0, MAX_OBJECTS);
+  return { ...scene, objects };
 }
 
 /** Wraps a model so every image it produces is post-processed (e.g. degraded). */

@@ -176,6 +176,14 @@ describe('think mode on the fixture', () => {
     } finally {
       await framed.close();
     }
+    // a prompt the frame would take past the word limit it passed goes as given (it was refused PROMPT_TOO_LONG)
+    const tight = await createEngine(dir, { calibrate: false, intraOpThreads: 1, maxPromptWords: 4 });
+    try {
+      const frames = await collect(tight.generate({ prompt: 'a red circle', mode: '1nfe', seed: 12, think: true }));
+      expect(finalOf(frames).stage).toBe('final');
+    } finally {
+      await tight.close();
+    }
     for (const bad of [3, '', '  ']) {
       const d = packWithThink(true, { think_prefix: bad });
       dirs.push(d);

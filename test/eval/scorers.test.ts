@@ -28,6 +28,12 @@ describe('oracle scores 1.0', () => {
     expect(await oracleModel().answer(img, 'what size is the blue star')).toBe('');
     expect(await oracleModel().answer(img, 'what size is the red circle')).toBe('large');
   });
+  it('the oracle edits an image whose detected scene breaks the world\'s rules (two red circles, five objects) instead of failing the run', async () => {
+    const o = (cell: 'top left' | 'top' | 'top right' | 'left' | 'center', color: 'red' | 'blue' = 'red', shape: 'circle' | 'star' = 'circle') => ({ shape, color, size: 'large' as const, cell });
+    const img = renderScene({ background: 'white', objects: [o('top left'), o('top'), o('top right', 'blue'), o('left', 'red', 'star'), o('center', 'blue', 'star')] } as never);
+    const out = await oracleModel().edit(img, 'make the red star green', 0);
+    expect(out.width).toBe(img.width);
+  });
   it('understanding, held-out caption exact per held-out combination (every image counted under each it contains)', async () => {
     const r = await evaluateUnderstanding(oracleModel());
     const combos = r.heldout_caption_by_combination;

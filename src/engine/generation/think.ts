@@ -80,7 +80,9 @@ export function thinkPrompt(ctx: EngineCtx, prompt: string): string {
   if (!prefix) return prompt;
   const want = ctx.tokenizer.encodeWords(prefix);
   const have = ctx.tokenizer.encodeWords(prompt);
-  return want.every((id, i) => have[i] === id) ? prompt : `${prefix.trim()} ${prompt.trim()}`;
+  // (a prompt the frame would take past the word limit it passed goes as given)
+  if (want.every((id, i) => have[i] === id) || want.length + have.length > ctx.opts.maxPromptWords) return prompt;
+  return `${prefix.trim()} ${prompt.trim()}`;
 }
 
 function usable(ctx: EngineCtx, text: string): boolean {

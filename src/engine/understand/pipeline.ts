@@ -543,7 +543,11 @@ export async function* runUnderstand(
       // the session keeps what was streamed, as after a cancel (without this its cache kept the turn's rows
       // while its history did not, and the next turn read a half turn at positions it reused)
       if (consumerLeft && conversation && seq === conversation.seq && seq.alive)
-        await keepTurn('cancelled').catch(() => Object.assign(conversation, { seq: null, nextPos: 0, history: [], pending: [], imageInContext: false, anchor: null }));
+        await keepTurn('cancelled').catch(() => {
+          // the session starts afresh; the cache it held is closed (not leaked in the worker)
+          void seq!.close().catch(() => undefined);
+          Object.assign(conversation, { seq: null, nextPos: 0, history: [], pending: [], imageInContext: false, anchor: null });
+        });
     }
     let held = '';
     if (cancelled) {
