@@ -19,7 +19,7 @@
 // the world's rules; the scene itself is never trimmed to a valid one).
 import type { RgbImage } from '../engine/types.ts';
 import { canonicalScene, MAX_OBJECTS, type Scene, type SceneObject } from '../world/scene.ts';
-import { IMAGE_SIZE, objectCenter, objectCoverage, RADIUS, shapeCoverage } from '../world/render.ts';
+import { IMAGE_SIZE, objectCenter, RADIUS, shapeCoverage } from '../world/render.ts';
 import { BACKGROUND_COLORS, BACKGROUNDS, CELLS, COLORS, OBJECT_COLORS, SHAPES, SIZES, type BackgroundColor, type Cell, type ObjectColor, type Shape, type Size } from '../world/vocabulary.ts';
 import { WorldError } from '../world/errors.ts';
 
@@ -126,12 +126,10 @@ export const TEMPLATE_RADII: readonly number[] = Array.from({ length: 14 }, (_, 
 export const SIZE_SPLIT_RADIUS = (RADIUS.small + RADIUS.large) / 2;
 
 /**
- * Coverage (0..16) of `shape` centred on `cell` at circumradius `r`, over the whole image. At a rendered
- * radius it is the renderer's own objectCoverage (so clean renders fit exactly); elsewhere the renderer's
- * drawing at that radius (shapeCoverage).
+ * Coverage (0..16) of `shape` centred on `cell` at circumradius `r`, over the whole image: the renderer's own
+ * drawing (shapeCoverage, which objectCoverage draws with), so at a rendered radius clean renders fit exactly.
  */
 function coverageAt(shape: Shape, cell: Cell, r: number): Uint8Array {
-  for (const size of SIZES) if (RADIUS[size] === r) return objectCoverage({ shape, size, cell });
   const { cx, cy } = objectCenter({ cell });
   return shapeCoverage(shape, cx, cy, r);
 }

@@ -154,6 +154,9 @@ function recordWs(page: Page): WsLog {
  * Waits until the browser's WebSocket log (CDP events, which may trail the DOM) holds the end of the
  * last operation whose query contains `needle`.
  */
+/** Waits until the page shows its session id (it has a session). */
+const sessionShown = (p: Page) => p.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
+
 async function settled(log: WsLog, needle: string): Promise<{ subscribe: any; messages: any[] }> {
   await expect.poll(() => {
     try {
@@ -259,7 +262,7 @@ suite('web demo in Chromium', () => {
     });
     await page.goto(server.url.replace(/\/graphql$/, '/'));
     await page.waitForSelector('body[data-ready="true"]');
-    await page.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
+    await sessionShown(page);
   }, 120_000);
 
   afterEach(async (ctx) => {
@@ -529,7 +532,7 @@ suite('web demo in Chromium', () => {
     const release = engine.hold('generate', (ev) => 'stage' in ev && ev.stage === 'final');
     try {
       await other.goto(page.url());
-      await other.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
+      await sessionShown(other);
       await other.fill('#gen-prompt', 'a small yellow triangle at the top on a black background');
       const before = engine.calls.length;
       await other.click('#gen-generate');
@@ -629,7 +632,7 @@ suite('web demo in Chromium', () => {
 
       // Another visitor's answer takes the only job slot (the server runs 1 job and queues none).
       await other.goto(page.url());
-      await other.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
+      await sessionShown(other);
       await other.fill('#chat-max', '200');
       await other.click('#chat-send');
       await other.waitForFunction(() => Number(document.querySelector('.msg.assistant:last-child')?.getAttribute('data-chunks')) >= 1);
@@ -663,11 +666,11 @@ suite('web demo in Chromium', () => {
 
       // the old form still works; the key leaves the address (and so the history) at once
       await other.goto(`${base}?apiKey=demo-key-1&x=1`);
-      await other.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
+      await sessionShown(other);
       expect(await other.textContent('#conn')).toBe('connected');
       expect(other.url()).toBe(`${base}?x=1`);
       await other.goto(`${base}#apiKey=demo-key-1`);
-      await other.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
+      await sessionShown(other);
       expect(await other.textContent('#conn')).toBe('connected');
       expect(await other.isVisible('#error')).toBe(false);
       expect(other.url()).toBe(base);
@@ -822,7 +825,7 @@ suite('web demo in Chromium', () => {
     const newSid = (old: string) => other.waitForFunction((o) => { const t = document.getElementById('session-id')?.textContent ?? ''; return /\w{8}/.test(t) && t !== o; }, old);
     try {
       await other.goto(page.url());
-      await other.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
+      await sessionShown(other);
       const first = await sid();
       await other.click('#new-session');
       await newSid(first);
@@ -831,7 +834,7 @@ suite('web demo in Chromium', () => {
       expect(sessionAlive(server, second)).toBe(true);
       await other.reload();
       await expect.poll(() => sessionAlive(server, second), { timeout: 5_000 }).toBe(false);
-      await other.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
+      await sessionShown(other);
 
       // The session disappears on the server (expiry, eviction): the question is asked again in a new one.
       const third = await sid();
@@ -867,7 +870,7 @@ suite('web demo in Chromium', () => {
     const release = engine.hold('understand', (ev, i) => i >= 1);
     try {
       await other.goto(page.url());
-      await other.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
+      await sessionShown(other);
       const first = (await other.textContent('#session-id')) ?? '';
       await other.fill('#chat-max', '200');
       await other.fill('#chat-input', 'describe this image');
@@ -926,7 +929,7 @@ suite('web demo in Chromium', () => {
     });
     try {
       await other.goto(page.url());
-      await other.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
+      await sessionShown(other);
       // a final on screen that is the session's latest image
       await other.fill('#gen-prompt', 'a small red circle at the center on a white background');
       await other.click('#gen-generate');
@@ -984,7 +987,7 @@ suite('web demo in Chromium', () => {
     const release = engine.hold('generate', (ev) => 'stage' in ev && ev.stage === 'final');
     try {
       await other.goto(page.url());
-      await other.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
+      await sessionShown(other);
       await other.fill('#gen-prompt', 'a small green star at the bottom on a white background');
       const before = engine.calls.length;
       holdNext = true;
@@ -1032,7 +1035,7 @@ suite('web demo in Chromium', () => {
     let release = engine.hold('generate', (ev) => 'stage' in ev && ev.stage === 'final');
     try {
       await other.goto(page.url());
-      await other.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
+      await sessionShown(other);
       // 1. RATE_LIMITED: the page waits retryAfterMs, then follows the job again (the job ran on meanwhile)
       refuse = { code: 'RATE_LIMITED', message: 'Too many operations; retry in 1 s', extensions: { retryAfterMs: 300, retryAfterSeconds: 1 } };
       await other.fill('#gen-prompt', 'a small red circle at the center on a white background');
@@ -1134,7 +1137,7 @@ suite('web demo in Chromium', () => {
     const release = engine.hold('generate', (ev) => 'stage' in ev && ev.stage === 'final');
     try {
       await other.goto(page.url());
-      await other.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
+      await sessionShown(other);
       await other.fill('#gen-prompt', 'a small yellow triangle at the top on a black background');
       const before = engine.calls.length;
       await other.click('#gen-generate');
@@ -1381,7 +1384,7 @@ suite('web demo in Chromium', () => {
     await other.clock.install(); // the background reconnect's delays are fast-forwarded
     try {
       await other.goto(down.url.replace(/\/graphql$/, '/'));
-      await other.waitForFunction(() => /\w{8}/.test(document.getElementById('session-id')?.textContent ?? ''));
+      await sessionShown(other);
       await down.close();
       await other.waitForSelector('#conn[data-state="closed"]', { timeout: 10_000 });
       await other.click('#chat-send');
